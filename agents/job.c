@@ -1,0 +1,651 @@
+/*
+ * agents/job.c - load and validate a job file.
+ *
+ * Validation walks the YAML document with a small set of typed getters that
+ * report into an eddy_diag and keep going, so one `eddy check` lists every
+ * problem. Each error names file:line:col of the offending key or value and
+ * says what was expected; unknown keys get a "did you mean" from the keys
+ * allowed at that place. Relative paths resolve against the job's folder.
+ */
+#include "eddy/agent.h"
+#include "eddy/buf.h"
+#include "eddy/json.h"
+#include "eddy/tools.h"
+
+#include <libgen.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <uv.h>
+
+typedef struct vctx {
+    eddy_yaml_doc *doc;
+    eddy_diag *diag;
+    eddy_job *job;
+    int errors;
+} vctx;
+
+#define WHERE(c, path, key) eddy_yaml_where((c)->doc, (path), (key), where, sizeof(where))
+
+static void verr(vctx *c, const char *path, int key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void verr(vctx *c, const char *path, int key, const char *fmt, ...)
+{
+    char where[512], msg[EDDY_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    eddy_diag_add(c->diag, "%s: %s", WHERE(c, path, key), msg);
+    c->errors++;
+}
+
+static const char *type_name(json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "a mapping";
+    case JSON_ARRAY:
+        return "a list";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
+    }
+}
+
+static void join(char *out, size_t n, const char *path, const char *key)
+{
+    snprintf(out, n, "%s/%s", path, key);
+}
+
+/* Report keys of mapping V at PATH that are not in ALLOWED (NULL-ended). */
+static void check_keys(vctx *c, json_t *v, const char *path, const char *const *allowed)
+{
+    const char *k;
+    json_t *x;
+    json_object_foreach(v, k, x)
+    {
+        const char *best = NULL;
+        size_t bestd = (size_t)-1, i;
+        char p[512];
+        for (i = 0; allowed[i]; i++) {
+            size_t d;
+            if (!strcmp(k, allowed[i]))
+                break;
+            d = eddy_levenshtein(k, allowed[i]);
+            if (d < bestd) {
+                bestd = d;
+                best = allowed[i];
+            }
+        }
+        if (allowed[i])
+            continue;
+        join(p, sizeof(p), path, k);
+        if (best && bestd <= (strlen(k) > 5 ? 2u : 1u) + (strlen(k) > 9))
+            verr(c, p, 1, "unknown key '%s' (did you mean '%s'?)", k, best);
+        else {
+            eddy_buf b;
+            char *list;
+            eddy_buf_init(&b);
+            for (i = 0; allowed[i]; i++)
+                eddy_buf_printf(&b, "%s%s", i ? ", " : "", allowed[i]);
+            list = eddy_buf_take(&b);
+            verr(c, p, 1, "unknown key '%s' (expected one of: %s)", k, list ? list : "");
+            eddy_free(list);
+        }
+    }
+}
+
+/* Member KEY of mapping V; reports when required and missing. */
+static json_t *member(vctx *c, json_t *v, const char *path, const char *key, int required)
+{
+    json_t *x = json_object_get(v, key);
+    if (!x && required)
+        verr(c, path, 0, "missing required key '%s'", key);
+    return x;
+}
+
+static char *get_str(vctx *c, json_t *v, const char *path, const char *key, int required,
+                     const char *def)
+{
+    char p[512];
+    json_t *x = member(c, v, path, key, required);
+    join(p, sizeof(p), path, key);
+    if (!x || json_is_null(x))
+        return def ? eddy_strdup(def) : NULL;
+    if (json_is_string(x))
+        return eddy_strdup(json_string_value(x));
+    if (json_is_integer(x) || json_is_real(x))
+        return eddy_json_key_string(x);
+    verr(c, p, 0, "'%s' must be a string, not %s", key, type_name(x));
+    return NULL;
+}
+
+static long long get_int(vctx *c, json_t *v, const char *path, const char *key, long long def,
+                         long long min, long long max)
+{
+    char p[512];
+    json_t *x = member(c, v, path, key, 0);
+    join(p, sizeof(p), path, key);
+    if (!x || json_is_null(x))
+        return def;
+    if (!json_is_integer(x)) {
+        verr(c, p, 0, "'%s' must be an integer, not %s", key, type_name(x));
+        return def;
+    }
+    if (json_integer_value(x) < min || json_integer_value(x) > max) {
+        verr(c, p, 0, "'%s' must be between %lld and %lld", key, min, max);
+        return def;
+    }
+    return json_integer_value(x);
+}
+
+static int64_t get_duration(vctx *c, json_t *v, const char *path, const char *key, int64_t def)
+{
+    char p[512];
+    int64_t ms;
+    json_t *x = member(c, v, path, key, 0);
+    join(p, sizeof(p), path, key);
+    if (!x || json_is_null(x))
+        return def;
+    if (json_is_integer(x))
+        return json_integer_value(x) * 1000;
+    if (json_is_string(x) && eddy_parse_duration_ms(json_string_value(x), &ms) == 0)
+        return ms;
+    verr(c, p, 0, "'%s' must be a duration such as 500ms, 30s, 5m, 2h, 30d", key);
+    return def;
+}
+
+/* A mapping member, or NULL (reported when present but not a mapping). */
+static json_t *get_map(vctx *c, json_t *v, const char *path, const char *key, int required)
+{
+    char p[512];
+    json_t *x = member(c, v, path, key, required);
+    join(p, sizeof(p), path, key);
+    if (x && !json_is_object(x)) {
+        verr(c, p, 0, "'%s' must be a mapping, not %s", key, type_name(x));
+        return NULL;
+    }
+    return x;
+}
+
+char *eddy_job_path(const eddy_job *job, const char *rel)
+{
+    if (!rel)
+        return NULL;
+    if (rel[0] == '/' || !strcmp(rel, "-") || !job->dir[0])
+        return eddy_strdup(rel);
+    return eddy_aprintf("%s/%s", job->dir, rel);
+}
+
+/* source/sink/dead_letter: { jsonl: PATH } or { stdout: true }. */
+static char *get_io(vctx *c, json_t *root, const char *key, int allow_stdout, int *is_stdout)
+{
+    static const char *const with_stdout[] = {"jsonl", "stdout", NULL};
+    static const char *const only_jsonl[] = {"jsonl", NULL};
+    char p[512], *rel, *abs;
+    json_t *m = get_map(c, root, "", key, 0);
+    if (!m)
+        return NULL;
+    join(p, sizeof(p), "", key);
+    check_keys(c, m, p, allow_stdout ? with_stdout : only_jsonl);
+    if (allow_stdout && json_is_true(json_object_get(m, "stdout"))) {
+        *is_stdout = 1;
+        return NULL;
+    }
+    rel = get_str(c, m, p, "jsonl", 1, NULL);
+    abs = eddy_job_path(c->job, rel);
+    eddy_free(rel);
+    return abs;
+}
+
+static void parse_backoff(vctx *c, json_t *retry, const char *path, eddy_llm_model *m)
+{
+    char p[512], *dots;
+    json_t *x = json_object_get(retry, "backoff");
+    int64_t a, b;
+    if (!x)
+        return;
+    join(p, sizeof(p), path, "backoff");
+    if (!json_is_string(x) || !(dots = strstr(json_string_value(x), ".."))) {
+        verr(c, p, 0, "'backoff' must look like 500ms..8s (first delay..largest delay)");
+        return;
+    }
+    {
+        char lo[64];
+        size_t n = (size_t)(dots - json_string_value(x));
+        if (n >= sizeof(lo) || (memcpy(lo, json_string_value(x), n), lo[n] = '\0',
+                                eddy_parse_duration_ms(lo, &a)) ||
+            eddy_parse_duration_ms(dots + 2, &b) || a > b) {
+            verr(c, p, 0, "'backoff' must look like 500ms..8s (first delay..largest delay)");
+            return;
+        }
+    }
+    m->backoff_base_ms = a;
+    m->backoff_cap_ms = b;
+}
+
+static void load_model(vctx *c, const char *name, json_t *v, const char *path, eddy_llm_model *m)
+{
+    static const char *const keys[] = {"provider",    "base_url", "api_key", "model",
+                                       "timeout",     "retry",    "limits",  "max_tokens",
+                                       "temperature", NULL};
+    static const char *const retry_keys[] = {"attempts", "backoff", NULL};
+    static const char *const limit_keys[] = {"concurrency", NULL};
+    char p[512];
+    json_t *x;
+    m->name = eddy_strdup(name);
+    if (!json_is_object(v)) {
+        verr(c, path, 0, "model '%s' must be a mapping, not %s", name, type_name(v));
+        return;
+    }
+    check_keys(c, v, path, keys);
+    m->provider = get_str(c, v, path, "provider", 0, "openai");
+    if (m->provider && strcmp(m->provider, "openai")) {
+        join(p, sizeof(p), path, "provider");
+        verr(c, p, 0, "provider '%s' is not supported (expected 'openai': any "
+                      "OpenAI-compatible chat completions endpoint)",
+             m->provider);
+    }
+    m->base_url = get_str(c, v, path, "base_url", 1, NULL);
+    if (m->base_url && strncmp(m->base_url, "http://", 7) && strncmp(m->base_url, "https://", 8)) {
+        join(p, sizeof(p), path, "base_url");
+        verr(c, p, 0, "'base_url' must start with http:// or https://");
+    }
+    m->api_key = get_str(c, v, path, "api_key", 0, NULL);
+    m->model = get_str(c, v, path, "model", 1, NULL);
+    m->timeout_ms = get_duration(c, v, path, "timeout", 60000);
+    m->max_attempts = 5;
+    m->backoff_base_ms = 500;
+    m->backoff_cap_ms = 8000;
+    if ((x = get_map(c, v, path, "retry", 0))) {
+        join(p, sizeof(p), path, "retry");
+        check_keys(c, x, p, retry_keys);
+        m->max_attempts = (int)get_int(c, x, p, "attempts", 5, 1, 100);
+        parse_backoff(c, x, p, m);
+    }
+    m->concurrency = 64;
+    if ((x = get_map(c, v, path, "limits", 0))) {
+        join(p, sizeof(p), path, "limits");
+        check_keys(c, x, p, limit_keys);
+        m->concurrency = (int)get_int(c, x, p, "concurrency", 64, 1, 100000);
+    }
+    m->max_tokens = (long)get_int(c, v, path, "max_tokens", 0, 1, 10000000);
+    if ((x = json_object_get(v, "temperature"))) {
+        join(p, sizeof(p), path, "temperature");
+        if (json_is_number(x) && json_number_value(x) >= 0 && json_number_value(x) <= 2) {
+            m->temperature = json_number_value(x);
+            m->has_temperature = 1;
+        } else {
+            verr(c, p, 0, "'temperature' must be a number from 0 to 2");
+        }
+    }
+}
+
+static const char *const template_roots[] = {"event", "memory", "key", "agent", NULL};
+
+/* Compile a prompt given inline (KEY) or as a file (KEY_file). */
+static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const char *key,
+                                  const char *def)
+{
+    char p[512], fkey[64], where[512];
+    eddy_template *t = NULL;
+    eddy_err e;
+    json_t *inl = json_object_get(pr, key), *file;
+    snprintf(fkey, sizeof(fkey), "%s_file", key);
+    file = json_object_get(pr, fkey);
+    if (inl && file) {
+        join(p, sizeof(p), path, fkey);
+        verr(c, p, 1, "give either '%s' or '%s', not both", key, fkey);
+        return NULL;
+    }
+    if (file) {
+        char *rel = get_str(c, pr, path, fkey, 1, NULL), *abs = eddy_job_path(c->job, rel);
+        char *text = NULL;
+        join(p, sizeof(p), path, fkey);
+        if (abs && eddy_read_file(abs, &text, NULL, &e))
+            verr(c, p, 0, "prompt file '%s' cannot be read: %s", rel, e.msg);
+        else if (text && eddy_template_new(text, rel, 1, 1, &t, &e))
+            eddy_diag_add(c->diag, "%s", e.msg), c->errors++;
+        eddy_free(text);
+        eddy_free(rel);
+        eddy_free(abs);
+    } else if (inl || def) {
+        const char *src = def;
+        int line = 1, col = 1;
+        join(p, sizeof(p), path, key);
+        if (inl && !json_is_string(inl)) {
+            verr(c, p, 0, "'%s' must be a string, not %s", key, type_name(inl));
+            return NULL;
+        }
+        if (inl) {
+            json_t *pos = json_object_get(c->doc->pos, p);
+            src = json_string_value(inl);
+            line = (int)json_integer_value(json_array_get(pos, 0));
+            col = (int)json_integer_value(json_array_get(pos, 1));
+        }
+        snprintf(where, sizeof(where), "%s", c->doc->file);
+        if (eddy_template_new(src, where, line, col, &t, &e))
+            eddy_diag_add(c->diag, "%s", e.msg), c->errors++;
+    }
+    for (size_t i = 0; t && i < eddy_template_nvars(t); i++) {
+        int line, col;
+        const char *var = eddy_template_var(t, i, NULL, &line, &col);
+        size_t r, n = strcspn(var, ".");
+        for (r = 0; template_roots[r]; r++)
+            if (strlen(template_roots[r]) == n && !strncmp(var, template_roots[r], n))
+                break;
+        if (!template_roots[r]) {
+            eddy_diag_add(c->diag, "%s:%d:%d: unknown template variable '%s' (it must start "
+                                   "with event., memory., key or agent)",
+                          eddy_template_origin(t), line, col, var);
+            c->errors++;
+        }
+    }
+    return t;
+}
+
+static void check_tools(vctx *c, eddy_agent_def *a, const char *tpath)
+{
+    uv_loop_t loop;
+    eddy_tools *h = NULL;
+    eddy_err e;
+    if (uv_loop_init(&loop))
+        return;
+    if (eddy_tools_new(&loop, c->job->dir, &h, &e) == 0) {
+        for (size_t i = 0; i < a->ntools; i++) {
+            eddy_tool *t;
+            char p[512], where[512];
+            snprintf(p, sizeof(p), "%s/%zu", tpath, i);
+            /* the host itself rejects a second tool of the same name */
+            if (eddy_tools_load(h, a->tool_paths[i], &t, &e)) {
+                eddy_diag_add(c->diag, "%s (tool listed at %s)", e.msg, WHERE(c, p, 0));
+                c->errors++;
+            }
+        }
+        eddy_tools_free(h);
+    } else {
+        eddy_diag_add(c->diag, "%s", e.msg);
+        c->errors++;
+    }
+    uv_loop_close(&loop);
+}
+
+static void load_agent(vctx *c, const char *name, json_t *v, const char *path,
+                       eddy_agent_def *a, int want_tools)
+{
+    static const char *const keys[] = {"model",  "prompt", "tools",  "memory",
+                                       "budget", "actions", NULL};
+    static const char *const prompt_keys[] = {"system", "system_file", "user", "user_file", NULL};
+    static const char *const mem_keys[] = {"history", NULL};
+    static const char *const budget_keys[] = {"turns", "tokens", "wall", "tool_calls", NULL};
+    static const char *const action_keys[] = {"on", "do", NULL};
+    char p[512], *model;
+    json_t *x;
+    a->name = eddy_strdup(name);
+    if (!json_is_object(v)) {
+        verr(c, path, 0, "agent '%s' must be a mapping, not %s", name, type_name(v));
+        return;
+    }
+    check_keys(c, v, path, keys);
+    model = get_str(c, v, path, "model", 0, c->job->nmodels == 1 ? c->job->models[0].name
+                                                                 : "default");
+    for (size_t i = 0; model && i < c->job->nmodels; i++)
+        if (c->job->models[i].name && !strcmp(model, c->job->models[i].name))
+            a->model = &c->job->models[i];
+    if (model && !a->model) {
+        join(p, sizeof(p), path, "model");
+        verr(c, json_object_get(v, "model") ? p : path, 0,
+             "agent '%s' uses model '%s', which is not defined under 'models'", name, model);
+    }
+    eddy_free(model);
+
+    if ((x = get_map(c, v, path, "prompt", 1))) {
+        join(p, sizeof(p), path, "prompt");
+        check_keys(c, x, p, prompt_keys);
+        a->system = load_prompt(c, x, p, "system", NULL);
+        if (!json_object_get(x, "user") && !json_object_get(x, "user_file"))
+            verr(c, p, 0, "missing required key 'user' (or 'user_file'): the prompt for each "
+                          "event, such as \"{{event.text}}\"");
+        else
+            a->user = load_prompt(c, x, p, "user", NULL);
+    }
+
+    if ((x = member(c, v, path, "tools", 0))) {
+        join(p, sizeof(p), path, "tools");
+        if (!json_is_array(x)) {
+            verr(c, p, 0, "'tools' must be a list of Lua files, not %s", type_name(x));
+        } else {
+            a->tool_paths = eddy_calloc(json_array_size(x) + 1, sizeof(char *));
+            for (size_t i = 0; a->tool_paths && i < json_array_size(x); i++) {
+                json_t *t = json_array_get(x, i);
+                char tp[512];
+                snprintf(tp, sizeof(tp), "%s/%zu", p, i);
+                if (!json_is_string(t)) {
+                    verr(c, tp, 0, "a tool must be the path of a Lua file, not %s",
+                         type_name(t));
+                    continue;
+                }
+                a->tool_paths[a->ntools++] = eddy_job_path(c->job, json_string_value(t));
+            }
+            if (want_tools)
+                check_tools(c, a, p);
+        }
+    }
+
+    a->history = 20;
+    if ((x = get_map(c, v, path, "memory", 0))) {
+        join(p, sizeof(p), path, "memory");
+        check_keys(c, x, p, mem_keys);
+        a->history = (int)get_int(c, x, p, "history", 20, 0, 100000);
+    }
+    a->budget_turns = 8;
+    a->budget_wall_ms = 120000;
+    a->budget_tool_calls = 32;
+    if ((x = get_map(c, v, path, "budget", 0))) {
+        join(p, sizeof(p), path, "budget");
+        check_keys(c, x, p, budget_keys);
+        a->budget_turns = (int)get_int(c, x, p, "turns", 8, 1, 1000);
+        a->budget_tokens = get_int(c, x, p, "tokens", 0, 1, (long long)1 << 40);
+        a->budget_wall_ms = get_duration(c, x, p, "wall", 120000);
+        a->budget_tool_calls = (int)get_int(c, x, p, "tool_calls", 32, 0, 100000);
+    }
+
+    x = member(c, v, path, "actions", 0);
+    a->on = eddy_calloc(x && json_is_array(x) ? json_array_size(x) + 1 : 2, sizeof(char *));
+    if (!a->on)
+        return;
+    if (!x) {
+        a->on[a->non++] = eddy_strdup("input");
+        return;
+    }
+    join(p, sizeof(p), path, "actions");
+    if (!json_is_array(x)) {
+        verr(c, p, 0, "'actions' must be a list such as [{on: input, do: react}]");
+        return;
+    }
+    for (size_t i = 0; i < json_array_size(x); i++) {
+        json_t *act = json_array_get(x, i);
+        char ap[512], *on, *d;
+        snprintf(ap, sizeof(ap), "%s/%zu", p, i);
+        if (!json_is_object(act)) {
+            verr(c, ap, 0, "an action must be a mapping such as {on: input, do: react}");
+            continue;
+        }
+        check_keys(c, act, ap, action_keys);
+        on = get_str(c, act, ap, "on", 1, NULL);
+        d = get_str(c, act, ap, "do", 1, NULL);
+        if (d && strcmp(d, "react")) {
+            char dp[600];
+            join(dp, sizeof(dp), ap, "do");
+            verr(c, dp, 0, "action '%s' is not available in this version (expected 'react')", d);
+        }
+        if (on)
+            a->on[a->non++] = on;
+        eddy_free(d);
+    }
+}
+
+static void load_section(vctx *c, json_t *root, const char *key, int want_tools)
+{
+    const char *name;
+    json_t *v, *m = get_map(c, root, "", key, 1);
+    size_t i = 0, n;
+    if (!m)
+        return;
+    n = json_object_size(m);
+    if (n == 0) {
+        char p[128];
+        snprintf(p, sizeof(p), "/%s", key);
+        verr(c, p, 0, "'%s' must define at least one entry", key);
+        return;
+    }
+    if (!strcmp(key, "models"))
+        c->job->models = eddy_calloc(n, sizeof(eddy_llm_model));
+    else
+        c->job->agents = eddy_calloc(n, sizeof(eddy_agent_def));
+    if (!c->job->models && !c->job->agents)
+        return;
+    json_object_foreach(m, name, v)
+    {
+        char p[512];
+        snprintf(p, sizeof(p), "/%s/%s", key, name);
+        if (!strcmp(key, "models"))
+            load_model(c, name, v, p, &c->job->models[i]), c->job->nmodels = ++i;
+        else
+            load_agent(c, name, v, p, &c->job->agents[i], want_tools), c->job->nagents = ++i;
+    }
+}
+
+static char *default_path(eddy_job *job, const char *file)
+{
+    return eddy_aprintf("%s%s.eddy/%s", job->dir, job->dir[0] ? "/" : "", file);
+}
+
+int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *diag)
+{
+    static const char *const keys[] = {"job",        "key",    "source",         "sink",
+                                       "dead_letter", "checkpoint", "trace",     "shutdown_grace",
+                                       "max_in_flight", "models", "agents",      NULL};
+    static const char *const path_keys[] = {"path", NULL};
+    eddy_yaml_doc doc;
+    vctx c = {0};
+    eddy_job *job;
+    json_t *x;
+    char *fcopy;
+    int rc, is_stdout = 0;
+
+    *out = NULL;
+    rc = eddy_yaml_load(file, &doc, diag);
+    if (rc) {
+        eddy_yaml_doc_free(&doc);
+        return rc;
+    }
+    job = eddy_calloc(1, sizeof(*job));
+    fcopy = eddy_strdup(file);
+    if (!job || !fcopy) {
+        eddy_free(fcopy);
+        eddy_free(job);
+        eddy_yaml_doc_free(&doc);
+        eddy_diag_add(diag, "%s: out of memory", file);
+        return EDDY_ENOMEM;
+    }
+    job->file = eddy_strdup(file);
+    job->dir = eddy_strdup(strcmp(dirname(fcopy), ".") ? fcopy : "");
+    eddy_free(fcopy);
+    c.doc = &doc;
+    c.diag = diag;
+    c.job = job;
+    if (!json_is_object(doc.root)) {
+        verr(&c, "", 0, "a job file must be a mapping with keys job, key, models, agents, ...");
+        goto out;
+    }
+    check_keys(&c, doc.root, "", keys);
+    job->name = get_str(&c, doc.root, "", "job", 1, NULL);
+    job->key = get_str(&c, doc.root, "", "key", 1, NULL);
+    job->source = get_io(&c, doc.root, "source", 0, &is_stdout);
+    job->sink = get_io(&c, doc.root, "sink", 1, &is_stdout);
+    job->dead_letter = get_io(&c, doc.root, "dead_letter", 0, &is_stdout);
+    if (!job->dead_letter)
+        job->dead_letter = default_path(job, "dead-letter.jsonl");
+    if ((x = get_map(&c, doc.root, "", "checkpoint", 0))) {
+        char *rel;
+        check_keys(&c, x, "/checkpoint", path_keys);
+        rel = get_str(&c, x, "/checkpoint", "path", 0, NULL);
+        job->state_path = eddy_job_path(job, rel);
+        eddy_free(rel);
+    }
+    if (!job->state_path)
+        job->state_path = default_path(job, "state.db");
+    if ((x = get_map(&c, doc.root, "", "trace", 0))) {
+        char *rel;
+        check_keys(&c, x, "/trace", path_keys);
+        rel = get_str(&c, x, "/trace", "path", 0, NULL);
+        job->trace_path = eddy_job_path(job, rel);
+        eddy_free(rel);
+    }
+    if (!job->trace_path)
+        job->trace_path = default_path(job, "traces.db");
+    job->shutdown_grace_ms = get_duration(&c, doc.root, "", "shutdown_grace", 10000);
+    job->max_in_flight = (int)get_int(&c, doc.root, "", "max_in_flight", 10000, 1, 10000000);
+    load_section(&c, doc.root, "models", want_tools);
+    load_section(&c, doc.root, "agents", want_tools);
+out:
+    eddy_yaml_doc_free(&doc);
+    if (c.errors || diag->n) {
+        eddy_job_free(job);
+        return EDDY_ESCHEMA;
+    }
+    *out = job;
+    return 0;
+}
+
+static void free_strv(char **v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        eddy_free(v[i]);
+    eddy_free(v);
+}
+
+void eddy_job_free(eddy_job *job)
+{
+    if (!job)
+        return;
+    for (size_t i = 0; i < job->nmodels; i++) {
+        eddy_llm_model *m = &job->models[i];
+        eddy_free(m->name);
+        eddy_free(m->provider);
+        eddy_free(m->base_url);
+        eddy_free(m->api_key);
+        eddy_free(m->model);
+    }
+    eddy_free(job->models);
+    for (size_t i = 0; i < job->nagents; i++) {
+        eddy_agent_def *a = &job->agents[i];
+        eddy_free(a->name);
+        eddy_template_free(a->system);
+        eddy_template_free(a->user);
+        free_strv(a->tool_paths, a->ntools);
+        free_strv(a->on, a->non);
+    }
+    eddy_free(job->agents);
+    eddy_free(job->file);
+    eddy_free(job->dir);
+    eddy_free(job->name);
+    eddy_free(job->key);
+    eddy_free(job->source);
+    eddy_free(job->sink);
+    eddy_free(job->dead_letter);
+    eddy_free(job->state_path);
+    eddy_free(job->trace_path);
+    eddy_free(job);
+}

@@ -1,0 +1,420 @@
+/*
+ * agents/yaml.c - YAML to jansson, keeping positions; ${VAR} interpolation.
+ *
+ * Walks libyaml's event stream recursively. Each node's JSON-pointer path
+ * maps to [value line, value col, key line, key col] (1-based) so validation
+ * can name the exact place of a problem. Plain scalars get YAML 1.2 core
+ * types (null, bool, int, float, string); quoted scalars stay strings.
+ * Interpolation happens before typing, so `port: ${PORT:-80}` is an integer.
+ * Anchors and aliases are rejected (a job file has no need for them).
+ */
+#include "eddy/agent.h"
+#include "eddy/buf.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <regex.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+void eddy_diag_init(eddy_diag *d)
+{
+    memset(d, 0, sizeof(*d));
+}
+
+void eddy_diag_free(eddy_diag *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        eddy_free(d->msgs[i]);
+    eddy_free(d->msgs);
+    eddy_diag_init(d);
+}
+
+void eddy_diag_add(eddy_diag *d, const char *fmt, ...)
+{
+    char msg[EDDY_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 8;
+        char **p = eddy_realloc(d->msgs, cap * sizeof(char *));
+        if (!p)
+            return;
+        d->msgs = p;
+        d->cap = cap;
+    }
+    if ((d->msgs[d->n] = eddy_strdup(msg)))
+        d->n++;
+}
+
+int eddy_interpolate(const char *s, char **out, eddy_err *err)
+{
+    eddy_buf b;
+    eddy_buf_init(&b);
+    *out = NULL;
+    while (*s) {
+        const char *end, *def;
+        char name[128];
+        size_t n;
+        if (s[0] != '$' || (s[1] != '{' && s[1] != '$')) {
+            eddy_buf_putc(&b, *s++);
+            continue;
+        }
+        if (s[1] == '$') {
+            eddy_buf_putc(&b, '$');
+            s += 2;
+            continue;
+        }
+        end = strchr(s + 2, '}');
+        if (!end) {
+            eddy_buf_free(&b);
+            return eddy_err_set(err, EDDY_EINVAL, "unclosed '${' (expected '}')");
+        }
+        def = strstr(s + 2, ":-");
+        if (def && def > end)
+            def = NULL;
+        n = (size_t)((def ? def : end) - (s + 2));
+        if (n == 0 || n >= sizeof(name)) {
+            eddy_buf_free(&b);
+            return eddy_err_set(err, EDDY_EINVAL, "bad variable name in '${...}'");
+        }
+        memcpy(name, s + 2, n);
+        name[n] = '\0';
+        for (size_t i = 0; i < n; i++) {
+            if (!(isalnum((unsigned char)name[i]) || name[i] == '_')) {
+                eddy_buf_free(&b);
+                return eddy_err_set(err, EDDY_EINVAL, "bad variable name '%s' in '${...}'",
+                                    name);
+            }
+        }
+        {
+            const char *val = getenv(name);
+            if (val && (*val || !def)) {
+                eddy_buf_puts(&b, val);
+            } else if (def) {
+                eddy_buf_append(&b, def + 2, (size_t)(end - def - 2));
+            } else {
+                eddy_buf_free(&b);
+                return eddy_err_set(err, EDDY_EINVAL,
+                                    "environment variable %s is not set (write ${%s:-default} "
+                                    "to give a default)",
+                                    name, name);
+            }
+        }
+        s = end + 1;
+    }
+    if (!(*out = eddy_buf_take(&b)))
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    return 0;
+}
+
+typedef struct loader {
+    yaml_parser_t parser;
+    eddy_yaml_doc *doc;
+    eddy_diag *diag;
+    int failed;
+} loader;
+
+static void put_pos(loader *ld, const char *path, yaml_mark_t v, const yaml_mark_t *k)
+{
+    json_t *a = json_pack("[iiii]", (int)v.line + 1, (int)v.column + 1,
+                          k ? (int)k->line + 1 : (int)v.line + 1,
+                          k ? (int)k->column + 1 : (int)v.column + 1);
+    if (a)
+        json_object_set_new(ld->doc->pos, path, a);
+}
+
+static json_t *plain_scalar(const char *s)
+{
+    static regex_t re_int, re_float;
+    static int compiled;
+    if (!compiled) {
+        regcomp(&re_int, "^[-+]?[0-9]+$", REG_EXTENDED | REG_NOSUB);
+        regcomp(&re_float, "^[-+]?([0-9]+\\.[0-9]*|\\.[0-9]+|[0-9]+)([eE][-+]?[0-9]+)?$",
+                REG_EXTENDED | REG_NOSUB);
+        compiled = 1;
+    }
+    if (!*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
+        !strcmp(s, "NULL"))
+        return json_null();
+    if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE"))
+        return json_true();
+    if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE"))
+        return json_false();
+    if (regexec(&re_int, s, 0, NULL, 0) == 0) {
+        int64_t v;
+        if (eddy_parse_i64(s, &v) == 0)
+            return json_integer(v);
+    }
+    if (regexec(&re_float, s, 0, NULL, 0) == 0) {
+        double d = strtod(s, NULL);
+        if (isfinite(d))
+            return json_real(d);
+    }
+    return json_string(s);
+}
+
+static json_t *parse_node(loader *ld, yaml_event_t *ev, const char *path);
+
+static int next_event(loader *ld, yaml_event_t *ev)
+{
+    if (!yaml_parser_parse(&ld->parser, ev)) {
+        eddy_diag_add(ld->diag, "%s:%d:%d: invalid YAML: %s%s%s", ld->doc->file,
+                      (int)ld->parser.problem_mark.line + 1,
+                      (int)ld->parser.problem_mark.column + 1,
+                      ld->parser.problem ? ld->parser.problem : "syntax error",
+                      ld->parser.context ? " " : "",
+                      ld->parser.context ? ld->parser.context : "");
+        ld->failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static char *child_path(const char *path, const char *seg)
+{
+    eddy_buf b;
+    eddy_buf_init(&b);
+    eddy_buf_puts(&b, path);
+    eddy_buf_putc(&b, '/');
+    for (; *seg; seg++) {
+        if (*seg == '~')
+            eddy_buf_puts(&b, "~0");
+        else if (*seg == '/')
+            eddy_buf_puts(&b, "~1");
+        else
+            eddy_buf_putc(&b, *seg);
+    }
+    return eddy_buf_take(&b);
+}
+
+static json_t *parse_mapping(loader *ld, yaml_event_t *start, const char *path)
+{
+    json_t *obj = json_object();
+    put_pos(ld, path, start->start_mark, NULL);
+    for (;;) {
+        yaml_event_t kev, vev;
+        char *cpath;
+        json_t *val;
+        if (next_event(ld, &kev))
+            break;
+        if (kev.type == YAML_MAPPING_END_EVENT) {
+            yaml_event_delete(&kev);
+            return obj;
+        }
+        if (kev.type != YAML_SCALAR_EVENT) {
+            eddy_diag_add(ld->diag, "%s:%d:%d: mapping keys must be plain strings",
+                          ld->doc->file, (int)kev.start_mark.line + 1,
+                          (int)kev.start_mark.column + 1);
+            ld->failed = 1;
+            yaml_event_delete(&kev);
+            break;
+        }
+        cpath = child_path(path, (const char *)kev.data.scalar.value);
+        if (json_object_get(obj, (const char *)kev.data.scalar.value)) {
+            eddy_diag_add(ld->diag, "%s:%d:%d: duplicate key '%s'", ld->doc->file,
+                          (int)kev.start_mark.line + 1, (int)kev.start_mark.column + 1,
+                          (const char *)kev.data.scalar.value);
+            ld->failed = 1;
+        }
+        if (!cpath || next_event(ld, &vev)) {
+            eddy_free(cpath);
+            yaml_event_delete(&kev);
+            break;
+        }
+        val = parse_node(ld, &vev, cpath);
+        if (val) {
+            json_t *p = json_object_get(ld->doc->pos, cpath);
+            if (p) /* record where the key is, beside where the value is */
+                json_array_set_new(p, 2, json_integer((int)kev.start_mark.line + 1)),
+                    json_array_set_new(p, 3, json_integer((int)kev.start_mark.column + 1));
+            json_object_set_new(obj, (const char *)kev.data.scalar.value, val);
+        }
+        eddy_free(cpath);
+        yaml_event_delete(&kev);
+        if (!val)
+            break;
+    }
+    json_decref(obj);
+    return NULL;
+}
+
+static json_t *parse_sequence(loader *ld, yaml_event_t *start, const char *path)
+{
+    json_t *arr = json_array();
+    put_pos(ld, path, start->start_mark, NULL);
+    for (size_t i = 0;; i++) {
+        yaml_event_t ev;
+        char idx[32], *cpath;
+        json_t *val;
+        if (next_event(ld, &ev))
+            break;
+        if (ev.type == YAML_SEQUENCE_END_EVENT) {
+            yaml_event_delete(&ev);
+            return arr;
+        }
+        snprintf(idx, sizeof(idx), "%zu", i);
+        cpath = child_path(path, idx);
+        val = cpath ? parse_node(ld, &ev, cpath) : NULL;
+        eddy_free(cpath);
+        if (!val)
+            break;
+        json_array_append_new(arr, val);
+    }
+    json_decref(arr);
+    return NULL;
+}
+
+static json_t *parse_scalar(loader *ld, yaml_event_t *ev, const char *path)
+{
+    const char *raw = (const char *)ev->data.scalar.value;
+    char *text = NULL;
+    eddy_err e;
+    json_t *v;
+    put_pos(ld, path, ev->start_mark, NULL);
+    if (eddy_interpolate(raw, &text, &e)) {
+        eddy_diag_add(ld->diag, "%s:%d:%d: %s", ld->doc->file, (int)ev->start_mark.line + 1,
+                      (int)ev->start_mark.column + 1, e.msg);
+        ld->failed = 1;
+        return json_string(raw); /* keep going to find more problems */
+    }
+    if (ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE)
+        v = plain_scalar(text);
+    else
+        v = json_string(text);
+    eddy_free(text);
+    return v;
+}
+
+static json_t *parse_node(loader *ld, yaml_event_t *ev, const char *path)
+{
+    json_t *v = NULL;
+    switch (ev->type) {
+    case YAML_SCALAR_EVENT:
+        v = parse_scalar(ld, ev, path);
+        break;
+    case YAML_MAPPING_START_EVENT:
+        v = parse_mapping(ld, ev, path);
+        break;
+    case YAML_SEQUENCE_START_EVENT:
+        v = parse_sequence(ld, ev, path);
+        break;
+    case YAML_ALIAS_EVENT:
+        eddy_diag_add(ld->diag, "%s:%d:%d: YAML aliases are not supported in job files",
+                      ld->doc->file, (int)ev->start_mark.line + 1,
+                      (int)ev->start_mark.column + 1);
+        ld->failed = 1;
+        break;
+    default:
+        eddy_diag_add(ld->diag, "%s:%d:%d: unexpected YAML event", ld->doc->file,
+                      (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1);
+        ld->failed = 1;
+        break;
+    }
+    yaml_event_delete(ev);
+    return v;
+}
+
+static int load(loader *ld, eddy_yaml_doc *doc)
+{
+    yaml_event_t ev;
+    json_t *root = NULL;
+    while (!ld->failed && next_event(ld, &ev) == 0) {
+        yaml_event_type_t t = ev.type;
+        if (t == YAML_STREAM_END_EVENT) {
+            yaml_event_delete(&ev);
+            break;
+        }
+        if (t == YAML_STREAM_START_EVENT || t == YAML_DOCUMENT_START_EVENT ||
+            t == YAML_DOCUMENT_END_EVENT) {
+            yaml_event_delete(&ev);
+            continue;
+        }
+        if (root) {
+            eddy_diag_add(ld->diag, "%s:%d:%d: a job file holds one YAML document", doc->file,
+                          (int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1);
+            yaml_event_delete(&ev);
+            ld->failed = 1;
+            break;
+        }
+        root = parse_node(ld, &ev, "");
+        if (!root)
+            break;
+    }
+    if (ld->failed && !root) {
+        return EDDY_EPARSE;
+    }
+    doc->root = root ? root : json_null();
+    return ld->failed ? EDDY_EPARSE : 0;
+}
+
+static int load_common(const char *name, eddy_yaml_doc *doc, eddy_diag *diag, loader *ld)
+{
+    memset(doc, 0, sizeof(*doc));
+    memset(ld, 0, sizeof(*ld));
+    ld->doc = doc;
+    ld->diag = diag;
+    doc->file = eddy_strdup(name);
+    doc->pos = json_object();
+    if (!doc->file || !doc->pos || !yaml_parser_initialize(&ld->parser)) {
+        eddy_diag_add(diag, "%s: out of memory", name);
+        return EDDY_ENOMEM;
+    }
+    return 0;
+}
+
+int eddy_yaml_load_string(const char *text, const char *name, eddy_yaml_doc *doc,
+                          eddy_diag *diag)
+{
+    loader ld;
+    int rc = load_common(name, doc, diag, &ld);
+    if (rc)
+        return rc;
+    yaml_parser_set_input_string(&ld.parser, (const unsigned char *)text, strlen(text));
+    rc = load(&ld, doc);
+    yaml_parser_delete(&ld.parser);
+    return rc;
+}
+
+int eddy_yaml_load(const char *file, eddy_yaml_doc *doc, eddy_diag *diag)
+{
+    char *text = NULL;
+    eddy_err e;
+    int rc;
+    if (eddy_read_file(file, &text, NULL, &e)) {
+        memset(doc, 0, sizeof(*doc));
+        eddy_diag_add(diag, "%s", e.msg);
+        return e.code;
+    }
+    rc = eddy_yaml_load_string(text, file, doc, diag);
+    eddy_free(text);
+    return rc;
+}
+
+void eddy_yaml_doc_free(eddy_yaml_doc *doc)
+{
+    eddy_free(doc->file);
+    json_decref(doc->root);
+    json_decref(doc->pos);
+    memset(doc, 0, sizeof(*doc));
+}
+
+const char *eddy_yaml_where(const eddy_yaml_doc *doc, const char *path, int key, char *buf,
+                            size_t n)
+{
+    json_t *p = json_object_get(doc->pos, path);
+    if (!p) {
+        snprintf(buf, n, "%s", doc->file);
+        return buf;
+    }
+    snprintf(buf, n, "%s:%d:%d", doc->file,
+             (int)json_integer_value(json_array_get(p, key ? 2 : 0)),
+             (int)json_integer_value(json_array_get(p, key ? 3 : 1)));
+    return buf;
+}

@@ -1,0 +1,120 @@
+/*
+ * core/alloc.c - the one allocation family.
+ *
+ * eddy_malloc and friends wrap libc and count calls. A test can ask the n-th
+ * allocation from now to fail (eddy_alloc_fail_after) to prove that every
+ * out-of-memory path returns EDDY_ENOMEM without leaking. jansson, libuv and
+ * curl are pointed at this family by eddy_alloc_install; Lua gets it through
+ * its lua_Alloc in tools/. SQLite keeps its own allocator (its fault
+ * injection is its own concern).
+ */
+#include "eddy/buf.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+static atomic_long g_count;
+static atomic_long g_fail_after = -1;
+
+static int should_fail(void)
+{
+    long left = atomic_load(&g_fail_after);
+    atomic_fetch_add(&g_count, 1);
+    if (left < 0)
+        return 0;
+    if (left == 0)
+        return 1;
+    atomic_fetch_sub(&g_fail_after, 1);
+    return 0;
+}
+
+void *eddy_malloc(size_t n)
+{
+    if (should_fail())
+        return NULL;
+    return malloc(n ? n : 1);
+}
+
+void *eddy_calloc(size_t n, size_t size)
+{
+    if (should_fail())
+        return NULL;
+    return calloc(n ? n : 1, size ? size : 1);
+}
+
+void *eddy_realloc(void *p, size_t n)
+{
+    if (should_fail())
+        return NULL;
+    return realloc(p, n ? n : 1);
+}
+
+void eddy_free(void *p)
+{
+    free(p);
+}
+
+char *eddy_strndup(const char *s, size_t n)
+{
+    char *d;
+    if (!s)
+        return NULL;
+    d = eddy_malloc(n + 1);
+    if (!d)
+        return NULL;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+char *eddy_strdup(const char *s)
+{
+    return s ? eddy_strndup(s, strlen(s)) : NULL;
+}
+
+char *eddy_aprintf(const char *fmt, ...)
+{
+    va_list ap, ap2;
+    char *s;
+    int n;
+    va_start(ap, fmt);
+    va_copy(ap2, ap);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || !(s = eddy_malloc((size_t)n + 1))) {
+        va_end(ap2);
+        return NULL;
+    }
+    vsnprintf(s, (size_t)n + 1, fmt, ap2);
+    va_end(ap2);
+    return s;
+}
+
+void eddy_alloc_fail_after(long n)
+{
+    atomic_store(&g_fail_after, n);
+}
+
+long eddy_alloc_count(void)
+{
+    return atomic_load(&g_count);
+}
+
+static char *curl_strdup_cb(const char *s)
+{
+    return eddy_strdup(s);
+}
+
+void eddy_alloc_install(void)
+{
+    json_set_alloc_funcs(eddy_malloc, eddy_free);
+    uv_replace_allocator(eddy_malloc, eddy_realloc, eddy_calloc, eddy_free);
+    curl_global_init_mem(CURL_GLOBAL_DEFAULT, eddy_malloc, eddy_free, eddy_realloc,
+                         curl_strdup_cb, eddy_calloc);
+}

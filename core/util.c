@@ -1,0 +1,228 @@
+/*
+ * core/util.c - time, hashing, randomness, parsing of durations and
+ * integers, whole-file reads, edit distance, and the JSON helpers every
+ * module shares. Pure functions; nothing here keeps state but the PRNG.
+ */
+#include "eddy/buf.h"
+#include "eddy/error.h"
+#include "eddy/json.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+uint64_t eddy_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t eddy_wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t eddy_hash64(const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static _Thread_local uint64_t prng_state;
+
+static uint64_t prng_next(void)
+{
+    /* xorshift64*, seeded from the OS once per thread */
+    if (!prng_state) {
+        if (getrandom(&prng_state, sizeof(prng_state), 0) != sizeof(prng_state))
+            prng_state = eddy_wall_ns() ^ (uint64_t)(uintptr_t)&prng_state;
+        prng_state |= 1;
+    }
+    prng_state ^= prng_state >> 12;
+    prng_state ^= prng_state << 25;
+    prng_state ^= prng_state >> 27;
+    return prng_state * 2685821657736338717ull;
+}
+
+void eddy_random_bytes(void *out, size_t n)
+{
+    unsigned char *p = out;
+    if (getrandom(out, n, 0) == (ssize_t)n)
+        return;
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(prng_next() >> 56);
+}
+
+double eddy_random_unit(void)
+{
+    return (double)(prng_next() >> 11) / 9007199254740992.0;
+}
+
+int eddy_parse_i64(const char *s, int64_t *out)
+{
+    char *end;
+    long long v;
+    if (!s || !*s)
+        return EDDY_EINVAL;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno || *end)
+        return EDDY_EINVAL;
+    *out = v;
+    return 0;
+}
+
+int eddy_parse_duration_ms(const char *s, int64_t *out_ms)
+{
+    static const struct {
+        const char *unit;
+        double ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}, {"", 1000}};
+    char *end;
+    double v;
+    if (!s || !*s)
+        return EDDY_EINVAL;
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno || end == s || v < 0 || !isfinite(v))
+        return EDDY_EINVAL;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(end, units[i].unit) == 0) {
+            *out_ms = (int64_t)(v * units[i].ms + 0.5);
+            return 0;
+        }
+    }
+    return EDDY_EINVAL;
+}
+
+int eddy_read_file(const char *path, char **out, size_t *len, eddy_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    eddy_buf b;
+    char chunk[8192];
+    size_t n;
+    int rc = 0;
+
+    if (!f)
+        return eddy_err_setc(err, errno == ENOENT ? EDDY_ENOENT : EDDY_EIO, errno,
+                             "%s: cannot open: %s", path, strerror(errno));
+    eddy_buf_init(&b);
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (eddy_buf_append(&b, chunk, n)) {
+            rc = eddy_err_set(err, EDDY_ENOMEM, "%s: out of memory", path);
+            goto out;
+        }
+    }
+    if (ferror(f)) {
+        rc = eddy_err_setc(err, EDDY_EIO, errno, "%s: read error: %s", path, strerror(errno));
+        goto out;
+    }
+    if (len)
+        *len = b.len;
+    *out = eddy_buf_take(&b);
+    if (!*out)
+        rc = eddy_err_set(err, EDDY_ENOMEM, "%s: out of memory", path);
+out:
+    fclose(f);
+    if (rc)
+        eddy_buf_free(&b);
+    return rc;
+}
+
+size_t eddy_levenshtein(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), prev[64], cur[64];
+    if (la >= 63 || lb >= 63)
+        return (size_t)-1;
+    for (size_t j = 0; j <= lb; j++)
+        prev[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
+            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+        memcpy(prev, cur, (lb + 1) * sizeof(size_t));
+    }
+    return prev[lb];
+}
+
+json_t *eddy_json_path(json_t *root, const char *path)
+{
+    const char *p = path, *dot;
+    json_t *cur = root;
+    char seg[256];
+    while (cur && p && *p) {
+        size_t n;
+        dot = strchr(p, '.');
+        n = dot ? (size_t)(dot - p) : strlen(p);
+        if (n >= sizeof(seg))
+            return NULL;
+        memcpy(seg, p, n);
+        seg[n] = '\0';
+        if (json_is_object(cur)) {
+            cur = json_object_get(cur, seg);
+        } else if (json_is_array(cur)) {
+            int64_t idx;
+            if (eddy_parse_i64(seg, &idx) || idx < 0)
+                return NULL;
+            cur = json_array_get(cur, (size_t)idx);
+        } else {
+            return NULL;
+        }
+        p = dot ? dot + 1 : NULL;
+    }
+    return cur;
+}
+
+char *eddy_json_key_string(json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        return eddy_strndup(json_string_value(v), json_string_length(v));
+    case JSON_INTEGER:
+        return eddy_aprintf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    case JSON_REAL:
+        return eddy_aprintf("%.17g", json_real_value(v));
+    case JSON_TRUE:
+        return eddy_strdup("true");
+    case JSON_FALSE:
+        return eddy_strdup("false");
+    default:
+        return NULL;
+    }
+}
+
+char *eddy_json_dumps(const json_t *v)
+{
+    /* jansson allocates through the eddy family once eddy_alloc_install ran,
+     * and through malloc before; eddy_free is free() either way. */
+    if (!v)
+        return eddy_strdup("null");
+    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
+const char *eddy_json_str(json_t *o, const char *name, const char *def)
+{
+    json_t *v = json_object_get(o, name);
+    return json_is_string(v) ? json_string_value(v) : def;
+}
+
+long long eddy_json_int(json_t *o, const char *name, long long def)
+{
+    json_t *v = json_object_get(o, name);
+    return json_is_integer(v) ? json_integer_value(v) : def;
+}

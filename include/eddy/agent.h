@@ -1,0 +1,106 @@
+/*
+ * include/eddy/agent.h - jobs and agents: loading, validation, runs.
+ *
+ * A job is one YAML file. eddy_job_load parses it (keeping line and column
+ * of every node), interpolates ${VAR} and ${VAR:-default}, validates every
+ * field and everything the job references (prompt files, Lua tools, models),
+ * and collects all problems found, each naming file:line:col.
+ */
+#ifndef EDDY_AGENT_H
+#define EDDY_AGENT_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eddy/error.h"
+#include "eddy/llm.h"
+#include "eddy/prompt.h"
+
+/* A list of diagnostics ("job.yaml:4:3: unknown key 'modle' (did you mean
+ * 'model'?)"), in the order found. */
+typedef struct eddy_diag {
+    char **msgs;
+    size_t n, cap;
+} eddy_diag;
+
+void eddy_diag_init(eddy_diag *d);
+void eddy_diag_free(eddy_diag *d);
+void eddy_diag_add(eddy_diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* -- YAML with positions --------------------------------------------------- */
+
+/* A YAML document as jansson values plus positions by JSON-pointer path
+ * ("/agents/support/model"): POS[path] = [value_line, value_col, key_line,
+ * key_col], all 1-based. */
+typedef struct eddy_yaml_doc {
+    char *file;
+    json_t *root;
+    json_t *pos;
+} eddy_yaml_doc;
+
+/* Parse FILE (NAME is how errors call it) into DOC. ${...} in scalars is
+ * interpolated from the environment; problems go to DIAG. Returns 0, or
+ * EDDY_EPARSE when the file is not valid YAML (DIAG says where). */
+int eddy_yaml_load(const char *file, eddy_yaml_doc *doc, eddy_diag *diag);
+/* Same from a string (tests). */
+int eddy_yaml_load_string(const char *text, const char *name, eddy_yaml_doc *doc,
+                          eddy_diag *diag);
+void eddy_yaml_doc_free(eddy_yaml_doc *doc);
+/* "file:line:col" of PATH's value (or its key when KEY), into BUF. */
+const char *eddy_yaml_where(const eddy_yaml_doc *doc, const char *path, int key, char *buf,
+                            size_t n);
+
+/* Interpolate ${VAR} / ${VAR:-default} / $$ in S. *OUT new. Returns 0 or
+ * EDDY_EINVAL with ERR naming the variable. */
+int eddy_interpolate(const char *s, char **out, eddy_err *err);
+
+/* -- the job -------------------------------------------------------------- */
+
+struct eddy_tools;
+struct eddy_tool;
+
+typedef struct eddy_agent_def {
+    char *name;
+    eddy_llm_model *model; /* borrowed from the job's models */
+    eddy_template *system, *user;
+    char **tool_paths; /* resolved paths of the Lua files */
+    size_t ntools;
+    int history;          /* runs of history kept and sent */
+    int budget_turns;     /* LLM calls in one run */
+    int64_t budget_tokens; /* total tokens in one run; 0 = unlimited */
+    int64_t budget_wall_ms;
+    int budget_tool_calls;
+    char **on; /* event types that start a react run */
+    size_t non;
+} eddy_agent_def;
+
+typedef struct eddy_job {
+    char *file; /* as given */
+    char *dir;  /* folder of the file: relative paths resolve here */
+    char *name;
+    char *key;          /* dotted path of the key in an event */
+    char *source;       /* JSONL path, "-" for stdin, NULL when not set */
+    char *sink;         /* JSONL path, NULL for stdout */
+    char *dead_letter;  /* JSONL path */
+    char *state_path;   /* SQLite memory store */
+    char *trace_path;   /* SQLite trace store */
+    int64_t shutdown_grace_ms;
+    int max_in_flight; /* events accepted but not finished, across keys */
+    eddy_llm_model *models;
+    size_t nmodels;
+    eddy_agent_def *agents;
+    size_t nagents;
+} eddy_job;
+
+/* Load and validate FILE. Every problem goes to DIAG; returns 0 when there
+ * were none, else EDDY_ESCHEMA (or EDDY_EPARSE, EDDY_ENOMEM) and *OUT NULL.
+ * When CHECK_TOOLS, Lua tool files are compiled and their schemas checked
+ * (in a throwaway host). */
+int eddy_job_load(const char *file, int check_tools, eddy_job **out, eddy_diag *diag);
+void eddy_job_free(eddy_job *job);
+
+/* Resolve REL against the job's folder; new string. */
+char *eddy_job_path(const eddy_job *job, const char *rel);
+
+#endif

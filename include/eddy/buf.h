@@ -1,0 +1,80 @@
+/*
+ * include/eddy/buf.h - allocation family, growable buffer, small utilities.
+ *
+ * All allocations of eddy and of the libraries it hands an allocator to
+ * (jansson, libuv, curl, Lua) go through eddy_malloc/eddy_realloc/eddy_free so
+ * tests can count them and fail the n-th on purpose.
+ */
+#ifndef EDDY_BUF_H
+#define EDDY_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+void *eddy_malloc(size_t n);
+void *eddy_calloc(size_t n, size_t size);
+void *eddy_realloc(void *p, size_t n);
+void eddy_free(void *p);
+/* Copy of S (NULL when S is NULL or on failure); caller frees. */
+char *eddy_strdup(const char *s);
+char *eddy_strndup(const char *s, size_t n);
+/* Formatted new string; NULL on failure. Caller frees. */
+char *eddy_aprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Install the eddy allocator into jansson, libuv and curl. Call once at start,
+ * before any of them allocates. */
+void eddy_alloc_install(void);
+
+/* Test hooks: fail the allocation after N more succeed (-1 = never), and
+ * the number of allocations made since start. */
+void eddy_alloc_fail_after(long n);
+long eddy_alloc_count(void);
+
+/* Growable byte buffer, always NUL-terminated when len > 0 or after any append. */
+typedef struct eddy_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+    int oom; /* sticky: an append failed; the content is incomplete */
+} eddy_buf;
+
+void eddy_buf_init(eddy_buf *b);
+void eddy_buf_free(eddy_buf *b);
+void eddy_buf_reset(eddy_buf *b);
+int eddy_buf_reserve(eddy_buf *b, size_t extra);
+int eddy_buf_append(eddy_buf *b, const void *data, size_t n);
+int eddy_buf_puts(eddy_buf *b, const char *s);
+int eddy_buf_putc(eddy_buf *b, char c);
+int eddy_buf_printf(eddy_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Hand the buffer's string to the caller (NUL-terminated, "" when empty);
+ * the buffer is reset. NULL on failure. */
+char *eddy_buf_take(eddy_buf *b);
+
+/* Monotonic milliseconds and wall-clock nanoseconds since the epoch. */
+uint64_t eddy_now_ms(void);
+uint64_t eddy_wall_ns(void);
+
+/* 64-bit FNV-1a of N bytes; stable across runs and machines. */
+uint64_t eddy_hash64(const void *data, size_t n);
+
+/* Random bytes from the OS into OUT (falls back to a seeded PRNG). */
+void eddy_random_bytes(void *out, size_t n);
+/* Uniform double in [0, 1). */
+double eddy_random_unit(void);
+
+/* Parse a duration ("250ms", "2s", "1.5m", "30d", or a bare number of
+ * seconds) into milliseconds. Returns 0 or EDDY_EINVAL. */
+int eddy_parse_duration_ms(const char *s, int64_t *out_ms);
+
+/* Strict integer parse of the whole string; returns 0 or EDDY_EINVAL. */
+int eddy_parse_i64(const char *s, int64_t *out);
+
+/* Read a whole file into a new NUL-terminated string; *LEN gets its length.
+ * Returns 0, EDDY_ENOENT, EDDY_EIO or EDDY_ENOMEM with ERR set. */
+struct eddy_err;
+int eddy_read_file(const char *path, char **out, size_t *len, struct eddy_err *err);
+
+/* Edit distance between A and B (for "did you mean"). */
+size_t eddy_levenshtein(const char *a, const char *b);
+
+#endif

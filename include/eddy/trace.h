@@ -1,0 +1,54 @@
+/*
+ * include/eddy/trace.h - spans and the trace store.
+ *
+ * A run is one trace; its spans (the run, each LLM call, each tool call)
+ * carry OpenTelemetry-style ids (16-byte trace id, 8-byte span id, lowercase
+ * hex) and attributes following the GenAI conventions. Ended spans are
+ * queued to a writer thread that commits them to SQLite in batches; the
+ * worker loop never waits on the disk.
+ */
+#ifndef EDDY_TRACE_H
+#define EDDY_TRACE_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "eddy/error.h"
+
+typedef struct eddy_trace_store eddy_trace_store;
+typedef struct eddy_span eddy_span;
+
+enum { EDDY_SPAN_INTERNAL = 1, EDDY_SPAN_SERVER = 2, EDDY_SPAN_CLIENT = 3 };
+
+int eddy_trace_store_open(const char *path, eddy_trace_store **out, eddy_err *err);
+/* Flush queued spans, stop the writer, close. */
+void eddy_trace_store_close(eddy_trace_store *s);
+
+/* Start a span. PARENT NULL starts a new trace (a root span). NAME is
+ * copied. Any thread may call; a span is used by one thread at a time. */
+eddy_span *eddy_span_start(eddy_trace_store *s, eddy_span *parent, const char *name, int kind);
+/* Set attribute KEY to V (stolen, even on failure). */
+void eddy_span_set(eddy_span *sp, const char *key, json_t *v);
+void eddy_span_set_str(eddy_span *sp, const char *key, const char *v);
+void eddy_span_set_int(eddy_span *sp, const char *key, long long v);
+/* Mark the span failed with MSG. */
+void eddy_span_error(eddy_span *sp, const char *type, const char *msg);
+/* Hex ids (borrowed, valid while the span lives). */
+const char *eddy_span_trace_id(const eddy_span *sp);
+const char *eddy_span_id(const eddy_span *sp);
+/* End the span and queue it for writing; SP is freed. NULL-safe. For a
+ * root span, the trace summary row is written too from SUMMARY (borrowed
+ * object: agent, key, event_id, status, ...; may be NULL). */
+void eddy_span_end(eddy_span *sp, json_t *summary);
+
+/* -- reading (the CLI; any thread, own connection) ------------------------ */
+/* Print the newest LIMIT traces (filtered by STATUS when non-NULL) to OUT. */
+int eddy_trace_print_list(const char *path, int limit, const char *status, FILE *out,
+                          eddy_err *err);
+/* Print the span tree of trace ID (or a unique prefix of it) to OUT. */
+int eddy_trace_print_show(const char *path, const char *id, FILE *out, eddy_err *err);
+/* Whole trace as JSON {trace, spans}; new reference. */
+int eddy_trace_get_json(const char *path, const char *id, json_t **out, eddy_err *err);
+
+#endif

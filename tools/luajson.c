@@ -1,0 +1,240 @@
+/*
+ * tools/luajson.c - faithful conversion between JSON and Lua values.
+ *
+ * JSON arrays and objects become tables with the eddy.array / eddy.object
+ * metatables, so an empty array survives a round trip and stays an array.
+ * A plain Lua table is an array when its keys are exactly 1..n (n > 0),
+ * otherwise an object whose integer keys are written as strings. Integers
+ * stay integers and floats stay floats; JSON null is eddy.null (a light
+ * userdata NULL). NaN, infinities, functions, invalid UTF-8 and nesting
+ * deeper than 64 are errors that name the path.
+ */
+#include "tools_int.h"
+
+#include "eddy/buf.h"
+
+#include <math.h>
+#include <string.h>
+
+#define MAX_DEPTH 64
+
+static int push_rec(lua_State *L, json_t *v, int depth)
+{
+    size_t i;
+    const char *k;
+    json_t *x;
+    if (depth > MAX_DEPTH || !lua_checkstack(L, 4))
+        return EDDY_ERANGE;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        lua_createtable(L, 0, (int)json_object_size(v));
+        json_object_foreach(v, k, x)
+        {
+            if (push_rec(L, x, depth + 1))
+                return EDDY_ERANGE;
+            lua_setfield(L, -2, k);
+        }
+        luaL_setmetatable(L, EDDY_LUA_OBJECT_MT);
+        return 0;
+    case JSON_ARRAY:
+        lua_createtable(L, (int)json_array_size(v), 0);
+        json_array_foreach(v, i, x)
+        {
+            if (push_rec(L, x, depth + 1))
+                return EDDY_ERANGE;
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        luaL_setmetatable(L, EDDY_LUA_ARRAY_MT);
+        return 0;
+    case JSON_STRING:
+        lua_pushlstring(L, json_string_value(v), json_string_length(v));
+        return 0;
+    case JSON_INTEGER:
+        lua_pushinteger(L, (lua_Integer)json_integer_value(v));
+        return 0;
+    case JSON_REAL:
+        lua_pushnumber(L, json_real_value(v));
+        return 0;
+    case JSON_TRUE:
+        lua_pushboolean(L, 1);
+        return 0;
+    case JSON_FALSE:
+        lua_pushboolean(L, 0);
+        return 0;
+    default:
+        lua_pushlightuserdata(L, NULL);
+        return 0;
+    }
+}
+
+int eddy_lua_push_json(lua_State *L, json_t *v)
+{
+    int top = lua_gettop(L);
+    if (push_rec(L, v, 0)) {
+        lua_settop(L, top);
+        lua_pushnil(L);
+        return EDDY_ERANGE;
+    }
+    return 0;
+}
+
+static int has_mt(lua_State *L, int idx, const char *name)
+{
+    int r;
+    if (!lua_getmetatable(L, idx))
+        return 0;
+    luaL_getmetatable(L, name);
+    r = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return r;
+}
+
+/* Number of elements when the table at IDX is a sequence 1..n, else -1. */
+static lua_Integer sequence_len(lua_State *L, int idx)
+{
+    lua_Integer n = 0, max = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1) {
+            lua_pop(L, 1);
+            return -1;
+        }
+        if (lua_tointeger(L, -1) > max)
+            max = lua_tointeger(L, -1);
+        n++;
+    }
+    return n == max ? n : -1;
+}
+
+static json_t *to_json_rec(lua_State *L, int idx, int depth, eddy_buf *path, eddy_err *err);
+
+static void path_trunc(eddy_buf *path, size_t mark)
+{
+    path->len = mark;
+    if (path->data)
+        path->data[mark] = '\0';
+}
+
+static json_t *table_to_json(lua_State *L, int idx, int depth, eddy_buf *path, eddy_err *err)
+{
+    int as_array = has_mt(L, idx, EDDY_LUA_ARRAY_MT);
+    lua_Integer n = -1;
+    size_t mark = path->len;
+    json_t *out;
+    if (!as_array && !has_mt(L, idx, EDDY_LUA_OBJECT_MT)) {
+        n = sequence_len(L, idx);
+        as_array = n > 0;
+    }
+    if (as_array) {
+        lua_Integer len = (lua_Integer)lua_rawlen(L, idx);
+        out = json_array();
+        for (lua_Integer i = 1; out && i <= len; i++) {
+            json_t *x;
+            lua_rawgeti(L, idx, i);
+            eddy_buf_printf(path, "[%lld]", (long long)i);
+            x = to_json_rec(L, lua_gettop(L), depth + 1, path, err);
+            lua_pop(L, 1);
+            path_trunc(path, mark);
+            if (!x || json_array_append_new(out, x)) {
+                json_decref(out);
+                return NULL;
+            }
+        }
+        return out;
+    }
+    out = json_object();
+    lua_pushnil(L);
+    while (out && lua_next(L, idx)) {
+        char kbuf[64];
+        const char *k;
+        json_t *x;
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            k = lua_tostring(L, -2);
+        } else if (lua_isinteger(L, -2)) {
+            snprintf(kbuf, sizeof(kbuf), "%lld", (long long)lua_tointeger(L, -2));
+            k = kbuf;
+        } else {
+            eddy_err_set(err, EDDY_ESCHEMA, "%s: a %s cannot be a JSON object key",
+                         path->len ? path->data : "value", luaL_typename(L, -2));
+            lua_pop(L, 2);
+            json_decref(out);
+            return NULL;
+        }
+        eddy_buf_printf(path, ".%s", k);
+        x = to_json_rec(L, lua_gettop(L), depth + 1, path, err);
+        path_trunc(path, mark);
+        lua_pop(L, 1);
+        if (!x || json_object_set_new(out, k, x)) {
+            if (x == NULL) {
+                lua_pop(L, 1);
+                json_decref(out);
+                return NULL;
+            }
+            eddy_err_set(err, EDDY_ESCHEMA, "%s: key is not valid UTF-8", path->data);
+            lua_pop(L, 1);
+            json_decref(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static json_t *to_json_rec(lua_State *L, int idx, int depth, eddy_buf *path, eddy_err *err)
+{
+    const char *where = path->len ? path->data : "value";
+    json_t *v = NULL;
+    if (depth > MAX_DEPTH) {
+        eddy_err_set(err, EDDY_ERANGE, "%s: nested deeper than %d levels (a cycle?)", where,
+                     MAX_DEPTH);
+        return NULL;
+    }
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        return json_null();
+    case LUA_TBOOLEAN:
+        return json_boolean(lua_toboolean(L, idx));
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx))
+            return json_integer((json_int_t)lua_tointeger(L, idx));
+        if (!isfinite(lua_tonumber(L, idx))) {
+            eddy_err_set(err, EDDY_ESCHEMA, "%s: %g has no JSON form", where,
+                         lua_tonumber(L, idx));
+            return NULL;
+        }
+        return json_real(lua_tonumber(L, idx));
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        v = json_stringn(s, n);
+        if (!v)
+            eddy_err_set(err, EDDY_ESCHEMA, "%s: string is not valid UTF-8", where);
+        return v;
+    }
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == NULL)
+            return json_null();
+        break;
+    case LUA_TTABLE:
+        if (!lua_checkstack(L, 6)) {
+            eddy_err_set(err, EDDY_ENOMEM, "%s: Lua stack exhausted", where);
+            return NULL;
+        }
+        return table_to_json(L, idx, depth, path, err);
+    default:
+        break;
+    }
+    eddy_err_set(err, EDDY_ESCHEMA, "%s: a %s cannot be converted to JSON", where,
+                 luaL_typename(L, idx));
+    return NULL;
+}
+
+json_t *eddy_lua_to_json(lua_State *L, int idx, eddy_err *err)
+{
+    eddy_buf path;
+    json_t *v;
+    eddy_buf_init(&path);
+    v = to_json_rec(L, lua_absindex(L, idx), 0, &path, err);
+    eddy_buf_free(&path);
+    return v;
+}
