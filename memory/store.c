@@ -1,0 +1,385 @@
+/*
+ * memory/store.c - per-key memory and history on SQLite (WAL).
+ *
+ * Two connections: the writer belongs to the persistence thread (an
+ * eddy_bgq), the reader to the loop thread. Commits are group commits: the
+ * writer keeps one transaction open while more jobs are queued and commits
+ * when the queue runs dry, then acknowledges every job of the batch through
+ * a uv_async_t, so callbacks run on the loop that asked. A job that fails
+ * rolls back only itself (a savepoint); the others of its batch commit.
+ */
+#include "eddy/memory.h"
+#include "eddy/bgq.h"
+#include "eddy/buf.h"
+#include "eddy/json.h"
+#include "eddy/log.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define SCHEMA_VERSION "1"
+
+static const char *const kSchema =
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=NORMAL;"
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "INSERT OR IGNORE INTO meta VALUES('schema_version','" SCHEMA_VERSION "');"
+    "CREATE TABLE IF NOT EXISTS key_memory(agent TEXT NOT NULL, key TEXT NOT NULL,"
+    "  doc TEXT NOT NULL, updated_ns INTEGER NOT NULL, PRIMARY KEY(agent, key)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS history(agent TEXT NOT NULL, key TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL, messages TEXT NOT NULL, created_ns INTEGER NOT NULL,"
+    "  PRIMARY KEY(agent, key, seq)) WITHOUT ROWID;";
+
+typedef struct job {
+    char *agent, *key, *doc, *messages;
+    int keep;
+    eddy_memory_cb cb;
+    void *ud;
+    int status;
+    char errmsg[256];
+    struct job *next;
+} job;
+
+struct eddy_memory {
+    sqlite3 *wdb, *rdb;
+    eddy_bgq *q;
+    uv_async_t async;
+    pthread_mutex_t mu;
+    job *batch;            /* written, not yet committed (writer thread only) */
+    job *done, *done_tail; /* committed, waiting for the loop (under mu) */
+    int in_txn;
+    void (*close_cb)(void *ud);
+    void *close_ud;
+};
+
+static int mkdirs(const char *path)
+{
+    char buf[4096], *p;
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0755) && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    return 0;
+}
+
+static int open_db(const char *path, int flags, sqlite3 **db, eddy_err *err)
+{
+    int rc = sqlite3_open_v2(path, db, flags, NULL);
+    if (rc != SQLITE_OK) {
+        rc = eddy_err_setc(err, EDDY_ESQLITE, rc, "%s: cannot open: %s", path,
+                           *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
+        sqlite3_close(*db);
+        *db = NULL;
+        return rc;
+    }
+    sqlite3_busy_timeout(*db, 10000);
+    return 0;
+}
+
+static void job_free(job *j)
+{
+    eddy_free(j->agent);
+    eddy_free(j->key);
+    eddy_free(j->doc);
+    eddy_free(j->messages);
+    eddy_free(j);
+}
+
+static int exec1(sqlite3 *db, const char *sql, job *j)
+{
+    char *e = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &e) != SQLITE_OK) {
+        if (j)
+            snprintf(j->errmsg, sizeof(j->errmsg), "%s", e ? e : "sqlite error");
+        sqlite3_free(e);
+        return EDDY_ESQLITE;
+    }
+    return 0;
+}
+
+/* Prepare SQL, bind agent and key as ?1 ?2, TEXT as ?3 (or INT when TEXT is
+ * NULL) and the time as ?4 when the statement has them, and step it. */
+static int run_stmt(sqlite3 *db, const char *sql, job *j, const char *text, int64_t num)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL), np;
+    if (rc == SQLITE_OK) {
+        np = sqlite3_bind_parameter_count(st);
+        sqlite3_bind_text(st, 1, j->agent, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, j->key, -1, SQLITE_STATIC);
+        if (np >= 3 && text)
+            sqlite3_bind_text(st, 3, text, -1, SQLITE_STATIC);
+        else if (np >= 3)
+            sqlite3_bind_int64(st, 3, num);
+        if (np >= 4)
+            sqlite3_bind_int64(st, 4, (sqlite3_int64)eddy_wall_ns());
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+            rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_OK)
+        snprintf(j->errmsg, sizeof(j->errmsg), "%s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    return rc == SQLITE_OK ? 0 : EDDY_ESQLITE;
+}
+
+static void write_job(job *j, sqlite3 *db)
+{
+    if (exec1(db, "SAVEPOINT job", j)) {
+        j->status = EDDY_ESQLITE;
+        return;
+    }
+    if ((j->doc && run_stmt(db,
+                            "INSERT INTO key_memory(agent,key,doc,updated_ns) VALUES(?1,?2,?3,?4) "
+                            "ON CONFLICT(agent,key) DO UPDATE SET doc=excluded.doc, "
+                            "updated_ns=excluded.updated_ns",
+                            j, j->doc, 0)) ||
+        (j->messages &&
+         run_stmt(db,
+                  "INSERT INTO history(agent,key,seq,messages,created_ns) VALUES(?1,?2,"
+                  "(SELECT coalesce(max(seq),0)+1 FROM history WHERE agent=?1 AND key=?2),?3,?4)",
+                  j, j->messages, 0)) ||
+        (j->messages && run_stmt(db,
+                                 "DELETE FROM history WHERE agent=?1 AND key=?2 AND seq <= "
+                                 "(SELECT max(seq) FROM history WHERE agent=?1 AND key=?2) - ?3",
+                                 j, NULL, j->keep))) {
+        j->status = EDDY_ESQLITE;
+        exec1(db, "ROLLBACK TO job; RELEASE job", NULL);
+        return;
+    }
+    exec1(db, "RELEASE job", j);
+}
+
+static void ack(eddy_memory *m, job *list)
+{
+    job *tail = list;
+    if (!list)
+        return;
+    while (tail->next)
+        tail = tail->next;
+    pthread_mutex_lock(&m->mu);
+    if (m->done_tail)
+        m->done_tail->next = list;
+    else
+        m->done = list;
+    m->done_tail = tail;
+    pthread_mutex_unlock(&m->mu);
+    uv_async_send(&m->async);
+}
+
+/* Persistence thread: write J inside the open batch transaction. */
+static void on_job(void *p, int more, void *ctx)
+{
+    eddy_memory *m = ctx;
+    job *j = p;
+    if (!m->in_txn && exec1(m->wdb, "BEGIN IMMEDIATE", j) == 0)
+        m->in_txn = 1;
+    if (m->in_txn)
+        write_job(j, m->wdb);
+    else
+        j->status = EDDY_ESQLITE;
+    j->next = m->batch;
+    m->batch = j;
+    (void)more;
+}
+
+/* Persistence thread, queue empty: commit the batch and acknowledge it. */
+static void on_idle(void *ctx)
+{
+    eddy_memory *m = ctx;
+    job *list = NULL;
+    if (m->in_txn) {
+        char msg[256] = "";
+        int failed = 0;
+        if (sqlite3_exec(m->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+            snprintf(msg, sizeof(msg), "commit failed: %s", sqlite3_errmsg(m->wdb));
+            sqlite3_exec(m->wdb, "ROLLBACK", NULL, NULL, NULL);
+            failed = 1;
+        }
+        m->in_txn = 0;
+        for (job *j = m->batch; j; j = j->next)
+            if (failed && !j->status) {
+                j->status = EDDY_ESQLITE;
+                snprintf(j->errmsg, sizeof(j->errmsg), "%s", msg);
+            }
+    }
+    while (m->batch) { /* reverse into posting order */
+        job *j = m->batch;
+        m->batch = j->next;
+        j->next = list;
+        list = j;
+    }
+    ack(m, list);
+}
+
+static void on_async(uv_async_t *a)
+{
+    eddy_memory *m = a->data;
+    job *list;
+    pthread_mutex_lock(&m->mu);
+    list = m->done;
+    m->done = m->done_tail = NULL;
+    pthread_mutex_unlock(&m->mu);
+    while (list) {
+        job *j = list;
+        list = j->next;
+        if (j->cb)
+            j->cb(j->status, j->status ? j->errmsg : NULL, j->ud);
+        job_free(j);
+    }
+}
+
+int eddy_memory_open(const char *path, uv_loop_t *loop, eddy_memory **out, eddy_err *err)
+{
+    eddy_memory *m = eddy_calloc(1, sizeof(*m));
+    char *e = NULL;
+    int rc;
+    *out = NULL;
+    if (!m)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    pthread_mutex_init(&m->mu, NULL);
+    if (mkdirs(path)) {
+        rc = eddy_err_set(err, EDDY_EIO, "%s: cannot create its folder: %s", path,
+                          strerror(errno));
+        goto fail;
+    }
+    if ((rc = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                      &m->wdb, err)))
+        goto fail;
+    if (sqlite3_exec(m->wdb, kSchema, NULL, NULL, &e) != SQLITE_OK) {
+        rc = eddy_err_set(err, EDDY_ESQLITE, "%s: cannot create the schema: %s", path, e);
+        sqlite3_free(e);
+        goto fail;
+    }
+    if ((rc = open_db(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, &m->rdb, err)))
+        goto fail;
+    if (uv_async_init(loop, &m->async, on_async)) {
+        rc = eddy_err_set(err, EDDY_EUV, "cannot create an async handle");
+        goto fail;
+    }
+    m->async.data = m;
+    if ((rc = eddy_bgq_new(on_job, on_idle, m, &m->q, err))) {
+        uv_close((uv_handle_t *)&m->async, NULL);
+        goto fail;
+    }
+    *out = m;
+    return 0;
+fail:
+    sqlite3_close(m->rdb);
+    sqlite3_close(m->wdb);
+    pthread_mutex_destroy(&m->mu);
+    eddy_free(m);
+    return rc;
+}
+
+static void async_closed(uv_handle_t *h)
+{
+    eddy_memory *m = h->data;
+    void (*cb)(void *) = m->close_cb;
+    void *ud = m->close_ud;
+    pthread_mutex_destroy(&m->mu);
+    eddy_free(m);
+    if (cb)
+        cb(ud);
+}
+
+void eddy_memory_close(eddy_memory *m, void (*cb)(void *ud), void *ud)
+{
+    if (!m) {
+        if (cb)
+            cb(ud);
+        return;
+    }
+    eddy_bgq_free(m->q); /* runs and commits everything queued */
+    on_async(&m->async); /* deliver the last acknowledgements */
+    sqlite3_close(m->rdb);
+    sqlite3_close(m->wdb);
+    m->close_cb = cb;
+    m->close_ud = ud;
+    uv_close((uv_handle_t *)&m->async, async_closed);
+}
+
+int eddy_memory_load(eddy_memory *m, const char *agent, const char *key, int history_runs,
+                     json_t **doc, json_t **history, eddy_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+    *doc = NULL;
+    *history = json_array();
+    if (sqlite3_prepare_v2(m->rdb, "SELECT doc FROM key_memory WHERE agent=? AND key=?", -1,
+                           &st, NULL) != SQLITE_OK)
+        goto sqlerr;
+    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *doc = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (!*doc)
+        *doc = json_object();
+    if (history_runs > 0) {
+        if (sqlite3_prepare_v2(m->rdb,
+                               "SELECT messages FROM (SELECT seq, messages FROM history WHERE "
+                               "agent=? AND key=? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+                               -1, &st, NULL) != SQLITE_OK)
+            goto sqlerr;
+        sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 3, history_runs);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            json_t *msgs = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+            if (json_is_array(msgs))
+                json_array_extend(*history, msgs);
+            json_decref(msgs);
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+            goto sqlerr_noclose;
+    }
+    if (!*doc || !*history) {
+        json_decref(*doc);
+        json_decref(*history);
+        *doc = *history = NULL;
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
+    return 0;
+sqlerr:
+    sqlite3_finalize(st);
+sqlerr_noclose:
+    json_decref(*doc);
+    json_decref(*history);
+    *doc = *history = NULL;
+    return eddy_err_set(err, EDDY_ESQLITE, "memory of %s/%s: %s", agent, key,
+                        sqlite3_errmsg(m->rdb));
+}
+
+int eddy_memory_commit(eddy_memory *m, const char *agent, const char *key, json_t *doc,
+                       json_t *messages, int keep_runs, eddy_memory_cb cb, void *ud,
+                       eddy_err *err)
+{
+    job *j = eddy_calloc(1, sizeof(*j));
+    if (!j)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    j->agent = eddy_strdup(agent);
+    j->key = eddy_strdup(key);
+    j->doc = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    j->messages = messages && keep_runs > 0 ? json_dumps(messages, JSON_COMPACT) : NULL;
+    j->keep = keep_runs;
+    j->cb = cb;
+    j->ud = ud;
+    if (!j->agent || !j->key || (doc && !j->doc) || eddy_bgq_post(m->q, j)) {
+        job_free(j);
+        return eddy_err_set(err, EDDY_ENOMEM, "cannot queue the memory commit of %s/%s", agent,
+                            key);
+    }
+    return 0;
+}

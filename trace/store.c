@@ -1,0 +1,279 @@
+/*
+ * trace/store.c - spans and their SQLite store.
+ *
+ * A span lives on one thread while open; eddy_span_end hands it to the
+ * store's writer thread (an eddy_bgq), which inserts spans in batches inside
+ * one transaction and commits when its queue runs dry. A root span may carry
+ * a summary that becomes the trace's row in `traces` (what `eddy trace list`
+ * reads without touching spans). Ids are random, lowercase hex, 32 and 16
+ * characters as OpenTelemetry wants them.
+ */
+#include "eddy/trace.h"
+#include "eddy/bgq.h"
+#include "eddy/buf.h"
+#include "eddy/json.h"
+#include "eddy/log.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char *const kSchema =
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=NORMAL;"
+    "CREATE TABLE IF NOT EXISTS traces(trace_id TEXT PRIMARY KEY, name TEXT, agent TEXT,"
+    "  key TEXT, event_id TEXT, status TEXT, error TEXT, start_ns INTEGER, end_ns INTEGER,"
+    "  input_tokens INTEGER, output_tokens INTEGER, llm_calls INTEGER, tool_calls INTEGER,"
+    "  turns INTEGER, summary TEXT);"
+    "CREATE INDEX IF NOT EXISTS traces_by_start ON traces(start_ns);"
+    "CREATE TABLE IF NOT EXISTS spans(trace_id TEXT NOT NULL, span_id TEXT NOT NULL,"
+    "  parent_id TEXT, name TEXT NOT NULL, kind INTEGER NOT NULL, start_ns INTEGER NOT NULL,"
+    "  end_ns INTEGER NOT NULL, status TEXT NOT NULL, error TEXT, attributes TEXT NOT NULL,"
+    "  PRIMARY KEY(trace_id, span_id)) WITHOUT ROWID;";
+
+struct eddy_span {
+    eddy_trace_store *store;
+    char trace_id[33], span_id[17], parent_id[17];
+    char *name, *error, *error_type;
+    int kind;
+    uint64_t start_ns, end_ns;
+    json_t *attrs;
+    json_t *summary; /* root spans: the trace row */
+};
+
+struct eddy_trace_store {
+    sqlite3 *db;
+    eddy_bgq *q;
+    int in_txn;
+};
+
+static void hex(char *out, size_t bytes)
+{
+    unsigned char raw[16];
+    static const char digits[] = "0123456789abcdef";
+    eddy_random_bytes(raw, bytes);
+    for (size_t i = 0; i < bytes; i++) {
+        out[2 * i] = digits[raw[i] >> 4];
+        out[2 * i + 1] = digits[raw[i] & 15];
+    }
+    out[2 * bytes] = '\0';
+}
+
+static void span_free(eddy_span *sp)
+{
+    if (!sp)
+        return;
+    eddy_free(sp->name);
+    eddy_free(sp->error);
+    eddy_free(sp->error_type);
+    json_decref(sp->attrs);
+    json_decref(sp->summary);
+    eddy_free(sp);
+}
+
+static void write_span(eddy_trace_store *s, eddy_span *sp)
+{
+    sqlite3_stmt *st = NULL;
+    char *attrs = json_dumps(sp->attrs, JSON_COMPACT);
+    if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO spans VALUES(?,?,?,?,?,?,?,?,?,?)",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, sp->span_id, -1, SQLITE_STATIC);
+        if (sp->parent_id[0])
+            sqlite3_bind_text(st, 3, sp->parent_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, sp->name, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 5, sp->kind);
+        sqlite3_bind_int64(st, 6, (sqlite3_int64)sp->start_ns);
+        sqlite3_bind_int64(st, 7, (sqlite3_int64)sp->end_ns);
+        sqlite3_bind_text(st, 8, sp->error ? "error" : "ok", -1, SQLITE_STATIC);
+        if (sp->error)
+            sqlite3_bind_text(st, 9, sp->error, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 10, attrs ? attrs : "{}", -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            EDDY_WARN("trace", "cannot store span %s: %s", sp->span_id, sqlite3_errmsg(s->db));
+    }
+    sqlite3_finalize(st);
+    eddy_free(attrs);
+    if (!sp->summary)
+        return;
+    st = NULL;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT OR REPLACE INTO traces VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           -1, &st, NULL) == SQLITE_OK) {
+        json_t *m = sp->summary;
+        char *sum = json_dumps(m, JSON_COMPACT);
+        sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, sp->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, eddy_json_str(m, "agent", ""), -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 4, eddy_json_str(m, "key", ""), -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 5, eddy_json_str(m, "event_id", ""), -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 6, sp->error ? "error" : "ok", -1, SQLITE_STATIC);
+        if (sp->error)
+            sqlite3_bind_text(st, 7, sp->error, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 8, (sqlite3_int64)sp->start_ns);
+        sqlite3_bind_int64(st, 9, (sqlite3_int64)sp->end_ns);
+        sqlite3_bind_int64(st, 10, eddy_json_int(m, "input_tokens", 0));
+        sqlite3_bind_int64(st, 11, eddy_json_int(m, "output_tokens", 0));
+        sqlite3_bind_int64(st, 12, eddy_json_int(m, "llm_calls", 0));
+        sqlite3_bind_int64(st, 13, eddy_json_int(m, "tool_calls", 0));
+        sqlite3_bind_int64(st, 14, eddy_json_int(m, "turns", 0));
+        sqlite3_bind_text(st, 15, sum ? sum : "{}", -1, SQLITE_TRANSIENT);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            EDDY_WARN("trace", "cannot store trace %s: %s", sp->trace_id, sqlite3_errmsg(s->db));
+        eddy_free(sum);
+    }
+    sqlite3_finalize(st);
+}
+
+static void on_span(void *job, int more, void *ctx)
+{
+    eddy_trace_store *s = ctx;
+    (void)more;
+    if (!s->in_txn && sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK)
+        s->in_txn = 1;
+    write_span(s, job);
+    span_free(job);
+}
+
+static void on_idle(void *ctx)
+{
+    eddy_trace_store *s = ctx;
+    if (s->in_txn && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        EDDY_WARN("trace", "cannot commit spans: %s", sqlite3_errmsg(s->db));
+    s->in_txn = 0;
+}
+
+static int open_store_db(const char *path, int rw, sqlite3 **db, eddy_err *err)
+{
+    int rc = sqlite3_open_v2(path, db,
+                             rw ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        rc = eddy_err_setc(err, rw ? EDDY_ESQLITE : EDDY_ENOENT, rc,
+                           "%s: cannot open the trace store: %s", path,
+                           *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
+        sqlite3_close(*db);
+        *db = NULL;
+        return rc;
+    }
+    sqlite3_busy_timeout(*db, 10000);
+    return 0;
+}
+
+int eddy_trace_store_open(const char *path, eddy_trace_store **out, eddy_err *err)
+{
+    eddy_trace_store *s = eddy_calloc(1, sizeof(*s));
+    char dir[4096], *e = NULL, *slash;
+    int rc;
+    *out = NULL;
+    if (!s)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    snprintf(dir, sizeof(dir), "%s", path);
+    if ((slash = strrchr(dir, '/')) && slash != dir) {
+        *slash = '\0';
+        for (char *p = dir + 1; *p; p++)
+            if (*p == '/') {
+                *p = '\0';
+                mkdir(dir, 0755);
+                *p = '/';
+            }
+        mkdir(dir, 0755);
+    }
+    if ((rc = open_store_db(path, 1, &s->db, err)))
+        goto fail;
+    if (sqlite3_exec(s->db, kSchema, NULL, NULL, &e) != SQLITE_OK) {
+        rc = eddy_err_set(err, EDDY_ESQLITE, "%s: cannot create the trace schema: %s", path, e);
+        sqlite3_free(e);
+        goto fail;
+    }
+    if ((rc = eddy_bgq_new(on_span, on_idle, s, &s->q, err)))
+        goto fail;
+    *out = s;
+    return 0;
+fail:
+    sqlite3_close(s->db);
+    eddy_free(s);
+    return rc;
+}
+
+void eddy_trace_store_close(eddy_trace_store *s)
+{
+    if (!s)
+        return;
+    eddy_bgq_free(s->q);
+    sqlite3_close(s->db);
+    eddy_free(s);
+}
+
+eddy_span *eddy_span_start(eddy_trace_store *s, eddy_span *parent, const char *name, int kind)
+{
+    eddy_span *sp = eddy_calloc(1, sizeof(*sp));
+    if (!sp)
+        return NULL;
+    sp->store = s;
+    if (!(sp->name = eddy_strdup(name)) || !(sp->attrs = json_object())) {
+        span_free(sp);
+        return NULL;
+    }
+    if (parent) {
+        memcpy(sp->trace_id, parent->trace_id, sizeof(sp->trace_id));
+        memcpy(sp->parent_id, parent->span_id, sizeof(sp->parent_id));
+    } else {
+        hex(sp->trace_id, 16);
+    }
+    hex(sp->span_id, 8);
+    sp->kind = kind;
+    sp->start_ns = eddy_wall_ns();
+    return sp;
+}
+
+void eddy_span_set(eddy_span *sp, const char *key, json_t *v)
+{
+    if (!sp || !v) {
+        json_decref(v);
+        return;
+    }
+    json_object_set_new(sp->attrs, key, v);
+}
+
+void eddy_span_set_str(eddy_span *sp, const char *key, const char *v)
+{
+    if (v)
+        eddy_span_set(sp, key, json_string(v));
+}
+
+void eddy_span_set_int(eddy_span *sp, const char *key, long long v)
+{
+    eddy_span_set(sp, key, json_integer(v));
+}
+
+void eddy_span_error(eddy_span *sp, const char *type, const char *msg)
+{
+    if (!sp)
+        return;
+    eddy_free(sp->error);
+    sp->error = eddy_strdup(msg ? msg : "error");
+    eddy_span_set_str(sp, "error.type", type ? type : "error");
+}
+
+const char *eddy_span_trace_id(const eddy_span *sp)
+{
+    return sp ? sp->trace_id : "";
+}
+
+const char *eddy_span_id(const eddy_span *sp)
+{
+    return sp ? sp->span_id : "";
+}
+
+void eddy_span_end(eddy_span *sp, json_t *summary)
+{
+    if (!sp)
+        return;
+    sp->end_ns = eddy_wall_ns();
+    if (summary)
+        sp->summary = json_deep_copy(summary);
+    if (!sp->store || eddy_bgq_post(sp->store->q, sp))
+        span_free(sp);
+}
