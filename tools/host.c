@@ -302,6 +302,11 @@ void eddy_tools_free(eddy_tools *h)
     eddy_free(h);
 }
 
+int eddy_tools_active(const eddy_tools *h)
+{
+    return h->calls;
+}
+
 lua_State *eddy_tools_lua(eddy_tools *h)
 {
     return h->L;

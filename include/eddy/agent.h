@@ -103,4 +103,59 @@ void eddy_job_free(eddy_job *job);
 /* Resolve REL against the job's folder; new string. */
 char *eddy_job_path(const eddy_job *job, const char *rel);
 
+/* -- runs ----------------------------------------------------------------- */
+
+#include <uv.h>
+
+#include "eddy/memory.h"
+#include "eddy/tools.h"
+#include "eddy/trace.h"
+
+/* What runs on one worker loop share. All borrowed; loop thread only. */
+typedef struct eddy_agent_env {
+    uv_loop_t *loop;
+    eddy_llm_client *llm;
+    eddy_tools *tools;
+    eddy_memory *memory;
+    eddy_trace_store *traces;
+} eddy_agent_env;
+
+/* An agent ready to run on one worker: its definition and loaded tools. */
+typedef struct eddy_agent_rt eddy_agent_rt;
+typedef struct eddy_run eddy_run;
+
+/* Load DEF's tools into ENV->tools. Errors name the tool file. */
+int eddy_agent_rt_new(const eddy_agent_def *def, eddy_agent_env *env, eddy_agent_rt **out,
+                      eddy_err *err);
+void eddy_agent_rt_free(eddy_agent_rt *rt);
+const eddy_agent_def *eddy_agent_rt_def(const eddy_agent_rt *rt);
+/* Whether events of TYPE start a run of this agent. */
+int eddy_agent_handles(const eddy_agent_rt *rt, const char *type);
+
+/* Totals over the runs of one worker, for the end-of-job summary. */
+typedef struct eddy_run_stats {
+    long runs_ok, runs_failed, llm_calls, llm_retries, tool_calls, tool_errors;
+    long input_tokens, output_tokens;
+} eddy_run_stats;
+
+/* Outcome of a run. On success OUTPUT is the output event; on failure it is
+ * the dead-letter record (with the reason). Borrowed for the callback. */
+typedef struct eddy_run_result {
+    int status;
+    eddy_err err;
+    json_t *output;
+} eddy_run_result;
+
+typedef void (*eddy_run_cb)(eddy_run_result *res, void *ud);
+
+/* Start a run of RT for EVENT (borrowed; copied) of KEY. STATS (may be NULL)
+ * is updated as the run goes. CB runs exactly once on the loop, after the
+ * run's memory is committed, never inside this call. */
+int eddy_agent_run_start(eddy_agent_rt *rt, json_t *event, const char *key,
+                         const char *event_id, eddy_run_stats *stats, eddy_run_cb cb, void *ud,
+                         eddy_run **out, eddy_err *err);
+
+/* Abandon R: its LLM request is canceled, and it ends with EDDY_ECANCELED. */
+void eddy_run_cancel(eddy_run *r);
+
 #endif

@@ -30,6 +30,8 @@ typedef struct eddy_tool_memory eddy_tool_memory;
 /* New host on LOOP. BASE_DIR confines eddy.file.read (the job's folder).
  * Returns 0 or EDDY_ENOMEM/EDDY_ELUA. */
 int eddy_tools_new(uv_loop_t *loop, const char *base_dir, eddy_tools **out, eddy_err *err);
+/* Calls started and not yet delivered. */
+int eddy_tools_active(const eddy_tools *h);
 /* Free the host. All calls must have completed. */
 void eddy_tools_free(eddy_tools *h);
 

@@ -1,0 +1,260 @@
+/*
+ * cli/main.c - the `eddy` command: run, check, trace.
+ *
+ * Wires the modules together; holds no logic of its own beyond argument
+ * parsing. Exit codes: 0 success, 1 runtime failure, 2 invalid job or usage.
+ */
+#include "eddy/eddy.h"
+
+#include <curl/curl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char kUsage[] =
+    "usage: eddy <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  run JOB.yaml      run a job to the end of its input\n"
+    "      --input FILE        events to read (JSONL; - for stdin), overrides source\n"
+    "      --output FILE       where outputs go (JSONL; - for stdout), overrides sink\n"
+    "      --dead-letter FILE  where failed events go, overrides dead_letter\n"
+    "      --state FILE        memory store (SQLite), overrides checkpoint.path\n"
+    "      --traces FILE       trace store (SQLite), overrides trace.path\n"
+    "      --summary-json FILE write the end-of-run summary as JSON\n"
+    "      --quiet             no summary line on stderr\n"
+    "  check JOB.yaml    validate a job and everything it references\n"
+    "  trace list [JOB.yaml|TRACES.db] [--limit N] [--status ok|error]\n"
+    "  trace show ID [JOB.yaml|TRACES.db] [--json]\n"
+    "  version\n"
+    "\n"
+    "global options: --log-level error|warn|info|debug|trace (or EDDY_LOG)\n";
+
+enum { OPT_INPUT = 256, OPT_OUTPUT, OPT_DEAD, OPT_STATE, OPT_TRACES, OPT_SUMMARY, OPT_QUIET,
+       OPT_LOG, OPT_LIMIT, OPT_STATUS, OPT_JSON, OPT_HELP };
+
+static const struct option kOpts[] = {
+    {"input", required_argument, NULL, OPT_INPUT},
+    {"output", required_argument, NULL, OPT_OUTPUT},
+    {"dead-letter", required_argument, NULL, OPT_DEAD},
+    {"state", required_argument, NULL, OPT_STATE},
+    {"traces", required_argument, NULL, OPT_TRACES},
+    {"summary-json", required_argument, NULL, OPT_SUMMARY},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"log-level", required_argument, NULL, OPT_LOG},
+    {"limit", required_argument, NULL, OPT_LIMIT},
+    {"status", required_argument, NULL, OPT_STATUS},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0}};
+
+typedef struct args {
+    eddy_run_opts run;
+    int limit, json;
+    const char *status;
+    char *pos[4];
+    int npos;
+} args;
+
+static int parse(int argc, char **argv, args *a)
+{
+    int c;
+    memset(a, 0, sizeof(*a));
+    a->limit = 20;
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "h", kOpts, NULL)) != -1) {
+        eddy_log_level lvl;
+        int64_t n;
+        switch (c) {
+        case OPT_INPUT: a->run.input = optarg; break;
+        case OPT_OUTPUT: a->run.output = optarg; break;
+        case OPT_DEAD: a->run.dead_letter = optarg; break;
+        case OPT_STATE: a->run.state = optarg; break;
+        case OPT_TRACES: a->run.traces = optarg; break;
+        case OPT_SUMMARY: a->run.summary_json = optarg; break;
+        case OPT_QUIET: a->run.quiet = 1; break;
+        case OPT_JSON: a->json = 1; break;
+        case OPT_STATUS: a->status = optarg; break;
+        case OPT_LIMIT:
+            if (eddy_parse_i64(optarg, &n) || n < 1 || n > 1000000) {
+                fprintf(stderr, "eddy: --limit wants a positive number, not '%s'\n", optarg);
+                return 2;
+            }
+            a->limit = (int)n;
+            break;
+        case OPT_LOG:
+            if (eddy_log_parse_level(optarg, &lvl)) {
+                fprintf(stderr, "eddy: unknown log level '%s' (error, warn, info, debug, trace)\n",
+                        optarg);
+                return 2;
+            }
+            eddy_log_set_level((int)lvl);
+            break;
+        case 'h':
+        case OPT_HELP:
+            fputs(kUsage, stdout);
+            exit(0);
+        default:
+            fputs(kUsage, stderr);
+            return 2;
+        }
+    }
+    while (optind < argc && a->npos < 4)
+        a->pos[a->npos++] = argv[optind++];
+    if (optind < argc) {
+        fprintf(stderr, "eddy: too many arguments\n");
+        return 2;
+    }
+    return 0;
+}
+
+static int cmd_check(args *a)
+{
+    eddy_diag d;
+    eddy_job *job;
+    int rc;
+    if (a->npos != 1) {
+        fprintf(stderr, "usage: eddy check JOB.yaml\n");
+        return 2;
+    }
+    eddy_diag_init(&d);
+    rc = eddy_job_load(a->pos[0], 1, &job, &d);
+    for (size_t i = 0; i < d.n; i++)
+        fprintf(stderr, "%s\n", d.msgs[i]);
+    if (rc) {
+        fprintf(stderr, "%s: %zu problem%s found\n", a->pos[0], d.n, d.n == 1 ? "" : "s");
+        eddy_diag_free(&d);
+        return 2;
+    }
+    {
+        size_t tools = 0;
+        for (size_t i = 0; i < job->nagents; i++)
+            tools += job->agents[i].ntools;
+        printf("%s: ok (job '%s', %zu agent%s, %zu model%s, %zu tool%s)\n", a->pos[0], job->name,
+               job->nagents, job->nagents == 1 ? "" : "s", job->nmodels,
+               job->nmodels == 1 ? "" : "s", tools, tools == 1 ? "" : "s");
+    }
+    eddy_job_free(job);
+    eddy_diag_free(&d);
+    return 0;
+}
+
+static int load_job(const char *file, eddy_job **job)
+{
+    eddy_diag d;
+    int rc;
+    eddy_diag_init(&d);
+    rc = eddy_job_load(file, 1, job, &d);
+    for (size_t i = 0; i < d.n; i++)
+        fprintf(stderr, "%s\n", d.msgs[i]);
+    if (rc)
+        fprintf(stderr, "%s: %zu problem%s found; see `eddy check`\n", file, d.n,
+                d.n == 1 ? "" : "s");
+    eddy_diag_free(&d);
+    return rc;
+}
+
+static int cmd_run(args *a)
+{
+    eddy_job *job;
+    int rc;
+    if (a->npos != 1) {
+        fprintf(stderr, "usage: eddy run JOB.yaml [options]\n");
+        return 2;
+    }
+    if (load_job(a->pos[0], &job))
+        return 2;
+    rc = eddy_runtime_run(job, &a->run);
+    eddy_job_free(job);
+    return rc;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
+/* The trace store named by ARG: a job file's trace.path, or a database. */
+static char *trace_db(const char *arg)
+{
+    eddy_job *job;
+    char *p;
+    if (!arg)
+        return eddy_strdup(".eddy/traces.db");
+    if (!ends_with(arg, ".yaml") && !ends_with(arg, ".yml"))
+        return eddy_strdup(arg);
+    if (load_job(arg, &job))
+        return NULL;
+    p = eddy_strdup(job->trace_path);
+    eddy_job_free(job);
+    return p;
+}
+
+static int cmd_trace(args *a)
+{
+    eddy_err e;
+    char *db;
+    int rc;
+    if (a->npos >= 1 && !strcmp(a->pos[0], "list") && a->npos <= 2) {
+        if (!(db = trace_db(a->npos == 2 ? a->pos[1] : NULL)))
+            return 2;
+        rc = eddy_trace_print_list(db, a->limit, a->status, stdout, &e);
+    } else if (a->npos >= 2 && !strcmp(a->pos[0], "show") && a->npos <= 3) {
+        if (!(db = trace_db(a->npos == 3 ? a->pos[2] : NULL)))
+            return 2;
+        if (a->json) {
+            json_t *t;
+            rc = eddy_trace_get_json(db, a->pos[1], &t, &e);
+            if (!rc) {
+                json_dumpf(t, stdout, JSON_INDENT(2));
+                fputc('\n', stdout);
+                json_decref(t);
+            }
+        } else {
+            rc = eddy_trace_print_show(db, a->pos[1], stdout, &e);
+        }
+    } else {
+        fprintf(stderr, "usage: eddy trace list [JOB.yaml|TRACES.db] [--limit N] [--status S]\n"
+                        "       eddy trace show ID [JOB.yaml|TRACES.db] [--json]\n");
+        return 2;
+    }
+    eddy_free(db);
+    if (rc) {
+        fprintf(stderr, "eddy: %s\n", e.msg);
+        return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    args a;
+    int rc;
+    const char *cmd = argc > 1 ? argv[1] : NULL;
+    eddy_alloc_install();
+    eddy_log_set_level(-1);
+    if (!cmd || !strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        fputs(kUsage, cmd ? stdout : stderr);
+        return cmd ? 0 : 2;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("eddy %s\n", EDDY_VERSION);
+        return 0;
+    }
+    if ((rc = parse(argc, argv, &a)))
+        return rc;
+    if (!strcmp(cmd, "run"))
+        rc = cmd_run(&a);
+    else if (!strcmp(cmd, "check"))
+        rc = cmd_check(&a);
+    else if (!strcmp(cmd, "trace"))
+        rc = cmd_trace(&a);
+    else {
+        fprintf(stderr, "eddy: unknown command '%s'\n\n%s", cmd, kUsage);
+        rc = 2;
+    }
+    curl_global_cleanup();
+    return rc;
+}

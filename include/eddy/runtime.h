@@ -1,0 +1,63 @@
+/*
+ * include/eddy/runtime.h - workers, key routing, mailboxes, running a job.
+ *
+ * Events of one key run one at a time in arrival order (per agent instance:
+ * agent + key); different keys run concurrently on the worker loop.
+ */
+#ifndef EDDY_RUNTIME_H
+#define EDDY_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eddy/agent.h"
+#include "eddy/error.h"
+
+#define EDDY_MAX_KEYGROUPS 128
+
+/* Key group of KEY: a stable hash modulo EDDY_MAX_KEYGROUPS, the unit of
+ * ownership (a key group belongs to exactly one worker). */
+unsigned eddy_keygroup(const char *key);
+
+/* -- mailboxes -------------------------------------------------------------- */
+
+typedef struct eddy_mailboxes eddy_mailboxes;
+
+/* Called by dispatch for an item whose turn has come. The instance stays
+ * busy until eddy_mailbox_done(KEY). */
+typedef void (*eddy_mailbox_start_cb)(const char *key, void *item, void *ud);
+
+int eddy_mailboxes_new(eddy_mailbox_start_cb start, void *ud, eddy_mailboxes **out,
+                       eddy_err *err);
+/* Free; FREE_ITEM (may be NULL) is called for every item still queued. */
+void eddy_mailboxes_free(eddy_mailboxes *mb, void (*free_item)(void *item));
+
+/* Queue ITEM for KEY (copied), creating the mailbox on first use. Takes
+ * ownership of ITEM only on success. Nothing starts inside this call. */
+int eddy_mailbox_push(eddy_mailboxes *mb, const char *key, void *item, eddy_err *err);
+/* The running item of KEY has finished; the next may start on dispatch. */
+void eddy_mailbox_done(eddy_mailboxes *mb, const char *key);
+/* Start the head item of every idle mailbox that has one. */
+void eddy_mailboxes_dispatch(eddy_mailboxes *mb);
+/* Items queued or running, and instances currently running. */
+size_t eddy_mailboxes_pending(const eddy_mailboxes *mb);
+size_t eddy_mailboxes_running(const eddy_mailboxes *mb);
+
+/* -- running a job ---------------------------------------------------------- */
+
+typedef struct eddy_run_opts {
+    const char *input;       /* overrides the job's source ("-" = stdin) */
+    const char *output;      /* overrides the job's sink ("-" = stdout) */
+    const char *dead_letter; /* overrides the job's dead-letter file */
+    const char *state;       /* overrides checkpoint.path */
+    const char *traces;      /* overrides trace.path */
+    int quiet;               /* no summary on stderr */
+    const char *summary_json; /* write the summary as JSON to this file */
+} eddy_run_opts;
+
+/* Run JOB to the end of its input (or a signal). Returns the process exit
+ * code: 0 when the input was processed (failed runs went to the dead-letter
+ * file), 1 when the job could not start, 130/143 after a signal. */
+int eddy_runtime_run(eddy_job *job, const eddy_run_opts *opts);
+
+#endif

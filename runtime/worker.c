@@ -1,0 +1,473 @@
+/*
+ * runtime/worker.c - run a job: one worker thread with one libuv loop.
+ *
+ * The source's reader thread fills a bounded queue; the worker takes records
+ * while fewer than max_in_flight events are accepted and unfinished, turns
+ * each into an event, routes it by key to the mailbox of each agent
+ * instance (agent + key) whose actions handle its type, and dispatches.
+ * A finished run writes its output (or dead-letter record), frees its
+ * mailbox slot and pumps again. Bad records go to the dead-letter sink with
+ * the source name, line and reason; the job goes on.
+ *
+ * Ending: at end of input with nothing in flight, or after SIGINT/SIGTERM
+ * (stop reading; in-flight runs get shutdown_grace to finish, then are
+ * abandoned; a second signal abandons at once), the worker closes its
+ * clients and stores, waits for tool calls to end, and its loop returns.
+ */
+#include "eddy/runtime.h"
+#include "eddy/buf.h"
+#include "eddy/connector.h"
+#include "eddy/json.h"
+#include "eddy/log.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+
+typedef struct worker worker;
+
+typedef struct work {
+    worker *w;
+    eddy_agent_rt *rt;
+    json_t *event;
+    char *key, *event_id, *mbkey;
+    eddy_run *run;
+    struct work *prev, *next; /* running list */
+} work;
+
+struct worker {
+    uv_loop_t loop;
+    eddy_job *job;
+    const eddy_run_opts *opts;
+    eddy_llm_client *llm;
+    eddy_tools *tools;
+    eddy_memory *mem;
+    eddy_trace_store *traces;
+    eddy_agent_env env;
+    eddy_agent_rt **agents;
+    size_t nagents;
+    eddy_mailboxes *mb;
+    eddy_source *src;
+    eddy_sink *out, *dead;
+    uv_async_t src_async;
+    uv_signal_t sigint, sigterm;
+    uv_timer_t grace, drain;
+    work *running;
+    eddy_run_stats stats;
+    long events, records, dead_letters, abandoned;
+    uint64_t start_ms, drain_deadline;
+    int stopping, signal_no, eof, closing, exit_code;
+};
+
+static void pump(worker *w);
+
+static void dead_letter(worker *w, json_t *rec)
+{
+    eddy_err e;
+    w->dead_letters++;
+    if (eddy_sink_write(w->dead, rec, &e))
+        EDDY_ERROR("runtime", "cannot write a dead-letter record: %s", e.msg);
+}
+
+static void dead_record(worker *w, const eddy_record *rec, const char *event_id,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void dead_record(worker *w, const eddy_record *rec, const char *event_id,
+                        const char *fmt, ...)
+{
+    char reason[EDDY_ERR_MSG_MAX];
+    json_t *d;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    d = json_pack("{s:s, s:s, s:s, s:i, s:s?, s:s%}", "type", "dead_letter", "reason", reason,
+                  "source", eddy_source_name(w->src), "line", (int)rec->line, "event_id",
+                  event_id, "raw", rec->text, rec->len > 65536 ? (size_t)65536 : rec->len);
+    if (!d)
+        d = json_pack("{s:s, s:s, s:i}", "type", "dead_letter", "reason", reason, "line",
+                      (int)rec->line);
+    EDDY_WARN("runtime", "%s", reason);
+    dead_letter(w, d);
+    json_decref(d);
+}
+
+static void work_free(void *p)
+{
+    work *wk = p;
+    json_decref(wk->event);
+    eddy_free(wk->key);
+    eddy_free(wk->event_id);
+    eddy_free(wk->mbkey);
+    eddy_free(wk);
+}
+
+static void on_run(eddy_run_result *res, void *ud)
+{
+    work *wk = ud;
+    worker *w = wk->w;
+    eddy_err e;
+    if (res->status == EDDY_ECANCELED) {
+        w->abandoned++;
+        EDDY_WARN("runtime", "event %s (key %s) abandoned at shutdown", wk->event_id, wk->key);
+    } else if (res->status) {
+        EDDY_WARN("runtime", "event %s (key %s, agent %s): %s", wk->event_id, wk->key,
+                  eddy_agent_rt_def(wk->rt)->name, res->err.msg);
+        dead_letter(w, res->output);
+    } else if (eddy_sink_write(w->out, res->output, &e)) {
+        EDDY_ERROR("runtime", "event %s: %s", wk->event_id, e.msg);
+        dead_letter(w, res->output);
+    }
+    if (wk->prev)
+        wk->prev->next = wk->next;
+    else
+        w->running = wk->next;
+    if (wk->next)
+        wk->next->prev = wk->prev;
+    eddy_mailbox_done(w->mb, wk->mbkey);
+    work_free(wk);
+    pump(w);
+}
+
+static void start_item(const char *mbkey, void *item, void *ud)
+{
+    work *wk = item;
+    worker *w = ud;
+    eddy_err e;
+    (void)mbkey;
+    if (eddy_agent_run_start(wk->rt, wk->event, wk->key, wk->event_id, &w->stats, on_run, wk,
+                             &wk->run, &e)) {
+        json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:O}", "type", "dead_letter", "reason",
+                              e.msg, "event_id", wk->event_id, "key", wk->key, "event",
+                              wk->event);
+        dead_letter(w, d);
+        json_decref(d);
+        eddy_mailbox_done(w->mb, wk->mbkey);
+        work_free(wk);
+        return;
+    }
+    wk->next = w->running;
+    wk->prev = NULL;
+    if (w->running)
+        w->running->prev = wk;
+    w->running = wk;
+}
+
+static char *event_id_of(worker *w, json_t *ev, long line)
+{
+    json_t *id = json_object_get(ev, "id");
+    char *s;
+    if (!id)
+        id = json_object_get(ev, "event_id");
+    if ((s = eddy_json_key_string(id)))
+        return s;
+    return eddy_aprintf("%s:%ld", eddy_source_name(w->src), line);
+}
+
+/* Turn one record into work for each agent that handles its type. */
+static void accept_record(worker *w, eddy_record *rec)
+{
+    json_error_t je;
+    json_t *ev, *kv, *tv;
+    char *key = NULL, *id = NULL;
+    const char *type;
+    int routed = 0;
+    const char *p = rec->text;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (!*p)
+        return; /* blank line: not an event */
+    w->records++;
+    ev = json_loadb(rec->text, rec->len, 0, &je);
+    if (!ev) {
+        dead_record(w, rec, NULL, "%s:%ld:%d: not valid JSON: %s", eddy_source_name(w->src),
+                    rec->line, je.column, je.text);
+        return;
+    }
+    id = event_id_of(w, ev, rec->line);
+    if (!json_is_object(ev)) {
+        dead_record(w, rec, id, "%s:%ld: an event must be a JSON object",
+                    eddy_source_name(w->src), rec->line);
+        goto out;
+    }
+    kv = eddy_json_path(ev, w->job->key);
+    if (!(key = eddy_json_key_string(kv)) || !*key) {
+        dead_record(w, rec, id, "%s:%ld: event %s has no key '%s'%s", eddy_source_name(w->src),
+                    rec->line, id, w->job->key,
+                    kv && !json_is_null(kv) ? " that is a string or number" : "");
+        goto out;
+    }
+    tv = json_object_get(ev, "type");
+    type = json_is_string(tv) ? json_string_value(tv) : "input";
+    w->events++;
+    for (size_t i = 0; i < w->nagents; i++) {
+        work *wk;
+        eddy_err e;
+        if (!eddy_agent_handles(w->agents[i], type))
+            continue;
+        wk = eddy_calloc(1, sizeof(*wk));
+        if (wk) {
+            wk->w = w;
+            wk->rt = w->agents[i];
+            wk->event = json_incref(ev);
+            wk->key = eddy_strdup(key);
+            wk->event_id = eddy_strdup(id);
+            wk->mbkey = eddy_aprintf("%s\x1f%s", eddy_agent_rt_def(wk->rt)->name, key);
+        }
+        if (!wk || !wk->key || !wk->event_id || !wk->mbkey ||
+            eddy_mailbox_push(w->mb, wk->mbkey, wk, &e)) {
+            if (wk)
+                work_free(wk);
+            dead_record(w, rec, id, "event %s: out of memory queueing it", id);
+            continue;
+        }
+        routed++;
+    }
+    if (!routed)
+        dead_record(w, rec, id, "%s:%ld: no agent handles events of type '%s'",
+                    eddy_source_name(w->src), rec->line, type);
+out:
+    eddy_free(id);
+    eddy_free(key);
+    json_decref(ev);
+}
+
+static void begin_close(worker *w);
+
+static void pump(worker *w)
+{
+    eddy_record rec;
+    if (w->closing)
+        return;
+    while (!w->stopping && !w->eof &&
+           eddy_mailboxes_pending(w->mb) < (size_t)w->job->max_in_flight) {
+        int r = eddy_source_next(w->src, &rec);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            w->eof = 1;
+            break;
+        }
+        accept_record(w, &rec);
+        eddy_free(rec.text);
+    }
+    eddy_mailboxes_dispatch(w->mb);
+    if ((w->eof || w->stopping) && eddy_mailboxes_pending(w->mb) == 0)
+        begin_close(w);
+}
+
+static void on_src(uv_async_t *a)
+{
+    pump(a->data);
+}
+
+static void abandon_all(worker *w)
+{
+    /* cancel reports synchronously through on_run, which unlinks the work */
+    while (w->running)
+        eddy_run_cancel(w->running->run);
+}
+
+static void on_grace(uv_timer_t *t)
+{
+    worker *w = t->data;
+    EDDY_WARN("runtime", "shutdown grace period over: abandoning %zu running event(s)",
+              eddy_mailboxes_running(w->mb));
+    abandon_all(w);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    worker *w = s->data;
+    if (w->stopping) {
+        EDDY_WARN("runtime", "second signal: abandoning running events now");
+        abandon_all(w);
+        return;
+    }
+    w->stopping = 1;
+    w->signal_no = signum;
+    EDDY_INFO("runtime", "%s: no new events; waiting up to %lld ms for %zu running",
+              signum == SIGINT ? "SIGINT" : "SIGTERM", (long long)w->job->shutdown_grace_ms,
+              eddy_mailboxes_running(w->mb));
+    eddy_source_stop(w->src);
+    /* queued events that have not started are not abandoned mid-run: they
+     * were never begun; they are counted and reported */
+    uv_timer_start(&w->grace, on_grace, (uint64_t)w->job->shutdown_grace_ms, 0);
+    pump(w);
+}
+
+static void on_drain(uv_timer_t *t)
+{
+    worker *w = t->data;
+    if (eddy_tools_active(w->tools) > 0 && eddy_now_ms() < w->drain_deadline)
+        return;
+    uv_timer_stop(t);
+    if (eddy_tools_active(w->tools) > 0)
+        EDDY_WARN("runtime", "%d tool call(s) still running at exit", eddy_tools_active(w->tools));
+    uv_close((uv_handle_t *)&w->drain, NULL);
+    eddy_memory_close(w->mem, NULL, NULL);
+    w->mem = NULL;
+}
+
+static void begin_close(worker *w)
+{
+    if (w->closing)
+        return;
+    w->closing = 1;
+    uv_close((uv_handle_t *)&w->src_async, NULL);
+    uv_close((uv_handle_t *)&w->sigint, NULL);
+    uv_close((uv_handle_t *)&w->sigterm, NULL);
+    uv_close((uv_handle_t *)&w->grace, NULL);
+    eddy_llm_client_close(w->llm);
+    w->llm = NULL;
+    w->drain_deadline = eddy_now_ms() + 2000;
+    uv_timer_start(&w->drain, on_drain, 0, 10);
+}
+
+static int setup(worker *w, eddy_err *err)
+{
+    const eddy_run_opts *o = w->opts;
+    const char *input = o->input ? o->input : w->job->source;
+    int rc;
+    if (!input)
+        return eddy_err_set(err, EDDY_EINVAL,
+                            "%s: no input: give 'source: {jsonl: FILE}' in the job or --input "
+                            "FILE (- for stdin)",
+                            w->job->file);
+    if ((rc = eddy_memory_open(o->state ? o->state : w->job->state_path, &w->loop, &w->mem, err)) ||
+        (rc = eddy_trace_store_open(o->traces ? o->traces : w->job->trace_path, &w->traces,
+                                    err)) ||
+        (rc = eddy_llm_client_new(&w->loop, &w->llm, err)) ||
+        (rc = eddy_tools_new(&w->loop, w->job->dir, &w->tools, err)) ||
+        (rc = eddy_mailboxes_new(start_item, w, &w->mb, err)))
+        return rc;
+    w->env = (eddy_agent_env){&w->loop, w->llm, w->tools, w->mem, w->traces};
+    w->agents = eddy_calloc(w->job->nagents, sizeof(eddy_agent_rt *));
+    if (!w->agents)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    for (size_t i = 0; i < w->job->nagents; i++) {
+        if ((rc = eddy_agent_rt_new(&w->job->agents[i], &w->env, &w->agents[i], err)))
+            return rc;
+        w->nagents++;
+    }
+    if ((rc = eddy_sink_open_jsonl(o->output ? o->output : w->job->sink, 0, &w->out, err)) ||
+        (rc = eddy_sink_open_jsonl(o->dead_letter ? o->dead_letter : w->job->dead_letter, 1,
+                                   &w->dead, err)))
+        return rc;
+    uv_async_init(&w->loop, &w->src_async, on_src);
+    w->src_async.data = w;
+    if ((rc = eddy_source_open_jsonl(input, 1024, &w->src_async, &w->src, err))) {
+        uv_close((uv_handle_t *)&w->src_async, NULL);
+        return rc;
+    }
+    uv_signal_init(&w->loop, &w->sigint);
+    uv_signal_init(&w->loop, &w->sigterm);
+    w->sigint.data = w->sigterm.data = w;
+    uv_signal_start(&w->sigint, on_signal, SIGINT);
+    uv_signal_start(&w->sigterm, on_signal, SIGTERM);
+    uv_timer_init(&w->loop, &w->grace);
+    uv_timer_init(&w->loop, &w->drain);
+    w->grace.data = w->drain.data = w;
+    return 0;
+}
+
+static void teardown(worker *w)
+{
+    if (w->mb)
+        eddy_mailboxes_free(w->mb, work_free);
+    for (size_t i = 0; i < w->nagents; i++)
+        eddy_agent_rt_free(w->agents[i]);
+    eddy_free(w->agents);
+    if (w->tools && eddy_tools_active(w->tools) == 0)
+        eddy_tools_free(w->tools);
+    eddy_trace_store_close(w->traces);
+    eddy_source_free(w->src);
+    eddy_sink_free(w->out);
+    eddy_sink_free(w->dead);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static void print_summary(worker *w, uint64_t wall_ms)
+{
+    json_t *s = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "events",
+        (json_int_t)w->events, "runs_ok", (json_int_t)w->stats.runs_ok, "runs_failed",
+        (json_int_t)w->stats.runs_failed, "dead_letters", (json_int_t)w->dead_letters,
+        "llm_calls", (json_int_t)w->stats.llm_calls, "llm_retries",
+        (json_int_t)w->stats.llm_retries, "input_tokens", (json_int_t)w->stats.input_tokens,
+        "output_tokens", (json_int_t)w->stats.output_tokens, "tool_calls",
+        (json_int_t)w->stats.tool_calls, "tool_errors", (json_int_t)w->stats.tool_errors,
+        "outputs", (json_int_t)eddy_sink_count(w->out), "abandoned", (json_int_t)w->abandoned,
+        "wall_ms", (json_int_t)wall_ms);
+    if (!w->opts->quiet)
+        fprintf(stderr,
+                "eddy: %ld events, %ld runs ok, %ld failed, %ld dead letters, %ld LLM calls "
+                "(%ld retries), %ld+%ld tokens, %ld tool calls (%ld errors), %.2f s\n",
+                w->events, w->stats.runs_ok, w->stats.runs_failed, w->dead_letters,
+                w->stats.llm_calls, w->stats.llm_retries, w->stats.input_tokens,
+                w->stats.output_tokens, w->stats.tool_calls, w->stats.tool_errors,
+                (double)wall_ms / 1000.0);
+    if (w->opts->summary_json && s) {
+        FILE *f = fopen(w->opts->summary_json, "w");
+        if (f) {
+            json_dumpf(s, f, JSON_INDENT(2));
+            fputc('\n', f);
+            fclose(f);
+        }
+    }
+    json_decref(s);
+}
+
+int eddy_runtime_run(eddy_job *job, const eddy_run_opts *opts)
+{
+    worker w;
+    pthread_t th;
+    eddy_err e;
+    int rc;
+    memset(&w, 0, sizeof(w));
+    w.job = job;
+    w.opts = opts;
+    w.start_ms = eddy_now_ms();
+    if (uv_loop_init(&w.loop)) {
+        EDDY_ERROR("runtime", "cannot create the event loop");
+        return 1;
+    }
+    if ((rc = setup(&w, &e))) {
+        EDDY_ERROR("runtime", "%s", e.msg);
+        eddy_llm_client_close(w.llm);
+        if (w.mem)
+            eddy_memory_close(w.mem, NULL, NULL);
+        uv_walk(&w.loop, close_walk, NULL);
+        uv_run(&w.loop, UV_RUN_DEFAULT);
+        teardown(&w);
+        uv_loop_close(&w.loop);
+        return 1;
+    }
+    EDDY_INFO("runtime", "job '%s': reading %s, %zu agent(s), key '%s'", job->name,
+              eddy_source_name(w.src), w.nagents, job->key);
+    if (pthread_create(&th, NULL, worker_main, &w)) {
+        EDDY_ERROR("runtime", "cannot start the worker thread");
+        return 1;
+    }
+    pthread_join(th, NULL);
+    print_summary(&w, eddy_now_ms() - w.start_ms);
+    teardown(&w);
+    if (uv_loop_close(&w.loop))
+        EDDY_WARN("runtime", "event loop closed with handles still open");
+    if (w.signal_no)
+        return w.abandoned ? 3 : 0;
+    return 0;
+}
