@@ -90,7 +90,7 @@ static void check_keys(vctx *c, json_t *v, const char *path, const char *const *
         if (allowed[i])
             continue;
         join(p, sizeof(p), path, k);
-        if (best && bestd <= (strlen(k) > 5 ? 2u : 1u) + (strlen(k) > 9))
+        if (best && bestd <= (strlen(k) <= 3 ? 1u : strlen(k) <= 8 ? 2u : 3u))
             verr(c, p, 1, "unknown key '%s' (did you mean '%s'?)", k, best);
         else {
             eddy_buf b;
@@ -109,8 +109,8 @@ static void check_keys(vctx *c, json_t *v, const char *path, const char *const *
 static json_t *member(vctx *c, json_t *v, const char *path, const char *key, int required)
 {
     json_t *x = json_object_get(v, key);
-    if (!x && required)
-        verr(c, path, 0, "missing required key '%s'", key);
+    if (!x && required) /* point at the mapping's own key: "default:" */
+        verr(c, path, 1, "missing required key '%s'", key);
     return x;
 }
 

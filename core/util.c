@@ -190,6 +190,8 @@ json_t *eddy_json_path(json_t *root, const char *path)
 
 char *eddy_json_key_string(json_t *v)
 {
+    if (!v)
+        return NULL;
     switch (json_typeof(v)) {
     case JSON_STRING:
         return eddy_strndup(json_string_value(v), json_string_length(v));

@@ -282,9 +282,11 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
         }
         parsed = 1; /* a broken 2xx body: worth another attempt */
     }
-    if (transport)
-        eddy_err_setc(&r->res.err, cc == CURLE_OPERATION_TIMEDOUT ? EDDY_ETIMEDOUT : EDDY_ENET,
-                      cc, "%s: %s", r->url, curl_easy_strerror(cc));
+    if (transport && cc == CURLE_OPERATION_TIMEDOUT)
+        eddy_err_setc(&r->res.err, EDDY_ETIMEDOUT, cc, "%s: timed out after %lld ms", r->url,
+                      (long long)r->model->timeout_ms);
+    else if (transport)
+        eddy_err_setc(&r->res.err, EDDY_ENET, cc, "%s: %s", r->url, curl_easy_strerror(cc));
     else if (!parsed) {
         ecode = body_error_code(r, code, sizeof(code));
         eddy_err_setc(&r->res.err, EDDY_EHTTP, http, "%s: HTTP %ld%s%s", r->url, http,
