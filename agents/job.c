@@ -90,7 +90,7 @@ static void check_keys(vctx *c, json_t *v, const char *path, const char *const *
         if (allowed[i])
             continue;
         join(p, sizeof(p), path, k);
-        if (best && bestd <= (strlen(k) <= 3 ? 1u : strlen(k) <= 8 ? 2u : 3u))
+        if (best && bestd <= (strlen(k) <= 4 ? 1u : strlen(k) <= 8 ? 2u : 3u))
             verr(c, p, 1, "unknown key '%s' (did you mean '%s'?)", k, best);
         else {
             eddy_buf b;

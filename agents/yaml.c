@@ -279,10 +279,10 @@ static json_t *parse_scalar(loader *ld, yaml_event_t *ev, const char *path)
     json_t *v;
     put_pos(ld, path, ev->start_mark, NULL);
     if (eddy_interpolate(raw, &text, &e)) {
+        /* reported, but not a parse failure: validation goes on to find more */
         eddy_diag_add(ld->diag, "%s:%d:%d: %s", ld->doc->file, (int)ev->start_mark.line + 1,
                       (int)ev->start_mark.column + 1, e.msg);
-        ld->failed = 1;
-        return json_string(raw); /* keep going to find more problems */
+        return json_string(raw);
     }
     if (ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE)
         v = plain_scalar(text);

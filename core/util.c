@@ -143,21 +143,26 @@ out:
 
 size_t eddy_levenshtein(const char *a, const char *b)
 {
-    size_t la = strlen(a), lb = strlen(b), prev[64], cur[64];
+    /* optimal string alignment: an adjacent swap ("modle") counts as one edit */
+    size_t la = strlen(a), lb = strlen(b), d[64][64];
     if (la >= 63 || lb >= 63)
         return (size_t)-1;
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
     for (size_t j = 0; j <= lb; j++)
-        prev[j] = j;
+        d[0][j] = j;
     for (size_t i = 1; i <= la; i++) {
-        cur[0] = i;
         for (size_t j = 1; j <= lb; j++) {
-            size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
-            size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
-            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            size_t sub = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            size_t del = d[i - 1][j] + 1, ins = d[i][j - 1] + 1;
+            size_t best = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
         }
-        memcpy(prev, cur, (lb + 1) * sizeof(size_t));
     }
-    return prev[lb];
+    return d[la][lb];
 }
 
 json_t *eddy_json_path(json_t *root, const char *path)

@@ -39,9 +39,10 @@ typedef struct eddy_yaml_doc {
     json_t *pos;
 } eddy_yaml_doc;
 
-/* Parse FILE (NAME is how errors call it) into DOC. ${...} in scalars is
- * interpolated from the environment; problems go to DIAG. Returns 0, or
- * EDDY_EPARSE when the file is not valid YAML (DIAG says where). */
+/* Parse FILE into DOC. ${...} in scalars is interpolated from the
+ * environment; an unset variable is reported to DIAG but parsing goes on.
+ * Returns 0, or EDDY_EPARSE when the file is not valid YAML (DIAG says
+ * where). Callers check DIAG->n as well. */
 int eddy_yaml_load(const char *file, eddy_yaml_doc *doc, eddy_diag *diag);
 /* Same from a string (tests). */
 int eddy_yaml_load_string(const char *text, const char *name, eddy_yaml_doc *doc,

@@ -1,0 +1,162 @@
+/* tests/unit/test_core.c - errors, buffers, parsing helpers, allocation failures. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "eddy/agent.h"
+#include "eddy/buf.h"
+#include "eddy/error.h"
+#include "eddy/json.h"
+#include "eddy/prompt.h"
+
+static void test_error_table(void **state)
+{
+    eddy_err e;
+    (void)state;
+    assert_string_equal(eddy_err_name(EDDY_ENOMEM), "EDDY_ENOMEM");
+    assert_string_equal(eddy_strerror(EDDY_ETIMEDOUT), "timed out");
+    assert_string_equal(eddy_err_name(12345), "EDDY_EUNKNOWN");
+    assert_int_equal(eddy_err_set(&e, EDDY_EPARSE, "line %d", 7), EDDY_EPARSE);
+    assert_string_equal(e.msg, "line 7");
+    eddy_err_prefix(&e, "%s: ", "f.yaml");
+    assert_string_equal(e.msg, "f.yaml: line 7");
+    assert_int_equal(eddy_err_set(NULL, EDDY_EIO, "x"), EDDY_EIO);
+}
+
+static void test_buf(void **state)
+{
+    eddy_buf b;
+    char *s;
+    (void)state;
+    eddy_buf_init(&b);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(eddy_buf_printf(&b, "%d,", i), 0);
+    assert_int_equal(strncmp(b.data, "0,1,2,", 6), 0);
+    s = eddy_buf_take(&b);
+    assert_non_null(s);
+    assert_null(b.data);
+    assert_int_equal(strlen(s), 3890);
+    eddy_free(s);
+    s = eddy_buf_take(&b); /* empty buffer gives "" */
+    assert_string_equal(s, "");
+    eddy_free(s);
+}
+
+static void test_buf_oom_is_sticky(void **state)
+{
+    eddy_buf b;
+    (void)state;
+    eddy_buf_init(&b);
+    eddy_alloc_fail_after(0);
+    assert_int_equal(eddy_buf_puts(&b, "abc"), EDDY_ENOMEM);
+    eddy_alloc_fail_after(-1);
+    assert_int_equal(eddy_buf_puts(&b, "def"), EDDY_ENOMEM);
+    assert_null(eddy_buf_take(&b));
+}
+
+static void test_durations(void **state)
+{
+    int64_t ms;
+    (void)state;
+    assert_int_equal(eddy_parse_duration_ms("250ms", &ms), 0);
+    assert_int_equal(ms, 250);
+    assert_int_equal(eddy_parse_duration_ms("2s", &ms), 0);
+    assert_int_equal(ms, 2000);
+    assert_int_equal(eddy_parse_duration_ms("1.5m", &ms), 0);
+    assert_int_equal(ms, 90000);
+    assert_int_equal(eddy_parse_duration_ms("30d", &ms), 0);
+    assert_int_equal(ms, 30LL * 86400000);
+    assert_int_equal(eddy_parse_duration_ms("3", &ms), 0);
+    assert_int_equal(ms, 3000);
+    assert_int_equal(eddy_parse_duration_ms("3 parsecs", &ms), EDDY_EINVAL);
+    assert_int_equal(eddy_parse_duration_ms("-1s", &ms), EDDY_EINVAL);
+    assert_int_equal(eddy_parse_duration_ms("", &ms), EDDY_EINVAL);
+}
+
+static void test_interpolate(void **state)
+{
+    char *out;
+    eddy_err e;
+    (void)state;
+    setenv("EDDY_T_A", "alpha", 1);
+    unsetenv("EDDY_T_NONE");
+    setenv("EDDY_T_EMPTY", "", 1);
+    assert_int_equal(eddy_interpolate("x ${EDDY_T_A} $$y", &out, &e), 0);
+    assert_string_equal(out, "x alpha $y");
+    eddy_free(out);
+    assert_int_equal(eddy_interpolate("${EDDY_T_NONE:-dflt}/${EDDY_T_EMPTY:-e}", &out, &e), 0);
+    assert_string_equal(out, "dflt/e");
+    eddy_free(out);
+    assert_int_equal(eddy_interpolate("${EDDY_T_NONE}", &out, &e), EDDY_EINVAL);
+    assert_non_null(strstr(e.msg, "EDDY_T_NONE is not set"));
+    assert_int_equal(eddy_interpolate("${EDDY_T_A", &out, &e), EDDY_EINVAL);
+}
+
+static void test_json_helpers(void **state)
+{
+    json_t *v = json_loads("{\"a\":{\"b\":[10,{\"c\":\"x\"}]},\"n\":42,\"f\":1.5}", 0, NULL);
+    char *s;
+    (void)state;
+    assert_int_equal(json_integer_value(eddy_json_path(v, "a.b.0")), 10);
+    assert_string_equal(json_string_value(eddy_json_path(v, "a.b.1.c")), "x");
+    assert_null(eddy_json_path(v, "a.zz"));
+    assert_null(eddy_json_path(v, "n.x"));
+    s = eddy_json_key_string(json_object_get(v, "n"));
+    assert_string_equal(s, "42");
+    eddy_free(s);
+    assert_null(eddy_json_key_string(NULL)); /* regression: crashed on a missing id */
+    assert_null(eddy_json_key_string(json_object_get(v, "a")));
+    json_decref(v);
+}
+
+static void test_levenshtein(void **state)
+{
+    (void)state;
+    assert_int_equal(eddy_levenshtein("model", "modle"), 1);
+    assert_int_equal(eddy_levenshtein("key", "kye"), 1);
+    assert_int_equal(eddy_levenshtein("kitten", "sitting"), 3);
+    assert_int_equal(eddy_levenshtein("prompt", "promt"), 1);
+    assert_int_equal(eddy_levenshtein("", "abc"), 3);
+}
+
+/* Every allocation of compiling a template may fail: each failure gives
+ * EDDY_ENOMEM and leaks nothing (checked under ASan/valgrind). */
+static void test_template_alloc_failures(void **state)
+{
+    int ok = 0;
+    (void)state;
+    for (long n = 0; n < 200 && !ok; n++) {
+        eddy_template *t = NULL;
+        eddy_err e;
+        int rc;
+        eddy_alloc_fail_after(n);
+        rc = eddy_template_new("Hello {{event.name}}, you are {{key}}{{memory.x?}}!", "t", 1, 1,
+                               &t, &e);
+        eddy_alloc_fail_after(-1);
+        if (rc == 0) {
+            ok = 1;
+            assert_int_equal(eddy_template_nvars(t), 3);
+        } else {
+            assert_int_equal(rc, EDDY_ENOMEM);
+            assert_null(t);
+        }
+        eddy_template_free(t);
+    }
+    assert_true(ok);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_error_table),    cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_buf_oom_is_sticky), cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_interpolate),    cmocka_unit_test(test_json_helpers),
+        cmocka_unit_test(test_levenshtein),    cmocka_unit_test(test_template_alloc_failures),
+    };
+    eddy_alloc_install();
+    return cmocka_run_group_tests_name("core", tests, NULL, NULL);
+}

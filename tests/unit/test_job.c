@@ -1,0 +1,189 @@
+/* tests/unit/test_job.c - job loading and validation errors with exact places. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "eddy/agent.h"
+#include "eddy/buf.h"
+
+static char g_dir[256];
+
+static const char *write_job(const char *name, const char *text)
+{
+    static char path[512];
+    FILE *f;
+    snprintf(path, sizeof(path), "%s/%s", g_dir, name);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+/* Load TEXT and expect exactly the diagnostics in WANT (suffixes after the
+ * file name), in order. */
+static void expect_diags(const char *text, const char *const *want, size_t n)
+{
+    eddy_diag d;
+    eddy_job *job;
+    const char *path = write_job("job.yaml", text);
+    eddy_diag_init(&d);
+    assert_int_not_equal(eddy_job_load(path, 0, &job, &d), 0);
+    assert_null(job);
+    for (size_t i = 0; i < d.n; i++)
+        fprintf(stderr, "  diag: %s\n", d.msgs[i]);
+    assert_int_equal(d.n, n);
+    for (size_t i = 0; i < n; i++) {
+        char full[1024];
+        snprintf(full, sizeof(full), "%s%s", path, want[i]);
+        assert_non_null(strstr(d.msgs[i], full));
+    }
+    eddy_diag_free(&d);
+}
+
+static const char kGood[] = "job: j\n"
+                            "key: user.id\n"
+                            "models:\n"
+                            "  default: { base_url: 'http://127.0.0.1:9/v1', model: m }\n"
+                            "agents:\n"
+                            "  a:\n"
+                            "    prompt: { user: \"{{event.text}}\" }\n";
+
+static void test_good_job(void **state)
+{
+    eddy_diag d;
+    eddy_job *job;
+    (void)state;
+    eddy_diag_init(&d);
+    assert_int_equal(eddy_job_load(write_job("good.yaml", kGood), 1, &job, &d), 0);
+    assert_int_equal(d.n, 0);
+    assert_string_equal(job->name, "j");
+    assert_string_equal(job->key, "user.id");
+    assert_int_equal(job->nagents, 1);
+    assert_ptr_equal(job->agents[0].model, &job->models[0]);
+    assert_int_equal(job->agents[0].budget_turns, 8);
+    assert_int_equal(job->models[0].max_attempts, 5);
+    assert_int_equal(job->models[0].timeout_ms, 60000);
+    assert_string_equal(job->agents[0].on[0], "input");
+    eddy_job_free(job);
+    eddy_diag_free(&d);
+}
+
+static void test_unknown_keys_and_types(void **state)
+{
+    static const char *const want[] = {
+        ":2:1: unknown key 'kye' (did you mean 'key'?)",
+        ":1:1: missing required key 'key'",
+        ":5:5: unknown key 'timout' (did you mean 'timeout'?)",
+        ":4:3: missing required key 'base_url'",
+        ":6:28: 'concurrency' must be an integer, not a string",
+        ":10:25: 'turns' must be between 1 and 1000",
+        ":11:36: action 'chat' is not available in this version (expected 'react')",
+    };
+    (void)state;
+    expect_diags("job: j\n"
+                 "kye: id\n"
+                 "models:\n"
+                 "  default:\n"
+                 "    timout: 5s\n"
+                 "    limits: { concurrency: lots }\n"
+                 "    model: m\n"
+                 "agents:\n"
+                 "  a: { prompt: { user: hi },\n"
+                 "       budget: { turns: 0 },\n"
+                 "       actions: [ { on: input, do: chat } ] }\n",
+                 want, sizeof(want) / sizeof(want[0]));
+}
+
+static void test_yaml_syntax_error(void **state)
+{
+    static const char *const want[] = {":3:1: invalid YAML"};
+    (void)state;
+    expect_diags("job: j\nkey: [a, b\n", want, 1);
+}
+
+static void test_missing_env_and_model(void **state)
+{
+    static const char *const want[] = {
+        ":6:12: environment variable EDDY_UNSET_FOR_TEST is not set",
+        ":9:12: agent 'a' uses model 'other', which is not defined under 'models'",
+    };
+    (void)state;
+    unsetenv("EDDY_UNSET_FOR_TEST");
+    expect_diags("job: j\nkey: k\nmodels:\n"
+                 "  m:\n"
+                 "    base_url: http://x\n"
+                 "    model: ${EDDY_UNSET_FOR_TEST}\n"
+                 "agents:\n"
+                 "  a:\n"
+                 "    model: other\n"
+                 "    prompt: { user: hi }\n",
+                 want, 2);
+}
+
+static void test_duplicate_key(void **state)
+{
+    eddy_yaml_doc doc;
+    eddy_diag d;
+    (void)state;
+    eddy_diag_init(&d);
+    assert_int_equal(eddy_yaml_load_string("a: 1\nb: 2\na: 3\n", "dup.yaml", &doc, &d),
+                     EDDY_EPARSE);
+    assert_int_equal(d.n, 1);
+    assert_string_equal(d.msgs[0], "dup.yaml:3:1: duplicate key 'a'");
+    eddy_yaml_doc_free(&doc);
+    eddy_diag_free(&d);
+}
+
+static void test_scalar_types(void **state)
+{
+    eddy_yaml_doc doc;
+    eddy_diag d;
+    char where[256];
+    (void)state;
+    eddy_diag_init(&d);
+    assert_int_equal(eddy_yaml_load_string("i: 42\nf: 1.5\nb: true\nn: ~\ns: '42'\nl: [1, x]\n",
+                                           "t.yaml", &doc, &d),
+                     0);
+    assert_true(json_is_integer(json_object_get(doc.root, "i")));
+    assert_true(json_is_real(json_object_get(doc.root, "f")));
+    assert_true(json_is_true(json_object_get(doc.root, "b")));
+    assert_true(json_is_null(json_object_get(doc.root, "n")));
+    assert_true(json_is_string(json_object_get(doc.root, "s")));
+    assert_string_equal(eddy_yaml_where(&doc, "/l/1", 0, where, sizeof(where)), "t.yaml:6:8");
+    assert_string_equal(eddy_yaml_where(&doc, "/s", 1, where, sizeof(where)), "t.yaml:5:1");
+    eddy_yaml_doc_free(&doc);
+    eddy_diag_free(&d);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(g_dir, sizeof(g_dir), "/tmp/eddy-test-job-XXXXXX");
+    return mkdtemp(g_dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    char cmd[300];
+    (void)state;
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_good_job),          cmocka_unit_test(test_unknown_keys_and_types),
+        cmocka_unit_test(test_yaml_syntax_error), cmocka_unit_test(test_missing_env_and_model),
+        cmocka_unit_test(test_duplicate_key),     cmocka_unit_test(test_scalar_types),
+    };
+    eddy_alloc_install();
+    return cmocka_run_group_tests_name("job", tests, setup, teardown);
+}
