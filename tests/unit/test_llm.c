@@ -37,7 +37,9 @@ static void test_build(void **state)
     assert_int_equal(json_integer_value(json_object_get(body, "max_tokens")), 100);
     assert_true(json_real_value(json_object_get(body, "temperature")) == 0.25);
     json_decref(body);
-    body = eddy_llm_build_openai(&m, msgs, json_array()); /* no tools: no "tools" key */
+    json_decref(tools);
+    tools = json_array();
+    body = eddy_llm_build_openai(&m, msgs, tools); /* no tools: no "tools" key */
     assert_null(json_object_get(body, "tools"));
     json_decref(body);
     json_decref(msgs);
