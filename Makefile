@@ -88,7 +88,7 @@ valgrind: deps
 	$(MAKE) BUILD=build-vg OPT="-O0 -g" all $(UNIT_BIN:$(BUILD)/%=build-vg/%)
 	@set -e; for t in $(UNIT_BIN:$(BUILD)/%=build-vg/%); do \
 	  valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite ./$$t; done
-	EDDY_VALGRIND=1 python3 tests/integration/run.py --build build-vg --only basic
+	EDDY_VALGRIND=1 python3 tests/integration/run.py --build build-vg --only example_end_to_end
 
 FMT_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:

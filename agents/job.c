@@ -223,8 +223,8 @@ static void parse_backoff(vctx *c, json_t *retry, const char *path, eddy_llm_mod
     {
         char lo[64];
         size_t n = (size_t)(dots - json_string_value(x));
-        if (n >= sizeof(lo) || (memcpy(lo, json_string_value(x), n), lo[n] = '\0',
-                                eddy_parse_duration_ms(lo, &a)) ||
+        if (n >= sizeof(lo) ||
+            (memcpy(lo, json_string_value(x), n), lo[n] = '\0', eddy_parse_duration_ms(lo, &a)) ||
             eddy_parse_duration_ms(dots + 2, &b) || a > b) {
             verr(c, p, 0, "'backoff' must look like 500ms..8s (first delay..largest delay)");
             return;
@@ -252,8 +252,9 @@ static void load_model(vctx *c, const char *name, json_t *v, const char *path, e
     m->provider = get_str(c, v, path, "provider", 0, "openai");
     if (m->provider && strcmp(m->provider, "openai")) {
         join(p, sizeof(p), path, "provider");
-        verr(c, p, 0, "provider '%s' is not supported (expected 'openai': any "
-                      "OpenAI-compatible chat completions endpoint)",
+        verr(c, p, 0,
+             "provider '%s' is not supported (expected 'openai': any "
+             "OpenAI-compatible chat completions endpoint)",
              m->provider);
     }
     m->base_url = get_str(c, v, path, "base_url", 1, NULL);
@@ -345,8 +346,9 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
             if (strlen(template_roots[r]) == n && !strncmp(var, template_roots[r], n))
                 break;
         if (!template_roots[r]) {
-            eddy_diag_add(c->diag, "%s:%d:%d: unknown template variable '%s' (it must start "
-                                   "with event., memory., key or agent)",
+            eddy_diag_add(c->diag,
+                          "%s:%d:%d: unknown template variable '%s' (it must start "
+                          "with event., memory., key or agent)",
                           eddy_template_origin(t), line, col, var);
             c->errors++;
         }
@@ -380,10 +382,10 @@ static void check_tools(vctx *c, eddy_agent_def *a, const char *tpath)
     uv_loop_close(&loop);
 }
 
-static void load_agent(vctx *c, const char *name, json_t *v, const char *path,
-                       eddy_agent_def *a, int want_tools)
+static void load_agent(vctx *c, const char *name, json_t *v, const char *path, eddy_agent_def *a,
+                       int want_tools)
 {
-    static const char *const keys[] = {"model",  "prompt", "tools",  "memory",
+    static const char *const keys[] = {"model",  "prompt",  "tools", "memory",
                                        "budget", "actions", NULL};
     static const char *const prompt_keys[] = {"system", "system_file", "user", "user_file", NULL};
     static const char *const mem_keys[] = {"history", NULL};
@@ -397,8 +399,8 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path,
         return;
     }
     check_keys(c, v, path, keys);
-    model = get_str(c, v, path, "model", 0, c->job->nmodels == 1 ? c->job->models[0].name
-                                                                 : "default");
+    model =
+        get_str(c, v, path, "model", 0, c->job->nmodels == 1 ? c->job->models[0].name : "default");
     for (size_t i = 0; model && i < c->job->nmodels; i++)
         if (c->job->models[i].name && !strcmp(model, c->job->models[i].name))
             a->model = &c->job->models[i];
@@ -414,8 +416,9 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path,
         check_keys(c, x, p, prompt_keys);
         a->system = load_prompt(c, x, p, "system", NULL);
         if (!json_object_get(x, "user") && !json_object_get(x, "user_file"))
-            verr(c, p, 0, "missing required key 'user' (or 'user_file'): the prompt for each "
-                          "event, such as \"{{event.text}}\"");
+            verr(c, p, 0,
+                 "missing required key 'user' (or 'user_file'): the prompt for each "
+                 "event, such as \"{{event.text}}\"");
         else
             a->user = load_prompt(c, x, p, "user", NULL);
     }
@@ -431,8 +434,7 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path,
                 char tp[512];
                 snprintf(tp, sizeof(tp), "%s/%zu", p, i);
                 if (!json_is_string(t)) {
-                    verr(c, tp, 0, "a tool must be the path of a Lua file, not %s",
-                         type_name(t));
+                    verr(c, tp, 0, "a tool must be the path of a Lua file, not %s", type_name(t));
                     continue;
                 }
                 a->tool_paths[a->ntools++] = eddy_job_path(c->job, json_string_value(t));
@@ -533,9 +535,9 @@ static char *default_path(eddy_job *job, const char *file)
 
 int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *diag)
 {
-    static const char *const keys[] = {"job",        "key",    "source",         "sink",
-                                       "dead_letter", "checkpoint", "trace",     "shutdown_grace",
-                                       "max_in_flight", "models", "agents",      NULL};
+    static const char *const keys[] = {"job",           "key",        "source", "sink",
+                                       "dead_letter",   "checkpoint", "trace",  "shutdown_grace",
+                                       "max_in_flight", "models",     "agents", NULL};
     static const char *const path_keys[] = {"path", NULL};
     eddy_yaml_doc doc;
     vctx c = {0};

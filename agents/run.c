@@ -143,8 +143,8 @@ static void unref(eddy_run *r)
 
 static json_t *summary(eddy_run *r)
 {
-    return json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i}", "agent", r->rt->def->name,
-                     "key", r->key, "event_id", r->event_id, "input_tokens", (int)r->in_tokens,
+    return json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i}", "agent", r->rt->def->name, "key",
+                     r->key, "event_id", r->event_id, "input_tokens", (int)r->in_tokens,
                      "output_tokens", (int)r->out_tokens, "llm_calls", r->turns, "tool_calls",
                      r->tool_calls, "turns", r->turns);
 }
@@ -165,10 +165,9 @@ static void report(eddy_run *r, int status, const char *msg, json_t *output)
     if (status) {
         eddy_err_set(&res.err, status, "%s", msg);
         json_decref(output);
-        output = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:O}", "type", "dead_letter",
-                           "reason", msg, "event_id", r->event_id, "key", r->key, "agent",
-                           r->rt->def->name, "trace_id", eddy_span_trace_id(r->span), "event",
-                           r->event);
+        output = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:O}", "type", "dead_letter", "reason",
+                           msg, "event_id", r->event_id, "key", r->key, "agent", r->rt->def->name,
+                           "trace_id", eddy_span_trace_id(r->span), "event", r->event);
         eddy_span_error(r->span, eddy_err_name(status), msg);
         if (r->stats)
             r->stats->runs_failed++;
@@ -206,7 +205,8 @@ static void fail(eddy_run *r, int code, const char *fmt, ...)
 static void on_wall(uv_timer_t *t)
 {
     eddy_run *r = t->data;
-    fail(r, EDDY_EBUDGET, "budget exceeded: wall time of %lld ms", (long long)r->rt->def->budget_wall_ms);
+    fail(r, EDDY_EBUDGET, "budget exceeded: wall time of %lld ms",
+         (long long)r->rt->def->budget_wall_ms);
 }
 
 void eddy_run_cancel(eddy_run *r)
@@ -229,11 +229,11 @@ static void on_committed(int status, const char *errmsg, void *ud)
     } else {
         json_t *content = json_object_get(last, "content");
         out = json_pack("{s:s, s:s, s:s, s:s, s:O, s:{s:i, s:i, s:i}, s:i, s:i, s:s}", "type",
-                        "output", "event_id", r->event_id, "key", r->key, "agent",
-                        r->rt->def->name, "output", content ? content : json_null(), "usage",
-                        "input_tokens", (int)r->in_tokens, "output_tokens", (int)r->out_tokens,
-                        "total_tokens", (int)(r->in_tokens + r->out_tokens), "turns", r->turns,
-                        "tool_calls", r->tool_calls, "trace_id", eddy_span_trace_id(r->span));
+                        "output", "event_id", r->event_id, "key", r->key, "agent", r->rt->def->name,
+                        "output", content ? content : json_null(), "usage", "input_tokens",
+                        (int)r->in_tokens, "output_tokens", (int)r->out_tokens, "total_tokens",
+                        (int)(r->in_tokens + r->out_tokens), "turns", r->turns, "tool_calls",
+                        r->tool_calls, "trace_id", eddy_span_trace_id(r->span));
         report(r, 0, NULL, out);
     }
     unref(r);
@@ -278,8 +278,8 @@ static void slot_done(tool_slot *s, int failed, json_t *result, const char *errm
                                          : eddy_json_dumps(result);
         eddy_span_set(s->span, "gen_ai.tool.call.result", json_incref(result));
     }
-    s->message = json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id", s->call_id,
-                           "content", content ? content : "error: out of memory");
+    s->message = json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id", s->call_id, "content",
+                           content ? content : "error: out of memory");
     eddy_free(content);
     eddy_span_end(s->span, NULL);
     s->span = NULL;
@@ -489,7 +489,8 @@ static int prepare(eddy_run *r, eddy_err *err)
     r->messages = json_array();
     r->new_messages = json_array();
     if (sys)
-        json_array_append_new(r->messages, json_pack("{s:s, s:s}", "role", "system", "content", sys));
+        json_array_append_new(r->messages,
+                              json_pack("{s:s, s:s}", "role", "system", "content", sys));
     json_array_extend(r->messages, history);
     user = json_pack("{s:s, s:s}", "role", "user", "content", usr);
     append_msg(r, user);
@@ -516,9 +517,9 @@ static void on_start(uv_timer_t *t)
     }
 }
 
-int eddy_agent_run_start(eddy_agent_rt *rt, json_t *event, const char *key,
-                         const char *event_id, eddy_run_stats *stats, eddy_run_cb cb, void *ud,
-                         eddy_run **out, eddy_err *err)
+int eddy_agent_run_start(eddy_agent_rt *rt, json_t *event, const char *key, const char *event_id,
+                         eddy_run_stats *stats, eddy_run_cb cb, void *ud, eddy_run **out,
+                         eddy_err *err)
 {
     eddy_run *r = eddy_calloc(1, sizeof(*r));
     char name[256];

@@ -89,8 +89,7 @@ int eddy_interpolate(const char *s, char **out, eddy_err *err)
         for (size_t i = 0; i < n; i++) {
             if (!(isalnum((unsigned char)name[i]) || name[i] == '_')) {
                 eddy_buf_free(&b);
-                return eddy_err_set(err, EDDY_EINVAL, "bad variable name '%s' in '${...}'",
-                                    name);
+                return eddy_err_set(err, EDDY_EINVAL, "bad variable name '%s' in '${...}'", name);
             }
         }
         {
@@ -140,8 +139,7 @@ static json_t *plain_scalar(const char *s)
                 REG_EXTENDED | REG_NOSUB);
         compiled = 1;
     }
-    if (!*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
-        !strcmp(s, "NULL"))
+    if (!*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL"))
         return json_null();
     if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE"))
         return json_true();
@@ -169,8 +167,7 @@ static int next_event(loader *ld, yaml_event_t *ev)
                       (int)ld->parser.problem_mark.line + 1,
                       (int)ld->parser.problem_mark.column + 1,
                       ld->parser.problem ? ld->parser.problem : "syntax error",
-                      ld->parser.context ? " " : "",
-                      ld->parser.context ? ld->parser.context : "");
+                      ld->parser.context ? " " : "", ld->parser.context ? ld->parser.context : "");
         ld->failed = 1;
         return -1;
     }
@@ -209,9 +206,8 @@ static json_t *parse_mapping(loader *ld, yaml_event_t *start, const char *path)
             return obj;
         }
         if (kev.type != YAML_SCALAR_EVENT) {
-            eddy_diag_add(ld->diag, "%s:%d:%d: mapping keys must be plain strings",
-                          ld->doc->file, (int)kev.start_mark.line + 1,
-                          (int)kev.start_mark.column + 1);
+            eddy_diag_add(ld->diag, "%s:%d:%d: mapping keys must be plain strings", ld->doc->file,
+                          (int)kev.start_mark.line + 1, (int)kev.start_mark.column + 1);
             ld->failed = 1;
             yaml_event_delete(&kev);
             break;
@@ -307,8 +303,7 @@ static json_t *parse_node(loader *ld, yaml_event_t *ev, const char *path)
         break;
     case YAML_ALIAS_EVENT:
         eddy_diag_add(ld->diag, "%s:%d:%d: YAML aliases are not supported in job files",
-                      ld->doc->file, (int)ev->start_mark.line + 1,
-                      (int)ev->start_mark.column + 1);
+                      ld->doc->file, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1);
         ld->failed = 1;
         break;
     default:
@@ -369,8 +364,7 @@ static int load_common(const char *name, eddy_yaml_doc *doc, eddy_diag *diag, lo
     return 0;
 }
 
-int eddy_yaml_load_string(const char *text, const char *name, eddy_yaml_doc *doc,
-                          eddy_diag *diag)
+int eddy_yaml_load_string(const char *text, const char *name, eddy_yaml_doc *doc, eddy_diag *diag)
 {
     loader ld;
     int rc = load_common(name, doc, diag, &ld);
@@ -413,8 +407,7 @@ const char *eddy_yaml_where(const eddy_yaml_doc *doc, const char *path, int key,
         snprintf(buf, n, "%s", doc->file);
         return buf;
     }
-    snprintf(buf, n, "%s:%d:%d", doc->file,
-             (int)json_integer_value(json_array_get(p, key ? 2 : 0)),
+    snprintf(buf, n, "%s:%d:%d", doc->file, (int)json_integer_value(json_array_get(p, key ? 2 : 0)),
              (int)json_integer_value(json_array_get(p, key ? 3 : 1)));
     return buf;
 }

@@ -31,23 +31,34 @@ static const char kUsage[] =
     "\n"
     "global options: --log-level error|warn|info|debug|trace (or EDDY_LOG)\n";
 
-enum { OPT_INPUT = 256, OPT_OUTPUT, OPT_DEAD, OPT_STATE, OPT_TRACES, OPT_SUMMARY, OPT_QUIET,
-       OPT_LOG, OPT_LIMIT, OPT_STATUS, OPT_JSON, OPT_HELP };
+enum {
+    OPT_INPUT = 256,
+    OPT_OUTPUT,
+    OPT_DEAD,
+    OPT_STATE,
+    OPT_TRACES,
+    OPT_SUMMARY,
+    OPT_QUIET,
+    OPT_LOG,
+    OPT_LIMIT,
+    OPT_STATUS,
+    OPT_JSON,
+    OPT_HELP
+};
 
-static const struct option kOpts[] = {
-    {"input", required_argument, NULL, OPT_INPUT},
-    {"output", required_argument, NULL, OPT_OUTPUT},
-    {"dead-letter", required_argument, NULL, OPT_DEAD},
-    {"state", required_argument, NULL, OPT_STATE},
-    {"traces", required_argument, NULL, OPT_TRACES},
-    {"summary-json", required_argument, NULL, OPT_SUMMARY},
-    {"quiet", no_argument, NULL, OPT_QUIET},
-    {"log-level", required_argument, NULL, OPT_LOG},
-    {"limit", required_argument, NULL, OPT_LIMIT},
-    {"status", required_argument, NULL, OPT_STATUS},
-    {"json", no_argument, NULL, OPT_JSON},
-    {"help", no_argument, NULL, OPT_HELP},
-    {NULL, 0, NULL, 0}};
+static const struct option kOpts[] = {{"input", required_argument, NULL, OPT_INPUT},
+                                      {"output", required_argument, NULL, OPT_OUTPUT},
+                                      {"dead-letter", required_argument, NULL, OPT_DEAD},
+                                      {"state", required_argument, NULL, OPT_STATE},
+                                      {"traces", required_argument, NULL, OPT_TRACES},
+                                      {"summary-json", required_argument, NULL, OPT_SUMMARY},
+                                      {"quiet", no_argument, NULL, OPT_QUIET},
+                                      {"log-level", required_argument, NULL, OPT_LOG},
+                                      {"limit", required_argument, NULL, OPT_LIMIT},
+                                      {"status", required_argument, NULL, OPT_STATUS},
+                                      {"json", no_argument, NULL, OPT_JSON},
+                                      {"help", no_argument, NULL, OPT_HELP},
+                                      {NULL, 0, NULL, 0}};
 
 typedef struct args {
     eddy_run_opts run;
@@ -67,15 +78,33 @@ static int parse(int argc, char **argv, args *a)
         eddy_log_level lvl;
         int64_t n;
         switch (c) {
-        case OPT_INPUT: a->run.input = optarg; break;
-        case OPT_OUTPUT: a->run.output = optarg; break;
-        case OPT_DEAD: a->run.dead_letter = optarg; break;
-        case OPT_STATE: a->run.state = optarg; break;
-        case OPT_TRACES: a->run.traces = optarg; break;
-        case OPT_SUMMARY: a->run.summary_json = optarg; break;
-        case OPT_QUIET: a->run.quiet = 1; break;
-        case OPT_JSON: a->json = 1; break;
-        case OPT_STATUS: a->status = optarg; break;
+        case OPT_INPUT:
+            a->run.input = optarg;
+            break;
+        case OPT_OUTPUT:
+            a->run.output = optarg;
+            break;
+        case OPT_DEAD:
+            a->run.dead_letter = optarg;
+            break;
+        case OPT_STATE:
+            a->run.state = optarg;
+            break;
+        case OPT_TRACES:
+            a->run.traces = optarg;
+            break;
+        case OPT_SUMMARY:
+            a->run.summary_json = optarg;
+            break;
+        case OPT_QUIET:
+            a->run.quiet = 1;
+            break;
+        case OPT_JSON:
+            a->json = 1;
+            break;
+        case OPT_STATUS:
+            a->status = optarg;
+            break;
         case OPT_LIMIT:
             if (eddy_parse_i64(optarg, &n) || n < 1 || n > 1000000) {
                 fprintf(stderr, "eddy: --limit wants a positive number, not '%s'\n", optarg);

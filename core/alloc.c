@@ -115,6 +115,6 @@ void eddy_alloc_install(void)
 {
     json_set_alloc_funcs(eddy_malloc, eddy_free);
     uv_replace_allocator(eddy_malloc, eddy_realloc, eddy_calloc, eddy_free);
-    curl_global_init_mem(CURL_GLOBAL_DEFAULT, eddy_malloc, eddy_free, eddy_realloc,
-                         curl_strdup_cb, eddy_calloc);
+    curl_global_init_mem(CURL_GLOBAL_DEFAULT, eddy_malloc, eddy_free, eddy_realloc, curl_strdup_cb,
+                         eddy_calloc);
 }

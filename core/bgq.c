@@ -56,8 +56,7 @@ static void *run(void *arg)
     return NULL;
 }
 
-int eddy_bgq_new(eddy_bgq_fn fn, void (*idle)(void *ctx), void *ctx, eddy_bgq **out,
-                 eddy_err *err)
+int eddy_bgq_new(eddy_bgq_fn fn, void (*idle)(void *ctx), void *ctx, eddy_bgq **out, eddy_err *err)
 {
     eddy_bgq *q = eddy_calloc(1, sizeof(*q));
     *out = NULL;

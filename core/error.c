@@ -14,8 +14,8 @@ const char *eddy_strerror(int code)
     switch (code) {
     case EDDY_OK:
         return "success";
-#define X(name, val, desc)                                                      \
-    case EDDY_##name:                                                           \
+#define X(name, val, desc)                                                                         \
+    case EDDY_##name:                                                                              \
         return desc;
         EDDY_ERRNO_MAP(X)
 #undef X
@@ -29,8 +29,8 @@ const char *eddy_err_name(int code)
     switch (code) {
     case EDDY_OK:
         return "EDDY_OK";
-#define X(name, val, desc)                                                      \
-    case EDDY_##name:                                                           \
+#define X(name, val, desc)                                                                         \
+    case EDDY_##name:                                                                              \
         return "EDDY_" #name;
         EDDY_ERRNO_MAP(X)
 #undef X

@@ -48,8 +48,8 @@ struct eddy_llm_req {
     eddy_llm_cb cb;
     void *ud;
     eddy_llm_result res;
-    eddy_llm_req *qnext;               /* in the limiter's queue */
-    eddy_llm_req *prev, *next;         /* in the client's list */
+    eddy_llm_req *qnext;       /* in the limiter's queue */
+    eddy_llm_req *prev, *next; /* in the client's list */
 };
 
 typedef struct sock_ctx {
@@ -210,9 +210,8 @@ static void finish(eddy_llm_req *r)
     eddy_buf_free(&r->resp);
     uv_close((uv_handle_t *)&r->timer, req_closed);
     /* a slot is free: start the next waiting request of this model */
-    while (!c->closing && l->head && l->active < (l->model->concurrency > 0
-                                                      ? l->model->concurrency
-                                                      : 64)) {
+    while (!c->closing && l->head &&
+           l->active < (l->model->concurrency > 0 ? l->model->concurrency : 64)) {
         eddy_llm_req *n = l->head;
         l->head = n->qnext;
         if (!l->head)
@@ -274,8 +273,8 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
     r->res.http_status = http;
     eddy_llm_response_clear(&r->res.resp);
     if (!transport && http >= 200 && http < 300) {
-        if (eddy_llm_parse_openai(r->resp.data ? r->resp.data : "", r->resp.len,
-                                  &r->res.resp, &r->res.err) == 0) {
+        if (eddy_llm_parse_openai(r->resp.data ? r->resp.data : "", r->resp.len, &r->res.resp,
+                                  &r->res.err) == 0) {
             r->res.status = 0;
             finish(r);
             return;
@@ -365,9 +364,8 @@ static int setup_easy(eddy_llm_req *r, eddy_err *err)
     curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
     curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, (long)m->timeout_ms);
-    curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)(m->timeout_ms < 10000
-                                                                   ? m->timeout_ms
-                                                                   : 10000));
+    curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long)(m->timeout_ms < 10000 ? m->timeout_ms : 10000));
     curl_easy_setopt(r->easy, CURLOPT_USERAGENT, "eddy/0.1");
     curl_easy_setopt(r->easy, CURLOPT_ACCEPT_ENCODING, "");
     return 0;

@@ -19,8 +19,7 @@
 
 json_t *eddy_llm_build_openai(const eddy_llm_model *m, json_t *messages, json_t *tools)
 {
-    json_t *body = json_pack("{s:s, s:O}", "model", m->model ? m->model : "", "messages",
-                             messages);
+    json_t *body = json_pack("{s:s, s:O}", "model", m->model ? m->model : "", "messages", messages);
     if (!body)
         return NULL;
     if (tools && json_array_size(tools) > 0)
@@ -63,8 +62,8 @@ static json_t *parse_tool_calls(json_t *calls, eddy_err *err)
             snprintf(idbuf, sizeof(idbuf), "call_%zu", i);
             id = idbuf;
         }
-        item = json_pack("{s:s, s:s, s:s}", "id", id, "name", name, "arguments_raw",
-                         raw ? raw : "");
+        item =
+            json_pack("{s:s, s:s, s:s}", "id", id, "name", name, "arguments_raw", raw ? raw : "");
         if (json_is_object(json_object_get(fn, "arguments"))) {
             /* some servers send an object rather than a string */
             json_object_set(item, "arguments", json_object_get(fn, "arguments"));
@@ -96,8 +95,8 @@ int eddy_llm_parse_openai(const char *body, size_t len, eddy_llm_response *out, 
     memset(out, 0, sizeof(*out));
     root = json_loadb(body, len, 0, &je);
     if (!root)
-        return eddy_err_set(err, EDDY_EPARSE, "response is not valid JSON (%s at %d:%d)",
-                            je.text, je.line, je.column);
+        return eddy_err_set(err, EDDY_EPARSE, "response is not valid JSON (%s at %d:%d)", je.text,
+                            je.line, je.column);
     if (json_is_object(json_object_get(root, "error"))) {
         json_t *e = json_object_get(root, "error");
         rc = eddy_err_set(err, EDDY_ELLM, "model error: %s",
@@ -129,11 +128,10 @@ int eddy_llm_parse_openai(const char *body, size_t len, eddy_llm_response *out, 
     usage = json_object_get(root, "usage");
     out->usage.input_tokens = (long)eddy_json_int(usage, "prompt_tokens", 0);
     out->usage.output_tokens = (long)eddy_json_int(usage, "completion_tokens", 0);
-    out->usage.total_tokens = (long)eddy_json_int(usage, "total_tokens",
-                                                  out->usage.input_tokens +
-                                                      out->usage.output_tokens);
-    out->usage.cached_tokens = (long)eddy_json_int(
-        json_object_get(usage, "prompt_tokens_details"), "cached_tokens", 0);
+    out->usage.total_tokens = (long)eddy_json_int(
+        usage, "total_tokens", out->usage.input_tokens + out->usage.output_tokens);
+    out->usage.cached_tokens =
+        (long)eddy_json_int(json_object_get(usage, "prompt_tokens_details"), "cached_tokens", 0);
     if (!out->message)
         rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
 out:
@@ -159,9 +157,9 @@ static int64_t parse_retry_after(const char *v)
     return -1;
 }
 
-int64_t eddy_llm_retry_delay(const eddy_llm_model *m, int attempt, long http,
-                             int transport_failed, const char *retry_after_ms,
-                             const char *retry_after, const char *error_code, double jitter)
+int64_t eddy_llm_retry_delay(const eddy_llm_model *m, int attempt, long http, int transport_failed,
+                             const char *retry_after_ms, const char *retry_after,
+                             const char *error_code, double jitter)
 {
     int64_t d = -1, base = m->backoff_base_ms > 0 ? m->backoff_base_ms : 500,
             cap = m->backoff_cap_ms > 0 ? m->backoff_cap_ms : 8000;

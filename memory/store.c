@@ -248,8 +248,7 @@ int eddy_memory_open(const char *path, uv_loop_t *loop, eddy_memory **out, eddy_
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     pthread_mutex_init(&m->mu, NULL);
     if (mkdirs(path)) {
-        rc = eddy_err_set(err, EDDY_EIO, "%s: cannot create its folder: %s", path,
-                          strerror(errno));
+        rc = eddy_err_set(err, EDDY_EIO, "%s: cannot create its folder: %s", path, strerror(errno));
         goto fail;
     }
     if ((rc = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -315,8 +314,8 @@ int eddy_memory_load(eddy_memory *m, const char *agent, const char *key, int his
     int rc = 0;
     *doc = NULL;
     *history = json_array();
-    if (sqlite3_prepare_v2(m->rdb, "SELECT doc FROM key_memory WHERE agent=? AND key=?", -1,
-                           &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(m->rdb, "SELECT doc FROM key_memory WHERE agent=? AND key=?", -1, &st,
+                           NULL) != SQLITE_OK)
         goto sqlerr;
     sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
@@ -363,8 +362,7 @@ sqlerr_noclose:
 }
 
 int eddy_memory_commit(eddy_memory *m, const char *agent, const char *key, json_t *doc,
-                       json_t *messages, int keep_runs, eddy_memory_cb cb, void *ud,
-                       eddy_err *err)
+                       json_t *messages, int keep_runs, eddy_memory_cb cb, void *ud, eddy_err *err)
 {
     job *j = eddy_calloc(1, sizeof(*j));
     if (!j)

@@ -178,8 +178,7 @@ const char *eddy_template_origin(const eddy_template *t)
     return t->origin;
 }
 
-const char *eddy_template_var(const eddy_template *t, size_t i, int *optional, int *line,
-                              int *col)
+const char *eddy_template_var(const eddy_template *t, size_t i, int *optional, int *line, int *col)
 {
     for (size_t k = 0; k < t->nparts; k++) {
         if (!t->parts[k].is_var)

@@ -83,8 +83,8 @@ static void *reader(void *arg)
     return NULL;
 }
 
-int eddy_source_open_jsonl(const char *path, size_t capacity, uv_async_t *notify,
-                           eddy_source **out, eddy_err *err)
+int eddy_source_open_jsonl(const char *path, size_t capacity, uv_async_t *notify, eddy_source **out,
+                           eddy_err *err)
 {
     eddy_source *s = eddy_calloc(1, sizeof(*s));
     int is_stdin = !strcmp(path, "-");

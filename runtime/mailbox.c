@@ -24,7 +24,7 @@ typedef struct box {
     uint64_t hash;
     item *head, *tail;
     int running, ready;
-    struct box *chain;     /* hash bucket */
+    struct box *chain; /* hash bucket */
     struct box *ready_next;
 } box;
 
@@ -41,8 +41,7 @@ unsigned eddy_keygroup(const char *key)
     return (unsigned)(eddy_hash64(key, strlen(key)) % EDDY_MAX_KEYGROUPS);
 }
 
-int eddy_mailboxes_new(eddy_mailbox_start_cb start, void *ud, eddy_mailboxes **out,
-                       eddy_err *err)
+int eddy_mailboxes_new(eddy_mailbox_start_cb start, void *ud, eddy_mailboxes **out, eddy_err *err)
 {
     eddy_mailboxes *mb = eddy_calloc(1, sizeof(*mb));
     *out = NULL;

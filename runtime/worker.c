@@ -69,11 +69,11 @@ static void dead_letter(worker *w, json_t *rec)
         EDDY_ERROR("runtime", "cannot write a dead-letter record: %s", e.msg);
 }
 
-static void dead_record(worker *w, const eddy_record *rec, const char *event_id,
-                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void dead_record(worker *w, const eddy_record *rec, const char *event_id, const char *fmt,
+                        ...) __attribute__((format(printf, 4, 5)));
 
-static void dead_record(worker *w, const eddy_record *rec, const char *event_id,
-                        const char *fmt, ...)
+static void dead_record(worker *w, const eddy_record *rec, const char *event_id, const char *fmt,
+                        ...)
 {
     char reason[EDDY_ERR_MSG_MAX];
     json_t *d;
@@ -82,8 +82,8 @@ static void dead_record(worker *w, const eddy_record *rec, const char *event_id,
     vsnprintf(reason, sizeof(reason), fmt, ap);
     va_end(ap);
     d = json_pack("{s:s, s:s, s:s, s:i, s:s?, s:s%}", "type", "dead_letter", "reason", reason,
-                  "source", eddy_source_name(w->src), "line", (int)rec->line, "event_id",
-                  event_id, "raw", rec->text, rec->len > 65536 ? (size_t)65536 : rec->len);
+                  "source", eddy_source_name(w->src), "line", (int)rec->line, "event_id", event_id,
+                  "raw", rec->text, rec->len > 65536 ? (size_t)65536 : rec->len);
     if (!d)
         d = json_pack("{s:s, s:s, s:i}", "type", "dead_letter", "reason", reason, "line",
                       (int)rec->line);
@@ -137,9 +137,8 @@ static void start_item(const char *mbkey, void *item, void *ud)
     (void)mbkey;
     if (eddy_agent_run_start(wk->rt, wk->event, wk->key, wk->event_id, &w->stats, on_run, wk,
                              &wk->run, &e)) {
-        json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:O}", "type", "dead_letter", "reason",
-                              e.msg, "event_id", wk->event_id, "key", wk->key, "event",
-                              wk->event);
+        json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:O}", "type", "dead_letter", "reason", e.msg,
+                              "event_id", wk->event_id, "key", wk->key, "event", wk->event);
         dead_letter(w, d);
         json_decref(d);
         eddy_mailbox_done(w->mb, wk->mbkey);
@@ -186,8 +185,8 @@ static void accept_record(worker *w, eddy_record *rec)
     }
     id = event_id_of(w, ev, rec->line);
     if (!json_is_object(ev)) {
-        dead_record(w, rec, id, "%s:%ld: an event must be a JSON object",
-                    eddy_source_name(w->src), rec->line);
+        dead_record(w, rec, id, "%s:%ld: an event must be a JSON object", eddy_source_name(w->src),
+                    rec->line);
         goto out;
     }
     kv = eddy_json_path(ev, w->job->key);
@@ -335,8 +334,7 @@ static int setup(worker *w, eddy_err *err)
                             "FILE (- for stdin)",
                             w->job->file);
     if ((rc = eddy_memory_open(o->state ? o->state : w->job->state_path, &w->loop, &w->mem, err)) ||
-        (rc = eddy_trace_store_open(o->traces ? o->traces : w->job->trace_path, &w->traces,
-                                    err)) ||
+        (rc = eddy_trace_store_open(o->traces ? o->traces : w->job->trace_path, &w->traces, err)) ||
         (rc = eddy_llm_client_new(&w->loop, &w->llm, err)) ||
         (rc = eddy_tools_new(&w->loop, w->job->dir, &w->tools, err)) ||
         (rc = eddy_mailboxes_new(start_item, w, &w->mb, err)))
@@ -405,13 +403,13 @@ static void print_summary(worker *w, uint64_t wall_ms)
     json_t *s = json_pack(
         "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "events",
         (json_int_t)w->events, "runs_ok", (json_int_t)w->stats.runs_ok, "runs_failed",
-        (json_int_t)w->stats.runs_failed, "dead_letters", (json_int_t)w->dead_letters,
-        "llm_calls", (json_int_t)w->stats.llm_calls, "llm_retries",
-        (json_int_t)w->stats.llm_retries, "input_tokens", (json_int_t)w->stats.input_tokens,
-        "output_tokens", (json_int_t)w->stats.output_tokens, "tool_calls",
-        (json_int_t)w->stats.tool_calls, "tool_errors", (json_int_t)w->stats.tool_errors,
-        "outputs", (json_int_t)eddy_sink_count(w->out), "abandoned", (json_int_t)w->abandoned,
-        "wall_ms", (json_int_t)wall_ms);
+        (json_int_t)w->stats.runs_failed, "dead_letters", (json_int_t)w->dead_letters, "llm_calls",
+        (json_int_t)w->stats.llm_calls, "llm_retries", (json_int_t)w->stats.llm_retries,
+        "input_tokens", (json_int_t)w->stats.input_tokens, "output_tokens",
+        (json_int_t)w->stats.output_tokens, "tool_calls", (json_int_t)w->stats.tool_calls,
+        "tool_errors", (json_int_t)w->stats.tool_errors, "outputs",
+        (json_int_t)eddy_sink_count(w->out), "abandoned", (json_int_t)w->abandoned, "wall_ms",
+        (json_int_t)wall_ms);
     if (!w->opts->quiet)
         fprintf(stderr,
                 "eddy: %ld events, %ld runs ok, %ld failed, %ld dead letters, %ld LLM calls "

@@ -111,8 +111,7 @@ static void count_hook(lua_State *L, lua_Debug *ar)
         return;
     c->instructions += 1000;
     if (c->instructions > EDDY_LUA_MAX_INSTRUCTIONS)
-        luaL_error(L, "instruction budget of %I exceeded",
-                   (lua_Integer)EDDY_LUA_MAX_INSTRUCTIONS);
+        luaL_error(L, "instruction budget of %I exceeded", (lua_Integer)EDDY_LUA_MAX_INSTRUCTIONS);
 }
 
 int eddy__tools_call_wait(lua_State *L, uint64_t ms)

@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <string.h>
 
-
 static void *lua_alloc_cb(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     (void)ud;
@@ -123,8 +122,8 @@ static int l_file_read(lua_State *L)
     char *path, *text = NULL;
     size_t n = 0;
     eddy_err e;
-    if (rel[0] == '/' || !strcmp(rel, "..") || !strncmp(rel, "../", 3) ||
-        strstr(rel, "/../") || (strlen(rel) >= 3 && !strcmp(rel + strlen(rel) - 3, "/..")))
+    if (rel[0] == '/' || !strcmp(rel, "..") || !strncmp(rel, "../", 3) || strstr(rel, "/../") ||
+        (strlen(rel) >= 3 && !strcmp(rel + strlen(rel) - 3, "/..")))
         return luaL_error(L, "eddy.file.read: '%s' is outside the job's folder", rel);
     path = h->base_dir[0] ? eddy_aprintf("%s/%s", h->base_dir, rel) : eddy_strdup(rel);
     if (!path)
@@ -179,7 +178,8 @@ static int l_load(lua_State *L)
             lua_pop(L, 1);
     } else {
         /* default: the caller's environment is not reachable; use the base */
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ((eddy_tools *)lua_touserdata(L, lua_upvalueindex(1)))->base_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX,
+                    ((eddy_tools *)lua_touserdata(L, lua_upvalueindex(1)))->base_ref);
         if (!lua_setupvalue(L, -2, 1))
             lua_pop(L, 1);
     }
@@ -197,15 +197,14 @@ static void copy_fields(lua_State *L, int from, int to, const char *const *names
 int eddy__tools_open_env(eddy_tools *h, eddy_err *err)
 {
     static const char *const base_fns[] = {
-        "assert", "error",    "ipairs",       "next",         "pairs",  "pcall",
-        "xpcall", "rawequal", "rawget",       "rawlen",       "rawset", "select",
-        "tonumber", "tostring", "type",       "setmetatable", "getmetatable", "_VERSION",
-        "string", "table",    "math",         "utf8",         "coroutine", NULL};
+        "assert",   "error",    "ipairs", "next",         "pairs",        "pcall",
+        "xpcall",   "rawequal", "rawget", "rawlen",       "rawset",       "select",
+        "tonumber", "tostring", "type",   "setmetatable", "getmetatable", "_VERSION",
+        "string",   "table",    "math",   "utf8",         "coroutine",    NULL};
     static const char *const os_fns[] = {"time", "clock", "date", "difftime", NULL};
-    static const luaL_Reg eddy_fns[] = {{"tool", l_tool},     {"sleep", l_sleep},
-                                        {"log", l_log},       {"now_ms", l_now_ms},
-                                        {"array", l_array},   {"object", l_object},
-                                        {NULL, NULL}};
+    static const luaL_Reg eddy_fns[] = {
+        {"tool", l_tool},   {"sleep", l_sleep},   {"log", l_log}, {"now_ms", l_now_ms},
+        {"array", l_array}, {"object", l_object}, {NULL, NULL}};
     lua_State *L = h->L;
     int g, base;
     (void)err;

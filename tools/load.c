@@ -90,8 +90,7 @@ static void param_pos(const char *src, int from, const char *name, int *line, in
     }
 }
 
-static int check_spec(lua_State *L, const char *path, const char *src, eddy_tool *t,
-                      eddy_err *err)
+static int check_spec(lua_State *L, const char *path, const char *src, eddy_tool *t, eddy_err *err)
 {
     int spec = lua_gettop(L), line, pl, pc;
     char bad[128];
@@ -101,8 +100,8 @@ static int check_spec(lua_State *L, const char *path, const char *src, eddy_tool
     if (line < 1)
         line = 1;
     if (lua_getfield(L, spec, "name") != LUA_TSTRING || !*lua_tostring(L, -1))
-        return eddy_err_set(err, EDDY_ESCHEMA, "%s:%d:1: eddy.tool needs a 'name' (a string)",
-                            path, line);
+        return eddy_err_set(err, EDDY_ESCHEMA, "%s:%d:1: eddy.tool needs a 'name' (a string)", path,
+                            line);
     t->name = eddy_strdup(lua_tostring(L, -1));
     for (const char *c = t->name; *c; c++)
         if (!isalnum((unsigned char)*c) && *c != '_' && *c != '-')
@@ -119,8 +118,8 @@ static int check_spec(lua_State *L, const char *path, const char *src, eddy_tool
     lua_pop(L, 1);
     if (lua_getfield(L, spec, "run") != LUA_TFUNCTION)
         return eddy_err_set(err, EDDY_ESCHEMA,
-                            "%s:%d:1: tool '%s' needs 'run' (a function(args, ctx))", path,
-                            line, t->name);
+                            "%s:%d:1: tool '%s' needs 'run' (a function(args, ctx))", path, line,
+                            t->name);
     t->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, spec, "params");
     t->schema = eddy__tools_params_schema(L, -1, bad, sizeof(bad), err);
@@ -130,8 +129,8 @@ static int check_spec(lua_State *L, const char *path, const char *src, eddy_tool
         eddy_err_prefix(err, "%s:%d:%d: ", path, pl, pc);
         return EDDY_ESCHEMA;
     }
-    t->def = json_pack("{s:s, s:{s:s, s:s, s:O}}", "type", "function", "function", "name",
-                       t->name, "description", t->description, "parameters", t->schema);
+    t->def = json_pack("{s:s, s:{s:s, s:s, s:O}}", "type", "function", "function", "name", t->name,
+                       "description", t->description, "parameters", t->schema);
     return t->def ? 0 : eddy_err_set(err, EDDY_ENOMEM, "out of memory");
 }
 

@@ -198,8 +198,7 @@ static json_t *to_json_rec(lua_State *L, int idx, int depth, eddy_buf *path, edd
         if (lua_isinteger(L, idx))
             return json_integer((json_int_t)lua_tointeger(L, idx));
         if (!isfinite(lua_tonumber(L, idx))) {
-            eddy_err_set(err, EDDY_ESCHEMA, "%s: %g has no JSON form", where,
-                         lua_tonumber(L, idx));
+            eddy_err_set(err, EDDY_ESCHEMA, "%s: %g has no JSON form", where, lua_tonumber(L, idx));
             return NULL;
         }
         return json_real(lua_tonumber(L, idx));

@@ -16,8 +16,8 @@
 
 static const char *const kTypes[] = {"string", "integer", "number", "boolean",
                                      "array",  "object",  NULL};
-static const char *const kFields[] = {"type", "required", "description", "enum",
-                                      "items", "properties", "default", NULL};
+static const char *const kFields[] = {"type",  "required",   "description", "enum",
+                                      "items", "properties", "default",     NULL};
 
 static int cmp_str(const void *a, const void *b)
 {
@@ -70,8 +70,8 @@ static json_t *object_schema(lua_State *L, int idx, int depth, char *bad, size_t
         if (required)
             json_array_append_new(req, json_string(names[i]));
     }
-    out = json_pack("{s:s, s:O, s:O, s:b}", "type", "object", "properties", props, "required",
-                    req, "additionalProperties", 0);
+    out = json_pack("{s:s, s:O, s:O, s:b}", "type", "object", "properties", props, "required", req,
+                    "additionalProperties", 0);
 out:
     for (size_t i = 0; i < n; i++)
         eddy_free(names[i]);
@@ -98,31 +98,34 @@ static json_t *param_schema(lua_State *L, int idx, const char *name, int depth, 
         for (i = 0; kTypes[i] && strcmp(kTypes[i], type); i++)
             ;
         if (!kTypes[i]) {
-            eddy_err_set(err, EDDY_ESCHEMA, "parameter '%s': unknown type '%s' (expected one "
-                                            "of string, integer, number, boolean, array, "
-                                            "object)",
+            eddy_err_set(err, EDDY_ESCHEMA,
+                         "parameter '%s': unknown type '%s' (expected one "
+                         "of string, integer, number, boolean, array, "
+                         "object)",
                          name, type);
             return NULL;
         }
         return json_pack("{s:s}", "type", type);
     }
     if (lua_type(L, idx) != LUA_TTABLE) {
-        eddy_err_set(err, EDDY_ESCHEMA, "parameter '%s' must be a table such as { type = "
-                                        "\"string\" }, not %s",
+        eddy_err_set(err, EDDY_ESCHEMA,
+                     "parameter '%s' must be a table such as { type = "
+                     "\"string\" }, not %s",
                      name, luaL_typename(L, idx));
         return NULL;
     }
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
-        for (i = 0; kFields[i] && (lua_type(L, -1) != LUA_TSTRING ||
-                                   strcmp(kFields[i], lua_tostring(L, -1)));
+        for (i = 0; kFields[i] &&
+                    (lua_type(L, -1) != LUA_TSTRING || strcmp(kFields[i], lua_tostring(L, -1)));
              i++)
             ;
         if (!kFields[i]) {
-            eddy_err_set(err, EDDY_ESCHEMA, "parameter '%s': unknown field '%s' (expected "
-                                            "type, required, description, enum, items, "
-                                            "properties, default)",
+            eddy_err_set(err, EDDY_ESCHEMA,
+                         "parameter '%s': unknown field '%s' (expected "
+                         "type, required, description, enum, items, "
+                         "properties, default)",
                          name, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?");
             lua_pop(L, 1);
             return NULL;
@@ -133,8 +136,9 @@ static json_t *param_schema(lua_State *L, int idx, const char *name, int depth, 
     for (i = 0; type && kTypes[i] && strcmp(kTypes[i], type); i++)
         ;
     if (!type || !kTypes[i]) {
-        eddy_err_set(err, EDDY_ESCHEMA, "parameter '%s': %s%s%s (expected one of string, "
-                                        "integer, number, boolean, array, object)",
+        eddy_err_set(err, EDDY_ESCHEMA,
+                     "parameter '%s': %s%s%s (expected one of string, "
+                     "integer, number, boolean, array, object)",
                      name, type ? "unknown type '" : "missing 'type'", type ? type : "",
                      type ? "'" : "");
         lua_pop(L, 1);
@@ -188,8 +192,7 @@ static json_t *param_schema(lua_State *L, int idx, const char *name, int depth, 
     return s;
 }
 
-json_t *eddy__tools_params_schema(lua_State *L, int idx, char *bad_param, size_t n,
-                                  eddy_err *err)
+json_t *eddy__tools_params_schema(lua_State *L, int idx, char *bad_param, size_t n, eddy_err *err)
 {
     bad_param[0] = '\0';
     if (lua_isnoneornil(L, idx))
@@ -265,8 +268,8 @@ static int validate(json_t *schema, json_t *v, const char *path, eddy_err *err)
         json_array_foreach(json_object_get(schema, "required"), i, x)
         {
             if (!json_object_get(v, json_string_value(x)))
-                return eddy_err_set(err, EDDY_ESCHEMA, "%s: missing required argument '%s'",
-                                    path, json_string_value(x));
+                return eddy_err_set(err, EDDY_ESCHEMA, "%s: missing required argument '%s'", path,
+                                    json_string_value(x));
         }
         json_object_foreach(v, k, x)
         {

@@ -41,8 +41,7 @@ struct eddy_tool_memory {
 /* Build a JSON schema from the params table at IDX. On error, *BAD_PARAM
  * names the parameter at fault (borrowed from Lua, valid while it is on the
  * stack) and ERR says what is wrong. */
-json_t *eddy__tools_params_schema(lua_State *L, int idx, char *bad_param, size_t n,
-                                  eddy_err *err);
+json_t *eddy__tools_params_schema(lua_State *L, int idx, char *bad_param, size_t n, eddy_err *err);
 
 struct tool_call;
 void eddy__tool_free(eddy_tool *t);

@@ -41,8 +41,7 @@ static void fmt_time(int64_t ns, char *buf, size_t n)
     strftime(buf, n, "%Y-%m-%d %H:%M:%S", &tm);
 }
 
-int eddy_trace_print_list(const char *path, int limit, const char *status, FILE *out,
-                          eddy_err *err)
+int eddy_trace_print_list(const char *path, int limit, const char *status, FILE *out, eddy_err *err)
 {
     sqlite3 *db;
     sqlite3_stmt *st = NULL;
@@ -108,13 +107,12 @@ int eddy_trace_get_json(const char *path, const char *id, json_t **out, eddy_err
     sqlite3_finalize(st);
     st = NULL;
     if (matches != 1) {
-        rc = eddy_err_set(err, EDDY_ENOENT, matches ? "trace id '%s' is ambiguous"
-                                                    : "no trace with id '%s'",
-                          id);
+        rc = eddy_err_set(err, EDDY_ENOENT,
+                          matches ? "trace id '%s' is ambiguous" : "no trace with id '%s'", id);
         goto out;
     }
-    if (sqlite3_prepare_v2(db, "SELECT summary, status, error FROM traces WHERE trace_id = ?",
-                           -1, &st, NULL) == SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, "SELECT summary, status, error FROM traces WHERE trace_id = ?", -1,
+                           &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, eddy_json_str(trace, "trace_id", ""), -1, SQLITE_TRANSIENT);
         if (sqlite3_step(st) == SQLITE_ROW) {
             json_t *sum = json_loads(col(st, 0), 0, NULL);
@@ -133,14 +131,14 @@ int eddy_trace_get_json(const char *path, const char *id, json_t **out, eddy_err
         sqlite3_bind_text(st, 1, eddy_json_str(trace, "trace_id", ""), -1, SQLITE_TRANSIENT);
         while (sqlite3_step(st) == SQLITE_ROW) {
             json_t *attrs = json_loads(col(st, 8), 0, NULL);
-            json_t *sp = json_pack("{s:s, s:s?, s:s, s:i, s:I, s:I, s:s, s:s?, s:o}", "span_id",
-                                   col(st, 0), "parent_id",
-                                   sqlite3_column_text(st, 1) ? col(st, 1) : NULL, "name",
-                                   col(st, 2), "kind", sqlite3_column_int(st, 3), "start_ns",
-                                   (json_int_t)sqlite3_column_int64(st, 4), "end_ns",
-                                   (json_int_t)sqlite3_column_int64(st, 5), "status", col(st, 6),
-                                   "error", sqlite3_column_text(st, 7) ? col(st, 7) : NULL,
-                                   "attributes", attrs ? attrs : json_object());
+            json_t *sp =
+                json_pack("{s:s, s:s?, s:s, s:i, s:I, s:I, s:s, s:s?, s:o}", "span_id", col(st, 0),
+                          "parent_id", sqlite3_column_text(st, 1) ? col(st, 1) : NULL, "name",
+                          col(st, 2), "kind", sqlite3_column_int(st, 3), "start_ns",
+                          (json_int_t)sqlite3_column_int64(st, 4), "end_ns",
+                          (json_int_t)sqlite3_column_int64(st, 5), "status", col(st, 6), "error",
+                          sqlite3_column_text(st, 7) ? col(st, 7) : NULL, "attributes",
+                          attrs ? attrs : json_object());
             json_array_append_new(spans, sp);
         }
     }
@@ -186,7 +184,7 @@ static void print_tree(FILE *out, json_t *spans, const char *parent, int depth, 
                 eddy_json_str(sp, "name", "?"), (double)(s - t0) / 1e6, (double)(e - s) / 1e6,
                 strcmp(eddy_json_str(sp, "status", "ok"), "ok") ? "  ERROR: " : "",
                 strcmp(eddy_json_str(sp, "status", "ok"), "ok") ? eddy_json_str(sp, "error", "")
-                                                                 : "");
+                                                                : "");
         print_attr(out, indent, "tokens in", json_object_get(a, "gen_ai.usage.input_tokens"));
         print_attr(out, indent, "tokens out", json_object_get(a, "gen_ai.usage.output_tokens"));
         print_attr(out, indent, "finish", json_object_get(a, "gen_ai.response.finish_reasons"));
@@ -207,10 +205,9 @@ int eddy_trace_print_show(const char *path, const char *id, FILE *out, eddy_err 
     if (rc)
         return rc;
     spans = json_object_get(t, "spans");
-    fprintf(out, "trace %s  agent=%s key=%s event=%s status=%s\n",
-            eddy_json_str(t, "trace_id", ""), eddy_json_str(t, "agent", "?"),
-            eddy_json_str(t, "key", "?"), eddy_json_str(t, "event_id", "?"),
-            eddy_json_str(t, "status", "?"));
+    fprintf(out, "trace %s  agent=%s key=%s event=%s status=%s\n", eddy_json_str(t, "trace_id", ""),
+            eddy_json_str(t, "agent", "?"), eddy_json_str(t, "key", "?"),
+            eddy_json_str(t, "event_id", "?"), eddy_json_str(t, "status", "?"));
     print_tree(out, spans, NULL, 0, eddy_json_int(json_array_get(spans, 0), "start_ns", 0));
     json_decref(t);
     return 0;

@@ -76,8 +76,8 @@ static void write_span(eddy_trace_store *s, eddy_span *sp)
 {
     sqlite3_stmt *st = NULL;
     char *attrs = json_dumps(sp->attrs, JSON_COMPACT);
-    if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO spans VALUES(?,?,?,?,?,?,?,?,?,?)",
-                           -1, &st, NULL) == SQLITE_OK) {
+    if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO spans VALUES(?,?,?,?,?,?,?,?,?,?)", -1,
+                           &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, sp->span_id, -1, SQLITE_STATIC);
         if (sp->parent_id[0])
@@ -146,9 +146,8 @@ static void on_idle(void *ctx)
 
 static int open_store_db(const char *path, int rw, sqlite3 **db, eddy_err *err)
 {
-    int rc = sqlite3_open_v2(path, db,
-                             rw ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        path, db, rw ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY, NULL);
     if (rc != SQLITE_OK) {
         rc = eddy_err_setc(err, rw ? EDDY_ESQLITE : EDDY_ENOENT, rc,
                            "%s: cannot open the trace store: %s", path,

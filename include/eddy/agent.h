@@ -45,8 +45,7 @@ typedef struct eddy_yaml_doc {
  * where). Callers check DIAG->n as well. */
 int eddy_yaml_load(const char *file, eddy_yaml_doc *doc, eddy_diag *diag);
 /* Same from a string (tests). */
-int eddy_yaml_load_string(const char *text, const char *name, eddy_yaml_doc *doc,
-                          eddy_diag *diag);
+int eddy_yaml_load_string(const char *text, const char *name, eddy_yaml_doc *doc, eddy_diag *diag);
 void eddy_yaml_doc_free(eddy_yaml_doc *doc);
 /* "file:line:col" of PATH's value (or its key when KEY), into BUF. */
 const char *eddy_yaml_where(const eddy_yaml_doc *doc, const char *path, int key, char *buf,
@@ -67,8 +66,8 @@ typedef struct eddy_agent_def {
     eddy_template *system, *user;
     char **tool_paths; /* resolved paths of the Lua files */
     size_t ntools;
-    int history;          /* runs of history kept and sent */
-    int budget_turns;     /* LLM calls in one run */
+    int history;           /* runs of history kept and sent */
+    int budget_turns;      /* LLM calls in one run */
     int64_t budget_tokens; /* total tokens in one run; 0 = unlimited */
     int64_t budget_wall_ms;
     int budget_tool_calls;
@@ -80,12 +79,12 @@ typedef struct eddy_job {
     char *file; /* as given */
     char *dir;  /* folder of the file: relative paths resolve here */
     char *name;
-    char *key;          /* dotted path of the key in an event */
-    char *source;       /* JSONL path, "-" for stdin, NULL when not set */
-    char *sink;         /* JSONL path, NULL for stdout */
-    char *dead_letter;  /* JSONL path */
-    char *state_path;   /* SQLite memory store */
-    char *trace_path;   /* SQLite trace store */
+    char *key;         /* dotted path of the key in an event */
+    char *source;      /* JSONL path, "-" for stdin, NULL when not set */
+    char *sink;        /* JSONL path, NULL for stdout */
+    char *dead_letter; /* JSONL path */
+    char *state_path;  /* SQLite memory store */
+    char *trace_path;  /* SQLite trace store */
     int64_t shutdown_grace_ms;
     int max_in_flight; /* events accepted but not finished, across keys */
     eddy_llm_model *models;
@@ -152,9 +151,9 @@ typedef void (*eddy_run_cb)(eddy_run_result *res, void *ud);
 /* Start a run of RT for EVENT (borrowed; copied) of KEY. STATS (may be NULL)
  * is updated as the run goes. CB runs exactly once on the loop, after the
  * run's memory is committed, never inside this call. */
-int eddy_agent_run_start(eddy_agent_rt *rt, json_t *event, const char *key,
-                         const char *event_id, eddy_run_stats *stats, eddy_run_cb cb, void *ud,
-                         eddy_run **out, eddy_err *err);
+int eddy_agent_run_start(eddy_agent_rt *rt, json_t *event, const char *key, const char *event_id,
+                         eddy_run_stats *stats, eddy_run_cb cb, void *ud, eddy_run **out,
+                         eddy_err *err);
 
 /* Abandon R: its LLM request is canceled, and it ends with EDDY_ECANCELED. */
 void eddy_run_cancel(eddy_run *r);

@@ -18,8 +18,7 @@ typedef void (*eddy_bgq_fn)(void *job, int more, void *ctx);
 
 /* Start a queue whose thread calls FN(job, more, CTX) for each posted job,
  * and IDLE(CTX) (may be NULL) whenever it has drained the queue. */
-int eddy_bgq_new(eddy_bgq_fn fn, void (*idle)(void *ctx), void *ctx, eddy_bgq **out,
-                 eddy_err *err);
+int eddy_bgq_new(eddy_bgq_fn fn, void (*idle)(void *ctx), void *ctx, eddy_bgq **out, eddy_err *err);
 /* Queue JOB. Any thread. Returns 0 or EDDY_ENOMEM/EDDY_ECLOSING. */
 int eddy_bgq_post(eddy_bgq *q, void *job);
 /* Run every queued job, stop the thread, free the queue. NULL-safe. */

@@ -27,8 +27,8 @@ typedef struct eddy_source eddy_source;
 /* Open PATH ("-" = stdin) and start its reader thread. NOTIFY is sent on the
  * consumer's loop whenever records (or the end) arrive. CAPACITY bounds the
  * queue. */
-int eddy_source_open_jsonl(const char *path, size_t capacity, uv_async_t *notify,
-                           eddy_source **out, eddy_err *err);
+int eddy_source_open_jsonl(const char *path, size_t capacity, uv_async_t *notify, eddy_source **out,
+                           eddy_err *err);
 /* Name for messages and event ids ("events.jsonl", "stdin"). */
 const char *eddy_source_name(const eddy_source *s);
 /* Take the next record into *REC (caller frees rec->text). Returns 1 when a

@@ -11,26 +11,26 @@
 #include <stdarg.h>
 
 /* X(name, value, description): the one table of error codes. */
-#define EDDY_ERRNO_MAP(X)                                                       \
-    X(EINVAL, -1, "invalid argument")                                           \
-    X(ENOMEM, -2, "out of memory")                                              \
-    X(EIO, -3, "input/output error")                                            \
-    X(ENOENT, -4, "not found")                                                  \
-    X(EPARSE, -5, "parse error")                                                \
-    X(ESCHEMA, -6, "does not match schema")                                     \
-    X(ETIMEDOUT, -7, "timed out")                                               \
-    X(ECANCELED, -8, "canceled")                                                \
-    X(ECLOSING, -9, "closing")                                                  \
-    X(EHTTP, -10, "HTTP error")                                                 \
-    X(ELUA, -11, "Lua error")                                                   \
-    X(ESQLITE, -12, "SQLite error")                                             \
-    X(EBUDGET, -13, "budget exceeded")                                          \
-    X(ETOOL, -14, "tool error")                                                 \
-    X(ELLM, -15, "LLM error")                                                   \
-    X(EEXIST, -16, "already exists")                                            \
-    X(ERANGE, -17, "out of range")                                              \
-    X(EUV, -18, "event loop error")                                             \
-    X(ENET, -19, "network error")                                               \
+#define EDDY_ERRNO_MAP(X)                                                                          \
+    X(EINVAL, -1, "invalid argument")                                                              \
+    X(ENOMEM, -2, "out of memory")                                                                 \
+    X(EIO, -3, "input/output error")                                                               \
+    X(ENOENT, -4, "not found")                                                                     \
+    X(EPARSE, -5, "parse error")                                                                   \
+    X(ESCHEMA, -6, "does not match schema")                                                        \
+    X(ETIMEDOUT, -7, "timed out")                                                                  \
+    X(ECANCELED, -8, "canceled")                                                                   \
+    X(ECLOSING, -9, "closing")                                                                     \
+    X(EHTTP, -10, "HTTP error")                                                                    \
+    X(ELUA, -11, "Lua error")                                                                      \
+    X(ESQLITE, -12, "SQLite error")                                                                \
+    X(EBUDGET, -13, "budget exceeded")                                                             \
+    X(ETOOL, -14, "tool error")                                                                    \
+    X(ELLM, -15, "LLM error")                                                                      \
+    X(EEXIST, -16, "already exists")                                                               \
+    X(ERANGE, -17, "out of range")                                                                 \
+    X(EUV, -18, "event loop error")                                                                \
+    X(ENET, -19, "network error")                                                                  \
     X(ETEMPLATE, -20, "template error")
 
 enum {

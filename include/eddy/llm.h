@@ -99,8 +99,8 @@ void eddy_llm_response_clear(eddy_llm_response *r);
  * (TRANSPORT_FAILED != 0). RETRY_AFTER_MS / RETRY_AFTER are the response
  * headers or NULL; ERROR_CODE is the body's error.code or NULL. JITTER in
  * [0,1). Returns the delay in ms before the next attempt, or -1: no retry. */
-int64_t eddy_llm_retry_delay(const eddy_llm_model *m, int attempt, long http,
-                             int transport_failed, const char *retry_after_ms,
-                             const char *retry_after, const char *error_code, double jitter);
+int64_t eddy_llm_retry_delay(const eddy_llm_model *m, int attempt, long http, int transport_failed,
+                             const char *retry_after_ms, const char *retry_after,
+                             const char *error_code, double jitter);
 
 #endif

@@ -27,10 +27,10 @@ int eddy_log_enabled(eddy_log_level level);
 void eddy_log(eddy_log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define EDDY_LOG(lvl, mod, ...)                                                 \
-    do {                                                                        \
-        if (eddy_log_enabled(lvl))                                              \
-            eddy_log(lvl, mod, __VA_ARGS__);                                    \
+#define EDDY_LOG(lvl, mod, ...)                                                                    \
+    do {                                                                                           \
+        if (eddy_log_enabled(lvl))                                                                 \
+            eddy_log(lvl, mod, __VA_ARGS__);                                                       \
     } while (0)
 #define EDDY_ERROR(mod, ...) EDDY_LOG(EDDY_LOG_ERROR, mod, __VA_ARGS__)
 #define EDDY_WARN(mod, ...) EDDY_LOG(EDDY_LOG_WARN, mod, __VA_ARGS__)

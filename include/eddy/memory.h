@@ -41,7 +41,6 @@ typedef void (*eddy_memory_cb)(int status, const char *errmsg, void *ud);
  * entries. DOC and MESSAGES are borrowed (serialized before returning). CB
  * runs exactly once on the loop after the commit (or its failure). */
 int eddy_memory_commit(eddy_memory *m, const char *agent, const char *key, json_t *doc,
-                       json_t *messages, int keep_runs, eddy_memory_cb cb, void *ud,
-                       eddy_err *err);
+                       json_t *messages, int keep_runs, eddy_memory_cb cb, void *ud, eddy_err *err);
 
 #endif

@@ -28,8 +28,7 @@ void eddy_template_free(eddy_template *t);
 /* Number of placeholders and the I-th one: its path (borrowed), whether it is
  * optional, and its position in the origin. */
 size_t eddy_template_nvars(const eddy_template *t);
-const char *eddy_template_var(const eddy_template *t, size_t i, int *optional, int *line,
-                              int *col);
+const char *eddy_template_var(const eddy_template *t, size_t i, int *optional, int *line, int *col);
 const char *eddy_template_origin(const eddy_template *t);
 
 /* Render against CTX (borrowed object whose members are the roots: event,

@@ -27,8 +27,7 @@ typedef struct eddy_mailboxes eddy_mailboxes;
  * busy until eddy_mailbox_done(KEY). */
 typedef void (*eddy_mailbox_start_cb)(const char *key, void *item, void *ud);
 
-int eddy_mailboxes_new(eddy_mailbox_start_cb start, void *ud, eddy_mailboxes **out,
-                       eddy_err *err);
+int eddy_mailboxes_new(eddy_mailbox_start_cb start, void *ud, eddy_mailboxes **out, eddy_err *err);
 /* Free; FREE_ITEM (may be NULL) is called for every item still queued. */
 void eddy_mailboxes_free(eddy_mailboxes *mb, void (*free_item)(void *item));
 
@@ -46,12 +45,12 @@ size_t eddy_mailboxes_running(const eddy_mailboxes *mb);
 /* -- running a job ---------------------------------------------------------- */
 
 typedef struct eddy_run_opts {
-    const char *input;       /* overrides the job's source ("-" = stdin) */
-    const char *output;      /* overrides the job's sink ("-" = stdout) */
-    const char *dead_letter; /* overrides the job's dead-letter file */
-    const char *state;       /* overrides checkpoint.path */
-    const char *traces;      /* overrides trace.path */
-    int quiet;               /* no summary on stderr */
+    const char *input;        /* overrides the job's source ("-" = stdin) */
+    const char *output;       /* overrides the job's sink ("-" = stdout) */
+    const char *dead_letter;  /* overrides the job's dead-letter file */
+    const char *state;        /* overrides checkpoint.path */
+    const char *traces;       /* overrides trace.path */
+    int quiet;                /* no summary on stderr */
     const char *summary_json; /* write the summary as JSON to this file */
 } eddy_run_opts;
 

@@ -257,7 +257,8 @@ static char *expand(const char *t, json_t *req, match *mt)
                 eddy_buf_puts(&b, tool);
             else if (!strncmp(name, "tool.", 5)) {
                 json_t *v = eddy_json_path(tooljs, name + 5);
-                char *s = json_is_string(v) ? eddy_strdup(json_string_value(v)) : eddy_json_dumps(v);
+                char *s =
+                    json_is_string(v) ? eddy_strdup(json_string_value(v)) : eddy_json_dumps(v);
                 eddy_buf_puts(&b, s ? s : "");
                 eddy_free(s);
             }
@@ -335,8 +336,8 @@ static struct MHD_Response *fault_response(json_t *f, unsigned *status)
             "\"message\":{\"role\":\"assistant\",\"content\":\"this answer is cut short\"},"
             "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}";
         *status = 200;
-        resp = MHD_create_response_from_callback(strlen(body), 1024, truncated_reader,
-                                                 (void *)body, NULL);
+        resp = MHD_create_response_from_callback(strlen(body), 1024, truncated_reader, (void *)body,
+                                                 NULL);
         MHD_add_response_header(resp, "Content-Type", "application/json");
         return resp;
     }
@@ -395,13 +396,13 @@ static json_t *answer(rule *r, json_t *req, match *mt)
         json_object_set_new(msg, "content", json_null());
     if (tcs)
         json_object_set_new(msg, "tool_calls", tcs);
-    body = json_pack("{s:s+, s:s, s:I, s:s, s:[{s:i, s:o, s:s}], s:{s:I, s:I, s:I}}", "id",
-                     "chatcmpl-mock-", text ? "r" : "t", "object", "chat.completion", "created",
-                     (json_int_t)time(NULL), "model", eddy_json_str(req, "model", "mock"),
-                     "choices", "index", 0, "message", msg, "finish_reason",
-                     tcs ? "tool_calls" : "stop", "usage", "prompt_tokens", (json_int_t)prompt,
-                     "completion_tokens", (json_int_t)completion, "total_tokens",
-                     (json_int_t)(prompt + completion));
+    body =
+        json_pack("{s:s+, s:s, s:I, s:s, s:[{s:i, s:o, s:s}], s:{s:I, s:I, s:I}}", "id",
+                  "chatcmpl-mock-", text ? "r" : "t", "object", "chat.completion", "created",
+                  (json_int_t)time(NULL), "model", eddy_json_str(req, "model", "mock"), "choices",
+                  "index", 0, "message", msg, "finish_reason", tcs ? "tool_calls" : "stop", "usage",
+                  "prompt_tokens", (json_int_t)prompt, "completion_tokens", (json_int_t)completion,
+                  "total_tokens", (json_int_t)(prompt + completion));
     eddy_free(text);
     return body;
 }
@@ -487,11 +488,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return ret;
     }
     if (!strcmp(method, "GET") && !strcmp(url, "/stats")) {
-        json_t *st = json_pack("{s:I, s:I, s:I, s:I}", "requests",
-                               (json_int_t)atomic_load(&g_requests), "in_flight",
-                               (json_int_t)atomic_load(&g_in_flight), "peak_in_flight",
-                               (json_int_t)atomic_load(&g_peak), "faults",
-                               (json_int_t)atomic_load(&g_faults));
+        json_t *st = json_pack(
+            "{s:I, s:I, s:I, s:I}", "requests", (json_int_t)atomic_load(&g_requests), "in_flight",
+            (json_int_t)atomic_load(&g_in_flight), "peak_in_flight",
+            (json_int_t)atomic_load(&g_peak), "faults", (json_int_t)atomic_load(&g_faults));
         enum MHD_Result ret = send_json(c, 200, st);
         json_decref(st);
         return ret;
@@ -507,7 +507,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         }
         atomic_fetch_add(&g_requests, 1);
         cur = atomic_fetch_add(&g_in_flight, 1) + 1;
-        for (long p = atomic_load(&g_peak); cur > p && !atomic_compare_exchange_weak(&g_peak, &p, cur);)
+        for (long p = atomic_load(&g_peak);
+             cur > p && !atomic_compare_exchange_weak(&g_peak, &p, cur);)
             ;
         if (g_log) {
             pthread_mutex_lock(&g_mu);
@@ -637,14 +638,12 @@ int main(int argc, char **argv)
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    g_daemon = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
-                                    MHD_USE_ERROR_LOG,
-                                (uint16_t)port, NULL, NULL, handler, NULL,
-                                MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
-                                MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)20000,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-                                MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096, MHD_OPTION_END);
+    g_daemon = MHD_start_daemon(
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+        (uint16_t)port, NULL, NULL, handler, NULL, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)20000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096, MHD_OPTION_END);
     if (!g_daemon) {
         fprintf(stderr, "mockllm: cannot listen on port %d\n", port);
         return 1;

@@ -134,8 +134,8 @@ static void test_template_alloc_failures(void **state)
         eddy_err e;
         int rc;
         eddy_alloc_fail_after(n);
-        rc = eddy_template_new("Hello {{event.name}}, you are {{key}}{{memory.x?}}!", "t", 1, 1,
-                               &t, &e);
+        rc = eddy_template_new("Hello {{event.name}}, you are {{key}}{{memory.x?}}!", "t", 1, 1, &t,
+                               &e);
         eddy_alloc_fail_after(-1);
         if (rc == 0) {
             ok = 1;
@@ -152,10 +152,10 @@ static void test_template_alloc_failures(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_error_table),    cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_error_table),       cmocka_unit_test(test_buf),
         cmocka_unit_test(test_buf_oom_is_sticky), cmocka_unit_test(test_durations),
-        cmocka_unit_test(test_interpolate),    cmocka_unit_test(test_json_helpers),
-        cmocka_unit_test(test_levenshtein),    cmocka_unit_test(test_template_alloc_failures),
+        cmocka_unit_test(test_interpolate),       cmocka_unit_test(test_json_helpers),
+        cmocka_unit_test(test_levenshtein),       cmocka_unit_test(test_template_alloc_failures),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);

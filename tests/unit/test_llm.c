@@ -72,7 +72,8 @@ static void test_parse_tool_calls_and_usage(void **state)
     tc = json_array_get(r.tool_calls, 0);
     assert_string_equal(json_string_value(json_object_get(tc, "id")), "call_a");
     assert_string_equal(json_string_value(json_object_get(tc, "name")), "lookup");
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(tc, "arguments"), "id")), 7);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(tc, "arguments"), "id")),
+                     7);
     tc = json_array_get(r.tool_calls, 1); /* invalid arguments: kept, flagged, not fatal */
     assert_true(json_is_null(json_object_get(tc, "arguments")));
     assert_non_null(strstr(json_string_value(json_object_get(tc, "error")), "not valid JSON"));
@@ -125,9 +126,9 @@ static void test_retry_decisions(void **state)
     /* server hints: retry-after-ms first, then retry-after seconds */
     assert_int_equal(eddy_llm_retry_delay(&m, 1, 429, 0, "1234", "9", NULL, 0.5), 1234);
     assert_int_equal(eddy_llm_retry_delay(&m, 1, 429, 0, NULL, "3", NULL, 0.5), 3000);
-    assert_int_equal(eddy_llm_retry_delay(&m, 1, 429, 0, NULL, "Wed, 21 Oct 2015 07:28:00 GMT",
-                                          NULL, 0),
-                     0); /* a date in the past: at once */
+    assert_int_equal(
+        eddy_llm_retry_delay(&m, 1, 429, 0, NULL, "Wed, 21 Oct 2015 07:28:00 GMT", NULL, 0),
+        0); /* a date in the past: at once */
     /* absurd hints fall back to backoff */
     assert_int_equal(eddy_llm_retry_delay(&m, 1, 429, 0, NULL, "86400", NULL, 0), 500);
 }

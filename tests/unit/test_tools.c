@@ -107,23 +107,26 @@ static void test_load_tool_and_schema(void **state)
     char *s;
     (void)state;
     assert_int_equal(eddy_tools_new(NULL, g_dir, &h, NULL), 0);
-    assert_int_equal(eddy_tools_load(h, write_file("ok.lua",
-                                                   "return eddy.tool {\n"
-                                                   "  name = 'get', description = 'd',\n"
-                                                   "  params = { z = 'integer', a = { type = "
-                                                   "'string', required = true, enum = {'x','y'} },\n"
-                                                   "    l = { type = 'array', items = 'number' } },\n"
-                                                   "  run = function(args) return args end }\n"),
-                                     &t, &e),
-                     0);
+    assert_int_equal(
+        eddy_tools_load(h,
+                        write_file("ok.lua", "return eddy.tool {\n"
+                                             "  name = 'get', description = 'd',\n"
+                                             "  params = { z = 'integer', a = { type = "
+                                             "'string', required = true, enum = {'x','y'} },\n"
+                                             "    l = { type = 'array', items = 'number' } },\n"
+                                             "  run = function(args) return args end }\n"),
+                        &t, &e),
+        0);
     s = json_dumps(eddy_tool_schema(t), JSON_COMPACT);
-    assert_string_equal(s, "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"enum\":"
-                           "[\"x\",\"y\"]},\"l\":{\"type\":\"array\",\"items\":{\"type\":\"number\"}},"
-                           "\"z\":{\"type\":\"integer\"}},\"required\":[\"a\"],"
-                           "\"additionalProperties\":false}");
+    assert_string_equal(s,
+                        "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"enum\":"
+                        "[\"x\",\"y\"]},\"l\":{\"type\":\"array\",\"items\":{\"type\":\"number\"}},"
+                        "\"z\":{\"type\":\"integer\"}},\"required\":[\"a\"],"
+                        "\"additionalProperties\":false}");
     eddy_free(s);
     {
-        json_t *bad = json_loads("{\"a\":\"q\"}", 0, NULL), *bad2 = json_loads("{\"z\":1}", 0, NULL);
+        json_t *bad = json_loads("{\"a\":\"q\"}", 0, NULL),
+               *bad2 = json_loads("{\"z\":1}", 0, NULL);
         json_t *bad3 = json_loads("{\"a\":\"x\",\"l\":[1,\"2\"]}", 0, NULL);
         json_t *good = json_loads("{\"a\":\"x\",\"z\":2.0,\"l\":[1,2.5]}", 0, NULL);
         assert_int_equal(eddy_tool_validate_args(eddy_tool_schema(t), bad, &e), EDDY_ESCHEMA);
@@ -139,9 +142,10 @@ static void test_load_tool_and_schema(void **state)
         json_decref(good);
     }
     /* a second tool of the same name is refused */
-    assert_int_equal(eddy_tools_load(h, write_file("dup.lua", "return eddy.tool { name = 'get', "
-                                                              "description = 'd', run = "
-                                                              "function() end }\n"),
+    assert_int_equal(eddy_tools_load(h,
+                                     write_file("dup.lua", "return eddy.tool { name = 'get', "
+                                                           "description = 'd', run = "
+                                                           "function() end }\n"),
                                      &t, &e),
                      EDDY_EEXIST);
     eddy_tools_free(h);
@@ -187,8 +191,8 @@ static void on_done(eddy_tool_result *r, void *ud)
 {
     done_t *d = ud;
     d->status[d->n] = r->status;
-    d->out[d->n] = r->status ? eddy_strdup(r->err.msg)
-                             : json_dumps(r->result, JSON_COMPACT | JSON_SORT_KEYS);
+    d->out[d->n] =
+        r->status ? eddy_strdup(r->err.msg) : json_dumps(r->result, JSON_COMPACT | JSON_SORT_KEYS);
     d->n++;
 }
 
@@ -211,15 +215,21 @@ static void test_concurrent_calls_and_memory(void **state)
     memset(&d, 0, sizeof(d));
     uv_loop_init(&loop);
     assert_int_equal(eddy_tools_new(&loop, g_dir, &h, NULL), 0);
-    assert_int_equal(eddy_tools_load(h, write_file("wait.lua",
-        "return eddy.tool { name = 'wait', description = 'sleeps',\n"
-        "  params = { ms = { type = 'integer', required = true }, tag = 'string' },\n"
-        "  run = function(args, ctx)\n"
-        "    if args.ms < 0 then error('negative wait') end\n"
-        "    eddy.sleep(args.ms)\n"
-        "    ctx.memory.count = ctx.memory.count + 1\n"
-        "    return { tag = args.tag, key = ctx.key, text = ctx.event.text }\n"
-        "  end }\n"), &t, &e), 0);
+    assert_int_equal(
+        eddy_tools_load(
+            h,
+            write_file(
+                "wait.lua",
+                "return eddy.tool { name = 'wait', description = 'sleeps',\n"
+                "  params = { ms = { type = 'integer', required = true }, tag = 'string' },\n"
+                "  run = function(args, ctx)\n"
+                "    if args.ms < 0 then error('negative wait') end\n"
+                "    eddy.sleep(args.ms)\n"
+                "    ctx.memory.count = ctx.memory.count + 1\n"
+                "    return { tag = args.tag, key = ctx.key, text = ctx.event.text }\n"
+                "  end }\n"),
+            &t, &e),
+        0);
     assert_int_equal(eddy_tool_memory_new(h, doc, &mem, &e), 0);
     ctx.key = "K";
     ctx.event = ev;
@@ -265,9 +275,13 @@ static void test_runaway_loop_is_stopped(void **state)
     memset(&d, 0, sizeof(d));
     uv_loop_init(&loop);
     assert_int_equal(eddy_tools_new(&loop, g_dir, &h, NULL), 0);
-    assert_int_equal(eddy_tools_load(h, write_file("spin.lua",
-        "return eddy.tool { name = 'spin', description = 'loops',\n"
-        "  run = function() while true do end end }\n"), &t, &e), 0);
+    assert_int_equal(
+        eddy_tools_load(h,
+                        write_file("spin.lua",
+                                   "return eddy.tool { name = 'spin', description = 'loops',\n"
+                                   "  run = function() while true do end end }\n"),
+                        &t, &e),
+        0);
     assert_int_equal(eddy_tool_call(h, t, args, NULL, on_done, &d, &e), 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     assert_int_equal(d.n, 1);
