@@ -23,6 +23,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 
 typedef struct worker worker;
 
@@ -435,7 +436,13 @@ int eddy_runtime_run(eddy_job *job, const eddy_run_opts *opts)
     pthread_t th;
     eddy_err e;
     int rc;
+    struct rlimit rl;
     memset(&w, 0, sizeof(w));
+    /* every LLM request in flight is a socket: allow as many as the system does */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     w.job = job;
     w.opts = opts;
     w.start_ms = eddy_now_ms();
