@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 
 uint64_t eddy_now_ms(void)
@@ -139,6 +140,23 @@ out:
     if (rc)
         eddy_buf_free(&b);
     return rc;
+}
+
+int eddy_mkdirs_for(const char *path, eddy_err *err)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+        return eddy_err_set(err, EDDY_EIO, "%s: path too long", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) && errno != EEXIST)
+            return eddy_err_setc(err, EDDY_EIO, errno, "%s: cannot create folder %s: %s", path, buf,
+                                 strerror(errno));
+        *p = '/';
+    }
+    return 0;
 }
 
 size_t eddy_levenshtein(const char *a, const char *b)

@@ -14,12 +14,9 @@
 #include "eddy/json.h"
 #include "eddy/log.h"
 
-#include <errno.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #define SCHEMA_VERSION "1"
 
@@ -55,21 +52,6 @@ struct eddy_memory {
     void (*close_cb)(void *ud);
     void *close_ud;
 };
-
-static int mkdirs(const char *path)
-{
-    char buf[4096], *p;
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (p = buf + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(buf, 0755) && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    return 0;
-}
 
 static int open_db(const char *path, int flags, sqlite3 **db, eddy_err *err)
 {
@@ -247,10 +229,8 @@ int eddy_memory_open(const char *path, uv_loop_t *loop, eddy_memory **out, eddy_
     if (!m)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     pthread_mutex_init(&m->mu, NULL);
-    if (mkdirs(path)) {
-        rc = eddy_err_set(err, EDDY_EIO, "%s: cannot create its folder: %s", path, strerror(errno));
+    if ((rc = eddy_mkdirs_for(path, err)))
         goto fail;
-    }
     if ((rc = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       &m->wdb, err)))
         goto fail;

@@ -14,10 +14,8 @@
 #include "eddy/json.h"
 #include "eddy/log.h"
 
-#include <errno.h>
 #include <sqlite3.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static const char *const kSchema =
     "PRAGMA journal_mode=WAL;"
@@ -163,22 +161,13 @@ static int open_store_db(const char *path, int rw, sqlite3 **db, eddy_err *err)
 int eddy_trace_store_open(const char *path, eddy_trace_store **out, eddy_err *err)
 {
     eddy_trace_store *s = eddy_calloc(1, sizeof(*s));
-    char dir[4096], *e = NULL, *slash;
+    char *e = NULL;
     int rc;
     *out = NULL;
     if (!s)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
-    snprintf(dir, sizeof(dir), "%s", path);
-    if ((slash = strrchr(dir, '/')) && slash != dir) {
-        *slash = '\0';
-        for (char *p = dir + 1; *p; p++)
-            if (*p == '/') {
-                *p = '\0';
-                mkdir(dir, 0755);
-                *p = '/';
-            }
-        mkdir(dir, 0755);
-    }
+    if ((rc = eddy_mkdirs_for(path, err)))
+        goto fail;
     if ((rc = open_store_db(path, 1, &s->db, err)))
         goto fail;
     if (sqlite3_exec(s->db, kSchema, NULL, NULL, &e) != SQLITE_OK) {

@@ -74,6 +74,10 @@ int eddy_parse_i64(const char *s, int64_t *out);
 struct eddy_err;
 int eddy_read_file(const char *path, char **out, size_t *len, struct eddy_err *err);
 
+/* Create the folders above the file PATH ("a/b/c.db" -> a, a/b) as needed.
+ * Returns 0 or EDDY_EIO with ERR naming the folder. */
+int eddy_mkdirs_for(const char *path, struct eddy_err *err);
+
 /* Edit distance between A and B, an adjacent swap counting as one edit
  * (for "did you mean"). */
 size_t eddy_levenshtein(const char *a, const char *b);

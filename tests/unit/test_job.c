@@ -4,6 +4,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,27 +14,13 @@
 #include "eddy/agent.h"
 #include "eddy/buf.h"
 
-static char g_dir[256];
-
-static const char *write_job(const char *name, const char *text)
-{
-    static char path[512];
-    FILE *f;
-    snprintf(path, sizeof(path), "%s/%s", g_dir, name);
-    f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    return path;
-}
-
 /* Load TEXT and expect exactly the diagnostics in WANT (suffixes after the
  * file name), in order. */
 static void expect_diags(const char *text, const char *const *want, size_t n)
 {
     eddy_diag d;
     eddy_job *job;
-    const char *path = write_job("job.yaml", text);
+    const char *path = write_file("job.yaml", text);
     eddy_diag_init(&d);
     assert_int_not_equal(eddy_job_load(path, 0, &job, &d), 0);
     assert_null(job);
@@ -61,7 +49,7 @@ static void test_good_job(void **state)
     eddy_job *job;
     (void)state;
     eddy_diag_init(&d);
-    assert_int_equal(eddy_job_load(write_job("good.yaml", kGood), 1, &job, &d), 0);
+    assert_int_equal(eddy_job_load(write_file("good.yaml", kGood), 1, &job, &d), 0);
     assert_int_equal(d.n, 0);
     assert_string_equal(job->name, "j");
     assert_string_equal(job->key, "user.id");
@@ -162,21 +150,6 @@ static void test_scalar_types(void **state)
     eddy_diag_free(&d);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(g_dir, sizeof(g_dir), "/tmp/eddy-test-job-XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    char cmd[300];
-    (void)state;
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -185,5 +158,5 @@ int main(void)
         cmocka_unit_test(test_duplicate_key),     cmocka_unit_test(test_scalar_types),
     };
     eddy_alloc_install();
-    return cmocka_run_group_tests_name("job", tests, setup, teardown);
+    return cmocka_run_group_tests_name("job", tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -4,6 +4,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdio.h>
@@ -13,20 +15,6 @@
 
 #include "eddy/buf.h"
 #include "eddy/tools.h"
-
-static char g_dir[256];
-
-static const char *write_file(const char *name, const char *text)
-{
-    static char path[512];
-    FILE *f;
-    snprintf(path, sizeof(path), "%s/%s", g_dir, name);
-    f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    return path;
-}
 
 static void roundtrip(eddy_tools *h, const char *text)
 {
@@ -293,21 +281,6 @@ static void test_runaway_loop_is_stopped(void **state)
     json_decref(args);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(g_dir, sizeof(g_dir), "/tmp/eddy-test-tools-XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    char cmd[300];
-    (void)state;
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -319,5 +292,5 @@ int main(void)
         cmocka_unit_test(test_runaway_loop_is_stopped),
     };
     eddy_alloc_install();
-    return cmocka_run_group_tests_name("tools", tests, setup, teardown);
+    return cmocka_run_group_tests_name("tools", tests, tmpdir_setup, tmpdir_teardown);
 }
