@@ -16,7 +16,7 @@ DEB_PKGS := build-essential pkg-config libuv1-dev libcurl4-openssl-dev libjansso
             libprotobuf-c-dev protobuf-c-compiler libzstd-dev liblz4-dev \
             clang-format bear python3 curl jq sqlite3 valgrind
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-            -Wformat=2 -Wvla -Wno-format-nonliteral -Wno-format-truncation
+            -Wformat=2 -Wvla -Wno-format-nonliteral -Wno-unknown-warning-option -Wno-format-truncation
 OPT      ?= -O2 -g
 SAN      ?=
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -Iinclude \
@@ -32,8 +32,13 @@ MOCK_SRC := $(wildcard tests/mockllm/*.c)
 MOCK_OBJ := $(MOCK_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
+REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
+FUZZ_SECONDS ?= 60
 
-.PHONY: all deps test unit integration demo asan valgrind format format-check compdb clean
+.PHONY: all deps test unit fuzz-replay fuzz integration demo asan valgrind format format-check \
+        compdb clean
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm
 
@@ -69,12 +74,35 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libeddy.a
 unit: deps $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; ./$$t; done
 
+# Replay the committed corpora of every fuzz target (no clang needed).
+$(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(BUILD)/libeddy.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< tests/fuzz/replay.c $(BUILD)/libeddy.a $(LDLIBS_ALL) -o $@
+
+fuzz-replay: $(REPLAY_BIN)
+	@set -e; for n in $(FUZZ_NAMES); do printf "== fuzz corpus %-14s " $$n; \
+	  ./$(BUILD)/fuzz/replay_$$n tests/fuzz/corpus/$$n; done
+
+# Run each libFuzzer target for FUZZ_SECONDS, growing its corpus (needs clang).
+fuzz: deps
+	@command -v clang >/dev/null || { echo "make fuzz needs clang: apt-get install -y clang"; exit 1; }
+	$(MAKE) BUILD=build-fuzz CC=clang OPT="-O1 -g" SAN="-fsanitize=address,undefined,fuzzer-no-link" build-fuzz/libeddy.a
+	@set -e; for n in $(FUZZ_NAMES); do \
+	  clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude \
+	    $$(pkg-config --cflags $(PKGS)) tests/fuzz/fuzz_$$n.c build-fuzz/libeddy.a \
+	    $$(pkg-config --libs $(PKGS)) -lm -lpthread -o build-fuzz/fuzz_$$n; \
+	  mkdir -p build-fuzz/corpus_$$n; \
+	  ./build-fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	    build-fuzz/corpus_$$n tests/fuzz/corpus/$$n; done
+	@echo "new inputs are in build-fuzz/corpus_*; copy the interesting ones to tests/fuzz/corpus/"
+
 integration: deps all
 	python3 tests/integration/run.py --build $(BUILD)
 
 test: deps
 	$(MAKE) all
 	$(MAKE) unit
+	$(MAKE) fuzz-replay
 	$(MAKE) integration
 
 demo: deps all
@@ -101,4 +129,4 @@ compdb:
 	bear -- $(MAKE) all
 
 clean:
-	rm -rf build build-asan build-vg
+	rm -rf build build-asan build-vg build-fuzz
