@@ -6,6 +6,8 @@
 #   make demo      run the example job end to end against the scripted mock
 #   make asan      all tests under AddressSanitizer + UBSan
 #   make valgrind  unit tests and one integration run under valgrind
+#   make fuzz      libFuzzer on each parser (needs clang); make test replays the corpora
+#   make bench     benchmarks against peers on the mock model (prints figures)
 #   make format / format-check / compdb
 
 CC       ?= cc
@@ -37,8 +39,8 @@ FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps test unit fuzz-replay fuzz integration demo asan valgrind format format-check \
-        compdb clean
+.PHONY: all deps test unit fuzz-replay fuzz integration demo bench asan valgrind format \
+        format-check compdb clean
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm
 
@@ -107,6 +109,11 @@ test: deps
 
 demo: deps all
 	@sh examples/order-support/demo.sh $(BUILD)
+
+# Benchmarks print figures; they never decide pass or fail. Peers are fetched
+# into .cache/bench (npm). Record results in bench/RESULTS.md.
+bench: deps all
+	python3 bench/agents/bench.py --build $(BUILD)
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
