@@ -41,8 +41,26 @@ typedef struct job {
     struct job *next;
 } job;
 
+enum { ST_DOC, ST_HIST, ST_TRIM, ST_NWRITE };
+enum { ST_LOAD_DOC, ST_LOAD_HIST, ST_NREAD };
+
+static const char *const kWriteSql[ST_NWRITE] = {
+    "INSERT INTO key_memory(agent,key,doc,updated_ns) VALUES(?1,?2,?3,?4) "
+    "ON CONFLICT(agent,key) DO UPDATE SET doc=excluded.doc, updated_ns=excluded.updated_ns",
+    "INSERT INTO history(agent,key,seq,messages,created_ns) VALUES(?1,?2,"
+    "(SELECT coalesce(max(seq),0)+1 FROM history WHERE agent=?1 AND key=?2),?3,?4)",
+    "DELETE FROM history WHERE agent=?1 AND key=?2 AND seq <= "
+    "(SELECT max(seq) FROM history WHERE agent=?1 AND key=?2) - ?3"};
+static const char *const kReadSql[ST_NREAD] = {
+    "SELECT doc FROM key_memory WHERE agent=?1 AND key=?2",
+    "SELECT messages FROM (SELECT seq, messages FROM history WHERE agent=?1 AND key=?2 "
+    "ORDER BY seq DESC LIMIT ?3) ORDER BY seq"};
+
 struct eddy_memory {
     sqlite3 *wdb, *rdb;
+    /* prepared once, reused: the writer's belong to the persistence thread,
+     * the reader's to the loop thread */
+    sqlite3_stmt *wst[ST_NWRITE], *rst[ST_NREAD];
     eddy_bgq *q;
     uv_async_t async;
     pthread_mutex_t mu;
@@ -88,52 +106,54 @@ static int exec1(sqlite3 *db, const char *sql, job *j)
     return 0;
 }
 
-/* Prepare SQL, bind agent and key as ?1 ?2, TEXT as ?3 (or INT when TEXT is
- * NULL) and the time as ?4 when the statement has them, and step it. */
-static int run_stmt(sqlite3 *db, const char *sql, job *j, const char *text, int64_t num)
+static int prepare_all(sqlite3 *db, const char *const *sql, sqlite3_stmt **st, int n, eddy_err *err)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL), np;
-    if (rc == SQLITE_OK) {
-        np = sqlite3_bind_parameter_count(st);
-        sqlite3_bind_text(st, 1, j->agent, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, j->key, -1, SQLITE_STATIC);
-        if (np >= 3 && text)
-            sqlite3_bind_text(st, 3, text, -1, SQLITE_STATIC);
-        else if (np >= 3)
-            sqlite3_bind_int64(st, 3, num);
-        if (np >= 4)
-            sqlite3_bind_int64(st, 4, (sqlite3_int64)eddy_wall_ns());
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW || rc == SQLITE_DONE)
-            rc = SQLITE_OK;
-    }
-    if (rc != SQLITE_OK)
-        snprintf(j->errmsg, sizeof(j->errmsg), "%s", sqlite3_errmsg(db));
-    sqlite3_finalize(st);
-    return rc == SQLITE_OK ? 0 : EDDY_ESQLITE;
+    for (int i = 0; i < n; i++)
+        if (sqlite3_prepare_v3(db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st[i], NULL))
+            return eddy_err_set(err, EDDY_ESQLITE, "cannot prepare a memory statement: %s",
+                                sqlite3_errmsg(db));
+    return 0;
 }
 
-static void write_job(job *j, sqlite3 *db)
+static void finalize_all(sqlite3_stmt **st, int n)
 {
+    for (int i = 0; i < n; i++) {
+        sqlite3_finalize(st[i]);
+        st[i] = NULL;
+    }
+}
+
+/* Bind agent and key as ?1 ?2, TEXT as ?3 (or NUM when TEXT is NULL) and the
+ * time as ?4 when the statement has them, step it, and reset it. */
+static int run_stmt(sqlite3_stmt *st, job *j, const char *text, int64_t num)
+{
+    int rc, np = sqlite3_bind_parameter_count(st);
+    sqlite3_bind_text(st, 1, j->agent, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, j->key, -1, SQLITE_STATIC);
+    if (np >= 3 && text)
+        sqlite3_bind_text(st, 3, text, -1, SQLITE_STATIC);
+    else if (np >= 3)
+        sqlite3_bind_int64(st, 3, num);
+    if (np >= 4)
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)eddy_wall_ns());
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        snprintf(j->errmsg, sizeof(j->errmsg), "%s", sqlite3_errmsg(sqlite3_db_handle(st)));
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : EDDY_ESQLITE;
+}
+
+static void write_job(eddy_memory *m, job *j)
+{
+    sqlite3 *db = m->wdb;
     if (exec1(db, "SAVEPOINT job", j)) {
         j->status = EDDY_ESQLITE;
         return;
     }
-    if ((j->doc && run_stmt(db,
-                            "INSERT INTO key_memory(agent,key,doc,updated_ns) VALUES(?1,?2,?3,?4) "
-                            "ON CONFLICT(agent,key) DO UPDATE SET doc=excluded.doc, "
-                            "updated_ns=excluded.updated_ns",
-                            j, j->doc, 0)) ||
-        (j->messages &&
-         run_stmt(db,
-                  "INSERT INTO history(agent,key,seq,messages,created_ns) VALUES(?1,?2,"
-                  "(SELECT coalesce(max(seq),0)+1 FROM history WHERE agent=?1 AND key=?2),?3,?4)",
-                  j, j->messages, 0)) ||
-        (j->messages && run_stmt(db,
-                                 "DELETE FROM history WHERE agent=?1 AND key=?2 AND seq <= "
-                                 "(SELECT max(seq) FROM history WHERE agent=?1 AND key=?2) - ?3",
-                                 j, NULL, j->keep))) {
+    if ((j->doc && run_stmt(m->wst[ST_DOC], j, j->doc, 0)) ||
+        (j->messages && run_stmt(m->wst[ST_HIST], j, j->messages, 0)) ||
+        (j->messages && run_stmt(m->wst[ST_TRIM], j, NULL, j->keep))) {
         j->status = EDDY_ESQLITE;
         exec1(db, "ROLLBACK TO job; RELEASE job", NULL);
         return;
@@ -166,7 +186,7 @@ static void on_job(void *p, int more, void *ctx)
     if (!m->in_txn && exec1(m->wdb, "BEGIN IMMEDIATE", j) == 0)
         m->in_txn = 1;
     if (m->in_txn)
-        write_job(j, m->wdb);
+        write_job(m, j);
     else
         j->status = EDDY_ESQLITE;
     j->next = m->batch;
@@ -239,7 +259,9 @@ int eddy_memory_open(const char *path, uv_loop_t *loop, eddy_memory **out, eddy_
         sqlite3_free(e);
         goto fail;
     }
-    if ((rc = open_db(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, &m->rdb, err)))
+    if ((rc = open_db(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, &m->rdb, err)) ||
+        (rc = prepare_all(m->wdb, kWriteSql, m->wst, ST_NWRITE, err)) ||
+        (rc = prepare_all(m->rdb, kReadSql, m->rst, ST_NREAD, err)))
         goto fail;
     if (uv_async_init(loop, &m->async, on_async)) {
         rc = eddy_err_set(err, EDDY_EUV, "cannot create an async handle");
@@ -253,6 +275,8 @@ int eddy_memory_open(const char *path, uv_loop_t *loop, eddy_memory **out, eddy_
     *out = m;
     return 0;
 fail:
+    finalize_all(m->wst, ST_NWRITE);
+    finalize_all(m->rst, ST_NREAD);
     sqlite3_close(m->rdb);
     sqlite3_close(m->wdb);
     pthread_mutex_destroy(&m->mu);
@@ -280,6 +304,8 @@ void eddy_memory_close(eddy_memory *m, void (*cb)(void *ud), void *ud)
     }
     eddy_bgq_free(m->q); /* runs and commits everything queued */
     on_async(&m->async); /* deliver the last acknowledgements */
+    finalize_all(m->wst, ST_NWRITE);
+    finalize_all(m->rst, ST_NREAD);
     sqlite3_close(m->rdb);
     sqlite3_close(m->wdb);
     m->close_cb = cb;
@@ -290,27 +316,22 @@ void eddy_memory_close(eddy_memory *m, void (*cb)(void *ud), void *ud)
 int eddy_memory_load(eddy_memory *m, const char *agent, const char *key, int history_runs,
                      json_t **doc, json_t **history, eddy_err *err)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = 0;
+    sqlite3_stmt *st = m->rst[ST_LOAD_DOC];
+    int rc;
     *doc = NULL;
     *history = json_array();
-    if (sqlite3_prepare_v2(m->rdb, "SELECT doc FROM key_memory WHERE agent=? AND key=?", -1, &st,
-                           NULL) != SQLITE_OK)
-        goto sqlerr;
     sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW)
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
         *doc = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
-    sqlite3_finalize(st);
-    st = NULL;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        goto sqlerr;
     if (!*doc)
         *doc = json_object();
     if (history_runs > 0) {
-        if (sqlite3_prepare_v2(m->rdb,
-                               "SELECT messages FROM (SELECT seq, messages FROM history WHERE "
-                               "agent=? AND key=? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
-                               -1, &st, NULL) != SQLITE_OK)
-            goto sqlerr;
+        st = m->rst[ST_LOAD_HIST];
         sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 3, history_runs);
@@ -320,9 +341,9 @@ int eddy_memory_load(eddy_memory *m, const char *agent, const char *key, int his
                 json_array_extend(*history, msgs);
             json_decref(msgs);
         }
-        sqlite3_finalize(st);
+        sqlite3_reset(st);
         if (rc != SQLITE_DONE)
-            goto sqlerr_noclose;
+            goto sqlerr;
     }
     if (!*doc || !*history) {
         json_decref(*doc);
@@ -332,13 +353,11 @@ int eddy_memory_load(eddy_memory *m, const char *agent, const char *key, int his
     }
     return 0;
 sqlerr:
-    sqlite3_finalize(st);
-sqlerr_noclose:
     json_decref(*doc);
     json_decref(*history);
     *doc = *history = NULL;
-    return eddy_err_set(err, EDDY_ESQLITE, "memory of %s/%s: %s", agent, key,
-                        sqlite3_errmsg(m->rdb));
+    return eddy_err_setc(err, EDDY_ESQLITE, rc, "memory of %s/%s: %s", agent, key,
+                         sqlite3_errmsg(m->rdb));
 }
 
 int eddy_memory_commit(eddy_memory *m, const char *agent, const char *key, json_t *doc,

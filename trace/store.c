@@ -42,6 +42,7 @@ struct eddy_span {
 
 struct eddy_trace_store {
     sqlite3 *db;
+    sqlite3_stmt *ins_span, *ins_trace; /* prepared once; writer thread only */
     eddy_bgq *q;
     int in_txn;
 };
@@ -72,10 +73,9 @@ static void span_free(eddy_span *sp)
 
 static void write_span(eddy_trace_store *s, eddy_span *sp)
 {
-    sqlite3_stmt *st = NULL;
+    sqlite3_stmt *st = s->ins_span;
     char *attrs = json_dumps(sp->attrs, JSON_COMPACT);
-    if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO spans VALUES(?,?,?,?,?,?,?,?,?,?)", -1,
-                           &st, NULL) == SQLITE_OK) {
+    {
         sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, sp->span_id, -1, SQLITE_STATIC);
         if (sp->parent_id[0])
@@ -91,14 +91,13 @@ static void write_span(eddy_trace_store *s, eddy_span *sp)
         if (sqlite3_step(st) != SQLITE_DONE)
             EDDY_WARN("trace", "cannot store span %s: %s", sp->span_id, sqlite3_errmsg(s->db));
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
     eddy_free(attrs);
     if (!sp->summary)
         return;
-    st = NULL;
-    if (sqlite3_prepare_v2(s->db,
-                           "INSERT OR REPLACE INTO traces VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                           -1, &st, NULL) == SQLITE_OK) {
+    st = s->ins_trace;
+    {
         json_t *m = sp->summary;
         char *sum = json_dumps(m, JSON_COMPACT);
         sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
@@ -121,7 +120,8 @@ static void write_span(eddy_trace_store *s, eddy_span *sp)
             EDDY_WARN("trace", "cannot store trace %s: %s", sp->trace_id, sqlite3_errmsg(s->db));
         eddy_free(sum);
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
 }
 
 static void on_span(void *job, int more, void *ctx)
@@ -175,11 +175,21 @@ int eddy_trace_store_open(const char *path, eddy_trace_store **out, eddy_err *er
         sqlite3_free(e);
         goto fail;
     }
+    if (sqlite3_prepare_v3(s->db, "INSERT OR REPLACE INTO spans VALUES(?,?,?,?,?,?,?,?,?,?)", -1,
+                           SQLITE_PREPARE_PERSISTENT, &s->ins_span, NULL) ||
+        sqlite3_prepare_v3(s->db,
+                           "INSERT OR REPLACE INTO traces VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           -1, SQLITE_PREPARE_PERSISTENT, &s->ins_trace, NULL)) {
+        rc = eddy_err_set(err, EDDY_ESQLITE, "%s: cannot prepare: %s", path, sqlite3_errmsg(s->db));
+        goto fail;
+    }
     if ((rc = eddy_bgq_new(on_span, on_idle, s, &s->q, err)))
         goto fail;
     *out = s;
     return 0;
 fail:
+    sqlite3_finalize(s->ins_span);
+    sqlite3_finalize(s->ins_trace);
     sqlite3_close(s->db);
     eddy_free(s);
     return rc;
@@ -190,6 +200,8 @@ void eddy_trace_store_close(eddy_trace_store *s)
     if (!s)
         return;
     eddy_bgq_free(s->q);
+    sqlite3_finalize(s->ins_span);
+    sqlite3_finalize(s->ins_trace);
     sqlite3_close(s->db);
     eddy_free(s);
 }
