@@ -14,6 +14,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -129,16 +130,19 @@ static void put_pos(loader *ld, const char *path, yaml_mark_t v, const yaml_mark
         json_object_set_new(ld->doc->pos, path, a);
 }
 
+static regex_t re_int, re_float;
+static pthread_once_t re_once = PTHREAD_ONCE_INIT;
+
+static void compile_res(void)
+{
+    regcomp(&re_int, "^[-+]?[0-9]+$", REG_EXTENDED | REG_NOSUB);
+    regcomp(&re_float, "^[-+]?([0-9]+\\.[0-9]*|\\.[0-9]+|[0-9]+)([eE][-+]?[0-9]+)?$",
+            REG_EXTENDED | REG_NOSUB);
+}
+
 static json_t *plain_scalar(const char *s)
 {
-    static regex_t re_int, re_float;
-    static int compiled;
-    if (!compiled) {
-        regcomp(&re_int, "^[-+]?[0-9]+$", REG_EXTENDED | REG_NOSUB);
-        regcomp(&re_float, "^[-+]?([0-9]+\\.[0-9]*|\\.[0-9]+|[0-9]+)([eE][-+]?[0-9]+)?$",
-                REG_EXTENDED | REG_NOSUB);
-        compiled = 1;
-    }
+    pthread_once(&re_once, compile_res); /* any thread may load a job */
     if (!*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL"))
         return json_null();
     if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE"))
