@@ -409,6 +409,36 @@ def test_sigterm_drains(tmp):
     assert "SIGTERM" in err
 
 
+def test_sigterm_abandons_after_grace(tmp):
+    """Runs still waiting when shutdown_grace ends are abandoned: exit 3, in time."""
+    d = copy_example(tmp)
+    script = {"rules": [{"reply": "late ${user}"}]}
+    with Mock(tmp, script, latency_ms=5000) as mock:
+        job = custom_job(d, mock.base_url)
+        write(job, open(job).read().replace("models:", "shutdown_grace: 300ms\nmodels:"))
+        out = os.path.join(tmp, "out.jsonl")
+        proc = subprocess.Popen([os.path.join(ARGS.build, "eddy"), "run", job, "--input", "-",
+                                 "--output", out], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        for i in range(3):
+            proc.stdin.write(json.dumps({"id": "a%d" % i, "customer_id": "k%d" % i,
+                                         "text": "x"}) + "\n")
+        proc.stdin.flush()
+        deadline = time.time() + 5
+        while mock.stats()["in_flight"] < 3 and time.time() < deadline:
+            time.sleep(0.02)
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=15)
+        took = time.time() - t0
+        err = proc.stderr.read()
+    assert rc == 3, (rc, err)
+    assert took < 4, took  # not the 5 s the model would have taken
+    assert read_jsonl(out) == []
+    for i in range(3):
+        assert "event a%d (key k%d) abandoned at shutdown" % (i, i) in err, err
+
+
 def test_check_errors(tmp):
     """`eddy check` names every problem with file:line:col and exits 2."""
     d = os.path.join(tmp, "bad")
