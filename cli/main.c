@@ -169,12 +169,14 @@ static int cmd_check(args *a)
     return 0;
 }
 
-static int load_job(const char *file, eddy_job **job)
+/* Load FILE, printing its problems. WANT_TOOLS: also compile its Lua tools
+ * (to report every problem before a run starts; not needed to read paths). */
+static int load_job(const char *file, int want_tools, eddy_job **job)
 {
     eddy_diag d;
     int rc;
     eddy_diag_init(&d);
-    rc = eddy_job_load(file, 1, job, &d);
+    rc = eddy_job_load(file, want_tools, job, &d);
     for (size_t i = 0; i < d.n; i++)
         fprintf(stderr, "%s\n", d.msgs[i]);
     if (rc)
@@ -192,7 +194,7 @@ static int cmd_run(args *a)
         fprintf(stderr, "usage: eddy run JOB.yaml [options]\n");
         return 2;
     }
-    if (load_job(a->pos[0], &job))
+    if (load_job(a->pos[0], 1, &job))
         return 2;
     rc = eddy_runtime_run(job, &a->run);
     eddy_job_free(job);
@@ -214,7 +216,7 @@ static char *trace_db(const char *arg)
         return eddy_strdup(".eddy/traces.db");
     if (!ends_with(arg, ".yaml") && !ends_with(arg, ".yml"))
         return eddy_strdup(arg);
-    if (load_job(arg, &job))
+    if (load_job(arg, 0, &job))
         return NULL;
     p = eddy_strdup(job->trace_path);
     eddy_job_free(job);

@@ -383,6 +383,21 @@ def test_same_key_runs_in_order(tmp):
     assert stats["peak_in_flight"] == 1, stats
 
 
+def start_on_stdin(job, out, mock, events):
+    """Start `eddy run JOB` reading EVENTS from a pipe that stays open, and wait
+    until the mock has all of them in flight."""
+    proc = subprocess.Popen([os.path.join(ARGS.build, "eddy"), "run", job, "--input", "-",
+                             "--output", out], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    for ev in events:
+        proc.stdin.write(json.dumps(ev) + "\n")
+    proc.stdin.flush()
+    deadline = time.time() + 5
+    while mock.stats()["in_flight"] < len(events) and time.time() < deadline:
+        time.sleep(0.02)
+    return proc
+
+
 def test_sigterm_drains(tmp):
     """SIGTERM stops reading, lets in-flight runs finish, and exits 0."""
     d = copy_example(tmp)
@@ -390,16 +405,8 @@ def test_sigterm_drains(tmp):
     with Mock(tmp, script, latency_ms=400) as mock:
         job = custom_job(d, mock.base_url)
         out = os.path.join(tmp, "out.jsonl")
-        proc = subprocess.Popen([os.path.join(ARGS.build, "eddy"), "run", job, "--input", "-",
-                                 "--output", out], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-        for i in range(5):
-            proc.stdin.write(json.dumps({"id": "s%d" % i, "customer_id": "k%d" % i,
-                                         "text": "x%d" % i}) + "\n")
-        proc.stdin.flush()
-        deadline = time.time() + 5
-        while mock.stats()["in_flight"] < 5 and time.time() < deadline:
-            time.sleep(0.02)
+        proc = start_on_stdin(job, out, mock, [{"id": "s%d" % i, "customer_id": "k%d" % i,
+                                                "text": "x%d" % i} for i in range(5)])
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=15)
         err = proc.stderr.read()
@@ -417,16 +424,8 @@ def test_sigterm_abandons_after_grace(tmp):
         job = custom_job(d, mock.base_url)
         write(job, open(job).read().replace("models:", "shutdown_grace: 300ms\nmodels:"))
         out = os.path.join(tmp, "out.jsonl")
-        proc = subprocess.Popen([os.path.join(ARGS.build, "eddy"), "run", job, "--input", "-",
-                                 "--output", out], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-        for i in range(3):
-            proc.stdin.write(json.dumps({"id": "a%d" % i, "customer_id": "k%d" % i,
-                                         "text": "x"}) + "\n")
-        proc.stdin.flush()
-        deadline = time.time() + 5
-        while mock.stats()["in_flight"] < 3 and time.time() < deadline:
-            time.sleep(0.02)
+        proc = start_on_stdin(job, out, mock, [{"id": "a%d" % i, "customer_id": "k%d" % i,
+                                                "text": "x"} for i in range(3)])
         t0 = time.time()
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=15)
