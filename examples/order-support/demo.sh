@@ -36,8 +36,8 @@ echo "== eddy check"
 echo "== eddy run: $(wc -l <"$HERE/events.jsonl") questions from customers"
 "$BUILD/eddy" run "$HERE/job.yaml" --summary-json "$OUT/summary.json"
 echo
-echo "== a few answers ($OUT/answers.jsonl):"
-head -n 6 "$OUT/answers.jsonl" | while IFS= read -r line; do
+echo "== a few answers ($OUT/answers.jsonl), with and without a tool call:"
+{ grep '"tool_calls":1' "$OUT/answers.jsonl" | head -n 4; grep '"tool_calls":0' "$OUT/answers.jsonl" | head -n 3; } | while IFS= read -r line; do
     printf '%s\n' "$line" | python3 -c 'import json,sys; o=json.load(sys.stdin); print("  [%s] %s -> %s" % (o["key"], o["event_id"], o["output"]))'
 done
 echo
