@@ -188,7 +188,7 @@ char *eddy_job_path(const eddy_job *job, const char *rel)
 }
 
 /* source/sink/dead_letter: { jsonl: PATH } or { stdout: true }. */
-static char *get_io(vctx *c, json_t *root, const char *key, int allow_stdout, int *is_stdout)
+static char *get_io(vctx *c, json_t *root, const char *key, int allow_stdout)
 {
     static const char *const with_stdout[] = {"jsonl", "stdout", NULL};
     static const char *const only_jsonl[] = {"jsonl", NULL};
@@ -198,10 +198,8 @@ static char *get_io(vctx *c, json_t *root, const char *key, int allow_stdout, in
         return NULL;
     join(p, sizeof(p), "", key);
     check_keys(c, m, p, allow_stdout ? with_stdout : only_jsonl);
-    if (allow_stdout && json_is_true(json_object_get(m, "stdout"))) {
-        *is_stdout = 1;
-        return NULL;
-    }
+    if (allow_stdout && json_is_true(json_object_get(m, "stdout")))
+        return NULL; /* a NULL sink is stdout */
     rel = get_str(c, m, p, "jsonl", 1, NULL);
     abs = eddy_job_path(c->job, rel);
     eddy_free(rel);
@@ -544,7 +542,7 @@ int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *d
     eddy_job *job;
     json_t *x;
     char *fcopy;
-    int rc, is_stdout = 0;
+    int rc;
 
     *out = NULL;
     rc = eddy_yaml_load(file, &doc, diag);
@@ -574,9 +572,9 @@ int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *d
     check_keys(&c, doc.root, "", keys);
     job->name = get_str(&c, doc.root, "", "job", 1, NULL);
     job->key = get_str(&c, doc.root, "", "key", 1, NULL);
-    job->source = get_io(&c, doc.root, "source", 0, &is_stdout);
-    job->sink = get_io(&c, doc.root, "sink", 1, &is_stdout);
-    job->dead_letter = get_io(&c, doc.root, "dead_letter", 0, &is_stdout);
+    job->source = get_io(&c, doc.root, "source", 0);
+    job->sink = get_io(&c, doc.root, "sink", 1);
+    job->dead_letter = get_io(&c, doc.root, "dead_letter", 0);
     if (!job->dead_letter)
         job->dead_letter = default_path(job, "dead-letter.jsonl");
     if ((x = get_map(&c, doc.root, "", "checkpoint", 0))) {

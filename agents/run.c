@@ -49,7 +49,7 @@ struct eddy_run {
     tool_slot *slots;
     size_t nslots, slots_pending;
     uv_timer_t wall;
-    int turns, tool_calls, refs, reported, failed, canceled;
+    int turns, tool_calls, refs, reported;
     long in_tokens, out_tokens;
     eddy_run_cb cb;
     void *ud;
@@ -128,17 +128,15 @@ static void run_free(eddy_run *r)
     eddy_free(r);
 }
 
-static void wall_closed(uv_handle_t *h)
-{
-    eddy_run *r = h->data;
-    if (--r->refs == 0)
-        run_free(r);
-}
-
 static void unref(eddy_run *r)
 {
     if (--r->refs == 0)
         run_free(r);
+}
+
+static void wall_closed(uv_handle_t *h)
+{
+    unref(h->data);
 }
 
 static json_t *summary(eddy_run *r)
@@ -196,7 +194,6 @@ static void fail(eddy_run *r, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    r->failed = 1;
     if (r->llm_req)
         eddy_llm_cancel(r->llm_req);
     report(r, code, msg, NULL);
@@ -213,7 +210,6 @@ void eddy_run_cancel(eddy_run *r)
 {
     if (!r || r->reported)
         return;
-    r->canceled = 1;
     fail(r, EDDY_ECANCELED, "run abandoned at shutdown");
 }
 

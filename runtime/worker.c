@@ -55,9 +55,9 @@ struct worker {
     uv_timer_t grace, drain;
     work *running;
     eddy_run_stats stats;
-    long events, records, dead_letters, abandoned;
+    long events, dead_letters, abandoned;
     uint64_t start_ms, drain_deadline;
-    int stopping, signal_no, eof, closing, exit_code;
+    int stopping, signal_no, eof, closing;
 };
 
 static void pump(worker *w);
@@ -177,7 +177,6 @@ static void accept_record(worker *w, eddy_record *rec)
         p++;
     if (!*p)
         return; /* blank line: not an event */
-    w->records++;
     ev = json_loadb(rec->text, rec->len, 0, &je);
     if (!ev) {
         dead_record(w, rec, NULL, "%s:%ld:%d: not valid JSON: %s", eddy_source_name(w->src),

@@ -33,7 +33,7 @@ static const char *const kSchema =
 struct eddy_span {
     eddy_trace_store *store;
     char trace_id[33], span_id[17], parent_id[17];
-    char *name, *error, *error_type;
+    char *name, *error;
     int kind;
     uint64_t start_ns, end_ns;
     json_t *attrs;
@@ -65,63 +65,60 @@ static void span_free(eddy_span *sp)
         return;
     eddy_free(sp->name);
     eddy_free(sp->error);
-    eddy_free(sp->error_type);
     json_decref(sp->attrs);
     json_decref(sp->summary);
     eddy_free(sp);
 }
 
+static void step_reset(eddy_trace_store *s, sqlite3_stmt *st, const char *what, const char *id)
+{
+    if (sqlite3_step(st) != SQLITE_DONE)
+        EDDY_WARN("trace", "cannot store %s %s: %s", what, id, sqlite3_errmsg(s->db));
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
 static void write_span(eddy_trace_store *s, eddy_span *sp)
 {
     sqlite3_stmt *st = s->ins_span;
-    char *attrs = json_dumps(sp->attrs, JSON_COMPACT);
-    {
-        sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, sp->span_id, -1, SQLITE_STATIC);
-        if (sp->parent_id[0])
-            sqlite3_bind_text(st, 3, sp->parent_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, sp->name, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 5, sp->kind);
-        sqlite3_bind_int64(st, 6, (sqlite3_int64)sp->start_ns);
-        sqlite3_bind_int64(st, 7, (sqlite3_int64)sp->end_ns);
-        sqlite3_bind_text(st, 8, sp->error ? "error" : "ok", -1, SQLITE_STATIC);
-        if (sp->error)
-            sqlite3_bind_text(st, 9, sp->error, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 10, attrs ? attrs : "{}", -1, SQLITE_STATIC);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            EDDY_WARN("trace", "cannot store span %s: %s", sp->span_id, sqlite3_errmsg(s->db));
-    }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    char *attrs = json_dumps(sp->attrs, JSON_COMPACT), *sum;
+    json_t *m = sp->summary;
+    sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, sp->span_id, -1, SQLITE_STATIC);
+    if (sp->parent_id[0])
+        sqlite3_bind_text(st, 3, sp->parent_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, sp->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 5, sp->kind);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)sp->start_ns);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)sp->end_ns);
+    sqlite3_bind_text(st, 8, sp->error ? "error" : "ok", -1, SQLITE_STATIC);
+    if (sp->error)
+        sqlite3_bind_text(st, 9, sp->error, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 10, attrs ? attrs : "{}", -1, SQLITE_STATIC);
+    step_reset(s, st, "span", sp->span_id);
     eddy_free(attrs);
-    if (!sp->summary)
+    if (!m)
         return;
     st = s->ins_trace;
-    {
-        json_t *m = sp->summary;
-        char *sum = json_dumps(m, JSON_COMPACT);
-        sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, sp->name, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, eddy_json_str(m, "agent", ""), -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 4, eddy_json_str(m, "key", ""), -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 5, eddy_json_str(m, "event_id", ""), -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 6, sp->error ? "error" : "ok", -1, SQLITE_STATIC);
-        if (sp->error)
-            sqlite3_bind_text(st, 7, sp->error, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 8, (sqlite3_int64)sp->start_ns);
-        sqlite3_bind_int64(st, 9, (sqlite3_int64)sp->end_ns);
-        sqlite3_bind_int64(st, 10, eddy_json_int(m, "input_tokens", 0));
-        sqlite3_bind_int64(st, 11, eddy_json_int(m, "output_tokens", 0));
-        sqlite3_bind_int64(st, 12, eddy_json_int(m, "llm_calls", 0));
-        sqlite3_bind_int64(st, 13, eddy_json_int(m, "tool_calls", 0));
-        sqlite3_bind_int64(st, 14, eddy_json_int(m, "turns", 0));
-        sqlite3_bind_text(st, 15, sum ? sum : "{}", -1, SQLITE_TRANSIENT);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            EDDY_WARN("trace", "cannot store trace %s: %s", sp->trace_id, sqlite3_errmsg(s->db));
-        eddy_free(sum);
-    }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    sum = json_dumps(m, JSON_COMPACT);
+    sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, sp->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, eddy_json_str(m, "agent", ""), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, eddy_json_str(m, "key", ""), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, eddy_json_str(m, "event_id", ""), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, sp->error ? "error" : "ok", -1, SQLITE_STATIC);
+    if (sp->error)
+        sqlite3_bind_text(st, 7, sp->error, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)sp->start_ns);
+    sqlite3_bind_int64(st, 9, (sqlite3_int64)sp->end_ns);
+    sqlite3_bind_int64(st, 10, eddy_json_int(m, "input_tokens", 0));
+    sqlite3_bind_int64(st, 11, eddy_json_int(m, "output_tokens", 0));
+    sqlite3_bind_int64(st, 12, eddy_json_int(m, "llm_calls", 0));
+    sqlite3_bind_int64(st, 13, eddy_json_int(m, "tool_calls", 0));
+    sqlite3_bind_int64(st, 14, eddy_json_int(m, "turns", 0));
+    sqlite3_bind_text(st, 15, sum ? sum : "{}", -1, SQLITE_STATIC);
+    step_reset(s, st, "trace", sp->trace_id);
+    eddy_free(sum);
 }
 
 static void on_span(void *job, int more, void *ctx)
