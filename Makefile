@@ -12,7 +12,7 @@
 
 CC       ?= cc
 BUILD    ?= build
-PKGS     := libuv libcurl jansson yaml-0.1 sqlite3 lua5.4 libmicrohttpd
+PKGS     := libuv libcurl jansson yaml-0.1 sqlite3 lua5.4 libmicrohttpd libzstd liblz4 libprotobuf-c
 DEB_PKGS := build-essential pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev \
             libyaml-dev libsqlite3-dev liblua5.4-dev libmicrohttpd-dev libcmocka-dev \
             libprotobuf-c-dev protobuf-c-compiler libzstd-dev liblz4-dev \
@@ -25,7 +25,7 @@ CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -Iinclude \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
 LDLIBS_ALL = $(SAN) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
 
-MODULES  := core prompts tools llm memory trace agents runtime
+MODULES  := core prompts tools llm memory trace agents runtime fluss
 LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_SRC  := $(wildcard cli/*.c)

@@ -31,7 +31,9 @@
     X(ERANGE, -17, "out of range")                                                                 \
     X(EUV, -18, "event loop error")                                                                \
     X(ENET, -19, "network error")                                                                  \
-    X(ETEMPLATE, -20, "template error")
+    X(ETEMPLATE, -20, "template error")                                                            \
+    X(EFLUSS, -21, "Fluss server error")                                                           \
+    X(ECORRUPT, -22, "corrupt data")
 
 enum {
     EDDY_OK = 0,

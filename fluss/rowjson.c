@@ -1,0 +1,460 @@
+/*
+ * fluss/rowjson.c - row values to JSON objects and back.
+ *
+ * The mapping is lossless for every supported type: 64-bit integers stay
+ * JSON integers, DECIMAL travels as a string of its exact digits, BYTES as
+ * base64, dates and timestamps as ISO-8601 text (epoch milliseconds are
+ * accepted on input). Errors name the column and say what was expected.
+ */
+#include "eddy/fluss.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eddy/json.h"
+#include "fluss_int.h"
+
+/* -- base64 ----------------------------------------------------------------- */
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static json_t *b64_json(const uint8_t *p, size_t n)
+{
+    size_t out_len = 4 * ((n + 2) / 3);
+    char *s = eddy_malloc(out_len + 1), *o = s;
+    if (!s)
+        return NULL;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
+                     (i + 2 < n ? p[i + 2] : 0);
+        *o++ = B64[v >> 18];
+        *o++ = B64[(v >> 12) & 63];
+        *o++ = i + 1 < n ? B64[(v >> 6) & 63] : '=';
+        *o++ = i + 2 < n ? B64[v & 63] : '=';
+    }
+    json_t *j = json_stringn(s, out_len);
+    eddy_free(s);
+    return j;
+}
+
+static int b64_val(int c)
+{
+    const char *q = c ? strchr(B64, c) : NULL;
+    return q ? (int)(q - B64) : -1;
+}
+
+/* Decode base64 TEXT into the arena; -1 when it is not base64. */
+static int b64_decode(const char *text, size_t n, eddy_fluss_arena *a, const char **out,
+                      size_t *out_n)
+{
+    uint8_t *o = eddy_fluss_arena_alloc(a, n / 4 * 3 + 3);
+    size_t k = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    if (!o)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (text[i] == '=')
+            break;
+        int v = b64_val((unsigned char)text[i]);
+        if (v < 0)
+            return -1;
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            o[k++] = (uint8_t)(acc >> bits);
+        }
+    }
+    *out = (const char *)o;
+    *out_n = k;
+    return 0;
+}
+
+/* -- dates ------------------------------------------------------------------ */
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (Hinnant's algorithm). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static int64_t floor_divl(int64_t a, int64_t b)
+{
+    return a / b - ((a % b != 0) && ((a < 0) != (b < 0)));
+}
+
+static json_t *ts_json(const eddy_fluss_column *c, const eddy_fluss_value *v)
+{
+    char s[64];
+    int64_t days = floor_divl(v->v.ts.ms, 86400000), y;
+    int64_t msday = v->v.ts.ms - days * 86400000;
+    unsigned m, d;
+    civil_from_days(days, &y, &m, &d);
+    int n = snprintf(s, sizeof(s), "%04lld-%02u-%02uT%02d:%02d:%02d", (long long)y, m, d,
+                     (int)(msday / 3600000), (int)(msday / 60000 % 60), (int)(msday / 1000 % 60));
+    if (c->precision > 0) {
+        char frac[16];
+        snprintf(frac, sizeof(frac), "%03d%06d", (int)(msday % 1000), (int)v->v.ts.nanos);
+        frac[c->precision] = 0;
+        n += snprintf(s + n, sizeof(s) - (size_t)n, ".%s", frac);
+    }
+    if (c->type == EDDY_FLUSS_TIMESTAMP_LTZ)
+        snprintf(s + n, sizeof(s) - (size_t)n, "Z");
+    return json_string(s);
+}
+
+/* Parse "YYYY-MM-DD[THH:MM[:SS[.fff...]]][Z|+hh:mm|-hh:mm]"; returns -1 when bad. */
+static int parse_iso(const char *s, int64_t *ms, int32_t *nanos, int *has_zone)
+{
+    int y, mo, d, h = 0, mi = 0, sec = 0, k = 0;
+    int64_t frac_ns = 0;
+    if (sscanf(s, "%d-%d-%d%n", &y, &mo, &d, &k) != 3 || mo < 1 || mo > 12 || d < 1 || d > 31)
+        return -1;
+    s += k;
+    if (*s == 'T' || *s == ' ') {
+        if (sscanf(s + 1, "%d:%d%n", &h, &mi, &k) != 2)
+            return -1;
+        s += 1 + k;
+        if (*s == ':') {
+            if (sscanf(s + 1, "%d%n", &sec, &k) != 1)
+                return -1;
+            s += 1 + k;
+        }
+        if (*s == '.') {
+            int digits = 0;
+            s++;
+            while (isdigit((unsigned char)*s)) {
+                if (digits < 9)
+                    frac_ns = frac_ns * 10 + (*s - '0');
+                digits++;
+                s++;
+            }
+            for (; digits < 9; digits++)
+                frac_ns *= 10;
+        }
+    }
+    if (h > 23 || mi > 59 || sec > 60)
+        return -1;
+    int64_t off_min = 0;
+    *has_zone = 0;
+    if (*s == 'Z' || *s == 'z') {
+        *has_zone = 1;
+        s++;
+    } else if (*s == '+' || *s == '-') {
+        int oh, om = 0;
+        int sign = *s == '-' ? -1 : 1;
+        if (sscanf(s + 1, "%d:%d%n", &oh, &om, &k) < 1)
+            return -1;
+        off_min = sign * (oh * 60 + om);
+        *has_zone = 1;
+        s += strlen(s);
+    }
+    if (*s)
+        return -1;
+    int64_t days = days_from_civil(y, (unsigned)mo, (unsigned)d);
+    *ms = ((days * 24 + h) * 60 + mi - off_min) * 60000 + (int64_t)sec * 1000 + frac_ns / 1000000;
+    *nanos = (int32_t)(frac_ns % 1000000);
+    return 0;
+}
+
+/* -- decimals --------------------------------------------------------------- */
+
+static json_t *dec_json(const eddy_fluss_column *c, __int128 v)
+{
+    char digits[48], out[52];
+    int n = 0, neg = v < 0;
+    unsigned __int128 u = neg ? -(unsigned __int128)v : (unsigned __int128)v;
+    do {
+        digits[n++] = (char)('0' + (int)(u % 10));
+        u /= 10;
+    } while (u);
+    while (n <= c->scale)
+        digits[n++] = '0';
+    int o = 0;
+    if (neg)
+        out[o++] = '-';
+    for (int i = n - 1; i >= 0; i--) {
+        out[o++] = digits[i];
+        if (i == c->scale && c->scale > 0)
+            out[o++] = '.';
+    }
+    out[o] = 0;
+    return json_string(out);
+}
+
+/* Exact digits of TEXT at the column's scale; -1 when not a number that fits. */
+static int parse_dec(const eddy_fluss_column *c, const char *text, __int128 *out)
+{
+    const char *p = text;
+    int neg = 0, digits = 0, frac = 0, seen_dot = 0;
+    unsigned __int128 u = 0;
+    if (*p == '-' || *p == '+')
+        neg = *p++ == '-';
+    for (; *p; p++) {
+        if (*p == '.' && !seen_dot) {
+            seen_dot = 1;
+            continue;
+        }
+        if (!isdigit((unsigned char)*p))
+            return -1;
+        if (seen_dot && frac == c->scale) {
+            if (*p != '0')
+                return -1; /* more fraction digits than the scale holds */
+            continue;
+        }
+        u = u * 10 + (unsigned)(*p - '0');
+        if (u || seen_dot)
+            digits++;
+        frac += seen_dot;
+        if (digits > 38)
+            return -1;
+    }
+    for (; frac < c->scale; frac++)
+        u *= 10, digits++;
+    int int_digits = 0;
+    for (unsigned __int128 t = u; t; t /= 10)
+        int_digits++;
+    if (int_digits > c->precision)
+        return -1;
+    *out = neg ? -(__int128)u : (__int128)u;
+    return 0;
+}
+
+/* -- rows ------------------------------------------------------------------- */
+
+static json_t *value_json(const eddy_fluss_column *c, const eddy_fluss_value *v)
+{
+    if (v->is_null)
+        return json_null();
+    switch (c->type) {
+    case EDDY_FLUSS_BOOLEAN:
+        return json_boolean(v->v.i);
+    case EDDY_FLUSS_TINYINT:
+    case EDDY_FLUSS_SMALLINT:
+    case EDDY_FLUSS_INT:
+    case EDDY_FLUSS_BIGINT:
+        return json_integer(v->v.i);
+    case EDDY_FLUSS_FLOAT:
+        return json_real(v->v.f);
+    case EDDY_FLUSS_DOUBLE:
+        return json_real(v->v.d);
+    case EDDY_FLUSS_STRING:
+        return json_stringn_nocheck(v->v.s.p, v->v.s.n);
+    case EDDY_FLUSS_BYTES:
+        return b64_json((const uint8_t *)v->v.s.p, v->v.s.n);
+    case EDDY_FLUSS_DATE: {
+        char s[32];
+        int64_t y;
+        unsigned m, d;
+        civil_from_days(v->v.i, &y, &m, &d);
+        snprintf(s, sizeof(s), "%04lld-%02u-%02u", (long long)y, m, d);
+        return json_string(s);
+    }
+    case EDDY_FLUSS_TIMESTAMP:
+    case EDDY_FLUSS_TIMESTAMP_LTZ:
+        return ts_json(c, v);
+    case EDDY_FLUSS_DECIMAL:
+        return dec_json(c, v->v.dec);
+    }
+    return json_null();
+}
+
+json_t *eddy_fluss_row_to_json(const eddy_fluss_schema *s, const eddy_fluss_value *vals,
+                               const int *cols, int ncols)
+{
+    json_t *o = json_object();
+    int n = cols ? ncols : s->ncols;
+    for (int k = 0; o && k < n; k++) {
+        int i = cols ? cols[k] : k;
+        json_t *v = value_json(&s->cols[i], &vals[i]);
+        if (!v || json_object_set_new_nocheck(o, s->cols[i].name, v)) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+static int bad(eddy_err *err, const eddy_fluss_column *c, const char *want, const json_t *v)
+{
+    char type[40];
+    static const char *jt[] = {"an object", "an array", "a string", "an integer",
+                               "a real", "true", "false", "null"};
+    eddy_fluss_type_name(c, type, sizeof(type));
+    return eddy_err_set(err, EDDY_ESCHEMA, "column '%s' (%s) needs %s, got %s", c->name, type, want,
+                        jt[json_typeof(v)]);
+}
+
+static int int_value(const eddy_fluss_column *c, const json_t *j, eddy_fluss_value *v,
+                     eddy_err *err)
+{
+    static const int64_t lo[] = {INT8_MIN, INT16_MIN, INT32_MIN, INT64_MIN};
+    static const int64_t hi[] = {INT8_MAX, INT16_MAX, INT32_MAX, INT64_MAX};
+    int k = c->type == EDDY_FLUSS_TINYINT ? 0 : c->type == EDDY_FLUSS_SMALLINT ? 1
+                                            : c->type == EDDY_FLUSS_INT        ? 2
+                                                                               : 3;
+    if (!json_is_integer(j))
+        return bad(err, c, "an integer", j);
+    v->v.i = json_integer_value(j);
+    if (v->v.i < lo[k] || v->v.i > hi[k])
+        return eddy_err_set(err, EDDY_ESCHEMA, "column '%s': %lld is out of range", c->name,
+                            (long long)v->v.i);
+    return 0;
+}
+
+static int string_value(const eddy_fluss_column *c, const json_t *j, eddy_fluss_value *v,
+                        eddy_fluss_arena *a, eddy_err *err)
+{
+    if (json_is_string(j)) {
+        v->v.s.p = json_string_value(j);
+        v->v.s.n = json_string_length(j);
+        return 0;
+    }
+    if (!json_is_object(j) && !json_is_array(j))
+        return bad(err, c, "a string (objects and arrays are stored as JSON text)", j);
+    char *text = eddy_json_dumps(j);
+    char *copy = text ? eddy_fluss_arena_alloc(a, strlen(text) + 1) : NULL;
+    if (!copy) {
+        eddy_free(text);
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
+    memcpy(copy, text, strlen(text) + 1);
+    v->v.s.p = copy;
+    v->v.s.n = strlen(copy);
+    eddy_free(text);
+    return 0;
+}
+
+static int temporal_value(const eddy_fluss_column *c, const json_t *j, eddy_fluss_value *v,
+                          eddy_err *err)
+{
+    int zone = 0;
+    if (c->type == EDDY_FLUSS_DATE) {
+        int64_t ms;
+        int32_t ns;
+        if (!json_is_string(j) || parse_iso(json_string_value(j), &ms, &ns, &zone) ||
+            ms % 86400000 != 0)
+            return bad(err, c, "a date 'YYYY-MM-DD'", j);
+        v->v.i = ms / 86400000;
+        return 0;
+    }
+    if (json_is_integer(j)) {
+        v->v.ts.ms = json_integer_value(j);
+        v->v.ts.nanos = 0;
+        return 0;
+    }
+    if (!json_is_string(j) || parse_iso(json_string_value(j), &v->v.ts.ms, &v->v.ts.nanos, &zone))
+        return bad(err, c, "ISO-8601 text or epoch milliseconds", j);
+    if (zone && c->type == EDDY_FLUSS_TIMESTAMP)
+        return eddy_err_set(err, EDDY_ESCHEMA,
+                            "column '%s' is a TIMESTAMP without time zone; '%s' names a zone",
+                            c->name, json_string_value(j));
+    return 0;
+}
+
+static int value_from_json(const eddy_fluss_column *c, const json_t *j, eddy_fluss_value *v,
+                           eddy_fluss_arena *a, eddy_err *err)
+{
+    switch (c->type) {
+    case EDDY_FLUSS_BOOLEAN:
+        if (!json_is_boolean(j))
+            return bad(err, c, "true or false", j);
+        v->v.i = json_is_true(j);
+        return 0;
+    case EDDY_FLUSS_TINYINT:
+    case EDDY_FLUSS_SMALLINT:
+    case EDDY_FLUSS_INT:
+    case EDDY_FLUSS_BIGINT:
+        return int_value(c, j, v, err);
+    case EDDY_FLUSS_FLOAT:
+    case EDDY_FLUSS_DOUBLE:
+        if (!json_is_number(j))
+            return bad(err, c, "a number", j);
+        v->v.d = json_number_value(j);
+        if (c->type == EDDY_FLUSS_FLOAT)
+            v->v.f = (float)json_number_value(j);
+        return 0;
+    case EDDY_FLUSS_STRING:
+        return string_value(c, j, v, a, err);
+    case EDDY_FLUSS_BYTES:
+        if (!json_is_string(j) || b64_decode(json_string_value(j), json_string_length(j), a,
+                                             &v->v.s.p, &v->v.s.n))
+            return bad(err, c, "base64 text", j);
+        return 0;
+    case EDDY_FLUSS_DATE:
+    case EDDY_FLUSS_TIMESTAMP:
+    case EDDY_FLUSS_TIMESTAMP_LTZ:
+        return temporal_value(c, j, v, err);
+    case EDDY_FLUSS_DECIMAL: {
+        char num[64];
+        if (json_is_integer(j))
+            snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(j));
+        else if (json_is_real(j))
+            snprintf(num, sizeof(num), "%.*f", c->scale, json_real_value(j));
+        else if (json_is_string(j))
+            snprintf(num, sizeof(num), "%s", json_string_value(j));
+        else
+            return bad(err, c, "a decimal number or string", j);
+        if (parse_dec(c, num, &v->v.dec))
+            return eddy_err_set(err, EDDY_ESCHEMA, "column '%s': '%s' does not fit DECIMAL(%d,%d)",
+                                c->name, num, c->precision, c->scale);
+        return 0;
+    }
+    }
+    return EDDY_EINVAL;
+}
+
+int eddy_fluss_row_from_json(const eddy_fluss_schema *s, const json_t *obj, int strict,
+                             eddy_fluss_value *vals, eddy_fluss_arena *arena, eddy_err *err)
+{
+    const char *k;
+    const json_t *j;
+    if (!json_is_object(obj))
+        return eddy_err_set(err, EDDY_ESCHEMA, "a row must be a JSON object");
+    if (strict) {
+        json_object_foreach((json_t *)obj, k, j)
+        {
+            if (eddy_fluss_column_index(s, k) < 0)
+                return eddy_err_set(err, EDDY_ESCHEMA, "field '%s' is not a column of the table",
+                                    k);
+        }
+    }
+    for (int i = 0; i < s->ncols; i++) {
+        const eddy_fluss_column *c = &s->cols[i];
+        memset(&vals[i], 0, sizeof(vals[i]));
+        j = json_object_get(obj, c->name);
+        if (!j || json_is_null(j)) {
+            if (!c->nullable)
+                return eddy_err_set(err, EDDY_ESCHEMA, "column '%s' is NOT NULL but the row has %s",
+                                    c->name, j ? "null" : "no such field");
+            vals[i].is_null = 1;
+            continue;
+        }
+        int rc = value_from_json(c, j, &vals[i], arena, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}

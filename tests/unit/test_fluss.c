@@ -1,0 +1,458 @@
+/* tests/unit/test_fluss.c - Fluss codecs with byte-level vectors. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "eddy/fluss.h"
+
+/* A schema of one column of every supported type. */
+static eddy_fluss_column ALL_COLS[] = {
+    {"b", EDDY_FLUSS_BOOLEAN, 1, 0, 0},       {"t", EDDY_FLUSS_TINYINT, 1, 0, 0},
+    {"s", EDDY_FLUSS_SMALLINT, 1, 0, 0},      {"i", EDDY_FLUSS_INT, 1, 0, 0},
+    {"l", EDDY_FLUSS_BIGINT, 1, 0, 0},        {"f", EDDY_FLUSS_FLOAT, 1, 0, 0},
+    {"d", EDDY_FLUSS_DOUBLE, 1, 0, 0},        {"str", EDDY_FLUSS_STRING, 1, 0, 0},
+    {"by", EDDY_FLUSS_BYTES, 1, 0, 0},        {"dt", EDDY_FLUSS_DATE, 1, 0, 0},
+    {"ts3", EDDY_FLUSS_TIMESTAMP, 1, 3, 0},   {"ts6", EDDY_FLUSS_TIMESTAMP, 1, 6, 0},
+    {"ltz3", EDDY_FLUSS_TIMESTAMP_LTZ, 1, 3, 0}, {"ltz9", EDDY_FLUSS_TIMESTAMP_LTZ, 1, 9, 0},
+    {"dec", EDDY_FLUSS_DECIMAL, 1, 10, 2},    {"big", EDDY_FLUSS_DECIMAL, 1, 30, 4},
+};
+#define NALL ((int)(sizeof(ALL_COLS) / sizeof(ALL_COLS[0])))
+static eddy_fluss_schema ALL = {NALL, ALL_COLS, 0, NULL, 0, NULL};
+
+static void fill_row(eddy_fluss_value *v, int k)
+{
+    memset(v, 0, sizeof(*v) * NALL);
+    v[0].v.i = k & 1;
+    v[1].v.i = -100 + k;
+    v[2].v.i = -30000 + k;
+    v[3].v.i = -5 - k;
+    v[4].v.i = (int64_t)1 << 40 | k;
+    v[5].v.f = 1.5f * (float)k;
+    v[6].v.d = -2.25 * k;
+    v[7].v.s.p = "héllo";
+    v[7].v.s.n = strlen("héllo") - (size_t)(k % 3);
+    v[8].v.s.p = "\x00\x01\xff";
+    v[8].v.s.n = 3;
+    v[9].v.i = 20000 + k;
+    v[10].v.ts.ms = 1700000000123LL + k;
+    v[11].v.ts.ms = -1234;
+    v[11].v.ts.nanos = 456000;
+    v[12].v.ts.ms = 1;
+    v[13].v.ts.ms = 1700000000000LL;
+    v[13].v.ts.nanos = 999999;
+    v[14].v.dec = -12345 - k;
+    v[15].v.dec = (__int128)123456789012345LL * 1000000000LL + k;
+    if (k % 4 == 3) /* some nulls */
+        v[3].is_null = v[7].is_null = v[15].is_null = 1;
+}
+
+static void assert_rows_equal(const eddy_fluss_value *a, const eddy_fluss_value *b)
+{
+    for (int i = 0; i < NALL; i++) {
+        assert_int_equal(a[i].is_null, b[i].is_null);
+        if (a[i].is_null)
+            continue;
+        switch (ALL_COLS[i].type) {
+        case EDDY_FLUSS_FLOAT:
+            assert_true(a[i].v.f == b[i].v.f);
+            break;
+        case EDDY_FLUSS_DOUBLE:
+            assert_true(a[i].v.d == b[i].v.d);
+            break;
+        case EDDY_FLUSS_STRING:
+        case EDDY_FLUSS_BYTES:
+            assert_int_equal(a[i].v.s.n, b[i].v.s.n);
+            assert_memory_equal(a[i].v.s.p, b[i].v.s.p, a[i].v.s.n);
+            break;
+        case EDDY_FLUSS_TIMESTAMP:
+        case EDDY_FLUSS_TIMESTAMP_LTZ:
+            assert_int_equal(a[i].v.ts.ms, b[i].v.ts.ms);
+            assert_int_equal(a[i].v.ts.nanos, b[i].v.ts.nanos);
+            break;
+        case EDDY_FLUSS_DECIMAL:
+            assert_true(a[i].v.dec == b[i].v.dec);
+            break;
+        default:
+            assert_int_equal(a[i].v.i, b[i].v.i);
+        }
+    }
+}
+
+static void test_crc32c(void **state)
+{
+    (void)state;
+    assert_int_equal(eddy_fluss_crc32c(0, "123456789", 9), 0xE3069283u);
+    assert_int_equal(eddy_fluss_crc32c(0, "", 0), 0);
+    /* continuing a CRC equals one pass */
+    const char *s = "The quick brown fox jumps over the lazy dog";
+    uint32_t one = eddy_fluss_crc32c(0, s, strlen(s));
+    assert_int_equal(eddy_fluss_crc32c(eddy_fluss_crc32c(0, s, 11), s + 11, strlen(s) - 11), one);
+    assert_int_equal(one, 0x22620404u);
+}
+
+static void test_murmur_buckets(void **state)
+{
+    (void)state;
+    /* vectors of the Rust/Java clients (fact sheet 3.5) */
+    assert_int_equal(eddy_fluss_bucket("\x00\x0a", 2, 7), 1);
+    assert_int_equal(eddy_fluss_bucket("\x00\x0a\x0a\x0a", 4, 12), 0);
+    const char *fox = "The quick brown fox jumps over the lazy dog";
+    assert_int_equal(eddy_fluss_bucket(fox, strlen(fox), 8), 6);
+}
+
+static void test_varint(void **state)
+{
+    uint8_t b[10];
+    uint64_t v;
+    (void)state;
+    assert_int_equal(eddy_fluss_varint_put(b, 0), 1);
+    assert_int_equal(eddy_fluss_varint_put(b, 300), 2);
+    assert_memory_equal(b, "\xac\x02", 2);
+    assert_int_equal(eddy_fluss_varint_get(b, 2, &v), 2);
+    assert_int_equal(v, 300);
+    /* negative int32 in a compacted row: unsigned 32-bit, 5 bytes */
+    assert_int_equal(eddy_fluss_varint_put(b, (uint32_t)-1), 5);
+    assert_memory_equal(b, "\xff\xff\xff\xff\x0f", 5);
+    assert_int_equal(eddy_fluss_varint_put(b, UINT64_MAX), 10);
+    assert_int_equal(eddy_fluss_varint_get(b, 10, &v), 10);
+    assert_true(v == UINT64_MAX);
+    /* truncated */
+    assert_int_equal(eddy_fluss_varint_get(b, 3, &v), 0);
+}
+
+static void test_compacted_vectors(void **state)
+{
+    eddy_fluss_column cols[] = {{"id", EDDY_FLUSS_INT, 0, 0, 0}, {"n", EDDY_FLUSS_STRING, 1, 0, 0}};
+    eddy_fluss_schema s = {2, cols, 0, NULL, 0, NULL};
+    eddy_fluss_value v[2] = {{0}};
+    eddy_buf b;
+    int key = 0;
+    (void)state;
+    v[0].v.i = 5;
+    v[1].v.s.p = "abc";
+    v[1].v.s.n = 3;
+    eddy_buf_init(&b);
+    assert_int_equal(eddy_fluss_compacted_encode(&s, v, &b), 0);
+    assert_int_equal(b.len, 6);
+    assert_memory_equal(b.data, "\x00\x05\x03" "abc", 6);
+    eddy_buf_reset(&b);
+    /* keys: no null bitmap (fact sheet: INT 5 -> 05, "abc" -> 03 61 62 63) */
+    assert_int_equal(eddy_fluss_key_encode(&s, &key, 1, v, &b, NULL), 0);
+    assert_memory_equal(b.data, "\x05", 1);
+    eddy_buf_reset(&b);
+    key = 1;
+    assert_int_equal(eddy_fluss_key_encode(&s, &key, 1, v, &b, NULL), 0);
+    assert_memory_equal(b.data, "\x03" "abc", 4);
+    eddy_buf_reset(&b);
+    v[1].is_null = 1;
+    v[0].v.i = -1;
+    assert_int_equal(eddy_fluss_compacted_encode(&s, v, &b), 0);
+    assert_memory_equal(b.data, "\x02\xff\xff\xff\xff\x0f", 6);
+    eddy_buf_free(&b);
+}
+
+static void test_rows_roundtrip(void **state)
+{
+    eddy_fluss_value in[NALL], out[NALL];
+    eddy_buf b;
+    eddy_err e;
+    (void)state;
+    eddy_buf_init(&b);
+    for (int k = 0; k < 8; k++) {
+        fill_row(in, k);
+        eddy_buf_reset(&b);
+        assert_int_equal(eddy_fluss_compacted_encode(&ALL, in, &b), 0);
+        assert_int_equal(eddy_fluss_compacted_decode(&ALL, (uint8_t *)b.data, b.len, out, &e), 0);
+        assert_rows_equal(in, out);
+        /* every truncation is rejected, never read past */
+        for (size_t cut = 0; cut < b.len; cut++)
+            assert_int_equal(eddy_fluss_compacted_decode(&ALL, (uint8_t *)b.data, cut, out, &e),
+                             EDDY_ECORRUPT);
+        eddy_buf_reset(&b);
+        assert_int_equal(eddy_fluss_indexed_encode(&ALL, in, &b), 0);
+        assert_int_equal(eddy_fluss_indexed_decode(&ALL, (uint8_t *)b.data, b.len, out, &e), 0);
+        assert_rows_equal(in, out);
+        for (size_t cut = 0; cut < b.len; cut++)
+            assert_int_not_equal(eddy_fluss_indexed_decode(&ALL, (uint8_t *)b.data, cut, out, &e),
+                                 0);
+    }
+    eddy_buf_free(&b);
+}
+
+static void test_indexed_vector(void **state)
+{
+    eddy_fluss_column cols[] = {{"id", EDDY_FLUSS_INT, 0, 0, 0},
+                                {"n", EDDY_FLUSS_STRING, 1, 0, 0},
+                                {"m", EDDY_FLUSS_STRING, 1, 0, 0}};
+    eddy_fluss_schema s = {3, cols, 0, NULL, 0, NULL};
+    eddy_fluss_value v[3] = {{0}};
+    eddy_buf b;
+    (void)state;
+    v[0].v.i = 7;
+    v[1].is_null = 1;
+    v[2].v.s.p = "xy";
+    v[2].v.s.n = 2;
+    eddy_buf_init(&b);
+    assert_int_equal(eddy_fluss_indexed_encode(&s, v, &b), 0);
+    /* bitmap (col 1 null), two length slots filled by non-null columns only,
+     * then INT LE and the bytes */
+    assert_int_equal(b.len, 1 + 8 + 4 + 2);
+    assert_memory_equal(b.data, "\x02\x02\x00\x00\x00\x00\x00\x00\x00\x07\x00\x00\x00xy", 15);
+    eddy_buf_free(&b);
+}
+
+typedef struct collected {
+    int n;
+    int64_t first, last;
+    int changes[64];
+    eddy_fluss_value rows[64][NALL];
+    char strs[64][NALL][16];
+} collected;
+
+static int collect(int64_t off, int64_t ts, int change, const eddy_fluss_value *vals, void *ud)
+{
+    collected *c = ud;
+    (void)ts;
+    if (c->n == 0)
+        c->first = off;
+    c->last = off;
+    c->changes[c->n] = change;
+    memcpy(c->rows[c->n], vals, sizeof(eddy_fluss_value) * NALL);
+    for (int i = 0; i < NALL; i++) /* strings are borrowed for the call only */
+        if ((ALL_COLS[i].type == EDDY_FLUSS_STRING || ALL_COLS[i].type == EDDY_FLUSS_BYTES) &&
+            !vals[i].is_null) {
+            memcpy(c->strs[c->n][i], vals[i].v.s.p, vals[i].v.s.n);
+            c->rows[c->n][i].v.s.p = c->strs[c->n][i];
+        }
+    c->n++;
+    return 0;
+}
+
+static void log_roundtrip(int format, int codec)
+{
+    eddy_fluss_log_builder *lb;
+    eddy_fluss_value in[NALL];
+    eddy_buf b;
+    eddy_err e;
+    collected *c = calloc(1, sizeof(*c));
+    int64_t next;
+    eddy_buf_init(&b);
+    assert_int_equal(eddy_fluss_log_builder_new(&ALL, 1, format, codec, 3, &lb, &e), 0);
+    for (int k = 0; k < 20; k++) {
+        fill_row(in, k);
+        assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, in), 0);
+    }
+    assert_int_equal(eddy_fluss_log_builder_finish(lb, &b, &e), 0);
+    /* a second batch in the same buffer, base offset patched to 20 */
+    size_t first_len = b.len;
+    for (int k = 20; k < 30; k++) {
+        fill_row(in, k);
+        assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, in), 0);
+    }
+    assert_int_equal(eddy_fluss_log_builder_finish(lb, &b, &e), 0);
+    b.data[first_len] = 20; /* base_offset lies outside the CRC */
+    assert_int_equal(eddy_fluss_log_decode(&ALL, format, (uint8_t *)b.data, b.len, 5, NULL, 0,
+                                           collect, c, &next, &e),
+                     0);
+    assert_int_equal(next, 30);
+    assert_int_equal(c->n, 25); /* records below offset 5 skipped */
+    assert_int_equal(c->first, 5);
+    for (int k = 5; k < 30; k++) {
+        fill_row(in, k);
+        assert_rows_equal(in, c->rows[k - 5]);
+    }
+    /* truncated tail batch: only the first batch is delivered */
+    c->n = 0;
+    assert_int_equal(eddy_fluss_log_decode(&ALL, format, (uint8_t *)b.data, b.len - 1, 0, NULL, 0,
+                                           collect, c, &next, &e),
+                     0);
+    assert_int_equal(next, 20);
+    assert_int_equal(c->n, 20);
+    /* a flipped byte inside the CRC range is caught */
+    b.data[60] ^= 0x40;
+    assert_int_equal(eddy_fluss_log_decode(&ALL, format, (uint8_t *)b.data, b.len, 0, NULL, 0,
+                                           collect, c, &next, &e),
+                     EDDY_ECORRUPT);
+    eddy_fluss_log_builder_free(lb);
+    eddy_buf_free(&b);
+    free(c);
+}
+
+static void test_log_arrow_plain(void **state)
+{
+    (void)state;
+    log_roundtrip(EDDY_FLUSS_LOG_ARROW, EDDY_FLUSS_CODEC_NONE);
+}
+
+static void test_log_arrow_zstd(void **state)
+{
+    (void)state;
+    log_roundtrip(EDDY_FLUSS_LOG_ARROW, EDDY_FLUSS_CODEC_ZSTD);
+}
+
+static void test_log_arrow_lz4(void **state)
+{
+    (void)state;
+    log_roundtrip(EDDY_FLUSS_LOG_ARROW, EDDY_FLUSS_CODEC_LZ4);
+}
+
+static void test_log_indexed(void **state)
+{
+    (void)state;
+    log_roundtrip(EDDY_FLUSS_LOG_INDEXED, EDDY_FLUSS_CODEC_NONE);
+}
+
+static void test_log_header_vector(void **state)
+{
+    eddy_fluss_column cols[] = {{"id", EDDY_FLUSS_INT, 0, 0, 0}};
+    eddy_fluss_schema s = {1, cols, 0, NULL, 0, NULL};
+    eddy_fluss_log_builder *lb;
+    eddy_fluss_value v = {0};
+    eddy_buf b;
+    (void)state;
+    eddy_buf_init(&b);
+    assert_int_equal(
+        eddy_fluss_log_builder_new(&s, 1, EDDY_FLUSS_LOG_INDEXED, 0, 0, &lb, NULL), 0);
+    v.v.i = 1;
+    assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, &v), 0);
+    assert_int_equal(eddy_fluss_log_builder_finish(lb, &b, NULL), 0);
+    /* 48-byte header + record (len 6: attr, bitmap, INT32 LE) */
+    assert_int_equal(b.len, 48 + 4 + 6);
+    static const uint8_t head[] = {
+        0, 0, 0, 0, 0, 0, 0, 0, /* base offset */
+        46, 0, 0, 0,            /* length = total - 12 */
+        0,                      /* magic */
+        0, 0, 0, 0, 0, 0, 0, 0, /* commit timestamp */
+    };
+    assert_memory_equal(b.data, head, sizeof(head));
+    uint32_t crc = eddy_fluss_crc32c(0, b.data + 25, b.len - 25);
+    assert_memory_equal(b.data + 21, &crc, 4); /* little-endian host */
+    assert_memory_equal(b.data + 25, "\x01\x00\x01\x00\x00\x00\x00", 7); /* schema 1, attrs, delta 0 */
+    assert_memory_equal(b.data + 32, "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01\x00\x00\x00",
+                        16);
+    assert_memory_equal(b.data + 48, "\x06\x00\x00\x00\x00\x00\x01\x00\x00\x00", 10);
+    eddy_fluss_log_builder_free(lb);
+    eddy_buf_free(&b);
+}
+
+static void test_kv_batch_vector(void **state)
+{
+    eddy_fluss_kv_builder *kb;
+    eddy_buf b;
+    (void)state;
+    eddy_buf_init(&b);
+    assert_int_equal(eddy_fluss_kv_builder_new(2, &kb, NULL), 0);
+    assert_int_equal(eddy_fluss_kv_builder_add(kb, "\x05", 1, "\x00\x05\x01x", 4, 0), 0);
+    assert_int_equal(eddy_fluss_kv_builder_add(kb, "\x06", 1, NULL, 0, 1), 0);
+    assert_int_equal(eddy_fluss_kv_builder_finish(kb, &b, NULL), 0);
+    assert_int_equal(b.len, 28 + 4 + 6 + 4 + 2);
+    assert_memory_equal(b.data, "\x28\x00\x00\x00\x00", 5);
+    uint32_t crc = eddy_fluss_crc32c(0, b.data + 9, b.len - 9);
+    assert_memory_equal(b.data + 5, &crc, 4);
+    assert_memory_equal(b.data + 9, "\x02\x00\x00", 3);
+    assert_memory_equal(b.data + 24, "\x02\x00\x00\x00", 4);
+    assert_memory_equal(b.data + 28, "\x06\x00\x00\x00\x01\x05\x00\x05\x01x", 10);
+    assert_memory_equal(b.data + 38, "\x02\x00\x00\x00\x01\x06", 6);
+    eddy_fluss_kv_builder_free(kb);
+    eddy_buf_free(&b);
+}
+
+static void test_types_and_json(void **state)
+{
+    eddy_fluss_column c = {0};
+    eddy_err e;
+    char name[40];
+    (void)state;
+    assert_int_equal(eddy_fluss_type_parse("decimal(12, 3) NOT NULL", &c, &e), 0);
+    assert_int_equal(c.type, EDDY_FLUSS_DECIMAL);
+    assert_int_equal(c.precision, 12);
+    assert_int_equal(c.scale, 3);
+    assert_int_equal(c.nullable, 0);
+    eddy_fluss_type_name(&c, name, sizeof(name));
+    assert_string_equal(name, "DECIMAL(12,3)");
+    assert_int_equal(eddy_fluss_type_parse("TIMESTAMP_LTZ(3)", &c, &e), 0);
+    assert_int_equal(c.precision, 3);
+    assert_int_equal(eddy_fluss_type_parse("ARRAY<INT>", &c, &e), EDDY_ESCHEMA);
+    assert_non_null(strstr(e.msg, "ARRAY<INT>"));
+
+    /* row <-> JSON for every type */
+    eddy_fluss_value in[NALL], out[NALL];
+    eddy_fluss_arena arena = {0};
+    fill_row(in, 2);
+    json_t *j = eddy_fluss_row_to_json(&ALL, in, NULL, 0);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "dec")), "-123.47");
+    assert_string_equal(json_string_value(json_object_get(j, "by")), "AAH/");
+    assert_string_equal(json_string_value(json_object_get(j, "ts6")), "1969-12-31T23:59:58.766456");
+    assert_string_equal(json_string_value(json_object_get(j, "ltz9")),
+                        "2023-11-14T22:13:20.000999999Z");
+    assert_string_equal(json_string_value(json_object_get(j, "dt")), "2024-10-06");
+    assert_int_equal(eddy_fluss_row_from_json(&ALL, j, 1, out, &arena, &e), 0);
+    assert_rows_equal(in, out);
+    json_decref(j);
+
+    /* type errors name the column */
+    j = json_pack("{s:s}", "i", "seven");
+    assert_int_equal(eddy_fluss_row_from_json(&ALL, j, 1, out, &arena, &e), EDDY_ESCHEMA);
+    assert_non_null(strstr(e.msg, "'i'"));
+    json_decref(j);
+    j = json_pack("{s:i}", "t", 300);
+    assert_int_equal(eddy_fluss_row_from_json(&ALL, j, 1, out, &arena, &e), EDDY_ESCHEMA);
+    json_decref(j);
+    j = json_pack("{s:s}", "dec", "123456789.5");
+    assert_int_equal(eddy_fluss_row_from_json(&ALL, j, 1, out, &arena, &e), EDDY_ESCHEMA);
+    json_decref(j);
+    j = json_pack("{s:i}", "nope", 1);
+    assert_int_equal(eddy_fluss_row_from_json(&ALL, j, 1, out, &arena, &e), EDDY_ESCHEMA);
+    assert_int_equal(eddy_fluss_row_from_json(&ALL, j, 0, out, &arena, &e), 0);
+    json_decref(j);
+    eddy_fluss_arena_free(&arena);
+}
+
+static void test_table_json(void **state)
+{
+    eddy_fluss_table *t = NULL;
+    eddy_err e;
+    json_t *out = NULL;
+    (void)state;
+    json_t *doc = json_loads("{\"columns\":[{\"name\":\"id\",\"type\":\"BIGINT NOT NULL\"},"
+                             "{\"name\":\"body\",\"type\":\"STRING\"}],"
+                             "\"primary_key\":[\"id\"],\"buckets\":3,\"compression\":\"lz4\"}",
+                             0, NULL);
+    assert_int_equal(eddy_fluss_table_json_build(doc, &out, &e), 0);
+    char *text = json_dumps(out, JSON_COMPACT);
+    assert_int_equal(eddy_fluss_table_parse("db", "t", text, strlen(text), &t, &e), 0);
+    assert_int_equal(t->schema.ncols, 2);
+    assert_int_equal(t->schema.npk, 1);
+    assert_int_equal(t->schema.nbk, 1);
+    assert_int_equal(t->nbuckets, 3);
+    assert_int_equal(t->codec, EDDY_FLUSS_CODEC_LZ4);
+    assert_int_equal(t->schema.cols[0].nullable, 0);
+    eddy_fluss_table_free(t);
+    free(text);
+    json_decref(out);
+    json_decref(doc);
+    const char *arr = "{\"schema\":{\"columns\":[{\"name\":\"tags\",\"data_type\":"
+                      "{\"type\":\"ARRAY\"}}]},\"partition_key\":[]}";
+    assert_int_equal(eddy_fluss_table_parse("db", "x", arr, strlen(arr), &t, &e), EDDY_ESCHEMA);
+    assert_non_null(strstr(e.msg, "'tags'"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_crc32c),          cmocka_unit_test(test_murmur_buckets),
+        cmocka_unit_test(test_varint),          cmocka_unit_test(test_compacted_vectors),
+        cmocka_unit_test(test_rows_roundtrip),  cmocka_unit_test(test_indexed_vector),
+        cmocka_unit_test(test_log_arrow_plain), cmocka_unit_test(test_log_arrow_zstd),
+        cmocka_unit_test(test_log_arrow_lz4),   cmocka_unit_test(test_log_indexed),
+        cmocka_unit_test(test_log_header_vector), cmocka_unit_test(test_kv_batch_vector),
+        cmocka_unit_test(test_types_and_json),  cmocka_unit_test(test_table_json),
+    };
+    eddy_alloc_install();
+    return cmocka_run_group_tests_name("fluss", tests, NULL, NULL);
+}
