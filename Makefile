@@ -21,13 +21,13 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
             -Wformat=2 -Wvla -Wno-format-nonliteral -Wno-unknown-warning-option -Wno-format-truncation
 OPT      ?= -O2 -g
 SAN      ?=
-CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -Iinclude \
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -Iinclude -I$(BUILD)/gen \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
 LDLIBS_ALL = $(SAN) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
 
 MODULES  := core prompts tools llm memory trace agents runtime fluss
 LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/fluss_rpc.pb-c.o
 CLI_SRC  := $(wildcard cli/*.c)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 MOCK_SRC := $(wildcard tests/mockllm/*.c)
@@ -58,6 +58,16 @@ $(BUILD)/%.o: %.c $(wildcard include/eddy/*.h) $(wildcard */*_int.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC $<"
 	@$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+# Fluss RPC messages: our own .proto, compiled by protoc-c at build time.
+$(BUILD)/gen/fluss_rpc.pb-c.c $(BUILD)/gen/fluss_rpc.pb-c.h: fluss/proto/fluss_rpc.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c --c_out=$(BUILD)/gen --proto_path=fluss/proto $<
+
+$(BUILD)/gen/fluss_rpc.pb-c.o: $(BUILD)/gen/fluss_rpc.pb-c.c
+	@$(CC) -std=c11 $(OPT) $(SAN) -I$(BUILD)/gen $(shell pkg-config --cflags libprotobuf-c) -c $< -o $@
+
+$(filter $(BUILD)/fluss/%,$(LIB_OBJ)): $(BUILD)/gen/fluss_rpc.pb-c.h
 
 $(BUILD)/libeddy.a: $(LIB_OBJ)
 	@rm -f $@

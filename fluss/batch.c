@@ -365,3 +365,17 @@ int eddy_fluss_log_decode(const eddy_fluss_schema *schema, int format, const uin
     eddy_free(x.vals);
     return rc;
 }
+
+void eddy__log_batch_set_writer(uint8_t *batch, size_t n, int64_t writer_id, int32_t seq)
+{
+    wr_u64le(batch + 32, (uint64_t)writer_id);
+    wr_u32le(batch + 40, (uint32_t)seq);
+    wr_u32le(batch + 21, eddy_fluss_crc32c(0, batch + 25, n - 25));
+}
+
+void eddy__kv_batch_set_writer(uint8_t *batch, size_t n, int64_t writer_id, int32_t seq)
+{
+    wr_u64le(batch + 12, (uint64_t)writer_id);
+    wr_u32le(batch + 20, (uint32_t)seq);
+    wr_u32le(batch + 5, eddy_fluss_crc32c(0, batch + 9, n - 9));
+}

@@ -104,3 +104,98 @@ void eddy__arrow_get(const eddy__arrow_batch *b, const eddy_fluss_column *col, i
 void eddy__arrow_batch_free(eddy__arrow_batch *b);
 
 #endif
+
+/* -- client internals (fluss/rpc.c, fluss/meta.c) ---------------------------- */
+
+#include <uv.h>
+
+#include "fluss_rpc.pb-c.h"
+
+/* API keys. */
+enum {
+    API_VERSIONS = 1000,
+    API_CREATE_DATABASE = 1001,
+    API_DROP_DATABASE = 1002,
+    API_LIST_DATABASES = 1003,
+    API_CREATE_TABLE = 1005,
+    API_DROP_TABLE = 1006,
+    API_GET_TABLE_INFO = 1007,
+    API_LIST_TABLES = 1008,
+    API_METADATA = 1012,
+    API_PRODUCE_LOG = 1014,
+    API_FETCH_LOG = 1015,
+    API_PUT_KV = 1016,
+    API_LOOKUP = 1017,
+    API_LIST_OFFSETS = 1021,
+    API_INIT_WRITER = 1026,
+    API_PREFIX_LOOKUP = 1034,
+    API_AUTHENTICATE = 1038,
+};
+
+/* Fluss error codes the client acts on. */
+enum {
+    FE_NETWORK = 1,
+    FE_DATABASE_NOT_EXIST = 4,
+    FE_TABLE_NOT_EXIST = 7,
+    FE_TABLE_ALREADY_EXIST = 8,
+    FE_LOG_STORAGE = 10,
+    FE_KV_STORAGE = 11,
+    FE_NOT_LEADER = 12,
+    FE_CORRUPT_RECORD = 14,
+    FE_OFFSET_OUT_OF_RANGE = 19,
+    FE_UNKNOWN_TABLE_OR_BUCKET = 21,
+    FE_REQUEST_TIME_OUT = 25,
+    FE_NOT_ENOUGH_REPLICAS = 29,
+    FE_OUT_OF_ORDER_SEQUENCE = 31,
+    FE_DUPLICATE_SEQUENCE = 32,
+    FE_UNKNOWN_WRITER_ID = 33,
+    FE_LEADER_NOT_AVAILABLE = 44,
+    FE_RETRIABLE_AUTHENTICATE = 51,
+};
+
+/* Whether a per-bucket Fluss error is worth a metadata refresh and a retry. */
+int eddy__fluss_retriable(int code);
+
+/* Completion of one RPC: STATUS 0 with the response payload, or an error
+ * (EDDY_EFLUSS with err->cause = Fluss code, EDDY_ENET, EDDY_ETIMEDOUT,
+ * EDDY_ECANCELED). The payload is borrowed for the call. */
+typedef void (*eddy__rpc_cb)(int status, const uint8_t *payload, size_t n, const eddy_err *err,
+                             void *ud);
+
+/* Node ids: tablet servers >= 0; these two name the other endpoints. */
+#define NODE_BOOTSTRAP (-100)
+#define NODE_COORDINATOR (-101)
+
+/* Send MSG as API_KEY (version 0 unless VERSION) to NODE. Never calls CB
+ * inside this call; calls it exactly once. */
+int eddy__rpc_send(eddy_fluss_client *c, int node, int api_key, int version,
+                   const ProtobufCMessage *msg, eddy__rpc_cb cb, void *ud);
+/* Unpack PAYLOAD as DESC with the eddy allocator; NULL when it does not parse. */
+void *eddy__rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t n);
+void eddy__rpc_free_unpacked(void *msg);
+/* Record host:port of tablet server NODE (from metadata). */
+int eddy__rpc_set_node(eddy_fluss_client *c, int node, const char *host, int port);
+/* Whether the client knows an address for NODE. */
+int eddy__rpc_has_node(eddy_fluss_client *c, int node);
+uv_loop_t *eddy__rpc_loop(eddy_fluss_client *c);
+int eddy__rpc_timeout_ms(eddy_fluss_client *c);
+
+/* Patch writer id and batch sequence into a finished log / KV batch and
+ * recompute its CRC. */
+void eddy__log_batch_set_writer(uint8_t *batch, size_t n, int64_t writer_id, int32_t seq);
+void eddy__kv_batch_set_writer(uint8_t *batch, size_t n, int64_t writer_id, int32_t seq);
+
+/* Call FN(UD) on a later loop tick (results served from a cache still
+ * arrive asynchronously). */
+int eddy__rpc_defer(eddy_fluss_client *c, void (*fn)(void *ud), void *ud);
+/* The metadata module's per-client state, and its release at close. */
+void **eddy__fluss_meta_slot(eddy_fluss_client *c);
+void eddy__fluss_meta_free(eddy_fluss_client *c);
+/* Refresh the bucket leaders of T (a cached table); CB when done. */
+int eddy__fluss_refresh(eddy_fluss_client *c, const eddy_fluss_table *t, eddy_fluss_done_cb cb,
+                        void *ud);
+/* Mark T's leaders stale so the next eddy__fluss_refresh asks the server. */
+void eddy__fluss_invalidate(eddy_fluss_client *c, const eddy_fluss_table *t);
+void **eddy__fluss_lookup_slot(eddy_fluss_client *c);
+/* Fail queued lookups with EDDY_ECANCELED (client closing). */
+void eddy__fluss_lookup_cancel(eddy_fluss_client *c);

@@ -311,6 +311,7 @@ void eddy_fluss_table_free(eddy_fluss_table *t)
     eddy_free(t->schema.cols);
     eddy_free(t->schema.pk);
     eddy_free(t->schema.bk);
+    eddy_free(t->leaders);
     eddy_free(t->database);
     eddy_free(t->name);
     json_decref(t->json);

@@ -77,6 +77,8 @@ const char *eddy_fluss_change_name(int change);
 /* A table as the client knows it. */
 typedef struct eddy_fluss_table {
     char *database;
+    /* bucket -> leader tablet server id (-1 unknown); set by the client */
+    int *leaders;
     char *name;
     int64_t table_id;
     int schema_id;
@@ -232,5 +234,141 @@ int eddy_fluss_log_decode(const eddy_fluss_schema *schema, int format, const uin
                           int64_t from_offset, const int *projection, int nproj,
                           eddy_fluss_record_cb cb, void *ud, int64_t *next_offset,
                           eddy_err *err);
+
+/* -- client ----------------------------------------------------------------- */
+
+/* One client per loop: it owns the connections to the coordinator and the
+ * tablet servers and caches tables and bucket leaders. Every function
+ * below runs on the client's loop thread only. Start functions that return
+ * 0 call their callback exactly once, never inside the call; one that
+ * fails calls nothing. */
+typedef struct eddy_fluss_client eddy_fluss_client;
+
+typedef struct eddy_fluss_client_opts {
+    const char *bootstrap;     /* "host:port" of a coordinator (or any server) */
+    const char *sasl_user;     /* SASL PLAIN when both are set */
+    const char *sasl_password;
+    int request_timeout_ms;    /* per RPC (default 30000) */
+} eddy_fluss_client_opts;
+
+int eddy_fluss_client_new(uv_loop_t *loop, const eddy_fluss_client_opts *opts,
+                          eddy_fluss_client **out, eddy_err *err);
+/* Fail everything pending with EDDY_ECANCELED, close the connections and
+ * free the client once the last handle has closed (run the loop). */
+void eddy_fluss_client_close(eddy_fluss_client *c);
+
+typedef void (*eddy_fluss_done_cb)(int status, const eddy_err *err, void *ud);
+/* NAMES borrowed for the call. */
+typedef void (*eddy_fluss_names_cb)(int status, const eddy_err *err, char **names, size_t n,
+                                    void *ud);
+/* T is owned by the client's cache and stays valid until the client is
+ * closed (a refresh keeps the old object alive). */
+typedef void (*eddy_fluss_table_cb)(int status, const eddy_err *err, const eddy_fluss_table *t,
+                                    void *ud);
+
+int eddy_fluss_create_database(eddy_fluss_client *c, const char *db, int ignore_if_exists,
+                               eddy_fluss_done_cb cb, void *ud);
+int eddy_fluss_drop_database(eddy_fluss_client *c, const char *db, int ignore_if_missing,
+                             int cascade, eddy_fluss_done_cb cb, void *ud);
+int eddy_fluss_list_databases(eddy_fluss_client *c, eddy_fluss_names_cb cb, void *ud);
+int eddy_fluss_list_tables(eddy_fluss_client *c, const char *db, eddy_fluss_names_cb cb,
+                           void *ud);
+/* TABLE_JSON borrowed (see eddy_fluss_table_json_build). */
+int eddy_fluss_create_table(eddy_fluss_client *c, const char *db, const char *table,
+                            const json_t *table_json, int ignore_if_exists, eddy_fluss_done_cb cb,
+                            void *ud);
+int eddy_fluss_drop_table(eddy_fluss_client *c, const char *db, const char *table,
+                          int ignore_if_missing, eddy_fluss_done_cb cb, void *ud);
+/* Table info and bucket leaders of DB.TABLE (cached after the first call). */
+int eddy_fluss_get_table(eddy_fluss_client *c, const char *db, const char *table,
+                         eddy_fluss_table_cb cb, void *ud);
+
+enum { EDDY_FLUSS_OFFSET_EARLIEST = 0, EDDY_FLUSS_OFFSET_LATEST = 1, EDDY_FLUSS_OFFSET_TIMESTAMP = 2 };
+/* OFFSETS[bucket] for every bucket of T, borrowed for the call. */
+typedef void (*eddy_fluss_offsets_cb)(int status, const eddy_err *err, const int64_t *offsets,
+                                      int nbuckets, void *ud);
+int eddy_fluss_list_offsets(eddy_fluss_client *c, const eddy_fluss_table *t, int type,
+                            int64_t timestamp_ms, eddy_fluss_offsets_cb cb, void *ud);
+
+/* -- writer: appends to log tables, upserts and deletes on PK tables -------- */
+
+typedef struct eddy_fluss_writer eddy_fluss_writer;
+
+typedef struct eddy_fluss_writer_opts {
+    size_t batch_bytes; /* close a bucket's batch at this size (default 1 MiB) */
+    int linger_ms;      /* send a partial batch after this long (default 5) */
+    int acks;           /* -1 all (default), 0 none, 1 leader */
+    int retry_ms;       /* give up on a batch after this long (default 120000) */
+} eddy_fluss_writer_opts;
+
+/* A writer for T (borrowed; from eddy_fluss_get_table). Batches are
+ * idempotent (writer id + per-bucket sequence): a batch retried after a
+ * lost answer is not stored twice, and one batch per bucket is in flight,
+ * so retries never reorder a bucket. */
+int eddy_fluss_writer_new(eddy_fluss_client *c, const eddy_fluss_table *t,
+                          const eddy_fluss_writer_opts *opts, eddy_fluss_writer **out,
+                          eddy_err *err);
+/* Queue one row (copied). CB (may be NULL) is called once the row is
+ * acknowledged or has failed for good. Log tables: append; PK tables:
+ * upsert (all columns) or, with is_delete, delete by the key columns. */
+int eddy_fluss_writer_write(eddy_fluss_writer *w, const eddy_fluss_value *vals, int is_delete,
+                            eddy_fluss_done_cb cb, void *ud, eddy_err *err);
+/* Bytes queued and not yet acknowledged (for backpressure). */
+size_t eddy_fluss_writer_pending(const eddy_fluss_writer *w);
+/* Send everything now; CB once all rows written so far are acknowledged
+ * (status: the first failure, or 0). */
+int eddy_fluss_writer_flush(eddy_fluss_writer *w, eddy_fluss_done_cb cb, void *ud);
+/* Rows acknowledged and rows failed so far. */
+void eddy_fluss_writer_counts(const eddy_fluss_writer *w, long *acked, long *failed);
+/* Free; rows not yet acknowledged fail with EDDY_ECANCELED. */
+void eddy_fluss_writer_free(eddy_fluss_writer *w);
+
+/* -- scanner: reads a table's log (a PK table's changelog) ---------------- */
+
+typedef struct eddy_fluss_scanner eddy_fluss_scanner;
+
+/* Per record: bucket, offset, commit timestamp, change type, values
+ * (borrowed for the call; with a projection only those columns are set).
+ * Return non-zero to pause the scanner after this fetch's records. */
+typedef int (*eddy_fluss_scan_record_cb)(int bucket, int64_t offset, int64_t timestamp,
+                                         int change, const eddy_fluss_value *vals, void *ud);
+/* After each fetch answer of BUCKET: the next offset to read and the high
+ * watermark; STATUS non-zero when the bucket failed for good. */
+typedef void (*eddy_fluss_scan_progress_cb)(int status, const eddy_err *err, int bucket,
+                                            int64_t next_offset, int64_t high_watermark,
+                                            void *ud);
+
+#define EDDY_FLUSS_EARLIEST (-2)
+#define EDDY_FLUSS_LATEST (-1)
+
+/* PROJECTION: ascending column indexes or NULL for all (ARROW tables only). */
+int eddy_fluss_scanner_new(eddy_fluss_client *c, const eddy_fluss_table *t, const int *projection,
+                           int nproj, eddy_fluss_scan_record_cb on_record,
+                           eddy_fluss_scan_progress_cb on_progress, void *ud,
+                           eddy_fluss_scanner **out, eddy_err *err);
+/* Read BUCKET from OFFSET (or EDDY_FLUSS_EARLIEST / _LATEST, or a
+ * timestamp through eddy_fluss_list_offsets first). */
+int eddy_fluss_scanner_subscribe(eddy_fluss_scanner *s, int bucket, int64_t offset);
+void eddy_fluss_scanner_pause(eddy_fluss_scanner *s);
+void eddy_fluss_scanner_resume(eddy_fluss_scanner *s);
+void eddy_fluss_scanner_free(eddy_fluss_scanner *s);
+
+/* -- lookups on PK tables --------------------------------------------------- */
+
+/* VALS is the found row (borrowed for the call) or NULL when the key is absent. */
+typedef void (*eddy_fluss_lookup_cb)(int status, const eddy_err *err, const eddy_fluss_value *vals,
+                                     void *ud);
+/* Look up the row whose primary key columns are set in KEY (a row array of
+ * t->schema.ncols; other columns ignored). Lookups issued in the same loop
+ * iteration are sent together, one request per bucket leader. */
+int eddy_fluss_lookup(eddy_fluss_client *c, const eddy_fluss_table *t, const eddy_fluss_value *key,
+                      eddy_fluss_lookup_cb cb, void *ud, eddy_err *err);
+/* Rows whose bucket-key columns equal those set in PREFIX; CB once per row
+ * with ROW index and total N (N = 0: one call with VALS NULL). */
+typedef void (*eddy_fluss_prefix_cb)(int status, const eddy_err *err, const eddy_fluss_value *vals,
+                                     size_t row, size_t n, void *ud);
+int eddy_fluss_prefix_lookup(eddy_fluss_client *c, const eddy_fluss_table *t,
+                             const eddy_fluss_value *prefix, eddy_fluss_prefix_cb cb, void *ud,
+                             eddy_err *err);
 
 #endif

@@ -1,0 +1,752 @@
+/*
+ * fluss/rpc.c - connections to Fluss servers and request/response matching.
+ *
+ * One connection per server node, opened on first use. A frame is an int32
+ * big-endian length, then (requests) api key, api version and request id, or
+ * (responses) a type byte and the request id; the payload is a protobuf
+ * message. On connect the client sends ApiVersions, then SASL PLAIN
+ * Authenticate when configured; requests queued meanwhile go out once the
+ * handshake is done. Answers are matched by request id (servers may answer
+ * out of order). A connection that breaks fails everything in flight with
+ * EDDY_ENET and reconnects on the next request, no sooner than its backoff.
+ * A timer fails requests past their deadline with EDDY_ETIMEDOUT.
+ *
+ * Invariants: a request is on exactly one list (queued or in flight) until
+ * its callback has been called; callbacks never run inside eddy__rpc_send.
+ */
+#include "eddy/fluss.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eddy/eddy.h"
+#include "eddy/log.h"
+#include "fluss_int.h"
+
+enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_READY, C_CLOSING };
+
+typedef struct rpc_req {
+    struct rpc_req *prev, *next;
+    int32_t id;
+    int api_key;
+    uint64_t deadline_ms;
+    eddy__rpc_cb cb;
+    void *ud;
+    char *frame; /* owned until written */
+    size_t frame_len;
+} rpc_req;
+
+typedef struct req_list {
+    rpc_req *head, *tail;
+    size_t n;
+} req_list;
+
+typedef struct conn {
+    eddy_fluss_client *client;
+    int node;
+    char host[256];
+    int port;
+    int state;
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    int tcp_open;
+    req_list queued, inflight;
+    eddy_buf in;
+    uint64_t retry_at_ms; /* no reconnect before this (backoff) */
+    int failures;
+} conn;
+
+typedef struct deferred {
+    struct deferred *next;
+    void (*fn)(void *ud);
+    void *ud;
+} deferred;
+
+typedef struct write_req {
+    uv_write_t w;
+    uv_buf_t buf;
+} write_req;
+
+struct eddy_fluss_client {
+    uv_loop_t *loop;
+    uv_timer_t timer;
+    uv_idle_t idle; /* delivers failures of requests that could not be sent */
+    conn **conns;
+    int nconns;
+    int32_t next_id;
+    int timeout_ms;
+    char *sasl_user, *sasl_password;
+    int closing;
+    int open_handles;
+    req_list failed; /* requests to fail on the next idle tick */
+    struct deferred *deferred, *deferred_tail;
+    void *meta;      /* fluss/meta.c state */
+    void *lookups;   /* fluss/lookup.c state */
+};
+
+static ProtobufCAllocator pb_alloc;
+
+static void *pb_malloc(void *ud, size_t n)
+{
+    (void)ud;
+    return eddy_malloc(n);
+}
+
+static void pb_free(void *ud, void *p)
+{
+    (void)ud;
+    eddy_free(p);
+}
+
+void *eddy__rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t n)
+{
+    pb_alloc.alloc = pb_malloc;
+    pb_alloc.free = pb_free;
+    return protobuf_c_message_unpack(desc, &pb_alloc, n, p);
+}
+
+void eddy__rpc_free_unpacked(void *msg)
+{
+    if (msg)
+        protobuf_c_message_free_unpacked(msg, &pb_alloc);
+}
+
+/* -- request lists ---------------------------------------------------------- */
+
+static void list_push(req_list *l, rpc_req *r)
+{
+    r->next = NULL;
+    r->prev = l->tail;
+    if (l->tail)
+        l->tail->next = r;
+    else
+        l->head = r;
+    l->tail = r;
+    l->n++;
+}
+
+static void list_remove(req_list *l, rpc_req *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        l->head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        l->tail = r->prev;
+    r->prev = r->next = NULL;
+    l->n--;
+}
+
+static void req_finish(rpc_req *r, int status, const uint8_t *p, size_t n, const eddy_err *err)
+{
+    eddy__rpc_cb cb = r->cb;
+    void *ud = r->ud;
+    eddy_free(r->frame);
+    eddy_free(r);
+    cb(status, p, n, err, ud);
+}
+
+/* Fail every request on L with CODE and a message naming the connection. */
+static void fail_all(req_list *l, int code, const char *why, const conn *c)
+{
+    eddy_err e;
+    while (l->head) {
+        rpc_req *r = l->head;
+        list_remove(l, r);
+        eddy_err_set(&e, code, "Fluss %s:%d: %s", c ? c->host : "?", c ? c->port : 0, why);
+        req_finish(r, code, NULL, 0, &e);
+    }
+}
+
+/* -- connections ------------------------------------------------------------ */
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void alloc_read(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void start_connect(conn *c);
+
+static void on_close(uv_handle_t *h)
+{
+    conn *c = h->data;
+    eddy_fluss_client *cl = c->client;
+    c->tcp_open = 0;
+    if (c->state == C_CLOSING || cl->closing) {
+        eddy_buf_free(&c->in);
+        eddy_free(c);
+        if (--cl->open_handles == 0 && cl->closing)
+            eddy_free(cl);
+        return;
+    }
+    cl->open_handles--;
+    c->state = C_IDLE;
+    if (c->queued.n && !cl->closing)
+        start_connect(c); /* requests arrived while closing: go again */
+}
+
+/* The connection broke: fail what was sent, keep what is queued (it was
+ * never sent, so it can go on the next connection), schedule a backoff. */
+static void conn_broken(conn *c, const char *why)
+{
+    if (c->state == C_IDLE || c->state == C_CLOSING)
+        return;
+    c->failures++;
+    uint64_t backoff = 50u << (c->failures < 6 ? c->failures : 6);
+    c->retry_at_ms = eddy_now_ms() + (backoff > 2000 ? 2000 : backoff);
+    EDDY_DEBUG("fluss", "connection to %s:%d lost: %s", c->host, c->port, why);
+    fail_all(&c->inflight, EDDY_ENET, why, c);
+    /* Queued requests were never sent: the retry policy belongs to the
+     * caller, so fail them too rather than holding them for an unknown time. */
+    fail_all(&c->queued, EDDY_ENET, why, c);
+    if (c->tcp_open) {
+        c->state = C_CONNECTING; /* until on_close turns it IDLE */
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        uv_close((uv_handle_t *)&c->tcp, on_close);
+    } else {
+        c->state = C_IDLE;
+    }
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+    write_req *wr = (write_req *)w;
+    conn *c = w->data;
+    eddy_free(wr->buf.base);
+    eddy_free(wr);
+    if (status < 0 && status != UV_ECANCELED)
+        conn_broken(c, uv_strerror(status));
+}
+
+static int write_frame(conn *c, char *frame, size_t len)
+{
+    write_req *wr = eddy_malloc(sizeof(*wr));
+    if (!wr) {
+        eddy_free(frame);
+        return EDDY_ENOMEM;
+    }
+    wr->buf = uv_buf_init(frame, (unsigned)len);
+    wr->w.data = c;
+    int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &wr->buf, 1, on_write);
+    if (rc) {
+        eddy_free(frame);
+        eddy_free(wr);
+        return EDDY_ENET;
+    }
+    return 0;
+}
+
+/* Move R to in flight and write its frame. */
+static void send_now(conn *c, rpc_req *r)
+{
+    char *frame = r->frame;
+    r->frame = NULL;
+    list_push(&c->inflight, r);
+    if (write_frame(c, frame, r->frame_len))
+        conn_broken(c, "write failed");
+}
+
+static void flush_queue(conn *c)
+{
+    while (c->state == C_READY && c->queued.head) {
+        rpc_req *r = c->queued.head;
+        list_remove(&c->queued, r);
+        send_now(c, r);
+    }
+}
+
+static rpc_req *new_req(eddy_fluss_client *cl, int api_key, int version,
+                        const ProtobufCMessage *msg, eddy__rpc_cb cb, void *ud)
+{
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    rpc_req *r = eddy_calloc(1, sizeof(*r));
+    char *frame = eddy_malloc(12 + n);
+    if (!r || !frame) {
+        eddy_free(r);
+        eddy_free(frame);
+        return NULL;
+    }
+    cl->next_id = (cl->next_id + 1) & 0x7fffffff;
+    r->id = cl->next_id;
+    r->api_key = api_key;
+    r->cb = cb;
+    r->ud = ud;
+    r->deadline_ms = eddy_now_ms() + (uint64_t)cl->timeout_ms;
+    wr_u32be((uint8_t *)frame, (uint32_t)(8 + n));
+    wr_u16be((uint8_t *)frame + 4, (uint16_t)api_key);
+    wr_u16be((uint8_t *)frame + 6, (uint16_t)version);
+    wr_u32be((uint8_t *)frame + 8, (uint32_t)r->id);
+    protobuf_c_message_pack(msg, (uint8_t *)frame + 12);
+    r->frame = frame;
+    r->frame_len = 12 + n;
+    return r;
+}
+
+static void handshake_done(conn *c)
+{
+    c->state = C_READY;
+    c->failures = 0;
+    flush_queue(c);
+}
+
+static void on_auth(int status, const uint8_t *p, size_t n, const eddy_err *err, void *ud);
+
+static void send_auth(conn *c)
+{
+    eddy_fluss_client *cl = c->client;
+    size_t ul = strlen(cl->sasl_user), pl = strlen(cl->sasl_password);
+    uint8_t *tok = eddy_malloc(ul + pl + 2);
+    if (!tok) {
+        conn_broken(c, "out of memory");
+        return;
+    }
+    tok[0] = 0;
+    memcpy(tok + 1, cl->sasl_user, ul);
+    tok[1 + ul] = 0;
+    memcpy(tok + 2 + ul, cl->sasl_password, pl);
+    EddyFluss__AuthenticateRequest req = EDDY_FLUSS__AUTHENTICATE_REQUEST__INIT;
+    req.protocol = "PLAIN";
+    req.token.data = tok;
+    req.token.len = ul + pl + 2;
+    rpc_req *r = new_req(cl, API_AUTHENTICATE, 0, &req.base, on_auth, c);
+    eddy_free(tok);
+    if (!r) {
+        conn_broken(c, "out of memory");
+        return;
+    }
+    send_now(c, r);
+}
+
+static void on_auth(int status, const uint8_t *p, size_t n, const eddy_err *err, void *ud)
+{
+    conn *c = ud;
+    (void)p, (void)n;
+    if (status == 0) {
+        handshake_done(c);
+        return;
+    }
+    if (status == EDDY_EFLUSS && err && err->cause == FE_RETRIABLE_AUTHENTICATE) {
+        send_auth(c);
+        return;
+    }
+    if (status == EDDY_EFLUSS) { /* wrong credentials: tell everyone waiting */
+        fail_all(&c->queued, EDDY_EFLUSS, err ? err->msg : "authentication failed", c);
+        conn_broken(c, "authentication failed");
+    }
+}
+
+static void on_api_versions(int status, const uint8_t *p, size_t n, const eddy_err *err, void *ud)
+{
+    conn *c = ud;
+    (void)p, (void)n, (void)err;
+    if (status)
+        return; /* the connection is already failing */
+    if (c->client->sasl_user && c->client->sasl_password)
+        send_auth(c);
+    else
+        handshake_done(c);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    conn *c = req->data;
+    if (c->state != C_CONNECTING)
+        return;
+    if (status < 0) {
+        conn_broken(c, uv_strerror(status));
+        return;
+    }
+    c->state = C_HANDSHAKE;
+    eddy_buf_reset(&c->in);
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_read, on_read);
+    EddyFluss__ApiVersionsRequest av = EDDY_FLUSS__API_VERSIONS_REQUEST__INIT;
+    av.client_software_name = "eddy";
+    av.client_software_version = EDDY_VERSION;
+    rpc_req *r = new_req(c->client, API_VERSIONS, 0, &av.base, on_api_versions, c);
+    if (!r) {
+        conn_broken(c, "out of memory");
+        return;
+    }
+    send_now(c, r);
+}
+
+/* Resolve and connect. IP literals (what Fluss advertises in tests and most
+ * deployments) need no lookup; a host name is resolved with a synchronous
+ * getaddrinfo, which reads /etc/hosts or asks the resolver once per connect. */
+static void start_connect(conn *c)
+{
+    eddy_fluss_client *cl = c->client;
+    struct sockaddr_storage ss;
+    struct addrinfo hints = {0}, *res = NULL;
+    char port[16];
+    uv_getaddrinfo_t gai;
+    c->state = C_CONNECTING;
+    if (uv_ip4_addr(c->host, c->port, (struct sockaddr_in *)&ss) &&
+        uv_ip6_addr(c->host, c->port, (struct sockaddr_in6 *)&ss)) {
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        snprintf(port, sizeof(port), "%d", c->port);
+        if (uv_getaddrinfo(cl->loop, &gai, NULL, c->host, port, &hints) || !gai.addrinfo) {
+            conn_broken(c, "cannot resolve the host name");
+            return;
+        }
+        res = gai.addrinfo;
+        memcpy(&ss, res->ai_addr, res->ai_addrlen);
+        uv_freeaddrinfo(res);
+    }
+    uv_tcp_init(cl->loop, &c->tcp);
+    c->tcp.data = c;
+    c->tcp_open = 1;
+    cl->open_handles++;
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->connect_req.data = c;
+    int rc = uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&ss, on_connect);
+    if (rc)
+        conn_broken(c, uv_strerror(rc));
+}
+
+/* -- reading ---------------------------------------------------------------- */
+
+static rpc_req *find_inflight(conn *c, int32_t id)
+{
+    for (rpc_req *r = c->inflight.head; r; r = r->next)
+        if (r->id == id)
+            return r;
+    return NULL;
+}
+
+static void error_response(const uint8_t *p, size_t n, eddy_err *e, const char *api)
+{
+    EddyFluss__ErrorResponse *er = eddy__rpc_unpack(&eddy_fluss__error_response__descriptor, p, n);
+    if (!er) {
+        eddy_err_setc(e, EDDY_EFLUSS, -1, "%s: unreadable error response", api);
+        return;
+    }
+    eddy_err_setc(e, EDDY_EFLUSS, er->error_code, "%s: Fluss error %d: %s", api, er->error_code,
+                  er->error_message ? er->error_message : "(no message)");
+    eddy__rpc_free_unpacked(er);
+}
+
+/* Handle one complete response frame P[0..N) (after the length). Returns -1
+ * when the frame is malformed and the connection must go. */
+static int handle_frame(conn *c, const uint8_t *p, size_t n)
+{
+    eddy_err e;
+    char api[32];
+    if (n < 1)
+        return -1;
+    if (p[0] == 2) { /* SERVER_FAILURE: no request id, connection-level */
+        error_response(p + 1, n - 1, &e, "server failure");
+        EDDY_WARN("fluss", "%s:%d: %s", c->host, c->port, e.msg);
+        return -1;
+    }
+    if (n < 5 || p[0] > 1)
+        return -1;
+    int32_t id = (int32_t)rd_u32be(p + 1);
+    rpc_req *r = find_inflight(c, id);
+    if (!r)
+        return 0; /* timed out earlier: drop the late answer */
+    list_remove(&c->inflight, r);
+    snprintf(api, sizeof(api), "api %d", r->api_key);
+    if (p[0] == 1) {
+        error_response(p + 5, n - 5, &e, api);
+        req_finish(r, EDDY_EFLUSS, NULL, 0, &e);
+    } else {
+        req_finish(r, 0, p + 5, n - 5, NULL);
+    }
+    return 0;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    conn *c = s->data;
+    if (nread < 0) {
+        eddy_free(buf->base);
+        conn_broken(c, nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread));
+        return;
+    }
+    if (nread > 0 && eddy_buf_append(&c->in, buf->base, (size_t)nread)) {
+        eddy_free(buf->base);
+        conn_broken(c, "out of memory");
+        return;
+    }
+    eddy_free(buf->base);
+    size_t at = 0;
+    while (c->in.len - at >= 4 && c->state != C_IDLE) {
+        uint32_t len = rd_u32be((uint8_t *)c->in.data + at);
+        if (len > (1u << 30)) {
+            conn_broken(c, "frame too large");
+            return;
+        }
+        if (c->in.len - at - 4 < len)
+            break;
+        if (handle_frame(c, (uint8_t *)c->in.data + at + 4, len)) {
+            conn_broken(c, "malformed response frame");
+            return;
+        }
+        at += 4 + len;
+    }
+    if (at) {
+        memmove(c->in.data, c->in.data + at, c->in.len - at);
+        c->in.len -= at;
+    }
+}
+
+static void alloc_read(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    if (suggested < 256 * 1024)
+        suggested = 256 * 1024;
+    buf->base = eddy_malloc(suggested);
+    buf->len = buf->base ? suggested : 0;
+}
+
+/* -- client ----------------------------------------------------------------- */
+
+static conn *find_conn(eddy_fluss_client *cl, int node)
+{
+    for (int i = 0; i < cl->nconns; i++)
+        if (cl->conns[i]->node == node)
+            return cl->conns[i];
+    return NULL;
+}
+
+static conn *add_conn(eddy_fluss_client *cl, int node, const char *host, int port)
+{
+    conn **grown = eddy_realloc(cl->conns, sizeof(*grown) * (size_t)(cl->nconns + 1));
+    conn *c = eddy_calloc(1, sizeof(*c));
+    if (grown)
+        cl->conns = grown;
+    if (!grown || !c) {
+        eddy_free(c);
+        return NULL;
+    }
+    c->client = cl;
+    c->node = node;
+    snprintf(c->host, sizeof(c->host), "%s", host);
+    c->port = port;
+    eddy_buf_init(&c->in);
+    cl->conns[cl->nconns++] = c;
+    return c;
+}
+
+int eddy__rpc_set_node(eddy_fluss_client *cl, int node, const char *host, int port)
+{
+    conn *c = find_conn(cl, node);
+    if (c) {
+        if (c->port == port && !strcmp(c->host, host))
+            return 0;
+        /* moved: the next connection goes to the new address */
+        snprintf(c->host, sizeof(c->host), "%s", host);
+        c->port = port;
+        conn_broken(c, "server address changed");
+        return 0;
+    }
+    return add_conn(cl, node, host, port) ? 0 : EDDY_ENOMEM;
+}
+
+int eddy__rpc_has_node(eddy_fluss_client *cl, int node)
+{
+    return find_conn(cl, node) != NULL;
+}
+
+uv_loop_t *eddy__rpc_loop(eddy_fluss_client *cl)
+{
+    return cl->loop;
+}
+
+int eddy__rpc_timeout_ms(eddy_fluss_client *cl)
+{
+    return cl->timeout_ms;
+}
+
+static void on_idle(uv_idle_t *h)
+{
+    eddy_fluss_client *cl = h->data;
+    uv_idle_stop(h);
+    fail_all(&cl->failed, EDDY_ENET, "no connection", NULL);
+    deferred *d = cl->deferred;
+    cl->deferred = cl->deferred_tail = NULL;
+    while (d) {
+        deferred *next = d->next;
+        d->fn(d->ud);
+        eddy_free(d);
+        d = next;
+    }
+}
+
+int eddy__rpc_defer(eddy_fluss_client *cl, void (*fn)(void *ud), void *ud)
+{
+    deferred *d = eddy_calloc(1, sizeof(*d));
+    if (!d)
+        return EDDY_ENOMEM;
+    d->fn = fn;
+    d->ud = ud;
+    if (cl->deferred_tail)
+        cl->deferred_tail->next = d;
+    else
+        cl->deferred = d;
+    cl->deferred_tail = d;
+    uv_idle_start(&cl->idle, on_idle);
+    return 0;
+}
+
+int eddy__rpc_send(eddy_fluss_client *cl, int node, int api_key, int version,
+                   const ProtobufCMessage *msg, eddy__rpc_cb cb, void *ud)
+{
+    if (cl->closing)
+        return EDDY_ECLOSING;
+    conn *c = find_conn(cl, node);
+    if (!c && node == NODE_COORDINATOR)
+        c = find_conn(cl, NODE_BOOTSTRAP);
+    rpc_req *r = new_req(cl, api_key, version, msg, cb, ud);
+    if (!r)
+        return EDDY_ENOMEM;
+    if (!c) { /* unknown node: fail on the next tick (never inside this call) */
+        list_push(&cl->failed, r);
+        uv_idle_start(&cl->idle, on_idle);
+        return 0;
+    }
+    if (c->state == C_READY) {
+        send_now(c, r);
+        return 0;
+    }
+    if (c->state == C_IDLE && eddy_now_ms() < c->retry_at_ms) {
+        list_push(&cl->failed, r); /* in backoff: the caller retries later */
+        uv_idle_start(&cl->idle, on_idle);
+        return 0;
+    }
+    list_push(&c->queued, r);
+    if (c->state == C_IDLE)
+        start_connect(c);
+    return 0;
+}
+
+static void expire(req_list *l, uint64_t now, const conn *c)
+{
+    rpc_req *r = l->head;
+    while (r) {
+        rpc_req *next = r->next;
+        if (r->deadline_ms <= now) {
+            eddy_err e;
+            list_remove(l, r);
+            eddy_err_set(&e, EDDY_ETIMEDOUT, "Fluss %s:%d: api %d timed out", c->host, c->port,
+                         r->api_key);
+            req_finish(r, EDDY_ETIMEDOUT, NULL, 0, &e);
+        }
+        r = next;
+    }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    eddy_fluss_client *cl = t->data;
+    uint64_t now = eddy_now_ms();
+    for (int i = 0; i < cl->nconns; i++) {
+        expire(&cl->conns[i]->inflight, now, cl->conns[i]);
+        expire(&cl->conns[i]->queued, now, cl->conns[i]);
+    }
+}
+
+static int parse_hostport(const char *s, char *host, size_t cap, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    char *end;
+    if (!colon || colon == s || (size_t)(colon - s) >= cap)
+        return -1;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p <= 0 || p > 65535)
+        return -1;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = 0;
+    if (host[0] == '[') { /* [v6]:port */
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = 0;
+    }
+    *port = (int)p;
+    return 0;
+}
+
+int eddy_fluss_client_new(uv_loop_t *loop, const eddy_fluss_client_opts *opts,
+                          eddy_fluss_client **out, eddy_err *err)
+{
+    char host[256];
+    int port;
+    if (!opts->bootstrap || parse_hostport(opts->bootstrap, host, sizeof(host), &port))
+        return eddy_err_set(err, EDDY_EINVAL, "Fluss bootstrap '%s' is not host:port",
+                            opts->bootstrap ? opts->bootstrap : "");
+    eddy_fluss_client *cl = eddy_calloc(1, sizeof(*cl));
+    if (!cl)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    cl->loop = loop;
+    cl->timeout_ms = opts->request_timeout_ms > 0 ? opts->request_timeout_ms : 30000;
+    if (opts->sasl_user && opts->sasl_password) {
+        cl->sasl_user = eddy_strdup(opts->sasl_user);
+        cl->sasl_password = eddy_strdup(opts->sasl_password);
+    }
+    if (!add_conn(cl, NODE_BOOTSTRAP, host, port)) {
+        eddy_free(cl);
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
+    uv_timer_init(loop, &cl->timer);
+    cl->timer.data = cl;
+    uv_timer_start(&cl->timer, on_timer, 250, 250);
+    uv_unref((uv_handle_t *)&cl->timer);
+    uv_idle_init(loop, &cl->idle);
+    cl->idle.data = cl;
+    cl->open_handles = 2;
+    *out = cl;
+    return 0;
+}
+
+static void on_client_handle_closed(uv_handle_t *h)
+{
+    eddy_fluss_client *cl = h->data;
+    if (--cl->open_handles == 0)
+        eddy_free(cl);
+}
+
+void eddy_fluss_client_close(eddy_fluss_client *cl)
+{
+    if (!cl || cl->closing)
+        return;
+    cl->closing = 1;
+    fail_all(&cl->failed, EDDY_ECANCELED, "client closed", NULL);
+    for (int i = 0; i < cl->nconns; i++) {
+        conn *c = cl->conns[i];
+        fail_all(&c->inflight, EDDY_ECANCELED, "client closed", c);
+        fail_all(&c->queued, EDDY_ECANCELED, "client closed", c);
+        if (c->tcp_open) {
+            c->state = C_CLOSING;
+            uv_close((uv_handle_t *)&c->tcp, on_close);
+        } else {
+            eddy_buf_free(&c->in);
+            eddy_free(c);
+        }
+    }
+    eddy_free(cl->conns);
+    cl->conns = NULL;
+    cl->nconns = 0;
+    eddy__fluss_lookup_cancel(cl);
+    eddy__fluss_meta_free(cl);
+    while (cl->deferred) {
+        deferred *d = cl->deferred;
+        cl->deferred = d->next;
+        eddy_free(d);
+    }
+    cl->deferred_tail = NULL;
+    eddy_free(cl->sasl_user);
+    eddy_free(cl->sasl_password);
+    uv_close((uv_handle_t *)&cl->timer, on_client_handle_closed);
+    uv_close((uv_handle_t *)&cl->idle, on_client_handle_closed);
+}
+
+void **eddy__fluss_meta_slot(eddy_fluss_client *c)
+{
+    return &c->meta;
+}
+
+void **eddy__fluss_lookup_slot(eddy_fluss_client *c)
+{
+    return &c->lookups;
+}
