@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_int.h"
+
 static const char kUsage[] =
     "usage: eddy <command> [options]\n"
     "\n"
@@ -27,6 +29,8 @@ static const char kUsage[] =
     "  check JOB.yaml    validate a job and everything it references\n"
     "  trace list [JOB.yaml|TRACES.db] [--limit N] [--status ok|error]\n"
     "  trace show ID [JOB.yaml|TRACES.db] [--json]\n"
+    "  fluss ...         Fluss tables: tables, create-table, drop-table, info, produce,\n"
+    "                    scan, lookup (eddy fluss for details)\n"
     "  version\n"
     "\n"
     "global options: --log-level error|warn|info|debug|trace (or EDDY_LOG)\n";
@@ -273,6 +277,11 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("eddy %s\n", EDDY_VERSION);
         return 0;
+    }
+    if (!strcmp(cmd, "fluss")) {
+        rc = eddy_cli_fluss(argc, argv);
+        curl_global_cleanup();
+        return rc;
     }
     if ((rc = parse(argc, argv, &a)))
         return rc;

@@ -300,9 +300,8 @@ int eddy__arrow_writer_finish(eddy__arrow_writer *w, int codec, int zstd_level, 
         if (put_body_buffer(&body, c->validity.data, c->validity.len, codec, zstd_level,
                             bufs + 16 * bi++))
             goto out;
-        if (var_width(&s->cols[i]) &&
-            put_body_buffer(&body, c->offsets.data, c->offsets.len, codec, zstd_level,
-                            bufs + 16 * bi++))
+        if (var_width(&s->cols[i]) && put_body_buffer(&body, c->offsets.data, c->offsets.len, codec,
+                                                      zstd_level, bufs + 16 * bi++))
             goto out;
         if (put_body_buffer(&body, c->data.data, c->data.len, codec, zstd_level, bufs + 16 * bi++))
             goto out;
@@ -529,8 +528,8 @@ int eddy__arrow_read(const eddy_fluss_column *const *cols, int ncols, const uint
             goto corrupt;
         if (nulls == 0)
             v->validity = NULL;
-        if (need == 3 && read_buffer(b, body, body_len, bufs + 16 * bi++, codec, &v->offsets,
-                                     &v->offsets_len))
+        if (need == 3 &&
+            read_buffer(b, body, body_len, bufs + 16 * bi++, codec, &v->offsets, &v->offsets_len))
             goto corrupt;
         if (read_buffer(b, body, body_len, bufs + 16 * bi++, codec, &v->data, &v->data_len))
             goto corrupt;

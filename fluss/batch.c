@@ -189,8 +189,7 @@ int eddy_fluss_kv_builder_finish(eddy_fluss_kv_builder *b, eddy_buf *out, eddy_e
 {
     size_t at = out->len;
     uint8_t h[KV_HEADER] = {0};
-    if (eddy_buf_append(out, h, KV_HEADER) ||
-        eddy_buf_append(out, b->records.data, b->records.len))
+    if (eddy_buf_append(out, h, KV_HEADER) || eddy_buf_append(out, b->records.data, b->records.len))
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     uint8_t *p = (uint8_t *)out->data + at;
     size_t total = out->len - at;
@@ -307,8 +306,7 @@ static int decode_arrow(decode_ctx *x, const batch_view *bv, int *stop, eddy_err
     return 0;
 }
 
-static int decode_rows(decode_ctx *x, const batch_view *bv, int compacted, int *stop,
-                       eddy_err *err)
+static int decode_rows(decode_ctx *x, const batch_view *bv, int compacted, int *stop, eddy_err *err)
 {
     const uint8_t *p = bv->records;
     size_t n = bv->records_len, at = 0;
@@ -332,10 +330,9 @@ static int decode_rows(decode_ctx *x, const batch_view *bv, int compacted, int *
     return 0;
 }
 
-int eddy_fluss_log_decode(const eddy_fluss_schema *schema, int format, const uint8_t *data, size_t n,
-                          int64_t from_offset, const int *projection, int nproj,
-                          eddy_fluss_record_cb cb, void *ud, int64_t *next_offset,
-                          eddy_err *err)
+int eddy_fluss_log_decode(const eddy_fluss_schema *schema, int format, const uint8_t *data,
+                          size_t n, int64_t from_offset, const int *projection, int nproj,
+                          eddy_fluss_record_cb cb, void *ud, int64_t *next_offset, eddy_err *err)
 {
     decode_ctx x = {schema, projection, nproj, NULL, cb, ud, from_offset};
     size_t at = 0;

@@ -374,8 +374,9 @@ int eddy_fluss_compacted_decode(const eddy_fluss_schema *s, const uint8_t *p, si
     size_t nb = ((size_t)s->ncols + 7) / 8;
     reader r = {p, n, nb};
     if (n < nb)
-        return eddy_err_set(err, EDDY_ECORRUPT, "compacted row: %zu bytes, shorter than its null "
-                                                "bitmap",
+        return eddy_err_set(err, EDDY_ECORRUPT,
+                            "compacted row: %zu bytes, shorter than its null "
+                            "bitmap",
                             n);
     for (int i = 0; i < s->ncols; i++) {
         memset(&vals[i], 0, sizeof(vals[i]));
@@ -388,8 +389,8 @@ int eddy_fluss_compacted_decode(const eddy_fluss_schema *s, const uint8_t *p, si
                                 s->cols[i].name);
     }
     if (r.at != n)
-        return eddy_err_set(err, EDDY_ECORRUPT, "compacted row: %zu bytes left after the last column",
-                            n - r.at);
+        return eddy_err_set(err, EDDY_ECORRUPT,
+                            "compacted row: %zu bytes left after the last column", n - r.at);
     return 0;
 }
 

@@ -141,7 +141,7 @@ static void answer_prefix(lk *l, const EddyFluss__PbValueList *vl)
     eddy_fluss_value *vals = eddy_calloc((size_t)s->ncols + 1, sizeof(*vals));
     for (size_t i = 0; i < n; i++) {
         const ProtobufCBinaryData *b = &vl->values[i];
-        int rc = !vals ? eddy_err_set(&e, EDDY_ENOMEM, "out of memory")
+        int rc = !vals        ? eddy_err_set(&e, EDDY_ENOMEM, "out of memory")
                  : b->len < 2 ? eddy_err_set(&e, EDDY_ECORRUPT, "prefix lookup value too short")
                               : eddy_fluss_compacted_decode(s, b->data + 2, b->len - 2, vals, &e);
         if (rc) {
@@ -342,8 +342,8 @@ static void flush(void *ud)
         if (leader < 0) {
             eddy_err e;
             st->queue = l->next;
-            eddy_err_set(&e, EDDY_ENET, "%s.%s bucket %d has no leader", l->t->database,
-                         l->t->name, l->bucket);
+            eddy_err_set(&e, EDDY_ENET, "%s.%s bucket %d has no leader", l->t->database, l->t->name,
+                         l->bucket);
             again(c, l, EDDY_ENET, &e);
             continue;
         }
@@ -373,7 +373,8 @@ static int enqueue(eddy_fluss_client *c, const eddy_fluss_table *t, const eddy_f
         rc = eddy_fluss_key_encode(s, s->bk, s->nbk, key, &kb, err);
     else
         rc = eddy_fluss_key_encode(s, s->pk, s->npk, key, &kb, err);
-    if (!rc && !prefix && s->nbk && (s->nbk != s->npk || memcmp(s->bk, s->pk, sizeof(int) * (size_t)s->npk)))
+    if (!rc && !prefix && s->nbk &&
+        (s->nbk != s->npk || memcmp(s->bk, s->pk, sizeof(int) * (size_t)s->npk)))
         rc = eddy_fluss_key_encode(s, s->bk, s->nbk, key, &bb, err);
     lk *l = rc ? NULL : eddy_calloc(1, sizeof(*l));
     if (rc || !l) {

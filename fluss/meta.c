@@ -124,8 +124,8 @@ static void done_cb(int status, const uint8_t *p, size_t n, const eddy_err *err,
     op_free(o);
 }
 
-static int send_done(eddy_fluss_client *c, int api, const ProtobufCMessage *m, eddy_fluss_done_cb cb,
-                     void *ud)
+static int send_done(eddy_fluss_client *c, int api, const ProtobufCMessage *m,
+                     eddy_fluss_done_cb cb, void *ud)
 {
     op *o = op_new(c, ud);
     if (!o)
@@ -459,8 +459,8 @@ static void offsets_cb(int status, const uint8_t *p, size_t n, const eddy_err *e
             if (b->has_error_code && b->error_code && !o->status) {
                 o->status = EDDY_EFLUSS;
                 eddy_err_setc(&o->err, EDDY_EFLUSS, b->error_code,
-                              "list offsets of %s.%s bucket %d: Fluss error %d: %s", o->db,
-                              o->name, b->bucket_id, b->error_code,
+                              "list offsets of %s.%s bucket %d: Fluss error %d: %s", o->db, o->name,
+                              b->bucket_id, b->error_code,
                               b->error_message ? b->error_message : "");
             } else if (b->bucket_id >= 0 && b->bucket_id < o->t->nbuckets) {
                 o->offs[b->bucket_id] = b->has_offset ? b->offset : -1;

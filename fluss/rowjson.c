@@ -301,7 +301,7 @@ static int bad(eddy_err *err, const eddy_fluss_column *c, const char *want, cons
 {
     char type[40];
     static const char *jt[] = {"an object", "an array", "a string", "an integer",
-                               "a real", "true", "false", "null"};
+                               "a real",    "true",     "false",    "null"};
     eddy_fluss_type_name(c, type, sizeof(type));
     return eddy_err_set(err, EDDY_ESCHEMA, "column '%s' (%s) needs %s, got %s", c->name, type, want,
                         jt[json_typeof(v)]);
@@ -312,9 +312,10 @@ static int int_value(const eddy_fluss_column *c, const json_t *j, eddy_fluss_val
 {
     static const int64_t lo[] = {INT8_MIN, INT16_MIN, INT32_MIN, INT64_MIN};
     static const int64_t hi[] = {INT8_MAX, INT16_MAX, INT32_MAX, INT64_MAX};
-    int k = c->type == EDDY_FLUSS_TINYINT ? 0 : c->type == EDDY_FLUSS_SMALLINT ? 1
-                                            : c->type == EDDY_FLUSS_INT        ? 2
-                                                                               : 3;
+    int k = c->type == EDDY_FLUSS_TINYINT    ? 0
+            : c->type == EDDY_FLUSS_SMALLINT ? 1
+            : c->type == EDDY_FLUSS_INT      ? 2
+                                             : 3;
     if (!json_is_integer(j))
         return bad(err, c, "an integer", j);
     v->v.i = json_integer_value(j);
@@ -399,8 +400,8 @@ static int value_from_json(const eddy_fluss_column *c, const json_t *j, eddy_flu
     case EDDY_FLUSS_STRING:
         return string_value(c, j, v, a, err);
     case EDDY_FLUSS_BYTES:
-        if (!json_is_string(j) || b64_decode(json_string_value(j), json_string_length(j), a,
-                                             &v->v.s.p, &v->v.s.n))
+        if (!json_is_string(j) ||
+            b64_decode(json_string_value(j), json_string_length(j), a, &v->v.s.p, &v->v.s.n))
             return bad(err, c, "base64 text", j);
         return 0;
     case EDDY_FLUSS_DATE:

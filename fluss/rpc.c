@@ -81,8 +81,8 @@ struct eddy_fluss_client {
     int open_handles;
     req_list failed; /* requests to fail on the next idle tick */
     struct deferred *deferred, *deferred_tail;
-    void *meta;      /* fluss/meta.c state */
-    void *lookups;   /* fluss/lookup.c state */
+    void *meta;    /* fluss/meta.c state */
+    void *lookups; /* fluss/lookup.c state */
 };
 
 static ProtobufCAllocator pb_alloc;

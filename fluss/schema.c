@@ -79,7 +79,9 @@ void eddy_fluss_arena_free(eddy_fluss_arena *a)
 
 static int default_precision(eddy_fluss_type t)
 {
-    return t == EDDY_FLUSS_DECIMAL ? 10 : (t == EDDY_FLUSS_TIMESTAMP || t == EDDY_FLUSS_TIMESTAMP_LTZ) ? 6 : 0;
+    return t == EDDY_FLUSS_DECIMAL                                        ? 10
+           : (t == EDDY_FLUSS_TIMESTAMP || t == EDDY_FLUSS_TIMESTAMP_LTZ) ? 6
+                                                                          : 0;
 }
 
 int eddy_fluss_type_parse(const char *text, eddy_fluss_column *col, eddy_err *err)
@@ -123,10 +125,12 @@ int eddy_fluss_type_parse(const char *text, eddy_fluss_column *col, eddy_err *er
         col->scale = (int)b;
         p = end + 1;
     }
-    if (col->type == EDDY_FLUSS_DECIMAL &&
-        (col->precision < 1 || col->precision > 38 || col->scale < 0 || col->scale > col->precision))
-        return eddy_err_set(err, EDDY_ESCHEMA, "'%s': DECIMAL needs 1 <= precision <= 38 and "
-                                               "0 <= scale <= precision", text);
+    if (col->type == EDDY_FLUSS_DECIMAL && (col->precision < 1 || col->precision > 38 ||
+                                            col->scale < 0 || col->scale > col->precision))
+        return eddy_err_set(err, EDDY_ESCHEMA,
+                            "'%s': DECIMAL needs 1 <= precision <= 38 and "
+                            "0 <= scale <= precision",
+                            text);
     if ((col->type == EDDY_FLUSS_TIMESTAMP || col->type == EDDY_FLUSS_TIMESTAMP_LTZ) &&
         (col->precision < 0 || col->precision > 9))
         return eddy_err_set(err, EDDY_ESCHEMA, "'%s': timestamp precision must be 0..9", text);
@@ -358,8 +362,8 @@ static int build_properties(const json_t *doc, json_t *props, eddy_err *err)
                         : !strcasecmp(comp, "none") ? "NONE"
                                                     : NULL;
         if (!c)
-            return eddy_err_set(err, EDDY_ESCHEMA,
-                                "compression '%s' is not one of zstd, lz4, none", comp);
+            return eddy_err_set(err, EDDY_ESCHEMA, "compression '%s' is not one of zstd, lz4, none",
+                                comp);
         json_object_set_new(props, "table.log.arrow.compression.type", json_string(c));
     }
     json_object_foreach((json_t *)json_object_get(doc, "properties"), k, v)
@@ -396,8 +400,8 @@ int eddy_fluss_table_json_build(const json_t *doc, json_t **out, eddy_err *err)
             eddy_err_prefix(err, "column '%s': ", name);
             goto out;
         }
-        json_t *jc = json_pack("{s:s,s:o,s:i}", "name", name, "data_type", type_json(&col), "id",
-                               (int)i);
+        json_t *jc =
+            json_pack("{s:s,s:o,s:i}", "name", name, "data_type", type_json(&col), "id", (int)i);
         if (json_object_get(c, "comment"))
             json_object_set(jc, "comment", json_object_get(c, "comment"));
         json_array_append_new(jcols, jc);
@@ -418,9 +422,10 @@ int eddy_fluss_table_json_build(const json_t *doc, json_t **out, eddy_err *err)
     const json_t *bk = json_object_get(doc, "bucket_key");
     if (buckets > 0) {
         json_object_set_new(t, "bucket_count", json_integer(buckets));
-        json_object_set(t, "bucket_key", json_array_size(bk) ? (json_t *)bk
-                                         : json_array_size(pk) ? pk
-                                                               : json_array());
+        json_object_set(t, "bucket_key",
+                        json_array_size(bk)   ? (json_t *)bk
+                        : json_array_size(pk) ? pk
+                                              : json_array());
     } else if (json_array_size(bk)) {
         json_object_set(t, "bucket_key", (json_t *)bk);
     }

@@ -260,8 +260,8 @@ static void retry_later(eddy_fluss_writer *w, int bucket, int status, const eddy
         bk->tail = b;
     uint64_t backoff = 100u << (b->attempts < 5 ? b->attempts : 5);
     bk->retry_at_ms = eddy_now_ms() + backoff;
-    EDDY_DEBUG("fluss", "%s.%s bucket %d: retry in %llu ms: %s", w->t->database, w->t->name,
-               bucket, (unsigned long long)backoff, err ? err->msg : "");
+    EDDY_DEBUG("fluss", "%s.%s bucket %d: retry in %llu ms: %s", w->t->database, w->t->name, bucket,
+               (unsigned long long)backoff, err ? err->msg : "");
     need_refresh(w);
 }
 
@@ -295,8 +295,8 @@ static void on_response(int status, const uint8_t *p, size_t n, const eddy_err *
     if (status) {
         for (int i = 0; i < sc->nb; i++)
             if (w->b[sc->buckets[i]].inflight) {
-                if (status == EDDY_ECANCELED || (status == EDDY_EFLUSS &&
-                                                 !eddy__fluss_retriable((int)err->cause))) {
+                if (status == EDDY_ECANCELED ||
+                    (status == EDDY_EFLUSS && !eddy__fluss_retriable((int)err->cause))) {
                     wbatch *b = w->b[sc->buckets[i]].inflight;
                     w->b[sc->buckets[i]].inflight = NULL;
                     batch_done(w, b, status, err);
@@ -583,7 +583,8 @@ int eddy_fluss_writer_write(eddy_fluss_writer *w, const eddy_fluss_value *vals, 
     if (cbs_push(&bk->open_cbs, cb, ud))
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     w->written++;
-    size_t size = w->is_kv ? eddy_fluss_kv_builder_size(bk->kv) : eddy_fluss_log_builder_size(bk->log);
+    size_t size =
+        w->is_kv ? eddy_fluss_kv_builder_size(bk->kv) : eddy_fluss_log_builder_size(bk->log);
     if (size >= w->o.batch_bytes) {
         close_batch(w, bucket);
         if (!bk->inflight)

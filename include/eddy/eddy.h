@@ -11,6 +11,7 @@
 #include "eddy/buf.h"
 #include "eddy/connector.h"
 #include "eddy/error.h"
+#include "eddy/fluss.h"
 #include "eddy/json.h"
 #include "eddy/llm.h"
 #include "eddy/log.h"

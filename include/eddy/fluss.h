@@ -230,10 +230,9 @@ typedef int (*eddy_fluss_record_cb)(int64_t offset, int64_t timestamp, int chang
  * callback then sees values only at those indexes. A truncated last batch
  * is not an error: *NEXT_OFFSET is the offset after the last complete batch
  * (FROM_OFFSET when none). Corrupt input is EDDY_ECORRUPT. */
-int eddy_fluss_log_decode(const eddy_fluss_schema *schema, int format, const uint8_t *data, size_t n,
-                          int64_t from_offset, const int *projection, int nproj,
-                          eddy_fluss_record_cb cb, void *ud, int64_t *next_offset,
-                          eddy_err *err);
+int eddy_fluss_log_decode(const eddy_fluss_schema *schema, int format, const uint8_t *data,
+                          size_t n, int64_t from_offset, const int *projection, int nproj,
+                          eddy_fluss_record_cb cb, void *ud, int64_t *next_offset, eddy_err *err);
 
 /* -- client ----------------------------------------------------------------- */
 
@@ -245,10 +244,10 @@ int eddy_fluss_log_decode(const eddy_fluss_schema *schema, int format, const uin
 typedef struct eddy_fluss_client eddy_fluss_client;
 
 typedef struct eddy_fluss_client_opts {
-    const char *bootstrap;     /* "host:port" of a coordinator (or any server) */
-    const char *sasl_user;     /* SASL PLAIN when both are set */
+    const char *bootstrap; /* "host:port" of a coordinator (or any server) */
+    const char *sasl_user; /* SASL PLAIN when both are set */
     const char *sasl_password;
-    int request_timeout_ms;    /* per RPC (default 30000) */
+    int request_timeout_ms; /* per RPC (default 30000) */
 } eddy_fluss_client_opts;
 
 int eddy_fluss_client_new(uv_loop_t *loop, const eddy_fluss_client_opts *opts,
@@ -271,8 +270,7 @@ int eddy_fluss_create_database(eddy_fluss_client *c, const char *db, int ignore_
 int eddy_fluss_drop_database(eddy_fluss_client *c, const char *db, int ignore_if_missing,
                              int cascade, eddy_fluss_done_cb cb, void *ud);
 int eddy_fluss_list_databases(eddy_fluss_client *c, eddy_fluss_names_cb cb, void *ud);
-int eddy_fluss_list_tables(eddy_fluss_client *c, const char *db, eddy_fluss_names_cb cb,
-                           void *ud);
+int eddy_fluss_list_tables(eddy_fluss_client *c, const char *db, eddy_fluss_names_cb cb, void *ud);
 /* TABLE_JSON borrowed (see eddy_fluss_table_json_build). */
 int eddy_fluss_create_table(eddy_fluss_client *c, const char *db, const char *table,
                             const json_t *table_json, int ignore_if_exists, eddy_fluss_done_cb cb,
@@ -283,7 +281,11 @@ int eddy_fluss_drop_table(eddy_fluss_client *c, const char *db, const char *tabl
 int eddy_fluss_get_table(eddy_fluss_client *c, const char *db, const char *table,
                          eddy_fluss_table_cb cb, void *ud);
 
-enum { EDDY_FLUSS_OFFSET_EARLIEST = 0, EDDY_FLUSS_OFFSET_LATEST = 1, EDDY_FLUSS_OFFSET_TIMESTAMP = 2 };
+enum {
+    EDDY_FLUSS_OFFSET_EARLIEST = 0,
+    EDDY_FLUSS_OFFSET_LATEST = 1,
+    EDDY_FLUSS_OFFSET_TIMESTAMP = 2
+};
 /* OFFSETS[bucket] for every bucket of T, borrowed for the call. */
 typedef void (*eddy_fluss_offsets_cb)(int status, const eddy_err *err, const int64_t *offsets,
                                       int nbuckets, void *ud);
@@ -330,13 +332,12 @@ typedef struct eddy_fluss_scanner eddy_fluss_scanner;
 /* Per record: bucket, offset, commit timestamp, change type, values
  * (borrowed for the call; with a projection only those columns are set).
  * Return non-zero to pause the scanner after this fetch's records. */
-typedef int (*eddy_fluss_scan_record_cb)(int bucket, int64_t offset, int64_t timestamp,
-                                         int change, const eddy_fluss_value *vals, void *ud);
+typedef int (*eddy_fluss_scan_record_cb)(int bucket, int64_t offset, int64_t timestamp, int change,
+                                         const eddy_fluss_value *vals, void *ud);
 /* After each fetch answer of BUCKET: the next offset to read and the high
  * watermark; STATUS non-zero when the bucket failed for good. */
 typedef void (*eddy_fluss_scan_progress_cb)(int status, const eddy_err *err, int bucket,
-                                            int64_t next_offset, int64_t high_watermark,
-                                            void *ud);
+                                            int64_t next_offset, int64_t high_watermark, void *ud);
 
 #define EDDY_FLUSS_EARLIEST (-2)
 #define EDDY_FLUSS_LATEST (-1)

@@ -11,14 +11,14 @@
 
 /* A schema of one column of every supported type. */
 static eddy_fluss_column ALL_COLS[] = {
-    {"b", EDDY_FLUSS_BOOLEAN, 1, 0, 0},       {"t", EDDY_FLUSS_TINYINT, 1, 0, 0},
-    {"s", EDDY_FLUSS_SMALLINT, 1, 0, 0},      {"i", EDDY_FLUSS_INT, 1, 0, 0},
-    {"l", EDDY_FLUSS_BIGINT, 1, 0, 0},        {"f", EDDY_FLUSS_FLOAT, 1, 0, 0},
-    {"d", EDDY_FLUSS_DOUBLE, 1, 0, 0},        {"str", EDDY_FLUSS_STRING, 1, 0, 0},
-    {"by", EDDY_FLUSS_BYTES, 1, 0, 0},        {"dt", EDDY_FLUSS_DATE, 1, 0, 0},
-    {"ts3", EDDY_FLUSS_TIMESTAMP, 1, 3, 0},   {"ts6", EDDY_FLUSS_TIMESTAMP, 1, 6, 0},
+    {"b", EDDY_FLUSS_BOOLEAN, 1, 0, 0},          {"t", EDDY_FLUSS_TINYINT, 1, 0, 0},
+    {"s", EDDY_FLUSS_SMALLINT, 1, 0, 0},         {"i", EDDY_FLUSS_INT, 1, 0, 0},
+    {"l", EDDY_FLUSS_BIGINT, 1, 0, 0},           {"f", EDDY_FLUSS_FLOAT, 1, 0, 0},
+    {"d", EDDY_FLUSS_DOUBLE, 1, 0, 0},           {"str", EDDY_FLUSS_STRING, 1, 0, 0},
+    {"by", EDDY_FLUSS_BYTES, 1, 0, 0},           {"dt", EDDY_FLUSS_DATE, 1, 0, 0},
+    {"ts3", EDDY_FLUSS_TIMESTAMP, 1, 3, 0},      {"ts6", EDDY_FLUSS_TIMESTAMP, 1, 6, 0},
     {"ltz3", EDDY_FLUSS_TIMESTAMP_LTZ, 1, 3, 0}, {"ltz9", EDDY_FLUSS_TIMESTAMP_LTZ, 1, 9, 0},
-    {"dec", EDDY_FLUSS_DECIMAL, 1, 10, 2},    {"big", EDDY_FLUSS_DECIMAL, 1, 30, 4},
+    {"dec", EDDY_FLUSS_DECIMAL, 1, 10, 2},       {"big", EDDY_FLUSS_DECIMAL, 1, 30, 4},
 };
 #define NALL ((int)(sizeof(ALL_COLS) / sizeof(ALL_COLS[0])))
 static eddy_fluss_schema ALL = {NALL, ALL_COLS, 0, NULL, 0, NULL};
@@ -138,7 +138,10 @@ static void test_compacted_vectors(void **state)
     eddy_buf_init(&b);
     assert_int_equal(eddy_fluss_compacted_encode(&s, v, &b), 0);
     assert_int_equal(b.len, 6);
-    assert_memory_equal(b.data, "\x00\x05\x03" "abc", 6);
+    assert_memory_equal(b.data,
+                        "\x00\x05\x03"
+                        "abc",
+                        6);
     eddy_buf_reset(&b);
     /* keys: no null bitmap (fact sheet: INT 5 -> 05, "abc" -> 03 61 62 63) */
     assert_int_equal(eddy_fluss_key_encode(&s, &key, 1, v, &b, NULL), 0);
@@ -146,7 +149,10 @@ static void test_compacted_vectors(void **state)
     eddy_buf_reset(&b);
     key = 1;
     assert_int_equal(eddy_fluss_key_encode(&s, &key, 1, v, &b, NULL), 0);
-    assert_memory_equal(b.data, "\x03" "abc", 4);
+    assert_memory_equal(b.data,
+                        "\x03"
+                        "abc",
+                        4);
     eddy_buf_reset(&b);
     v[1].is_null = 1;
     v[0].v.i = -1;
@@ -315,25 +321,25 @@ static void test_log_header_vector(void **state)
     eddy_buf b;
     (void)state;
     eddy_buf_init(&b);
-    assert_int_equal(
-        eddy_fluss_log_builder_new(&s, 1, EDDY_FLUSS_LOG_INDEXED, 0, 0, &lb, NULL), 0);
+    assert_int_equal(eddy_fluss_log_builder_new(&s, 1, EDDY_FLUSS_LOG_INDEXED, 0, 0, &lb, NULL), 0);
     v.v.i = 1;
     assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, &v), 0);
     assert_int_equal(eddy_fluss_log_builder_finish(lb, &b, NULL), 0);
     /* 48-byte header + record (len 6: attr, bitmap, INT32 LE) */
     assert_int_equal(b.len, 48 + 4 + 6);
     static const uint8_t head[] = {
-        0, 0, 0, 0, 0, 0, 0, 0, /* base offset */
-        46, 0, 0, 0,            /* length = total - 12 */
-        0,                      /* magic */
-        0, 0, 0, 0, 0, 0, 0, 0, /* commit timestamp */
+        0,  0, 0, 0, 0, 0, 0, 0, /* base offset */
+        46, 0, 0, 0,             /* length = total - 12 */
+        0,                       /* magic */
+        0,  0, 0, 0, 0, 0, 0, 0, /* commit timestamp */
     };
     assert_memory_equal(b.data, head, sizeof(head));
     uint32_t crc = eddy_fluss_crc32c(0, b.data + 25, b.len - 25);
     assert_memory_equal(b.data + 21, &crc, 4); /* little-endian host */
-    assert_memory_equal(b.data + 25, "\x01\x00\x01\x00\x00\x00\x00", 7); /* schema 1, attrs, delta 0 */
-    assert_memory_equal(b.data + 32, "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01\x00\x00\x00",
-                        16);
+    assert_memory_equal(b.data + 25, "\x01\x00\x01\x00\x00\x00\x00",
+                        7); /* schema 1, attrs, delta 0 */
+    assert_memory_equal(b.data + 32,
+                        "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01\x00\x00\x00", 16);
     assert_memory_equal(b.data + 48, "\x06\x00\x00\x00\x00\x00\x01\x00\x00\x00", 10);
     eddy_fluss_log_builder_free(lb);
     eddy_buf_free(&b);
@@ -445,13 +451,20 @@ static void test_table_json(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_crc32c),          cmocka_unit_test(test_murmur_buckets),
-        cmocka_unit_test(test_varint),          cmocka_unit_test(test_compacted_vectors),
-        cmocka_unit_test(test_rows_roundtrip),  cmocka_unit_test(test_indexed_vector),
-        cmocka_unit_test(test_log_arrow_plain), cmocka_unit_test(test_log_arrow_zstd),
-        cmocka_unit_test(test_log_arrow_lz4),   cmocka_unit_test(test_log_indexed),
-        cmocka_unit_test(test_log_header_vector), cmocka_unit_test(test_kv_batch_vector),
-        cmocka_unit_test(test_types_and_json),  cmocka_unit_test(test_table_json),
+        cmocka_unit_test(test_crc32c),
+        cmocka_unit_test(test_murmur_buckets),
+        cmocka_unit_test(test_varint),
+        cmocka_unit_test(test_compacted_vectors),
+        cmocka_unit_test(test_rows_roundtrip),
+        cmocka_unit_test(test_indexed_vector),
+        cmocka_unit_test(test_log_arrow_plain),
+        cmocka_unit_test(test_log_arrow_zstd),
+        cmocka_unit_test(test_log_arrow_lz4),
+        cmocka_unit_test(test_log_indexed),
+        cmocka_unit_test(test_log_header_vector),
+        cmocka_unit_test(test_kv_batch_vector),
+        cmocka_unit_test(test_types_and_json),
+        cmocka_unit_test(test_table_json),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("fluss", tests, NULL, NULL);
