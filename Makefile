@@ -39,7 +39,7 @@ FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps test unit fuzz-replay fuzz integration demo bench asan valgrind format \
+.PHONY: all deps test unit fuzz-replay fuzz integration integration-fluss demo bench asan valgrind format \
         format-check compdb clean
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm
@@ -111,11 +111,17 @@ fuzz: deps
 integration: deps all
 	python3 tests/integration/run.py --build $(BUILD)
 
+# Against a real Fluss cluster (tests/fluss/cluster.sh: Java 17 + the server
+# jar from Maven Central) and pyfluss from PyPI; fails loudly without them.
+integration-fluss: deps all
+	python3 tests/integration/fluss_test.py --build $(BUILD)
+
 test: deps
 	$(MAKE) all
 	$(MAKE) unit
 	$(MAKE) fuzz-replay
 	$(MAKE) integration
+	$(MAKE) integration-fluss
 
 demo: deps all
 	@sh examples/order-support/demo.sh $(BUILD)

@@ -197,8 +197,8 @@ static int cmd_info(fcli *f, int argc, char **argv)
         eddy_fluss_type_name(&t->schema.cols[i], type, sizeof(type));
         if (!t->schema.cols[i].nullable)
             strncat(type, " NOT NULL", sizeof(type) - strlen(type) - 1);
-        json_array_append_new(cols, json_pack("{s:s,s:s}", "name", t->schema.cols[i].name, "type",
-                                              type));
+        json_array_append_new(cols,
+                              json_pack("{s:s,s:s}", "name", t->schema.cols[i].name, "type", type));
     }
     for (int b = 0; b < t->nbuckets; b++)
         json_array_append_new(leaders, json_integer(t->leaders[b]));
@@ -206,8 +206,8 @@ static int cmd_info(fcli *f, int argc, char **argv)
     static const char *codecs[] = {"none", "lz4", "zstd"};
     json_t *o = json_pack("{s:s,s:s,s:I,s:i,s:o,s:i,s:o,s:s,s:s}", "database", t->database, "table",
                           t->name, "table_id", (json_int_t)t->table_id, "schema_id", t->schema_id,
-                          "columns", cols, "buckets", t->nbuckets, "leaders", leaders,
-                          "log_format", fmts[t->log_format], "compression", codecs[t->codec]);
+                          "columns", cols, "buckets", t->nbuckets, "leaders", leaders, "log_format",
+                          fmts[t->log_format], "compression", codecs[t->codec]);
     json_t *pk = json_array();
     for (int i = 0; i < t->schema.npk; i++)
         json_array_append_new(pk, json_string(t->schema.cols[t->schema.pk[i]].name));
@@ -288,8 +288,8 @@ out:
 
 /* -- scan ------------------------------------------------------------------- */
 
-static int scan_record(int bucket, int64_t off, int64_t ts, int change, const eddy_fluss_value *vals,
-                       void *ud)
+static int scan_record(int bucket, int64_t off, int64_t ts, int change,
+                       const eddy_fluss_value *vals, void *ud)
 {
     fcli *f = ud;
     if (f->limit >= 0 && f->rows >= f->limit)
@@ -553,10 +553,18 @@ int eddy_cli_fluss(int argc, char **argv)
         char *end;
         eddy_log_level lvl;
         switch (opt) {
-        case O_BOOT: f.bootstrap = optarg; break;
-        case O_FROM: f.from = optarg; break;
-        case O_FOLLOW: f.follow = 1; break;
-        case O_COLS: f.columns = optarg; break;
+        case O_BOOT:
+            f.bootstrap = optarg;
+            break;
+        case O_FROM:
+            f.from = optarg;
+            break;
+        case O_FOLLOW:
+            f.follow = 1;
+            break;
+        case O_COLS:
+            f.columns = optarg;
+            break;
         case O_LIMIT:
             f.limit = strtol(optarg, &end, 10);
             if (*end || f.limit < 0) {
@@ -564,16 +572,26 @@ int eddy_cli_fluss(int argc, char **argv)
                 return 2;
             }
             break;
-        case O_META: f.meta = 1; break;
-        case O_PREFIX: f.prefix = 1; break;
-        case O_INE: f.if_not_exists = 1; break;
-        case O_IE: f.if_exists = 1; break;
+        case O_META:
+            f.meta = 1;
+            break;
+        case O_PREFIX:
+            f.prefix = 1;
+            break;
+        case O_INE:
+            f.if_not_exists = 1;
+            break;
+        case O_IE:
+            f.if_exists = 1;
+            break;
         case O_LOG:
             if (eddy_log_parse_level(optarg, &lvl))
                 return 2;
             eddy_log_set_level((int)lvl);
             break;
-        default: fputs(kFlussUsage, stderr); return 2;
+        default:
+            fputs(kFlussUsage, stderr);
+            return 2;
         }
     }
     int nargs = argc - optind;

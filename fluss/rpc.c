@@ -240,6 +240,8 @@ static int write_frame(conn *c, char *frame, size_t len)
 static void send_now(conn *c, rpc_req *r)
 {
     char *frame = r->frame;
+    EDDY_LOG(EDDY_LOG_TRACE, "fluss", "send api %d id %d to %s:%d", r->api_key, r->id, c->host,
+             c->port);
     r->frame = NULL;
     list_push(&c->inflight, r);
     if (write_frame(c, frame, r->frame_len))
@@ -443,6 +445,8 @@ static int handle_frame(conn *c, const uint8_t *p, size_t n)
     if (n < 5 || p[0] > 1)
         return -1;
     int32_t id = (int32_t)rd_u32be(p + 1);
+    EDDY_LOG(EDDY_LOG_TRACE, "fluss", "answer type %d id %d (%zu bytes) from %s:%d", p[0], id, n,
+             c->host, c->port);
     rpc_req *r = find_inflight(c, id);
     if (!r)
         return 0; /* timed out earlier: drop the late answer */

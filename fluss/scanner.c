@@ -167,6 +167,7 @@ static void bucket_answer(eddy_fluss_scanner *s, const EddyFluss__PbFetchLogResp
             b->state = B_RESOLVE;
             b->offset = EDDY_FLUSS_EARLIEST;
         } else if (eddy__fluss_retriable(code)) {
+            EDDY_DEBUG("fluss", "%s; retrying", e.msg);
             backoff(s, i);
         } else {
             b->state = B_OFF;
@@ -176,6 +177,17 @@ static void bucket_answer(eddy_fluss_scanner *s, const EddyFluss__PbFetchLogResp
     }
     b->failures = 0;
     int64_t next = b->offset;
+    if (br->has_remote_log_fetch_info && !(br->has_records && br->records.len)) {
+        eddy_err_set(&e, EDDY_EFLUSS,
+                     "%s.%s bucket %d: offsets from %lld are in remote (tiered) log storage, "
+                     "which eddy's Fluss client does not read yet; start later "
+                     "(local log starts at %lld)",
+                     s->t->database, s->t->name, i, (long long)b->offset,
+                     br->has_log_start_offset ? (long long)br->log_start_offset : -1LL);
+        b->state = B_OFF;
+        s->on_progress(EDDY_EFLUSS, &e, i, b->offset, -1, s->ud);
+        return;
+    }
     if (br->has_records && br->records.len) {
         deliver_ctx d = {s, i, 0};
         int rc = eddy_fluss_log_decode(&s->t->schema, s->t->log_format, br->records.data,

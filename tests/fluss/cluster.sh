@@ -102,7 +102,8 @@ start_tablet() {
 }
 
 start() {
-    if alive coordinator; then status; return 0; fi
+    if alive coordinator && alive tablet; then echo "127.0.0.1:$(cat "$RUN/coordinator.port")"; return 0; fi
+    alive coordinator && stop >/dev/null
     need_java
     fetch_jars
     rm -rf "$RUN"
@@ -136,6 +137,9 @@ default.replication.factor: 1
 data.dir: $RUN/data/coordinator
 remote.data.dir: $RUN/remote
 bind.listeners: FLUSS://127.0.0.1:$cport
+# Tests read back everything they wrote: keep logs local (no tiering to
+# remote.data.dir, which eddy's client does not read yet).
+remote.log.task-interval-duration: 0s
 CONF
     launch zk org.apache.fluss.shaded.zookeeper3.org.apache.zookeeper.server.quorum.QuorumPeerMain "$RUN/zoo.cfg"
     wait_port "$zport" 60 zk
