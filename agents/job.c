@@ -187,17 +187,49 @@ char *eddy_job_path(const eddy_job *job, const char *rel)
     return eddy_aprintf("%s/%s", job->dir, rel);
 }
 
-/* source/sink/dead_letter: { jsonl: PATH } or { stdout: true }. */
-static char *get_io(vctx *c, json_t *root, const char *key, int allow_stdout)
+/* A `fluss:` block of source or sink: keys checked here, meaning in fluss/. */
+static json_t *get_fluss(vctx *c, json_t *m, const char *path, int is_source)
 {
-    static const char *const with_stdout[] = {"jsonl", "stdout", NULL};
+    static const char *const src_keys[] = {"bootstrap", "table",         "start", "follow",
+                                           "sasl_user", "sasl_password", NULL};
+    static const char *const sink_keys[] = {"bootstrap", "table", "sasl_user", "sasl_password",
+                                            NULL};
+    char p[512];
+    json_t *f = get_map(c, m, path, "fluss", 1);
+    if (!f)
+        return NULL;
+    join(p, sizeof(p), path, "fluss");
+    check_keys(c, f, p, is_source ? src_keys : sink_keys);
+    char *table = get_str(c, f, p, "table", 1, NULL);
+    if (table && (!strchr(table, '.') || table[0] == '.' || strchr(table, '.')[1] == 0))
+        verr(c, p, 0, "'table' must be DATABASE.TABLE, got '%s'", table);
+    eddy_free(table);
+    const json_t *start = json_object_get(f, "start");
+    if (start && !json_is_string(start) && !json_is_integer(start))
+        verr(c, p, 0, "'start' must be earliest, latest, or an ISO-8601 time");
+    const json_t *follow = json_object_get(f, "follow");
+    if (follow && !json_is_boolean(follow))
+        verr(c, p, 0, "'follow' must be true or false");
+    return json_pack("{s:O}", "fluss", f);
+}
+
+/* source/sink/dead_letter: { jsonl: PATH }, { stdout: true } (sink) or
+ * { fluss: {...} } (source, sink: returned in *CFG). */
+static char *get_io(vctx *c, json_t *root, const char *key, int allow_stdout, json_t **cfg)
+{
+    static const char *const with_stdout[] = {"jsonl", "stdout", "fluss", NULL};
+    static const char *const with_fluss[] = {"jsonl", "fluss", NULL};
     static const char *const only_jsonl[] = {"jsonl", NULL};
     char p[512], *rel, *abs;
     json_t *m = get_map(c, root, "", key, 0);
     if (!m)
         return NULL;
     join(p, sizeof(p), "", key);
-    check_keys(c, m, p, allow_stdout ? with_stdout : only_jsonl);
+    check_keys(c, m, p, !cfg ? only_jsonl : allow_stdout ? with_stdout : with_fluss);
+    if (cfg && json_object_get(m, "fluss")) {
+        *cfg = get_fluss(c, m, p, !allow_stdout);
+        return NULL;
+    }
     if (allow_stdout && json_is_true(json_object_get(m, "stdout")))
         return NULL; /* a NULL sink is stdout */
     rel = get_str(c, m, p, "jsonl", 1, NULL);
@@ -572,9 +604,9 @@ int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *d
     check_keys(&c, doc.root, "", keys);
     job->name = get_str(&c, doc.root, "", "job", 1, NULL);
     job->key = get_str(&c, doc.root, "", "key", 1, NULL);
-    job->source = get_io(&c, doc.root, "source", 0);
-    job->sink = get_io(&c, doc.root, "sink", 1);
-    job->dead_letter = get_io(&c, doc.root, "dead_letter", 0);
+    job->source = get_io(&c, doc.root, "source", 0, &job->source_cfg);
+    job->sink = get_io(&c, doc.root, "sink", 1, &job->sink_cfg);
+    job->dead_letter = get_io(&c, doc.root, "dead_letter", 0, NULL);
     if (!job->dead_letter)
         job->dead_letter = default_path(job, "dead-letter.jsonl");
     if ((x = get_map(&c, doc.root, "", "checkpoint", 0))) {
@@ -644,6 +676,8 @@ void eddy_job_free(eddy_job *job)
     eddy_free(job->key);
     eddy_free(job->source);
     eddy_free(job->sink);
+    json_decref(job->source_cfg);
+    json_decref(job->sink_cfg);
     eddy_free(job->dead_letter);
     eddy_free(job->state_path);
     eddy_free(job->trace_path);

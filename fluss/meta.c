@@ -350,7 +350,8 @@ static void metadata_cb(int status, const uint8_t *p, size_t n, const eddy_err *
     eddy_err e;
     int rc = 0;
     if (status) {
-        if (status == EDDY_EFLUSS && err && !eddy__fluss_retriable((int)err->cause))
+        if (status == EDDY_ECANCELED ||
+            (status == EDDY_EFLUSS && err && !eddy__fluss_retriable((int)err->cause)))
             meta_finish(o, status, err);
         else
             meta_retry(o, status, err);

@@ -721,8 +721,9 @@ void eddy_fluss_client_close(eddy_fluss_client *cl)
         fail_all(&c->inflight, EDDY_ECANCELED, "client closed", c);
         fail_all(&c->queued, EDDY_ECANCELED, "client closed", c);
         if (c->tcp_open) {
-            c->state = C_CLOSING;
-            uv_close((uv_handle_t *)&c->tcp, on_close);
+            c->state = C_CLOSING; /* on_close frees it, also when a close is under way */
+            if (!uv_is_closing((uv_handle_t *)&c->tcp))
+                uv_close((uv_handle_t *)&c->tcp, on_close);
         } else {
             eddy_buf_free(&c->in);
             eddy_free(c);

@@ -37,7 +37,7 @@ struct eddy_fluss_scanner {
     eddy_fluss_scan_progress_cb on_progress;
     void *ud;
     sbucket *b;
-    int paused, freeing, requests, resolving, refreshing;
+    int paused, freeing, closed, requests, resolving, refreshing;
     uv_timer_t timer;
 };
 
@@ -395,8 +395,10 @@ static void timer_closed(uv_handle_t *h)
 
 static void maybe_free(eddy_fluss_scanner *s)
 {
-    if (s->requests == 0)
+    if (s->requests == 0 && !s->closed) {
+        s->closed = 1;
         uv_close((uv_handle_t *)&s->timer, timer_closed);
+    }
 }
 
 void eddy_fluss_scanner_free(eddy_fluss_scanner *s)

@@ -77,7 +77,7 @@ struct eddy_fluss_writer {
     eddy_err first_err;
     flush_waiter *waiters;
     eddy_buf key, val;
-    int freeing;
+    int freeing, closed;
     int requests; /* in flight; the writer is freed when it drops to 0 */
 };
 
@@ -685,8 +685,9 @@ void eddy_fluss_writer_free(eddy_fluss_writer *w)
             eddy_free(f);
         }
     }
-    if (w->requests > 0)
+    if (w->requests > 0 || w->closed)
         return; /* in-flight answers come back first; the last one frees */
+    w->closed = 1;
     drain(w, 1, &e);
     uv_close((uv_handle_t *)&w->timer, timer_closed);
 }

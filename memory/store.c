@@ -29,11 +29,16 @@ static const char *const kSchema =
     "  doc TEXT NOT NULL, updated_ns INTEGER NOT NULL, PRIMARY KEY(agent, key)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS history(agent TEXT NOT NULL, key TEXT NOT NULL,"
     "  seq INTEGER NOT NULL, messages TEXT NOT NULL, created_ns INTEGER NOT NULL,"
-    "  PRIMARY KEY(agent, key, seq)) WITHOUT ROWID;";
+    "  PRIMARY KEY(agent, key, seq)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS source_positions(source TEXT NOT NULL, part TEXT NOT NULL,"
+    "  position INTEGER NOT NULL, updated_ns INTEGER NOT NULL,"
+    "  PRIMARY KEY(source, part)) WITHOUT ROWID;";
 
 typedef struct job {
     char *agent, *key, *doc, *messages;
     int keep;
+    int is_pos; /* a source position: agent = source, key = part */
+    int64_t pos;
     eddy_memory_cb cb;
     void *ud;
     int status;
@@ -41,8 +46,8 @@ typedef struct job {
     struct job *next;
 } job;
 
-enum { ST_DOC, ST_HIST, ST_TRIM, ST_NWRITE };
-enum { ST_LOAD_DOC, ST_LOAD_HIST, ST_NREAD };
+enum { ST_DOC, ST_HIST, ST_TRIM, ST_POS, ST_NWRITE };
+enum { ST_LOAD_DOC, ST_LOAD_HIST, ST_LOAD_POS, ST_NREAD };
 
 static const char *const kWriteSql[ST_NWRITE] = {
     "INSERT INTO key_memory(agent,key,doc,updated_ns) VALUES(?1,?2,?3,?4) "
@@ -50,11 +55,15 @@ static const char *const kWriteSql[ST_NWRITE] = {
     "INSERT INTO history(agent,key,seq,messages,created_ns) VALUES(?1,?2,"
     "(SELECT coalesce(max(seq),0)+1 FROM history WHERE agent=?1 AND key=?2),?3,?4)",
     "DELETE FROM history WHERE agent=?1 AND key=?2 AND seq <= "
-    "(SELECT max(seq) FROM history WHERE agent=?1 AND key=?2) - ?3"};
+    "(SELECT max(seq) FROM history WHERE agent=?1 AND key=?2) - ?3",
+    "INSERT INTO source_positions(source,part,position,updated_ns) VALUES(?1,?2,?3,?4) "
+    "ON CONFLICT(source,part) DO UPDATE SET position=excluded.position, "
+    "updated_ns=excluded.updated_ns"};
 static const char *const kReadSql[ST_NREAD] = {
     "SELECT doc FROM key_memory WHERE agent=?1 AND key=?2",
     "SELECT messages FROM (SELECT seq, messages FROM history WHERE agent=?1 AND key=?2 "
-    "ORDER BY seq DESC LIMIT ?3) ORDER BY seq"};
+    "ORDER BY seq DESC LIMIT ?3) ORDER BY seq",
+    "SELECT part, position FROM source_positions WHERE source=?1"};
 
 struct eddy_memory {
     sqlite3 *wdb, *rdb;
@@ -151,7 +160,8 @@ static void write_job(eddy_memory *m, job *j)
         j->status = EDDY_ESQLITE;
         return;
     }
-    if ((j->doc && run_stmt(m->wst[ST_DOC], j, j->doc, 0)) ||
+    if ((j->is_pos && run_stmt(m->wst[ST_POS], j, NULL, j->pos)) ||
+        (j->doc && run_stmt(m->wst[ST_DOC], j, j->doc, 0)) ||
         (j->messages && run_stmt(m->wst[ST_HIST], j, j->messages, 0)) ||
         (j->messages && run_stmt(m->wst[ST_TRIM], j, NULL, j->keep))) {
         j->status = EDDY_ESQLITE;
@@ -377,6 +387,41 @@ int eddy_memory_commit(eddy_memory *m, const char *agent, const char *key, json_
         job_free(j);
         return eddy_err_set(err, EDDY_ENOMEM, "cannot queue the memory commit of %s/%s", agent,
                             key);
+    }
+    return 0;
+}
+
+int eddy_memory_positions(eddy_memory *m, const char *source,
+                          void (*fn)(const char *part, int64_t pos, void *ud), void *ud,
+                          eddy_err *err)
+{
+    sqlite3_stmt *st = m->rst[ST_LOAD_POS];
+    int rc;
+    sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn((const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1), ud);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return eddy_err_setc(err, EDDY_ESQLITE, rc, "positions of %s: %s", source,
+                             sqlite3_errmsg(m->rdb));
+    return 0;
+}
+
+int eddy_memory_save_position(eddy_memory *m, const char *source, const char *part, int64_t pos,
+                              eddy_memory_cb cb, void *ud, eddy_err *err)
+{
+    job *j = eddy_calloc(1, sizeof(*j));
+    if (!j)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    j->agent = eddy_strdup(source);
+    j->key = eddy_strdup(part);
+    j->is_pos = 1;
+    j->pos = pos;
+    j->cb = cb;
+    j->ud = ud;
+    if (!j->agent || !j->key || eddy_bgq_post(m->q, j)) {
+        job_free(j);
+        return eddy_err_set(err, EDDY_ENOMEM, "cannot queue the position of %s", source);
     }
     return 0;
 }

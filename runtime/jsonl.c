@@ -21,7 +21,7 @@ typedef struct node {
     struct node *next;
 } node;
 
-struct eddy_source {
+typedef struct jsonl_src {
     FILE *f;
     char *name;
     pthread_t thread;
@@ -31,11 +31,11 @@ struct eddy_source {
     size_t n, cap;
     int stop, eof, finished;
     uv_async_t *notify;
-};
+} jsonl_src;
 
 static void *reader(void *arg)
 {
-    eddy_source *s = arg;
+    jsonl_src *s = arg;
     char *line = NULL;
     size_t lcap = 0;
     long lineno = 0;
@@ -83,10 +83,16 @@ static void *reader(void *arg)
     return NULL;
 }
 
+static const char *src_name(void *impl);
+static int src_next(void *impl, eddy_record *rec);
+static void src_stop(void *impl);
+static void src_free(void *impl);
+static const eddy_source_ops kJsonlSource = {src_name, src_next, NULL, src_stop, NULL, src_free};
+
 int eddy_source_open_jsonl(const char *path, size_t capacity, uv_async_t *notify, eddy_source **out,
                            eddy_err *err)
 {
-    eddy_source *s = eddy_calloc(1, sizeof(*s));
+    jsonl_src *s = eddy_calloc(1, sizeof(*s));
     int is_stdin = !strcmp(path, "-");
     *out = NULL;
     if (!s)
@@ -110,17 +116,21 @@ int eddy_source_open_jsonl(const char *path, size_t capacity, uv_async_t *notify
         eddy_free(s);
         return eddy_err_set(err, EDDY_EIO, "cannot start the reader thread");
     }
-    *out = s;
+    if (!(*out = eddy_source_new(&kJsonlSource, s))) {
+        src_free(s);
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
     return 0;
 }
 
-const char *eddy_source_name(const eddy_source *s)
+static const char *src_name(void *impl)
 {
-    return s->name;
+    return ((jsonl_src *)impl)->name;
 }
 
-int eddy_source_next(eddy_source *s, eddy_record *rec)
+static int src_next(void *impl, eddy_record *rec)
 {
+    jsonl_src *s = impl;
     node *nd;
     int r;
     pthread_mutex_lock(&s->mu);
@@ -141,20 +151,20 @@ int eddy_source_next(eddy_source *s, eddy_record *rec)
     return r;
 }
 
-void eddy_source_stop(eddy_source *s)
+static void src_stop(void *impl)
 {
+    jsonl_src *s = impl;
     pthread_mutex_lock(&s->mu);
     s->stop = 1;
     pthread_cond_broadcast(&s->not_full);
     pthread_mutex_unlock(&s->mu);
 }
 
-void eddy_source_free(eddy_source *s)
+static void src_free(void *impl)
 {
+    jsonl_src *s = impl;
     int finished;
-    if (!s)
-        return;
-    eddy_source_stop(s);
+    src_stop(s);
     pthread_mutex_lock(&s->mu);
     finished = s->finished;
     pthread_mutex_unlock(&s->mu);
@@ -179,16 +189,22 @@ void eddy_source_free(eddy_source *s)
     eddy_free(s);
 }
 
-struct eddy_sink {
+typedef struct jsonl_sink {
     FILE *f;
     char *path;
     long count;
     int is_stdout;
-};
+} jsonl_sink;
+
+static const char *sink_name(void *impl);
+static int sink_write(void *impl, json_t *v, eddy_err *err);
+static long sink_count(void *impl);
+static void sink_free(void *impl);
+static const eddy_sink_ops kJsonlSink = {sink_name, sink_write, sink_count, NULL, NULL, sink_free};
 
 int eddy_sink_open_jsonl(const char *path, int lazy, eddy_sink **out, eddy_err *err)
 {
-    eddy_sink *s = eddy_calloc(1, sizeof(*s));
+    jsonl_sink *s = eddy_calloc(1, sizeof(*s));
     *out = NULL;
     if (!s)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
@@ -203,12 +219,16 @@ int eddy_sink_open_jsonl(const char *path, int lazy, eddy_sink **out, eddy_err *
         return eddy_err_setc(err, EDDY_EIO, e, "%s: cannot open for writing: %s", path,
                              strerror(e));
     }
-    *out = s;
+    if (!(*out = eddy_sink_new(&kJsonlSink, s))) {
+        sink_free(s);
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
     return 0;
 }
 
-int eddy_sink_write(eddy_sink *s, json_t *v, eddy_err *err)
+static int sink_write(void *impl, json_t *v, eddy_err *err)
 {
+    jsonl_sink *s = impl;
     char *text;
     if (!s->f && !(s->f = fopen(s->path, "a")))
         return eddy_err_setc(err, EDDY_EIO, errno, "%s: cannot open for writing: %s", s->path,
@@ -226,20 +246,19 @@ int eddy_sink_write(eddy_sink *s, json_t *v, eddy_err *err)
     return 0;
 }
 
-long eddy_sink_count(const eddy_sink *s)
+static long sink_count(void *impl)
 {
-    return s ? s->count : 0;
+    return ((jsonl_sink *)impl)->count;
 }
 
-const char *eddy_sink_name(const eddy_sink *s)
+static const char *sink_name(void *impl)
 {
-    return s->path;
+    return ((jsonl_sink *)impl)->path;
 }
 
-void eddy_sink_free(eddy_sink *s)
+static void sink_free(void *impl)
 {
-    if (!s)
-        return;
+    jsonl_sink *s = impl;
     if (s->f && !s->is_stdout)
         fclose(s->f);
     eddy_free(s->path);

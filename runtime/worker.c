@@ -27,8 +27,16 @@
 
 typedef struct worker worker;
 
+/* The runs started from one record: when the last finishes, the record is
+ * acknowledged to its source (its position may then be committed). */
+typedef struct ackref {
+    uint64_t token;
+    int n;
+} ackref;
+
 typedef struct work {
     worker *w;
+    ackref *ack;
     eddy_agent_rt *rt;
     json_t *event;
     char *key, *event_id, *mbkey;
@@ -82,9 +90,14 @@ static void dead_record(worker *w, const eddy_record *rec, const char *event_id,
     va_start(ap, fmt);
     vsnprintf(reason, sizeof(reason), fmt, ap);
     va_end(ap);
-    d = json_pack("{s:s, s:s, s:s, s:i, s:s?, s:s%}", "type", "dead_letter", "reason", reason,
-                  "source", eddy_source_name(w->src), "line", (int)rec->line, "event_id", event_id,
-                  "raw", rec->text, rec->len > 65536 ? (size_t)65536 : rec->len);
+    if (rec->event)
+        d = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:O}", "type", "dead_letter", "reason", reason,
+                      "source", eddy_source_name(w->src), "where", rec->where, "event_id", event_id,
+                      "event", rec->event);
+    else
+        d = json_pack("{s:s, s:s, s:s, s:i, s:s?, s:s%}", "type", "dead_letter", "reason", reason,
+                      "source", eddy_source_name(w->src), "line", (int)rec->line, "event_id",
+                      event_id, "raw", rec->text, rec->len > 65536 ? (size_t)65536 : rec->len);
     if (!d)
         d = json_pack("{s:s, s:s, s:i}", "type", "dead_letter", "reason", reason, "line",
                       (int)rec->line);
@@ -93,9 +106,35 @@ static void dead_record(worker *w, const eddy_record *rec, const char *event_id,
     json_decref(d);
 }
 
+static void ack_release(worker *w, ackref *a, int done)
+{
+    if (!a)
+        return;
+    if (!done)
+        a->token = UINT64_MAX; /* a run was abandoned: never acknowledge */
+    if (--a->n > 0)
+        return;
+    if (a->token != UINT64_MAX && w->src)
+        eddy_source_ack(w->src, a->token);
+    eddy_free(a);
+}
+
+/* An output the sink could not take (now or later): to the dead letters,
+ * with the reason. */
+static void sink_failed(json_t *v, const char *reason, void *ud)
+{
+    worker *w = ud;
+    json_t *d = json_pack("{s:s, s:s, s:s, s:O}", "type", "dead_letter", "reason", reason, "sink",
+                          eddy_sink_name(w->out), "output", v);
+    dead_letter(w, d ? d : v);
+    json_decref(d);
+}
+
 static void work_free(void *p)
 {
     work *wk = p;
+    if (wk->ack)
+        ack_release(wk->w, wk->ack, 0);
     json_decref(wk->event);
     eddy_free(wk->key);
     eddy_free(wk->event_id);
@@ -117,8 +156,10 @@ static void on_run(eddy_run_result *res, void *ud)
         dead_letter(w, res->output);
     } else if (eddy_sink_write(w->out, res->output, &e)) {
         EDDY_ERROR("runtime", "event %s: %s", wk->event_id, e.msg);
-        dead_letter(w, res->output);
+        sink_failed(res->output, e.msg, w);
     }
+    ack_release(w, wk->ack, res->status != EDDY_ECANCELED);
+    wk->ack = NULL;
     if (wk->prev)
         wk->prev->next = wk->next;
     else
@@ -143,6 +184,8 @@ static void start_item(const char *mbkey, void *item, void *ud)
         dead_letter(w, d);
         json_decref(d);
         eddy_mailbox_done(w->mb, wk->mbkey);
+        ack_release(w, wk->ack, 1); /* handled: it is in the dead letters */
+        wk->ack = NULL;
         work_free(wk);
         return;
     }
@@ -153,7 +196,7 @@ static void start_item(const char *mbkey, void *item, void *ud)
     w->running = wk;
 }
 
-static char *event_id_of(worker *w, json_t *ev, long line)
+static char *event_id_of(json_t *ev, const char *pos)
 {
     json_t *id = json_object_get(ev, "id");
     char *s;
@@ -161,44 +204,57 @@ static char *event_id_of(worker *w, json_t *ev, long line)
         id = json_object_get(ev, "event_id");
     if ((s = eddy_json_key_string(id)))
         return s;
-    return eddy_aprintf("%s:%ld", eddy_source_name(w->src), line);
+    return eddy_strdup(pos);
 }
 
-/* Turn one record into work for each agent that handles its type. */
+/* Turn one record into work for each agent that handles its type. The
+ * record is acknowledged to its source once all of that work is done (at
+ * once when it went to the dead letters). */
 static void accept_record(worker *w, eddy_record *rec)
 {
     json_error_t je;
     json_t *ev, *kv, *tv;
-    char *key = NULL, *id = NULL;
+    char *key = NULL, *id = NULL, pos[512];
     const char *type;
     int routed = 0;
-    const char *p = rec->text;
-    while (*p == ' ' || *p == '\t')
-        p++;
-    if (!*p)
-        return; /* blank line: not an event */
-    ev = json_loadb(rec->text, rec->len, 0, &je);
-    if (!ev) {
-        dead_record(w, rec, NULL, "%s:%ld:%d: not valid JSON: %s", eddy_source_name(w->src),
-                    rec->line, je.column, je.text);
-        return;
+    ackref *ack = NULL;
+    if (rec->where)
+        snprintf(pos, sizeof(pos), "%s", rec->where);
+    else
+        snprintf(pos, sizeof(pos), "%s:%ld", eddy_source_name(w->src), rec->line);
+    if (rec->event) {
+        ev = json_incref(rec->event);
+    } else {
+        const char *p = rec->text;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (!*p)
+            goto ack_now; /* blank line: not an event */
+        ev = json_loadb(rec->text, rec->len, 0, &je);
+        if (!ev) {
+            dead_record(w, rec, NULL, "%s:%d: not valid JSON: %s", pos, je.column, je.text);
+            goto ack_now;
+        }
     }
-    id = event_id_of(w, ev, rec->line);
+    id = event_id_of(ev, pos);
     if (!json_is_object(ev)) {
-        dead_record(w, rec, id, "%s:%ld: an event must be a JSON object", eddy_source_name(w->src),
-                    rec->line);
+        dead_record(w, rec, id, "%s: an event must be a JSON object", pos);
         goto out;
     }
     kv = eddy_json_path(ev, w->job->key);
     if (!(key = eddy_json_key_string(kv)) || !*key) {
-        dead_record(w, rec, id, "%s:%ld: event %s has no key '%s'%s", eddy_source_name(w->src),
-                    rec->line, id, w->job->key,
+        dead_record(w, rec, id, "%s: event %s has no key '%s'%s", pos, id, w->job->key,
                     kv && !json_is_null(kv) ? " that is a string or number" : "");
         goto out;
     }
     tv = json_object_get(ev, "type");
     type = json_is_string(tv) ? json_string_value(tv) : "input";
     w->events++;
+    ack = eddy_calloc(1, sizeof(*ack));
+    if (ack) {
+        ack->token = rec->token;
+        ack->n = 1; /* held until every agent's work is queued */
+    }
     for (size_t i = 0; i < w->nagents; i++) {
         work *wk;
         eddy_err e;
@@ -220,15 +276,27 @@ static void accept_record(worker *w, eddy_record *rec)
             dead_record(w, rec, id, "event %s: out of memory queueing it", id);
             continue;
         }
+        if (ack) {
+            wk->ack = ack;
+            ack->n++;
+        }
         routed++;
     }
     if (!routed)
-        dead_record(w, rec, id, "%s:%ld: no agent handles events of type '%s'",
-                    eddy_source_name(w->src), rec->line, type);
+        dead_record(w, rec, id, "%s: no agent handles events of type '%s'", pos, type);
+    if (ack)
+        ack_release(w, ack, 1);
+    ack = NULL;
+    goto done;
 out:
+    eddy_source_ack(w->src, rec->token);
+done:
     eddy_free(id);
     eddy_free(key);
     json_decref(ev);
+    return;
+ack_now:
+    eddy_source_ack(w->src, rec->token);
 }
 
 static void begin_close(worker *w);
@@ -249,6 +317,8 @@ static void pump(worker *w)
         }
         accept_record(w, &rec);
         eddy_free(rec.text);
+        eddy_free(rec.where);
+        json_decref(rec.event);
     }
     eddy_mailboxes_dispatch(w->mb);
     if ((w->eof || w->stopping) && eddy_mailboxes_pending(w->mb) == 0)
@@ -308,11 +378,22 @@ static void on_drain(uv_timer_t *t)
     w->mem = NULL;
 }
 
+static void finish_close(void *ud);
+
+/* Everything has run: deliver what the sink still holds, then close. */
 static void begin_close(worker *w)
 {
     if (w->closing)
         return;
     w->closing = 1;
+    if (eddy_sink_flush(w->out, finish_close, w) != 0)
+        finish_close(w);
+}
+
+static void finish_close(void *ud)
+{
+    worker *w = ud;
+    eddy_source_close(w->src);
     uv_close((uv_handle_t *)&w->src_async, NULL);
     uv_close((uv_handle_t *)&w->sigint, NULL);
     uv_close((uv_handle_t *)&w->sigterm, NULL);
@@ -323,12 +404,36 @@ static void begin_close(worker *w)
     uv_timer_start(&w->drain, on_drain, 0, 10);
 }
 
+/* Open the source (SRC non-NULL) or sink named by CFG ({"kind": {...}}). */
+static int open_connector(const json_t *cfg, const eddy_connector_env *env, eddy_source **src,
+                          eddy_sink **sink, eddy_err *err)
+{
+    const char *kind = NULL;
+    json_t *v;
+    json_object_foreach((json_t *)cfg, kind, v)
+    {
+        break;
+    }
+    if (!kind)
+        return eddy_err_set(err, EDDY_EINVAL, "empty connector configuration");
+    eddy_source_factory sf = eddy_connector_source(kind);
+    eddy_sink_factory kf = eddy_connector_sink(kind);
+    if (src && sf)
+        return sf(v, env, src, err);
+    if (sink && kf)
+        return kf(v, env, sink, err);
+    return eddy_err_set(err, EDDY_EINVAL, "this eddy has no '%s' %s connector", kind,
+                        src ? "source" : "sink");
+}
+
 static int setup(worker *w, eddy_err *err)
 {
     const eddy_run_opts *o = w->opts;
     const char *input = o->input ? o->input : w->job->source;
+    const json_t *src_cfg = o->input ? NULL : w->job->source_cfg;
+    const json_t *sink_cfg = o->output ? NULL : w->job->sink_cfg;
     int rc;
-    if (!input)
+    if (!input && !src_cfg)
         return eddy_err_set(err, EDDY_EINVAL,
                             "%s: no input: give 'source: {jsonl: FILE}' in the job or --input "
                             "FILE (- for stdin)",
@@ -348,16 +453,19 @@ static int setup(worker *w, eddy_err *err)
             return rc;
         w->nagents++;
     }
-    if ((rc = eddy_sink_open_jsonl(o->output ? o->output : w->job->sink, 0, &w->out, err)) ||
+    uv_async_init(&w->loop, &w->src_async, on_src);
+    w->src_async.data = w;
+    eddy_connector_env env = {&w->loop, w->mem, &w->src_async, w->job->dir, 1024};
+    if ((rc = sink_cfg
+                  ? open_connector(sink_cfg, &env, NULL, &w->out, err)
+                  : eddy_sink_open_jsonl(o->output ? o->output : w->job->sink, 0, &w->out, err)) ||
         (rc = eddy_sink_open_jsonl(o->dead_letter ? o->dead_letter : w->job->dead_letter, 1,
                                    &w->dead, err)))
         return rc;
-    uv_async_init(&w->loop, &w->src_async, on_src);
-    w->src_async.data = w;
-    if ((rc = eddy_source_open_jsonl(input, 1024, &w->src_async, &w->src, err))) {
-        uv_close((uv_handle_t *)&w->src_async, NULL);
+    eddy_sink_on_failure(w->out, sink_failed, w);
+    if ((rc = src_cfg ? open_connector(src_cfg, &env, &w->src, NULL, err)
+                      : eddy_source_open_jsonl(input, 1024, &w->src_async, &w->src, err)))
         return rc;
-    }
     uv_signal_init(&w->loop, &w->sigint);
     uv_signal_init(&w->loop, &w->sigterm);
     w->sigint.data = w->sigterm.data = w;

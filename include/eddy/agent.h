@@ -79,12 +79,14 @@ typedef struct eddy_job {
     char *file; /* as given */
     char *dir;  /* folder of the file: relative paths resolve here */
     char *name;
-    char *key;         /* dotted path of the key in an event */
-    char *source;      /* JSONL path, "-" for stdin, NULL when not set */
-    char *sink;        /* JSONL path, NULL for stdout */
-    char *dead_letter; /* JSONL path */
-    char *state_path;  /* SQLite memory store */
-    char *trace_path;  /* SQLite trace store */
+    char *key;          /* dotted path of the key in an event */
+    char *source;       /* JSONL path, "-" for stdin, NULL when not set */
+    char *sink;         /* JSONL path, NULL for stdout */
+    json_t *source_cfg; /* {"fluss": {...}} for a connector source, else NULL */
+    json_t *sink_cfg;   /* {"fluss": {...}} for a connector sink, else NULL */
+    char *dead_letter;  /* JSONL path */
+    char *state_path;   /* SQLite memory store */
+    char *trace_path;   /* SQLite trace store */
     int64_t shutdown_grace_ms;
     int max_in_flight; /* events accepted but not finished, across keys */
     eddy_llm_model *models;

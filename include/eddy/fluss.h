@@ -372,4 +372,9 @@ int eddy_fluss_prefix_lookup(eddy_fluss_client *c, const eddy_fluss_table *t,
                              const eddy_fluss_value *prefix, eddy_fluss_prefix_cb cb, void *ud,
                              eddy_err *err);
 
+/* -- eddy connectors ---------------------------------------------------------- */
+
+/* Register `fluss` sources and sinks with the runtime (connector.h). */
+int eddy_fluss_register_connectors(void);
+
 #endif

@@ -43,4 +43,14 @@ typedef void (*eddy_memory_cb)(int status, const char *errmsg, void *ud);
 int eddy_memory_commit(eddy_memory *m, const char *agent, const char *key, json_t *doc,
                        json_t *messages, int keep_runs, eddy_memory_cb cb, void *ud, eddy_err *err);
 
+/* Stream positions, kept in the same store: call FN for every stored
+ * (PART, POSITION) of SOURCE ("fluss:db.table"; PART "bucket 3"). Loop thread. */
+int eddy_memory_positions(eddy_memory *m, const char *source,
+                          void (*fn)(const char *part, int64_t pos, void *ud), void *ud,
+                          eddy_err *err);
+/* Persist POSITION of (SOURCE, PART) in the next group commit; CB (may be
+ * NULL) as for eddy_memory_commit. */
+int eddy_memory_save_position(eddy_memory *m, const char *source, const char *part, int64_t pos,
+                              eddy_memory_cb cb, void *ud, eddy_err *err);
+
 #endif

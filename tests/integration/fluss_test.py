@@ -322,6 +322,91 @@ def test_tablet_restart_loses_and_duplicates_nothing(tmp):
         "rescan: %d rows, %d distinct" % (len(again), len(set(again)))
 
 
+def run_job(tmp, job_yaml, timeout=120):
+    path = os.path.join(tmp, "job.yaml")
+    with open(path, "w") as f:
+        f.write(job_yaml)
+    p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", path, "--summary-json",
+                        os.path.join(tmp, "summary.json")], capture_output=True, text=True,
+                       timeout=timeout, env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+    assert p.returncode == 0, "eddy run -> %d\n%s" % (p.returncode, p.stderr[-3000:])
+    return json.load(open(os.path.join(tmp, "summary.json")))
+
+
+def test_job_reads_questions_and_writes_answers(tmp):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import run as itrun
+    itrun.ARGS = ARGS
+    create(tmp, "it.questions", [("id", "STRING NOT NULL"), ("customer_id", "STRING NOT NULL"),
+                                 ("text", "STRING")], buckets=3)
+    create(tmp, "it.answers", [("event_id", "STRING NOT NULL"), ("key", "STRING"),
+                               ("output", "STRING"), ("turns", "INT"), ("trace_id", "STRING")],
+           primary_key=["event_id"], buckets=2)
+    qs = [{"id": "q%d" % i, "customer_id": "c%d" % (i % 7), "text": "question %d" % i}
+          for i in range(40)]
+    eddy("produce", "it.questions", stdin=jsonl(qs[:30]))
+    script = {"rules": [{"reply": "answer to ${user}"}]}
+    with itrun.Mock(tmp, script) as mock:
+        job = """job: fluss-it
+key: customer_id
+source: { fluss: { table: it.questions, start: earliest, follow: false } }
+sink: { fluss: { table: it.answers } }
+dead_letter: { jsonl: dead.jsonl }
+checkpoint: { path: state.db }
+models:
+  default: { base_url: "http://127.0.0.1:%d/v1", api_key: k, model: mock }
+agents:
+  support:
+    prompt: { system: "You help.", user: "{{event.text}}" }
+""" % mock.port
+        summary = run_job(tmp, job)
+        assert summary["events"] == 30 and summary["runs_ok"] == 30, summary
+        # a second run continues after the stored positions: only the 10 new questions
+        eddy("produce", "it.questions", stdin=jsonl(qs[30:]))
+        summary = run_job(tmp, job)
+        assert summary["events"] == 10 and summary["runs_ok"] == 10, summary
+    for q in (qs[0], qs[17], qs[39]):
+        got = parse_jsonl(eddy("lookup", "it.answers", json.dumps({"event_id": q["id"]})).stdout)
+        assert len(got) == 1 and got[0]["output"] == "answer to " + q["text"], got
+        assert got[0]["key"] == q["customer_id"] and got[0]["turns"] == 1, got
+    changelog = parse_jsonl(eddy("scan", "it.answers", "--meta").stdout)
+    assert sorted(r["event_id"] for r in changelog) == sorted(q["id"] for q in qs), \
+        "every question answered exactly once"
+    assert not os.path.exists(os.path.join(tmp, "dead.jsonl"))
+
+
+def test_job_dead_letters_rows_that_do_not_fit(tmp):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import run as itrun
+    itrun.ARGS = ARGS
+    create(tmp, "it.q2", [("id", "STRING NOT NULL"), ("customer_id", "STRING NOT NULL"),
+                          ("text", "STRING")], primary_key=["id"], buckets=1)
+    # turns is TINYINT NOT NULL and the output has no 'score': every output fails the sink
+    create(tmp, "it.a2", [("event_id", "STRING NOT NULL"), ("score", "INT NOT NULL")],
+           primary_key=["event_id"], buckets=1)
+    eddy("produce", "it.q2", stdin=jsonl([{"id": "x1", "customer_id": "c1", "text": "hi"},
+                                          {"id": "x2", "customer_id": "c2", "text": "yo"}]))
+    with itrun.Mock(tmp, {"rules": [{"reply": "ok"}]}) as mock:
+        summary = run_job(tmp, """job: fit
+key: customer_id
+source: { fluss: { table: it.q2, follow: false } }
+sink: { fluss: { table: it.a2 } }
+dead_letter: { jsonl: dead.jsonl }
+checkpoint: { path: state.db }
+models:
+  default: { base_url: "http://127.0.0.1:%d/v1", api_key: k, model: mock }
+agents:
+  support:
+    prompt: { system: "s", user: "{{event.text}} {{event._change}}" }
+""" % mock.port)
+    assert summary["events"] == 2, summary
+    dead = [json.loads(l) for l in open(os.path.join(tmp, "dead.jsonl"))]
+    assert len(dead) == 2, dead
+    for d in dead:
+        assert "column 'score' is NOT NULL" in d["reason"] and "it.a2" in d["reason"], d
+        assert d["output"]["output"] == "ok", d
+
+
 TESTS = [
     test_every_type_format_and_codec,
     test_primary_key_upsert_delete_lookup_changelog,
@@ -330,6 +415,8 @@ TESTS = [
     test_pyfluss_reads_what_eddy_wrote,
     test_eddy_reads_what_pyfluss_wrote,
     test_tablet_restart_loses_and_duplicates_nothing,
+    test_job_reads_questions_and_writes_answers,
+    test_job_dead_letters_rows_that_do_not_fit,
 ]
 
 

@@ -1,0 +1,151 @@
+/*
+ * runtime/connector.c - sources and sinks behind one interface, and the
+ * registry of connector kinds named in job files.
+ *
+ * A source or sink is an ops table plus its implementation; the runtime
+ * only ever calls through these. The registry is filled by the program
+ * before any job runs (cli registers Fluss) and only read afterwards.
+ */
+#include "eddy/connector.h"
+
+#include <string.h>
+
+#include "eddy/buf.h"
+
+struct eddy_source {
+    const eddy_source_ops *ops;
+    void *impl;
+};
+
+struct eddy_sink {
+    const eddy_sink_ops *ops;
+    void *impl;
+};
+
+eddy_source *eddy_source_new(const eddy_source_ops *ops, void *impl)
+{
+    eddy_source *s = eddy_calloc(1, sizeof(*s));
+    if (s) {
+        s->ops = ops;
+        s->impl = impl;
+    }
+    return s;
+}
+
+const char *eddy_source_name(const eddy_source *s)
+{
+    return s->ops->name(s->impl);
+}
+
+int eddy_source_next(eddy_source *s, eddy_record *rec)
+{
+    memset(rec, 0, sizeof(*rec));
+    return s->ops->next(s->impl, rec);
+}
+
+void eddy_source_ack(eddy_source *s, uint64_t token)
+{
+    if (s->ops->ack)
+        s->ops->ack(s->impl, token);
+}
+
+void eddy_source_stop(eddy_source *s)
+{
+    s->ops->stop(s->impl);
+}
+
+void eddy_source_close(eddy_source *s)
+{
+    if (s && s->ops->close)
+        s->ops->close(s->impl);
+}
+
+void eddy_source_free(eddy_source *s)
+{
+    if (!s)
+        return;
+    s->ops->free(s->impl);
+    eddy_free(s);
+}
+
+eddy_sink *eddy_sink_new(const eddy_sink_ops *ops, void *impl)
+{
+    eddy_sink *s = eddy_calloc(1, sizeof(*s));
+    if (s) {
+        s->ops = ops;
+        s->impl = impl;
+    }
+    return s;
+}
+
+int eddy_sink_write(eddy_sink *s, json_t *v, eddy_err *err)
+{
+    return s->ops->write(s->impl, v, err);
+}
+
+long eddy_sink_count(const eddy_sink *s)
+{
+    return s ? s->ops->count(s->impl) : 0;
+}
+
+const char *eddy_sink_name(const eddy_sink *s)
+{
+    return s->ops->name(s->impl);
+}
+
+int eddy_sink_flush(eddy_sink *s, void (*cb)(void *ud), void *ud)
+{
+    if (!s || !s->ops->flush)
+        return EDDY_ENOENT;
+    return s->ops->flush(s->impl, cb, ud);
+}
+
+void eddy_sink_on_failure(eddy_sink *s, eddy_sink_fail_cb cb, void *ud)
+{
+    if (s && s->ops->failed)
+        s->ops->failed(s->impl, cb, ud);
+}
+
+void eddy_sink_free(eddy_sink *s)
+{
+    if (!s)
+        return;
+    s->ops->free(s->impl);
+    eddy_free(s);
+}
+
+#define MAX_KINDS 8
+
+static struct {
+    char kind[32];
+    eddy_source_factory src;
+    eddy_sink_factory sink;
+} kinds[MAX_KINDS];
+static int nkinds;
+
+int eddy_connector_register(const char *kind, eddy_source_factory src, eddy_sink_factory sink)
+{
+    if (nkinds == MAX_KINDS || strlen(kind) >= sizeof(kinds[0].kind))
+        return EDDY_ERANGE;
+    memcpy(kinds[nkinds].kind, kind, strlen(kind) + 1);
+    kinds[nkinds].src = src;
+    kinds[nkinds].sink = sink;
+    nkinds++;
+    return 0;
+}
+
+eddy_source_factory eddy_connector_source(const char *kind)
+{
+    for (int i = 0; i < nkinds; i++)
+        if (!strcmp(kinds[i].kind, kind))
+            return kinds[i].src;
+    return NULL;
+}
+
+eddy_sink_factory eddy_connector_sink(const char *kind)
+{
+    for (int i = 0; i < nkinds; i++)
+        if (!strcmp(kinds[i].kind, kind))
+            return kinds[i].sink;
+    return NULL;
+}
