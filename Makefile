@@ -39,7 +39,7 @@ FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps test unit fuzz-replay fuzz integration integration-fluss demo bench asan valgrind format \
+.PHONY: all deps test unit fuzz-replay fuzz integration integration-fluss demo bench bench-fluss asan valgrind format \
         format-check compdb clean
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm
@@ -128,8 +128,15 @@ demo: deps all
 
 # Benchmarks print figures; they never decide pass or fail. Peers are fetched
 # into .cache/bench (npm). Record results in bench/RESULTS.md.
-bench: deps all
+$(BUILD)/eddy_fluss_bench: bench/fluss/eddy_fluss_bench.c $(BUILD)/libeddy.a
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libeddy.a $(LDLIBS_ALL) -o $@
+
+bench: deps all $(BUILD)/eddy_fluss_bench
 	python3 bench/agents/bench.py --build $(BUILD)
+	python3 bench/fluss/bench.py --build $(BUILD)
+
+bench-fluss: deps all $(BUILD)/eddy_fluss_bench
+	python3 bench/fluss/bench.py --build $(BUILD)
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \

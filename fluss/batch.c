@@ -221,7 +221,6 @@ static int parse_header(const uint8_t *p, size_t n, int check_crc, batch_view *b
     int magic = p[12];
     size_t crc_at, attr_at, delta_at, count_at, head;
     bv->base_offset = (int64_t)rd_u64le(p);
-    bv->timestamp = (int64_t)rd_u64le(p + 13);
     if (magic == 0 || magic == 1) {
         crc_at = 21, attr_at = 27, delta_at = 28, count_at = 44, head = 48;
     } else if (magic == 2) {
@@ -233,6 +232,7 @@ static int parse_header(const uint8_t *p, size_t n, int check_crc, batch_view *b
     if (n < head + (magic ? 4u : 0u))
         return eddy_err_set(err, EDDY_ECORRUPT, "log batch at offset %lld: short header",
                             (long long)bv->base_offset);
+    bv->timestamp = (int64_t)rd_u64le(p + 13);
     if (magic) { /* statistics follow the header */
         uint32_t stats = rd_u32le(p + head);
         if (stats > n - head - 4)

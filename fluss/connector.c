@@ -140,8 +140,9 @@ static int on_row(int bucket, int64_t off, int64_t ts, int change, const eddy_fl
     json_t *ev = eddy_fluss_row_to_json(&s->t->schema, vals, NULL, 0);
     qitem *q = eddy_calloc(1, sizeof(*q));
     if (!ev || !q || pend_push(&s->pend[bucket], off)) {
-        EDDY_ERROR("fluss", "%s bucket %d offset %lld: out of memory; the record is read again "
-                            "on the next start",
+        EDDY_ERROR("fluss",
+                   "%s bucket %d offset %lld: out of memory; the record is read again "
+                   "on the next start",
                    s->name, bucket, (long long)off);
         json_decref(ev);
         eddy_free(q);
@@ -244,8 +245,8 @@ static void on_start_offsets(int status, const eddy_err *err, const int64_t *off
         eddy_free(x);
         return;
     }
-    if (!s->follow && eddy_fluss_list_offsets(s->c, s->t, EDDY_FLUSS_OFFSET_LATEST, 0,
-                                              on_end_offsets, x) == 0)
+    if (!s->follow &&
+        eddy_fluss_list_offsets(s->c, s->t, EDDY_FLUSS_OFFSET_LATEST, 0, on_end_offsets, x) == 0)
         return;
     start_scanner(s, x->from);
     eddy_free(x->from);
@@ -416,8 +417,8 @@ static void src_free(void *impl)
     eddy_free(s);
 }
 
-static const eddy_source_ops kSourceOps = {src_name, src_next, src_ack, src_stop, src_close,
-                                           src_free};
+static const eddy_source_ops kSourceOps = {src_name, src_next,  src_ack,
+                                           src_stop, src_close, src_free};
 
 static int open_source(const json_t *cfg, const eddy_connector_env *env, eddy_source **out,
                        eddy_err *err)
@@ -645,8 +646,8 @@ static void sink_free(void *impl)
     eddy_free(k);
 }
 
-static const eddy_sink_ops kSinkOps = {sink_name, sink_write, sink_count, sink_flush, sink_failed,
-                                       sink_free};
+static const eddy_sink_ops kSinkOps = {sink_name,  sink_write,  sink_count,
+                                       sink_flush, sink_failed, sink_free};
 
 static int open_sink(const json_t *cfg, const eddy_connector_env *env, eddy_sink **out,
                      eddy_err *err)

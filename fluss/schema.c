@@ -238,9 +238,9 @@ static int parse_schema(eddy_fluss_table *t, const json_t *root, const char *ful
     if (!t->schema.cols)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     for (size_t i = 0; i < json_array_size(cols); i++) {
+        t->schema.ncols++; /* counted first: a failed column's name is freed too */
         if ((rc = parse_column(json_array_get(cols, i), &t->schema.cols[i], full, err)))
             return rc;
-        t->schema.ncols++;
     }
     if ((rc = name_list(&t->schema, json_object_get(schema, "primary_key"), &t->schema.pk,
                         &t->schema.npk, "primary key", err)))

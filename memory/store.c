@@ -50,19 +50,19 @@ enum { ST_DOC, ST_HIST, ST_TRIM, ST_POS, ST_NWRITE };
 enum { ST_LOAD_DOC, ST_LOAD_HIST, ST_LOAD_POS, ST_NREAD };
 
 static const char *const kWriteSql[ST_NWRITE] = {
-    "INSERT INTO key_memory(agent,key,doc,updated_ns) VALUES(?1,?2,?3,?4) "
-    "ON CONFLICT(agent,key) DO UPDATE SET doc=excluded.doc, updated_ns=excluded.updated_ns",
-    "INSERT INTO history(agent,key,seq,messages,created_ns) VALUES(?1,?2,"
-    "(SELECT coalesce(max(seq),0)+1 FROM history WHERE agent=?1 AND key=?2),?3,?4)",
-    "DELETE FROM history WHERE agent=?1 AND key=?2 AND seq <= "
-    "(SELECT max(seq) FROM history WHERE agent=?1 AND key=?2) - ?3",
+    ("INSERT INTO key_memory(agent,key,doc,updated_ns) VALUES(?1,?2,?3,?4) "
+     "ON CONFLICT(agent,key) DO UPDATE SET doc=excluded.doc, updated_ns=excluded.updated_ns"),
+    ("INSERT INTO history(agent,key,seq,messages,created_ns) VALUES(?1,?2,"
+     "(SELECT coalesce(max(seq),0)+1 FROM history WHERE agent=?1 AND key=?2),?3,?4)"),
+    ("DELETE FROM history WHERE agent=?1 AND key=?2 AND seq <= "
+     "(SELECT max(seq) FROM history WHERE agent=?1 AND key=?2) - ?3"),
     "INSERT INTO source_positions(source,part,position,updated_ns) VALUES(?1,?2,?3,?4) "
     "ON CONFLICT(source,part) DO UPDATE SET position=excluded.position, "
     "updated_ns=excluded.updated_ns"};
 static const char *const kReadSql[ST_NREAD] = {
     "SELECT doc FROM key_memory WHERE agent=?1 AND key=?2",
-    "SELECT messages FROM (SELECT seq, messages FROM history WHERE agent=?1 AND key=?2 "
-    "ORDER BY seq DESC LIMIT ?3) ORDER BY seq",
+    ("SELECT messages FROM (SELECT seq, messages FROM history WHERE agent=?1 AND key=?2 "
+     "ORDER BY seq DESC LIMIT ?3) ORDER BY seq"),
     "SELECT part, position FROM source_positions WHERE source=?1"};
 
 struct eddy_memory {

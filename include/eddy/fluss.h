@@ -372,6 +372,14 @@ int eddy_fluss_prefix_lookup(eddy_fluss_client *c, const eddy_fluss_table *t,
                              const eddy_fluss_value *prefix, eddy_fluss_prefix_cb cb, void *ud,
                              eddy_err *err);
 
+/* Decode the SUCCESS payload of a response to API_KEY (1012 metadata,
+ * 1015 fetch, 1017 lookup, 1021 list offsets, 1014 produce, 1016 put kv)
+ * exactly as the client does, records and rows included (with SCHEMA and
+ * FORMAT for fetch and lookup), without a connection. For fuzzing and
+ * diagnostics; returns 0 or the first decoding error. */
+int eddy_fluss_response_check(int api_key, const uint8_t *p, size_t n,
+                              const eddy_fluss_schema *schema, int format, eddy_err *err);
+
 /* -- eddy connectors ---------------------------------------------------------- */
 
 /* Register `fluss` sources and sinks with the runtime (connector.h). */

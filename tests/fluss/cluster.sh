@@ -128,7 +128,8 @@ clientPort=$zport
 clientPortAddress=127.0.0.1
 maxClientCnxns=0
 admin.enableServer=false
-tickTime=2000
+# short ticks: a killed tablet server's session (max 20 ticks) expires in 10 s
+tickTime=500
 ZK
     cat >"$RUN/conf/server.yaml" <<CONF
 zookeeper.address: 127.0.0.1:$zport
@@ -148,6 +149,10 @@ CONF
     start_tablet
     wait_ready
     echo "127.0.0.1:$cport"
+}
+
+removed_count() {
+    grep -c "CHILD_REMOVED event for server" "$RUN/coordinator.log" 2>/dev/null || true
 }
 
 stop_one() {
@@ -184,7 +189,16 @@ start) start ;;
 stop) stop ;;
 status) status ;;
 bootstrap) echo "127.0.0.1:$(cat "$RUN/coordinator.port")" ;;
-kill-tablet) pid=$(cat "$RUN/tablet.pid"); kill -9 "$pid"; rm -f "$RUN/tablet.pid" ;;
-start-tablet) start_tablet; wait_ready ;;
+kill-tablet)
+    removed_count >"$RUN/removed.before"
+    pid=$(cat "$RUN/tablet.pid"); kill -9 "$pid"; rm -f "$RUN/tablet.pid" ;;
+start-tablet)
+    # A new tablet server with the same id must register after the killed
+    # one's ZooKeeper session has expired, or that expiry removes the new
+    # registration and the coordinator takes the server for dead.
+    before=$(cat "$RUN/removed.before" 2>/dev/null || echo 0)
+    i=0
+    while [ "$(removed_count)" -le "$before" ] && [ $i -lt 150 ]; do sleep 0.2; i=$((i + 1)); done
+    start_tablet; wait_ready ;;
 *) echo "usage: $0 start|stop|status|bootstrap|kill-tablet|start-tablet" >&2; exit 2 ;;
 esac

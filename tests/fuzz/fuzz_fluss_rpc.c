@@ -1,0 +1,21 @@
+/* tests/fuzz/fuzz_fluss_rpc.c - RPC response payloads as the client decodes
+ * them. The first byte picks the API; fetch and lookup answers decode their
+ * records with the all-types schema. */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "fluss_schema.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const int apis[] = {1012, 1015, 1017, 1021, 1014, 1016};
+    eddy_err e;
+    if (size < 1)
+        return 0;
+    int api = apis[data[0] % 6];
+    int format = (data[0] / 6) % 3;
+    eddy_fluss_response_check(api, data + 1, size - 1, &fuzz_schema, format, &e);
+    return 0;
+}
