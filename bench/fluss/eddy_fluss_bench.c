@@ -64,13 +64,14 @@ static void on_done(int status, const eddy_err *err, void *ud)
 }
 
 static char user[32], note[64];
+static long id_base; /* $BENCH_ID_BASE: lookups use keys from here (see bench.py) */
 
 static void make_row(long i, eddy_fluss_value *v)
 {
     memset(v, 0, sizeof(*v) * 6);
     int ul = snprintf(user, sizeof(user), "user-%ld", i % 10007);
     int nl = snprintf(note, sizeof(note), "note for row %ld of the benchmark", i);
-    v[0].v.i = i;
+    v[0].v.i = id_base + i;
     v[1].v.s.p = user;
     v[1].v.s.n = (size_t)ul;
     v[2].v.d = (double)i * 0.25;
@@ -182,7 +183,7 @@ static void issue(bench *b)
     if (b->issued >= b->n)
         return;
     memset(v, 0, sizeof(v));
-    v[0].v.i = (b->issued * 7919) % b->n; /* spread over the table */
+    v[0].v.i = id_base + (b->issued * 7919) % b->n; /* spread over the table */
     b->issued++;
     if (eddy_fluss_lookup(b->c, b->t, v, on_lookup, b, &e)) {
         fprintf(stderr, "bench: %s\n", e.msg);
@@ -201,6 +202,7 @@ int main(int argc, char **argv)
     }
     memset(&b, 0, sizeof(b));
     eddy_alloc_install();
+    id_base = getenv("BENCH_ID_BASE") ? strtol(getenv("BENCH_ID_BASE"), NULL, 10) : 0;
     const char *dot = strchr(argv[2], '.');
     snprintf(db, sizeof(db), "%.*s", (int)(dot - argv[2]), argv[2]);
     snprintf(tb, sizeof(tb), "%s", dot + 1);

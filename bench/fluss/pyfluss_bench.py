@@ -11,7 +11,11 @@ import json
 import sys
 import time
 
+import os
+
 import fluss
+
+BASE = int(os.environ.get("BENCH_ID_BASE", "0"))
 
 
 def make_row(i):
@@ -56,19 +60,20 @@ async def main():
                   + sum(len(x) for x in tab.column("note").to_pylist())) if rows else 0
         del checksum
     else:
-        lk = t.new_lookup().create_lookuper()
+        # one lookuper per in-flight slot: a shared one answers one lookup at a time
+        lks = [t.new_lookup().create_lookuper() for _ in range(inflight)]
         t0 = time.perf_counter()
         issued = 0
 
-        async def worker():
+        async def worker(lk):
             nonlocal issued, rows, found
             while issued < n:
-                k = (issued * 7919) % n
+                k = BASE + (issued * 7919) % n
                 issued += 1
                 r = await lk.lookup({"id": k})
                 rows += 1
                 found += r is not None
-        await asyncio.gather(*[worker() for _ in range(inflight)])
+        await asyncio.gather(*[worker(lk) for lk in lks])
     secs = time.perf_counter() - t0
     print(json.dumps({"op": op, "rows": rows, "seconds": round(secs, 4), "bytes": nbytes,
                       "found": found}))
