@@ -30,8 +30,8 @@ static int check_fetch(const uint8_t *p, size_t n, const eddy_fluss_schema *s, i
             const EddyFluss__PbFetchLogRespForBucket *br = r->tables_resp[t]->buckets_resp[b];
             int64_t next;
             if (br->has_records)
-                rc = eddy_fluss_log_decode(s, format, br->records.data, br->records.len, 0, NULL,
-                                           0, count_row, &rows, &next, err);
+                rc = eddy_fluss_log_decode(s, format, br->records.data, br->records.len, 0, NULL, 0,
+                                           count_row, &rows, &next, err);
         }
     eddy__rpc_free_unpacked(r);
     return rc;
@@ -70,8 +70,7 @@ static int check_metadata(const uint8_t *p, size_t n, eddy_err *err)
         const EddyFluss__PbTableMetadata *tm = r->table_metadata[i];
         eddy_fluss_table *t = NULL;
         rc = eddy_fluss_table_parse(tm->table_path->database_name, tm->table_path->table_name,
-                                    (const char *)tm->table_json.data, tm->table_json.len, &t,
-                                    err);
+                                    (const char *)tm->table_json.data, tm->table_json.len, &t, err);
         eddy_fluss_table_free(t);
     }
     eddy__rpc_free_unpacked(r);

@@ -162,6 +162,44 @@ static size_t first_of(const lk_req *rq, int bucket)
     return rq->n;
 }
 
+static void point_k(lk *l, const void *resp, size_t k)
+{
+    const EddyFluss__PbLookupRespForBucket *br = resp;
+    answer_point(l, k < br->n_values ? br->values[k] : NULL);
+}
+
+static void prefix_k(lk *l, const void *resp, size_t k)
+{
+    const EddyFluss__PbPrefixLookupRespForBucket *br = resp;
+    answer_prefix(l, k < br->n_value_lists ? br->value_lists[k] : NULL);
+}
+
+/* Answer the items of BUCKET in RQ: a bucket error retries or fails each of
+ * them; otherwise item k gets the k-th value (list) of RESP through ANSWER. */
+static void answer_bucket(eddy_fluss_client *c, lk_req *rq, int bucket, int code, const char *msg,
+                          void (*answer)(lk *l, const void *resp, size_t k), const void *resp)
+{
+    size_t k = 0;
+    for (size_t at = first_of(rq, bucket);
+         at < rq->n && rq->items[at] && rq->items[at]->bucket == bucket; at++, k++) {
+        lk *l = rq->items[at];
+        rq->items[at] = NULL;
+        if (code) {
+            eddy_err e;
+            eddy_err_setc(&e, EDDY_EFLUSS, code, "%slookup in %s.%s bucket %d: Fluss error %d: %s",
+                          l->prefix ? "prefix " : "", l->t->database, l->t->name, bucket, code,
+                          msg ? msg : "");
+            if (eddy__fluss_retriable(code))
+                again(c, l, EDDY_EFLUSS, &e);
+            else
+                fail(l, EDDY_EFLUSS, &e);
+            continue;
+        }
+        answer(l, resp, k);
+        lk_free(l);
+    }
+}
+
 static void on_answer(int status, const uint8_t *p, size_t n, const eddy_err *err, void *ud)
 {
     lk_req *rq = ud;
@@ -182,58 +220,19 @@ static void on_answer(int status, const uint8_t *p, size_t n, const eddy_err *er
     void *msg = eddy__rpc_unpack(prefix ? &eddy_fluss__prefix_lookup_response__descriptor
                                         : &eddy_fluss__lookup_response__descriptor,
                                  p, n);
-    size_t at;
     if (msg && !prefix) {
         EddyFluss__LookupResponse *r = msg;
         for (size_t b = 0; b < r->n_buckets_resp; b++) {
             const EddyFluss__PbLookupRespForBucket *br = r->buckets_resp[b];
-            size_t k = 0;
-            at = first_of(rq, br->bucket_id);
-            for (; at < rq->n && rq->items[at] && rq->items[at]->bucket == br->bucket_id;
-                 at++, k++) {
-                lk *l = rq->items[at];
-                rq->items[at] = NULL;
-                if (br->has_error_code && br->error_code) {
-                    eddy_err e;
-                    eddy_err_setc(&e, EDDY_EFLUSS, br->error_code,
-                                  "lookup in %s.%s bucket %d: Fluss error %d: %s", l->t->database,
-                                  l->t->name, br->bucket_id, br->error_code,
-                                  br->error_message ? br->error_message : "");
-                    if (eddy__fluss_retriable(br->error_code))
-                        again(c, l, EDDY_EFLUSS, &e);
-                    else
-                        fail(l, EDDY_EFLUSS, &e);
-                    continue;
-                }
-                answer_point(l, k < br->n_values ? br->values[k] : NULL);
-                lk_free(l);
-            }
+            answer_bucket(c, rq, br->bucket_id, br->has_error_code ? br->error_code : 0,
+                          br->error_message, point_k, br);
         }
     } else if (msg) {
         EddyFluss__PrefixLookupResponse *r = msg;
         for (size_t b = 0; b < r->n_buckets_resp; b++) {
             const EddyFluss__PbPrefixLookupRespForBucket *br = r->buckets_resp[b];
-            size_t k = 0;
-            at = first_of(rq, br->bucket_id);
-            for (; at < rq->n && rq->items[at] && rq->items[at]->bucket == br->bucket_id;
-                 at++, k++) {
-                lk *l = rq->items[at];
-                rq->items[at] = NULL;
-                if (br->has_error_code && br->error_code) {
-                    eddy_err e;
-                    eddy_err_setc(&e, EDDY_EFLUSS, br->error_code,
-                                  "prefix lookup in %s.%s: Fluss error %d: %s", l->t->database,
-                                  l->t->name, br->error_code,
-                                  br->error_message ? br->error_message : "");
-                    if (eddy__fluss_retriable(br->error_code))
-                        again(c, l, EDDY_EFLUSS, &e);
-                    else
-                        fail(l, EDDY_EFLUSS, &e);
-                    continue;
-                }
-                answer_prefix(l, k < br->n_value_lists ? br->value_lists[k] : NULL);
-                lk_free(l);
-            }
+            answer_bucket(c, rq, br->bucket_id, br->has_error_code ? br->error_code : 0,
+                          br->error_message, prefix_k, br);
         }
     }
     eddy__rpc_free_unpacked(msg);

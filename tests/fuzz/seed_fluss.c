@@ -65,8 +65,11 @@ int main(void)
     static const struct {
         const char *name;
         int format, codec;
-    } kinds[] = {{"arrow_none", 0, 0}, {"arrow_lz4", 0, 1}, {"arrow_zstd", 0, 2},
-                 {"indexed", 1, 0},    {"compacted", 2, 0}};
+    } kinds[] = {{"arrow_none", 0, 0},
+                 {"arrow_lz4", 0, 1},
+                 {"arrow_zstd", 0, 2},
+                 {"indexed", 1, 0},
+                 {"compacted", 2, 0}};
     eddy_fluss_value v[14];
     for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
         eddy_fluss_log_builder *lb;
