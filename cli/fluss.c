@@ -389,22 +389,13 @@ static int scan_start(fcli *f, int64_t *start)
         return 0;
     }
     /* an ISO time: offsets by timestamp */
-    json_t *probe = json_string(from);
-    eddy_fluss_column c = {"from", EDDY_FLUSS_TIMESTAMP_LTZ, 1, 3, 0};
-    eddy_fluss_schema s = {1, &c, 0, NULL, 0, NULL};
-    json_t *row = json_pack("{s:O}", "from", probe);
-    eddy_fluss_value v;
-    eddy_fluss_arena a = {0};
-    int bad = eddy_fluss_row_from_json(&s, row, 1, &v, &a, &f->err);
-    json_decref(row);
-    json_decref(probe);
-    if (bad) {
+    int64_t ms;
+    if (eddy_fluss_parse_time(from, &ms)) {
         fprintf(stderr, "eddy fluss: --from '%s': not earliest, latest, an offset or a time\n",
                 from);
         return 2;
     }
-    if (eddy_fluss_list_offsets(f->c, f->t, EDDY_FLUSS_OFFSET_TIMESTAMP, v.v.ts.ms, ts_offsets,
-                                f) ||
+    if (eddy_fluss_list_offsets(f->c, f->t, EDDY_FLUSS_OFFSET_TIMESTAMP, ms, ts_offsets, f) ||
         wait_done(f))
         return fail(f);
     for (int b = 0; b < n; b++)

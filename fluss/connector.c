@@ -253,19 +253,6 @@ static void on_start_offsets(int status, const eddy_err *err, const int64_t *off
     eddy_free(x);
 }
 
-static int parse_start(const char *start, int64_t *ms)
-{
-    eddy_fluss_column c = {"start", EDDY_FLUSS_TIMESTAMP_LTZ, 1, 3, 0};
-    eddy_fluss_schema sch = {1, &c, 0, NULL, 0, NULL};
-    eddy_fluss_value v;
-    eddy_fluss_arena a = {0};
-    json_t *row = json_pack("{s:s}", "start", start);
-    int rc = eddy_fluss_row_from_json(&sch, row, 1, &v, &a, NULL);
-    json_decref(row);
-    *ms = v.v.ts.ms;
-    return rc;
-}
-
 static void on_table(int status, const eddy_err *err, const eddy_fluss_table *t, void *ud)
 {
     fsrc *s = ud;
@@ -300,7 +287,7 @@ static void on_table(int status, const eddy_err *err, const eddy_fluss_table *t,
     if (eddy_memory_positions(s->mem, s->source_id, stored_position, x, &e))
         EDDY_WARN("fluss", "source %s: stored positions unreadable (%s); using 'start'", s->name,
                   e.msg);
-    if (by_time && parse_start(start, &ts) == 0) {
+    if (by_time && eddy_fluss_parse_time(start, &ts) == 0) {
         if (eddy_fluss_list_offsets(s->c, t, EDDY_FLUSS_OFFSET_TIMESTAMP, ts, on_start_offsets,
                                     x) == 0)
             return;
@@ -445,7 +432,7 @@ static int open_source(const json_t *cfg, const eddy_connector_env *env, eddy_so
     snprintf(s->source_id, sizeof(s->source_id), "fluss:%s.%s", s->db, s->table);
     if (s->start && strcmp(s->start, "earliest") && strcmp(s->start, "latest")) {
         int64_t ms;
-        if (parse_start(s->start, &ms)) {
+        if (eddy_fluss_parse_time(s->start, &ms)) {
             rc = eddy_err_set(err, EDDY_EINVAL,
                               "fluss source %s: start '%s' is not earliest, latest or an "
                               "ISO-8601 time",

@@ -459,3 +459,10 @@ int eddy_fluss_row_from_json(const eddy_fluss_schema *s, const json_t *obj, int 
     }
     return 0;
 }
+
+int eddy_fluss_parse_time(const char *text, int64_t *ms)
+{
+    int32_t nanos;
+    int zone;
+    return parse_iso(text, ms, &nanos, &zone) ? EDDY_EINVAL : 0;
+}

@@ -148,6 +148,15 @@ static size_t open_size(const eddy_fluss_writer *w, const wbucket *bk)
     return bk->log ? eddy_fluss_log_builder_rows(bk->log) : 0;
 }
 
+/* Write the writer id and B's sequence into its header (and CRC). */
+static void stamp(const eddy_fluss_writer *w, wbatch *b)
+{
+    if (w->is_kv)
+        eddy__kv_batch_set_writer((uint8_t *)b->bytes.data, b->bytes.len, w->writer_id, b->seq);
+    else
+        eddy__log_batch_set_writer((uint8_t *)b->bytes.data, b->bytes.len, w->writer_id, b->seq);
+}
+
 /* Close BUCKET's open batch (if it has rows) and queue it. */
 static int close_batch(eddy_fluss_writer *w, int bucket)
 {
@@ -169,13 +178,8 @@ static int close_batch(eddy_fluss_writer *w, int bucket)
     b->cbs = bk->open_cbs;
     memset(&bk->open_cbs, 0, sizeof(bk->open_cbs));
     b->seq = bk->next_seq++;
-    if (w->writer_id >= 0) { /* stamp now; batches closed before InitWriter are stamped later */
-        if (w->is_kv)
-            eddy__kv_batch_set_writer((uint8_t *)b->bytes.data, b->bytes.len, w->writer_id, b->seq);
-        else
-            eddy__log_batch_set_writer((uint8_t *)b->bytes.data, b->bytes.len, w->writer_id,
-                                       b->seq);
-    }
+    if (w->writer_id >= 0) /* batches closed before InitWriter are stamped then */
+        stamp(w, b);
     w->pending_bytes += b->bytes.len;
     if (bk->tail)
         bk->tail->next = b;
@@ -304,17 +308,10 @@ static void on_response(int status, const uint8_t *p, size_t n, const eddy_err *
                     retry_later(w, sc->buckets[i], status, err);
                 }
             }
-    } else if (w->is_kv) {
-        EddyFluss__PutKvResponse *r =
-            eddy__rpc_unpack(&eddy_fluss__put_kv_response__descriptor, p, n);
-        for (size_t i = 0; r && i < r->n_buckets_resp; i++) {
-            const EddyFluss__PbPutKvRespForBucket *br = r->buckets_resp[i];
-            if (br->bucket_id >= 0 && br->bucket_id < w->t->nbuckets)
-                bucket_result(w, br->bucket_id, br->has_error_code ? br->error_code : 0,
-                              br->error_message);
-        }
-        eddy__rpc_free_unpacked(r);
     } else {
+        /* PutKvResponse and ProduceLogResponse share their wire layout up to
+         * what is read here (bucket id, error code, error message: fields
+         * 2-4), so one descriptor reads both answers. */
         EddyFluss__ProduceLogResponse *r =
             eddy__rpc_unpack(&eddy_fluss__produce_log_response__descriptor, p, n);
         for (size_t i = 0; r && i < r->n_buckets_resp; i++) {
@@ -435,14 +432,8 @@ static void ask_writer_id(eddy_fluss_writer *w)
 static void stamp_queued(eddy_fluss_writer *w)
 {
     for (int i = 0; i < w->t->nbuckets; i++)
-        for (wbatch *b = w->b[i].head; b; b = b->next) {
-            if (w->is_kv)
-                eddy__kv_batch_set_writer((uint8_t *)b->bytes.data, b->bytes.len, w->writer_id,
-                                          b->seq);
-            else
-                eddy__log_batch_set_writer((uint8_t *)b->bytes.data, b->bytes.len, w->writer_id,
-                                           b->seq);
-        }
+        for (wbatch *b = w->b[i].head; b; b = b->next)
+            stamp(w, b);
 }
 
 static void init_writer_cb(int status, const uint8_t *p, size_t n, const eddy_err *err, void *ud)

@@ -156,6 +156,10 @@ json_t *eddy_fluss_row_to_json(const eddy_fluss_schema *s, const eddy_fluss_valu
 int eddy_fluss_row_from_json(const eddy_fluss_schema *s, const json_t *obj, int strict,
                              eddy_fluss_value *vals, eddy_fluss_arena *arena, eddy_err *err);
 
+/* Epoch milliseconds of TEXT: ISO-8601 "YYYY-MM-DD[THH:MM[:SS[.f]]][Z|+hh:mm]"
+ * (no zone = UTC). Returns 0, or EDDY_EINVAL when TEXT is not such a time. */
+int eddy_fluss_parse_time(const char *text, int64_t *ms);
+
 /* Index of column NAME in S, or -1. */
 int eddy_fluss_column_index(const eddy_fluss_schema *s, const char *name);
 

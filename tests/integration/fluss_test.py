@@ -333,10 +333,30 @@ def run_job(tmp, job_yaml, timeout=120):
     return json.load(open(os.path.join(tmp, "summary.json")))
 
 
-def test_job_reads_questions_and_writes_answers(tmp):
+def mock_llm(tmp, script):
+    """The C mock LLM of tests/integration/run.py, as a with-block."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import run as itrun
     itrun.ARGS = ARGS
+    return itrun.Mock(tmp, script)
+
+
+def fluss_job(name, port, source, sink, user):
+    return """job: %s
+key: customer_id
+source: { fluss: { %s } }
+sink: { fluss: { %s } }
+dead_letter: { jsonl: dead.jsonl }
+checkpoint: { path: state.db }
+models:
+  default: { base_url: "http://127.0.0.1:%d/v1", api_key: k, model: mock }
+agents:
+  support:
+    prompt: { system: "You help.", user: "%s" }
+""" % (name, source, sink, port, user)
+
+
+def test_job_reads_questions_and_writes_answers(tmp):
     create(tmp, "it.questions", [("id", "STRING NOT NULL"), ("customer_id", "STRING NOT NULL"),
                                  ("text", "STRING")], buckets=3)
     create(tmp, "it.answers", [("event_id", "STRING NOT NULL"), ("key", "STRING"),
@@ -346,19 +366,9 @@ def test_job_reads_questions_and_writes_answers(tmp):
           for i in range(40)]
     eddy("produce", "it.questions", stdin=jsonl(qs[:30]))
     script = {"rules": [{"reply": "answer to ${user}"}]}
-    with itrun.Mock(tmp, script) as mock:
-        job = """job: fluss-it
-key: customer_id
-source: { fluss: { table: it.questions, start: earliest, follow: false } }
-sink: { fluss: { table: it.answers } }
-dead_letter: { jsonl: dead.jsonl }
-checkpoint: { path: state.db }
-models:
-  default: { base_url: "http://127.0.0.1:%d/v1", api_key: k, model: mock }
-agents:
-  support:
-    prompt: { system: "You help.", user: "{{event.text}}" }
-""" % mock.port
+    with mock_llm(tmp, script) as mock:
+        job = fluss_job("fluss-it", mock.port, "table: it.questions, start: earliest, follow: false",
+                        "table: it.answers", "{{event.text}}")
         summary = run_job(tmp, job)
         assert summary["events"] == 30 and summary["runs_ok"] == 30, summary
         # a second run continues after the stored positions: only the 10 new questions
@@ -376,9 +386,6 @@ agents:
 
 
 def test_job_dead_letters_rows_that_do_not_fit(tmp):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import run as itrun
-    itrun.ARGS = ARGS
     create(tmp, "it.q2", [("id", "STRING NOT NULL"), ("customer_id", "STRING NOT NULL"),
                           ("text", "STRING")], primary_key=["id"], buckets=1)
     # turns is TINYINT NOT NULL and the output has no 'score': every output fails the sink
@@ -386,19 +393,9 @@ def test_job_dead_letters_rows_that_do_not_fit(tmp):
            primary_key=["event_id"], buckets=1)
     eddy("produce", "it.q2", stdin=jsonl([{"id": "x1", "customer_id": "c1", "text": "hi"},
                                           {"id": "x2", "customer_id": "c2", "text": "yo"}]))
-    with itrun.Mock(tmp, {"rules": [{"reply": "ok"}]}) as mock:
-        summary = run_job(tmp, """job: fit
-key: customer_id
-source: { fluss: { table: it.q2, follow: false } }
-sink: { fluss: { table: it.a2 } }
-dead_letter: { jsonl: dead.jsonl }
-checkpoint: { path: state.db }
-models:
-  default: { base_url: "http://127.0.0.1:%d/v1", api_key: k, model: mock }
-agents:
-  support:
-    prompt: { system: "s", user: "{{event.text}} {{event._change}}" }
-""" % mock.port)
+    with mock_llm(tmp, {"rules": [{"reply": "ok"}]}) as mock:
+        summary = run_job(tmp, fluss_job("fit", mock.port, "table: it.q2, follow: false",
+                                         "table: it.a2", "{{event.text}} {{event._change}}"))
     assert summary["events"] == 2, summary
     dead = [json.loads(l) for l in open(os.path.join(tmp, "dead.jsonl"))]
     assert len(dead) == 2, dead
