@@ -25,6 +25,10 @@ struct tool_call {
     long instructions;
     int waiting; /* a host function started work and yielded */
     int finished;
+    /* a native function's answer, pushed when the coroutine resumes */
+    int wait_ready, wait_status;
+    json_t *wait_result;
+    char wait_msg[EDDY_ERR_MSG_MAX];
 };
 
 static void call_closed(uv_handle_t *h)
@@ -37,6 +41,7 @@ static void deliver(struct tool_call *c)
     c->res.duration_ms = eddy_now_ms() - c->start_ms;
     c->cb(&c->res, c->ud);
     json_decref(c->res.result);
+    json_decref(c->wait_result);
     if (c->co_ref != LUA_NOREF)
         luaL_unref(c->host->L, LUA_REGISTRYINDEX, c->co_ref);
     c->host->calls--;
@@ -89,13 +94,77 @@ static void resume(struct tool_call *c, int nargs)
     after_resume(c, status, nres);
 }
 
+/* Resume a coroutine that waited for a native function with (ok, value) or
+ * (false, message); native_k in native.c takes them from there. */
+static void resume_answer(struct tool_call *c)
+{
+    lua_State *co = c->co;
+    json_t *v = c->wait_result;
+    c->wait_ready = 0;
+    c->wait_result = NULL;
+    if (!c->wait_status && v && !json_is_null(v) && eddy_lua_push_json(co, v) != 0) {
+        c->wait_status = EDDY_ERANGE;
+        snprintf(c->wait_msg, sizeof(c->wait_msg), "the answer is nested too deep");
+    }
+    if (c->wait_status) {
+        lua_pushboolean(co, 0);
+        lua_pushstring(co, c->wait_msg);
+    } else {
+        if (!v || json_is_null(v))
+            lua_pushnil(co);
+        lua_pushboolean(co, 1);
+        lua_insert(co, -2);
+    }
+    json_decref(v);
+    resume(c, 2);
+}
+
 static void on_timer(uv_timer_t *t)
 {
     struct tool_call *c = t->data;
-    if (!c->finished)
-        resume(c, 0);
+    if (!c->finished) {
+        if (c->wait_ready)
+            resume_answer(c);
+        else
+            resume(c, 0);
+    }
     if (c->finished)
         deliver(c);
+}
+
+eddy_tool_wait *eddy__tools_call_begin_wait(lua_State *L)
+{
+    struct tool_call *c = *(struct tool_call **)lua_getextraspace(L);
+    if (!c || c->co != L)
+        return NULL;
+    c->waiting = 1;
+    c->wait_ready = 0;
+    return (eddy_tool_wait *)c;
+}
+
+void eddy__tools_call_cancel_wait(eddy_tool_wait *w)
+{
+    ((struct tool_call *)w)->waiting = 0;
+}
+
+void eddy_tool_wait_done(eddy_tool_wait *w, int status, json_t *result, const char *msg)
+{
+    struct tool_call *c = (struct tool_call *)w;
+    if (c->tool->module >= 0) { /* a native tool: this is the call's outcome */
+        if (status) {
+            json_decref(result);
+            fail(c, status < 0 ? status : EDDY_ETOOL, msg ? msg : "failed");
+        } else {
+            c->finished = 1;
+            c->res.result = result ? result : json_null();
+        }
+    } else {
+        c->wait_ready = 1;
+        c->wait_status = status;
+        c->wait_result = status ? (json_decref(result), NULL) : result;
+        snprintf(c->wait_msg, sizeof(c->wait_msg), "%s", status && msg ? msg : "failed");
+    }
+    uv_timer_start(&c->timer, on_timer, 0, 0);
 }
 
 const char *eddy__tool_call_name(const struct tool_call *c)
@@ -122,6 +191,19 @@ int eddy__tools_call_wait(lua_State *L, uint64_t ms)
     c->waiting = 1;
     uv_timer_start(&c->timer, on_timer, ms, 0);
     return lua_yield(L, 0);
+}
+
+/* A native tool's body gets the checked arguments and answers through the
+ * call (eddy_tool_wait_done). */
+static void start_native(struct tool_call *c, json_t *args)
+{
+    void *state;
+    eddy_err e;
+    int rc = eddy__tools_module_state(c->host, (size_t)c->tool->module, &state, &e);
+    if (!rc)
+        rc = c->tool->native.call(state, c->tool->native.data, args, (eddy_tool_wait *)c, &e);
+    if (rc)
+        fail(c, rc, e.msg);
 }
 
 static int push_ctx(struct tool_call *c, const eddy_tool_ctx *ctx)
@@ -168,6 +250,8 @@ int eddy_tool_call(eddy_tools *h, eddy_tool *t, json_t *args, const eddy_tool_ct
         fail(c, EDDY_ESCHEMA, "arguments must be a JSON object");
     } else if (eddy_tool_validate_args(t->schema, args, &verr)) {
         fail(c, EDDY_ESCHEMA, verr.msg);
+    } else if (t->module >= 0) {
+        start_native(c, args);
     } else if (!lua_checkstack(L, 2) || !(c->co = lua_newthread(L))) {
         fail(c, EDDY_ENOMEM, "out of memory");
     } else {

@@ -234,6 +234,7 @@ int eddy__tools_open_env(eddy_tools *h, eddy_err *err)
     lua_setfield(L, base, "os");
 
     luaL_newlib(L, eddy_fns); /* eddy module */
+    eddy__tools_open_modules(h, lua_gettop(L));
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
     lua_newtable(L);
@@ -285,6 +286,11 @@ void eddy__tool_free(eddy_tool *t)
     eddy_free(t->description);
     json_decref(t->schema);
     json_decref(t->def);
+    eddy_free(t->native.name);
+    eddy_free(t->native.description);
+    json_decref(t->native.params);
+    if (t->native.free_data)
+        t->native.free_data(t->native.data);
     eddy_free(t);
 }
 
@@ -295,6 +301,9 @@ void eddy_tools_free(eddy_tools *h)
     for (size_t i = 0; i < h->ntools; i++)
         eddy__tool_free(h->tools[i]);
     eddy_free(h->tools);
+    eddy_tools_close(h); /* normally done already, from the loop */
+    eddy_free(h->mod_state);
+    json_decref(h->settings);
     if (h->L)
         lua_close(h->L);
     eddy_free(h->base_dir);

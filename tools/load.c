@@ -16,6 +16,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+int eddy__tools_add(eddy_tools *h, eddy_tool *t, const char *where, eddy_err *err)
+{
+    eddy_tool **grown;
+    for (size_t i = 0; i < h->ntools; i++)
+        if (!strcmp(h->tools[i]->name, t->name))
+            return eddy_err_set(err, EDDY_EEXIST, "%stool name '%s' is already used by %s", where,
+                                t->name, h->tools[i]->path);
+    grown = eddy_realloc(h->tools, (h->ntools + 1) * sizeof(*grown));
+    if (!grown)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    h->tools = grown;
+    h->tools[h->ntools++] = t;
+    return 0;
+}
+
 /* 1-based column of TOKEN on line LINE of SRC, or 1. */
 static int find_col(const char *src, int line, const char *token)
 {
@@ -146,7 +161,7 @@ int eddy_tools_load(eddy_tools *h, const char *path, eddy_tool **out, eddy_err *
     int top = lua_gettop(L), rc = 0;
     char *src = NULL, *chunk = NULL;
     size_t n;
-    eddy_tool *t = NULL, **grown;
+    eddy_tool *t = NULL;
 
     *out = NULL;
     if ((rc = eddy_read_file(path, &src, &n, err)))
@@ -159,6 +174,7 @@ int eddy_tools_load(eddy_tools *h, const char *path, eddy_tool **out, eddy_err *
     }
     t->host = h;
     t->run_ref = LUA_NOREF;
+    t->module = -1;
     lua_pushcfunction(L, traceback);
     if (luaL_loadbufferx(L, src, n, chunk, "t") != LUA_OK) {
         syntax_error(path, src, lua_tostring(L, -1), err);
@@ -188,20 +204,12 @@ int eddy_tools_load(eddy_tools *h, const char *path, eddy_tool **out, eddy_err *
     lua_pop(L, 1);
     if ((rc = check_spec(L, path, src, t, err)))
         goto out;
-    for (size_t i = 0; i < h->ntools; i++) {
-        if (!strcmp(h->tools[i]->name, t->name)) {
-            rc = eddy_err_set(err, EDDY_EEXIST, "%s:1:1: tool name '%s' is already used by %s",
-                              path, t->name, h->tools[i]->path);
+    {
+        char where[1100];
+        snprintf(where, sizeof(where), "%s:1:1: ", path);
+        if ((rc = eddy__tools_add(h, t, where, err)))
             goto out;
-        }
     }
-    grown = eddy_realloc(h->tools, (h->ntools + 1) * sizeof(*grown));
-    if (!grown) {
-        rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
-        goto out;
-    }
-    h->tools = grown;
-    h->tools[h->ntools++] = t;
     *out = t;
 out:
     if (rc) {

@@ -20,7 +20,9 @@ struct eddy_tool {
     char *name, *path, *description;
     json_t *schema; /* JSON schema of the parameters */
     json_t *def;    /* OpenAI tool definition */
-    int run_ref;    /* registry ref of the run function */
+    int run_ref;    /* registry ref of the run function (Lua tools) */
+    int module;     /* native tools: index of the module, else -1 */
+    eddy_native_tool native;
 };
 
 struct eddy_tools {
@@ -31,6 +33,9 @@ struct eddy_tools {
     eddy_tool **tools;
     size_t ntools;
     int calls; /* calls in flight */
+    json_t *settings; /* the job's module settings {"fluss": {...}}, or NULL */
+    void **mod_state; /* per registered module: its state once opened */
+    size_t nmod_state;
 };
 
 struct eddy_tool_memory {
@@ -45,10 +50,26 @@ json_t *eddy__tools_params_schema(lua_State *L, int idx, char *bad_param, size_t
 
 struct tool_call;
 void eddy__tool_free(eddy_tool *t);
+/* Register T in H unless its name is taken (ERR starts with WHERE). */
+int eddy__tools_add(eddy_tools *h, eddy_tool *t, const char *where, eddy_err *err);
 
 /* Start a wait of MS on the current call's timer and yield; the call is
  * resumed when it fires. Raises a Lua error outside a tool call. */
 int eddy__tools_call_wait(lua_State *L, uint64_t ms);
+/* Start waiting for a native function's answer in the current call: returns
+ * the wait, or NULL outside a tool call (or in a coroutine the tool made). */
+eddy_tool_wait *eddy__tools_call_begin_wait(lua_State *L);
+/* Stop waiting after the native function refused to start. */
+void eddy__tools_call_cancel_wait(eddy_tool_wait *w);
+
+/* Registered modules (native.c). */
+const eddy_tools_module *eddy__tools_module(size_t i);
+size_t eddy__tools_nmodules(void);
+/* The state of module I on H, opening it on first use. */
+int eddy__tools_module_state(eddy_tools *h, size_t i, void **state, eddy_err *err);
+/* Add eddy.<module>.<fn> for every registered module to the eddy table at IDX. */
+void eddy__tools_open_modules(eddy_tools *h, int idx);
+
 /* Name of the tool a call runs. */
 const char *eddy__tool_call_name(const struct tool_call *c);
 

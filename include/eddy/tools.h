@@ -84,6 +84,80 @@ typedef struct eddy_tool_ctx {
 int eddy_tool_call(eddy_tools *h, eddy_tool *t, json_t *args, const eddy_tool_ctx *ctx,
                    eddy_tool_cb cb, void *ud, eddy_err *err);
 
+/* -- native functions and tools ---------------------------------------------
+ *
+ * Other modules add functions written in C to the Lua `eddy` table
+ * (eddy.fluss.lookup) and tool kinds a job lists next to its Lua files
+ * (`tools: [ {fluss_lookup: {table: db.t}} ]`), through a module registered
+ * once at start-up. A native function starts its work on the host's loop and
+ * answers later; the Lua caller's coroutine waits meanwhile, the loop goes on.
+ */
+
+/* The pending answer of one native function or native tool call. */
+typedef struct eddy_tool_wait eddy_tool_wait;
+
+/* Answer W, exactly once: STATUS 0 with RESULT (new reference, taken; NULL
+ * is nil in Lua, null for a tool), or STATUS < 0 with MSG (borrowed) saying
+ * what failed: a Lua function raises it, a tool call fails with it. May be
+ * called inside the native function that received W; the caller resumes
+ * from the loop either way. Loop thread only. */
+void eddy_tool_wait_done(eddy_tool_wait *w, int status, json_t *result, const char *msg);
+
+/* A native function or tool body. STATE: the module's state on this host;
+ * DATA: the native tool's data (NULL for functions); ARGS borrowed: the Lua
+ * arguments as a JSON array (functions) or the checked arguments object
+ * (tools). Start the work and return 0 (W is then answered once), or return
+ * an error with ERR (W is never answered). */
+typedef int (*eddy_native_fn)(void *state, void *data, json_t *args, eddy_tool_wait *w,
+                              eddy_err *err);
+
+typedef struct eddy_native_reg {
+    const char *name;
+    eddy_native_fn fn;
+} eddy_native_reg;
+
+/* What a tool kind's factory fills in for one listed tool. */
+typedef struct eddy_native_tool {
+    char *name;        /* owned (eddy_malloc) */
+    char *description; /* owned */
+    json_t *params;    /* JSON schema of the arguments, owned */
+    eddy_native_fn call;
+    void *data;                /* handed to CALL; freed with FREE_DATA */
+    void (*free_data)(void *data);
+} eddy_native_tool;
+
+typedef struct eddy_tools_module {
+    const char *name; /* Lua sees eddy.NAME; jobs configure it under NAME: */
+    /* Open STATE on one host's LOOP at its first use. CFG: the job's
+     * settings for this module, borrowed, may be NULL. */
+    int (*open)(uv_loop_t *loop, const json_t *cfg, void **state, eddy_err *err);
+    /* Release STATE from the loop (it may finish asynchronously). */
+    void (*close)(void *state);
+    const eddy_native_reg *fns; /* eddy.NAME.<fn>; ends with {NULL, NULL} */
+    const char *tool_kind;      /* a tool kind this module provides, or NULL */
+    /* Check the listed tool's CFG (borrowed) and fill T. MODCFG: the job's
+     * settings for the module (may be NULL). Runs when tools load, before
+     * the loop runs; it may block briefly (e.g. to read a table's schema). */
+    int (*tool_new)(const json_t *modcfg, const json_t *cfg, eddy_native_tool *t, eddy_err *err);
+} eddy_tools_module;
+
+/* Register M (borrowed for the life of the process) before any host is
+ * created. Returns 0, EDDY_EEXIST for a name or kind already registered,
+ * EDDY_ENOMEM. Not thread-safe: call from main. */
+int eddy_tools_register_module(const eddy_tools_module *m);
+/* Whether a registered module provides tool kind KIND. */
+int eddy_tools_has_kind(const char *kind);
+/* The job's module settings, an object keyed by module name (borrowed,
+ * kept). Call before the first tool loads. */
+void eddy_tools_configure(eddy_tools *h, json_t *settings);
+/* Register the tool of kind KIND configured by CFG (borrowed). Errors say
+ * what is wrong with CFG; the caller adds where the tool is listed. */
+int eddy_tools_load_native(eddy_tools *h, const char *kind, const json_t *cfg, eddy_tool **out,
+                           eddy_err *err);
+/* Release the module states of H from its loop (no call may be active);
+ * eddy_tools_free afterwards. */
+void eddy_tools_close(eddy_tools *h);
+
 /* -- JSON <-> Lua, exposed for tests -------------------------------------- */
 struct lua_State;
 /* Push V (borrowed) onto L's stack. Returns 0 or EDDY_ENOMEM. */

@@ -171,8 +171,8 @@ static void test_load_errors_name_place(void **state)
 
 typedef struct done {
     int n;
-    int status[4];
-    char *out[4];
+    int status[8];
+    char *out[8];
 } done_t;
 
 static void on_done(eddy_tool_result *r, void *ud)
@@ -281,6 +281,236 @@ static void test_runaway_loop_is_stopped(void **state)
     json_decref(args);
 }
 
+/* -- native modules ----------------------------------------------------------- */
+
+/* A test module "kv": get answers from a timer, now inside the call, refuse
+ * fails at once; the tool kind kv_tool answers through a timer too. */
+typedef struct kv_state {
+    uv_loop_t *loop;
+    int opens, closes, calls;
+} kv_state;
+
+static kv_state g_kv;
+
+typedef struct kv_later {
+    uv_timer_t timer;
+    eddy_tool_wait *w;
+    char name[64];
+    int tool, n; /* n: the how-many-th call this is */
+} kv_later;
+
+static void kv_later_closed(uv_handle_t *h)
+{
+    eddy_free(h->data);
+}
+
+static void kv_answer(kv_later *k)
+{
+    if (!strcmp(k->name, "bad"))
+        eddy_tool_wait_done(k->w, EDDY_EIO, NULL, "kv: 'bad' is broken");
+    else if (!strcmp(k->name, "missing"))
+        eddy_tool_wait_done(k->w, 0, k->tool ? json_pack("{s:b}", "found", 0) : NULL, NULL);
+    else
+        eddy_tool_wait_done(k->w, 0, json_pack("{s:s, s:i}", "name", k->name, "n", k->n),
+                            NULL);
+}
+
+static void kv_fire(uv_timer_t *t)
+{
+    kv_answer(t->data);
+    uv_close((uv_handle_t *)t, kv_later_closed);
+}
+
+static int kv_start(const char *name, int tool, int now, eddy_tool_wait *w, eddy_err *err)
+{
+    kv_later *k;
+    g_kv.calls++;
+    if (!name)
+        return eddy_err_set(err, EDDY_EINVAL, "name must be a string");
+    k = eddy_calloc(1, sizeof(*k));
+    assert_non_null(k);
+    k->w = w;
+    k->tool = tool;
+    k->n = g_kv.calls;
+    snprintf(k->name, sizeof(k->name), "%s", name);
+    if (now) {
+        kv_answer(k);
+        eddy_free(k);
+        return 0;
+    }
+    uv_timer_init(g_kv.loop, &k->timer);
+    k->timer.data = k;
+    uv_timer_start(&k->timer, kv_fire, 5, 0);
+    return 0;
+}
+
+static int kv_get(void *st, void *data, json_t *args, eddy_tool_wait *w, eddy_err *err)
+{
+    assert_ptr_equal(st, &g_kv);
+    assert_null(data);
+    return kv_start(json_string_value(json_array_get(args, 0)), 0, 0, w, err);
+}
+
+static int kv_now(void *st, void *data, json_t *args, eddy_tool_wait *w, eddy_err *err)
+{
+    (void)st;
+    (void)data;
+    return kv_start(json_string_value(json_array_get(args, 0)), 0, 1, w, err);
+}
+
+static int kv_refuse(void *st, void *data, json_t *args, eddy_tool_wait *w, eddy_err *err)
+{
+    (void)st;
+    (void)data;
+    (void)args;
+    (void)w;
+    return eddy_err_set(err, EDDY_EINVAL, "refused on purpose");
+}
+
+static int kv_tool_call(void *st, void *data, json_t *args, eddy_tool_wait *w, eddy_err *err)
+{
+    (void)st;
+    assert_string_equal(data, "tool-data");
+    return kv_start(json_string_value(json_object_get(args, "name")), 1, 0, w, err);
+}
+
+static int kv_open(uv_loop_t *loop, const json_t *cfg, void **st, eddy_err *err)
+{
+    (void)err;
+    assert_string_equal(json_string_value(json_object_get(cfg, "where")), "here");
+    g_kv.loop = loop;
+    g_kv.opens++;
+    *st = &g_kv;
+    return 0;
+}
+
+static void kv_close(void *st)
+{
+    ((kv_state *)st)->closes++;
+}
+
+static int kv_tool_new(const json_t *modcfg, const json_t *cfg, eddy_native_tool *t, eddy_err *err)
+{
+    const char *name = json_string_value(json_object_get(cfg, "name"));
+    assert_string_equal(json_string_value(json_object_get(modcfg, "where")), "here");
+    if (!name)
+        return eddy_err_set(err, EDDY_EINVAL, "'name' is required");
+    t->name = eddy_strdup(name);
+    t->description = eddy_strdup("looks names up");
+    t->params = json_loads("{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"}},"
+                           "\"required\":[\"name\"],\"additionalProperties\":false}",
+                           0, NULL);
+    t->call = kv_tool_call;
+    t->data = eddy_strdup("tool-data");
+    t->free_data = eddy_free;
+    return 0;
+}
+
+static const eddy_native_reg kv_fns[] = {
+    {"get", kv_get}, {"now", kv_now}, {"refuse", kv_refuse}, {NULL, NULL}};
+static const eddy_tools_module kv_module = {"kv", kv_open, kv_close, kv_fns, "kv_tool", kv_tool_new};
+
+static void test_native_functions_and_tools(void **state)
+{
+    uv_loop_t loop;
+    eddy_tools *h;
+    eddy_tool *t, *nt;
+    eddy_err e;
+    done_t d;
+    json_t *settings = json_loads("{\"kv\":{\"where\":\"here\"}}", 0, NULL);
+    json_t *a1 = json_loads("{\"name\":\"ada\"}", 0, NULL);
+    json_t *a2 = json_loads("{\"name\":\"missing\"}", 0, NULL);
+    json_t *a3 = json_loads("{\"name\":\"bad\"}", 0, NULL);
+    json_t *bad_cfg = json_object(), *cfg = json_loads("{\"name\":\"kv_lookup\"}", 0, NULL);
+    (void)state;
+    memset(&d, 0, sizeof(d));
+    memset(&g_kv, 0, sizeof(g_kv));
+    assert_int_equal(eddy_tools_register_module(&kv_module), 0);
+    assert_int_equal(eddy_tools_register_module(&kv_module), 0); /* the same again: no-op */
+    assert_true(eddy_tools_has_kind("kv_tool"));
+    assert_false(eddy_tools_has_kind("nope"));
+    uv_loop_init(&loop);
+    assert_int_equal(eddy_tools_new(&loop, g_dir, &h, NULL), 0);
+    eddy_tools_configure(h, settings);
+    assert_int_equal(
+        eddy_tools_load(
+            h,
+            write_file("use_kv.lua",
+                       "return eddy.tool { name = 'use_kv', description = 'calls kv',\n"
+                       "  params = { name = { type = 'string', required = true } },\n"
+                       "  run = function(args)\n"
+                       "    local a = eddy.kv.get(args.name)\n"
+                       "    local b = eddy.kv.now(args.name)\n"
+                       "    local ok1, e1 = pcall(eddy.kv.get, 'bad')\n"
+                       "    local ok2, e2 = pcall(eddy.kv.refuse)\n"
+                       "    local ok3, e3 = pcall(eddy.kv.get, 42)\n"
+                       "    local ok4, e4 = pcall(coroutine.wrap(function() return "
+                       "eddy.kv.get('x') end))\n"
+                       "    return { a = a, b = b, e1 = e1, e2 = e2, e3 = e3, e4 = e4,\n"
+                       "             ok = not (ok1 or ok2 or ok3 or ok4),\n"
+                       "             missing = eddy.kv.get('missing') == nil }\n"
+                       "  end }\n"),
+            &t, &e),
+        0);
+    assert_int_equal(g_kv.opens, 0); /* opened at first use */
+    assert_int_equal(eddy_tools_load_native(h, "kv_tool", bad_cfg, &nt, &e), EDDY_EINVAL);
+    assert_string_equal(e.msg, "'name' is required");
+    assert_int_equal(eddy_tools_load_native(h, "nope", cfg, &nt, &e), EDDY_EINVAL);
+    assert_string_equal(e.msg, "unknown tool kind 'nope'");
+    assert_int_equal(eddy_tools_load_native(h, "kv_tool", cfg, &nt, &e), 0);
+    assert_string_equal(eddy_tool_name(nt), "kv_lookup");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(eddy_tool_definition(nt), "function"), "description")),
+                        "looks names up");
+
+    assert_int_equal(eddy_tool_call(h, t, a1, NULL, on_done, &d, &e), 0);
+    assert_int_equal(eddy_tool_call(h, nt, a1, NULL, on_done, &d, &e), 0);
+    assert_int_equal(eddy_tool_call(h, nt, a2, NULL, on_done, &d, &e), 0);
+    assert_int_equal(eddy_tool_call(h, nt, a3, NULL, on_done, &d, &e), 0);
+    assert_int_equal(eddy_tool_call(h, nt, bad_cfg, NULL, on_done, &d, &e), 0);
+    assert_int_equal(d.n, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(d.n, 5);
+    assert_int_equal(g_kv.opens, 1);
+    /* the schema check fails first, then the tool calls in timer order, the Lua tool last */
+    assert_int_equal(d.status[0], EDDY_ESCHEMA);
+    assert_non_null(strstr(d.out[0], "name"));
+    assert_string_equal(d.out[1], "{\"n\":2,\"name\":\"ada\"}");
+    assert_string_equal(d.out[2], "{\"found\":false}");
+    assert_int_equal(d.status[3], EDDY_EIO);
+    assert_string_equal(d.out[3], "tool 'kv_lookup' failed: kv: 'bad' is broken");
+    json_t *r = json_loads(d.out[4], 0, NULL);
+    assert_non_null(r);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r, "a"), "name")),
+                        "ada");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r, "b"), "name")),
+                        "ada");
+    assert_non_null(strstr(json_string_value(json_object_get(r, "e1")),
+                           "/use_kv.lua:6: eddy.kv.get: kv: 'bad' is broken"));
+    assert_non_null(strstr(json_string_value(json_object_get(r, "e2")),
+                           "eddy.kv.refuse: refused on purpose"));
+    assert_non_null(strstr(json_string_value(json_object_get(r, "e3")),
+                           "eddy.kv.get: name must be a string"));
+    assert_non_null(strstr(json_string_value(json_object_get(r, "e4")),
+                           "eddy.kv.get can only be used while a tool runs"));
+    assert_true(json_is_true(json_object_get(r, "ok")));
+    assert_true(json_is_true(json_object_get(r, "missing")));
+    json_decref(r);
+    eddy_tools_close(h);
+    assert_int_equal(g_kv.closes, 1);
+    for (int i = 0; i < 5; i++)
+        eddy_free(d.out[i]);
+    eddy_tools_free(h);
+    assert_int_equal(g_kv.closes, 1);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    json_decref(settings);
+    json_decref(a1);
+    json_decref(a2);
+    json_decref(a3);
+    json_decref(bad_cfg);
+    json_decref(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -290,6 +520,7 @@ int main(void)
         cmocka_unit_test(test_load_errors_name_place),
         cmocka_unit_test(test_concurrent_calls_and_memory),
         cmocka_unit_test(test_runaway_loop_is_stopped),
+        cmocka_unit_test(test_native_functions_and_tools),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("tools", tests, tmpdir_setup, tmpdir_teardown);
