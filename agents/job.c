@@ -210,7 +210,33 @@ static json_t *get_fluss(vctx *c, json_t *m, const char *path, int is_source)
     const json_t *follow = json_object_get(f, "follow");
     if (follow && !json_is_boolean(follow))
         verr(c, p, 0, "'follow' must be true or false");
-    return json_pack("{s:O}", "fluss", f);
+    /* the job's `fluss:` block fills in what this block leaves out */
+    json_t *merged = json_deep_copy(f);
+    if (merged)
+        json_object_update_missing(merged, json_object_get(c->job->modules, "fluss"));
+    return json_pack("{s:o*}", "fluss", merged);
+}
+
+/* The job's top-level `fluss:` block: the cluster every Fluss source, sink,
+ * lookup tool and eddy.fluss call of the job uses unless it names another. */
+static void load_modules(vctx *c, json_t *root)
+{
+    static const char *const keys[] = {"bootstrap", "sasl_user", "sasl_password", NULL};
+    json_t *f = get_map(c, root, "", "fluss", 0);
+    const char *k;
+    json_t *v;
+    c->job->modules = json_object();
+    if (!f || !c->job->modules)
+        return;
+    check_keys(c, f, "/fluss", keys);
+    json_object_foreach(f, k, v)
+    {
+        char p[512];
+        join(p, sizeof(p), "/fluss", k);
+        if (!json_is_string(v))
+            verr(c, p, 0, "'%s' must be a string, not %s", k, type_name(v));
+    }
+    json_object_set(c->job->modules, "fluss", f);
 }
 
 /* source/sink/dead_letter: { jsonl: PATH }, { stdout: true } (sink) or
@@ -386,7 +412,9 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
     return t;
 }
 
-static void check_tools(vctx *c, eddy_agent_def *a, const char *tpath)
+/* Load every tool of A into a throwaway host, so that each problem is
+ * reported with the place the tool is listed. */
+static void check_tools(vctx *c, eddy_agent_def *a)
 {
     uv_loop_t loop;
     eddy_tools *h = NULL;
@@ -394,22 +422,74 @@ static void check_tools(vctx *c, eddy_agent_def *a, const char *tpath)
     if (uv_loop_init(&loop))
         return;
     if (eddy_tools_new(&loop, c->job->dir, &h, &e) == 0) {
+        eddy_tools_configure(h, c->job->modules);
         for (size_t i = 0; i < a->ntools; i++) {
+            eddy_tool_ref *r = &a->tools[i];
             eddy_tool *t;
-            char p[512], where[512];
-            snprintf(p, sizeof(p), "%s/%zu", tpath, i);
             /* the host itself rejects a second tool of the same name */
-            if (eddy_tools_load(h, a->tool_paths[i], &t, &e)) {
-                eddy_diag_add(c->diag, "%s (tool listed at %s)", e.msg, WHERE(c, p, 0));
+            if (r->path && eddy_tools_load(h, r->path, &t, &e)) {
+                eddy_diag_add(c->diag, "%s (tool listed at %s)", e.msg, r->where);
+                c->errors++;
+            } else if (r->kind && eddy_tools_load_native(h, r->kind, r->cfg, &t, &e)) {
+                eddy_diag_add(c->diag, "%s: %s: %s", r->where, r->kind, e.msg);
                 c->errors++;
             }
         }
+        eddy_tools_close(h);
+        uv_run(&loop, UV_RUN_DEFAULT);
         eddy_tools_free(h);
     } else {
         eddy_diag_add(c->diag, "%s", e.msg);
         c->errors++;
     }
     uv_loop_close(&loop);
+}
+
+/* tools: a list of Lua files and native tools ({KIND: {settings}}). */
+static void load_tools(vctx *c, eddy_agent_def *a, json_t *x, const char *p, int want_tools)
+{
+    char where[512];
+    if (!json_is_array(x)) {
+        verr(c, p, 0, "'tools' must be a list of Lua files and native tools, not %s",
+             type_name(x));
+        return;
+    }
+    a->tools = eddy_calloc(json_array_size(x) + 1, sizeof(*a->tools));
+    for (size_t i = 0; a->tools && i < json_array_size(x); i++) {
+        json_t *t = json_array_get(x, i), *cfg = NULL;
+        const char *kind = NULL;
+        char tp[512];
+        snprintf(tp, sizeof(tp), "%s/%zu", p, i);
+        if (json_is_object(t) && json_object_size(t) == 1)
+            json_object_foreach(t, kind, cfg) break;
+        if (json_is_object(t) && json_object_size(t) != 1) {
+            verr(c, tp, 0, "a native tool is one 'KIND: {settings}' pair, not %zu keys",
+                 json_object_size(t));
+            continue;
+        }
+        if (!json_is_string(t) && !(kind && json_is_object(cfg))) {
+            verr(c, tp, 0,
+                 "a tool must be the path of a Lua file or a native tool such as "
+                 "'fluss_lookup: {table: db.customers}', not %s",
+                 type_name(t));
+            continue;
+        }
+        if (kind && !eddy_tools_has_kind(kind)) {
+            verr(c, tp, 0, "unknown tool kind '%s' (this eddy has %s)", kind,
+                 eddy_tools_has_kind("fluss_lookup") ? "fluss_lookup" : "no native tools");
+            continue;
+        }
+        eddy_tool_ref *r = &a->tools[a->ntools++];
+        r->where = eddy_strdup(WHERE(c, tp, 0));
+        if (kind) {
+            r->kind = eddy_strdup(kind);
+            r->cfg = json_incref(cfg);
+        } else {
+            r->path = eddy_job_path(c->job, json_string_value(t));
+        }
+    }
+    if (want_tools)
+        check_tools(c, a);
 }
 
 static void load_agent(vctx *c, const char *name, json_t *v, const char *path, eddy_agent_def *a,
@@ -455,23 +535,7 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
 
     if ((x = member(c, v, path, "tools", 0))) {
         join(p, sizeof(p), path, "tools");
-        if (!json_is_array(x)) {
-            verr(c, p, 0, "'tools' must be a list of Lua files, not %s", type_name(x));
-        } else {
-            a->tool_paths = eddy_calloc(json_array_size(x) + 1, sizeof(char *));
-            for (size_t i = 0; a->tool_paths && i < json_array_size(x); i++) {
-                json_t *t = json_array_get(x, i);
-                char tp[512];
-                snprintf(tp, sizeof(tp), "%s/%zu", p, i);
-                if (!json_is_string(t)) {
-                    verr(c, tp, 0, "a tool must be the path of a Lua file, not %s", type_name(t));
-                    continue;
-                }
-                a->tool_paths[a->ntools++] = eddy_job_path(c->job, json_string_value(t));
-            }
-            if (want_tools)
-                check_tools(c, a, p);
-        }
+        load_tools(c, a, x, p, want_tools);
     }
 
     a->history = 20;
@@ -565,9 +629,10 @@ static char *default_path(eddy_job *job, const char *file)
 
 int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *diag)
 {
-    static const char *const keys[] = {"job",           "key",        "source", "sink",
-                                       "dead_letter",   "checkpoint", "trace",  "shutdown_grace",
-                                       "max_in_flight", "models",     "agents", NULL};
+    static const char *const keys[] = {"job",            "key",           "source", "sink",
+                                       "dead_letter",    "checkpoint",    "trace",  "fluss",
+                                       "shutdown_grace", "max_in_flight", "models", "agents",
+                                       NULL};
     static const char *const path_keys[] = {"path", NULL};
     eddy_yaml_doc doc;
     vctx c = {0};
@@ -604,6 +669,7 @@ int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *d
     check_keys(&c, doc.root, "", keys);
     job->name = get_str(&c, doc.root, "", "job", 1, NULL);
     job->key = get_str(&c, doc.root, "", "key", 1, NULL);
+    load_modules(&c, doc.root);
     job->source = get_io(&c, doc.root, "source", 0, &job->source_cfg);
     job->sink = get_io(&c, doc.root, "sink", 1, &job->sink_cfg);
     job->dead_letter = get_io(&c, doc.root, "dead_letter", 0, NULL);
@@ -666,7 +732,13 @@ void eddy_job_free(eddy_job *job)
         eddy_free(a->name);
         eddy_template_free(a->system);
         eddy_template_free(a->user);
-        free_strv(a->tool_paths, a->ntools);
+        for (size_t j = 0; j < a->ntools; j++) {
+            eddy_free(a->tools[j].path);
+            eddy_free(a->tools[j].kind);
+            json_decref(a->tools[j].cfg);
+            eddy_free(a->tools[j].where);
+        }
+        eddy_free(a->tools);
         free_strv(a->on, a->non);
     }
     eddy_free(job->agents);
@@ -678,6 +750,7 @@ void eddy_job_free(eddy_job *job)
     eddy_free(job->sink);
     json_decref(job->source_cfg);
     json_decref(job->sink_cfg);
+    json_decref(job->modules);
     eddy_free(job->dead_letter);
     eddy_free(job->state_path);
     eddy_free(job->trace_path);

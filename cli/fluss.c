@@ -481,20 +481,16 @@ static int cmd_lookup(fcli *f, int argc, char **argv)
         return 2;
     if ((rc = open_table(f, argv[0])))
         return rc;
-    json_t *key = json_loads(argv[1], 0, &je);
-    eddy_fluss_schema ks = f->t->schema;
-    eddy_fluss_value *vals = eddy_calloc((size_t)ks.ncols, sizeof(*vals));
-    eddy_fluss_column *cols = eddy_calloc((size_t)ks.ncols, sizeof(*cols));
-    /* key columns only: every other column may be absent */
-    memcpy(cols, ks.cols, sizeof(*cols) * (size_t)ks.ncols);
-    for (int i = 0; i < ks.ncols; i++)
-        cols[i].nullable = 1;
-    ks.cols = cols;
+    json_t *key = json_loads(argv[1], JSON_DECODE_ANY, &je);
+    eddy_fluss_value *vals = eddy_calloc((size_t)f->t->schema.ncols, sizeof(*vals));
     rc = 1;
     if (!key) {
         fprintf(stderr, "eddy fluss: key is not JSON: %s\n", je.text);
         rc = 2;
-    } else if (eddy_fluss_row_from_json(&ks, key, 1, vals, &a, &f->err) ||
+    } else if (!vals) {
+        eddy_err_set(&f->err, EDDY_ENOMEM, "out of memory");
+        fail(f);
+    } else if (eddy_fluss_key_from_json(f->t, key, f->prefix, vals, &a, &f->err) ||
                (f->prefix ? eddy_fluss_prefix_lookup(f->c, f->t, vals, prefix_cb, f, &f->err)
                           : eddy_fluss_lookup(f->c, f->t, vals, lookup_cb, f, &f->err))) {
         fail(f);
@@ -508,7 +504,6 @@ static int cmd_lookup(fcli *f, int argc, char **argv)
     json_decref(key);
     eddy_fluss_arena_free(&a);
     eddy_free(vals);
-    eddy_free(cols);
     return rc;
 }
 

@@ -286,6 +286,7 @@ int main(int argc, char **argv)
     if ((rc = parse(argc, argv, &a)))
         return rc;
     eddy_fluss_register_connectors();
+    eddy_fluss_register_tools();
     if (!strcmp(cmd, "run"))
         rc = cmd_run(&a);
     else if (!strcmp(cmd, "check"))

@@ -466,3 +466,69 @@ int eddy_fluss_parse_time(const char *text, int64_t *ms)
     int zone;
     return parse_iso(text, ms, &nanos, &zone) ? EDDY_EINVAL : 0;
 }
+
+/* "id" or "(region, id)": the key columns of S for messages. */
+static void key_names(const eddy_fluss_schema *s, const int *kc, int nk, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = 0;
+    for (int i = 0; i < nk && n < cap; i++)
+        n += (size_t)snprintf(out + n, cap - n, "%s%s%s", i ? ", " : nk > 1 ? "(" : "",
+                              s->cols[kc[i]].name, i == nk - 1 && nk > 1 ? ")" : "");
+}
+
+int eddy_fluss_key_from_json(const eddy_fluss_table *t, const json_t *key, int prefix,
+                             eddy_fluss_value *vals, eddy_fluss_arena *arena, eddy_err *err)
+{
+    const eddy_fluss_schema *s = &t->schema;
+    const int *kc = prefix ? s->bk : s->pk;
+    int nk = prefix ? s->nbk : s->npk, rc;
+    const char *what = prefix ? "bucket-key" : "primary-key", *k;
+    char names[512];
+    json_t *obj = (json_t *)key, *tmp = NULL, *v;
+    eddy_fluss_schema ks = *s;
+    if (s->npk == 0)
+        return eddy_err_set(err, EDDY_EINVAL, "%s.%s has no primary key: nothing to look up",
+                            t->database, t->name);
+    key_names(s, kc, nk, names, sizeof(names));
+    if (!json_is_object(key)) {
+        if (nk != 1 || !key || json_is_array(key) || json_is_null(key))
+            return eddy_err_set(err, EDDY_ESCHEMA,
+                                "the %s key of %s.%s is %s: give an object with %s",
+                                prefix ? "bucket" : "primary", t->database, t->name, names,
+                                nk > 1 ? "these columns" : "it");
+        if (!(obj = tmp = json_object()) || json_object_set(tmp, s->cols[kc[0]].name, (json_t *)key))
+            return json_decref(tmp), eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
+    json_object_foreach(obj, k, v)
+    {
+        int i = eddy_fluss_column_index(s, k), in = 0;
+        for (int j = 0; j < nk; j++)
+            in |= kc[j] == i;
+        if (!in) {
+            json_decref(tmp);
+            return eddy_err_set(err, EDDY_ESCHEMA, "'%s' is not a %s column of %s.%s (the key is %s)",
+                                k, what, t->database, t->name, names);
+        }
+    }
+    for (int j = 0; j < nk; j++) {
+        v = json_object_get(obj, s->cols[kc[j]].name);
+        if (!v || json_is_null(v)) {
+            json_decref(tmp);
+            return eddy_err_set(err, EDDY_ESCHEMA, "key column '%s' of %s.%s is missing",
+                                s->cols[kc[j]].name, t->database, t->name);
+        }
+    }
+    /* only the key columns are given: every other column may be absent */
+    ks.cols = eddy_fluss_arena_alloc(arena, sizeof(*ks.cols) * (size_t)s->ncols);
+    if (!ks.cols) {
+        json_decref(tmp);
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
+    memcpy(ks.cols, s->cols, sizeof(*ks.cols) * (size_t)s->ncols);
+    for (int i = 0; i < ks.ncols; i++)
+        ks.cols[i].nullable = 1;
+    rc = eddy_fluss_row_from_json(&ks, obj, 1, vals, arena, err);
+    json_decref(tmp);
+    return rc;
+}

@@ -35,6 +35,8 @@ typedef struct rpc_req {
     void *ud;
     char *frame; /* owned until written */
     size_t frame_len;
+    const struct conn *peer; /* failed list: the server it was for, if known */
+    int node;                /* failed list: its node id */
 } rpc_req;
 
 typedef struct req_list {
@@ -55,6 +57,7 @@ typedef struct conn {
     eddy_buf in;
     uint64_t retry_at_ms; /* no reconnect before this (backoff) */
     int failures;
+    char why[96]; /* why the last connection failed */
 } conn;
 
 typedef struct deferred {
@@ -156,7 +159,13 @@ static void fail_all(req_list *l, int code, const char *why, const conn *c)
     while (l->head) {
         rpc_req *r = l->head;
         list_remove(l, r);
-        eddy_err_set(&e, code, "Fluss %s:%d: %s", c ? c->host : "?", c ? c->port : 0, why);
+        const conn *p = c ? c : r->peer;
+        if (p && !c && p->why[0]) /* in backoff after a failure: say which */
+            eddy_err_set(&e, code, "Fluss %s:%d: %s (%s)", p->host, p->port, why, p->why);
+        else if (p)
+            eddy_err_set(&e, code, "Fluss %s:%d: %s", p->host, p->port, why);
+        else
+            eddy_err_set(&e, code, "Fluss: %s to server %d (not in the metadata)", why, r->node);
         req_finish(r, code, NULL, 0, &e);
     }
 }
@@ -192,6 +201,7 @@ static void conn_broken(conn *c, const char *why)
     if (c->state == C_IDLE || c->state == C_CLOSING)
         return;
     c->failures++;
+    snprintf(c->why, sizeof(c->why), "%s", why);
     uint64_t backoff = 50u << (c->failures < 6 ? c->failures : 6);
     c->retry_at_ms = eddy_now_ms() + (backoff > 2000 ? 2000 : backoff);
     EDDY_DEBUG("fluss", "connection to %s:%d lost: %s", c->host, c->port, why);
@@ -606,6 +616,8 @@ int eddy__rpc_send(eddy_fluss_client *cl, int node, int api_key, int version,
     rpc_req *r = new_req(cl, api_key, version, msg, cb, ud);
     if (!r)
         return EDDY_ENOMEM;
+    r->node = node;
+    r->peer = c;
     if (!c) { /* unknown node: fail on the next tick (never inside this call) */
         list_push(&cl->failed, r);
         uv_idle_start(&cl->idle, on_idle);

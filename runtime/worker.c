@@ -373,6 +373,8 @@ static void on_drain(uv_timer_t *t)
     uv_timer_stop(t);
     if (eddy_tools_active(w->tools) > 0)
         EDDY_WARN("runtime", "%d tool call(s) still running at exit", eddy_tools_active(w->tools));
+    else
+        eddy_tools_close(w->tools); /* e.g. the Fluss clients of lookups */
     uv_close((uv_handle_t *)&w->drain, NULL);
     eddy_memory_close(w->mem, NULL, NULL);
     w->mem = NULL;
@@ -444,6 +446,7 @@ static int setup(worker *w, eddy_err *err)
         (rc = eddy_tools_new(&w->loop, w->job->dir, &w->tools, err)) ||
         (rc = eddy_mailboxes_new(start_item, w, &w->mb, err)))
         return rc;
+    eddy_tools_configure(w->tools, w->job->modules);
     w->env = (eddy_agent_env){&w->loop, w->llm, w->tools, w->mem, w->traces};
     w->agents = eddy_calloc(w->job->nagents, sizeof(eddy_agent_rt *));
     if (!w->agents)

@@ -60,11 +60,20 @@ int eddy_interpolate(const char *s, char **out, eddy_err *err);
 struct eddy_tools;
 struct eddy_tool;
 
+/* One entry of an agent's tool list: a Lua file, or a native tool kind
+ * with its settings (`- fluss_lookup: {table: db.customers}`). */
+typedef struct eddy_tool_ref {
+    char *path;  /* the Lua file (resolved), or NULL */
+    char *kind;  /* the native tool kind, or NULL */
+    json_t *cfg; /* the native tool's settings (owned) */
+    char *where; /* "job.yaml:12:7": where the tool is listed */
+} eddy_tool_ref;
+
 typedef struct eddy_agent_def {
     char *name;
     eddy_llm_model *model; /* borrowed from the job's models */
     eddy_template *system, *user;
-    char **tool_paths; /* resolved paths of the Lua files */
+    eddy_tool_ref *tools; /* in the order listed */
     size_t ntools;
     int history;           /* runs of history kept and sent */
     int budget_turns;      /* LLM calls in one run */
@@ -84,6 +93,9 @@ typedef struct eddy_job {
     char *sink;         /* JSONL path, NULL for stdout */
     json_t *source_cfg; /* {"fluss": {...}} for a connector source, else NULL */
     json_t *sink_cfg;   /* {"fluss": {...}} for a connector sink, else NULL */
+    /* settings of native modules by name ({"fluss": {bootstrap, ...}}),
+     * from the job's top-level `fluss:` block; never NULL after a load */
+    json_t *modules;
     char *dead_letter;  /* JSONL path */
     char *state_path;   /* SQLite memory store */
     char *trace_path;   /* SQLite trace store */

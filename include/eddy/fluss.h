@@ -156,6 +156,13 @@ json_t *eddy_fluss_row_to_json(const eddy_fluss_schema *s, const eddy_fluss_valu
 int eddy_fluss_row_from_json(const eddy_fluss_schema *s, const json_t *obj, int strict,
                              eddy_fluss_value *vals, eddy_fluss_arena *arena, eddy_err *err);
 
+/* Fill VALS (t->schema.ncols, zeroed) with the primary key (or, when PREFIX,
+ * the bucket key) of T given as KEY: an object holding exactly the key
+ * columns, or a plain value when the key has one column. Errors name the
+ * table and the key columns. Strings point into KEY or ARENA. */
+int eddy_fluss_key_from_json(const eddy_fluss_table *t, const json_t *key, int prefix,
+                             eddy_fluss_value *vals, eddy_fluss_arena *arena, eddy_err *err);
+
 /* Epoch milliseconds of TEXT: ISO-8601 "YYYY-MM-DD[THH:MM[:SS[.f]]][Z|+hh:mm]"
  * (no zone = UTC). Returns 0, or EDDY_EINVAL when TEXT is not such a time. */
 int eddy_fluss_parse_time(const char *text, int64_t *ms);
@@ -388,5 +395,8 @@ int eddy_fluss_response_check(int api_key, const uint8_t *p, size_t n,
 
 /* Register `fluss` sources and sinks with the runtime (connector.h). */
 int eddy_fluss_register_connectors(void);
+/* Register the fluss_lookup tool kind and eddy.fluss.lookup(table, key) /
+ * eddy.fluss.prefix_lookup(table, key) for Lua tools (main, before jobs load). */
+int eddy_fluss_register_tools(void);
 
 #endif
