@@ -45,7 +45,8 @@ typedef struct pending {
 
 typedef struct fsrc {
     eddy_fluss_client *c;
-    const eddy_fluss_table *t;
+    const eddy_fluss_table *t; /* owned by the client's cache: NULL once closed */
+    int nbuckets;              /* of T, kept for src_free */
     eddy_fluss_scanner *sc;
     uv_loop_t *loop;
     uv_async_t *notify;
@@ -264,6 +265,7 @@ static void on_table(int status, const eddy_err *err, const eddy_fluss_table *t,
         return;
     }
     s->t = t;
+    s->nbuckets = t->nbuckets;
     s->pend = eddy_calloc((size_t)t->nbuckets, sizeof(*s->pend));
     s->end = eddy_calloc((size_t)t->nbuckets, sizeof(*s->end));
     start_ctx *x = eddy_calloc(1, sizeof(*x));
@@ -337,7 +339,7 @@ static void src_ack(void *impl, uint64_t token)
     fsrc *s = impl;
     int b = (int)(token >> 48);
     int64_t off = (int64_t)(token & ((1ull << 48) - 1));
-    if (!s->pend || b >= s->t->nbuckets)
+    if (!s->pend || b >= s->nbuckets)
         return;
     pending *p = &s->pend[b];
     /* binary search: offsets are ascending */
@@ -380,8 +382,9 @@ static void src_close(void *impl)
     fsrc *s = impl;
     eddy_fluss_scanner_free(s->sc);
     s->sc = NULL;
-    eddy_fluss_client_close(s->c);
+    eddy_fluss_client_close(s->c); /* frees the table T points to */
     s->c = NULL;
+    s->t = NULL;
 }
 
 static void src_free(void *impl)
@@ -394,7 +397,7 @@ static void src_free(void *impl)
         eddy_free(q->where);
         eddy_free(q);
     }
-    for (int b = 0; s->pend && b < s->t->nbuckets; b++) {
+    for (int b = 0; s->pend && b < s->nbuckets; b++) {
         eddy_free(s->pend[b].off);
         eddy_free(s->pend[b].acked);
     }
