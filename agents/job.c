@@ -450,8 +450,7 @@ static void load_tools(vctx *c, eddy_agent_def *a, json_t *x, const char *p, int
 {
     char where[512];
     if (!json_is_array(x)) {
-        verr(c, p, 0, "'tools' must be a list of Lua files and native tools, not %s",
-             type_name(x));
+        verr(c, p, 0, "'tools' must be a list of Lua files and native tools, not %s", type_name(x));
         return;
     }
     a->tools = eddy_calloc(json_array_size(x) + 1, sizeof(*a->tools));
@@ -629,10 +628,10 @@ static char *default_path(eddy_job *job, const char *file)
 
 int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *diag)
 {
-    static const char *const keys[] = {"job",            "key",           "source", "sink",
-                                       "dead_letter",    "checkpoint",    "trace",  "fluss",
-                                       "shutdown_grace", "max_in_flight", "models", "agents",
-                                       NULL};
+    static const char *const keys[] = {
+        "job",        "key",    "source", "sink",           "dead_letter",
+        "checkpoint", "trace",  "fluss",  "shutdown_grace", "max_in_flight",
+        "models",     "agents", NULL};
     static const char *const path_keys[] = {"path", NULL};
     eddy_yaml_doc doc;
     vctx c = {0};

@@ -103,6 +103,11 @@ void eddy__arrow_get(const eddy__arrow_batch *b, const eddy_fluss_column *col, i
                      eddy_fluss_value *v);
 void eddy__arrow_batch_free(eddy__arrow_batch *b);
 
+/* A server error message made readable: the Java exception text's root
+ * cause ("TableNotExistException: Table 'db.t' does not exist.") without
+ * package names or stack frames, into BUF; returns BUF ("" for NULL). */
+const char *eddy__fluss_brief(const char *msg, char *buf, size_t cap);
+
 #endif
 
 /* -- client internals (fluss/rpc.c, fluss/meta.c) ---------------------------- */

@@ -186,9 +186,10 @@ static void answer_bucket(eddy_fluss_client *c, lk_req *rq, int bucket, int code
         rq->items[at] = NULL;
         if (code) {
             eddy_err e;
+            char brief[512];
             eddy_err_setc(&e, EDDY_EFLUSS, code, "%slookup in %s.%s bucket %d: Fluss error %d: %s",
                           l->prefix ? "prefix " : "", l->t->database, l->t->name, bucket, code,
-                          msg ? msg : "");
+                          eddy__fluss_brief(msg, brief, sizeof(brief)));
             if (eddy__fluss_retriable(code))
                 again(c, l, EDDY_EFLUSS, &e);
             else

@@ -458,11 +458,12 @@ static void offsets_cb(int status, const uint8_t *p, size_t n, const eddy_err *e
         for (size_t i = 0; r && i < r->n_buckets_resp; i++) {
             const EddyFluss__PbListOffsetsRespForBucket *b = r->buckets_resp[i];
             if (b->has_error_code && b->error_code && !o->status) {
+                char brief[512];
                 o->status = EDDY_EFLUSS;
                 eddy_err_setc(&o->err, EDDY_EFLUSS, b->error_code,
                               "list offsets of %s.%s bucket %d: Fluss error %d: %s", o->db, o->name,
                               b->bucket_id, b->error_code,
-                              b->error_message ? b->error_message : "");
+                              eddy__fluss_brief(b->error_message, brief, sizeof(brief)));
             } else if (b->bucket_id >= 0 && b->bucket_id < o->t->nbuckets) {
                 o->offs[b->bucket_id] = b->has_offset ? b->offset : -1;
             }

@@ -473,7 +473,10 @@ static void key_names(const eddy_fluss_schema *s, const int *kc, int nk, char *o
     size_t n = 0;
     out[0] = 0;
     for (int i = 0; i < nk && n < cap; i++)
-        n += (size_t)snprintf(out + n, cap - n, "%s%s%s", i ? ", " : nk > 1 ? "(" : "",
+        n += (size_t)snprintf(out + n, cap - n, "%s%s%s",
+                              i        ? ", "
+                              : nk > 1 ? "("
+                                       : "",
                               s->cols[kc[i]].name, i == nk - 1 && nk > 1 ? ")" : "");
 }
 
@@ -497,7 +500,8 @@ int eddy_fluss_key_from_json(const eddy_fluss_table *t, const json_t *key, int p
                                 "the %s key of %s.%s is %s: give an object with %s",
                                 prefix ? "bucket" : "primary", t->database, t->name, names,
                                 nk > 1 ? "these columns" : "it");
-        if (!(obj = tmp = json_object()) || json_object_set(tmp, s->cols[kc[0]].name, (json_t *)key))
+        if (!(obj = tmp = json_object()) ||
+            json_object_set(tmp, s->cols[kc[0]].name, (json_t *)key))
             return json_decref(tmp), eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     }
     json_object_foreach(obj, k, v)
@@ -507,8 +511,9 @@ int eddy_fluss_key_from_json(const eddy_fluss_table *t, const json_t *key, int p
             in |= kc[j] == i;
         if (!in) {
             json_decref(tmp);
-            return eddy_err_set(err, EDDY_ESCHEMA, "'%s' is not a %s column of %s.%s (the key is %s)",
-                                k, what, t->database, t->name, names);
+            return eddy_err_set(err, EDDY_ESCHEMA,
+                                "'%s' is not a %s column of %s.%s (the key is %s)", k, what,
+                                t->database, t->name, names);
         }
     }
     for (int j = 0; j < nk; j++) {

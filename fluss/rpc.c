@@ -427,15 +427,82 @@ static rpc_req *find_inflight(conn *c, int32_t id)
     return NULL;
 }
 
+const char *eddy__fluss_brief(const char *msg, char *buf, size_t cap)
+{
+    const char *line = msg ? msg : "", *cause, *eol, *dot;
+    size_t n;
+    /* the last "Caused by: " is the root cause */
+    while ((cause = strstr(line, "Caused by: ")))
+        line = cause + 11;
+    eol = strchr(line, '\n');
+    n = eol ? (size_t)(eol - line) : strlen(line);
+    /* "org.apache.fluss.exception.X: ..." -> "X: ..." */
+    for (dot = line; dot < line + n && *dot != ':' && *dot != ' '; dot++)
+        if (*dot == '.' && dot + 1 < line + n && dot[1] >= 'A' && dot[1] <= 'Z') {
+            n -= (size_t)(dot + 1 - line);
+            line = dot + 1;
+            dot = line;
+        }
+    while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\t' || line[n - 1] == ' '))
+        n--;
+    snprintf(buf, cap, "%.*s", (int)n, line);
+    return buf;
+}
+
+/* What a request did, for messages. */
+static const char *api_name(int key)
+{
+    switch (key) {
+    case API_VERSIONS:
+        return "ApiVersions";
+    case API_CREATE_DATABASE:
+        return "CreateDatabase";
+    case API_DROP_DATABASE:
+        return "DropDatabase";
+    case API_LIST_DATABASES:
+        return "ListDatabases";
+    case API_CREATE_TABLE:
+        return "CreateTable";
+    case API_DROP_TABLE:
+        return "DropTable";
+    case API_GET_TABLE_INFO:
+        return "GetTableInfo";
+    case API_LIST_TABLES:
+        return "ListTables";
+    case API_METADATA:
+        return "Metadata";
+    case API_PRODUCE_LOG:
+        return "ProduceLog";
+    case API_FETCH_LOG:
+        return "FetchLog";
+    case API_PUT_KV:
+        return "PutKv";
+    case API_LOOKUP:
+        return "Lookup";
+    case API_LIST_OFFSETS:
+        return "ListOffsets";
+    case API_INIT_WRITER:
+        return "InitWriter";
+    case API_PREFIX_LOOKUP:
+        return "PrefixLookup";
+    case API_AUTHENTICATE:
+        return "Authenticate";
+    default:
+        return "request";
+    }
+}
+
 static void error_response(const uint8_t *p, size_t n, eddy_err *e, const char *api)
 {
+    char brief[512];
     EddyFluss__ErrorResponse *er = eddy__rpc_unpack(&eddy_fluss__error_response__descriptor, p, n);
     if (!er) {
         eddy_err_setc(e, EDDY_EFLUSS, -1, "%s: unreadable error response", api);
         return;
     }
     eddy_err_setc(e, EDDY_EFLUSS, er->error_code, "%s: Fluss error %d: %s", api, er->error_code,
-                  er->error_message ? er->error_message : "(no message)");
+                  er->error_message ? eddy__fluss_brief(er->error_message, brief, sizeof(brief))
+                                    : "(no message)");
     eddy__rpc_free_unpacked(er);
 }
 
@@ -461,7 +528,7 @@ static int handle_frame(conn *c, const uint8_t *p, size_t n)
     if (!r)
         return 0; /* timed out earlier: drop the late answer */
     list_remove(&c->inflight, r);
-    snprintf(api, sizeof(api), "api %d", r->api_key);
+    snprintf(api, sizeof(api), "%s", api_name(r->api_key));
     if (p[0] == 1) {
         error_response(p + 5, n - 5, &e, api);
         req_finish(r, EDDY_EFLUSS, NULL, 0, &e);

@@ -159,9 +159,10 @@ static void bucket_answer(eddy_fluss_scanner *s, const EddyFluss__PbFetchLogResp
     eddy_err e;
     if (br->has_error_code && br->error_code) {
         int code = br->error_code;
+        char brief[512];
         eddy_err_setc(&e, EDDY_EFLUSS, code, "fetch %s.%s bucket %d: Fluss error %d: %s",
                       s->t->database, s->t->name, i, code,
-                      br->error_message ? br->error_message : "");
+                      eddy__fluss_brief(br->error_message, brief, sizeof(brief)));
         if (code == FE_OFFSET_OUT_OF_RANGE) {
             EDDY_WARN("fluss", "%s; restarting the bucket at its earliest offset", e.msg);
             b->state = B_RESOLVE;

@@ -86,7 +86,8 @@ static eddy_fluss_client *client_for(mod_state *s, const char *bootstrap, const 
         if (!strcmp(k->bootstrap, bootstrap) && same(k->user, user))
             return k->client;
     k = eddy_calloc(1, sizeof(*k));
-    if (!k || !(k->bootstrap = eddy_strdup(bootstrap)) || (user && !(k->user = eddy_strdup(user))) ||
+    if (!k || !(k->bootstrap = eddy_strdup(bootstrap)) ||
+        (user && !(k->user = eddy_strdup(user))) ||
         (password && !(k->password = eddy_strdup(password)))) {
         if (k) {
             eddy_free(k->bootstrap);
@@ -120,8 +121,12 @@ static void op_free(lookup_op *o)
 
 static void op_fail(lookup_op *o, int status, const char *msg)
 {
-    char m[EDDY_ERR_MSG_MAX];
-    snprintf(m, sizeof(m), "%s.%s: %s", o->db, o->table, msg);
+    char m[EDDY_ERR_MSG_MAX], full[300];
+    snprintf(full, sizeof(full), "%s.%s", o->db, o->table);
+    if (strstr(msg, full)) /* the message names the table already */
+        snprintf(m, sizeof(m), "%s", msg);
+    else
+        snprintf(m, sizeof(m), "%s: %s", full, msg);
     eddy_tool_wait_done(o->w, status < 0 ? status : EDDY_EFLUSS, NULL, m);
     op_free(o);
 }
@@ -148,8 +153,8 @@ static void on_row(int status, const eddy_err *err, const eddy_fluss_value *vals
         op_answer(o, vals ? eddy_fluss_row_to_json(&o->t->schema, vals, NULL, 0) : NULL);
 }
 
-static void on_prefix_row(int status, const eddy_err *err, const eddy_fluss_value *vals,
-                          size_t row, size_t n, void *ud)
+static void on_prefix_row(int status, const eddy_err *err, const eddy_fluss_value *vals, size_t row,
+                          size_t n, void *ud)
 {
     lookup_op *o = ud;
     if (status) {
@@ -240,8 +245,7 @@ static int l_lookup(void *state, void *data, json_t *args, eddy_tool_wait *w, ed
     return lua_lookup(state, args, 0, w, err);
 }
 
-static int l_prefix_lookup(void *state, void *data, json_t *args, eddy_tool_wait *w,
-                           eddy_err *err)
+static int l_prefix_lookup(void *state, void *data, json_t *args, eddy_tool_wait *w, eddy_err *err)
 {
     (void)data;
     return lua_lookup(state, args, 1, w, err);
@@ -336,8 +340,7 @@ static void on_schema(int status, const eddy_err *err, const eddy_fluss_table *t
             const eddy_fluss_column *col = &t->schema.cols[kc[i]];
             json_object_set_new(props, col->name, column_schema(col));
             json_array_append_new(req, json_string(col->name));
-            n += (size_t)snprintf(f->key + n, sizeof(f->key) - n, "%s%s", i ? ", " : "",
-                                  col->name);
+            n += (size_t)snprintf(f->key + n, sizeof(f->key) - n, "%s%s", i ? ", " : "", col->name);
             if (n >= sizeof(f->key))
                 n = sizeof(f->key) - 1;
         }
@@ -375,8 +378,8 @@ static int fetch_params(const tool_data *d, schema_fetch *f, eddy_err *err)
 
 static int tool_new(const json_t *modcfg, const json_t *cfg, eddy_native_tool *t, eddy_err *err)
 {
-    static const char *const keys[] = {"table",     "name",          "description", "prefix",
-                                       "bootstrap", "sasl_user",     "sasl_password", NULL};
+    static const char *const keys[] = {"table",     "name",      "description",   "prefix",
+                                       "bootstrap", "sasl_user", "sasl_password", NULL};
     const char *k, *name, *desc;
     json_t *v;
     char db[128], table[128], buf[1024];
@@ -423,8 +426,8 @@ static int tool_new(const json_t *modcfg, const json_t *cfg, eddy_native_tool *t
     desc = json_string_value(json_object_get(cfg, "description"));
     if (d->prefix)
         snprintf(buf, sizeof(buf),
-                 "Rows of the table %s.%s whose %s match; answers {\"rows\": [...]}.", db,
-                 table, f.key);
+                 "Rows of the table %s.%s whose %s match; answers {\"rows\": [...]}.", db, table,
+                 f.key);
     else
         snprintf(buf, sizeof(buf),
                  "The row of the table %s.%s with the given %s; answers {\"found\": true, "
@@ -472,8 +475,8 @@ static void mod_close(void *state)
 static const eddy_native_reg fluss_fns[] = {
     {"lookup", l_lookup}, {"prefix_lookup", l_prefix_lookup}, {NULL, NULL}};
 
-static const eddy_tools_module fluss_module = {
-    "fluss", mod_open, mod_close, fluss_fns, "fluss_lookup", tool_new};
+static const eddy_tools_module fluss_module = {"fluss",   mod_open,       mod_close,
+                                               fluss_fns, "fluss_lookup", tool_new};
 
 int eddy_fluss_register_tools(void)
 {

@@ -274,6 +274,7 @@ static void bucket_result(eddy_fluss_writer *w, int bucket, int code, const char
     wbucket *bk = &w->b[bucket];
     wbatch *b = bk->inflight;
     eddy_err e;
+    char brief[512];
     if (!b)
         return;
     if (code == 0 || code == FE_DUPLICATE_SEQUENCE) {
@@ -282,7 +283,7 @@ static void bucket_result(eddy_fluss_writer *w, int bucket, int code, const char
         return;
     }
     eddy_err_setc(&e, EDDY_EFLUSS, code, "%s.%s bucket %d: Fluss error %d: %s", w->t->database,
-                  w->t->name, bucket, code, msg ? msg : "");
+                  w->t->name, bucket, code, eddy__fluss_brief(msg, brief, sizeof(brief)));
     if (eddy__fluss_retriable(code)) {
         retry_later(w, bucket, EDDY_EFLUSS, &e);
         return;

@@ -162,8 +162,9 @@ static int l_native(lua_State *L)
     }
     if (!(w = eddy__tools_call_begin_wait(L))) {
         json_decref(args);
-        return luaL_error(L, "eddy.%s.%s can only be used while a tool runs, not in a coroutine "
-                             "the tool made",
+        return luaL_error(L,
+                          "eddy.%s.%s can only be used while a tool runs, not in a coroutine "
+                          "the tool made",
                           mod, reg->name);
     }
     rc = eddy__tools_module_state(h, mi, &state, &e);
@@ -218,10 +219,10 @@ int eddy_tools_load_native(eddy_tools *h, const char *kind, const json_t *cfg, e
     rc = g_modules[mi]->tool_new(module_cfg(h, (size_t)mi), cfg, &t->native, err);
     if (!rc && (!t->native.name || !t->native.params || !t->native.call))
         rc = eddy_err_set(err, EDDY_EINVAL, "%s: the tool kind gave no name, schema or body", kind);
-    if (!rc && (!(t->name = eddy_strdup(t->native.name)) ||
-                !(t->description = eddy_strdup(t->native.description ? t->native.description
-                                                                     : "")) ||
-                !(t->path = eddy_aprintf("the %s tool", kind))))
+    if (!rc &&
+        (!(t->name = eddy_strdup(t->native.name)) ||
+         !(t->description = eddy_strdup(t->native.description ? t->native.description : "")) ||
+         !(t->path = eddy_aprintf("the %s tool", kind))))
         rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     if (!rc) {
         t->schema = json_incref(t->native.params);

@@ -32,7 +32,7 @@ struct eddy_tools {
     int base_ref; /* registry ref of the allowlisted base environment */
     eddy_tool **tools;
     size_t ntools;
-    int calls; /* calls in flight */
+    int calls;        /* calls in flight */
     json_t *settings; /* the job's module settings {"fluss": {...}}, or NULL */
     void **mod_state; /* per registered module: its state once opened */
     size_t nmod_state;

@@ -96,9 +96,9 @@ typedef struct eddy_job {
     /* settings of native modules by name ({"fluss": {bootstrap, ...}}),
      * from the job's top-level `fluss:` block; never NULL after a load */
     json_t *modules;
-    char *dead_letter;  /* JSONL path */
-    char *state_path;   /* SQLite memory store */
-    char *trace_path;   /* SQLite trace store */
+    char *dead_letter; /* JSONL path */
+    char *state_path;  /* SQLite memory store */
+    char *trace_path;  /* SQLite trace store */
     int64_t shutdown_grace_ms;
     int max_in_flight; /* events accepted but not finished, across keys */
     eddy_llm_model *models;

@@ -122,7 +122,7 @@ typedef struct eddy_native_tool {
     char *description; /* owned */
     json_t *params;    /* JSON schema of the arguments, owned */
     eddy_native_fn call;
-    void *data;                /* handed to CALL; freed with FREE_DATA */
+    void *data; /* handed to CALL; freed with FREE_DATA */
     void (*free_data)(void *data);
 } eddy_native_tool;
 

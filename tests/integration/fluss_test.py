@@ -408,6 +408,147 @@ def test_job_dead_letters_rows_that_do_not_fit(tmp):
         assert d["output"]["output"] == "ok", d
 
 
+def test_example_fluss_support(tmp):
+    """examples/fluss-support/demo.sh end to end: tables, feed, check, run, answers."""
+    demo = os.path.join(ROOT, "examples", "fluss-support", "demo.sh")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env["FLUSS_BOOTSTRAP"] = BOOT
+    p = subprocess.run([demo, ARGS.build], capture_output=True, text=True, timeout=180, env=env)
+    assert p.returncode == 0, "demo.sh -> %d\n%s\n%s" % (p.returncode, p.stdout[-3000:],
+                                                         p.stderr[-3000:])
+    summary = json.load(open(os.path.join(ROOT, "examples", "fluss-support", ".eddy",
+                                          "summary.json")))
+    assert summary["events"] == 8 and summary["runs_ok"] == 8, summary
+    assert summary["tool_calls"] == 7 and summary["tool_errors"] == 0, summary
+    got = {r["event_id"]: r for r in parse_jsonl(eddy("scan", "support.answers").stdout)}
+    want = {
+        "q1": "Hi Ada Lovelace: you are on the pro plan and have 1 open ticket(s).",
+        "q2": "Your team plan includes sso. Support hours on your plan: weekdays 8-20.",
+        "q3": "Your free plan does not include exports. Support hours on your plan: "
+              "community forum.",
+        "q4": "Hi Katherine Johnson: you are on the enterprise plan and have 0 open ticket(s).",
+        "q5": "Your pro plan includes webhooks. Support hours on your plan: weekdays 9-17.",
+        "q7": "I cannot find your account. Please write from the e-mail address of your "
+              "account.",
+        "q8": "Your pro plan does not include audit-log. Support hours on your plan: "
+              "weekdays 9-17.",
+    }
+    assert sorted(got) == ["q%d" % i for i in range(1, 9)], sorted(got)
+    for q, text in want.items():
+        assert got[q]["output"] == text, (q, got[q])
+    assert got["q6"]["tool_calls"] == 0 and got["q1"]["tool_calls"] == 1, got
+
+
+LOOKUP_JOB = """job: lookups
+key: customer_id
+fluss: { bootstrap: "%s" }
+source: { fluss: { table: it.lk_questions, follow: false } }
+sink: { jsonl: out.jsonl }
+dead_letter: { jsonl: dead.jsonl }
+checkpoint: { path: state.db }
+models:
+  default: { base_url: "http://127.0.0.1:%d/v1", api_key: k, model: mock }
+agents:
+  support:
+    prompt: { system: "You help.", user: "{{event.text}}" }
+    tools:
+%s
+"""
+
+
+def test_lookup_tool_and_lua_lookups(tmp):
+    create(tmp, "it.lk_customers", [("customer_id", "STRING NOT NULL"), ("name", "STRING"),
+                                    ("tier", "INT")], primary_key=["customer_id"], buckets=3)
+    create(tmp, "it.lk_orders", [("customer_id", "STRING NOT NULL"), ("order_id", "INT NOT NULL"),
+                                 ("total", "DECIMAL(10,2)")],
+           primary_key=["customer_id", "order_id"], bucket_key=["customer_id"], buckets=2)
+    create(tmp, "it.lk_questions", [("id", "STRING NOT NULL"), ("customer_id", "STRING NOT NULL"),
+                                    ("text", "STRING")], buckets=3)
+    n = 300
+    eddy("produce", "it.lk_customers", stdin=jsonl(
+        [{"customer_id": "c%d" % i, "name": "name-%d" % i, "tier": i % 4} for i in range(n)]))
+    eddy("produce", "it.lk_orders", stdin=jsonl(
+        [{"customer_id": "c%d" % i, "order_id": j, "total": "%d.50" % (i + j)}
+         for i in range(n) for j in range(i % 3)]))
+    # every question names its customer; c-missing is not in the table
+    qs = [{"id": "q%d" % i, "customer_id": "c%d" % i, "text": "WHO c%d" % i} for i in range(n)]
+    qs += [{"id": "q-missing", "customer_id": "cx", "text": "WHO c-missing"},
+           {"id": "q-orders", "customer_id": "c5", "text": "ORDERS c5"},
+           {"id": "q-badkey", "customer_id": "c6", "text": "BADKEY c6"},
+           {"id": "q-notable", "customer_id": "c7", "text": "NOTABLE c7"}]
+    eddy("produce", "it.lk_questions", stdin=jsonl(qs))
+    with open(os.path.join(tmp, "orders.lua"), "w") as f:
+        f.write("""return eddy.tool { name = 'orders', description = 'orders of a customer',
+  params = { customer_id = { type = 'string', required = true }, mode = 'string' },
+  run = function(args)
+    if args.mode == 'badkey' then
+      return eddy.fluss.lookup('it.lk_customers', { id = args.customer_id })
+    elseif args.mode == 'notable' then
+      return eddy.fluss.lookup('it.nope', args.customer_id)
+    end
+    local c = eddy.fluss.lookup('it.lk_customers', args.customer_id)
+    local rows = eddy.fluss.prefix_lookup('it.lk_orders', { customer_id = args.customer_id })
+    local sum = 0
+    for _, r in ipairs(rows) do sum = sum + tonumber(r.total) end
+    return { name = c.name, orders = #rows, sum = sum }
+  end }
+""")
+    tools = """      - fluss_lookup: { table: it.lk_customers, name: lookup_customer }
+      - orders.lua"""
+    script = {"rules": [
+        {"when": {"last_role": "tool", "last_tool_contains": "error:"}, "reply": "ERR ${tool}"},
+        {"when": {"last_role": "tool", "last_tool_contains": "orders"},
+         "reply": "${tool.name} has ${tool.orders} orders, ${tool.sum}"},
+        {"when": {"last_role": "tool"}, "reply": "${tool.found} ${tool.row.name} ${tool.row.tier}"},
+        {"when": {"last_user_regex": "^WHO (c[-a-z0-9]+)"},
+         "tool_calls": [{"name": "lookup_customer", "arguments": {"customer_id": "$1"}}]},
+        {"when": {"last_user_regex": "^ORDERS (c[0-9]+)"},
+         "tool_calls": [{"name": "orders", "arguments": {"customer_id": "$1"}}]},
+        {"when": {"last_user_regex": "^BADKEY (c[0-9]+)"},
+         "tool_calls": [{"name": "orders", "arguments": {"customer_id": "$1", "mode": "badkey"}}]},
+        {"when": {"last_user_regex": "^NOTABLE (c[0-9]+)"},
+         "tool_calls": [{"name": "orders", "arguments": {"customer_id": "$1", "mode": "notable"}}]},
+    ]}
+    with mock_llm(tmp, script) as mock:
+        # the tool's parameters are the table's key columns, read from the cluster
+        job = LOOKUP_JOB % (BOOT, mock.port, tools)
+        summary = run_job(tmp, job)
+        mock_log = open(mock.log).read() if hasattr(mock, "log") else ""
+    out = {r["event_id"]: r["output"] for r in parse_jsonl(open(os.path.join(tmp, "out.jsonl")).read())}
+    assert summary["runs_ok"] == n + 4, summary
+    for i in range(n):
+        assert out["q%d" % i] == "true name-%d %d" % (i, i % 4), out["q%d" % i]
+    assert out["q-missing"].startswith("false"), out["q-missing"]
+    assert out["q-orders"] == "name-5 has 2 orders, 12.0", out["q-orders"]
+    assert "eddy.fluss.lookup: 'id' is not a primary-key column of it.lk_customers (the key is " \
+           "customer_id)" in out["q-badkey"], out["q-badkey"]
+    assert "orders.lua:5: " in out["q-badkey"], out["q-badkey"]
+    assert "orders.lua:7: eddy.fluss.lookup: Metadata: Fluss error -1: TableNotExistException: " \
+           "Table 'it.nope' does not exist." in out["q-notable"], out["q-notable"]
+    assert summary["tool_errors"] == 2, summary
+
+
+def test_lookup_tool_configuration_errors(tmp):
+    create(tmp, "it.lk_log", [("id", "STRING NOT NULL")], buckets=1)
+    path = os.path.join(tmp, "job.yaml")
+    cases = [
+        ("      - fluss_lookup: { table: it.nope }",
+         "job.yaml:14:9: fluss_lookup: cannot read it.nope from Fluss at %s: Metadata: Fluss error -1: TableNotExistException: Table 'it.nope' does not exist." % BOOT),
+        ("      - fluss_lookup: { table: it.lk_log }",
+         "it.lk_log has no primary key: fluss_lookup needs a primary-key table"),
+        ("      - fluss_lookup: { tabel: it.lk_log }", "unknown key 'tabel'"),
+        ("      - fluss_lookup: { table: nodot }", "a table is named DATABASE.TABLE, got 'nodot'"),
+        ("      - fluss_lokup: { table: it.lk_log }",
+         "job.yaml:14:9: unknown tool kind 'fluss_lokup' (this eddy has fluss_lookup)"),
+    ]
+    for tool, msg in cases:
+        with open(path, "w") as f:
+            f.write(LOOKUP_JOB % (BOOT, 1, tool))
+        p = subprocess.run([os.path.join(ARGS.build, "eddy"), "check", path], capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 2 and msg in p.stderr, (tool, p.returncode, p.stderr)
+
+
 TESTS = [
     test_every_type_format_and_codec,
     test_primary_key_upsert_delete_lookup_changelog,
@@ -418,6 +559,9 @@ TESTS = [
     test_tablet_restart_loses_and_duplicates_nothing,
     test_job_reads_questions_and_writes_answers,
     test_job_dead_letters_rows_that_do_not_fit,
+    test_lookup_tool_and_lua_lookups,
+    test_lookup_tool_configuration_errors,
+    test_example_fluss_support,
 ]
 
 

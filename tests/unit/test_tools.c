@@ -311,8 +311,7 @@ static void kv_answer(kv_later *k)
     else if (!strcmp(k->name, "missing"))
         eddy_tool_wait_done(k->w, 0, k->tool ? json_pack("{s:b}", "found", 0) : NULL, NULL);
     else
-        eddy_tool_wait_done(k->w, 0, json_pack("{s:s, s:i}", "name", k->name, "n", k->n),
-                            NULL);
+        eddy_tool_wait_done(k->w, 0, json_pack("{s:s, s:i}", "name", k->name, "n", k->n), NULL);
 }
 
 static void kv_fire(uv_timer_t *t)
@@ -408,7 +407,8 @@ static int kv_tool_new(const json_t *modcfg, const json_t *cfg, eddy_native_tool
 
 static const eddy_native_reg kv_fns[] = {
     {"get", kv_get}, {"now", kv_now}, {"refuse", kv_refuse}, {NULL, NULL}};
-static const eddy_tools_module kv_module = {"kv", kv_open, kv_close, kv_fns, "kv_tool", kv_tool_new};
+static const eddy_tools_module kv_module = {"kv",   kv_open,   kv_close,
+                                            kv_fns, "kv_tool", kv_tool_new};
 
 static void test_native_functions_and_tools(void **state)
 {
@@ -481,16 +481,14 @@ static void test_native_functions_and_tools(void **state)
     assert_string_equal(d.out[3], "tool 'kv_lookup' failed: kv: 'bad' is broken");
     json_t *r = json_loads(d.out[4], 0, NULL);
     assert_non_null(r);
-    assert_string_equal(json_string_value(json_object_get(json_object_get(r, "a"), "name")),
-                        "ada");
-    assert_string_equal(json_string_value(json_object_get(json_object_get(r, "b"), "name")),
-                        "ada");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r, "a"), "name")), "ada");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r, "b"), "name")), "ada");
     assert_non_null(strstr(json_string_value(json_object_get(r, "e1")),
                            "/use_kv.lua:6: eddy.kv.get: kv: 'bad' is broken"));
-    assert_non_null(strstr(json_string_value(json_object_get(r, "e2")),
-                           "eddy.kv.refuse: refused on purpose"));
-    assert_non_null(strstr(json_string_value(json_object_get(r, "e3")),
-                           "eddy.kv.get: name must be a string"));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(r, "e2")), "eddy.kv.refuse: refused on purpose"));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(r, "e3")), "eddy.kv.get: name must be a string"));
     assert_non_null(strstr(json_string_value(json_object_get(r, "e4")),
                            "eddy.kv.get can only be used while a tool runs"));
     assert_true(json_is_true(json_object_get(r, "ok")));
