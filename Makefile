@@ -39,7 +39,7 @@ FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps test unit fuzz-replay fuzz integration integration-fluss demo bench bench-fluss asan valgrind format \
+.PHONY: all deps test unit fuzz-replay fuzz integration integration-fluss demo demo-fluss bench bench-fluss asan valgrind format \
         format-check compdb clean
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm
@@ -125,6 +125,10 @@ test: deps
 
 demo: deps all
 	@sh examples/order-support/demo.sh $(BUILD)
+
+# The Fluss example: starts the test cluster unless FLUSS_BOOTSTRAP is set.
+demo-fluss: deps all
+	@sh examples/fluss-support/demo.sh $(BUILD)
 
 # Benchmarks print figures; they never decide pass or fail. Peers are fetched
 # into .cache/bench (npm). Record results in bench/RESULTS.md.
