@@ -422,10 +422,10 @@ int eddy_fluss_table_json_build(const json_t *doc, json_t **out, eddy_err *err)
     const json_t *bk = json_object_get(doc, "bucket_key");
     if (buckets > 0) {
         json_object_set_new(t, "bucket_count", json_integer(buckets));
-        json_object_set(t, "bucket_key",
-                        json_array_size(bk)   ? (json_t *)bk
-                        : json_array_size(pk) ? pk
-                                              : json_array());
+        json_object_set_new(t, "bucket_key",
+                            json_array_size(bk)   ? json_incref((json_t *)bk)
+                            : json_array_size(pk) ? json_incref(pk)
+                                                  : json_array());
     } else if (json_array_size(bk)) {
         json_object_set(t, "bucket_key", (json_t *)bk);
     }
