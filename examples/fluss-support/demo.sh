@@ -15,9 +15,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 OUT="$HERE/.eddy"
 rm -rf "$OUT"
 mkdir -p "$OUT"
-MOCK_PID=""
-cleanup() { [ -n "$MOCK_PID" ] && kill "$MOCK_PID" 2>/dev/null; true; }
-trap cleanup EXIT INT TERM
+. "$ROOT/tests/mockllm/start.sh" # start_mock; stops the mock on exit
 
 if [ -z "${FLUSS_BOOTSTRAP:-}" ]; then
     echo "== starting the test cluster (tests/fluss/cluster.sh start; stop it with ... stop)"
@@ -26,21 +24,7 @@ fi
 export FLUSS_BOOTSTRAP
 echo "== Fluss at $FLUSS_BOOTSTRAP"
 
-if [ -n "${OPENAI_BASE_URL:-}" ] && [ -n "${OPENAI_API_KEY:-}" ]; then
-    echo "== model: ${OPENAI_MODEL:-gpt-4o-mini} at $OPENAI_BASE_URL (from your environment)"
-else
-    "$BUILD/mockllm" --script "$HERE/mock-script.json" --port 0 --port-file "$OUT/mock.port" \
-        >"$OUT/mock.log" 2>&1 &
-    MOCK_PID=$!
-    i=0
-    while [ ! -s "$OUT/mock.port" ]; do
-        i=$((i + 1)); [ $i -gt 200 ] && { echo "mock server did not start"; exit 1; }
-        sleep 0.05
-    done
-    OPENAI_BASE_URL="http://127.0.0.1:$(cat "$OUT/mock.port")/v1"
-    export OPENAI_BASE_URL
-    echo "== model: mockllm, a SCRIPTED STAND-IN for a model (tests/mockllm) at $OPENAI_BASE_URL"
-fi
+start_mock "$BUILD" "$HERE/mock-script.json" "$OUT"
 
 echo "== tables and data (setup.sh --reset)"
 "$HERE/setup.sh" "$BUILD/eddy" --reset

@@ -345,11 +345,16 @@ def mock_llm(tmp, script):
     return itrun.Mock(tmp, script)
 
 
-def fluss_job(name, port, source, sink, user):
+def fluss_job(name, port, source, sink, user, top="", tools=None):
+    """A job reading the Fluss SOURCE; SINK is a fluss block's body or a whole mapping
+    ("{ jsonl: out.jsonl }"); TOP goes at the top level; TOOLS is a YAML list body."""
+    if not sink.startswith("{"):
+        sink = "{ fluss: { %s } }" % sink
     return """job: %s
 key: customer_id
+%s
 source: { fluss: { %s } }
-sink: { fluss: { %s } }
+sink: %s
 dead_letter: { jsonl: dead.jsonl }
 checkpoint: { path: state.db }
 models:
@@ -357,7 +362,7 @@ models:
 agents:
   support:
     prompt: { system: "You help.", user: "%s" }
-""" % (name, source, sink, port, user)
+""" % (name, top, source, sink, port, user) + ("    tools:\n%s\n" % tools if tools else "")
 
 
 def test_job_reads_questions_and_writes_answers(tmp):
@@ -439,21 +444,10 @@ def test_example_fluss_support(tmp):
     assert got["q6"]["tool_calls"] == 0 and got["q1"]["tool_calls"] == 1, got
 
 
-LOOKUP_JOB = """job: lookups
-key: customer_id
-fluss: { bootstrap: "%s" }
-source: { fluss: { table: it.lk_questions, follow: false } }
-sink: { jsonl: out.jsonl }
-dead_letter: { jsonl: dead.jsonl }
-checkpoint: { path: state.db }
-models:
-  default: { base_url: "http://127.0.0.1:%d/v1", api_key: k, model: mock }
-agents:
-  support:
-    prompt: { system: "You help.", user: "{{event.text}}" }
-    tools:
-%s
-"""
+def lookup_job(port, tools):
+    return fluss_job("lookups", port, "table: it.lk_questions, follow: false",
+                     "{ jsonl: out.jsonl }", "{{event.text}}", top='fluss: { bootstrap: "%s" }' % BOOT,
+                     tools=tools)
 
 
 def test_lookup_tool_and_lua_lookups(tmp):
@@ -511,9 +505,8 @@ def test_lookup_tool_and_lua_lookups(tmp):
     ]}
     with mock_llm(tmp, script) as mock:
         # the tool's parameters are the table's key columns, read from the cluster
-        job = LOOKUP_JOB % (BOOT, mock.port, tools)
+        job = lookup_job(mock.port, tools)
         summary = run_job(tmp, job)
-        mock_log = open(mock.log).read() if hasattr(mock, "log") else ""
     out = {r["event_id"]: r["output"] for r in parse_jsonl(open(os.path.join(tmp, "out.jsonl")).read())}
     assert summary["runs_ok"] == n + 4, summary
     for i in range(n):
@@ -543,7 +536,7 @@ def test_lookup_tool_configuration_errors(tmp):
     ]
     for tool, msg in cases:
         with open(path, "w") as f:
-            f.write(LOOKUP_JOB % (BOOT, 1, tool))
+            f.write(lookup_job(1, tool))
         p = subprocess.run([os.path.join(ARGS.build, "eddy"), "check", path], capture_output=True,
                            text=True, timeout=60)
         assert p.returncode == 2 and msg in p.stderr, (tool, p.returncode, p.stderr)
