@@ -14,13 +14,9 @@ import datetime
 import decimal
 import json
 import os
-import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLUSTER = os.path.join(ROOT, "tests", "fluss", "cluster.sh")
@@ -337,12 +333,17 @@ def run_job(tmp, job_yaml, timeout=120):
     return json.load(open(os.path.join(tmp, "summary.json")))
 
 
-def mock_llm(tmp, script):
-    """The C mock LLM of tests/integration/run.py, as a with-block."""
+def integration_runner():
+    """tests/integration/run.py as a module (its mock LLM and test runner)."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import run as itrun
     itrun.ARGS = ARGS
-    return itrun.Mock(tmp, script)
+    return itrun
+
+
+def mock_llm(tmp, script):
+    """The C mock LLM of tests/integration/run.py, as a with-block."""
+    return integration_runner().Mock(tmp, script)
 
 
 def fluss_job(name, port, source, sink, user, top="", tools=None):
@@ -572,25 +573,11 @@ def main():
         print("FAIL: the Fluss test cluster did not start:\n" + p.stderr, file=sys.stderr)
         return 1
     BOOT = p.stdout.strip().splitlines()[-1]
-    failed = 0
     try:
-        for t in TESTS:
-            if ARGS.only and ARGS.only not in t.__name__:
-                continue
-            tmp = tempfile.mkdtemp(prefix="eddy-fluss-")
-            t0 = time.time()
-            try:
-                t(tmp)
-                print("PASS %-48s %.2fs" % (t.__name__, time.time() - t0), flush=True)
-                shutil.rmtree(tmp, ignore_errors=True)
-            except Exception:
-                failed += 1
-                print("FAIL %-48s (files kept in %s)" % (t.__name__, tmp), flush=True)
-                traceback.print_exc()
+        failed = integration_runner().run_tests(TESTS, ARGS.only, "eddy-fluss-", 48, "Fluss")
     finally:
         if not ARGS.keep_cluster:
             subprocess.run([CLUSTER, "stop"], stdout=subprocess.DEVNULL)
-    print("%d Fluss test(s) failed" % failed if failed else "all Fluss tests passed")
     return 1 if failed else 0
 
 

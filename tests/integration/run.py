@@ -489,6 +489,31 @@ agents:
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
+def run_tests(tests, only, prefix, width, what):
+    """Run each test (those whose name contains ONLY) in a fresh temp folder, kept when
+    it fails; print PASS/FAIL lines and a total. Returns the number that failed."""
+    failed = ran = 0
+    for t in tests:
+        if only and only not in t.__name__:
+            continue
+        ran += 1
+        tmp = tempfile.mkdtemp(prefix=prefix)
+        t0 = time.time()
+        try:
+            t(tmp)
+            print("PASS %-*s %.2fs" % (width, t.__name__, time.time() - t0), flush=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+        except Exception:
+            failed += 1
+            print("FAIL %-*s (files kept in %s)" % (width, t.__name__, tmp), flush=True)
+            traceback.print_exc()
+    if not ran:
+        print("no %s test matches --only %r" % (what, only))
+        return 1
+    print("%d %s test(s) failed" % (failed, what) if failed else "all %d %s tests passed" % (ran, what))
+    return failed
+
+
 def main():
     global ARGS
     ap = argparse.ArgumentParser()
@@ -497,22 +522,7 @@ def main():
     ap.add_argument("-v", action="store_true")
     ARGS = ap.parse_args()
     ARGS.build = os.path.abspath(ARGS.build)
-    failed = 0
-    for t in TESTS:
-        if ARGS.only and ARGS.only not in t.__name__:
-            continue
-        tmp = tempfile.mkdtemp(prefix="eddy-it-")
-        t0 = time.time()
-        try:
-            t(tmp)
-            print("PASS %-32s %.2fs" % (t.__name__, time.time() - t0), flush=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-        except Exception:
-            failed += 1
-            print("FAIL %-32s (files kept in %s)" % (t.__name__, tmp), flush=True)
-            traceback.print_exc()
-    print("%d integration test(s) failed" % failed if failed else "all integration tests passed")
-    return 1 if failed else 0
+    return 1 if run_tests(TESTS, ARGS.only, "eddy-it-", 32, "integration") else 0
 
 
 if __name__ == "__main__":
