@@ -80,16 +80,13 @@ static int fail(fcli *f)
     return 1;
 }
 
-static int split_path(const char *arg, char *db, size_t dn, char *tb, size_t tn)
+static int split_path(const char *arg, char *db, char *tb)
 {
-    const char *dot = arg ? strchr(arg, '.') : NULL;
-    if (!dot || dot == arg || !dot[1] || (size_t)(dot - arg) >= dn) {
-        fprintf(stderr, "eddy fluss: '%s' is not DATABASE.TABLE\n", arg ? arg : "");
+    eddy_err e;
+    if (eddy_fluss_table_path(arg, db, tb, &e)) {
+        fprintf(stderr, "eddy fluss: %s\n", e.msg);
         return 2;
     }
-    memcpy(db, arg, (size_t)(dot - arg));
-    db[dot - arg] = 0;
-    snprintf(tb, tn, "%s", dot + 1);
     return 0;
 }
 
@@ -102,8 +99,8 @@ static void table_cb(int status, const eddy_err *err, const eddy_fluss_table *t,
 
 static int open_table(fcli *f, const char *arg)
 {
-    char db[256], tb[256];
-    int rc = split_path(arg, db, sizeof(db), tb, sizeof(tb));
+    char db[EDDY_FLUSS_NAME_MAX], tb[EDDY_FLUSS_NAME_MAX];
+    int rc = split_path(arg, db, tb);
     if (rc)
         return rc;
     if ((rc = eddy_fluss_get_table(f->c, db, tb, table_cb, f)) || wait_done(f)) {
@@ -134,7 +131,7 @@ static int cmd_tables(fcli *f, int argc, char **argv)
 
 static int cmd_create_table(fcli *f, int argc, char **argv)
 {
-    char db[256], tb[256];
+    char db[EDDY_FLUSS_NAME_MAX], tb[EDDY_FLUSS_NAME_MAX];
     eddy_yaml_doc doc = {0};
     eddy_diag diag;
     json_t *tj = NULL;
@@ -143,7 +140,7 @@ static int cmd_create_table(fcli *f, int argc, char **argv)
         fputs(kFlussUsage, stderr);
         return 2;
     }
-    if ((rc = split_path(argv[0], db, sizeof(db), tb, sizeof(tb))))
+    if ((rc = split_path(argv[0], db, tb)))
         return rc;
     eddy_diag_init(&diag);
     if (eddy_yaml_load(argv[1], &doc, &diag) || diag.n) {
@@ -174,9 +171,9 @@ out:
 
 static int cmd_drop_table(fcli *f, int argc, char **argv)
 {
-    char db[256], tb[256];
+    char db[EDDY_FLUSS_NAME_MAX], tb[EDDY_FLUSS_NAME_MAX];
     int rc;
-    if (argc < 1 || (rc = split_path(argv[0], db, sizeof(db), tb, sizeof(tb))))
+    if (argc < 1 || (rc = split_path(argv[0], db, tb)))
         return 2;
     if (eddy_fluss_drop_table(f->c, db, tb, f->if_exists, done_cb, f) || wait_done(f))
         return fail(f);

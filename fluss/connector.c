@@ -51,7 +51,7 @@ typedef struct fsrc {
     uv_loop_t *loop;
     uv_async_t *notify;
     eddy_memory *mem;
-    char db[128], table[128], name[300], source_id[320];
+    char db[EDDY_FLUSS_NAME_MAX], table[EDDY_FLUSS_NAME_MAX], name[300], source_id[320];
     char *start;
     int follow;
     size_t cap;
@@ -73,13 +73,10 @@ static const char *bootstrap_of(const json_t *cfg)
 static int open_client(const json_t *cfg, uv_loop_t *loop, eddy_fluss_client **c, char *db,
                        char *table, eddy_err *err)
 {
-    const char *full = json_string_value(json_object_get(cfg, "table"));
-    const char *dot = full ? strchr(full, '.') : NULL;
-    if (!dot || (size_t)(dot - full) >= 128 || strlen(dot + 1) >= 128)
-        return eddy_err_set(err, EDDY_EINVAL, "fluss: 'table' must be DATABASE.TABLE");
-    memcpy(db, full, (size_t)(dot - full));
-    db[dot - full] = 0;
-    snprintf(table, 128, "%s", dot + 1);
+    int rc =
+        eddy_fluss_table_path(json_string_value(json_object_get(cfg, "table")), db, table, err);
+    if (rc)
+        return rc;
     eddy_fluss_client_opts o = {bootstrap_of(cfg),
                                 json_string_value(json_object_get(cfg, "sasl_user")),
                                 json_string_value(json_object_get(cfg, "sasl_password")), 0};
@@ -464,7 +461,7 @@ typedef struct fsink {
     eddy_fluss_client *c;
     const eddy_fluss_table *t;
     eddy_fluss_writer *w;
-    char db[128], table[128], name[300];
+    char db[EDDY_FLUSS_NAME_MAX], table[EDDY_FLUSS_NAME_MAX], name[300];
     json_t *early; /* outputs written before the table was known */
     long count;
     int failed_table;

@@ -537,3 +537,16 @@ int eddy_fluss_key_from_json(const eddy_fluss_table *t, const json_t *key, int p
     json_decref(tmp);
     return rc;
 }
+
+int eddy_fluss_table_path(const char *full, char *db, char *table, eddy_err *err)
+{
+    const char *dot = full ? strchr(full, '.') : NULL;
+    if (!dot || dot == full || !dot[1] || (size_t)(dot - full) >= EDDY_FLUSS_NAME_MAX ||
+        strlen(dot + 1) >= EDDY_FLUSS_NAME_MAX)
+        return eddy_err_set(err, EDDY_EINVAL, "a table is named DATABASE.TABLE, got '%s'",
+                            full ? full : "");
+    memcpy(db, full, (size_t)(dot - full));
+    db[dot - full] = 0;
+    snprintf(table, EDDY_FLUSS_NAME_MAX, "%s", dot + 1);
+    return 0;
+}

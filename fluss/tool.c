@@ -41,7 +41,7 @@ typedef struct tool_data {
 typedef struct lookup_op {
     eddy_tool_wait *w;
     eddy_fluss_client *client;
-    char db[128], table[128];
+    char db[EDDY_FLUSS_NAME_MAX], table[EDDY_FLUSS_NAME_MAX];
     const eddy_fluss_table *t;
     json_t *key;  /* the key as given (kept) */
     json_t *rows; /* prefix lookups: rows so far */
@@ -58,18 +58,6 @@ static const char *setting(const json_t *cfg, const json_t *modcfg, const char *
     if (!v && !strcmp(k, "bootstrap"))
         v = "127.0.0.1:9123";
     return v;
-}
-
-static int split_table(const char *full, char *db, char *table, eddy_err *err)
-{
-    const char *dot = full ? strchr(full, '.') : NULL;
-    if (!dot || dot == full || !dot[1] || (size_t)(dot - full) >= 128 || strlen(dot + 1) >= 128)
-        return eddy_err_set(err, EDDY_EINVAL, "a table is named DATABASE.TABLE, got '%s'",
-                            full ? full : "(nothing)");
-    memcpy(db, full, (size_t)(dot - full));
-    db[dot - full] = 0;
-    snprintf(table, 128, "%s", dot + 1);
-    return 0;
 }
 
 static int same(const char *a, const char *b)
@@ -223,7 +211,7 @@ static int start_lookup(eddy_fluss_client *client, const char *db, const char *t
 
 static int lua_lookup(mod_state *s, json_t *args, int prefix, eddy_tool_wait *w, eddy_err *err)
 {
-    char db[128], table[128];
+    char db[EDDY_FLUSS_NAME_MAX], table[EDDY_FLUSS_NAME_MAX];
     const char *full = json_string_value(json_array_get(args, 0));
     json_t *key = json_array_get(args, 1);
     eddy_fluss_client *c;
@@ -231,7 +219,7 @@ static int lua_lookup(mod_state *s, json_t *args, int prefix, eddy_tool_wait *w,
     if (json_array_size(args) != 2)
         return eddy_err_set(err, EDDY_EINVAL, "takes (table, key), got %zu argument(s)",
                             json_array_size(args));
-    if ((rc = split_table(full, db, table, err)))
+    if ((rc = eddy_fluss_table_path(full, db, table, err)))
         return rc;
     if (!(c = client_for(s, setting(NULL, s->cfg, "bootstrap"), setting(NULL, s->cfg, "sasl_user"),
                          setting(NULL, s->cfg, "sasl_password"), err)))
@@ -382,7 +370,7 @@ static int tool_new(const json_t *modcfg, const json_t *cfg, eddy_native_tool *t
                                        "bootstrap", "sasl_user", "sasl_password", NULL};
     const char *k, *name, *desc;
     json_t *v;
-    char db[128], table[128], buf[1024];
+    char db[EDDY_FLUSS_NAME_MAX], table[EDDY_FLUSS_NAME_MAX], buf[1024];
     schema_fetch f = {0};
     tool_data *d;
     int rc;
@@ -400,7 +388,8 @@ static int tool_new(const json_t *modcfg, const json_t *cfg, eddy_native_tool *t
             return eddy_err_set(err, EDDY_EINVAL, "'%s' must be %s", k,
                                 strcmp(k, "prefix") ? "a string" : "true or false");
     }
-    if ((rc = split_table(json_string_value(json_object_get(cfg, "table")), db, table, err)))
+    if ((rc = eddy_fluss_table_path(json_string_value(json_object_get(cfg, "table")), db, table,
+                                    err)))
         return rc;
     if (!(d = eddy_calloc(1, sizeof(*d))))
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");

@@ -167,6 +167,11 @@ int eddy_fluss_key_from_json(const eddy_fluss_table *t, const json_t *key, int p
  * (no zone = UTC). Returns 0, or EDDY_EINVAL when TEXT is not such a time. */
 int eddy_fluss_parse_time(const char *text, int64_t *ms);
 
+/* Split "DATABASE.TABLE" into DB and TABLE (each EDDY_FLUSS_NAME_MAX bytes).
+ * Returns 0 or EDDY_EINVAL with ERR quoting FULL. */
+#define EDDY_FLUSS_NAME_MAX 128
+int eddy_fluss_table_path(const char *full, char *db, char *table, eddy_err *err);
+
 /* Index of column NAME in S, or -1. */
 int eddy_fluss_column_index(const eddy_fluss_schema *s, const char *name);
 
