@@ -314,7 +314,7 @@ static void on_schema(int status, const eddy_err *err, const eddy_fluss_table *t
     schema_fetch *f = ud;
     f->status = status;
     if (status) {
-        f->err = *err;
+        eddy_err_set(&f->err, status, "%s", err ? err->msg : "no such table");
     } else if (t->schema.npk == 0) {
         f->status = eddy_err_set(&f->err, EDDY_EINVAL,
                                  "%s.%s has no primary key: fluss_lookup needs a primary-key table",
