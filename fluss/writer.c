@@ -83,6 +83,18 @@ struct eddy_fluss_writer {
 
 static void pump(eddy_fluss_writer *w);
 
+/* A request of W has been answered: free W when it is being freed and this
+ * was its last request, else send what is ready. */
+static void request_ended(eddy_fluss_writer *w)
+{
+    if (w->freeing) {
+        if (w->requests == 0)
+            eddy_fluss_writer_free(w);
+        return;
+    }
+    pump(w);
+}
+
 static int cbs_push(cb_list *l, eddy_fluss_done_cb cb, void *ud)
 {
     if (!cb)
@@ -331,12 +343,7 @@ static void on_response(int status, const uint8_t *p, size_t n, const eddy_err *
             retry_later(w, sc->buckets[i], EDDY_ECORRUPT, &e);
         }
     eddy_free(sc);
-    if (w->freeing) {
-        if (w->requests == 0)
-            eddy_fluss_writer_free(w);
-        return;
-    }
-    pump(w);
+    request_ended(w);
 }
 
 /* Send the head batches of the ready buckets led by LEADER in one request. */
@@ -459,12 +466,7 @@ static void init_writer_cb(int status, const uint8_t *p, size_t n, const eddy_er
         if (status != EDDY_ECANCELED)
             need_refresh(w);
     }
-    if (w->freeing) {
-        if (w->requests == 0)
-            eddy_fluss_writer_free(w);
-        return;
-    }
-    pump(w);
+    request_ended(w);
 }
 
 static void pump(eddy_fluss_writer *w)
