@@ -427,7 +427,7 @@ static void check_tools(vctx *c, eddy_agent_def *a)
             eddy_tool_ref *r = &a->tools[i];
             eddy_tool *t;
             /* the host itself rejects a second tool of the same name */
-            if (r->path && eddy_tools_load(h, r->path, &t, &e)) {
+            if (r->path && eddy_tools_load(h, r->path, &r->limits, &t, &e)) {
                 eddy_diag_add(c->diag, "%s (tool listed at %s)", e.msg, r->where);
                 c->errors++;
             } else if (r->kind && eddy_tools_load_native(h, r->kind, r->cfg, &t, &e)) {

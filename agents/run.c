@@ -76,7 +76,7 @@ int eddy_agent_rt_new(const eddy_agent_def *def, eddy_agent_env *env, eddy_agent
         const eddy_tool_ref *ref = &def->tools[i];
         if ((rc = ref->kind
                       ? eddy_tools_load_native(env->tools, ref->kind, ref->cfg, &rt->tools[i], err)
-                      : eddy_tools_load(env->tools, ref->path, &rt->tools[i], err))) {
+                      : eddy_tools_load(env->tools, ref->path, &ref->limits, &rt->tools[i], err))) {
             if (ref->kind)
                 eddy_err_prefix(err, "agent '%s': %s: %s: ", def->name, ref->where, ref->kind);
             else

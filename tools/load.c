@@ -155,7 +155,8 @@ static int traceback(lua_State *L)
     return 1;
 }
 
-int eddy_tools_load(eddy_tools *h, const char *path, eddy_tool **out, eddy_err *err)
+int eddy_tools_load(eddy_tools *h, const char *path, const eddy_tool_limits *limits,
+                    eddy_tool **out, eddy_err *err)
 {
     lua_State *L = h->L;
     int top = lua_gettop(L), rc = 0;
@@ -173,6 +174,10 @@ int eddy_tools_load(eddy_tools *h, const char *path, eddy_tool **out, eddy_err *
         goto out;
     }
     t->host = h;
+    t->limits.instructions = limits && limits->instructions ? limits->instructions
+                                                             : EDDY_TOOL_DEFAULT_INSTRUCTIONS;
+    t->limits.memory = limits && limits->memory ? limits->memory : EDDY_TOOL_DEFAULT_MEMORY;
+    t->limits.wall_ms = limits && limits->wall_ms ? limits->wall_ms : EDDY_TOOL_DEFAULT_WALL_MS;
     t->run_ref = LUA_NOREF;
     t->module = -1;
     lua_pushcfunction(L, traceback);

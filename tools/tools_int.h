@@ -23,6 +23,7 @@ struct eddy_tool {
     int run_ref;    /* registry ref of the run function (Lua tools) */
     int module;     /* native tools: index of the module, else -1 */
     eddy_native_tool native;
+    eddy_tool_limits limits; /* resolved: no field is 0 */
 };
 
 struct eddy_tools {

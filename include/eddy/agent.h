@@ -16,6 +16,7 @@
 #include "eddy/error.h"
 #include "eddy/llm.h"
 #include "eddy/prompt.h"
+#include "eddy/tools.h"
 
 /* A list of diagnostics ("job.yaml:4:3: unknown key 'modle' (did you mean
  * 'model'?)"), in the order found. */
@@ -67,6 +68,7 @@ typedef struct eddy_tool_ref {
     char *kind;  /* the native tool kind, or NULL */
     json_t *cfg; /* the native tool's settings (owned) */
     char *where; /* "job.yaml:12:7": where the tool is listed */
+    eddy_tool_limits limits; /* Lua tools: `limits:` of the entry (0 = default) */
 } eddy_tool_ref;
 
 typedef struct eddy_agent_def {

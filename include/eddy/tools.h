@@ -16,6 +16,7 @@
 #define EDDY_TOOLS_H
 
 #include <jansson.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "eddy/error.h"
@@ -35,10 +36,32 @@ int eddy_tools_active(const eddy_tools *h);
 /* Free the host. All calls must have completed. */
 void eddy_tools_free(eddy_tools *h);
 
-/* Load the tool file PATH, run its chunk, and register the tool it returns.
- * Errors name the place: "tools/x.lua:5:12: 'end' expected", or
+/* Budgets of one Lua tool call (and of running a tool file's top-level code
+ * at load). A field of 0 takes the default below. Exceeding one ends that
+ * call with a tool error naming the budget ("instruction budget of 200000000
+ * exceeded", "memory budget of 64 MiB exceeded", "wall-clock budget of 30s
+ * exceeded"); the worker goes on. */
+typedef struct eddy_tool_limits {
+    int64_t instructions; /* Lua VM instructions (and C library work, charged) */
+    int64_t memory;       /* bytes of Lua heap the call may hold */
+    int64_t wall_ms;      /* wall-clock deadline from the call's start */
+} eddy_tool_limits;
+
+#define EDDY_TOOL_DEFAULT_INSTRUCTIONS 200000000LL
+#define EDDY_TOOL_DEFAULT_MEMORY (64LL << 20)
+#define EDDY_TOOL_DEFAULT_WALL_MS 30000LL
+/* Upper bounds a job may configure. */
+#define EDDY_TOOL_MAX_INSTRUCTIONS 100000000000LL
+#define EDDY_TOOL_MAX_MEMORY (4LL << 30)
+#define EDDY_TOOL_MAX_WALL_MS (24LL * 3600 * 1000)
+
+/* Load the tool file PATH, run its chunk under LIMITS (NULL: defaults), and
+ * register the tool it returns. Loading the same PATH with the same limits
+ * again returns the tool already loaded. Errors name the place:
+ * "tools/x.lua:5:12: 'end' expected", or
  * "tools/x.lua:7:5: parameter 'id': unknown type 'strng'". */
-int eddy_tools_load(eddy_tools *h, const char *path, eddy_tool **out, eddy_err *err);
+int eddy_tools_load(eddy_tools *h, const char *path, const eddy_tool_limits *limits,
+                    eddy_tool **out, eddy_err *err);
 
 const char *eddy_tool_name(const eddy_tool *t);
 const char *eddy_tool_path(const eddy_tool *t);
