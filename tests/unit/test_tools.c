@@ -11,6 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static int load_tool(eddy_tools *h, const char *path, eddy_tool **out, eddy_err *err)
+{
+    return eddy_tools_load(h, path, NULL, out, err);
+}
 #include <unistd.h>
 
 #include "eddy/buf.h"
@@ -96,7 +101,7 @@ static void test_load_tool_and_schema(void **state)
     (void)state;
     assert_int_equal(eddy_tools_new(NULL, g_dir, &h, NULL), 0);
     assert_int_equal(
-        eddy_tools_load(h, NULL,
+        load_tool(h,
                         write_file("ok.lua", "return eddy.tool {\n"
                                              "  name = 'get', description = 'd',\n"
                                              "  params = { z = 'integer', a = { type = "
@@ -130,7 +135,7 @@ static void test_load_tool_and_schema(void **state)
         json_decref(good);
     }
     /* a second tool of the same name is refused */
-    assert_int_equal(eddy_tools_load(h, NULL,
+    assert_int_equal(load_tool(h,
                                      write_file("dup.lua", "return eddy.tool { name = 'get', "
                                                            "description = 'd', run = "
                                                            "function() end }\n"),
@@ -148,23 +153,23 @@ static void test_load_errors_name_place(void **state)
     (void)state;
     assert_int_equal(eddy_tools_new(NULL, g_dir, &h, NULL), 0);
     p = write_file("syn.lua", "local x = 1\nreturn eddy.tool {\n  name = 'x' 'y',\n}\n");
-    assert_int_not_equal(eddy_tools_load(h, NULL, p, &t, &e), 0);
+    assert_int_not_equal(load_tool(h, p, &t, &e), 0);
     assert_non_null(strstr(e.msg, "syn.lua:3:"));
     p = write_file("sch.lua", "return eddy.tool {\n  name = 's', description = 'd',\n"
                               "  params = {\n      id = { type = 'strng' },\n  },\n"
                               "  run = function() end }\n");
-    assert_int_equal(eddy_tools_load(h, NULL, p, &t, &e), EDDY_ESCHEMA);
+    assert_int_equal(load_tool(h, p, &t, &e), EDDY_ESCHEMA);
     assert_non_null(strstr(e.msg, "sch.lua:4:7: parameter 'id': unknown type 'strng'"));
     p = write_file("noio.lua", "io.open('/etc/passwd')\n");
-    assert_int_equal(eddy_tools_load(h, NULL, p, &t, &e), EDDY_ELUA);
+    assert_int_equal(load_tool(h, p, &t, &e), EDDY_ELUA);
     assert_non_null(strstr(e.msg, "attempt to index a nil value (global 'io')"));
     p = write_file("noreq.lua", "return require('os')\n");
-    assert_int_equal(eddy_tools_load(h, NULL, p, &t, &e), EDDY_ELUA);
+    assert_int_equal(load_tool(h, p, &t, &e), EDDY_ELUA);
     assert_non_null(strstr(e.msg, "global 'require'"));
     p = write_file("bytecode.lua", "return load(string.dump(function() end))\n");
-    assert_int_equal(eddy_tools_load(h, NULL, p, &t, &e), EDDY_ESCHEMA); /* load gave nil */
+    assert_int_equal(load_tool(h, p, &t, &e), EDDY_ESCHEMA); /* load gave nil */
     p = write_file("escape.lua", "return eddy.file.read('../../etc/passwd')\n");
-    assert_int_equal(eddy_tools_load(h, NULL, p, &t, &e), EDDY_ELUA);
+    assert_int_equal(load_tool(h, p, &t, &e), EDDY_ELUA);
     assert_non_null(strstr(e.msg, "outside the job's folder"));
     eddy_tools_free(h);
 }
@@ -204,7 +209,7 @@ static void test_concurrent_calls_and_memory(void **state)
     uv_loop_init(&loop);
     assert_int_equal(eddy_tools_new(&loop, g_dir, &h, NULL), 0);
     assert_int_equal(
-        eddy_tools_load(h, NULL,
+        load_tool(h,
             write_file(
                 "wait.lua",
                 "return eddy.tool { name = 'wait', description = 'sleeps',\n"
@@ -263,7 +268,7 @@ static void test_runaway_loop_is_stopped(void **state)
     uv_loop_init(&loop);
     assert_int_equal(eddy_tools_new(&loop, g_dir, &h, NULL), 0);
     assert_int_equal(
-        eddy_tools_load(h, NULL,
+        load_tool(h,
                         write_file("spin.lua",
                                    "return eddy.tool { name = 'spin', description = 'loops',\n"
                                    "  run = function() while true do end end }\n"),
@@ -432,7 +437,7 @@ static void test_native_functions_and_tools(void **state)
     assert_int_equal(eddy_tools_new(&loop, g_dir, &h, NULL), 0);
     eddy_tools_configure(h, settings);
     assert_int_equal(
-        eddy_tools_load(h, NULL,
+        load_tool(h,
             write_file("use_kv.lua",
                        "return eddy.tool { name = 'use_kv', description = 'calls kv',\n"
                        "  params = { name = { type = 'string', required = true } },\n"
