@@ -12,14 +12,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int load_tool(eddy_tools *h, const char *path, eddy_tool **out, eddy_err *err)
-{
-    return eddy_tools_load(h, path, NULL, out, err);
-}
 #include <unistd.h>
 
 #include "eddy/buf.h"
 #include "eddy/tools.h"
+
+static int load_tool(eddy_tools *h, const char *path, eddy_tool **out, eddy_err *err)
+{
+    return eddy_tools_load(h, path, NULL, out, err);
+}
 
 static void roundtrip(eddy_tools *h, const char *text)
 {
