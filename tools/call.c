@@ -183,6 +183,16 @@ static void count_hook(lua_State *L, lua_Debug *ar)
         luaL_error(L, "instruction budget of %I exceeded", (lua_Integer)EDDY_LUA_MAX_INSTRUCTIONS);
 }
 
+void eddy__tools_charge(lua_State *L, int64_t units)
+{
+    struct tool_call *c = *(struct tool_call **)lua_getextraspace(L);
+    if (!c)
+        return;
+    c->instructions += units;
+    if (c->instructions > EDDY_LUA_MAX_INSTRUCTIONS)
+        luaL_error(L, "instruction budget of %I exceeded", (lua_Integer)EDDY_LUA_MAX_INSTRUCTIONS);
+}
+
 int eddy__tools_call_wait(lua_State *L, uint64_t ms)
 {
     struct tool_call *c = *(struct tool_call **)lua_getextraspace(L);

@@ -71,6 +71,12 @@ int eddy__tools_module_state(eddy_tools *h, size_t i, void **state, eddy_err *er
 /* Add eddy.<module>.<fn> for every registered module to the eddy table at IDX. */
 void eddy__tools_open_modules(eddy_tools *h, int idx);
 
+/* Charge UNITS of work (about one Lua VM instruction each) that a C library
+ * function does on behalf of the running call. Raises the budget error (does
+ * not return) once a budget of the call is spent; does nothing outside a
+ * call. C callers hold no malloc'd memory across it. */
+void eddy__tools_charge(lua_State *L, int64_t units);
+
 /* Name of the tool a call runs. */
 const char *eddy__tool_call_name(const struct tool_call *c);
 
