@@ -1,74 +1,139 @@
 /*
  * tools/call.c - tool calls as coroutines, and ctx.memory documents.
  *
- * See host.c for the model. A call owns one uv_timer_t, used both for
- * eddy.sleep and to deliver a result that was ready before eddy_tool_call
- * returned (callbacks never run inside the starting call). The call is freed
- * from the timer's close callback.
+ * A call owns two timers: `timer` (eddy.sleep, the next slice after the
+ * hook yielded, a native answer, and delivering a result that was ready
+ * before eddy_tool_call returned: callbacks never run inside the starting
+ * call) and `deadline` (the wall-clock budget while the call is not
+ * running). Each resume sets h->current (what budgets are charged to) and
+ * points the tool file's _ENV at the call's own globals table.
+ *
+ * Invariants: a call's callback runs exactly once, from a libuv callback;
+ * after it, the call's ctx and ctx.memory proxies are dead and its
+ * coroutine is unreferenced. The struct is freed when both timers are
+ * closed, and not before a native wait it started has been answered (the
+ * answer of an abandoned call is dropped).
  */
 #include "tools_int.h"
 
 #include "eddy/buf.h"
 
+#include <assert.h>
 #include <string.h>
 
-struct tool_call {
-    eddy_tools *host;
-    eddy_tool *tool;
-    lua_State *co;
-    int co_ref;
-    uv_timer_t timer;
-    eddy_tool_cb cb;
-    void *ud;
-    eddy_tool_result res;
-    uint64_t start_ms;
-    long instructions;
-    int waiting; /* a host function started work and yielded */
-    int finished;
-    /* a native function's answer, pushed when the coroutine resumes */
-    int wait_ready, wait_status;
-    json_t *wait_result;
-    char wait_msg[EDDY_ERR_MSG_MAX];
-};
-
-static void call_closed(uv_handle_t *h)
+static void call_closed(uv_handle_t *hd)
 {
-    eddy_free(h->data);
+    struct tool_call *c = hd->data;
+    if (--c->nhandles > 0)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->host->live = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    eddy_free(c);
+}
+
+static void close_call(struct tool_call *c)
+{
+    uv_close((uv_handle_t *)&c->timer, call_closed);
+    uv_close((uv_handle_t *)&c->deadline, call_closed);
+}
+
+/* Drop the call's Lua objects: ctx and ctx.memory die here. */
+static int release_lua(lua_State *L)
+{
+    struct tool_call *c = lua_touserdata(L, 1);
+    if (c->ctx_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->ctx_ref);
+        eddy__tools_kill_proxy(L, -1);
+    }
+    if (c->mem_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->mem_ref);
+        eddy__tools_kill_proxy(L, -1);
+    }
+    return 0;
+}
+
+static void unref_all(struct tool_call *c)
+{
+    lua_State *L = c->host->L;
+    int *refs[] = {&c->co_ref, &c->env_ref, &c->ctx_ref, &c->mem_ref};
+    eddy__tools_protect(c->host, release_lua, c, 0, NULL);
+    for (size_t i = 0; i < sizeof(refs) / sizeof(refs[0]); i++) {
+        luaL_unref(L, LUA_REGISTRYINDEX, *refs[i]);
+        *refs[i] = LUA_NOREF;
+    }
+    c->co = NULL;
 }
 
 static void deliver(struct tool_call *c)
 {
+    assert(c->finished && !c->delivered);
+    c->delivered = 1;
+    uv_timer_stop(&c->timer);
+    uv_timer_stop(&c->deadline);
+    unref_all(c);
     c->res.duration_ms = eddy_now_ms() - c->start_ms;
     c->cb(&c->res, c->ud);
     json_decref(c->res.result);
+    c->res.result = NULL;
     json_decref(c->wait_result);
-    if (c->co_ref != LUA_NOREF)
-        luaL_unref(c->host->L, LUA_REGISTRYINDEX, c->co_ref);
+    c->wait_result = NULL;
     c->host->calls--;
-    uv_close((uv_handle_t *)&c->timer, call_closed);
+    if (!c->native_wait) /* else when the answer comes */
+        close_call(c);
 }
 
 static void fail(struct tool_call *c, int code, const char *msg)
 {
+    if (c->finished)
+        return;
     c->finished = 1;
+    json_decref(c->res.result);
+    c->res.result = NULL;
     c->res.status = code;
     eddy_err_set(&c->res.err, code, "tool '%s' failed: %s", c->tool->name, msg);
 }
+
+static void fail_killed(struct tool_call *c)
+{
+    fail(c, c->killed == KILL_CANCEL ? EDDY_ECANCELED : EDDY_EBUDGET, c->kill_msg);
+}
+
+static void on_timer(uv_timer_t *t);
 
 /* Look at what lua_resume returned and record the outcome. */
 static void after_resume(struct tool_call *c, int status, int nres)
 {
     lua_State *co = c->co;
+    if (status == LUA_ERRMEM && c->refused_size)
+        eddy__tools_kill(c, KILL_MEMORY);
+    if (c->killed) {
+        fail_killed(c);
+        return;
+    }
     if (status == LUA_YIELD) {
         lua_pop(co, nres);
+        if (c->slice_yield) { /* the loop's turn; go on at the next iteration */
+            c->slice_yield = 0;
+            uv_timer_start(&c->timer, on_timer, 0, 0);
+            return;
+        }
         if (c->waiting)
             return;
         fail(c, EDDY_ETOOL, "coroutine.yield was called outside a coroutine the tool made");
         return;
     }
     if (status != LUA_OK) {
-        const char *m = lua_tostring(co, -1);
-        fail(c, EDDY_ETOOL, m ? m : "error object is not a string");
+        const char *m = lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER
+                            ? lua_tostring(co, -1)
+                            : NULL;
+        fail(c, EDDY_ETOOL,
+             m                      ? m
+             : status == LUA_ERRMEM ? "out of memory"
+                                    : "error object is not a string");
         return;
     }
     c->finished = 1;
@@ -80,6 +145,7 @@ static void after_resume(struct tool_call *c, int status, int nres)
         if (!c->res.result) {
             char msg[EDDY_ERR_MSG_MAX];
             snprintf(msg, sizeof(msg), "its result has no JSON form: %s", e.msg);
+            c->finished = 0;
             fail(c, EDDY_ETOOL, msg);
         }
     }
@@ -88,40 +154,71 @@ static void after_resume(struct tool_call *c, int status, int nres)
 
 static void resume(struct tool_call *c, int nargs)
 {
+    eddy_tools *h = c->host;
+    struct tool_call *prev = h->current;
     int nres = 0, status;
     c->waiting = 0;
-    status = lua_resume(c->co, c->host->L, nargs, &nres);
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, c->env_ref);
+    eddy__tools_set_env(h->L, c->tool, -1);
+    lua_pop(h->L, 1);
+    h->current = c;
+    c->running = c->co;
+    c->slice_ns = uv_hrtime();
+    status = lua_resume(c->co, h->L, nargs, &nres);
+    c->running = NULL;
+    h->current = prev;
     after_resume(c, status, nres);
+}
+
+/* Push the native answer onto the main thread (may raise: protected). */
+static int push_answer(lua_State *L)
+{
+    struct tool_call *c = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    if (c->wait_status) {
+        lua_pushboolean(L, 0);
+        lua_pushstring(L, c->wait_msg);
+        return 2;
+    }
+    if (!c->wait_result || json_is_null(c->wait_result))
+        lua_pushnil(L);
+    else if (eddy_lua_push_json(L, c->wait_result))
+        return luaL_error(L, "the answer is nested too deep");
+    lua_pushboolean(L, 1);
+    lua_insert(L, -2);
+    return 2;
 }
 
 /* Resume a coroutine that waited for a native function with (ok, value) or
  * (false, message); native_k in native.c takes them from there. */
 static void resume_answer(struct tool_call *c)
 {
-    lua_State *co = c->co;
-    json_t *v = c->wait_result;
+    eddy_err e;
     c->wait_ready = 0;
+    if (eddy__tools_protect(c->host, push_answer, c, 2, &e)) {
+        c->wait_status = EDDY_ENOMEM;
+        snprintf(c->wait_msg, sizeof(c->wait_msg), "%s", e.msg);
+        if (eddy__tools_protect(c->host, push_answer, c, 2, &e)) {
+            fail(c, EDDY_ENOMEM, "out of memory");
+            return;
+        }
+    }
+    json_decref(c->wait_result);
     c->wait_result = NULL;
-    if (!c->wait_status && v && !json_is_null(v) && eddy_lua_push_json(co, v) != 0) {
-        c->wait_status = EDDY_ERANGE;
-        snprintf(c->wait_msg, sizeof(c->wait_msg), "the answer is nested too deep");
+    if (!lua_checkstack(c->co, 2)) {
+        lua_pop(c->host->L, 2);
+        fail(c, EDDY_ENOMEM, "out of memory");
+        return;
     }
-    if (c->wait_status) {
-        lua_pushboolean(co, 0);
-        lua_pushstring(co, c->wait_msg);
-    } else {
-        if (!v || json_is_null(v))
-            lua_pushnil(co);
-        lua_pushboolean(co, 1);
-        lua_insert(co, -2);
-    }
-    json_decref(v);
+    lua_xmove(c->host->L, c->co, 2);
     resume(c, 2);
 }
 
 static void on_timer(uv_timer_t *t)
 {
     struct tool_call *c = t->data;
+    if (c->delivered)
+        return;
     if (!c->finished) {
         if (c->wait_ready)
             resume_answer(c);
@@ -132,31 +229,53 @@ static void on_timer(uv_timer_t *t)
         deliver(c);
 }
 
+static void on_deadline(uv_timer_t *t)
+{
+    struct tool_call *c = t->data;
+    if (c->delivered || c->finished)
+        return;
+    eddy__tools_kill(c, KILL_WALL);
+    fail_killed(c);
+    deliver(c);
+}
+
 eddy_tool_wait *eddy__tools_call_begin_wait(lua_State *L)
 {
-    struct tool_call *c = *(struct tool_call **)lua_getextraspace(L);
-    if (!c || c->co != L)
+    struct tool_call *c = eddy__tools_host(L)->current;
+    if (!c || c->co != L || c->is_load)
         return NULL;
     c->waiting = 1;
+    c->native_wait = 1;
     c->wait_ready = 0;
     return (eddy_tool_wait *)c;
 }
 
 void eddy__tools_call_cancel_wait(eddy_tool_wait *w)
 {
-    ((struct tool_call *)w)->waiting = 0;
+    struct tool_call *c = (struct tool_call *)w;
+    c->waiting = 0;
+    c->native_wait = 0;
 }
 
 void eddy_tool_wait_done(eddy_tool_wait *w, int status, json_t *result, const char *msg)
 {
     struct tool_call *c = (struct tool_call *)w;
+    assert(c->native_wait);
+    c->native_wait = 0;
+    if (c->delivered) { /* abandoned (budget or shutdown) while it waited */
+        json_decref(result);
+        close_call(c);
+        return;
+    }
     if (c->tool->module >= 0) { /* a native tool: this is the call's outcome */
         if (status) {
             json_decref(result);
             fail(c, status < 0 ? status : EDDY_ETOOL, msg ? msg : "failed");
-        } else {
+        } else if (!c->finished) {
             c->finished = 1;
             c->res.result = result ? result : json_null();
+        } else {
+            json_decref(result);
         }
     } else {
         c->wait_ready = 1;
@@ -172,35 +291,29 @@ const char *eddy__tool_call_name(const struct tool_call *c)
     return c->tool->name;
 }
 
-static void count_hook(lua_State *L, lua_Debug *ar)
-{
-    struct tool_call *c = *(struct tool_call **)lua_getextraspace(L);
-    (void)ar;
-    if (!c)
-        return;
-    c->instructions += 1000;
-    if (c->instructions > EDDY_LUA_MAX_INSTRUCTIONS)
-        luaL_error(L, "instruction budget of %I exceeded", (lua_Integer)EDDY_LUA_MAX_INSTRUCTIONS);
-}
-
-void eddy__tools_charge(lua_State *L, int64_t units)
-{
-    struct tool_call *c = *(struct tool_call **)lua_getextraspace(L);
-    if (!c)
-        return;
-    c->instructions += units;
-    if (c->instructions > EDDY_LUA_MAX_INSTRUCTIONS)
-        luaL_error(L, "instruction budget of %I exceeded", (lua_Integer)EDDY_LUA_MAX_INSTRUCTIONS);
-}
-
 int eddy__tools_call_wait(lua_State *L, uint64_t ms)
 {
-    struct tool_call *c = *(struct tool_call **)lua_getextraspace(L);
-    if (!c || c->co != L)
-        return luaL_error(L, "this function can only be used while a tool runs");
+    struct tool_call *c = eddy__tools_host(L)->current;
+    uint64_t now = uv_hrtime(), left;
+    if (!c || c->is_load)
+        return luaL_error(L, "eddy.sleep can only be used while a tool runs, not at load");
+    if (c->co != L)
+        return luaL_error(L, "eddy.sleep cannot be used in a coroutine the tool made");
+    left = c->deadline_ns > now ? (c->deadline_ns - now) / 1000000 + 1 : 0;
     c->waiting = 1;
-    uv_timer_start(&c->timer, on_timer, ms, 0);
+    uv_timer_start(&c->timer, on_timer, ms < left ? ms : left, 0);
     return lua_yield(L, 0);
+}
+
+void eddy_tools_cancel_all(eddy_tools *h)
+{
+    for (struct tool_call *c = h->live; c; c = c->next) {
+        if (c->delivered)
+            continue;
+        eddy__tools_kill(c, KILL_CANCEL);
+        fail_killed(c);
+        uv_timer_start(&c->timer, on_timer, 0, 0);
+    }
 }
 
 /* A native tool's body gets the checked arguments and answers through the
@@ -210,36 +323,74 @@ static void start_native(struct tool_call *c, json_t *args)
     void *state;
     eddy_err e;
     int rc = eddy__tools_module_state(c->host, (size_t)c->tool->module, &state, &e);
+    c->native_wait = 1;
     if (!rc)
         rc = c->tool->native.call(state, c->tool->native.data, args, (eddy_tool_wait *)c, &e);
-    if (rc)
+    if (rc) {
+        c->native_wait = 0;
         fail(c, rc, e.msg);
+    }
 }
 
-static int push_ctx(struct tool_call *c, const eddy_tool_ctx *ctx)
+typedef struct setup {
+    struct tool_call *c;
+    json_t *args;
+    const eddy_tool_ctx *ctx;
+} setup;
+
+/* Make the call's coroutine, globals, ctx and ctx.memory proxy, and push
+ * run, args and ctx onto the coroutine (protected: it allocates). */
+static int call_setup(lua_State *L)
 {
-    lua_State *co = c->co;
-    lua_createtable(co, 0, 4);
-    lua_pushstring(co, ctx && ctx->key ? ctx->key : "");
-    lua_setfield(co, -2, "key");
-    if (ctx && ctx->event && eddy_lua_push_json(co, ctx->event) == 0)
-        lua_setfield(co, -2, "event");
-    else if (ctx && ctx->event)
-        return EDDY_ERANGE;
+    setup *s = lua_touserdata(L, 1);
+    struct tool_call *c = s->c;
+    const eddy_tool_ctx *ctx = s->ctx;
+    c->co = lua_newthread(L);
+    c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_sethook(c->co, eddy__tools_hook, LUA_MASKCOUNT, EDDY_LUA_HOOK_EVERY);
+
+    lua_createtable(L, 0, 2); /* the call's globals */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->tool->envmt_ref);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "_G");
+    c->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
     if (ctx && ctx->memory)
-        lua_rawgeti(co, LUA_REGISTRYINDEX, ctx->memory->ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->memory->ref);
     else
-        lua_newtable(co);
-    lua_setfield(co, -2, "memory");
-    lua_pushstring(co, c->tool->name);
-    lua_setfield(co, -2, "tool");
+        lua_newtable(L);
+    eddy__tools_memory_proxy(L, -1);
+    lua_remove(L, -2);
+    lua_pushvalue(L, -1);
+    c->mem_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    lua_createtable(L, 0, 4);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "memory");
+    lua_pushstring(L, ctx && ctx->key ? ctx->key : "");
+    lua_setfield(L, -2, "key");
+    if (ctx && ctx->event) {
+        if (eddy_lua_push_json(L, ctx->event))
+            return luaL_error(L, "the event is nested too deep");
+        lua_setfield(L, -2, "event");
+    }
+    lua_pushstring(L, c->tool->name);
+    lua_setfield(L, -2, "tool");
+    lua_pushvalue(L, -1);
+    c->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->tool->run_ref);
+    if (eddy_lua_push_json(L, s->args))
+        return luaL_error(L, "the arguments are nested too deep");
+    lua_rotate(L, -3, -1); /* run, args, ctx */
+    lua_xmove(L, c->co, 3);
     return 0;
 }
 
 int eddy_tool_call(eddy_tools *h, eddy_tool *t, json_t *args, const eddy_tool_ctx *ctx,
                    eddy_tool_cb cb, void *ud, eddy_err *err)
 {
-    lua_State *L = h->L;
     struct tool_call *c = eddy_calloc(1, sizeof(*c));
     eddy_err verr;
     if (!c)
@@ -248,29 +399,33 @@ int eddy_tool_call(eddy_tools *h, eddy_tool *t, json_t *args, const eddy_tool_ct
     c->tool = t;
     c->cb = cb;
     c->ud = ud;
-    c->co_ref = LUA_NOREF;
+    c->co_ref = c->env_ref = c->ctx_ref = c->mem_ref = LUA_NOREF;
+    c->limits = t->limits;
     c->start_ms = eddy_now_ms();
+    c->deadline_ns = uv_hrtime() + (uint64_t)c->limits.wall_ms * 1000000u;
     if (uv_timer_init(h->loop, &c->timer)) {
         eddy_free(c);
         return eddy_err_set(err, EDDY_EUV, "cannot start a timer");
     }
-    c->timer.data = c;
+    uv_timer_init(h->loop, &c->deadline); /* cannot fail once the first did */
+    c->timer.data = c->deadline.data = c;
+    c->nhandles = 2;
+    c->next = h->live;
+    if (h->live)
+        h->live->prev = c;
+    h->live = c;
     h->calls++;
+    uv_timer_start(&c->deadline, on_deadline, (uint64_t)c->limits.wall_ms, 0);
     if (!json_is_object(args)) {
         fail(c, EDDY_ESCHEMA, "arguments must be a JSON object");
     } else if (eddy_tool_validate_args(t->schema, args, &verr)) {
         fail(c, EDDY_ESCHEMA, verr.msg);
     } else if (t->module >= 0) {
         start_native(c, args);
-    } else if (!lua_checkstack(L, 2) || !(c->co = lua_newthread(L))) {
-        fail(c, EDDY_ENOMEM, "out of memory");
     } else {
-        c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        *(struct tool_call **)lua_getextraspace(c->co) = c;
-        lua_sethook(c->co, count_hook, LUA_MASKCOUNT, 1000);
-        lua_rawgeti(c->co, LUA_REGISTRYINDEX, t->run_ref);
-        if (eddy_lua_push_json(c->co, args) || push_ctx(c, ctx))
-            fail(c, EDDY_ETOOL, "arguments or event are nested too deep");
+        setup s = {c, args, ctx};
+        if (eddy__tools_protect(h, call_setup, &s, 0, &verr))
+            fail(c, verr.code, verr.msg);
         else
             resume(c, 2);
     }
@@ -279,23 +434,44 @@ int eddy_tool_call(eddy_tools *h, eddy_tool *t, json_t *args, const eddy_tool_ct
     return 0;
 }
 
+/* -- ctx.memory documents ---------------------------------------------------- */
+
+typedef struct mem_setup {
+    eddy_tool_memory *m;
+    json_t *doc;
+} mem_setup;
+
+static int memory_push(lua_State *L)
+{
+    mem_setup *s = lua_touserdata(L, 1);
+    if (eddy_lua_push_json(L, s->doc))
+        return luaL_error(L, "memory document is nested too deep");
+    s->m->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
 int eddy_tool_memory_new(eddy_tools *h, json_t *doc, eddy_tool_memory **out, eddy_err *err)
 {
     eddy_tool_memory *m = eddy_calloc(1, sizeof(*m));
     json_t *empty = NULL;
+    mem_setup s;
+    int rc;
     *out = NULL;
     if (!m)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     if (!json_is_object(doc))
         doc = empty = json_object();
-    if (eddy_lua_push_json(h->L, doc)) {
-        json_decref(empty);
-        eddy_free(m);
-        return eddy_err_set(err, EDDY_ERANGE, "memory document is nested too deep");
-    }
-    json_decref(empty);
+    s.m = m;
+    s.doc = doc;
     m->host = h;
-    m->ref = luaL_ref(h->L, LUA_REGISTRYINDEX);
+    m->ref = LUA_NOREF;
+    rc = doc ? eddy__tools_protect(h, memory_push, &s, 0, err)
+             : eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    json_decref(empty);
+    if (rc) {
+        eddy_free(m);
+        return rc;
+    }
     *out = m;
     return 0;
 }

@@ -13,22 +13,29 @@
 #include "eddy/json.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 int eddy__tools_add(eddy_tools *h, eddy_tool *t, const char *where, eddy_err *err)
 {
-    eddy_tool **grown;
-    for (size_t i = 0; i < h->ntools; i++)
-        if (!strcmp(h->tools[i]->name, t->name))
-            return eddy_err_set(err, EDDY_EEXIST, "%stool name '%s' is already used by %s", where,
-                                t->name, h->tools[i]->path);
-    grown = eddy_realloc(h->tools, (h->ntools + 1) * sizeof(*grown));
+    eddy_tool **grown = eddy_realloc(h->tools, (h->ntools + 1) * sizeof(*grown));
+    (void)where;
     if (!grown)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     h->tools = grown;
     h->tools[h->ntools++] = t;
     return 0;
+}
+
+void eddy__tools_set_env(lua_State *L, eddy_tool *t, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->chunk_ref);
+    lua_pushvalue(L, idx);
+    if (!lua_setupvalue(L, -2, 1))
+        lua_pop(L, 1);
+    lua_pop(L, 1);
 }
 
 /* 1-based column of TOKEN on line LINE of SRC, or 1. */
@@ -105,54 +112,269 @@ static void param_pos(const char *src, int from, const char *name, int *line, in
     }
 }
 
-static int check_spec(lua_State *L, const char *path, const char *src, eddy_tool *t, eddy_err *err)
+/* Add one problem to PROBLEMS ("path:line:col: msg" lines). */
+static void problem(eddy_buf *problems, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void problem(eddy_buf *problems, const char *fmt, ...)
 {
-    int spec = lua_gettop(L), line, pl, pc;
+    char msg[EDDY_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    eddy_buf_printf(problems, "%s%s", problems->len ? "\n" : "", msg);
+}
+
+typedef struct loading {
+    eddy_tools *h;
+    eddy_tool *t;
+    const char *path, *src, *chunk;
+    size_t n;
+    struct tool_call *lc;
+    eddy_buf problems;
+    int code;   /* of the first problem */
+    int syntax; /* the chunk did not compile */
+} loading;
+
+/* Every problem of the spec on top of the stack, all reported. */
+static int check_spec(lua_State *L)
+{
+    loading *ld = lua_touserdata(L, 1);
+    eddy_tool *t = ld->t;
+    const char *path = ld->path;
+    int spec = 2, line, pl, pc, params;
     char bad[128];
+    eddy_err e;
     lua_getfield(L, spec, "__eddy_line");
     line = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
     if (line < 1)
         line = 1;
-    if (lua_getfield(L, spec, "name") != LUA_TSTRING || !*lua_tostring(L, -1))
-        return eddy_err_set(err, EDDY_ESCHEMA, "%s:%d:1: eddy.tool needs a 'name' (a string)", path,
-                            line);
-    t->name = eddy_strdup(lua_tostring(L, -1));
-    for (const char *c = t->name; *c; c++)
-        if (!isalnum((unsigned char)*c) && *c != '_' && *c != '-')
-            return eddy_err_set(err, EDDY_ESCHEMA,
-                                "%s:%d:1: tool name '%s' may hold only letters, digits, _ and -",
-                                path, line, t->name);
+    if (lua_getfield(L, spec, "name") != LUA_TSTRING || !*lua_tostring(L, -1)) {
+        problem(&ld->problems, "%s:%d:1: eddy.tool needs a 'name' (a string)", path, line);
+    } else if (!(t->name = eddy_strdup(lua_tostring(L, -1)))) {
+        return luaL_error(L, "out of memory");
+    } else {
+        for (const char *c = t->name; *c; c++)
+            if (!isalnum((unsigned char)*c) && *c != '_' && *c != '-') {
+                param_pos(ld->src, line, "name", &pl, &pc);
+                problem(&ld->problems,
+                        "%s:%d:%d: tool name '%s' may hold only letters, digits, _ and -", path, pl,
+                        pc, t->name);
+                break;
+            }
+    }
     lua_pop(L, 1);
     if (lua_getfield(L, spec, "description") != LUA_TSTRING)
-        return eddy_err_set(err, EDDY_ESCHEMA,
-                            "%s:%d:1: tool '%s' needs a 'description' (a string the model "
-                            "reads to decide when to call it)",
-                            path, line, t->name);
-    t->description = eddy_strdup(lua_tostring(L, -1));
+        problem(&ld->problems,
+                "%s:%d:1: tool '%s' needs a 'description' (a string the model reads to decide "
+                "when to call it)",
+                path, line, t->name ? t->name : "?");
+    else if (!(t->description = eddy_strdup(lua_tostring(L, -1))))
+        return luaL_error(L, "out of memory");
     lua_pop(L, 1);
-    if (lua_getfield(L, spec, "run") != LUA_TFUNCTION)
-        return eddy_err_set(err, EDDY_ESCHEMA,
-                            "%s:%d:1: tool '%s' needs 'run' (a function(args, ctx))", path, line,
-                            t->name);
-    t->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, spec, "params");
-    t->schema = eddy__tools_params_schema(L, -1, bad, sizeof(bad), err);
-    lua_pop(L, 1);
-    if (!t->schema) {
-        param_pos(src, line, bad[0] ? bad : "params", &pl, &pc);
-        eddy_err_prefix(err, "%s:%d:%d: ", path, pl, pc);
-        return EDDY_ESCHEMA;
+    if (lua_getfield(L, spec, "run") != LUA_TFUNCTION) {
+        problem(&ld->problems, "%s:%d:1: tool '%s' needs 'run' (a function(args, ctx))", path, line,
+                t->name ? t->name : "?");
+        lua_pop(L, 1);
+    } else {
+        t->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
+    lua_getfield(L, spec, "params");
+    params = lua_gettop(L);
+    if (lua_istable(L, -1)) { /* each parameter alone, so that all are reported */
+        lua_pushnil(L);
+        while (lua_next(L, params)) {
+            json_t *one;
+            lua_createtable(L, 0, 1);
+            lua_pushvalue(L, -3);
+            lua_pushvalue(L, -3);
+            lua_settable(L, -3);
+            one = eddy__tools_params_schema(L, -1, bad, sizeof(bad), &e);
+            lua_pop(L, 2);
+            if (!one) {
+                param_pos(ld->src, line, bad[0] ? bad : "params", &pl, &pc);
+                problem(&ld->problems, "%s:%d:%d: %s", path, pl, pc, e.msg);
+            }
+            json_decref(one);
+        }
+    }
+    if (!ld->problems.len) {
+        t->schema = eddy__tools_params_schema(L, params, bad, sizeof(bad), &e);
+        if (!t->schema) {
+            param_pos(ld->src, line, bad[0] ? bad : "params", &pl, &pc);
+            problem(&ld->problems, "%s:%d:%d: %s", path, pl, pc, e.msg);
+        }
+    }
+    lua_pop(L, 1);
+    if (ld->problems.len)
+        return 0;
     t->def = json_pack("{s:s, s:{s:s, s:s, s:O}}", "type", "function", "function", "name", t->name,
                        "description", t->description, "parameters", t->schema);
-    return t->def ? 0 : eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    if (!t->def)
+        return luaL_error(L, "out of memory");
+    return 0;
 }
 
-static int traceback(lua_State *L)
+/* The line's column of the name quoted in a runtime error ("global 'x'"),
+ * else of its first non-blank character. */
+static int error_col(const char *src, long line, const char *msg)
 {
-    luaL_traceback(L, L, lua_tostring(L, 1), 1);
-    return 1;
+    const char *q = strchr(msg, '\''), *p = src, *e;
+    char tok[64] = "";
+    for (long l = 1; l < line && p; l++)
+        if ((p = strchr(p, '\n')))
+            p++;
+    if (!p)
+        return 1;
+    if (q && (e = strchr(q + 1, '\'')) && (size_t)(e - q - 1) < sizeof(tok)) {
+        memcpy(tok, q + 1, (size_t)(e - q - 1));
+        tok[e - q - 1] = '\0';
+        if (tok[0]) {
+            int c = find_col(src, (int)line, tok);
+            if (c > 1 || !strncmp(p, tok, strlen(tok)))
+                return c;
+        }
+    }
+    for (e = p; *e == ' ' || *e == '\t'; e++)
+        ;
+    return (int)(e - p) + 1;
+}
+
+/* "src:LINE: msg" (src possibly shortened by Lua) -> "path:LINE:COL: msg". */
+static void runtime_error(loading *ld, const char *luamsg)
+{
+    const char *p = luamsg;
+    while ((p = strchr(p, ':'))) {
+        char *end;
+        long line = strtol(p + 1, &end, 10);
+        if (end > p + 1 && end[0] == ':' && end[1] == ' ') {
+            problem(&ld->problems, "%s:%ld:%d: %s", ld->path, line,
+                    error_col(ld->src, line, end + 2), end + 2);
+            return;
+        }
+        p++;
+    }
+    problem(&ld->problems, "%s:1:1: %s", ld->path, luamsg);
+}
+
+/* Compile the file; make its globals F (reading through to the base), the
+ * metatable of a call's globals (reading through to F) and the coroutine
+ * that runs the chunk. Protected. */
+static int load_prepare(lua_State *L)
+{
+    loading *ld = lua_touserdata(L, 1);
+    eddy_tool *t = ld->t;
+    if (luaL_loadbufferx(L, ld->src, ld->n, ld->chunk, "t") != LUA_OK) {
+        ld->syntax = 1;
+        return lua_error(L);
+    }
+    lua_newtable(L); /* F */
+    lua_createtable(L, 0, 2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ld->h->base_ref);
+    lua_setfield(L, -2, "__index");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "_G");
+    lua_createtable(L, 0, 2); /* a call's globals read through to F */
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "__index");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    t->envmt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
+    ld->lc->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_setupvalue(L, -2, 1);
+    lua_pushvalue(L, -1);
+    t->chunk_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    ld->lc->co = lua_newthread(L);
+    ld->lc->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_sethook(ld->lc->co, eddy__tools_hook, LUA_MASKCOUNT, EDDY_LUA_HOOK_EVERY);
+    lua_xmove(L, ld->lc->co, 1);
+    return 0;
+}
+
+static eddy_tool *find_loaded(eddy_tools *h, const char *path, const eddy_tool_limits *lim)
+{
+    for (size_t i = 0; i < h->ntools; i++) {
+        eddy_tool *t = h->tools[i];
+        if (t->module < 0 && !strcmp(t->path, path) &&
+            t->limits.instructions == lim->instructions && t->limits.memory == lim->memory &&
+            t->limits.wall_ms == lim->wall_ms)
+            return t;
+    }
+    return NULL;
+}
+
+/* Where the stopped top-level code was: "path:LINE:1: ". */
+static void stopped_at(loading *ld, lua_State *co)
+{
+    lua_Debug ar;
+    int line = 1;
+    for (int level = 0; lua_getstack(co, level, &ar); level++)
+        if (lua_getinfo(co, "Sl", &ar) && ar.currentline > 0 && ar.source[0] == '@') {
+            line = ar.currentline;
+            break;
+        }
+    problem(&ld->problems, "%s:%d:1: %s (in the file's top-level code)", ld->path, line,
+            ld->lc->kill_msg);
+}
+
+/* Run the chunk as a pseudo-call under T's budgets, then check its spec. */
+static int run_chunk(loading *ld, eddy_err *err)
+{
+    eddy_tools *h = ld->h;
+    struct tool_call *lc = ld->lc;
+    lua_State *L = h->L;
+    int st, nres = 0, top = lua_gettop(L), rc = 0;
+    h->current = lc;
+    lc->running = lc->co;
+    st = lua_resume(lc->co, L, 0, &nres);
+    lc->running = NULL;
+    if (st == LUA_ERRMEM && lc->refused_size)
+        eddy__tools_kill(lc, KILL_MEMORY);
+    ld->code = st == LUA_OK ? EDDY_ESCHEMA : EDDY_ELUA;
+    if (lc->killed) {
+        ld->code = EDDY_EBUDGET;
+        stopped_at(ld, lc->co);
+    } else if (st == LUA_YIELD) {
+        problem(&ld->problems, "%s:1:1: the top-level code of a tool file cannot yield", ld->path);
+    } else if (st != LUA_OK) {
+        runtime_error(ld, lua_type(lc->co, -1) == LUA_TSTRING ? lua_tostring(lc->co, -1)
+                                                              : "error object is not a string");
+    } else if (nres < 1 || !lua_istable(lc->co, -nres) ||
+               (lua_getfield(lc->co, -nres, "__eddy_tool"), !lua_toboolean(lc->co, -1))) {
+        problem(&ld->problems,
+                "%s:1:1: a tool file must return eddy.tool{ name, description, params, run }",
+                ld->path);
+    } else {
+        lua_settop(lc->co, 1); /* the spec */
+        if (!lua_checkstack(L, 4)) {
+            rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        } else {
+            lua_pushcfunction(L, check_spec);
+            lua_pushlightuserdata(L, ld);
+            lua_xmove(lc->co, L, 1);
+            lua_sethook(L, eddy__tools_hook, LUA_MASKCOUNT, EDDY_LUA_HOOK_EVERY);
+            lc->running = L;
+            st = lua_pcall(L, 2, 0, 0);
+            lc->running = NULL;
+            lua_sethook(L, NULL, 0, 0);
+            if (st == LUA_ERRMEM && lc->refused_size)
+                eddy__tools_kill(lc, KILL_MEMORY);
+            if (lc->killed)
+                problem(&ld->problems, "%s:1:1: %s (reading the tool's spec)", ld->path,
+                        lc->kill_msg);
+            else if (st != LUA_OK)
+                runtime_error(ld, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                                 : "out of memory");
+        }
+    }
+    h->current = NULL;
+    lua_settop(L, top);
+    return rc;
 }
 
 int eddy_tools_load(eddy_tools *h, const char *path, const eddy_tool_limits *limits,
@@ -161,67 +383,83 @@ int eddy_tools_load(eddy_tools *h, const char *path, const eddy_tool_limits *lim
     lua_State *L = h->L;
     int top = lua_gettop(L), rc = 0;
     char *src = NULL, *chunk = NULL;
-    size_t n;
+    struct tool_call lc;
+    eddy_tool_limits lim;
     eddy_tool *t = NULL;
+    loading ld;
+    eddy_err e;
 
     *out = NULL;
-    if ((rc = eddy_read_file(path, &src, &n, err)))
+    lim.instructions =
+        limits && limits->instructions ? limits->instructions : EDDY_TOOL_DEFAULT_INSTRUCTIONS;
+    lim.memory = limits && limits->memory ? limits->memory : EDDY_TOOL_DEFAULT_MEMORY;
+    lim.wall_ms = limits && limits->wall_ms ? limits->wall_ms : EDDY_TOOL_DEFAULT_WALL_MS;
+    if ((*out = find_loaded(h, path, &lim)))
+        return 0;
+    if ((rc = eddy_read_file(path, &src, &ld.n, err)))
         return rc;
+    memset(&lc, 0, sizeof(lc));
+    lc.co_ref = lc.env_ref = lc.ctx_ref = lc.mem_ref = LUA_NOREF;
+    eddy_buf_init(&ld.problems);
     t = eddy_calloc(1, sizeof(*t));
     chunk = eddy_aprintf("@%s", path);
     if (!t || !chunk || !(t->path = eddy_strdup(path))) {
         rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
         goto out;
     }
+    if (memchr(src, '\0', ld.n)) {
+        const char *nul = memchr(src, '\0', ld.n), *bol = src;
+        int line = 1;
+        for (const char *q = src; q < nul; q++)
+            if (*q == '\n')
+                line++, bol = q + 1;
+        rc = eddy_err_set(err, EDDY_ELUA, "%s:%d:%d: the file holds a NUL byte", path, line,
+                          (int)(nul - bol) + 1);
+        goto out;
+    }
     t->host = h;
-    t->limits.instructions = limits && limits->instructions ? limits->instructions
-                                                             : EDDY_TOOL_DEFAULT_INSTRUCTIONS;
-    t->limits.memory = limits && limits->memory ? limits->memory : EDDY_TOOL_DEFAULT_MEMORY;
-    t->limits.wall_ms = limits && limits->wall_ms ? limits->wall_ms : EDDY_TOOL_DEFAULT_WALL_MS;
-    t->run_ref = LUA_NOREF;
+    t->limits = lim;
+    t->run_ref = t->chunk_ref = t->envmt_ref = LUA_NOREF;
     t->module = -1;
-    lua_pushcfunction(L, traceback);
-    if (luaL_loadbufferx(L, src, n, chunk, "t") != LUA_OK) {
-        syntax_error(path, src, lua_tostring(L, -1), err);
-        rc = EDDY_ELUA;
+    lc.host = h;
+    lc.tool = t;
+    lc.is_load = 1;
+    lc.limits = lim;
+    lc.deadline_ns = uv_hrtime() + (uint64_t)lim.wall_ms * 1000000u;
+    ld.h = h;
+    ld.t = t;
+    ld.path = path;
+    ld.src = src;
+    ld.chunk = chunk;
+    ld.lc = &lc;
+    ld.syntax = 0;
+    if ((rc = eddy__tools_protect(h, load_prepare, &ld, 0, &e))) {
+        if (ld.syntax)
+            syntax_error(path, src, e.msg, err);
+        else
+            eddy_err_set(err, rc, "%s:1:1: %s", path, e.msg);
+        rc = ld.syntax ? EDDY_ELUA : rc;
         goto out;
     }
-    /* a fresh environment per file, reading through to the base */
-    lua_newtable(L);
-    lua_newtable(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->base_ref);
-    lua_setfield(L, -2, "__index");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, -2);
-    lua_setupvalue(L, -2, 1);
-    if (lua_pcall(L, 0, 1, top + 1) != LUA_OK) {
-        rc = eddy_err_set(err, EDDY_ELUA, "%s", lua_tostring(L, -1));
+    if ((rc = run_chunk(&ld, err)))
+        goto out;
+    if (ld.problems.len) {
+        rc = eddy_err_set(err, ld.code, "%s", ld.problems.data);
         goto out;
     }
-    if (!lua_istable(L, -1) || (lua_getfield(L, -1, "__eddy_tool"), !lua_toboolean(L, -1))) {
-        rc = eddy_err_set(err, EDDY_ESCHEMA,
-                          "%s:1:1: a tool file must return eddy.tool{ name, description, "
-                          "params, run }",
-                          path);
+    if ((rc = eddy__tools_add(h, t, "", err)))
         goto out;
-    }
-    lua_pop(L, 1);
-    if ((rc = check_spec(L, path, src, t, err)))
-        goto out;
-    {
-        char where[1100];
-        snprintf(where, sizeof(where), "%s:1:1: ", path);
-        if ((rc = eddy__tools_add(h, t, where, err)))
-            goto out;
-    }
     *out = t;
 out:
-    if (rc) {
-        if (t && t->run_ref != LUA_NOREF)
-            luaL_unref(L, LUA_REGISTRYINDEX, t->run_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, lc.co_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, lc.env_ref);
+    if (rc && t) {
+        luaL_unref(L, LUA_REGISTRYINDEX, t->run_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, t->chunk_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, t->envmt_ref);
         eddy__tool_free(t);
     }
+    eddy_buf_free(&ld.problems);
     lua_settop(L, top);
     eddy_free(src);
     eddy_free(chunk);

@@ -163,8 +163,8 @@ static int l_native(lua_State *L)
     if (!(w = eddy__tools_call_begin_wait(L))) {
         json_decref(args);
         return luaL_error(L,
-                          "eddy.%s.%s can only be used while a tool runs, not in a coroutine "
-                          "the tool made",
+                          "eddy.%s.%s can only be used while a tool runs (not at load, not in a "
+                          "coroutine the tool made)",
                           mod, reg->name);
     }
     rc = eddy__tools_module_state(h, mi, &state, &e);
@@ -197,7 +197,9 @@ void eddy__tools_open_modules(eddy_tools *h, int idx)
             lua_pushcclosure(L, l_native, 3);
             lua_setfield(L, -2, r[j].name);
         }
+        eddy__tools_freeze(L, -1);
         lua_setfield(L, idx, g_modules[i]->name);
+        lua_pop(L, 1);
     }
 }
 
@@ -214,8 +216,11 @@ int eddy_tools_load_native(eddy_tools *h, const char *kind, const json_t *cfg, e
     if (!(t = eddy_calloc(1, sizeof(*t))))
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     t->host = h;
-    t->run_ref = LUA_NOREF;
+    t->run_ref = t->chunk_ref = t->envmt_ref = LUA_NOREF;
     t->module = mi;
+    t->limits.instructions = EDDY_TOOL_DEFAULT_INSTRUCTIONS;
+    t->limits.memory = EDDY_TOOL_DEFAULT_MEMORY;
+    t->limits.wall_ms = EDDY_TOOL_DEFAULT_WALL_MS; /* a net under the module's own timeouts */
     rc = g_modules[mi]->tool_new(module_cfg(h, (size_t)mi), cfg, &t->native, err);
     if (!rc && (!t->native.name || !t->native.params || !t->native.call))
         rc = eddy_err_set(err, EDDY_EINVAL, "%s: the tool kind gave no name, schema or body", kind);

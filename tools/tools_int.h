@@ -9,11 +9,25 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <stdint.h>
 
 #define EDDY_LUA_ARRAY_MT "eddy.array"
 #define EDDY_LUA_OBJECT_MT "eddy.object"
-/* instructions one tool call may execute before it is stopped */
-#define EDDY_LUA_MAX_INSTRUCTIONS 200000000L
+#define EDDY_LUA_MEMORY_MT "eddy.memory" /* ctx.memory proxies */
+#define EDDY_LUA_DEAD_MT "eddy.dead"     /* ctx objects after their call */
+#define EDDY_LUA_FROZEN_MT "eddy.frozen" /* read-only library proxies */
+#define EDDY_LUA_HOLDER_MT "eddy.holder" /* C resources owned by the GC */
+/* registry fields: proxy -> real table (weak keys), for memory and frozen */
+#define EDDY_LUA_PROXIES "eddy.proxies"
+
+/* Instructions between two runs of the count hook, and the time a call runs
+ * before it yields back to the loop so other keys are served. */
+#define EDDY_LUA_HOOK_EVERY 1000
+#define EDDY_LUA_SLICE_NS (5u * 1000 * 1000)
+/* The whole host's Lua heap, whatever the calls' budgets add up to. */
+#define EDDY_LUA_HOST_HEAP (1024LL << 20)
+/* eddy.file.read refuses bigger files. */
+#define EDDY_LUA_FILE_MAX (16LL << 20)
 
 struct eddy_tool {
     eddy_tools *host;
@@ -21,19 +35,64 @@ struct eddy_tool {
     json_t *schema; /* JSON schema of the parameters */
     json_t *def;    /* OpenAI tool definition */
     int run_ref;    /* registry ref of the run function (Lua tools) */
+    int chunk_ref;  /* the file's main chunk: its _ENV upvalue is switched per call */
+    int envmt_ref;  /* metatable of a call's globals: __index = the file's globals */
     int module;     /* native tools: index of the module, else -1 */
     eddy_native_tool native;
     eddy_tool_limits limits; /* resolved: no field is 0 */
+};
+
+/* Why a call was stopped (tool_call.killed). */
+enum { KILL_NONE, KILL_INSTRUCTIONS, KILL_MEMORY, KILL_WALL, KILL_CANCEL };
+
+/* One tool call, or the run of a tool file's top-level code (is_load).
+ * Lives from eddy_tool_call until its handles are closed and any native
+ * wait it started has been answered. */
+struct tool_call {
+    eddy_tools *host;
+    eddy_tool *tool;
+    struct tool_call *prev, *next;         /* the host's live calls */
+    lua_State *co;                         /* the call's coroutine */
+    lua_State *running;                    /* the thread executing now (co or one the tool made) */
+    int co_ref, env_ref, ctx_ref, mem_ref; /* registry refs, or LUA_NOREF */
+    uv_timer_t timer;                      /* eddy.sleep, slices, delivery */
+    uv_timer_t deadline;                   /* the wall-clock budget while the call waits */
+    int nhandles;                          /* handles not yet closed */
+    eddy_tool_cb cb;
+    void *ud;
+    eddy_tool_result res;
+    eddy_tool_limits limits;
+    uint64_t start_ms, deadline_ns, slice_ns;
+    int64_t instructions; /* charged so far */
+    int64_t mem;          /* Lua heap bytes allocated (net) while it ran */
+    size_t refused_size;  /* last allocation refused (to spot Lua's retry) */
+    int killed;           /* KILL_*: every further step raises */
+    char kill_msg[160];
+    int is_load;
+    int slice_yield; /* the hook yielded to give the loop a turn */
+    int waiting;     /* a host function started work and yielded */
+    int native_wait; /* ... a native one, whose answer must still come */
+    int finished, delivered;
+    /* a native function's answer, pushed when the coroutine resumes */
+    int wait_ready, wait_status;
+    json_t *wait_result;
+    char wait_msg[EDDY_ERR_MSG_MAX];
 };
 
 struct eddy_tools {
     lua_State *L;
     uv_loop_t *loop;
     char *base_dir;
+    int base_fd;  /* O_PATH descriptor of base_dir, or -1 */
     int base_ref; /* registry ref of the allowlisted base environment */
     eddy_tool **tools;
     size_t ntools;
-    int calls;        /* calls in flight */
+    int calls;                 /* calls started and not yet delivered */
+    struct tool_call *current; /* the call whose Lua code runs now */
+    struct tool_call *live;    /* calls not yet freed */
+    int64_t heap;              /* bytes the Lua state holds */
+    char **deny;               /* files eddy.file.read refuses (eddy's stores) */
+    size_t ndeny;
     json_t *settings; /* the job's module settings {"fluss": {...}}, or NULL */
     void **mod_state; /* per registered module: its state once opened */
     size_t nmod_state;
@@ -44,12 +103,57 @@ struct eddy_tool_memory {
     int ref;
 };
 
+/* -- budgets (budget.c) ----------------------------------------------------- */
+
+/* The lua_Alloc of every host (UD is the host): counts the heap, charges
+ * growth to the running call and refuses what its budget does not allow. */
+void *eddy__tools_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+/* The count hook set on every call's coroutine. */
+void eddy__tools_hook(lua_State *L, lua_Debug *ar);
+/* The host of any thread of its state. */
+eddy_tools *eddy__tools_host(lua_State *L);
+/* Stop call C for budget WHY (once; later calls keep the first reason). */
+void eddy__tools_kill(struct tool_call *c, int why);
+/* After a protected call inside Lua returned STATUS: when the running call
+ * was stopped, raise its budget error again so pcall cannot swallow it. */
+void eddy__tools_recheck(lua_State *L, int status);
+/* Raise the running call's budget error if it was stopped. */
+void eddy__tools_raise_if_killed(lua_State *L);
+/* A userdata whose finalizer calls FREE(P): C resources held across code
+ * that may raise. Push it (may raise), then fill p. */
+typedef struct eddy_holder {
+    void (*free)(void *p);
+    void *p;
+} eddy_holder;
+eddy_holder *eddy__tools_holder(lua_State *L);
+/* Free what H holds now (the holder stays, empty). */
+void eddy__tools_holder_release(eddy_holder *h);
+/* Run FN(L) with UD as its one light userdata argument inside lua_pcall on
+ * the host's main thread; returns 0, or EDDY_ENOMEM / EDDY_ELUA with ERR
+ * holding Lua's message. NRES results are left on the stack on success. */
+int eddy__tools_protect(eddy_tools *h, lua_CFunction fn, void *ud, int nres, eddy_err *err);
+
+/* -- the sandbox (sandbox.c) --------------------------------------------- */
+
+/* Open the libraries and build the base environment and the eddy module
+ * (called protected, on the main thread). */
+int eddy__tools_open_sandbox(lua_State *L);
+/* A read-only proxy of the table at IDX, pushed. */
+void eddy__tools_freeze(lua_State *L, int idx);
+/* The real table behind a memory or frozen proxy at IDX (pushed, returns
+ * 1), or 0 with nothing pushed when IDX is not a proxy. Raises for the
+ * proxy of a call that has ended. */
+int eddy__tools_unproxy(lua_State *L, int idx);
+/* Push a new ctx.memory proxy for the table at IDX. */
+void eddy__tools_memory_proxy(lua_State *L, int idx);
+/* Make the ctx table or proxy at IDX unusable (its call has returned). */
+void eddy__tools_kill_proxy(lua_State *L, int idx);
+
 /* Build a JSON schema from the params table at IDX. On error, *BAD_PARAM
  * names the parameter at fault (borrowed from Lua, valid while it is on the
  * stack) and ERR says what is wrong. */
 json_t *eddy__tools_params_schema(lua_State *L, int idx, char *bad_param, size_t n, eddy_err *err);
 
-struct tool_call;
 void eddy__tool_free(eddy_tool *t);
 /* Register T in H unless its name is taken (ERR starts with WHERE). */
 int eddy__tools_add(eddy_tools *h, eddy_tool *t, const char *where, eddy_err *err);
@@ -80,7 +184,15 @@ void eddy__tools_charge(lua_State *L, int64_t units);
 /* Name of the tool a call runs. */
 const char *eddy__tool_call_name(const struct tool_call *c);
 
-/* Open the eddy module and the sandboxed base environment into H. */
-int eddy__tools_open_env(eddy_tools *h, eddy_err *err);
+/* eddy.file.read (file.c): below the job's folder only, never through a
+ * symbolic link, never eddy's own stores. */
+int eddy__tools_file_read(lua_State *L);
+/* O_PATH descriptor of DIR for eddy.file.read, or -1. */
+int eddy__tools_open_base(const char *dir);
+
+/* Add the eddy module's own functions (host.c) to the table at IDX. */
+void eddy__tools_open_eddy(lua_State *L, int idx);
+/* Set the _ENV of T's file to the table at IDX (a call's globals). */
+void eddy__tools_set_env(lua_State *L, eddy_tool *t, int idx);
 
 #endif

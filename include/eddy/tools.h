@@ -31,6 +31,12 @@ typedef struct eddy_tool_memory eddy_tool_memory;
 /* New host on LOOP. BASE_DIR confines eddy.file.read (the job's folder).
  * Returns 0 or EDDY_ENOMEM/EDDY_ELUA. */
 int eddy_tools_new(uv_loop_t *loop, const char *base_dir, eddy_tools **out, eddy_err *err);
+/* Make eddy.file.read refuse PATH (and its -wal, -shm and -journal files):
+ * eddy's own stores, which hold every key's data. Copied. */
+int eddy_tools_deny_file(eddy_tools *h, const char *path, eddy_err *err);
+/* End every call in flight now: each callback runs once, later, from the
+ * loop, with EDDY_ECANCELED. For shutdown. Loop thread only. */
+void eddy_tools_cancel_all(eddy_tools *h);
 /* Calls started and not yet delivered. */
 int eddy_tools_active(const eddy_tools *h);
 /* Free the host. All calls must have completed. */

@@ -103,13 +103,13 @@ static void test_load_tool_and_schema(void **state)
     assert_int_equal(eddy_tools_new(NULL, g_dir, &h, NULL), 0);
     assert_int_equal(
         load_tool(h,
-                        write_file("ok.lua", "return eddy.tool {\n"
-                                             "  name = 'get', description = 'd',\n"
-                                             "  params = { z = 'integer', a = { type = "
-                                             "'string', required = true, enum = {'x','y'} },\n"
-                                             "    l = { type = 'array', items = 'number' } },\n"
-                                             "  run = function(args) return args end }\n"),
-                        &t, &e),
+                  write_file("ok.lua", "return eddy.tool {\n"
+                                       "  name = 'get', description = 'd',\n"
+                                       "  params = { z = 'integer', a = { type = "
+                                       "'string', required = true, enum = {'x','y'} },\n"
+                                       "    l = { type = 'array', items = 'number' } },\n"
+                                       "  run = function(args) return args end }\n"),
+                  &t, &e),
         0);
     s = json_dumps(eddy_tool_schema(t), JSON_COMPACT);
     assert_string_equal(s,
@@ -135,13 +135,17 @@ static void test_load_tool_and_schema(void **state)
         json_decref(bad3);
         json_decref(good);
     }
-    /* a second tool of the same name is refused */
-    assert_int_equal(load_tool(h,
-                                     write_file("dup.lua", "return eddy.tool { name = 'get', "
-                                                           "description = 'd', run = "
-                                                           "function() end }\n"),
-                                     &t, &e),
-                     EDDY_EEXIST);
+    /* the host keeps tools of one name from two files (agents check their own
+     * lists); the same file with the same limits is the same tool */
+    {
+        eddy_tool *t2 = NULL, *t3 = NULL;
+        const char *dup = write_file("dup.lua", "return eddy.tool { name = 'get', "
+                                                "description = 'd', run = function() end }\n");
+        assert_int_equal(load_tool(h, dup, &t2, &e), 0);
+        assert_ptr_not_equal(t2, t);
+        assert_int_equal(load_tool(h, dup, &t3, &e), 0);
+        assert_ptr_equal(t2, t3);
+    }
     eddy_tools_free(h);
 }
 
@@ -168,7 +172,9 @@ static void test_load_errors_name_place(void **state)
     assert_int_equal(load_tool(h, p, &t, &e), EDDY_ELUA);
     assert_non_null(strstr(e.msg, "global 'require'"));
     p = write_file("bytecode.lua", "return load(string.dump(function() end))\n");
-    assert_int_equal(load_tool(h, p, &t, &e), EDDY_ESCHEMA); /* load gave nil */
+    assert_int_equal(load_tool(h, p, &t, &e), EDDY_ELUA); /* no string.dump */
+    assert_non_null(strstr(e.msg, "bytecode.lua:1:"));
+    assert_non_null(strstr(e.msg, "'dump'"));
     p = write_file("escape.lua", "return eddy.file.read('../../etc/passwd')\n");
     assert_int_equal(load_tool(h, p, &t, &e), EDDY_ELUA);
     assert_non_null(strstr(e.msg, "outside the job's folder"));
@@ -211,17 +217,17 @@ static void test_concurrent_calls_and_memory(void **state)
     assert_int_equal(eddy_tools_new(&loop, g_dir, &h, NULL), 0);
     assert_int_equal(
         load_tool(h,
-            write_file(
-                "wait.lua",
-                "return eddy.tool { name = 'wait', description = 'sleeps',\n"
-                "  params = { ms = { type = 'integer', required = true }, tag = 'string' },\n"
-                "  run = function(args, ctx)\n"
-                "    if args.ms < 0 then error('negative wait') end\n"
-                "    eddy.sleep(args.ms)\n"
-                "    ctx.memory.count = ctx.memory.count + 1\n"
-                "    return { tag = args.tag, key = ctx.key, text = ctx.event.text }\n"
-                "  end }\n"),
-            &t, &e),
+                  write_file(
+                      "wait.lua",
+                      "return eddy.tool { name = 'wait', description = 'sleeps',\n"
+                      "  params = { ms = { type = 'integer', required = true }, tag = 'string' },\n"
+                      "  run = function(args, ctx)\n"
+                      "    if args.ms < 0 then error('negative wait') end\n"
+                      "    eddy.sleep(args.ms)\n"
+                      "    ctx.memory.count = ctx.memory.count + 1\n"
+                      "    return { tag = args.tag, key = ctx.key, text = ctx.event.text }\n"
+                      "  end }\n"),
+                  &t, &e),
         0);
     assert_int_equal(eddy_tool_memory_new(h, doc, &mem, &e), 0);
     ctx.key = "K";
@@ -270,16 +276,16 @@ static void test_runaway_loop_is_stopped(void **state)
     assert_int_equal(eddy_tools_new(&loop, g_dir, &h, NULL), 0);
     assert_int_equal(
         load_tool(h,
-                        write_file("spin.lua",
-                                   "return eddy.tool { name = 'spin', description = 'loops',\n"
-                                   "  run = function() while true do end end }\n"),
-                        &t, &e),
+                  write_file("spin.lua",
+                             "return eddy.tool { name = 'spin', description = 'loops',\n"
+                             "  run = function() while true do end end }\n"),
+                  &t, &e),
         0);
     assert_int_equal(eddy_tool_call(h, t, args, NULL, on_done, &d, &e), 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     assert_int_equal(d.n, 1);
-    assert_int_equal(d.status[0], EDDY_ETOOL);
-    assert_non_null(strstr(d.out[0], "instruction budget"));
+    assert_int_equal(d.status[0], EDDY_EBUDGET);
+    assert_non_null(strstr(d.out[0], "instruction budget of 200000000 exceeded"));
     eddy_free(d.out[0]);
     eddy_tools_free(h);
     assert_int_equal(uv_loop_close(&loop), 0);
@@ -439,22 +445,22 @@ static void test_native_functions_and_tools(void **state)
     eddy_tools_configure(h, settings);
     assert_int_equal(
         load_tool(h,
-            write_file("use_kv.lua",
-                       "return eddy.tool { name = 'use_kv', description = 'calls kv',\n"
-                       "  params = { name = { type = 'string', required = true } },\n"
-                       "  run = function(args)\n"
-                       "    local a = eddy.kv.get(args.name)\n"
-                       "    local b = eddy.kv.now(args.name)\n"
-                       "    local ok1, e1 = pcall(eddy.kv.get, 'bad')\n"
-                       "    local ok2, e2 = pcall(eddy.kv.refuse)\n"
-                       "    local ok3, e3 = pcall(eddy.kv.get, 42)\n"
-                       "    local ok4, e4 = pcall(coroutine.wrap(function() return "
-                       "eddy.kv.get('x') end))\n"
-                       "    return { a = a, b = b, e1 = e1, e2 = e2, e3 = e3, e4 = e4,\n"
-                       "             ok = not (ok1 or ok2 or ok3 or ok4),\n"
-                       "             missing = eddy.kv.get('missing') == nil }\n"
-                       "  end }\n"),
-            &t, &e),
+                  write_file("use_kv.lua",
+                             "return eddy.tool { name = 'use_kv', description = 'calls kv',\n"
+                             "  params = { name = { type = 'string', required = true } },\n"
+                             "  run = function(args)\n"
+                             "    local a = eddy.kv.get(args.name)\n"
+                             "    local b = eddy.kv.now(args.name)\n"
+                             "    local ok1, e1 = pcall(eddy.kv.get, 'bad')\n"
+                             "    local ok2, e2 = pcall(eddy.kv.refuse)\n"
+                             "    local ok3, e3 = pcall(eddy.kv.get, 42)\n"
+                             "    local ok4, e4 = pcall(coroutine.wrap(function() return "
+                             "eddy.kv.get('x') end))\n"
+                             "    return { a = a, b = b, e1 = e1, e2 = e2, e3 = e3, e4 = e4,\n"
+                             "             ok = not (ok1 or ok2 or ok3 or ok4),\n"
+                             "             missing = eddy.kv.get('missing') == nil }\n"
+                             "  end }\n"),
+                  &t, &e),
         0);
     assert_int_equal(g_kv.opens, 0); /* opened at first use */
     assert_int_equal(eddy_tools_load_native(h, "kv_tool", bad_cfg, &nt, &e), EDDY_EINVAL);
