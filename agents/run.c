@@ -83,6 +83,14 @@ int eddy_agent_rt_new(const eddy_agent_def *def, eddy_agent_env *env, eddy_agent
                 eddy_err_prefix(err, "agent '%s': ", def->name);
             goto fail;
         }
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(eddy_tool_name(rt->tools[j]), eddy_tool_name(rt->tools[i]))) {
+                rc = eddy_err_set(
+                    err, EDDY_EEXIST, "agent '%s': %s: tool name '%s' is also the name of %s (%s)",
+                    def->name, ref->where ? ref->where : "?", eddy_tool_name(rt->tools[i]),
+                    eddy_tool_path(rt->tools[j]), def->tools[j].where ? def->tools[j].where : "?");
+                goto fail;
+            }
         rt->ntools++;
         json_array_append(rt->tool_defs, eddy_tool_definition(rt->tools[i]));
     }

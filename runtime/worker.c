@@ -370,11 +370,15 @@ static void on_drain(uv_timer_t *t)
     worker *w = t->data;
     if (eddy_tools_active(w->tools) > 0 && eddy_now_ms() < w->drain_deadline)
         return;
+    if (eddy_tools_active(w->tools) > 0) {
+        /* their runs are over; end the calls, whose callbacks come next */
+        EDDY_WARN("runtime", "ending %d tool call(s) still running at exit",
+                  eddy_tools_active(w->tools));
+        eddy_tools_cancel_all(w->tools);
+        return;
+    }
     uv_timer_stop(t);
-    if (eddy_tools_active(w->tools) > 0)
-        EDDY_WARN("runtime", "%d tool call(s) still running at exit", eddy_tools_active(w->tools));
-    else
-        eddy_tools_close(w->tools); /* e.g. the Fluss clients of lookups */
+    eddy_tools_close(w->tools); /* e.g. the Fluss clients of lookups */
     uv_close((uv_handle_t *)&w->drain, NULL);
     eddy_memory_close(w->mem, NULL, NULL);
     w->mem = NULL;
@@ -402,7 +406,7 @@ static void finish_close(void *ud)
     uv_close((uv_handle_t *)&w->grace, NULL);
     eddy_llm_client_close(w->llm);
     w->llm = NULL;
-    w->drain_deadline = eddy_now_ms() + 2000;
+    w->drain_deadline = eddy_now_ms() + 500; /* then tool calls are ended */
     uv_timer_start(&w->drain, on_drain, 0, 10);
 }
 
@@ -447,6 +451,13 @@ static int setup(worker *w, eddy_err *err)
         (rc = eddy_mailboxes_new(start_item, w, &w->mb, err)))
         return rc;
     eddy_tools_configure(w->tools, w->job->modules);
+    {
+        const char *st = o->state ? o->state : w->job->state_path;
+        const char *tr = o->traces ? o->traces : w->job->trace_path;
+        if ((rc = eddy_tools_deny_file(w->tools, st, err)) ||
+            (rc = eddy_tools_deny_file(w->tools, tr, err)))
+            return rc;
+    }
     w->env = (eddy_agent_env){&w->loop, w->llm, w->tools, w->mem, w->traces};
     w->agents = eddy_calloc(w->job->nagents, sizeof(eddy_agent_rt *));
     if (!w->agents)

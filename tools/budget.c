@@ -164,8 +164,10 @@ void *eddy__tools_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (nsize == 0) {
         eddy_free(ptr);
         h->heap -= (int64_t)osize;
-        if (c)
-            c->mem -= (int64_t)osize;
+        /* a free during the call may be another call's garbage: it can give
+         * back what the call allocated, never more */
+        if (c && (c->mem -= (int64_t)osize) < 0)
+            c->mem = 0;
         return NULL;
     }
     if (nsize > osize && c) {
@@ -194,7 +196,8 @@ void *eddy__tools_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         return NULL;
     h->heap += (int64_t)nsize - (int64_t)osize;
     if (c) {
-        c->mem += (int64_t)nsize - (int64_t)osize;
+        if ((c->mem += (int64_t)nsize - (int64_t)osize) < 0)
+            c->mem = 0;
         if (nsize > osize)
             c->refused_size = 0;
     }

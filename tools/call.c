@@ -39,6 +39,7 @@ static void close_call(struct tool_call *c)
 {
     uv_close((uv_handle_t *)&c->timer, call_closed);
     uv_close((uv_handle_t *)&c->deadline, call_closed);
+    uv_close((uv_handle_t *)&c->slice, call_closed);
 }
 
 /* Drop the call's Lua objects: ctx and ctx.memory die here. */
@@ -74,6 +75,7 @@ static void deliver(struct tool_call *c)
     c->delivered = 1;
     uv_timer_stop(&c->timer);
     uv_timer_stop(&c->deadline);
+    uv_idle_stop(&c->slice);
     unref_all(c);
     c->res.duration_ms = eddy_now_ms() - c->start_ms;
     c->cb(&c->res, c->ud);
@@ -103,6 +105,7 @@ static void fail_killed(struct tool_call *c)
 }
 
 static void on_timer(uv_timer_t *t);
+static void on_slice(uv_idle_t *t);
 
 /* Look at what lua_resume returned and record the outcome. */
 static void after_resume(struct tool_call *c, int status, int nres)
@@ -116,9 +119,9 @@ static void after_resume(struct tool_call *c, int status, int nres)
     }
     if (status == LUA_YIELD) {
         lua_pop(co, nres);
-        if (c->slice_yield) { /* the loop's turn; go on at the next iteration */
+        if (c->slice_yield) { /* the loop's turn: I/O and timers, then go on */
             c->slice_yield = 0;
-            uv_timer_start(&c->timer, on_timer, 0, 0);
+            uv_idle_start(&c->slice, on_slice);
             return;
         }
         if (c->waiting)
@@ -225,6 +228,18 @@ static void on_timer(uv_timer_t *t)
         else
             resume(c, 0);
     }
+    if (c->finished)
+        deliver(c);
+}
+
+static void on_slice(uv_idle_t *i)
+{
+    struct tool_call *c = i->data;
+    uv_idle_stop(i);
+    if (c->delivered)
+        return;
+    if (!c->finished)
+        resume(c, 0);
     if (c->finished)
         deliver(c);
 }
@@ -408,8 +423,9 @@ int eddy_tool_call(eddy_tools *h, eddy_tool *t, json_t *args, const eddy_tool_ct
         return eddy_err_set(err, EDDY_EUV, "cannot start a timer");
     }
     uv_timer_init(h->loop, &c->deadline); /* cannot fail once the first did */
-    c->timer.data = c->deadline.data = c;
-    c->nhandles = 2;
+    uv_idle_init(h->loop, &c->slice);
+    c->timer.data = c->deadline.data = c->slice.data = c;
+    c->nhandles = 3;
     c->next = h->live;
     if (h->live)
         h->live->prev = c;

@@ -155,7 +155,14 @@ void eddy__tools_open_eddy(lua_State *L, int idx)
 
 static int open_host(lua_State *L)
 {
-    return eddy__tools_open_sandbox(L);
+    int ref;
+    eddy__tools_open_sandbox(L);
+    /* make the registry's free list exist, so that luaL_unref never
+     * allocates (it runs outside protected calls) */
+    lua_pushboolean(L, 1);
+    ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    return 0;
 }
 
 int eddy_tools_new(uv_loop_t *loop, const char *base_dir, eddy_tools **out, eddy_err *err)

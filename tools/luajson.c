@@ -3,8 +3,10 @@
  *
  * JSON arrays and objects become tables with the eddy.array / eddy.object
  * metatables, so an empty array survives a round trip and stays an array.
- * A plain Lua table is an array when its keys are exactly 1..n (n > 0),
- * otherwise an object whose integer keys are written as strings. Integers
+ * Back to JSON, a table is judged by its keys (1..n: an array, so that
+ * appending to an empty object that came from JSON makes a list), and an
+ * empty table by the kind it came with (see table_to_json). A ctx.memory
+ * proxy converts as its document. Nothing here raises a Lua error. Integers
  * stay integers and floats stay floats; JSON null is eddy.null (a light
  * userdata NULL). NaN, infinities, functions, invalid UTF-8 and nesting
  * deeper than 64 are errors that name the path.
@@ -89,22 +91,39 @@ static int has_mt(lua_State *L, int idx, const char *name)
     return r;
 }
 
-/* Number of elements when the table at IDX is a sequence 1..n, else -1. */
-static lua_Integer sequence_len(lua_State *L, int idx)
+/* The keys of the table at IDX: their count, and whether all are positive
+ * integers (then MAX is the largest). */
+static lua_Integer scan_keys(lua_State *L, int idx, int *all_int, lua_Integer *max)
 {
-    lua_Integer n = 0, max = 0;
+    lua_Integer n = 0;
+    *all_int = 1;
+    *max = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
-        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1) {
-            lua_pop(L, 1);
-            return -1;
-        }
-        if (lua_tointeger(L, -1) > max)
-            max = lua_tointeger(L, -1);
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
+            *all_int = 0;
+        else if (lua_tointeger(L, -1) > *max)
+            *max = lua_tointeger(L, -1);
         n++;
     }
-    return n == max ? n : -1;
+    return n;
+}
+
+/* The real table behind a ctx.memory proxy at IDX, pushed (1); 0 when IDX
+ * is no proxy; -1 for the proxy of a call that has ended. Never raises. */
+static int real_table(lua_State *L, int idx)
+{
+    if (has_mt(L, idx, EDDY_LUA_DEAD_MT))
+        return -1;
+    lua_getfield(L, LUA_REGISTRYINDEX, EDDY_LUA_PROXIES);
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, -2) != LUA_TTABLE) {
+        lua_pop(L, 2);
+        return 0;
+    }
+    lua_remove(L, -2);
+    return 1;
 }
 
 static json_t *to_json_rec(lua_State *L, int idx, int depth, eddy_buf *path, eddy_err *err);
@@ -116,20 +135,20 @@ static void path_trunc(eddy_buf *path, size_t mark)
         path->data[mark] = '\0';
 }
 
+/* A table is an array when its keys are exactly 1..n (n > 0), or when it
+ * came as an array (eddy.array) and its keys are positive integers with few
+ * holes (holes become null). An empty table keeps the kind it came with: []
+ * for eddy.array / a JSON array, {} otherwise. Everything else is an object
+ * whose integer keys are written as strings. */
 static json_t *table_to_json(lua_State *L, int idx, int depth, eddy_buf *path, eddy_err *err)
 {
-    int as_array = has_mt(L, idx, EDDY_LUA_ARRAY_MT);
-    lua_Integer n = -1;
+    int marked_array = has_mt(L, idx, EDDY_LUA_ARRAY_MT), all_int;
+    lua_Integer max, n = scan_keys(L, idx, &all_int, &max);
     size_t mark = path->len;
     json_t *out;
-    if (!as_array && !has_mt(L, idx, EDDY_LUA_OBJECT_MT)) {
-        n = sequence_len(L, idx);
-        as_array = n > 0;
-    }
-    if (as_array) {
-        lua_Integer len = (lua_Integer)lua_rawlen(L, idx);
+    if (n == 0 ? marked_array : all_int && (max == n || (marked_array && max <= 2 * n + 8))) {
         out = json_array();
-        for (lua_Integer i = 1; out && i <= len; i++) {
+        for (lua_Integer i = 1; out && i <= max; i++) {
             json_t *x;
             lua_rawgeti(L, idx, i);
             eddy_buf_printf(path, "[%lld]", (long long)i);
@@ -214,12 +233,24 @@ static json_t *to_json_rec(lua_State *L, int idx, int depth, eddy_buf *path, edd
         if (lua_touserdata(L, idx) == NULL)
             return json_null();
         break;
-    case LUA_TTABLE:
-        if (!lua_checkstack(L, 6)) {
+    case LUA_TTABLE: {
+        int real;
+        if (!lua_checkstack(L, 8)) {
             eddy_err_set(err, EDDY_ENOMEM, "%s: Lua stack exhausted", where);
             return NULL;
         }
+        if ((real = real_table(L, idx)) < 0) {
+            eddy_err_set(err, EDDY_ESCHEMA, "%s: ctx.memory of a tool call that has returned",
+                         where);
+            return NULL;
+        }
+        if (real) {
+            v = table_to_json(L, lua_gettop(L), depth, path, err);
+            lua_pop(L, 1);
+            return v;
+        }
         return table_to_json(L, idx, depth, path, err);
+    }
     default:
         break;
     }

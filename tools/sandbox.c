@@ -187,7 +187,7 @@ void eddy__tools_kill_proxy(lua_State *L, int idx)
     }
     lua_pushstring(L, is_memory ? "ctx.memory" : "ctx");
     lua_rawsetp(L, idx, &dead_error);
-    luaL_setmetatable(L, EDDY_LUA_DEAD_MT);
+    luaL_getmetatable(L, EDDY_LUA_DEAD_MT);
     lua_setmetatable(L, idx);
 }
 
@@ -470,8 +470,13 @@ static int64_t ilen(lua_State *L, int i)
 /* Elements from I to J (arguments, with defaults) of a range. */
 static int64_t span(lua_State *L, int i, int j, lua_Integer di, lua_Integer dj)
 {
-    lua_Integer a = lua_isinteger(L, i) ? lua_tointeger(L, i) : di;
-    lua_Integer b = lua_isinteger(L, j) ? lua_tointeger(L, j) : dj;
+    int ok;
+    lua_Integer a = lua_tointegerx(L, i, &ok), b;
+    if (!ok)
+        a = di;
+    b = lua_tointegerx(L, j, &ok);
+    if (!ok)
+        b = dj;
     if (b < a)
         return 0;
     if (a < 0 && b > LUA_MAXINTEGER + a)

@@ -31,10 +31,17 @@ static json_t *param_schema(lua_State *L, int idx, const char *name, int depth, 
 static json_t *object_schema(lua_State *L, int idx, int depth, char *bad, size_t nbad,
                              eddy_err *err)
 {
-    json_t *props = json_object(), *req = json_array(), *out = NULL;
-    char **names = NULL;
+    json_t *props = NULL, *req = NULL, *out = NULL;
+    const char **names;
     size_t n = 0, cap = 0;
     idx = lua_absindex(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        cap++;
+    }
+    /* the names are the table's own key strings, in memory Lua owns */
+    names = lua_newuserdatauv(L, (cap ? cap : 1) * sizeof(char *), 0);
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
@@ -44,15 +51,12 @@ static json_t *object_schema(lua_State *L, int idx, int depth, char *bad, size_t
             lua_pop(L, 1);
             goto out;
         }
-        if (n == cap) {
-            char **p = eddy_realloc(names, (cap = cap ? cap * 2 : 8) * sizeof(char *));
-            if (!p) {
-                lua_pop(L, 1);
-                goto out;
-            }
-            names = p;
-        }
-        names[n++] = eddy_strdup(lua_tostring(L, -1));
+        if (n < cap)
+            names[n++] = lua_tostring(L, -1);
+    }
+    if (!(props = json_object()) || !(req = json_array())) {
+        eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        goto out;
     }
     if (n)
         qsort(names, n, sizeof(char *), cmp_str);
@@ -73,9 +77,7 @@ static json_t *object_schema(lua_State *L, int idx, int depth, char *bad, size_t
     out = json_pack("{s:s, s:O, s:O, s:b}", "type", "object", "properties", props, "required", req,
                     "additionalProperties", 0);
 out:
-    for (size_t i = 0; i < n; i++)
-        eddy_free(names[i]);
-    eddy_free(names);
+    lua_pop(L, 1); /* names */
     json_decref(props);
     json_decref(req);
     return out;

@@ -57,6 +57,7 @@ struct tool_call {
     int co_ref, env_ref, ctx_ref, mem_ref; /* registry refs, or LUA_NOREF */
     uv_timer_t timer;                      /* eddy.sleep, slices, delivery */
     uv_timer_t deadline;                   /* the wall-clock budget while the call waits */
+    uv_idle_t slice;                       /* the next slice, in the next loop iteration */
     int nhandles;                          /* handles not yet closed */
     eddy_tool_cb cb;
     void *ud;
