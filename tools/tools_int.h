@@ -182,6 +182,13 @@ void eddy__tools_open_modules(eddy_tools *h, int idx);
  * call. C callers hold no malloc'd memory across it. */
 void eddy__tools_charge(lua_State *L, int64_t units);
 
+/* Set find, match, gmatch and gsub in the table at IDX (a copy of the
+ * string library) to Lua 5.4 pattern functions that give the standard results
+ * and errors but charge their matching work through eddy__tools_charge, so a
+ * pattern that backtracks catastrophically ends with the call's budget error
+ * instead of blocking the worker (lpattern.c). */
+void eddy__tools_open_patterns(lua_State *L, int idx);
+
 /* Name of the tool a call runs. */
 const char *eddy__tool_call_name(const struct tool_call *c);
 
