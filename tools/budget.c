@@ -141,7 +141,8 @@ void eddy__tools_hook(lua_State *L, lua_Debug *ar)
 
 void eddy__tools_charge(lua_State *L, int64_t units)
 {
-    struct tool_call *c = eddy__tools_host(L)->current;
+    eddy_tools *h = eddy__tools_host(L);
+    struct tool_call *c = h ? h->current : NULL; /* a state of eddy's own, or none */
     int why;
     if (!c || units <= 0)
         return;

@@ -778,6 +778,7 @@ int eddy__tools_open_sandbox(lua_State *L)
     lua_pushcclosure(L, l_rep, 1);
     lua_setfield(L, str, "rep");
     lua_pop(L, 1);
+    eddy__tools_open_patterns(L, str); /* find, match, gmatch, gsub that charge */
     lua_pushliteral(L, "");
     lua_getmetatable(L, -1);
     lua_pushvalue(L, str);

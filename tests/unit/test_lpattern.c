@@ -840,7 +840,7 @@ static void test_budget_in_tool_call(void **state)
         call_tool(h, t, &loop, runaway[i], &d);
         printf("  budget: %-8s stopped after %4llu ms: %s\n", runaway[i],
                (unsigned long long)(eddy_now_ms() - t0), d.out);
-        assert_int_equal(d.status, EDDY_ETOOL);
+        assert_int_equal(d.status, EDDY_EBUDGET);
         assert_non_null(strstr(d.out, "instruction budget"));
         eddy_free(d.out);
     }

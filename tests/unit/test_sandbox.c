@@ -106,6 +106,15 @@ static const attack kAttacks[] = {
     {"table_move_huge", "table.move({}, 1, 1e15, 2) return 1", "instruction budget"},
     {"table_unpack_huge", "return table.unpack({}, 1, 1e8)", "budget"},
     {"table_concat_range", "return table.concat({}, '', 1, 1e15)", "budget"},
+    {"pattern_backtracking",
+     "return string.find(string.rep('a', 5000), string.rep('a*', 40) .. 'b')",
+     "instruction budget"},
+    {"gsub_growth", "local s = string.rep('x', 4096) while true do s = s:gsub('x', 'xx') end",
+     "budget of"},
+    {"gmatch_backtracking",
+     "for m in string.gmatch(string.rep('a', 3000), string.rep('a?', 30) .. string.rep('a', 30) "
+     ".. 'b') do end",
+     "instruction budget"},
     /* memory */
     {"rep_doubling", "local s = 'x' while true do s = s .. s end", "memory budget of 16 MiB"},
     {"table_growth", "local t = {} local i = 0 while true do i = i + 1 t[i] = {i} end",
