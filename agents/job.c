@@ -8,6 +8,7 @@
  * allowed at that place. Relative paths resolve against the job's folder.
  */
 #include "eddy/agent.h"
+#include "job_int.h"
 #include "eddy/buf.h"
 #include "eddy/json.h"
 #include "eddy/tools.h"
@@ -17,166 +18,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <uv.h>
-
-typedef struct vctx {
-    eddy_yaml_doc *doc;
-    eddy_diag *diag;
-    eddy_job *job;
-    int errors;
-} vctx;
-
-#define WHERE(c, path, key) eddy_yaml_where((c)->doc, (path), (key), where, sizeof(where))
-
-static void verr(vctx *c, const char *path, int key, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void verr(vctx *c, const char *path, int key, const char *fmt, ...)
-{
-    char where[512], msg[EDDY_ERR_MSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    eddy_diag_add(c->diag, "%s: %s", WHERE(c, path, key), msg);
-    c->errors++;
-}
-
-static const char *type_name(json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "a mapping";
-    case JSON_ARRAY:
-        return "a list";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    default:
-        return "null";
-    }
-}
-
-static void join(char *out, size_t n, const char *path, const char *key)
-{
-    snprintf(out, n, "%s/%s", path, key);
-}
-
-/* Report keys of mapping V at PATH that are not in ALLOWED (NULL-ended). */
-static void check_keys(vctx *c, json_t *v, const char *path, const char *const *allowed)
-{
-    const char *k;
-    json_t *x;
-    json_object_foreach(v, k, x)
-    {
-        const char *best = NULL;
-        size_t bestd = (size_t)-1, i;
-        char p[512];
-        for (i = 0; allowed[i]; i++) {
-            size_t d;
-            if (!strcmp(k, allowed[i]))
-                break;
-            d = eddy_levenshtein(k, allowed[i]);
-            if (d < bestd) {
-                bestd = d;
-                best = allowed[i];
-            }
-        }
-        if (allowed[i])
-            continue;
-        join(p, sizeof(p), path, k);
-        if (best && bestd <= (strlen(k) <= 4 ? 1u : strlen(k) <= 8 ? 2u : 3u))
-            verr(c, p, 1, "unknown key '%s' (did you mean '%s'?)", k, best);
-        else {
-            eddy_buf b;
-            char *list;
-            eddy_buf_init(&b);
-            for (i = 0; allowed[i]; i++)
-                eddy_buf_printf(&b, "%s%s", i ? ", " : "", allowed[i]);
-            list = eddy_buf_take(&b);
-            verr(c, p, 1, "unknown key '%s' (expected one of: %s)", k, list ? list : "");
-            eddy_free(list);
-        }
-    }
-}
-
-/* Member KEY of mapping V; reports when required and missing. */
-static json_t *member(vctx *c, json_t *v, const char *path, const char *key, int required)
-{
-    json_t *x = json_object_get(v, key);
-    if (!x && required) /* point at the mapping's own key: "default:" */
-        verr(c, path, 1, "missing required key '%s'", key);
-    return x;
-}
-
-static char *get_str(vctx *c, json_t *v, const char *path, const char *key, int required,
-                     const char *def)
-{
-    char p[512];
-    json_t *x = member(c, v, path, key, required);
-    join(p, sizeof(p), path, key);
-    if (!x || json_is_null(x))
-        return def ? eddy_strdup(def) : NULL;
-    if (json_is_string(x))
-        return eddy_strdup(json_string_value(x));
-    if (json_is_integer(x) || json_is_real(x))
-        return eddy_json_key_string(x);
-    verr(c, p, 0, "'%s' must be a string, not %s", key, type_name(x));
-    return NULL;
-}
-
-static long long get_int(vctx *c, json_t *v, const char *path, const char *key, long long def,
-                         long long min, long long max)
-{
-    char p[512];
-    json_t *x = member(c, v, path, key, 0);
-    join(p, sizeof(p), path, key);
-    if (!x || json_is_null(x))
-        return def;
-    if (!json_is_integer(x)) {
-        verr(c, p, 0, "'%s' must be an integer, not %s", key, type_name(x));
-        return def;
-    }
-    if (json_integer_value(x) < min || json_integer_value(x) > max) {
-        verr(c, p, 0, "'%s' must be between %lld and %lld", key, min, max);
-        return def;
-    }
-    return json_integer_value(x);
-}
-
-static int64_t get_duration(vctx *c, json_t *v, const char *path, const char *key, int64_t def)
-{
-    char p[512];
-    int64_t ms;
-    json_t *x = member(c, v, path, key, 0);
-    join(p, sizeof(p), path, key);
-    if (!x || json_is_null(x))
-        return def;
-    if (json_is_integer(x))
-        return json_integer_value(x) * 1000;
-    if (json_is_string(x) && eddy_parse_duration_ms(json_string_value(x), &ms) == 0)
-        return ms;
-    verr(c, p, 0, "'%s' must be a duration such as 500ms, 30s, 5m, 2h, 30d", key);
-    return def;
-}
-
-/* A mapping member, or NULL (reported when present but not a mapping). */
-static json_t *get_map(vctx *c, json_t *v, const char *path, const char *key, int required)
-{
-    char p[512];
-    json_t *x = member(c, v, path, key, required);
-    join(p, sizeof(p), path, key);
-    if (x && !json_is_object(x)) {
-        verr(c, p, 0, "'%s' must be a mapping, not %s", key, type_name(x));
-        return NULL;
-    }
-    return x;
-}
 
 char *eddy_job_path(const eddy_job *job, const char *rel)
 {
@@ -195,21 +36,21 @@ static json_t *get_fluss(vctx *c, json_t *m, const char *path, int is_source)
     static const char *const sink_keys[] = {"bootstrap", "table", "sasl_user", "sasl_password",
                                             NULL};
     char p[512];
-    json_t *f = get_map(c, m, path, "fluss", 1);
+    json_t *f = eddy__job_map(c, m, path, "fluss", 1);
     if (!f)
         return NULL;
-    join(p, sizeof(p), path, "fluss");
-    check_keys(c, f, p, is_source ? src_keys : sink_keys);
-    char *table = get_str(c, f, p, "table", 1, NULL);
+    eddy__job_join(p, sizeof(p), path, "fluss");
+    eddy__job_keys(c, f, p, is_source ? src_keys : sink_keys);
+    char *table = eddy__job_str(c, f, p, "table", 1, NULL);
     if (table && (!strchr(table, '.') || table[0] == '.' || strchr(table, '.')[1] == 0))
-        verr(c, p, 0, "'table' must be DATABASE.TABLE, got '%s'", table);
+        eddy__job_err(c, p, 0, "'table' must be DATABASE.TABLE, got '%s'", table);
     eddy_free(table);
     const json_t *start = json_object_get(f, "start");
     if (start && !json_is_string(start) && !json_is_integer(start))
-        verr(c, p, 0, "'start' must be earliest, latest, or an ISO-8601 time");
+        eddy__job_err(c, p, 0, "'start' must be earliest, latest, or an ISO-8601 time");
     const json_t *follow = json_object_get(f, "follow");
     if (follow && !json_is_boolean(follow))
-        verr(c, p, 0, "'follow' must be true or false");
+        eddy__job_err(c, p, 0, "'follow' must be true or false");
     /* the job's `fluss:` block fills in what this block leaves out */
     json_t *merged = json_deep_copy(f);
     if (merged)
@@ -222,19 +63,19 @@ static json_t *get_fluss(vctx *c, json_t *m, const char *path, int is_source)
 static void load_modules(vctx *c, json_t *root)
 {
     static const char *const keys[] = {"bootstrap", "sasl_user", "sasl_password", NULL};
-    json_t *f = get_map(c, root, "", "fluss", 0);
+    json_t *f = eddy__job_map(c, root, "", "fluss", 0);
     const char *k;
     json_t *v;
     c->job->modules = json_object();
     if (!f || !c->job->modules)
         return;
-    check_keys(c, f, "/fluss", keys);
+    eddy__job_keys(c, f, "/fluss", keys);
     json_object_foreach(f, k, v)
     {
         char p[512];
-        join(p, sizeof(p), "/fluss", k);
+        eddy__job_join(p, sizeof(p), "/fluss", k);
         if (!json_is_string(v))
-            verr(c, p, 0, "'%s' must be a string, not %s", k, type_name(v));
+            eddy__job_err(c, p, 0, "'%s' must be a string, not %s", k, eddy__job_type(v));
     }
     json_object_set(c->job->modules, "fluss", f);
 }
@@ -247,18 +88,18 @@ static char *get_io(vctx *c, json_t *root, const char *key, int allow_stdout, js
     static const char *const with_fluss[] = {"jsonl", "fluss", NULL};
     static const char *const only_jsonl[] = {"jsonl", NULL};
     char p[512], *rel, *abs;
-    json_t *m = get_map(c, root, "", key, 0);
+    json_t *m = eddy__job_map(c, root, "", key, 0);
     if (!m)
         return NULL;
-    join(p, sizeof(p), "", key);
-    check_keys(c, m, p, !cfg ? only_jsonl : allow_stdout ? with_stdout : with_fluss);
+    eddy__job_join(p, sizeof(p), "", key);
+    eddy__job_keys(c, m, p, !cfg ? only_jsonl : allow_stdout ? with_stdout : with_fluss);
     if (cfg && json_object_get(m, "fluss")) {
         *cfg = get_fluss(c, m, p, !allow_stdout);
         return NULL;
     }
     if (allow_stdout && json_is_true(json_object_get(m, "stdout")))
         return NULL; /* a NULL sink is stdout */
-    rel = get_str(c, m, p, "jsonl", 1, NULL);
+    rel = eddy__job_str(c, m, p, "jsonl", 1, NULL);
     abs = eddy_job_path(c->job, rel);
     eddy_free(rel);
     return abs;
@@ -271,9 +112,9 @@ static void parse_backoff(vctx *c, json_t *retry, const char *path, eddy_llm_mod
     int64_t a, b;
     if (!x)
         return;
-    join(p, sizeof(p), path, "backoff");
+    eddy__job_join(p, sizeof(p), path, "backoff");
     if (!json_is_string(x) || !(dots = strstr(json_string_value(x), ".."))) {
-        verr(c, p, 0, "'backoff' must look like 500ms..8s (first delay..largest delay)");
+        eddy__job_err(c, p, 0, "'backoff' must look like 500ms..8s (first delay..largest delay)");
         return;
     }
     {
@@ -282,7 +123,8 @@ static void parse_backoff(vctx *c, json_t *retry, const char *path, eddy_llm_mod
         if (n >= sizeof(lo) ||
             (memcpy(lo, json_string_value(x), n), lo[n] = '\0', eddy_parse_duration_ms(lo, &a)) ||
             eddy_parse_duration_ms(dots + 2, &b) || a > b) {
-            verr(c, p, 0, "'backoff' must look like 500ms..8s (first delay..largest delay)");
+            eddy__job_err(c, p, 0,
+                          "'backoff' must look like 500ms..8s (first delay..largest delay)");
             return;
         }
     }
@@ -301,49 +143,49 @@ static void load_model(vctx *c, const char *name, json_t *v, const char *path, e
     json_t *x;
     m->name = eddy_strdup(name);
     if (!json_is_object(v)) {
-        verr(c, path, 0, "model '%s' must be a mapping, not %s", name, type_name(v));
+        eddy__job_err(c, path, 0, "model '%s' must be a mapping, not %s", name, eddy__job_type(v));
         return;
     }
-    check_keys(c, v, path, keys);
-    m->provider = get_str(c, v, path, "provider", 0, "openai");
+    eddy__job_keys(c, v, path, keys);
+    m->provider = eddy__job_str(c, v, path, "provider", 0, "openai");
     if (m->provider && strcmp(m->provider, "openai")) {
-        join(p, sizeof(p), path, "provider");
-        verr(c, p, 0,
-             "provider '%s' is not supported (expected 'openai': any "
-             "OpenAI-compatible chat completions endpoint)",
-             m->provider);
+        eddy__job_join(p, sizeof(p), path, "provider");
+        eddy__job_err(c, p, 0,
+                      "provider '%s' is not supported (expected 'openai': any "
+                      "OpenAI-compatible chat completions endpoint)",
+                      m->provider);
     }
-    m->base_url = get_str(c, v, path, "base_url", 1, NULL);
+    m->base_url = eddy__job_str(c, v, path, "base_url", 1, NULL);
     if (m->base_url && strncmp(m->base_url, "http://", 7) && strncmp(m->base_url, "https://", 8)) {
-        join(p, sizeof(p), path, "base_url");
-        verr(c, p, 0, "'base_url' must start with http:// or https://");
+        eddy__job_join(p, sizeof(p), path, "base_url");
+        eddy__job_err(c, p, 0, "'base_url' must start with http:// or https://");
     }
-    m->api_key = get_str(c, v, path, "api_key", 0, NULL);
-    m->model = get_str(c, v, path, "model", 1, NULL);
-    m->timeout_ms = get_duration(c, v, path, "timeout", 60000);
+    m->api_key = eddy__job_str(c, v, path, "api_key", 0, NULL);
+    m->model = eddy__job_str(c, v, path, "model", 1, NULL);
+    m->timeout_ms = eddy__job_duration(c, v, path, "timeout", 60000);
     m->max_attempts = 5;
     m->backoff_base_ms = 500;
     m->backoff_cap_ms = 8000;
-    if ((x = get_map(c, v, path, "retry", 0))) {
-        join(p, sizeof(p), path, "retry");
-        check_keys(c, x, p, retry_keys);
-        m->max_attempts = (int)get_int(c, x, p, "attempts", 5, 1, 100);
+    if ((x = eddy__job_map(c, v, path, "retry", 0))) {
+        eddy__job_join(p, sizeof(p), path, "retry");
+        eddy__job_keys(c, x, p, retry_keys);
+        m->max_attempts = (int)eddy__job_int(c, x, p, "attempts", 5, 1, 100);
         parse_backoff(c, x, p, m);
     }
     m->concurrency = 64;
-    if ((x = get_map(c, v, path, "limits", 0))) {
-        join(p, sizeof(p), path, "limits");
-        check_keys(c, x, p, limit_keys);
-        m->concurrency = (int)get_int(c, x, p, "concurrency", 64, 1, 100000);
+    if ((x = eddy__job_map(c, v, path, "limits", 0))) {
+        eddy__job_join(p, sizeof(p), path, "limits");
+        eddy__job_keys(c, x, p, limit_keys);
+        m->concurrency = (int)eddy__job_int(c, x, p, "concurrency", 64, 1, 100000);
     }
-    m->max_tokens = (long)get_int(c, v, path, "max_tokens", 0, 1, 10000000);
+    m->max_tokens = (long)eddy__job_int(c, v, path, "max_tokens", 0, 1, 10000000);
     if ((x = json_object_get(v, "temperature"))) {
-        join(p, sizeof(p), path, "temperature");
+        eddy__job_join(p, sizeof(p), path, "temperature");
         if (json_is_number(x) && json_number_value(x) >= 0 && json_number_value(x) <= 2) {
             m->temperature = json_number_value(x);
             m->has_temperature = 1;
         } else {
-            verr(c, p, 0, "'temperature' must be a number from 0 to 2");
+            eddy__job_err(c, p, 0, "'temperature' must be a number from 0 to 2");
         }
     }
 }
@@ -361,16 +203,16 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
     snprintf(fkey, sizeof(fkey), "%s_file", key);
     file = json_object_get(pr, fkey);
     if (inl && file) {
-        join(p, sizeof(p), path, fkey);
-        verr(c, p, 1, "give either '%s' or '%s', not both", key, fkey);
+        eddy__job_join(p, sizeof(p), path, fkey);
+        eddy__job_err(c, p, 1, "give either '%s' or '%s', not both", key, fkey);
         return NULL;
     }
     if (file) {
-        char *rel = get_str(c, pr, path, fkey, 1, NULL), *abs = eddy_job_path(c->job, rel);
+        char *rel = eddy__job_str(c, pr, path, fkey, 1, NULL), *abs = eddy_job_path(c->job, rel);
         char *text = NULL;
-        join(p, sizeof(p), path, fkey);
+        eddy__job_join(p, sizeof(p), path, fkey);
         if (abs && eddy_read_file(abs, &text, NULL, &e))
-            verr(c, p, 0, "prompt file '%s' cannot be read: %s", rel, e.msg);
+            eddy__job_err(c, p, 0, "prompt file '%s' cannot be read: %s", rel, e.msg);
         else if (text && eddy_template_new(text, rel, 1, 1, &t, &e))
             eddy_diag_add(c->diag, "%s", e.msg), c->errors++;
         eddy_free(text);
@@ -379,9 +221,9 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
     } else if (inl || def) {
         const char *src = def;
         int line = 1, col = 1;
-        join(p, sizeof(p), path, key);
+        eddy__job_join(p, sizeof(p), path, key);
         if (inl && !json_is_string(inl)) {
-            verr(c, p, 0, "'%s' must be a string, not %s", key, type_name(inl));
+            eddy__job_err(c, p, 0, "'%s' must be a string, not %s", key, eddy__job_type(inl));
             return NULL;
         }
         if (inl) {
@@ -450,7 +292,8 @@ static void load_tools(vctx *c, eddy_agent_def *a, json_t *x, const char *p, int
 {
     char where[512];
     if (!json_is_array(x)) {
-        verr(c, p, 0, "'tools' must be a list of Lua files and native tools, not %s", type_name(x));
+        eddy__job_err(c, p, 0, "'tools' must be a list of Lua files and native tools, not %s",
+                      eddy__job_type(x));
         return;
     }
     a->tools = eddy_calloc(json_array_size(x) + 1, sizeof(*a->tools));
@@ -462,20 +305,20 @@ static void load_tools(vctx *c, eddy_agent_def *a, json_t *x, const char *p, int
         if (json_is_object(t) && json_object_size(t) == 1)
             json_object_foreach(t, kind, cfg) break;
         if (json_is_object(t) && json_object_size(t) != 1) {
-            verr(c, tp, 0, "a native tool is one 'KIND: {settings}' pair, not %zu keys",
-                 json_object_size(t));
+            eddy__job_err(c, tp, 0, "a native tool is one 'KIND: {settings}' pair, not %zu keys",
+                          json_object_size(t));
             continue;
         }
         if (!json_is_string(t) && !(kind && json_is_object(cfg))) {
-            verr(c, tp, 0,
-                 "a tool must be the path of a Lua file or a native tool such as "
-                 "'fluss_lookup: {table: db.customers}', not %s",
-                 type_name(t));
+            eddy__job_err(c, tp, 0,
+                          "a tool must be the path of a Lua file or a native tool such as "
+                          "'fluss_lookup: {table: db.customers}', not %s",
+                          eddy__job_type(t));
             continue;
         }
         if (kind && !eddy_tools_has_kind(kind)) {
-            verr(c, tp, 0, "unknown tool kind '%s' (this eddy has %s)", kind,
-                 eddy_tools_has_kind("fluss_lookup") ? "fluss_lookup" : "no native tools");
+            eddy__job_err(c, tp, 0, "unknown tool kind '%s' (this eddy has %s)", kind,
+                          eddy_tools_has_kind("fluss_lookup") ? "fluss_lookup" : "no native tools");
             continue;
         }
         eddy_tool_ref *r = &a->tools[a->ntools++];
@@ -504,58 +347,59 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
     json_t *x;
     a->name = eddy_strdup(name);
     if (!json_is_object(v)) {
-        verr(c, path, 0, "agent '%s' must be a mapping, not %s", name, type_name(v));
+        eddy__job_err(c, path, 0, "agent '%s' must be a mapping, not %s", name, eddy__job_type(v));
         return;
     }
-    check_keys(c, v, path, keys);
-    model =
-        get_str(c, v, path, "model", 0, c->job->nmodels == 1 ? c->job->models[0].name : "default");
+    eddy__job_keys(c, v, path, keys);
+    model = eddy__job_str(c, v, path, "model", 0,
+                          c->job->nmodels == 1 ? c->job->models[0].name : "default");
     for (size_t i = 0; model && i < c->job->nmodels; i++)
         if (c->job->models[i].name && !strcmp(model, c->job->models[i].name))
             a->model = &c->job->models[i];
     if (model && !a->model) {
-        join(p, sizeof(p), path, "model");
-        verr(c, json_object_get(v, "model") ? p : path, 0,
-             "agent '%s' uses model '%s', which is not defined under 'models'", name, model);
+        eddy__job_join(p, sizeof(p), path, "model");
+        eddy__job_err(c, json_object_get(v, "model") ? p : path, 0,
+                      "agent '%s' uses model '%s', which is not defined under 'models'", name,
+                      model);
     }
     eddy_free(model);
 
-    if ((x = get_map(c, v, path, "prompt", 1))) {
-        join(p, sizeof(p), path, "prompt");
-        check_keys(c, x, p, prompt_keys);
+    if ((x = eddy__job_map(c, v, path, "prompt", 1))) {
+        eddy__job_join(p, sizeof(p), path, "prompt");
+        eddy__job_keys(c, x, p, prompt_keys);
         a->system = load_prompt(c, x, p, "system", NULL);
         if (!json_object_get(x, "user") && !json_object_get(x, "user_file"))
-            verr(c, p, 0,
-                 "missing required key 'user' (or 'user_file'): the prompt for each "
-                 "event, such as \"{{event.text}}\"");
+            eddy__job_err(c, p, 0,
+                          "missing required key 'user' (or 'user_file'): the prompt for each "
+                          "event, such as \"{{event.text}}\"");
         else
             a->user = load_prompt(c, x, p, "user", NULL);
     }
 
-    if ((x = member(c, v, path, "tools", 0))) {
-        join(p, sizeof(p), path, "tools");
+    if ((x = eddy__job_member(c, v, path, "tools", 0))) {
+        eddy__job_join(p, sizeof(p), path, "tools");
         load_tools(c, a, x, p, want_tools);
     }
 
     a->history = 20;
-    if ((x = get_map(c, v, path, "memory", 0))) {
-        join(p, sizeof(p), path, "memory");
-        check_keys(c, x, p, mem_keys);
-        a->history = (int)get_int(c, x, p, "history", 20, 0, 100000);
+    if ((x = eddy__job_map(c, v, path, "memory", 0))) {
+        eddy__job_join(p, sizeof(p), path, "memory");
+        eddy__job_keys(c, x, p, mem_keys);
+        a->history = (int)eddy__job_int(c, x, p, "history", 20, 0, 100000);
     }
     a->budget_turns = 8;
     a->budget_wall_ms = 120000;
     a->budget_tool_calls = 32;
-    if ((x = get_map(c, v, path, "budget", 0))) {
-        join(p, sizeof(p), path, "budget");
-        check_keys(c, x, p, budget_keys);
-        a->budget_turns = (int)get_int(c, x, p, "turns", 8, 1, 1000);
-        a->budget_tokens = get_int(c, x, p, "tokens", 0, 1, (long long)1 << 40);
-        a->budget_wall_ms = get_duration(c, x, p, "wall", 120000);
-        a->budget_tool_calls = (int)get_int(c, x, p, "tool_calls", 32, 0, 100000);
+    if ((x = eddy__job_map(c, v, path, "budget", 0))) {
+        eddy__job_join(p, sizeof(p), path, "budget");
+        eddy__job_keys(c, x, p, budget_keys);
+        a->budget_turns = (int)eddy__job_int(c, x, p, "turns", 8, 1, 1000);
+        a->budget_tokens = eddy__job_int(c, x, p, "tokens", 0, 1, (long long)1 << 40);
+        a->budget_wall_ms = eddy__job_duration(c, x, p, "wall", 120000);
+        a->budget_tool_calls = (int)eddy__job_int(c, x, p, "tool_calls", 32, 0, 100000);
     }
 
-    x = member(c, v, path, "actions", 0);
+    x = eddy__job_member(c, v, path, "actions", 0);
     a->on = eddy_calloc(x && json_is_array(x) ? json_array_size(x) + 1 : 2, sizeof(char *));
     if (!a->on)
         return;
@@ -563,9 +407,9 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
         a->on[a->non++] = eddy_strdup("input");
         return;
     }
-    join(p, sizeof(p), path, "actions");
+    eddy__job_join(p, sizeof(p), path, "actions");
     if (!json_is_array(x)) {
-        verr(c, p, 0, "'actions' must be a list such as [{on: input, do: react}]");
+        eddy__job_err(c, p, 0, "'actions' must be a list such as [{on: input, do: react}]");
         return;
     }
     for (size_t i = 0; i < json_array_size(x); i++) {
@@ -573,16 +417,17 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
         char ap[512], *on, *d;
         snprintf(ap, sizeof(ap), "%s/%zu", p, i);
         if (!json_is_object(act)) {
-            verr(c, ap, 0, "an action must be a mapping such as {on: input, do: react}");
+            eddy__job_err(c, ap, 0, "an action must be a mapping such as {on: input, do: react}");
             continue;
         }
-        check_keys(c, act, ap, action_keys);
-        on = get_str(c, act, ap, "on", 1, NULL);
-        d = get_str(c, act, ap, "do", 1, NULL);
+        eddy__job_keys(c, act, ap, action_keys);
+        on = eddy__job_str(c, act, ap, "on", 1, NULL);
+        d = eddy__job_str(c, act, ap, "do", 1, NULL);
         if (d && strcmp(d, "react")) {
             char dp[600];
-            join(dp, sizeof(dp), ap, "do");
-            verr(c, dp, 0, "action '%s' is not available in this version (expected 'react')", d);
+            eddy__job_join(dp, sizeof(dp), ap, "do");
+            eddy__job_err(c, dp, 0,
+                          "action '%s' is not available in this version (expected 'react')", d);
         }
         if (on)
             a->on[a->non++] = on;
@@ -593,7 +438,7 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
 static void load_section(vctx *c, json_t *root, const char *key, int want_tools)
 {
     const char *name;
-    json_t *v, *m = get_map(c, root, "", key, 1);
+    json_t *v, *m = eddy__job_map(c, root, "", key, 1);
     size_t i = 0, n;
     if (!m)
         return;
@@ -601,7 +446,7 @@ static void load_section(vctx *c, json_t *root, const char *key, int want_tools)
     if (n == 0) {
         char p[128];
         snprintf(p, sizeof(p), "/%s", key);
-        verr(c, p, 0, "'%s' must define at least one entry", key);
+        eddy__job_err(c, p, 0, "'%s' must define at least one entry", key);
         return;
     }
     if (!strcmp(key, "models"))
@@ -662,38 +507,39 @@ int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *d
     c.diag = diag;
     c.job = job;
     if (!json_is_object(doc.root)) {
-        verr(&c, "", 0, "a job file must be a mapping with keys job, key, models, agents, ...");
+        eddy__job_err(&c, "", 0,
+                      "a job file must be a mapping with keys job, key, models, agents, ...");
         goto out;
     }
-    check_keys(&c, doc.root, "", keys);
-    job->name = get_str(&c, doc.root, "", "job", 1, NULL);
-    job->key = get_str(&c, doc.root, "", "key", 1, NULL);
+    eddy__job_keys(&c, doc.root, "", keys);
+    job->name = eddy__job_str(&c, doc.root, "", "job", 1, NULL);
+    job->key = eddy__job_str(&c, doc.root, "", "key", 1, NULL);
     load_modules(&c, doc.root);
     job->source = get_io(&c, doc.root, "source", 0, &job->source_cfg);
     job->sink = get_io(&c, doc.root, "sink", 1, &job->sink_cfg);
     job->dead_letter = get_io(&c, doc.root, "dead_letter", 0, NULL);
     if (!job->dead_letter)
         job->dead_letter = default_path(job, "dead-letter.jsonl");
-    if ((x = get_map(&c, doc.root, "", "checkpoint", 0))) {
+    if ((x = eddy__job_map(&c, doc.root, "", "checkpoint", 0))) {
         char *rel;
-        check_keys(&c, x, "/checkpoint", path_keys);
-        rel = get_str(&c, x, "/checkpoint", "path", 0, NULL);
+        eddy__job_keys(&c, x, "/checkpoint", path_keys);
+        rel = eddy__job_str(&c, x, "/checkpoint", "path", 0, NULL);
         job->state_path = eddy_job_path(job, rel);
         eddy_free(rel);
     }
     if (!job->state_path)
         job->state_path = default_path(job, "state.db");
-    if ((x = get_map(&c, doc.root, "", "trace", 0))) {
+    if ((x = eddy__job_map(&c, doc.root, "", "trace", 0))) {
         char *rel;
-        check_keys(&c, x, "/trace", path_keys);
-        rel = get_str(&c, x, "/trace", "path", 0, NULL);
+        eddy__job_keys(&c, x, "/trace", path_keys);
+        rel = eddy__job_str(&c, x, "/trace", "path", 0, NULL);
         job->trace_path = eddy_job_path(job, rel);
         eddy_free(rel);
     }
     if (!job->trace_path)
         job->trace_path = default_path(job, "traces.db");
-    job->shutdown_grace_ms = get_duration(&c, doc.root, "", "shutdown_grace", 10000);
-    job->max_in_flight = (int)get_int(&c, doc.root, "", "max_in_flight", 10000, 1, 10000000);
+    job->shutdown_grace_ms = eddy__job_duration(&c, doc.root, "", "shutdown_grace", 10000);
+    job->max_in_flight = (int)eddy__job_int(&c, doc.root, "", "max_in_flight", 10000, 1, 10000000);
     load_section(&c, doc.root, "models", want_tools);
     load_section(&c, doc.root, "agents", want_tools);
 out:

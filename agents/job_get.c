@@ -1,0 +1,159 @@
+/*
+ * agents/job_get.c - typed getters over a YAML document with positions.
+ *
+ * Each reads one member, checks its type, and on a problem reports it with
+ * the place and returns the default: validation never stops at the first
+ * error.
+ */
+#include "job_int.h"
+#include "eddy/buf.h"
+#include "eddy/json.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+void eddy__job_err(vctx *c, const char *path, int key, const char *fmt, ...)
+{
+    char where[512], msg[EDDY_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    eddy_diag_add(c->diag, "%s: %s", WHERE(c, path, key), msg);
+    c->errors++;
+}
+
+const char *eddy__job_type(json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "a mapping";
+    case JSON_ARRAY:
+        return "a list";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
+    }
+}
+
+void eddy__job_join(char *out, size_t n, const char *path, const char *key)
+{
+    snprintf(out, n, "%s/%s", path, key);
+}
+
+void eddy__job_keys(vctx *c, json_t *v, const char *path, const char *const *allowed)
+{
+    const char *k;
+    json_t *x;
+    json_object_foreach(v, k, x)
+    {
+        const char *best = NULL;
+        size_t bestd = (size_t)-1, i;
+        char p[512];
+        for (i = 0; allowed[i]; i++) {
+            size_t d;
+            if (!strcmp(k, allowed[i]))
+                break;
+            d = eddy_levenshtein(k, allowed[i]);
+            if (d < bestd) {
+                bestd = d;
+                best = allowed[i];
+            }
+        }
+        if (allowed[i])
+            continue;
+        eddy__job_join(p, sizeof(p), path, k);
+        if (best && bestd <= (strlen(k) <= 4 ? 1u : strlen(k) <= 8 ? 2u : 3u))
+            eddy__job_err(c, p, 1, "unknown key '%s' (did you mean '%s'?)", k, best);
+        else {
+            eddy_buf b;
+            char *list;
+            eddy_buf_init(&b);
+            for (i = 0; allowed[i]; i++)
+                eddy_buf_printf(&b, "%s%s", i ? ", " : "", allowed[i]);
+            list = eddy_buf_take(&b);
+            eddy__job_err(c, p, 1, "unknown key '%s' (expected one of: %s)", k, list ? list : "");
+            eddy_free(list);
+        }
+    }
+}
+
+json_t *eddy__job_member(vctx *c, json_t *v, const char *path, const char *key, int required)
+{
+    json_t *x = json_object_get(v, key);
+    if (!x && required) /* point at the mapping's own key: "default:" */
+        eddy__job_err(c, path, 1, "missing required key '%s'", key);
+    return x;
+}
+
+char *eddy__job_str(vctx *c, json_t *v, const char *path, const char *key, int required,
+                    const char *def)
+{
+    char p[512];
+    json_t *x = eddy__job_member(c, v, path, key, required);
+    eddy__job_join(p, sizeof(p), path, key);
+    if (!x || json_is_null(x))
+        return def ? eddy_strdup(def) : NULL;
+    if (json_is_string(x))
+        return eddy_strdup(json_string_value(x));
+    if (json_is_integer(x) || json_is_real(x))
+        return eddy_json_key_string(x);
+    eddy__job_err(c, p, 0, "'%s' must be a string, not %s", key, eddy__job_type(x));
+    return NULL;
+}
+
+long long eddy__job_int(vctx *c, json_t *v, const char *path, const char *key, long long def,
+                        long long min, long long max)
+{
+    char p[512];
+    json_t *x = eddy__job_member(c, v, path, key, 0);
+    eddy__job_join(p, sizeof(p), path, key);
+    if (!x || json_is_null(x))
+        return def;
+    if (!json_is_integer(x)) {
+        eddy__job_err(c, p, 0, "'%s' must be an integer, not %s", key, eddy__job_type(x));
+        return def;
+    }
+    if (json_integer_value(x) < min || json_integer_value(x) > max) {
+        eddy__job_err(c, p, 0, "'%s' must be between %lld and %lld", key, min, max);
+        return def;
+    }
+    return json_integer_value(x);
+}
+
+int64_t eddy__job_duration(vctx *c, json_t *v, const char *path, const char *key, int64_t def)
+{
+    char p[512];
+    int64_t ms;
+    json_t *x = eddy__job_member(c, v, path, key, 0);
+    eddy__job_join(p, sizeof(p), path, key);
+    if (!x || json_is_null(x))
+        return def;
+    if (json_is_integer(x))
+        return json_integer_value(x) * 1000;
+    if (json_is_string(x) && eddy_parse_duration_ms(json_string_value(x), &ms) == 0)
+        return ms;
+    eddy__job_err(c, p, 0, "'%s' must be a duration such as 500ms, 30s, 5m, 2h, 30d", key);
+    return def;
+}
+
+json_t *eddy__job_map(vctx *c, json_t *v, const char *path, const char *key, int required)
+{
+    char p[512];
+    json_t *x = eddy__job_member(c, v, path, key, required);
+    eddy__job_join(p, sizeof(p), path, key);
+    if (x && !json_is_object(x)) {
+        eddy__job_err(c, p, 0, "'%s' must be a mapping, not %s", key, eddy__job_type(x));
+        return NULL;
+    }
+    return x;
+}
