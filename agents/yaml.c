@@ -6,7 +6,9 @@
  * can name the exact place of a problem. Plain scalars get YAML 1.2 core
  * types (null, bool, int, float, string); quoted scalars stay strings.
  * Interpolation happens before typing, so `port: ${PORT:-80}` is an integer.
- * Anchors and aliases are rejected (a job file has no need for them).
+ * The text is checked first: a NUL byte or invalid UTF-8 is reported at its
+ * own line:col, and a tab in indentation is named as the cause of a syntax
+ * error. Anchors and aliases are rejected (a job file has no need for them).
  */
 #include "eddy/agent.h"
 #include "eddy/buf.h"
@@ -118,8 +120,93 @@ typedef struct loader {
     yaml_parser_t parser;
     eddy_yaml_doc *doc;
     eddy_diag *diag;
+    const char *text; /* what libyaml reads, for positions */
+    size_t len;
     int failed;
 } loader;
+
+/* -- positions in the text ------------------------------------------------- */
+
+static int is_break(const char *s, size_t i, size_t n, size_t *width)
+{
+    if (s[i] == '\n') {
+        *width = 1;
+        return 1;
+    }
+    if (s[i] == '\r') {
+        *width = i + 1 < n && s[i + 1] == '\n' ? 2 : 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Line and column (1-based; columns count characters, as libyaml's do) of
+ * byte OFF of TEXT. A UTF-8 byte order mark takes no column. */
+static void text_pos(const char *text, size_t len, size_t off, int *line, int *col)
+{
+    size_t i = len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3) ? 3 : 0, w;
+    *line = 1;
+    *col = 1;
+    while (i < off && i < len) {
+        if (is_break(text, i, len, &w)) {
+            ++*line;
+            *col = 1;
+            i += w;
+            continue;
+        }
+        if (((unsigned char)text[i] & 0xC0) != 0x80)
+            ++*col;
+        i++;
+    }
+}
+
+/* Byte offset of the start of 0-based line LINE of TEXT, or LEN. */
+static size_t line_start(const char *text, size_t len, size_t line)
+{
+    size_t i = 0, w;
+    while (line > 0 && i < len) {
+        if (is_break(text, i, len, &w)) {
+            line--;
+            i += w;
+        } else {
+            i++;
+        }
+    }
+    return i;
+}
+
+/* Offset of the first byte of S that is not part of valid UTF-8 (no
+ * overlong forms, surrogates or code points above U+10FFFF), or N. */
+static size_t utf8_invalid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t k;
+        unsigned cp, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF)
+            k = 1, cp = c & 0x1F, min = 0x80;
+        else if (c >= 0xE0 && c <= 0xEF)
+            k = 2, cp = c & 0x0F, min = 0x800;
+        else if (c >= 0xF0 && c <= 0xF4)
+            k = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return i;
+        for (size_t j = 1; j <= k; j++) {
+            if (i + j >= n || (s[i + j] & 0xC0) != 0x80)
+                return i; /* the sequence that starts here is broken */
+            cp = (cp << 6) | (s[i + j] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return i;
+        i += k + 1;
+    }
+    return n;
+}
 
 static void put_pos(loader *ld, const char *path, yaml_mark_t v, const yaml_mark_t *k)
 {
@@ -164,18 +251,44 @@ static json_t *plain_scalar(const char *s)
 
 static json_t *parse_node(loader *ld, yaml_event_t *ev, const char *path);
 
+/* Column (1-based) of the first tab in the indentation of 0-based line
+ * LINE, or 0 when its indentation has none. */
+static int indent_tab(const loader *ld, size_t line)
+{
+    size_t i = line_start(ld->text, ld->len, line), start = i;
+    for (; i < ld->len && (ld->text[i] == ' ' || ld->text[i] == '\t'); i++)
+        if (ld->text[i] == '\t')
+            return (int)(i - start) + 1;
+    return 0;
+}
+
 static int next_event(loader *ld, yaml_event_t *ev)
 {
-    if (!yaml_parser_parse(&ld->parser, ev)) {
-        eddy_diag_add(ld->diag, "%s:%d:%d: invalid YAML: %s%s%s", ld->doc->file,
-                      (int)ld->parser.problem_mark.line + 1,
-                      (int)ld->parser.problem_mark.column + 1,
-                      ld->parser.problem ? ld->parser.problem : "syntax error",
-                      ld->parser.context ? " " : "", ld->parser.context ? ld->parser.context : "");
-        ld->failed = 1;
-        return -1;
+    yaml_parser_t *p = &ld->parser;
+    int line, col, tab;
+    if (yaml_parser_parse(p, ev))
+        return 0;
+    line = (int)p->problem_mark.line + 1;
+    col = (int)p->problem_mark.column + 1;
+    ld->failed = 1;
+    if (p->error == YAML_READER_ERROR) {
+        /* the reader knows only a byte offset (its marks stay at 0:0) */
+        text_pos(ld->text, ld->len, p->problem_offset, &line, &col);
+        eddy_diag_add(ld->diag, "%s:%d:%d: invalid YAML: %s (byte 0x%02X)", ld->doc->file, line,
+                      col, p->problem ? p->problem : "unreadable text",
+                      (unsigned)p->problem_value & 0xFFu);
+    } else if ((tab = indent_tab(ld, p->problem_mark.line)) &&
+               (size_t)tab <= p->problem_mark.column + 1) {
+        eddy_diag_add(ld->diag,
+                      "%s:%d:%d: invalid YAML: tab character used for indentation (YAML "
+                      "indents with spaces only)",
+                      ld->doc->file, line, tab);
+    } else {
+        eddy_diag_add(ld->diag, "%s:%d:%d: invalid YAML: %s%s%s", ld->doc->file, line, col,
+                      p->problem ? p->problem : "syntax error", p->context ? " " : "",
+                      p->context ? p->context : "");
     }
-    return 0;
+    return -1;
 }
 
 static char *child_path(const char *path, const char *seg)
@@ -368,29 +481,57 @@ static int load_common(const char *name, eddy_yaml_doc *doc, eddy_diag *diag, lo
     return 0;
 }
 
-int eddy_yaml_load_string(const char *text, const char *name, eddy_yaml_doc *doc, eddy_diag *diag)
+/* Parse LEN bytes of TEXT (named NAME in messages) into DOC. */
+static int load_text(const char *text, size_t len, const char *name, eddy_yaml_doc *doc,
+                     eddy_diag *diag)
 {
     loader ld;
-    int rc = load_common(name, doc, diag, &ld);
+    const char *nul;
+    size_t bad;
+    int rc = load_common(name, doc, diag, &ld), line, col;
     if (rc)
         return rc;
-    yaml_parser_set_input_string(&ld.parser, (const unsigned char *)text, strlen(text));
+    if ((nul = memchr(text, '\0', len))) {
+        /* libyaml would stop reading there and parse half the file */
+        text_pos(text, len, (size_t)(nul - text), &line, &col);
+        eddy_diag_add(diag, "%s:%d:%d: NUL byte in the job file (a job file is UTF-8 text)", name,
+                      line, col);
+        rc = EDDY_EPARSE;
+        goto out;
+    }
+    if ((bad = utf8_invalid((const unsigned char *)text, len)) < len) {
+        text_pos(text, len, bad, &line, &col);
+        eddy_diag_add(diag, "%s:%d:%d: invalid UTF-8 (byte 0x%02X): a job file is UTF-8 text", name,
+                      line, col, (unsigned char)text[bad]);
+        rc = EDDY_EPARSE;
+        goto out;
+    }
+    ld.text = text;
+    ld.len = len;
+    yaml_parser_set_input_string(&ld.parser, (const unsigned char *)text, len);
     rc = load(&ld, doc);
+out:
     yaml_parser_delete(&ld.parser);
     return rc;
+}
+
+int eddy_yaml_load_string(const char *text, const char *name, eddy_yaml_doc *doc, eddy_diag *diag)
+{
+    return load_text(text, strlen(text), name, doc, diag);
 }
 
 int eddy_yaml_load(const char *file, eddy_yaml_doc *doc, eddy_diag *diag)
 {
     char *text = NULL;
+    size_t len = 0;
     eddy_err e;
     int rc;
-    if (eddy_read_file(file, &text, NULL, &e)) {
+    if (eddy_read_file(file, &text, &len, &e)) {
         memset(doc, 0, sizeof(*doc));
         eddy_diag_add(diag, "%s", e.msg);
         return e.code;
     }
-    rc = eddy_yaml_load_string(text, file, doc, diag);
+    rc = load_text(text, len, file, doc, diag);
     eddy_free(text);
     return rc;
 }

@@ -6,23 +6,25 @@
 
 #include "testutil.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "eddy/agent.h"
 #include "eddy/buf.h"
 
-/* Load TEXT and expect exactly the diagnostics in WANT (suffixes after the
- * file name), in order. */
-static void expect_diags(const char *text, const char *const *want, size_t n)
+/* Load TEXT with FLAGS and expect exactly the diagnostics in WANT (text
+ * after the file name; a message may go on after it), in order. */
+static void expect_diags_flags(const char *text, int flags, const char *const *want, size_t n)
 {
     eddy_diag d;
     eddy_job *job;
     const char *path = write_file("job.yaml", text);
     eddy_diag_init(&d);
-    assert_int_not_equal(eddy_job_load(path, 0, &job, &d), 0);
+    assert_int_not_equal(eddy_job_load(path, flags, &job, &d), 0);
     assert_null(job);
     for (size_t i = 0; i < d.n; i++)
         fprintf(stderr, "  diag: %s\n", d.msgs[i]);
@@ -33,6 +35,11 @@ static void expect_diags(const char *text, const char *const *want, size_t n)
         assert_non_null(strstr(d.msgs[i], full));
     }
     eddy_diag_free(&d);
+}
+
+static void expect_diags(const char *text, const char *const *want, size_t n)
+{
+    expect_diags_flags(text, 0, want, n);
 }
 
 static const char kGood[] = "job: j\n"
@@ -150,12 +157,97 @@ static void test_scalar_types(void **state)
     eddy_diag_free(&d);
 }
 
+/* Write N bytes of DATA to NAME in the temp folder (write_file stops at a NUL). */
+static const char *write_bytes(const char *name, const char *data, size_t n)
+{
+    static char path[512];
+    FILE *f;
+    snprintf(path, sizeof(path), "%s/%s", g_dir, name);
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, n, f), n);
+    fclose(f);
+    return path;
+}
+
+/* Load FILE and expect one diagnostic: "FILE" + WANT, a prefix of it. */
+static void expect_one(const char *file, int flags, const char *want)
+{
+    eddy_diag d;
+    eddy_job *job;
+    char full[1024];
+    eddy_diag_init(&d);
+    assert_int_not_equal(eddy_job_load(file, flags, &job, &d), 0);
+    for (size_t i = 0; i < d.n; i++)
+        fprintf(stderr, "  diag: %s\n", d.msgs[i]);
+    assert_int_equal(d.n, 1);
+    snprintf(full, sizeof(full), "%s%s", file, want);
+    assert_non_null(strstr(d.msgs[0], full));
+    eddy_diag_free(&d);
+}
+
+#define MODEL_AND_AGENT                                                                            \
+    "models:\n"                                                                                    \
+    "  m: { base_url: 'http://127.0.0.1:9/v1', model: m }\n"                                       \
+    "agents:\n"                                                                                    \
+    "  a:\n"                                                                                       \
+    "    prompt: { user: hi }\n"
+
+static eddy_job *load_ok(const char *name, const char *text, int flags)
+{
+    eddy_diag d;
+    eddy_job *job;
+    eddy_diag_init(&d);
+    if (eddy_job_load(write_file(name, text), flags, &job, &d))
+        for (size_t i = 0; i < d.n; i++)
+            fprintf(stderr, "  diag: %s\n", d.msgs[i]);
+    assert_int_equal(d.n, 0);
+    assert_non_null(job);
+    eddy_diag_free(&d);
+    return job;
+}
+
+/* A NUL byte silently cut the file short. */
+static void test_nul_byte(void **state)
+{
+    static const char text[] = "job: j\nkey: k\0x\n" MODEL_AND_AGENT;
+    (void)state;
+    expect_one(write_bytes("nul.yaml", text, sizeof(text) - 1), 0,
+               ":2:7: NUL byte in the job file");
+}
+
+/* Invalid UTF-8 was reported at 1:1. */
+static void test_invalid_utf8_place(void **state)
+{
+    static const char text[] = "job: j\n# caf\xc3\xa9\nkey: \"h\xc3\xa9\xff\"\n" MODEL_AND_AGENT;
+    (void)state;
+    expect_one(write_bytes("utf8.yaml", text, sizeof(text) - 1), 0,
+               ":3:9: invalid UTF-8 (byte 0xFF)");
+    expect_one(write_bytes("utf8b.yaml", "job: j\xc3(\n", 9), 0, ":1:7: invalid UTF-8 (byte 0xC3)");
+    expect_one(write_bytes("ctl.yaml", "job: j\x01\n", 8), 0,
+               ":1:7: invalid YAML: control characters are not allowed");
+}
+
+/* A tab in indentation gave libyaml's words, not the cause. */
+static void test_tab_indentation(void **state)
+{
+    (void)state;
+    expect_one(write_file("tab.yaml", "job: j\nkey: k\nmodels:\n  m:\n  \tmodel: x\n"), 0,
+               ":5:3: invalid YAML: tab character used for indentation");
+    expect_one(write_file("tab2.yaml", "job: j\nkey: k\nmodels:\n\tm: {}\n"), 0,
+               ":4:1: invalid YAML: tab character used for indentation");
+    /* a tab after the indentation is only a separator */
+    eddy_job_free(load_ok("tab3.yaml", "job:\tj\nkey: k\n" MODEL_AND_AGENT, 0));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_job),          cmocka_unit_test(test_unknown_keys_and_types),
         cmocka_unit_test(test_yaml_syntax_error), cmocka_unit_test(test_missing_env_and_model),
         cmocka_unit_test(test_duplicate_key),     cmocka_unit_test(test_scalar_types),
+        cmocka_unit_test(test_nul_byte),          cmocka_unit_test(test_invalid_utf8_place),
+        cmocka_unit_test(test_tab_indentation),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("job", tests, tmpdir_setup, tmpdir_teardown);
