@@ -35,12 +35,15 @@ static json_t *get_fluss(vctx *c, json_t *m, const char *path, int is_source)
                                            "sasl_user", "sasl_password", NULL};
     static const char *const sink_keys[] = {"bootstrap", "table", "sasl_user", "sasl_password",
                                             NULL};
+    static const char *const strings[] = {"bootstrap", "table",         "start",
+                                          "sasl_user", "sasl_password", NULL};
     char p[512];
     json_t *f = eddy__job_map(c, m, path, "fluss", 1);
     if (!f)
         return NULL;
     eddy__job_join(p, sizeof(p), path, "fluss");
     eddy__job_keys(c, f, p, is_source ? src_keys : sink_keys);
+    eddy__job_env_strings(c, f, p, strings);
     char *table = eddy__job_str(c, f, p, "table", 1, NULL);
     if (table && (!strchr(table, '.') || table[0] == '.' || strchr(table, '.')[1] == 0))
         eddy__job_err(c, p, 0, "'table' must be DATABASE.TABLE, got '%s'", table);
@@ -70,6 +73,7 @@ static void load_modules(vctx *c, json_t *root)
     if (!f || !c->job->modules)
         return;
     eddy__job_keys(c, f, "/fluss", keys);
+    eddy__job_env_strings(c, f, "/fluss", keys);
     json_object_foreach(f, k, v)
     {
         char p[512];
@@ -222,13 +226,13 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
         const char *src = def;
         int line = 1, col = 1;
         eddy__job_join(p, sizeof(p), path, key);
-        if (inl && !json_is_string(inl)) {
+        if (inl && !json_is_string(inl) && !eddy__job_env_text(c, p)) {
             eddy__job_err(c, p, 0, "'%s' must be a string, not %s", key, eddy__job_type(inl));
             return NULL;
         }
         if (inl) {
             json_t *pos = json_object_get(c->doc->pos, p);
-            src = json_string_value(inl);
+            src = eddy__job_env_text(c, p) ? eddy__job_env_text(c, p) : json_string_value(inl);
             line = (int)json_integer_value(json_array_get(pos, 0));
             col = (int)json_integer_value(json_array_get(pos, 1));
         }

@@ -95,12 +95,32 @@ json_t *eddy__job_member(vctx *c, json_t *v, const char *path, const char *key, 
     return x;
 }
 
+const char *eddy__job_env_text(vctx *c, const char *path)
+{
+    json_t *t = json_array_get(json_object_get(c->doc->pos, path), 4);
+    return json_is_string(t) ? json_string_value(t) : NULL;
+}
+
+void eddy__job_env_strings(vctx *c, json_t *v, const char *path, const char *const *keys)
+{
+    for (size_t i = 0; keys[i]; i++) {
+        char p[512];
+        const char *text;
+        eddy__job_join(p, sizeof(p), path, keys[i]);
+        if (json_object_get(v, keys[i]) && (text = eddy__job_env_text(c, p)))
+            json_object_set_new(v, keys[i], json_string(text));
+    }
+}
+
 char *eddy__job_str(vctx *c, json_t *v, const char *path, const char *key, int required,
                     const char *def)
 {
     char p[512];
+    const char *text;
     json_t *x = eddy__job_member(c, v, path, key, required);
     eddy__job_join(p, sizeof(p), path, key);
+    if (x && (text = eddy__job_env_text(c, p))) /* a string setting takes the text */
+        return eddy_strdup(text);
     if (!x || json_is_null(x))
         return def ? eddy_strdup(def) : NULL;
     if (json_is_string(x))

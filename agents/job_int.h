@@ -38,6 +38,11 @@ void eddy__job_join(char *out, size_t n, const char *path, const char *key);
 void eddy__job_keys(vctx *c, json_t *v, const char *path, const char *const *allowed);
 /* Member KEY of mapping V (borrowed); reported when REQUIRED and missing. */
 json_t *eddy__job_member(vctx *c, json_t *v, const char *path, const char *key, int required);
+/* The text of the scalar at PATH when it was wholly one ${...} (before it
+ * was typed), else NULL; borrowed from the document. */
+const char *eddy__job_env_text(vctx *c, const char *path);
+/* The members KEYS of V that were wholly one ${...} become their text again. */
+void eddy__job_env_strings(vctx *c, json_t *v, const char *path, const char *const *keys);
 
 /* Typed members. Absent or null: DEF (eddy__job_str: a copy of DEF, or
  * NULL). Strings are new, the rest borrowed. */

@@ -240,6 +240,94 @@ static void test_tab_indentation(void **state)
     eddy_job_free(load_ok("tab3.yaml", "job:\tj\nkey: k\n" MODEL_AND_AGENT, 0));
 }
 
+/* A number from the environment could not be written: quoted it was a
+ * string, unquoted inside { } a YAML syntax error. */
+static void test_env_typed_by_setting(void **state)
+{
+    eddy_job *job;
+    (void)state;
+    unsetenv("EDDY_T_GRACE");
+    unsetenv("EDDY_T_CONC");
+    unsetenv("EDDY_T_KEY");
+    setenv("EDDY_T_MODEL", "007", 1);
+    setenv("EDDY_T_ATT", "3", 1);
+    setenv("EDDY_T_FLOW", "12", 1);
+    job = load_ok("env.yaml",
+                  "job: j\n"
+                  "key: k\n"
+                  "shutdown_grace: \"${EDDY_T_GRACE:-250ms}\"\n"
+                  "max_in_flight: '${EDDY_T_MAX:-77}'\n"
+                  "models:\n"
+                  "  m:\n"
+                  "    base_url: ${EDDY_T_URL:-http://x}\n"
+                  "    model: \"${EDDY_T_MODEL}\"\n"
+                  "    api_key: ${EDDY_T_KEY:-}\n"
+                  "    limits: { concurrency: ${EDDY_T_CONC:-64} }\n"
+                  "    retry: { attempts: \"${EDDY_T_ATT}\", backoff: ${EDDY_T_B:-1s..2s} }\n"
+                  "    temperature: ${EDDY_T_TEMP:-0.5}\n"
+                  "agents:\n"
+                  "  a: { prompt: { user: hi }, budget: { turns: ${EDDY_T_FLOW} } }\n",
+                  0);
+    assert_int_equal(job->shutdown_grace_ms, 250);
+    assert_int_equal(job->max_in_flight, 77);
+    assert_string_equal(job->models[0].model, "007"); /* a string setting keeps the text */
+    assert_string_equal(job->models[0].api_key, "");
+    assert_int_equal(job->models[0].concurrency, 64);
+    assert_int_equal(job->models[0].max_attempts, 3);
+    assert_int_equal(job->models[0].backoff_cap_ms, 2000);
+    assert_true(job->models[0].has_temperature && job->models[0].temperature == 0.5);
+    assert_int_equal(job->agents[0].budget_turns, 12);
+    eddy_job_free(job);
+}
+
+/* Places after a ${...} in flow context stay right, and a value that is
+ * not what the setting wants says so there. */
+static void test_env_places(void **state)
+{
+    static const char *const want[] = {
+        ":6:49: unknown key 'x' (expected one of: concurrency)",
+        ":6:28: 'concurrency' must be an integer, not a string",
+    };
+    eddy_yaml_doc doc;
+    eddy_diag d;
+    (void)state;
+    unsetenv("EDDY_T_BAD");
+    unsetenv("EDDY_T_U");
+    expect_diags("job: j\nkey: k\n"
+                 "models:\n"
+                 "  m:\n"
+                 "    base_url: http://x\n"
+                 "    limits: { concurrency: ${EDDY_T_BAD:-lots}, x: 1 }\n"
+                 "    model: m\n"
+                 "agents:\n"
+                 "  a: { prompt: { user: hi } }\n",
+                 want, 2);
+    eddy_diag_init(&d);
+    assert_int_equal(eddy_yaml_load_string("x: { a: ${EDDY_T_U:-\xc3\xa9\xc3\xa9}, b: ] }\n",
+                                           "t.yaml", &doc, &d),
+                     EDDY_EPARSE);
+    assert_int_equal(d.n, 1);
+    assert_non_null(strstr(d.msgs[0], "t.yaml:1:29: invalid YAML"));
+    eddy_yaml_doc_free(&doc);
+    eddy_diag_free(&d);
+    /* the text comes back whole, keys too */
+    eddy_diag_init(&d);
+    assert_int_equal(
+        eddy_yaml_load_string("{ k: \"${EDDY_T_U:-a b} and $${X}\", ${EDDY_T_U}: 1 }\n", "t.yaml",
+                              &doc, &d),
+        0);
+    assert_string_equal(json_string_value(json_object_get(doc.root, "k")), "a b and ${X}");
+    assert_non_null(json_object_get(doc.root, "${EDDY_T_U}"));
+    eddy_yaml_doc_free(&doc);
+    eddy_diag_free(&d);
+    /* an escape inside a quoted default is libyaml's to read */
+    eddy_diag_init(&d);
+    assert_int_equal(eddy_yaml_load_string("q: \"${EDDY_T_U:-a\\tb}\"\n", "t.yaml", &doc, &d), 0);
+    assert_string_equal(json_string_value(json_object_get(doc.root, "q")), "a\tb");
+    eddy_yaml_doc_free(&doc);
+    eddy_diag_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -247,7 +335,8 @@ int main(void)
         cmocka_unit_test(test_yaml_syntax_error), cmocka_unit_test(test_missing_env_and_model),
         cmocka_unit_test(test_duplicate_key),     cmocka_unit_test(test_scalar_types),
         cmocka_unit_test(test_nul_byte),          cmocka_unit_test(test_invalid_utf8_place),
-        cmocka_unit_test(test_tab_indentation),
+        cmocka_unit_test(test_tab_indentation),   cmocka_unit_test(test_env_typed_by_setting),
+        cmocka_unit_test(test_env_places),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("job", tests, tmpdir_setup, tmpdir_teardown);

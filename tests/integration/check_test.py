@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Integration tests: `eddy check` agrees with `eddy run`, and never hangs; how the
+process behaves (a reader of stdout that goes away, --quiet, per-job stores).
+
+Reuses the runner, the mock LLM and the helpers of tests/integration/run.py.
+
+    python3 tests/integration/check_test.py --build build [--only NAME]
+"""
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as itrun  # noqa: E402
+from run import Mock, copy_example, eddy, example_script, read_jsonl, write  # noqa: E402
+
+ROOT = itrun.ROOT
+
+
+def job_text(base_url, name="t", head="", agents=None, model_extra=""):
+    """A job with one model at BASE_URL and AGENTS (name -> YAML body lines)."""
+    agents = agents or {"support": "    prompt: { user: \"{{event.text}}\" }\n"
+                                   "    tools: [ tools/lookup_order.lua ]\n"}
+    body = "".join("  %s:\n%s" % (n, a) for n, a in agents.items())
+    return ("job: %s\nkey: customer_id\n%s"
+            "models:\n  default:\n    base_url: %s\n    model: mock-model\n%s"
+            "agents:\n%s") % (name, head, base_url, model_extra, body)
+
+
+def events(path, n, keys=5):
+    write(path, "".join(json.dumps({"id": "e%d" % i, "customer_id": "K%d" % (i % keys),
+                                    "text": "hello %d" % i}) + "\n" for i in range(n)))
+
+
+def first_error(p):
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    return lines[0] if lines else ""
+
+
+def test_number_from_environment(tmp):
+    """`${CONC:-64}` unquoted inside { } and `"${ATT}"` quoted take the type their setting
+    wants; the concurrency that comes from the environment is the one applied."""
+    d = copy_example(tmp)
+    with Mock(tmp, {"rules": [{"reply": "ok ${user}"}]}, latency_ms=150) as mock:
+        job = os.path.join(d, "env.yaml")
+        write(job, job_text(mock.base_url, model_extra=(
+            "    limits: { concurrency: ${EDDY_IT_CONC:-64} }\n"
+            "    retry: { attempts: \"${EDDY_IT_ATT}\", backoff: ${EDDY_IT_B:-10ms..20ms} }\n"
+            "    timeout: \"${EDDY_IT_TIMEOUT:-5s}\"\n")))
+        env = {"EDDY_IT_CONC": "3", "EDDY_IT_ATT": "2"}
+        eddy("check", job, env=env, check=0)
+        events(os.path.join(d, "in.jsonl"), 12, keys=12)
+        eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+             os.path.join(tmp, "out.jsonl"), env=env, check=0)
+        stats = mock.stats()
+    assert len(read_jsonl(os.path.join(tmp, "out.jsonl"))) == 12
+    assert stats["peak_in_flight"] == 3, stats
+    p = eddy("check", job, env={"EDDY_IT_CONC": "lots", "EDDY_IT_ATT": "2"}, check=2)
+    assert job + ":7:28: 'concurrency' must be an integer, not a string" in p.stderr, p.stderr
+
+
+TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--only")
+    ap.add_argument("-v", action="store_true")
+    itrun.ARGS = ap.parse_args()
+    itrun.ARGS.build = os.path.abspath(itrun.ARGS.build)
+    return 1 if itrun.run_tests(TESTS, itrun.ARGS.only, "eddy-check-", 44, "check") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
