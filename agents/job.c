@@ -6,6 +6,10 @@
  * problem. Each error names file:line:col of the offending key or value and
  * says what was expected; unknown keys get a "did you mean" from the keys
  * allowed at that place. Relative paths resolve against the job's folder.
+ *
+ * Every number is range-checked ("'timeout' must be between 1ms and 1d"),
+ * every required string must be non-empty, and a scalar that was wholly one
+ * ${...} takes the type its setting wants (yaml.c keeps its text).
  */
 #include "eddy/agent.h"
 #include "job_int.h"
@@ -14,6 +18,7 @@
 #include "eddy/tools.h"
 
 #include <libgen.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -37,23 +42,23 @@ static json_t *get_fluss(vctx *c, json_t *m, const char *path, int is_source)
                                             NULL};
     static const char *const strings[] = {"bootstrap", "table",         "start",
                                           "sasl_user", "sasl_password", NULL};
-    char p[512];
+    char p[512], tp[600];
     json_t *f = eddy__job_map(c, m, path, "fluss", 1);
     if (!f)
         return NULL;
     eddy__job_join(p, sizeof(p), path, "fluss");
     eddy__job_keys(c, f, p, is_source ? src_keys : sink_keys);
     eddy__job_env_strings(c, f, p, strings);
-    char *table = eddy__job_str(c, f, p, "table", 1, NULL);
+    char *table = eddy__job_str(c, f, p, "table", S_REQ, NULL);
+    eddy__job_join(tp, sizeof(tp), p, "table");
     if (table && (!strchr(table, '.') || table[0] == '.' || strchr(table, '.')[1] == 0))
-        eddy__job_err(c, p, 0, "'table' must be DATABASE.TABLE, got '%s'", table);
+        eddy__job_err(c, tp, 0, "'table' must be DATABASE.TABLE, got '%s'", table);
     eddy_free(table);
     const json_t *start = json_object_get(f, "start");
+    eddy__job_join(tp, sizeof(tp), p, "start");
     if (start && !json_is_string(start) && !json_is_integer(start))
-        eddy__job_err(c, p, 0, "'start' must be earliest, latest, or an ISO-8601 time");
-    const json_t *follow = json_object_get(f, "follow");
-    if (follow && !json_is_boolean(follow))
-        eddy__job_err(c, p, 0, "'follow' must be true or false");
+        eddy__job_err(c, tp, 0, "'start' must be earliest, latest, or an ISO-8601 time");
+    eddy__job_bool(c, f, p, "follow", 1);
     /* the job's `fluss:` block fills in what this block leaves out */
     json_t *merged = json_deep_copy(f);
     if (merged)
@@ -80,6 +85,8 @@ static void load_modules(vctx *c, json_t *root)
         eddy__job_join(p, sizeof(p), "/fluss", k);
         if (!json_is_string(v))
             eddy__job_err(c, p, 0, "'%s' must be a string, not %s", k, eddy__job_type(v));
+        else if (!json_string_length(v))
+            eddy__job_err(c, p, 0, "'%s' must not be empty", k);
     }
     json_object_set(c->job->modules, "fluss", f);
 }
@@ -91,19 +98,33 @@ static char *get_io(vctx *c, json_t *root, const char *key, int allow_stdout, js
     static const char *const with_stdout[] = {"jsonl", "stdout", "fluss", NULL};
     static const char *const with_fluss[] = {"jsonl", "fluss", NULL};
     static const char *const only_jsonl[] = {"jsonl", NULL};
-    char p[512], *rel, *abs;
+    char p[512], jp[600], *rel, *abs;
     json_t *m = eddy__job_map(c, root, "", key, 0);
     if (!m)
         return NULL;
     eddy__job_join(p, sizeof(p), "", key);
     eddy__job_keys(c, m, p, !cfg ? only_jsonl : allow_stdout ? with_stdout : with_fluss);
+    if (!!json_object_get(m, "jsonl") + !!json_object_get(m, "stdout") +
+            !!json_object_get(m, "fluss") >
+        1) {
+        eddy__job_err(c, p, 1, "give one of %s, not several",
+                      !cfg           ? "jsonl"
+                      : allow_stdout ? "jsonl, stdout or fluss"
+                                     : "jsonl or fluss");
+        return NULL;
+    }
     if (cfg && json_object_get(m, "fluss")) {
         *cfg = get_fluss(c, m, p, !allow_stdout);
         return NULL;
     }
-    if (allow_stdout && json_is_true(json_object_get(m, "stdout")))
+    if (allow_stdout && json_object_get(m, "stdout")) {
+        if (!eddy__job_bool(c, m, p, "stdout", 0)) {
+            eddy__job_join(jp, sizeof(jp), p, "stdout");
+            eddy__job_err(c, jp, 0, "'stdout' can only be true (or give 'jsonl: FILE')");
+        }
         return NULL; /* a NULL sink is stdout */
-    rel = eddy__job_str(c, m, p, "jsonl", 1, NULL);
+    }
+    rel = eddy__job_str(c, m, p, "jsonl", S_REQ, NULL);
     abs = eddy_job_path(c->job, rel);
     eddy_free(rel);
     return abs;
@@ -111,29 +132,28 @@ static char *get_io(vctx *c, json_t *root, const char *key, int allow_stdout, js
 
 static void parse_backoff(vctx *c, json_t *retry, const char *path, eddy_llm_model *m)
 {
-    char p[512], *dots;
+    char p[512], lo[64];
+    const char *s, *dots;
     json_t *x = json_object_get(retry, "backoff");
-    int64_t a, b;
+    double a, b;
+    size_t n;
     if (!x)
         return;
     eddy__job_join(p, sizeof(p), path, "backoff");
-    if (!json_is_string(x) || !(dots = strstr(json_string_value(x), ".."))) {
+    s = json_is_string(x) ? json_string_value(x) : "";
+    dots = strstr(s, "..");
+    n = dots ? (size_t)(dots - s) : 0;
+    if (!dots || n >= sizeof(lo) || (memcpy(lo, s, n), lo[n] = '\0', eddy__job_parse_ms(lo, &a)) ||
+        eddy__job_parse_ms(dots + 2, &b) || a > b) {
         eddy__job_err(c, p, 0, "'backoff' must look like 500ms..8s (first delay..largest delay)");
         return;
     }
-    {
-        char lo[64];
-        size_t n = (size_t)(dots - json_string_value(x));
-        if (n >= sizeof(lo) ||
-            (memcpy(lo, json_string_value(x), n), lo[n] = '\0', eddy_parse_duration_ms(lo, &a)) ||
-            eddy_parse_duration_ms(dots + 2, &b) || a > b) {
-            eddy__job_err(c, p, 0,
-                          "'backoff' must look like 500ms..8s (first delay..largest delay)");
-            return;
-        }
+    if (!(a >= 1 && b <= 3600000)) {
+        eddy__job_err(c, p, 0, "'backoff' delays must be between 1ms and 1h");
+        return;
     }
-    m->backoff_base_ms = a;
-    m->backoff_cap_ms = b;
+    m->backoff_base_ms = llround(a);
+    m->backoff_cap_ms = llround(b);
 }
 
 static void load_model(vctx *c, const char *name, json_t *v, const char *path, eddy_llm_model *m)
@@ -146,12 +166,14 @@ static void load_model(vctx *c, const char *name, json_t *v, const char *path, e
     char p[512];
     json_t *x;
     m->name = eddy_strdup(name);
+    if (!*name)
+        eddy__job_err(c, path, 1, "a model name must not be empty");
     if (!json_is_object(v)) {
         eddy__job_err(c, path, 0, "model '%s' must be a mapping, not %s", name, eddy__job_type(v));
         return;
     }
     eddy__job_keys(c, v, path, keys);
-    m->provider = eddy__job_str(c, v, path, "provider", 0, "openai");
+    m->provider = eddy__job_str(c, v, path, "provider", S_NONEMPTY, "openai");
     if (m->provider && strcmp(m->provider, "openai")) {
         eddy__job_join(p, sizeof(p), path, "provider");
         eddy__job_err(c, p, 0,
@@ -159,14 +181,14 @@ static void load_model(vctx *c, const char *name, json_t *v, const char *path, e
                       "OpenAI-compatible chat completions endpoint)",
                       m->provider);
     }
-    m->base_url = eddy__job_str(c, v, path, "base_url", 1, NULL);
+    m->base_url = eddy__job_str(c, v, path, "base_url", S_REQ, NULL);
     if (m->base_url && strncmp(m->base_url, "http://", 7) && strncmp(m->base_url, "https://", 8)) {
         eddy__job_join(p, sizeof(p), path, "base_url");
         eddy__job_err(c, p, 0, "'base_url' must start with http:// or https://");
     }
     m->api_key = eddy__job_str(c, v, path, "api_key", 0, NULL);
-    m->model = eddy__job_str(c, v, path, "model", 1, NULL);
-    m->timeout_ms = eddy__job_duration(c, v, path, "timeout", 60000);
+    m->model = eddy__job_str(c, v, path, "model", S_REQ, NULL);
+    m->timeout_ms = eddy__job_duration(c, v, path, "timeout", 60000, 1, MS_DAY);
     m->max_attempts = 5;
     m->backoff_base_ms = 500;
     m->backoff_cap_ms = 8000;
@@ -183,13 +205,15 @@ static void load_model(vctx *c, const char *name, json_t *v, const char *path, e
         m->concurrency = (int)eddy__job_int(c, x, p, "concurrency", 64, 1, 100000);
     }
     m->max_tokens = (long)eddy__job_int(c, v, path, "max_tokens", 0, 1, 10000000);
-    if ((x = json_object_get(v, "temperature"))) {
+    if ((x = json_object_get(v, "temperature")) && !json_is_null(x)) {
         eddy__job_join(p, sizeof(p), path, "temperature");
-        if (json_is_number(x) && json_number_value(x) >= 0 && json_number_value(x) <= 2) {
+        if (!json_is_number(x))
+            eddy__job_err(c, p, 0, "'temperature' must be a number, not %s", eddy__job_type(x));
+        else if (!(json_number_value(x) >= 0 && json_number_value(x) <= 2))
+            eddy__job_err(c, p, 0, "'temperature' must be between 0 and 2");
+        else {
             m->temperature = json_number_value(x);
             m->has_temperature = 1;
-        } else {
-            eddy__job_err(c, p, 0, "'temperature' must be a number from 0 to 2");
         }
     }
 }
@@ -212,7 +236,8 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
         return NULL;
     }
     if (file) {
-        char *rel = eddy__job_str(c, pr, path, fkey, 1, NULL), *abs = eddy_job_path(c->job, rel);
+        char *rel = eddy__job_str(c, pr, path, fkey, S_REQ, NULL),
+             *abs = eddy_job_path(c->job, rel);
         char *text = NULL;
         eddy__job_join(p, sizeof(p), path, fkey);
         if (abs && eddy_read_file(abs, &text, NULL, &e))
@@ -233,6 +258,10 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
         if (inl) {
             json_t *pos = json_object_get(c->doc->pos, p);
             src = eddy__job_env_text(c, p) ? eddy__job_env_text(c, p) : json_string_value(inl);
+            if (!*src && !strcmp(key, "user")) {
+                eddy__job_err(c, p, 0, "'%s' must not be empty", key);
+                return NULL;
+            }
             line = (int)json_integer_value(json_array_get(pos, 0));
             col = (int)json_integer_value(json_array_get(pos, 1));
         }
@@ -313,6 +342,10 @@ static void load_tools(vctx *c, eddy_agent_def *a, json_t *x, const char *p, int
                           json_object_size(t));
             continue;
         }
+        if (json_is_string(t) && !json_string_length(t)) {
+            eddy__job_err(c, tp, 0, "a tool path must not be empty");
+            continue;
+        }
         if (!json_is_string(t) && !(kind && json_is_object(cfg))) {
             eddy__job_err(c, tp, 0,
                           "a tool must be the path of a Lua file or a native tool such as "
@@ -350,12 +383,14 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
     char p[512], *model;
     json_t *x;
     a->name = eddy_strdup(name);
+    if (!*name)
+        eddy__job_err(c, path, 1, "an agent name must not be empty");
     if (!json_is_object(v)) {
         eddy__job_err(c, path, 0, "agent '%s' must be a mapping, not %s", name, eddy__job_type(v));
         return;
     }
     eddy__job_keys(c, v, path, keys);
-    model = eddy__job_str(c, v, path, "model", 0,
+    model = eddy__job_str(c, v, path, "model", S_NONEMPTY,
                           c->job->nmodels == 1 ? c->job->models[0].name : "default");
     for (size_t i = 0; model && i < c->job->nmodels; i++)
         if (c->job->models[i].name && !strcmp(model, c->job->models[i].name))
@@ -399,7 +434,7 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
         eddy__job_keys(c, x, p, budget_keys);
         a->budget_turns = (int)eddy__job_int(c, x, p, "turns", 8, 1, 1000);
         a->budget_tokens = eddy__job_int(c, x, p, "tokens", 0, 1, (long long)1 << 40);
-        a->budget_wall_ms = eddy__job_duration(c, x, p, "wall", 120000);
+        a->budget_wall_ms = eddy__job_duration(c, x, p, "wall", 120000, 1, 30 * MS_DAY);
         a->budget_tool_calls = (int)eddy__job_int(c, x, p, "tool_calls", 32, 0, 100000);
     }
 
@@ -425,8 +460,8 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
             continue;
         }
         eddy__job_keys(c, act, ap, action_keys);
-        on = eddy__job_str(c, act, ap, "on", 1, NULL);
-        d = eddy__job_str(c, act, ap, "do", 1, NULL);
+        on = eddy__job_str(c, act, ap, "on", S_REQ, NULL);
+        d = eddy__job_str(c, act, ap, "do", S_REQ, NULL);
         if (d && strcmp(d, "react")) {
             char dp[600];
             eddy__job_join(dp, sizeof(dp), ap, "do");
@@ -475,6 +510,15 @@ static char *default_path(eddy_job *job, const char *file)
     return eddy_aprintf("%s%s.eddy/%s", job->dir, job->dir[0] ? "/" : "", file);
 }
 
+/* key: a dotted path ("customer.id") with no empty part. */
+static void check_key_path(vctx *c, const char *key)
+{
+    size_t n = key ? strlen(key) : 0;
+    if (key && n && (key[0] == '.' || key[n - 1] == '.' || strstr(key, "..")))
+        eddy__job_err(c, "/key", 0, "'key' must be a dotted path such as customer.id, not '%s'",
+                      key);
+}
+
 int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *diag)
 {
     static const char *const keys[] = {
@@ -516,8 +560,9 @@ int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *d
         goto out;
     }
     eddy__job_keys(&c, doc.root, "", keys);
-    job->name = eddy__job_str(&c, doc.root, "", "job", 1, NULL);
-    job->key = eddy__job_str(&c, doc.root, "", "key", 1, NULL);
+    job->name = eddy__job_str(&c, doc.root, "", "job", S_REQ, NULL);
+    job->key = eddy__job_str(&c, doc.root, "", "key", S_REQ, NULL);
+    check_key_path(&c, job->key);
     load_modules(&c, doc.root);
     job->source = get_io(&c, doc.root, "source", 0, &job->source_cfg);
     job->sink = get_io(&c, doc.root, "sink", 1, &job->sink_cfg);
@@ -527,7 +572,7 @@ int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *d
     if ((x = eddy__job_map(&c, doc.root, "", "checkpoint", 0))) {
         char *rel;
         eddy__job_keys(&c, x, "/checkpoint", path_keys);
-        rel = eddy__job_str(&c, x, "/checkpoint", "path", 0, NULL);
+        rel = eddy__job_str(&c, x, "/checkpoint", "path", S_NONEMPTY, NULL);
         job->state_path = eddy_job_path(job, rel);
         eddy_free(rel);
     }
@@ -536,13 +581,14 @@ int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *d
     if ((x = eddy__job_map(&c, doc.root, "", "trace", 0))) {
         char *rel;
         eddy__job_keys(&c, x, "/trace", path_keys);
-        rel = eddy__job_str(&c, x, "/trace", "path", 0, NULL);
+        rel = eddy__job_str(&c, x, "/trace", "path", S_NONEMPTY, NULL);
         job->trace_path = eddy_job_path(job, rel);
         eddy_free(rel);
     }
     if (!job->trace_path)
         job->trace_path = default_path(job, "traces.db");
-    job->shutdown_grace_ms = eddy__job_duration(&c, doc.root, "", "shutdown_grace", 10000);
+    job->shutdown_grace_ms =
+        eddy__job_duration(&c, doc.root, "", "shutdown_grace", 10000, 0, MS_DAY);
     job->max_in_flight = (int)eddy__job_int(&c, doc.root, "", "max_in_flight", 10000, 1, 10000000);
     load_section(&c, doc.root, "models", want_tools);
     load_section(&c, doc.root, "agents", want_tools);

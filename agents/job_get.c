@@ -1,16 +1,20 @@
 /*
  * agents/job_get.c - typed getters over a YAML document with positions.
  *
- * Each reads one member, checks its type, and on a problem reports it with
- * the place and returns the default: validation never stops at the first
- * error.
+ * Each reads one member, checks its type and range, and on a problem
+ * reports it with the place and returns the default: validation never stops
+ * at the first error. Durations are parsed here, in doubles, and
+ * range-checked before they are converted, so no value overflows.
  */
 #include "job_int.h"
 #include "eddy/buf.h"
 #include "eddy/json.h"
 
+#include <ctype.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void eddy__job_err(vctx *c, const char *path, int key, const char *fmt, ...)
@@ -112,23 +116,32 @@ void eddy__job_env_strings(vctx *c, json_t *v, const char *path, const char *con
     }
 }
 
-char *eddy__job_str(vctx *c, json_t *v, const char *path, const char *key, int required,
+/* String member KEY (numbers as written); DEF when absent or null. */
+char *eddy__job_str(vctx *c, json_t *v, const char *path, const char *key, int flags,
                     const char *def)
 {
-    char p[512];
+    char p[512], *s = NULL;
     const char *text;
-    json_t *x = eddy__job_member(c, v, path, key, required);
+    json_t *x = eddy__job_member(c, v, path, key, flags & S_REQ);
     eddy__job_join(p, sizeof(p), path, key);
-    if (x && (text = eddy__job_env_text(c, p))) /* a string setting takes the text */
-        return eddy_strdup(text);
-    if (!x || json_is_null(x))
+    if (x && (text = eddy__job_env_text(c, p)))
+        s = eddy_strdup(text);
+    else if (!x || json_is_null(x))
         return def ? eddy_strdup(def) : NULL;
-    if (json_is_string(x))
-        return eddy_strdup(json_string_value(x));
-    if (json_is_integer(x) || json_is_real(x))
+    else if (json_is_string(x))
+        s = eddy_strdup(json_string_value(x));
+    else if (json_is_integer(x) || json_is_real(x))
         return eddy_json_key_string(x);
-    eddy__job_err(c, p, 0, "'%s' must be a string, not %s", key, eddy__job_type(x));
-    return NULL;
+    else {
+        eddy__job_err(c, p, 0, "'%s' must be a string, not %s", key, eddy__job_type(x));
+        return NULL;
+    }
+    if (s && !*s && (flags & (S_REQ | S_NONEMPTY))) {
+        eddy__job_err(c, p, 0, "'%s' must not be empty", key);
+        eddy_free(s);
+        return NULL;
+    }
+    return s;
 }
 
 long long eddy__job_int(vctx *c, json_t *v, const char *path, const char *key, long long def,
@@ -139,6 +152,11 @@ long long eddy__job_int(vctx *c, json_t *v, const char *path, const char *key, l
     eddy__job_join(p, sizeof(p), path, key);
     if (!x || json_is_null(x))
         return def;
+    if (json_is_real(x) && (json_real_value(x) < (double)min || json_real_value(x) > (double)max)) {
+        /* also what an integer too large for 64 bits becomes */
+        eddy__job_err(c, p, 0, "'%s' must be between %lld and %lld", key, min, max);
+        return def;
+    }
     if (!json_is_integer(x)) {
         eddy__job_err(c, p, 0, "'%s' must be an integer, not %s", key, eddy__job_type(x));
         return def;
@@ -150,20 +168,70 @@ long long eddy__job_int(vctx *c, json_t *v, const char *path, const char *key, l
     return json_integer_value(x);
 }
 
-int64_t eddy__job_duration(vctx *c, json_t *v, const char *path, const char *key, int64_t def)
+/* A duration as written in job files: "250ms", "2s", "1.5m", "2h", "30d"
+ * or a bare number of seconds, into milliseconds (unbounded; the caller
+ * checks the range before converting). Returns 0 or -1. */
+int eddy__job_parse_ms(const char *s, double *ms)
 {
-    char p[512];
-    int64_t ms;
+    static const struct {
+        const char *unit;
+        double ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}, {"", 1000}};
+    char *end;
+    double v;
+    if (!(isdigit((unsigned char)s[0]) || s[0] == '.' || s[0] == '-' || s[0] == '+'))
+        return -1;
+    v = strtod(s, &end);
+    if (end == s || !isfinite(v))
+        return -1;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (!strcmp(end, units[i].unit)) {
+            *ms = v * units[i].ms; /* may be infinite: out of any range */
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* MS in the largest unit that writes it exactly ("1d", "90s", "250ms"). */
+static const char *fmt_ms(int64_t ms, char *buf, size_t n)
+{
+    static const struct {
+        const char *unit;
+        int64_t ms;
+    } units[] = {{"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}};
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (ms != 0 && ms % units[i].ms == 0) {
+            snprintf(buf, n, "%lld%s", (long long)(ms / units[i].ms), units[i].unit);
+            return buf;
+        }
+    }
+    snprintf(buf, n, "%lldms", (long long)ms);
+    return buf;
+}
+
+/* Duration member KEY in milliseconds, within [MIN_MS, MAX_MS]. */
+int64_t eddy__job_duration(vctx *c, json_t *v, const char *path, const char *key, int64_t def,
+                           int64_t min_ms, int64_t max_ms)
+{
+    char p[512], lo[32], hi[32];
+    double ms;
     json_t *x = eddy__job_member(c, v, path, key, 0);
     eddy__job_join(p, sizeof(p), path, key);
     if (!x || json_is_null(x))
         return def;
-    if (json_is_integer(x))
-        return json_integer_value(x) * 1000;
-    if (json_is_string(x) && eddy_parse_duration_ms(json_string_value(x), &ms) == 0)
-        return ms;
-    eddy__job_err(c, p, 0, "'%s' must be a duration such as 500ms, 30s, 5m, 2h, 30d", key);
-    return def;
+    if (json_is_number(x))
+        ms = json_number_value(x) * 1000.0; /* a bare number of seconds */
+    else if (!json_is_string(x) || eddy__job_parse_ms(json_string_value(x), &ms)) {
+        eddy__job_err(c, p, 0, "'%s' must be a duration such as 500ms, 30s, 5m, 2h, 30d", key);
+        return def;
+    }
+    if (!(ms >= (double)min_ms && ms <= (double)max_ms)) {
+        eddy__job_err(c, p, 0, "'%s' must be between %s and %s", key,
+                      fmt_ms(min_ms, lo, sizeof(lo)), fmt_ms(max_ms, hi, sizeof(hi)));
+        return def;
+    }
+    return (int64_t)llround(ms);
 }
 
 json_t *eddy__job_map(vctx *c, json_t *v, const char *path, const char *key, int required)
@@ -176,4 +244,19 @@ json_t *eddy__job_map(vctx *c, json_t *v, const char *path, const char *key, int
         return NULL;
     }
     return x;
+}
+
+/* A boolean member, or DEF. */
+int eddy__job_bool(vctx *c, json_t *v, const char *path, const char *key, int def)
+{
+    char p[512];
+    json_t *x = json_object_get(v, key);
+    eddy__job_join(p, sizeof(p), path, key);
+    if (!x || json_is_null(x))
+        return def;
+    if (!json_is_boolean(x)) {
+        eddy__job_err(c, p, 0, "'%s' must be true or false, not %s", key, eddy__job_type(x));
+        return def;
+    }
+    return json_is_true(x);
 }

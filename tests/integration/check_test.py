@@ -42,6 +42,33 @@ def first_error(p):
     return lines[0] if lines else ""
 
 
+def test_values_and_text_errors_name_the_place(tmp):
+    """Out-of-range values (they meant "no limit" or overflowed), empty names, a NUL byte,
+    invalid UTF-8 and a tab in indentation are each reported at their line:col."""
+    d = os.path.join(tmp, "j")
+    job = os.path.join(d, "job.yaml")
+    write(job, "job: \"\"\nkey: k\nshutdown_grace: -5\n"
+               "models:\n  m:\n    base_url: http://127.0.0.1:9/v1\n    model: m\n"
+               "    timeout: 9223372036854775807\n"
+               "    retry: { attempts: 0 }\n"
+               "agents:\n  a:\n    prompt: { user: hi }\n    budget: { wall: 1e300d }\n")
+    p = eddy("check", job, check=2)
+    for e in [":1:6: 'job' must not be empty",
+              ":3:17: 'shutdown_grace' must be between 0ms and 1d",
+              ":8:14: 'timeout' must be between 1ms and 1d",
+              ":9:24: 'attempts' must be between 1 and 100",
+              ":13:21: 'wall' must be between 1ms and 30d"]:
+        assert job + e in p.stderr, "missing %r in:\n%s" % (e, p.stderr)
+    for text, want in [(b"job: j\nkey: k\x00\n", ":2:7: NUL byte in the job file"),
+                       (b"job: j\nkey: \"\xc3\xa9\xe9\"\n", ":2:8: invalid UTF-8 (byte 0xE9)"),
+                       (b"job: j\nmodels:\n\tm: {}\n",
+                        ":3:1: invalid YAML: tab character used for indentation")]:
+        with open(job, "wb") as f:
+            f.write(text)
+        p = eddy("check", job, check=2)
+        assert job + want in p.stderr, "missing %r in:\n%s" % (want, p.stderr)
+
+
 def test_number_from_environment(tmp):
     """`${CONC:-64}` unquoted inside { } and `"${ATT}"` quoted take the type their setting
     wants; the concurrency that comes from the environment is the one applied."""

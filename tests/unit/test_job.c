@@ -193,6 +193,56 @@ static void expect_one(const char *file, int flags, const char *want)
     "  a:\n"                                                                                       \
     "    prompt: { user: hi }\n"
 
+/* Negative, huge and overflowing values were taken as "no limit" (or
+ * overflowed: UBSan at the `* 1000` of a bare number of seconds). */
+static void test_ranges(void **state)
+{
+    static const char *const want[] = {
+        ":3:17: 'shutdown_grace' must be between 0ms and 1d",
+        ":4:16: 'max_in_flight' must be between 1 and 10000000",
+        ":9:14: 'timeout' must be between 1ms and 1d",
+        ":10:24: 'attempts' must be between 1 and 100",
+        ":10:39: 'backoff' delays must be between 1ms and 1h",
+        ":11:28: 'concurrency' must be between 1 and 100000",
+        ":12:18: 'temperature' must be between 0 and 2",
+        ":16:14: 'timeout' must be between 1ms and 1d",
+        ":20:14: 'timeout' must be between 1ms and 1d",
+        ":25:24: 'history' must be between 0 and 100000",
+        ":26:34: 'turns' must be between 1 and 1000",
+        ":26:45: 'tokens' must be between 1 and 1099511627776",
+        ":26:21: 'wall' must be between 1ms and 30d",
+        ":26:60: 'tool_calls' must be between 0 and 100000",
+    };
+    (void)state;
+    expect_diags("job: j\n"
+                 "key: k\n"
+                 "shutdown_grace: -5\n"
+                 "max_in_flight: 0\n"
+                 "models:\n"
+                 "  m:\n"
+                 "    base_url: http://x\n"
+                 "    model: m\n"
+                 "    timeout: -1\n"
+                 "    retry: { attempts: 1000, backoff: 0ms..2h }\n"
+                 "    limits: { concurrency: 99999999999999999999 }\n"
+                 "    temperature: 3\n"
+                 "  n:\n"
+                 "    base_url: http://x\n"
+                 "    model: m\n"
+                 "    timeout: 9223372036854775807\n"
+                 "  o:\n"
+                 "    base_url: http://x\n"
+                 "    model: m\n"
+                 "    timeout: 1e300d\n"
+                 "agents:\n"
+                 "  a:\n"
+                 "    model: m\n"
+                 "    prompt: { user: hi }\n"
+                 "    memory: { history: -1 }\n"
+                 "    budget: { wall: -30s, turns: 0, tokens: 0, tool_calls: -1 }\n",
+                 want, sizeof(want) / sizeof(want[0]));
+}
+
 static eddy_job *load_ok(const char *name, const char *text, int flags)
 {
     eddy_diag d;
@@ -205,6 +255,58 @@ static eddy_job *load_ok(const char *name, const char *text, int flags)
     assert_non_null(job);
     eddy_diag_free(&d);
     return job;
+}
+
+static void test_duration_forms(void **state)
+{
+    eddy_job *job;
+    (void)state;
+    job = load_ok("dur.yaml",
+                  "job: j\nkey: k\nshutdown_grace: 0\n"
+                  "models:\n"
+                  "  m: { base_url: 'http://x', model: m, timeout: 1.5,\n"
+                  "       retry: { backoff: 250ms..1h } }\n"
+                  "agents:\n"
+                  "  a: { prompt: { user: hi }, budget: { wall: 30d } }\n",
+                  0);
+    assert_int_equal(job->shutdown_grace_ms, 0);
+    assert_int_equal(job->models[0].timeout_ms, 1500);
+    assert_int_equal(job->models[0].backoff_base_ms, 250);
+    assert_int_equal(job->models[0].backoff_cap_ms, 3600000);
+    assert_int_equal(job->agents[0].budget_wall_ms, 30LL * 86400000);
+    eddy_job_free(job);
+}
+
+/* `job: ""`, `key: ""` and other empty required strings were accepted. */
+static void test_empty_strings(void **state)
+{
+    static const char *const want[] = {
+        ":1:6: 'job' must not be empty",       ":2:6: 'key' must not be empty",
+        ":3:16: 'jsonl' must not be empty",    ":4:21: 'path' must not be empty",
+        ":6:18: 'base_url' must not be empty", ":6:29: 'model' must not be empty",
+        ":9:21: 'user' must not be empty",     ":11:14: a tool path must not be empty",
+        ":10:22: 'on' must not be empty",
+    };
+    (void)state;
+    expect_diags("job: \"\"\n"
+                 "key: \"\"\n"
+                 "sink: { jsonl: \"\" }\n"
+                 "checkpoint: { path: \"\" }\n"
+                 "models:\n"
+                 "  m: { base_url: \"\", model: \"\" }\n"
+                 "agents:\n"
+                 "  a:\n"
+                 "    prompt: { user: \"\" }\n"
+                 "    actions: [ { on: \"\", do: react } ]\n"
+                 "    tools: [ \"\" ]\n",
+                 want, sizeof(want) / sizeof(want[0]));
+}
+
+static void test_bad_key_path(void **state)
+{
+    static const char *const want[] = {":2:6: 'key' must be a dotted path such as customer.id"};
+    (void)state;
+    expect_diags("job: j\nkey: user..id\n" MODEL_AND_AGENT, want, 1);
 }
 
 /* A NUL byte silently cut the file short. */
@@ -331,11 +433,20 @@ static void test_env_places(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_good_job),          cmocka_unit_test(test_unknown_keys_and_types),
-        cmocka_unit_test(test_yaml_syntax_error), cmocka_unit_test(test_missing_env_and_model),
-        cmocka_unit_test(test_duplicate_key),     cmocka_unit_test(test_scalar_types),
-        cmocka_unit_test(test_nul_byte),          cmocka_unit_test(test_invalid_utf8_place),
-        cmocka_unit_test(test_tab_indentation),   cmocka_unit_test(test_env_typed_by_setting),
+        cmocka_unit_test(test_good_job),
+        cmocka_unit_test(test_unknown_keys_and_types),
+        cmocka_unit_test(test_yaml_syntax_error),
+        cmocka_unit_test(test_missing_env_and_model),
+        cmocka_unit_test(test_duplicate_key),
+        cmocka_unit_test(test_scalar_types),
+        cmocka_unit_test(test_ranges),
+        cmocka_unit_test(test_duration_forms),
+        cmocka_unit_test(test_empty_strings),
+        cmocka_unit_test(test_bad_key_path),
+        cmocka_unit_test(test_nul_byte),
+        cmocka_unit_test(test_invalid_utf8_place),
+        cmocka_unit_test(test_tab_indentation),
+        cmocka_unit_test(test_env_typed_by_setting),
         cmocka_unit_test(test_env_places),
     };
     eddy_alloc_install();
