@@ -320,10 +320,70 @@ static void check_tools(vctx *c, eddy_agent_def *a)
     uv_loop_close(&loop);
 }
 
-/* tools: a list of Lua files and native tools ({KIND: {settings}}). */
+/* `limits:` of a Lua tool entry: budgets of each call (0 = the default). */
+static void load_limits(vctx *c, json_t *entry, const char *path, eddy_tool_limits *l)
+{
+    static const char *const keys[] = {"instructions", "memory", "wall", NULL};
+    char p[600];
+    json_t *x = eddy__job_map(c, entry, path, "limits", 0);
+    if (!x)
+        return;
+    eddy__job_join(p, sizeof(p), path, "limits");
+    eddy__job_keys(c, x, p, keys);
+    l->instructions = eddy__job_int(c, x, p, "instructions", 0, 1, EDDY_TOOL_MAX_INSTRUCTIONS);
+    l->memory = eddy__job_size(c, x, p, "memory", 0, 1, EDDY_TOOL_MAX_MEMORY);
+    l->wall_ms = eddy__job_duration(c, x, p, "wall", 0, 1, EDDY_TOOL_MAX_WALL_MS);
+}
+
+/* One entry of a tool list: `tools/x.lua`, `{lua: tools/x.lua, limits:
+ * {...}}` or a native tool `{KIND: {settings}}`. Returns 0 when R is filled. */
+static int load_tool_entry(vctx *c, json_t *t, const char *tp, eddy_tool_ref *r)
+{
+    static const char *const long_keys[] = {"lua", "limits", NULL};
+    char where[512];
+    const char *kind = NULL;
+    json_t *cfg = NULL;
+    char *rel;
+    if (json_is_object(t) && json_object_size(t) == 1 && !json_object_get(t, "lua"))
+        json_object_foreach(t, kind, cfg) break;
+    if (kind && json_is_object(cfg)) {
+        if (!eddy_tools_has_kind(kind)) {
+            eddy__job_err(c, tp, 0, "unknown tool kind '%s' (this eddy has %s)", kind,
+                          eddy_tools_has_kind("fluss_lookup") ? "fluss_lookup" : "no native tools");
+            return -1;
+        }
+        r->kind = eddy_strdup(kind);
+        r->cfg = json_incref(cfg);
+    } else if (json_is_object(t)) {
+        eddy__job_keys(c, t, tp, long_keys);
+        if (!(rel = eddy__job_str(c, t, tp, "lua", S_REQ, NULL)))
+            return -1;
+        r->path = eddy_job_path(c->job, rel);
+        eddy_free(rel);
+        load_limits(c, t, tp, &r->limits);
+    } else if (json_is_string(t) || eddy__job_env_text(c, tp)) {
+        const char *s =
+            eddy__job_env_text(c, tp) ? eddy__job_env_text(c, tp) : json_string_value(t);
+        if (!*s) {
+            eddy__job_err(c, tp, 0, "a tool path must not be empty");
+            return -1;
+        }
+        r->path = eddy_job_path(c->job, s);
+    } else {
+        eddy__job_err(
+            c, tp, 0,
+            "a tool must be the path of a Lua file, '{lua: FILE, limits: {...}}' or a native "
+            "tool such as 'fluss_lookup: {table: db.customers}', not %s",
+            eddy__job_type(t));
+        return -1;
+    }
+    r->where = eddy_strdup(WHERE(c, tp, 0));
+    return 0;
+}
+
+/* tools: a list of Lua files and native tools. */
 static void load_tools(vctx *c, eddy_agent_def *a, json_t *x, const char *p, int want_tools)
 {
-    char where[512];
     if (!json_is_array(x)) {
         eddy__job_err(c, p, 0, "'tools' must be a list of Lua files and native tools, not %s",
                       eddy__job_type(x));
@@ -331,40 +391,16 @@ static void load_tools(vctx *c, eddy_agent_def *a, json_t *x, const char *p, int
     }
     a->tools = eddy_calloc(json_array_size(x) + 1, sizeof(*a->tools));
     for (size_t i = 0; a->tools && i < json_array_size(x); i++) {
-        json_t *t = json_array_get(x, i), *cfg = NULL;
-        const char *kind = NULL;
         char tp[512];
+        eddy_tool_ref *r = &a->tools[a->ntools];
         snprintf(tp, sizeof(tp), "%s/%zu", p, i);
-        if (json_is_object(t) && json_object_size(t) == 1)
-            json_object_foreach(t, kind, cfg) break;
-        if (json_is_object(t) && json_object_size(t) != 1) {
-            eddy__job_err(c, tp, 0, "a native tool is one 'KIND: {settings}' pair, not %zu keys",
-                          json_object_size(t));
-            continue;
-        }
-        if (json_is_string(t) && !json_string_length(t)) {
-            eddy__job_err(c, tp, 0, "a tool path must not be empty");
-            continue;
-        }
-        if (!json_is_string(t) && !(kind && json_is_object(cfg))) {
-            eddy__job_err(c, tp, 0,
-                          "a tool must be the path of a Lua file or a native tool such as "
-                          "'fluss_lookup: {table: db.customers}', not %s",
-                          eddy__job_type(t));
-            continue;
-        }
-        if (kind && !eddy_tools_has_kind(kind)) {
-            eddy__job_err(c, tp, 0, "unknown tool kind '%s' (this eddy has %s)", kind,
-                          eddy_tools_has_kind("fluss_lookup") ? "fluss_lookup" : "no native tools");
-            continue;
-        }
-        eddy_tool_ref *r = &a->tools[a->ntools++];
-        r->where = eddy_strdup(WHERE(c, tp, 0));
-        if (kind) {
-            r->kind = eddy_strdup(kind);
-            r->cfg = json_incref(cfg);
-        } else {
-            r->path = eddy_job_path(c->job, json_string_value(t));
+        if (load_tool_entry(c, json_array_get(x, i), tp, r) == 0) {
+            a->ntools++;
+        } else { /* partly filled: clear it for the next entry */
+            eddy_free(r->path);
+            eddy_free(r->kind);
+            json_decref(r->cfg);
+            memset(r, 0, sizeof(*r));
         }
     }
     if (want_tools)

@@ -3,7 +3,7 @@
  *
  * Each reads one member, checks its type and range, and on a problem
  * reports it with the place and returns the default: validation never stops
- * at the first error. Durations are parsed here, in doubles, and
+ * at the first error. Durations and sizes are parsed here, in doubles, and
  * range-checked before they are converted, so no value overflows.
  */
 #include "job_int.h"
@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void eddy__job_err(vctx *c, const char *path, int key, const char *fmt, ...)
 {
@@ -232,6 +233,71 @@ int64_t eddy__job_duration(vctx *c, json_t *v, const char *path, const char *key
         return def;
     }
     return (int64_t)llround(ms);
+}
+
+/* A size: bytes, or a number with B, KB, MB, GB (powers of 1000) or KiB,
+ * MiB, GiB (powers of 1024), any case. Returns 0 or -1. */
+static int parse_size(const char *s, double *bytes)
+{
+    static const struct {
+        const char *unit;
+        double n;
+    } units[] = {{"", 1},     {"b", 1},        {"kb", 1e3},      {"mb", 1e6},
+                 {"gb", 1e9}, {"kib", 1024.0}, {"mib", 1048576}, {"gib", 1073741824}};
+    char *end;
+    double v;
+    if (!(isdigit((unsigned char)s[0]) || s[0] == '.' || s[0] == '-' || s[0] == '+'))
+        return -1;
+    v = strtod(s, &end);
+    if (end == s || !isfinite(v))
+        return -1;
+    if (*end == ' ')
+        end++;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (!strcasecmp(end, units[i].unit)) {
+            *bytes = v * units[i].n;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static const char *fmt_size(int64_t n, char *buf, size_t len)
+{
+    if (n >= (1 << 30) && n % (1 << 30) == 0)
+        snprintf(buf, len, "%lldGiB", (long long)(n >> 30));
+    else if (n >= (1 << 20) && n % (1 << 20) == 0)
+        snprintf(buf, len, "%lldMiB", (long long)(n >> 20));
+    else if (n >= 1024 && n % 1024 == 0)
+        snprintf(buf, len, "%lldKiB", (long long)(n >> 10));
+    else
+        snprintf(buf, len, "%lld byte%s", (long long)n, n == 1 ? "" : "s");
+    return buf;
+}
+
+/* Size member KEY in bytes, within [MIN, MAX]. */
+int64_t eddy__job_size(vctx *c, json_t *v, const char *path, const char *key, int64_t def,
+                       int64_t min, int64_t max)
+{
+    char p[512], lo[32], hi[32];
+    double n;
+    json_t *x = eddy__job_member(c, v, path, key, 0);
+    eddy__job_join(p, sizeof(p), path, key);
+    if (!x || json_is_null(x))
+        return def;
+    if (json_is_number(x))
+        n = json_number_value(x);
+    else if (!json_is_string(x) || parse_size(json_string_value(x), &n)) {
+        eddy__job_err(c, p, 0,
+                      "'%s' must be a size such as 16MB, 64MiB, 512KB or a number of bytes", key);
+        return def;
+    }
+    if (!(n >= (double)min && n <= (double)max)) {
+        eddy__job_err(c, p, 0, "'%s' must be between %s and %s", key, fmt_size(min, lo, sizeof(lo)),
+                      fmt_size(max, hi, sizeof(hi)));
+        return def;
+    }
+    return (int64_t)llround(n);
 }
 
 json_t *eddy__job_map(vctx *c, json_t *v, const char *path, const char *key, int required)

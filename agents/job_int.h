@@ -60,6 +60,9 @@ int eddy__job_bool(vctx *c, json_t *v, const char *path, const char *key, int de
 /* Milliseconds: "250ms", "2s", "1.5m", "2h", "30d" or a number of seconds. */
 int64_t eddy__job_duration(vctx *c, json_t *v, const char *path, const char *key, int64_t def,
                            int64_t min_ms, int64_t max_ms);
+/* Bytes: a number, or one with B, KB, MB, GB, KiB, MiB, GiB. */
+int64_t eddy__job_size(vctx *c, json_t *v, const char *path, const char *key, int64_t def,
+                       int64_t min, int64_t max);
 /* A mapping member, or NULL (reported when present but not a mapping). */
 json_t *eddy__job_map(vctx *c, json_t *v, const char *path, const char *key, int required);
 

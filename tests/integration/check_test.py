@@ -91,6 +91,32 @@ def test_number_from_environment(tmp):
     assert job + ":7:28: 'concurrency' must be an integer, not a string" in p.stderr, p.stderr
 
 
+def test_tool_entry_long_form(tmp):
+    """`- { lua: FILE, limits: {...} }` loads with its limits in check and run; an unknown
+    key in the entry is an error with a suggestion."""
+    d = copy_example(tmp)
+    with Mock(tmp, example_script()) as mock:
+        job = os.path.join(d, "long.yaml")
+        write(job, job_text(mock.base_url, agents={"support": (
+            "    prompt: { user: \"{{event.text}}\" }\n"
+            "    tools:\n"
+            "      - { lua: tools/lookup_order.lua, limits: { instructions: 5000000, "
+            "memory: 16MB, wall: 2s } }\n")}))
+        eddy("check", job, check=0)
+        write(os.path.join(d, "in.jsonl"),
+              '{"id":"1","customer_id":"K1","text":"Where is my order A1001?"}\n')
+        eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+             os.path.join(tmp, "out.jsonl"), check=0)
+    outs = read_jsonl(os.path.join(tmp, "out.jsonl"))
+    assert len(outs) == 1 and outs[0]["tool_calls"] == 1 and "A1001" in outs[0]["output"], outs
+    write(job, open(job).read().replace("limits:", "limts:"))
+    p = eddy("check", job, check=2)
+    assert job + ":11:40: unknown key 'limts' (did you mean 'limits'?)" in p.stderr, p.stderr
+
+
+# -- process behaviour ----------------------------------------------------------
+
+
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 

@@ -430,6 +430,92 @@ static void test_env_places(void **state)
     eddy_diag_free(&d);
 }
 
+static const char kTool[] = "return eddy.tool {\n"
+                            "  name = \"x\", description = \"d\",\n"
+                            "  params = { q = \"string\" },\n"
+                            "  run = function(args) return args end,\n"
+                            "}\n";
+
+static void write_tools(void)
+{
+    char dir[300];
+    snprintf(dir, sizeof(dir), "%s/tools", g_dir);
+    mkdir(dir, 0755);
+    write_file("tools/x.lua", kTool);
+    write_file("tools/x2.lua", kTool); /* another file, the same tool name */
+}
+
+/* The long form of a tool entry, with the budgets of its calls. */
+static void test_tool_long_form(void **state)
+{
+    eddy_job *job;
+    (void)state;
+    write_tools();
+    job = load_ok("long.yaml",
+                  "job: j\nkey: k\n"
+                  "models:\n"
+                  "  m: { base_url: 'http://x', model: m }\n"
+                  "agents:\n"
+                  "  a:\n"
+                  "    prompt: { user: hi }\n"
+                  "    tools:\n"
+                  "      - { lua: tools/x.lua, limits: { instructions: 5000000, memory: 16MB, "
+                  "wall: 2s } }\n"
+                  "  b:\n"
+                  "    prompt: { user: hi }\n"
+                  "    tools:\n"
+                  "      - lua: tools/x.lua\n"
+                  "        limits: { memory: 64MiB }\n"
+                  "      - tools/x2.lua\n"
+                  "  c:\n"
+                  "    prompt: { user: hi }\n"
+                  "    tools: [ { lua: tools/x.lua, limits: { memory: 512KB } },\n"
+                  "             { lua: tools/x2.lua, limits: { memory: 1000, wall: 1 } } ]\n",
+                  0);
+    assert_int_equal(job->agents[0].tools[0].limits.instructions, 5000000);
+    assert_int_equal(job->agents[0].tools[0].limits.memory, 16000000);
+    assert_int_equal(job->agents[0].tools[0].limits.wall_ms, 2000);
+    assert_non_null(strstr(job->agents[0].tools[0].path, "tools/x.lua"));
+    assert_int_equal(job->agents[1].ntools, 2);
+    assert_int_equal(job->agents[1].tools[0].limits.memory, 64 << 20);
+    assert_int_equal(job->agents[1].tools[0].limits.instructions, 0);
+    assert_int_equal(job->agents[1].tools[1].limits.memory, 0);
+    assert_int_equal(job->agents[2].tools[0].limits.memory, 512000);
+    assert_int_equal(job->agents[2].tools[1].limits.memory, 1000);
+    assert_int_equal(job->agents[2].tools[1].limits.wall_ms, 1000);
+    eddy_job_free(job);
+}
+
+static void test_tool_long_form_errors(void **state)
+{
+    static const char *const want[] = {
+        ":9:11: unknown key 'lau' (did you mean 'lua'?)",
+        ":9:9: missing required key 'lua'",
+        ":10:29: unknown key 'limit' (did you mean 'limits'?)",
+        ":11:80: unknown key 'stack' (expected one of: instructions, memory, wall)",
+        ":11:74: 'instructions' must be an integer, not a string",
+        ":11:47: 'memory' must be between 1 byte and 4GiB",
+        ":11:56: 'wall' must be between 1ms and 1d",
+        ":12:47: 'memory' must be between 1 byte and 4GiB",
+        ":13:9: a tool must be the path of a Lua file, '{lua: FILE, limits: {...}}' or a native",
+    };
+    (void)state;
+    expect_diags("job: j\nkey: k\n"
+                 "models:\n"
+                 "  m: { base_url: 'http://x', model: m }\n"
+                 "agents:\n"
+                 "  a:\n"
+                 "    prompt: { user: hi }\n"
+                 "    tools:\n"
+                 "      - { lau: tools/x.lua }\n"
+                 "      - { lua: tools/x.lua, limit: {} }\n"
+                 "      - { lua: tools/x.lua, limits: { memory: 0, wall: 0s, instructions: lots, "
+                 "stack: 1 } }\n"
+                 "      - { lua: tools/x.lua, limits: { memory: 5GB } }\n"
+                 "      - 42\n",
+                 want, sizeof(want) / sizeof(want[0]));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -448,6 +534,8 @@ int main(void)
         cmocka_unit_test(test_tab_indentation),
         cmocka_unit_test(test_env_typed_by_setting),
         cmocka_unit_test(test_env_places),
+        cmocka_unit_test(test_tool_long_form),
+        cmocka_unit_test(test_tool_long_form_errors),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("job", tests, tmpdir_setup, tmpdir_teardown);
