@@ -9,7 +9,9 @@
  *
  * Every number is range-checked ("'timeout' must be between 1ms and 1d"),
  * every required string must be non-empty, and a scalar that was wholly one
- * ${...} takes the type its setting wants (yaml.c keeps its text).
+ * ${...} takes the type its setting wants (yaml.c keeps its text). With
+ * EDDY_JOB_TOOLS, the tools of all agents load into one host, as the worker
+ * loads them, so a job that `eddy check` accepts loads in `eddy run` too.
  */
 #include "eddy/agent.h"
 #include "job_int.h"
@@ -287,36 +289,160 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
     return t;
 }
 
-/* Load every tool of A into a throwaway host, so that each problem is
+/* The loaded tools of every agent, as a run holds them: one host. */
+typedef struct toolset {
+    uv_loop_t *loop;
+    eddy_tools *host;
+    eddy_tool ***loaded; /* [agent][tool], NULL where a load failed */
+} toolset;
+
+/* The name of the tool file R, loaded alone into a scratch host (to name
+ * the other side of a name clash). New string, or NULL. */
+static char *tool_name_alone(vctx *c, toolset *ts, const eddy_tool_ref *r)
+{
+    eddy_tools *h = NULL;
+    eddy_tool *t;
+    eddy_err e;
+    char *name = NULL;
+    if (!r->path || eddy_tools_new(ts->loop, c->job->dir, &h, &e))
+        return NULL;
+    eddy_tools_configure(h, c->job->modules);
+    if (eddy_tools_load(h, r->path, &r->limits, &t, &e) == 0)
+        name = eddy_strdup(eddy_tool_name(t));
+    eddy_tools_close(h);
+    uv_run(ts->loop, UV_RUN_DEFAULT);
+    eddy_tools_free(h);
+    return name;
+}
+
+static const char *ref_what(const eddy_tool_ref *r)
+{
+    return r->path ? r->path : r->kind;
+}
+
+/* Tool J of agent I was refused because another tool of the job has its
+ * name: say where both are listed. */
+static void report_clash(vctx *c, toolset *ts, size_t ai, size_t j, const eddy_err *e)
+{
+    const eddy_tool_ref *r = &c->job->agents[ai].tools[j];
+    char *name = tool_name_alone(c, ts, r);
+    for (size_t i = 0; name && i <= ai; i++) {
+        const eddy_agent_def *a = &c->job->agents[i];
+        for (size_t k = 0; k < (i == ai ? j : a->ntools); k++) {
+            const eddy_tool_ref *o = &a->tools[k];
+            if (!ts->loaded[i][k] || strcmp(eddy_tool_name(ts->loaded[i][k]), name))
+                continue;
+            if (i == ai && o->path && !strcmp(o->path, r->path) &&
+                !memcmp(&o->limits, &r->limits, sizeof(r->limits)))
+                eddy_diag_add(c->diag, "%s: agent '%s' lists tool '%s' (%s) twice: also at %s",
+                              r->where, a->name, name, ref_what(r), o->where);
+            else if (i == ai)
+                eddy_diag_add(c->diag,
+                              "%s: agent '%s' lists two tools named '%s': %s here and %s at %s",
+                              r->where, a->name, name, ref_what(r), ref_what(o), o->where);
+            else if (o->path && !strcmp(o->path, r->path) &&
+                     !memcmp(&o->limits, &r->limits, sizeof(r->limits)))
+                eddy_diag_add(c->diag,
+                              "%s: tool '%s' (%s) is also listed at %s (agent '%s'), and the "
+                              "job's one tool host does not load a file twice",
+                              r->where, name, ref_what(r), o->where, a->name);
+            else
+                eddy_diag_add(c->diag,
+                              "%s: tool '%s' (%s) has the name of the tool listed at %s (%s, "
+                              "agent '%s'): the agents of a job share one tool host, where "
+                              "names are unique%s",
+                              r->where, name, ref_what(r), o->where, ref_what(o), a->name,
+                              o->path && !strcmp(o->path, r->path)
+                                  ? " (the same file with other limits is another tool)"
+                                  : "");
+            c->errors++;
+            eddy_free(name);
+            return;
+        }
+    }
+    eddy_free(name);
+    eddy_diag_add(c->diag, "%s (tool listed at %s)", e->msg, r->where);
+    c->errors++;
+}
+
+/* Tool J of agent I has loaded as T: the model would see a name twice if
+ * an earlier entry of the same agent gave a tool of that name. */
+static void check_unique(vctx *c, toolset *ts, size_t ai, size_t j)
+{
+    const eddy_agent_def *a = &c->job->agents[ai];
+    const eddy_tool *t = ts->loaded[ai][j];
+    for (size_t k = 0; k < j; k++) {
+        const eddy_tool *o = ts->loaded[ai][k];
+        if (!o || strcmp(eddy_tool_name(o), eddy_tool_name(t)))
+            continue;
+        if (o == t)
+            eddy_diag_add(c->diag, "%s: agent '%s' lists tool '%s' (%s) twice: also at %s",
+                          a->tools[j].where, a->name, eddy_tool_name(t), ref_what(&a->tools[j]),
+                          a->tools[k].where);
+        else
+            eddy_diag_add(c->diag,
+                          "%s: agent '%s' lists two tools named '%s': %s here and %s at %s",
+                          a->tools[j].where, a->name, eddy_tool_name(t), ref_what(&a->tools[j]),
+                          ref_what(&a->tools[k]), a->tools[k].where);
+        c->errors++;
+        return;
+    }
+}
+
+static void load_one(vctx *c, toolset *ts, size_t ai, size_t j)
+{
+    eddy_tool_ref *r = &c->job->agents[ai].tools[j];
+    eddy_tool *t = NULL;
+    eddy_err e;
+    int rc;
+    rc = r->path ? eddy_tools_load(ts->host, r->path, &r->limits, &t, &e)
+                 : eddy_tools_load_native(ts->host, r->kind, r->cfg, &t, &e);
+    if (rc == 0) {
+        ts->loaded[ai][j] = t;
+        check_unique(c, ts, ai, j);
+    } else if (rc == EDDY_EEXIST && r->path) {
+        report_clash(c, ts, ai, j, &e);
+    } else {
+        if (r->path)
+            eddy_diag_add(c->diag, "%s (tool listed at %s)", e.msg, r->where);
+        else
+            eddy_diag_add(c->diag, "%s: %s: %s", r->where, r->kind, e.msg);
+        c->errors++;
+    }
+}
+
+/* Load the tools of every agent, in order, into one throwaway host, with
+ * the limits of their entries: what the worker does at start (one host per
+ * worker loop), so a tool list that loads here loads there. Each problem is
  * reported with the place the tool is listed. */
-static void check_tools(vctx *c, eddy_agent_def *a)
+static void check_tools(vctx *c)
 {
     uv_loop_t loop;
-    eddy_tools *h = NULL;
+    toolset ts = {&loop, NULL, NULL};
     eddy_err e;
     if (uv_loop_init(&loop))
         return;
-    if (eddy_tools_new(&loop, c->job->dir, &h, &e) == 0) {
-        eddy_tools_configure(h, c->job->modules);
-        for (size_t i = 0; i < a->ntools; i++) {
-            eddy_tool_ref *r = &a->tools[i];
-            eddy_tool *t;
-            /* the host itself rejects a second tool of the same name */
-            if (r->path && eddy_tools_load(h, r->path, &r->limits, &t, &e)) {
-                eddy_diag_add(c->diag, "%s (tool listed at %s)", e.msg, r->where);
-                c->errors++;
-            } else if (r->kind && eddy_tools_load_native(h, r->kind, r->cfg, &t, &e)) {
-                eddy_diag_add(c->diag, "%s: %s: %s", r->where, r->kind, e.msg);
-                c->errors++;
-            }
-        }
-        eddy_tools_close(h);
+    ts.loaded = eddy_calloc(c->job->nagents + 1, sizeof(*ts.loaded));
+    for (size_t i = 0; ts.loaded && i < c->job->nagents; i++)
+        ts.loaded[i] = eddy_calloc(c->job->agents[i].ntools + 1, sizeof(eddy_tool *));
+    if (!ts.loaded) {
+        eddy_diag_add(c->diag, "%s: out of memory", c->job->file);
+        c->errors++;
+    } else if (eddy_tools_new(&loop, c->job->dir, &ts.host, &e) == 0) {
+        eddy_tools_configure(ts.host, c->job->modules);
+        for (size_t i = 0; i < c->job->nagents; i++)
+            for (size_t j = 0; ts.loaded[i] && j < c->job->agents[i].ntools; j++)
+                load_one(c, &ts, i, j);
+        eddy_tools_close(ts.host);
         uv_run(&loop, UV_RUN_DEFAULT);
-        eddy_tools_free(h);
+        eddy_tools_free(ts.host);
     } else {
         eddy_diag_add(c->diag, "%s", e.msg);
         c->errors++;
     }
+    for (size_t i = 0; ts.loaded && i < c->job->nagents; i++)
+        eddy_free(ts.loaded[i]);
+    eddy_free(ts.loaded);
     uv_loop_close(&loop);
 }
 
@@ -382,7 +508,7 @@ static int load_tool_entry(vctx *c, json_t *t, const char *tp, eddy_tool_ref *r)
 }
 
 /* tools: a list of Lua files and native tools. */
-static void load_tools(vctx *c, eddy_agent_def *a, json_t *x, const char *p, int want_tools)
+static void load_tools(vctx *c, eddy_agent_def *a, json_t *x, const char *p)
 {
     if (!json_is_array(x)) {
         eddy__job_err(c, p, 0, "'tools' must be a list of Lua files and native tools, not %s",
@@ -403,12 +529,9 @@ static void load_tools(vctx *c, eddy_agent_def *a, json_t *x, const char *p, int
             memset(r, 0, sizeof(*r));
         }
     }
-    if (want_tools)
-        check_tools(c, a);
 }
 
-static void load_agent(vctx *c, const char *name, json_t *v, const char *path, eddy_agent_def *a,
-                       int want_tools)
+static void load_agent(vctx *c, const char *name, json_t *v, const char *path, eddy_agent_def *a)
 {
     static const char *const keys[] = {"model",  "prompt",  "tools", "memory",
                                        "budget", "actions", NULL};
@@ -453,7 +576,7 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
 
     if ((x = eddy__job_member(c, v, path, "tools", 0))) {
         eddy__job_join(p, sizeof(p), path, "tools");
-        load_tools(c, a, x, p, want_tools);
+        load_tools(c, a, x, p);
     }
 
     a->history = 20;
@@ -510,7 +633,7 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
     }
 }
 
-static void load_section(vctx *c, json_t *root, const char *key, int want_tools)
+static void load_section(vctx *c, json_t *root, const char *key)
 {
     const char *name;
     json_t *v, *m = eddy__job_map(c, root, "", key, 1);
@@ -537,7 +660,7 @@ static void load_section(vctx *c, json_t *root, const char *key, int want_tools)
         if (!strcmp(key, "models"))
             load_model(c, name, v, p, &c->job->models[i]), c->job->nmodels = ++i;
         else
-            load_agent(c, name, v, p, &c->job->agents[i], want_tools), c->job->nagents = ++i;
+            load_agent(c, name, v, p, &c->job->agents[i]), c->job->nagents = ++i;
     }
 }
 
@@ -555,7 +678,7 @@ static void check_key_path(vctx *c, const char *key)
                       key);
 }
 
-int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *diag)
+int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag)
 {
     static const char *const keys[] = {
         "job",        "key",    "source", "sink",           "dead_letter",
@@ -626,8 +749,10 @@ int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *d
     job->shutdown_grace_ms =
         eddy__job_duration(&c, doc.root, "", "shutdown_grace", 10000, 0, MS_DAY);
     job->max_in_flight = (int)eddy__job_int(&c, doc.root, "", "max_in_flight", 10000, 1, 10000000);
-    load_section(&c, doc.root, "models", want_tools);
-    load_section(&c, doc.root, "agents", want_tools);
+    load_section(&c, doc.root, "models");
+    load_section(&c, doc.root, "agents");
+    if (flags & EDDY_JOB_TOOLS)
+        check_tools(&c);
 out:
     eddy_yaml_doc_free(&doc);
     if (c.errors || diag->n) {

@@ -152,7 +152,7 @@ static int cmd_check(args *a)
         return 2;
     }
     eddy_diag_init(&d);
-    rc = eddy_job_load(a->pos[0], 1, &job, &d);
+    rc = eddy_job_load(a->pos[0], EDDY_JOB_TOOLS, &job, &d);
     for (size_t i = 0; i < d.n; i++)
         fprintf(stderr, "%s\n", d.msgs[i]);
     if (rc) {
@@ -173,14 +173,15 @@ static int cmd_check(args *a)
     return 0;
 }
 
-/* Load FILE, printing its problems. WANT_TOOLS: also compile its Lua tools
- * (to report every problem before a run starts; not needed to read paths). */
-static int load_job(const char *file, int want_tools, eddy_job **job)
+/* Load FILE, printing its problems. FLAGS: EDDY_JOB_TOOLS to also load its
+ * tools (to report every problem before a run starts; not needed to read
+ * paths). */
+static int load_job(const char *file, int flags, eddy_job **job)
 {
     eddy_diag d;
     int rc;
     eddy_diag_init(&d);
-    rc = eddy_job_load(file, want_tools, job, &d);
+    rc = eddy_job_load(file, flags, job, &d);
     for (size_t i = 0; i < d.n; i++)
         fprintf(stderr, "%s\n", d.msgs[i]);
     if (rc)
@@ -198,7 +199,7 @@ static int cmd_run(args *a)
         fprintf(stderr, "usage: eddy run JOB.yaml [options]\n");
         return 2;
     }
-    if (load_job(a->pos[0], 1, &job))
+    if (load_job(a->pos[0], EDDY_JOB_TOOLS, &job))
         return 2;
     rc = eddy_runtime_run(job, &a->run);
     eddy_job_free(job);

@@ -64,10 +64,10 @@ struct eddy_tool;
 /* One entry of an agent's tool list: a Lua file, or a native tool kind
  * with its settings (`- fluss_lookup: {table: db.customers}`). */
 typedef struct eddy_tool_ref {
-    char *path;  /* the Lua file (resolved), or NULL */
-    char *kind;  /* the native tool kind, or NULL */
-    json_t *cfg; /* the native tool's settings (owned) */
-    char *where; /* "job.yaml:12:7": where the tool is listed */
+    char *path;              /* the Lua file (resolved), or NULL */
+    char *kind;              /* the native tool kind, or NULL */
+    json_t *cfg;             /* the native tool's settings (owned) */
+    char *where;             /* "job.yaml:12:7": where the tool is listed */
     eddy_tool_limits limits; /* Lua tools: `limits:` of the entry (0 = default) */
 } eddy_tool_ref;
 
@@ -109,11 +109,13 @@ typedef struct eddy_job {
     size_t nagents;
 } eddy_job;
 
+/* What eddy_job_load checks beyond the file itself. */
+#define EDDY_JOB_TOOLS 1 /* load every agent's tools into one throwaway host, as a run does */
+
 /* Load and validate FILE. Every problem goes to DIAG; returns 0 when there
  * were none, else EDDY_ESCHEMA (or EDDY_EPARSE, EDDY_ENOMEM) and *OUT NULL.
- * When CHECK_TOOLS, Lua tool files are compiled and their schemas checked
- * (in a throwaway host). */
-int eddy_job_load(const char *file, int check_tools, eddy_job **out, eddy_diag *diag);
+ * FLAGS: EDDY_JOB_* bits. */
+int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag);
 void eddy_job_free(eddy_job *job);
 
 /* Resolve REL against the job's folder; new string. */

@@ -42,6 +42,52 @@ def first_error(p):
     return lines[0] if lines else ""
 
 
+def test_shared_tool_file_check_agrees_with_run(tmp):
+    """Two agents listing one tool file: `check` loads them into one host, as `run` does,
+    so both accept the job or both refuse it with the same message (it passed check and
+    failed run)."""
+    d = copy_example(tmp)
+    agents = {a: "    prompt: { user: \"{{event.text}}\" }\n"
+                 "    tools: [ tools/lookup_order.lua ]\n" for a in ("first", "second")}
+    with Mock(tmp, example_script()) as mock:
+        job = os.path.join(d, "two.yaml")
+        write(job, job_text(mock.base_url, agents=agents))
+        events(os.path.join(d, "in.jsonl"), 4)
+        c = eddy("check", job)
+        r = eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+                 os.path.join(tmp, "out.jsonl"))
+    assert (c.returncode == 0) == (r.returncode == 0), (c.returncode, c.stderr, r.returncode,
+                                                        r.stderr)
+    if c.returncode == 0:
+        outs = read_jsonl(os.path.join(tmp, "out.jsonl"))
+        assert sorted(o["agent"] for o in outs) == ["first"] * 4 + ["second"] * 4, outs
+    else:
+        assert c.returncode == 2 and r.returncode == 2, (c.returncode, r.returncode)
+        assert first_error(c) and first_error(c) in r.stderr, (c.stderr, r.stderr)
+        assert job + ":" in first_error(c), c.stderr
+
+
+def test_two_tools_one_name_in_one_agent(tmp):
+    """Two different tool files giving one name in one agent's list: an error naming both
+    places, from check and from run."""
+    d = copy_example(tmp)
+    src = open(os.path.join(d, "tools", "lookup_order.lua")).read()
+    write(os.path.join(d, "tools", "copy.lua"), src)
+    job = os.path.join(d, "dup.yaml")
+    write(job, job_text("http://127.0.0.1:9/v1", agents={
+        "support": "    prompt: { user: hi }\n"
+                   "    tools:\n"
+                   "      - tools/lookup_order.lua\n"
+                   "      - tools/copy.lua\n"}))
+    c = eddy("check", job, check=2)
+    want = ("%s:12:9: agent 'support' lists two tools named 'lookup_order': %s here and %s at "
+            "%s:11:9" % (job, os.path.join(d, "tools", "copy.lua"),
+                         os.path.join(d, "tools", "lookup_order.lua"), job))
+    assert want in c.stderr, c.stderr
+    r = eddy("run", job, "--input", "-", stdin="", check=2)
+    assert want in r.stderr, r.stderr
+
+
 def test_values_and_text_errors_name_the_place(tmp):
     """Out-of-range values (they meant "no limit" or overflowed), empty names, a NUL byte,
     invalid UTF-8 and a tab in indentation are each reported at their line:col."""

@@ -516,6 +516,89 @@ static void test_tool_long_form_errors(void **state)
                  want, sizeof(want) / sizeof(want[0]));
 }
 
+/* Whether the tools of JOB load the way the worker loads them: all agents
+ * into one host, through eddy_agent_rt_new. */
+static int run_would_load(const eddy_job *job)
+{
+    uv_loop_t loop;
+    eddy_tools *h;
+    eddy_agent_env env = {0};
+    eddy_err e;
+    int ok = 1;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(eddy_tools_new(&loop, job->dir, &h, &e), 0);
+    eddy_tools_configure(h, job->modules);
+    env.loop = &loop;
+    env.tools = h;
+    for (size_t i = 0; i < job->nagents && ok; i++) {
+        eddy_agent_rt *rt;
+        ok = eddy_agent_rt_new(&job->agents[i], &env, &rt, &e) == 0;
+        if (ok)
+            eddy_agent_rt_free(rt);
+    }
+    eddy_tools_close(h);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    eddy_tools_free(h);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    return ok;
+}
+
+/* Two agents listing one tool file passed `check` (a host per agent) and
+ * failed `run` (one host): check now loads as run does, so they agree. */
+static void test_tools_check_agrees_with_run(void **state)
+{
+    static const char text[] = "job: j\nkey: k\n"
+                               "models:\n"
+                               "  m: { base_url: 'http://x', model: m }\n"
+                               "agents:\n"
+                               "  a: { prompt: { user: hi }, tools: [ tools/x.lua ] }\n"
+                               "  b: { prompt: { user: hi }, tools: [ tools/x.lua ] }\n";
+    eddy_job *job;
+    eddy_diag d;
+    int checked, ran;
+    (void)state;
+    write_tools();
+    job = load_ok("two.yaml", text, 0);
+    ran = run_would_load(job);
+    eddy_job_free(job);
+    eddy_diag_init(&d);
+    checked = eddy_job_load(write_file("two.yaml", text), EDDY_JOB_TOOLS, &job, &d) == 0;
+    for (size_t i = 0; i < d.n; i++)
+        fprintf(stderr, "  diag: %s\n", d.msgs[i]);
+    assert_int_equal(checked, ran);
+    eddy_diag_free(&d);
+    eddy_job_free(job);
+}
+
+/* Two different tools of one name in one agent's list: both places. */
+static void test_tool_name_twice_in_agent(void **state)
+{
+    eddy_diag d;
+    eddy_job *job;
+    const char *path;
+    char want[1024];
+    (void)state;
+    write_tools();
+    path = write_file("dup.yaml", "job: j\nkey: k\n"
+                                  "models:\n"
+                                  "  m: { base_url: 'http://x', model: m }\n"
+                                  "agents:\n"
+                                  "  a:\n"
+                                  "    prompt: { user: hi }\n"
+                                  "    tools: [ tools/x.lua, tools/x2.lua ]\n");
+    eddy_diag_init(&d);
+    assert_int_not_equal(eddy_job_load(path, EDDY_JOB_TOOLS, &job, &d), 0);
+    for (size_t i = 0; i < d.n; i++)
+        fprintf(stderr, "  diag: %s\n", d.msgs[i]);
+    assert_int_equal(d.n, 1);
+    snprintf(want, sizeof(want),
+             "%s:8:27: agent 'a' lists two tools named 'x': %s/tools/x2.lua here and "
+             "%s/tools/x.lua at %s:8:14",
+             path, g_dir, g_dir, path);
+    assert_string_equal(d.msgs[0], want);
+    eddy_diag_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -536,6 +619,8 @@ int main(void)
         cmocka_unit_test(test_env_places),
         cmocka_unit_test(test_tool_long_form),
         cmocka_unit_test(test_tool_long_form_errors),
+        cmocka_unit_test(test_tools_check_agrees_with_run),
+        cmocka_unit_test(test_tool_name_twice_in_agent),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("job", tests, tmpdir_setup, tmpdir_teardown);
