@@ -19,6 +19,7 @@
 #include "eddy/json.h"
 #include "eddy/tools.h"
 
+#include <ctype.h>
 #include <libgen.h>
 #include <math.h>
 #include <stdio.h>
@@ -664,9 +665,30 @@ static void load_section(vctx *c, json_t *root, const char *key)
     }
 }
 
+char *eddy_job_dir_name(const char *name)
+{
+    eddy_buf b;
+    size_t n = strlen(name), keep = n > 64 ? 64 : n;
+    int changed = n > 64 || !n || !strcmp(name, ".") || !strcmp(name, "..");
+    eddy_buf_init(&b);
+    for (size_t i = 0; i < keep; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        int ok = isalnum(ch) || ch == '.' || ch == '_' || ch == '-';
+        changed |= !ok;
+        eddy_buf_putc(&b, ok ? (char)ch : '_');
+    }
+    if (changed) /* "a b" and "a_b" must not share a folder */
+        eddy_buf_printf(&b, "-%08x", (unsigned)(eddy_hash64(name, n) & 0xffffffffu));
+    return eddy_buf_take(&b);
+}
+
+/* .eddy/<job>/FILE beside the job file: each job of a folder has its own. */
 static char *default_path(eddy_job *job, const char *file)
 {
-    return eddy_aprintf("%s%s.eddy/%s", job->dir, job->dir[0] ? "/" : "", file);
+    char *dir = eddy_job_dir_name(job->name ? job->name : "job"), *p;
+    p = dir ? eddy_aprintf("%s%s.eddy/%s/%s", job->dir, job->dir[0] ? "/" : "", dir, file) : NULL;
+    eddy_free(dir);
+    return p;
 }
 
 /* key: a dotted path ("customer.id") with no empty part. */

@@ -7,10 +7,12 @@
 #include "eddy/eddy.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli_int.h"
 
@@ -212,13 +214,48 @@ static int ends_with(const char *s, const char *suffix)
     return n >= m && !strcmp(s + n - m, suffix);
 }
 
+/* With no job named: the one trace store under .eddy/ (each job keeps its
+ * own in .eddy/<job>/traces.db; .eddy/traces.db is where older versions
+ * kept it). NULL, said why, when there is none or more than one. */
+static char *default_trace_db(void)
+{
+    DIR *d = opendir(".eddy");
+    struct dirent *de;
+    char *found[8];
+    size_t n = 0;
+    if (access(".eddy/traces.db", F_OK) == 0)
+        found[n++] = eddy_strdup(".eddy/traces.db");
+    while (d && (de = readdir(d)) && n < sizeof(found) / sizeof(found[0])) {
+        char *p = de->d_name[0] == '.' ? NULL : eddy_aprintf(".eddy/%s/traces.db", de->d_name);
+        if (p && access(p, F_OK) == 0)
+            found[n++] = p;
+        else
+            eddy_free(p);
+    }
+    if (d)
+        closedir(d);
+    if (n == 1)
+        return found[0];
+    if (n == 0)
+        fprintf(stderr, "eddy: no trace store in .eddy/ here: name the job (JOB.yaml) or the "
+                        "store (TRACES.db)\n");
+    else
+        fprintf(stderr, "eddy: several trace stores in .eddy/ here: name the job (JOB.yaml) or "
+                        "the store (TRACES.db):\n");
+    for (size_t i = 0; i < n; i++) {
+        fprintf(stderr, "  %s\n", found[i]);
+        eddy_free(found[i]);
+    }
+    return NULL;
+}
+
 /* The trace store named by ARG: a job file's trace.path, or a database. */
 static char *trace_db(const char *arg)
 {
     eddy_job *job;
     char *p;
     if (!arg)
-        return eddy_strdup(".eddy/traces.db");
+        return default_trace_db();
     if (!ends_with(arg, ".yaml") && !ends_with(arg, ".yml"))
         return eddy_strdup(arg);
     if (load_job(arg, 0, &job))

@@ -114,9 +114,17 @@ typedef struct eddy_job {
 
 /* Load and validate FILE. Every problem goes to DIAG; returns 0 when there
  * were none, else EDDY_ESCHEMA (or EDDY_EPARSE, EDDY_ENOMEM) and *OUT NULL.
- * FLAGS: EDDY_JOB_* bits. */
+ * FLAGS: EDDY_JOB_* bits. Paths that are not given default to
+ * .eddy/<job name>/{state.db,traces.db,dead-letter.jsonl} beside the file. */
 int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag);
 void eddy_job_free(eddy_job *job);
+
+/* The folder name a job name becomes under .eddy/: NAME itself when it is
+ * made of [A-Za-z0-9._-], is at most 64 bytes and is not "." or "..", else
+ * its first 64 bytes with every other byte as '_' and "-" plus 8 hex digits
+ * of a hash of NAME appended, so two names do not share a folder. New
+ * string, NULL on OOM. */
+char *eddy_job_dir_name(const char *name);
 
 /* Resolve REL against the job's folder; new string. */
 char *eddy_job_path(const eddy_job *job, const char *rel);

@@ -163,6 +163,34 @@ def test_tool_entry_long_form(tmp):
 # -- process behaviour ----------------------------------------------------------
 
 
+def test_per_job_state_and_traces(tmp):
+    """Two jobs in one folder keep their own memory and traces (.eddy/<job>/), and
+    `eddy trace list JOB.yaml` finds each job's default store."""
+    d = copy_example(tmp)
+    with Mock(tmp, {"rules": [{"reply": "n=${n_user}"}]}) as mock:
+        for name in ("alpha", "beta"):
+            write(os.path.join(d, name + ".yaml"), job_text(mock.base_url, name=name))
+        events(os.path.join(d, "in.jsonl"), 2, keys=1)
+        for name in ("alpha", "beta"):
+            eddy("run", os.path.join(d, name + ".yaml"), "--input", os.path.join(d, "in.jsonl"),
+                 "--output", os.path.join(tmp, name + ".jsonl"), check=0)
+    for name in ("alpha", "beta"):
+        # each job's conversation with K0 starts at its own first message
+        outs = read_jsonl(os.path.join(tmp, name + ".jsonl"))
+        assert [o["output"] for o in outs] == ["n=1", "n=2"], (name, outs)
+        db = sqlite3.connect(os.path.join(d, ".eddy", name, "traces.db"))
+        assert db.execute("SELECT count(*) FROM traces").fetchone()[0] == 2
+        assert os.path.exists(os.path.join(d, ".eddy", name, "state.db"))
+        p = eddy("trace", "list", os.path.join(d, name + ".yaml"), check=0)
+        assert len(p.stdout.strip().splitlines()) == 3, p.stdout
+    assert not os.path.exists(os.path.join(d, ".eddy", "state.db"))
+    # with no job named, one store is found; two are named, not guessed between
+    p = subprocess.run([os.path.join(itrun.ARGS.build, "eddy"), "trace", "list"], cwd=d,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and ".eddy/alpha/traces.db" in p.stderr and \
+        ".eddy/beta/traces.db" in p.stderr, (p.returncode, p.stderr)
+
+
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 

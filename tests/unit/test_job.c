@@ -599,6 +599,38 @@ static void test_tool_name_twice_in_agent(void **state)
     eddy_diag_free(&d);
 }
 
+/* Two jobs of one folder shared .eddy/state.db. */
+static void test_default_paths_per_job(void **state)
+{
+    char *s;
+    eddy_job *a, *b;
+    (void)state;
+    a = load_ok("ja.yaml", "job: alpha\nkey: k\n" MODEL_AND_AGENT, 0);
+    b = load_ok("jb.yaml", "job: beta\nkey: k\n" MODEL_AND_AGENT, 0);
+    assert_non_null(strstr(a->state_path, "/.eddy/alpha/state.db"));
+    assert_non_null(strstr(b->state_path, "/.eddy/beta/state.db"));
+    assert_non_null(strstr(b->trace_path, "/.eddy/beta/traces.db"));
+    eddy_job_free(a);
+    eddy_job_free(b);
+    assert_string_equal(s = eddy_job_dir_name("order-support_2.x"), "order-support_2.x");
+    eddy_free(s);
+    s = eddy_job_dir_name("my job/../x");
+    assert_int_equal(strncmp(s, "my_job_.._x-", 12), 0);
+    assert_int_equal(strlen(s), 12 + 8);
+    assert_null(strchr(s, '/'));
+    eddy_free(s);
+    {
+        char *x = eddy_job_dir_name("a b"), *y = eddy_job_dir_name("a_b");
+        assert_string_not_equal(x, y);
+        eddy_free(x);
+        eddy_free(y);
+    }
+    s = eddy_job_dir_name("..");
+    assert_string_not_equal(s, "..");
+    assert_int_equal(strncmp(s, "..-", 3), 0);
+    eddy_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -621,6 +653,7 @@ int main(void)
         cmocka_unit_test(test_tool_long_form_errors),
         cmocka_unit_test(test_tools_check_agrees_with_run),
         cmocka_unit_test(test_tool_name_twice_in_agent),
+        cmocka_unit_test(test_default_paths_per_job),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("job", tests, tmpdir_setup, tmpdir_teardown);
