@@ -6,177 +6,27 @@
  * problem. Each error names file:line:col of the offending key or value and
  * says what was expected; unknown keys get a "did you mean" from the keys
  * allowed at that place. Relative paths resolve against the job's folder.
+ *
+ * Every number is range-checked ("'timeout' must be between 1ms and 1d"),
+ * every required string must be non-empty, and a scalar that was wholly one
+ * ${...} takes the type its setting wants (yaml.c keeps its text). With
+ * EDDY_JOB_TOOLS, the tools of all agents load into one host, as the worker
+ * loads them, so a job that `eddy check` accepts loads in `eddy run` too.
  */
 #include "eddy/agent.h"
+#include "job_int.h"
 #include "eddy/buf.h"
 #include "eddy/json.h"
 #include "eddy/tools.h"
 
+#include <ctype.h>
 #include <libgen.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <uv.h>
-
-typedef struct vctx {
-    eddy_yaml_doc *doc;
-    eddy_diag *diag;
-    eddy_job *job;
-    int errors;
-} vctx;
-
-#define WHERE(c, path, key) eddy_yaml_where((c)->doc, (path), (key), where, sizeof(where))
-
-static void verr(vctx *c, const char *path, int key, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void verr(vctx *c, const char *path, int key, const char *fmt, ...)
-{
-    char where[512], msg[EDDY_ERR_MSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    eddy_diag_add(c->diag, "%s: %s", WHERE(c, path, key), msg);
-    c->errors++;
-}
-
-static const char *type_name(json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "a mapping";
-    case JSON_ARRAY:
-        return "a list";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    default:
-        return "null";
-    }
-}
-
-static void join(char *out, size_t n, const char *path, const char *key)
-{
-    snprintf(out, n, "%s/%s", path, key);
-}
-
-/* Report keys of mapping V at PATH that are not in ALLOWED (NULL-ended). */
-static void check_keys(vctx *c, json_t *v, const char *path, const char *const *allowed)
-{
-    const char *k;
-    json_t *x;
-    json_object_foreach(v, k, x)
-    {
-        const char *best = NULL;
-        size_t bestd = (size_t)-1, i;
-        char p[512];
-        for (i = 0; allowed[i]; i++) {
-            size_t d;
-            if (!strcmp(k, allowed[i]))
-                break;
-            d = eddy_levenshtein(k, allowed[i]);
-            if (d < bestd) {
-                bestd = d;
-                best = allowed[i];
-            }
-        }
-        if (allowed[i])
-            continue;
-        join(p, sizeof(p), path, k);
-        if (best && bestd <= (strlen(k) <= 4 ? 1u : strlen(k) <= 8 ? 2u : 3u))
-            verr(c, p, 1, "unknown key '%s' (did you mean '%s'?)", k, best);
-        else {
-            eddy_buf b;
-            char *list;
-            eddy_buf_init(&b);
-            for (i = 0; allowed[i]; i++)
-                eddy_buf_printf(&b, "%s%s", i ? ", " : "", allowed[i]);
-            list = eddy_buf_take(&b);
-            verr(c, p, 1, "unknown key '%s' (expected one of: %s)", k, list ? list : "");
-            eddy_free(list);
-        }
-    }
-}
-
-/* Member KEY of mapping V; reports when required and missing. */
-static json_t *member(vctx *c, json_t *v, const char *path, const char *key, int required)
-{
-    json_t *x = json_object_get(v, key);
-    if (!x && required) /* point at the mapping's own key: "default:" */
-        verr(c, path, 1, "missing required key '%s'", key);
-    return x;
-}
-
-static char *get_str(vctx *c, json_t *v, const char *path, const char *key, int required,
-                     const char *def)
-{
-    char p[512];
-    json_t *x = member(c, v, path, key, required);
-    join(p, sizeof(p), path, key);
-    if (!x || json_is_null(x))
-        return def ? eddy_strdup(def) : NULL;
-    if (json_is_string(x))
-        return eddy_strdup(json_string_value(x));
-    if (json_is_integer(x) || json_is_real(x))
-        return eddy_json_key_string(x);
-    verr(c, p, 0, "'%s' must be a string, not %s", key, type_name(x));
-    return NULL;
-}
-
-static long long get_int(vctx *c, json_t *v, const char *path, const char *key, long long def,
-                         long long min, long long max)
-{
-    char p[512];
-    json_t *x = member(c, v, path, key, 0);
-    join(p, sizeof(p), path, key);
-    if (!x || json_is_null(x))
-        return def;
-    if (!json_is_integer(x)) {
-        verr(c, p, 0, "'%s' must be an integer, not %s", key, type_name(x));
-        return def;
-    }
-    if (json_integer_value(x) < min || json_integer_value(x) > max) {
-        verr(c, p, 0, "'%s' must be between %lld and %lld", key, min, max);
-        return def;
-    }
-    return json_integer_value(x);
-}
-
-static int64_t get_duration(vctx *c, json_t *v, const char *path, const char *key, int64_t def)
-{
-    char p[512];
-    int64_t ms;
-    json_t *x = member(c, v, path, key, 0);
-    join(p, sizeof(p), path, key);
-    if (!x || json_is_null(x))
-        return def;
-    if (json_is_integer(x))
-        return json_integer_value(x) * 1000;
-    if (json_is_string(x) && eddy_parse_duration_ms(json_string_value(x), &ms) == 0)
-        return ms;
-    verr(c, p, 0, "'%s' must be a duration such as 500ms, 30s, 5m, 2h, 30d", key);
-    return def;
-}
-
-/* A mapping member, or NULL (reported when present but not a mapping). */
-static json_t *get_map(vctx *c, json_t *v, const char *path, const char *key, int required)
-{
-    char p[512];
-    json_t *x = member(c, v, path, key, required);
-    join(p, sizeof(p), path, key);
-    if (x && !json_is_object(x)) {
-        verr(c, p, 0, "'%s' must be a mapping, not %s", key, type_name(x));
-        return NULL;
-    }
-    return x;
-}
 
 char *eddy_job_path(const eddy_job *job, const char *rel)
 {
@@ -194,22 +44,25 @@ static json_t *get_fluss(vctx *c, json_t *m, const char *path, int is_source)
                                            "sasl_user", "sasl_password", NULL};
     static const char *const sink_keys[] = {"bootstrap", "table", "sasl_user", "sasl_password",
                                             NULL};
-    char p[512];
-    json_t *f = get_map(c, m, path, "fluss", 1);
+    static const char *const strings[] = {"bootstrap", "table",         "start",
+                                          "sasl_user", "sasl_password", NULL};
+    char p[512], tp[600];
+    json_t *f = eddy__job_map(c, m, path, "fluss", 1);
     if (!f)
         return NULL;
-    join(p, sizeof(p), path, "fluss");
-    check_keys(c, f, p, is_source ? src_keys : sink_keys);
-    char *table = get_str(c, f, p, "table", 1, NULL);
+    eddy__job_join(p, sizeof(p), path, "fluss");
+    eddy__job_keys(c, f, p, is_source ? src_keys : sink_keys);
+    eddy__job_env_strings(c, f, p, strings);
+    char *table = eddy__job_str(c, f, p, "table", S_REQ, NULL);
+    eddy__job_join(tp, sizeof(tp), p, "table");
     if (table && (!strchr(table, '.') || table[0] == '.' || strchr(table, '.')[1] == 0))
-        verr(c, p, 0, "'table' must be DATABASE.TABLE, got '%s'", table);
+        eddy__job_err(c, tp, 0, "'table' must be DATABASE.TABLE, got '%s'", table);
     eddy_free(table);
     const json_t *start = json_object_get(f, "start");
+    eddy__job_join(tp, sizeof(tp), p, "start");
     if (start && !json_is_string(start) && !json_is_integer(start))
-        verr(c, p, 0, "'start' must be earliest, latest, or an ISO-8601 time");
-    const json_t *follow = json_object_get(f, "follow");
-    if (follow && !json_is_boolean(follow))
-        verr(c, p, 0, "'follow' must be true or false");
+        eddy__job_err(c, tp, 0, "'start' must be earliest, latest, or an ISO-8601 time");
+    eddy__job_bool(c, f, p, "follow", 1);
     /* the job's `fluss:` block fills in what this block leaves out */
     json_t *merged = json_deep_copy(f);
     if (merged)
@@ -222,72 +75,94 @@ static json_t *get_fluss(vctx *c, json_t *m, const char *path, int is_source)
 static void load_modules(vctx *c, json_t *root)
 {
     static const char *const keys[] = {"bootstrap", "sasl_user", "sasl_password", NULL};
-    json_t *f = get_map(c, root, "", "fluss", 0);
+    json_t *f = eddy__job_map(c, root, "", "fluss", 0);
     const char *k;
     json_t *v;
     c->job->modules = json_object();
     if (!f || !c->job->modules)
         return;
-    check_keys(c, f, "/fluss", keys);
+    eddy__job_keys(c, f, "/fluss", keys);
+    eddy__job_env_strings(c, f, "/fluss", keys);
     json_object_foreach(f, k, v)
     {
         char p[512];
-        join(p, sizeof(p), "/fluss", k);
+        eddy__job_join(p, sizeof(p), "/fluss", k);
         if (!json_is_string(v))
-            verr(c, p, 0, "'%s' must be a string, not %s", k, type_name(v));
+            eddy__job_err(c, p, 0, "'%s' must be a string, not %s", k, eddy__job_type(v));
+        else if (!json_string_length(v))
+            eddy__job_err(c, p, 0, "'%s' must not be empty", k);
     }
     json_object_set(c->job->modules, "fluss", f);
 }
 
 /* source/sink/dead_letter: { jsonl: PATH }, { stdout: true } (sink) or
- * { fluss: {...} } (source, sink: returned in *CFG). */
-static char *get_io(vctx *c, json_t *root, const char *key, int allow_stdout, json_t **cfg)
+ * { fluss: {...} } (source, sink: returned in *CFG). *WHERE gets the place
+ * of the path. */
+static char *get_io(vctx *c, json_t *root, const char *key, int allow_stdout, json_t **cfg,
+                    char **where_out)
 {
     static const char *const with_stdout[] = {"jsonl", "stdout", "fluss", NULL};
     static const char *const with_fluss[] = {"jsonl", "fluss", NULL};
     static const char *const only_jsonl[] = {"jsonl", NULL};
-    char p[512], *rel, *abs;
-    json_t *m = get_map(c, root, "", key, 0);
+    char p[512], jp[600], where[512], *rel, *abs;
+    json_t *m = eddy__job_map(c, root, "", key, 0);
     if (!m)
         return NULL;
-    join(p, sizeof(p), "", key);
-    check_keys(c, m, p, !cfg ? only_jsonl : allow_stdout ? with_stdout : with_fluss);
+    eddy__job_join(p, sizeof(p), "", key);
+    eddy__job_keys(c, m, p, !cfg ? only_jsonl : allow_stdout ? with_stdout : with_fluss);
+    if (!!json_object_get(m, "jsonl") + !!json_object_get(m, "stdout") +
+            !!json_object_get(m, "fluss") >
+        1) {
+        eddy__job_err(c, p, 1, "give one of %s, not several",
+                      !cfg           ? "jsonl"
+                      : allow_stdout ? "jsonl, stdout or fluss"
+                                     : "jsonl or fluss");
+        return NULL;
+    }
     if (cfg && json_object_get(m, "fluss")) {
         *cfg = get_fluss(c, m, p, !allow_stdout);
         return NULL;
     }
-    if (allow_stdout && json_is_true(json_object_get(m, "stdout")))
+    if (allow_stdout && json_object_get(m, "stdout")) {
+        if (!eddy__job_bool(c, m, p, "stdout", 0)) {
+            eddy__job_join(jp, sizeof(jp), p, "stdout");
+            eddy__job_err(c, jp, 0, "'stdout' can only be true (or give 'jsonl: FILE')");
+        }
         return NULL; /* a NULL sink is stdout */
-    rel = get_str(c, m, p, "jsonl", 1, NULL);
+    }
+    rel = eddy__job_str(c, m, p, "jsonl", S_REQ, NULL);
+    eddy__job_join(jp, sizeof(jp), p, "jsonl");
     abs = eddy_job_path(c->job, rel);
+    if (abs)
+        *where_out = eddy_strdup(WHERE(c, jp, 0));
     eddy_free(rel);
     return abs;
 }
 
 static void parse_backoff(vctx *c, json_t *retry, const char *path, eddy_llm_model *m)
 {
-    char p[512], *dots;
+    char p[512], lo[64];
+    const char *s, *dots;
     json_t *x = json_object_get(retry, "backoff");
-    int64_t a, b;
+    double a, b;
+    size_t n;
     if (!x)
         return;
-    join(p, sizeof(p), path, "backoff");
-    if (!json_is_string(x) || !(dots = strstr(json_string_value(x), ".."))) {
-        verr(c, p, 0, "'backoff' must look like 500ms..8s (first delay..largest delay)");
+    eddy__job_join(p, sizeof(p), path, "backoff");
+    s = json_is_string(x) ? json_string_value(x) : "";
+    dots = strstr(s, "..");
+    n = dots ? (size_t)(dots - s) : 0;
+    if (!dots || n >= sizeof(lo) || (memcpy(lo, s, n), lo[n] = '\0', eddy__job_parse_ms(lo, &a)) ||
+        eddy__job_parse_ms(dots + 2, &b) || a > b) {
+        eddy__job_err(c, p, 0, "'backoff' must look like 500ms..8s (first delay..largest delay)");
         return;
     }
-    {
-        char lo[64];
-        size_t n = (size_t)(dots - json_string_value(x));
-        if (n >= sizeof(lo) ||
-            (memcpy(lo, json_string_value(x), n), lo[n] = '\0', eddy_parse_duration_ms(lo, &a)) ||
-            eddy_parse_duration_ms(dots + 2, &b) || a > b) {
-            verr(c, p, 0, "'backoff' must look like 500ms..8s (first delay..largest delay)");
-            return;
-        }
+    if (!(a >= 1 && b <= 3600000)) {
+        eddy__job_err(c, p, 0, "'backoff' delays must be between 1ms and 1h");
+        return;
     }
-    m->backoff_base_ms = a;
-    m->backoff_cap_ms = b;
+    m->backoff_base_ms = llround(a);
+    m->backoff_cap_ms = llround(b);
 }
 
 static void load_model(vctx *c, const char *name, json_t *v, const char *path, eddy_llm_model *m)
@@ -300,50 +175,54 @@ static void load_model(vctx *c, const char *name, json_t *v, const char *path, e
     char p[512];
     json_t *x;
     m->name = eddy_strdup(name);
+    if (!*name)
+        eddy__job_err(c, path, 1, "a model name must not be empty");
     if (!json_is_object(v)) {
-        verr(c, path, 0, "model '%s' must be a mapping, not %s", name, type_name(v));
+        eddy__job_err(c, path, 0, "model '%s' must be a mapping, not %s", name, eddy__job_type(v));
         return;
     }
-    check_keys(c, v, path, keys);
-    m->provider = get_str(c, v, path, "provider", 0, "openai");
+    eddy__job_keys(c, v, path, keys);
+    m->provider = eddy__job_str(c, v, path, "provider", S_NONEMPTY, "openai");
     if (m->provider && strcmp(m->provider, "openai")) {
-        join(p, sizeof(p), path, "provider");
-        verr(c, p, 0,
-             "provider '%s' is not supported (expected 'openai': any "
-             "OpenAI-compatible chat completions endpoint)",
-             m->provider);
+        eddy__job_join(p, sizeof(p), path, "provider");
+        eddy__job_err(c, p, 0,
+                      "provider '%s' is not supported (expected 'openai': any "
+                      "OpenAI-compatible chat completions endpoint)",
+                      m->provider);
     }
-    m->base_url = get_str(c, v, path, "base_url", 1, NULL);
+    m->base_url = eddy__job_str(c, v, path, "base_url", S_REQ, NULL);
     if (m->base_url && strncmp(m->base_url, "http://", 7) && strncmp(m->base_url, "https://", 8)) {
-        join(p, sizeof(p), path, "base_url");
-        verr(c, p, 0, "'base_url' must start with http:// or https://");
+        eddy__job_join(p, sizeof(p), path, "base_url");
+        eddy__job_err(c, p, 0, "'base_url' must start with http:// or https://");
     }
-    m->api_key = get_str(c, v, path, "api_key", 0, NULL);
-    m->model = get_str(c, v, path, "model", 1, NULL);
-    m->timeout_ms = get_duration(c, v, path, "timeout", 60000);
+    m->api_key = eddy__job_str(c, v, path, "api_key", 0, NULL);
+    m->model = eddy__job_str(c, v, path, "model", S_REQ, NULL);
+    m->timeout_ms = eddy__job_duration(c, v, path, "timeout", 60000, 1, MS_DAY);
     m->max_attempts = 5;
     m->backoff_base_ms = 500;
     m->backoff_cap_ms = 8000;
-    if ((x = get_map(c, v, path, "retry", 0))) {
-        join(p, sizeof(p), path, "retry");
-        check_keys(c, x, p, retry_keys);
-        m->max_attempts = (int)get_int(c, x, p, "attempts", 5, 1, 100);
+    if ((x = eddy__job_map(c, v, path, "retry", 0))) {
+        eddy__job_join(p, sizeof(p), path, "retry");
+        eddy__job_keys(c, x, p, retry_keys);
+        m->max_attempts = (int)eddy__job_int(c, x, p, "attempts", 5, 1, 100);
         parse_backoff(c, x, p, m);
     }
     m->concurrency = 64;
-    if ((x = get_map(c, v, path, "limits", 0))) {
-        join(p, sizeof(p), path, "limits");
-        check_keys(c, x, p, limit_keys);
-        m->concurrency = (int)get_int(c, x, p, "concurrency", 64, 1, 100000);
+    if ((x = eddy__job_map(c, v, path, "limits", 0))) {
+        eddy__job_join(p, sizeof(p), path, "limits");
+        eddy__job_keys(c, x, p, limit_keys);
+        m->concurrency = (int)eddy__job_int(c, x, p, "concurrency", 64, 1, 100000);
     }
-    m->max_tokens = (long)get_int(c, v, path, "max_tokens", 0, 1, 10000000);
-    if ((x = json_object_get(v, "temperature"))) {
-        join(p, sizeof(p), path, "temperature");
-        if (json_is_number(x) && json_number_value(x) >= 0 && json_number_value(x) <= 2) {
+    m->max_tokens = (long)eddy__job_int(c, v, path, "max_tokens", 0, 1, 10000000);
+    if ((x = json_object_get(v, "temperature")) && !json_is_null(x)) {
+        eddy__job_join(p, sizeof(p), path, "temperature");
+        if (!json_is_number(x))
+            eddy__job_err(c, p, 0, "'temperature' must be a number, not %s", eddy__job_type(x));
+        else if (!(json_number_value(x) >= 0 && json_number_value(x) <= 2))
+            eddy__job_err(c, p, 0, "'temperature' must be between 0 and 2");
+        else {
             m->temperature = json_number_value(x);
             m->has_temperature = 1;
-        } else {
-            verr(c, p, 0, "'temperature' must be a number from 0 to 2");
         }
     }
 }
@@ -361,16 +240,21 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
     snprintf(fkey, sizeof(fkey), "%s_file", key);
     file = json_object_get(pr, fkey);
     if (inl && file) {
-        join(p, sizeof(p), path, fkey);
-        verr(c, p, 1, "give either '%s' or '%s', not both", key, fkey);
+        eddy__job_join(p, sizeof(p), path, fkey);
+        eddy__job_err(c, p, 1, "give either '%s' or '%s', not both", key, fkey);
         return NULL;
     }
     if (file) {
-        char *rel = get_str(c, pr, path, fkey, 1, NULL), *abs = eddy_job_path(c->job, rel);
+        char *rel = eddy__job_str(c, pr, path, fkey, S_REQ, NULL),
+             *abs = eddy_job_path(c->job, rel);
         char *text = NULL;
-        join(p, sizeof(p), path, fkey);
-        if (abs && eddy_read_file(abs, &text, NULL, &e))
-            verr(c, p, 0, "prompt file '%s' cannot be read: %s", rel, e.msg);
+        struct stat st;
+        eddy__job_join(p, sizeof(p), path, fkey);
+        if (abs && stat(abs, &st) == 0 && !S_ISREG(st.st_mode)) /* a FIFO would hang us */
+            eddy__job_err(c, p, 0, "prompt file '%s' cannot be read: it is not a regular file",
+                          rel);
+        else if (abs && eddy_read_file(abs, &text, NULL, &e))
+            eddy__job_err(c, p, 0, "prompt file '%s' cannot be read: %s", rel, e.msg);
         else if (text && eddy_template_new(text, rel, 1, 1, &t, &e))
             eddy_diag_add(c->diag, "%s", e.msg), c->errors++;
         eddy_free(text);
@@ -379,14 +263,18 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
     } else if (inl || def) {
         const char *src = def;
         int line = 1, col = 1;
-        join(p, sizeof(p), path, key);
-        if (inl && !json_is_string(inl)) {
-            verr(c, p, 0, "'%s' must be a string, not %s", key, type_name(inl));
+        eddy__job_join(p, sizeof(p), path, key);
+        if (inl && !json_is_string(inl) && !eddy__job_env_text(c, p)) {
+            eddy__job_err(c, p, 0, "'%s' must be a string, not %s", key, eddy__job_type(inl));
             return NULL;
         }
         if (inl) {
             json_t *pos = json_object_get(c->doc->pos, p);
-            src = json_string_value(inl);
+            src = eddy__job_env_text(c, p) ? eddy__job_env_text(c, p) : json_string_value(inl);
+            if (!*src && !strcmp(key, "user")) {
+                eddy__job_err(c, p, 0, "'%s' must not be empty", key);
+                return NULL;
+            }
             line = (int)json_integer_value(json_array_get(pos, 0));
             col = (int)json_integer_value(json_array_get(pos, 1));
         }
@@ -412,87 +300,255 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
     return t;
 }
 
-/* Load every tool of A into a throwaway host, so that each problem is
+/* The loaded tools of every agent, as a run holds them: one host. */
+typedef struct toolset {
+    uv_loop_t *loop;
+    eddy_tools *host;
+    eddy_tool ***loaded; /* [agent][tool], NULL where a load failed */
+} toolset;
+
+/* The name of the tool file R, loaded alone into a scratch host (to name
+ * the other side of a name clash). New string, or NULL. */
+static char *tool_name_alone(vctx *c, toolset *ts, const eddy_tool_ref *r)
+{
+    eddy_tools *h = NULL;
+    eddy_tool *t;
+    eddy_err e;
+    char *name = NULL;
+    if (!r->path || eddy_tools_new(ts->loop, c->job->dir, &h, &e))
+        return NULL;
+    eddy_tools_configure(h, c->job->modules);
+    if (eddy_tools_load(h, r->path, &r->limits, &t, &e) == 0)
+        name = eddy_strdup(eddy_tool_name(t));
+    eddy_tools_close(h);
+    uv_run(ts->loop, UV_RUN_DEFAULT);
+    eddy_tools_free(h);
+    return name;
+}
+
+static const char *ref_what(const eddy_tool_ref *r)
+{
+    return r->path ? r->path : r->kind;
+}
+
+/* Tool J of agent I was refused because another tool of the job has its
+ * name: say where both are listed. */
+static void report_clash(vctx *c, toolset *ts, size_t ai, size_t j, const eddy_err *e)
+{
+    const eddy_tool_ref *r = &c->job->agents[ai].tools[j];
+    char *name = tool_name_alone(c, ts, r);
+    for (size_t i = 0; name && i <= ai; i++) {
+        const eddy_agent_def *a = &c->job->agents[i];
+        for (size_t k = 0; k < (i == ai ? j : a->ntools); k++) {
+            const eddy_tool_ref *o = &a->tools[k];
+            if (!ts->loaded[i][k] || strcmp(eddy_tool_name(ts->loaded[i][k]), name))
+                continue;
+            if (i == ai && o->path && !strcmp(o->path, r->path) &&
+                !memcmp(&o->limits, &r->limits, sizeof(r->limits)))
+                eddy_diag_add(c->diag, "%s: agent '%s' lists tool '%s' (%s) twice: also at %s",
+                              r->where, a->name, name, ref_what(r), o->where);
+            else if (i == ai)
+                eddy_diag_add(c->diag,
+                              "%s: agent '%s' lists two tools named '%s': %s here and %s at %s",
+                              r->where, a->name, name, ref_what(r), ref_what(o), o->where);
+            else if (o->path && !strcmp(o->path, r->path) &&
+                     !memcmp(&o->limits, &r->limits, sizeof(r->limits)))
+                eddy_diag_add(c->diag,
+                              "%s: tool '%s' (%s) is also listed at %s (agent '%s'), and the "
+                              "job's one tool host does not load a file twice",
+                              r->where, name, ref_what(r), o->where, a->name);
+            else
+                eddy_diag_add(c->diag,
+                              "%s: tool '%s' (%s) has the name of the tool listed at %s (%s, "
+                              "agent '%s'): the agents of a job share one tool host, where "
+                              "names are unique%s",
+                              r->where, name, ref_what(r), o->where, ref_what(o), a->name,
+                              o->path && !strcmp(o->path, r->path)
+                                  ? " (the same file with other limits is another tool)"
+                                  : "");
+            c->errors++;
+            eddy_free(name);
+            return;
+        }
+    }
+    eddy_free(name);
+    eddy_diag_add(c->diag, "%s (tool listed at %s)", e->msg, r->where);
+    c->errors++;
+}
+
+/* Tool J of agent I has loaded as T: the model would see a name twice if
+ * an earlier entry of the same agent gave a tool of that name. */
+static void check_unique(vctx *c, toolset *ts, size_t ai, size_t j)
+{
+    const eddy_agent_def *a = &c->job->agents[ai];
+    const eddy_tool *t = ts->loaded[ai][j];
+    for (size_t k = 0; k < j; k++) {
+        const eddy_tool *o = ts->loaded[ai][k];
+        if (!o || strcmp(eddy_tool_name(o), eddy_tool_name(t)))
+            continue;
+        if (o == t)
+            eddy_diag_add(c->diag, "%s: agent '%s' lists tool '%s' (%s) twice: also at %s",
+                          a->tools[j].where, a->name, eddy_tool_name(t), ref_what(&a->tools[j]),
+                          a->tools[k].where);
+        else
+            eddy_diag_add(c->diag,
+                          "%s: agent '%s' lists two tools named '%s': %s here and %s at %s",
+                          a->tools[j].where, a->name, eddy_tool_name(t), ref_what(&a->tools[j]),
+                          ref_what(&a->tools[k]), a->tools[k].where);
+        c->errors++;
+        return;
+    }
+}
+
+static void load_one(vctx *c, toolset *ts, size_t ai, size_t j)
+{
+    eddy_tool_ref *r = &c->job->agents[ai].tools[j];
+    eddy_tool *t = NULL;
+    eddy_err e;
+    struct stat st;
+    int rc;
+    if (r->path && stat(r->path, &st) == 0 && !S_ISREG(st.st_mode)) { /* a FIFO would hang us */
+        eddy_diag_add(c->diag, "%s: tool file '%s' is not a regular file", r->where, r->path);
+        c->errors++;
+        return;
+    }
+    rc = r->path ? eddy_tools_load(ts->host, r->path, &r->limits, &t, &e)
+                 : eddy_tools_load_native(ts->host, r->kind, r->cfg, &t, &e);
+    if (rc == 0) {
+        ts->loaded[ai][j] = t;
+        check_unique(c, ts, ai, j);
+    } else if (rc == EDDY_EEXIST && r->path) {
+        report_clash(c, ts, ai, j, &e);
+    } else {
+        if (r->path)
+            eddy_diag_add(c->diag, "%s (tool listed at %s)", e.msg, r->where);
+        else
+            eddy_diag_add(c->diag, "%s: %s: %s", r->where, r->kind, e.msg);
+        c->errors++;
+    }
+}
+
+/* Load the tools of every agent, in order, into one throwaway host, with
+ * the limits of their entries: what the worker does at start (one host per
+ * worker loop), so a tool list that loads here loads there. Each problem is
  * reported with the place the tool is listed. */
-static void check_tools(vctx *c, eddy_agent_def *a)
+static void check_tools(vctx *c)
 {
     uv_loop_t loop;
-    eddy_tools *h = NULL;
+    toolset ts = {&loop, NULL, NULL};
     eddy_err e;
     if (uv_loop_init(&loop))
         return;
-    if (eddy_tools_new(&loop, c->job->dir, &h, &e) == 0) {
-        eddy_tools_configure(h, c->job->modules);
-        for (size_t i = 0; i < a->ntools; i++) {
-            eddy_tool_ref *r = &a->tools[i];
-            eddy_tool *t;
-            /* the host itself rejects a second tool of the same name */
-            if (r->path && eddy_tools_load(h, r->path, &r->limits, &t, &e)) {
-                eddy_diag_add(c->diag, "%s (tool listed at %s)", e.msg, r->where);
-                c->errors++;
-            } else if (r->kind && eddy_tools_load_native(h, r->kind, r->cfg, &t, &e)) {
-                eddy_diag_add(c->diag, "%s: %s: %s", r->where, r->kind, e.msg);
-                c->errors++;
-            }
-        }
-        eddy_tools_close(h);
+    ts.loaded = eddy_calloc(c->job->nagents + 1, sizeof(*ts.loaded));
+    for (size_t i = 0; ts.loaded && i < c->job->nagents; i++)
+        ts.loaded[i] = eddy_calloc(c->job->agents[i].ntools + 1, sizeof(eddy_tool *));
+    if (!ts.loaded) {
+        eddy_diag_add(c->diag, "%s: out of memory", c->job->file);
+        c->errors++;
+    } else if (eddy_tools_new(&loop, c->job->dir, &ts.host, &e) == 0) {
+        eddy_tools_configure(ts.host, c->job->modules);
+        for (size_t i = 0; i < c->job->nagents; i++)
+            for (size_t j = 0; ts.loaded[i] && j < c->job->agents[i].ntools; j++)
+                load_one(c, &ts, i, j);
+        eddy_tools_close(ts.host);
         uv_run(&loop, UV_RUN_DEFAULT);
-        eddy_tools_free(h);
+        eddy_tools_free(ts.host);
     } else {
         eddy_diag_add(c->diag, "%s", e.msg);
         c->errors++;
     }
+    for (size_t i = 0; ts.loaded && i < c->job->nagents; i++)
+        eddy_free(ts.loaded[i]);
+    eddy_free(ts.loaded);
     uv_loop_close(&loop);
 }
 
-/* tools: a list of Lua files and native tools ({KIND: {settings}}). */
-static void load_tools(vctx *c, eddy_agent_def *a, json_t *x, const char *p, int want_tools)
+/* `limits:` of a Lua tool entry: budgets of each call (0 = the default). */
+static void load_limits(vctx *c, json_t *entry, const char *path, eddy_tool_limits *l)
 {
+    static const char *const keys[] = {"instructions", "memory", "wall", NULL};
+    char p[600];
+    json_t *x = eddy__job_map(c, entry, path, "limits", 0);
+    if (!x)
+        return;
+    eddy__job_join(p, sizeof(p), path, "limits");
+    eddy__job_keys(c, x, p, keys);
+    l->instructions = eddy__job_int(c, x, p, "instructions", 0, 1, EDDY_TOOL_MAX_INSTRUCTIONS);
+    l->memory = eddy__job_size(c, x, p, "memory", 0, 1, EDDY_TOOL_MAX_MEMORY);
+    l->wall_ms = eddy__job_duration(c, x, p, "wall", 0, 1, EDDY_TOOL_MAX_WALL_MS);
+}
+
+/* One entry of a tool list: `tools/x.lua`, `{lua: tools/x.lua, limits:
+ * {...}}` or a native tool `{KIND: {settings}}`. Returns 0 when R is filled. */
+static int load_tool_entry(vctx *c, json_t *t, const char *tp, eddy_tool_ref *r)
+{
+    static const char *const long_keys[] = {"lua", "limits", NULL};
     char where[512];
+    const char *kind = NULL;
+    json_t *cfg = NULL;
+    char *rel;
+    if (json_is_object(t) && json_object_size(t) == 1 && !json_object_get(t, "lua"))
+        json_object_foreach(t, kind, cfg) break;
+    if (kind && json_is_object(cfg)) {
+        if (!eddy_tools_has_kind(kind)) {
+            eddy__job_err(c, tp, 0, "unknown tool kind '%s' (this eddy has %s)", kind,
+                          eddy_tools_has_kind("fluss_lookup") ? "fluss_lookup" : "no native tools");
+            return -1;
+        }
+        r->kind = eddy_strdup(kind);
+        r->cfg = json_incref(cfg);
+    } else if (json_is_object(t)) {
+        eddy__job_keys(c, t, tp, long_keys);
+        if (!(rel = eddy__job_str(c, t, tp, "lua", S_REQ, NULL)))
+            return -1;
+        r->path = eddy_job_path(c->job, rel);
+        eddy_free(rel);
+        load_limits(c, t, tp, &r->limits);
+    } else if (json_is_string(t) || eddy__job_env_text(c, tp)) {
+        const char *s =
+            eddy__job_env_text(c, tp) ? eddy__job_env_text(c, tp) : json_string_value(t);
+        if (!*s) {
+            eddy__job_err(c, tp, 0, "a tool path must not be empty");
+            return -1;
+        }
+        r->path = eddy_job_path(c->job, s);
+    } else {
+        eddy__job_err(
+            c, tp, 0,
+            "a tool must be the path of a Lua file, '{lua: FILE, limits: {...}}' or a native "
+            "tool such as 'fluss_lookup: {table: db.customers}', not %s",
+            eddy__job_type(t));
+        return -1;
+    }
+    r->where = eddy_strdup(WHERE(c, tp, 0));
+    return 0;
+}
+
+/* tools: a list of Lua files and native tools. */
+static void load_tools(vctx *c, eddy_agent_def *a, json_t *x, const char *p)
+{
     if (!json_is_array(x)) {
-        verr(c, p, 0, "'tools' must be a list of Lua files and native tools, not %s", type_name(x));
+        eddy__job_err(c, p, 0, "'tools' must be a list of Lua files and native tools, not %s",
+                      eddy__job_type(x));
         return;
     }
     a->tools = eddy_calloc(json_array_size(x) + 1, sizeof(*a->tools));
     for (size_t i = 0; a->tools && i < json_array_size(x); i++) {
-        json_t *t = json_array_get(x, i), *cfg = NULL;
-        const char *kind = NULL;
         char tp[512];
+        eddy_tool_ref *r = &a->tools[a->ntools];
         snprintf(tp, sizeof(tp), "%s/%zu", p, i);
-        if (json_is_object(t) && json_object_size(t) == 1)
-            json_object_foreach(t, kind, cfg) break;
-        if (json_is_object(t) && json_object_size(t) != 1) {
-            verr(c, tp, 0, "a native tool is one 'KIND: {settings}' pair, not %zu keys",
-                 json_object_size(t));
-            continue;
-        }
-        if (!json_is_string(t) && !(kind && json_is_object(cfg))) {
-            verr(c, tp, 0,
-                 "a tool must be the path of a Lua file or a native tool such as "
-                 "'fluss_lookup: {table: db.customers}', not %s",
-                 type_name(t));
-            continue;
-        }
-        if (kind && !eddy_tools_has_kind(kind)) {
-            verr(c, tp, 0, "unknown tool kind '%s' (this eddy has %s)", kind,
-                 eddy_tools_has_kind("fluss_lookup") ? "fluss_lookup" : "no native tools");
-            continue;
-        }
-        eddy_tool_ref *r = &a->tools[a->ntools++];
-        r->where = eddy_strdup(WHERE(c, tp, 0));
-        if (kind) {
-            r->kind = eddy_strdup(kind);
-            r->cfg = json_incref(cfg);
-        } else {
-            r->path = eddy_job_path(c->job, json_string_value(t));
+        if (load_tool_entry(c, json_array_get(x, i), tp, r) == 0) {
+            a->ntools++;
+        } else { /* partly filled: clear it for the next entry */
+            eddy_free(r->path);
+            eddy_free(r->kind);
+            json_decref(r->cfg);
+            memset(r, 0, sizeof(*r));
         }
     }
-    if (want_tools)
-        check_tools(c, a);
 }
 
-static void load_agent(vctx *c, const char *name, json_t *v, const char *path, eddy_agent_def *a,
-                       int want_tools)
+static void load_agent(vctx *c, const char *name, json_t *v, const char *path, eddy_agent_def *a)
 {
     static const char *const keys[] = {"model",  "prompt",  "tools", "memory",
                                        "budget", "actions", NULL};
@@ -503,59 +559,62 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
     char p[512], *model;
     json_t *x;
     a->name = eddy_strdup(name);
+    if (!*name)
+        eddy__job_err(c, path, 1, "an agent name must not be empty");
     if (!json_is_object(v)) {
-        verr(c, path, 0, "agent '%s' must be a mapping, not %s", name, type_name(v));
+        eddy__job_err(c, path, 0, "agent '%s' must be a mapping, not %s", name, eddy__job_type(v));
         return;
     }
-    check_keys(c, v, path, keys);
-    model =
-        get_str(c, v, path, "model", 0, c->job->nmodels == 1 ? c->job->models[0].name : "default");
+    eddy__job_keys(c, v, path, keys);
+    model = eddy__job_str(c, v, path, "model", S_NONEMPTY,
+                          c->job->nmodels == 1 ? c->job->models[0].name : "default");
     for (size_t i = 0; model && i < c->job->nmodels; i++)
         if (c->job->models[i].name && !strcmp(model, c->job->models[i].name))
             a->model = &c->job->models[i];
     if (model && !a->model) {
-        join(p, sizeof(p), path, "model");
-        verr(c, json_object_get(v, "model") ? p : path, 0,
-             "agent '%s' uses model '%s', which is not defined under 'models'", name, model);
+        eddy__job_join(p, sizeof(p), path, "model");
+        eddy__job_err(c, json_object_get(v, "model") ? p : path, 0,
+                      "agent '%s' uses model '%s', which is not defined under 'models'", name,
+                      model);
     }
     eddy_free(model);
 
-    if ((x = get_map(c, v, path, "prompt", 1))) {
-        join(p, sizeof(p), path, "prompt");
-        check_keys(c, x, p, prompt_keys);
+    if ((x = eddy__job_map(c, v, path, "prompt", 1))) {
+        eddy__job_join(p, sizeof(p), path, "prompt");
+        eddy__job_keys(c, x, p, prompt_keys);
         a->system = load_prompt(c, x, p, "system", NULL);
         if (!json_object_get(x, "user") && !json_object_get(x, "user_file"))
-            verr(c, p, 0,
-                 "missing required key 'user' (or 'user_file'): the prompt for each "
-                 "event, such as \"{{event.text}}\"");
+            eddy__job_err(c, p, 0,
+                          "missing required key 'user' (or 'user_file'): the prompt for each "
+                          "event, such as \"{{event.text}}\"");
         else
             a->user = load_prompt(c, x, p, "user", NULL);
     }
 
-    if ((x = member(c, v, path, "tools", 0))) {
-        join(p, sizeof(p), path, "tools");
-        load_tools(c, a, x, p, want_tools);
+    if ((x = eddy__job_member(c, v, path, "tools", 0))) {
+        eddy__job_join(p, sizeof(p), path, "tools");
+        load_tools(c, a, x, p);
     }
 
     a->history = 20;
-    if ((x = get_map(c, v, path, "memory", 0))) {
-        join(p, sizeof(p), path, "memory");
-        check_keys(c, x, p, mem_keys);
-        a->history = (int)get_int(c, x, p, "history", 20, 0, 100000);
+    if ((x = eddy__job_map(c, v, path, "memory", 0))) {
+        eddy__job_join(p, sizeof(p), path, "memory");
+        eddy__job_keys(c, x, p, mem_keys);
+        a->history = (int)eddy__job_int(c, x, p, "history", 20, 0, 100000);
     }
     a->budget_turns = 8;
     a->budget_wall_ms = 120000;
     a->budget_tool_calls = 32;
-    if ((x = get_map(c, v, path, "budget", 0))) {
-        join(p, sizeof(p), path, "budget");
-        check_keys(c, x, p, budget_keys);
-        a->budget_turns = (int)get_int(c, x, p, "turns", 8, 1, 1000);
-        a->budget_tokens = get_int(c, x, p, "tokens", 0, 1, (long long)1 << 40);
-        a->budget_wall_ms = get_duration(c, x, p, "wall", 120000);
-        a->budget_tool_calls = (int)get_int(c, x, p, "tool_calls", 32, 0, 100000);
+    if ((x = eddy__job_map(c, v, path, "budget", 0))) {
+        eddy__job_join(p, sizeof(p), path, "budget");
+        eddy__job_keys(c, x, p, budget_keys);
+        a->budget_turns = (int)eddy__job_int(c, x, p, "turns", 8, 1, 1000);
+        a->budget_tokens = eddy__job_int(c, x, p, "tokens", 0, 1, (long long)1 << 40);
+        a->budget_wall_ms = eddy__job_duration(c, x, p, "wall", 120000, 1, 30 * MS_DAY);
+        a->budget_tool_calls = (int)eddy__job_int(c, x, p, "tool_calls", 32, 0, 100000);
     }
 
-    x = member(c, v, path, "actions", 0);
+    x = eddy__job_member(c, v, path, "actions", 0);
     a->on = eddy_calloc(x && json_is_array(x) ? json_array_size(x) + 1 : 2, sizeof(char *));
     if (!a->on)
         return;
@@ -563,9 +622,9 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
         a->on[a->non++] = eddy_strdup("input");
         return;
     }
-    join(p, sizeof(p), path, "actions");
+    eddy__job_join(p, sizeof(p), path, "actions");
     if (!json_is_array(x)) {
-        verr(c, p, 0, "'actions' must be a list such as [{on: input, do: react}]");
+        eddy__job_err(c, p, 0, "'actions' must be a list such as [{on: input, do: react}]");
         return;
     }
     for (size_t i = 0; i < json_array_size(x); i++) {
@@ -573,16 +632,17 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
         char ap[512], *on, *d;
         snprintf(ap, sizeof(ap), "%s/%zu", p, i);
         if (!json_is_object(act)) {
-            verr(c, ap, 0, "an action must be a mapping such as {on: input, do: react}");
+            eddy__job_err(c, ap, 0, "an action must be a mapping such as {on: input, do: react}");
             continue;
         }
-        check_keys(c, act, ap, action_keys);
-        on = get_str(c, act, ap, "on", 1, NULL);
-        d = get_str(c, act, ap, "do", 1, NULL);
+        eddy__job_keys(c, act, ap, action_keys);
+        on = eddy__job_str(c, act, ap, "on", S_REQ, NULL);
+        d = eddy__job_str(c, act, ap, "do", S_REQ, NULL);
         if (d && strcmp(d, "react")) {
             char dp[600];
-            join(dp, sizeof(dp), ap, "do");
-            verr(c, dp, 0, "action '%s' is not available in this version (expected 'react')", d);
+            eddy__job_join(dp, sizeof(dp), ap, "do");
+            eddy__job_err(c, dp, 0,
+                          "action '%s' is not available in this version (expected 'react')", d);
         }
         if (on)
             a->on[a->non++] = on;
@@ -590,10 +650,10 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
     }
 }
 
-static void load_section(vctx *c, json_t *root, const char *key, int want_tools)
+static void load_section(vctx *c, json_t *root, const char *key)
 {
     const char *name;
-    json_t *v, *m = get_map(c, root, "", key, 1);
+    json_t *v, *m = eddy__job_map(c, root, "", key, 1);
     size_t i = 0, n;
     if (!m)
         return;
@@ -601,7 +661,7 @@ static void load_section(vctx *c, json_t *root, const char *key, int want_tools)
     if (n == 0) {
         char p[128];
         snprintf(p, sizeof(p), "/%s", key);
-        verr(c, p, 0, "'%s' must define at least one entry", key);
+        eddy__job_err(c, p, 0, "'%s' must define at least one entry", key);
         return;
     }
     if (!strcmp(key, "models"))
@@ -617,27 +677,79 @@ static void load_section(vctx *c, json_t *root, const char *key, int want_tools)
         if (!strcmp(key, "models"))
             load_model(c, name, v, p, &c->job->models[i]), c->job->nmodels = ++i;
         else
-            load_agent(c, name, v, p, &c->job->agents[i], want_tools), c->job->nagents = ++i;
+            load_agent(c, name, v, p, &c->job->agents[i]), c->job->nagents = ++i;
     }
 }
 
-static char *default_path(eddy_job *job, const char *file)
+char *eddy_job_dir_name(const char *name)
 {
-    return eddy_aprintf("%s%s.eddy/%s", job->dir, job->dir[0] ? "/" : "", file);
+    eddy_buf b;
+    size_t n = strlen(name), keep = n > 64 ? 64 : n;
+    int changed = n > 64 || !n || !strcmp(name, ".") || !strcmp(name, "..");
+    eddy_buf_init(&b);
+    for (size_t i = 0; i < keep; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        int ok = isalnum(ch) || ch == '.' || ch == '_' || ch == '-';
+        changed |= !ok;
+        eddy_buf_putc(&b, ok ? (char)ch : '_');
+    }
+    if (changed) /* "a b" and "a_b" must not share a folder */
+        eddy_buf_printf(&b, "-%08x", (unsigned)(eddy_hash64(name, n) & 0xffffffffu));
+    return eddy_buf_take(&b);
 }
 
-int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *diag)
+/* .eddy/<job>/FILE beside the job file: each job of a folder has its own. */
+static char *default_path(eddy_job *job, const char *file)
+{
+    char *dir = eddy_job_dir_name(job->name ? job->name : "job"), *p;
+    p = dir ? eddy_aprintf("%s%s.eddy/%s/%s", job->dir, job->dir[0] ? "/" : "", dir, file) : NULL;
+    eddy_free(dir);
+    return p;
+}
+
+/* checkpoint: / trace: { path: FILE }, else the default FILE. */
+static char *get_store(vctx *c, json_t *root, const char *key, const char *file, char **where_out,
+                       unsigned bit)
+{
+    static const char *const path_keys[] = {"path", NULL};
+    char p[64], pp[80], where[512], *rel = NULL, *abs;
+    json_t *x = eddy__job_map(c, root, "", key, 0);
+    snprintf(p, sizeof(p), "/%s", key);
+    if (x) {
+        eddy__job_keys(c, x, p, path_keys);
+        rel = eddy__job_str(c, x, p, "path", S_NONEMPTY, NULL);
+    }
+    if (rel) {
+        abs = eddy_job_path(c->job, rel);
+        eddy__job_join(pp, sizeof(pp), p, "path");
+        *where_out = eddy_strdup(WHERE(c, pp, 0));
+        eddy_free(rel);
+        return abs;
+    }
+    c->job->defaults |= bit;
+    *where_out = eddy_strdup(WHERE(c, "/job", 1));
+    return default_path(c->job, file);
+}
+
+/* key: a dotted path ("customer.id") with no empty part. */
+static void check_key_path(vctx *c, const char *key)
+{
+    size_t n = key ? strlen(key) : 0;
+    if (key && n && (key[0] == '.' || key[n - 1] == '.' || strstr(key, "..")))
+        eddy__job_err(c, "/key", 0, "'key' must be a dotted path such as customer.id, not '%s'",
+                      key);
+}
+
+int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag)
 {
     static const char *const keys[] = {
         "job",        "key",    "source", "sink",           "dead_letter",
         "checkpoint", "trace",  "fluss",  "shutdown_grace", "max_in_flight",
         "models",     "agents", NULL};
-    static const char *const path_keys[] = {"path", NULL};
     eddy_yaml_doc doc;
     vctx c = {0};
     eddy_job *job;
-    json_t *x;
-    char *fcopy;
+    char *fcopy, where[512];
     int rc;
 
     *out = NULL;
@@ -662,40 +774,36 @@ int eddy_job_load(const char *file, int want_tools, eddy_job **out, eddy_diag *d
     c.diag = diag;
     c.job = job;
     if (!json_is_object(doc.root)) {
-        verr(&c, "", 0, "a job file must be a mapping with keys job, key, models, agents, ...");
+        eddy__job_err(&c, "", 0,
+                      "a job file must be a mapping with keys job, key, models, agents, ...");
         goto out;
     }
-    check_keys(&c, doc.root, "", keys);
-    job->name = get_str(&c, doc.root, "", "job", 1, NULL);
-    job->key = get_str(&c, doc.root, "", "key", 1, NULL);
+    eddy__job_keys(&c, doc.root, "", keys);
+    job->name = eddy__job_str(&c, doc.root, "", "job", S_REQ, NULL);
+    job->key = eddy__job_str(&c, doc.root, "", "key", S_REQ, NULL);
+    check_key_path(&c, job->key);
     load_modules(&c, doc.root);
-    job->source = get_io(&c, doc.root, "source", 0, &job->source_cfg);
-    job->sink = get_io(&c, doc.root, "sink", 1, &job->sink_cfg);
-    job->dead_letter = get_io(&c, doc.root, "dead_letter", 0, NULL);
-    if (!job->dead_letter)
+    job->source = get_io(&c, doc.root, "source", 0, &job->source_cfg, &job->source_where);
+    job->sink = get_io(&c, doc.root, "sink", 1, &job->sink_cfg, &job->sink_where);
+    job->dead_letter = get_io(&c, doc.root, "dead_letter", 0, NULL, &job->dead_letter_where);
+    if (!job->dead_letter) {
+        job->defaults |= EDDY_JOB_DEFAULT_DEAD_LETTER;
         job->dead_letter = default_path(job, "dead-letter.jsonl");
-    if ((x = get_map(&c, doc.root, "", "checkpoint", 0))) {
-        char *rel;
-        check_keys(&c, x, "/checkpoint", path_keys);
-        rel = get_str(&c, x, "/checkpoint", "path", 0, NULL);
-        job->state_path = eddy_job_path(job, rel);
-        eddy_free(rel);
+        job->dead_letter_where = eddy_strdup(WHERE(&c, "/job", 1));
     }
-    if (!job->state_path)
-        job->state_path = default_path(job, "state.db");
-    if ((x = get_map(&c, doc.root, "", "trace", 0))) {
-        char *rel;
-        check_keys(&c, x, "/trace", path_keys);
-        rel = get_str(&c, x, "/trace", "path", 0, NULL);
-        job->trace_path = eddy_job_path(job, rel);
-        eddy_free(rel);
-    }
-    if (!job->trace_path)
-        job->trace_path = default_path(job, "traces.db");
-    job->shutdown_grace_ms = get_duration(&c, doc.root, "", "shutdown_grace", 10000);
-    job->max_in_flight = (int)get_int(&c, doc.root, "", "max_in_flight", 10000, 1, 10000000);
-    load_section(&c, doc.root, "models", want_tools);
-    load_section(&c, doc.root, "agents", want_tools);
+    job->state_path = get_store(&c, doc.root, "checkpoint", "state.db", &job->state_where,
+                                EDDY_JOB_DEFAULT_STATE);
+    job->trace_path =
+        get_store(&c, doc.root, "trace", "traces.db", &job->trace_where, EDDY_JOB_DEFAULT_TRACE);
+    job->shutdown_grace_ms =
+        eddy__job_duration(&c, doc.root, "", "shutdown_grace", 10000, 0, MS_DAY);
+    job->max_in_flight = (int)eddy__job_int(&c, doc.root, "", "max_in_flight", 10000, 1, 10000000);
+    load_section(&c, doc.root, "models");
+    load_section(&c, doc.root, "agents");
+    if (flags & EDDY_JOB_TOOLS)
+        check_tools(&c);
+    if ((flags & EDDY_JOB_FILES) && eddy_job_check_io(job, NULL, diag))
+        c.errors++;
 out:
     eddy_yaml_doc_free(&doc);
     if (c.errors || diag->n) {
@@ -753,5 +861,10 @@ void eddy_job_free(eddy_job *job)
     eddy_free(job->dead_letter);
     eddy_free(job->state_path);
     eddy_free(job->trace_path);
+    eddy_free(job->source_where);
+    eddy_free(job->sink_where);
+    eddy_free(job->dead_letter_where);
+    eddy_free(job->state_where);
+    eddy_free(job->trace_where);
     eddy_free(job);
 }

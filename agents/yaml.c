@@ -6,7 +6,15 @@
  * can name the exact place of a problem. Plain scalars get YAML 1.2 core
  * types (null, bool, int, float, string); quoted scalars stay strings.
  * Interpolation happens before typing, so `port: ${PORT:-80}` is an integer.
- * Anchors and aliases are rejected (a job file has no need for them).
+ * A scalar that is wholly one ${...} is typed after substitution whether it
+ * is quoted or not, and its substituted text is kept as POS[path][4] for
+ * settings that want a string. Before libyaml sees the text, each ${...} is
+ * swapped for a placeholder of as many characters (private-use code points
+ * U+E000, digits, U+E001...) that is harmless in flow context, so
+ * `{ concurrency: ${CONC:-64} }` parses and every line:col stays right.
+ * The text is checked first: a NUL byte or invalid UTF-8 is reported at its
+ * own line:col, and a tab in indentation is named as the cause of a syntax
+ * error. Anchors and aliases are rejected (a job file has no need for them).
  */
 #include "eddy/agent.h"
 #include "eddy/buf.h"
@@ -118,8 +126,203 @@ typedef struct loader {
     yaml_parser_t parser;
     eddy_yaml_doc *doc;
     eddy_diag *diag;
+    const char *text; /* what libyaml reads (placeholders in), for positions */
+    size_t len;
+    char **refs; /* the ${...} each placeholder stands for, by index */
+    size_t nrefs;
     int failed;
 } loader;
+
+/* -- positions in the text ------------------------------------------------- */
+
+static int is_break(const char *s, size_t i, size_t n, size_t *width)
+{
+    if (s[i] == '\n') {
+        *width = 1;
+        return 1;
+    }
+    if (s[i] == '\r') {
+        *width = i + 1 < n && s[i + 1] == '\n' ? 2 : 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Line and column (1-based; columns count characters, as libyaml's do) of
+ * byte OFF of TEXT. A UTF-8 byte order mark takes no column. */
+static void text_pos(const char *text, size_t len, size_t off, int *line, int *col)
+{
+    size_t i = len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3) ? 3 : 0, w;
+    *line = 1;
+    *col = 1;
+    while (i < off && i < len) {
+        if (is_break(text, i, len, &w)) {
+            ++*line;
+            *col = 1;
+            i += w;
+            continue;
+        }
+        if (((unsigned char)text[i] & 0xC0) != 0x80)
+            ++*col;
+        i++;
+    }
+}
+
+/* Byte offset of the start of 0-based line LINE of TEXT, or LEN. */
+static size_t line_start(const char *text, size_t len, size_t line)
+{
+    size_t i = 0, w;
+    while (line > 0 && i < len) {
+        if (is_break(text, i, len, &w)) {
+            line--;
+            i += w;
+        } else {
+            i++;
+        }
+    }
+    return i;
+}
+
+/* Offset of the first byte of S that is not part of valid UTF-8 (no
+ * overlong forms, surrogates or code points above U+10FFFF), or N. */
+static size_t utf8_invalid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t k;
+        unsigned cp, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF)
+            k = 1, cp = c & 0x1F, min = 0x80;
+        else if (c >= 0xE0 && c <= 0xEF)
+            k = 2, cp = c & 0x0F, min = 0x800;
+        else if (c >= 0xF0 && c <= 0xF4)
+            k = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return i;
+        for (size_t j = 1; j <= k; j++) {
+            if (i + j >= n || (s[i + j] & 0xC0) != 0x80)
+                return i; /* the sequence that starts here is broken */
+            cp = (cp << 6) | (s[i + j] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return i;
+        i += k + 1;
+    }
+    return n;
+}
+
+/* -- ${...} hidden from libyaml ---------------------------------------------- */
+
+#define PH_START "\xEE\x80\x80" /* U+E000 */
+#define PH_FILL "\xEE\x80\x81"  /* U+E001 */
+
+static size_t utf8_chars(const char *s, size_t n)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return c;
+}
+
+/* A copy of TEXT in which every ${...} (closed on its line; `$$` is a literal
+ * `$`, as eddy_interpolate reads it) is a placeholder of the same number of
+ * characters; LD->refs keeps the originals. One holding a quote or a
+ * backslash is left as it is, and text that already holds the placeholder
+ * code points is copied unchanged. NULL on OOM. */
+static char *hide_refs(loader *ld, const char *text, size_t len)
+{
+    eddy_buf b;
+    size_t i = 0;
+    if (memmem(text, len, PH_START, 3) || memmem(text, len, PH_FILL, 3))
+        return eddy_strndup(text, len);
+    eddy_buf_init(&b);
+    while (i < len) {
+        size_t j, chars;
+        char digits[24];
+        int nd;
+        if (text[i] != '$' || i + 1 >= len || (text[i + 1] != '{' && text[i + 1] != '$')) {
+            eddy_buf_putc(&b, text[i++]);
+            continue;
+        }
+        if (text[i + 1] == '$') {
+            eddy_buf_append(&b, text + i, 2);
+            i += 2;
+            continue;
+        }
+        /* quotes and backslashes are left to libyaml: inside a quoted
+         * scalar they are escapes that the placeholder would hide */
+        for (j = i + 2; j < len && !strchr("}\n\r\\\"'", text[j]); j++)
+            ;
+        chars = j < len && text[j] == '}' ? utf8_chars(text + i, j + 1 - i) : 0;
+        nd = snprintf(digits, sizeof(digits), "%zu", ld->nrefs);
+        if (!chars || chars < 1 + (size_t)nd) { /* unclosed: eddy_interpolate says so */
+            eddy_buf_putc(&b, text[i++]);
+            continue;
+        }
+        char **grown = eddy_realloc(ld->refs, (ld->nrefs + 1) * sizeof(char *));
+        if (!grown || !(grown[ld->nrefs] = eddy_strndup(text + i, j + 1 - i))) {
+            if (grown)
+                ld->refs = grown;
+            eddy_buf_free(&b);
+            return NULL;
+        }
+        ld->refs = grown;
+        ld->nrefs++;
+        eddy_buf_puts(&b, PH_START);
+        eddy_buf_puts(&b, digits);
+        for (size_t k = 1 + (size_t)nd; k < chars; k++)
+            eddy_buf_puts(&b, PH_FILL);
+        i = j + 1;
+    }
+    if (b.oom) {
+        eddy_buf_free(&b);
+        return NULL;
+    }
+    return eddy_buf_take(&b);
+}
+
+/* S with its placeholders replaced by the ${...} they stand for; new. */
+static char *unhide(const loader *ld, const char *s)
+{
+    eddy_buf b;
+    if (!ld->nrefs || !strstr(s, PH_START))
+        return eddy_strdup(s);
+    eddy_buf_init(&b);
+    while (*s) {
+        size_t idx = 0;
+        const char *p;
+        if (strncmp(s, PH_START, 3) || !isdigit((unsigned char)s[3])) {
+            eddy_buf_putc(&b, *s++);
+            continue;
+        }
+        for (p = s + 3; isdigit((unsigned char)*p); p++)
+            idx = idx * 10 + (size_t)(*p - '0');
+        while (!strncmp(p, PH_FILL, 3))
+            p += 3;
+        if (idx >= ld->nrefs) {
+            eddy_buf_putc(&b, *s++);
+            continue;
+        }
+        eddy_buf_puts(&b, ld->refs[idx]);
+        s = p;
+    }
+    return eddy_buf_take(&b);
+}
+
+/* Whether S is exactly one ${...} and nothing else. */
+static int whole_ref(const char *s)
+{
+    const char *end;
+    if (strncmp(s, "${", 2))
+        return 0;
+    end = strchr(s + 2, '}');
+    return end && end[1] == '\0';
+}
 
 static void put_pos(loader *ld, const char *path, yaml_mark_t v, const yaml_mark_t *k)
 {
@@ -164,18 +367,50 @@ static json_t *plain_scalar(const char *s)
 
 static json_t *parse_node(loader *ld, yaml_event_t *ev, const char *path);
 
+static void oom(loader *ld)
+{
+    eddy_diag_add(ld->diag, "%s: out of memory", ld->doc->file);
+    ld->failed = 1;
+}
+
+/* Column (1-based) of the first tab in the indentation of 0-based line
+ * LINE, or 0 when its indentation has none. */
+static int indent_tab(const loader *ld, size_t line)
+{
+    size_t i = line_start(ld->text, ld->len, line), start = i;
+    for (; i < ld->len && (ld->text[i] == ' ' || ld->text[i] == '\t'); i++)
+        if (ld->text[i] == '\t')
+            return (int)(i - start) + 1;
+    return 0;
+}
+
 static int next_event(loader *ld, yaml_event_t *ev)
 {
-    if (!yaml_parser_parse(&ld->parser, ev)) {
-        eddy_diag_add(ld->diag, "%s:%d:%d: invalid YAML: %s%s%s", ld->doc->file,
-                      (int)ld->parser.problem_mark.line + 1,
-                      (int)ld->parser.problem_mark.column + 1,
-                      ld->parser.problem ? ld->parser.problem : "syntax error",
-                      ld->parser.context ? " " : "", ld->parser.context ? ld->parser.context : "");
-        ld->failed = 1;
-        return -1;
+    yaml_parser_t *p = &ld->parser;
+    int line, col, tab;
+    if (yaml_parser_parse(p, ev))
+        return 0;
+    line = (int)p->problem_mark.line + 1;
+    col = (int)p->problem_mark.column + 1;
+    ld->failed = 1;
+    if (p->error == YAML_READER_ERROR) {
+        /* the reader knows only a byte offset (its marks stay at 0:0) */
+        text_pos(ld->text, ld->len, p->problem_offset, &line, &col);
+        eddy_diag_add(ld->diag, "%s:%d:%d: invalid YAML: %s (byte 0x%02X)", ld->doc->file, line,
+                      col, p->problem ? p->problem : "unreadable text",
+                      (unsigned)p->problem_value & 0xFFu);
+    } else if ((tab = indent_tab(ld, p->problem_mark.line)) &&
+               (size_t)tab <= p->problem_mark.column + 1) {
+        eddy_diag_add(ld->diag,
+                      "%s:%d:%d: invalid YAML: tab character used for indentation (YAML "
+                      "indents with spaces only)",
+                      ld->doc->file, line, tab);
+    } else {
+        eddy_diag_add(ld->diag, "%s:%d:%d: invalid YAML: %s%s%s", ld->doc->file, line, col,
+                      p->problem ? p->problem : "syntax error", p->context ? " " : "",
+                      p->context ? p->context : "");
     }
-    return 0;
+    return -1;
 }
 
 static char *child_path(const char *path, const char *seg)
@@ -201,43 +436,45 @@ static json_t *parse_mapping(loader *ld, yaml_event_t *start, const char *path)
     put_pos(ld, path, start->start_mark, NULL);
     for (;;) {
         yaml_event_t kev, vev;
-        char *cpath;
-        json_t *val;
+        char *cpath = NULL, *key = NULL;
+        json_t *val = NULL;
+        int kline, kcol;
         if (next_event(ld, &kev))
             break;
         if (kev.type == YAML_MAPPING_END_EVENT) {
             yaml_event_delete(&kev);
             return obj;
         }
+        kline = (int)kev.start_mark.line + 1;
+        kcol = (int)kev.start_mark.column + 1;
         if (kev.type != YAML_SCALAR_EVENT) {
             eddy_diag_add(ld->diag, "%s:%d:%d: mapping keys must be plain strings", ld->doc->file,
-                          (int)kev.start_mark.line + 1, (int)kev.start_mark.column + 1);
+                          kline, kcol);
             ld->failed = 1;
             yaml_event_delete(&kev);
             break;
         }
-        cpath = child_path(path, (const char *)kev.data.scalar.value);
-        if (json_object_get(obj, (const char *)kev.data.scalar.value)) {
-            eddy_diag_add(ld->diag, "%s:%d:%d: duplicate key '%s'", ld->doc->file,
-                          (int)kev.start_mark.line + 1, (int)kev.start_mark.column + 1,
-                          (const char *)kev.data.scalar.value);
+        key = unhide(ld, (const char *)kev.data.scalar.value);
+        yaml_event_delete(&kev);
+        if (!key)
+            oom(ld);
+        if (key && json_object_get(obj, key)) {
+            eddy_diag_add(ld->diag, "%s:%d:%d: duplicate key '%s'", ld->doc->file, kline, kcol,
+                          key);
             ld->failed = 1;
         }
-        if (!cpath || next_event(ld, &vev)) {
-            eddy_free(cpath);
-            yaml_event_delete(&kev);
-            break;
-        }
-        val = parse_node(ld, &vev, cpath);
+        if (key && (cpath = child_path(path, key)) && next_event(ld, &vev) == 0)
+            val = parse_node(ld, &vev, cpath);
         if (val) {
             json_t *p = json_object_get(ld->doc->pos, cpath);
-            if (p) /* record where the key is, beside where the value is */
-                json_array_set_new(p, 2, json_integer((int)kev.start_mark.line + 1)),
-                    json_array_set_new(p, 3, json_integer((int)kev.start_mark.column + 1));
-            json_object_set_new(obj, (const char *)kev.data.scalar.value, val);
+            if (p) { /* record where the key is, beside where the value is */
+                json_array_set_new(p, 2, json_integer(kline));
+                json_array_set_new(p, 3, json_integer(kcol));
+            }
+            json_object_set_new(obj, key, val);
         }
         eddy_free(cpath);
-        yaml_event_delete(&kev);
+        eddy_free(key);
         if (!val)
             break;
     }
@@ -273,22 +510,34 @@ static json_t *parse_sequence(loader *ld, yaml_event_t *start, const char *path)
 
 static json_t *parse_scalar(loader *ld, yaml_event_t *ev, const char *path)
 {
-    const char *raw = (const char *)ev->data.scalar.value;
-    char *text = NULL;
+    char *raw = unhide(ld, (const char *)ev->data.scalar.value), *text = NULL;
     eddy_err e;
-    json_t *v;
+    json_t *v, *pos;
+    int whole;
     put_pos(ld, path, ev->start_mark, NULL);
+    if (!raw) {
+        oom(ld);
+        return NULL;
+    }
     if (eddy_interpolate(raw, &text, &e)) {
         /* reported, but not a parse failure: validation goes on to find more */
         eddy_diag_add(ld->diag, "%s:%d:%d: %s", ld->doc->file, (int)ev->start_mark.line + 1,
                       (int)ev->start_mark.column + 1, e.msg);
-        return json_string(raw);
+        v = json_string(raw);
+        eddy_free(raw);
+        return v;
     }
-    if (ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE)
+    /* `"${CONC:-64}"` is as much an integer as `${CONC:-64}`; the setting
+     * that wants a string takes the text kept beside the position */
+    whole = whole_ref(raw);
+    if (ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE || whole)
         v = plain_scalar(text);
     else
         v = json_string(text);
+    if (whole && (pos = json_object_get(ld->doc->pos, path)))
+        json_array_append_new(pos, json_string(text));
     eddy_free(text);
+    eddy_free(raw);
     return v;
 }
 
@@ -368,29 +617,67 @@ static int load_common(const char *name, eddy_yaml_doc *doc, eddy_diag *diag, lo
     return 0;
 }
 
-int eddy_yaml_load_string(const char *text, const char *name, eddy_yaml_doc *doc, eddy_diag *diag)
+/* Parse LEN bytes of TEXT (named NAME in messages) into DOC. */
+static int load_text(const char *text, size_t len, const char *name, eddy_yaml_doc *doc,
+                     eddy_diag *diag)
 {
     loader ld;
-    int rc = load_common(name, doc, diag, &ld);
+    const char *nul;
+    char *hidden = NULL;
+    size_t bad;
+    int rc = load_common(name, doc, diag, &ld), line, col;
     if (rc)
         return rc;
-    yaml_parser_set_input_string(&ld.parser, (const unsigned char *)text, strlen(text));
+    if ((nul = memchr(text, '\0', len))) {
+        /* libyaml would stop reading there and parse half the file */
+        text_pos(text, len, (size_t)(nul - text), &line, &col);
+        eddy_diag_add(diag, "%s:%d:%d: NUL byte in the job file (a job file is UTF-8 text)", name,
+                      line, col);
+        rc = EDDY_EPARSE;
+        goto out;
+    }
+    if ((bad = utf8_invalid((const unsigned char *)text, len)) < len) {
+        text_pos(text, len, bad, &line, &col);
+        eddy_diag_add(diag, "%s:%d:%d: invalid UTF-8 (byte 0x%02X): a job file is UTF-8 text", name,
+                      line, col, (unsigned char)text[bad]);
+        rc = EDDY_EPARSE;
+        goto out;
+    }
+    if (!(hidden = hide_refs(&ld, text, len))) {
+        eddy_diag_add(diag, "%s: out of memory", name);
+        rc = EDDY_ENOMEM;
+        goto out;
+    }
+    ld.text = hidden;
+    ld.len = strlen(hidden);
+    yaml_parser_set_input_string(&ld.parser, (const unsigned char *)hidden, ld.len);
     rc = load(&ld, doc);
+out:
     yaml_parser_delete(&ld.parser);
+    for (size_t i = 0; i < ld.nrefs; i++)
+        eddy_free(ld.refs[i]);
+    eddy_free(ld.refs);
+    eddy_free(hidden);
     return rc;
+}
+
+int eddy_yaml_load_string(const char *text, const char *name, eddy_yaml_doc *doc, eddy_diag *diag)
+{
+    return load_text(text, strlen(text), name, doc, diag);
 }
 
 int eddy_yaml_load(const char *file, eddy_yaml_doc *doc, eddy_diag *diag)
 {
     char *text = NULL;
+    size_t len = 0;
     eddy_err e;
     int rc;
-    if (eddy_read_file(file, &text, NULL, &e)) {
+    if (eddy_read_file(file, &text, &len, &e)) {
         memset(doc, 0, sizeof(*doc));
         eddy_diag_add(diag, "%s", e.msg);
         return e.code;
     }
-    rc = eddy_yaml_load_string(text, file, doc, diag);
+    rc = load_text(text, len, file, doc, diag);
     eddy_free(text);
     return rc;
 }

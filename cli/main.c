@@ -7,10 +7,12 @@
 #include "eddy/eddy.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli_int.h"
 
@@ -152,7 +154,7 @@ static int cmd_check(args *a)
         return 2;
     }
     eddy_diag_init(&d);
-    rc = eddy_job_load(a->pos[0], 1, &job, &d);
+    rc = eddy_job_load(a->pos[0], EDDY_JOB_TOOLS | EDDY_JOB_FILES, &job, &d);
     for (size_t i = 0; i < d.n; i++)
         fprintf(stderr, "%s\n", d.msgs[i]);
     if (rc) {
@@ -173,14 +175,20 @@ static int cmd_check(args *a)
     return 0;
 }
 
-/* Load FILE, printing its problems. WANT_TOOLS: also compile its Lua tools
- * (to report every problem before a run starts; not needed to read paths). */
-static int load_job(const char *file, int want_tools, eddy_job **job)
+/* Load FILE, printing its problems. FLAGS: EDDY_JOB_TOOLS to also load its
+ * tools (to report every problem before a run starts; not needed to read
+ * paths). IO (may be NULL): also check the files a run opens, with these
+ * overrides. */
+static int load_job(const char *file, int flags, const eddy_job_io *io, eddy_job **job)
 {
     eddy_diag d;
     int rc;
     eddy_diag_init(&d);
-    rc = eddy_job_load(file, want_tools, job, &d);
+    rc = eddy_job_load(file, flags, job, &d);
+    if (rc == 0 && io && (rc = eddy_job_check_io(*job, io, &d))) {
+        eddy_job_free(*job);
+        *job = NULL;
+    }
     for (size_t i = 0; i < d.n; i++)
         fprintf(stderr, "%s\n", d.msgs[i]);
     if (rc)
@@ -198,8 +206,12 @@ static int cmd_run(args *a)
         fprintf(stderr, "usage: eddy run JOB.yaml [options]\n");
         return 2;
     }
-    if (load_job(a->pos[0], 1, &job))
-        return 2;
+    {
+        const eddy_run_opts *o = &a->run;
+        eddy_job_io io = {o->input, o->output, o->dead_letter, o->state, o->traces};
+        if (load_job(a->pos[0], EDDY_JOB_TOOLS, &io, &job))
+            return 2;
+    }
     rc = eddy_runtime_run(job, &a->run);
     eddy_job_free(job);
     return rc;
@@ -211,16 +223,51 @@ static int ends_with(const char *s, const char *suffix)
     return n >= m && !strcmp(s + n - m, suffix);
 }
 
+/* With no job named: the one trace store under .eddy/ (each job keeps its
+ * own in .eddy/<job>/traces.db; .eddy/traces.db is where older versions
+ * kept it). NULL, said why, when there is none or more than one. */
+static char *default_trace_db(void)
+{
+    DIR *d = opendir(".eddy");
+    struct dirent *de;
+    char *found[8];
+    size_t n = 0;
+    if (access(".eddy/traces.db", F_OK) == 0)
+        found[n++] = eddy_strdup(".eddy/traces.db");
+    while (d && (de = readdir(d)) && n < sizeof(found) / sizeof(found[0])) {
+        char *p = de->d_name[0] == '.' ? NULL : eddy_aprintf(".eddy/%s/traces.db", de->d_name);
+        if (p && access(p, F_OK) == 0)
+            found[n++] = p;
+        else
+            eddy_free(p);
+    }
+    if (d)
+        closedir(d);
+    if (n == 1)
+        return found[0];
+    if (n == 0)
+        fprintf(stderr, "eddy: no trace store in .eddy/ here: name the job (JOB.yaml) or the "
+                        "store (TRACES.db)\n");
+    else
+        fprintf(stderr, "eddy: several trace stores in .eddy/ here: name the job (JOB.yaml) or "
+                        "the store (TRACES.db):\n");
+    for (size_t i = 0; i < n; i++) {
+        fprintf(stderr, "  %s\n", found[i]);
+        eddy_free(found[i]);
+    }
+    return NULL;
+}
+
 /* The trace store named by ARG: a job file's trace.path, or a database. */
 static char *trace_db(const char *arg)
 {
     eddy_job *job;
     char *p;
     if (!arg)
-        return eddy_strdup(".eddy/traces.db");
+        return default_trace_db();
     if (!ends_with(arg, ".yaml") && !ends_with(arg, ".yml"))
         return eddy_strdup(arg);
-    if (load_job(arg, 0, &job))
+    if (load_job(arg, 0, NULL, &job))
         return NULL;
     p = eddy_strdup(job->trace_path);
     eddy_job_free(job);

@@ -159,7 +159,7 @@ def test_example_end_to_end(tmp):
         assert [pos[i] for i in ids] == sorted(pos[i] for i in ids), "order broken for " + key
     s = json.load(open(summary))
     assert s["events"] == 300 and s["runs_ok"] == 300 and s["dead_letters"] == 0, s
-    db = sqlite3.connect(os.path.join(d, ".eddy", "traces.db"))
+    db = sqlite3.connect(os.path.join(d, ".eddy", "order-support", "traces.db"))
     rows = dict(db.execute("SELECT event_id, trace_id FROM traces").fetchall())
     assert len(rows) == 300
     for o in outputs:
@@ -204,7 +204,7 @@ def test_memory_continues(tmp):
     roles = [m["role"] for m in last["messages"]]
     assert roles == ["system", "user", "assistant", "tool", "assistant", "user"], roles
     assert "Last order this customer asked about: A1001" in last["messages"][0]["content"]
-    db = sqlite3.connect(os.path.join(d, ".eddy", "state.db"))
+    db = sqlite3.connect(os.path.join(d, ".eddy", "order-support", "state.db"))
     doc = json.loads(db.execute("SELECT doc FROM key_memory WHERE key='K1'").fetchone()[0])
     assert doc == {"last_order": "A1001", "lookups": 1}, doc
 
@@ -299,7 +299,7 @@ def test_failing_tool_and_429(tmp):
     s = json.load(open(os.path.join(tmp, "s.json")))
     assert s["llm_retries"] == 1 and s["runs_ok"] == 3 and s["tool_errors"] == 2, s
     assert stats["faults"] == 1
-    db = sqlite3.connect(os.path.join(d, ".eddy", "traces.db"))
+    db = sqlite3.connect(os.path.join(d, ".eddy", "t", "traces.db"))  # the job is named t
     attempts = [json.loads(a).get("eddy.llm.attempts") for (a,) in
                 db.execute("SELECT attributes FROM spans WHERE name LIKE 'chat %'")]
     assert attempts.count(2) == 1, attempts

@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""Integration tests: `eddy check` agrees with `eddy run`, and never hangs; how the
+process behaves (a reader of stdout that goes away, --quiet, per-job stores).
+
+Reuses the runner, the mock LLM and the helpers of tests/integration/run.py.
+
+    python3 tests/integration/check_test.py --build build [--only NAME]
+"""
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as itrun  # noqa: E402
+from run import Mock, copy_example, eddy, example_script, read_jsonl, write  # noqa: E402
+
+ROOT = itrun.ROOT
+
+
+def job_text(base_url, name="t", head="", agents=None, model_extra=""):
+    """A job with one model at BASE_URL and AGENTS (name -> YAML body lines)."""
+    agents = agents or {"support": "    prompt: { user: \"{{event.text}}\" }\n"
+                                   "    tools: [ tools/lookup_order.lua ]\n"}
+    body = "".join("  %s:\n%s" % (n, a) for n, a in agents.items())
+    return ("job: %s\nkey: customer_id\n%s"
+            "models:\n  default:\n    base_url: %s\n    model: mock-model\n%s"
+            "agents:\n%s") % (name, head, base_url, model_extra, body)
+
+
+def events(path, n, keys=5):
+    write(path, "".join(json.dumps({"id": "e%d" % i, "customer_id": "K%d" % (i % keys),
+                                    "text": "hello %d" % i}) + "\n" for i in range(n)))
+
+
+def first_error(p):
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    return lines[0] if lines else ""
+
+
+def test_shared_tool_file_check_agrees_with_run(tmp):
+    """Two agents listing one tool file: `check` loads them into one host, as `run` does,
+    so both accept the job or both refuse it with the same message (it passed check and
+    failed run)."""
+    d = copy_example(tmp)
+    agents = {a: "    prompt: { user: \"{{event.text}}\" }\n"
+                 "    tools: [ tools/lookup_order.lua ]\n" for a in ("first", "second")}
+    with Mock(tmp, example_script()) as mock:
+        job = os.path.join(d, "two.yaml")
+        write(job, job_text(mock.base_url, agents=agents))
+        events(os.path.join(d, "in.jsonl"), 4)
+        c = eddy("check", job)
+        r = eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+                 os.path.join(tmp, "out.jsonl"))
+    assert (c.returncode == 0) == (r.returncode == 0), (c.returncode, c.stderr, r.returncode,
+                                                        r.stderr)
+    if c.returncode == 0:
+        outs = read_jsonl(os.path.join(tmp, "out.jsonl"))
+        assert sorted(o["agent"] for o in outs) == ["first"] * 4 + ["second"] * 4, outs
+    else:
+        assert c.returncode == 2 and r.returncode == 2, (c.returncode, r.returncode)
+        assert first_error(c) and first_error(c) in r.stderr, (c.stderr, r.stderr)
+        assert job + ":" in first_error(c), c.stderr
+
+
+def test_two_tools_one_name_in_one_agent(tmp):
+    """Two different tool files giving one name in one agent's list: an error naming both
+    places, from check and from run."""
+    d = copy_example(tmp)
+    src = open(os.path.join(d, "tools", "lookup_order.lua")).read()
+    write(os.path.join(d, "tools", "copy.lua"), src)
+    job = os.path.join(d, "dup.yaml")
+    write(job, job_text("http://127.0.0.1:9/v1", agents={
+        "support": "    prompt: { user: hi }\n"
+                   "    tools:\n"
+                   "      - tools/lookup_order.lua\n"
+                   "      - tools/copy.lua\n"}))
+    c = eddy("check", job, check=2)
+    want = ("%s:12:9: agent 'support' lists two tools named 'lookup_order': %s here and %s at "
+            "%s:11:9" % (job, os.path.join(d, "tools", "copy.lua"),
+                         os.path.join(d, "tools", "lookup_order.lua"), job))
+    assert want in c.stderr, c.stderr
+    r = eddy("run", job, "--input", "-", stdin="", check=2)
+    assert want in r.stderr, r.stderr
+
+
+def test_files_run_refuses_are_check_errors(tmp):
+    """A sink in a missing folder, a state store under a file, a missing source: errors of
+    `check` with file:line:col, and `run` refuses with the same words before it starts."""
+    d = copy_example(tmp)
+    write(os.path.join(d, "plain-file"), "x")
+    job = os.path.join(d, "files.yaml")
+    write(job, job_text("http://127.0.0.1:9/v1", head=(
+        "source: { jsonl: no-such-events.jsonl }\n"
+        "sink: { jsonl: no-such-folder/answers.jsonl }\n"
+        "checkpoint: { path: plain-file/state.db }\n")))
+    c = eddy("check", job, check=2)
+    expect = [
+        job + ":5:21: state store '%s/plain-file/state.db': '%s/plain-file' is not a folder" % (d, d),
+        job + ":4:16: sink '%s/no-such-folder/answers.jsonl': folder '%s/no-such-folder' does "
+              "not exist" % (d, d),
+        job + ":3:18: source '%s/no-such-events.jsonl': cannot be read: No such file or "
+              "directory" % d,
+    ]
+    for e in expect:
+        assert e in c.stderr, "missing %r in:\n%s" % (e, c.stderr)
+    assert "3 problems found" in c.stderr, c.stderr
+    r = eddy("run", job, check=2)
+    for e in expect:
+        assert e in r.stderr, "missing %r in:\n%s" % (e, r.stderr)
+    # what the command line overrides is not held against the job
+    with Mock(tmp, example_script()) as mock:
+        write(job, open(job).read().replace("http://127.0.0.1:9/v1", mock.base_url))
+        events(os.path.join(d, "in.jsonl"), 3)
+        with open(os.path.join(d, "in.jsonl"), "a") as f:
+            f.write("not json\n")
+        dead = os.path.join(tmp, "dl", "sub", "dead.jsonl")  # its folders are made at run
+        r = eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+                 os.path.join(tmp, "out.jsonl"), "--state", os.path.join(tmp, "s", "state.db"),
+                 "--dead-letter", dead, check=0)
+        assert len(read_jsonl(os.path.join(tmp, "out.jsonl"))) == 3
+        assert [x["line"] for x in read_jsonl(dead)] == [4], r.stderr
+        r = eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+                 os.path.join(tmp, "nope", "out.jsonl"), "--state",
+                 os.path.join(tmp, "s", "state.db"), check=2)
+        assert "--output: sink '%s/nope/out.jsonl': folder" % tmp in r.stderr, r.stderr
+    # a fresh copy of the example checks: its sink goes into .eddy/, which the stores make
+    fresh = os.path.join(tmp, "fresh")
+    shutil.copytree(itrun.EXAMPLE, fresh, ignore=shutil.ignore_patterns(".eddy"))
+    p = eddy("check", os.path.join(fresh, "job.yaml"), check=0)
+    assert "ok" in p.stdout and not os.path.exists(os.path.join(fresh, ".eddy")), p.stdout
+
+
+def test_check_never_blocks_on_fifos(tmp):
+    """A FIFO as a source is fine (nothing is opened); a FIFO as a prompt or tool file is an
+    error, not a read that waits forever for a writer."""
+    d = copy_example(tmp)
+    os.mkfifo(os.path.join(d, "events.fifo"))
+    os.mkfifo(os.path.join(d, "prompt.fifo"))
+    os.mkfifo(os.path.join(d, "tools", "fifo.lua"))
+    job = os.path.join(d, "fifo.yaml")
+    write(job, job_text("http://127.0.0.1:9/v1", head="source: { jsonl: events.fifo }\n"))
+    p = eddy("check", job, timeout=20, check=0)
+    write(job, job_text("http://127.0.0.1:9/v1", agents={
+        "support": "    prompt: { system_file: prompt.fifo, user: hi }\n"
+                   "    tools: [ tools/fifo.lua ]\n"}))
+    t0 = time.time()
+    p = eddy("check", job, timeout=20, check=2)
+    assert time.time() - t0 < 10
+    assert job + ":9:28: prompt file 'prompt.fifo' cannot be read: it is not a regular file" \
+        in p.stderr, p.stderr
+    assert job + ":10:14: tool file '%s/tools/fifo.lua' is not a regular file" % d in p.stderr, \
+        p.stderr
+
+
+def test_values_and_text_errors_name_the_place(tmp):
+    """Out-of-range values (they meant "no limit" or overflowed), empty names, a NUL byte,
+    invalid UTF-8 and a tab in indentation are each reported at their line:col."""
+    d = os.path.join(tmp, "j")
+    job = os.path.join(d, "job.yaml")
+    write(job, "job: \"\"\nkey: k\nshutdown_grace: -5\n"
+               "models:\n  m:\n    base_url: http://127.0.0.1:9/v1\n    model: m\n"
+               "    timeout: 9223372036854775807\n"
+               "    retry: { attempts: 0 }\n"
+               "agents:\n  a:\n    prompt: { user: hi }\n    budget: { wall: 1e300d }\n")
+    p = eddy("check", job, check=2)
+    for e in [":1:6: 'job' must not be empty",
+              ":3:17: 'shutdown_grace' must be between 0ms and 1d",
+              ":8:14: 'timeout' must be between 1ms and 1d",
+              ":9:24: 'attempts' must be between 1 and 100",
+              ":13:21: 'wall' must be between 1ms and 30d"]:
+        assert job + e in p.stderr, "missing %r in:\n%s" % (e, p.stderr)
+    for text, want in [(b"job: j\nkey: k\x00\n", ":2:7: NUL byte in the job file"),
+                       (b"job: j\nkey: \"\xc3\xa9\xe9\"\n", ":2:8: invalid UTF-8 (byte 0xE9)"),
+                       (b"job: j\nmodels:\n\tm: {}\n",
+                        ":3:1: invalid YAML: tab character used for indentation")]:
+        with open(job, "wb") as f:
+            f.write(text)
+        p = eddy("check", job, check=2)
+        assert job + want in p.stderr, "missing %r in:\n%s" % (want, p.stderr)
+
+
+def test_number_from_environment(tmp):
+    """`${CONC:-64}` unquoted inside { } and `"${ATT}"` quoted take the type their setting
+    wants; the concurrency that comes from the environment is the one applied."""
+    d = copy_example(tmp)
+    with Mock(tmp, {"rules": [{"reply": "ok ${user}"}]}, latency_ms=150) as mock:
+        job = os.path.join(d, "env.yaml")
+        write(job, job_text(mock.base_url, model_extra=(
+            "    limits: { concurrency: ${EDDY_IT_CONC:-64} }\n"
+            "    retry: { attempts: \"${EDDY_IT_ATT}\", backoff: ${EDDY_IT_B:-10ms..20ms} }\n"
+            "    timeout: \"${EDDY_IT_TIMEOUT:-5s}\"\n")))
+        env = {"EDDY_IT_CONC": "3", "EDDY_IT_ATT": "2"}
+        eddy("check", job, env=env, check=0)
+        events(os.path.join(d, "in.jsonl"), 12, keys=12)
+        eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+             os.path.join(tmp, "out.jsonl"), env=env, check=0)
+        stats = mock.stats()
+    assert len(read_jsonl(os.path.join(tmp, "out.jsonl"))) == 12
+    assert stats["peak_in_flight"] == 3, stats
+    p = eddy("check", job, env={"EDDY_IT_CONC": "lots", "EDDY_IT_ATT": "2"}, check=2)
+    assert job + ":7:28: 'concurrency' must be an integer, not a string" in p.stderr, p.stderr
+
+
+def test_tool_entry_long_form(tmp):
+    """`- { lua: FILE, limits: {...} }` loads with its limits in check and run; an unknown
+    key in the entry is an error with a suggestion."""
+    d = copy_example(tmp)
+    with Mock(tmp, example_script()) as mock:
+        job = os.path.join(d, "long.yaml")
+        write(job, job_text(mock.base_url, agents={"support": (
+            "    prompt: { user: \"{{event.text}}\" }\n"
+            "    tools:\n"
+            "      - { lua: tools/lookup_order.lua, limits: { instructions: 5000000, "
+            "memory: 16MB, wall: 2s } }\n")}))
+        eddy("check", job, check=0)
+        write(os.path.join(d, "in.jsonl"),
+              '{"id":"1","customer_id":"K1","text":"Where is my order A1001?"}\n')
+        eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+             os.path.join(tmp, "out.jsonl"), check=0)
+    outs = read_jsonl(os.path.join(tmp, "out.jsonl"))
+    assert len(outs) == 1 and outs[0]["tool_calls"] == 1 and "A1001" in outs[0]["output"], outs
+    write(job, open(job).read().replace("limits:", "limts:"))
+    p = eddy("check", job, check=2)
+    assert job + ":11:40: unknown key 'limts' (did you mean 'limits'?)" in p.stderr, p.stderr
+
+
+# -- process behaviour ----------------------------------------------------------
+
+
+def test_per_job_state_and_traces(tmp):
+    """Two jobs in one folder keep their own memory and traces (.eddy/<job>/), and
+    `eddy trace list JOB.yaml` finds each job's default store."""
+    d = copy_example(tmp)
+    with Mock(tmp, {"rules": [{"reply": "n=${n_user}"}]}) as mock:
+        for name in ("alpha", "beta"):
+            write(os.path.join(d, name + ".yaml"), job_text(mock.base_url, name=name))
+        events(os.path.join(d, "in.jsonl"), 2, keys=1)
+        for name in ("alpha", "beta"):
+            eddy("run", os.path.join(d, name + ".yaml"), "--input", os.path.join(d, "in.jsonl"),
+                 "--output", os.path.join(tmp, name + ".jsonl"), check=0)
+    for name in ("alpha", "beta"):
+        # each job's conversation with K0 starts at its own first message
+        outs = read_jsonl(os.path.join(tmp, name + ".jsonl"))
+        assert [o["output"] for o in outs] == ["n=1", "n=2"], (name, outs)
+        db = sqlite3.connect(os.path.join(d, ".eddy", name, "traces.db"))
+        assert db.execute("SELECT count(*) FROM traces").fetchone()[0] == 2
+        assert os.path.exists(os.path.join(d, ".eddy", name, "state.db"))
+        p = eddy("trace", "list", os.path.join(d, name + ".yaml"), check=0)
+        assert len(p.stdout.strip().splitlines()) == 3, p.stdout
+    assert not os.path.exists(os.path.join(d, ".eddy", "state.db"))
+    # with no job named, one store is found; two are named, not guessed between
+    p = subprocess.run([os.path.join(itrun.ARGS.build, "eddy"), "trace", "list"], cwd=d,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and ".eddy/alpha/traces.db" in p.stderr and \
+        ".eddy/beta/traces.db" in p.stderr, (p.returncode, p.stderr)
+
+
+TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--only")
+    ap.add_argument("-v", action="store_true")
+    itrun.ARGS = ap.parse_args()
+    itrun.ARGS.build = os.path.abspath(itrun.ARGS.build)
+    return 1 if itrun.run_tests(TESTS, itrun.ARGS.only, "eddy-check-", 44, "check") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
