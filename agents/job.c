@@ -23,6 +23,7 @@
 #include <libgen.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <uv.h>
@@ -95,13 +96,15 @@ static void load_modules(vctx *c, json_t *root)
 }
 
 /* source/sink/dead_letter: { jsonl: PATH }, { stdout: true } (sink) or
- * { fluss: {...} } (source, sink: returned in *CFG). */
-static char *get_io(vctx *c, json_t *root, const char *key, int allow_stdout, json_t **cfg)
+ * { fluss: {...} } (source, sink: returned in *CFG). *WHERE gets the place
+ * of the path. */
+static char *get_io(vctx *c, json_t *root, const char *key, int allow_stdout, json_t **cfg,
+                    char **where_out)
 {
     static const char *const with_stdout[] = {"jsonl", "stdout", "fluss", NULL};
     static const char *const with_fluss[] = {"jsonl", "fluss", NULL};
     static const char *const only_jsonl[] = {"jsonl", NULL};
-    char p[512], jp[600], *rel, *abs;
+    char p[512], jp[600], where[512], *rel, *abs;
     json_t *m = eddy__job_map(c, root, "", key, 0);
     if (!m)
         return NULL;
@@ -128,7 +131,10 @@ static char *get_io(vctx *c, json_t *root, const char *key, int allow_stdout, js
         return NULL; /* a NULL sink is stdout */
     }
     rel = eddy__job_str(c, m, p, "jsonl", S_REQ, NULL);
+    eddy__job_join(jp, sizeof(jp), p, "jsonl");
     abs = eddy_job_path(c->job, rel);
+    if (abs)
+        *where_out = eddy_strdup(WHERE(c, jp, 0));
     eddy_free(rel);
     return abs;
 }
@@ -242,8 +248,12 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
         char *rel = eddy__job_str(c, pr, path, fkey, S_REQ, NULL),
              *abs = eddy_job_path(c->job, rel);
         char *text = NULL;
+        struct stat st;
         eddy__job_join(p, sizeof(p), path, fkey);
-        if (abs && eddy_read_file(abs, &text, NULL, &e))
+        if (abs && stat(abs, &st) == 0 && !S_ISREG(st.st_mode)) /* a FIFO would hang us */
+            eddy__job_err(c, p, 0, "prompt file '%s' cannot be read: it is not a regular file",
+                          rel);
+        else if (abs && eddy_read_file(abs, &text, NULL, &e))
             eddy__job_err(c, p, 0, "prompt file '%s' cannot be read: %s", rel, e.msg);
         else if (text && eddy_template_new(text, rel, 1, 1, &t, &e))
             eddy_diag_add(c->diag, "%s", e.msg), c->errors++;
@@ -395,7 +405,13 @@ static void load_one(vctx *c, toolset *ts, size_t ai, size_t j)
     eddy_tool_ref *r = &c->job->agents[ai].tools[j];
     eddy_tool *t = NULL;
     eddy_err e;
+    struct stat st;
     int rc;
+    if (r->path && stat(r->path, &st) == 0 && !S_ISREG(st.st_mode)) { /* a FIFO would hang us */
+        eddy_diag_add(c->diag, "%s: tool file '%s' is not a regular file", r->where, r->path);
+        c->errors++;
+        return;
+    }
     rc = r->path ? eddy_tools_load(ts->host, r->path, &r->limits, &t, &e)
                  : eddy_tools_load_native(ts->host, r->kind, r->cfg, &t, &e);
     if (rc == 0) {
@@ -691,6 +707,30 @@ static char *default_path(eddy_job *job, const char *file)
     return p;
 }
 
+/* checkpoint: / trace: { path: FILE }, else the default FILE. */
+static char *get_store(vctx *c, json_t *root, const char *key, const char *file, char **where_out,
+                       unsigned bit)
+{
+    static const char *const path_keys[] = {"path", NULL};
+    char p[64], pp[80], where[512], *rel = NULL, *abs;
+    json_t *x = eddy__job_map(c, root, "", key, 0);
+    snprintf(p, sizeof(p), "/%s", key);
+    if (x) {
+        eddy__job_keys(c, x, p, path_keys);
+        rel = eddy__job_str(c, x, p, "path", S_NONEMPTY, NULL);
+    }
+    if (rel) {
+        abs = eddy_job_path(c->job, rel);
+        eddy__job_join(pp, sizeof(pp), p, "path");
+        *where_out = eddy_strdup(WHERE(c, pp, 0));
+        eddy_free(rel);
+        return abs;
+    }
+    c->job->defaults |= bit;
+    *where_out = eddy_strdup(WHERE(c, "/job", 1));
+    return default_path(c->job, file);
+}
+
 /* key: a dotted path ("customer.id") with no empty part. */
 static void check_key_path(vctx *c, const char *key)
 {
@@ -706,12 +746,10 @@ int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag)
         "job",        "key",    "source", "sink",           "dead_letter",
         "checkpoint", "trace",  "fluss",  "shutdown_grace", "max_in_flight",
         "models",     "agents", NULL};
-    static const char *const path_keys[] = {"path", NULL};
     eddy_yaml_doc doc;
     vctx c = {0};
     eddy_job *job;
-    json_t *x;
-    char *fcopy;
+    char *fcopy, where[512];
     int rc;
 
     *out = NULL;
@@ -745,29 +783,18 @@ int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag)
     job->key = eddy__job_str(&c, doc.root, "", "key", S_REQ, NULL);
     check_key_path(&c, job->key);
     load_modules(&c, doc.root);
-    job->source = get_io(&c, doc.root, "source", 0, &job->source_cfg);
-    job->sink = get_io(&c, doc.root, "sink", 1, &job->sink_cfg);
-    job->dead_letter = get_io(&c, doc.root, "dead_letter", 0, NULL);
-    if (!job->dead_letter)
+    job->source = get_io(&c, doc.root, "source", 0, &job->source_cfg, &job->source_where);
+    job->sink = get_io(&c, doc.root, "sink", 1, &job->sink_cfg, &job->sink_where);
+    job->dead_letter = get_io(&c, doc.root, "dead_letter", 0, NULL, &job->dead_letter_where);
+    if (!job->dead_letter) {
+        job->defaults |= EDDY_JOB_DEFAULT_DEAD_LETTER;
         job->dead_letter = default_path(job, "dead-letter.jsonl");
-    if ((x = eddy__job_map(&c, doc.root, "", "checkpoint", 0))) {
-        char *rel;
-        eddy__job_keys(&c, x, "/checkpoint", path_keys);
-        rel = eddy__job_str(&c, x, "/checkpoint", "path", S_NONEMPTY, NULL);
-        job->state_path = eddy_job_path(job, rel);
-        eddy_free(rel);
+        job->dead_letter_where = eddy_strdup(WHERE(&c, "/job", 1));
     }
-    if (!job->state_path)
-        job->state_path = default_path(job, "state.db");
-    if ((x = eddy__job_map(&c, doc.root, "", "trace", 0))) {
-        char *rel;
-        eddy__job_keys(&c, x, "/trace", path_keys);
-        rel = eddy__job_str(&c, x, "/trace", "path", S_NONEMPTY, NULL);
-        job->trace_path = eddy_job_path(job, rel);
-        eddy_free(rel);
-    }
-    if (!job->trace_path)
-        job->trace_path = default_path(job, "traces.db");
+    job->state_path = get_store(&c, doc.root, "checkpoint", "state.db", &job->state_where,
+                                EDDY_JOB_DEFAULT_STATE);
+    job->trace_path =
+        get_store(&c, doc.root, "trace", "traces.db", &job->trace_where, EDDY_JOB_DEFAULT_TRACE);
     job->shutdown_grace_ms =
         eddy__job_duration(&c, doc.root, "", "shutdown_grace", 10000, 0, MS_DAY);
     job->max_in_flight = (int)eddy__job_int(&c, doc.root, "", "max_in_flight", 10000, 1, 10000000);
@@ -775,6 +802,8 @@ int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag)
     load_section(&c, doc.root, "agents");
     if (flags & EDDY_JOB_TOOLS)
         check_tools(&c);
+    if ((flags & EDDY_JOB_FILES) && eddy_job_check_io(job, NULL, diag))
+        c.errors++;
 out:
     eddy_yaml_doc_free(&doc);
     if (c.errors || diag->n) {
@@ -832,5 +861,10 @@ void eddy_job_free(eddy_job *job)
     eddy_free(job->dead_letter);
     eddy_free(job->state_path);
     eddy_free(job->trace_path);
+    eddy_free(job->source_where);
+    eddy_free(job->sink_where);
+    eddy_free(job->dead_letter_where);
+    eddy_free(job->state_where);
+    eddy_free(job->trace_where);
     eddy_free(job);
 }

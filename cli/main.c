@@ -154,7 +154,7 @@ static int cmd_check(args *a)
         return 2;
     }
     eddy_diag_init(&d);
-    rc = eddy_job_load(a->pos[0], EDDY_JOB_TOOLS, &job, &d);
+    rc = eddy_job_load(a->pos[0], EDDY_JOB_TOOLS | EDDY_JOB_FILES, &job, &d);
     for (size_t i = 0; i < d.n; i++)
         fprintf(stderr, "%s\n", d.msgs[i]);
     if (rc) {
@@ -177,13 +177,18 @@ static int cmd_check(args *a)
 
 /* Load FILE, printing its problems. FLAGS: EDDY_JOB_TOOLS to also load its
  * tools (to report every problem before a run starts; not needed to read
- * paths). */
-static int load_job(const char *file, int flags, eddy_job **job)
+ * paths). IO (may be NULL): also check the files a run opens, with these
+ * overrides. */
+static int load_job(const char *file, int flags, const eddy_job_io *io, eddy_job **job)
 {
     eddy_diag d;
     int rc;
     eddy_diag_init(&d);
     rc = eddy_job_load(file, flags, job, &d);
+    if (rc == 0 && io && (rc = eddy_job_check_io(*job, io, &d))) {
+        eddy_job_free(*job);
+        *job = NULL;
+    }
     for (size_t i = 0; i < d.n; i++)
         fprintf(stderr, "%s\n", d.msgs[i]);
     if (rc)
@@ -201,8 +206,12 @@ static int cmd_run(args *a)
         fprintf(stderr, "usage: eddy run JOB.yaml [options]\n");
         return 2;
     }
-    if (load_job(a->pos[0], EDDY_JOB_TOOLS, &job))
-        return 2;
+    {
+        const eddy_run_opts *o = &a->run;
+        eddy_job_io io = {o->input, o->output, o->dead_letter, o->state, o->traces};
+        if (load_job(a->pos[0], EDDY_JOB_TOOLS, &io, &job))
+            return 2;
+    }
     rc = eddy_runtime_run(job, &a->run);
     eddy_job_free(job);
     return rc;
@@ -258,7 +267,7 @@ static char *trace_db(const char *arg)
         return default_trace_db();
     if (!ends_with(arg, ".yaml") && !ends_with(arg, ".yml"))
         return eddy_strdup(arg);
-    if (load_job(arg, 0, &job))
+    if (load_job(arg, 0, NULL, &job))
         return NULL;
     p = eddy_strdup(job->trace_path);
     eddy_job_free(job);

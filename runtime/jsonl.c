@@ -5,7 +5,9 @@
  * bounded FIFO; when full it waits on a condition variable (backpressure).
  * The consumer takes records on its loop after the uv_async_t notification.
  * Sinks write one compact JSON document per line and flush, so a consumer
- * tailing the file sees every finished output at once.
+ * tailing the file sees every finished output at once. A lazy sink (the
+ * dead letters) creates its file, and the folders above it, at its first
+ * record.
  */
 #include "eddy/connector.h"
 #include "eddy/buf.h"
@@ -193,7 +195,7 @@ typedef struct jsonl_sink {
     FILE *f;
     char *path;
     long count;
-    int is_stdout;
+    int is_stdout, lazy;
 } jsonl_sink;
 
 static const char *sink_name(void *impl);
@@ -209,6 +211,7 @@ int eddy_sink_open_jsonl(const char *path, int lazy, eddy_sink **out, eddy_err *
     if (!s)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     s->is_stdout = !path || !strcmp(path, "-");
+    s->lazy = lazy;
     s->path = eddy_strdup(s->is_stdout ? "stdout" : path);
     if (s->is_stdout)
         s->f = stdout;
@@ -230,6 +233,9 @@ static int sink_write(void *impl, json_t *v, eddy_err *err)
 {
     jsonl_sink *s = impl;
     char *text;
+    int rc;
+    if (!s->f && s->lazy && (rc = eddy_mkdirs_for(s->path, err)))
+        return rc; /* the default folder need not exist yet: the stores may be elsewhere */
     if (!s->f && !(s->f = fopen(s->path, "a")))
         return eddy_err_setc(err, EDDY_EIO, errno, "%s: cannot open for writing: %s", s->path,
                              strerror(errno));

@@ -101,6 +101,11 @@ typedef struct eddy_job {
     char *dead_letter; /* JSONL path */
     char *state_path;  /* SQLite memory store */
     char *trace_path;  /* SQLite trace store */
+    /* where each path was given ("job.yaml:7:17"), or for a default path
+     * (bit set in DEFAULTS) where `job:` names the job it derives from;
+     * NULL when the file has neither */
+    char *source_where, *sink_where, *dead_letter_where, *state_where, *trace_where;
+    unsigned defaults; /* EDDY_JOB_DEFAULT_* */
     int64_t shutdown_grace_ms;
     int max_in_flight; /* events accepted but not finished, across keys */
     eddy_llm_model *models;
@@ -109,8 +114,13 @@ typedef struct eddy_job {
     size_t nagents;
 } eddy_job;
 
+#define EDDY_JOB_DEFAULT_DEAD_LETTER 1u
+#define EDDY_JOB_DEFAULT_STATE 2u
+#define EDDY_JOB_DEFAULT_TRACE 4u
+
 /* What eddy_job_load checks beyond the file itself. */
 #define EDDY_JOB_TOOLS 1 /* load every agent's tools into one throwaway host, as a run does */
+#define EDDY_JOB_FILES 2 /* eddy_job_check_io with no overrides */
 
 /* Load and validate FILE. Every problem goes to DIAG; returns 0 when there
  * were none, else EDDY_ESCHEMA (or EDDY_EPARSE, EDDY_ENOMEM) and *OUT NULL.
@@ -118,6 +128,23 @@ typedef struct eddy_job {
  * .eddy/<job name>/{state.db,traces.db,dead-letter.jsonl} beside the file. */
 int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag);
 void eddy_job_free(eddy_job *job);
+
+/* Paths given on the command line instead of the job's (NULL: the job's;
+ * "-" is stdin / stdout). */
+typedef struct eddy_job_io {
+    const char *input, *output, *dead_letter, *state, *traces;
+} eddy_job_io;
+
+/* Check, without opening anything that could block (FIFOs) or creating
+ * anything, that a run of JOB can open what it opens at start: the source
+ * exists and is readable; the sink's folder exists (or is one the state or
+ * trace store creates first) and the sink is writable; the folders of the
+ * state and trace stores and of the dead-letter file exist or can be
+ * created, and existing stores are SQLite databases. Fluss connectors are
+ * not contacted. Each problem goes to DIAG naming where the path was given
+ * (file:line:col, or the option). Returns 0, or EDDY_ESCHEMA when there was
+ * a problem. */
+int eddy_job_check_io(const eddy_job *job, const eddy_job_io *io, eddy_diag *diag);
 
 /* The folder name a job name becomes under .eddy/: NAME itself when it is
  * made of [A-Za-z0-9._-], is at most 64 bytes and is not "." or "..", else

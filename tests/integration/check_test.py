@@ -88,6 +88,75 @@ def test_two_tools_one_name_in_one_agent(tmp):
     assert want in r.stderr, r.stderr
 
 
+def test_files_run_refuses_are_check_errors(tmp):
+    """A sink in a missing folder, a state store under a file, a missing source: errors of
+    `check` with file:line:col, and `run` refuses with the same words before it starts."""
+    d = copy_example(tmp)
+    write(os.path.join(d, "plain-file"), "x")
+    job = os.path.join(d, "files.yaml")
+    write(job, job_text("http://127.0.0.1:9/v1", head=(
+        "source: { jsonl: no-such-events.jsonl }\n"
+        "sink: { jsonl: no-such-folder/answers.jsonl }\n"
+        "checkpoint: { path: plain-file/state.db }\n")))
+    c = eddy("check", job, check=2)
+    expect = [
+        job + ":5:21: state store '%s/plain-file/state.db': '%s/plain-file' is not a folder" % (d, d),
+        job + ":4:16: sink '%s/no-such-folder/answers.jsonl': folder '%s/no-such-folder' does "
+              "not exist" % (d, d),
+        job + ":3:18: source '%s/no-such-events.jsonl': cannot be read: No such file or "
+              "directory" % d,
+    ]
+    for e in expect:
+        assert e in c.stderr, "missing %r in:\n%s" % (e, c.stderr)
+    assert "3 problems found" in c.stderr, c.stderr
+    r = eddy("run", job, check=2)
+    for e in expect:
+        assert e in r.stderr, "missing %r in:\n%s" % (e, r.stderr)
+    # what the command line overrides is not held against the job
+    with Mock(tmp, example_script()) as mock:
+        write(job, open(job).read().replace("http://127.0.0.1:9/v1", mock.base_url))
+        events(os.path.join(d, "in.jsonl"), 3)
+        with open(os.path.join(d, "in.jsonl"), "a") as f:
+            f.write("not json\n")
+        dead = os.path.join(tmp, "dl", "sub", "dead.jsonl")  # its folders are made at run
+        r = eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+                 os.path.join(tmp, "out.jsonl"), "--state", os.path.join(tmp, "s", "state.db"),
+                 "--dead-letter", dead, check=0)
+        assert len(read_jsonl(os.path.join(tmp, "out.jsonl"))) == 3
+        assert [x["line"] for x in read_jsonl(dead)] == [4], r.stderr
+        r = eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+                 os.path.join(tmp, "nope", "out.jsonl"), "--state",
+                 os.path.join(tmp, "s", "state.db"), check=2)
+        assert "--output: sink '%s/nope/out.jsonl': folder" % tmp in r.stderr, r.stderr
+    # a fresh copy of the example checks: its sink goes into .eddy/, which the stores make
+    fresh = os.path.join(tmp, "fresh")
+    shutil.copytree(itrun.EXAMPLE, fresh, ignore=shutil.ignore_patterns(".eddy"))
+    p = eddy("check", os.path.join(fresh, "job.yaml"), check=0)
+    assert "ok" in p.stdout and not os.path.exists(os.path.join(fresh, ".eddy")), p.stdout
+
+
+def test_check_never_blocks_on_fifos(tmp):
+    """A FIFO as a source is fine (nothing is opened); a FIFO as a prompt or tool file is an
+    error, not a read that waits forever for a writer."""
+    d = copy_example(tmp)
+    os.mkfifo(os.path.join(d, "events.fifo"))
+    os.mkfifo(os.path.join(d, "prompt.fifo"))
+    os.mkfifo(os.path.join(d, "tools", "fifo.lua"))
+    job = os.path.join(d, "fifo.yaml")
+    write(job, job_text("http://127.0.0.1:9/v1", head="source: { jsonl: events.fifo }\n"))
+    p = eddy("check", job, timeout=20, check=0)
+    write(job, job_text("http://127.0.0.1:9/v1", agents={
+        "support": "    prompt: { system_file: prompt.fifo, user: hi }\n"
+                   "    tools: [ tools/fifo.lua ]\n"}))
+    t0 = time.time()
+    p = eddy("check", job, timeout=20, check=2)
+    assert time.time() - t0 < 10
+    assert job + ":9:28: prompt file 'prompt.fifo' cannot be read: it is not a regular file" \
+        in p.stderr, p.stderr
+    assert job + ":10:14: tool file '%s/tools/fifo.lua' is not a regular file" % d in p.stderr, \
+        p.stderr
+
+
 def test_values_and_text_errors_name_the_place(tmp):
     """Out-of-range values (they meant "no limit" or overflowed), empty names, a NUL byte,
     invalid UTF-8 and a tab in indentation are each reported at their line:col."""

@@ -599,6 +599,112 @@ static void test_tool_name_twice_in_agent(void **state)
     eddy_diag_free(&d);
 }
 
+static void mkdir_in(const char *name)
+{
+    char p[600];
+    snprintf(p, sizeof(p), "%s/%s", g_dir, name);
+    assert_true(mkdir(p, 0755) == 0 || errno == EEXIST);
+}
+
+/* What `run` refuses at start passed `check`: a sink in a missing folder,
+ * stores that are folders or not databases, a missing source. */
+static void test_files_run_opens(void **state)
+{
+    static const char *const want[] = {
+        ":6:21: state store '",      ":7:16: trace store '", ":4:16: sink '",
+        ":5:23: dead-letter file '", ":3:18: source '",
+    };
+    static const char *const tail[] = {
+        "': it is a folder",
+        "': it is not an SQLite database",
+        "/nofolder' does not exist",
+        "/afile' is not a folder",
+        "': cannot be read: No such file or directory",
+    };
+    eddy_diag d;
+    eddy_job *job;
+    const char *path;
+    (void)state;
+    mkdir_in("adir");
+    write_file("afile", "x");
+    write_file("notsqlite.db", "not a database, just text\n");
+    path = write_file("io.yaml", "job: io\n"
+                                 "key: k\n"
+                                 "source: { jsonl: missing.jsonl }\n"
+                                 "sink: { jsonl: nofolder/out.jsonl }\n"
+                                 "dead_letter: { jsonl: afile/dl.jsonl }\n"
+                                 "checkpoint: { path: adir }\n"
+                                 "trace: { path: notsqlite.db }\n" MODEL_AND_AGENT);
+    eddy_diag_init(&d);
+    assert_int_not_equal(eddy_job_load(path, EDDY_JOB_FILES, &job, &d), 0);
+    for (size_t i = 0; i < d.n; i++)
+        fprintf(stderr, "  diag: %s\n", d.msgs[i]);
+    assert_int_equal(d.n, 5);
+    for (size_t i = 0; i < 5; i++) {
+        char full[1024];
+        snprintf(full, sizeof(full), "%s%s", path, want[i]);
+        assert_ptr_equal(strstr(d.msgs[i], full), d.msgs[i]);
+        assert_non_null(strstr(d.msgs[i], tail[i]));
+    }
+    eddy_diag_free(&d);
+    /* without the file checks the job loads; a run's overrides replace them */
+    job = load_ok("io.yaml",
+                  NULL == path ? ""
+                               : "job: io\nkey: k\n"
+                                 "sink: { jsonl: nofolder/out.jsonl }\n"
+                                 "source: { jsonl: missing.jsonl }\n" MODEL_AND_AGENT,
+                  0);
+    {
+        eddy_job_io io = {"-", "-", NULL, NULL, NULL};
+        eddy_diag_init(&d);
+        assert_int_equal(eddy_job_check_io(job, &io, &d), 0);
+        assert_int_equal(d.n, 0);
+        io.output = "nofolder2/x.jsonl";
+        assert_int_equal(eddy_job_check_io(job, &io, &d), EDDY_ESCHEMA);
+        assert_int_equal(d.n, 1);
+        assert_ptr_equal(strstr(d.msgs[0], "--output: sink 'nofolder2/x.jsonl'"), d.msgs[0]);
+        eddy_diag_free(&d);
+    }
+    eddy_job_free(job);
+}
+
+/* Defaults need nothing to exist yet; a sink in the folder the stores
+ * create (.eddy/) is fine, since run opens the stores first. */
+static void test_files_defaults_fresh_folder(void **state)
+{
+    eddy_job *job;
+    eddy_diag d;
+    const char *path;
+    char p[600];
+    (void)state;
+    mkdir_in("fresh");
+    mkdir_in("blocked");
+    job = load_ok("fresh/job.yaml",
+                  "job: order-support\nkey: k\n"
+                  "source: { jsonl: job.yaml }\n"
+                  "sink: { jsonl: .eddy/answers.jsonl }\n" MODEL_AND_AGENT,
+                  EDDY_JOB_FILES);
+    snprintf(p, sizeof(p), "%s/fresh/.eddy/order-support/state.db", g_dir);
+    assert_string_equal(job->state_path, p);
+    snprintf(p, sizeof(p), "%s/fresh/.eddy/order-support/traces.db", g_dir);
+    assert_string_equal(job->trace_path, p);
+    snprintf(p, sizeof(p), "%s/fresh/.eddy/order-support/dead-letter.jsonl", g_dir);
+    assert_string_equal(job->dead_letter, p);
+    eddy_job_free(job);
+    /* a file where the default folder would go: named at `job:` */
+    write_file("blocked/.eddy", "x");
+    path = write_file("blocked/job.yaml", "job: b\nkey: k\n" MODEL_AND_AGENT);
+    eddy_diag_init(&d);
+    assert_int_not_equal(eddy_job_load(path, EDDY_JOB_FILES, &job, &d), 0);
+    assert_int_equal(d.n, 3); /* state, traces, dead letters */
+    snprintf(p, sizeof(p),
+             "%s:1:1: state store '%s/blocked/.eddy/b/state.db' (the default): '%s/blocked/.eddy' "
+             "is not a folder",
+             path, g_dir, g_dir);
+    assert_string_equal(d.msgs[0], p);
+    eddy_diag_free(&d);
+}
+
 /* Two jobs of one folder shared .eddy/state.db. */
 static void test_default_paths_per_job(void **state)
 {
@@ -653,6 +759,8 @@ int main(void)
         cmocka_unit_test(test_tool_long_form_errors),
         cmocka_unit_test(test_tools_check_agrees_with_run),
         cmocka_unit_test(test_tool_name_twice_in_agent),
+        cmocka_unit_test(test_files_run_opens),
+        cmocka_unit_test(test_files_defaults_fresh_folder),
         cmocka_unit_test(test_default_paths_per_job),
     };
     eddy_alloc_install();
