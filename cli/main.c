@@ -9,6 +9,7 @@
 #include <curl/curl.h>
 #include <dirent.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,7 @@ static const char kUsage[] =
     "      --state FILE        memory store (SQLite), overrides checkpoint.path\n"
     "      --traces FILE       trace store (SQLite), overrides trace.path\n"
     "      --summary-json FILE write the end-of-run summary as JSON\n"
-    "      --quiet             no summary line on stderr\n"
+    "      --quiet             nothing on stderr but warnings and errors (no summary)\n"
     "  check JOB.yaml    validate a job and everything it references\n"
     "  trace list [JOB.yaml|TRACES.db] [--limit N] [--status ok|error]\n"
     "  trace show ID [JOB.yaml|TRACES.db] [--json]\n"
@@ -68,7 +69,7 @@ static const struct option kOpts[] = {{"input", required_argument, NULL, OPT_INP
 
 typedef struct args {
     eddy_run_opts run;
-    int limit, json;
+    int limit, json, log_set;
     const char *status;
     char *pos[4];
     int npos;
@@ -125,6 +126,7 @@ static int parse(int argc, char **argv, args *a)
                 return 2;
             }
             eddy_log_set_level((int)lvl);
+            a->log_set = 1;
             break;
         case 'h':
         case OPT_HELP:
@@ -141,6 +143,9 @@ static int parse(int argc, char **argv, args *a)
         fprintf(stderr, "eddy: too many arguments\n");
         return 2;
     }
+    /* quiet: only what needs attention, unless a level was asked for */
+    if (a->run.quiet && !a->log_set && !getenv("EDDY_LOG"))
+        eddy_log_set_level(EDDY_LOG_WARN);
     return 0;
 }
 
@@ -317,6 +322,12 @@ int main(int argc, char **argv)
     const char *cmd = argc > 1 ? argv[1] : NULL;
     eddy_alloc_install();
     eddy_log_set_level(-1);
+    /* A reader that goes away (`eddy run --output - | head`) or a peer that
+     * closes its socket is an EPIPE to handle, not a death. `eddy fluss
+     * scan` still relies on SIGPIPE to end under `| head`: it keeps the
+     * default until it stops on a failed write itself. */
+    if (!cmd || strcmp(cmd, "fluss"))
+        signal(SIGPIPE, SIG_IGN);
     if (!cmd || !strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         fputs(kUsage, cmd ? stdout : stderr);
         return cmd ? 0 : 2;

@@ -7,14 +7,20 @@
  * Sinks write one compact JSON document per line and flush, so a consumer
  * tailing the file sees every finished output at once. A lazy sink (the
  * dead letters) creates its file, and the folders above it, at its first
- * record.
+ * record. When the reader of stdout goes away (EPIPE: `eddy run --output - |
+ * head`), the stdout sink ends the job as a SIGTERM would, when someone
+ * handles SIGTERM (the worker does): no new events are read, running ones
+ * finish, and their outputs, with nowhere to go, are dropped without a
+ * message each.
  */
 #include "eddy/connector.h"
 #include "eddy/buf.h"
 #include "eddy/json.h"
+#include "eddy/log.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -195,7 +201,8 @@ typedef struct jsonl_sink {
     FILE *f;
     char *path;
     long count;
-    int is_stdout, lazy;
+    long dropped; /* outputs written after the reader of stdout went away */
+    int is_stdout, lazy, closed;
 } jsonl_sink;
 
 static const char *sink_name(void *impl);
@@ -229,13 +236,29 @@ int eddy_sink_open_jsonl(const char *path, int lazy, eddy_sink **out, eddy_err *
     return 0;
 }
 
+/* The reader of stdout has gone: stop the job the way SIGTERM does, if a
+ * handler for it is installed (else the caller just stops writing). */
+static void stdout_closed(jsonl_sink *s)
+{
+    struct sigaction sa;
+    s->closed = 1;
+    clearerr(s->f);
+    EDDY_DEBUG("jsonl", "stdout was closed by its reader: stopping the job");
+    if (sigaction(SIGTERM, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN)
+        raise(SIGTERM);
+}
+
 static int sink_write(void *impl, json_t *v, eddy_err *err)
 {
     jsonl_sink *s = impl;
     char *text;
-    int rc;
-    if (!s->f && s->lazy && (rc = eddy_mkdirs_for(s->path, err)))
-        return rc; /* the default folder need not exist yet: the stores may be elsewhere */
+    int e;
+    if (s->closed) {
+        s->dropped++;
+        return 0;
+    }
+    if (!s->f && s->lazy && (e = eddy_mkdirs_for(s->path, err)))
+        return e; /* the default folder need not exist yet: the stores may be elsewhere */
     if (!s->f && !(s->f = fopen(s->path, "a")))
         return eddy_err_setc(err, EDDY_EIO, errno, "%s: cannot open for writing: %s", s->path,
                              strerror(errno));
@@ -243,9 +266,14 @@ static int sink_write(void *impl, json_t *v, eddy_err *err)
     if (!text)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     if (fputs(text, s->f) < 0 || fputc('\n', s->f) < 0 || fflush(s->f)) {
+        e = errno;
         eddy_free(text);
-        return eddy_err_setc(err, EDDY_EIO, errno, "%s: write failed: %s", s->path,
-                             strerror(errno));
+        if (e == EPIPE && s->is_stdout) {
+            stdout_closed(s);
+            s->dropped++;
+            return 0;
+        }
+        return eddy_err_setc(err, EDDY_EIO, e, "%s: write failed: %s", s->path, strerror(e));
     }
     eddy_free(text);
     s->count++;
@@ -265,6 +293,9 @@ static const char *sink_name(void *impl)
 static void sink_free(void *impl)
 {
     jsonl_sink *s = impl;
+    if (s->dropped)
+        EDDY_INFO("jsonl", "stdout was closed by its reader: %ld output(s) not written",
+                  s->dropped);
     if (s->f && !s->is_stdout)
         fclose(s->f);
     eddy_free(s->path);

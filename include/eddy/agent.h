@@ -21,14 +21,13 @@
 /* A list of diagnostics ("job.yaml:4:3: unknown key 'modle' (did you mean
  * 'model'?)"), in the order found. */
 typedef struct eddy_diag {
-  char **msgs;
-  size_t n, cap;
+    char **msgs;
+    size_t n, cap;
 } eddy_diag;
 
 void eddy_diag_init(eddy_diag *d);
 void eddy_diag_free(eddy_diag *d);
-void eddy_diag_add(eddy_diag *d, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void eddy_diag_add(eddy_diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* -- YAML with positions --------------------------------------------------- */
 
@@ -36,9 +35,9 @@ void eddy_diag_add(eddy_diag *d, const char *fmt, ...)
  * ("/agents/support/model"): POS[path] = [value_line, value_col, key_line,
  * key_col], all 1-based. */
 typedef struct eddy_yaml_doc {
-  char *file;
-  json_t *root;
-  json_t *pos;
+    char *file;
+    json_t *root;
+    json_t *pos;
 } eddy_yaml_doc;
 
 /* Parse FILE into DOC. ${...} in scalars is interpolated from the
@@ -47,12 +46,11 @@ typedef struct eddy_yaml_doc {
  * where). Callers check DIAG->n as well. */
 int eddy_yaml_load(const char *file, eddy_yaml_doc *doc, eddy_diag *diag);
 /* Same from a string (tests). */
-int eddy_yaml_load_string(const char *text, const char *name,
-                          eddy_yaml_doc *doc, eddy_diag *diag);
+int eddy_yaml_load_string(const char *text, const char *name, eddy_yaml_doc *doc, eddy_diag *diag);
 void eddy_yaml_doc_free(eddy_yaml_doc *doc);
 /* "file:line:col" of PATH's value (or its key when KEY), into BUF. */
-const char *eddy_yaml_where(const eddy_yaml_doc *doc, const char *path, int key,
-                            char *buf, size_t n);
+const char *eddy_yaml_where(const eddy_yaml_doc *doc, const char *path, int key, char *buf,
+                            size_t n);
 
 /* Interpolate ${VAR} / ${VAR:-default} / $$ in S. *OUT new. Returns 0 or
  * EDDY_EINVAL with ERR naming the variable. */
@@ -66,55 +64,54 @@ struct eddy_tool;
 /* One entry of an agent's tool list: a Lua file, or a native tool kind
  * with its settings (`- fluss_lookup: {table: db.customers}`). */
 typedef struct eddy_tool_ref {
-  char *path;              /* the Lua file (resolved), or NULL */
-  char *kind;              /* the native tool kind, or NULL */
-  json_t *cfg;             /* the native tool's settings (owned) */
-  char *where;             /* "job.yaml:12:7": where the tool is listed */
-  eddy_tool_limits limits; /* Lua tools: `limits:` of the entry (0 = default) */
+    char *path;              /* the Lua file (resolved), or NULL */
+    char *kind;              /* the native tool kind, or NULL */
+    json_t *cfg;             /* the native tool's settings (owned) */
+    char *where;             /* "job.yaml:12:7": where the tool is listed */
+    eddy_tool_limits limits; /* Lua tools: `limits:` of the entry (0 = default) */
 } eddy_tool_ref;
 
 typedef struct eddy_agent_def {
-  char *name;
-  eddy_llm_model *model; /* borrowed from the job's models */
-  eddy_template *system, *user;
-  eddy_tool_ref *tools; /* in the order listed */
-  size_t ntools;
-  int history;           /* runs of history kept and sent */
-  int budget_turns;      /* LLM calls in one run */
-  int64_t budget_tokens; /* total tokens in one run; 0 = unlimited */
-  int64_t budget_wall_ms;
-  int budget_tool_calls;
-  char **on; /* event types that start a react run */
-  size_t non;
+    char *name;
+    eddy_llm_model *model; /* borrowed from the job's models */
+    eddy_template *system, *user;
+    eddy_tool_ref *tools; /* in the order listed */
+    size_t ntools;
+    int history;           /* runs of history kept and sent */
+    int budget_turns;      /* LLM calls in one run */
+    int64_t budget_tokens; /* total tokens in one run; 0 = unlimited */
+    int64_t budget_wall_ms;
+    int budget_tool_calls;
+    char **on; /* event types that start a react run */
+    size_t non;
 } eddy_agent_def;
 
 typedef struct eddy_job {
-  char *file; /* as given */
-  char *dir;  /* folder of the file: relative paths resolve here */
-  char *name;
-  char *key;          /* dotted path of the key in an event */
-  char *source;       /* JSONL path, "-" for stdin, NULL when not set */
-  char *sink;         /* JSONL path, NULL for stdout */
-  json_t *source_cfg; /* {"fluss": {...}} for a connector source, else NULL */
-  json_t *sink_cfg;   /* {"fluss": {...}} for a connector sink, else NULL */
-  /* settings of native modules by name ({"fluss": {bootstrap, ...}}),
-   * from the job's top-level `fluss:` block; never NULL after a load */
-  json_t *modules;
-  char *dead_letter; /* JSONL path */
-  char *state_path;  /* SQLite memory store */
-  char *trace_path;  /* SQLite trace store */
-  /* where each path was given ("job.yaml:7:17"), or for a default path
-   * (bit set in DEFAULTS) where `job:` names the job it derives from;
-   * NULL when the file has neither */
-  char *source_where, *sink_where, *dead_letter_where, *state_where,
-      *trace_where;
-  unsigned defaults; /* EDDY_JOB_DEFAULT_* */
-  int64_t shutdown_grace_ms;
-  int max_in_flight; /* events accepted but not finished, across keys */
-  eddy_llm_model *models;
-  size_t nmodels;
-  eddy_agent_def *agents;
-  size_t nagents;
+    char *file; /* as given */
+    char *dir;  /* folder of the file: relative paths resolve here */
+    char *name;
+    char *key;          /* dotted path of the key in an event */
+    char *source;       /* JSONL path, "-" for stdin, NULL when not set */
+    char *sink;         /* JSONL path, NULL for stdout */
+    json_t *source_cfg; /* {"fluss": {...}} for a connector source, else NULL */
+    json_t *sink_cfg;   /* {"fluss": {...}} for a connector sink, else NULL */
+    /* settings of native modules by name ({"fluss": {bootstrap, ...}}),
+     * from the job's top-level `fluss:` block; never NULL after a load */
+    json_t *modules;
+    char *dead_letter; /* JSONL path */
+    char *state_path;  /* SQLite memory store */
+    char *trace_path;  /* SQLite trace store */
+    /* where each path was given ("job.yaml:7:17"), or for a default path
+     * (bit set in DEFAULTS) where `job:` names the job it derives from;
+     * NULL when the file has neither */
+    char *source_where, *sink_where, *dead_letter_where, *state_where, *trace_where;
+    unsigned defaults; /* EDDY_JOB_DEFAULT_* */
+    int64_t shutdown_grace_ms;
+    int max_in_flight; /* events accepted but not finished, across keys */
+    eddy_llm_model *models;
+    size_t nmodels;
+    eddy_agent_def *agents;
+    size_t nagents;
 } eddy_job;
 
 #define EDDY_JOB_DEFAULT_DEAD_LETTER 1u
@@ -122,8 +119,7 @@ typedef struct eddy_job {
 #define EDDY_JOB_DEFAULT_TRACE 4u
 
 /* What eddy_job_load checks beyond the file itself. */
-#define EDDY_JOB_TOOLS                                                         \
-  1 /* load every agent's tools into one throwaway host, as a run does */
+#define EDDY_JOB_TOOLS 1 /* load every agent's tools into one throwaway host, as a run does */
 #define EDDY_JOB_FILES 2 /* eddy_job_check_io with no overrides */
 
 /* Load and validate FILE. Every problem goes to DIAG; returns 0 when there
@@ -136,7 +132,7 @@ void eddy_job_free(eddy_job *job);
 /* Paths given on the command line instead of the job's (NULL: the job's;
  * "-" is stdin / stdout). */
 typedef struct eddy_job_io {
-  const char *input, *output, *dead_letter, *state, *traces;
+    const char *input, *output, *dead_letter, *state, *traces;
 } eddy_job_io;
 
 /* Check, without opening anything that could block (FIFOs) or creating
@@ -148,8 +144,7 @@ typedef struct eddy_job_io {
  * not contacted. Each problem goes to DIAG naming where the path was given
  * (file:line:col, or the option). Returns 0, or EDDY_ESCHEMA when there was
  * a problem. */
-int eddy_job_check_io(const eddy_job *job, const eddy_job_io *io,
-                      eddy_diag *diag);
+int eddy_job_check_io(const eddy_job *job, const eddy_job_io *io, eddy_diag *diag);
 
 /* The folder name a job name becomes under .eddy/: NAME itself when it is
  * made of [A-Za-z0-9._-], is at most 64 bytes and is not "." or "..", else
@@ -171,11 +166,11 @@ char *eddy_job_path(const eddy_job *job, const char *rel);
 
 /* What runs on one worker loop share. All borrowed; loop thread only. */
 typedef struct eddy_agent_env {
-  uv_loop_t *loop;
-  eddy_llm_client *llm;
-  eddy_tools *tools;
-  eddy_memory *memory;
-  eddy_trace_store *traces;
+    uv_loop_t *loop;
+    eddy_llm_client *llm;
+    eddy_tools *tools;
+    eddy_memory *memory;
+    eddy_trace_store *traces;
 } eddy_agent_env;
 
 /* An agent ready to run on one worker: its definition and loaded tools. */
@@ -183,8 +178,8 @@ typedef struct eddy_agent_rt eddy_agent_rt;
 typedef struct eddy_run eddy_run;
 
 /* Load DEF's tools into ENV->tools. Errors name the tool file. */
-int eddy_agent_rt_new(const eddy_agent_def *def, eddy_agent_env *env,
-                      eddy_agent_rt **out, eddy_err *err);
+int eddy_agent_rt_new(const eddy_agent_def *def, eddy_agent_env *env, eddy_agent_rt **out,
+                      eddy_err *err);
 void eddy_agent_rt_free(eddy_agent_rt *rt);
 const eddy_agent_def *eddy_agent_rt_def(const eddy_agent_rt *rt);
 /* Whether events of TYPE start a run of this agent. */
@@ -192,16 +187,16 @@ int eddy_agent_handles(const eddy_agent_rt *rt, const char *type);
 
 /* Totals over the runs of one worker, for the end-of-job summary. */
 typedef struct eddy_run_stats {
-  long runs_ok, runs_failed, llm_calls, llm_retries, tool_calls, tool_errors;
-  long input_tokens, output_tokens;
+    long runs_ok, runs_failed, llm_calls, llm_retries, tool_calls, tool_errors;
+    long input_tokens, output_tokens;
 } eddy_run_stats;
 
 /* Outcome of a run. On success OUTPUT is the output event; on failure it is
  * the dead-letter record (with the reason). Borrowed for the callback. */
 typedef struct eddy_run_result {
-  int status;
-  eddy_err err;
-  json_t *output;
+    int status;
+    eddy_err err;
+    json_t *output;
 } eddy_run_result;
 
 typedef void (*eddy_run_cb)(eddy_run_result *res, void *ud);
@@ -209,9 +204,8 @@ typedef void (*eddy_run_cb)(eddy_run_result *res, void *ud);
 /* Start a run of RT for EVENT (borrowed; copied) of KEY. STATS (may be NULL)
  * is updated as the run goes. CB runs exactly once on the loop, after the
  * run's memory is committed, never inside this call. */
-int eddy_agent_run_start(eddy_agent_rt *rt, json_t *event, const char *key,
-                         const char *event_id, eddy_run_stats *stats,
-                         eddy_run_cb cb, void *ud, eddy_run **out,
+int eddy_agent_run_start(eddy_agent_rt *rt, json_t *event, const char *key, const char *event_id,
+                         eddy_run_stats *stats, eddy_run_cb cb, void *ud, eddy_run **out,
                          eddy_err *err);
 
 /* Abandon R: its LLM request is canceled, and it ends with EDDY_ECANCELED. */

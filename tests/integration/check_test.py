@@ -42,6 +42,8 @@ def first_error(p):
     return lines[0] if lines else ""
 
 
+# -- check and run agree --------------------------------------------------------
+
 def test_shared_tool_file_check_agrees_with_run(tmp):
     """Two agents listing one tool file: `check` loads them into one host, as `run` does,
     so both accept the job or both refuse it with the same message (it passed check and
@@ -231,7 +233,6 @@ def test_tool_entry_long_form(tmp):
 
 # -- process behaviour ----------------------------------------------------------
 
-
 def test_per_job_state_and_traces(tmp):
     """Two jobs in one folder keep their own memory and traces (.eddy/<job>/), and
     `eddy trace list JOB.yaml` finds each job's default store."""
@@ -258,6 +259,42 @@ def test_per_job_state_and_traces(tmp):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and ".eddy/alpha/traces.db" in p.stderr and \
         ".eddy/beta/traces.db" in p.stderr, (p.returncode, p.stderr)
+
+
+def test_stdout_closed_early(tmp):
+    """`eddy run --output - | head -1`: the reader goes away; eddy stops reading, ends
+    quietly with 0 (it died of SIGPIPE: 141) and prints no error per lost output."""
+    d = copy_example(tmp)
+    with Mock(tmp, {"rules": [{"reply": "ok ${user}"}]}, latency_ms=100) as mock:
+        job = os.path.join(d, "pipe.yaml")
+        write(job, job_text(mock.base_url))
+        events(os.path.join(d, "in.jsonl"), 60, keys=4)
+        p = subprocess.Popen([os.path.join(itrun.ARGS.build, "eddy"), "run", job, "--input",
+                              os.path.join(d, "in.jsonl"), "--output", "-", "--summary-json",
+                              os.path.join(tmp, "s.json")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = p.stdout.readline()
+        p.stdout.close()  # as `head -1` does
+        rc = p.wait(timeout=60)
+        err = p.stderr.read()
+    assert json.loads(first)["type"] == "output"
+    assert rc == 0, (rc, err)
+    assert "write failed" not in err and " error " not in err and "Broken pipe" not in err, err
+    s = json.load(open(os.path.join(tmp, "s.json")))
+    assert 1 <= s["outputs"] < 60, s
+
+
+def test_quiet_prints_nothing(tmp):
+    """--quiet: no info line and no summary on stderr."""
+    d = copy_example(tmp)
+    with Mock(tmp, example_script()) as mock:
+        job = os.path.join(d, "q.yaml")
+        write(job, job_text(mock.base_url))
+        events(os.path.join(d, "in.jsonl"), 3)
+        p = eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+                 os.path.join(tmp, "out.jsonl"), "--quiet", check=0)
+    assert p.stderr == "", p.stderr
+    assert len(read_jsonl(os.path.join(tmp, "out.jsonl"))) == 3
 
 
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
