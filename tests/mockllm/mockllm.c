@@ -6,7 +6,8 @@
  * Answers come from a script (JSON): an ordered list of rules whose `when`
  * conditions look at the conversation (last role, last user text, a regex
  * with captures, the tools offered); the first matching rule answers with
- * tool calls, a templated reply, or a fault (status + retry-after, a delay
+ * tool calls (arguments as JSON, or as `raw_arguments` text, both templated),
+ * a templated reply, or a fault (status + retry-after, a delay
  * past the client's timeout, a truncated or malformed body). A rule with
  * `times` matches only that many requests.
  *
@@ -376,9 +377,9 @@ static json_t *answer(rule *r, json_t *req, match *mt)
         json_array_foreach(calls, i, c)
         {
             json_t *args = expand_json(json_object_get(c, "arguments"), req, mt);
-            char *as = json_is_string(json_object_get(c, "raw_arguments"))
-                           ? strdup(json_string_value(json_object_get(c, "raw_arguments")))
-                           : json_dumps(args ? args : json_object(), JSON_COMPACT);
+            json_t *raw = json_object_get(c, "raw_arguments");
+            char *as = json_is_string(raw) ? expand(json_string_value(raw), req, mt)
+                                           : json_dumps(args ? args : json_object(), JSON_COMPACT);
             char cid[48];
             snprintf(cid, sizeof(cid), "call_%ld_%zu", id, i);
             json_array_append_new(tcs, json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", cid, "type",
