@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,6 +111,21 @@ static void test_json_helpers(void **state)
     eddy_free(s);
     assert_null(eddy_json_key_string(NULL)); /* regression: crashed on a missing id */
     assert_null(eddy_json_key_string(json_object_get(v, "a")));
+    s = eddy_json_key_string(json_object_get(v, "f"));
+    assert_string_equal(s, "1.5");
+    eddy_free(s);
+    json_decref(v);
+    /* regression: reals were keys as %.17g, 71.1 as "71.099999999999994" */
+    v = json_pack("[f, f, I]", 71.1, 1.0, (json_int_t)INT64_MIN);
+    s = eddy_json_key_string(json_array_get(v, 0));
+    assert_string_equal(s, "71.1");
+    eddy_free(s);
+    s = eddy_json_key_string(json_array_get(v, 1));
+    assert_string_equal(s, "1.0");
+    eddy_free(s);
+    s = eddy_json_key_string(json_array_get(v, 2));
+    assert_string_equal(s, "-9223372036854775808");
+    eddy_free(s);
     json_decref(v);
 }
 
