@@ -22,6 +22,7 @@
 
 #include "eddy/buf.h"
 #include "eddy/error.h"
+#include "eddy/fluss.h"
 #include "eddy/json.h"
 
 /* -- a seeded PRNG, so failures repeat ---------------------------------------- */
@@ -642,6 +643,76 @@ static void test_dumpf(void **state)
     json_decref(v);
 }
 
+/* -- numbers at their users ---------------------------------------------------
+ * Fluss rows (fluss/rowjson.c; here because these are number-text checks):
+ * FLOAT values print as written, and a real for a DECIMAL column is the
+ * number as written, rounded half up at the scale. */
+
+static void test_fluss_numbers(void **state)
+{
+    static eddy_fluss_column cols[] = {{"f", EDDY_FLUSS_FLOAT, 1, 0, 0},
+                                       {"d", EDDY_FLUSS_DOUBLE, 1, 0, 0},
+                                       {"dec", EDDY_FLUSS_DECIMAL, 1, 10, 2},
+                                       {"big", EDDY_FLUSS_DECIMAL, 1, 38, 5},
+                                       {"int", EDDY_FLUSS_DECIMAL, 1, 5, 0}};
+    static const eddy_fluss_schema schema = {5, cols, 0, NULL, 0, NULL};
+    static const struct {
+        double x;
+        const char *dec, *big;
+    } cases[] = {
+        {71.1, "71.10", "71.10000"},
+        {2.675, "2.68", "2.67500"}, /* the double is 2.67499999999999982236431605997... */
+        {1.005, "1.01", "1.00500"},
+        {0.285, "0.29", "0.28500"},
+        {-2.675, "-2.68", "-2.67500"},
+        {0.125, "0.13", "0.12500"},
+        {0.006, "0.01", "0.00600"},
+        {0.004, "0.00", "0.00400"},
+        {0.0004, "0.00", "0.00040"},
+        {9.996, "10.00", "9.99600"},
+        {0.199, "0.20", "0.19900"},
+        {9999999.995, "10000000.00", "9999999.99500"},
+        {99999999.995, NULL, "99999999.99500"}, /* rounds to 9 integer digits: too many */
+        {1e-300, "0.00", "0.00000"},
+        {1e20, NULL, "100000000000000000000.00000"},
+        {-0.0, "0.00", "0.00000"},
+    };
+    eddy_fluss_value vals[5];
+    eddy_fluss_arena arena = {0};
+    eddy_err e;
+    char *s;
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *in = json_pack("{s:f, s:f, s:f, s:f, s:f}", "f", 71.1, "d", 71.1, "dec", cases[i].x,
+                               "big", cases[i].x, "int", 2.5),
+               *out;
+        int rc = eddy_fluss_row_from_json(&schema, in, 1, vals, &arena, &e);
+        if (!cases[i].dec) {
+            assert_int_equal(rc, EDDY_ESCHEMA);
+            assert_non_null(strstr(e.msg, "does not fit DECIMAL(10,2)"));
+            json_object_set_new(in, "dec", json_null());
+            rc = eddy_fluss_row_from_json(&schema, in, 1, vals, &arena, &e);
+        }
+        if (rc)
+            fail_msg("%g: %s", cases[i].x, e.msg);
+        out = eddy_fluss_row_to_json(&schema, vals, NULL, 0);
+        assert_non_null(out);
+        if (cases[i].dec)
+            assert_string_equal(json_string_value(json_object_get(out, "dec")), cases[i].dec);
+        assert_string_equal(json_string_value(json_object_get(out, "big")), cases[i].big);
+        assert_string_equal(json_string_value(json_object_get(out, "int")), "3");
+        s = eddy_json_dumps_flags(json_object_get(out, "f"), JSON_ENCODE_ANY);
+        assert_string_equal(s, "71.1"); /* 71.1f, not 71.09999847412109 */
+        eddy_free(s);
+        s = eddy_json_dumps_flags(json_object_get(out, "d"), JSON_ENCODE_ANY);
+        assert_string_equal(s, "71.1");
+        eddy_free(s);
+        json_decref(in);
+        json_decref(out);
+    }
+    eddy_fluss_arena_free(&arena);
+}
+
 /* -- allocation failures ----------------------------------------------------- */
 
 /* Fail allocation n of a dump for n = 0, 1, 2, ...: each gives NULL (or
@@ -700,6 +771,7 @@ int main(void)
         cmocka_unit_test(test_nesting),
         cmocka_unit_test(test_cycle_and_arguments),
         cmocka_unit_test(test_dumpf),
+        cmocka_unit_test(test_fluss_numbers),
         cmocka_unit_test(test_alloc_failures),
     };
     return cmocka_run_group_tests_name("json", tests, NULL, NULL);
