@@ -110,6 +110,7 @@ fuzz: deps
 
 integration: deps all
 	python3 tests/integration/run.py --build $(BUILD)
+	python3 tests/integration/numbers_test.py --build $(BUILD)
 
 # Against a real Fluss cluster (tests/fluss/cluster.sh: Java 17 + the server
 # jar from Maven Central) and pyfluss from PyPI; fails loudly without them.
