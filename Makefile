@@ -111,6 +111,7 @@ fuzz: deps
 integration: deps all
 	python3 tests/integration/run.py --build $(BUILD)
 	python3 tests/integration/check_test.py --build $(BUILD)
+	python3 tests/integration/numbers_test.py --build $(BUILD)
 	python3 tests/integration/sandbox_test.py --build $(BUILD)
 
 # Against a real Fluss cluster (tests/fluss/cluster.sh: Java 17 + the server

@@ -209,7 +209,7 @@ static int cmd_info(fcli *f, int argc, char **argv)
     for (int i = 0; i < t->schema.npk; i++)
         json_array_append_new(pk, json_string(t->schema.cols[t->schema.pk[i]].name));
     json_object_set_new(o, "primary_key", pk);
-    char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    char *s = eddy_json_dumps_flags(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     printf("%s\n", s);
     eddy_free(s);
     json_decref(o);
@@ -298,7 +298,7 @@ static int scan_record(int bucket, int64_t off, int64_t ts, int change,
         json_object_set_new(o, "_timestamp", json_integer(ts));
         json_object_set_new(o, "_change", json_string(eddy_fluss_change_name(change)));
     }
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *s = eddy_json_dumps_flags(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     fputs(s, stdout);
     fputc('\n', stdout);
     eddy_free(s);
@@ -441,7 +441,7 @@ out:
 static void print_row(const fcli *f, const eddy_fluss_value *vals)
 {
     json_t *o = eddy_fluss_row_to_json(&f->t->schema, vals, NULL, 0);
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *s = eddy_json_dumps_flags(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     printf("%s\n", s);
     eddy_free(s);
     json_decref(o);

@@ -1,7 +1,8 @@
 /*
  * core/util.c - time, hashing, randomness, parsing of durations and
  * integers, whole-file reads, edit distance, and the JSON helpers every
- * module shares. Pure functions; nothing here keeps state but the PRNG.
+ * module shares (the JSON writer is core/json.c). Pure functions; nothing
+ * here keeps state but the PRNG.
  */
 #include "eddy/buf.h"
 #include "eddy/error.h"
@@ -213,15 +214,16 @@ json_t *eddy_json_path(json_t *root, const char *path)
 
 char *eddy_json_key_string(json_t *v)
 {
+    char num[EDDY_JSON_NUMBER_MAX];
     if (!v)
         return NULL;
     switch (json_typeof(v)) {
     case JSON_STRING:
         return eddy_strndup(json_string_value(v), json_string_length(v));
     case JSON_INTEGER:
-        return eddy_aprintf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return eddy_strndup(num, eddy_json_integer_text(json_integer_value(v), num));
     case JSON_REAL:
-        return eddy_aprintf("%.17g", json_real_value(v));
+        return eddy_strndup(num, eddy_json_number_text(json_real_value(v), num));
     case JSON_TRUE:
         return eddy_strdup("true");
     case JSON_FALSE:
@@ -229,15 +231,6 @@ char *eddy_json_key_string(json_t *v)
     default:
         return NULL;
     }
-}
-
-char *eddy_json_dumps(const json_t *v)
-{
-    /* jansson allocates through the eddy family once eddy_alloc_install ran,
-     * and through malloc before; eddy_free is free() either way. */
-    if (!v)
-        return eddy_strdup("null");
-    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
 }
 
 const char *eddy_json_str(json_t *o, const char *name, const char *def)

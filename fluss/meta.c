@@ -8,6 +8,7 @@
  * the request timeout. Admin calls go to the coordinator.
  */
 #include "eddy/fluss.h"
+#include "eddy/json.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -166,7 +167,7 @@ int eddy_fluss_create_table(eddy_fluss_client *c, const char *db, const char *ta
 {
     EddyFluss__CreateTableRequest r = EDDY_FLUSS__CREATE_TABLE_REQUEST__INIT;
     EddyFluss__PbTablePath path = EDDY_FLUSS__PB_TABLE_PATH__INIT;
-    char *text = json_dumps(table_json, JSON_COMPACT);
+    char *text = eddy_json_dumps_flags(table_json, JSON_COMPACT);
     if (!text)
         return EDDY_ENOMEM;
     path.database_name = (char *)db;

@@ -204,6 +204,47 @@ static json_t *dec_json(const eddy_fluss_column *c, __int128 v)
     return json_string(out);
 }
 
+/*
+ * A real as plain decimal text with SCALE fraction digits, for a DECIMAL
+ * column: the number as written (its shortest text: 2.675, where the double
+ * is 2.67499999999999982236431605997495353221893310546875), rounded half up
+ * at the scale as Fluss rounds (2.68), never with an exponent. Text that
+ * does not fit NUM is cut short, which parse_dec then rejects.
+ */
+static void real_decimal_text(double x, int scale, char *num, size_t size)
+{
+    char d[18], buf[420];
+    int decpt, n = eddy_json_number_digits(x, d, &decpt), o = 0, cut = decpt + scale;
+    /* digits at cut and after fall away, rounding the rest half up */
+    if (cut < 0) {
+        n = 0; /* 0.0004 at scale 2 */
+    } else if (cut < n) {
+        int up = d[cut] >= '5', i = cut - 1;
+        n = cut;
+        for (; up && i >= 0 && d[i] == '9'; i--)
+            n = i; /* 0.199 at scale 2: the 9s go */
+        if (up && i >= 0) {
+            d[i]++;
+        } else if (up) { /* 9.996 -> 10.00, 0.006 at scale 2 -> 0.01 */
+            d[0] = '1';
+            n = 1;
+            decpt++;
+        }
+    }
+    if (x < 0)
+        buf[o++] = '-';
+    if (decpt <= 0)
+        buf[o++] = '0';
+    for (int i = 0; i < decpt; i++)
+        buf[o++] = i < n ? d[i] : '0';
+    if (scale > 0)
+        buf[o++] = '.';
+    for (int i = decpt; i < decpt + scale; i++)
+        buf[o++] = i >= 0 && i < n ? d[i] : '0';
+    buf[o] = '\0';
+    snprintf(num, size, "%s", buf);
+}
+
 /* Exact digits of TEXT at the column's scale; -1 when not a number that fits. */
 static int parse_dec(const eddy_fluss_column *c, const char *text, __int128 *out)
 {
@@ -256,8 +297,8 @@ static json_t *value_json(const eddy_fluss_column *c, const eddy_fluss_value *v)
     case EDDY_FLUSS_INT:
     case EDDY_FLUSS_BIGINT:
         return json_integer(v->v.i);
-    case EDDY_FLUSS_FLOAT:
-        return json_real(v->v.f);
+    case EDDY_FLUSS_FLOAT: /* 71.1f as 71.1, not 71.09999847412109 */
+        return json_real(eddy_json_float_value(v->v.f));
     case EDDY_FLUSS_DOUBLE:
         return json_real(v->v.d);
     case EDDY_FLUSS_STRING:
@@ -413,7 +454,7 @@ static int value_from_json(const eddy_fluss_column *c, const json_t *j, eddy_flu
         if (json_is_integer(j))
             snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(j));
         else if (json_is_real(j))
-            snprintf(num, sizeof(num), "%.*f", c->scale, json_real_value(j));
+            real_decimal_text(json_real_value(j), c->scale, num, sizeof(num));
         else if (json_is_string(j))
             snprintf(num, sizeof(num), "%s", json_string_value(j));
         else

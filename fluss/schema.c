@@ -7,6 +7,7 @@
  * error names the column. Pure functions; any thread.
  */
 #include "eddy/fluss.h"
+#include "eddy/json.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -368,7 +369,7 @@ static int build_properties(const json_t *doc, json_t *props, eddy_err *err)
     }
     json_object_foreach((json_t *)json_object_get(doc, "properties"), k, v)
     {
-        char *text = json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY);
+        char *text = json_is_string(v) ? NULL : eddy_json_dumps_flags(v, JSON_ENCODE_ANY);
         json_object_set_new(props, k, json_string(text ? text : json_string_value(v)));
         eddy_free(text);
     }

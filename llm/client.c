@@ -390,7 +390,7 @@ int eddy_llm_chat(eddy_llm_client *c, const eddy_llm_model *m, json_t *messages,
     r->ud = ud;
     eddy_buf_init(&r->resp);
     body = eddy_llm_build_openai(m, messages, tools);
-    r->body = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    r->body = body ? eddy_json_dumps_flags(body, JSON_COMPACT) : NULL;
     json_decref(body);
     r->lim = limiter_for(c, m);
     if (!r->body || !r->lim) {

@@ -378,12 +378,13 @@ int eddy_memory_commit(eddy_memory *m, const char *agent, const char *key, json_
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     j->agent = eddy_strdup(agent);
     j->key = eddy_strdup(key);
-    j->doc = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-    j->messages = messages && keep_runs > 0 ? json_dumps(messages, JSON_COMPACT) : NULL;
+    j->doc = doc ? eddy_json_dumps_flags(doc, JSON_COMPACT) : NULL;
+    j->messages = messages && keep_runs > 0 ? eddy_json_dumps_flags(messages, JSON_COMPACT) : NULL;
     j->keep = keep_runs;
     j->cb = cb;
     j->ud = ud;
-    if (!j->agent || !j->key || (doc && !j->doc) || eddy_bgq_post(m->q, j)) {
+    if (!j->agent || !j->key || (doc && !j->doc) || (messages && keep_runs > 0 && !j->messages) ||
+        eddy_bgq_post(m->q, j)) {
         job_free(j);
         return eddy_err_set(err, EDDY_ENOMEM, "cannot queue the memory commit of %s/%s", agent,
                             key);

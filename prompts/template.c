@@ -220,13 +220,13 @@ int eddy_template_render(const eddy_template *t, json_t *ctx, char **out, eddy_e
         }
         if (json_is_string(v)) {
             eddy_buf_append(&b, json_string_value(v), json_string_length(v));
-        } else {
-            char *s = eddy_json_dumps(v);
-            if (s)
-                eddy_buf_puts(&b, s);
-            else
-                b.oom = 1;
-            eddy_free(s);
+        } else if (eddy_json_dump_buf(&b, v, JSON_COMPACT | JSON_ENCODE_ANY) &&
+                   !b.oom) { /* numbers as written: 71.1; objects as compact JSON */
+            eddy_buf_free(&b);
+            return eddy_err_set(err, EDDY_ETEMPLATE,
+                                "%s:%d:%d: template variable '%s' cannot be written as JSON "
+                                "(invalid UTF-8, or nested too deep)",
+                                t->origin, p->line, p->col, p->text);
         }
     }
     if (!(*out = eddy_buf_take(&b)))

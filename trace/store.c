@@ -81,7 +81,7 @@ static void step_reset(eddy_trace_store *s, sqlite3_stmt *st, const char *what, 
 static void write_span(eddy_trace_store *s, eddy_span *sp)
 {
     sqlite3_stmt *st = s->ins_span;
-    char *attrs = json_dumps(sp->attrs, JSON_COMPACT), *sum;
+    char *attrs = eddy_json_dumps_flags(sp->attrs, JSON_COMPACT), *sum;
     json_t *m = sp->summary;
     sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, sp->span_id, -1, SQLITE_STATIC);
@@ -100,7 +100,7 @@ static void write_span(eddy_trace_store *s, eddy_span *sp)
     if (!m)
         return;
     st = s->ins_trace;
-    sum = json_dumps(m, JSON_COMPACT);
+    sum = eddy_json_dumps_flags(m, JSON_COMPACT);
     sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, sp->name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, eddy_json_str(m, "agent", ""), -1, SQLITE_STATIC);

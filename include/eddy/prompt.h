@@ -4,8 +4,9 @@
  * A template is text with {{path}} placeholders, where path is dotted:
  * {{event.text}}, {{memory.name}}, {{key}}, {{agent}}. {{path?}} renders as
  * empty when the value is missing; plain {{path}} makes a missing value an
- * error. Objects and arrays render as compact JSON, strings as they are.
- * {{{{ writes a literal "{{".
+ * error. Objects and arrays render as compact JSON, strings as they are,
+ * numbers as the shortest text that reads back (71.1; a real keeps its
+ * point: 72.0). {{{{ writes a literal "{{".
  */
 #ifndef EDDY_PROMPT_H
 #define EDDY_PROMPT_H
@@ -32,8 +33,9 @@ const char *eddy_template_var(const eddy_template *t, size_t i, int *optional, i
 const char *eddy_template_origin(const eddy_template *t);
 
 /* Render against CTX (borrowed object whose members are the roots: event,
- * memory, key, agent). *OUT is new, caller frees. Returns 0, or
- * EDDY_ETEMPLATE naming the missing variable and its place. */
+ * memory, key, agent). *OUT is new, caller frees. Returns 0, EDDY_ENOMEM, or
+ * EDDY_ETEMPLATE naming the variable and its place (missing, or a value with
+ * invalid UTF-8 that cannot be written as JSON). */
 int eddy_template_render(const eddy_template *t, json_t *ctx, char **out, eddy_err *err);
 
 #endif

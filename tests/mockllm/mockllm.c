@@ -6,7 +6,8 @@
  * Answers come from a script (JSON): an ordered list of rules whose `when`
  * conditions look at the conversation (last role, last user text, a regex
  * with captures, the tools offered); the first matching rule answers with
- * tool calls, a templated reply, or a fault (status + retry-after, a delay
+ * tool calls (arguments as JSON, or as `raw_arguments` text, both templated),
+ * a templated reply, or a fault (status + retry-after, a delay
  * past the client's timeout, a truncated or malformed body). A rule with
  * `times` matches only that many requests.
  *
@@ -298,9 +299,9 @@ static json_t *expand_json(json_t *v, json_t *req, match *mt)
 
 static long request_chars(json_t *req)
 {
-    char *s = json_dumps(json_object_get(req, "messages"), JSON_COMPACT);
+    char *s = eddy_json_dumps_flags(json_object_get(req, "messages"), JSON_COMPACT);
     long n = s ? (long)strlen(s) : 0;
-    free(s);
+    eddy_free(s);
     return n;
 }
 
@@ -345,9 +346,9 @@ static struct MHD_Response *fault_response(json_t *f, unsigned *status)
     {
         json_t *err = json_pack("{s:{s:s, s:s, s:s}}", "error", "message", "mock fault", "type",
                                 "mock_error", "code", eddy_json_str(f, "error_code", "mock_fault"));
-        char *s = json_dumps(err, JSON_COMPACT);
-        resp = text_response(s);
-        free(s);
+        char *s = eddy_json_dumps_flags(err, JSON_COMPACT);
+        resp = text_response(s ? s : "{}");
+        eddy_free(s);
         json_decref(err);
     }
     MHD_add_response_header(resp, "Content-Type", "application/json");
@@ -376,16 +377,17 @@ static json_t *answer(rule *r, json_t *req, match *mt)
         json_array_foreach(calls, i, c)
         {
             json_t *args = expand_json(json_object_get(c, "arguments"), req, mt);
-            char *as = json_is_string(json_object_get(c, "raw_arguments"))
-                           ? strdup(json_string_value(json_object_get(c, "raw_arguments")))
-                           : json_dumps(args ? args : json_object(), JSON_COMPACT);
+            json_t *raw = json_object_get(c, "raw_arguments");
+            char *as = json_is_string(raw) ? expand(json_string_value(raw), req, mt)
+                       : args              ? eddy_json_dumps(args)
+                                           : eddy_strdup("{}");
             char cid[48];
             snprintf(cid, sizeof(cid), "call_%ld_%zu", id, i);
             json_array_append_new(tcs, json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", cid, "type",
                                                  "function", "function", "name",
                                                  eddy_json_str(c, "name", "?"), "arguments", as));
-            completion += (long)strlen(as) / 4 + 1;
-            free(as);
+            completion += as ? (long)strlen(as) / 4 + 1 : 1;
+            eddy_free(as);
             json_decref(args);
         }
     }
@@ -440,10 +442,10 @@ static struct MHD_Response *respond(json_t *req, unsigned *status, long *delay)
         return fault_response(f, status);
     }
     body = answer(r, req, &mt);
-    s = json_dumps(body, JSON_COMPACT);
+    s = eddy_json_dumps_flags(body, JSON_COMPACT);
     json_decref(body);
     resp = text_response(s ? s : "{}");
-    free(s);
+    eddy_free(s);
     MHD_add_response_header(resp, "Content-Type", "application/json");
     *status = 200;
     return resp;
@@ -451,10 +453,10 @@ static struct MHD_Response *respond(json_t *req, unsigned *status, long *delay)
 
 static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json_t *v)
 {
-    char *s = json_dumps(v, JSON_COMPACT);
+    char *s = eddy_json_dumps_flags(v, JSON_COMPACT);
     struct MHD_Response *resp = text_response(s ? s : "{}");
     enum MHD_Result ret;
-    free(s);
+    eddy_free(s);
     MHD_add_response_header(resp, "Content-Type", "application/json");
     ret = MHD_queue_response(c, status, resp);
     MHD_destroy_response(resp);
@@ -512,7 +514,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
             ;
         if (g_log) {
             pthread_mutex_lock(&g_mu);
-            json_dumpf(req, g_log, JSON_COMPACT);
+            eddy_json_dumpf(req, g_log, JSON_COMPACT);
             fputc('\n', g_log);
             fflush(g_log);
             pthread_mutex_unlock(&g_mu);

@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,7 +111,51 @@ static void test_json_helpers(void **state)
     eddy_free(s);
     assert_null(eddy_json_key_string(NULL)); /* regression: crashed on a missing id */
     assert_null(eddy_json_key_string(json_object_get(v, "a")));
+    s = eddy_json_key_string(json_object_get(v, "f"));
+    assert_string_equal(s, "1.5");
+    eddy_free(s);
     json_decref(v);
+    /* regression: reals were keys as %.17g, 71.1 as "71.099999999999994" */
+    v = json_pack("[f, f, I]", 71.1, 1.0, (json_int_t)INT64_MIN);
+    s = eddy_json_key_string(json_array_get(v, 0));
+    assert_string_equal(s, "71.1");
+    eddy_free(s);
+    s = eddy_json_key_string(json_array_get(v, 1));
+    assert_string_equal(s, "1.0");
+    eddy_free(s);
+    s = eddy_json_key_string(json_array_get(v, 2));
+    assert_string_equal(s, "-9223372036854775808");
+    eddy_free(s);
+    json_decref(v);
+}
+
+/* Numbers render as written (regression: {{event.temp}} gave
+ * 71.099999999999994); a value that cannot be JSON is an error naming it. */
+static void test_template_numbers(void **state)
+{
+    json_t *ctx = json_loads("{\"event\":{\"temp\":71.1,\"one\":1.0,\"z\":-0.0,\"big\":1e300,"
+                             "\"n\":9007199254740993,\"o\":{\"a\":[0.1,2]}}}",
+                             0, NULL);
+    eddy_template *t;
+    eddy_err e;
+    char *out;
+    (void)state;
+    assert_non_null(ctx);
+    assert_int_equal(eddy_template_new("{{event.temp}} {{event.one}} {{event.z}} {{event.big}} "
+                                       "{{event.n}} {{event.o}} {{event.o.a.0}}",
+                                       "t.md", 1, 1, &t, &e),
+                     0);
+    assert_int_equal(eddy_template_render(t, ctx, &out, &e), 0);
+    assert_string_equal(out, "71.1 1.0 -0.0 1e+300 9007199254740993 {\"a\":[0.1,2]} 0.1");
+    eddy_free(out);
+    json_object_set_new(json_object_get(json_object_get(ctx, "event"), "o"), "bad",
+                        json_string_nocheck("\xff"));
+    assert_int_equal(eddy_template_render(t, ctx, &out, &e), EDDY_ETEMPLATE);
+    assert_null(out);
+    assert_non_null(strstr(e.msg, "t.md:1:"));
+    assert_non_null(strstr(e.msg, "'event.o' cannot be written as JSON"));
+    eddy_template_free(t);
+    json_decref(ctx);
 }
 
 static void test_levenshtein(void **state)
@@ -156,6 +201,7 @@ int main(void)
         cmocka_unit_test(test_buf_oom_is_sticky), cmocka_unit_test(test_durations),
         cmocka_unit_test(test_interpolate),       cmocka_unit_test(test_json_helpers),
         cmocka_unit_test(test_levenshtein),       cmocka_unit_test(test_template_alloc_failures),
+        cmocka_unit_test(test_template_numbers),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);
