@@ -295,7 +295,7 @@ static int cmd_trace(args *a)
             json_t *t;
             rc = eddy_trace_get_json(db, a->pos[1], &t, &e);
             if (!rc) {
-                json_dumpf(t, stdout, JSON_INDENT(2));
+                eddy_json_dumpf(t, stdout, JSON_INDENT(2));
                 fputc('\n', stdout);
                 json_decref(t);
             }

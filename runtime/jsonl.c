@@ -262,7 +262,7 @@ static int sink_write(void *impl, json_t *v, eddy_err *err)
     if (!s->f && !(s->f = fopen(s->path, "a")))
         return eddy_err_setc(err, EDDY_EIO, errno, "%s: cannot open for writing: %s", s->path,
                              strerror(errno));
-    text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    text = eddy_json_dumps(v);
     if (!text)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     if (fputs(text, s->f) < 0 || fputc('\n', s->f) < 0 || fflush(s->f)) {

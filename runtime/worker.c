@@ -543,7 +543,7 @@ static void print_summary(worker *w, uint64_t wall_ms)
     if (w->opts->summary_json && s) {
         FILE *f = fopen(w->opts->summary_json, "w");
         if (f) {
-            json_dumpf(s, f, JSON_INDENT(2));
+            eddy_json_dumpf(s, f, JSON_INDENT(2));
             fputc('\n', f);
             fclose(f);
         }

@@ -126,7 +126,7 @@ def test_numbers_round_trip(tmp):
     assert_faithful("sink", open(out).read())
 
     # memory: the key's document and the stored conversation
-    db = sqlite3.connect(os.path.join(d, ".eddy", "state.db"))
+    db = sqlite3.connect(os.path.join(d, ".eddy", "numbers", "state.db"))
     doc = db.execute("SELECT doc FROM key_memory WHERE key = 'K1'").fetchone()[0]
     for k, num in FIELDS:
         assert has_number(doc, num, k), (k, num, doc)
@@ -137,7 +137,7 @@ def test_numbers_round_trip(tmp):
     db.close()
 
     # traces: span attributes and summaries, and the CLI's view of them
-    db = sqlite3.connect(os.path.join(d, ".eddy", "traces.db"))
+    db = sqlite3.connect(os.path.join(d, ".eddy", "numbers", "traces.db"))
     spans = "\n".join(a for (a,) in db.execute("SELECT attributes FROM spans"))
     assert_faithful("trace spans", spans)
     summaries = "\n".join(s or "" for (s,) in db.execute("SELECT summary FROM traces"))

@@ -80,12 +80,12 @@ def missing(name):
 
 # -- limits -------------------------------------------------------------------
 
-CPU = {"instructions": 5000000, "memory": "32MB", "wall": "10s"}
-MEM = {"instructions": 100000000000, "memory": "32MB", "wall": "10s"}
+CPU = {"instructions": 5000000, "memory": "32MiB", "wall": "10s"}
+MEM = {"instructions": 100000000000, "memory": "32MiB", "wall": "10s"}
 
 
 def WALL(secs):
-    return {"instructions": 100000000000, "memory": "32MB", "wall": "%gs" % secs}
+    return {"instructions": 100000000000, "memory": "32MiB", "wall": "%gs" % secs}
 
 
 # -- the attack table ---------------------------------------------------------
@@ -447,8 +447,10 @@ return "finalizer accepted\"""", r"__gc"),
     read("file_state_via_dotdot", "tools/../store/state.sqlite", delay_ms=800),
     read("file_state_via_symlink", "alias.db", delay_ms=800,
          setup=symlink("store/state.sqlite", "alias.db"), must_exist="store/state.sqlite"),
-    read("file_traces_db", ".eddy/traces.db", delay_ms=800, must_exist=".eddy/traces.db"),
-    read("file_traces_wal", ".eddy/traces.db-wal", delay_ms=800, must_exist=".eddy/traces.db-wal"),
+    read("file_traces_db", ".eddy/escape-files/traces.db", delay_ms=800,
+         must_exist=".eddy/escape-files/traces.db"),
+    read("file_traces_wal", ".eddy/escape-files/traces.db-wal", delay_ms=800,
+         must_exist=".eddy/escape-files/traces.db-wal"),
 
     # -- SIGTERM while hostile tools run (default limits) -------------------------------------
     term("term_sleep_forever", "eddy.sleep(1 << 40)"),
@@ -461,7 +463,7 @@ eddy.sleep(1 << 40)""" % SPIN),
 eddy.sleep(1 << 40)"""),
 
     # -- budgets on a tool file's top-level code (eddy check) ---------------------------------
-    at_load("load_spin", SPIN, INSTR, {"instructions": 5000000, "memory": "32MB", "wall": "2s"}),
+    at_load("load_spin", SPIN, INSTR, {"instructions": 5000000, "memory": "32MiB", "wall": "2s"}),
     at_load("load_memory", "local t = {}\nwhile true do t[#t + 1] = {} end", MEMORY, MEM),
 ]
 
@@ -766,7 +768,7 @@ def check_attack(a, res, job, job_problem):
             elif not re.search(s.expect, err):
                 problems.append("%s: trace span error does not match: %s" % (eid, clip(err)))
     if a.memory_of_a is not None:
-        db = os.path.join(res.dir, ".eddy", "state.db")
+        db = os.path.join(res.dir, ".eddy", "escape-" + a.job, "state.db")  # the per-job default
         row = sqlite3.connect(db).execute("SELECT doc FROM key_memory WHERE agent='a' AND key=?",
                                           (a.key,)).fetchone() if os.path.exists(db) else None
         doc = json.loads(row[0]) if row else None
