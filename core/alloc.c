@@ -12,6 +12,7 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -113,6 +114,11 @@ static char *curl_strdup_cb(const char *s)
 
 void eddy_alloc_install(void)
 {
+    /* blocks of 1 MiB and more always come from mmap and go back to the
+     * system when freed: glibc would otherwise raise the threshold after the
+     * first big free, and a tool that was stopped at its memory budget
+     * would leave the process that much bigger for good */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     json_set_alloc_funcs(eddy_malloc, eddy_free);
     uv_replace_allocator(eddy_malloc, eddy_realloc, eddy_calloc, eddy_free);
     curl_global_init_mem(CURL_GLOBAL_DEFAULT, eddy_malloc, eddy_free, eddy_realloc, curl_strdup_cb,

@@ -33,8 +33,12 @@ static void fmt_bytes(char *buf, size_t n, int64_t v)
 {
     if (v % (1LL << 20) == 0)
         snprintf(buf, n, "%lld MiB", (long long)(v >> 20));
+    else if (v % 1000000 == 0)
+        snprintf(buf, n, "%lld MB", (long long)(v / 1000000));
     else if (v % 1024 == 0)
         snprintf(buf, n, "%lld KiB", (long long)(v >> 10));
+    else if (v % 1000 == 0)
+        snprintf(buf, n, "%lld KB", (long long)(v / 1000));
     else
         snprintf(buf, n, "%lld bytes", (long long)v);
 }
@@ -114,8 +118,10 @@ static int over_budget(struct tool_call *c, uint64_t now)
  * from anywhere: lua_sethook is async-signal safe). */
 static void hook_soon(struct tool_call *c)
 {
-    if (c->running)
+    if (c->running && !c->hook_soon) {
+        c->hook_soon = 1;
         lua_sethook(c->running, eddy__tools_hook, LUA_MASKCOUNT, 1);
+    }
 }
 
 void eddy__tools_hook(lua_State *L, lua_Debug *ar)
@@ -126,7 +132,10 @@ void eddy__tools_hook(lua_State *L, lua_Debug *ar)
     (void)ar;
     if (!c)
         return;
-    lua_sethook(L, eddy__tools_hook, LUA_MASKCOUNT, EDDY_LUA_HOOK_EVERY);
+    if (c->hook_soon) { /* lua_sethook walks every frame of L: only when needed */
+        c->hook_soon = 0;
+        lua_sethook(L, eddy__tools_hook, LUA_MASKCOUNT, EDDY_LUA_HOOK_EVERY);
+    }
     c->instructions += EDDY_LUA_HOOK_EVERY;
     now = uv_hrtime();
     if ((why = over_budget(c, now)))

@@ -50,10 +50,22 @@ static int release_lua(lua_State *L)
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->ctx_ref);
         eddy__tools_kill_proxy(L, -1);
     }
-    if (c->mem_ref != LUA_NOREF) {
+    if (c->mem_ref != LUA_NOREF) { /* every memory proxy the call made */
+        int cache;
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->mem_ref);
-        eddy__tools_kill_proxy(L, -1);
+        cache = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, cache)) {
+            eddy__tools_kill_proxy(L, -1);
+            lua_pop(L, 1);
+        }
     }
+    return 0;
+}
+
+static int collect(lua_State *L)
+{
+    lua_gc(L, LUA_GCCOLLECT);
     return 0;
 }
 
@@ -67,6 +79,55 @@ static void unref_all(struct tool_call *c)
         *refs[i] = LUA_NOREF;
     }
     c->co = NULL;
+    if (c->killed == KILL_MEMORY) /* give its heap back now, not at the next cycle */
+        eddy__tools_protect(c->host, collect, NULL, 0, NULL);
+}
+
+/* -- the queue of sliced calls ------------------------------------------------ */
+
+static void on_slice(uv_idle_t *i);
+
+static void wake_queue(eddy_tools *h)
+{
+    h->slice_waker = h->slice_head;
+    if (h->slice_waker)
+        uv_idle_start(&h->slice_waker->slice, on_slice);
+}
+
+static void slice_push(struct tool_call *c)
+{
+    eddy_tools *h = c->host;
+    assert(!c->sliced);
+    c->sliced = 1;
+    c->slice_next = NULL;
+    c->slice_prev = h->slice_tail;
+    if (h->slice_tail)
+        h->slice_tail->slice_next = c;
+    else
+        h->slice_head = c;
+    h->slice_tail = c;
+    if (!h->slice_waker)
+        wake_queue(h);
+}
+
+static void slice_remove(struct tool_call *c)
+{
+    eddy_tools *h = c->host;
+    if (!c->sliced)
+        return;
+    c->sliced = 0;
+    if (c->slice_prev)
+        c->slice_prev->slice_next = c->slice_next;
+    else
+        h->slice_head = c->slice_next;
+    if (c->slice_next)
+        c->slice_next->slice_prev = c->slice_prev;
+    else
+        h->slice_tail = c->slice_prev;
+    if (h->slice_waker == c) {
+        uv_idle_stop(&c->slice);
+        wake_queue(h);
+    }
 }
 
 static void deliver(struct tool_call *c)
@@ -75,7 +136,7 @@ static void deliver(struct tool_call *c)
     c->delivered = 1;
     uv_timer_stop(&c->timer);
     uv_timer_stop(&c->deadline);
-    uv_idle_stop(&c->slice);
+    slice_remove(c);
     unref_all(c);
     c->res.duration_ms = eddy_now_ms() - c->start_ms;
     c->cb(&c->res, c->ud);
@@ -105,7 +166,6 @@ static void fail_killed(struct tool_call *c)
 }
 
 static void on_timer(uv_timer_t *t);
-static void on_slice(uv_idle_t *t);
 
 /* Look at what lua_resume returned and record the outcome. */
 static void after_resume(struct tool_call *c, int status, int nres)
@@ -121,7 +181,7 @@ static void after_resume(struct tool_call *c, int status, int nres)
         lua_pop(co, nres);
         if (c->slice_yield) { /* the loop's turn: I/O and timers, then go on */
             c->slice_yield = 0;
-            uv_idle_start(&c->slice, on_slice);
+            slice_push(c);
             return;
         }
         if (c->waiting)
@@ -145,7 +205,20 @@ static void after_resume(struct tool_call *c, int status, int nres)
     } else {
         eddy_err e;
         c->res.result = eddy_lua_to_json(co, -nres, &e);
-        if (!c->res.result) {
+        if (c->res.result) {
+            size_t n = json_dumpb(c->res.result, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+            if (n > (size_t)EDDY_LUA_RESULT_MAX) {
+                char msg[128];
+                snprintf(msg, sizeof(msg),
+                         "its result is too large (%zu bytes of JSON; a tool may return up to "
+                         "1 MiB)",
+                         n);
+                c->finished = 0;
+                fail(c, EDDY_ETOOL, msg);
+                lua_settop(co, 0);
+                return;
+            }
+        } else {
             char msg[EDDY_ERR_MSG_MAX];
             snprintf(msg, sizeof(msg), "its result has no JSON form: %s", e.msg);
             c->finished = 0;
@@ -232,16 +305,25 @@ static void on_timer(uv_timer_t *t)
         deliver(c);
 }
 
+/* Once per loop iteration: give the queued calls their slices, in order,
+ * for at most EDDY_LUA_ROUND_NS, then let the loop serve everything else. */
 static void on_slice(uv_idle_t *i)
 {
-    struct tool_call *c = i->data;
+    struct tool_call *w = i->data;
+    eddy_tools *h = w->host;
+    uint64_t start = uv_hrtime();
     uv_idle_stop(i);
-    if (c->delivered)
-        return;
-    if (!c->finished)
-        resume(c, 0);
-    if (c->finished)
-        deliver(c);
+    h->slice_waker = NULL;
+    while (h->slice_head && uv_hrtime() - start < EDDY_LUA_ROUND_NS) {
+        struct tool_call *c = h->slice_head;
+        slice_remove(c);
+        if (!c->finished)
+            resume(c, 0);
+        if (c->finished && !c->delivered)
+            deliver(c);
+    }
+    if (!h->slice_waker)
+        wake_queue(h);
 }
 
 static void on_deadline(uv_timer_t *t)
@@ -371,14 +453,16 @@ static int call_setup(lua_State *L)
     lua_setfield(L, -2, "_G");
     c->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
+    lua_newtable(L); /* the call's memory proxies */
+    lua_pushvalue(L, -1);
+    c->mem_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (ctx && ctx->memory)
         lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->memory->ref);
     else
         lua_newtable(L);
-    eddy__tools_memory_proxy(L, -1);
-    lua_remove(L, -2);
-    lua_pushvalue(L, -1);
-    c->mem_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    eddy__tools_memory_proxy(L, -1, -2);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
 
     lua_createtable(L, 0, 4);
     lua_insert(L, -2);

@@ -110,17 +110,16 @@ static lua_Integer scan_keys(lua_State *L, int idx, int *all_int, lua_Integer *m
     return n;
 }
 
-/* The real table behind a ctx.memory proxy at IDX, pushed (1); 0 when IDX
- * is no proxy; -1 for the proxy of a call that has ended. Never raises. */
+/* The real table behind a ctx.memory proxy at IDX (also of a call that has
+ * ended: a document may hold one), pushed (1); 0 when IDX is no proxy; -1
+ * for a dead ctx. Never raises. */
 static int real_table(lua_State *L, int idx)
 {
-    if (has_mt(L, idx, EDDY_LUA_DEAD_MT))
-        return -1;
     lua_getfield(L, LUA_REGISTRYINDEX, EDDY_LUA_PROXIES);
     lua_pushvalue(L, idx);
     if (lua_rawget(L, -2) != LUA_TTABLE) {
         lua_pop(L, 2);
-        return 0;
+        return has_mt(L, idx, EDDY_LUA_DEAD_MT) ? -1 : 0;
     }
     lua_remove(L, -2);
     return 1;

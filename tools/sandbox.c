@@ -126,12 +126,57 @@ void eddy__tools_freeze(lua_State *L, int idx)
     lua_pop(L, 1);
 }
 
+/* The real table behind the ctx.memory proxy at IDX, pushed (1), or 0.
+ * Raises for a dead one. Never unwraps library proxies (a library copy
+ * must never become part of a memory document, where it could be written). */
+static int unwrap_memory(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TTABLE ||
+        (!is_mt(L, idx, EDDY_LUA_MEMORY_MT) && !is_mt(L, idx, EDDY_LUA_DEAD_MT)))
+        return 0;
+    return eddy__tools_unproxy(L, idx);
+}
+
+void eddy__tools_memory_proxy(lua_State *L, int idx, int cache)
+{
+    idx = lua_absindex(L, idx);
+    cache = lua_absindex(L, cache);
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, cache) == LUA_TTABLE)
+        return;
+    lua_pop(L, 1);
+    lua_newtable(L);
+    luaL_setmetatable(L, EDDY_LUA_MEMORY_MT);
+    push_proxies(L);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, idx);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    lua_pushvalue(L, idx);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, cache);
+}
+
+/* Replace the table on top (a value read from a memory document) with its
+ * proxy for the running call, so that it dies with the call too. */
+static void wrap_top(lua_State *L)
+{
+    struct tool_call *c = eddy__tools_host(L)->current;
+    if (lua_type(L, -1) != LUA_TTABLE || !c || c->mem_ref == LUA_NOREF)
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->mem_ref);
+    eddy__tools_memory_proxy(L, -2, -1);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+}
+
 static int memory_index(lua_State *L)
 {
     if (!eddy__tools_unproxy(L, 1))
         return luaL_error(L, "ctx.memory used after its tool call returned");
     lua_pushvalue(L, 2);
     lua_rawget(L, -2);
+    wrap_top(L);
     return 1;
 }
 
@@ -140,7 +185,7 @@ static int memory_newindex(lua_State *L)
     if (!eddy__tools_unproxy(L, 1))
         return luaL_error(L, "ctx.memory used after its tool call returned");
     lua_pushvalue(L, 2);
-    if (!eddy__tools_unproxy(L, 3))
+    if (!unwrap_memory(L, 3))
         lua_pushvalue(L, 3);
     lua_rawset(L, -3);
     return 0;
@@ -154,29 +199,13 @@ static int memory_len(lua_State *L)
     return 1;
 }
 
-void eddy__tools_memory_proxy(lua_State *L, int idx)
-{
-    idx = lua_absindex(L, idx);
-    lua_newtable(L);
-    luaL_setmetatable(L, EDDY_LUA_MEMORY_MT);
-    push_proxies(L);
-    lua_pushvalue(L, -2);
-    lua_pushvalue(L, idx);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
-}
-
 void eddy__tools_kill_proxy(lua_State *L, int idx)
 {
     int is_memory;
     idx = lua_absindex(L, idx);
     is_memory = is_mt(L, idx, EDDY_LUA_MEMORY_MT);
-    push_proxies(L);
-    lua_pushvalue(L, idx);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
-    if (!is_memory) { /* ctx: empty it */
+    if (!is_memory) { /* ctx: empty it (a memory proxy keeps its entry in the
+                       * proxies map, for converting a document that holds it) */
         lua_pushnil(L);
         while (lua_next(L, idx)) {
             lua_pop(L, 1);
@@ -195,24 +224,33 @@ void eddy__tools_kill_proxy(lua_State *L, int idx)
 
 static int l_next(lua_State *L)
 {
+    int memory;
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);
+    memory = is_mt(L, 1, EDDY_LUA_MEMORY_MT);
     if (eddy__tools_unproxy(L, 1))
         lua_replace(L, 1);
-    if (lua_next(L, 1))
+    if (lua_next(L, 1)) {
+        if (memory)
+            wrap_top(L);
         return 2;
+    }
     lua_pushnil(L);
     return 1;
 }
 
 static int l_rawget(lua_State *L)
 {
+    int memory;
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checkany(L, 2);
     lua_settop(L, 2);
+    memory = is_mt(L, 1, EDDY_LUA_MEMORY_MT);
     if (eddy__tools_unproxy(L, 1))
         lua_replace(L, 1);
     lua_rawget(L, 1);
+    if (memory)
+        wrap_top(L);
     return 1;
 }
 
@@ -235,9 +273,9 @@ static int l_rawset(lua_State *L)
     lua_settop(L, 3);
     if (is_frozen(L, 1))
         return frozen_newindex(L);
-    if (eddy__tools_unproxy(L, 1)) { /* a memory proxy: write the document */
+    if (unwrap_memory(L, 1)) { /* a memory proxy: write the document */
         lua_replace(L, 1);
-        if (eddy__tools_unproxy(L, 3))
+        if (unwrap_memory(L, 3))
             lua_replace(L, 3);
     }
     lua_rawset(L, 1);

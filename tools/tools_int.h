@@ -24,8 +24,12 @@
  * before it yields back to the loop so other keys are served. */
 #define EDDY_LUA_HOOK_EVERY 1000
 #define EDDY_LUA_SLICE_NS (5u * 1000 * 1000)
+/* Lua time one loop iteration gives all sliced calls together. */
+#define EDDY_LUA_ROUND_NS (10u * 1000 * 1000)
 /* The whole host's Lua heap, whatever the calls' budgets add up to. */
 #define EDDY_LUA_HOST_HEAP (1024LL << 20)
+/* A tool's result, as JSON text, may not be bigger (it goes to the model). */
+#define EDDY_LUA_RESULT_MAX (1LL << 20)
 /* eddy.file.read refuses bigger files. */
 #define EDDY_LUA_FILE_MAX (16LL << 20)
 
@@ -54,7 +58,8 @@ struct tool_call {
     struct tool_call *prev, *next;         /* the host's live calls */
     lua_State *co;                         /* the call's coroutine */
     lua_State *running;                    /* the thread executing now (co or one the tool made) */
-    int co_ref, env_ref, ctx_ref, mem_ref; /* registry refs, or LUA_NOREF */
+    int co_ref, env_ref, ctx_ref, mem_ref; /* registry refs, or LUA_NOREF; mem_ref: the
+                                            * call's memory proxies, real -> proxy */
     uv_timer_t timer;                      /* eddy.sleep, slices, delivery */
     uv_timer_t deadline;                   /* the wall-clock budget while the call waits */
     uv_idle_t slice;                       /* the next slice, in the next loop iteration */
@@ -71,8 +76,11 @@ struct tool_call {
     char kill_msg[160];
     int is_load;
     int slice_yield; /* the hook yielded to give the loop a turn */
-    int waiting;     /* a host function started work and yielded */
-    int native_wait; /* ... a native one, whose answer must still come */
+    int hook_soon;   /* the running thread's hook was set to fire at once */
+    struct tool_call *slice_prev, *slice_next; /* in the host's queue of sliced calls */
+    int sliced;                                /* ... is in it */
+    int waiting;                               /* a host function started work and yielded */
+    int native_wait;                           /* ... a native one, whose answer must still come */
     int finished, delivered;
     /* a native function's answer, pushed when the coroutine resumes */
     int wait_ready, wait_status;
@@ -91,8 +99,12 @@ struct eddy_tools {
     int calls;                 /* calls started and not yet delivered */
     struct tool_call *current; /* the call whose Lua code runs now */
     struct tool_call *live;    /* calls not yet freed */
-    int64_t heap;              /* bytes the Lua state holds */
-    char **deny;               /* files eddy.file.read refuses (eddy's stores) */
+    /* calls waiting for their next slice, in order; one of them (the waker)
+     * has its idle handle started, and its callback runs the queue for at
+     * most EDDY_LUA_ROUND_NS per loop iteration */
+    struct tool_call *slice_head, *slice_tail, *slice_waker;
+    int64_t heap; /* bytes the Lua state holds */
+    char **deny;  /* files eddy.file.read refuses (eddy's stores) */
     size_t ndeny;
     json_t *settings; /* the job's module settings {"fluss": {...}}, or NULL */
     void **mod_state; /* per registered module: its state once opened */
@@ -145,8 +157,9 @@ void eddy__tools_freeze(lua_State *L, int idx);
  * 1), or 0 with nothing pushed when IDX is not a proxy. Raises for the
  * proxy of a call that has ended. */
 int eddy__tools_unproxy(lua_State *L, int idx);
-/* Push a new ctx.memory proxy for the table at IDX. */
-void eddy__tools_memory_proxy(lua_State *L, int idx);
+/* Push the ctx.memory proxy of the memory table at IDX for the call whose
+ * proxy cache (real table -> proxy) is at CACHE, making it on first use. */
+void eddy__tools_memory_proxy(lua_State *L, int idx, int cache);
 /* Make the ctx table or proxy at IDX unusable (its call has returned). */
 void eddy__tools_kill_proxy(lua_State *L, int idx);
 
