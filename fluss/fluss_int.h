@@ -1,15 +1,18 @@
 /*
  * fluss/fluss_int.h - internals shared by the files of the fluss module:
- * byte-order helpers and the Arrow record batch codec. No other module
- * includes this file.
+ * byte-order helpers, the Arrow record batch codec and the client's
+ * internal interfaces (RPC, metadata, lookups). No other module includes
+ * this file; the unit tests do, to drive the internals directly.
  */
 #ifndef EDDY_FLUSS_INT_H
 #define EDDY_FLUSS_INT_H
 
 #include <stdint.h>
 #include <string.h>
+#include <uv.h>
 
 #include "eddy/fluss.h"
+#include "fluss_rpc.pb-c.h"
 
 static inline uint16_t rd_u16le(const uint8_t *p)
 {
@@ -108,13 +111,7 @@ void eddy__arrow_batch_free(eddy__arrow_batch *b);
  * package names or stack frames, into BUF; returns BUF ("" for NULL). */
 const char *eddy__fluss_brief(const char *msg, char *buf, size_t cap);
 
-#endif
-
 /* -- client internals (fluss/rpc.c, fluss/meta.c) ---------------------------- */
-
-#include <uv.h>
-
-#include "fluss_rpc.pb-c.h"
 
 /* API keys. */
 enum {
@@ -204,3 +201,5 @@ void eddy__fluss_invalidate(eddy_fluss_client *c, const eddy_fluss_table *t);
 void **eddy__fluss_lookup_slot(eddy_fluss_client *c);
 /* Fail queued lookups with EDDY_ECANCELED (client closing). */
 void eddy__fluss_lookup_cancel(eddy_fluss_client *c);
+
+#endif

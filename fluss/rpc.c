@@ -20,8 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "eddy/eddy.h"
 #include "eddy/log.h"
+#include "eddy/version.h"
 #include "fluss_int.h"
 
 enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_READY, C_CLOSING };

@@ -8,6 +8,11 @@
 #include <string.h>
 
 #include "eddy/fluss.h"
+/* Twice on purpose: the include guard must cover every declaration (it used
+ * to close halfway, and a second inclusion redefined the API enums). The
+ * internals let the client tests below drive the RPC layer directly. */
+#include "../../fluss/fluss_int.h"
+#include "../../fluss/fluss_int.h"
 
 /* A schema of one column of every supported type. */
 static eddy_fluss_column ALL_COLS[] = {
