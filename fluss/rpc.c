@@ -9,7 +9,11 @@
  * handshake is done. Answers are matched by request id (servers may answer
  * out of order). A connection that breaks fails everything in flight with
  * EDDY_ENET and reconnects on the next request, no sooner than its backoff.
- * A timer fails requests past their deadline with EDDY_ETIMEDOUT.
+ * A timer fails requests past their deadline with EDDY_ETIMEDOUT and gives
+ * up connection attempts (connect and handshake) that take longer than the
+ * request timeout. When the metadata moves a server, the connection to the
+ * old address ends (what was in flight fails) and queued requests go to the
+ * new one.
  *
  * Invariants: a request is on exactly one list (queued or in flight) until
  * its callback has been called; callbacks never run inside eddy__rpc_send.
@@ -24,7 +28,18 @@
 #include "eddy/version.h"
 #include "fluss_int.h"
 
-enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_READY, C_CLOSING };
+/*
+ * States of a connection. IDLE: no socket. CONNECTING: connect under way.
+ * HANDSHAKE: connected, ApiVersions (and SASL) under way. READY: requests
+ * go out as they come. RESETTING: the socket is closing (uv_close called);
+ * on_close turns the connection IDLE and reconnects when requests wait.
+ * CLOSING: the client is closing; on_close frees the connection.
+ * A connection is torn down only through conn_reset(), which does nothing
+ * unless the connection is live: libuv reports the end of a socket more
+ * than once (the connect callback's UV_ECANCELED after uv_close, a write
+ * error after a read error), and uv_close must run once per socket.
+ */
+enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_READY, C_RESETTING, C_CLOSING };
 
 typedef struct rpc_req {
     struct rpc_req *prev, *next;
@@ -52,10 +67,11 @@ typedef struct conn {
     int state;
     uv_tcp_t tcp;
     uv_connect_t connect_req;
-    int tcp_open;
+    int tcp_open; /* uv_tcp_init done, close callback not yet run */
     req_list queued, inflight;
     eddy_buf in;
-    uint64_t retry_at_ms; /* no reconnect before this (backoff) */
+    uint64_t connect_deadline_ms; /* CONNECTING/HANDSHAKE past this: give up */
+    uint64_t retry_at_ms;         /* no reconnect before this (backoff) */
     int failures;
     char why[96]; /* why the last connection failed */
 } conn;
@@ -143,6 +159,16 @@ static void list_remove(req_list *l, rpc_req *r)
     l->n--;
 }
 
+/* Move every request of FROM to the end of TO. */
+static void list_move_all(req_list *from, req_list *to)
+{
+    while (from->head) {
+        rpc_req *r = from->head;
+        list_remove(from, r);
+        list_push(to, r);
+    }
+}
+
 static void req_finish(rpc_req *r, int status, const uint8_t *p, size_t n, const eddy_err *err)
 {
     eddy__rpc_cb cb = r->cb;
@@ -152,13 +178,17 @@ static void req_finish(rpc_req *r, int status, const uint8_t *p, size_t n, const
     cb(status, p, n, err, ud);
 }
 
-/* Fail every request on L with CODE and a message naming the connection. */
+/* Fail every request on L with CODE and a message naming the connection.
+ * The list is taken first: requests that callbacks start meanwhile go on
+ * L again and wait for their own turn. */
 static void fail_all(req_list *l, int code, const char *why, const conn *c)
 {
     eddy_err e;
-    while (l->head) {
-        rpc_req *r = l->head;
-        list_remove(l, r);
+    req_list todo = {0};
+    list_move_all(l, &todo);
+    while (todo.head) {
+        rpc_req *r = todo.head;
+        list_remove(&todo, r);
         const conn *p = c ? c : r->peer;
         if (p && !c && p->why[0]) /* in backoff after a failure: say which */
             eddy_err_set(&e, code, "Fluss %s:%d: %s (%s)", p->host, p->port, why, p->why);
@@ -181,41 +211,59 @@ static void on_close(uv_handle_t *h)
     conn *c = h->data;
     eddy_fluss_client *cl = c->client;
     c->tcp_open = 0;
-    if (c->state == C_CLOSING || cl->closing) {
+    if (c->state == C_CLOSING) {
         eddy_buf_free(&c->in);
         eddy_free(c);
-        if (--cl->open_handles == 0 && cl->closing)
+        if (--cl->open_handles == 0)
             eddy_free(cl);
         return;
     }
     cl->open_handles--;
     c->state = C_IDLE;
-    if (c->queued.n && !cl->closing)
-        start_connect(c); /* requests arrived while closing: go again */
+    if (c->queued.n)
+        start_connect(c); /* requests arrived while closing, or the server moved */
 }
 
-/* The connection broke: fail what was sent, keep what is queued (it was
- * never sent, so it can go on the next connection), schedule a backoff. */
-static void conn_broken(conn *c, const char *why)
+/* No reconnect to C for a while after a failure (50 ms doubling to 2 s). */
+static void start_backoff(conn *c, const char *why)
 {
-    if (c->state == C_IDLE || c->state == C_CLOSING)
-        return;
     c->failures++;
     snprintf(c->why, sizeof(c->why), "%s", why);
     uint64_t backoff = 50u << (c->failures < 6 ? c->failures : 6);
     c->retry_at_ms = eddy_now_ms() + (backoff > 2000 ? 2000 : backoff);
-    EDDY_DEBUG("fluss", "connection to %s:%d lost: %s", c->host, c->port, why);
-    fail_all(&c->inflight, EDDY_ENET, why, c);
-    /* Queued requests were never sent: the retry policy belongs to the
-     * caller, so fail them too rather than holding them for an unknown time. */
-    fail_all(&c->queued, EDDY_ENET, why, c);
+}
+
+/* Whether C has a connection (or an attempt) that conn_reset may end. */
+static int conn_live(const conn *c)
+{
+    return c->state == C_CONNECTING || c->state == C_HANDSHAKE || c->state == C_READY;
+}
+
+/* End C's connection (idempotent: nothing happens unless it is live).
+ * In-flight requests fail with EDDY_ENET: their answers are lost. When
+ * FAILED, the queued requests fail too (their retry policy belongs to the
+ * caller) and a backoff starts; otherwise (the server moved) they stay
+ * queued and go out on the next connection, which on_close opens. The
+ * state changes before any callback runs, so requests that callbacks start
+ * see the connection going down (and, in backoff, fail on the next tick). */
+static void conn_reset(conn *c, const char *why, int failed)
+{
+    eddy_fluss_client *cl = c->client;
+    if (!conn_live(c))
+        return;
     if (c->tcp_open) {
-        c->state = C_CONNECTING; /* until on_close turns it IDLE */
+        c->state = C_RESETTING; /* until on_close turns it IDLE */
         uv_read_stop((uv_stream_t *)&c->tcp);
         uv_close((uv_handle_t *)&c->tcp, on_close);
     } else {
         c->state = C_IDLE;
     }
+    if (failed)
+        start_backoff(c, why);
+    EDDY_DEBUG("fluss", "connection to %s:%d ends: %s", c->host, c->port, why);
+    fail_all(&c->inflight, EDDY_ENET, why, c);
+    if (failed && !cl->closing) /* else the close has failed them */
+        fail_all(&c->queued, EDDY_ENET, why, c);
 }
 
 static void on_write(uv_write_t *w, int status)
@@ -225,7 +273,7 @@ static void on_write(uv_write_t *w, int status)
     eddy_free(wr->buf.base);
     eddy_free(wr);
     if (status < 0 && status != UV_ECANCELED)
-        conn_broken(c, uv_strerror(status));
+        conn_reset(c, uv_strerror(status), 1);
 }
 
 static int write_frame(conn *c, char *frame, size_t len)
@@ -255,7 +303,7 @@ static void send_now(conn *c, rpc_req *r)
     r->frame = NULL;
     list_push(&c->inflight, r);
     if (write_frame(c, frame, r->frame_len))
-        conn_broken(c, "write failed");
+        conn_reset(c, "write failed", 1);
 }
 
 static void flush_queue(conn *c)
@@ -298,6 +346,7 @@ static void handshake_done(conn *c)
 {
     c->state = C_READY;
     c->failures = 0;
+    c->why[0] = 0;
     flush_queue(c);
 }
 
@@ -309,7 +358,7 @@ static void send_auth(conn *c)
     size_t ul = strlen(cl->sasl_user), pl = strlen(cl->sasl_password);
     uint8_t *tok = eddy_malloc(ul + pl + 2);
     if (!tok) {
-        conn_broken(c, "out of memory");
+        conn_reset(c, "out of memory", 1);
         return;
     }
     tok[0] = 0;
@@ -323,16 +372,21 @@ static void send_auth(conn *c)
     rpc_req *r = new_req(cl, API_AUTHENTICATE, 0, &req.base, on_auth, c);
     eddy_free(tok);
     if (!r) {
-        conn_broken(c, "out of memory");
+        conn_reset(c, "out of memory", 1);
         return;
     }
     send_now(c, r);
 }
 
+/* Handshake answers. A failure while C is still in its handshake (a
+ * timeout, wrong credentials) ends the connection; in any other state the
+ * connection is already going down and this is its echo. */
 static void on_auth(int status, const uint8_t *p, size_t n, const eddy_err *err, void *ud)
 {
     conn *c = ud;
     (void)p, (void)n;
+    if (c->state != C_HANDSHAKE)
+        return;
     if (status == 0) {
         handshake_done(c);
         return;
@@ -343,17 +397,21 @@ static void on_auth(int status, const uint8_t *p, size_t n, const eddy_err *err,
     }
     if (status == EDDY_EFLUSS) { /* wrong credentials: tell everyone waiting */
         fail_all(&c->queued, EDDY_EFLUSS, err ? err->msg : "authentication failed", c);
-        conn_broken(c, "authentication failed");
+        conn_reset(c, "authentication failed", 1);
+        return;
     }
+    conn_reset(c, err ? err->msg : "no answer to Authenticate", 1);
 }
 
 static void on_api_versions(int status, const uint8_t *p, size_t n, const eddy_err *err, void *ud)
 {
     conn *c = ud;
-    (void)p, (void)n, (void)err;
+    (void)p, (void)n;
+    if (c->state != C_HANDSHAKE)
+        return;
     if (status)
-        return; /* the connection is already failing */
-    if (c->client->sasl_user && c->client->sasl_password)
+        conn_reset(c, err ? err->msg : "no answer to ApiVersions", 1);
+    else if (c->client->sasl_user && c->client->sasl_password)
         send_auth(c);
     else
         handshake_done(c);
@@ -362,10 +420,12 @@ static void on_api_versions(int status, const uint8_t *p, size_t n, const eddy_e
 static void on_connect(uv_connect_t *req, int status)
 {
     conn *c = req->data;
-    if (c->state != C_CONNECTING)
+    /* UV_ECANCELED: the socket was closed while connecting (conn_reset or
+     * the client's close), which has already dealt with the requests. */
+    if (status == UV_ECANCELED || c->state != C_CONNECTING)
         return;
     if (status < 0) {
-        conn_broken(c, uv_strerror(status));
+        conn_reset(c, uv_strerror(status), 1);
         return;
     }
     c->state = C_HANDSHAKE;
@@ -376,10 +436,26 @@ static void on_connect(uv_connect_t *req, int status)
     av.client_software_version = EDDY_VERSION;
     rpc_req *r = new_req(c->client, API_VERSIONS, 0, &av.base, on_api_versions, c);
     if (!r) {
-        conn_broken(c, "out of memory");
+        conn_reset(c, "out of memory", 1);
         return;
     }
     send_now(c, r);
+}
+
+static void on_idle(uv_idle_t *h);
+
+/* A connection attempt failed before it reached the loop: its queued
+ * requests fail on the next tick (start_connect runs inside
+ * eddy__rpc_send, which never calls callbacks itself). */
+static void connect_failed(conn *c, const char *why)
+{
+    eddy_fluss_client *cl = c->client;
+    conn_reset(c, why, 0);
+    start_backoff(c, why);
+    for (rpc_req *r = c->queued.head; r; r = r->next)
+        r->peer = c;
+    list_move_all(&c->queued, &cl->failed);
+    uv_idle_start(&cl->idle, on_idle);
 }
 
 /* Resolve and connect. IP literals (what Fluss advertises in tests and most
@@ -393,13 +469,14 @@ static void start_connect(conn *c)
     char port[16];
     uv_getaddrinfo_t gai;
     c->state = C_CONNECTING;
+    c->connect_deadline_ms = eddy_now_ms() + (uint64_t)cl->timeout_ms;
     if (uv_ip4_addr(c->host, c->port, (struct sockaddr_in *)&ss) &&
         uv_ip6_addr(c->host, c->port, (struct sockaddr_in6 *)&ss)) {
         hints.ai_family = AF_UNSPEC;
         hints.ai_socktype = SOCK_STREAM;
         snprintf(port, sizeof(port), "%d", c->port);
         if (uv_getaddrinfo(cl->loop, &gai, NULL, c->host, port, &hints) || !gai.addrinfo) {
-            conn_broken(c, "cannot resolve the host name");
+            connect_failed(c, "cannot resolve the host name");
             return;
         }
         res = gai.addrinfo;
@@ -414,7 +491,7 @@ static void start_connect(conn *c)
     c->connect_req.data = c;
     int rc = uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&ss, on_connect);
     if (rc)
-        conn_broken(c, uv_strerror(rc));
+        connect_failed(c, uv_strerror(rc));
 }
 
 /* -- reading ---------------------------------------------------------------- */
@@ -543,31 +620,33 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn *c = s->data;
     if (nread < 0) {
         eddy_free(buf->base);
-        conn_broken(c, nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread));
+        conn_reset(c, nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread), 1);
         return;
     }
     if (nread > 0 && eddy_buf_append(&c->in, buf->base, (size_t)nread)) {
         eddy_free(buf->base);
-        conn_broken(c, "out of memory");
+        conn_reset(c, "out of memory", 1);
         return;
     }
     eddy_free(buf->base);
     size_t at = 0;
-    while (c->in.len - at >= 4 && c->state != C_IDLE) {
+    /* Callbacks run from handle_frame may end this connection or close the
+     * client: stop as soon as it is no longer live. */
+    while (c->in.len - at >= 4 && conn_live(c)) {
         uint32_t len = rd_u32be((uint8_t *)c->in.data + at);
         if (len > (1u << 30)) {
-            conn_broken(c, "frame too large");
+            conn_reset(c, "frame too large", 1);
             return;
         }
         if (c->in.len - at - 4 < len)
-            break;
+            break; /* the rest of the frame has not arrived yet */
         if (handle_frame(c, (uint8_t *)c->in.data + at + 4, len)) {
-            conn_broken(c, "malformed response frame");
+            conn_reset(c, "malformed response frame", 1);
             return;
         }
         at += 4 + len;
     }
-    if (at) {
+    if (at && at <= c->in.len) {
         memmove(c->in.data, c->in.data + at, c->in.len - at);
         c->in.len -= at;
     }
@@ -613,14 +692,23 @@ static conn *add_conn(eddy_fluss_client *cl, int node, const char *host, int por
 
 int eddy__rpc_set_node(eddy_fluss_client *cl, int node, const char *host, int port)
 {
+    if (cl->closing)
+        return EDDY_ECLOSING;
+    if (!host || port <= 0 || port > 65535 || strlen(host) >= sizeof(((conn *)0)->host))
+        return EDDY_EINVAL;
     conn *c = find_conn(cl, node);
     if (c) {
         if (c->port == port && !strcmp(c->host, host))
             return 0;
-        /* moved: the next connection goes to the new address */
+        /* Moved: what was sent to the old address is lost (the messages
+         * name it), what is queued goes to the new one, which owes
+         * nothing to the old one's backoff. */
+        c->failures = 0;
+        c->retry_at_ms = 0;
+        c->why[0] = 0;
+        conn_reset(c, "server address changed", 0);
         snprintf(c->host, sizeof(c->host), "%s", host);
         c->port = port;
-        conn_broken(c, "server address changed");
         return 0;
     }
     return add_conn(cl, node, host, port) ? 0 : EDDY_ENOMEM;
@@ -694,7 +782,7 @@ int eddy__rpc_send(eddy_fluss_client *cl, int node, int api_key, int version,
         send_now(c, r);
         return 0;
     }
-    if (c->state == C_IDLE && eddy_now_ms() < c->retry_at_ms) {
+    if ((c->state == C_IDLE || c->state == C_RESETTING) && eddy_now_ms() < c->retry_at_ms) {
         list_push(&cl->failed, r); /* in backoff: the caller retries later */
         uv_idle_start(&cl->idle, on_idle);
         return 0;
@@ -705,19 +793,29 @@ int eddy__rpc_send(eddy_fluss_client *cl, int node, int api_key, int version,
     return 0;
 }
 
+/* Fail the requests of L past their deadline. They are taken off L first,
+ * so callbacks (which may start requests or close the client) never see
+ * them, and each is answered exactly once. */
 static void expire(req_list *l, uint64_t now, const conn *c)
 {
-    rpc_req *r = l->head;
-    while (r) {
-        rpc_req *next = r->next;
+    req_list due = {0};
+    char host[sizeof(c->host)];
+    int port = c->port;
+    snprintf(host, sizeof(host), "%s", c->host);
+    for (rpc_req *r = l->head, *next; r; r = next) {
+        next = r->next;
         if (r->deadline_ms <= now) {
-            eddy_err e;
             list_remove(l, r);
-            eddy_err_set(&e, EDDY_ETIMEDOUT, "Fluss %s:%d: api %d timed out", c->host, c->port,
-                         r->api_key);
-            req_finish(r, EDDY_ETIMEDOUT, NULL, 0, &e);
+            list_push(&due, r);
         }
-        r = next;
+    }
+    while (due.head) {
+        rpc_req *r = due.head;
+        eddy_err e;
+        list_remove(&due, r);
+        eddy_err_set(&e, EDDY_ETIMEDOUT, "Fluss %s:%d: %s timed out", host, port,
+                     api_name(r->api_key));
+        req_finish(r, EDDY_ETIMEDOUT, NULL, 0, &e);
     }
 }
 
@@ -725,9 +823,18 @@ static void on_timer(uv_timer_t *t)
 {
     eddy_fluss_client *cl = t->data;
     uint64_t now = eddy_now_ms();
-    for (int i = 0; i < cl->nconns; i++) {
-        expire(&cl->conns[i]->inflight, now, cl->conns[i]);
-        expire(&cl->conns[i]->queued, now, cl->conns[i]);
+    for (int i = 0; i < cl->nconns && !cl->closing; i++) {
+        conn *c = cl->conns[i];
+        if ((c->state == C_CONNECTING || c->state == C_HANDSHAKE) &&
+            now >= c->connect_deadline_ms) {
+            char why[96];
+            snprintf(why, sizeof(why), "no connection within %d ms", cl->timeout_ms);
+            conn_reset(c, why, 1);
+        }
+        if (!cl->closing)
+            expire(&c->inflight, now, c);
+        if (!cl->closing)
+            expire(&c->queued, now, c);
     }
 }
 
@@ -768,6 +875,8 @@ int eddy_fluss_client_new(uv_loop_t *loop, const eddy_fluss_client_opts *opts,
         cl->sasl_password = eddy_strdup(opts->sasl_password);
     }
     if (!add_conn(cl, NODE_BOOTSTRAP, host, port)) {
+        eddy_free(cl->sasl_user);
+        eddy_free(cl->sasl_password);
         eddy_free(cl);
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     }
@@ -794,16 +903,25 @@ void eddy_fluss_client_close(eddy_fluss_client *cl)
     if (!cl || cl->closing)
         return;
     cl->closing = 1;
-    fail_all(&cl->failed, EDDY_ECANCELED, "client closed", NULL);
+    /* Every socket starts closing before any callback runs, so requests
+     * that callbacks start find the connections going away. */
     for (int i = 0; i < cl->nconns; i++) {
         conn *c = cl->conns[i];
-        fail_all(&c->inflight, EDDY_ECANCELED, "client closed", c);
-        fail_all(&c->queued, EDDY_ECANCELED, "client closed", c);
-        if (c->tcp_open) {
-            c->state = C_CLOSING; /* on_close frees it, also when a close is under way */
-            if (!uv_is_closing((uv_handle_t *)&c->tcp))
-                uv_close((uv_handle_t *)&c->tcp, on_close);
-        } else {
+        int was_resetting = c->state == C_RESETTING;
+        c->state = C_CLOSING; /* on_close frees it, also when a close is under way */
+        if (c->tcp_open && !was_resetting) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            uv_close((uv_handle_t *)&c->tcp, on_close);
+        }
+    }
+    fail_all(&cl->failed, EDDY_ECANCELED, "client closed", NULL);
+    for (int i = 0; i < cl->nconns; i++) {
+        fail_all(&cl->conns[i]->inflight, EDDY_ECANCELED, "client closed", cl->conns[i]);
+        fail_all(&cl->conns[i]->queued, EDDY_ECANCELED, "client closed", cl->conns[i]);
+    }
+    for (int i = 0; i < cl->nconns; i++) {
+        conn *c = cl->conns[i];
+        if (!c->tcp_open) {
             eddy_buf_free(&c->in);
             eddy_free(c);
         }

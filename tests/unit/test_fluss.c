@@ -453,6 +453,444 @@ static void test_table_json(void **state)
     assert_non_null(strstr(e.msg, "'tags'"));
 }
 
+/* -- the client against a fake server --------------------------------------- */
+
+/*
+ * A fake Fluss server on loopback, on the test's own loop: it answers
+ * ApiVersions, ListDatabases and Metadata (one table, every bucket led by
+ * node 0 = itself), holds every other request unanswered (so requests are
+ * in flight when a test closes the client), and can send raw bytes instead
+ * of an answer. A "blackhole" is a listener whose accept queue is full: the
+ * kernel drops further SYNs, so a connect to it stays pending.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+typedef struct fake_srv fake_srv;
+
+typedef struct fake_conn {
+    struct fake_conn *next;
+    fake_srv *srv;
+    uv_tcp_t tcp;
+    eddy_buf in;
+} fake_conn;
+
+struct fake_srv {
+    uv_loop_t *loop;
+    uv_tcp_t lis;
+    int port;
+    fake_conn *conns;
+    int open;          /* handles not yet closed */
+    int seen[64];      /* requests received, by api key - 1000 */
+    int answer_all;    /* answer held APIs with an empty success too */
+    const char *table; /* table JSON of fluss.t */
+    int nbuckets;
+    /* raw bytes to send instead of the answer to the next request of raw_api */
+    int raw_api;
+    const uint8_t *raw;
+    size_t raw_len;
+};
+
+typedef struct fake_write {
+    uv_write_t w;
+    uv_buf_t b;
+} fake_write;
+
+static void fake_written(uv_write_t *w, int status)
+{
+    (void)status;
+    free(((fake_write *)w)->b.base);
+    free(w);
+}
+
+static void fake_send(fake_conn *fc, const void *p, size_t n)
+{
+    fake_write *fw = calloc(1, sizeof(*fw));
+    fw->b = uv_buf_init(malloc(n ? n : 1), (unsigned)n);
+    memcpy(fw->b.base, p, n);
+    assert_int_equal(uv_write(&fw->w, (uv_stream_t *)&fc->tcp, &fw->b, 1, fake_written), 0);
+}
+
+/* A SUCCESS frame for request ID with M (NULL = empty) as the payload. */
+static void fake_reply(fake_conn *fc, uint32_t id, const ProtobufCMessage *m)
+{
+    size_t n = m ? protobuf_c_message_get_packed_size(m) : 0;
+    uint8_t *f = malloc(9 + n);
+    wr_u32be(f, (uint32_t)(5 + n));
+    f[4] = 0;
+    wr_u32be(f + 5, id);
+    if (m)
+        protobuf_c_message_pack(m, f + 9);
+    fake_send(fc, f, 9 + n);
+    free(f);
+}
+
+static void fake_metadata(fake_conn *fc, uint32_t id)
+{
+    fake_srv *s = fc->srv;
+    EddyFluss__MetadataResponse r = EDDY_FLUSS__METADATA_RESPONSE__INIT;
+    EddyFluss__PbServerNode node = EDDY_FLUSS__PB_SERVER_NODE__INIT, *nodes[1] = {&node};
+    EddyFluss__PbTableMetadata tm = EDDY_FLUSS__PB_TABLE_METADATA__INIT, *tms[1] = {&tm};
+    EddyFluss__PbTablePath path = EDDY_FLUSS__PB_TABLE_PATH__INIT;
+    EddyFluss__PbBucketMetadata bm[8], *bms[8];
+    node.node_id = 0;
+    node.host = "127.0.0.1";
+    node.port = s->port;
+    r.coordinator_server = &node;
+    r.n_tablet_servers = 1;
+    r.tablet_servers = nodes;
+    path.database_name = "fluss";
+    path.table_name = "t";
+    tm.table_path = &path;
+    tm.table_id = 7;
+    tm.schema_id = 1;
+    tm.table_json.data = (uint8_t *)s->table;
+    tm.table_json.len = strlen(s->table);
+    for (int b = 0; b < s->nbuckets; b++) {
+        eddy_fluss__pb_bucket_metadata__init(&bm[b]);
+        bm[b].bucket_id = b;
+        bm[b].has_leader_id = 1;
+        bm[b].leader_id = 0;
+        bms[b] = &bm[b];
+    }
+    tm.n_bucket_metadata = (size_t)s->nbuckets;
+    tm.bucket_metadata = bms;
+    r.n_table_metadata = 1;
+    r.table_metadata = tms;
+    fake_reply(fc, id, &r.base);
+}
+
+static void fake_request(fake_conn *fc, int api, uint32_t id)
+{
+    fake_srv *s = fc->srv;
+    if (api >= 1000 && api < 1064)
+        s->seen[api - 1000]++;
+    if (s->raw && api == s->raw_api) {
+        fake_send(fc, s->raw, s->raw_len);
+        s->raw = NULL;
+        return;
+    }
+    if (api == API_VERSIONS) {
+        fake_reply(fc, id, NULL);
+    } else if (api == API_LIST_DATABASES) {
+        EddyFluss__ListDatabasesResponse r = EDDY_FLUSS__LIST_DATABASES_RESPONSE__INIT;
+        char *names[] = {"fluss"};
+        r.n_database_name = 1;
+        r.database_name = names;
+        fake_reply(fc, id, &r.base);
+    } else if (api == API_METADATA) {
+        fake_metadata(fc, id);
+    } else if (s->answer_all) {
+        fake_reply(fc, id, NULL);
+    } /* else: held, never answered */
+}
+
+static void fake_alloc(uv_handle_t *h, size_t n, uv_buf_t *b)
+{
+    (void)h;
+    b->base = malloc(n);
+    b->len = n;
+}
+
+static void fake_closed(uv_handle_t *h)
+{
+    fake_conn *fc = h->data;
+    fc->srv->open--;
+    eddy_buf_free(&fc->in);
+    free(fc);
+}
+
+static void fake_drop(fake_conn *fc)
+{
+    fake_conn **pp = &fc->srv->conns;
+    while (*pp != fc)
+        pp = &(*pp)->next;
+    *pp = fc->next;
+    uv_close((uv_handle_t *)&fc->tcp, fake_closed);
+}
+
+static void fake_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    fake_conn *fc = st->data;
+    if (n < 0) {
+        free(b->base);
+        fake_drop(fc);
+        return;
+    }
+    eddy_buf_append(&fc->in, b->base, (size_t)n);
+    free(b->base);
+    size_t at = 0;
+    while (fc->in.len - at >= 12) {
+        const uint8_t *p = (const uint8_t *)fc->in.data + at;
+        uint32_t len = rd_u32be(p);
+        if (fc->in.len - at - 4 < len)
+            break;
+        fake_request(fc, p[4] << 8 | p[5], rd_u32be(p + 8));
+        at += 4 + len;
+    }
+    memmove(fc->in.data, fc->in.data + at, fc->in.len - at);
+    fc->in.len -= at;
+}
+
+static void fake_accept(uv_stream_t *lis, int status)
+{
+    fake_srv *s = lis->data;
+    assert_int_equal(status, 0);
+    fake_conn *fc = calloc(1, sizeof(*fc));
+    fc->srv = s;
+    eddy_buf_init(&fc->in);
+    uv_tcp_init(s->loop, &fc->tcp);
+    fc->tcp.data = fc;
+    s->open++;
+    assert_int_equal(uv_accept(lis, (uv_stream_t *)&fc->tcp), 0);
+    fc->next = s->conns;
+    s->conns = fc;
+    uv_read_start((uv_stream_t *)&fc->tcp, fake_alloc, fake_read);
+}
+
+static const char *PK_TABLE =
+    "{\"version\":1,\"schema\":{\"version\":1,\"columns\":[{\"name\":\"id\",\"data_type\":"
+    "{\"type\":\"INTEGER\",\"nullable\":false}},{\"name\":\"v\",\"data_type\":{\"type\":"
+    "\"STRING\"}}],\"primary_key\":[\"id\"]},\"partition_key\":[],\"bucket_key\":[\"id\"],"
+    "\"bucket_count\":2,\"properties\":{},\"custom_properties\":{}}";
+
+static void fake_start(fake_srv *s, uv_loop_t *loop)
+{
+    struct sockaddr_in a;
+    int len = sizeof(a);
+    memset(s, 0, sizeof(*s));
+    s->loop = loop;
+    s->table = PK_TABLE;
+    s->nbuckets = 2;
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    uv_tcp_init(loop, &s->lis);
+    s->lis.data = s;
+    assert_int_equal(uv_tcp_bind(&s->lis, (struct sockaddr *)&a, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&s->lis, 16, fake_accept), 0);
+    uv_tcp_getsockname(&s->lis, (struct sockaddr *)&a, &len);
+    s->port = ntohs(a.sin_port);
+    s->open = 1;
+}
+
+static void fake_lis_closed(uv_handle_t *h)
+{
+    ((fake_srv *)h->data)->open--;
+}
+
+static void fake_stop(fake_srv *s)
+{
+    while (s->conns)
+        fake_drop(s->conns);
+    uv_close((uv_handle_t *)&s->lis, fake_lis_closed);
+}
+
+typedef struct blackhole {
+    int lfd, fill[2], port;
+} blackhole;
+
+static void blackhole_open(blackhole *b)
+{
+    struct sockaddr_in a = {0};
+    socklen_t len = sizeof(a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    b->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(bind(b->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(b->lfd, 0), 0);
+    getsockname(b->lfd, (struct sockaddr *)&a, &len);
+    b->port = ntohs(a.sin_port);
+    for (int i = 0; i < 2; i++) { /* fill the accept queue; never accepted */
+        b->fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(b->fill[i], (struct sockaddr *)&a, sizeof(a));
+    }
+}
+
+static void blackhole_close(blackhole *b)
+{
+    close(b->fill[0]);
+    close(b->fill[1]);
+    close(b->lfd);
+}
+
+static void tick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Run LOOP until *FLAG is non-zero or MS have passed; returns *FLAG. */
+static int run_until(uv_loop_t *loop, const int *flag, int ms)
+{
+    uv_timer_t t;
+    uint64_t end = eddy_now_ms() + (uint64_t)ms;
+    uv_timer_init(loop, &t);
+    uv_timer_start(&t, tick, 5, 5);
+    while (!(flag && *flag) && eddy_now_ms() < end)
+        uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    return flag ? *flag : 0;
+}
+
+/* Close the client and the fake server, drain the loop and check that
+ * nothing is left on it. */
+static void finish(uv_loop_t *loop, eddy_fluss_client *c, fake_srv *s)
+{
+    eddy_fluss_client_close(c);
+    if (s)
+        fake_stop(s);
+    for (int i = 0; i < 100 && uv_run(loop, UV_RUN_NOWAIT); i++)
+        usleep(1000);
+    if (s)
+        assert_int_equal(s->open, 0);
+    assert_int_equal(uv_loop_close(loop), 0);
+}
+
+static eddy_fluss_client *client_to(uv_loop_t *loop, int port, int timeout_ms)
+{
+    char boot[64];
+    eddy_fluss_client *c;
+    eddy_err e;
+    snprintf(boot, sizeof(boot), "127.0.0.1:%d", port);
+    eddy_fluss_client_opts o = {boot, NULL, NULL, timeout_ms};
+    assert_int_equal(eddy_fluss_client_new(loop, &o, &c, &e), 0);
+    return c;
+}
+
+/* Outcome of one start function: how often its callback ran, with what. */
+typedef struct outcome {
+    int calls, status;
+    char msg[256];
+    size_t n;
+} outcome;
+
+static void note(outcome *o, int status, const eddy_err *err)
+{
+    o->calls++;
+    o->status = status;
+    snprintf(o->msg, sizeof(o->msg), "%s", status && err ? err->msg : "");
+}
+
+static void done(int status, const eddy_err *err, void *ud)
+{
+    note(ud, status, err);
+}
+
+static void names_done(int status, const eddy_err *err, char **names, size_t n, void *ud)
+{
+    (void)names;
+    note(ud, status, err);
+    ((outcome *)ud)->n = n;
+}
+
+/* A connect that hangs, then the server's address changes: the socket is
+ * closed once (the connect callback's UV_ECANCELED used to tear the
+ * connection down a second time, and uv_close asserted), and the queued
+ * request goes to the new address. */
+static void test_address_change_while_connecting(void **state)
+{
+    uv_loop_t loop;
+    blackhole bh;
+    fake_srv srv;
+    outcome o = {0};
+    (void)state;
+    uv_loop_init(&loop);
+    blackhole_open(&bh);
+    fake_start(&srv, &loop);
+    eddy_fluss_client *c = client_to(&loop, bh.port, 5000);
+    assert_int_equal(eddy_fluss_list_databases(c, names_done, &o), 0);
+    run_until(&loop, NULL, 150);
+    assert_int_equal(o.calls, 0); /* the connect hangs */
+    assert_int_equal(eddy__rpc_set_node(c, NODE_BOOTSTRAP, "127.0.0.1", srv.port), 0);
+    assert_true(run_until(&loop, &o.calls, 3000));
+    run_until(&loop, NULL, 50);
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(o.status, 0);
+    assert_int_equal(o.n, 1);
+    finish(&loop, c, &srv);
+    blackhole_close(&bh);
+}
+
+/* An address change while a request is in flight: that request fails once
+ * with EDDY_ENET (its answer is lost), the next one goes to the new server. */
+static void test_address_change_while_in_flight(void **state)
+{
+    uv_loop_t loop;
+    fake_srv old, moved;
+    outcome held = {0}, next = {0};
+    (void)state;
+    uv_loop_init(&loop);
+    fake_start(&old, &loop);
+    fake_start(&moved, &loop);
+    eddy_fluss_client *c = client_to(&loop, old.port, 5000);
+    assert_int_equal(eddy_fluss_create_database(c, "db", 1, done, &held), 0);
+    /* sent; the fake holds it */
+    assert_true(run_until(&loop, &old.seen[API_CREATE_DATABASE - 1000], 3000));
+    assert_int_equal(eddy__rpc_set_node(c, NODE_BOOTSTRAP, "127.0.0.1", moved.port), 0);
+    /* and again, to the same address: nothing happens twice */
+    assert_int_equal(eddy__rpc_set_node(c, NODE_BOOTSTRAP, "127.0.0.1", moved.port), 0);
+    assert_int_equal(eddy_fluss_list_databases(c, names_done, &next), 0);
+    assert_true(run_until(&loop, &next.calls, 3000));
+    run_until(&loop, NULL, 50);
+    assert_int_equal(held.calls, 1);
+    assert_int_equal(held.status, EDDY_ENET);
+    assert_non_null(strstr(held.msg, "address changed"));
+    assert_int_equal(next.calls, 1);
+    assert_int_equal(next.status, 0);
+    fake_stop(&old);
+    finish(&loop, c, &moved);
+    assert_int_equal(old.open, 0);
+}
+
+/* Closing the client while its connect hangs: the request ends once with
+ * EDDY_ECANCELED and the loop is left empty. */
+static void test_close_while_connecting(void **state)
+{
+    uv_loop_t loop;
+    blackhole bh;
+    outcome o = {0};
+    (void)state;
+    uv_loop_init(&loop);
+    blackhole_open(&bh);
+    eddy_fluss_client *c = client_to(&loop, bh.port, 5000);
+    assert_int_equal(eddy_fluss_list_databases(c, names_done, &o), 0);
+    run_until(&loop, NULL, 100);
+    assert_int_equal(o.calls, 0);
+    eddy_fluss_client_close(c);
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(o.status, EDDY_ECANCELED);
+    finish(&loop, NULL, NULL);
+    assert_int_equal(o.calls, 1);
+    blackhole_close(&bh);
+}
+
+/* A connect that never completes is given up at the request timeout: the
+ * socket is closed while connecting (once), and the request learns why. */
+static void test_connect_timeout(void **state)
+{
+    uv_loop_t loop;
+    blackhole bh;
+    outcome o = {0}, again = {0};
+    (void)state;
+    uv_loop_init(&loop);
+    blackhole_open(&bh);
+    eddy_fluss_client *c = client_to(&loop, bh.port, 300);
+    assert_int_equal(eddy_fluss_list_databases(c, names_done, &o), 0);
+    assert_true(run_until(&loop, &o.calls, 3000));
+    assert_int_equal(o.status, EDDY_ENET);
+    assert_non_null(strstr(o.msg, "no connection within 300 ms"));
+    run_until(&loop, NULL, 200); /* past the backoff: the next request connects again */
+    assert_int_equal(eddy_fluss_list_databases(c, names_done, &again), 0);
+    run_until(&loop, NULL, 100);
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(again.calls, 0);
+    finish(&loop, c, NULL);
+    assert_int_equal(again.calls, 1);
+    assert_int_equal(again.status, EDDY_ECANCELED);
+    blackhole_close(&bh);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -470,7 +908,13 @@ int main(void)
         cmocka_unit_test(test_kv_batch_vector),
         cmocka_unit_test(test_types_and_json),
         cmocka_unit_test(test_table_json),
+        cmocka_unit_test(test_address_change_while_connecting),
+        cmocka_unit_test(test_address_change_while_in_flight),
+        cmocka_unit_test(test_close_while_connecting),
+        cmocka_unit_test(test_connect_timeout),
     };
     eddy_alloc_install();
+    if (getenv("EDDY_TEST_FILTER")) /* e.g. EDDY_TEST_FILTER='test_close*' */
+        cmocka_set_test_filter(getenv("EDDY_TEST_FILTER"));
     return cmocka_run_group_tests_name("fluss", tests, NULL, NULL);
 }
