@@ -7,6 +7,7 @@
 #ifndef EDDY_FLUSS_INT_H
 #define EDDY_FLUSS_INT_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <uv.h>
@@ -187,9 +188,33 @@ int eddy__rpc_timeout_ms(eddy_fluss_client *c);
 void eddy__log_batch_set_writer(uint8_t *batch, size_t n, int64_t writer_id, int32_t seq);
 void eddy__kv_batch_set_writer(uint8_t *batch, size_t n, int64_t writer_id, int32_t seq);
 
-/* Call FN(UD) on a later loop tick (results served from a cache still
- * arrive asynchronously). */
-int eddy__rpc_defer(eddy_fluss_client *c, void (*fn)(void *ud), void *ud);
+/* Call FN(0, UD) on a later loop tick (results served from a cache still
+ * arrive asynchronously), or FN(EDDY_ECANCELED, UD) when the client closes
+ * first; exactly once either way. EDDY_ECLOSING once the client is closing. */
+int eddy__rpc_defer(eddy_fluss_client *c, void (*fn)(int status, void *ud), void *ud);
+
+/* Whether eddy_fluss_client_close has been called: start functions then
+ * refuse with EDDY_ECLOSING (and call nothing). */
+int eddy__rpc_closing(const eddy_fluss_client *c);
+
+/* Something that lives on a client and holds work the client does not see
+ * (writers, scanners, metadata operations waiting for a retry). When the
+ * client closes, after every request has been answered or canceled, it
+ * unlinks each child and calls CLOSING, which must end that work (calling
+ * its callbacks with EDDY_ECANCELED) and never use the client or its tables
+ * again. */
+typedef struct eddy__fluss_child {
+    struct eddy__fluss_child *prev, *next;
+    void (*closing)(struct eddy__fluss_child *ch);
+    int linked;
+} eddy__fluss_child;
+void eddy__rpc_attach(eddy_fluss_client *c, eddy__fluss_child *ch,
+                      void (*closing)(eddy__fluss_child *ch));
+/* Unlink CH (no-op when it is not linked, e.g. during the close). */
+void eddy__rpc_detach(eddy_fluss_client *c, eddy__fluss_child *ch);
+
+/* The object that embeds MEMBER at P. */
+#define EDDY__CONTAINER(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 /* The metadata module's per-client state, and its release at close. */
 void **eddy__fluss_meta_slot(eddy_fluss_client *c);
 void eddy__fluss_meta_free(eddy_fluss_client *c);
@@ -199,7 +224,7 @@ int eddy__fluss_refresh(eddy_fluss_client *c, const eddy_fluss_table *t, eddy_fl
 /* Mark T's leaders stale so the next eddy__fluss_refresh asks the server. */
 void eddy__fluss_invalidate(eddy_fluss_client *c, const eddy_fluss_table *t);
 void **eddy__fluss_lookup_slot(eddy_fluss_client *c);
-/* Fail queued lookups with EDDY_ECANCELED (client closing). */
+/* Fail queued and retrying lookups with EDDY_ECANCELED (client closing). */
 void eddy__fluss_lookup_cancel(eddy_fluss_client *c);
 
 #endif

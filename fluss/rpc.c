@@ -78,7 +78,7 @@ typedef struct conn {
 
 typedef struct deferred {
     struct deferred *next;
-    void (*fn)(void *ud);
+    void (*fn)(int status, void *ud);
     void *ud;
 } deferred;
 
@@ -100,8 +100,9 @@ struct eddy_fluss_client {
     int open_handles;
     req_list failed; /* requests to fail on the next idle tick */
     struct deferred *deferred, *deferred_tail;
-    void *meta;    /* fluss/meta.c state */
-    void *lookups; /* fluss/lookup.c state */
+    eddy__fluss_child *children; /* writers, scanners, metadata operations */
+    void *meta;                  /* fluss/meta.c state */
+    void *lookups;               /* fluss/lookup.c state */
 };
 
 static ProtobufCAllocator pb_alloc;
@@ -205,6 +206,7 @@ static void fail_all(req_list *l, int code, const char *why, const conn *c)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void alloc_read(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void start_connect(conn *c);
+static void client_free(eddy_fluss_client *cl);
 
 static void on_close(uv_handle_t *h)
 {
@@ -215,7 +217,7 @@ static void on_close(uv_handle_t *h)
         eddy_buf_free(&c->in);
         eddy_free(c);
         if (--cl->open_handles == 0)
-            eddy_free(cl);
+            client_free(cl);
         return;
     }
     cl->open_handles--;
@@ -729,23 +731,49 @@ int eddy__rpc_timeout_ms(eddy_fluss_client *cl)
     return cl->timeout_ms;
 }
 
+int eddy__rpc_closing(const eddy_fluss_client *cl)
+{
+    return cl->closing;
+}
+
+/* Pop the first deferred call (NULL when none). */
+static deferred *pop_deferred(eddy_fluss_client *cl)
+{
+    deferred *d = cl->deferred;
+    if (d) {
+        cl->deferred = d->next;
+        if (!cl->deferred)
+            cl->deferred_tail = NULL;
+    }
+    return d;
+}
+
+/* Next tick: fail the requests that could not be sent, then run the calls
+ * deferred so far (not those they defer in turn: they wait a tick). A
+ * callback may close the client; the close then cancels what is left. */
 static void on_idle(uv_idle_t *h)
 {
     eddy_fluss_client *cl = h->data;
     uv_idle_stop(h);
     fail_all(&cl->failed, EDDY_ENET, "no connection", NULL);
-    deferred *d = cl->deferred;
-    cl->deferred = cl->deferred_tail = NULL;
-    while (d) {
-        deferred *next = d->next;
-        d->fn(d->ud);
+    deferred *last = cl->deferred_tail, *d;
+    while (!cl->closing && (d = pop_deferred(cl))) {
+        void (*fn)(int, void *) = d->fn;
+        void *ud = d->ud;
+        int was_last = d == last;
         eddy_free(d);
-        d = next;
+        fn(0, ud);
+        if (was_last)
+            break;
     }
+    if (!cl->closing && (cl->deferred || cl->failed.head))
+        uv_idle_start(h, on_idle);
 }
 
-int eddy__rpc_defer(eddy_fluss_client *cl, void (*fn)(void *ud), void *ud)
+int eddy__rpc_defer(eddy_fluss_client *cl, void (*fn)(int status, void *ud), void *ud)
 {
+    if (cl->closing)
+        return EDDY_ECLOSING;
     deferred *d = eddy_calloc(1, sizeof(*d));
     if (!d)
         return EDDY_ENOMEM;
@@ -758,6 +786,32 @@ int eddy__rpc_defer(eddy_fluss_client *cl, void (*fn)(void *ud), void *ud)
     cl->deferred_tail = d;
     uv_idle_start(&cl->idle, on_idle);
     return 0;
+}
+
+void eddy__rpc_attach(eddy_fluss_client *cl, eddy__fluss_child *ch,
+                      void (*closing)(eddy__fluss_child *ch))
+{
+    ch->closing = closing;
+    ch->prev = NULL;
+    ch->next = cl->children;
+    if (cl->children)
+        cl->children->prev = ch;
+    cl->children = ch;
+    ch->linked = 1;
+}
+
+void eddy__rpc_detach(eddy_fluss_client *cl, eddy__fluss_child *ch)
+{
+    if (!ch->linked)
+        return;
+    if (ch->prev)
+        ch->prev->next = ch->next;
+    else
+        cl->children = ch->next;
+    if (ch->next)
+        ch->next->prev = ch->prev;
+    ch->prev = ch->next = NULL;
+    ch->linked = 0;
 }
 
 int eddy__rpc_send(eddy_fluss_client *cl, int node, int api_key, int version,
@@ -891,20 +945,35 @@ int eddy_fluss_client_new(uv_loop_t *loop, const eddy_fluss_client_opts *opts,
     return 0;
 }
 
+/* The last handle of a closing client is closed: free it, tables last
+ * (callbacks may read the tables they were given until the close ends). */
+static void client_free(eddy_fluss_client *cl)
+{
+    eddy__fluss_meta_free(cl);
+    eddy_free(cl);
+}
+
 static void on_client_handle_closed(uv_handle_t *h)
 {
     eddy_fluss_client *cl = h->data;
     if (--cl->open_handles == 0)
-        eddy_free(cl);
+        client_free(cl);
 }
 
+/*
+ * The order matters: first every socket starts closing and every request
+ * on the wire or in a queue fails (their callbacks may start nothing new:
+ * start functions refuse with EDDY_ECLOSING from here on); then deferred
+ * calls, lookups, writers, scanners and metadata operations are canceled,
+ * each callback once. The table cache lives until the last handle has
+ * closed: a callback that closes the client may still be reading a table.
+ */
 void eddy_fluss_client_close(eddy_fluss_client *cl)
 {
+    deferred *d;
     if (!cl || cl->closing)
         return;
     cl->closing = 1;
-    /* Every socket starts closing before any callback runs, so requests
-     * that callbacks start find the connections going away. */
     for (int i = 0; i < cl->nconns; i++) {
         conn *c = cl->conns[i];
         int was_resetting = c->state == C_RESETTING;
@@ -919,6 +988,18 @@ void eddy_fluss_client_close(eddy_fluss_client *cl)
         fail_all(&cl->conns[i]->inflight, EDDY_ECANCELED, "client closed", cl->conns[i]);
         fail_all(&cl->conns[i]->queued, EDDY_ECANCELED, "client closed", cl->conns[i]);
     }
+    while ((d = pop_deferred(cl))) {
+        void (*fn)(int, void *) = d->fn;
+        void *ud = d->ud;
+        eddy_free(d);
+        fn(EDDY_ECANCELED, ud);
+    }
+    eddy__fluss_lookup_cancel(cl);
+    while (cl->children) {
+        eddy__fluss_child *ch = cl->children;
+        eddy__rpc_detach(cl, ch);
+        ch->closing(ch);
+    }
     for (int i = 0; i < cl->nconns; i++) {
         conn *c = cl->conns[i];
         if (!c->tcp_open) {
@@ -929,16 +1010,9 @@ void eddy_fluss_client_close(eddy_fluss_client *cl)
     eddy_free(cl->conns);
     cl->conns = NULL;
     cl->nconns = 0;
-    eddy__fluss_lookup_cancel(cl);
-    eddy__fluss_meta_free(cl);
-    while (cl->deferred) {
-        deferred *d = cl->deferred;
-        cl->deferred = d->next;
-        eddy_free(d);
-    }
-    cl->deferred_tail = NULL;
     eddy_free(cl->sasl_user);
     eddy_free(cl->sasl_password);
+    cl->sasl_user = cl->sasl_password = NULL;
     uv_close((uv_handle_t *)&cl->timer, on_client_handle_closed);
     uv_close((uv_handle_t *)&cl->idle, on_client_handle_closed);
 }

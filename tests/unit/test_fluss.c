@@ -457,8 +457,8 @@ static void test_table_json(void **state)
 
 /*
  * A fake Fluss server on loopback, on the test's own loop: it answers
- * ApiVersions, ListDatabases and Metadata (one table, every bucket led by
- * node 0 = itself), holds every other request unanswered (so requests are
+ * ApiVersions, ListDatabases, InitWriter and Metadata (one table, fluss.t,
+ * every bucket led by node 0 = itself), holds every other request unanswered (so requests are
  * in flight when a test closes the client), and can send raw bytes instead
  * of an answer. A "blackhole" is a listener whose accept queue is full: the
  * kernel drops further SYNs, so a connect to it stays pending.
@@ -582,6 +582,10 @@ static void fake_request(fake_conn *fc, int api, uint32_t id)
         fake_reply(fc, id, &r.base);
     } else if (api == API_METADATA) {
         fake_metadata(fc, id);
+    } else if (api == API_INIT_WRITER) {
+        EddyFluss__InitWriterResponse r = EDDY_FLUSS__INIT_WRITER_RESPONSE__INIT;
+        r.writer_id = 1;
+        fake_reply(fc, id, &r.base);
     } else if (s->answer_all) {
         fake_reply(fc, id, NULL);
     } /* else: held, never answered */
@@ -763,6 +767,7 @@ typedef struct outcome {
     int calls, status;
     char msg[256];
     size_t n;
+    const eddy_fluss_table *t;
 } outcome;
 
 static void note(outcome *o, int status, const eddy_err *err)
@@ -891,6 +896,221 @@ static void test_connect_timeout(void **state)
     blackhole_close(&bh);
 }
 
+static void table_done(int status, const eddy_err *err, const eddy_fluss_table *t, void *ud)
+{
+    note(ud, status, err);
+    ((outcome *)ud)->t = t;
+}
+
+static void lookup_done(int status, const eddy_err *err, const eddy_fluss_value *vals, void *ud)
+{
+    (void)vals;
+    note(ud, status, err);
+}
+
+static void prefix_done(int status, const eddy_err *err, const eddy_fluss_value *vals, size_t row,
+                        size_t n, void *ud)
+{
+    (void)vals, (void)row, (void)n;
+    note(ud, status, err);
+}
+
+static void offsets_done(int status, const eddy_err *err, const int64_t *offs, int n, void *ud)
+{
+    (void)offs, (void)n;
+    note(ud, status, err);
+}
+
+static void rpc_done(int status, const uint8_t *p, size_t n, const eddy_err *err, void *ud)
+{
+    (void)p, (void)n;
+    note(ud, status, err);
+}
+
+static int scan_record(int bucket, int64_t off, int64_t ts, int change,
+                       const eddy_fluss_value *vals, void *ud)
+{
+    (void)bucket, (void)off, (void)ts, (void)change, (void)vals, (void)ud;
+    return 0;
+}
+
+static void scan_progress(int status, const eddy_err *err, int bucket, int64_t next, int64_t hw,
+                          void *ud)
+{
+    (void)status, (void)err, (void)bucket, (void)next, (void)hw;
+    ++*(int *)ud;
+}
+
+/* Every callback ran exactly once, with STATUS. */
+static void all_once(const outcome *o, int n, int status)
+{
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(o[i].calls, 1);
+        assert_int_equal(o[i].status, status);
+    }
+}
+
+static const eddy_fluss_table *open_table(uv_loop_t *loop, eddy_fluss_client *c)
+{
+    outcome o = {0};
+    assert_int_equal(eddy_fluss_get_table(c, "fluss", "t", table_done, &o), 0);
+    assert_true(run_until(loop, &o.calls, 3000));
+    assert_int_equal(o.status, 0);
+    return o.t;
+}
+
+/* Close the client with work in every place it can wait: on the wire
+ * (admin call, list offsets, lookups, a fetch, a writer's PutKv), queued
+ * for the next tick (cached tables, lookups batched per tick, a request for
+ * a server not in the metadata), in a writer (open and queued batches, a
+ * flush), and in a metadata retry. Every callback runs once, during the
+ * close, with EDDY_ECANCELED (deferred calls used to be dropped, and a
+ * writer's unsent rows were never answered); a flush with nothing to wait
+ * for gets its real result. Freeing the writer and the scanner afterwards
+ * touches nothing of the closed client, and the loop closes empty. */
+static void test_close_cancels_everything(void **state)
+{
+    uv_loop_t loop;
+    fake_srv srv;
+    outcome wire_lk[2] = {{0}}, admin = {0}, offs = {0}, missing = {0};
+    outcome cached[3] = {{0}}, tick_lk[3] = {{0}}, tick_pre = {0}, unknown = {0};
+    outcome sent_rows[4] = {{0}}, later_rows[4] = {{0}}, flushed = {0}, empty_flush = {0};
+    eddy_fluss_value row[2];
+    eddy_fluss_writer *w, *idle_w;
+    eddy_fluss_scanner *sc;
+    eddy_err e;
+    int progress = 0;
+    (void)state;
+    uv_loop_init(&loop);
+    fake_start(&srv, &loop);
+    eddy_fluss_client *c = client_to(&loop, srv.port, 5000);
+    const eddy_fluss_table *t = open_table(&loop, c);
+    memset(row, 0, sizeof(row));
+    row[1].v.s.p = "x";
+    row[1].v.s.n = 1;
+
+    /* on the wire, held by the fake */
+    for (int i = 0; i < 2; i++) {
+        row[0].v.i = i;
+        assert_int_equal(eddy_fluss_lookup(c, t, row, lookup_done, &wire_lk[i], &e), 0);
+    }
+    assert_true(run_until(&loop, &srv.seen[API_LOOKUP - 1000], 3000));
+    assert_int_equal(
+        eddy_fluss_scanner_new(c, t, NULL, 0, scan_record, scan_progress, &progress, &sc, &e), 0);
+    assert_int_equal(eddy_fluss_scanner_subscribe(sc, 0, 0), 0);
+    assert_true(run_until(&loop, &srv.seen[API_FETCH_LOG - 1000], 3000));
+    assert_int_equal(eddy_fluss_writer_new(c, t, NULL, &w, &e), 0);
+    for (int i = 0; i < 4; i++) {
+        row[0].v.i = i;
+        assert_int_equal(eddy_fluss_writer_write(w, row, 0, done, &sent_rows[i], &e), 0);
+    }
+    assert_int_equal(eddy_fluss_writer_flush(w, done, &flushed), 0);
+    assert_true(run_until(&loop, &srv.seen[API_PUT_KV - 1000], 3000));
+    /* a table the metadata does not list: retried every 200 ms */
+    int asked = srv.seen[API_METADATA - 1000];
+    assert_int_equal(eddy_fluss_get_table(c, "fluss", "missing", table_done, &missing), 0);
+    while (srv.seen[API_METADATA - 1000] == asked)
+        uv_run(&loop, UV_RUN_ONCE);
+    run_until(&loop, NULL, 50);
+    assert_int_equal(missing.calls, 0);
+    assert_int_equal(eddy_fluss_create_database(c, "db", 1, done, &admin), 0);
+    assert_int_equal(
+        eddy_fluss_list_offsets(c, t, EDDY_FLUSS_OFFSET_LATEST, 0, offsets_done, &offs), 0);
+
+    /* for the next tick, and in the writer */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(eddy_fluss_get_table(c, "fluss", "t", table_done, &cached[i]), 0);
+    for (int i = 0; i < 3; i++) {
+        row[0].v.i = 10 + i;
+        assert_int_equal(eddy_fluss_lookup(c, t, row, lookup_done, &tick_lk[i], &e), 0);
+    }
+    assert_int_equal(eddy_fluss_prefix_lookup(c, t, row, prefix_done, &tick_pre, &e), 0);
+    EddyFluss__ListDatabasesRequest ld = EDDY_FLUSS__LIST_DATABASES_REQUEST__INIT;
+    assert_int_equal(eddy__rpc_send(c, 99, API_LIST_DATABASES, 0, &ld.base, rpc_done, &unknown), 0);
+    for (int i = 0; i < 4; i++) {
+        row[0].v.i = 20 + i;
+        assert_int_equal(eddy_fluss_writer_write(w, row, 0, done, &later_rows[i], &e), 0);
+    }
+    assert_int_equal(eddy_fluss_writer_new(c, t, NULL, &idle_w, &e), 0);
+    assert_int_equal(eddy_fluss_writer_flush(idle_w, done, &empty_flush), 0);
+
+    eddy_fluss_client_close(c);
+    all_once(wire_lk, 2, EDDY_ECANCELED);
+    all_once(&admin, 1, EDDY_ECANCELED);
+    all_once(&offs, 1, EDDY_ECANCELED);
+    all_once(&missing, 1, EDDY_ECANCELED);
+    all_once(cached, 3, EDDY_ECANCELED);
+    assert_null(cached[0].t);
+    all_once(tick_lk, 3, EDDY_ECANCELED);
+    all_once(&tick_pre, 1, EDDY_ECANCELED);
+    all_once(&unknown, 1, EDDY_ECANCELED);
+    all_once(sent_rows, 4, EDDY_ECANCELED);
+    all_once(later_rows, 4, EDDY_ECANCELED);
+    all_once(&flushed, 1, EDDY_ECANCELED);
+    all_once(&empty_flush, 1, 0);
+
+    /* a closed client starts nothing, and calls nothing (T went with it) */
+    outcome refused = {0};
+    assert_int_equal(eddy_fluss_get_table(c, "fluss", "t", table_done, &refused), EDDY_ECLOSING);
+    assert_int_equal(eddy_fluss_list_databases(c, names_done, &refused), EDDY_ECLOSING);
+    assert_int_equal(eddy_fluss_writer_write(w, row, 0, done, &refused, &e), EDDY_ECLOSING);
+    assert_int_equal(eddy_fluss_writer_flush(w, done, &refused), EDDY_ECLOSING);
+    assert_int_equal(eddy_fluss_scanner_subscribe(sc, 1, 0), EDDY_ECLOSING);
+    long acked, failed;
+    eddy_fluss_writer_counts(w, &acked, &failed);
+    assert_int_equal(acked, 0);
+    assert_int_equal(failed, 8);
+    eddy_fluss_writer_free(w);
+    eddy_fluss_writer_free(idle_w);
+    eddy_fluss_scanner_free(sc);
+    finish(&loop, NULL, &srv);
+    /* nothing ran twice while the loop drained */
+    all_once(sent_rows, 4, EDDY_ECANCELED);
+    all_once(later_rows, 4, EDDY_ECANCELED);
+    all_once(cached, 3, EDDY_ECANCELED);
+    all_once(tick_lk, 3, EDDY_ECANCELED);
+    assert_int_equal(refused.calls, 0);
+    assert_int_equal(progress, 0);
+}
+
+typedef struct closer {
+    eddy_fluss_client *c;
+    outcome o;
+} closer;
+
+static void close_in_callback(int status, const eddy_err *err, const eddy_fluss_table *t, void *ud)
+{
+    closer *k = ud;
+    table_done(status, err, t, &k->o);
+    eddy_fluss_client_close(k->c);
+}
+
+/* The client closed from inside a deferred callback (as the lookup tool
+ * does once it has the table): the calls deferred after it end with
+ * EDDY_ECANCELED, once, instead of running on a closed client. */
+static void test_close_inside_deferred_callback(void **state)
+{
+    uv_loop_t loop;
+    fake_srv srv;
+    closer k = {0};
+    outcome rest[3] = {{0}};
+    (void)state;
+    uv_loop_init(&loop);
+    fake_start(&srv, &loop);
+    k.c = client_to(&loop, srv.port, 5000);
+    open_table(&loop, k.c);
+    assert_int_equal(eddy_fluss_get_table(k.c, "fluss", "t", close_in_callback, &k), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(eddy_fluss_get_table(k.c, "fluss", "t", table_done, &rest[i]), 0);
+    assert_true(run_until(&loop, &k.o.calls, 3000));
+    assert_int_equal(k.o.status, 0);
+    assert_non_null(k.o.t);
+    all_once(rest, 3, EDDY_ECANCELED);
+    finish(&loop, NULL, &srv);
+    all_once(rest, 3, EDDY_ECANCELED);
+    assert_int_equal(k.o.calls, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -912,6 +1132,8 @@ int main(void)
         cmocka_unit_test(test_address_change_while_in_flight),
         cmocka_unit_test(test_close_while_connecting),
         cmocka_unit_test(test_connect_timeout),
+        cmocka_unit_test(test_close_cancels_everything),
+        cmocka_unit_test(test_close_inside_deferred_callback),
     };
     eddy_alloc_install();
     if (getenv("EDDY_TEST_FILTER")) /* e.g. EDDY_TEST_FILTER='test_close*' */
