@@ -7,6 +7,9 @@
  * walks concatenated batches, parses magics 0, 1 and 2, verifies each CRC,
  * stops quietly at a truncated last batch (a fetch may end mid-batch) and
  * skips records below the requested offset (a fetch may start mid-batch).
+ * Offsets come from the wire: a batch whose base offset is negative, or
+ * whose records would go past INT64_MAX, is corrupt, so that every record
+ * offset and the next fetch offset are computed without overflow.
  */
 #include "eddy/fluss.h"
 
@@ -250,6 +253,17 @@ static int parse_header(const uint8_t *p, size_t n, int check_crc, batch_view *b
     bv->records_len = n - head;
     if (bv->count < 0 || bv->last_delta < 0)
         return eddy_err_set(err, EDDY_ECORRUPT, "log batch: negative record count");
+    /* Record offsets run up to base + max(last_delta, count - 1), and the
+     * next fetch starts at base + last_delta + 1: all must fit an int64. */
+    int64_t span = bv->last_delta > bv->count - 1 ? bv->last_delta : bv->count - 1;
+    if (bv->base_offset < 0)
+        return eddy_err_set(err, EDDY_ECORRUPT, "log batch: negative base offset %lld",
+                            (long long)bv->base_offset);
+    if (bv->base_offset > INT64_MAX - 1 - span)
+        return eddy_err_set(err, EDDY_ECORRUPT,
+                            "log batch at offset %lld: %lld more offsets overflow the log "
+                            "offset range",
+                            (long long)bv->base_offset, (long long)span + 1);
     return 0;
 }
 

@@ -350,6 +350,61 @@ static void test_log_header_vector(void **state)
     eddy_buf_free(&b);
 }
 
+static int count_rows(int64_t off, int64_t ts, int change, const eddy_fluss_value *vals, void *ud)
+{
+    (void)ts, (void)change, (void)vals;
+    ((int64_t *)ud)[0]++;
+    ((int64_t *)ud)[1] = off;
+    return 0;
+}
+
+/* Decode a two-record batch of FORMAT whose base offset is BASE. */
+static int decode_at(int format, int64_t base, int64_t *seen, int64_t *next, eddy_err *e)
+{
+    eddy_fluss_column cols[] = {{"id", EDDY_FLUSS_INT, 0, 0, 0}};
+    eddy_fluss_schema s = {1, cols, 0, NULL, 0, NULL};
+    eddy_fluss_log_builder *lb;
+    eddy_fluss_value v = {0};
+    eddy_buf b;
+    eddy_buf_init(&b);
+    assert_int_equal(eddy_fluss_log_builder_new(&s, 1, format, 0, 0, &lb, NULL), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, &v), 0);
+    assert_int_equal(eddy_fluss_log_builder_finish(lb, &b, NULL), 0);
+    wr_u64le((uint8_t *)b.data, (uint64_t)base); /* outside the CRC: still valid */
+    seen[0] = seen[1] = -1;
+    int rc = eddy_fluss_log_decode(&s, format, (const uint8_t *)b.data, b.len, 0, NULL, 0,
+                                   count_rows, seen, next, e);
+    seen[0]++;
+    eddy_fluss_log_builder_free(lb);
+    eddy_buf_free(&b);
+    return rc;
+}
+
+/* A hostile base offset: the record offsets (base + i) and the next fetch
+ * offset (base + last_offset_delta + 1) used to overflow int64 (UBSan
+ * aborts); such a batch is corrupt, with a message that says so. The
+ * largest base that still fits decodes. */
+static void test_log_base_offset_overflow(void **state)
+{
+    static const int formats[] = {EDDY_FLUSS_LOG_INDEXED, EDDY_FLUSS_LOG_ARROW};
+    int64_t seen[2], next;
+    eddy_err e;
+    (void)state;
+    for (int f = 0; f < 2; f++) {
+        assert_int_equal(decode_at(formats[f], INT64_MAX, seen, &next, &e), EDDY_ECORRUPT);
+        assert_non_null(strstr(e.msg, "overflow the log offset range"));
+        assert_int_equal(seen[0], 0);
+        assert_int_equal(decode_at(formats[f], INT64_MAX - 1, seen, &next, &e), EDDY_ECORRUPT);
+        assert_int_equal(decode_at(formats[f], -5, seen, &next, &e), EDDY_ECORRUPT);
+        assert_non_null(strstr(e.msg, "negative base offset -5"));
+        assert_int_equal(decode_at(formats[f], INT64_MAX - 2, seen, &next, &e), 0);
+        assert_int_equal(seen[0], 2);
+        assert_true(seen[1] == INT64_MAX - 1);
+        assert_true(next == INT64_MAX);
+    }
+}
+
 static void test_kv_batch_vector(void **state)
 {
     eddy_fluss_kv_builder *kb;
@@ -1125,6 +1180,7 @@ int main(void)
         cmocka_unit_test(test_log_arrow_lz4),
         cmocka_unit_test(test_log_indexed),
         cmocka_unit_test(test_log_header_vector),
+        cmocka_unit_test(test_log_base_offset_overflow),
         cmocka_unit_test(test_kv_batch_vector),
         cmocka_unit_test(test_types_and_json),
         cmocka_unit_test(test_table_json),
