@@ -9,6 +9,11 @@
  * corrupt or truncated bytes give EDDY_ECORRUPT, never a read out of bounds.
  * Buffers are 8-aligned in the body; with BodyCompression each buffer is an
  * int64 uncompressed length (-1 = stored raw) followed by a ZSTD or LZ4 frame.
+ * Timestamps are int64 counts of the unit their precision implies (second,
+ * milli, micro, nano); eddy holds epoch milliseconds + nano-of-millisecond.
+ * Every conversion checks its range: an instant the unit cannot count (Arrow
+ * TIMESTAMP(7..9) ends in 2262) is an error naming the column on write, and
+ * a count of seconds beyond the millisecond range is corrupt on read.
  */
 #include "eddy/fluss.h"
 
@@ -50,38 +55,81 @@ static size_t arrow_width(const eddy_fluss_column *c)
     }
 }
 
-static int64_t floor_div(int64_t a, int64_t b)
+/* Floor quotient and the remainder in [0, B) of A / B (B > 0), without
+ * overflow for any A (A - remainder may not fit: INT64_MIN / 1000). */
+static int64_t floor_divmod(int64_t a, int64_t b, int64_t *rem)
 {
-    int64_t q = a / b;
-    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+    int64_t q = a / b, r = a % b;
+    if (r < 0) {
+        q--;
+        r += b;
+    }
+    *rem = r;
+    return q;
 }
 
-/* Timestamp value in the Arrow unit its precision implies. */
-static int64_t ts_to_unit(const eddy_fluss_column *c, const eddy_fluss_value *v)
+/* Arrow units per millisecond for a timestamp of precision P (0: seconds). */
+static int64_t per_ms(int p)
 {
-    if (c->precision == 0)
-        return floor_div(v->v.ts.ms, 1000);
-    if (c->precision <= 3)
-        return v->v.ts.ms;
-    if (c->precision <= 6)
-        return v->v.ts.ms * 1000 + v->v.ts.nanos / 1000;
-    return v->v.ts.ms * 1000000 + v->v.ts.nanos;
+    return p <= 3 ? 1 : p <= 6 ? 1000 : 1000000;
 }
 
+/* V of timestamp column C in the Arrow unit its precision implies, into
+ * *OUT. Returns 0, or EDDY_ERANGE with ERR naming the column. */
+static int ts_to_unit(const eddy_fluss_column *c, const eddy_fluss_value *v, int64_t *out,
+                      eddy_err *err)
+{
+    int64_t rem, x;
+    int rc = eddy__fluss_ts_check(c, v, err);
+    if (rc)
+        return rc;
+    if (c->precision == 0) {
+        *out = floor_divmod(v->v.ts.ms, 1000, &rem);
+        return 0;
+    }
+    int64_t k = per_ms(c->precision), ms = v->v.ts.ms, sub = 0;
+    if (k > 1) {
+        sub = v->v.ts.nanos / (1000000 / k); /* 0 <= sub < k */
+        if (ms < 0) { /* the same sum; ms * k alone may fall below INT64_MIN */
+            ms++;
+            sub -= k;
+        }
+    }
+    if (__builtin_mul_overflow(ms, k, &x) || __builtin_add_overflow(x, sub, out))
+        return eddy_err_set(err, EDDY_ERANGE,
+                            "column '%s' (TIMESTAMP(%d)): %lld ms since 1970 is outside what "
+                            "an Arrow timestamp in %s holds (years %s)",
+                            c->name, c->precision, (long long)v->v.ts.ms,
+                            k == 1000 ? "microseconds" : "nanoseconds",
+                            k == 1000 ? "-290308 to 294247" : "1677 to 2262");
+    return 0;
+}
+
+/* Arrow count X of timestamp column C to milliseconds + nano-of-milli.
+ * Seconds (precision 0) must be checked first (check_column). */
 static void ts_from_unit(const eddy_fluss_column *c, int64_t x, eddy_fluss_value *v)
 {
+    int64_t rem;
     v->v.ts.nanos = 0;
     if (c->precision == 0) {
         v->v.ts.ms = x * 1000;
     } else if (c->precision <= 3) {
         v->v.ts.ms = x;
-    } else if (c->precision <= 6) {
-        v->v.ts.ms = floor_div(x, 1000);
-        v->v.ts.nanos = (int32_t)(x - v->v.ts.ms * 1000) * 1000;
     } else {
-        v->v.ts.ms = floor_div(x, 1000000);
-        v->v.ts.nanos = (int32_t)(x - v->v.ts.ms * 1000000);
+        int64_t k = per_ms(c->precision);
+        v->v.ts.ms = floor_divmod(x, k, &rem);
+        v->v.ts.nanos = (int32_t)(rem * (1000000 / k));
     }
+}
+
+int eddy__fluss_ts_check(const eddy_fluss_column *c, const eddy_fluss_value *v, eddy_err *err)
+{
+    if (c->precision > 3 && (v->v.ts.nanos < 0 || v->v.ts.nanos > 999999))
+        return eddy_err_set(err, EDDY_ERANGE,
+                            "column '%s' (TIMESTAMP(%d)): nano-of-millisecond %d is not in "
+                            "0..999999",
+                            c->name, c->precision, (int)v->v.ts.nanos);
+    return 0;
 }
 
 /* -- writer ----------------------------------------------------------------- */
@@ -114,16 +162,66 @@ void eddy__arrow_writer_close(eddy__arrow_writer *w)
     w->cols = NULL;
 }
 
+/* Set bit I of B to ON (cleared explicitly: a row may be written again
+ * after a failed add). */
 static int set_bit(eddy_buf *b, size_t i, int on)
 {
     if (i % 8 == 0 && eddy_buf_putc(b, 0))
         return EDDY_ENOMEM;
     if (on)
         b->data[i / 8] |= (char)(1 << (i % 8));
+    else
+        b->data[i / 8] &= (char)~(1 << (i % 8));
     return 0;
 }
 
-int eddy__arrow_writer_add(eddy__arrow_writer *w, const eddy_fluss_value *vals)
+static int append_row(eddy__arrow_writer *w, const eddy_fluss_value *vals, const int64_t *units);
+
+int eddy__arrow_writer_add(eddy__arrow_writer *w, const eddy_fluss_value *vals, eddy_err *err)
+{
+    const eddy_fluss_schema *s = w->schema;
+    int64_t *units = eddy_calloc((size_t)s->ncols + 1, sizeof(*units));
+    int rc = 0;
+    if (!units)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    /* Convert first: a row that cannot be written changes nothing. */
+    for (int i = 0; i < s->ncols && !rc; i++)
+        if ((s->cols[i].type == EDDY_FLUSS_TIMESTAMP ||
+             s->cols[i].type == EDDY_FLUSS_TIMESTAMP_LTZ) &&
+            !vals[i].is_null)
+            rc = ts_to_unit(&s->cols[i], &vals[i], &units[i], err);
+    if (!rc) {
+        size_t *lens = eddy_calloc(3 * (size_t)s->ncols + 1, sizeof(*lens));
+        size_t *nulls = eddy_calloc((size_t)s->ncols + 1, sizeof(*nulls));
+        size_t bytes = w->bytes;
+        for (int i = 0; lens && nulls && i < s->ncols; i++) {
+            lens[3 * i] = w->cols[i].validity.len;
+            lens[3 * i + 1] = w->cols[i].data.len;
+            lens[3 * i + 2] = w->cols[i].offsets.len;
+            nulls[i] = w->cols[i].nulls;
+        }
+        rc = lens && nulls ? append_row(w, vals, units) : EDDY_ENOMEM;
+        if (rc && lens && nulls) { /* out of memory halfway: undo the row */
+            for (int i = 0; i < s->ncols; i++) {
+                w->cols[i].validity.len = lens[3 * i];
+                w->cols[i].data.len = lens[3 * i + 1];
+                w->cols[i].offsets.len = lens[3 * i + 2];
+                w->cols[i].validity.oom = w->cols[i].data.oom = w->cols[i].offsets.oom = 0;
+                w->cols[i].nulls = nulls[i];
+            }
+            w->bytes = bytes;
+        }
+        if (rc)
+            eddy_err_set(err, rc, "out of memory");
+        eddy_free(lens);
+        eddy_free(nulls);
+    }
+    eddy_free(units);
+    return rc;
+}
+
+/* Append row VALS (timestamps already converted into UNITS) to W's columns. */
+static int append_row(eddy__arrow_writer *w, const eddy_fluss_value *vals, const int64_t *units)
 {
     const eddy_fluss_schema *s = w->schema;
     size_t r = w->rows;
@@ -162,7 +260,7 @@ int eddy__arrow_writer_add(eddy__arrow_writer *w, const eddy_fluss_value *vals)
                 break;
             case EDDY_FLUSS_TIMESTAMP:
             case EDDY_FLUSS_TIMESTAMP_LTZ:
-                wr_u64le(tmp, (uint64_t)ts_to_unit(c, v));
+                wr_u64le(tmp, (uint64_t)units[i]);
                 break;
             case EDDY_FLUSS_DECIMAL: {
                 unsigned __int128 u = (unsigned __int128)v->v.dec;
@@ -450,6 +548,19 @@ static int read_buffer(eddy__arrow_batch *b, const uint8_t *body, size_t body_le
     return 0;
 }
 
+/* Whether every non-null second count of V (a TIMESTAMP(0) column) is a
+ * whole number of milliseconds an int64 holds. */
+static int seconds_fit(int64_t rows, const eddy__arrow_colview *v)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t x = (int64_t)rd_u64le(v->data + 8 * r);
+        if ((!v->validity || (v->validity[r / 8] & (1 << (r % 8)))) &&
+            (x > INT64_MAX / 1000 || x < INT64_MIN / 1000))
+            return 0;
+    }
+    return 1;
+}
+
 static int check_column(const eddy_fluss_column *c, int64_t rows, eddy__arrow_colview *v)
 {
     size_t need_bits = (size_t)(rows + 7) / 8;
@@ -459,8 +570,14 @@ static int check_column(const eddy_fluss_column *c, int64_t rows, eddy__arrow_co
         return -1;
     if (c->type == EDDY_FLUSS_BOOLEAN)
         return v->data_len < need_bits ? -1 : 0;
-    if (!var_width(c))
-        return v->data_len / arrow_width(c) < (size_t)rows ? -1 : 0;
+    if (!var_width(c)) {
+        if (v->data_len / arrow_width(c) < (size_t)rows)
+            return -1;
+        if ((c->type == EDDY_FLUSS_TIMESTAMP || c->type == EDDY_FLUSS_TIMESTAMP_LTZ) &&
+            c->precision == 0 && !seconds_fit(rows, v))
+            return -2;
+        return 0;
+    }
     if (v->offsets_len / 4 < (size_t)rows + 1)
         return -1;
     uint32_t prev = rd_u32le(v->offsets);
@@ -533,7 +650,15 @@ int eddy__arrow_read(const eddy_fluss_column *const *cols, int ncols, const uint
             goto corrupt;
         if (read_buffer(b, body, body_len, bufs + 16 * bi++, codec, &v->data, &v->data_len))
             goto corrupt;
-        if (check_column(cols[i], b->rows, v))
+        int bad = check_column(cols[i], b->rows, v);
+        if (bad == -2) {
+            eddy__arrow_batch_free(b);
+            return eddy_err_set(err, EDDY_ECORRUPT,
+                                "Arrow record batch: column '%s' (TIMESTAMP(0)) holds seconds "
+                                "beyond the millisecond range",
+                                cols[i]->name);
+        }
+        if (bad)
             goto corrupt;
     }
     return 0;

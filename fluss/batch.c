@@ -61,24 +61,33 @@ void eddy_fluss_log_builder_free(eddy_fluss_log_builder *b)
     eddy_free(b);
 }
 
-int eddy_fluss_log_builder_add(eddy_fluss_log_builder *b, int change, const eddy_fluss_value *vals)
+int eddy_fluss_log_builder_add(eddy_fluss_log_builder *b, int change, const eddy_fluss_value *vals,
+                               eddy_err *err)
 {
     if (b->format == EDDY_FLUSS_LOG_ARROW) {
-        int rc = eddy__arrow_writer_add(&b->arrow, vals);
+        int rc = eddy__arrow_writer_add(&b->arrow, vals, err);
         if (!rc)
             b->rows++;
         return rc;
     }
+    for (int i = 0; i < b->schema->ncols; i++) {
+        const eddy_fluss_column *c = &b->schema->cols[i];
+        int rc;
+        if ((c->type == EDDY_FLUSS_TIMESTAMP || c->type == EDDY_FLUSS_TIMESTAMP_LTZ) &&
+            !vals[i].is_null && (rc = eddy__fluss_ts_check(c, &vals[i], err)))
+            return rc;
+    }
     size_t at = b->records.len;
     uint8_t head[5] = {0, 0, 0, 0, (uint8_t)change};
     if (eddy_buf_append(&b->records, head, 5))
-        return EDDY_ENOMEM;
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     int rc = b->format == EDDY_FLUSS_LOG_INDEXED
                  ? eddy_fluss_indexed_encode(b->schema, vals, &b->records)
                  : eddy_fluss_compacted_encode(b->schema, vals, &b->records);
     if (rc) {
         b->records.len = at;
-        return rc;
+        b->records.oom = 0;
+        return eddy_err_set(err, rc, "out of memory");
     }
     wr_u32le((uint8_t *)b->records.data + at, (uint32_t)(b->records.len - at - 4));
     b->append_only &= change == EDDY_FLUSS_APPEND;

@@ -75,7 +75,13 @@ typedef struct eddy__arrow_writer {
 } eddy__arrow_writer;
 
 int eddy__arrow_writer_init(eddy__arrow_writer *w, const eddy_fluss_schema *s);
-int eddy__arrow_writer_add(eddy__arrow_writer *w, const eddy_fluss_value *vals);
+/* Append one row. A timestamp the column's Arrow unit cannot count is
+ * EDDY_ERANGE naming the column; on any failure W is unchanged. */
+int eddy__arrow_writer_add(eddy__arrow_writer *w, const eddy_fluss_value *vals, eddy_err *err);
+/* Whether V is a valid value of timestamp column C in every format
+ * (nano-of-millisecond in 0..999999 when the precision is above 3).
+ * Returns 0 or EDDY_ERANGE with ERR naming the column. */
+int eddy__fluss_ts_check(const eddy_fluss_column *c, const eddy_fluss_value *v, eddy_err *err);
 /* Append the encapsulated IPC RecordBatch message to OUT and reset W. */
 int eddy__arrow_writer_finish(eddy__arrow_writer *w, int codec, int zstd_level, eddy_buf *out,
                               eddy_err *err);

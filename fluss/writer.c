@@ -581,6 +581,12 @@ int eddy_fluss_writer_write(eddy_fluss_writer *w, const eddy_fluss_value *vals, 
     if (is_delete && !w->is_kv)
         return eddy_err_set(err, EDDY_EINVAL, "%s.%s is a log table: rows cannot be deleted",
                             t->database, t->name);
+    for (int i = 0; i < t->schema.ncols; i++) {
+        const eddy_fluss_column *c = &t->schema.cols[i];
+        if ((c->type == EDDY_FLUSS_TIMESTAMP || c->type == EDDY_FLUSS_TIMESTAMP_LTZ) &&
+            !vals[i].is_null && (rc = eddy__fluss_ts_check(c, &vals[i], err)))
+            return rc;
+    }
     if (!open_size(w, bk))
         bk->opened_ms = eddy_now_ms();
     if (w->is_kv) {
@@ -600,8 +606,8 @@ int eddy_fluss_writer_write(eddy_fluss_writer *w, const eddy_fluss_value *vals, 
         if (!bk->log && eddy_fluss_log_builder_new(&t->schema, t->schema_id, t->log_format,
                                                    t->codec, t->zstd_level, &bk->log, err))
             return EDDY_ENOMEM;
-        if (eddy_fluss_log_builder_add(bk->log, EDDY_FLUSS_APPEND, vals))
-            return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        if ((rc = eddy_fluss_log_builder_add(bk->log, EDDY_FLUSS_APPEND, vals, err)))
+            return rc;
     }
     if (cbs_push(&bk->open_cbs, cb, ud))
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");

@@ -215,8 +215,13 @@ typedef struct eddy_fluss_log_builder eddy_fluss_log_builder;
 int eddy_fluss_log_builder_new(const eddy_fluss_schema *schema, int schema_id, int format,
                                int codec, int zstd_level, eddy_fluss_log_builder **out,
                                eddy_err *err);
-/* Append one row (values copied). CHANGE is used by INDEXED/COMPACTED only. */
-int eddy_fluss_log_builder_add(eddy_fluss_log_builder *b, int change, const eddy_fluss_value *vals);
+/* Append one row (values copied). CHANGE is used by INDEXED/COMPACTED only.
+ * A value the batch cannot hold is EDDY_ERANGE with ERR naming the column:
+ * a nano-of-millisecond outside 0..999999, or a timestamp its Arrow unit
+ * cannot count (TIMESTAMP(7..9) covers only 1677-09-21 to 2262-04-11).
+ * On any failure the builder is unchanged. */
+int eddy_fluss_log_builder_add(eddy_fluss_log_builder *b, int change, const eddy_fluss_value *vals,
+                               eddy_err *err);
 size_t eddy_fluss_log_builder_rows(const eddy_fluss_log_builder *b);
 /* Approximate size of the finished batch in bytes (before compression). */
 size_t eddy_fluss_log_builder_size(const eddy_fluss_log_builder *b);

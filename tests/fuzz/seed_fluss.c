@@ -81,7 +81,7 @@ int main(void)
         eddy_fluss_log_builder_new(&fuzz_schema, 1, kinds[k].format, kinds[k].codec, 3, &lb, NULL);
         for (int i = 0; i < 4; i++) {
             row(v, i);
-            eddy_fluss_log_builder_add(lb, i % 5, v);
+            eddy_fluss_log_builder_add(lb, i % 5, v, NULL);
         }
         eddy_fluss_log_builder_finish(lb, &b, NULL);
         eddy_fluss_log_builder_free(lb);

@@ -1,4 +1,5 @@
-/* tests/unit/test_fluss.c - Fluss codecs with byte-level vectors. */
+/* tests/unit/test_fluss.c - Fluss codecs with byte-level vectors, and the client against a fake
+ * server on loopback. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -255,14 +256,14 @@ static void log_roundtrip(int format, int codec)
     assert_int_equal(eddy_fluss_log_builder_new(&ALL, 1, format, codec, 3, &lb, &e), 0);
     for (int k = 0; k < 20; k++) {
         fill_row(in, k);
-        assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, in), 0);
+        assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, in, NULL), 0);
     }
     assert_int_equal(eddy_fluss_log_builder_finish(lb, &b, &e), 0);
     /* a second batch in the same buffer, base offset patched to 20 */
     size_t first_len = b.len;
     for (int k = 20; k < 30; k++) {
         fill_row(in, k);
-        assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, in), 0);
+        assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, in, NULL), 0);
     }
     assert_int_equal(eddy_fluss_log_builder_finish(lb, &b, &e), 0);
     b.data[first_len] = 20; /* base_offset lies outside the CRC */
@@ -328,7 +329,7 @@ static void test_log_header_vector(void **state)
     eddy_buf_init(&b);
     assert_int_equal(eddy_fluss_log_builder_new(&s, 1, EDDY_FLUSS_LOG_INDEXED, 0, 0, &lb, NULL), 0);
     v.v.i = 1;
-    assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, &v), 0);
+    assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, &v, NULL), 0);
     assert_int_equal(eddy_fluss_log_builder_finish(lb, &b, NULL), 0);
     /* 48-byte header + record (len 6: attr, bitmap, INT32 LE) */
     assert_int_equal(b.len, 48 + 4 + 6);
@@ -369,7 +370,7 @@ static int decode_at(int format, int64_t base, int64_t *seen, int64_t *next, edd
     eddy_buf_init(&b);
     assert_int_equal(eddy_fluss_log_builder_new(&s, 1, format, 0, 0, &lb, NULL), 0);
     for (int i = 0; i < 2; i++)
-        assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, &v), 0);
+        assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, &v, NULL), 0);
     assert_int_equal(eddy_fluss_log_builder_finish(lb, &b, NULL), 0);
     wr_u64le((uint8_t *)b.data, (uint64_t)base); /* outside the CRC: still valid */
     seen[0] = seen[1] = -1;
@@ -403,6 +404,247 @@ static void test_log_base_offset_overflow(void **state)
         assert_true(seen[1] == INT64_MAX - 1);
         assert_true(next == INT64_MAX);
     }
+}
+
+/* -- timestamps at the edges of their representations ----------------------- */
+
+static eddy_fluss_column TS_COLS[] = {
+    {"ts0", EDDY_FLUSS_TIMESTAMP, 1, 0, 0},      {"ts3", EDDY_FLUSS_TIMESTAMP, 1, 3, 0},
+    {"ts6", EDDY_FLUSS_TIMESTAMP, 1, 6, 0},      {"ts9", EDDY_FLUSS_TIMESTAMP, 1, 9, 0},
+    {"ltz9", EDDY_FLUSS_TIMESTAMP_LTZ, 1, 9, 0},
+};
+static eddy_fluss_schema TS = {5, TS_COLS, 0, NULL, 0, NULL};
+
+typedef struct ts_rows {
+    eddy_fluss_value got[8][5];
+    int n, ncols;
+} ts_rows;
+
+static int keep_ts(int64_t off, int64_t ts, int change, const eddy_fluss_value *vals, void *ud)
+{
+    ts_rows *r = ud;
+    (void)off, (void)ts, (void)change;
+    memcpy(r->got[r->n++], vals, sizeof(*vals) * (size_t)(r->ncols ? r->ncols : 5));
+    return 0;
+}
+
+/* Epoch ms and nano-of-milli of ISO TEXT, through the JSON row parser. */
+static eddy_fluss_value ts_of(const char *text)
+{
+    eddy_fluss_value v[5];
+    eddy_fluss_arena a = {0};
+    eddy_err e;
+    json_t *row = json_pack("{s:s}", "ts9", text);
+    assert_int_equal(eddy_fluss_row_from_json(&TS, row, 0, v, &a, &e), 0);
+    json_decref(row);
+    eddy_fluss_arena_free(&a);
+    return v[3];
+}
+
+/* One row with the instant X in every column (nulls where NULLS has a 1). */
+static void ts_row(eddy_fluss_value *row, eddy_fluss_value x, const char *nulls)
+{
+    for (int i = 0; i < 5; i++) {
+        row[i] = x;
+        row[i].is_null = nulls[i] == '1';
+    }
+}
+
+/* Arrow counts seconds, milli-, micro- or nanoseconds in an int64 by
+ * precision: TIMESTAMP(9) ends in 1677 and 2262. Writing beyond is an error
+ * naming the column (it used to overflow: UBSan aborts), the edges
+ * themselves round-trip, and a failed row leaves the batch as it was.
+ * Compacted and indexed rows hold millis + nanos: year 1 and 9999 exactly. */
+static void test_timestamp_edges(void **state)
+{
+    static const int formats[] = {EDDY_FLUSS_LOG_ARROW, EDDY_FLUSS_LOG_INDEXED,
+                                  EDDY_FLUSS_LOG_COMPACTED};
+    eddy_fluss_value first = ts_of("0001-01-01T00:00:00.000000001");
+    eddy_fluss_value last = ts_of("9999-12-31T23:59:59.999999999");
+    eddy_fluss_value nano_max = ts_of("2262-04-11T23:47:16.854775807");
+    eddy_fluss_value nano_min = ts_of("1677-09-21T00:12:43.145224192");
+    eddy_fluss_value past = ts_of("2262-04-11T23:47:16.854775808");
+    eddy_fluss_value row[5];
+    eddy_err e;
+    (void)state;
+    assert_true(first.v.ts.ms == -62135596800000LL && first.v.ts.nanos == 1);
+    assert_true(nano_max.v.ts.ms == 9223372036854LL && nano_max.v.ts.nanos == 775807);
+    assert_true(nano_min.v.ts.ms == -9223372036855LL && nano_min.v.ts.nanos == 224192);
+    for (int f = 0; f < 3; f++) {
+        eddy_fluss_log_builder *lb;
+        eddy_buf b;
+        ts_rows got = {0};
+        int64_t next;
+        int arrow = formats[f] == EDDY_FLUSS_LOG_ARROW;
+        eddy_buf_init(&b);
+        assert_int_equal(eddy_fluss_log_builder_new(&TS, 1, formats[f], 0, 0, &lb, NULL), 0);
+        ts_row(row, nano_max, "00000");
+        assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, row, &e), 0);
+        ts_row(row, nano_min, "00000");
+        assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, row, &e), 0);
+        /* year 1 and 9999 fit everything but nanoseconds in Arrow */
+        ts_row(row, first, arrow ? "00011" : "00000");
+        assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, row, &e), 0);
+        ts_row(row, last, arrow ? "00011" : "00000");
+        assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, row, &e), 0);
+        if (arrow) {
+            ts_row(row, past, "00000");
+            assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, row, &e),
+                             EDDY_ERANGE);
+            assert_non_null(strstr(e.msg, "column 'ts9' (TIMESTAMP(9))"));
+            assert_non_null(strstr(e.msg, "1677 to 2262"));
+            ts_row(row, first, "00001");
+            assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, row, &e),
+                             EDDY_ERANGE);
+            assert_non_null(strstr(e.msg, "'ts9'"));
+            ts_row(row, last, "00010");
+            assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, row, &e),
+                             EDDY_ERANGE);
+            assert_non_null(strstr(e.msg, "'ltz9'"));
+        }
+        ts_row(row, first, "00000");
+        row[2].v.ts.nanos = 1000000; /* not a nano-of-millisecond */
+        row[3].is_null = row[4].is_null = 1;
+        assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, row, &e), EDDY_ERANGE);
+        assert_non_null(strstr(e.msg, "'ts6'"));
+        assert_int_equal(eddy_fluss_log_builder_rows(lb), 4);
+        assert_int_equal(eddy_fluss_log_builder_finish(lb, &b, NULL), 0);
+        assert_int_equal(eddy_fluss_log_decode(&TS, formats[f], (const uint8_t *)b.data, b.len, 0,
+                                               NULL, 0, keep_ts, &got, &next, &e),
+                         0);
+        assert_int_equal(got.n, 4);
+        const eddy_fluss_value *want[] = {&nano_max, &nano_min, &first, &last};
+        for (int r = 0; r < 4; r++) {
+            const eddy_fluss_value *g = got.got[r], *x = want[r];
+            /* Arrow TIMESTAMP(0) counts whole seconds (floored) */
+            int64_t sec_ms = x->v.ts.ms / 1000 * 1000 - (x->v.ts.ms % 1000 < 0 ? 1000 : 0);
+            assert_true(g[0].v.ts.ms == (arrow ? sec_ms : x->v.ts.ms) && g[0].v.ts.nanos == 0);
+            assert_true(g[1].v.ts.ms == x->v.ts.ms && g[1].v.ts.nanos == 0);
+            assert_true(g[2].v.ts.ms == x->v.ts.ms);
+            assert_int_equal(g[2].v.ts.nanos, arrow ? x->v.ts.nanos / 1000 * 1000 : x->v.ts.nanos);
+            if (arrow && r >= 2) {
+                assert_true(g[3].is_null && g[4].is_null);
+                continue;
+            }
+            assert_true(g[3].v.ts.ms == x->v.ts.ms && g[3].v.ts.nanos == x->v.ts.nanos);
+            assert_true(g[4].v.ts.ms == x->v.ts.ms && g[4].v.ts.nanos == x->v.ts.nanos);
+        }
+        eddy_fluss_log_builder_free(lb);
+        eddy_buf_free(&b);
+    }
+    /* rows from the wire with a nano-of-millisecond that is none */
+    eddy_buf b;
+    eddy_buf_init(&b);
+    ts_row(row, first, "00000");
+    row[4].v.ts.nanos = 1000000;
+    assert_int_equal(eddy_fluss_compacted_encode(&TS, row, &b), 0);
+    assert_int_equal(eddy_fluss_compacted_decode(&TS, (const uint8_t *)b.data, b.len, row, &e),
+                     EDDY_ECORRUPT);
+    assert_non_null(strstr(e.msg, "'ltz9'"));
+    eddy_buf_reset(&b);
+    ts_row(row, first, "00000");
+    row[3].v.ts.nanos = -1;
+    assert_int_equal(eddy_fluss_indexed_encode(&TS, row, &b), 0);
+    assert_int_equal(eddy_fluss_indexed_decode(&TS, (const uint8_t *)b.data, b.len, row, &e),
+                     EDDY_ECORRUPT);
+    assert_non_null(strstr(e.msg, "'ts9'"));
+    eddy_buf_free(&b);
+}
+
+/* Read side: Arrow counts at the int64 edges. Micro- and nanoseconds at
+ * INT64_MIN used to overflow while splitting into millis + nanos; seconds
+ * beyond the millisecond range are corrupt, naming the column. */
+static void test_timestamp_arrow_read_edges(void **state)
+{
+    static const int64_t counts[] = {INT64_MIN, INT64_MAX};
+    eddy_fluss_log_builder *lb;
+    eddy_fluss_value row[5];
+    eddy_buf b;
+    ts_rows got = {0};
+    int64_t next;
+    eddy_err e;
+    (void)state;
+    for (int k = 0; k < 2; k++) {
+        /* one column at a time: its 8-byte value is the last of the batch */
+        for (int c = 0; c < 5; c++) {
+            eddy_fluss_schema one = {1, &TS_COLS[c], 0, NULL, 0, NULL};
+            eddy_buf_init(&b);
+            memset(row, 0, sizeof(row));
+            assert_int_equal(
+                eddy_fluss_log_builder_new(&one, 1, EDDY_FLUSS_LOG_ARROW, 0, 0, &lb, NULL), 0);
+            assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, row, &e), 0);
+            assert_int_equal(eddy_fluss_log_builder_finish(lb, &b, NULL), 0);
+            wr_u64le((uint8_t *)b.data + b.len - 8, (uint64_t)counts[k]);
+            eddy__log_batch_set_writer((uint8_t *)b.data, b.len, -1, -1); /* new CRC */
+            got.n = 0;
+            got.ncols = 1;
+            int rc = eddy_fluss_log_decode(&one, EDDY_FLUSS_LOG_ARROW, (const uint8_t *)b.data,
+                                           b.len, 0, NULL, 0, keep_ts, &got, &next, &e);
+            if (c == 0) {
+                assert_int_equal(rc, EDDY_ECORRUPT);
+                assert_non_null(strstr(e.msg, "column 'ts0'"));
+            } else {
+                int64_t per = c == 1 ? 1 : c == 2 ? 1000 : 1000000, x = counts[k];
+                assert_int_equal(rc, 0);
+                assert_int_equal(got.n, 1);
+                const eddy_fluss_value *g = &got.got[0][0];
+                int32_t want_nanos = (int32_t)((x % per + per) % per * (1000000 / per));
+                assert_true(g->v.ts.ms == x / per - (x % per < 0));
+                assert_int_equal(g->v.ts.nanos, want_nanos);
+            }
+            eddy_fluss_log_builder_free(lb);
+            eddy_buf_free(&b);
+        }
+    }
+}
+
+/* Text: years 0000 to 9999, checked field by field (a year like 2147483647
+ * used to overflow the millisecond arithmetic); any epoch millisecond,
+ * INT64_MIN and INT64_MAX included, prints without overflow. */
+static void test_timestamp_text_edges(void **state)
+{
+    static const char *good[] = {"0001-01-01T00:00:00.000000001", "9999-12-31T23:59:59.999999999",
+                                 "2262-04-11T23:47:16.854775807", "1969-12-31T23:59:59.999999999",
+                                 "0000-01-01T00:00:00.000000000", "2024-02-29T12:00:00.000000000"};
+    static const char *bad[] = {"10000-01-01T00:00",
+                                "2147483647-01-01T00:00",
+                                "2023-02-29",
+                                "2024-13-01",
+                                "2024-01-01T24:00",
+                                "2024-01-01T1:2:3x",
+                                "2024-01-01T00:00+99:00"};
+    eddy_fluss_value v[5];
+    eddy_fluss_arena a = {0};
+    eddy_err e;
+    int64_t ms;
+    (void)state;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        json_t *row = json_pack("{s:s}", "ts9", good[i]);
+        assert_int_equal(eddy_fluss_row_from_json(&TS, row, 0, v, &a, &e), 0);
+        json_t *back = eddy_fluss_row_to_json(&TS, v, NULL, 0);
+        assert_string_equal(json_string_value(json_object_get(back, "ts9")), good[i]);
+        json_decref(back);
+        json_decref(row);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *row = json_pack("{s:s}", "ts9", bad[i]);
+        assert_int_equal(eddy_fluss_row_from_json(&TS, row, 0, v, &a, &e), EDDY_ESCHEMA);
+        assert_non_null(strstr(e.msg, "'ts9'"));
+        assert_int_equal(eddy_fluss_parse_time(bad[i], &ms), EDDY_EINVAL);
+        json_decref(row);
+    }
+    eddy_fluss_arena_free(&a);
+    memset(v, 0, sizeof(v));
+    v[0].v.ts.ms = v[1].v.ts.ms = v[3].v.ts.ms = INT64_MIN;
+    v[2].v.ts.ms = v[4].v.ts.ms = INT64_MAX;
+    v[3].v.ts.nanos = v[4].v.ts.nanos = 999999;
+    json_t *j = eddy_fluss_row_to_json(&TS, v, NULL, 0);
+    assert_non_null(j);
+    assert_non_null(
+        strstr(json_string_value(json_object_get(j, "ts3")), "-292275055-05-16T16:47:04.192"));
+    assert_non_null(strstr(json_string_value(json_object_get(j, "ltz9")),
+                           "292278994-08-17T07:12:55.807999999Z"));
+    json_decref(j);
 }
 
 static void test_kv_batch_vector(void **state)
@@ -1181,6 +1423,9 @@ int main(void)
         cmocka_unit_test(test_log_indexed),
         cmocka_unit_test(test_log_header_vector),
         cmocka_unit_test(test_log_base_offset_overflow),
+        cmocka_unit_test(test_timestamp_edges),
+        cmocka_unit_test(test_timestamp_arrow_read_edges),
+        cmocka_unit_test(test_timestamp_text_edges),
         cmocka_unit_test(test_kv_batch_vector),
         cmocka_unit_test(test_types_and_json),
         cmocka_unit_test(test_table_json),
