@@ -26,6 +26,9 @@
 
 enum { ARROW_LZ4_FRAME = 0, ARROW_ZSTD = 1 };
 
+/* Bytes a buffer may exceed what its rows need by (writers pad to 8 or 64). */
+#define ARROW_SLACK 64
+
 static int var_width(const eddy_fluss_column *c)
 {
     return c->type == EDDY_FLUSS_STRING || c->type == EDDY_FLUSS_BYTES;
@@ -479,21 +482,41 @@ static const uint8_t *fb_vec16(const fb *f, size_t t, int idx, size_t *count)
     return f->p + v + 4;
 }
 
-static int decompress(int codec, const uint8_t *src, size_t n, uint8_t **out, size_t *out_len)
+/* What reading a buffer can come to besides success. */
+enum { BUF_CORRUPT = -1, BUF_NOMEM = -2, BUF_TOO_LARGE = -3 };
+
+/* Decompress the buffer SRC[0..N): an int64 uncompressed length, then a
+ * ZSTD or LZ4 frame. The claimed length is checked before anything is
+ * allocated: against MAX (what the column's rows can use), against *BUDGET
+ * (what is left of the batch's EDDY__FLUSS_MAX_DECOMPRESSED), and against
+ * the content size a ZSTD frame header declares. *CLAIM gets the claimed
+ * length. Returns 1 when the bytes are stored raw after the prefix, 0 with
+ * *OUT (owned) decompressed, or BUF_*. */
+static int decompress(int codec, const uint8_t *src, size_t n, size_t max, size_t *budget,
+                      uint8_t **out, size_t *out_len, uint64_t *claim)
 {
     if (n < 8)
-        return -1;
+        return BUF_CORRUPT;
     int64_t raw = (int64_t)rd_u64le(src);
     *out = NULL;
+    *claim = (uint64_t)raw;
     if (raw == -1 || raw == 0) {
         *out_len = raw == 0 ? 0 : n - 8;
         return 1; /* stored raw after the prefix (or empty) */
     }
-    if (raw < 0 || raw > (int64_t)1 << 31)
-        return -1;
+    if (raw < 0)
+        return BUF_CORRUPT;
+    if ((uint64_t)raw > max || (uint64_t)raw > *budget)
+        return BUF_TOO_LARGE;
+    if (codec == ARROW_ZSTD) {
+        unsigned long long declared = ZSTD_getFrameContentSize(src + 8, n - 8);
+        if (declared == ZSTD_CONTENTSIZE_ERROR ||
+            (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != (unsigned long long)raw))
+            return BUF_CORRUPT;
+    }
     uint8_t *dst = eddy_malloc((size_t)raw + 1);
     if (!dst)
-        return -1;
+        return BUF_NOMEM;
     size_t got;
     if (codec == ARROW_ZSTD) {
         got = ZSTD_decompress(dst, (size_t)raw, src + 8, n - 8);
@@ -512,27 +535,32 @@ static int decompress(int codec, const uint8_t *src, size_t n, uint8_t **out, si
     }
     if (got != (size_t)raw) {
         eddy_free(dst);
-        return -1;
+        return BUF_CORRUPT;
     }
+    *budget -= got;
     *out = dst;
     *out_len = got;
     return 0;
 }
 
+/* One body buffer described at META (offset, length, both checked against
+ * the body) into *P / *LEN, decompressed when CODEC says so (MAX, BUDGET
+ * and CLAIM as for decompress). Returns 0 or BUF_*. */
 static int read_buffer(eddy__arrow_batch *b, const uint8_t *body, size_t body_len,
-                       const uint8_t *meta, int codec, const uint8_t **p, size_t *len)
+                       const uint8_t *meta, int codec, size_t max, size_t *budget,
+                       const uint8_t **p, size_t *len, uint64_t *claim)
 {
     uint64_t off = rd_u64le(meta), n = rd_u64le(meta + 8);
     if (off > body_len || n > body_len - off)
-        return -1;
+        return BUF_CORRUPT;
     *p = body + off;
     *len = (size_t)n;
     if (codec < 0 || n == 0)
         return 0;
     uint8_t *owned;
-    int rc = decompress(codec, body + off, (size_t)n, &owned, len);
+    int rc = decompress(codec, body + off, (size_t)n, max, budget, &owned, len, claim);
     if (rc < 0)
-        return -1;
+        return rc;
     if (rc == 1) {
         *p = body + off + 8;
         return 0;
@@ -540,7 +568,7 @@ static int read_buffer(eddy__arrow_batch *b, const uint8_t *body, size_t body_le
     uint8_t **grown = eddy_realloc(b->owned, sizeof(*grown) * (size_t)(b->nowned + 1));
     if (!grown) {
         eddy_free(owned);
-        return -1;
+        return BUF_NOMEM;
     }
     b->owned = grown;
     b->owned[b->nowned++] = owned;
@@ -634,21 +662,53 @@ int eddy__arrow_read(const eddy_fluss_column *const *cols, int ncols, const uint
     b->cols = eddy_calloc((size_t)ncols + 1, sizeof(*b->cols));
     if (!b->cols)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory reading an Arrow batch");
-    size_t bi = 0;
+    size_t bi = 0, budget = EDDY__FLUSS_MAX_DECOMPRESSED;
+    size_t rows = (size_t)b->rows, bits = (rows + 7) / 8;
     for (int i = 0; i < ncols; i++) {
         eddy__arrow_colview *v = &b->cols[i];
-        size_t need = var_width(cols[i]) ? 3 : 2;
+        size_t need = var_width(cols[i]) ? 3 : 2, max;
+        uint64_t claim = 0;
+        int rc;
         if (bi + need > nbufs || (int64_t)rd_u64le(nodes + 16 * i) != b->rows)
             goto corrupt;
         int64_t nulls = (int64_t)rd_u64le(nodes + 16 * i + 8);
-        if (read_buffer(b, body, body_len, bufs + 16 * bi++, codec, &v->validity, &v->validity_len))
-            goto corrupt;
-        if (nulls == 0)
+        /* The most bytes each buffer can use for ROWS (+ padding): a
+         * compressed buffer claiming more is refused before allocating. */
+        max = bits + ARROW_SLACK;
+        rc = read_buffer(b, body, body_len, bufs + 16 * bi++, codec, max, &budget, &v->validity,
+                         &v->validity_len, &claim);
+        if (!rc && nulls == 0)
             v->validity = NULL;
-        if (need == 3 &&
-            read_buffer(b, body, body_len, bufs + 16 * bi++, codec, &v->offsets, &v->offsets_len))
-            goto corrupt;
-        if (read_buffer(b, body, body_len, bufs + 16 * bi++, codec, &v->data, &v->data_len))
+        if (!rc && need == 3) {
+            max = 4 * (rows + 1) + ARROW_SLACK;
+            rc = read_buffer(b, body, body_len, bufs + 16 * bi++, codec, max, &budget, &v->offsets,
+                             &v->offsets_len, &claim);
+        }
+        if (!rc) {
+            if (cols[i]->type == EDDY_FLUSS_BOOLEAN)
+                max = bits + ARROW_SLACK;
+            else if (!var_width(cols[i]))
+                max = arrow_width(cols[i]) * rows + ARROW_SLACK;
+            else /* the last offset says how many bytes the values take */
+                max = (v->offsets_len >= 4 * (rows + 1) ? rd_u32le(v->offsets + 4 * rows) : 0) +
+                      (size_t)ARROW_SLACK;
+            rc = read_buffer(b, body, body_len, bufs + 16 * bi++, codec, max, &budget, &v->data,
+                             &v->data_len, &claim);
+        }
+        if (rc == BUF_TOO_LARGE) {
+            eddy__arrow_batch_free(b);
+            return eddy_err_set(err, EDDY_ECORRUPT,
+                                "Arrow record batch: a compressed buffer of column '%s' claims "
+                                "%llu bytes, more than %zu rows can use (%zu) or what is left "
+                                "of the %u MiB one batch may decompress to (%zu)",
+                                cols[i]->name, (unsigned long long)claim, rows, max,
+                                EDDY__FLUSS_MAX_DECOMPRESSED >> 20, budget);
+        }
+        if (rc == BUF_NOMEM) {
+            eddy__arrow_batch_free(b);
+            return eddy_err_set(err, EDDY_ENOMEM, "out of memory reading an Arrow batch");
+        }
+        if (rc)
             goto corrupt;
         int bad = check_column(cols[i], b->rows, v);
         if (bad == -2) {

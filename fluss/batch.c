@@ -366,12 +366,19 @@ int eddy_fluss_log_decode(const eddy_fluss_schema *schema, int format, const uin
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     while (!stop && n - at >= 12 + 1) {
         uint32_t len = rd_u32le(data + at + 8);
+        if (len > EDDY__FLUSS_MAX_FRAME) { /* could never arrive whole */
+            rc = eddy_err_set(err, EDDY_ECORRUPT,
+                              "log batch at byte %zu claims %u bytes, more than a response "
+                              "can hold",
+                              at, len);
+            break;
+        }
         if (len > n - at - 12)
             break; /* partial batch at the end of the fetch */
         batch_view bv;
         /* A projected fetch rewrites the Arrow body but keeps the stored
          * header, CRC included: only whole batches can be checked. */
-        if ((rc = parse_header(data + at, len + 12, projection == NULL, &bv, err)))
+        if ((rc = parse_header(data + at, (size_t)len + 12, projection == NULL, &bv, err)))
             break;
         if (format == EDDY_FLUSS_LOG_ARROW)
             rc = decode_arrow(&x, &bv, &stop, err);

@@ -15,6 +15,24 @@
 #include "eddy/fluss.h"
 #include "fluss_rpc.pb-c.h"
 
+/* Limits on sizes read from the wire, checked before anything is sized by
+ * them: a hostile length is a protocol error, never a huge allocation. */
+/* One response frame. The largest answer the client asks for is a fetch of
+ * 16 MiB (4 MiB per bucket; the server may exceed it by one batch). */
+#define EDDY__FLUSS_MAX_FRAME (128u << 20)
+/* What the compressed buffers of one Arrow batch may decompress to. */
+#define EDDY__FLUSS_MAX_DECOMPRESSED (256u << 20)
+/* Buckets of one table (per-bucket state is allocated by this count; the
+ * server's own limit, max.bucket.num, defaults to 128000 or less). */
+#define EDDY__FLUSS_MAX_BUCKETS (1 << 17)
+/* Servers (connections) one client learns of from metadata. */
+#define EDDY__FLUSS_MAX_NODES 4096
+/* What unpacking one protobuf payload of N bytes may allocate in all:
+ * 8 * N + 32 MiB, at most 256 MiB (real answers need 1-2 times N for
+ * records, up to ~28 times N only for very many tiny sub-messages). */
+#define EDDY__FLUSS_UNPACK_SLACK (32u << 20)
+#define EDDY__FLUSS_MAX_UNPACK (256u << 20)
+
 static inline uint16_t rd_u16le(const uint8_t *p)
 {
     return (uint16_t)(p[0] | p[1] << 8);
@@ -179,7 +197,15 @@ typedef void (*eddy__rpc_cb)(int status, const uint8_t *payload, size_t n, const
  * inside this call; calls it exactly once. */
 int eddy__rpc_send(eddy_fluss_client *c, int node, int api_key, int version,
                    const ProtobufCMessage *msg, eddy__rpc_cb cb, void *ud);
-/* Unpack PAYLOAD as DESC with the eddy allocator; NULL when it does not parse. */
+/* The response frame at the start of P[0..N): 1 with *LEN (bytes after the
+ * length word) when it has arrived whole, 0 when more bytes are needed, -1
+ * with WHY when its length is impossible (0, or over EDDY__FLUSS_MAX_FRAME). */
+int eddy__rpc_frame_next(const uint8_t *p, size_t n, size_t *len, char *why, size_t cap);
+/* Type (0 success, 1 error, 2 server failure) and request id (-1 for 2) of
+ * the frame P[0..N) after its length; -1 when malformed. */
+int eddy__rpc_frame_head(const uint8_t *p, size_t n, int *type, int32_t *id);
+/* Unpack PAYLOAD as DESC with the eddy allocator; NULL when it does not
+ * parse or would allocate more than its size allows (EDDY__FLUSS_MAX_UNPACK). */
 void *eddy__rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t n);
 void eddy__rpc_free_unpacked(void *msg);
 /* Record host:port of tablet server NODE (from metadata). */

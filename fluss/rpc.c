@@ -105,11 +105,22 @@ struct eddy_fluss_client {
     void *lookups;               /* fluss/lookup.c state */
 };
 
-static ProtobufCAllocator pb_alloc;
+/* Unpacking allocates more than the payload (a 2-byte empty sub-message
+ * becomes a struct of some 50 bytes and a pointer): what one unpack may
+ * allocate in all is bounded by its payload size, so that a hostile answer
+ * cannot turn a frame into gigabytes. */
+typedef struct pb_budget {
+    size_t left;
+} pb_budget;
 
 static void *pb_malloc(void *ud, size_t n)
 {
-    (void)ud;
+    pb_budget *b = ud;
+    if (b) {
+        if (n > b->left)
+            return NULL; /* protobuf-c fails the unpack cleanly */
+        b->left -= n;
+    }
     return eddy_malloc(n);
 }
 
@@ -119,17 +130,22 @@ static void pb_free(void *ud, void *p)
     eddy_free(p);
 }
 
+static ProtobufCAllocator pb_release = {pb_malloc, pb_free, NULL};
+
 void *eddy__rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t n)
 {
-    pb_alloc.alloc = pb_malloc;
-    pb_alloc.free = pb_free;
-    return protobuf_c_message_unpack(desc, &pb_alloc, n, p);
+    pb_budget b = {EDDY__FLUSS_UNPACK_SLACK};
+    b.left += n < (EDDY__FLUSS_MAX_UNPACK - EDDY__FLUSS_UNPACK_SLACK) / 8
+                  ? 8 * n
+                  : EDDY__FLUSS_MAX_UNPACK - EDDY__FLUSS_UNPACK_SLACK;
+    ProtobufCAllocator a = {pb_malloc, pb_free, &b};
+    return protobuf_c_message_unpack(desc, &a, n, p);
 }
 
 void eddy__rpc_free_unpacked(void *msg)
 {
     if (msg)
-        protobuf_c_message_free_unpacked(msg, &pb_alloc);
+        protobuf_c_message_free_unpacked(msg, &pb_release);
 }
 
 /* -- request lists ---------------------------------------------------------- */
@@ -585,22 +601,53 @@ static void error_response(const uint8_t *p, size_t n, eddy_err *e, const char *
     eddy__rpc_free_unpacked(er);
 }
 
+int eddy__rpc_frame_next(const uint8_t *p, size_t n, size_t *len, char *why, size_t cap)
+{
+    if (n < 4)
+        return 0;
+    uint32_t claim = rd_u32be(p);
+    /* checked before anything is buffered for it: the bytes of a frame are
+     * kept only as they arrive, and never past the limit */
+    if (claim < 1 || claim > EDDY__FLUSS_MAX_FRAME) {
+        snprintf(why, cap, "response frame of %u bytes (the limit is %u)", claim,
+                 EDDY__FLUSS_MAX_FRAME);
+        return -1;
+    }
+    if (n - 4 < claim)
+        return 0;
+    *len = claim;
+    return 1;
+}
+
+int eddy__rpc_frame_head(const uint8_t *p, size_t n, int *type, int32_t *id)
+{
+    if (n < 1 || p[0] > 2)
+        return -1;
+    *type = p[0];
+    *id = -1;
+    if (p[0] == 2) /* SERVER_FAILURE: no request id */
+        return 0;
+    if (n < 5)
+        return -1;
+    *id = (int32_t)rd_u32be(p + 1);
+    return 0;
+}
+
 /* Handle one complete response frame P[0..N) (after the length). Returns -1
  * when the frame is malformed and the connection must go. */
 static int handle_frame(conn *c, const uint8_t *p, size_t n)
 {
     eddy_err e;
     char api[32];
-    if (n < 1)
+    int type;
+    int32_t id;
+    if (eddy__rpc_frame_head(p, n, &type, &id))
         return -1;
-    if (p[0] == 2) { /* SERVER_FAILURE: no request id, connection-level */
+    if (type == 2) { /* SERVER_FAILURE: connection-level */
         error_response(p + 1, n - 1, &e, "server failure");
         EDDY_WARN("fluss", "%s:%d: %s", c->host, c->port, e.msg);
         return -1;
     }
-    if (n < 5 || p[0] > 1)
-        return -1;
-    int32_t id = (int32_t)rd_u32be(p + 1);
     EDDY_LOG(EDDY_LOG_TRACE, "fluss", "answer type %d id %d (%zu bytes) from %s:%d", p[0], id, n,
              c->host, c->port);
     rpc_req *r = find_inflight(c, id);
@@ -634,13 +681,16 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     size_t at = 0;
     /* Callbacks run from handle_frame may end this connection or close the
      * client: stop as soon as it is no longer live. */
-    while (c->in.len - at >= 4 && conn_live(c)) {
-        uint32_t len = rd_u32be((uint8_t *)c->in.data + at);
-        if (len > (1u << 30)) {
-            conn_reset(c, "frame too large", 1);
+    while (conn_live(c)) {
+        char why[96];
+        size_t len;
+        int k = eddy__rpc_frame_next((uint8_t *)c->in.data + at, c->in.len - at, &len, why,
+                                     sizeof(why));
+        if (k < 0) {
+            conn_reset(c, why, 1);
             return;
         }
-        if (c->in.len - at - 4 < len)
+        if (k == 0)
             break; /* the rest of the frame has not arrived yet */
         if (handle_frame(c, (uint8_t *)c->in.data + at + 4, len)) {
             conn_reset(c, "malformed response frame", 1);
@@ -675,6 +725,8 @@ static conn *find_conn(eddy_fluss_client *cl, int node)
 
 static conn *add_conn(eddy_fluss_client *cl, int node, const char *host, int port)
 {
+    if (cl->nconns >= EDDY__FLUSS_MAX_NODES)
+        return NULL;
     conn **grown = eddy_realloc(cl->conns, sizeof(*grown) * (size_t)(cl->nconns + 1));
     conn *c = eddy_calloc(1, sizeof(*c));
     if (grown)
@@ -713,6 +765,8 @@ int eddy__rpc_set_node(eddy_fluss_client *cl, int node, const char *host, int po
         c->port = port;
         return 0;
     }
+    if (cl->nconns >= EDDY__FLUSS_MAX_NODES) /* hostile metadata: no more connections */
+        return EDDY_ERANGE;
     return add_conn(cl, node, host, port) ? 0 : EDDY_ENOMEM;
 }
 

@@ -405,8 +405,10 @@ int eddy_fluss_prefix_lookup(eddy_fluss_client *c, const eddy_fluss_table *t,
 /* Decode the SUCCESS payload of a response to API_KEY (1012 metadata,
  * 1015 fetch, 1017 lookup, 1021 list offsets, 1014 produce, 1016 put kv)
  * exactly as the client does, records and rows included (with SCHEMA and
- * FORMAT for fetch and lookup), without a connection. For fuzzing and
- * diagnostics; returns 0 or the first decoding error. */
+ * FORMAT for fetch and lookup), without a connection; API_KEY 0 reads P as
+ * a stream of response frames (lengths, types, error responses) the way a
+ * connection splits it. For fuzzing and diagnostics; returns 0 or the first
+ * decoding error. */
 int eddy_fluss_response_check(int api_key, const uint8_t *p, size_t n,
                               const eddy_fluss_schema *schema, int format, eddy_err *err);
 

@@ -1408,6 +1408,252 @@ static void test_close_inside_deferred_callback(void **state)
     assert_int_equal(k.o.calls, 1);
 }
 
+/* -- lengths from the wire --------------------------------------------------- */
+
+/* A response frame claiming 512 MiB (over the limit, under the old 1 GiB
+ * one): the connection ends at once with a protocol error naming the size,
+ * instead of buffering toward it until the request times out. */
+static void test_hostile_frame_length(void **state)
+{
+    static const uint8_t huge[] = {0x20, 0, 0, 0, 0, 0, 0, 0, 1};
+    uv_loop_t loop;
+    fake_srv srv;
+    outcome o = {0};
+    (void)state;
+    uv_loop_init(&loop);
+    fake_start(&srv, &loop);
+    srv.raw_api = API_LIST_DATABASES;
+    srv.raw = huge;
+    srv.raw_len = sizeof(huge);
+    eddy_fluss_client *c = client_to(&loop, srv.port, 5000);
+    assert_int_equal(eddy_fluss_list_databases(c, names_done, &o), 0);
+    assert_true(run_until(&loop, &o.calls, 2000));
+    assert_int_equal(o.status, EDDY_ENET);
+    assert_non_null(strstr(o.msg, "response frame of 536870912 bytes (the limit is 134217728)"));
+    finish(&loop, c, &srv);
+    assert_int_equal(o.calls, 1);
+}
+
+/* The frame splitter the fuzzer reaches through eddy_fluss_response_check(0). */
+static void test_frame_stream_check(void **state)
+{
+    eddy_err e;
+    (void)state;
+    /* a success frame, an error frame (ErrorResponse{1: 7}), then a partial one */
+    static const uint8_t ok[] = {0, 0, 0, 5, 0, 0, 0, 0, 1, 0, 0, 0, 7,
+                                 1, 0, 0, 0, 2, 8, 7, 0, 0, 0, 9, 0};
+    assert_int_equal(eddy_fluss_response_check(0, ok, sizeof(ok), NULL, 0, &e), 0);
+    static const uint8_t zero[] = {0, 0, 0, 0, 0};
+    assert_int_equal(eddy_fluss_response_check(0, zero, sizeof(zero), NULL, 0, &e), EDDY_ECORRUPT);
+    static const uint8_t big[] = {0x7f, 0xff, 0xff, 0xff, 0};
+    assert_int_equal(eddy_fluss_response_check(0, big, sizeof(big), NULL, 0, &e), EDDY_ECORRUPT);
+    assert_non_null(strstr(e.msg, "2147483647 bytes"));
+    static const uint8_t type3[] = {0, 0, 0, 5, 3, 0, 0, 0, 1};
+    assert_int_equal(eddy_fluss_response_check(0, type3, sizeof(type3), NULL, 0, &e),
+                     EDDY_ECORRUPT);
+    /* FetchLogResponse whose records field claims 2 GiB: protobuf-c refuses */
+    static const uint8_t fetch[] = {0x0a, 0x0c, 0x08, 0x07, 0x12, 0x08, 0x10,
+                                    0x00, 0x42, 0x80, 0x80, 0x80, 0x80, 0x08};
+    assert_int_equal(eddy_fluss_response_check(1015, fetch, sizeof(fetch), &ALL, 0, &e),
+                     EDDY_ECORRUPT);
+}
+
+/* A lookup answer of 2 million empty values: 4 MiB on the wire, over 100
+ * MiB once unpacked (each a struct and a pointer). Unpacking stops at its
+ * budget (it used to allocate all of it); a modest answer still unpacks. */
+static void test_hostile_protobuf_amplification(void **state)
+{
+    size_t n = 2u << 20, at = 0;
+    uint8_t *p = malloc(16 + 2 * n);
+    eddy_err e;
+    (void)state;
+    /* LookupResponse{1: PbLookupRespForBucket{2: bucket 0, 5: PbValue{} x n}} */
+    size_t inner = 2 + 2 * n;
+    p[at++] = 0x0a;
+    at += eddy_fluss_varint_put(p + at, inner);
+    p[at++] = 0x10;
+    p[at++] = 0x00;
+    for (size_t i = 0; i < n; i++) {
+        p[at++] = 0x2a;
+        p[at++] = 0x00;
+    }
+    assert_int_equal(eddy_fluss_response_check(1017, p, at, &ALL, 0, &e), EDDY_ECORRUPT);
+    assert_non_null(strstr(e.msg, "unreadable lookup response"));
+    /* 100 thousand: fine */
+    at = 0;
+    n = 100000;
+    inner = 2 + 2 * n;
+    p[at++] = 0x0a;
+    at += eddy_fluss_varint_put(p + at, inner);
+    p[at++] = 0x10;
+    p[at++] = 0x00;
+    for (size_t i = 0; i < n; i++) {
+        p[at++] = 0x2a;
+        p[at++] = 0x00;
+    }
+    assert_int_equal(eddy_fluss_response_check(1017, p, at, &ALL, 0, &e), 0);
+    free(p);
+}
+
+/* A batch length beyond any response is corrupt; one beyond what this fetch
+ * brought is a partial batch at its end (fetched again), not an error. */
+static void test_hostile_batch_length(void **state)
+{
+    eddy_fluss_column cols[] = {{"id", EDDY_FLUSS_INT, 0, 0, 0}};
+    eddy_fluss_schema sc = {1, cols, 0, NULL, 0, NULL};
+    eddy_fluss_log_builder *lb;
+    eddy_fluss_value v = {0};
+    int64_t rows[2] = {0}, next;
+    eddy_buf b;
+    eddy_err e;
+    (void)state;
+    eddy_buf_init(&b);
+    assert_int_equal(eddy_fluss_log_builder_new(&sc, 1, EDDY_FLUSS_LOG_INDEXED, 0, 0, &lb, NULL),
+                     0);
+    assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, &v, NULL), 0);
+    assert_int_equal(eddy_fluss_log_builder_finish(lb, &b, NULL), 0);
+    eddy_fluss_log_builder_free(lb);
+    wr_u32le((uint8_t *)b.data + 8, 0x7fffffff);
+    assert_int_equal(eddy_fluss_log_decode(&sc, EDDY_FLUSS_LOG_INDEXED, (const uint8_t *)b.data,
+                                           b.len, 3, NULL, 0, count_rows, rows, &next, &e),
+                     EDDY_ECORRUPT);
+    assert_non_null(strstr(e.msg, "claims 2147483647 bytes"));
+    wr_u32le((uint8_t *)b.data + 8, (uint32_t)(b.len - 12 + 1));
+    assert_int_equal(eddy_fluss_log_decode(&sc, EDDY_FLUSS_LOG_INDEXED, (const uint8_t *)b.data,
+                                           b.len, 3, NULL, 0, count_rows, rows, &next, &e),
+                     0);
+    assert_int_equal(rows[0], 0);
+    assert_int_equal(next, 3);
+    eddy_buf_free(&b);
+}
+
+/* Offset of the 8-byte uncompressed-length prefix WANT of a ZSTD buffer. */
+static size_t zstd_prefix(const eddy_buf *b, uint64_t want)
+{
+    size_t found = 0;
+    for (size_t at = 56; at + 12 <= b->len; at++)
+        if (rd_u64le((const uint8_t *)b->data + at) == want &&
+            rd_u32le((const uint8_t *)b->data + at + 8) == 0xFD2FB528u) {
+            assert_int_equal(found, 0);
+            found = at;
+        }
+    assert_true(found > 0);
+    return found;
+}
+
+/* Compressed Arrow buffers claiming more bytes than their rows can use, or
+ * than one batch may decompress to: corrupt, refused before allocating (a
+ * 2 GiB claim used to be a 2 GiB malloc). */
+static void test_hostile_arrow_lengths(void **state)
+{
+    eddy_fluss_column cols[] = {{"n", EDDY_FLUSS_INT, 1, 0, 0}, {"s", EDDY_FLUSS_STRING, 1, 0, 0}};
+    eddy_fluss_schema sc = {2, cols, 0, NULL, 0, NULL};
+    eddy_fluss_value v[2] = {{0}};
+    eddy_fluss_log_builder *lb;
+    eddy_buf good, b;
+    int64_t next, rows[2] = {0};
+    eddy_err e;
+    (void)state;
+    eddy_buf_init(&good);
+    eddy_buf_init(&b);
+    v[0].v.i = 7;
+    v[1].v.s.p = "aaa";
+    v[1].v.s.n = 3;
+    assert_int_equal(eddy_fluss_log_builder_new(&sc, 1, EDDY_FLUSS_LOG_ARROW, EDDY_FLUSS_CODEC_ZSTD,
+                                                3, &lb, NULL),
+                     0);
+    for (int r = 0; r < 1000; r++)
+        assert_int_equal(eddy_fluss_log_builder_add(lb, EDDY_FLUSS_APPEND, v, NULL), 0);
+    assert_int_equal(eddy_fluss_log_builder_finish(lb, &good, NULL), 0);
+    eddy_fluss_log_builder_free(lb);
+    assert_int_equal(eddy_fluss_log_decode(&sc, EDDY_FLUSS_LOG_ARROW, (const uint8_t *)good.data,
+                                           good.len, 0, NULL, 0, count_rows, rows, &next, &e),
+                     0);
+    assert_int_equal(rows[0], 1000);
+    size_t ints = zstd_prefix(&good, 4000), text = zstd_prefix(&good, 3000);
+    struct {
+        size_t at;
+        uint64_t claim;
+        uint64_t rows; /* 0: unchanged */
+        const char *msg;
+    } cases[] = {
+        {0, (uint64_t)1 << 31, 0, "claims 2147483648 bytes, more than 1000 rows can use (4064)"},
+        {0, 4065, 0, "claims 4065 bytes"},
+        {1, 3065, 0, "claims 3065 bytes, more than 1000 rows can use (3064)"},
+        {0, 400000000, 100000000, "of the 256 MiB one batch may decompress to"},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        eddy_buf_reset(&b);
+        eddy_buf_append(&b, good.data, good.len);
+        uint8_t *p = (uint8_t *)b.data;
+        wr_u64le(p + (cases[k].at ? text : ints), cases[k].claim);
+        if (cases[k].rows) { /* RecordBatch.length and both field nodes */
+            wr_u64le(p + 56 + 72, cases[k].rows);
+            wr_u64le(p + 56 + 104, cases[k].rows);
+            wr_u64le(p + 56 + 120, cases[k].rows);
+        }
+        eddy__log_batch_set_writer(p, b.len, -1, -1); /* a valid CRC again */
+        rows[0] = 0;
+        assert_int_equal(eddy_fluss_log_decode(&sc, EDDY_FLUSS_LOG_ARROW, p, b.len, 0, NULL, 0,
+                                               count_rows, rows, &next, &e),
+                         EDDY_ECORRUPT);
+        assert_non_null(strstr(e.msg, cases[k].msg));
+        assert_non_null(strstr(e.msg, cases[k].at ? "column 's'" : "column 'n'"));
+        assert_int_equal(rows[0], 0);
+    }
+    eddy_buf_free(&good);
+    eddy_buf_free(&b);
+}
+
+/* Sizes in the table JSON from the server: a bucket count that per-bucket
+ * arrays would be allocated by, and precisions and scales that index
+ * fixed buffers when values are printed. */
+static void test_hostile_table_json(void **state)
+{
+    static const char *cases[][2] = {
+        {"{\"type\":\"INTEGER\"}", "\"bucket_count\":2147483647"},
+        {"{\"type\":\"INTEGER\"}", "\"bucket_count\":131073"},
+        {"{\"type\":\"TIMESTAMP_WITHOUT_TIME_ZONE\",\"precision\":100}", "\"bucket_count\":1"},
+        {"{\"type\":\"TIMESTAMP_WITH_LOCAL_TIME_ZONE\",\"precision\":-1}", "\"bucket_count\":1"},
+        {"{\"type\":\"DECIMAL\",\"precision\":100,\"scale\":200}", "\"bucket_count\":1"},
+        {"{\"type\":\"DECIMAL\",\"precision\":10,\"scale\":11}", "\"bucket_count\":1"},
+        {"{\"type\":\"INTEGER\"}", "\"bucket_count\":131072"},
+    };
+    char js[512];
+    eddy_fluss_table *t;
+    eddy_err e;
+    (void)state;
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        snprintf(js, sizeof(js),
+                 "{\"schema\":{\"columns\":[{\"name\":\"x\",\"data_type\":%s}]},"
+                 "\"partition_key\":[],%s}",
+                 cases[k][0], cases[k][1]);
+        int rc = eddy_fluss_table_parse("db", "t", js, strlen(js), &t, &e);
+        if (k == sizeof(cases) / sizeof(cases[0]) - 1) {
+            assert_int_equal(rc, 0);
+            assert_int_equal(t->nbuckets, 131072);
+            eddy_fluss_table_free(t);
+            continue;
+        }
+        assert_true(rc == EDDY_ECORRUPT || rc == EDDY_ESCHEMA);
+        assert_non_null(strstr(e.msg, k < 2 ? "buckets (the limit is 131072)" : "column 'x'"));
+    }
+}
+
+/* Metadata naming ever more servers: connections stop at a limit. */
+static void test_node_limit(void **state)
+{
+    uv_loop_t loop;
+    (void)state;
+    uv_loop_init(&loop);
+    eddy_fluss_client *c = client_to(&loop, 9, 1000); /* the bootstrap is node 1 of 4096 */
+    for (int i = 0; i < 4095; i++)
+        assert_int_equal(eddy__rpc_set_node(c, i, "127.0.0.1", 1000 + i % 60000), 0);
+    assert_int_equal(eddy__rpc_set_node(c, 5000, "127.0.0.1", 1000), EDDY_ERANGE);
+    assert_int_equal(eddy__rpc_set_node(c, 10, "127.0.0.2", 1000), 0); /* known: moves */
+    finish(&loop, c, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1435,6 +1681,13 @@ int main(void)
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_close_cancels_everything),
         cmocka_unit_test(test_close_inside_deferred_callback),
+        cmocka_unit_test(test_hostile_frame_length),
+        cmocka_unit_test(test_frame_stream_check),
+        cmocka_unit_test(test_hostile_batch_length),
+        cmocka_unit_test(test_hostile_protobuf_amplification),
+        cmocka_unit_test(test_hostile_arrow_lengths),
+        cmocka_unit_test(test_hostile_table_json),
+        cmocka_unit_test(test_node_limit),
     };
     eddy_alloc_install();
     if (getenv("EDDY_TEST_FILTER")) /* e.g. EDDY_TEST_FILTER='test_close*' */
