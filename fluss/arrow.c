@@ -9,6 +9,11 @@
  * corrupt or truncated bytes give EDDY_ECORRUPT, never a read out of bounds.
  * Buffers are 8-aligned in the body; with BodyCompression each buffer is an
  * int64 uncompressed length (-1 = stored raw) followed by a ZSTD or LZ4 frame.
+ * Timestamps are int64 counts of the unit their precision implies (second,
+ * milli, micro, nano); eddy holds epoch milliseconds + nano-of-millisecond.
+ * Every conversion checks its range: an instant the unit cannot count (Arrow
+ * TIMESTAMP(7..9) ends in 2262) is an error naming the column on write, and
+ * a count of seconds beyond the millisecond range is corrupt on read.
  */
 #include "eddy/fluss.h"
 
@@ -20,6 +25,9 @@
 #include "fluss_int.h"
 
 enum { ARROW_LZ4_FRAME = 0, ARROW_ZSTD = 1 };
+
+/* Bytes a buffer may exceed what its rows need by (writers pad to 8 or 64). */
+#define ARROW_SLACK 64
 
 static int var_width(const eddy_fluss_column *c)
 {
@@ -50,38 +58,81 @@ static size_t arrow_width(const eddy_fluss_column *c)
     }
 }
 
-static int64_t floor_div(int64_t a, int64_t b)
+/* Floor quotient and the remainder in [0, B) of A / B (B > 0), without
+ * overflow for any A (A - remainder may not fit: INT64_MIN / 1000). */
+static int64_t floor_divmod(int64_t a, int64_t b, int64_t *rem)
 {
-    int64_t q = a / b;
-    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+    int64_t q = a / b, r = a % b;
+    if (r < 0) {
+        q--;
+        r += b;
+    }
+    *rem = r;
+    return q;
 }
 
-/* Timestamp value in the Arrow unit its precision implies. */
-static int64_t ts_to_unit(const eddy_fluss_column *c, const eddy_fluss_value *v)
+/* Arrow units per millisecond for a timestamp of precision P (0: seconds). */
+static int64_t per_ms(int p)
 {
-    if (c->precision == 0)
-        return floor_div(v->v.ts.ms, 1000);
-    if (c->precision <= 3)
-        return v->v.ts.ms;
-    if (c->precision <= 6)
-        return v->v.ts.ms * 1000 + v->v.ts.nanos / 1000;
-    return v->v.ts.ms * 1000000 + v->v.ts.nanos;
+    return p <= 3 ? 1 : p <= 6 ? 1000 : 1000000;
 }
 
+/* V of timestamp column C in the Arrow unit its precision implies, into
+ * *OUT. Returns 0, or EDDY_ERANGE with ERR naming the column. */
+static int ts_to_unit(const eddy_fluss_column *c, const eddy_fluss_value *v, int64_t *out,
+                      eddy_err *err)
+{
+    int64_t rem, x;
+    int rc = eddy__fluss_ts_check(c, v, err);
+    if (rc)
+        return rc;
+    if (c->precision == 0) {
+        *out = floor_divmod(v->v.ts.ms, 1000, &rem);
+        return 0;
+    }
+    int64_t k = per_ms(c->precision), ms = v->v.ts.ms, sub = 0;
+    if (k > 1) {
+        sub = v->v.ts.nanos / (1000000 / k); /* 0 <= sub < k */
+        if (ms < 0) { /* the same sum; ms * k alone may fall below INT64_MIN */
+            ms++;
+            sub -= k;
+        }
+    }
+    if (__builtin_mul_overflow(ms, k, &x) || __builtin_add_overflow(x, sub, out))
+        return eddy_err_set(err, EDDY_ERANGE,
+                            "column '%s' (TIMESTAMP(%d)): %lld ms since 1970 is outside what "
+                            "an Arrow timestamp in %s holds (years %s)",
+                            c->name, c->precision, (long long)v->v.ts.ms,
+                            k == 1000 ? "microseconds" : "nanoseconds",
+                            k == 1000 ? "-290308 to 294247" : "1677 to 2262");
+    return 0;
+}
+
+/* Arrow count X of timestamp column C to milliseconds + nano-of-milli.
+ * Seconds (precision 0) must be checked first (check_column). */
 static void ts_from_unit(const eddy_fluss_column *c, int64_t x, eddy_fluss_value *v)
 {
+    int64_t rem;
     v->v.ts.nanos = 0;
     if (c->precision == 0) {
         v->v.ts.ms = x * 1000;
     } else if (c->precision <= 3) {
         v->v.ts.ms = x;
-    } else if (c->precision <= 6) {
-        v->v.ts.ms = floor_div(x, 1000);
-        v->v.ts.nanos = (int32_t)(x - v->v.ts.ms * 1000) * 1000;
     } else {
-        v->v.ts.ms = floor_div(x, 1000000);
-        v->v.ts.nanos = (int32_t)(x - v->v.ts.ms * 1000000);
+        int64_t k = per_ms(c->precision);
+        v->v.ts.ms = floor_divmod(x, k, &rem);
+        v->v.ts.nanos = (int32_t)(rem * (1000000 / k));
     }
+}
+
+int eddy__fluss_ts_check(const eddy_fluss_column *c, const eddy_fluss_value *v, eddy_err *err)
+{
+    if (c->precision > 3 && (v->v.ts.nanos < 0 || v->v.ts.nanos > 999999))
+        return eddy_err_set(err, EDDY_ERANGE,
+                            "column '%s' (TIMESTAMP(%d)): nano-of-millisecond %d is not in "
+                            "0..999999",
+                            c->name, c->precision, (int)v->v.ts.nanos);
+    return 0;
 }
 
 /* -- writer ----------------------------------------------------------------- */
@@ -114,16 +165,66 @@ void eddy__arrow_writer_close(eddy__arrow_writer *w)
     w->cols = NULL;
 }
 
+/* Set bit I of B to ON (cleared explicitly: a row may be written again
+ * after a failed add). */
 static int set_bit(eddy_buf *b, size_t i, int on)
 {
     if (i % 8 == 0 && eddy_buf_putc(b, 0))
         return EDDY_ENOMEM;
     if (on)
         b->data[i / 8] |= (char)(1 << (i % 8));
+    else
+        b->data[i / 8] &= (char)~(1 << (i % 8));
     return 0;
 }
 
-int eddy__arrow_writer_add(eddy__arrow_writer *w, const eddy_fluss_value *vals)
+static int append_row(eddy__arrow_writer *w, const eddy_fluss_value *vals, const int64_t *units);
+
+int eddy__arrow_writer_add(eddy__arrow_writer *w, const eddy_fluss_value *vals, eddy_err *err)
+{
+    const eddy_fluss_schema *s = w->schema;
+    int64_t *units = eddy_calloc((size_t)s->ncols + 1, sizeof(*units));
+    int rc = 0;
+    if (!units)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    /* Convert first: a row that cannot be written changes nothing. */
+    for (int i = 0; i < s->ncols && !rc; i++)
+        if ((s->cols[i].type == EDDY_FLUSS_TIMESTAMP ||
+             s->cols[i].type == EDDY_FLUSS_TIMESTAMP_LTZ) &&
+            !vals[i].is_null)
+            rc = ts_to_unit(&s->cols[i], &vals[i], &units[i], err);
+    if (!rc) {
+        size_t *lens = eddy_calloc(3 * (size_t)s->ncols + 1, sizeof(*lens));
+        size_t *nulls = eddy_calloc((size_t)s->ncols + 1, sizeof(*nulls));
+        size_t bytes = w->bytes;
+        for (int i = 0; lens && nulls && i < s->ncols; i++) {
+            lens[3 * i] = w->cols[i].validity.len;
+            lens[3 * i + 1] = w->cols[i].data.len;
+            lens[3 * i + 2] = w->cols[i].offsets.len;
+            nulls[i] = w->cols[i].nulls;
+        }
+        rc = lens && nulls ? append_row(w, vals, units) : EDDY_ENOMEM;
+        if (rc && lens && nulls) { /* out of memory halfway: undo the row */
+            for (int i = 0; i < s->ncols; i++) {
+                w->cols[i].validity.len = lens[3 * i];
+                w->cols[i].data.len = lens[3 * i + 1];
+                w->cols[i].offsets.len = lens[3 * i + 2];
+                w->cols[i].validity.oom = w->cols[i].data.oom = w->cols[i].offsets.oom = 0;
+                w->cols[i].nulls = nulls[i];
+            }
+            w->bytes = bytes;
+        }
+        if (rc)
+            eddy_err_set(err, rc, "out of memory");
+        eddy_free(lens);
+        eddy_free(nulls);
+    }
+    eddy_free(units);
+    return rc;
+}
+
+/* Append row VALS (timestamps already converted into UNITS) to W's columns. */
+static int append_row(eddy__arrow_writer *w, const eddy_fluss_value *vals, const int64_t *units)
 {
     const eddy_fluss_schema *s = w->schema;
     size_t r = w->rows;
@@ -162,7 +263,7 @@ int eddy__arrow_writer_add(eddy__arrow_writer *w, const eddy_fluss_value *vals)
                 break;
             case EDDY_FLUSS_TIMESTAMP:
             case EDDY_FLUSS_TIMESTAMP_LTZ:
-                wr_u64le(tmp, (uint64_t)ts_to_unit(c, v));
+                wr_u64le(tmp, (uint64_t)units[i]);
                 break;
             case EDDY_FLUSS_DECIMAL: {
                 unsigned __int128 u = (unsigned __int128)v->v.dec;
@@ -381,21 +482,41 @@ static const uint8_t *fb_vec16(const fb *f, size_t t, int idx, size_t *count)
     return f->p + v + 4;
 }
 
-static int decompress(int codec, const uint8_t *src, size_t n, uint8_t **out, size_t *out_len)
+/* What reading a buffer can come to besides success. */
+enum { BUF_CORRUPT = -1, BUF_NOMEM = -2, BUF_TOO_LARGE = -3 };
+
+/* Decompress the buffer SRC[0..N): an int64 uncompressed length, then a
+ * ZSTD or LZ4 frame. The claimed length is checked before anything is
+ * allocated: against MAX (what the column's rows can use), against *BUDGET
+ * (what is left of the batch's EDDY__FLUSS_MAX_DECOMPRESSED), and against
+ * the content size a ZSTD frame header declares. *CLAIM gets the claimed
+ * length. Returns 1 when the bytes are stored raw after the prefix, 0 with
+ * *OUT (owned) decompressed, or BUF_*. */
+static int decompress(int codec, const uint8_t *src, size_t n, size_t max, size_t *budget,
+                      uint8_t **out, size_t *out_len, uint64_t *claim)
 {
     if (n < 8)
-        return -1;
+        return BUF_CORRUPT;
     int64_t raw = (int64_t)rd_u64le(src);
     *out = NULL;
+    *claim = (uint64_t)raw;
     if (raw == -1 || raw == 0) {
         *out_len = raw == 0 ? 0 : n - 8;
         return 1; /* stored raw after the prefix (or empty) */
     }
-    if (raw < 0 || raw > (int64_t)1 << 31)
-        return -1;
+    if (raw < 0)
+        return BUF_CORRUPT;
+    if ((uint64_t)raw > max || (uint64_t)raw > *budget)
+        return BUF_TOO_LARGE;
+    if (codec == ARROW_ZSTD) {
+        unsigned long long declared = ZSTD_getFrameContentSize(src + 8, n - 8);
+        if (declared == ZSTD_CONTENTSIZE_ERROR ||
+            (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != (unsigned long long)raw))
+            return BUF_CORRUPT;
+    }
     uint8_t *dst = eddy_malloc((size_t)raw + 1);
     if (!dst)
-        return -1;
+        return BUF_NOMEM;
     size_t got;
     if (codec == ARROW_ZSTD) {
         got = ZSTD_decompress(dst, (size_t)raw, src + 8, n - 8);
@@ -414,27 +535,32 @@ static int decompress(int codec, const uint8_t *src, size_t n, uint8_t **out, si
     }
     if (got != (size_t)raw) {
         eddy_free(dst);
-        return -1;
+        return BUF_CORRUPT;
     }
+    *budget -= got;
     *out = dst;
     *out_len = got;
     return 0;
 }
 
+/* One body buffer described at META (offset, length, both checked against
+ * the body) into *P / *LEN, decompressed when CODEC says so (MAX, BUDGET
+ * and CLAIM as for decompress). Returns 0 or BUF_*. */
 static int read_buffer(eddy__arrow_batch *b, const uint8_t *body, size_t body_len,
-                       const uint8_t *meta, int codec, const uint8_t **p, size_t *len)
+                       const uint8_t *meta, int codec, size_t max, size_t *budget,
+                       const uint8_t **p, size_t *len, uint64_t *claim)
 {
     uint64_t off = rd_u64le(meta), n = rd_u64le(meta + 8);
     if (off > body_len || n > body_len - off)
-        return -1;
+        return BUF_CORRUPT;
     *p = body + off;
     *len = (size_t)n;
     if (codec < 0 || n == 0)
         return 0;
     uint8_t *owned;
-    int rc = decompress(codec, body + off, (size_t)n, &owned, len);
+    int rc = decompress(codec, body + off, (size_t)n, max, budget, &owned, len, claim);
     if (rc < 0)
-        return -1;
+        return rc;
     if (rc == 1) {
         *p = body + off + 8;
         return 0;
@@ -442,12 +568,25 @@ static int read_buffer(eddy__arrow_batch *b, const uint8_t *body, size_t body_le
     uint8_t **grown = eddy_realloc(b->owned, sizeof(*grown) * (size_t)(b->nowned + 1));
     if (!grown) {
         eddy_free(owned);
-        return -1;
+        return BUF_NOMEM;
     }
     b->owned = grown;
     b->owned[b->nowned++] = owned;
     *p = owned;
     return 0;
+}
+
+/* Whether every non-null second count of V (a TIMESTAMP(0) column) is a
+ * whole number of milliseconds an int64 holds. */
+static int seconds_fit(int64_t rows, const eddy__arrow_colview *v)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t x = (int64_t)rd_u64le(v->data + 8 * r);
+        if ((!v->validity || (v->validity[r / 8] & (1 << (r % 8)))) &&
+            (x > INT64_MAX / 1000 || x < INT64_MIN / 1000))
+            return 0;
+    }
+    return 1;
 }
 
 static int check_column(const eddy_fluss_column *c, int64_t rows, eddy__arrow_colview *v)
@@ -459,8 +598,14 @@ static int check_column(const eddy_fluss_column *c, int64_t rows, eddy__arrow_co
         return -1;
     if (c->type == EDDY_FLUSS_BOOLEAN)
         return v->data_len < need_bits ? -1 : 0;
-    if (!var_width(c))
-        return v->data_len / arrow_width(c) < (size_t)rows ? -1 : 0;
+    if (!var_width(c)) {
+        if (v->data_len / arrow_width(c) < (size_t)rows)
+            return -1;
+        if ((c->type == EDDY_FLUSS_TIMESTAMP || c->type == EDDY_FLUSS_TIMESTAMP_LTZ) &&
+            c->precision == 0 && !seconds_fit(rows, v))
+            return -2;
+        return 0;
+    }
     if (v->offsets_len / 4 < (size_t)rows + 1)
         return -1;
     uint32_t prev = rd_u32le(v->offsets);
@@ -517,23 +662,63 @@ int eddy__arrow_read(const eddy_fluss_column *const *cols, int ncols, const uint
     b->cols = eddy_calloc((size_t)ncols + 1, sizeof(*b->cols));
     if (!b->cols)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory reading an Arrow batch");
-    size_t bi = 0;
+    size_t bi = 0, budget = EDDY__FLUSS_MAX_DECOMPRESSED;
+    size_t rows = (size_t)b->rows, bits = (rows + 7) / 8;
     for (int i = 0; i < ncols; i++) {
         eddy__arrow_colview *v = &b->cols[i];
-        size_t need = var_width(cols[i]) ? 3 : 2;
+        size_t need = var_width(cols[i]) ? 3 : 2, max;
+        uint64_t claim = 0;
+        int rc;
         if (bi + need > nbufs || (int64_t)rd_u64le(nodes + 16 * i) != b->rows)
             goto corrupt;
         int64_t nulls = (int64_t)rd_u64le(nodes + 16 * i + 8);
-        if (read_buffer(b, body, body_len, bufs + 16 * bi++, codec, &v->validity, &v->validity_len))
-            goto corrupt;
-        if (nulls == 0)
+        /* The most bytes each buffer can use for ROWS (+ padding): a
+         * compressed buffer claiming more is refused before allocating. */
+        max = bits + ARROW_SLACK;
+        rc = read_buffer(b, body, body_len, bufs + 16 * bi++, codec, max, &budget, &v->validity,
+                         &v->validity_len, &claim);
+        if (!rc && nulls == 0)
             v->validity = NULL;
-        if (need == 3 &&
-            read_buffer(b, body, body_len, bufs + 16 * bi++, codec, &v->offsets, &v->offsets_len))
+        if (!rc && need == 3) {
+            max = 4 * (rows + 1) + ARROW_SLACK;
+            rc = read_buffer(b, body, body_len, bufs + 16 * bi++, codec, max, &budget, &v->offsets,
+                             &v->offsets_len, &claim);
+        }
+        if (!rc) {
+            if (cols[i]->type == EDDY_FLUSS_BOOLEAN)
+                max = bits + ARROW_SLACK;
+            else if (!var_width(cols[i]))
+                max = arrow_width(cols[i]) * rows + ARROW_SLACK;
+            else /* the last offset says how many bytes the values take */
+                max = (v->offsets_len >= 4 * (rows + 1) ? rd_u32le(v->offsets + 4 * rows) : 0) +
+                      (size_t)ARROW_SLACK;
+            rc = read_buffer(b, body, body_len, bufs + 16 * bi++, codec, max, &budget, &v->data,
+                             &v->data_len, &claim);
+        }
+        if (rc == BUF_TOO_LARGE) {
+            eddy__arrow_batch_free(b);
+            return eddy_err_set(err, EDDY_ECORRUPT,
+                                "Arrow record batch: a compressed buffer of column '%s' claims "
+                                "%llu bytes, more than %zu rows can use (%zu) or what is left "
+                                "of the %u MiB one batch may decompress to (%zu)",
+                                cols[i]->name, (unsigned long long)claim, rows, max,
+                                EDDY__FLUSS_MAX_DECOMPRESSED >> 20, budget);
+        }
+        if (rc == BUF_NOMEM) {
+            eddy__arrow_batch_free(b);
+            return eddy_err_set(err, EDDY_ENOMEM, "out of memory reading an Arrow batch");
+        }
+        if (rc)
             goto corrupt;
-        if (read_buffer(b, body, body_len, bufs + 16 * bi++, codec, &v->data, &v->data_len))
-            goto corrupt;
-        if (check_column(cols[i], b->rows, v))
+        int bad = check_column(cols[i], b->rows, v);
+        if (bad == -2) {
+            eddy__arrow_batch_free(b);
+            return eddy_err_set(err, EDDY_ECORRUPT,
+                                "Arrow record batch: column '%s' (TIMESTAMP(0)) holds seconds "
+                                "beyond the millisecond range",
+                                cols[i]->name);
+        }
+        if (bad)
             goto corrupt;
     }
     return 0;

@@ -7,6 +7,9 @@
  * walks concatenated batches, parses magics 0, 1 and 2, verifies each CRC,
  * stops quietly at a truncated last batch (a fetch may end mid-batch) and
  * skips records below the requested offset (a fetch may start mid-batch).
+ * Offsets come from the wire: a batch whose base offset is negative, or
+ * whose records would go past INT64_MAX, is corrupt, so that every record
+ * offset and the next fetch offset are computed without overflow.
  */
 #include "eddy/fluss.h"
 
@@ -58,24 +61,33 @@ void eddy_fluss_log_builder_free(eddy_fluss_log_builder *b)
     eddy_free(b);
 }
 
-int eddy_fluss_log_builder_add(eddy_fluss_log_builder *b, int change, const eddy_fluss_value *vals)
+int eddy_fluss_log_builder_add(eddy_fluss_log_builder *b, int change, const eddy_fluss_value *vals,
+                               eddy_err *err)
 {
     if (b->format == EDDY_FLUSS_LOG_ARROW) {
-        int rc = eddy__arrow_writer_add(&b->arrow, vals);
+        int rc = eddy__arrow_writer_add(&b->arrow, vals, err);
         if (!rc)
             b->rows++;
         return rc;
     }
+    for (int i = 0; i < b->schema->ncols; i++) {
+        const eddy_fluss_column *c = &b->schema->cols[i];
+        int rc;
+        if ((c->type == EDDY_FLUSS_TIMESTAMP || c->type == EDDY_FLUSS_TIMESTAMP_LTZ) &&
+            !vals[i].is_null && (rc = eddy__fluss_ts_check(c, &vals[i], err)))
+            return rc;
+    }
     size_t at = b->records.len;
     uint8_t head[5] = {0, 0, 0, 0, (uint8_t)change};
     if (eddy_buf_append(&b->records, head, 5))
-        return EDDY_ENOMEM;
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     int rc = b->format == EDDY_FLUSS_LOG_INDEXED
                  ? eddy_fluss_indexed_encode(b->schema, vals, &b->records)
                  : eddy_fluss_compacted_encode(b->schema, vals, &b->records);
     if (rc) {
         b->records.len = at;
-        return rc;
+        b->records.oom = 0;
+        return eddy_err_set(err, rc, "out of memory");
     }
     wr_u32le((uint8_t *)b->records.data + at, (uint32_t)(b->records.len - at - 4));
     b->append_only &= change == EDDY_FLUSS_APPEND;
@@ -250,6 +262,17 @@ static int parse_header(const uint8_t *p, size_t n, int check_crc, batch_view *b
     bv->records_len = n - head;
     if (bv->count < 0 || bv->last_delta < 0)
         return eddy_err_set(err, EDDY_ECORRUPT, "log batch: negative record count");
+    /* Record offsets run up to base + max(last_delta, count - 1), and the
+     * next fetch starts at base + last_delta + 1: all must fit an int64. */
+    int64_t span = bv->last_delta > bv->count - 1 ? bv->last_delta : bv->count - 1;
+    if (bv->base_offset < 0)
+        return eddy_err_set(err, EDDY_ECORRUPT, "log batch: negative base offset %lld",
+                            (long long)bv->base_offset);
+    if (bv->base_offset > INT64_MAX - 1 - span)
+        return eddy_err_set(err, EDDY_ECORRUPT,
+                            "log batch at offset %lld: %lld more offsets overflow the log "
+                            "offset range",
+                            (long long)bv->base_offset, (long long)span + 1);
     return 0;
 }
 
@@ -343,12 +366,19 @@ int eddy_fluss_log_decode(const eddy_fluss_schema *schema, int format, const uin
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     while (!stop && n - at >= 12 + 1) {
         uint32_t len = rd_u32le(data + at + 8);
+        if (len > EDDY__FLUSS_MAX_FRAME) { /* could never arrive whole */
+            rc = eddy_err_set(err, EDDY_ECORRUPT,
+                              "log batch at byte %zu claims %u bytes, more than a response "
+                              "can hold",
+                              at, len);
+            break;
+        }
         if (len > n - at - 12)
             break; /* partial batch at the end of the fetch */
         batch_view bv;
         /* A projected fetch rewrites the Arrow body but keeps the stored
          * header, CRC included: only whole batches can be checked. */
-        if ((rc = parse_header(data + at, len + 12, projection == NULL, &bv, err)))
+        if ((rc = parse_header(data + at, (size_t)len + 12, projection == NULL, &bv, err)))
             break;
         if (format == EDDY_FLUSS_LOG_ARROW)
             rc = decode_arrow(&x, &bv, &stop, err);

@@ -77,11 +77,41 @@ static int check_metadata(const uint8_t *p, size_t n, eddy_err *err)
     return rc;
 }
 
+/* A stream of response frames, split and read as a connection does. */
+static int check_frames(const uint8_t *p, size_t n, eddy_err *err)
+{
+    size_t at = 0, len;
+    char why[96];
+    while (at < n) {
+        int type, k = eddy__rpc_frame_next(p + at, n - at, &len, why, sizeof(why));
+        int32_t id;
+        if (k < 0)
+            return eddy_err_set(err, EDDY_ECORRUPT, "%s", why);
+        if (k == 0)
+            return 0; /* the rest has not arrived */
+        const uint8_t *f = p + at + 4;
+        if (eddy__rpc_frame_head(f, len, &type, &id))
+            return eddy_err_set(err, EDDY_ECORRUPT, "malformed response frame");
+        if (type) {
+            size_t skip = type == 2 ? 1 : 5;
+            void *m =
+                eddy__rpc_unpack(&eddy_fluss__error_response__descriptor, f + skip, len - skip);
+            if (!m)
+                return eddy_err_set(err, EDDY_ECORRUPT, "unreadable error response");
+            eddy__rpc_free_unpacked(m);
+        }
+        at += 4 + len;
+    }
+    return 0;
+}
+
 int eddy_fluss_response_check(int api_key, const uint8_t *p, size_t n,
                               const eddy_fluss_schema *schema, int format, eddy_err *err)
 {
     const ProtobufCMessageDescriptor *d = NULL;
     switch (api_key) {
+    case 0:
+        return check_frames(p, n, err);
     case API_FETCH_LOG:
         return check_fetch(p, n, schema, format, err);
     case API_LOOKUP:

@@ -351,7 +351,9 @@ static int uncompact_value(const eddy_fluss_column *c, reader *r, eddy_fluss_val
         if (c->precision > 3) {
             if (rd_varint(r, &u))
                 return -1;
-            v->v.ts.nanos = (int32_t)(uint32_t)u;
+            if (u > 999999)
+                return -2; /* not a nano-of-millisecond */
+            v->v.ts.nanos = (int32_t)u;
         }
         return 0;
     case EDDY_FLUSS_DECIMAL:
@@ -384,7 +386,13 @@ int eddy_fluss_compacted_decode(const eddy_fluss_schema *s, const uint8_t *p, si
             vals[i].is_null = 1;
             continue;
         }
-        if (uncompact_value(&s->cols[i], &r, &vals[i]))
+        int bad = uncompact_value(&s->cols[i], &r, &vals[i]);
+        if (bad == -2)
+            return eddy_err_set(err, EDDY_ECORRUPT,
+                                "compacted row: column '%s' has a nano-of-millisecond beyond "
+                                "999999",
+                                s->cols[i].name);
+        if (bad)
             return eddy_err_set(err, EDDY_ECORRUPT, "compacted row: column '%s' runs past the row",
                                 s->cols[i].name);
     }
@@ -556,6 +564,11 @@ int eddy_fluss_indexed_decode(const eddy_fluss_schema *s, const uint8_t *p, size
         case EDDY_FLUSS_TIMESTAMP_LTZ:
             v->v.ts.ms = (int64_t)rd_u64le(q);
             v->v.ts.nanos = w == 12 ? (int32_t)rd_u32le(q + 8) : 0;
+            if (v->v.ts.nanos < 0 || v->v.ts.nanos > 999999)
+                return eddy_err_set(err, EDDY_ECORRUPT,
+                                    "indexed row: column '%s' has a nano-of-millisecond "
+                                    "outside 0..999999",
+                                    c->name);
             break;
         case EDDY_FLUSS_DECIMAL:
             if (c->precision <= 18)

@@ -1,15 +1,37 @@
 /*
  * fluss/fluss_int.h - internals shared by the files of the fluss module:
- * byte-order helpers and the Arrow record batch codec. No other module
- * includes this file.
+ * byte-order helpers, the Arrow record batch codec and the client's
+ * internal interfaces (RPC, metadata, lookups). No other module includes
+ * this file; the unit tests do, to drive the internals directly.
  */
 #ifndef EDDY_FLUSS_INT_H
 #define EDDY_FLUSS_INT_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <uv.h>
 
 #include "eddy/fluss.h"
+#include "fluss_rpc.pb-c.h"
+
+/* Limits on sizes read from the wire, checked before anything is sized by
+ * them: a hostile length is a protocol error, never a huge allocation. */
+/* One response frame. The largest answer the client asks for is a fetch of
+ * 16 MiB (4 MiB per bucket; the server may exceed it by one batch). */
+#define EDDY__FLUSS_MAX_FRAME (128u << 20)
+/* What the compressed buffers of one Arrow batch may decompress to. */
+#define EDDY__FLUSS_MAX_DECOMPRESSED (256u << 20)
+/* Buckets of one table (per-bucket state is allocated by this count; the
+ * server's own limit, max.bucket.num, defaults to 128000 or less). */
+#define EDDY__FLUSS_MAX_BUCKETS (1 << 17)
+/* Servers (connections) one client learns of from metadata. */
+#define EDDY__FLUSS_MAX_NODES 4096
+/* What unpacking one protobuf payload of N bytes may allocate in all:
+ * 8 * N + 32 MiB, at most 256 MiB (real answers need 1-2 times N for
+ * records, up to ~28 times N only for very many tiny sub-messages). */
+#define EDDY__FLUSS_UNPACK_SLACK (32u << 20)
+#define EDDY__FLUSS_MAX_UNPACK (256u << 20)
 
 static inline uint16_t rd_u16le(const uint8_t *p)
 {
@@ -71,7 +93,13 @@ typedef struct eddy__arrow_writer {
 } eddy__arrow_writer;
 
 int eddy__arrow_writer_init(eddy__arrow_writer *w, const eddy_fluss_schema *s);
-int eddy__arrow_writer_add(eddy__arrow_writer *w, const eddy_fluss_value *vals);
+/* Append one row. A timestamp the column's Arrow unit cannot count is
+ * EDDY_ERANGE naming the column; on any failure W is unchanged. */
+int eddy__arrow_writer_add(eddy__arrow_writer *w, const eddy_fluss_value *vals, eddy_err *err);
+/* Whether V is a valid value of timestamp column C in every format
+ * (nano-of-millisecond in 0..999999 when the precision is above 3).
+ * Returns 0 or EDDY_ERANGE with ERR naming the column. */
+int eddy__fluss_ts_check(const eddy_fluss_column *c, const eddy_fluss_value *v, eddy_err *err);
 /* Append the encapsulated IPC RecordBatch message to OUT and reset W. */
 int eddy__arrow_writer_finish(eddy__arrow_writer *w, int codec, int zstd_level, eddy_buf *out,
                               eddy_err *err);
@@ -108,13 +136,7 @@ void eddy__arrow_batch_free(eddy__arrow_batch *b);
  * package names or stack frames, into BUF; returns BUF ("" for NULL). */
 const char *eddy__fluss_brief(const char *msg, char *buf, size_t cap);
 
-#endif
-
 /* -- client internals (fluss/rpc.c, fluss/meta.c) ---------------------------- */
-
-#include <uv.h>
-
-#include "fluss_rpc.pb-c.h"
 
 /* API keys. */
 enum {
@@ -175,7 +197,15 @@ typedef void (*eddy__rpc_cb)(int status, const uint8_t *payload, size_t n, const
  * inside this call; calls it exactly once. */
 int eddy__rpc_send(eddy_fluss_client *c, int node, int api_key, int version,
                    const ProtobufCMessage *msg, eddy__rpc_cb cb, void *ud);
-/* Unpack PAYLOAD as DESC with the eddy allocator; NULL when it does not parse. */
+/* The response frame at the start of P[0..N): 1 with *LEN (bytes after the
+ * length word) when it has arrived whole, 0 when more bytes are needed, -1
+ * with WHY when its length is impossible (0, or over EDDY__FLUSS_MAX_FRAME). */
+int eddy__rpc_frame_next(const uint8_t *p, size_t n, size_t *len, char *why, size_t cap);
+/* Type (0 success, 1 error, 2 server failure) and request id (-1 for 2) of
+ * the frame P[0..N) after its length; -1 when malformed. */
+int eddy__rpc_frame_head(const uint8_t *p, size_t n, int *type, int32_t *id);
+/* Unpack PAYLOAD as DESC with the eddy allocator; NULL when it does not
+ * parse or would allocate more than its size allows (EDDY__FLUSS_MAX_UNPACK). */
 void *eddy__rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t n);
 void eddy__rpc_free_unpacked(void *msg);
 /* Record host:port of tablet server NODE (from metadata). */
@@ -190,9 +220,33 @@ int eddy__rpc_timeout_ms(eddy_fluss_client *c);
 void eddy__log_batch_set_writer(uint8_t *batch, size_t n, int64_t writer_id, int32_t seq);
 void eddy__kv_batch_set_writer(uint8_t *batch, size_t n, int64_t writer_id, int32_t seq);
 
-/* Call FN(UD) on a later loop tick (results served from a cache still
- * arrive asynchronously). */
-int eddy__rpc_defer(eddy_fluss_client *c, void (*fn)(void *ud), void *ud);
+/* Call FN(0, UD) on a later loop tick (results served from a cache still
+ * arrive asynchronously), or FN(EDDY_ECANCELED, UD) when the client closes
+ * first; exactly once either way. EDDY_ECLOSING once the client is closing. */
+int eddy__rpc_defer(eddy_fluss_client *c, void (*fn)(int status, void *ud), void *ud);
+
+/* Whether eddy_fluss_client_close has been called: start functions then
+ * refuse with EDDY_ECLOSING (and call nothing). */
+int eddy__rpc_closing(const eddy_fluss_client *c);
+
+/* Something that lives on a client and holds work the client does not see
+ * (writers, scanners, metadata operations waiting for a retry). When the
+ * client closes, after every request has been answered or canceled, it
+ * unlinks each child and calls CLOSING, which must end that work (calling
+ * its callbacks with EDDY_ECANCELED) and never use the client or its tables
+ * again. */
+typedef struct eddy__fluss_child {
+    struct eddy__fluss_child *prev, *next;
+    void (*closing)(struct eddy__fluss_child *ch);
+    int linked;
+} eddy__fluss_child;
+void eddy__rpc_attach(eddy_fluss_client *c, eddy__fluss_child *ch,
+                      void (*closing)(eddy__fluss_child *ch));
+/* Unlink CH (no-op when it is not linked, e.g. during the close). */
+void eddy__rpc_detach(eddy_fluss_client *c, eddy__fluss_child *ch);
+
+/* The object that embeds MEMBER at P. */
+#define EDDY__CONTAINER(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 /* The metadata module's per-client state, and its release at close. */
 void **eddy__fluss_meta_slot(eddy_fluss_client *c);
 void eddy__fluss_meta_free(eddy_fluss_client *c);
@@ -202,5 +256,7 @@ int eddy__fluss_refresh(eddy_fluss_client *c, const eddy_fluss_table *t, eddy_fl
 /* Mark T's leaders stale so the next eddy__fluss_refresh asks the server. */
 void eddy__fluss_invalidate(eddy_fluss_client *c, const eddy_fluss_table *t);
 void **eddy__fluss_lookup_slot(eddy_fluss_client *c);
-/* Fail queued lookups with EDDY_ECANCELED (client closing). */
+/* Fail queued and retrying lookups with EDDY_ECANCELED (client closing). */
 void eddy__fluss_lookup_cancel(eddy_fluss_client *c);
+
+#endif

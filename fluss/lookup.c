@@ -43,10 +43,12 @@ typedef struct lk_req {
     size_t n;
 } lk_req;
 
+/* The client's lookup state, created on first use; NULL when out of
+ * memory or once the client is closing (the close frees it for good). */
 static lk_state *state(eddy_fluss_client *c)
 {
     void **slot = eddy__fluss_lookup_slot(c);
-    if (!*slot)
+    if (!*slot && !eddy__rpc_closing(c))
         *slot = eddy_calloc(1, sizeof(lk_state));
     return *slot;
 }
@@ -66,19 +68,19 @@ static void fail(lk *l, int status, const eddy_err *err)
     lk_free(l);
 }
 
-static void flush(void *ud);
+static void flush(int status, void *ud);
 
 static void retry_tick(uv_timer_t *t)
 {
     eddy_fluss_client *c = t->data;
     lk_state *st = state(c);
-    while (st->later) {
+    while (st && st->later) {
         lk *l = st->later;
         st->later = l->next;
         l->next = st->queue;
         st->queue = l;
     }
-    flush(c);
+    flush(0, c);
 }
 
 static void refresh_done(int status, const eddy_err *err, void *ud)
@@ -97,6 +99,10 @@ static void again(eddy_fluss_client *c, lk *l, int status, const eddy_err *err)
     if (l->attempts++ == 0 || l->attempts % 4 == 0) {
         eddy__fluss_invalidate(c, l->t);
         eddy__fluss_refresh(c, l->t, refresh_done, NULL);
+    }
+    if (!st) { /* out of memory, or the client is closing */
+        fail(l, status, err);
+        return;
     }
     l->next = st->later;
     st->later = l;
@@ -331,11 +337,17 @@ static void send_group(eddy_fluss_client *c, lk **queue, const eddy_fluss_table 
     }
 }
 
-static void flush(void *ud)
+/* The tick after lookups were queued: send them. STATUS EDDY_ECANCELED:
+ * the client is closing and eddy__fluss_lookup_cancel fails the queue. */
+static void flush(int status, void *ud)
 {
     eddy_fluss_client *c = ud;
     lk_state *st = state(c);
+    if (!st)
+        return;
     st->scheduled = 0;
+    if (status)
+        return;
     while (st->queue) {
         lk *l = st->queue;
         int leader = l->t->leaders[l->bucket];
@@ -362,6 +374,8 @@ static int enqueue(eddy_fluss_client *c, const eddy_fluss_table *t, const eddy_f
     lk_state *st = state(c);
     eddy_buf kb, bb;
     int rc;
+    if (eddy__rpc_closing(c)) /* T may be gone with the client's cache: no names */
+        return eddy_err_set(err, EDDY_ECLOSING, "lookup: the Fluss client is closed");
     if (s->npk == 0)
         return eddy_err_set(err, EDDY_EINVAL, "%s.%s has no primary key: nothing to look up",
                             t->database, t->name);

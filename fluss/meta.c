@@ -5,7 +5,9 @@
  * never freed before the client, so writers and scanners may hold it. A
  * refresh updates its leaders in place. A table whose buckets have no
  * leader yet (just created) is asked for again with a short backoff until
- * the request timeout. Admin calls go to the coordinator.
+ * the request timeout. Admin calls go to the coordinator. Every operation
+ * is a child of its client: one still waiting for a retry when the client
+ * closes ends with EDDY_ECANCELED.
  */
 #include "eddy/fluss.h"
 #include "eddy/json.h"
@@ -26,10 +28,12 @@ typedef struct meta {
     cached *tables;
 } meta;
 
+/* The cache, created on first use; NULL when out of memory or once the
+ * client is closing (its cache is freed then and must not come back). */
 static meta *get_meta(eddy_fluss_client *c)
 {
     void **slot = eddy__fluss_meta_slot(c);
-    if (!*slot)
+    if (!*slot && !eddy__rpc_closing(c))
         *slot = eddy_calloc(1, sizeof(meta));
     return *slot;
 }
@@ -69,6 +73,7 @@ int eddy__fluss_retriable(int code)
 /* -- generic admin operation ------------------------------------------------- */
 
 typedef struct op {
+    eddy__fluss_child child; /* on the client until op_free */
     eddy_fluss_client *c;
     int kind;
     eddy_fluss_done_cb done;
@@ -89,6 +94,9 @@ typedef struct op {
     int64_t ts;
 } op;
 
+static void op_closing(eddy__fluss_child *ch);
+
+/* A new operation of C (attached to it), or NULL when out of memory. */
 static op *op_new(eddy_fluss_client *c, void *ud)
 {
     op *o = eddy_calloc(1, sizeof(*o));
@@ -96,6 +104,7 @@ static op *op_new(eddy_fluss_client *c, void *ud)
         o->c = c;
         o->ud = ud;
         o->deadline = eddy_now_ms() + (uint64_t)eddy__rpc_timeout_ms(c);
+        eddy__rpc_attach(c, &o->child, op_closing);
     }
     return o;
 }
@@ -107,8 +116,17 @@ static void op_timer_closed(uv_handle_t *h)
     eddy_free(o);
 }
 
+/* O's callback is about to run: off the client's list first, so that a
+ * callback closing the client does not end O a second time. */
+static void op_ending(op *o)
+{
+    eddy__rpc_detach(o->c, &o->child);
+}
+
+/* Release O (its callback has run, or it never started). */
 static void op_free(op *o)
 {
+    eddy__rpc_detach(o->c, &o->child);
     if (o->timer_open) {
         uv_close((uv_handle_t *)&o->timer, op_timer_closed);
         return;
@@ -121,6 +139,7 @@ static void done_cb(int status, const uint8_t *p, size_t n, const eddy_err *err,
 {
     op *o = ud;
     (void)p, (void)n;
+    op_ending(o);
     o->done(status, err, o->ud);
     op_free(o);
 }
@@ -134,7 +153,7 @@ static int send_done(eddy_fluss_client *c, int api, const ProtobufCMessage *m,
     o->done = cb;
     int rc = eddy__rpc_send(c, NODE_COORDINATOR, api, 0, m, done_cb, o);
     if (rc)
-        eddy_free(o);
+        op_free(o);
     return rc;
 }
 
@@ -199,6 +218,7 @@ int eddy_fluss_drop_table(eddy_fluss_client *c, const char *db, const char *tabl
 static void names_cb(int status, const uint8_t *p, size_t n, const eddy_err *err, void *ud)
 {
     op *o = ud;
+    op_ending(o);
     if (status) {
         o->names(status, err, NULL, 0, o->ud);
         op_free(o);
@@ -227,7 +247,7 @@ int eddy_fluss_list_databases(eddy_fluss_client *c, eddy_fluss_names_cb cb, void
     o->names = cb;
     int rc = eddy__rpc_send(c, NODE_COORDINATOR, API_LIST_DATABASES, 0, &r.base, names_cb, o);
     if (rc)
-        eddy_free(o);
+        op_free(o);
     return rc;
 }
 
@@ -241,7 +261,7 @@ int eddy_fluss_list_tables(eddy_fluss_client *c, const char *db, eddy_fluss_name
     o->names = cb;
     int rc = eddy__rpc_send(c, NODE_COORDINATOR, API_LIST_TABLES, 0, &r.base, names_cb, o);
     if (rc)
-        eddy_free(o);
+        op_free(o);
     return rc;
 }
 
@@ -252,8 +272,13 @@ static int send_metadata(op *o);
 /* Apply one table's metadata; returns 1 when every bucket has a leader. */
 static int apply_table(op *o, const EddyFluss__PbTableMetadata *tm, eddy_err *err, int *rc)
 {
+    meta *m = get_meta(o->c);
     cached *k = find_cached(o->c, o->db, o->name);
     *rc = 0;
+    if (!m) {
+        *rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        return 0;
+    }
     if (!k || k->stale == 2) {
         eddy_fluss_table *t;
         *rc = eddy_fluss_table_parse(o->db, o->name, (const char *)tm->table_json.data,
@@ -275,8 +300,8 @@ static int apply_table(op *o, const EddyFluss__PbTableMetadata *tm, eddy_err *er
             }
             k->stale = 3; /* retired: never found again */
             k = nk;
-            k->next = get_meta(o->c)->tables;
-            get_meta(o->c)->tables = k;
+            k->next = m->tables;
+            m->tables = k;
         } else {
             k = eddy_calloc(1, sizeof(*k));
             if (!k) {
@@ -284,8 +309,8 @@ static int apply_table(op *o, const EddyFluss__PbTableMetadata *tm, eddy_err *er
                 *rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
                 return 0;
             }
-            k->next = get_meta(o->c)->tables;
-            get_meta(o->c)->tables = k;
+            k->next = m->tables;
+            m->tables = k;
         }
         k->t = t;
     }
@@ -309,13 +334,16 @@ static int apply_table(op *o, const EddyFluss__PbTableMetadata *tm, eddy_err *er
 static void retry_timer(uv_timer_t *h)
 {
     op *o = h->data;
-    if (send_metadata(o)) {
+    int rc = send_metadata(o);
+    if (rc) {
         eddy_err e;
-        eddy_err_set(&e, EDDY_ENOMEM, "out of memory");
+        eddy_err_set(&e, rc, "table %s.%s: cannot ask for metadata: %s", o->db, o->name,
+                     eddy_strerror(rc));
+        op_ending(o);
         if (o->table)
-            o->table(EDDY_ENOMEM, &e, NULL, o->ud);
+            o->table(rc, &e, NULL, o->ud);
         else
-            o->done(EDDY_ENOMEM, &e, o->ud);
+            o->done(rc, &e, o->ud);
         op_free(o);
     }
 }
@@ -323,6 +351,7 @@ static void retry_timer(uv_timer_t *h)
 static void meta_finish(op *o, int status, const eddy_err *err)
 {
     cached *k = status ? NULL : find_cached(o->c, o->db, o->name);
+    op_ending(o);
     if (o->table)
         o->table(status, err, k ? k->t : NULL, o->ud);
     else
@@ -400,26 +429,48 @@ static int send_metadata(op *o)
     return eddy__rpc_send(o->c, NODE_COORDINATOR, API_METADATA, 0, &r.base, metadata_cb, o);
 }
 
-static void deliver_cached(void *ud)
+static void deliver_cached(int status, void *ud)
 {
-    meta_finish(ud, 0, NULL);
+    eddy_err e;
+    eddy_err_set(&e, EDDY_ECANCELED, "client closed");
+    meta_finish(ud, status, status ? &e : NULL);
+}
+
+/* The client is closing: O waits for a retry (anything on the wire has
+ * been answered already); end it. */
+static void op_closing(eddy__fluss_child *ch)
+{
+    op *o = EDDY__CONTAINER(ch, op, child);
+    eddy_err e;
+    eddy_err_set(&e, EDDY_ECANCELED, "client closed");
+    if (o->timer_open)
+        uv_timer_stop(&o->timer);
+    if (o->offsets)
+        o->offsets(EDDY_ECANCELED, &e, o->offs, o->t->nbuckets, o->ud);
+    else if (o->names)
+        o->names(EDDY_ECANCELED, &e, NULL, 0, o->ud);
+    else if (o->table)
+        o->table(EDDY_ECANCELED, &e, NULL, o->ud);
+    else if (o->done)
+        o->done(EDDY_ECANCELED, &e, o->ud);
+    op_free(o);
 }
 
 int eddy_fluss_get_table(eddy_fluss_client *c, const char *db, const char *table,
                          eddy_fluss_table_cb cb, void *ud)
 {
-    op *o = op_new(c, ud);
-    if (!o || !get_meta(c)) {
-        eddy_free(o);
+    if (eddy__rpc_closing(c))
+        return EDDY_ECLOSING;
+    op *o = get_meta(c) ? op_new(c, ud) : NULL;
+    if (!o)
         return EDDY_ENOMEM;
-    }
     o->table = cb;
     snprintf(o->db, sizeof(o->db), "%s", db);
     snprintf(o->name, sizeof(o->name), "%s", table);
     cached *k = find_cached(c, db, table);
     int rc = k && !k->stale ? eddy__rpc_defer(c, deliver_cached, o) : send_metadata(o);
     if (rc)
-        eddy_free(o);
+        op_free(o);
     return rc;
 }
 
@@ -434,7 +485,7 @@ int eddy__fluss_refresh(eddy_fluss_client *c, const eddy_fluss_table *t, eddy_fl
     snprintf(o->name, sizeof(o->name), "%s", t->name);
     int rc = send_metadata(o);
     if (rc)
-        eddy_free(o);
+        op_free(o);
     return rc;
 }
 
@@ -478,6 +529,7 @@ static void offsets_cb(int status, const uint8_t *p, size_t n, const eddy_err *e
     if (--o->pending == 0) {
         if (o->status && o->status != EDDY_EFLUSS)
             eddy__fluss_invalidate(o->c, o->t);
+        op_ending(o);
         o->offsets(o->status, o->status ? &o->err : NULL, o->offs, o->t->nbuckets, o->ud);
         op_free(o);
     }
@@ -486,11 +538,14 @@ static void offsets_cb(int status, const uint8_t *p, size_t n, const eddy_err *e
 int eddy_fluss_list_offsets(eddy_fluss_client *c, const eddy_fluss_table *t, int type,
                             int64_t timestamp_ms, eddy_fluss_offsets_cb cb, void *ud)
 {
+    if (eddy__rpc_closing(c))
+        return EDDY_ECLOSING;
     op *o = op_new(c, ud);
     int32_t *ids = eddy_malloc(sizeof(int32_t) * (size_t)t->nbuckets);
     int rc = 0;
     if (!o || !ids) {
-        eddy_free(o);
+        if (o)
+            op_free(o);
         eddy_free(ids);
         return EDDY_ENOMEM;
     }
@@ -533,6 +588,7 @@ int eddy_fluss_list_offsets(eddy_fluss_client *c, const eddy_fluss_table *t, int
     }
     /* release the hold: completes now only if every send failed late */
     if (--o->pending == 0) {
+        op_ending(o);
         o->offsets(o->status, &o->err, o->offs, t->nbuckets, o->ud);
         op_free(o);
     }

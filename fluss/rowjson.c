@@ -5,6 +5,8 @@
  * JSON integers, DECIMAL travels as a string of its exact digits, BYTES as
  * base64, dates and timestamps as ISO-8601 text (epoch milliseconds are
  * accepted on input). Errors name the column and say what was expected.
+ * Dates and times in text are years 0000 to 9999 (the range of Fluss's DATE
+ * and TIMESTAMP types); any epoch millisecond prints without overflow.
  */
 #include "eddy/fluss.h"
 
@@ -100,17 +102,17 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
     *y = (int64_t)yoe + era * 400 + (*m <= 2);
 }
 
-static int64_t floor_divl(int64_t a, int64_t b)
-{
-    return a / b - ((a % b != 0) && ((a < 0) != (b < 0)));
-}
-
 static json_t *ts_json(const eddy_fluss_column *c, const eddy_fluss_value *v)
 {
     char s[64];
-    int64_t days = floor_divl(v->v.ts.ms, 86400000), y;
-    int64_t msday = v->v.ts.ms - days * 86400000;
+    /* floor division by whole days, without forming days * 86400000 (which
+     * overflows near INT64_MIN) */
+    int64_t days = v->v.ts.ms / 86400000, msday = v->v.ts.ms % 86400000, y;
     unsigned m, d;
+    if (msday < 0) {
+        days--;
+        msday += 86400000;
+    }
     civil_from_days(days, &y, &m, &d);
     int n = snprintf(s, sizeof(s), "%04lld-%02u-%02uT%02d:%02d:%02d", (long long)y, m, d,
                      (int)(msday / 3600000), (int)(msday / 60000 % 60), (int)(msday / 1000 % 60));
@@ -125,33 +127,53 @@ static json_t *ts_json(const eddy_fluss_column *c, const eddy_fluss_value *v)
     return json_string(s);
 }
 
-/* Parse "YYYY-MM-DD[THH:MM[:SS[.fff...]]][Z|+hh:mm|-hh:mm]"; returns -1 when bad. */
+/* Read 1 to MAX decimal digits at *S into *OUT and advance; -1 when none. */
+static int digits(const char **s, int max, int *out)
+{
+    int n = 0, v = 0;
+    while (n < max && isdigit((unsigned char)**s)) {
+        v = v * 10 + (*(*s)++ - '0');
+        n++;
+    }
+    *out = v;
+    return n ? 0 : -1;
+}
+
+static int days_in_month(int y, int m)
+{
+    static const int dm[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return dm[m - 1] + (m == 2 && leap);
+}
+
+/* Parse "YYYY-MM-DD[THH:MM[:SS[.fff...]]][Z|+hh:mm|-hh:mm]" (year 0000 to
+ * 9999, fields of at most their usual digits); returns -1 when bad. */
 static int parse_iso(const char *s, int64_t *ms, int32_t *nanos, int *has_zone)
 {
-    int y, mo, d, h = 0, mi = 0, sec = 0, k = 0;
+    int y, mo, d, h = 0, mi = 0, sec = 0;
     int64_t frac_ns = 0;
-    if (sscanf(s, "%d-%d-%d%n", &y, &mo, &d, &k) != 3 || mo < 1 || mo > 12 || d < 1 || d > 31)
+    if (digits(&s, 4, &y) || *s++ != '-' || digits(&s, 2, &mo) || *s++ != '-' ||
+        digits(&s, 2, &d) || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo))
         return -1;
-    s += k;
     if (*s == 'T' || *s == ' ') {
-        if (sscanf(s + 1, "%d:%d%n", &h, &mi, &k) != 2)
+        s++;
+        if (digits(&s, 2, &h) || *s++ != ':' || digits(&s, 2, &mi))
             return -1;
-        s += 1 + k;
         if (*s == ':') {
-            if (sscanf(s + 1, "%d%n", &sec, &k) != 1)
+            s++;
+            if (digits(&s, 2, &sec))
                 return -1;
-            s += 1 + k;
         }
         if (*s == '.') {
-            int digits = 0;
+            int nd = 0;
             s++;
             while (isdigit((unsigned char)*s)) {
-                if (digits < 9)
+                if (nd < 9)
                     frac_ns = frac_ns * 10 + (*s - '0');
-                digits++;
+                nd++;
                 s++;
             }
-            for (; digits < 9; digits++)
+            for (; nd < 9; nd++)
                 frac_ns *= 10;
         }
     }
@@ -164,12 +186,15 @@ static int parse_iso(const char *s, int64_t *ms, int32_t *nanos, int *has_zone)
         s++;
     } else if (*s == '+' || *s == '-') {
         int oh, om = 0;
-        int sign = *s == '-' ? -1 : 1;
-        if (sscanf(s + 1, "%d:%d%n", &oh, &om, &k) < 1)
+        int sign = *s++ == '-' ? -1 : 1;
+        if (digits(&s, 2, &oh) || oh > 23)
+            return -1;
+        if (*s == ':')
+            s++;
+        if (isdigit((unsigned char)*s) && (digits(&s, 2, &om) || om > 59))
             return -1;
         off_min = sign * (oh * 60 + om);
         *has_zone = 1;
-        s += strlen(s);
     }
     if (*s)
         return -1;

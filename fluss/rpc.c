@@ -9,7 +9,11 @@
  * handshake is done. Answers are matched by request id (servers may answer
  * out of order). A connection that breaks fails everything in flight with
  * EDDY_ENET and reconnects on the next request, no sooner than its backoff.
- * A timer fails requests past their deadline with EDDY_ETIMEDOUT.
+ * A timer fails requests past their deadline with EDDY_ETIMEDOUT and gives
+ * up connection attempts (connect and handshake) that take longer than the
+ * request timeout. When the metadata moves a server, the connection to the
+ * old address ends (what was in flight fails) and queued requests go to the
+ * new one.
  *
  * Invariants: a request is on exactly one list (queued or in flight) until
  * its callback has been called; callbacks never run inside eddy__rpc_send.
@@ -20,11 +24,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "eddy/eddy.h"
 #include "eddy/log.h"
+#include "eddy/version.h"
 #include "fluss_int.h"
 
-enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_READY, C_CLOSING };
+/*
+ * States of a connection. IDLE: no socket. CONNECTING: connect under way.
+ * HANDSHAKE: connected, ApiVersions (and SASL) under way. READY: requests
+ * go out as they come. RESETTING: the socket is closing (uv_close called);
+ * on_close turns the connection IDLE and reconnects when requests wait.
+ * CLOSING: the client is closing; on_close frees the connection.
+ * A connection is torn down only through conn_reset(), which does nothing
+ * unless the connection is live: libuv reports the end of a socket more
+ * than once (the connect callback's UV_ECANCELED after uv_close, a write
+ * error after a read error), and uv_close must run once per socket.
+ */
+enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_READY, C_RESETTING, C_CLOSING };
 
 typedef struct rpc_req {
     struct rpc_req *prev, *next;
@@ -52,17 +67,18 @@ typedef struct conn {
     int state;
     uv_tcp_t tcp;
     uv_connect_t connect_req;
-    int tcp_open;
+    int tcp_open; /* uv_tcp_init done, close callback not yet run */
     req_list queued, inflight;
     eddy_buf in;
-    uint64_t retry_at_ms; /* no reconnect before this (backoff) */
+    uint64_t connect_deadline_ms; /* CONNECTING/HANDSHAKE past this: give up */
+    uint64_t retry_at_ms;         /* no reconnect before this (backoff) */
     int failures;
     char why[96]; /* why the last connection failed */
 } conn;
 
 typedef struct deferred {
     struct deferred *next;
-    void (*fn)(void *ud);
+    void (*fn)(int status, void *ud);
     void *ud;
 } deferred;
 
@@ -84,15 +100,27 @@ struct eddy_fluss_client {
     int open_handles;
     req_list failed; /* requests to fail on the next idle tick */
     struct deferred *deferred, *deferred_tail;
-    void *meta;    /* fluss/meta.c state */
-    void *lookups; /* fluss/lookup.c state */
+    eddy__fluss_child *children; /* writers, scanners, metadata operations */
+    void *meta;                  /* fluss/meta.c state */
+    void *lookups;               /* fluss/lookup.c state */
 };
 
-static ProtobufCAllocator pb_alloc;
+/* Unpacking allocates more than the payload (a 2-byte empty sub-message
+ * becomes a struct of some 50 bytes and a pointer): what one unpack may
+ * allocate in all is bounded by its payload size, so that a hostile answer
+ * cannot turn a frame into gigabytes. */
+typedef struct pb_budget {
+    size_t left;
+} pb_budget;
 
 static void *pb_malloc(void *ud, size_t n)
 {
-    (void)ud;
+    pb_budget *b = ud;
+    if (b) {
+        if (n > b->left)
+            return NULL; /* protobuf-c fails the unpack cleanly */
+        b->left -= n;
+    }
     return eddy_malloc(n);
 }
 
@@ -102,17 +130,22 @@ static void pb_free(void *ud, void *p)
     eddy_free(p);
 }
 
+static ProtobufCAllocator pb_release = {pb_malloc, pb_free, NULL};
+
 void *eddy__rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t n)
 {
-    pb_alloc.alloc = pb_malloc;
-    pb_alloc.free = pb_free;
-    return protobuf_c_message_unpack(desc, &pb_alloc, n, p);
+    pb_budget b = {EDDY__FLUSS_UNPACK_SLACK};
+    b.left += n < (EDDY__FLUSS_MAX_UNPACK - EDDY__FLUSS_UNPACK_SLACK) / 8
+                  ? 8 * n
+                  : EDDY__FLUSS_MAX_UNPACK - EDDY__FLUSS_UNPACK_SLACK;
+    ProtobufCAllocator a = {pb_malloc, pb_free, &b};
+    return protobuf_c_message_unpack(desc, &a, n, p);
 }
 
 void eddy__rpc_free_unpacked(void *msg)
 {
     if (msg)
-        protobuf_c_message_free_unpacked(msg, &pb_alloc);
+        protobuf_c_message_free_unpacked(msg, &pb_release);
 }
 
 /* -- request lists ---------------------------------------------------------- */
@@ -143,6 +176,16 @@ static void list_remove(req_list *l, rpc_req *r)
     l->n--;
 }
 
+/* Move every request of FROM to the end of TO. */
+static void list_move_all(req_list *from, req_list *to)
+{
+    while (from->head) {
+        rpc_req *r = from->head;
+        list_remove(from, r);
+        list_push(to, r);
+    }
+}
+
 static void req_finish(rpc_req *r, int status, const uint8_t *p, size_t n, const eddy_err *err)
 {
     eddy__rpc_cb cb = r->cb;
@@ -152,13 +195,17 @@ static void req_finish(rpc_req *r, int status, const uint8_t *p, size_t n, const
     cb(status, p, n, err, ud);
 }
 
-/* Fail every request on L with CODE and a message naming the connection. */
+/* Fail every request on L with CODE and a message naming the connection.
+ * The list is taken first: requests that callbacks start meanwhile go on
+ * L again and wait for their own turn. */
 static void fail_all(req_list *l, int code, const char *why, const conn *c)
 {
     eddy_err e;
-    while (l->head) {
-        rpc_req *r = l->head;
-        list_remove(l, r);
+    req_list todo = {0};
+    list_move_all(l, &todo);
+    while (todo.head) {
+        rpc_req *r = todo.head;
+        list_remove(&todo, r);
         const conn *p = c ? c : r->peer;
         if (p && !c && p->why[0]) /* in backoff after a failure: say which */
             eddy_err_set(&e, code, "Fluss %s:%d: %s (%s)", p->host, p->port, why, p->why);
@@ -175,47 +222,66 @@ static void fail_all(req_list *l, int code, const char *why, const conn *c)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void alloc_read(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void start_connect(conn *c);
+static void client_free(eddy_fluss_client *cl);
 
 static void on_close(uv_handle_t *h)
 {
     conn *c = h->data;
     eddy_fluss_client *cl = c->client;
     c->tcp_open = 0;
-    if (c->state == C_CLOSING || cl->closing) {
+    if (c->state == C_CLOSING) {
         eddy_buf_free(&c->in);
         eddy_free(c);
-        if (--cl->open_handles == 0 && cl->closing)
-            eddy_free(cl);
+        if (--cl->open_handles == 0)
+            client_free(cl);
         return;
     }
     cl->open_handles--;
     c->state = C_IDLE;
-    if (c->queued.n && !cl->closing)
-        start_connect(c); /* requests arrived while closing: go again */
+    if (c->queued.n)
+        start_connect(c); /* requests arrived while closing, or the server moved */
 }
 
-/* The connection broke: fail what was sent, keep what is queued (it was
- * never sent, so it can go on the next connection), schedule a backoff. */
-static void conn_broken(conn *c, const char *why)
+/* No reconnect to C for a while after a failure (50 ms doubling to 2 s). */
+static void start_backoff(conn *c, const char *why)
 {
-    if (c->state == C_IDLE || c->state == C_CLOSING)
-        return;
     c->failures++;
     snprintf(c->why, sizeof(c->why), "%s", why);
     uint64_t backoff = 50u << (c->failures < 6 ? c->failures : 6);
     c->retry_at_ms = eddy_now_ms() + (backoff > 2000 ? 2000 : backoff);
-    EDDY_DEBUG("fluss", "connection to %s:%d lost: %s", c->host, c->port, why);
-    fail_all(&c->inflight, EDDY_ENET, why, c);
-    /* Queued requests were never sent: the retry policy belongs to the
-     * caller, so fail them too rather than holding them for an unknown time. */
-    fail_all(&c->queued, EDDY_ENET, why, c);
+}
+
+/* Whether C has a connection (or an attempt) that conn_reset may end. */
+static int conn_live(const conn *c)
+{
+    return c->state == C_CONNECTING || c->state == C_HANDSHAKE || c->state == C_READY;
+}
+
+/* End C's connection (idempotent: nothing happens unless it is live).
+ * In-flight requests fail with EDDY_ENET: their answers are lost. When
+ * FAILED, the queued requests fail too (their retry policy belongs to the
+ * caller) and a backoff starts; otherwise (the server moved) they stay
+ * queued and go out on the next connection, which on_close opens. The
+ * state changes before any callback runs, so requests that callbacks start
+ * see the connection going down (and, in backoff, fail on the next tick). */
+static void conn_reset(conn *c, const char *why, int failed)
+{
+    eddy_fluss_client *cl = c->client;
+    if (!conn_live(c))
+        return;
     if (c->tcp_open) {
-        c->state = C_CONNECTING; /* until on_close turns it IDLE */
+        c->state = C_RESETTING; /* until on_close turns it IDLE */
         uv_read_stop((uv_stream_t *)&c->tcp);
         uv_close((uv_handle_t *)&c->tcp, on_close);
     } else {
         c->state = C_IDLE;
     }
+    if (failed)
+        start_backoff(c, why);
+    EDDY_DEBUG("fluss", "connection to %s:%d ends: %s", c->host, c->port, why);
+    fail_all(&c->inflight, EDDY_ENET, why, c);
+    if (failed && !cl->closing) /* else the close has failed them */
+        fail_all(&c->queued, EDDY_ENET, why, c);
 }
 
 static void on_write(uv_write_t *w, int status)
@@ -225,7 +291,7 @@ static void on_write(uv_write_t *w, int status)
     eddy_free(wr->buf.base);
     eddy_free(wr);
     if (status < 0 && status != UV_ECANCELED)
-        conn_broken(c, uv_strerror(status));
+        conn_reset(c, uv_strerror(status), 1);
 }
 
 static int write_frame(conn *c, char *frame, size_t len)
@@ -255,7 +321,7 @@ static void send_now(conn *c, rpc_req *r)
     r->frame = NULL;
     list_push(&c->inflight, r);
     if (write_frame(c, frame, r->frame_len))
-        conn_broken(c, "write failed");
+        conn_reset(c, "write failed", 1);
 }
 
 static void flush_queue(conn *c)
@@ -298,6 +364,7 @@ static void handshake_done(conn *c)
 {
     c->state = C_READY;
     c->failures = 0;
+    c->why[0] = 0;
     flush_queue(c);
 }
 
@@ -309,7 +376,7 @@ static void send_auth(conn *c)
     size_t ul = strlen(cl->sasl_user), pl = strlen(cl->sasl_password);
     uint8_t *tok = eddy_malloc(ul + pl + 2);
     if (!tok) {
-        conn_broken(c, "out of memory");
+        conn_reset(c, "out of memory", 1);
         return;
     }
     tok[0] = 0;
@@ -323,16 +390,21 @@ static void send_auth(conn *c)
     rpc_req *r = new_req(cl, API_AUTHENTICATE, 0, &req.base, on_auth, c);
     eddy_free(tok);
     if (!r) {
-        conn_broken(c, "out of memory");
+        conn_reset(c, "out of memory", 1);
         return;
     }
     send_now(c, r);
 }
 
+/* Handshake answers. A failure while C is still in its handshake (a
+ * timeout, wrong credentials) ends the connection; in any other state the
+ * connection is already going down and this is its echo. */
 static void on_auth(int status, const uint8_t *p, size_t n, const eddy_err *err, void *ud)
 {
     conn *c = ud;
     (void)p, (void)n;
+    if (c->state != C_HANDSHAKE)
+        return;
     if (status == 0) {
         handshake_done(c);
         return;
@@ -343,17 +415,21 @@ static void on_auth(int status, const uint8_t *p, size_t n, const eddy_err *err,
     }
     if (status == EDDY_EFLUSS) { /* wrong credentials: tell everyone waiting */
         fail_all(&c->queued, EDDY_EFLUSS, err ? err->msg : "authentication failed", c);
-        conn_broken(c, "authentication failed");
+        conn_reset(c, "authentication failed", 1);
+        return;
     }
+    conn_reset(c, err ? err->msg : "no answer to Authenticate", 1);
 }
 
 static void on_api_versions(int status, const uint8_t *p, size_t n, const eddy_err *err, void *ud)
 {
     conn *c = ud;
-    (void)p, (void)n, (void)err;
+    (void)p, (void)n;
+    if (c->state != C_HANDSHAKE)
+        return;
     if (status)
-        return; /* the connection is already failing */
-    if (c->client->sasl_user && c->client->sasl_password)
+        conn_reset(c, err ? err->msg : "no answer to ApiVersions", 1);
+    else if (c->client->sasl_user && c->client->sasl_password)
         send_auth(c);
     else
         handshake_done(c);
@@ -362,10 +438,12 @@ static void on_api_versions(int status, const uint8_t *p, size_t n, const eddy_e
 static void on_connect(uv_connect_t *req, int status)
 {
     conn *c = req->data;
-    if (c->state != C_CONNECTING)
+    /* UV_ECANCELED: the socket was closed while connecting (conn_reset or
+     * the client's close), which has already dealt with the requests. */
+    if (status == UV_ECANCELED || c->state != C_CONNECTING)
         return;
     if (status < 0) {
-        conn_broken(c, uv_strerror(status));
+        conn_reset(c, uv_strerror(status), 1);
         return;
     }
     c->state = C_HANDSHAKE;
@@ -376,10 +454,26 @@ static void on_connect(uv_connect_t *req, int status)
     av.client_software_version = EDDY_VERSION;
     rpc_req *r = new_req(c->client, API_VERSIONS, 0, &av.base, on_api_versions, c);
     if (!r) {
-        conn_broken(c, "out of memory");
+        conn_reset(c, "out of memory", 1);
         return;
     }
     send_now(c, r);
+}
+
+static void on_idle(uv_idle_t *h);
+
+/* A connection attempt failed before it reached the loop: its queued
+ * requests fail on the next tick (start_connect runs inside
+ * eddy__rpc_send, which never calls callbacks itself). */
+static void connect_failed(conn *c, const char *why)
+{
+    eddy_fluss_client *cl = c->client;
+    conn_reset(c, why, 0);
+    start_backoff(c, why);
+    for (rpc_req *r = c->queued.head; r; r = r->next)
+        r->peer = c;
+    list_move_all(&c->queued, &cl->failed);
+    uv_idle_start(&cl->idle, on_idle);
 }
 
 /* Resolve and connect. IP literals (what Fluss advertises in tests and most
@@ -393,13 +487,14 @@ static void start_connect(conn *c)
     char port[16];
     uv_getaddrinfo_t gai;
     c->state = C_CONNECTING;
+    c->connect_deadline_ms = eddy_now_ms() + (uint64_t)cl->timeout_ms;
     if (uv_ip4_addr(c->host, c->port, (struct sockaddr_in *)&ss) &&
         uv_ip6_addr(c->host, c->port, (struct sockaddr_in6 *)&ss)) {
         hints.ai_family = AF_UNSPEC;
         hints.ai_socktype = SOCK_STREAM;
         snprintf(port, sizeof(port), "%d", c->port);
         if (uv_getaddrinfo(cl->loop, &gai, NULL, c->host, port, &hints) || !gai.addrinfo) {
-            conn_broken(c, "cannot resolve the host name");
+            connect_failed(c, "cannot resolve the host name");
             return;
         }
         res = gai.addrinfo;
@@ -414,7 +509,7 @@ static void start_connect(conn *c)
     c->connect_req.data = c;
     int rc = uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&ss, on_connect);
     if (rc)
-        conn_broken(c, uv_strerror(rc));
+        connect_failed(c, uv_strerror(rc));
 }
 
 /* -- reading ---------------------------------------------------------------- */
@@ -506,22 +601,53 @@ static void error_response(const uint8_t *p, size_t n, eddy_err *e, const char *
     eddy__rpc_free_unpacked(er);
 }
 
+int eddy__rpc_frame_next(const uint8_t *p, size_t n, size_t *len, char *why, size_t cap)
+{
+    if (n < 4)
+        return 0;
+    uint32_t claim = rd_u32be(p);
+    /* checked before anything is buffered for it: the bytes of a frame are
+     * kept only as they arrive, and never past the limit */
+    if (claim < 1 || claim > EDDY__FLUSS_MAX_FRAME) {
+        snprintf(why, cap, "response frame of %u bytes (the limit is %u)", claim,
+                 EDDY__FLUSS_MAX_FRAME);
+        return -1;
+    }
+    if (n - 4 < claim)
+        return 0;
+    *len = claim;
+    return 1;
+}
+
+int eddy__rpc_frame_head(const uint8_t *p, size_t n, int *type, int32_t *id)
+{
+    if (n < 1 || p[0] > 2)
+        return -1;
+    *type = p[0];
+    *id = -1;
+    if (p[0] == 2) /* SERVER_FAILURE: no request id */
+        return 0;
+    if (n < 5)
+        return -1;
+    *id = (int32_t)rd_u32be(p + 1);
+    return 0;
+}
+
 /* Handle one complete response frame P[0..N) (after the length). Returns -1
  * when the frame is malformed and the connection must go. */
 static int handle_frame(conn *c, const uint8_t *p, size_t n)
 {
     eddy_err e;
     char api[32];
-    if (n < 1)
+    int type;
+    int32_t id;
+    if (eddy__rpc_frame_head(p, n, &type, &id))
         return -1;
-    if (p[0] == 2) { /* SERVER_FAILURE: no request id, connection-level */
+    if (type == 2) { /* SERVER_FAILURE: connection-level */
         error_response(p + 1, n - 1, &e, "server failure");
         EDDY_WARN("fluss", "%s:%d: %s", c->host, c->port, e.msg);
         return -1;
     }
-    if (n < 5 || p[0] > 1)
-        return -1;
-    int32_t id = (int32_t)rd_u32be(p + 1);
     EDDY_LOG(EDDY_LOG_TRACE, "fluss", "answer type %d id %d (%zu bytes) from %s:%d", p[0], id, n,
              c->host, c->port);
     rpc_req *r = find_inflight(c, id);
@@ -543,31 +669,36 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn *c = s->data;
     if (nread < 0) {
         eddy_free(buf->base);
-        conn_broken(c, nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread));
+        conn_reset(c, nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread), 1);
         return;
     }
     if (nread > 0 && eddy_buf_append(&c->in, buf->base, (size_t)nread)) {
         eddy_free(buf->base);
-        conn_broken(c, "out of memory");
+        conn_reset(c, "out of memory", 1);
         return;
     }
     eddy_free(buf->base);
     size_t at = 0;
-    while (c->in.len - at >= 4 && c->state != C_IDLE) {
-        uint32_t len = rd_u32be((uint8_t *)c->in.data + at);
-        if (len > (1u << 30)) {
-            conn_broken(c, "frame too large");
+    /* Callbacks run from handle_frame may end this connection or close the
+     * client: stop as soon as it is no longer live. */
+    while (conn_live(c)) {
+        char why[96];
+        size_t len;
+        int k = eddy__rpc_frame_next((uint8_t *)c->in.data + at, c->in.len - at, &len, why,
+                                     sizeof(why));
+        if (k < 0) {
+            conn_reset(c, why, 1);
             return;
         }
-        if (c->in.len - at - 4 < len)
-            break;
+        if (k == 0)
+            break; /* the rest of the frame has not arrived yet */
         if (handle_frame(c, (uint8_t *)c->in.data + at + 4, len)) {
-            conn_broken(c, "malformed response frame");
+            conn_reset(c, "malformed response frame", 1);
             return;
         }
         at += 4 + len;
     }
-    if (at) {
+    if (at && at <= c->in.len) {
         memmove(c->in.data, c->in.data + at, c->in.len - at);
         c->in.len -= at;
     }
@@ -594,6 +725,8 @@ static conn *find_conn(eddy_fluss_client *cl, int node)
 
 static conn *add_conn(eddy_fluss_client *cl, int node, const char *host, int port)
 {
+    if (cl->nconns >= EDDY__FLUSS_MAX_NODES)
+        return NULL;
     conn **grown = eddy_realloc(cl->conns, sizeof(*grown) * (size_t)(cl->nconns + 1));
     conn *c = eddy_calloc(1, sizeof(*c));
     if (grown)
@@ -613,16 +746,27 @@ static conn *add_conn(eddy_fluss_client *cl, int node, const char *host, int por
 
 int eddy__rpc_set_node(eddy_fluss_client *cl, int node, const char *host, int port)
 {
+    if (cl->closing)
+        return EDDY_ECLOSING;
+    if (!host || port <= 0 || port > 65535 || strlen(host) >= sizeof(((conn *)0)->host))
+        return EDDY_EINVAL;
     conn *c = find_conn(cl, node);
     if (c) {
         if (c->port == port && !strcmp(c->host, host))
             return 0;
-        /* moved: the next connection goes to the new address */
+        /* Moved: what was sent to the old address is lost (the messages
+         * name it), what is queued goes to the new one, which owes
+         * nothing to the old one's backoff. */
+        c->failures = 0;
+        c->retry_at_ms = 0;
+        c->why[0] = 0;
+        conn_reset(c, "server address changed", 0);
         snprintf(c->host, sizeof(c->host), "%s", host);
         c->port = port;
-        conn_broken(c, "server address changed");
         return 0;
     }
+    if (cl->nconns >= EDDY__FLUSS_MAX_NODES) /* hostile metadata: no more connections */
+        return EDDY_ERANGE;
     return add_conn(cl, node, host, port) ? 0 : EDDY_ENOMEM;
 }
 
@@ -641,23 +785,49 @@ int eddy__rpc_timeout_ms(eddy_fluss_client *cl)
     return cl->timeout_ms;
 }
 
+int eddy__rpc_closing(const eddy_fluss_client *cl)
+{
+    return cl->closing;
+}
+
+/* Pop the first deferred call (NULL when none). */
+static deferred *pop_deferred(eddy_fluss_client *cl)
+{
+    deferred *d = cl->deferred;
+    if (d) {
+        cl->deferred = d->next;
+        if (!cl->deferred)
+            cl->deferred_tail = NULL;
+    }
+    return d;
+}
+
+/* Next tick: fail the requests that could not be sent, then run the calls
+ * deferred so far (not those they defer in turn: they wait a tick). A
+ * callback may close the client; the close then cancels what is left. */
 static void on_idle(uv_idle_t *h)
 {
     eddy_fluss_client *cl = h->data;
     uv_idle_stop(h);
     fail_all(&cl->failed, EDDY_ENET, "no connection", NULL);
-    deferred *d = cl->deferred;
-    cl->deferred = cl->deferred_tail = NULL;
-    while (d) {
-        deferred *next = d->next;
-        d->fn(d->ud);
+    deferred *last = cl->deferred_tail, *d;
+    while (!cl->closing && (d = pop_deferred(cl))) {
+        void (*fn)(int, void *) = d->fn;
+        void *ud = d->ud;
+        int was_last = d == last;
         eddy_free(d);
-        d = next;
+        fn(0, ud);
+        if (was_last)
+            break;
     }
+    if (!cl->closing && (cl->deferred || cl->failed.head))
+        uv_idle_start(h, on_idle);
 }
 
-int eddy__rpc_defer(eddy_fluss_client *cl, void (*fn)(void *ud), void *ud)
+int eddy__rpc_defer(eddy_fluss_client *cl, void (*fn)(int status, void *ud), void *ud)
 {
+    if (cl->closing)
+        return EDDY_ECLOSING;
     deferred *d = eddy_calloc(1, sizeof(*d));
     if (!d)
         return EDDY_ENOMEM;
@@ -670,6 +840,32 @@ int eddy__rpc_defer(eddy_fluss_client *cl, void (*fn)(void *ud), void *ud)
     cl->deferred_tail = d;
     uv_idle_start(&cl->idle, on_idle);
     return 0;
+}
+
+void eddy__rpc_attach(eddy_fluss_client *cl, eddy__fluss_child *ch,
+                      void (*closing)(eddy__fluss_child *ch))
+{
+    ch->closing = closing;
+    ch->prev = NULL;
+    ch->next = cl->children;
+    if (cl->children)
+        cl->children->prev = ch;
+    cl->children = ch;
+    ch->linked = 1;
+}
+
+void eddy__rpc_detach(eddy_fluss_client *cl, eddy__fluss_child *ch)
+{
+    if (!ch->linked)
+        return;
+    if (ch->prev)
+        ch->prev->next = ch->next;
+    else
+        cl->children = ch->next;
+    if (ch->next)
+        ch->next->prev = ch->prev;
+    ch->prev = ch->next = NULL;
+    ch->linked = 0;
 }
 
 int eddy__rpc_send(eddy_fluss_client *cl, int node, int api_key, int version,
@@ -694,7 +890,7 @@ int eddy__rpc_send(eddy_fluss_client *cl, int node, int api_key, int version,
         send_now(c, r);
         return 0;
     }
-    if (c->state == C_IDLE && eddy_now_ms() < c->retry_at_ms) {
+    if ((c->state == C_IDLE || c->state == C_RESETTING) && eddy_now_ms() < c->retry_at_ms) {
         list_push(&cl->failed, r); /* in backoff: the caller retries later */
         uv_idle_start(&cl->idle, on_idle);
         return 0;
@@ -705,19 +901,29 @@ int eddy__rpc_send(eddy_fluss_client *cl, int node, int api_key, int version,
     return 0;
 }
 
+/* Fail the requests of L past their deadline. They are taken off L first,
+ * so callbacks (which may start requests or close the client) never see
+ * them, and each is answered exactly once. */
 static void expire(req_list *l, uint64_t now, const conn *c)
 {
-    rpc_req *r = l->head;
-    while (r) {
-        rpc_req *next = r->next;
+    req_list due = {0};
+    char host[sizeof(c->host)];
+    int port = c->port;
+    snprintf(host, sizeof(host), "%s", c->host);
+    for (rpc_req *r = l->head, *next; r; r = next) {
+        next = r->next;
         if (r->deadline_ms <= now) {
-            eddy_err e;
             list_remove(l, r);
-            eddy_err_set(&e, EDDY_ETIMEDOUT, "Fluss %s:%d: api %d timed out", c->host, c->port,
-                         r->api_key);
-            req_finish(r, EDDY_ETIMEDOUT, NULL, 0, &e);
+            list_push(&due, r);
         }
-        r = next;
+    }
+    while (due.head) {
+        rpc_req *r = due.head;
+        eddy_err e;
+        list_remove(&due, r);
+        eddy_err_set(&e, EDDY_ETIMEDOUT, "Fluss %s:%d: %s timed out", host, port,
+                     api_name(r->api_key));
+        req_finish(r, EDDY_ETIMEDOUT, NULL, 0, &e);
     }
 }
 
@@ -725,9 +931,18 @@ static void on_timer(uv_timer_t *t)
 {
     eddy_fluss_client *cl = t->data;
     uint64_t now = eddy_now_ms();
-    for (int i = 0; i < cl->nconns; i++) {
-        expire(&cl->conns[i]->inflight, now, cl->conns[i]);
-        expire(&cl->conns[i]->queued, now, cl->conns[i]);
+    for (int i = 0; i < cl->nconns && !cl->closing; i++) {
+        conn *c = cl->conns[i];
+        if ((c->state == C_CONNECTING || c->state == C_HANDSHAKE) &&
+            now >= c->connect_deadline_ms) {
+            char why[96];
+            snprintf(why, sizeof(why), "no connection within %d ms", cl->timeout_ms);
+            conn_reset(c, why, 1);
+        }
+        if (!cl->closing)
+            expire(&c->inflight, now, c);
+        if (!cl->closing)
+            expire(&c->queued, now, c);
     }
 }
 
@@ -768,6 +983,8 @@ int eddy_fluss_client_new(uv_loop_t *loop, const eddy_fluss_client_opts *opts,
         cl->sasl_password = eddy_strdup(opts->sasl_password);
     }
     if (!add_conn(cl, NODE_BOOTSTRAP, host, port)) {
+        eddy_free(cl->sasl_user);
+        eddy_free(cl->sasl_password);
         eddy_free(cl);
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     }
@@ -782,28 +999,64 @@ int eddy_fluss_client_new(uv_loop_t *loop, const eddy_fluss_client_opts *opts,
     return 0;
 }
 
+/* The last handle of a closing client is closed: free it, tables last
+ * (callbacks may read the tables they were given until the close ends). */
+static void client_free(eddy_fluss_client *cl)
+{
+    eddy__fluss_meta_free(cl);
+    eddy_free(cl);
+}
+
 static void on_client_handle_closed(uv_handle_t *h)
 {
     eddy_fluss_client *cl = h->data;
     if (--cl->open_handles == 0)
-        eddy_free(cl);
+        client_free(cl);
 }
 
+/*
+ * The order matters: first every socket starts closing and every request
+ * on the wire or in a queue fails (their callbacks may start nothing new:
+ * start functions refuse with EDDY_ECLOSING from here on); then deferred
+ * calls, lookups, writers, scanners and metadata operations are canceled,
+ * each callback once. The table cache lives until the last handle has
+ * closed: a callback that closes the client may still be reading a table.
+ */
 void eddy_fluss_client_close(eddy_fluss_client *cl)
 {
+    deferred *d;
     if (!cl || cl->closing)
         return;
     cl->closing = 1;
-    fail_all(&cl->failed, EDDY_ECANCELED, "client closed", NULL);
     for (int i = 0; i < cl->nconns; i++) {
         conn *c = cl->conns[i];
-        fail_all(&c->inflight, EDDY_ECANCELED, "client closed", c);
-        fail_all(&c->queued, EDDY_ECANCELED, "client closed", c);
-        if (c->tcp_open) {
-            c->state = C_CLOSING; /* on_close frees it, also when a close is under way */
-            if (!uv_is_closing((uv_handle_t *)&c->tcp))
-                uv_close((uv_handle_t *)&c->tcp, on_close);
-        } else {
+        int was_resetting = c->state == C_RESETTING;
+        c->state = C_CLOSING; /* on_close frees it, also when a close is under way */
+        if (c->tcp_open && !was_resetting) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            uv_close((uv_handle_t *)&c->tcp, on_close);
+        }
+    }
+    fail_all(&cl->failed, EDDY_ECANCELED, "client closed", NULL);
+    for (int i = 0; i < cl->nconns; i++) {
+        fail_all(&cl->conns[i]->inflight, EDDY_ECANCELED, "client closed", cl->conns[i]);
+        fail_all(&cl->conns[i]->queued, EDDY_ECANCELED, "client closed", cl->conns[i]);
+    }
+    while ((d = pop_deferred(cl))) {
+        void (*fn)(int, void *) = d->fn;
+        void *ud = d->ud;
+        eddy_free(d);
+        fn(EDDY_ECANCELED, ud);
+    }
+    eddy__fluss_lookup_cancel(cl);
+    while (cl->children) {
+        eddy__fluss_child *ch = cl->children;
+        eddy__rpc_detach(cl, ch);
+        ch->closing(ch);
+    }
+    for (int i = 0; i < cl->nconns; i++) {
+        conn *c = cl->conns[i];
+        if (!c->tcp_open) {
             eddy_buf_free(&c->in);
             eddy_free(c);
         }
@@ -811,16 +1064,9 @@ void eddy_fluss_client_close(eddy_fluss_client *cl)
     eddy_free(cl->conns);
     cl->conns = NULL;
     cl->nconns = 0;
-    eddy__fluss_lookup_cancel(cl);
-    eddy__fluss_meta_free(cl);
-    while (cl->deferred) {
-        deferred *d = cl->deferred;
-        cl->deferred = d->next;
-        eddy_free(d);
-    }
-    cl->deferred_tail = NULL;
     eddy_free(cl->sasl_user);
     eddy_free(cl->sasl_password);
+    cl->sasl_user = cl->sasl_password = NULL;
     uv_close((uv_handle_t *)&cl->timer, on_client_handle_closed);
     uv_close((uv_handle_t *)&cl->idle, on_client_handle_closed);
 }

@@ -9,7 +9,9 @@
  * offset of a bucket advances only past complete batches, so nothing is
  * skipped and nothing is delivered twice within one scanner. Retriable
  * errors refresh the metadata and back off; an offset out of range restarts
- * the bucket at its earliest offset (with a warning).
+ * the bucket at its earliest offset (with a warning). A scanner is a child
+ * of its client: once the client has closed it fetches nothing more and
+ * never touches the client or the table again.
  */
 #include "eddy/fluss.h"
 
@@ -29,8 +31,10 @@ typedef struct sbucket {
 } sbucket;
 
 struct eddy_fluss_scanner {
-    eddy_fluss_client *c;
+    eddy__fluss_child child; /* on the client until freed or detached */
+    eddy_fluss_client *c;    /* NULL once the client has closed */
     const eddy_fluss_table *t;
+    int nbuckets;
     int *proj;
     int nproj;
     eddy_fluss_scan_record_cb on_record;
@@ -69,6 +73,8 @@ static void backoff(eddy_fluss_scanner *s, int bucket)
     uint64_t ms = 100u << (b->failures < 5 ? b->failures : 5);
     b->failures++;
     b->retry_at_ms = eddy_now_ms() + ms;
+    if (!s->c)
+        return;
     if (!s->refreshing && !s->freeing) {
         eddy__fluss_invalidate(s->c, s->t);
         if (eddy__fluss_refresh(s->c, s->t, refresh_done, s) == 0) {
@@ -92,7 +98,7 @@ static void resolved(int status, const eddy_err *err, const int64_t *offs, int n
     eddy_fluss_scanner *s = rc->s;
     s->requests--;
     s->resolving = 0;
-    for (int i = 0; i < n && !s->freeing; i++) {
+    for (int i = 0; i < n && !s->freeing && s->c; i++) {
         sbucket *b = &s->b[i];
         if (b->state != B_RESOLVE || b->offset != rc->want)
             continue;
@@ -215,7 +221,7 @@ static void fetch_cb(int status, const uint8_t *p, size_t n, const eddy_err *err
     s->requests--;
     for (int k = 0; k < fc->nb; k++)
         s->b[fc->buckets[k]].fetching = 0;
-    if (s->freeing) {
+    if (s->freeing || !s->c) {
         eddy_free(fc);
         maybe_free(s);
         return;
@@ -233,7 +239,7 @@ static void fetch_cb(int status, const uint8_t *p, size_t n, const eddy_err *err
                 if (br->bucket_id >= 0 && br->bucket_id < s->t->nbuckets &&
                     s->b[br->bucket_id].state == B_READY)
                     bucket_answer(s, br);
-                if (s->freeing)
+                if (s->freeing || !s->c) /* a callback freed us or closed the client */
                     break;
             }
         eddy__rpc_free_unpacked(r);
@@ -301,7 +307,7 @@ out:
 static void pump(eddy_fluss_scanner *s)
 {
     uint64_t now = eddy_now_ms();
-    if (s->paused || s->freeing)
+    if (s->paused || s->freeing || !s->c)
         return;
     for (int i = 0; i < s->t->nbuckets && !s->resolving; i++)
         if (s->b[i].state == B_RESOLVE && s->b[i].retry_at_ms <= now)
@@ -320,6 +326,14 @@ static void pump(eddy_fluss_scanner *s)
 
 /* -- public ------------------------------------------------------------------- */
 
+/* The client closes (our fetches are answered already): stop for good. */
+static void client_closing(eddy__fluss_child *ch)
+{
+    eddy_fluss_scanner *s = EDDY__CONTAINER(ch, eddy_fluss_scanner, child);
+    uv_timer_stop(&s->timer);
+    s->c = NULL; /* S->T stays readable until the close ends, then is never used */
+}
+
 int eddy_fluss_scanner_new(eddy_fluss_client *c, const eddy_fluss_table *t, const int *projection,
                            int nproj, eddy_fluss_scan_record_cb on_record,
                            eddy_fluss_scan_progress_cb on_progress, void *ud,
@@ -336,11 +350,14 @@ int eddy_fluss_scanner_new(eddy_fluss_client *c, const eddy_fluss_table *t, cons
                 return eddy_err_set(err, EDDY_EINVAL,
                                     "projection must list ascending column indexes");
     }
+    if (eddy__rpc_closing(c))
+        return eddy_err_set(err, EDDY_ECLOSING, "scanner: the Fluss client is closed");
     eddy_fluss_scanner *s = eddy_calloc(1, sizeof(*s));
     if (!s)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     s->c = c;
     s->t = t;
+    s->nbuckets = t->nbuckets;
     s->on_record = on_record;
     s->on_progress = on_progress;
     s->ud = ud;
@@ -359,13 +376,16 @@ int eddy_fluss_scanner_new(eddy_fluss_client *c, const eddy_fluss_table *t, cons
     }
     uv_timer_init(eddy__rpc_loop(c), &s->timer);
     s->timer.data = s;
+    eddy__rpc_attach(c, &s->child, client_closing);
     *out = s;
     return 0;
 }
 
 int eddy_fluss_scanner_subscribe(eddy_fluss_scanner *s, int bucket, int64_t offset)
 {
-    if (bucket < 0 || bucket >= s->t->nbuckets)
+    if (!s->c || s->freeing)
+        return EDDY_ECLOSING;
+    if (bucket < 0 || bucket >= s->nbuckets)
         return EDDY_EINVAL;
     s->b[bucket].offset = offset;
     s->b[bucket].state = offset < 0 ? B_RESOLVE : B_READY;
@@ -380,7 +400,7 @@ void eddy_fluss_scanner_pause(eddy_fluss_scanner *s)
 
 void eddy_fluss_scanner_resume(eddy_fluss_scanner *s)
 {
-    if (!s->paused)
+    if (!s->paused || !s->c || s->freeing)
         return;
     s->paused = 0;
     uv_timer_start(&s->timer, timer_cb, 0, 0);
@@ -407,6 +427,8 @@ void eddy_fluss_scanner_free(eddy_fluss_scanner *s)
     if (!s || s->freeing)
         return;
     s->freeing = 1;
+    if (s->c)
+        eddy__rpc_detach(s->c, &s->child);
     uv_timer_stop(&s->timer);
     maybe_free(s);
 }

@@ -192,10 +192,23 @@ static int parse_column(const json_t *jc, eddy_fluss_column *c, const char *tabl
                             table, name, root);
     c->type = TYPES[i].type;
     c->nullable = !json_is_false(json_object_get(dt, "nullable"));
-    c->precision = (int)json_integer_value(json_object_get(dt, "precision"));
-    c->scale = (int)json_integer_value(json_object_get(dt, "scale"));
+    json_int_t p = json_integer_value(json_object_get(dt, "precision"));
+    json_int_t sc = json_integer_value(json_object_get(dt, "scale"));
     if (!json_object_get(dt, "precision"))
-        c->precision = default_precision(c->type);
+        p = default_precision(c->type);
+    /* precision and scale size buffers (digits, fraction text): check them */
+    if (c->type == EDDY_FLUSS_DECIMAL && (p < 1 || p > 38 || sc < 0 || sc > p))
+        return eddy_err_set(err, EDDY_ESCHEMA,
+                            "table %s: column '%s' is DECIMAL(%lld,%lld); precision must be "
+                            "1..38 and scale 0..precision",
+                            table, name, (long long)p, (long long)sc);
+    if ((c->type == EDDY_FLUSS_TIMESTAMP || c->type == EDDY_FLUSS_TIMESTAMP_LTZ) &&
+        (p < 0 || p > 9))
+        return eddy_err_set(err, EDDY_ESCHEMA,
+                            "table %s: column '%s' has timestamp precision %lld (0..9)", table,
+                            name, (long long)p);
+    c->precision = (int)p;
+    c->scale = c->type == EDDY_FLUSS_DECIMAL ? (int)sc : 0;
     return 0;
 }
 
@@ -253,7 +266,8 @@ static int parse_schema(eddy_fluss_table *t, const json_t *root, const char *ful
                      &t->schema.nbk, "bucket key", err);
 }
 
-static void parse_properties(eddy_fluss_table *t, const json_t *root)
+static int parse_properties(eddy_fluss_table *t, const json_t *root, const char *full,
+                            eddy_err *err)
 {
     const json_t *props = json_object_get(root, "properties");
     const char *fmt = prop(props, "table.log.format");
@@ -270,9 +284,13 @@ static void parse_properties(eddy_fluss_table *t, const json_t *root)
     else if (codec && !strcasecmp(codec, "LZ4_FRAME"))
         t->codec = EDDY_FLUSS_CODEC_LZ4;
     t->zstd_level = level ? (int)strtol(level, NULL, 10) : 3;
-    t->nbuckets = (int)json_integer_value(json_object_get(root, "bucket_count"));
-    if (t->nbuckets <= 0)
-        t->nbuckets = 1;
+    /* per-bucket state is allocated by this count */
+    json_int_t buckets = json_integer_value(json_object_get(root, "bucket_count"));
+    if (buckets > EDDY__FLUSS_MAX_BUCKETS)
+        return eddy_err_set(err, EDDY_ECORRUPT, "table %s: %lld buckets (the limit is %d)", full,
+                            (long long)buckets, EDDY__FLUSS_MAX_BUCKETS);
+    t->nbuckets = buckets > 0 ? (int)buckets : 1;
+    return 0;
 }
 
 int eddy_fluss_table_parse(const char *database, const char *name, const char *text, size_t len,
@@ -297,9 +315,9 @@ int eddy_fluss_table_parse(const char *database, const char *name, const char *t
                           je.text);
         goto fail;
     }
-    if ((rc = parse_schema(t, t->json, full, err)))
+    if ((rc = parse_schema(t, t->json, full, err)) ||
+        (rc = parse_properties(t, t->json, full, err)))
         goto fail;
-    parse_properties(t, t->json);
     *out = t;
     return 0;
 fail:

@@ -12,7 +12,10 @@
  * batch. Requests carry the batches of every ready bucket of one leader.
  * Retriable errors (not leader, unknown bucket, leader not available,
  * network, timeouts) refresh the metadata and retry with backoff until
- * retry_ms; other errors fail the batch's rows.
+ * retry_ms; other errors fail the batch's rows. A writer is a child of its
+ * client: when the client closes, every row not yet acknowledged fails
+ * with EDDY_ECANCELED and the writer lets go of the client and the table
+ * (eddy_fluss_writer_free still releases it).
  */
 #include "eddy/fluss.h"
 
@@ -61,8 +64,10 @@ typedef struct flush_waiter {
 } flush_waiter;
 
 struct eddy_fluss_writer {
-    eddy_fluss_client *c;
+    eddy__fluss_child child; /* on the client until freed or detached */
+    eddy_fluss_client *c;    /* NULL once the client has closed */
     const eddy_fluss_table *t;
+    int nbuckets; /* of T, for freeing once T is gone */
     eddy_fluss_writer_opts o;
     int is_kv;
     int64_t writer_id;
@@ -78,7 +83,8 @@ struct eddy_fluss_writer {
     flush_waiter *waiters;
     eddy_buf key, val;
     int freeing, closed;
-    int requests; /* in flight; the writer is freed when it drops to 0 */
+    int detached; /* the client has closed: nothing more is sent */
+    int requests; /* in flight or deferred; the writer is freed when it drops to 0 */
 };
 
 static void pump(eddy_fluss_writer *w);
@@ -137,8 +143,9 @@ static void batch_done(eddy_fluss_writer *w, wbatch *b, int status, const eddy_e
             w->first_status = status;
             w->first_err = *err;
         }
-        EDDY_WARN("fluss", "writing %zu rows to %s.%s failed: %s", b->rows, w->t->database,
-                  w->t->name, err->msg);
+        if (status != EDDY_ECANCELED) /* canceling is the caller's own doing */
+            EDDY_WARN("fluss", "writing %zu rows to %s.%s failed: %s", b->rows, w->t->database,
+                      w->t->name, err->msg);
     } else {
         w->acked += (long)b->rows;
     }
@@ -205,7 +212,7 @@ static void on_timer(uv_timer_t *t)
 {
     eddy_fluss_writer *w = t->data;
     uint64_t now = eddy_now_ms();
-    for (int i = 0; i < w->t->nbuckets; i++)
+    for (int i = 0; i < w->nbuckets; i++)
         if (open_size(w, &w->b[i]) && now >= w->b[i].opened_ms + (uint64_t)w->o.linger_ms)
             close_batch(w, i);
     pump(w);
@@ -215,7 +222,7 @@ static void on_timer(uv_timer_t *t)
 static void schedule(eddy_fluss_writer *w)
 {
     uint64_t now = eddy_now_ms(), due = UINT64_MAX;
-    for (int i = 0; i < w->t->nbuckets; i++) {
+    for (int i = 0; i < w->nbuckets; i++) {
         wbucket *bk = &w->b[i];
         if (open_size(w, bk) && bk->opened_ms + (uint64_t)w->o.linger_ms < due)
             due = bk->opened_ms + (uint64_t)w->o.linger_ms;
@@ -251,7 +258,7 @@ static void refresh_done(int status, const eddy_err *err, void *ud)
 
 static void need_refresh(eddy_fluss_writer *w)
 {
-    if (w->refreshing || w->freeing)
+    if (w->refreshing || w->freeing || w->detached)
         return;
     eddy__fluss_invalidate(w->c, w->t);
     if (eddy__fluss_refresh(w->c, w->t, refresh_done, w) == 0) {
@@ -329,7 +336,7 @@ static void on_response(int status, const uint8_t *p, size_t n, const eddy_err *
             eddy__rpc_unpack(&eddy_fluss__produce_log_response__descriptor, p, n);
         for (size_t i = 0; r && i < r->n_buckets_resp; i++) {
             const EddyFluss__PbProduceLogRespForBucket *br = r->buckets_resp[i];
-            if (br->bucket_id >= 0 && br->bucket_id < w->t->nbuckets)
+            if (br->bucket_id >= 0 && br->bucket_id < w->nbuckets)
                 bucket_result(w, br->bucket_id, br->has_error_code ? br->error_code : 0,
                               br->error_message);
         }
@@ -349,7 +356,7 @@ static void on_response(int status, const uint8_t *p, size_t n, const eddy_err *
 /* Send the head batches of the ready buckets led by LEADER in one request. */
 static void send_leader(eddy_fluss_writer *w, int leader, uint64_t now)
 {
-    int nb = 0, total = w->t->nbuckets;
+    int nb = 0, total = w->nbuckets;
     send_ctx *sc = eddy_calloc(1, sizeof(*sc) + sizeof(int) * (size_t)total);
     void **items = eddy_calloc((size_t)total, sizeof(void *));
     if (!sc || !items) {
@@ -415,6 +422,19 @@ static void send_leader(eddy_fluss_writer *w, int leader, uint64_t now)
         w->requests++;
         return;
     }
+    /* not sent (out of memory, client closing): back to the front, in order */
+    for (int k = 0; k < nb; k++) {
+        wbucket *bk = &w->b[sc->buckets[k]];
+        wbatch *b = bk->inflight;
+        bk->inflight = NULL;
+        if (b->attempts-- == 1)
+            b->first_sent_ms = 0;
+        b->next = bk->head;
+        bk->head = b;
+        if (!bk->tail)
+            bk->tail = b;
+        bk->retry_at_ms = now + 100;
+    }
     eddy_free(sc);
 }
 
@@ -439,7 +459,7 @@ static void ask_writer_id(eddy_fluss_writer *w)
 /* Stamp batches closed before the writer id was known. */
 static void stamp_queued(eddy_fluss_writer *w)
 {
-    for (int i = 0; i < w->t->nbuckets; i++)
+    for (int i = 0; i < w->nbuckets; i++)
         for (wbatch *b = w->b[i].head; b; b = b->next)
             stamp(w, b);
 }
@@ -472,7 +492,7 @@ static void init_writer_cb(int status, const uint8_t *p, size_t n, const eddy_er
 static void pump(eddy_fluss_writer *w)
 {
     uint64_t now = eddy_now_ms();
-    if (w->freeing)
+    if (w->freeing || w->detached)
         return;
     if (w->init_state != 2) {
         if (w->init_state == 0 && !w->refreshing)
@@ -480,7 +500,7 @@ static void pump(eddy_fluss_writer *w)
         schedule(w);
         return;
     }
-    for (int i = 0; i < w->t->nbuckets; i++) {
+    for (int i = 0; i < w->nbuckets; i++) {
         wbucket *bk = &w->b[i];
         int leader = w->t->leaders[i];
         if (bk->inflight || !bk->head || bk->retry_at_ms > now)
@@ -496,15 +516,20 @@ static void pump(eddy_fluss_writer *w)
 
 /* -- public ------------------------------------------------------------------- */
 
+static void client_closing(eddy__fluss_child *ch);
+
 int eddy_fluss_writer_new(eddy_fluss_client *c, const eddy_fluss_table *t,
                           const eddy_fluss_writer_opts *opts, eddy_fluss_writer **out,
                           eddy_err *err)
 {
+    if (eddy__rpc_closing(c))
+        return eddy_err_set(err, EDDY_ECLOSING, "writer: the Fluss client is closed");
     eddy_fluss_writer *w = eddy_calloc(1, sizeof(*w));
     if (!w)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     w->c = c;
     w->t = t;
+    w->nbuckets = t->nbuckets;
     w->o.batch_bytes = opts && opts->batch_bytes ? opts->batch_bytes : 1 << 20;
     w->o.linger_ms = opts && opts->linger_ms > 0 ? opts->linger_ms : 5;
     w->o.acks = opts && opts->acks ? opts->acks : -1;
@@ -520,6 +545,7 @@ int eddy_fluss_writer_new(eddy_fluss_client *c, const eddy_fluss_table *t,
     }
     uv_timer_init(eddy__rpc_loop(c), &w->timer);
     w->timer.data = w;
+    eddy__rpc_attach(c, &w->child, client_closing);
     *out = w;
     return 0;
 }
@@ -527,31 +553,40 @@ int eddy_fluss_writer_new(eddy_fluss_client *c, const eddy_fluss_table *t,
 static int pick_bucket(eddy_fluss_writer *w, const eddy_fluss_value *vals, eddy_err *err)
 {
     const eddy_fluss_schema *s = &w->t->schema;
-    if (w->t->nbuckets == 1)
+    if (w->nbuckets == 1)
         return 0;
     if (s->nbk == 0) { /* sticky: fill one bucket's batch, then move on */
         if (!open_size(w, &w->b[w->sticky]) && w->b[w->sticky].head)
-            w->sticky = (w->sticky + 1) % w->t->nbuckets;
+            w->sticky = (w->sticky + 1) % w->nbuckets;
         return w->sticky;
     }
     eddy_buf_reset(&w->val);
     int rc = eddy_fluss_key_encode(s, s->bk, s->nbk, vals, &w->val, err);
     if (rc)
         return rc;
-    return eddy_fluss_bucket(w->val.data, w->val.len, w->t->nbuckets);
+    return eddy_fluss_bucket(w->val.data, w->val.len, w->nbuckets);
 }
 
 int eddy_fluss_writer_write(eddy_fluss_writer *w, const eddy_fluss_value *vals, int is_delete,
                             eddy_fluss_done_cb cb, void *ud, eddy_err *err)
 {
     const eddy_fluss_table *t = w->t;
-    int bucket = pick_bucket(w, vals, err), rc;
+    int bucket, rc;
+    if (w->detached || w->freeing)
+        return eddy_err_set(err, EDDY_ECLOSING, "the writer or its Fluss client is closed");
+    bucket = pick_bucket(w, vals, err);
     if (bucket < 0)
         return bucket;
     wbucket *bk = &w->b[bucket];
     if (is_delete && !w->is_kv)
         return eddy_err_set(err, EDDY_EINVAL, "%s.%s is a log table: rows cannot be deleted",
                             t->database, t->name);
+    for (int i = 0; i < t->schema.ncols; i++) {
+        const eddy_fluss_column *c = &t->schema.cols[i];
+        if ((c->type == EDDY_FLUSS_TIMESTAMP || c->type == EDDY_FLUSS_TIMESTAMP_LTZ) &&
+            !vals[i].is_null && (rc = eddy__fluss_ts_check(c, &vals[i], err)))
+            return rc;
+    }
     if (!open_size(w, bk))
         bk->opened_ms = eddy_now_ms();
     if (w->is_kv) {
@@ -571,8 +606,8 @@ int eddy_fluss_writer_write(eddy_fluss_writer *w, const eddy_fluss_value *vals, 
         if (!bk->log && eddy_fluss_log_builder_new(&t->schema, t->schema_id, t->log_format,
                                                    t->codec, t->zstd_level, &bk->log, err))
             return EDDY_ENOMEM;
-        if (eddy_fluss_log_builder_add(bk->log, EDDY_FLUSS_APPEND, vals))
-            return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        if ((rc = eddy_fluss_log_builder_add(bk->log, EDDY_FLUSS_APPEND, vals, err)))
+            return rc;
     }
     if (cbs_push(&bk->open_cbs, cb, ud))
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
@@ -600,14 +635,23 @@ void eddy_fluss_writer_counts(const eddy_fluss_writer *w, long *acked, long *fai
     *failed = w->failed;
 }
 
-static void flush_now(void *ud)
+/* A flush that had nothing to wait for, a tick later. Its rows are done,
+ * so even when the client is closing (STATUS EDDY_ECANCELED) it gets
+ * their real outcome. */
+static void flush_now(int status, void *ud)
 {
     eddy_fluss_writer *w = ud;
-    check_waiters(w);
+    (void)status;
+    w->requests--;
+    if (!w->freeing)
+        check_waiters(w);
+    request_ended(w);
 }
 
 int eddy_fluss_writer_flush(eddy_fluss_writer *w, eddy_fluss_done_cb cb, void *ud)
 {
+    if (w->detached || w->freeing)
+        return EDDY_ECLOSING;
     flush_waiter *f = eddy_calloc(1, sizeof(*f));
     if (!f)
         return EDDY_ENOMEM;
@@ -616,11 +660,22 @@ int eddy_fluss_writer_flush(eddy_fluss_writer *w, eddy_fluss_done_cb cb, void *u
     f->target = w->written;
     f->next = w->waiters;
     w->waiters = f;
-    for (int i = 0; i < w->t->nbuckets; i++)
+    for (int i = 0; i < w->nbuckets; i++)
         close_batch(w, i);
     pump(w);
-    if (w->acked + w->failed >= f->target)
-        return eddy__rpc_defer(w->c, flush_now, w);
+    if (w->acked + w->failed >= f->target) {
+        int rc = eddy__rpc_defer(w->c, flush_now, w);
+        if (rc) { /* a start that fails calls nothing: take the waiter back */
+            flush_waiter **pp = &w->waiters;
+            while (*pp && *pp != f)
+                pp = &(*pp)->next;
+            if (*pp)
+                *pp = f->next;
+            eddy_free(f);
+            return rc;
+        }
+        w->requests++;
+    }
     return 0;
 }
 
@@ -636,7 +691,7 @@ static void timer_closed(uv_handle_t *h)
 /* Fail every queued batch (and, when ALSO_INFLIGHT, the in-flight ones). */
 static void drain(eddy_fluss_writer *w, int also_inflight, const eddy_err *e)
 {
-    for (int i = 0; i < w->t->nbuckets; i++) {
+    for (int i = 0; i < w->nbuckets; i++) {
         wbucket *bk = &w->b[i];
         while (bk->head) {
             wbatch *b = bk->head;
@@ -652,6 +707,51 @@ static void drain(eddy_fluss_writer *w, int also_inflight, const eddy_err *e)
     }
 }
 
+/* Close every open batch (when the builders still exist) and fail all
+ * queued batches and the flush waiters with E. */
+static void cancel_rows(eddy_fluss_writer *w, const eddy_err *e)
+{
+    for (int i = 0; i < w->nbuckets; i++) {
+        wbucket *bk = &w->b[i];
+        cb_list open = {0};
+        if (close_batch(w, i)) { /* out of memory: the open rows fail here */
+            w->failed += (long)open_size(w, bk);
+            open = bk->open_cbs;
+        } else {
+            eddy_free(bk->open_cbs.v);
+        }
+        memset(&bk->open_cbs, 0, sizeof(bk->open_cbs));
+        eddy_fluss_log_builder_free(bk->log);
+        eddy_fluss_kv_builder_free(bk->kv);
+        bk->log = NULL;
+        bk->kv = NULL;
+        for (size_t k = 0; k < open.n; k++)
+            open.v[k].cb(EDDY_ECANCELED, e, open.v[k].ud);
+        eddy_free(open.v);
+    }
+    drain(w, 0, e);
+    while (w->waiters) {
+        flush_waiter *f = w->waiters;
+        w->waiters = f->next;
+        f->cb(EDDY_ECANCELED, e, f->ud);
+        eddy_free(f);
+    }
+}
+
+/* The client closes (its requests, ours included, are answered already):
+ * fail what is left and never touch the client or the table again. */
+static void client_closing(eddy__fluss_child *ch)
+{
+    eddy_fluss_writer *w = EDDY__CONTAINER(ch, eddy_fluss_writer, child);
+    eddy_err e;
+    eddy_err_set(&e, EDDY_ECANCELED, "%s.%s: the Fluss client closed", w->t->database, w->t->name);
+    w->detached = 1;
+    uv_timer_stop(&w->timer);
+    cancel_rows(w, &e);
+    drain(w, 1, &e); /* in flight without a request (none expected) */
+    w->c = NULL;     /* W->T stays readable until the close ends, then is never used */
+}
+
 void eddy_fluss_writer_free(eddy_fluss_writer *w)
 {
     eddy_err e;
@@ -660,24 +760,10 @@ void eddy_fluss_writer_free(eddy_fluss_writer *w)
     eddy_err_set(&e, EDDY_ECANCELED, "writer closed");
     if (!w->freeing) {
         w->freeing = 1;
+        if (w->c)
+            eddy__rpc_detach(w->c, &w->child);
         uv_timer_stop(&w->timer);
-        for (int i = 0; i < w->t->nbuckets; i++) {
-            wbucket *bk = &w->b[i];
-            close_batch(w, i);
-            eddy_fluss_log_builder_free(bk->log);
-            eddy_fluss_kv_builder_free(bk->kv);
-            bk->log = NULL;
-            bk->kv = NULL;
-            eddy_free(bk->open_cbs.v);
-            memset(&bk->open_cbs, 0, sizeof(bk->open_cbs));
-        }
-        drain(w, 0, &e);
-        while (w->waiters) {
-            flush_waiter *f = w->waiters;
-            w->waiters = f->next;
-            f->cb(EDDY_ECANCELED, &e, f->ud);
-            eddy_free(f);
-        }
+        cancel_rows(w, &e);
     }
     if (w->requests > 0 || w->closed)
         return; /* in-flight answers come back first; the last one frees */

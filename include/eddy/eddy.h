@@ -4,8 +4,6 @@
 #ifndef EDDY_EDDY_H
 #define EDDY_EDDY_H
 
-#define EDDY_VERSION "0.1.0"
-
 #include "eddy/agent.h"
 #include "eddy/bgq.h"
 #include "eddy/buf.h"
@@ -20,5 +18,6 @@
 #include "eddy/runtime.h"
 #include "eddy/tools.h"
 #include "eddy/trace.h"
+#include "eddy/version.h"
 
 #endif

@@ -215,8 +215,13 @@ typedef struct eddy_fluss_log_builder eddy_fluss_log_builder;
 int eddy_fluss_log_builder_new(const eddy_fluss_schema *schema, int schema_id, int format,
                                int codec, int zstd_level, eddy_fluss_log_builder **out,
                                eddy_err *err);
-/* Append one row (values copied). CHANGE is used by INDEXED/COMPACTED only. */
-int eddy_fluss_log_builder_add(eddy_fluss_log_builder *b, int change, const eddy_fluss_value *vals);
+/* Append one row (values copied). CHANGE is used by INDEXED/COMPACTED only.
+ * A value the batch cannot hold is EDDY_ERANGE with ERR naming the column:
+ * a nano-of-millisecond outside 0..999999, or a timestamp its Arrow unit
+ * cannot count (TIMESTAMP(7..9) covers only 1677-09-21 to 2262-04-11).
+ * On any failure the builder is unchanged. */
+int eddy_fluss_log_builder_add(eddy_fluss_log_builder *b, int change, const eddy_fluss_value *vals,
+                               eddy_err *err);
 size_t eddy_fluss_log_builder_rows(const eddy_fluss_log_builder *b);
 /* Approximate size of the finished batch in bytes (before compression). */
 size_t eddy_fluss_log_builder_size(const eddy_fluss_log_builder *b);
@@ -268,16 +273,22 @@ typedef struct eddy_fluss_client_opts {
 
 int eddy_fluss_client_new(uv_loop_t *loop, const eddy_fluss_client_opts *opts,
                           eddy_fluss_client **out, eddy_err *err);
-/* Fail everything pending with EDDY_ECANCELED, close the connections and
- * free the client once the last handle has closed (run the loop). */
+/* Close the client. Every callback still pending (requests on the wire or
+ * queued, results deferred to the next tick, batched lookups, writer rows
+ * and flushes, metadata retries) runs once, inside this call, with
+ * EDDY_ECANCELED - except a flush whose rows were all done, which gets
+ * their result. From then on start functions return EDDY_ECLOSING and call
+ * nothing; writers and scanners of C stop and must still be freed. May be
+ * called from any callback of C. The client, and the tables it handed out,
+ * are freed once the loop has run the last close callback. */
 void eddy_fluss_client_close(eddy_fluss_client *c);
 
 typedef void (*eddy_fluss_done_cb)(int status, const eddy_err *err, void *ud);
 /* NAMES borrowed for the call. */
 typedef void (*eddy_fluss_names_cb)(int status, const eddy_err *err, char **names, size_t n,
                                     void *ud);
-/* T is owned by the client's cache and stays valid until the client is
- * closed (a refresh keeps the old object alive). */
+/* T is owned by the client's cache and stays valid until the client's
+ * close has completed (a refresh keeps the old object alive). */
 typedef void (*eddy_fluss_table_cb)(int status, const eddy_err *err, const eddy_fluss_table *t,
                                     void *ud);
 
@@ -338,7 +349,8 @@ size_t eddy_fluss_writer_pending(const eddy_fluss_writer *w);
 int eddy_fluss_writer_flush(eddy_fluss_writer *w, eddy_fluss_done_cb cb, void *ud);
 /* Rows acknowledged and rows failed so far. */
 void eddy_fluss_writer_counts(const eddy_fluss_writer *w, long *acked, long *failed);
-/* Free; rows not yet acknowledged fail with EDDY_ECANCELED. */
+/* Free; rows not yet acknowledged fail with EDDY_ECANCELED. Also after the
+ * client has closed (writes then return EDDY_ECLOSING). */
 void eddy_fluss_writer_free(eddy_fluss_writer *w);
 
 /* -- scanner: reads a table's log (a PK table's changelog) ---------------- */
@@ -368,6 +380,8 @@ int eddy_fluss_scanner_new(eddy_fluss_client *c, const eddy_fluss_table *t, cons
 int eddy_fluss_scanner_subscribe(eddy_fluss_scanner *s, int bucket, int64_t offset);
 void eddy_fluss_scanner_pause(eddy_fluss_scanner *s);
 void eddy_fluss_scanner_resume(eddy_fluss_scanner *s);
+/* Free (also after the client has closed: the scanner stops then, and
+ * subscribe returns EDDY_ECLOSING). */
 void eddy_fluss_scanner_free(eddy_fluss_scanner *s);
 
 /* -- lookups on PK tables --------------------------------------------------- */
@@ -391,8 +405,10 @@ int eddy_fluss_prefix_lookup(eddy_fluss_client *c, const eddy_fluss_table *t,
 /* Decode the SUCCESS payload of a response to API_KEY (1012 metadata,
  * 1015 fetch, 1017 lookup, 1021 list offsets, 1014 produce, 1016 put kv)
  * exactly as the client does, records and rows included (with SCHEMA and
- * FORMAT for fetch and lookup), without a connection. For fuzzing and
- * diagnostics; returns 0 or the first decoding error. */
+ * FORMAT for fetch and lookup), without a connection; API_KEY 0 reads P as
+ * a stream of response frames (lengths, types, error responses) the way a
+ * connection splits it. For fuzzing and diagnostics; returns 0 or the first
+ * decoding error. */
 int eddy_fluss_response_check(int api_key, const uint8_t *p, size_t n,
                               const eddy_fluss_schema *schema, int format, eddy_err *err);
 

@@ -543,8 +543,71 @@ def test_lookup_tool_configuration_errors(tmp):
         assert p.returncode == 2 and msg in p.stderr, (tool, p.returncode, p.stderr)
 
 
+PY_TS_COUNTS = r'''
+async def main():
+    conn = await fluss.FlussConnection.create(fluss.Config({"bootstrap.servers": BOOT}))
+    db, name = sys.argv[1].split(".")
+    path = fluss.TablePath(db, name)
+    t = await conn.get_table(path)
+    s = await t.new_scan().create_record_batch_log_scanner()
+    s.subscribe_buckets({0: fluss.EARLIEST_OFFSET})
+    tab = await s.to_arrow()
+    cols = {c: tab.column(c).cast(pa.int64()).to_pylist() for c in ("ts6", "ts9", "ltz9")}
+    for i, k in enumerate(tab.column("id").to_pylist()):
+        print(json.dumps(dict({"id": k}, **{c: v[i] for c, v in cols.items()})))
+    await conn.close()
+asyncio.run(main())
+'''
+
+
+def test_timestamps_at_the_edges_of_their_types(tmp):
+    """Arrow counts TIMESTAMP(6) in microseconds and (7..9) in nanoseconds of
+    an int64: years 1 and 9999 fit the first, 1677-09-21 to 2262-04-11 the
+    second. eddy writes the edges exactly (pyfluss reads the same counts),
+    and refuses an instant the column cannot hold, naming it (it used to
+    overflow). Compacted KV rows hold millis + nanos: year 9999 fits."""
+    cols = [("id", "BIGINT NOT NULL"), ("ts6", "TIMESTAMP(6)"), ("ts9", "TIMESTAMP(9)"),
+            ("ltz9", "TIMESTAMP_LTZ(9)")]
+    rows = [
+        {"id": 1, "ts6": "0001-01-01T00:00:00.000001", "ts9": "1677-09-21T00:12:43.145224192",
+         "ltz9": "2262-04-11T23:47:16.854775807Z"},
+        {"id": 2, "ts6": "9999-12-31T23:59:59.999999", "ts9": "2262-04-11T23:47:16.854775807",
+         "ltz9": "1970-01-01T00:00:00.000000001Z"},
+    ]
+    create(tmp, "it.ts_edges", cols, buckets=1)
+    too_late = {"id": 3, "ts6": None, "ts9": "9999-12-31T23:59:59.999999999", "ltz9": None}
+    too_early = {"id": 4, "ts6": None, "ts9": None, "ltz9": "0001-01-01T00:00:00.000000000Z"}
+    p = eddy("produce", "it.ts_edges", stdin=jsonl(rows + [too_late, too_early]), check=False)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "-:3: column 'ts9' (TIMESTAMP(9))" in p.stderr and "years 1677 to 2262" in p.stderr, p.stderr
+    assert "-:4: column 'ltz9' (TIMESTAMP(9))" in p.stderr, p.stderr
+    got = sorted(strip_meta(parse_jsonl(eddy("scan", "it.ts_edges").stdout)), key=lambda r: r["id"])
+    assert got == rows, got
+
+    def count(text, per_second):
+        """Exact epoch count of ISO TEXT in units of 1/PER_SECOND s."""
+        text = text.rstrip("Z")
+        whole, frac = text.split(".")
+        dt = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.timezone.utc)
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+        secs = (dt - epoch) // datetime.timedelta(seconds=1)
+        digits = len(str(per_second)) - 1
+        return secs * per_second + int(frac.ljust(digits, "0")[:digits])
+
+    want = [{"id": r["id"], "ts6": count(r["ts6"], 10**6), "ts9": count(r["ts9"], 10**9),
+             "ltz9": count(r["ltz9"], 10**9)} for r in rows]
+    assert want[1]["ts9"] == 2**63 - 1 and want[0]["ts9"] == -2**63
+    got = sorted(pyfluss(PY_TS_COUNTS, "it.ts_edges"), key=lambda r: r["id"])
+    assert got == want, "pyfluss reads other counts:\n%s\n%s" % (got, want)
+    # a primary-key table keeps millis + nanos: year 9999 in TIMESTAMP(9) fits
+    create(tmp, "it.ts_kv", cols, primary_key=["id"], buckets=1)
+    eddy("produce", "it.ts_kv", stdin=jsonl([too_late]))
+    assert parse_jsonl(eddy("lookup", "it.ts_kv", '{"id": 3}').stdout) == [too_late]
+
+
 TESTS = [
     test_every_type_format_and_codec,
+    test_timestamps_at_the_edges_of_their_types,
     test_primary_key_upsert_delete_lookup_changelog,
     test_prefix_lookup,
     test_bad_rows_are_rejected_with_reasons,
