@@ -70,6 +70,12 @@ void eddy__tools_kill(struct tool_call *c, int why)
         fmt_ms(v, sizeof(v), c->limits.wall_ms);
         snprintf(c->kill_msg, sizeof(c->kill_msg), "wall-clock budget of %s exceeded", v);
         break;
+    case KILL_NOYIELD:
+        snprintf(c->kill_msg, sizeof(c->kill_msg),
+                 "ran for more than %u ms where it cannot give other keys a turn (in a "
+                 "metamethod, an error handler or a function a library calls back)",
+                 (unsigned)(EDDY_LUA_NOYIELD_NS / 1000000));
+        break;
     default:
         snprintf(c->kill_msg, sizeof(c->kill_msg), "cancelled: eddy is shutting down");
         break;
@@ -118,10 +124,8 @@ static int over_budget(struct tool_call *c, uint64_t now)
  * from anywhere: lua_sethook is async-signal safe). */
 static void hook_soon(struct tool_call *c)
 {
-    if (c->running && !c->hook_soon) {
-        c->hook_soon = 1;
+    if (c->running && lua_gethookcount(c->running) != 1)
         lua_sethook(c->running, eddy__tools_hook, LUA_MASKCOUNT, 1);
-    }
 }
 
 void eddy__tools_hook(lua_State *L, lua_Debug *ar)
@@ -132,20 +136,29 @@ void eddy__tools_hook(lua_State *L, lua_Debug *ar)
     (void)ar;
     if (!c)
         return;
-    if (c->hook_soon) { /* lua_sethook walks every frame of L: only when needed */
-        c->hook_soon = 0;
+    /* lua_sethook walks every frame of L: only when the count was changed */
+    c->instructions += lua_gethookcount(L);
+    if (lua_gethookcount(L) != EDDY_LUA_HOOK_EVERY)
         lua_sethook(L, eddy__tools_hook, LUA_MASKCOUNT, EDDY_LUA_HOOK_EVERY);
-    }
-    c->instructions += EDDY_LUA_HOOK_EVERY;
     now = uv_hrtime();
     if ((why = over_budget(c, now)))
         eddy__tools_kill(c, why);
     if (c->killed)
         raise_killed(L, c);
-    if (!c->is_load && now - c->slice_ns > EDDY_LUA_SLICE_NS && lua_isyieldable(L)) {
+    if (c->is_load || now - c->slice_ns <= EDDY_LUA_SLICE_NS)
+        return;
+    if (lua_isyieldable(L)) {
         c->slice_yield = 1;
         lua_yield(L, 0);
     }
+    /* where it cannot yield (a metamethod, a library's callback, an error
+     * handler): look again soon, yield at the first point where it can, and
+     * stop a call that stays there too long for the other keys */
+    if (now - c->slice_ns > EDDY_LUA_NOYIELD_NS) {
+        eddy__tools_kill(c, KILL_NOYIELD);
+        raise_killed(L, c);
+    }
+    lua_sethook(L, eddy__tools_hook, LUA_MASKCOUNT, 100);
 }
 
 void eddy__tools_charge(lua_State *L, int64_t units)
@@ -162,6 +175,18 @@ void eddy__tools_charge(lua_State *L, int64_t units)
         raise_killed(L, c);
     if (units >= 100000)
         hook_soon(c); /* a slice may be over */
+}
+
+void eddy__tools_reserve(lua_State *L, int64_t bytes)
+{
+    eddy_tools *h = eddy__tools_host(L);
+    struct tool_call *c = h ? h->current : NULL;
+    if (!c)
+        return;
+    if (c->mem + bytes > c->limits.memory)
+        eddy__tools_kill(c, KILL_MEMORY);
+    if (c->killed)
+        raise_killed(L, c);
 }
 
 void *eddy__tools_alloc(void *ud, void *ptr, size_t osize, size_t nsize)

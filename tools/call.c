@@ -190,9 +190,17 @@ static void after_resume(struct tool_call *c, int status, int nres)
         return;
     }
     if (status != LUA_OK) {
-        const char *m = lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER
-                            ? lua_tostring(co, -1)
-                            : NULL;
+        char num[64];
+        const char *m = NULL;
+        if (lua_type(co, -1) == LUA_TSTRING) {
+            m = lua_tostring(co, -1);
+        } else if (lua_type(co, -1) == LUA_TNUMBER) { /* lua_tostring would allocate */
+            if (lua_isinteger(co, -1))
+                snprintf(num, sizeof(num), "%lld", (long long)lua_tointeger(co, -1));
+            else
+                snprintf(num, sizeof(num), "%.17g", lua_tonumber(co, -1));
+            m = num;
+        }
         fail(c, EDDY_ETOOL,
              m                      ? m
              : status == LUA_ERRMEM ? "out of memory"
@@ -204,7 +212,7 @@ static void after_resume(struct tool_call *c, int status, int nres)
         c->res.result = json_null();
     } else {
         eddy_err e;
-        c->res.result = eddy_lua_to_json(co, -nres, &e);
+        c->res.result = eddy__lua_to_json_max(co, -nres, 2 * EDDY_LUA_RESULT_MAX, &e);
         if (c->res.result) {
             size_t n = json_dumpb(c->res.result, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
             if (n > (size_t)EDDY_LUA_RESULT_MAX) {
@@ -295,6 +303,7 @@ static void on_timer(uv_timer_t *t)
     struct tool_call *c = t->data;
     if (c->delivered)
         return;
+    slice_remove(c); /* a resume from here replaces a pending slice */
     if (!c->finished) {
         if (c->wait_ready)
             resume_answer(c);
@@ -339,7 +348,7 @@ static void on_deadline(uv_timer_t *t)
 eddy_tool_wait *eddy__tools_call_begin_wait(lua_State *L)
 {
     struct tool_call *c = eddy__tools_host(L)->current;
-    if (!c || c->co != L || c->is_load)
+    if (!c || c->co != L || c->is_load || !lua_isyieldable(L))
         return NULL;
     c->waiting = 1;
     c->native_wait = 1;
@@ -396,6 +405,9 @@ int eddy__tools_call_wait(lua_State *L, uint64_t ms)
         return luaL_error(L, "eddy.sleep can only be used while a tool runs, not at load");
     if (c->co != L)
         return luaL_error(L, "eddy.sleep cannot be used in a coroutine the tool made");
+    if (!lua_isyieldable(L))
+        return luaL_error(L, "eddy.sleep cannot be used here (in a metamethod, an error "
+                             "handler or a function a library calls back)");
     left = c->deadline_ns > now ? (c->deadline_ns - now) / 1000000 + 1 : 0;
     c->waiting = 1;
     uv_timer_start(&c->timer, on_timer, ms < left ? ms : left, 0);
@@ -580,7 +592,7 @@ json_t *eddy_tool_memory_json(eddy_tool_memory *m, eddy_err *err)
 {
     json_t *v;
     lua_rawgeti(m->host->L, LUA_REGISTRYINDEX, m->ref);
-    v = eddy_lua_to_json(m->host->L, -1, err);
+    v = eddy__lua_to_json_max(m->host->L, -1, 16LL << 20, err);
     lua_pop(m->host->L, 1);
     if (v && !json_is_object(v)) {
         json_decref(v);

@@ -119,7 +119,16 @@ static void close_fd(void *p)
     close((int)(intptr_t)p - 1);
 }
 
-/* Refuse with nil and a message, as eddy.file.read always has. */
+/* Refuse with nil and a message, as eddy.file.read always has; the file, if
+ * open, is closed now (not at the next collection). */
+static int refuse_fd(lua_State *L, eddy_holder *hd, const char *rel, const char *why)
+{
+    eddy__tools_holder_release(hd);
+    lua_pushnil(L);
+    lua_pushfstring(L, "eddy.file.read: '%s': %s", rel, why);
+    return 2;
+}
+
 static int refuse(lua_State *L, const char *rel, const char *why)
 {
     lua_pushnil(L);
@@ -156,13 +165,13 @@ int eddy__tools_file_read(lua_State *L)
     hd->p = (void *)(intptr_t)(fd + 1);
     hd->free = close_fd;
     if (fstat(fd, &st) != 0)
-        return refuse(L, rel, strerror(errno));
+        return refuse_fd(L, hd, rel, strerror(errno));
     if (!S_ISREG(st.st_mode))
-        return refuse(L, rel, "not a regular file");
+        return refuse_fd(L, hd, rel, "not a regular file");
     if (denied(h, &st))
-        return refuse(L, rel, "eddy's own state is not readable by tools");
+        return refuse_fd(L, hd, rel, "eddy's own state is not readable by tools");
     if (st.st_size > EDDY_LUA_FILE_MAX)
-        return refuse(L, rel, "larger than the 16 MiB a tool may read");
+        return refuse_fd(L, hd, rel, "larger than the 16 MiB a tool may read");
     eddy__tools_charge(L, (int64_t)st.st_size / 16 + 1);
     dst = luaL_buffinitsize(L, &b, (size_t)st.st_size);
     len = 0;
@@ -171,7 +180,7 @@ int eddy__tools_file_read(lua_State *L)
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0)
-            return refuse(L, rel, strerror(errno));
+            return refuse_fd(L, hd, rel, strerror(errno));
         if (r == 0)
             break;
         len += (size_t)r;

@@ -49,8 +49,13 @@ static int l_sleep(lua_State *L)
 
 static int l_log(lua_State *L)
 {
-    const char *msg = luaL_tolstring(L, 1, NULL);
-    EDDY_INFO("lua", "%s: %s", current_tool(L), msg);
+    size_t n;
+    const char *msg = luaL_tolstring(L, 1, &n);
+    eddy__tools_charge(L, (int64_t)n / 16 + 1);
+    if (n > 4096)
+        EDDY_INFO("lua", "%s: %.4096s... (%zu bytes)", current_tool(L), msg, n);
+    else
+        EDDY_INFO("lua", "%s: %s", current_tool(L), msg);
     return 0;
 }
 
@@ -71,7 +76,7 @@ static int l_json_encode(lua_State *L)
     eddy_holder *hd = eddy__tools_holder(L); /* owns the text until pushed */
     json_t *v;
     luaL_checkany(L, 1);
-    v = eddy_lua_to_json(L, 1, &e);
+    v = eddy__lua_to_json_max(L, 1, EDDY_LUA_CONVERT_MAX, &e);
     if (!v)
         return luaL_error(L, "eddy.json.encode: %s", e.msg);
     hd->p = eddy_json_dumps(v);
@@ -92,7 +97,8 @@ static int l_json_decode(lua_State *L)
     eddy_holder *hd;
     json_error_t je;
     eddy__tools_charge(L, (int64_t)n / 8 + 1);
-    hd = eddy__tools_holder(L); /* owns the JSON while Lua values are made */
+    eddy__tools_reserve(L, (int64_t)n * 24); /* jansson's tree: ~48 bytes a value */
+    hd = eddy__tools_holder(L);              /* owns the JSON while Lua values are made */
     hd->free = free_json;
     if (!(hd->p = json_loadb(s, n, JSON_DECODE_ANY, &je))) {
         lua_pushnil(L);

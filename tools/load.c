@@ -145,6 +145,14 @@ static int check_spec(lua_State *L)
     int spec = 2, line, pl, pc, params;
     char bad[128];
     eddy_err e;
+    lua_pushliteral(L, "__eddy_tool");
+    if (lua_rawget(L, spec) != LUA_TBOOLEAN) {
+        problem(&ld->problems,
+                "%s:1:1: a tool file must return eddy.tool{ name, description, params, run }",
+                path);
+        return 0;
+    }
+    lua_pop(L, 1);
     lua_getfield(L, spec, "__eddy_line");
     line = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
@@ -344,8 +352,7 @@ static int run_chunk(loading *ld, eddy_err *err)
     } else if (st != LUA_OK) {
         runtime_error(ld, lua_type(lc->co, -1) == LUA_TSTRING ? lua_tostring(lc->co, -1)
                                                               : "error object is not a string");
-    } else if (nres < 1 || !lua_istable(lc->co, -nres) ||
-               (lua_getfield(lc->co, -nres, "__eddy_tool"), !lua_toboolean(lc->co, -1))) {
+    } else if (nres < 1 || !lua_istable(lc->co, -nres)) {
         problem(&ld->problems,
                 "%s:1:1: a tool file must return eddy.tool{ name, description, params, run }",
                 ld->path);
@@ -374,6 +381,13 @@ static int run_chunk(loading *ld, eddy_err *err)
     }
     h->current = NULL;
     lua_settop(L, top);
+    /* the file's globals are read-only to calls: no way back to them by _G */
+    if (lc->env_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lc->env_ref);
+        lua_pushnil(L);
+        lua_setfield(L, -2, "_G"); /* an existing field: no allocation */
+        lua_pop(L, 1);
+    }
     return rc;
 }
 
@@ -402,6 +416,8 @@ int eddy_tools_load(eddy_tools *h, const char *path, const eddy_tool_limits *lim
     lc.co_ref = lc.env_ref = lc.ctx_ref = lc.mem_ref = LUA_NOREF;
     eddy_buf_init(&ld.problems);
     t = eddy_calloc(1, sizeof(*t));
+    if (t)
+        t->run_ref = t->chunk_ref = t->envmt_ref = LUA_NOREF; /* before any goto out */
     chunk = eddy_aprintf("@%s", path);
     if (!t || !chunk || !(t->path = eddy_strdup(path))) {
         rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");

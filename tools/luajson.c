@@ -36,7 +36,7 @@ static int push_rec(lua_State *L, json_t *v, int depth)
                 return EDDY_ERANGE;
             lua_setfield(L, -2, k);
         }
-        luaL_setmetatable(L, EDDY_LUA_OBJECT_MT);
+        luaL_setmetatable(L, EDDY_LUA_JOBJECT_MT);
         return 0;
     case JSON_ARRAY:
         lua_createtable(L, (int)json_array_size(v), 0);
@@ -46,7 +46,7 @@ static int push_rec(lua_State *L, json_t *v, int depth)
                 return EDDY_ERANGE;
             lua_rawseti(L, -2, (lua_Integer)i + 1);
         }
-        luaL_setmetatable(L, EDDY_LUA_ARRAY_MT);
+        luaL_setmetatable(L, EDDY_LUA_JARRAY_MT);
         return 0;
     case JSON_STRING:
         lua_pushlstring(L, json_string_value(v), json_string_length(v));
@@ -125,7 +125,8 @@ static int real_table(lua_State *L, int idx)
     return 1;
 }
 
-static json_t *to_json_rec(lua_State *L, int idx, int depth, eddy_buf *path, eddy_err *err);
+static json_t *to_json_rec(lua_State *L, int idx, int depth, eddy_buf *path, int64_t *left,
+                           eddy_err *err);
 
 static void path_trunc(eddy_buf *path, size_t mark)
 {
@@ -134,24 +135,37 @@ static void path_trunc(eddy_buf *path, size_t mark)
         path->data[mark] = '\0';
 }
 
-/* A table is an array when its keys are exactly 1..n (n > 0), or when it
- * came as an array (eddy.array) and its keys are positive integers with few
- * holes (holes become null). An empty table keeps the kind it came with: []
- * for eddy.array / a JSON array, {} otherwise. Everything else is an object
- * whose integer keys are written as strings. */
-static json_t *table_to_json(lua_State *L, int idx, int depth, eddy_buf *path, eddy_err *err)
+/* Which JSON a table becomes. eddy.array{} is always an array and
+ * eddy.object{} always an object. Otherwise a non-empty table is an array
+ * when its keys are exactly 1..n (so appending to an object that came from
+ * JSON empty makes a list), or when it came from a JSON array and its keys
+ * are positive integers with few holes (holes become null); any other is
+ * an object whose integer keys are written as strings. An empty table keeps
+ * the kind it came with: [] from a JSON array, {} otherwise. */
+static json_t *table_to_json(lua_State *L, int idx, int depth, eddy_buf *path, int64_t *left,
+                             eddy_err *err)
 {
-    int marked_array = has_mt(L, idx, EDDY_LUA_ARRAY_MT), all_int;
+    int forced_array = has_mt(L, idx, EDDY_LUA_ARRAY_MT), all_int;
+    int from_array = has_mt(L, idx, EDDY_LUA_JARRAY_MT);
+    int forced_object = has_mt(L, idx, EDDY_LUA_OBJECT_MT);
     lua_Integer max, n = scan_keys(L, idx, &all_int, &max);
+    int few_holes = all_int && (max == n || max <= 2 * n + 8);
     size_t mark = path->len;
     json_t *out;
-    if (n == 0 ? marked_array : all_int && (max == n || (marked_array && max <= 2 * n + 8))) {
+    if (forced_array && n > 0 && !few_holes) {
+        eddy_err_set(err, EDDY_ESCHEMA, "%s: an eddy.array holds keys other than 1..n",
+                     path->len ? path->data : "value");
+        return NULL;
+    }
+    if (!forced_object &&
+        (n == 0 ? forced_array || from_array
+                : all_int && (max == n || ((forced_array || from_array) && few_holes)))) {
         out = json_array();
         for (lua_Integer i = 1; out && i <= max; i++) {
             json_t *x;
             lua_rawgeti(L, idx, i);
             eddy_buf_printf(path, "[%lld]", (long long)i);
-            x = to_json_rec(L, lua_gettop(L), depth + 1, path, err);
+            x = to_json_rec(L, lua_gettop(L), depth + 1, path, left, err);
             lua_pop(L, 1);
             path_trunc(path, mark);
             if (!x || json_array_append_new(out, x)) {
@@ -166,11 +180,13 @@ static json_t *table_to_json(lua_State *L, int idx, int depth, eddy_buf *path, e
     while (out && lua_next(L, idx)) {
         char kbuf[64];
         const char *k;
+        size_t klen;
         json_t *x;
         if (lua_type(L, -2) == LUA_TSTRING) {
-            k = lua_tostring(L, -2);
+            k = lua_tolstring(L, -2, &klen);
+            *left -= (int64_t)klen + 3;
         } else if (lua_isinteger(L, -2)) {
-            snprintf(kbuf, sizeof(kbuf), "%lld", (long long)lua_tointeger(L, -2));
+            klen = (size_t)snprintf(kbuf, sizeof(kbuf), "%lld", (long long)lua_tointeger(L, -2));
             k = kbuf;
         } else {
             eddy_err_set(err, EDDY_ESCHEMA, "%s: a %s cannot be a JSON object key",
@@ -180,10 +196,10 @@ static json_t *table_to_json(lua_State *L, int idx, int depth, eddy_buf *path, e
             return NULL;
         }
         eddy_buf_printf(path, ".%s", k);
-        x = to_json_rec(L, lua_gettop(L), depth + 1, path, err);
+        x = to_json_rec(L, lua_gettop(L), depth + 1, path, left, err);
         path_trunc(path, mark);
         lua_pop(L, 1);
-        if (!x || json_object_set_new(out, k, x)) {
+        if (!x || json_object_setn_new(out, k, klen, x)) {
             if (x == NULL) {
                 lua_pop(L, 1);
                 json_decref(out);
@@ -198,10 +214,15 @@ static json_t *table_to_json(lua_State *L, int idx, int depth, eddy_buf *path, e
     return out;
 }
 
-static json_t *to_json_rec(lua_State *L, int idx, int depth, eddy_buf *path, eddy_err *err)
+static json_t *to_json_rec(lua_State *L, int idx, int depth, eddy_buf *path, int64_t *left,
+                           eddy_err *err)
 {
     const char *where = path->len ? path->data : "value";
     json_t *v = NULL;
+    if ((*left -= 8) < 0) {
+        eddy_err_set(err, EDDY_ERANGE, "%s: too large to convert to JSON", where);
+        return NULL;
+    }
     if (depth > MAX_DEPTH) {
         eddy_err_set(err, EDDY_ERANGE, "%s: nested deeper than %d levels (a cycle?)", where,
                      MAX_DEPTH);
@@ -223,6 +244,10 @@ static json_t *to_json_rec(lua_State *L, int idx, int depth, eddy_buf *path, edd
     case LUA_TSTRING: {
         size_t n;
         const char *s = lua_tolstring(L, idx, &n);
+        if ((*left -= (int64_t)n) < 0) {
+            eddy_err_set(err, EDDY_ERANGE, "%s: too large to convert to JSON", where);
+            return NULL;
+        }
         v = json_stringn(s, n);
         if (!v)
             eddy_err_set(err, EDDY_ESCHEMA, "%s: string is not valid UTF-8", where);
@@ -244,11 +269,11 @@ static json_t *to_json_rec(lua_State *L, int idx, int depth, eddy_buf *path, edd
             return NULL;
         }
         if (real) {
-            v = table_to_json(L, lua_gettop(L), depth, path, err);
+            v = table_to_json(L, lua_gettop(L), depth, path, left, err);
             lua_pop(L, 1);
             return v;
         }
-        return table_to_json(L, idx, depth, path, err);
+        return table_to_json(L, idx, depth, path, left, err);
     }
     default:
         break;
@@ -258,12 +283,18 @@ static json_t *to_json_rec(lua_State *L, int idx, int depth, eddy_buf *path, edd
     return NULL;
 }
 
-json_t *eddy_lua_to_json(lua_State *L, int idx, eddy_err *err)
+json_t *eddy__lua_to_json_max(lua_State *L, int idx, int64_t max_bytes, eddy_err *err)
 {
     eddy_buf path;
     json_t *v;
+    int64_t left = max_bytes;
     eddy_buf_init(&path);
-    v = to_json_rec(L, lua_absindex(L, idx), 0, &path, err);
+    v = to_json_rec(L, lua_absindex(L, idx), 0, &path, &left, err);
     eddy_buf_free(&path);
     return v;
+}
+
+json_t *eddy_lua_to_json(lua_State *L, int idx, eddy_err *err)
+{
+    return eddy__lua_to_json_max(L, idx, EDDY_LUA_CONVERT_MAX, err);
 }

@@ -153,7 +153,8 @@ static int l_native(lua_State *L)
     if (!args)
         return luaL_error(L, "eddy.%s.%s: out of memory", mod, reg->name);
     for (int i = 1; i <= n; i++) {
-        json_t *v = lua_isnil(L, i) ? json_null() : eddy_lua_to_json(L, i, &e);
+        json_t *v =
+            lua_isnil(L, i) ? json_null() : eddy__lua_to_json_max(L, i, EDDY_LUA_RESULT_MAX, &e);
         if (!v || json_array_append_new(args, v)) {
             json_decref(args);
             return luaL_error(L, "eddy.%s.%s: argument %d: %s", mod, reg->name, i,
@@ -164,7 +165,8 @@ static int l_native(lua_State *L)
         json_decref(args);
         return luaL_error(L,
                           "eddy.%s.%s can only be used while a tool runs (not at load, not in a "
-                          "coroutine the tool made)",
+                          "coroutine the tool made, not in a metamethod, an error handler or a "
+                          "function a library calls back)",
                           mod, reg->name);
     }
     rc = eddy__tools_module_state(h, mi, &state, &e);

@@ -157,6 +157,40 @@ void eddy__tools_memory_proxy(lua_State *L, int idx, int cache)
     lua_rawset(L, cache);
 }
 
+static const char *const kDocMarks[] = {EDDY_LUA_ARRAY_MT, EDDY_LUA_OBJECT_MT, EDDY_LUA_JARRAY_MT,
+                                        EDDY_LUA_JOBJECT_MT, NULL};
+
+/* Proxies inside the plain table at IDX (stored into a memory document)
+ * become the tables they stand for, so a document never holds a proxy; at
+ * most DEPTH levels, each table once (SEEN). */
+static void unwrap_inside(lua_State *L, int idx, int depth, int seen)
+{
+    idx = lua_absindex(L, idx);
+    if (depth > 64 || lua_type(L, idx) != LUA_TTABLE)
+        return;
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, seen) != LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, idx);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, seen);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        eddy__tools_charge(L, 1);
+        if (unwrap_memory(L, -1)) {
+            lua_pushvalue(L, -3);
+            lua_insert(L, -2);
+            lua_rawset(L, idx); /* an existing key: allowed while iterating */
+        } else if (lua_type(L, -1) == LUA_TTABLE && !is_frozen(L, -1)) {
+            unwrap_inside(L, -1, depth + 1, seen);
+        }
+        lua_pop(L, 1);
+    }
+}
+
 /* Replace the table on top (a value read from a memory document) with its
  * proxy for the running call, so that it dies with the call too. */
 static void wrap_top(lua_State *L)
@@ -164,6 +198,17 @@ static void wrap_top(lua_State *L)
     struct tool_call *c = eddy__tools_host(L)->current;
     if (lua_type(L, -1) != LUA_TTABLE || !c || c->mem_ref == LUA_NOREF)
         return;
+    if (lua_getmetatable(L, -1)) { /* only document tables: plain or marked */
+        int plain = 0;
+        for (const char *const *m = kDocMarks; *m && !plain; m++) {
+            luaL_getmetatable(L, *m);
+            plain = lua_rawequal(L, -1, -2);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+        if (!plain)
+            return;
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->mem_ref);
     eddy__tools_memory_proxy(L, -2, -1);
     lua_replace(L, -3);
@@ -184,6 +229,13 @@ static int memory_newindex(lua_State *L)
 {
     if (!eddy__tools_unproxy(L, 1))
         return luaL_error(L, "ctx.memory used after its tool call returned");
+    if (is_frozen(L, 3))
+        return luaL_error(L, "a library cannot be stored in ctx.memory");
+    if (lua_type(L, 3) == LUA_TTABLE && !is_mt(L, 3, EDDY_LUA_MEMORY_MT)) {
+        lua_newtable(L);
+        unwrap_inside(L, 3, 0, lua_gettop(L));
+        lua_pop(L, 1);
+    }
     lua_pushvalue(L, 2);
     if (!unwrap_memory(L, 3))
         lua_pushvalue(L, 3);
@@ -204,8 +256,15 @@ void eddy__tools_kill_proxy(lua_State *L, int idx)
     int is_memory;
     idx = lua_absindex(L, idx);
     is_memory = is_mt(L, idx, EDDY_LUA_MEMORY_MT);
-    if (!is_memory) { /* ctx: empty it (a memory proxy keeps its entry in the
-                       * proxies map, for converting a document that holds it) */
+    /* first what cannot fail (no allocation): out of the map, dead */
+    push_proxies(L);
+    lua_pushvalue(L, idx);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    luaL_getmetatable(L, EDDY_LUA_DEAD_MT);
+    lua_setmetatable(L, idx);
+    if (!is_memory) { /* ctx: empty it */
         lua_pushnil(L);
         while (lua_next(L, idx)) {
             lua_pop(L, 1);
@@ -216,8 +275,6 @@ void eddy__tools_kill_proxy(lua_State *L, int idx)
     }
     lua_pushstring(L, is_memory ? "ctx.memory" : "ctx");
     lua_rawsetp(L, idx, &dead_error);
-    luaL_getmetatable(L, EDDY_LUA_DEAD_MT);
-    lua_setmetatable(L, idx);
 }
 
 /* -- base functions that see through proxies --------------------------------- */
@@ -502,7 +559,16 @@ static int64_t slen(lua_State *L, int i)
 
 static int64_t ilen(lua_State *L, int i)
 {
-    return lua_type(L, i) == LUA_TTABLE ? (int64_t)lua_rawlen(L, i) : 0;
+    int64_t n;
+    if (lua_type(L, i) != LUA_TTABLE)
+        return 0;
+    if (!lua_getmetatable(L, i))
+        return (int64_t)lua_rawlen(L, i);
+    lua_pop(L, 1);
+    /* the library loops to what __len says, also when __index/__newindex are
+     * C functions that no hook sees: charge that (this may run __len) */
+    n = (int64_t)luaL_len(L, i);
+    return n < 0 ? 0 : n > INT64_MAX / 64 ? INT64_MAX / 64 : n;
 }
 
 /* Elements from I to J (arguments, with defaults) of a range. */
@@ -528,6 +594,24 @@ static int64_t all_strings(lua_State *L)
     for (int i = 1; i <= lua_gettop(L); i++)
         n += slen(L, i) / 16;
     return n;
+}
+/* string.format: per format byte, and per byte of every string argument
+ * (%q escapes byte by byte) */
+static int64_t c_format(lua_State *L)
+{
+    int64_t n = slen(L, 1) * 4 + 1;
+    for (int i = 2; i <= lua_gettop(L); i++)
+        n += slen(L, i);
+    return n;
+}
+/* pack, packsize, unpack: per format byte, and the data */
+static int64_t c_pack(lua_State *L)
+{
+    return slen(L, 1) * 2 + all_strings(L);
+}
+static int64_t c_date(lua_State *L)
+{
+    return slen(L, 1) * 4 + 1;
 }
 
 static int64_t c_len16(lua_State *L)
@@ -622,10 +706,10 @@ static int l_charged(lua_State *L)
     return f(L);
 }
 
-static const charged kString[] = {
-    {"byte", c_byte},      {"char", c_args},      {"format", all_strings}, {"len", c_args},
-    {"lower", c_len16},    {"upper", c_len16},    {"reverse", c_len16},    {"sub", c_sub},
-    {"pack", all_strings}, {"packsize", c_len16}, {"unpack", all_strings}, {NULL, NULL}};
+static const charged kString[] = {{"byte", c_byte},     {"char", c_args},   {"format", c_format},
+                                  {"len", c_args},      {"lower", c_len16}, {"upper", c_len16},
+                                  {"reverse", c_len16}, {"sub", c_sub},     {"pack", c_pack},
+                                  {"packsize", c_pack}, {"unpack", c_pack}, {NULL, NULL}};
 static const charged kTable[] = {
     {"concat", c_concat}, {"insert", c_table_len}, {"remove", c_table_len}, {"move", c_move},
     {"unpack", c_unpack}, {"sort", c_sort},        {"pack", c_args},        {NULL, NULL}};
@@ -633,7 +717,7 @@ static const charged kUtf8[] = {{"char", c_args},           {"len", c_utf8_span}
                                 {"codepoint", c_utf8_span}, {"offset", c_utf8_span},
                                 {"codes", c_args},          {NULL, NULL}};
 static const charged kOs[] = {
-    {"time", c_args}, {"clock", c_args}, {"date", c_len16}, {"difftime", c_args}, {NULL, NULL}};
+    {"time", c_args}, {"clock", c_args}, {"date", c_date}, {"difftime", c_args}, {NULL, NULL}};
 static const charged kNone[] = {{NULL, NULL}};
 static const charged kBase[] = {
     {"tonumber", c_len16}, {"tostring", c_args}, {"select", c_args}, {NULL, NULL}};
@@ -708,15 +792,16 @@ static int l_print(lua_State *L)
         luaL_addvalue(&b);
     }
     luaL_pushresult(&b);
-    EDDY_INFO("lua", "%s: %s", h->current ? eddy__tool_call_name(h->current) : "tool",
+    eddy__tools_charge(L, (int64_t)lua_rawlen(L, -1) / 16 + 1);
+    EDDY_INFO("lua", "%s: %.4096s", h->current ? eddy__tool_call_name(h->current) : "tool",
               lua_tostring(L, -1));
     return 0;
 }
 
-static void protect_mt(lua_State *L, const char *name)
+static void protect_mt(lua_State *L, const char *name, const char *shown)
 {
     luaL_newmetatable(L, name);
-    lua_pushstring(L, name);
+    lua_pushstring(L, shown);
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
 }
@@ -760,8 +845,10 @@ int eddy__tools_open_sandbox(lua_State *L)
         luaL_requiref(L, l->name, l->func, 1);
         lua_pop(L, 1);
     }
-    protect_mt(L, EDDY_LUA_ARRAY_MT);
-    protect_mt(L, EDDY_LUA_OBJECT_MT);
+    protect_mt(L, EDDY_LUA_ARRAY_MT, EDDY_LUA_ARRAY_MT);
+    protect_mt(L, EDDY_LUA_OBJECT_MT, EDDY_LUA_OBJECT_MT);
+    protect_mt(L, EDDY_LUA_JARRAY_MT, EDDY_LUA_ARRAY_MT);
+    protect_mt(L, EDDY_LUA_JOBJECT_MT, EDDY_LUA_OBJECT_MT);
     luaL_newmetatable(L, EDDY_LUA_DEAD_MT);
     lua_pushcfunction(L, dead_error);
     lua_setfield(L, -2, "__index");
@@ -834,6 +921,8 @@ int eddy__tools_open_sandbox(lua_State *L)
     freeze_top(L);
     lua_setfield(L, base, "utf8");
     charged_copy(L, g, "math", kNone, 1); /* math is O(1) */
+    lua_pushnil(L); /* the generator is shared: no call may seed it for others */
+    lua_setfield(L, -2, "randomseed");
     freeze_top(L);
     lua_setfield(L, base, "math");
     charged_copy(L, g, "os", kOs, 0);

@@ -13,6 +13,9 @@
 
 #define EDDY_LUA_ARRAY_MT "eddy.array"
 #define EDDY_LUA_OBJECT_MT "eddy.object"
+/* tables made from JSON arrays and objects (eddy.array/eddy.object force) */
+#define EDDY_LUA_JARRAY_MT "eddy.json.array"
+#define EDDY_LUA_JOBJECT_MT "eddy.json.object"
 #define EDDY_LUA_MEMORY_MT "eddy.memory" /* ctx.memory proxies */
 #define EDDY_LUA_DEAD_MT "eddy.dead"     /* ctx objects after their call */
 #define EDDY_LUA_FROZEN_MT "eddy.frozen" /* read-only library proxies */
@@ -24,12 +27,18 @@
  * before it yields back to the loop so other keys are served. */
 #define EDDY_LUA_HOOK_EVERY 1000
 #define EDDY_LUA_SLICE_NS (5u * 1000 * 1000)
+/* The longest a call may run where it cannot yield (inside a metamethod or
+ * a library's callback) before it is stopped. */
+#define EDDY_LUA_NOYIELD_NS (250u * 1000 * 1000)
 /* Lua time one loop iteration gives all sliced calls together. */
 #define EDDY_LUA_ROUND_NS (10u * 1000 * 1000)
 /* The whole host's Lua heap, whatever the calls' budgets add up to. */
 #define EDDY_LUA_HOST_HEAP (1024LL << 20)
 /* A tool's result, as JSON text, may not be bigger (it goes to the model). */
 #define EDDY_LUA_RESULT_MAX (1LL << 20)
+/* Lua -> JSON stops past about this many bytes of JSON (a table reached by
+ * several paths counts once per path, so a DAG cannot blow up). */
+#define EDDY_LUA_CONVERT_MAX (64LL << 20)
 /* eddy.file.read refuses bigger files. */
 #define EDDY_LUA_FILE_MAX (16LL << 20)
 
@@ -47,7 +56,7 @@ struct eddy_tool {
 };
 
 /* Why a call was stopped (tool_call.killed). */
-enum { KILL_NONE, KILL_INSTRUCTIONS, KILL_MEMORY, KILL_WALL, KILL_CANCEL };
+enum { KILL_NONE, KILL_INSTRUCTIONS, KILL_MEMORY, KILL_WALL, KILL_NOYIELD, KILL_CANCEL };
 
 /* One tool call, or the run of a tool file's top-level code (is_load).
  * Lives from eddy_tool_call until its handles are closed and any native
@@ -75,8 +84,7 @@ struct tool_call {
     int killed;           /* KILL_*: every further step raises */
     char kill_msg[160];
     int is_load;
-    int slice_yield; /* the hook yielded to give the loop a turn */
-    int hook_soon;   /* the running thread's hook was set to fire at once */
+    int slice_yield;                           /* the hook yielded to give the loop a turn */
     struct tool_call *slice_prev, *slice_next; /* in the host's queue of sliced calls */
     int sliced;                                /* ... is in it */
     int waiting;                               /* a host function started work and yielded */
@@ -125,6 +133,10 @@ void *eddy__tools_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 void eddy__tools_hook(lua_State *L, lua_Debug *ar);
 /* The host of any thread of its state. */
 eddy_tools *eddy__tools_host(lua_State *L);
+/* Memory the running call is about to use outside the Lua heap (jansson's
+ * tree while eddy.json.decode converts): stops the call (raises) when its
+ * memory budget could not hold BYTES more. */
+void eddy__tools_reserve(lua_State *L, int64_t bytes);
 /* Stop call C for budget WHY (once; later calls keep the first reason). */
 void eddy__tools_kill(struct tool_call *c, int why);
 /* After a protected call inside Lua returned STATUS: when the running call
@@ -145,6 +157,9 @@ void eddy__tools_holder_release(eddy_holder *h);
  * the host's main thread; returns 0, or EDDY_ENOMEM / EDDY_ELUA with ERR
  * holding Lua's message. NRES results are left on the stack on success. */
 int eddy__tools_protect(eddy_tools *h, lua_CFunction fn, void *ud, int nres, eddy_err *err);
+
+/* eddy_lua_to_json that stops (EDDY_ERANGE) past about MAX_BYTES of JSON. */
+json_t *eddy__lua_to_json_max(lua_State *L, int idx, int64_t max_bytes, eddy_err *err);
 
 /* -- the sandbox (sandbox.c) --------------------------------------------- */
 

@@ -18,6 +18,7 @@
 
 #include "eddy/buf.h"
 #include "eddy/json.h"
+#include "eddy/memory.h"
 #include "eddy/tools.h"
 
 typedef struct outcome {
@@ -159,6 +160,47 @@ static const attack kAttacks[] = {
     {"file_denied", "local t, e = eddy.file.read('denied.db') return e", "eddy's own state"},
     {"file_ok", "return eddy.file.read('data.txt')", "hello"},
     {"yield_outside", "coroutine.yield(1)", "outside a coroutine the tool made"},
+    /* found in review */
+    {"library_into_memory", "ctx.memory.s = string", "a library cannot be stored"},
+    {"library_inside_memory_table",
+     "ctx.memory.t = { s = string } ctx.memory.t.s.upper = function() return 'pwned' end",
+     "read-only"},
+    {"len_metamethod_insert",
+     "local t = setmetatable({}, {__len = function() return 1 << 50 end, __index = type,\n"
+     "  __newindex = rawequal}) table.insert(t, 1, 'x')",
+     "instruction budget"},
+    {"len_metamethod_sort",
+     "local t = setmetatable({}, {__len = function() return (1 << 31) - 2 end, __index = type,\n"
+     "  __newindex = rawequal}) table.sort(t)",
+     "instruction budget"},
+    {"len_metamethod_concat",
+     "local t = setmetatable({}, {__len = function() return 1 << 40 end, __index = rawlen})\n"
+     "return table.concat(t)",
+     "instruction budget"},
+    {"sleep_in_comparator",
+     "local ok, e = pcall(table.sort, {1, 2}, function(a, b) eddy.sleep(10) return a < b end)\n"
+     "local n = 0 for i = 1, 1e5 do n = n + i end return e",
+     "cannot be used here"},
+    {"dag_result", "local t = {} for i = 1, 30 do t = {t, t} end return t", "too large"},
+    {"dag_encode", "local t = {} for i = 1, 30 do t = {t, t} end return eddy.json.encode(t)",
+     "too large"},
+    {"date_format", "return #os.date(string.rep('%%', 1.5e7))", "budget"},
+    {"format_q", "return #string.format('%q', string.rep('x', 20e6))", "budget"},
+    {"g_to_file_globals", "_G = nil local F = _G F.shared = 1", "attempt to index a nil value"},
+    {"fd_leak", "for i = 1, 3000 do eddy.file.read('.') end return eddy.file.read('data.txt')",
+     "hello"},
+    {"error_number", "error(123.5)", "123.5"},
+    {"close_then_loop",
+     "local co = coroutine.create(function()\n"
+     "  local x <close> = setmetatable({}, {__close = function()\n"
+     "    local s = string.rep('x', 4e6) for i = 1, 5000 do end end})\n"
+     "  coroutine.yield() end)\n"
+     "coroutine.resume(co) coroutine.close(co)\n"
+     "local n = 0 for i = 1, 1e6 do n = n + 1 end return n",
+     "1000000"},
+    {"nul_keys", "return {['a\\0b'] = 1, ['a\\0c'] = 2}", "\"a\\u0000c\":2"},
+    {"object_forced", "return eddy.object{'x', 'y'}", "{\"1\":\"x\",\"2\":\"y\"}"},
+    {"no_randomseed", "return math.randomseed == nil", "true"},
 };
 
 static void prepare_files(void)
@@ -317,6 +359,29 @@ static void test_isolation(void **state)
     assert_non_null(strstr(o[3].text, "up.lua:8: ctx used after its tool call returned"));
     free(o[2].text);
     free(o[3].text);
+    /* a stashed ctx.memory converted by another key's call leaks nothing */
+    assert_int_equal(
+        eddy_tools_load(
+            h,
+            write_file("leak.lua",
+                       "local stash\n"
+                       "return eddy.tool { name = 'leak', description = 'd',\n"
+                       "  run = function(args, ctx)\n"
+                       "    if not stash then stash = ctx.memory return 'kept' end\n"
+                       "    local ok1, r1 = pcall(eddy.json.encode, stash)\n"
+                       "    local ok2, r2 = pcall(function() ctx.memory.c = {stash} end)\n"
+                       "    return { r1 = tostring(r1), r2 = tostring(r2) } end }\n"),
+            NULL, &t, &e),
+        0);
+    memset(o, 0, sizeof(o));
+    assert_int_equal(eddy_tool_call(h, t, args, &ca, on_done, &o[0], &e), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(eddy_tool_call(h, t, args, &cb, on_done, &o[1], &e), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_null(strstr(o[1].text, "\"A\""));
+    assert_non_null(strstr(o[1].text, "after its tool call returned"));
+    free(o[0].text);
+    free(o[1].text);
     {
         json_t *after = eddy_tool_memory_json(ma, &e);
         assert_string_equal(json_string_value(json_object_get(after, "secret")), "A");
@@ -378,6 +443,39 @@ static void test_time_slicing(void **state)
     uv_run(&loop, UV_RUN_DEFAULT);
     free(o[0].text);
     free(o[1].text);
+    eddy_tools_free(h);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    json_decref(args);
+}
+
+/* A call that computes where it cannot yield (here a sort comparator) is
+ * stopped after a quarter of a second, whatever its instruction budget. */
+static void test_no_yield_cap(void **state)
+{
+    uv_loop_t loop;
+    eddy_tools *h;
+    eddy_tool *t;
+    eddy_err e;
+    outcome o;
+    json_t *args = json_object();
+    const eddy_tool_limits lim = {10000000000LL, 0, 0};
+    uint64_t t0;
+    (void)state;
+    memset(&o, 0, sizeof(o));
+    uv_loop_init(&loop);
+    assert_int_equal(eddy_tools_new(&loop, g_dir, &h, &e), 0);
+    assert_int_equal(eddy_tools_load(h,
+                                     tool_file("noyield", "table.sort({3, 2, 1}, function(a, b)\n"
+                                                          "  while true do end end)"),
+                                     &lim, &t, &e),
+                     0);
+    t0 = uv_hrtime();
+    assert_int_equal(eddy_tool_call(h, t, args, NULL, on_done, &o, &e), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(o.status, EDDY_EBUDGET);
+    assert_non_null(strstr(o.text, "ran for more than 250 ms where it cannot give other keys"));
+    assert_true(uv_hrtime() - t0 < 5000000000ull); /* not its 10^10 instructions */
+    free(o.text);
     eddy_tools_free(h);
     assert_int_equal(uv_loop_close(&loop), 0);
     json_decref(args);
@@ -460,6 +558,13 @@ static void test_load_errors(void **state)
         assert_int_not_equal(eddy_tools_load(h, path, NULL, &t, &e), 0);
         assert_non_null(strstr(e.msg, "nul.lua:2:8: the file holds a NUL byte"));
     }
+    assert_int_not_equal(
+        eddy_tools_load(h,
+                        write_file("mt.lua", "return setmetatable({}, {__index = function()\n"
+                                             "  error('boom') end})\n"),
+                        NULL, &t, &e),
+        0);
+    assert_non_null(strstr(e.msg, "must return eddy.tool"));
     assert_int_equal(eddy_tools_load(h, write_file("sl.lua", "eddy.sleep(10)\n"), NULL, &t, &e),
                      EDDY_ELUA);
     assert_non_null(strstr(e.msg, "not at load"));
@@ -471,12 +576,16 @@ static void test_load_errors(void **state)
  * never an abort; leaks are caught by make asan / make valgrind. */
 static void test_allocation_failures(void **state)
 {
-    const char *path = tool_file("alloc", "    local t = { n = args.x, list = {} }\n"
-                                          "    for i = 1, 50 do t.list[i] = tostring(i) end\n"
-                                          "    ctx.memory.seen = (ctx.memory.seen or 0) + 1\n"
-                                          "    return t\n");
+    char path[600];
+    const char *alloc_body = ("    local t = { n = args.x, list = {} }\n"
+                              "    for i = 1, 50 do t.list[i] = tostring(i) end\n"
+                              "    ctx.memory.seen = (ctx.memory.seen or 0) + 1\n"
+                              "    return t\n");
     json_t *args = json_pack("{s:s}", "x", "y"), *doc = json_loads("{\"seen\":1}", 0, NULL);
     int ok = 0;
+    char numpath[600];
+    snprintf(path, sizeof(path), "%s", tool_file("alloc", alloc_body));
+    snprintf(numpath, sizeof(numpath), "%s", tool_file("num_error", "error(123456789.5)"));
     (void)state;
     for (long n = 0; n < 20000 && !ok; n += (n < 2000 ? 1 : 7)) {
         uv_loop_t loop;
@@ -492,6 +601,17 @@ static void test_allocation_failures(void **state)
         rc = eddy_tools_new(&loop, g_dir, &h, &e);
         if (!rc)
             rc = eddy_tools_load(h, path, NULL, &t, &e);
+        if (!rc) { /* an error object that is a number, converted outside Lua */
+            eddy_tool *num;
+            outcome on;
+            memset(&on, 0, sizeof(on));
+            rc = eddy_tools_load(h, numpath, NULL, &num, &e);
+            if (!rc && eddy_tool_call(h, num, args, NULL, on_done, &on, &e) == 0) {
+                uv_run(&loop, UV_RUN_DEFAULT);
+                assert_int_equal(on.done, 1);
+                free(on.text);
+            }
+        }
         if (!rc)
             rc = eddy_tool_memory_new(h, doc, &m, &e);
         if (!rc) {
@@ -567,17 +687,44 @@ static json_t *random_json(int depth)
     }
 }
 
+static void on_commit(int status, const char *errmsg, void *ud)
+{
+    (void)errmsg;
+    *(int *)ud = status == 0 ? 1 : -1;
+}
+
+/* Store DOC as KEY's memory in the SQLite store M and load it back. */
+static json_t *through_store(uv_loop_t *loop, eddy_memory *m, const char *key, json_t *doc)
+{
+    int done = 0;
+    json_t *back = NULL, *hist = NULL, *msgs = json_array();
+    eddy_err e;
+    assert_int_equal(eddy_memory_commit(m, "agent", key, doc, msgs, 1, on_commit, &done, &e), 0);
+    while (!done)
+        uv_run(loop, UV_RUN_ONCE);
+    assert_int_equal(done, 1);
+    assert_int_equal(eddy_memory_load(m, "agent", key, 1, &back, &hist, &e), 0);
+    json_decref(hist);
+    json_decref(msgs);
+    return back;
+}
+
 /* Random values through a tool (as its argument and back as its result)
- * and through ctx.memory (stored by one call, read back from JSON by the
- * next, as runs do), unchanged; then appended to, as a list. */
+ * and through ctx.memory and the SQLite memory store (stored at the end of
+ * one run, loaded for the next, as runs do), unchanged; then appended to,
+ * as a list, over several runs. */
 static void test_roundtrip_property(void **state)
 {
     uv_loop_t loop;
     eddy_tools *h;
     eddy_tool *echo, *append;
+    eddy_memory *store;
     eddy_err e;
+    char db[600];
     (void)state;
     uv_loop_init(&loop);
+    snprintf(db, sizeof(db), "%s/roundtrip.db", g_dir);
+    assert_int_equal(eddy_memory_open(db, &loop, &store, &e), 0);
     assert_int_equal(eddy_tools_new(&loop, g_dir, &h, &e), 0);
     assert_int_equal(
         eddy_tools_load(
@@ -613,7 +760,8 @@ static void test_roundtrip_property(void **state)
         assert_int_equal(eddy_tool_memory_new(h, NULL, &m, &e), 0);
         ctx.memory = m;
         assert_int_equal(eddy_tool_call(h, echo, args, &ctx, on_done, &o, &e), 0);
-        uv_run(&loop, UV_RUN_DEFAULT);
+        while (!o.done) /* the store's handle keeps the loop alive */
+            uv_run(&loop, UV_RUN_ONCE);
         assert_int_equal(o.status, 0);
         {
             json_t *back = json_loads(o.text, JSON_DECODE_ANY, NULL);
@@ -626,12 +774,7 @@ static void test_roundtrip_property(void **state)
         free(o.text);
         doc = eddy_tool_memory_json(m, &e);
         eddy_tool_memory_free(m);
-        /* as stored and loaded by the memory store: through text */
-        {
-            char *text = eddy_json_dumps(doc);
-            mem = json_loads(text, 0, NULL);
-            eddy_free(text);
-        }
+        mem = through_store(&loop, store, "k", doc);
         assert_true(json_equal(json_object_get(mem, "v"), v));
         assert_true(json_equal(json_object_get(mem, "copy"), v));
         json_decref(doc);
@@ -646,21 +789,19 @@ static void test_roundtrip_property(void **state)
             eddy_tool_ctx ctx = {"k", NULL, NULL};
             json_t *args = json_object(), *out;
             outcome o;
-            char *text;
             memset(&o, 0, sizeof(o));
             assert_int_equal(eddy_tool_memory_new(h, doc, &m, &e), 0);
             ctx.memory = m;
             assert_int_equal(eddy_tool_call(h, append, args, &ctx, on_done, &o, &e), 0);
-            uv_run(&loop, UV_RUN_DEFAULT);
+            while (!o.done)
+                uv_run(&loop, UV_RUN_ONCE);
             assert_int_equal(o.status, 0);
             free(o.text);
             out = eddy_tool_memory_json(m, &e);
             eddy_tool_memory_free(m);
-            text = eddy_json_dumps(out);
             json_decref(doc);
+            doc = through_store(&loop, store, "list", out);
             json_decref(out);
-            doc = json_loads(text, 0, NULL);
-            eddy_free(text);
             assert_int_equal(json_array_size(json_object_get(doc, "list")), run);
             assert_true(json_is_array(json_object_get(doc, "empty_a")));
             assert_int_equal(json_array_size(json_object_get(doc, "empty_a")), 0);
@@ -670,6 +811,8 @@ static void test_roundtrip_property(void **state)
         json_decref(doc);
     }
     eddy_tools_free(h);
+    eddy_memory_close(store, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
@@ -679,6 +822,7 @@ int main(void)
         cmocka_unit_test(test_attacks),
         cmocka_unit_test(test_isolation),
         cmocka_unit_test(test_time_slicing),
+        cmocka_unit_test(test_no_yield_cap),
         cmocka_unit_test(test_cancel_all),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_allocation_failures),
