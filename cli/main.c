@@ -36,7 +36,9 @@ static const char kUsage[] =
     "                    scan, lookup (eddy fluss for details)\n"
     "  version\n"
     "\n"
-    "global options: --log-level error|warn|info|debug|trace (or EDDY_LOG)\n";
+    "global options, before or after the command:\n"
+    "  --log-level error|warn|info|debug|trace   (or EDDY_LOG)\n"
+    "  --quiet                                   warnings and errors only\n";
 
 enum {
     OPT_INPUT = 256,
@@ -75,14 +77,41 @@ typedef struct args {
     int npos;
 } args;
 
-static int parse(int argc, char **argv, args *a)
+/* Options given before the command (`eddy --log-level debug check J`). */
+typedef struct globals {
+    int quiet, log_set;
+} globals;
+
+/* Whether EDDY_LOG names a level (it was read by eddy_log_set_level(-1)). */
+static int env_level_valid(void)
+{
+    eddy_log_level lvl;
+    const char *env = getenv("EDDY_LOG");
+    return env && *env && eddy_log_parse_level(env, &lvl) == 0;
+}
+
+static int set_log_level(const char *s, args *a)
+{
+    eddy_log_level lvl;
+    if (eddy_log_parse_level(s, &lvl)) {
+        fprintf(stderr, "eddy: unknown log level '%s' (error, warn, info, debug, trace)\n", s);
+        return 2;
+    }
+    eddy_log_set_level((int)lvl);
+    if (a)
+        a->log_set = 1;
+    return 0;
+}
+
+static int parse(int argc, char **argv, const globals *g, args *a)
 {
     int c;
     memset(a, 0, sizeof(*a));
     a->limit = 20;
+    a->run.quiet = g->quiet;
+    a->log_set = g->log_set;
     optind = 2;
     while ((c = getopt_long(argc, argv, "h", kOpts, NULL)) != -1) {
-        eddy_log_level lvl;
         int64_t n;
         switch (c) {
         case OPT_INPUT:
@@ -120,13 +149,8 @@ static int parse(int argc, char **argv, args *a)
             a->limit = (int)n;
             break;
         case OPT_LOG:
-            if (eddy_log_parse_level(optarg, &lvl)) {
-                fprintf(stderr, "eddy: unknown log level '%s' (error, warn, info, debug, trace)\n",
-                        optarg);
+            if (set_log_level(optarg, a))
                 return 2;
-            }
-            eddy_log_set_level((int)lvl);
-            a->log_set = 1;
             break;
         case 'h':
         case OPT_HELP:
@@ -144,7 +168,7 @@ static int parse(int argc, char **argv, args *a)
         return 2;
     }
     /* quiet: only what needs attention, unless a level was asked for */
-    if (a->run.quiet && !a->log_set && !getenv("EDDY_LOG"))
+    if (a->run.quiet && !a->log_set && !env_level_valid())
         eddy_log_set_level(EDDY_LOG_WARN);
     return 0;
 }
@@ -315,13 +339,67 @@ static int cmd_trace(args *a)
     return 0;
 }
 
+/* The options before the command: --log-level L (or --log-level=L), which
+ * is applied now, and --quiet. Returns the index of the command in ARGV
+ * (ARGC when there is none), or -1 with *RC the exit code. */
+static int leading_options(int argc, char **argv, globals *g, int *rc)
+{
+    int i = 1;
+    memset(g, 0, sizeof(*g));
+    for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--quiet")) {
+            g->quiet = 1;
+        } else if (!strncmp(o, "--log-level=", 12) || !strcmp(o, "--log-level")) {
+            const char *v = o[11] == '=' ? o + 12 : i + 1 < argc ? argv[++i] : NULL;
+            if (!v) {
+                fprintf(stderr, "eddy: --log-level wants a level (error, warn, info, debug, "
+                                "trace)\n");
+                return *rc = 2, -1;
+            }
+            if ((*rc = set_log_level(v, NULL)))
+                return -1;
+            g->log_set = 1;
+        } else if (!strcmp(o, "--help") || !strcmp(o, "-h") || !strcmp(o, "--version")) {
+            break; /* handled as commands */
+        } else {
+            int known = 0;
+            for (size_t k = 0; kOpts[k].name; k++)
+                known |= !strncmp(o + 2, kOpts[k].name, strlen(kOpts[k].name));
+            if (known)
+                fprintf(stderr,
+                        "eddy: '%s' goes after the command (eddy COMMAND ... %s); before it "
+                        "only --log-level and --quiet\n",
+                        o, o);
+            else
+                fprintf(stderr, "eddy: unknown option '%s'\n\n%s", o, kUsage);
+            return *rc = 2, -1;
+        }
+    }
+    return i;
+}
+
 int main(int argc, char **argv)
 {
     args a;
-    int rc;
-    const char *cmd = argc > 1 ? argv[1] : NULL;
+    globals g;
+    int rc, ci;
+    const char *cmd, *env;
     eddy_alloc_install();
     eddy_log_set_level(-1);
+    if ((env = getenv("EDDY_LOG")) && *env && !env_level_valid())
+        fprintf(stderr,
+                "eddy: warning: EDDY_LOG='%s' is not a log level, so it is ignored (levels: "
+                "error, warn, info, debug, trace)\n",
+                env);
+    if ((ci = leading_options(argc, argv, &g, &rc)) < 0)
+        return rc;
+    if (ci > 1) { /* the command takes the place of argv[1], as if the options came after it */
+        argv[ci - 1] = argv[0];
+        argv += ci - 1;
+        argc -= ci - 1;
+    }
+    cmd = argc > 1 ? argv[1] : NULL;
     /* A reader that goes away (`eddy run --output - | head`) or a peer that
      * closes its socket is an EPIPE to handle, not a death. `eddy fluss
      * scan` still relies on SIGPIPE to end under `| head`: it keeps the
@@ -337,11 +415,15 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(cmd, "fluss")) {
+        if (g.quiet) {
+            fprintf(stderr, "eddy: --quiet is not an option of `eddy fluss`\n");
+            return 2;
+        }
         rc = eddy_cli_fluss(argc, argv);
         curl_global_cleanup();
         return rc;
     }
-    if ((rc = parse(argc, argv, &a)))
+    if ((rc = parse(argc, argv, &g, &a)))
         return rc;
     eddy_fluss_register_connectors();
     eddy_fluss_register_tools();

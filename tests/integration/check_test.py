@@ -297,6 +297,36 @@ def test_quiet_prints_nothing(tmp):
     assert len(read_jsonl(os.path.join(tmp, "out.jsonl"))) == 3
 
 
+def test_global_options_before_the_command(tmp):
+    """`eddy --log-level debug check J` and `eddy --quiet run J ...` were refused as
+    "unknown command '--log-level'"; an EDDY_LOG that names no level was ignored in
+    silence (and turned --quiet off)."""
+    d = copy_example(tmp)
+    job = os.path.join(d, "job.yaml")
+    p = eddy("--log-level", "debug", "check", job, check=0)
+    assert "ok" in p.stdout, p.stdout
+    eddy("--log-level=warn", "check", job, check=0)
+    p = eddy("--log-level", "loud", "check", job, check=2)
+    assert "unknown log level 'loud'" in p.stderr, p.stderr
+    p = eddy("--output", "x.jsonl", "run", job, check=2)
+    assert "'--output' goes after the command" in p.stderr, p.stderr
+    p = eddy("--bogus", "check", job, check=2)
+    assert "unknown option '--bogus'" in p.stderr and "unknown command" not in p.stderr, p.stderr
+    with Mock(tmp, example_script()) as mock:
+        write(job, job_text(mock.base_url))
+        events(os.path.join(d, "in.jsonl"), 3)
+        run = ["run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+               os.path.join(tmp, "out.jsonl")]
+        p = eddy("--quiet", *run, check=0)
+        assert p.stderr == "", p.stderr
+        p = eddy("--quiet", *run, env={"EDDY_LOG": "bogus"}, check=0)
+    assert p.stderr.strip() == ("eddy: warning: EDDY_LOG='bogus' is not a log level, so it is "
+                                "ignored (levels: error, warn, info, debug, trace)"), p.stderr
+    assert len(read_jsonl(os.path.join(tmp, "out.jsonl"))) == 6
+    p = eddy("check", job, env={"EDDY_LOG": "bogus"}, check=0)
+    assert "EDDY_LOG='bogus' is not a log level" in p.stderr, p.stderr
+
+
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
