@@ -742,6 +742,12 @@ static void check_key_path(vctx *c, const char *key)
 
 int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag)
 {
+    return eddy_job_load_io(file, flags, NULL, out, diag);
+}
+
+int eddy_job_load_io(const char *file, int flags, const eddy_job_io *io, eddy_job **out,
+                     eddy_diag *diag)
+{
     static const char *const keys[] = {
         "job",        "key",    "source", "sink",           "dead_letter",
         "checkpoint", "trace",  "fluss",  "shutdown_grace", "max_in_flight",
@@ -802,7 +808,7 @@ int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag)
     load_section(&c, doc.root, "agents");
     if (flags & EDDY_JOB_TOOLS)
         check_tools(&c);
-    if ((flags & EDDY_JOB_FILES) && eddy_job_check_io(job, NULL, diag))
+    if ((flags & EDDY_JOB_FILES) && eddy_job_check_io(job, io, diag))
         c.errors++;
 out:
     eddy_yaml_doc_free(&doc);

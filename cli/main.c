@@ -204,23 +204,32 @@ static int cmd_check(args *a)
     return 0;
 }
 
-/* Load FILE, printing its problems. FLAGS: EDDY_JOB_TOOLS to also load its
- * tools (to report every problem before a run starts; not needed to read
- * paths). IO (may be NULL): also check the files a run opens, with these
- * overrides. */
+/* Load FILE, printing all its problems and how many there are. FLAGS:
+ * EDDY_JOB_TOOLS to also load its tools (to report every problem before a
+ * run starts; not needed to read paths). IO (may be NULL): also check the
+ * files a run opens, with these overrides. Problems with what the command
+ * line gave ("--output: ...") are not sent to `eddy check`, which knows
+ * nothing of them. */
 static int load_job(const char *file, int flags, const eddy_job_io *io, eddy_job **job)
 {
     eddy_diag d;
+    size_t flagged = 0;
     int rc;
     eddy_diag_init(&d);
-    rc = eddy_job_load(file, flags, job, &d);
-    if (rc == 0 && io && (rc = eddy_job_check_io(*job, io, &d))) {
-        eddy_job_free(*job);
-        *job = NULL;
-    }
-    for (size_t i = 0; i < d.n; i++)
+    rc = eddy_job_load_io(file, flags | (io ? EDDY_JOB_FILES : 0), io, job, &d);
+    for (size_t i = 0; i < d.n; i++) {
         fprintf(stderr, "%s\n", d.msgs[i]);
-    if (rc)
+        flagged += !strncmp(d.msgs[i], "--", 2);
+    }
+    if (rc && flagged == d.n)
+        fprintf(stderr, "%s: %zu problem%s found with the command line\n", file, d.n,
+                d.n == 1 ? "" : "s");
+    else if (rc && flagged)
+        fprintf(stderr,
+                "%s: %zu problems found (%zu with the command line; `eddy check` shows the "
+                "job's own)\n",
+                file, d.n, flagged);
+    else if (rc)
         fprintf(stderr, "%s: %zu problem%s found; see `eddy check`\n", file, d.n,
                 d.n == 1 ? "" : "s");
     eddy_diag_free(&d);

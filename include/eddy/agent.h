@@ -122,18 +122,23 @@ typedef struct eddy_job {
 #define EDDY_JOB_TOOLS 1 /* load every agent's tools into one throwaway host, as a run does */
 #define EDDY_JOB_FILES 2 /* eddy_job_check_io with no overrides */
 
-/* Load and validate FILE. Every problem goes to DIAG; returns 0 when there
- * were none, else EDDY_ESCHEMA (or EDDY_EPARSE, EDDY_ENOMEM) and *OUT NULL.
- * FLAGS: EDDY_JOB_* bits. Paths that are not given default to
- * .eddy/<job name>/{state.db,traces.db,dead-letter.jsonl} beside the file. */
-int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag);
-void eddy_job_free(eddy_job *job);
-
 /* Paths given on the command line instead of the job's (NULL: the job's;
  * "-" is stdin / stdout). */
 typedef struct eddy_job_io {
     const char *input, *output, *dead_letter, *state, *traces;
 } eddy_job_io;
+
+/* Load and validate FILE. Every problem goes to DIAG; returns 0 when there
+ * were none, else EDDY_ESCHEMA (or EDDY_EPARSE, EDDY_ENOMEM) and *OUT NULL.
+ * FLAGS: EDDY_JOB_* bits. Paths that are not given default to
+ * .eddy/<job name>/{state.db,traces.db,dead-letter.jsonl} beside the file. */
+int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag);
+/* The same, where EDDY_JOB_FILES checks the files with IO's overrides (may
+ * be NULL: the job's own), also when the job has other problems, so that
+ * DIAG holds every problem a run would have. */
+int eddy_job_load_io(const char *file, int flags, const eddy_job_io *io, eddy_job **out,
+                     eddy_diag *diag);
+void eddy_job_free(eddy_job *job);
 
 /* Check, without opening anything that could block (FIFOs) or creating
  * anything, that a run of JOB can open what it opens at start: the source

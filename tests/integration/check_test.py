@@ -137,6 +137,33 @@ def test_files_run_refuses_are_check_errors(tmp):
     assert "ok" in p.stdout and not os.path.exists(os.path.join(fresh, ".eddy")), p.stdout
 
 
+def test_run_reports_every_problem(tmp):
+    """`run` printed a subset of check's problems with its count ("1 problem found; see
+    `eddy check`" where check lists 2), and sent problems with its own flags to `eddy
+    check`, which then says ok."""
+    d = copy_example(tmp)
+    job = os.path.join(d, "many.yaml")
+    write(job, job_text("http://127.0.0.1:9/v1", head="kye: x\nsource: { jsonl: nope.jsonl }\n"))
+    c = eddy("check", job, check=2)
+    problems = [l for l in c.stderr.splitlines() if l.startswith(job + ":") and
+                not l.startswith(job + ": ")]
+    assert len(problems) == 2 and "2 problems found" in c.stderr, c.stderr
+    r = eddy("run", job, check=2)
+    for l in problems:
+        assert l in r.stderr, (l, r.stderr)
+    assert "%s: 2 problems found; see `eddy check`" % job in r.stderr, r.stderr
+    good = os.path.join(d, "job.yaml")
+    nodir = os.path.join(tmp, "nodir", "x.jsonl")
+    r = eddy("run", good, "--output", nodir, check=2)
+    assert "--output: sink '%s'" % nodir in r.stderr, r.stderr
+    assert "1 problem found with the command line" in r.stderr and "eddy check" not in r.stderr, \
+        r.stderr
+    eddy("check", good, check=0)
+    r = eddy("run", job, "--output", nodir, check=2)
+    assert "3 problems found (1 with the command line; `eddy check` shows the job's own)" in \
+        r.stderr, r.stderr
+
+
 def test_check_never_blocks_on_fifos(tmp):
     """A FIFO as a source is fine (nothing is opened); a FIFO as a prompt or tool file is an
     error, not a read that waits forever for a writer."""
