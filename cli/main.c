@@ -8,11 +8,15 @@
 
 #include <curl/curl.h>
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli_int.h"
@@ -236,10 +240,79 @@ static int load_job(const char *file, int flags, const eddy_job_io *io, eddy_job
     return rc;
 }
 
+/* The pid written in the lock file FD by the run that holds it, or 0. It
+ * writes it just after it takes the lock: give it a moment. */
+static long lock_holder(int fd)
+{
+    for (int tries = 0; tries < 50; tries++) {
+        char buf[32], *end;
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+        long pid;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        if (n > 0) {
+            buf[n] = '\0';
+            errno = 0;
+            pid = strtol(buf, &end, 10);
+            if (!errno && end != buf && pid > 0 && (*end == '\n' || !*end))
+                return pid;
+        }
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+/* Take the state store STATE for this run: an exclusive flock on
+ * "STATE.lock" beside it (created, with its folder, when missing), which
+ * then holds our pid. Two runs on one store would each overwrite the memory
+ * the other writes. Returns the lock's descriptor (the lock lasts until it
+ * is closed, or the process ends), or -1 after saying why. The file stays:
+ * removing it would let a third run lock a new file while the second still
+ * holds the old one. */
+static int lock_state(const char *state)
+{
+    char *lock = eddy_aprintf("%s.lock", state), pid[32];
+    eddy_err e;
+    int fd = -1, n;
+    if (!lock) {
+        fprintf(stderr, "eddy: out of memory\n");
+        return -1;
+    }
+    if (eddy_mkdirs_for(lock, &e)) {
+        fprintf(stderr, "eddy: %s\n", e.msg);
+        goto out;
+    }
+    if ((fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0) {
+        fprintf(stderr, "eddy: cannot open '%s', the lock of the state store: %s\n", lock,
+                strerror(errno));
+        goto out;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        if (errno == EWOULDBLOCK) {
+            long holder = lock_holder(fd);
+            if (holder)
+                fprintf(stderr, "eddy: another eddy run (pid %ld) is using %s\n", holder, state);
+            else
+                fprintf(stderr, "eddy: another eddy run is using %s\n", state);
+            close(fd);
+            fd = -1;
+        } else { /* a file system without locks: run, as before there was one */
+            EDDY_WARN("cli", "cannot lock '%s' (%s): nothing stops another run on %s", lock,
+                      strerror(errno), state);
+        }
+        goto out;
+    }
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) || pwrite(fd, pid, (size_t)n, 0) != n)
+        EDDY_WARN("cli", "cannot write our pid into '%s': %s", lock, strerror(errno));
+out:
+    eddy_free(lock);
+    return fd;
+}
+
 static int cmd_run(args *a)
 {
     eddy_job *job;
-    int rc;
+    int rc, lock;
     if (a->npos != 1) {
         fprintf(stderr, "usage: eddy run JOB.yaml [options]\n");
         return 2;
@@ -250,8 +323,13 @@ static int cmd_run(args *a)
         if (load_job(a->pos[0], EDDY_JOB_TOOLS, &io, &job))
             return 2;
     }
+    if ((lock = lock_state(a->run.state ? a->run.state : job->state_path)) < 0) {
+        eddy_job_free(job);
+        return 1;
+    }
     rc = eddy_runtime_run(job, &a->run);
     eddy_job_free(job);
+    close(lock);
     return rc;
 }
 

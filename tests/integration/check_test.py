@@ -288,6 +288,38 @@ def test_per_job_state_and_traces(tmp):
         ".eddy/beta/traces.db" in p.stderr, (p.returncode, p.stderr)
 
 
+def test_two_runs_of_one_job(tmp):
+    """Two `eddy run`s on one state store at once overwrote each other's memory without a
+    word: the second now fails at start (exit 1) naming the first's pid; `eddy check` and a
+    run on another store are not held up, and once the first ends the store is free."""
+    d = copy_example(tmp)
+    with Mock(tmp, {"rules": [{"reply": "ok ${user}"}]}) as mock:
+        job = os.path.join(d, "lock.yaml")
+        write(job, job_text(mock.base_url, name="lock"))
+        state = os.path.join(d, ".eddy", "lock", "state.db")
+        first = subprocess.Popen([os.path.join(itrun.ARGS.build, "eddy"), "run", job, "--input",
+                                  "-", "--output", os.path.join(tmp, "first.jsonl")],
+                                 stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert "reading stdin" in first.stderr.readline()  # started: it holds the store
+            events(os.path.join(d, "in.jsonl"), 2)
+            run = ["run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+                   os.path.join(tmp, "second.jsonl")]
+            p = eddy(*run, check=1)
+            assert "eddy: another eddy run (pid %d) is using %s" % (first.pid, state) in \
+                p.stderr, p.stderr
+            assert read_jsonl(os.path.join(tmp, "second.jsonl")) == []
+            assert open(state + ".lock").read().strip() == str(first.pid)
+            eddy("check", job, check=0)
+            eddy(*run, "--state", os.path.join(tmp, "other.db"), check=0)
+        finally:
+            first.stdin.close()
+            rc = first.wait(timeout=60)
+        assert rc == 0, (rc, first.stderr.read())
+        eddy(*run, check=0)
+    assert len(read_jsonl(os.path.join(tmp, "second.jsonl"))) == 4
+
+
 def test_stdout_closed_early(tmp):
     """`eddy run --output - | head -1`: the reader goes away; eddy stops reading, ends
     quietly with 0 (it died of SIGPIPE: 141) and prints no error per lost output."""
