@@ -229,9 +229,10 @@ static void load_model(vctx *c, const char *name, json_t *v, const char *path, e
 
 static const char *const template_roots[] = {"event", "memory", "key", "agent", NULL};
 
-/* Compile a prompt given inline (KEY) or as a file (KEY_file). */
+/* Compile a prompt given inline (KEY) or as a file (KEY_file); for a file,
+ * *FILE and *FILE_WHERE get its resolved path and the place it was given. */
 static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const char *key,
-                                  const char *def)
+                                  const char *def, char **file_out, char **file_where)
 {
     char p[512], fkey[64], where[512];
     eddy_template *t = NULL;
@@ -250,6 +251,10 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
         char *text = NULL;
         struct stat st;
         eddy__job_join(p, sizeof(p), path, fkey);
+        if (abs) {
+            *file_out = eddy_strdup(abs);
+            *file_where = eddy_strdup(WHERE(c, p, 0));
+        }
         if (abs && stat(abs, &st) == 0 && !S_ISREG(st.st_mode)) /* a FIFO would hang us */
             eddy__job_err(c, p, 0, "prompt file '%s' cannot be read: it is not a regular file",
                           rel);
@@ -582,13 +587,13 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
     if ((x = eddy__job_map(c, v, path, "prompt", 1))) {
         eddy__job_join(p, sizeof(p), path, "prompt");
         eddy__job_keys(c, x, p, prompt_keys);
-        a->system = load_prompt(c, x, p, "system", NULL);
+        a->system = load_prompt(c, x, p, "system", NULL, &a->prompt_file[0], &a->prompt_where[0]);
         if (!json_object_get(x, "user") && !json_object_get(x, "user_file"))
             eddy__job_err(c, p, 0,
                           "missing required key 'user' (or 'user_file'): the prompt for each "
                           "event, such as \"{{event.text}}\"");
         else
-            a->user = load_prompt(c, x, p, "user", NULL);
+            a->user = load_prompt(c, x, p, "user", NULL, &a->prompt_file[1], &a->prompt_where[1]);
     }
 
     if ((x = eddy__job_member(c, v, path, "tools", 0))) {
@@ -845,6 +850,10 @@ void eddy_job_free(eddy_job *job)
         eddy_free(a->name);
         eddy_template_free(a->system);
         eddy_template_free(a->user);
+        for (int k = 0; k < 2; k++) {
+            eddy_free(a->prompt_file[k]);
+            eddy_free(a->prompt_where[k]);
+        }
         for (size_t j = 0; j < a->ntools; j++) {
             eddy_free(a->tools[j].path);
             eddy_free(a->tools[j].kind);

@@ -75,6 +75,9 @@ typedef struct eddy_agent_def {
     char *name;
     eddy_llm_model *model; /* borrowed from the job's models */
     eddy_template *system, *user;
+    /* system_file and user_file when given: the file (resolved) and where
+     * it was given ("job.yaml:9:20"); NULL otherwise */
+    char *prompt_file[2], *prompt_where[2];
     eddy_tool_ref *tools; /* in the order listed */
     size_t ntools;
     int history;           /* runs of history kept and sent */
@@ -145,8 +148,10 @@ void eddy_job_free(eddy_job *job);
  * exists and is readable; the sink's folder exists (or is one the state or
  * trace store creates first) and the sink is writable; the folders of the
  * state and trace stores and of the dead-letter file exist or can be
- * created, and existing stores are SQLite databases. Fluss connectors are
- * not contacted. Each problem goes to DIAG naming where the path was given
+ * created, and existing stores are SQLite databases; neither the sink nor
+ * the dead-letter file is a file the job reads (the job file, the source,
+ * a prompt or tool file, a store), which eddy would append JSON lines to.
+ * Fluss connectors are not contacted. Each problem goes to DIAG naming where the path was given
  * (file:line:col, or the option). Returns 0, or EDDY_ESCHEMA when there was
  * a problem. */
 int eddy_job_check_io(const eddy_job *job, const eddy_job_io *io, eddy_diag *diag);

@@ -164,6 +164,25 @@ def test_run_reports_every_problem(tmp):
         r.stderr, r.stderr
 
 
+def test_output_onto_a_file_the_job_reads(tmp):
+    """`eddy run job.yaml --output job.yaml` appended outputs to the job file (and a sink or
+    dead-letter file could be the source, a prompt or a tool): refused at start, and by
+    check for the job's own paths."""
+    d = copy_example(tmp)
+    job = os.path.join(d, "job.yaml")
+    before = open(job).read()
+    r = eddy("run", job, "--output", job, check=2)
+    assert "--output: sink '%s': it is also the job file" % job in r.stderr, r.stderr
+    r = eddy("run", job, "--dead-letter", os.path.join(d, "tools", "lookup_order.lua"), check=2)
+    assert "--dead-letter: dead-letter file '%s/tools/lookup_order.lua': it is also the tool " \
+        "file of agent 'support' listed at %s:27:14" % (d, job) in r.stderr, r.stderr
+    assert open(job).read() == before
+    write(job, before.replace('"${EDDY_OUT:-.eddy/answers.jsonl}"', "prompts/support.md"))
+    c = eddy("check", job, check=2)
+    assert "%s:8:16: sink '%s/prompts/support.md': it is also the system_file of agent " \
+        "'support' (%s:25:20)" % (job, d, job) in c.stderr, c.stderr
+
+
 def test_check_never_blocks_on_fifos(tmp):
     """A FIFO as a source is fine (nothing is opened); a FIFO as a prompt or tool file is an
     error, not a read that waits forever for a writer."""

@@ -705,6 +705,87 @@ static void test_files_defaults_fresh_folder(void **state)
     eddy_diag_free(&d);
 }
 
+/* The sink or dead-letter file could be a file the job reads, and eddy
+ * appended JSON lines to it (`--output job.yaml` corrupted the job). */
+static void test_sink_is_a_file_the_job_reads(void **state)
+{
+    eddy_diag d;
+    eddy_job *job;
+    const char *path;
+    char want[2048];
+    (void)state;
+    write_tools();
+    mkdir_in("sio");
+    write_file("sio/prompt.md", "You help {{key}}.\n");
+    write_file("sio/events.jsonl", "");
+    path = write_file("sio/job.yaml", "job: sio\nkey: k\n"
+                                      "source: { jsonl: events.jsonl }\n"
+                                      "sink: { jsonl: ./job.yaml }\n"
+                                      "dead_letter: { jsonl: prompt.md }\n"
+                                      "models:\n"
+                                      "  m: { base_url: 'http://x', model: m }\n"
+                                      "agents:\n"
+                                      "  a:\n"
+                                      "    prompt: { system_file: prompt.md, user: hi }\n"
+                                      "    tools: [ ../tools/x.lua ]\n");
+    eddy_diag_init(&d);
+    assert_int_not_equal(eddy_job_load(path, EDDY_JOB_FILES, &job, &d), 0);
+    for (size_t i = 0; i < d.n; i++)
+        fprintf(stderr, "  diag: %s\n", d.msgs[i]);
+    assert_int_equal(d.n, 2);
+    snprintf(want, sizeof(want),
+             "%s:4:16: sink '%s/sio/./job.yaml': it is also the job file, and eddy would append "
+             "JSON lines to it",
+             path, g_dir);
+    assert_string_equal(d.msgs[0], want);
+    snprintf(want, sizeof(want),
+             "%s:5:23: dead-letter file '%s/sio/prompt.md': it is also the system_file of agent "
+             "'a' (%s:10:28), and eddy",
+             path, g_dir, path);
+    assert_ptr_equal(strstr(d.msgs[1], want), d.msgs[1]);
+    eddy_diag_free(&d);
+    /* the job's own paths are fine; the command line's are checked the same way */
+    job = load_ok("sio/job.yaml",
+                  "job: sio\nkey: k\n"
+                  "source: { jsonl: events.jsonl }\n"
+                  "models:\n"
+                  "  m: { base_url: 'http://x', model: m }\n"
+                  "agents:\n"
+                  "  a:\n"
+                  "    prompt: { system_file: prompt.md, user: hi }\n"
+                  "    tools: [ ../tools/x.lua ]\n",
+                  EDDY_JOB_FILES);
+    {
+        char tool[600], events[600], dl[600], cwd[600];
+        eddy_job_io io = {NULL, tool, events, NULL, NULL};
+        snprintf(tool, sizeof(tool), "%s/sio/../tools/x.lua", g_dir);
+        snprintf(events, sizeof(events), "%s/sio/events.jsonl", g_dir);
+        eddy_diag_init(&d);
+        assert_int_equal(eddy_job_check_io(job, &io, &d), EDDY_ESCHEMA);
+        assert_int_equal(d.n, 2);
+        assert_non_null(strstr(d.msgs[0], "--output: sink '"));
+        assert_non_null(strstr(d.msgs[0], "': it is also the tool file of agent 'a' listed at "));
+        assert_non_null(strstr(d.msgs[1], "--dead-letter: dead-letter file '"));
+        assert_non_null(strstr(d.msgs[1], "': it is also the source ("));
+        eddy_diag_free(&d);
+        /* neither exists yet: the same path resolved is the same file */
+        snprintf(dl, sizeof(dl), "%s/sio/../sio/new.jsonl", g_dir);
+        io = (eddy_job_io){"new.jsonl", NULL, dl, NULL, NULL};
+        assert_non_null(getcwd(cwd, sizeof(cwd)));
+        assert_int_equal(chdir(g_dir), 0);
+        assert_int_equal(chdir("sio"), 0);
+        eddy_diag_init(&d);
+        assert_int_equal(eddy_job_check_io(job, &io, &d), EDDY_ESCHEMA);
+        for (size_t i = 0; i < d.n; i++)
+            fprintf(stderr, "  diag: %s\n", d.msgs[i]);
+        assert_int_equal(d.n, 2); /* and the missing source */
+        assert_non_null(strstr(d.msgs[0], "': it is also the source (--input)"));
+        eddy_diag_free(&d);
+        assert_int_equal(chdir(cwd), 0);
+    }
+    eddy_job_free(job);
+}
+
 /* Two jobs of one folder shared .eddy/state.db. */
 static void test_default_paths_per_job(void **state)
 {
@@ -762,6 +843,7 @@ int main(void)
         cmocka_unit_test(test_files_run_opens),
         cmocka_unit_test(test_files_defaults_fresh_folder),
         cmocka_unit_test(test_default_paths_per_job),
+        cmocka_unit_test(test_sink_is_a_file_the_job_reads),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("job", tests, tmpdir_setup, tmpdir_teardown);
