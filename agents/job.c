@@ -249,6 +249,7 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
         char *rel = eddy__job_str(c, pr, path, fkey, S_REQ, NULL),
              *abs = eddy_job_path(c->job, rel);
         char *text = NULL;
+        size_t len = 0;
         struct stat st;
         eddy__job_join(p, sizeof(p), path, fkey);
         if (abs) {
@@ -258,10 +259,14 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
         if (abs && stat(abs, &st) == 0 && !S_ISREG(st.st_mode)) /* a FIFO would hang us */
             eddy__job_err(c, p, 0, "prompt file '%s' cannot be read: it is not a regular file",
                           rel);
-        else if (abs && eddy_read_file(abs, &text, NULL, &e))
+        else if (abs && eddy_read_file(abs, &text, &len, &e))
             eddy__job_err(c, p, 0, "prompt file '%s' cannot be read: %s", rel, e.msg);
+        else if (text && strlen(text) < len) /* the prompt would end there */
+            eddy__job_err(c, p, 0,
+                          "prompt file '%s' has a NUL byte (at byte %zu): a prompt is text", rel,
+                          strlen(text));
         else if (text && eddy_template_new(text, rel, 1, 1, &t, &e))
-            eddy_diag_add(c->diag, "%s", e.msg), c->errors++;
+            eddy_diag_add(c->diag, "%s (%s given at %s)", e.msg, fkey, WHERE(c, p, 0)), c->errors++;
         eddy_free(text);
         eddy_free(rel);
         eddy_free(abs);

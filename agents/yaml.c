@@ -527,6 +527,19 @@ static json_t *parse_scalar(loader *ld, yaml_event_t *ev, const char *path)
         eddy_free(raw);
         return v;
     }
+    if (utf8_invalid((const unsigned char *)text, strlen(text)) < strlen(text)) {
+        /* a job file is UTF-8, and so must be what the environment puts in it */
+        size_t bad = utf8_invalid((const unsigned char *)text, strlen(text));
+        eddy_diag_add(ld->diag,
+                      "%s:%d:%d: invalid UTF-8 (byte 0x%02X) in the value of an environment "
+                      "variable used here: a job file is UTF-8 text",
+                      ld->doc->file, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1,
+                      (unsigned char)text[bad]);
+        v = json_string(raw);
+        eddy_free(text);
+        eddy_free(raw);
+        return v;
+    }
     /* `"${CONC:-64}"` is as much an integer as `${CONC:-64}`; the setting
      * that wants a string takes the text kept beside the position */
     whole = whole_ref(raw);

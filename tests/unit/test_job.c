@@ -786,6 +786,48 @@ static void test_sink_is_a_file_the_job_reads(void **state)
     eddy_job_free(job);
 }
 
+/* A prompt file with invalid UTF-8 passed check and was left out of the
+ * model request at run time; from the environment, an inline prompt with
+ * invalid UTF-8 was reported at 4:1 as "a job file must be a mapping". */
+static void test_prompt_invalid_utf8(void **state)
+{
+    eddy_diag d;
+    eddy_job *job;
+    const char *path;
+    char want[1024];
+    (void)state;
+    mkdir_in("pu");
+    static const char bad[] = "You help {{key}}.\nCaf\xc3\xa9 cr\xe8me\n",
+                      nul[] = "You help\0 {{key}}.\n";
+    write_bytes("pu/p.md", bad, sizeof(bad) - 1);
+    path = write_file("pu/job.yaml", "job: j\nkey: k\n"
+                                     "models:\n"
+                                     "  m: { base_url: 'http://x', model: m }\n"
+                                     "agents:\n"
+                                     "  a:\n"
+                                     "    prompt: { system_file: p.md, user: hi }\n");
+    eddy_diag_init(&d);
+    assert_int_not_equal(eddy_job_load(path, 0, &job, &d), 0);
+    assert_int_equal(d.n, 1);
+    snprintf(want, sizeof(want),
+             "p.md:2:8: invalid UTF-8 (byte 0xE8): a prompt is UTF-8 text (system_file given at "
+             "%s:7:28)",
+             path);
+    assert_string_equal(d.msgs[0], want);
+    eddy_diag_free(&d);
+    write_bytes("pu/p.md", nul, sizeof(nul) - 1);
+    expect_one(path, 0, ":7:28: prompt file 'p.md' has a NUL byte (at byte 8)");
+    setenv("EDDY_T_BADU", "caf\xe9", 1);
+    expect_one(write_file("pu/job.yaml", "job: j\nkey: k\n"
+                                         "models:\n"
+                                         "  m: { base_url: 'http://x', model: m }\n"
+                                         "agents:\n"
+                                         "  a:\n"
+                                         "    prompt: { user: \"Hi ${EDDY_T_BADU}\" }\n"),
+               0, ":7:21: invalid UTF-8 (byte 0xE9) in the value of an environment variable");
+    unsetenv("EDDY_T_BADU");
+}
+
 /* Two jobs of one folder shared .eddy/state.db. */
 static void test_default_paths_per_job(void **state)
 {
@@ -834,6 +876,7 @@ int main(void)
         cmocka_unit_test(test_nul_byte),
         cmocka_unit_test(test_invalid_utf8_place),
         cmocka_unit_test(test_tab_indentation),
+        cmocka_unit_test(test_prompt_invalid_utf8),
         cmocka_unit_test(test_env_typed_by_setting),
         cmocka_unit_test(test_env_places),
         cmocka_unit_test(test_tool_long_form),
