@@ -581,11 +581,23 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
     for (size_t i = 0; model && i < c->job->nmodels; i++)
         if (c->job->models[i].name && !strcmp(model, c->job->models[i].name))
             a->model = &c->job->models[i];
-    if (model && !a->model) {
+    if (model && !a->model && c->job->nmodels) {
+        eddy_buf names;
+        eddy_buf_init(&names);
+        for (size_t i = 0; i < c->job->nmodels; i++)
+            eddy_buf_printf(&names, "%s'%s'", i ? ", " : "", c->job->models[i].name);
         eddy__job_join(p, sizeof(p), path, "model");
-        eddy__job_err(c, json_object_get(v, "model") ? p : path, 0,
-                      "agent '%s' uses model '%s', which is not defined under 'models'", name,
-                      model);
+        if (json_object_get(v, "model"))
+            eddy__job_err(c, p, 0,
+                          "agent '%s' uses model '%s', which is not defined under 'models' "
+                          "(they are %s)",
+                          name, model, names.data ? names.data : "");
+        else /* "default" is only what an agent with no model: looks for */
+            eddy__job_err(c, path, 1,
+                          "agent '%s' must name its model with 'model:': the job has %zu "
+                          "models (%s)",
+                          name, c->job->nmodels, names.data ? names.data : "");
+        eddy_buf_free(&names);
     }
     eddy_free(model);
 

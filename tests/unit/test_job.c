@@ -122,6 +122,27 @@ static void test_missing_env_and_model(void **state)
                  want, 2);
 }
 
+/* Two models and an agent with no `model:` said "agent 'a' uses model
+ * 'default', which is not defined under 'models'": a name never written. */
+static void test_agent_without_model(void **state)
+{
+    static const char *const want[] = {
+        ":7:3: agent 'a' must name its model with 'model:': the job has 2 models ('m1', 'm2')",
+        ":9:12: agent 'b' uses model 'm3', which is not defined under 'models' (they are 'm1', "
+        "'m2')",
+    };
+    (void)state;
+    expect_diags("job: j\nkey: k\nmodels:\n"
+                 "  m1: { base_url: 'http://x', model: m }\n"
+                 "  m2: { base_url: 'http://x', model: m }\n"
+                 "agents:\n"
+                 "  a: { prompt: { user: hi } }\n"
+                 "  b:\n"
+                 "    model: m3\n"
+                 "    prompt: { user: hi }\n",
+                 want, 2);
+}
+
 static void test_duplicate_key(void **state)
 {
     eddy_yaml_doc doc;
@@ -867,6 +888,7 @@ int main(void)
         cmocka_unit_test(test_unknown_keys_and_types),
         cmocka_unit_test(test_yaml_syntax_error),
         cmocka_unit_test(test_missing_env_and_model),
+        cmocka_unit_test(test_agent_without_model),
         cmocka_unit_test(test_duplicate_key),
         cmocka_unit_test(test_scalar_types),
         cmocka_unit_test(test_ranges),
