@@ -351,6 +351,40 @@ static void test_invalid_utf8_place(void **state)
                ":1:7: invalid YAML: control characters are not allowed");
 }
 
+/* `user: {{event.text}}` unquoted said only "mapping keys must be plain
+ * strings": YAML reads it as a mapping in a mapping. */
+static void test_unquoted_template_hint(void **state)
+{
+    (void)state;
+    expect_one(write_file("uq.yaml", "job: j\nkey: k\n"
+                                     "models:\n"
+                                     "  m: { base_url: 'http://x', model: m }\n"
+                                     "agents:\n"
+                                     "  a:\n"
+                                     "    prompt:\n"
+                                     "      user: {{ event.text }}   # the question\n"),
+               0,
+               ":8:14: mapping keys must be plain strings (a value that starts with '{' is a "
+               "YAML flow mapping: quote a template, as in user: \"{{ event.text }}\")");
+    /* other keys that are not strings get no such hint */
+    for (int k = 0; k < 2; k++) {
+        eddy_diag d;
+        eddy_job *job;
+        const char *msg;
+        eddy_diag_init(&d);
+        assert_int_not_equal(
+            eddy_job_load(write_file("uq2.yaml", k ? "job: j\nx: { [a]: b }\n"
+                                                   : "job: j\nx: { { a: b }: c }\n"),
+                          0, &job, &d),
+            0);
+        assert_int_equal(d.n, 1);
+        msg = strstr(d.msgs[0], "uq2.yaml:2:6: ");
+        assert_non_null(msg);
+        assert_string_equal(msg, "uq2.yaml:2:6: mapping keys must be plain strings");
+        eddy_diag_free(&d);
+    }
+}
+
 /* A tab in indentation gave libyaml's words, not the cause. */
 static void test_tab_indentation(void **state)
 {
@@ -898,6 +932,7 @@ int main(void)
         cmocka_unit_test(test_nul_byte),
         cmocka_unit_test(test_invalid_utf8_place),
         cmocka_unit_test(test_tab_indentation),
+        cmocka_unit_test(test_unquoted_template_hint),
         cmocka_unit_test(test_prompt_invalid_utf8),
         cmocka_unit_test(test_env_typed_by_setting),
         cmocka_unit_test(test_env_places),
