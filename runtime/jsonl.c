@@ -11,7 +11,8 @@
  * head`), the stdout sink ends the job as a SIGTERM would, when someone
  * handles SIGTERM (the worker does): no new events are read, running ones
  * finish, and their outputs, with nowhere to go, are dropped without a
- * message each.
+ * message each: one warning at the end counts them. A UTF-8 byte order mark
+ * at the start of the input is not part of its first line.
  */
 #include "eddy/connector.h"
 #include "eddy/buf.h"
@@ -50,10 +51,15 @@ static void *reader(void *arg)
     ssize_t got;
     while ((got = getline(&line, &lcap, s->f)) >= 0) {
         node *nd = eddy_calloc(1, sizeof(*nd));
+        const char *start = line;
         lineno++;
         while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
             line[--got] = '\0';
-        if (nd && !(nd->rec.text = eddy_strndup(line, (size_t)got))) {
+        if (lineno == 1 && got >= 3 && !memcmp(line, "\xEF\xBB\xBF", 3)) {
+            start += 3; /* editors on Windows write one; it is not JSON */
+            got -= 3;
+        }
+        if (nd && !(nd->rec.text = eddy_strndup(start, (size_t)got))) {
             eddy_free(nd);
             nd = NULL;
         }
@@ -293,8 +299,8 @@ static const char *sink_name(void *impl)
 static void sink_free(void *impl)
 {
     jsonl_sink *s = impl;
-    if (s->dropped)
-        EDDY_INFO("jsonl", "stdout was closed by its reader: %ld output(s) not written",
+    if (s->dropped) /* a warning: --quiet must not hide that outputs were lost */
+        EDDY_WARN("jsonl", "stdout was closed by its reader: %ld output(s) not written",
                   s->dropped);
     if (s->f && !s->is_stdout)
         fclose(s->f);

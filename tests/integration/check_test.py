@@ -362,6 +362,47 @@ def test_stdout_closed_early(tmp):
     assert 1 <= s["outputs"] < 60, s
 
 
+def test_stdout_closed_early_quiet_warns(tmp):
+    """`eddy run --output - --quiet | head -1`: the count of outputs that had nowhere to go
+    was an info line, which --quiet hid: it is a warning."""
+    d = copy_example(tmp)
+    with Mock(tmp, {"rules": [{"reply": "ok ${user}"}]}, latency_ms=100) as mock:
+        job = os.path.join(d, "pipe.yaml")
+        write(job, job_text(mock.base_url))
+        events(os.path.join(d, "in.jsonl"), 60, keys=4)
+        p = subprocess.Popen([os.path.join(itrun.ARGS.build, "eddy"), "run", job, "--input",
+                              os.path.join(d, "in.jsonl"), "--output", "-", "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = p.stdout.readline()
+        p.stdout.close()
+        rc = p.wait(timeout=60)
+        err = p.stderr.read()
+    assert json.loads(first)["type"] == "output" and rc == 0, (rc, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and " warn " in lines[0] and \
+        "stdout was closed by its reader: " in lines[0] and \
+        lines[0].endswith(" output(s) not written"), err
+
+
+def test_byte_order_mark(tmp):
+    """A UTF-8 byte order mark at the start of a JSONL source dead-lettered the first event
+    ("'[' or '{' expected near '\\ufeff'")."""
+    d = copy_example(tmp)
+    with Mock(tmp, {"rules": [{"reply": "ok ${user}"}]}) as mock:
+        job = os.path.join(d, "bom.yaml")
+        write(job, job_text(mock.base_url, name="bom"))
+        events(os.path.join(d, "in.jsonl"), 3)
+        with open(os.path.join(d, "in.jsonl"), "rb") as f:
+            data = f.read()
+        with open(os.path.join(d, "in.jsonl"), "wb") as f:
+            f.write(b"\xef\xbb\xbf" + data)
+        eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+             os.path.join(tmp, "out.jsonl"), check=0)
+    assert sorted(o["event_id"] for o in read_jsonl(os.path.join(tmp, "out.jsonl"))) == \
+        ["e0", "e1", "e2"]
+    assert read_jsonl(os.path.join(d, ".eddy", "bom", "dead-letter.jsonl")) == []
+
+
 def test_quiet_prints_nothing(tmp):
     """--quiet: no info line and no summary on stderr."""
     d = copy_example(tmp)
