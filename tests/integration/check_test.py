@@ -7,6 +7,7 @@ Reuses the runner, the mock LLM and the helpers of tests/integration/run.py.
     python3 tests/integration/check_test.py --build build [--only NAME]
 """
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -401,6 +402,34 @@ def test_byte_order_mark(tmp):
     assert sorted(o["event_id"] for o in read_jsonl(os.path.join(tmp, "out.jsonl"))) == \
         ["e0", "e1", "e2"]
     assert read_jsonl(os.path.join(d, ".eddy", "bom", "dead-letter.jsonl")) == []
+
+
+def test_dead_letter_raw_bytes(tmp):
+    """A line with invalid UTF-8 (or one cut at 64 KiB inside a character) went to the dead
+    letters without its source and raw text: they are there, the text with U+FFFD for each
+    bad byte and the exact bytes in raw_base64."""
+    d = copy_example(tmp)
+    bad = b'{"customer_id":"K1","text":"caf\xe9"}'
+    long_line = b"x" * 65535 + "\u00e9".encode() + b"tail"
+    with Mock(tmp, {"rules": [{"reply": "ok ${user}"}]}) as mock:
+        job = os.path.join(d, "raw.yaml")
+        write(job, job_text(mock.base_url, name="raw"))
+        src = os.path.join(d, "in.jsonl")
+        with open(src, "wb") as f:
+            f.write(bad + b"\nnot json\n\xff\xfe junk\n" + long_line + b"\n" +
+                    b'{"customer_id":"K2","text":"ok"}\n')
+        eddy("run", job, "--input", src, "--output", os.path.join(tmp, "out.jsonl"), check=0)
+    assert len(read_jsonl(os.path.join(tmp, "out.jsonl"))) == 1
+    dead = read_jsonl(os.path.join(d, ".eddy", "raw", "dead-letter.jsonl"))
+    assert [x["line"] for x in dead] == [1, 2, 3, 4], dead
+    for x in dead:
+        assert x["source"] == src and x["reason"].startswith("%s:%d:" % (src, x["line"])), x
+    assert dead[0]["raw"] == '{"customer_id":"K1","text":"caf\ufffd"}', dead[0]
+    assert base64.b64decode(dead[0]["raw_base64"]) == bad
+    assert dead[1]["raw"] == "not json" and "raw_base64" not in dead[1], dead[1]
+    assert dead[2]["raw"] == "\ufffd\ufffd junk", dead[2]
+    assert base64.b64decode(dead[2]["raw_base64"]) == b"\xff\xfe junk"
+    assert dead[3]["raw"] == "x" * 65535 + "\u00e9" and dead[3]["raw_truncated"] is True
 
 
 def test_quiet_prints_nothing(tmp):
