@@ -225,7 +225,7 @@ static int load_job(const char *file, int flags, const eddy_job_io *io, eddy_job
         fprintf(stderr, "%s\n", d.msgs[i]);
         flagged += !strncmp(d.msgs[i], "--", 2);
     }
-    if (rc && flagged == d.n)
+    if (rc && flagged && flagged == d.n)
         fprintf(stderr, "%s: %zu problem%s found with the command line\n", file, d.n,
                 d.n == 1 ? "" : "s");
     else if (rc && flagged)
