@@ -229,9 +229,10 @@ static void load_model(vctx *c, const char *name, json_t *v, const char *path, e
 
 static const char *const template_roots[] = {"event", "memory", "key", "agent", NULL};
 
-/* Compile a prompt given inline (KEY) or as a file (KEY_file). */
+/* Compile a prompt given inline (KEY) or as a file (KEY_file); for a file,
+ * *FILE and *FILE_WHERE get its resolved path and the place it was given. */
 static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const char *key,
-                                  const char *def)
+                                  const char *def, char **file_out, char **file_where)
 {
     char p[512], fkey[64], where[512];
     eddy_template *t = NULL;
@@ -248,15 +249,24 @@ static eddy_template *load_prompt(vctx *c, json_t *pr, const char *path, const c
         char *rel = eddy__job_str(c, pr, path, fkey, S_REQ, NULL),
              *abs = eddy_job_path(c->job, rel);
         char *text = NULL;
+        size_t len = 0;
         struct stat st;
         eddy__job_join(p, sizeof(p), path, fkey);
+        if (abs) {
+            *file_out = eddy_strdup(abs);
+            *file_where = eddy_strdup(WHERE(c, p, 0));
+        }
         if (abs && stat(abs, &st) == 0 && !S_ISREG(st.st_mode)) /* a FIFO would hang us */
             eddy__job_err(c, p, 0, "prompt file '%s' cannot be read: it is not a regular file",
                           rel);
-        else if (abs && eddy_read_file(abs, &text, NULL, &e))
+        else if (abs && eddy_read_file(abs, &text, &len, &e))
             eddy__job_err(c, p, 0, "prompt file '%s' cannot be read: %s", rel, e.msg);
+        else if (text && strlen(text) < len) /* the prompt would end there */
+            eddy__job_err(c, p, 0,
+                          "prompt file '%s' has a NUL byte (at byte %zu): a prompt is text", rel,
+                          strlen(text));
         else if (text && eddy_template_new(text, rel, 1, 1, &t, &e))
-            eddy_diag_add(c->diag, "%s", e.msg), c->errors++;
+            eddy_diag_add(c->diag, "%s (%s given at %s)", e.msg, fkey, WHERE(c, p, 0)), c->errors++;
         eddy_free(text);
         eddy_free(rel);
         eddy_free(abs);
@@ -571,24 +581,36 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
     for (size_t i = 0; model && i < c->job->nmodels; i++)
         if (c->job->models[i].name && !strcmp(model, c->job->models[i].name))
             a->model = &c->job->models[i];
-    if (model && !a->model) {
+    if (model && !a->model && c->job->nmodels) {
+        eddy_buf names;
+        eddy_buf_init(&names);
+        for (size_t i = 0; i < c->job->nmodels; i++)
+            eddy_buf_printf(&names, "%s'%s'", i ? ", " : "", c->job->models[i].name);
         eddy__job_join(p, sizeof(p), path, "model");
-        eddy__job_err(c, json_object_get(v, "model") ? p : path, 0,
-                      "agent '%s' uses model '%s', which is not defined under 'models'", name,
-                      model);
+        if (json_object_get(v, "model"))
+            eddy__job_err(c, p, 0,
+                          "agent '%s' uses model '%s', which is not defined under 'models' "
+                          "(they are %s)",
+                          name, model, names.data ? names.data : "");
+        else /* "default" is only what an agent with no model: looks for */
+            eddy__job_err(c, path, 1,
+                          "agent '%s' must name its model with 'model:': the job has %zu "
+                          "models (%s)",
+                          name, c->job->nmodels, names.data ? names.data : "");
+        eddy_buf_free(&names);
     }
     eddy_free(model);
 
     if ((x = eddy__job_map(c, v, path, "prompt", 1))) {
         eddy__job_join(p, sizeof(p), path, "prompt");
         eddy__job_keys(c, x, p, prompt_keys);
-        a->system = load_prompt(c, x, p, "system", NULL);
+        a->system = load_prompt(c, x, p, "system", NULL, &a->prompt_file[0], &a->prompt_where[0]);
         if (!json_object_get(x, "user") && !json_object_get(x, "user_file"))
             eddy__job_err(c, p, 0,
                           "missing required key 'user' (or 'user_file'): the prompt for each "
                           "event, such as \"{{event.text}}\"");
         else
-            a->user = load_prompt(c, x, p, "user", NULL);
+            a->user = load_prompt(c, x, p, "user", NULL, &a->prompt_file[1], &a->prompt_where[1]);
     }
 
     if ((x = eddy__job_member(c, v, path, "tools", 0))) {
@@ -742,6 +764,12 @@ static void check_key_path(vctx *c, const char *key)
 
 int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag)
 {
+    return eddy_job_load_io(file, flags, NULL, out, diag);
+}
+
+int eddy_job_load_io(const char *file, int flags, const eddy_job_io *io, eddy_job **out,
+                     eddy_diag *diag)
+{
     static const char *const keys[] = {
         "job",        "key",    "source", "sink",           "dead_letter",
         "checkpoint", "trace",  "fluss",  "shutdown_grace", "max_in_flight",
@@ -802,7 +830,7 @@ int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag)
     load_section(&c, doc.root, "agents");
     if (flags & EDDY_JOB_TOOLS)
         check_tools(&c);
-    if ((flags & EDDY_JOB_FILES) && eddy_job_check_io(job, NULL, diag))
+    if ((flags & EDDY_JOB_FILES) && eddy_job_check_io(job, io, diag))
         c.errors++;
 out:
     eddy_yaml_doc_free(&doc);
@@ -839,6 +867,10 @@ void eddy_job_free(eddy_job *job)
         eddy_free(a->name);
         eddy_template_free(a->system);
         eddy_template_free(a->user);
+        for (int k = 0; k < 2; k++) {
+            eddy_free(a->prompt_file[k]);
+            eddy_free(a->prompt_where[k]);
+        }
         for (size_t j = 0; j < a->ntools; j++) {
             eddy_free(a->tools[j].path);
             eddy_free(a->tools[j].kind);

@@ -7,14 +7,19 @@
  * first record (creating its folder). This file asks the same questions of
  * the file system without opening or creating anything, so `eddy check`
  * fails where `eddy run` would, and never blocks on a FIFO. Fluss sources
- * and sinks are not contacted here.
+ * and sinks are not contacted here. The sink and the dead-letter file get
+ * JSON lines appended: neither may be a file the job reads (the job file,
+ * the source, a prompt or tool file, a store), compared by device and inode,
+ * or by resolved path while a file does not exist yet.
  */
 #include "eddy/agent.h"
 #include "eddy/buf.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -207,6 +212,86 @@ static void check_sink(iochk *k, const char *where, const char *path)
         ioerr(k, where, "sink", path, 0, "folder '%s' is not writable: %s", dir, strerror(errno));
 }
 
+/* Which file PATH is: device and inode when it exists, else its path with
+ * the folders above it resolved (when they exist) and made absolute. */
+typedef struct fileid {
+    int exists;
+    dev_t dev;
+    ino_t ino;
+    char path[PATH_MAX + 256];
+} fileid;
+
+static void file_id(const char *path, fileid *id)
+{
+    char dir[4096], norm[4096], real[PATH_MAX], cwd[PATH_MAX];
+    const char *base;
+    struct stat st;
+    memset(id, 0, sizeof(*id));
+    if (stat(path, &st) == 0) {
+        id->exists = 1;
+        id->dev = st.st_dev;
+        id->ino = st.st_ino;
+        return;
+    }
+    normalize(path, norm, sizeof(norm));
+    base = strrchr(norm, '/') ? strrchr(norm, '/') + 1 : norm;
+    folder_of(path, dir, sizeof(dir));
+    if (realpath(dir, real))
+        snprintf(id->path, sizeof(id->path), "%s/%s", strcmp(real, "/") ? real : "", base);
+    else if (norm[0] != '/' && getcwd(cwd, sizeof(cwd)))
+        snprintf(id->path, sizeof(id->path), "%s/%s", cwd, norm);
+    else
+        snprintf(id->path, sizeof(id->path), "%s", norm);
+}
+
+static int same_file(const fileid *a, const char *path)
+{
+    fileid b;
+    if (!path || !strcmp(path, "-"))
+        return 0;
+    file_id(path, &b);
+    if (a->exists != b.exists)
+        return 0;
+    return a->exists ? a->dev == b.dev && a->ino == b.ino : !strcmp(a->path, b.path);
+}
+
+/* WHAT at PATH (the sink or dead-letter file) must not be a file the job
+ * reads: report the first one it is. */
+static void check_not_read(iochk *k, const eddy_job *job, const eddy_job_io *io, const char *where,
+                           const char *what, const char *path, int dflt)
+{
+    static const char *const prompt_keys[] = {"system_file", "user_file"};
+    const char *src = io->input ? io->input : job->source_cfg ? NULL : job->source;
+    char also[1024] = "";
+    fileid id;
+    file_id(path, &id);
+    if (same_file(&id, job->file))
+        snprintf(also, sizeof(also), "the job file");
+    else if (same_file(&id, src))
+        snprintf(also, sizeof(also), "the source (%s)",
+                 io->input           ? "--input"
+                 : job->source_where ? job->source_where
+                                     : "?");
+    else if (same_file(&id, io->state ? io->state : job->state_path))
+        snprintf(also, sizeof(also), "the state store");
+    else if (same_file(&id, io->traces ? io->traces : job->trace_path))
+        snprintf(also, sizeof(also), "the trace store");
+    for (size_t i = 0; !*also && i < job->nagents; i++) {
+        const eddy_agent_def *a = &job->agents[i];
+        for (int j = 0; !*also && j < 2; j++)
+            if (same_file(&id, a->prompt_file[j]))
+                snprintf(also, sizeof(also), "the %s of agent '%s' (%s)", prompt_keys[j], a->name,
+                         a->prompt_where[j] ? a->prompt_where[j] : "?");
+        for (size_t j = 0; !*also && j < a->ntools; j++)
+            if (same_file(&id, a->tools[j].path))
+                snprintf(also, sizeof(also), "the tool file of agent '%s' listed at %s", a->name,
+                         a->tools[j].where ? a->tools[j].where : "?");
+    }
+    if (*also)
+        ioerr(k, where, what, path, dflt, "it is also %s, and eddy would append JSON lines to it",
+              also);
+}
+
 static void check_source(iochk *k, const char *where, const char *path)
 {
     struct stat st;
@@ -238,8 +323,10 @@ int eddy_job_check_io(const eddy_job *job, const eddy_job_io *io, eddy_diag *dia
         check_store(&k, job->trace_where, "trace store", job->trace_path,
                     !!(job->defaults & EDDY_JOB_DEFAULT_TRACE), 1);
     p = io->output ? io->output : job->sink_cfg ? NULL : job->sink;
-    if (p && strcmp(p, "-"))
+    if (p && strcmp(p, "-")) {
         check_sink(&k, io->output ? "--output" : job->sink_where, p);
+        check_not_read(&k, job, io, io->output ? "--output" : job->sink_where, "sink", p, 0);
+    }
     p = io->dead_letter ? io->dead_letter : job->dead_letter;
     if (p && strcmp(p, "-")) {
         const char *where = io->dead_letter ? "--dead-letter" : job->dead_letter_where;
@@ -247,6 +334,7 @@ int eddy_job_check_io(const eddy_job *job, const eddy_job_io *io, eddy_diag *dia
         struct stat st;
         if (existing_writable(&k, where, "dead-letter file", p, dflt, &st) == 0)
             creatable(&k, where, "dead-letter file", p, dflt);
+        check_not_read(&k, job, io, where, "dead-letter file", p, dflt);
     }
     p = io->input ? io->input : job->source_cfg ? NULL : job->source;
     if (p && strcmp(p, "-"))

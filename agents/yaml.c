@@ -430,6 +430,33 @@ static char *child_path(const char *path, const char *seg)
     return eddy_buf_take(&b);
 }
 
+/* A mapping key at 1-based LINE:COL that is itself a flow mapping: when it
+ * is the second brace of `{{` (an unquoted template, `user: {{event.text}}`,
+ * which YAML reads as a mapping in a mapping), the hint to quote it, with
+ * the value as it should be written; else "". New string, or NULL. */
+static char *template_hint(const loader *ld, const char *path, int line, int col)
+{
+    size_t i = line_start(ld->text, ld->len, (size_t)line - 1), end;
+    const char *key = strrchr(path, '/'), *close;
+    char *snip, *text, *hint;
+    for (int c = 1; c < col && i < ld->len && ld->text[i] != '\n'; i++)
+        c += ((unsigned char)ld->text[i + 1] & 0xC0) != 0x80;
+    if (i == 0 || i >= ld->len || ld->text[i] != '{' || ld->text[i - 1] != '{')
+        return eddy_strdup("");
+    end = strcspn(ld->text + i, "\r\n") + i;
+    close = memmem(ld->text + i, end - i, "}}", 2);
+    snip = close ? eddy_strndup(ld->text + i - 1, (size_t)(close + 2 - (ld->text + i - 1)))
+                 : eddy_strdup("{{...}}");
+    text = snip ? unhide(ld, snip) : NULL;
+    hint = text ? eddy_aprintf(" (a value that starts with '{' is a YAML flow mapping: quote a "
+                               "template, as in %s: \"%s\")",
+                               key ? key + 1 : "key", text)
+                : NULL;
+    eddy_free(snip);
+    eddy_free(text);
+    return hint;
+}
+
 static json_t *parse_mapping(loader *ld, yaml_event_t *start, const char *path)
 {
     json_t *obj = json_object();
@@ -448,8 +475,11 @@ static json_t *parse_mapping(loader *ld, yaml_event_t *start, const char *path)
         kline = (int)kev.start_mark.line + 1;
         kcol = (int)kev.start_mark.column + 1;
         if (kev.type != YAML_SCALAR_EVENT) {
-            eddy_diag_add(ld->diag, "%s:%d:%d: mapping keys must be plain strings", ld->doc->file,
-                          kline, kcol);
+            char *hint =
+                kev.type == YAML_MAPPING_START_EVENT ? template_hint(ld, path, kline, kcol) : NULL;
+            eddy_diag_add(ld->diag, "%s:%d:%d: mapping keys must be plain strings%s", ld->doc->file,
+                          kline, kcol, hint ? hint : "");
+            eddy_free(hint);
             ld->failed = 1;
             yaml_event_delete(&kev);
             break;
@@ -524,6 +554,19 @@ static json_t *parse_scalar(loader *ld, yaml_event_t *ev, const char *path)
         eddy_diag_add(ld->diag, "%s:%d:%d: %s", ld->doc->file, (int)ev->start_mark.line + 1,
                       (int)ev->start_mark.column + 1, e.msg);
         v = json_string(raw);
+        eddy_free(raw);
+        return v;
+    }
+    if (utf8_invalid((const unsigned char *)text, strlen(text)) < strlen(text)) {
+        /* a job file is UTF-8, and so must be what the environment puts in it */
+        size_t bad = utf8_invalid((const unsigned char *)text, strlen(text));
+        eddy_diag_add(ld->diag,
+                      "%s:%d:%d: invalid UTF-8 (byte 0x%02X) in the value of an environment "
+                      "variable used here: a job file is UTF-8 text",
+                      ld->doc->file, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1,
+                      (unsigned char)text[bad]);
+        v = json_string(raw);
+        eddy_free(text);
         eddy_free(raw);
         return v;
     }

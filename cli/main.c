@@ -8,11 +8,15 @@
 
 #include <curl/curl.h>
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli_int.h"
@@ -36,7 +40,9 @@ static const char kUsage[] =
     "                    scan, lookup (eddy fluss for details)\n"
     "  version\n"
     "\n"
-    "global options: --log-level error|warn|info|debug|trace (or EDDY_LOG)\n";
+    "global options, before or after the command:\n"
+    "  --log-level error|warn|info|debug|trace   (or EDDY_LOG)\n"
+    "  --quiet                                   warnings and errors only\n";
 
 enum {
     OPT_INPUT = 256,
@@ -75,14 +81,41 @@ typedef struct args {
     int npos;
 } args;
 
-static int parse(int argc, char **argv, args *a)
+/* Options given before the command (`eddy --log-level debug check J`). */
+typedef struct globals {
+    int quiet, log_set;
+} globals;
+
+/* Whether EDDY_LOG names a level (it was read by eddy_log_set_level(-1)). */
+static int env_level_valid(void)
+{
+    eddy_log_level lvl;
+    const char *env = getenv("EDDY_LOG");
+    return env && *env && eddy_log_parse_level(env, &lvl) == 0;
+}
+
+static int set_log_level(const char *s, args *a)
+{
+    eddy_log_level lvl;
+    if (eddy_log_parse_level(s, &lvl)) {
+        fprintf(stderr, "eddy: unknown log level '%s' (error, warn, info, debug, trace)\n", s);
+        return 2;
+    }
+    eddy_log_set_level((int)lvl);
+    if (a)
+        a->log_set = 1;
+    return 0;
+}
+
+static int parse(int argc, char **argv, const globals *g, args *a)
 {
     int c;
     memset(a, 0, sizeof(*a));
     a->limit = 20;
+    a->run.quiet = g->quiet;
+    a->log_set = g->log_set;
     optind = 2;
     while ((c = getopt_long(argc, argv, "h", kOpts, NULL)) != -1) {
-        eddy_log_level lvl;
         int64_t n;
         switch (c) {
         case OPT_INPUT:
@@ -120,13 +153,8 @@ static int parse(int argc, char **argv, args *a)
             a->limit = (int)n;
             break;
         case OPT_LOG:
-            if (eddy_log_parse_level(optarg, &lvl)) {
-                fprintf(stderr, "eddy: unknown log level '%s' (error, warn, info, debug, trace)\n",
-                        optarg);
+            if (set_log_level(optarg, a))
                 return 2;
-            }
-            eddy_log_set_level((int)lvl);
-            a->log_set = 1;
             break;
         case 'h':
         case OPT_HELP:
@@ -144,7 +172,7 @@ static int parse(int argc, char **argv, args *a)
         return 2;
     }
     /* quiet: only what needs attention, unless a level was asked for */
-    if (a->run.quiet && !a->log_set && !getenv("EDDY_LOG"))
+    if (a->run.quiet && !a->log_set && !env_level_valid())
         eddy_log_set_level(EDDY_LOG_WARN);
     return 0;
 }
@@ -180,33 +208,111 @@ static int cmd_check(args *a)
     return 0;
 }
 
-/* Load FILE, printing its problems. FLAGS: EDDY_JOB_TOOLS to also load its
- * tools (to report every problem before a run starts; not needed to read
- * paths). IO (may be NULL): also check the files a run opens, with these
- * overrides. */
+/* Load FILE, printing all its problems and how many there are. FLAGS:
+ * EDDY_JOB_TOOLS to also load its tools (to report every problem before a
+ * run starts; not needed to read paths). IO (may be NULL): also check the
+ * files a run opens, with these overrides. Problems with what the command
+ * line gave ("--output: ...") are not sent to `eddy check`, which knows
+ * nothing of them. */
 static int load_job(const char *file, int flags, const eddy_job_io *io, eddy_job **job)
 {
     eddy_diag d;
+    size_t flagged = 0;
     int rc;
     eddy_diag_init(&d);
-    rc = eddy_job_load(file, flags, job, &d);
-    if (rc == 0 && io && (rc = eddy_job_check_io(*job, io, &d))) {
-        eddy_job_free(*job);
-        *job = NULL;
-    }
-    for (size_t i = 0; i < d.n; i++)
+    rc = eddy_job_load_io(file, flags | (io ? EDDY_JOB_FILES : 0), io, job, &d);
+    for (size_t i = 0; i < d.n; i++) {
         fprintf(stderr, "%s\n", d.msgs[i]);
-    if (rc)
+        flagged += !strncmp(d.msgs[i], "--", 2);
+    }
+    if (rc && flagged && flagged == d.n)
+        fprintf(stderr, "%s: %zu problem%s found with the command line\n", file, d.n,
+                d.n == 1 ? "" : "s");
+    else if (rc && flagged)
+        fprintf(stderr,
+                "%s: %zu problems found (%zu with the command line; `eddy check` shows the "
+                "job's own)\n",
+                file, d.n, flagged);
+    else if (rc)
         fprintf(stderr, "%s: %zu problem%s found; see `eddy check`\n", file, d.n,
                 d.n == 1 ? "" : "s");
     eddy_diag_free(&d);
     return rc;
 }
 
+/* The pid written in the lock file FD by the run that holds it, or 0. It
+ * writes it just after it takes the lock: give it a moment. */
+static long lock_holder(int fd)
+{
+    for (int tries = 0; tries < 50; tries++) {
+        char buf[32], *end;
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+        long pid;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        if (n > 0) {
+            buf[n] = '\0';
+            errno = 0;
+            pid = strtol(buf, &end, 10);
+            if (!errno && end != buf && pid > 0 && (*end == '\n' || !*end))
+                return pid;
+        }
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+/* Take the state store STATE for this run: an exclusive flock on
+ * "STATE.lock" beside it (created, with its folder, when missing), which
+ * then holds our pid. Two runs on one store would each overwrite the memory
+ * the other writes. Returns the lock's descriptor (the lock lasts until it
+ * is closed, or the process ends), or -1 after saying why. The file stays:
+ * removing it would let a third run lock a new file while the second still
+ * holds the old one. */
+static int lock_state(const char *state)
+{
+    char *lock = eddy_aprintf("%s.lock", state), pid[32];
+    eddy_err e;
+    int fd = -1, n;
+    if (!lock) {
+        fprintf(stderr, "eddy: out of memory\n");
+        return -1;
+    }
+    if (eddy_mkdirs_for(lock, &e)) {
+        fprintf(stderr, "eddy: %s\n", e.msg);
+        goto out;
+    }
+    if ((fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0) {
+        fprintf(stderr, "eddy: cannot open '%s', the lock of the state store: %s\n", lock,
+                strerror(errno));
+        goto out;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        if (errno == EWOULDBLOCK) {
+            long holder = lock_holder(fd);
+            if (holder)
+                fprintf(stderr, "eddy: another eddy run (pid %ld) is using %s\n", holder, state);
+            else
+                fprintf(stderr, "eddy: another eddy run is using %s\n", state);
+            close(fd);
+            fd = -1;
+        } else { /* a file system without locks: run, as before there was one */
+            EDDY_WARN("cli", "cannot lock '%s' (%s): nothing stops another run on %s", lock,
+                      strerror(errno), state);
+        }
+        goto out;
+    }
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) || pwrite(fd, pid, (size_t)n, 0) != n)
+        EDDY_WARN("cli", "cannot write our pid into '%s': %s", lock, strerror(errno));
+out:
+    eddy_free(lock);
+    return fd;
+}
+
 static int cmd_run(args *a)
 {
     eddy_job *job;
-    int rc;
+    int rc, lock;
     if (a->npos != 1) {
         fprintf(stderr, "usage: eddy run JOB.yaml [options]\n");
         return 2;
@@ -217,8 +323,13 @@ static int cmd_run(args *a)
         if (load_job(a->pos[0], EDDY_JOB_TOOLS, &io, &job))
             return 2;
     }
+    if ((lock = lock_state(a->run.state ? a->run.state : job->state_path)) < 0) {
+        eddy_job_free(job);
+        return 1;
+    }
     rc = eddy_runtime_run(job, &a->run);
     eddy_job_free(job);
+    close(lock);
     return rc;
 }
 
@@ -315,13 +426,67 @@ static int cmd_trace(args *a)
     return 0;
 }
 
+/* The options before the command: --log-level L (or --log-level=L), which
+ * is applied now, and --quiet. Returns the index of the command in ARGV
+ * (ARGC when there is none), or -1 with *RC the exit code. */
+static int leading_options(int argc, char **argv, globals *g, int *rc)
+{
+    int i = 1;
+    memset(g, 0, sizeof(*g));
+    for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--quiet")) {
+            g->quiet = 1;
+        } else if (!strncmp(o, "--log-level=", 12) || !strcmp(o, "--log-level")) {
+            const char *v = o[11] == '=' ? o + 12 : i + 1 < argc ? argv[++i] : NULL;
+            if (!v) {
+                fprintf(stderr, "eddy: --log-level wants a level (error, warn, info, debug, "
+                                "trace)\n");
+                return *rc = 2, -1;
+            }
+            if ((*rc = set_log_level(v, NULL)))
+                return -1;
+            g->log_set = 1;
+        } else if (!strcmp(o, "--help") || !strcmp(o, "-h") || !strcmp(o, "--version")) {
+            break; /* handled as commands */
+        } else {
+            int known = 0;
+            for (size_t k = 0; kOpts[k].name; k++)
+                known |= !strncmp(o + 2, kOpts[k].name, strlen(kOpts[k].name));
+            if (known)
+                fprintf(stderr,
+                        "eddy: '%s' goes after the command (eddy COMMAND ... %s); before it "
+                        "only --log-level and --quiet\n",
+                        o, o);
+            else
+                fprintf(stderr, "eddy: unknown option '%s'\n\n%s", o, kUsage);
+            return *rc = 2, -1;
+        }
+    }
+    return i;
+}
+
 int main(int argc, char **argv)
 {
     args a;
-    int rc;
-    const char *cmd = argc > 1 ? argv[1] : NULL;
+    globals g;
+    int rc, ci;
+    const char *cmd, *env;
     eddy_alloc_install();
     eddy_log_set_level(-1);
+    if ((env = getenv("EDDY_LOG")) && *env && !env_level_valid())
+        fprintf(stderr,
+                "eddy: warning: EDDY_LOG='%s' is not a log level, so it is ignored (levels: "
+                "error, warn, info, debug, trace)\n",
+                env);
+    if ((ci = leading_options(argc, argv, &g, &rc)) < 0)
+        return rc;
+    if (ci > 1) { /* the command takes the place of argv[1], as if the options came after it */
+        argv[ci - 1] = argv[0];
+        argv += ci - 1;
+        argc -= ci - 1;
+    }
+    cmd = argc > 1 ? argv[1] : NULL;
     /* A reader that goes away (`eddy run --output - | head`) or a peer that
      * closes its socket is an EPIPE to handle, not a death. `eddy fluss
      * scan` still relies on SIGPIPE to end under `| head`: it keeps the
@@ -337,11 +502,15 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(cmd, "fluss")) {
+        if (g.quiet) {
+            fprintf(stderr, "eddy: --quiet is not an option of `eddy fluss`\n");
+            return 2;
+        }
         rc = eddy_cli_fluss(argc, argv);
         curl_global_cleanup();
         return rc;
     }
-    if ((rc = parse(argc, argv, &a)))
+    if ((rc = parse(argc, argv, &g, &a)))
         return rc;
     eddy_fluss_register_connectors();
     eddy_fluss_register_tools();

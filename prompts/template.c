@@ -3,8 +3,11 @@
  *
  * A compiled template is a list of parts: literal text or a variable path,
  * each carrying its line and column in the origin so errors point at the
- * placeholder. Rendering never mutates the template; one template may be
- * rendered by any number of runs.
+ * placeholder (columns count characters, as the job file's do). The text
+ * must be UTF-8: a prompt that is not could not be sent to a model (its JSON
+ * string would be refused), so compiling names the first bad byte. Rendering
+ * never mutates the template; one template may be rendered by any number of
+ * runs.
  */
 #include "eddy/prompt.h"
 #include "eddy/buf.h"
@@ -63,10 +66,42 @@ static void advance(const char *from, const char *to, int *line, int *col)
         if (*from == '\n') {
             (*line)++;
             *col = 1;
-        } else {
+        } else if (((unsigned char)*from & 0xC0) != 0x80) { /* not a continuation byte */
             (*col)++;
         }
     }
+}
+
+/* Offset of the first byte of S that is not part of valid UTF-8 (no
+ * overlong forms, surrogates or code points above U+10FFFF), or N. */
+static size_t utf8_invalid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i], cp, min;
+        size_t k;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF)
+            k = 1, cp = c & 0x1F, min = 0x80;
+        else if (c >= 0xE0 && c <= 0xEF)
+            k = 2, cp = c & 0x0F, min = 0x800;
+        else if (c >= 0xF0 && c <= 0xF4)
+            k = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return i;
+        for (size_t j = 1; j <= k; j++) {
+            if (i + j >= n || (s[i + j] & 0xC0) != 0x80)
+                return i; /* the sequence that starts here is broken */
+            cp = (cp << 6) | (s[i + j] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return i;
+        i += k + 1;
+    }
+    return n;
 }
 
 int eddy_template_new(const char *text, const char *origin, int line0, int col0,
@@ -76,10 +111,18 @@ int eddy_template_new(const char *text, const char *origin, int line0, int col0,
     eddy_buf lit;
     const char *p = text;
     int line = line0, col = col0, rc = 0, lit_line = line0, lit_col = col0;
+    size_t len = strlen(text), bad;
 
     eddy_buf_init(&lit);
     if (!t || !(t->origin = eddy_strdup(origin))) {
         rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((bad = utf8_invalid((const unsigned char *)text, len)) < len) {
+        advance(text, text + bad, &line, &col);
+        rc = eddy_err_set(err, EDDY_ETEMPLATE,
+                          "%s:%d:%d: invalid UTF-8 (byte 0x%02X): a prompt is UTF-8 text", origin,
+                          line, col, (unsigned char)text[bad]);
         goto out;
     }
     while (*p) {

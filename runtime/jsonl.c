@@ -11,12 +11,14 @@
  * head`), the stdout sink ends the job as a SIGTERM would, when someone
  * handles SIGTERM (the worker does): no new events are read, running ones
  * finish, and their outputs, with nowhere to go, are dropped without a
- * message each.
+ * message each: one warning at the end counts them. A UTF-8 byte order mark
+ * at the start of the input is not part of its first line.
  */
 #include "eddy/connector.h"
 #include "eddy/buf.h"
 #include "eddy/json.h"
 #include "eddy/log.h"
+#include "eddy/runtime.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -50,10 +52,15 @@ static void *reader(void *arg)
     ssize_t got;
     while ((got = getline(&line, &lcap, s->f)) >= 0) {
         node *nd = eddy_calloc(1, sizeof(*nd));
+        const char *start = line;
         lineno++;
         while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
             line[--got] = '\0';
-        if (nd && !(nd->rec.text = eddy_strndup(line, (size_t)got))) {
+        if (lineno == 1 && got >= 3 && !memcmp(line, "\xEF\xBB\xBF", 3)) {
+            start += 3; /* editors on Windows write one; it is not JSON */
+            got -= 3;
+        }
+        if (nd && !(nd->rec.text = eddy_strndup(start, (size_t)got))) {
             eddy_free(nd);
             nd = NULL;
         }
@@ -197,6 +204,74 @@ static void src_free(void *impl)
     eddy_free(s);
 }
 
+/* Length of the UTF-8 sequence at S (of N bytes), or 0 when it is not
+ * one (no overlong forms, surrogates or code points above U+10FFFF). */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0], cp, min;
+    size_t k;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        k = 1, cp = c & 0x1F, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF)
+        k = 2, cp = c & 0x0F, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4)
+        k = 3, cp = c & 0x07, min = 0x10000;
+    else
+        return 0;
+    for (size_t j = 1; j <= k; j++) {
+        if (j >= n || (s[j] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[j] & 0x3F);
+    }
+    return cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF) ? 0 : k + 1;
+}
+
+static void base64(eddy_buf *b, const unsigned char *s, size_t n)
+{
+    static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) |
+                     (i + 2 < n ? s[i + 2] : 0);
+        char q[4] = {digits[v >> 18 & 63], digits[v >> 12 & 63],
+                     i + 1 < n ? digits[v >> 6 & 63] : '=', i + 2 < n ? digits[v & 63] : '='};
+        eddy_buf_append(b, q, 4);
+    }
+}
+
+#define RAW_MAX 65536 /* bytes of a line kept in its dead letter */
+
+int eddy_jsonl_raw_fields(json_t *d, const char *text, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    size_t n = len > RAW_MAX ? RAW_MAX : len, i = 0, k;
+    int bad = 0, rc = 0;
+    eddy_buf raw, b64;
+    eddy_buf_init(&raw);
+    eddy_buf_init(&b64);
+    while (i < n) {
+        if ((k = utf8_len(s + i, len - i)) == 0) {
+            eddy_buf_append(&raw, "\xEF\xBF\xBD", 3); /* U+FFFD for each byte that is not UTF-8 */
+            bad = 1;
+            i++;
+        } else {
+            eddy_buf_append(&raw, s + i, k); /* a character across the cut is kept whole */
+            i += k;
+        }
+    }
+    if (bad)
+        base64(&b64, s, n);
+    if (raw.oom || b64.oom ||
+        json_object_set_new(d, "raw", json_stringn(raw.data ? raw.data : "", raw.len)) ||
+        (bad && json_object_set_new(d, "raw_base64", json_stringn(b64.data, b64.len))) ||
+        (len > i && json_object_set_new(d, "raw_truncated", json_true())))
+        rc = EDDY_ENOMEM;
+    eddy_buf_free(&raw);
+    eddy_buf_free(&b64);
+    return rc;
+}
+
 typedef struct jsonl_sink {
     FILE *f;
     char *path;
@@ -293,8 +368,8 @@ static const char *sink_name(void *impl)
 static void sink_free(void *impl)
 {
     jsonl_sink *s = impl;
-    if (s->dropped)
-        EDDY_INFO("jsonl", "stdout was closed by its reader: %ld output(s) not written",
+    if (s->dropped) /* a warning: --quiet must not hide that outputs were lost */
+        EDDY_WARN("jsonl", "stdout was closed by its reader: %ld output(s) not written",
                   s->dropped);
     if (s->f && !s->is_stdout)
         fclose(s->f);

@@ -94,10 +94,13 @@ static void dead_record(worker *w, const eddy_record *rec, const char *event_id,
         d = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:O}", "type", "dead_letter", "reason", reason,
                       "source", eddy_source_name(w->src), "where", rec->where, "event_id", event_id,
                       "event", rec->event);
-    else
-        d = json_pack("{s:s, s:s, s:s, s:i, s:s?, s:s%}", "type", "dead_letter", "reason", reason,
-                      "source", eddy_source_name(w->src), "line", (int)rec->line, "event_id",
-                      event_id, "raw", rec->text, rec->len > 65536 ? (size_t)65536 : rec->len);
+    else if ((d = json_pack("{s:s, s:s, s:s, s:i, s:s?}", "type", "dead_letter", "reason", reason,
+                            "source", eddy_source_name(w->src), "line", (int)rec->line, "event_id",
+                            event_id)) &&
+             eddy_jsonl_raw_fields(d, rec->text, rec->len)) { /* also when it is not UTF-8 */
+        json_decref(d);
+        d = NULL;
+    }
     if (!d)
         d = json_pack("{s:s, s:s, s:i}", "type", "dead_letter", "reason", reason, "line",
                       (int)rec->line);

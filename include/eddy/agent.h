@@ -75,6 +75,9 @@ typedef struct eddy_agent_def {
     char *name;
     eddy_llm_model *model; /* borrowed from the job's models */
     eddy_template *system, *user;
+    /* system_file and user_file when given: the file (resolved) and where
+     * it was given ("job.yaml:9:20"); NULL otherwise */
+    char *prompt_file[2], *prompt_where[2];
     eddy_tool_ref *tools; /* in the order listed */
     size_t ntools;
     int history;           /* runs of history kept and sent */
@@ -122,26 +125,33 @@ typedef struct eddy_job {
 #define EDDY_JOB_TOOLS 1 /* load every agent's tools into one throwaway host, as a run does */
 #define EDDY_JOB_FILES 2 /* eddy_job_check_io with no overrides */
 
-/* Load and validate FILE. Every problem goes to DIAG; returns 0 when there
- * were none, else EDDY_ESCHEMA (or EDDY_EPARSE, EDDY_ENOMEM) and *OUT NULL.
- * FLAGS: EDDY_JOB_* bits. Paths that are not given default to
- * .eddy/<job name>/{state.db,traces.db,dead-letter.jsonl} beside the file. */
-int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag);
-void eddy_job_free(eddy_job *job);
-
 /* Paths given on the command line instead of the job's (NULL: the job's;
  * "-" is stdin / stdout). */
 typedef struct eddy_job_io {
     const char *input, *output, *dead_letter, *state, *traces;
 } eddy_job_io;
 
+/* Load and validate FILE. Every problem goes to DIAG; returns 0 when there
+ * were none, else EDDY_ESCHEMA (or EDDY_EPARSE, EDDY_ENOMEM) and *OUT NULL.
+ * FLAGS: EDDY_JOB_* bits. Paths that are not given default to
+ * .eddy/<job name>/{state.db,traces.db,dead-letter.jsonl} beside the file. */
+int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag);
+/* The same, where EDDY_JOB_FILES checks the files with IO's overrides (may
+ * be NULL: the job's own), also when the job has other problems, so that
+ * DIAG holds every problem a run would have. */
+int eddy_job_load_io(const char *file, int flags, const eddy_job_io *io, eddy_job **out,
+                     eddy_diag *diag);
+void eddy_job_free(eddy_job *job);
+
 /* Check, without opening anything that could block (FIFOs) or creating
  * anything, that a run of JOB can open what it opens at start: the source
  * exists and is readable; the sink's folder exists (or is one the state or
  * trace store creates first) and the sink is writable; the folders of the
  * state and trace stores and of the dead-letter file exist or can be
- * created, and existing stores are SQLite databases. Fluss connectors are
- * not contacted. Each problem goes to DIAG naming where the path was given
+ * created, and existing stores are SQLite databases; neither the sink nor
+ * the dead-letter file is a file the job reads (the job file, the source,
+ * a prompt or tool file, a store), which eddy would append JSON lines to.
+ * Fluss connectors are not contacted. Each problem goes to DIAG naming where the path was given
  * (file:line:col, or the option). Returns 0, or EDDY_ESCHEMA when there was
  * a problem. */
 int eddy_job_check_io(const eddy_job *job, const eddy_job_io *io, eddy_diag *diag);

@@ -20,8 +20,9 @@ typedef struct eddy_template eddy_template;
 
 /* Compile TEXT; ORIGIN ("prompts/support.md" or "job.yaml:12:9") names it in
  * errors. LINE0/COL0 are the 1-based position of TEXT's first character in
- * ORIGIN (1,1 for a file). Returns 0 or EDDY_ETEMPLATE/EDDY_ENOMEM with ERR
- * naming origin:line:col. */
+ * ORIGIN (1,1 for a file); columns count characters. TEXT must be UTF-8.
+ * Returns 0 or EDDY_ETEMPLATE/EDDY_ENOMEM with ERR naming origin:line:col
+ * (of the first bad byte when TEXT is not UTF-8). */
 int eddy_template_new(const char *text, const char *origin, int line0, int col0,
                       eddy_template **out, eddy_err *err);
 void eddy_template_free(eddy_template *t);

@@ -7,6 +7,7 @@
 #ifndef EDDY_RUNTIME_H
 #define EDDY_RUNTIME_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,6 +54,13 @@ typedef struct eddy_run_opts {
     int quiet;                /* no summary on stderr */
     const char *summary_json; /* write the summary as JSON to this file */
 } eddy_run_opts;
+
+/* Put the LEN bytes of TEXT, a line of a JSONL source, into the dead-letter
+ * record D (an object): "raw" (its first 64 KiB; "raw_truncated": true
+ * when it is longer) as they are when they are UTF-8, else with each byte
+ * that is not as U+FFFD, and then "raw_base64" with the exact bytes too.
+ * Returns 0 or EDDY_ENOMEM. Any thread. */
+int eddy_jsonl_raw_fields(json_t *d, const char *text, size_t len);
 
 /* Run JOB to the end of its input (or a signal). Returns the process exit
  * code: 0 when the input was processed (failed runs went to the dead-letter

@@ -7,6 +7,7 @@ Reuses the runner, the mock LLM and the helpers of tests/integration/run.py.
     python3 tests/integration/check_test.py --build build [--only NAME]
 """
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -137,6 +138,52 @@ def test_files_run_refuses_are_check_errors(tmp):
     assert "ok" in p.stdout and not os.path.exists(os.path.join(fresh, ".eddy")), p.stdout
 
 
+def test_run_reports_every_problem(tmp):
+    """`run` printed a subset of check's problems with its count ("1 problem found; see
+    `eddy check`" where check lists 2), and sent problems with its own flags to `eddy
+    check`, which then says ok."""
+    d = copy_example(tmp)
+    job = os.path.join(d, "many.yaml")
+    write(job, job_text("http://127.0.0.1:9/v1", head="kye: x\nsource: { jsonl: nope.jsonl }\n"))
+    c = eddy("check", job, check=2)
+    problems = [l for l in c.stderr.splitlines() if l.startswith(job + ":") and
+                not l.startswith(job + ": ")]
+    assert len(problems) == 2 and "2 problems found" in c.stderr, c.stderr
+    r = eddy("run", job, check=2)
+    for l in problems:
+        assert l in r.stderr, (l, r.stderr)
+    assert "%s: 2 problems found; see `eddy check`" % job in r.stderr, r.stderr
+    good = os.path.join(d, "job.yaml")
+    nodir = os.path.join(tmp, "nodir", "x.jsonl")
+    r = eddy("run", good, "--output", nodir, check=2)
+    assert "--output: sink '%s'" % nodir in r.stderr, r.stderr
+    assert "1 problem found with the command line" in r.stderr and "eddy check" not in r.stderr, \
+        r.stderr
+    eddy("check", good, check=0)
+    r = eddy("run", job, "--output", nodir, check=2)
+    assert "3 problems found (1 with the command line; `eddy check` shows the job's own)" in \
+        r.stderr, r.stderr
+
+
+def test_output_onto_a_file_the_job_reads(tmp):
+    """`eddy run job.yaml --output job.yaml` appended outputs to the job file (and a sink or
+    dead-letter file could be the source, a prompt or a tool): refused at start, and by
+    check for the job's own paths."""
+    d = copy_example(tmp)
+    job = os.path.join(d, "job.yaml")
+    before = open(job).read()
+    r = eddy("run", job, "--output", job, check=2)
+    assert "--output: sink '%s': it is also the job file" % job in r.stderr, r.stderr
+    r = eddy("run", job, "--dead-letter", os.path.join(d, "tools", "lookup_order.lua"), check=2)
+    assert "--dead-letter: dead-letter file '%s/tools/lookup_order.lua': it is also the tool " \
+        "file of agent 'support' listed at %s:27:14" % (d, job) in r.stderr, r.stderr
+    assert open(job).read() == before
+    write(job, before.replace('"${EDDY_OUT:-.eddy/answers.jsonl}"', "prompts/support.md"))
+    c = eddy("check", job, check=2)
+    assert "%s:8:16: sink '%s/prompts/support.md': it is also the system_file of agent " \
+        "'support' (%s:25:20)" % (job, d, job) in c.stderr, c.stderr
+
+
 def test_check_never_blocks_on_fifos(tmp):
     """A FIFO as a source is fine (nothing is opened); a FIFO as a prompt or tool file is an
     error, not a read that waits forever for a writer."""
@@ -261,6 +308,38 @@ def test_per_job_state_and_traces(tmp):
         ".eddy/beta/traces.db" in p.stderr, (p.returncode, p.stderr)
 
 
+def test_two_runs_of_one_job(tmp):
+    """Two `eddy run`s on one state store at once overwrote each other's memory without a
+    word: the second now fails at start (exit 1) naming the first's pid; `eddy check` and a
+    run on another store are not held up, and once the first ends the store is free."""
+    d = copy_example(tmp)
+    with Mock(tmp, {"rules": [{"reply": "ok ${user}"}]}) as mock:
+        job = os.path.join(d, "lock.yaml")
+        write(job, job_text(mock.base_url, name="lock"))
+        state = os.path.join(d, ".eddy", "lock", "state.db")
+        first = subprocess.Popen([os.path.join(itrun.ARGS.build, "eddy"), "run", job, "--input",
+                                  "-", "--output", os.path.join(tmp, "first.jsonl")],
+                                 stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert "reading stdin" in first.stderr.readline()  # started: it holds the store
+            events(os.path.join(d, "in.jsonl"), 2)
+            run = ["run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+                   os.path.join(tmp, "second.jsonl")]
+            p = eddy(*run, check=1)
+            assert "eddy: another eddy run (pid %d) is using %s" % (first.pid, state) in \
+                p.stderr, p.stderr
+            assert read_jsonl(os.path.join(tmp, "second.jsonl")) == []
+            assert open(state + ".lock").read().strip() == str(first.pid)
+            eddy("check", job, check=0)
+            eddy(*run, "--state", os.path.join(tmp, "other.db"), check=0)
+        finally:
+            first.stdin.close()
+            rc = first.wait(timeout=60)
+        assert rc == 0, (rc, first.stderr.read())
+        eddy(*run, check=0)
+    assert len(read_jsonl(os.path.join(tmp, "second.jsonl"))) == 4
+
+
 def test_stdout_closed_early(tmp):
     """`eddy run --output - | head -1`: the reader goes away; eddy stops reading, ends
     quietly with 0 (it died of SIGPIPE: 141) and prints no error per lost output."""
@@ -284,6 +363,75 @@ def test_stdout_closed_early(tmp):
     assert 1 <= s["outputs"] < 60, s
 
 
+def test_stdout_closed_early_quiet_warns(tmp):
+    """`eddy run --output - --quiet | head -1`: the count of outputs that had nowhere to go
+    was an info line, which --quiet hid: it is a warning."""
+    d = copy_example(tmp)
+    with Mock(tmp, {"rules": [{"reply": "ok ${user}"}]}, latency_ms=100) as mock:
+        job = os.path.join(d, "pipe.yaml")
+        write(job, job_text(mock.base_url))
+        events(os.path.join(d, "in.jsonl"), 60, keys=4)
+        p = subprocess.Popen([os.path.join(itrun.ARGS.build, "eddy"), "run", job, "--input",
+                              os.path.join(d, "in.jsonl"), "--output", "-", "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = p.stdout.readline()
+        p.stdout.close()
+        rc = p.wait(timeout=60)
+        err = p.stderr.read()
+    assert json.loads(first)["type"] == "output" and rc == 0, (rc, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and " warn " in lines[0] and \
+        "stdout was closed by its reader: " in lines[0] and \
+        lines[0].endswith(" output(s) not written"), err
+
+
+def test_byte_order_mark(tmp):
+    """A UTF-8 byte order mark at the start of a JSONL source dead-lettered the first event
+    ("'[' or '{' expected near '\\ufeff'")."""
+    d = copy_example(tmp)
+    with Mock(tmp, {"rules": [{"reply": "ok ${user}"}]}) as mock:
+        job = os.path.join(d, "bom.yaml")
+        write(job, job_text(mock.base_url, name="bom"))
+        events(os.path.join(d, "in.jsonl"), 3)
+        with open(os.path.join(d, "in.jsonl"), "rb") as f:
+            data = f.read()
+        with open(os.path.join(d, "in.jsonl"), "wb") as f:
+            f.write(b"\xef\xbb\xbf" + data)
+        eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+             os.path.join(tmp, "out.jsonl"), check=0)
+    assert sorted(o["event_id"] for o in read_jsonl(os.path.join(tmp, "out.jsonl"))) == \
+        ["e0", "e1", "e2"]
+    assert read_jsonl(os.path.join(d, ".eddy", "bom", "dead-letter.jsonl")) == []
+
+
+def test_dead_letter_raw_bytes(tmp):
+    """A line with invalid UTF-8 (or one cut at 64 KiB inside a character) went to the dead
+    letters without its source and raw text: they are there, the text with U+FFFD for each
+    bad byte and the exact bytes in raw_base64."""
+    d = copy_example(tmp)
+    bad = b'{"customer_id":"K1","text":"caf\xe9"}'
+    long_line = b"x" * 65535 + "\u00e9".encode() + b"tail"
+    with Mock(tmp, {"rules": [{"reply": "ok ${user}"}]}) as mock:
+        job = os.path.join(d, "raw.yaml")
+        write(job, job_text(mock.base_url, name="raw"))
+        src = os.path.join(d, "in.jsonl")
+        with open(src, "wb") as f:
+            f.write(bad + b"\nnot json\n\xff\xfe junk\n" + long_line + b"\n" +
+                    b'{"customer_id":"K2","text":"ok"}\n')
+        eddy("run", job, "--input", src, "--output", os.path.join(tmp, "out.jsonl"), check=0)
+    assert len(read_jsonl(os.path.join(tmp, "out.jsonl"))) == 1
+    dead = read_jsonl(os.path.join(d, ".eddy", "raw", "dead-letter.jsonl"))
+    assert [x["line"] for x in dead] == [1, 2, 3, 4], dead
+    for x in dead:
+        assert x["source"] == src and x["reason"].startswith("%s:%d:" % (src, x["line"])), x
+    assert dead[0]["raw"] == '{"customer_id":"K1","text":"caf\ufffd"}', dead[0]
+    assert base64.b64decode(dead[0]["raw_base64"]) == bad
+    assert dead[1]["raw"] == "not json" and "raw_base64" not in dead[1], dead[1]
+    assert dead[2]["raw"] == "\ufffd\ufffd junk", dead[2]
+    assert base64.b64decode(dead[2]["raw_base64"]) == b"\xff\xfe junk"
+    assert dead[3]["raw"] == "x" * 65535 + "\u00e9" and dead[3]["raw_truncated"] is True
+
+
 def test_quiet_prints_nothing(tmp):
     """--quiet: no info line and no summary on stderr."""
     d = copy_example(tmp)
@@ -295,6 +443,36 @@ def test_quiet_prints_nothing(tmp):
                  os.path.join(tmp, "out.jsonl"), "--quiet", check=0)
     assert p.stderr == "", p.stderr
     assert len(read_jsonl(os.path.join(tmp, "out.jsonl"))) == 3
+
+
+def test_global_options_before_the_command(tmp):
+    """`eddy --log-level debug check J` and `eddy --quiet run J ...` were refused as
+    "unknown command '--log-level'"; an EDDY_LOG that names no level was ignored in
+    silence (and turned --quiet off)."""
+    d = copy_example(tmp)
+    job = os.path.join(d, "job.yaml")
+    p = eddy("--log-level", "debug", "check", job, check=0)
+    assert "ok" in p.stdout, p.stdout
+    eddy("--log-level=warn", "check", job, check=0)
+    p = eddy("--log-level", "loud", "check", job, check=2)
+    assert "unknown log level 'loud'" in p.stderr, p.stderr
+    p = eddy("--output", "x.jsonl", "run", job, check=2)
+    assert "'--output' goes after the command" in p.stderr, p.stderr
+    p = eddy("--bogus", "check", job, check=2)
+    assert "unknown option '--bogus'" in p.stderr and "unknown command" not in p.stderr, p.stderr
+    with Mock(tmp, example_script()) as mock:
+        write(job, job_text(mock.base_url))
+        events(os.path.join(d, "in.jsonl"), 3)
+        run = ["run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+               os.path.join(tmp, "out.jsonl")]
+        p = eddy("--quiet", *run, check=0)
+        assert p.stderr == "", p.stderr
+        p = eddy("--quiet", *run, env={"EDDY_LOG": "bogus"}, check=0)
+    assert p.stderr.strip() == ("eddy: warning: EDDY_LOG='bogus' is not a log level, so it is "
+                                "ignored (levels: error, warn, info, debug, trace)"), p.stderr
+    assert len(read_jsonl(os.path.join(tmp, "out.jsonl"))) == 6
+    p = eddy("check", job, env={"EDDY_LOG": "bogus"}, check=0)
+    assert "EDDY_LOG='bogus' is not a log level" in p.stderr, p.stderr
 
 
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]

@@ -158,6 +158,32 @@ static void test_template_numbers(void **state)
     json_decref(ctx);
 }
 
+/* A prompt with invalid UTF-8 compiled, and its message was left out of the
+ * model request at run time (a JSON string must be UTF-8): it is an error at
+ * the first bad byte; columns count characters. */
+static void test_template_invalid_utf8(void **state)
+{
+    eddy_template *t = NULL;
+    eddy_err e;
+    (void)state;
+    assert_int_equal(
+        eddy_template_new("Hello {{key}}\n  caf\xc3\xa9 \xe9t\xc3\xa9", "p.md", 1, 1, &t, &e),
+        EDDY_ETEMPLATE);
+    assert_null(t);
+    assert_string_equal(e.msg, "p.md:2:8: invalid UTF-8 (byte 0xE9): a prompt is UTF-8 text");
+    assert_int_equal(eddy_template_new("ab \xc3(", "job.yaml", 7, 11, &t, &e), EDDY_ETEMPLATE);
+    assert_string_equal(e.msg, "job.yaml:7:14: invalid UTF-8 (byte 0xC3): a prompt is UTF-8 text");
+    /* overlong forms and surrogates are not UTF-8 either */
+    assert_int_equal(eddy_template_new("\xc0\xaf", "t", 1, 1, &t, &e), EDDY_ETEMPLATE);
+    assert_int_equal(eddy_template_new("\xed\xa0\x80", "t", 1, 1, &t, &e), EDDY_ETEMPLATE);
+    /* other errors after non-ASCII text are at the character too */
+    assert_int_equal(eddy_template_new("\xc3\xa9\xc3\xa9 {{bad path}}", "t", 1, 1, &t, &e),
+                     EDDY_ETEMPLATE);
+    assert_non_null(strstr(e.msg, "t:1:4: '{{bad path}}' is not a variable"));
+    assert_int_equal(eddy_template_new("\xf0\x9f\x99\x82 {{key}}", "t", 1, 1, &t, &e), 0);
+    eddy_template_free(t);
+}
+
 static void test_levenshtein(void **state)
 {
     (void)state;
@@ -201,7 +227,7 @@ int main(void)
         cmocka_unit_test(test_buf_oom_is_sticky), cmocka_unit_test(test_durations),
         cmocka_unit_test(test_interpolate),       cmocka_unit_test(test_json_helpers),
         cmocka_unit_test(test_levenshtein),       cmocka_unit_test(test_template_alloc_failures),
-        cmocka_unit_test(test_template_numbers),
+        cmocka_unit_test(test_template_numbers),  cmocka_unit_test(test_template_invalid_utf8),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);

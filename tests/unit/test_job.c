@@ -122,6 +122,27 @@ static void test_missing_env_and_model(void **state)
                  want, 2);
 }
 
+/* Two models and an agent with no `model:` said "agent 'a' uses model
+ * 'default', which is not defined under 'models'": a name never written. */
+static void test_agent_without_model(void **state)
+{
+    static const char *const want[] = {
+        ":7:3: agent 'a' must name its model with 'model:': the job has 2 models ('m1', 'm2')",
+        ":9:12: agent 'b' uses model 'm3', which is not defined under 'models' (they are 'm1', "
+        "'m2')",
+    };
+    (void)state;
+    expect_diags("job: j\nkey: k\nmodels:\n"
+                 "  m1: { base_url: 'http://x', model: m }\n"
+                 "  m2: { base_url: 'http://x', model: m }\n"
+                 "agents:\n"
+                 "  a: { prompt: { user: hi } }\n"
+                 "  b:\n"
+                 "    model: m3\n"
+                 "    prompt: { user: hi }\n",
+                 want, 2);
+}
+
 static void test_duplicate_key(void **state)
 {
     eddy_yaml_doc doc;
@@ -328,6 +349,40 @@ static void test_invalid_utf8_place(void **state)
     expect_one(write_bytes("utf8b.yaml", "job: j\xc3(\n", 9), 0, ":1:7: invalid UTF-8 (byte 0xC3)");
     expect_one(write_bytes("ctl.yaml", "job: j\x01\n", 8), 0,
                ":1:7: invalid YAML: control characters are not allowed");
+}
+
+/* `user: {{event.text}}` unquoted said only "mapping keys must be plain
+ * strings": YAML reads it as a mapping in a mapping. */
+static void test_unquoted_template_hint(void **state)
+{
+    (void)state;
+    expect_one(write_file("uq.yaml", "job: j\nkey: k\n"
+                                     "models:\n"
+                                     "  m: { base_url: 'http://x', model: m }\n"
+                                     "agents:\n"
+                                     "  a:\n"
+                                     "    prompt:\n"
+                                     "      user: {{ event.text }}   # the question\n"),
+               0,
+               ":8:14: mapping keys must be plain strings (a value that starts with '{' is a "
+               "YAML flow mapping: quote a template, as in user: \"{{ event.text }}\")");
+    /* other keys that are not strings get no such hint */
+    for (int k = 0; k < 2; k++) {
+        eddy_diag d;
+        eddy_job *job;
+        const char *msg;
+        eddy_diag_init(&d);
+        assert_int_not_equal(
+            eddy_job_load(write_file("uq2.yaml", k ? "job: j\nx: { [a]: b }\n"
+                                                   : "job: j\nx: { { a: b }: c }\n"),
+                          0, &job, &d),
+            0);
+        assert_int_equal(d.n, 1);
+        msg = strstr(d.msgs[0], "uq2.yaml:2:6: ");
+        assert_non_null(msg);
+        assert_string_equal(msg, "uq2.yaml:2:6: mapping keys must be plain strings");
+        eddy_diag_free(&d);
+    }
 }
 
 /* A tab in indentation gave libyaml's words, not the cause. */
@@ -705,6 +760,129 @@ static void test_files_defaults_fresh_folder(void **state)
     eddy_diag_free(&d);
 }
 
+/* The sink or dead-letter file could be a file the job reads, and eddy
+ * appended JSON lines to it (`--output job.yaml` corrupted the job). */
+static void test_sink_is_a_file_the_job_reads(void **state)
+{
+    eddy_diag d;
+    eddy_job *job;
+    const char *path;
+    char want[2048];
+    (void)state;
+    write_tools();
+    mkdir_in("sio");
+    write_file("sio/prompt.md", "You help {{key}}.\n");
+    write_file("sio/events.jsonl", "");
+    path = write_file("sio/job.yaml", "job: sio\nkey: k\n"
+                                      "source: { jsonl: events.jsonl }\n"
+                                      "sink: { jsonl: ./job.yaml }\n"
+                                      "dead_letter: { jsonl: prompt.md }\n"
+                                      "models:\n"
+                                      "  m: { base_url: 'http://x', model: m }\n"
+                                      "agents:\n"
+                                      "  a:\n"
+                                      "    prompt: { system_file: prompt.md, user: hi }\n"
+                                      "    tools: [ ../tools/x.lua ]\n");
+    eddy_diag_init(&d);
+    assert_int_not_equal(eddy_job_load(path, EDDY_JOB_FILES, &job, &d), 0);
+    for (size_t i = 0; i < d.n; i++)
+        fprintf(stderr, "  diag: %s\n", d.msgs[i]);
+    assert_int_equal(d.n, 2);
+    snprintf(want, sizeof(want),
+             "%s:4:16: sink '%s/sio/./job.yaml': it is also the job file, and eddy would append "
+             "JSON lines to it",
+             path, g_dir);
+    assert_string_equal(d.msgs[0], want);
+    snprintf(want, sizeof(want),
+             "%s:5:23: dead-letter file '%s/sio/prompt.md': it is also the system_file of agent "
+             "'a' (%s:10:28), and eddy",
+             path, g_dir, path);
+    assert_ptr_equal(strstr(d.msgs[1], want), d.msgs[1]);
+    eddy_diag_free(&d);
+    /* the job's own paths are fine; the command line's are checked the same way */
+    job = load_ok("sio/job.yaml",
+                  "job: sio\nkey: k\n"
+                  "source: { jsonl: events.jsonl }\n"
+                  "models:\n"
+                  "  m: { base_url: 'http://x', model: m }\n"
+                  "agents:\n"
+                  "  a:\n"
+                  "    prompt: { system_file: prompt.md, user: hi }\n"
+                  "    tools: [ ../tools/x.lua ]\n",
+                  EDDY_JOB_FILES);
+    {
+        char tool[600], events[600], dl[600], cwd[600];
+        eddy_job_io io = {NULL, tool, events, NULL, NULL};
+        snprintf(tool, sizeof(tool), "%s/sio/../tools/x.lua", g_dir);
+        snprintf(events, sizeof(events), "%s/sio/events.jsonl", g_dir);
+        eddy_diag_init(&d);
+        assert_int_equal(eddy_job_check_io(job, &io, &d), EDDY_ESCHEMA);
+        assert_int_equal(d.n, 2);
+        assert_non_null(strstr(d.msgs[0], "--output: sink '"));
+        assert_non_null(strstr(d.msgs[0], "': it is also the tool file of agent 'a' listed at "));
+        assert_non_null(strstr(d.msgs[1], "--dead-letter: dead-letter file '"));
+        assert_non_null(strstr(d.msgs[1], "': it is also the source ("));
+        eddy_diag_free(&d);
+        /* neither exists yet: the same path resolved is the same file */
+        snprintf(dl, sizeof(dl), "%s/sio/../sio/new.jsonl", g_dir);
+        io = (eddy_job_io){"new.jsonl", NULL, dl, NULL, NULL};
+        assert_non_null(getcwd(cwd, sizeof(cwd)));
+        assert_int_equal(chdir(g_dir), 0);
+        assert_int_equal(chdir("sio"), 0);
+        eddy_diag_init(&d);
+        assert_int_equal(eddy_job_check_io(job, &io, &d), EDDY_ESCHEMA);
+        for (size_t i = 0; i < d.n; i++)
+            fprintf(stderr, "  diag: %s\n", d.msgs[i]);
+        assert_int_equal(d.n, 2); /* and the missing source */
+        assert_non_null(strstr(d.msgs[0], "': it is also the source (--input)"));
+        eddy_diag_free(&d);
+        assert_int_equal(chdir(cwd), 0);
+    }
+    eddy_job_free(job);
+}
+
+/* A prompt file with invalid UTF-8 passed check and was left out of the
+ * model request at run time; from the environment, an inline prompt with
+ * invalid UTF-8 was reported at 4:1 as "a job file must be a mapping". */
+static void test_prompt_invalid_utf8(void **state)
+{
+    eddy_diag d;
+    eddy_job *job;
+    const char *path;
+    char want[1024];
+    (void)state;
+    mkdir_in("pu");
+    static const char bad[] = "You help {{key}}.\nCaf\xc3\xa9 cr\xe8me\n",
+                      nul[] = "You help\0 {{key}}.\n";
+    write_bytes("pu/p.md", bad, sizeof(bad) - 1);
+    path = write_file("pu/job.yaml", "job: j\nkey: k\n"
+                                     "models:\n"
+                                     "  m: { base_url: 'http://x', model: m }\n"
+                                     "agents:\n"
+                                     "  a:\n"
+                                     "    prompt: { system_file: p.md, user: hi }\n");
+    eddy_diag_init(&d);
+    assert_int_not_equal(eddy_job_load(path, 0, &job, &d), 0);
+    assert_int_equal(d.n, 1);
+    snprintf(want, sizeof(want),
+             "p.md:2:8: invalid UTF-8 (byte 0xE8): a prompt is UTF-8 text (system_file given at "
+             "%s:7:28)",
+             path);
+    assert_string_equal(d.msgs[0], want);
+    eddy_diag_free(&d);
+    write_bytes("pu/p.md", nul, sizeof(nul) - 1);
+    expect_one(path, 0, ":7:28: prompt file 'p.md' has a NUL byte (at byte 8)");
+    setenv("EDDY_T_BADU", "caf\xe9", 1);
+    expect_one(write_file("pu/job.yaml", "job: j\nkey: k\n"
+                                         "models:\n"
+                                         "  m: { base_url: 'http://x', model: m }\n"
+                                         "agents:\n"
+                                         "  a:\n"
+                                         "    prompt: { user: \"Hi ${EDDY_T_BADU}\" }\n"),
+               0, ":7:21: invalid UTF-8 (byte 0xE9) in the value of an environment variable");
+    unsetenv("EDDY_T_BADU");
+}
+
 /* Two jobs of one folder shared .eddy/state.db. */
 static void test_default_paths_per_job(void **state)
 {
@@ -744,6 +922,7 @@ int main(void)
         cmocka_unit_test(test_unknown_keys_and_types),
         cmocka_unit_test(test_yaml_syntax_error),
         cmocka_unit_test(test_missing_env_and_model),
+        cmocka_unit_test(test_agent_without_model),
         cmocka_unit_test(test_duplicate_key),
         cmocka_unit_test(test_scalar_types),
         cmocka_unit_test(test_ranges),
@@ -753,6 +932,8 @@ int main(void)
         cmocka_unit_test(test_nul_byte),
         cmocka_unit_test(test_invalid_utf8_place),
         cmocka_unit_test(test_tab_indentation),
+        cmocka_unit_test(test_unquoted_template_hint),
+        cmocka_unit_test(test_prompt_invalid_utf8),
         cmocka_unit_test(test_env_typed_by_setting),
         cmocka_unit_test(test_env_places),
         cmocka_unit_test(test_tool_long_form),
@@ -762,6 +943,7 @@ int main(void)
         cmocka_unit_test(test_files_run_opens),
         cmocka_unit_test(test_files_defaults_fresh_folder),
         cmocka_unit_test(test_default_paths_per_job),
+        cmocka_unit_test(test_sink_is_a_file_the_job_reads),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("job", tests, tmpdir_setup, tmpdir_teardown);
