@@ -371,6 +371,11 @@ mt.__gc = function() end
 return "finalizer accepted\"""", r"__gc"),
 
     # -- isolation: shared libraries and globals --------------------------------------------
+    isolate("iso_memory_wraps_string",
+            'ctx.memory.s = string; ctx.memory.s.upper = function() return "pwned" end; ctx.memory.s = nil',
+            'string.upper("x")', "X"),
+    cpu("cpu_insert_len_metamethod", """local t = setmetatable({}, {__len = function() return 1 << 50 end, __index = type, __newindex = rawequal})
+table.insert(t, 1, "x")"""),
     isolate("iso_string_upper", 'string.upper = function() return "pwned" end',
             'string.upper("abc")', "ABC"),
     isolate("iso_string_new_field", 'string.evil = "pwned"', "string.evil", "nil"),
@@ -410,6 +415,8 @@ return "finalizer accepted\"""", r"__gc"),
     isolate("iso_G_metatable", 'setmetatable(_G, { __index = function() return "pwned" end })',
             "undefined_global_xyz", "nil"),
     # -- isolation: ctx kept after its call returned ----------------------------------------
+    stash("ctx_stash_converted", "saved.m = ctx.memory",
+          'return "USE " .. eddy.json.encode({ saved.m })', expect=None),
     stash("ctx_stash_read", "saved.ctx = ctx", "return saved.ctx.memory.secret"),
     stash("ctx_stash_memory_read", "saved.mem = ctx.memory", "return saved.mem.secret"),
     stash("ctx_stash_memory_write", "saved.mem = ctx.memory",
@@ -474,6 +481,8 @@ eddy.sleep(1 << 40)""" % SPIN),
     term("term_close_sleep", """local guard <close> = setmetatable({}, { __close = function() eddy.sleep(1 << 40) end })
 eddy.sleep(1 << 40)"""),
 
+    term("term_insert_len_metamethod", """local t = setmetatable({}, {__len = function() return 1 << 50 end, __index = type, __newindex = rawequal})
+table.insert(t, 1, "x")"""),
     # -- budgets on a tool file's top-level code (eddy check) ---------------------------------
     at_load("load_spin", SPIN, INSTR, {"instructions": 5000000, "memory": "32MiB", "wall": "2s"}),
     at_load("load_memory", "local t = {}\nwhile true do t[#t + 1] = {} end", MEMORY, MEM),
