@@ -19,6 +19,11 @@ static const char *const kTypes[] = {"string", "integer", "number", "boolean",
 static const char *const kFields[] = {"type",  "required",   "description", "enum",
                                       "items", "properties", "default",     NULL};
 
+static void decref(void *p)
+{
+    json_decref(p);
+}
+
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -32,6 +37,7 @@ static json_t *object_schema(lua_State *L, int idx, int depth, char *bad, size_t
                              eddy_err *err)
 {
     json_t *props = NULL, *req = NULL, *out = NULL;
+    eddy_holder *hp = NULL, *hr = NULL;
     const char **names;
     size_t n = 0, cap = 0;
     idx = lua_absindex(L, idx);
@@ -54,7 +60,11 @@ static json_t *object_schema(lua_State *L, int idx, int depth, char *bad, size_t
         if (n < cap)
             names[n++] = lua_tostring(L, -1);
     }
-    if (!(props = json_object()) || !(req = json_array())) {
+    /* held by the garbage collector too: a nested parameter may raise */
+    hp = eddy__tools_holder(L);
+    hr = eddy__tools_holder(L);
+    hp->free = hr->free = decref;
+    if (!(hp->p = props = json_object()) || !(hr->p = req = json_array())) {
         eddy_err_set(err, EDDY_ENOMEM, "out of memory");
         goto out;
     }
@@ -77,9 +87,15 @@ static json_t *object_schema(lua_State *L, int idx, int depth, char *bad, size_t
     out = json_pack("{s:s, s:O, s:O, s:b}", "type", "object", "properties", props, "required", req,
                     "additionalProperties", 0);
 out:
+    if (hp) {
+        eddy__tools_holder_release(hp);
+        eddy__tools_holder_release(hr);
+        lua_pop(L, 2);
+    } else {
+        json_decref(props);
+        json_decref(req);
+    }
     lua_pop(L, 1); /* names */
-    json_decref(props);
-    json_decref(req);
     return out;
 }
 
@@ -87,6 +103,8 @@ static json_t *param_schema(lua_State *L, int idx, const char *name, int depth, 
                             eddy_err *err)
 {
     json_t *s;
+    eddy_holder *hs;
+    int hidx;
     const char *type;
     char bad[128] = "";
     size_t i;
@@ -147,7 +165,10 @@ static json_t *param_schema(lua_State *L, int idx, const char *name, int depth, 
         return NULL;
     }
     lua_pop(L, 1);
-    s = json_pack("{s:s}", "type", type);
+    hs = eddy__tools_holder(L); /* s, while nested parameters may raise */
+    hs->free = decref;
+    hidx = lua_gettop(L);
+    hs->p = s = json_pack("{s:s}", "type", type);
     lua_getfield(L, idx, "required");
     *required = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -161,7 +182,8 @@ static json_t *param_schema(lua_State *L, int idx, const char *name, int depth, 
             eddy_err_set(err, EDDY_ESCHEMA, "parameter '%s': 'enum' must be a list of values",
                          name);
             lua_pop(L, 1);
-            json_decref(s);
+            eddy__tools_holder_release(hs);
+            lua_remove(L, hidx);
             return NULL;
         }
         json_object_set_new(s, "enum", e);
@@ -172,7 +194,8 @@ static json_t *param_schema(lua_State *L, int idx, const char *name, int depth, 
         json_t *it = param_schema(L, -1, name, depth + 1, &r, err);
         lua_pop(L, 1);
         if (!it) {
-            json_decref(s);
+            eddy__tools_holder_release(hs);
+            lua_remove(L, hidx);
             return NULL;
         }
         json_object_set_new(s, "items", it);
@@ -183,7 +206,8 @@ static json_t *param_schema(lua_State *L, int idx, const char *name, int depth, 
         json_t *o = object_schema(L, -1, depth + 1, bad, sizeof(bad), err);
         lua_pop(L, 1);
         if (!o) {
-            json_decref(s);
+            eddy__tools_holder_release(hs);
+            lua_remove(L, hidx);
             return NULL;
         }
         json_object_update(s, o);
@@ -191,6 +215,8 @@ static json_t *param_schema(lua_State *L, int idx, const char *name, int depth, 
     } else if (!strcmp(type, "object")) {
         lua_pop(L, 1);
     }
+    hs->p = NULL;
+    lua_remove(L, hidx);
     return s;
 }
 
