@@ -322,6 +322,11 @@ static void start_tools(eddy_run *r, json_t *calls)
 {
     size_t n = json_array_size(calls), i;
     json_t *tc;
+    if (r->tool_calls + (long)n > r->rt->def->budget_tool_calls) {
+        fail(r, EDDY_EBUDGET, "budget exceeded: the model asked for %ld tool calls, budget is %d",
+             r->tool_calls + (long)n, r->rt->def->budget_tool_calls);
+        return;
+    }
     for (i = 0; i < r->nslots; i++)
         eddy_free(r->slots[i].call_id);
     eddy_free(r->slots);
@@ -357,8 +362,6 @@ static void start_tools(eddy_run *r, json_t *calls)
             r->stats->tool_calls++;
         if (r->reported) {
             slot_done(s, 1, NULL, "run already ended");
-        } else if (r->tool_calls > r->rt->def->budget_tool_calls) {
-            slot_done(s, 1, NULL, "tool call budget of this run is spent");
         } else if (!t) {
             char msg[256];
             snprintf(msg, sizeof(msg), "unknown tool '%s'", name);

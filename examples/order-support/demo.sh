@@ -42,5 +42,6 @@ echo
 echo "== one run with a tool call (eddy trace show $TID):"
 "$BUILD/eddy" trace show "$TID" "$HERE/job.yaml"
 echo
-echo "Run it again to see memory carry over: make demo keeps nothing, but"
+echo "make demo starts from scratch each time (it removes $OUT first); run the job"
+echo "again to see memory carry over:"
 echo "  $BUILD/eddy run $HERE/job.yaml   continues each customer's conversation."

@@ -309,6 +309,35 @@ def test_failing_tool_and_429(tmp):
     assert "SECRET" not in dump
 
 
+def test_tool_call_budget_fails_the_run(tmp):
+    """A model that asks for more tool calls than budget.tool_calls fails the run (dead
+    letter with the reason), as every budget does; within the budget it runs."""
+    d = copy_example(tmp)
+    script = {"rules": [
+        {"when": {"last_role": "tool"}, "reply": "done"},
+        {"when": {"last_user_contains": "MANY"},
+         "tool_calls": [{"name": "lookup_order", "arguments": {"order_id": "A1001"}},
+                        {"name": "lookup_order", "arguments": {"order_id": "A1002"}},
+                        {"name": "lookup_order", "arguments": {"order_id": "A1003"}}]},
+        {"when": {"last_user_contains": "ONE"},
+         "tool_calls": [{"name": "lookup_order", "arguments": {"order_id": "A1001"}}]},
+        {"reply": "fine"}]}
+    with Mock(tmp, script) as mock:
+        job = custom_job(d, mock.base_url, budget="{ turns: 6, tool_calls: 2 }")
+        write(os.path.join(d, "in.jsonl"),
+              '{"id":"many","customer_id":"C1","text":"MANY please"}\n'
+              '{"id":"one","customer_id":"C2","text":"ONE please"}\n')
+        dead = os.path.join(tmp, "dead.jsonl")
+        eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+             os.path.join(tmp, "out.jsonl"), "--dead-letter", dead, env={}, check=0)
+    outs = {o["event_id"]: o for o in read_jsonl(os.path.join(tmp, "out.jsonl"))}
+    deads = {x.get("event_id"): x for x in read_jsonl(dead)}
+    assert "one" in outs and outs["one"]["tool_calls"] == 1, outs
+    assert "many" not in outs and "many" in deads, (outs, deads)
+    assert "budget exceeded: the model asked for 3 tool calls, budget is 2" in \
+        deads["many"]["reason"], deads["many"]
+
+
 def test_llm_failures_dead_letter(tmp):
     """5xx every time, a timeout, a malformed body: retried, then dead-lettered."""
     d = copy_example(tmp)
