@@ -59,15 +59,11 @@ def test_shared_tool_file_check_agrees_with_run(tmp):
         c = eddy("check", job)
         r = eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
                  os.path.join(tmp, "out.jsonl"))
-    assert (c.returncode == 0) == (r.returncode == 0), (c.returncode, c.stderr, r.returncode,
-                                                        r.stderr)
-    if c.returncode == 0:
-        outs = read_jsonl(os.path.join(tmp, "out.jsonl"))
-        assert sorted(o["agent"] for o in outs) == ["first"] * 4 + ["second"] * 4, outs
-    else:
-        assert c.returncode == 2 and r.returncode == 2, (c.returncode, r.returncode)
-        assert first_error(c) and first_error(c) in r.stderr, (c.stderr, r.stderr)
-        assert job + ":" in first_error(c), c.stderr
+    # the same file in two agents is the same tool, loaded once: both accept the job
+    assert c.returncode == 0 and r.returncode == 0, (c.returncode, c.stderr, r.returncode,
+                                                     r.stderr)
+    outs = read_jsonl(os.path.join(tmp, "out.jsonl"))
+    assert sorted(o["agent"] for o in outs) == ["first"] * 4 + ["second"] * 4, outs
 
 
 def test_two_tools_one_name_in_one_agent(tmp):
