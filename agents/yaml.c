@@ -183,39 +183,6 @@ static size_t line_start(const char *text, size_t len, size_t line)
     return i;
 }
 
-/* Offset of the first byte of S that is not part of valid UTF-8 (no
- * overlong forms, surrogates or code points above U+10FFFF), or N. */
-static size_t utf8_invalid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t k;
-        unsigned cp, min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xC2 && c <= 0xDF)
-            k = 1, cp = c & 0x1F, min = 0x80;
-        else if (c >= 0xE0 && c <= 0xEF)
-            k = 2, cp = c & 0x0F, min = 0x800;
-        else if (c >= 0xF0 && c <= 0xF4)
-            k = 3, cp = c & 0x07, min = 0x10000;
-        else
-            return i;
-        for (size_t j = 1; j <= k; j++) {
-            if (i + j >= n || (s[i + j] & 0xC0) != 0x80)
-                return i; /* the sequence that starts here is broken */
-            cp = (cp << 6) | (s[i + j] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return i;
-        i += k + 1;
-    }
-    return n;
-}
-
 /* -- ${...} hidden from libyaml ---------------------------------------------- */
 
 #define PH_START "\xEE\x80\x80" /* U+E000 */
@@ -557,9 +524,9 @@ static json_t *parse_scalar(loader *ld, yaml_event_t *ev, const char *path)
         eddy_free(raw);
         return v;
     }
-    if (utf8_invalid((const unsigned char *)text, strlen(text)) < strlen(text)) {
+    if (eddy_utf8_invalid(text, strlen(text)) < strlen(text)) {
         /* a job file is UTF-8, and so must be what the environment puts in it */
-        size_t bad = utf8_invalid((const unsigned char *)text, strlen(text));
+        size_t bad = eddy_utf8_invalid(text, strlen(text));
         eddy_diag_add(ld->diag,
                       "%s:%d:%d: invalid UTF-8 (byte 0x%02X) in the value of an environment "
                       "variable used here: a job file is UTF-8 text",
@@ -679,7 +646,7 @@ static int load_text(const char *text, size_t len, const char *name, eddy_yaml_d
         rc = EDDY_EPARSE;
         goto out;
     }
-    if ((bad = utf8_invalid((const unsigned char *)text, len)) < len) {
+    if ((bad = eddy_utf8_invalid(text, len)) < len) {
         text_pos(text, len, bad, &line, &col);
         eddy_diag_add(diag, "%s:%d:%d: invalid UTF-8 (byte 0x%02X): a job file is UTF-8 text", name,
                       line, col, (unsigned char)text[bad]);

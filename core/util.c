@@ -244,3 +244,40 @@ long long eddy_json_int(json_t *o, const char *name, long long def)
     json_t *v = json_object_get(o, name);
     return json_is_integer(v) ? json_integer_value(v) : def;
 }
+
+size_t eddy_utf8_seq_len(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    unsigned c, cp, min;
+    size_t k;
+    if (n == 0)
+        return 0;
+    c = s[0];
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        k = 1, cp = c & 0x1F, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF)
+        k = 2, cp = c & 0x0F, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4)
+        k = 3, cp = c & 0x07, min = 0x10000;
+    else
+        return 0;
+    for (size_t j = 1; j <= k; j++) {
+        if (j >= n || (s[j] & 0xC0) != 0x80)
+            return 0; /* the sequence that starts here is broken */
+        cp = (cp << 6) | (s[j] & 0x3F);
+    }
+    return cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF) ? 0 : k + 1;
+}
+
+size_t eddy_utf8_invalid(const char *s, size_t n)
+{
+    size_t i = 0, k;
+    while (i < n) {
+        if (!(k = eddy_utf8_seq_len(s + i, n - i)))
+            return i;
+        i += k;
+    }
+    return n;
+}

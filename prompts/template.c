@@ -72,38 +72,6 @@ static void advance(const char *from, const char *to, int *line, int *col)
     }
 }
 
-/* Offset of the first byte of S that is not part of valid UTF-8 (no
- * overlong forms, surrogates or code points above U+10FFFF), or N. */
-static size_t utf8_invalid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i], cp, min;
-        size_t k;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xC2 && c <= 0xDF)
-            k = 1, cp = c & 0x1F, min = 0x80;
-        else if (c >= 0xE0 && c <= 0xEF)
-            k = 2, cp = c & 0x0F, min = 0x800;
-        else if (c >= 0xF0 && c <= 0xF4)
-            k = 3, cp = c & 0x07, min = 0x10000;
-        else
-            return i;
-        for (size_t j = 1; j <= k; j++) {
-            if (i + j >= n || (s[i + j] & 0xC0) != 0x80)
-                return i; /* the sequence that starts here is broken */
-            cp = (cp << 6) | (s[i + j] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return i;
-        i += k + 1;
-    }
-    return n;
-}
-
 int eddy_template_new(const char *text, const char *origin, int line0, int col0,
                       eddy_template **out, eddy_err *err)
 {
@@ -118,7 +86,7 @@ int eddy_template_new(const char *text, const char *origin, int line0, int col0,
         rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
         goto out;
     }
-    if ((bad = utf8_invalid((const unsigned char *)text, len)) < len) {
+    if ((bad = eddy_utf8_invalid(text, len)) < len) {
         advance(text, text + bad, &line, &col);
         rc = eddy_err_set(err, EDDY_ETEMPLATE,
                           "%s:%d:%d: invalid UTF-8 (byte 0x%02X): a prompt is UTF-8 text", origin,

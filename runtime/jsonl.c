@@ -204,30 +204,6 @@ static void src_free(void *impl)
     eddy_free(s);
 }
 
-/* Length of the UTF-8 sequence at S (of N bytes), or 0 when it is not
- * one (no overlong forms, surrogates or code points above U+10FFFF). */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0], cp, min;
-    size_t k;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        k = 1, cp = c & 0x1F, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF)
-        k = 2, cp = c & 0x0F, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4)
-        k = 3, cp = c & 0x07, min = 0x10000;
-    else
-        return 0;
-    for (size_t j = 1; j <= k; j++) {
-        if (j >= n || (s[j] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[j] & 0x3F);
-    }
-    return cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF) ? 0 : k + 1;
-}
-
 static void base64(eddy_buf *b, const unsigned char *s, size_t n)
 {
     static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -251,7 +227,7 @@ int eddy_jsonl_raw_fields(json_t *d, const char *text, size_t len)
     eddy_buf_init(&raw);
     eddy_buf_init(&b64);
     while (i < n) {
-        if ((k = utf8_len(s + i, len - i)) == 0) {
+        if ((k = eddy_utf8_seq_len((const char *)s + i, len - i)) == 0) {
             eddy_buf_append(&raw, "\xEF\xBF\xBD", 3); /* U+FFFD for each byte that is not UTF-8 */
             bad = 1;
             i++;

@@ -80,7 +80,7 @@ int eddy_lua_push_json(lua_State *L, json_t *v)
     return 0;
 }
 
-static int has_mt(lua_State *L, int idx, const char *name)
+int eddy__tools_is_mt(lua_State *L, int idx, const char *name)
 {
     int r;
     if (!lua_getmetatable(L, idx))
@@ -119,7 +119,7 @@ static int real_table(lua_State *L, int idx)
     lua_pushvalue(L, idx);
     if (lua_rawget(L, -2) != LUA_TTABLE) {
         lua_pop(L, 2);
-        return has_mt(L, idx, EDDY_LUA_DEAD_MT) ? -1 : 0;
+        return eddy__tools_is_mt(L, idx, EDDY_LUA_DEAD_MT) ? -1 : 0;
     }
     lua_remove(L, -2);
     return 1;
@@ -145,9 +145,9 @@ static void path_trunc(eddy_buf *path, size_t mark)
 static json_t *table_to_json(lua_State *L, int idx, int depth, eddy_buf *path, int64_t *left,
                              eddy_err *err)
 {
-    int forced_array = has_mt(L, idx, EDDY_LUA_ARRAY_MT), all_int;
-    int from_array = has_mt(L, idx, EDDY_LUA_JARRAY_MT);
-    int forced_object = has_mt(L, idx, EDDY_LUA_OBJECT_MT);
+    int forced_array = eddy__tools_is_mt(L, idx, EDDY_LUA_ARRAY_MT), all_int;
+    int from_array = eddy__tools_is_mt(L, idx, EDDY_LUA_JARRAY_MT);
+    int forced_object = eddy__tools_is_mt(L, idx, EDDY_LUA_OBJECT_MT);
     lua_Integer max, n = scan_keys(L, idx, &all_int, &max);
     int few_holes = all_int && (max == n || max <= 2 * n + 8);
     size_t mark = path->len;

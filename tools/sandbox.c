@@ -36,17 +36,6 @@ static void push_proxies(lua_State *L)
     lua_getfield(L, LUA_REGISTRYINDEX, EDDY_LUA_PROXIES);
 }
 
-static int is_mt(lua_State *L, int idx, const char *name)
-{
-    int r;
-    if (!lua_getmetatable(L, idx))
-        return 0;
-    luaL_getmetatable(L, name);
-    r = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    return r;
-}
-
 static int dead_error(lua_State *L)
 {
     const char *what = "ctx";
@@ -60,7 +49,7 @@ int eddy__tools_unproxy(lua_State *L, int idx)
     idx = lua_absindex(L, idx);
     if (lua_type(L, idx) != LUA_TTABLE)
         return 0;
-    if (is_mt(L, idx, EDDY_LUA_DEAD_MT)) {
+    if (eddy__tools_is_mt(L, idx, EDDY_LUA_DEAD_MT)) {
         const char *what = "ctx";
         if (lua_rawgetp(L, idx, &dead_error) == LUA_TSTRING)
             what = lua_tostring(L, -1);
@@ -131,8 +120,8 @@ void eddy__tools_freeze(lua_State *L, int idx)
  * must never become part of a memory document, where it could be written). */
 static int unwrap_memory(lua_State *L, int idx)
 {
-    if (lua_type(L, idx) != LUA_TTABLE ||
-        (!is_mt(L, idx, EDDY_LUA_MEMORY_MT) && !is_mt(L, idx, EDDY_LUA_DEAD_MT)))
+    if (lua_type(L, idx) != LUA_TTABLE || (!eddy__tools_is_mt(L, idx, EDDY_LUA_MEMORY_MT) &&
+                                           !eddy__tools_is_mt(L, idx, EDDY_LUA_DEAD_MT)))
         return 0;
     return eddy__tools_unproxy(L, idx);
 }
@@ -231,7 +220,7 @@ static int memory_newindex(lua_State *L)
         return luaL_error(L, "ctx.memory used after its tool call returned");
     if (is_frozen(L, 3))
         return luaL_error(L, "a library cannot be stored in ctx.memory");
-    if (lua_type(L, 3) == LUA_TTABLE && !is_mt(L, 3, EDDY_LUA_MEMORY_MT)) {
+    if (lua_type(L, 3) == LUA_TTABLE && !eddy__tools_is_mt(L, 3, EDDY_LUA_MEMORY_MT)) {
         lua_newtable(L);
         unwrap_inside(L, 3, 0, lua_gettop(L));
         lua_pop(L, 1);
@@ -255,7 +244,7 @@ void eddy__tools_kill_proxy(lua_State *L, int idx)
 {
     int is_memory;
     idx = lua_absindex(L, idx);
-    is_memory = is_mt(L, idx, EDDY_LUA_MEMORY_MT);
+    is_memory = eddy__tools_is_mt(L, idx, EDDY_LUA_MEMORY_MT);
     /* first what cannot fail (no allocation): out of the map, dead */
     push_proxies(L);
     lua_pushvalue(L, idx);
@@ -284,7 +273,7 @@ static int l_next(lua_State *L)
     int memory;
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);
-    memory = is_mt(L, 1, EDDY_LUA_MEMORY_MT);
+    memory = eddy__tools_is_mt(L, 1, EDDY_LUA_MEMORY_MT);
     if (eddy__tools_unproxy(L, 1))
         lua_replace(L, 1);
     if (lua_next(L, 1)) {
@@ -302,7 +291,7 @@ static int l_rawget(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checkany(L, 2);
     lua_settop(L, 2);
-    memory = is_mt(L, 1, EDDY_LUA_MEMORY_MT);
+    memory = eddy__tools_is_mt(L, 1, EDDY_LUA_MEMORY_MT);
     if (eddy__tools_unproxy(L, 1))
         lua_replace(L, 1);
     lua_rawget(L, 1);
@@ -806,6 +795,27 @@ static void protect_mt(lua_State *L, const char *name, const char *shown)
     lua_pop(L, 1);
 }
 
+/* Metatable NAME of proxies, with FNS and a hidden (false) __metatable. */
+static void proxy_mt(lua_State *L, const char *name, const luaL_Reg *fns)
+{
+    luaL_newmetatable(L, name);
+    luaL_setfuncs(L, fns, 0);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+}
+
+static const luaL_Reg kDeadMt[] = {{"__index", dead_error},
+                                   {"__newindex", dead_error},
+                                   {"__len", dead_error},
+                                   {"__pairs", dead_error},
+                                   {NULL, NULL}};
+static const luaL_Reg kMemoryMt[] = {{"__index", memory_index},
+                                     {"__newindex", memory_newindex},
+                                     {"__len", memory_len},
+                                     {"__pairs", proxy_pairs},
+                                     {NULL, NULL}};
+
 static void copy_fields(lua_State *L, int from, int to, const char *const *names)
 {
     for (; *names; names++) {
@@ -849,30 +859,8 @@ int eddy__tools_open_sandbox(lua_State *L)
     protect_mt(L, EDDY_LUA_OBJECT_MT, EDDY_LUA_OBJECT_MT);
     protect_mt(L, EDDY_LUA_JARRAY_MT, EDDY_LUA_ARRAY_MT);
     protect_mt(L, EDDY_LUA_JOBJECT_MT, EDDY_LUA_OBJECT_MT);
-    luaL_newmetatable(L, EDDY_LUA_DEAD_MT);
-    lua_pushcfunction(L, dead_error);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, dead_error);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, dead_error);
-    lua_setfield(L, -2, "__len");
-    lua_pushcfunction(L, dead_error);
-    lua_setfield(L, -2, "__pairs");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
-    luaL_newmetatable(L, EDDY_LUA_MEMORY_MT);
-    lua_pushcfunction(L, memory_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, memory_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, memory_len);
-    lua_setfield(L, -2, "__len");
-    lua_pushcfunction(L, proxy_pairs);
-    lua_setfield(L, -2, "__pairs");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
+    proxy_mt(L, EDDY_LUA_DEAD_MT, kDeadMt);
+    proxy_mt(L, EDDY_LUA_MEMORY_MT, kMemoryMt);
     lua_newtable(L); /* proxy -> real, weak keys */
     lua_createtable(L, 0, 1);
     lua_pushliteral(L, "k");

@@ -158,6 +158,9 @@ void eddy__tools_holder_release(eddy_holder *h);
  * holding Lua's message. NRES results are left on the stack on success. */
 int eddy__tools_protect(eddy_tools *h, lua_CFunction fn, void *ud, int nres, eddy_err *err);
 
+/* Whether the value at IDX has the registry metatable NAME (raw: no
+ * metamethod runs, nothing is allocated). */
+int eddy__tools_is_mt(lua_State *L, int idx, const char *name);
 /* eddy_lua_to_json that stops (EDDY_ERANGE) past about MAX_BYTES of JSON. */
 json_t *eddy__lua_to_json_max(lua_State *L, int idx, int64_t max_bytes, eddy_err *err);
 

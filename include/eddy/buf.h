@@ -30,6 +30,13 @@ void eddy_alloc_install(void);
 void eddy_alloc_fail_after(long n);
 long eddy_alloc_count(void);
 
+/* Length of the UTF-8 sequence at S (N bytes available), or 0 when none
+ * starts there (no overlong forms, surrogates or code points above
+ * U+10FFFF). */
+size_t eddy_utf8_seq_len(const char *s, size_t n);
+/* Offset of the first byte of S that is not part of valid UTF-8, or N. */
+size_t eddy_utf8_invalid(const char *s, size_t n);
+
 /* Growable byte buffer, always NUL-terminated when len > 0 or after any append. */
 typedef struct eddy_buf {
     char *data;
