@@ -132,33 +132,39 @@ void eddy__tools_hook(lua_State *L, lua_Debug *ar)
 {
     struct tool_call *c = eddy__tools_host(L)->current;
     uint64_t now;
-    int why;
+    int why, every = EDDY_LUA_HOOK_EVERY;
     (void)ar;
     if (!c)
         return;
-    /* lua_sethook walks every frame of L: only when the count was changed */
     c->instructions += lua_gethookcount(L);
-    if (lua_gethookcount(L) != EDDY_LUA_HOOK_EVERY)
-        lua_sethook(L, eddy__tools_hook, LUA_MASKCOUNT, EDDY_LUA_HOOK_EVERY);
     now = uv_hrtime();
     if ((why = over_budget(c, now)))
         eddy__tools_kill(c, why);
     if (c->killed)
         raise_killed(L, c);
-    if (c->is_load || now - c->slice_ns <= EDDY_LUA_SLICE_NS)
-        return;
-    if (lua_isyieldable(L)) {
-        c->slice_yield = 1;
-        lua_yield(L, 0);
+    if (!c->is_load && now - c->slice_ns > EDDY_LUA_SLICE_NS) {
+        if (lua_isyieldable(L)) {
+            c->noyield_ns = 0;
+            c->slice_yield = 1;
+            if (lua_gethookcount(L) != every)
+                lua_sethook(L, eddy__tools_hook, LUA_MASKCOUNT, every);
+            lua_yield(L, 0); /* in a hook this returns; the yield comes after */
+            return;
+        }
+        /* where it cannot yield (a metamethod, a library's callback, an error
+         * handler): look again soon, yield at the first point where it can,
+         * and stop a call that stays there too long for the other keys */
+        if (!c->noyield_ns)
+            c->noyield_ns = now;
+        else if (now - c->noyield_ns > EDDY_LUA_NOYIELD_NS) {
+            eddy__tools_kill(c, KILL_NOYIELD);
+            raise_killed(L, c);
+        }
+        every = 100;
     }
-    /* where it cannot yield (a metamethod, a library's callback, an error
-     * handler): look again soon, yield at the first point where it can, and
-     * stop a call that stays there too long for the other keys */
-    if (now - c->slice_ns > EDDY_LUA_NOYIELD_NS) {
-        eddy__tools_kill(c, KILL_NOYIELD);
-        raise_killed(L, c);
-    }
-    lua_sethook(L, eddy__tools_hook, LUA_MASKCOUNT, 100);
+    /* lua_sethook walks every frame of L: only when the count changes */
+    if (lua_gethookcount(L) != every)
+        lua_sethook(L, eddy__tools_hook, LUA_MASKCOUNT, every);
 }
 
 void eddy__tools_charge(lua_State *L, int64_t units)

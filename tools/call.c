@@ -248,6 +248,7 @@ static void resume(struct tool_call *c, int nargs)
     h->current = c;
     c->running = c->co;
     c->slice_ns = uv_hrtime();
+    c->noyield_ns = 0;
     status = lua_resume(c->co, h->L, nargs, &nres);
     c->running = NULL;
     h->current = prev;

@@ -405,6 +405,7 @@ static int resume_again(lua_State *L, lua_State *co, int narg, int wrap)
                 return lua_yieldk(L, 0, wrap, resume_k);
             c->slice_yield = 0; /* cannot pass it up: go on here */
             c->slice_ns = uv_hrtime();
+            c->noyield_ns = 0;
             narg = 0;
             continue;
         }

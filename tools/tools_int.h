@@ -78,6 +78,7 @@ struct tool_call {
     eddy_tool_result res;
     eddy_tool_limits limits;
     uint64_t start_ms, deadline_ns, slice_ns;
+    uint64_t noyield_ns;  /* since when a slice is over where it cannot yield, or 0 */
     int64_t instructions; /* charged so far */
     int64_t mem;          /* Lua heap bytes allocated (net) while it ran */
     size_t refused_size;  /* last allocation refused (to spot Lua's retry) */

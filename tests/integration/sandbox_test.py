@@ -654,9 +654,14 @@ class Watch(threading.Thread):
             time.sleep(0.02)
 
 
+ASAN = False  # the binary is built with AddressSanitizer (make asan): see main()
+
+
 def limit_address_space():
-    # a last line of defence for the shared machine (the watch kills far earlier)
-    resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+    # a last line of defence for the shared machine (the watch kills far earlier);
+    # AddressSanitizer reserves terabytes of address space for its shadow, so not there
+    if not ASAN:
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 
 
 class Result:
@@ -679,6 +684,8 @@ class Result:
 def start_eddy(d, job, dead, stdin_events=None, watch_paths=()):
     env = dict(os.environ)
     env[SECRET_VAR] = SECRET
+    if ASAN:  # a small quarantine, so RSS measures eddy rather than the sanitizer
+        env.setdefault("ASAN_OPTIONS", "quarantine_size_mb=16:malloc_context_size=5")
     cmd = [os.path.join(ARGS.build, "eddy"), "run", job, "--dead-letter", dead]
     cmd += ["--input", os.path.join(d, "events.jsonl") if stdin_events is None else "-"]
     stderr = open(os.path.join(d, "eddy-stderr.log"), "w")
@@ -988,6 +995,14 @@ def main():
     ARGS = ap.parse_args()
     ARGS.build = os.path.abspath(ARGS.build)
     itrun.ARGS = ARGS
+    global ASAN, RSS_BOUND_MB, RSS_KILL_MB
+    with open(os.path.join(ARGS.build, "eddy"), "rb") as f:
+        ASAN = b"__asan_init" in f.read()
+    if ASAN:  # shadow memory and redzones: about twice the heap, plus the shadow's pages;
+        # and everything runs several times slower
+        RSS_BOUND_MB, RSS_KILL_MB = 1000, 2500
+        for k in DEADLINES:
+            DEADLINES[k] *= 3
     names = [a.name for a in ATTACKS + CONTROLS]
     assert len(names) == len(set(names)), "attack names must be unique"
     tmp = tempfile.mkdtemp(prefix="eddy-sandbox-")
