@@ -22,7 +22,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -287,16 +286,15 @@ int eddy_sink_open_jsonl(const char *path, int lazy, eddy_sink **out, eddy_err *
     return 0;
 }
 
-/* The reader of stdout has gone: stop the job the way SIGTERM does, if a
- * handler for it is installed (else the caller just stops writing). */
-static void stdout_closed(jsonl_sink *s)
+/* The reader of stdout has gone: every write from now on is dropped and
+ * answered EDDY_ECLOSING, which tells the caller to stop the job. */
+static int stdout_closed(jsonl_sink *s, eddy_err *err)
 {
-    struct sigaction sa;
+    if (!s->closed)
+        clearerr(s->f);
     s->closed = 1;
-    clearerr(s->f);
-    EDDY_DEBUG("jsonl", "stdout was closed by its reader: stopping the job");
-    if (sigaction(SIGTERM, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN)
-        raise(SIGTERM);
+    s->dropped++;
+    return eddy_err_set(err, EDDY_ECLOSING, "stdout was closed by its reader");
 }
 
 static int sink_write(void *impl, json_t *v, eddy_err *err)
@@ -304,10 +302,8 @@ static int sink_write(void *impl, json_t *v, eddy_err *err)
     jsonl_sink *s = impl;
     char *text;
     int e;
-    if (s->closed) {
-        s->dropped++;
-        return 0;
-    }
+    if (s->closed)
+        return stdout_closed(s, err);
     if (!s->f && s->lazy && (e = eddy_mkdirs_for(s->path, err)))
         return e; /* the default folder need not exist yet: the stores may be elsewhere */
     if (!s->f && !(s->f = fopen(s->path, "a")))
@@ -319,11 +315,8 @@ static int sink_write(void *impl, json_t *v, eddy_err *err)
     if (fputs(text, s->f) < 0 || fputc('\n', s->f) < 0 || fflush(s->f)) {
         e = errno;
         eddy_free(text);
-        if (e == EPIPE && s->is_stdout) {
-            stdout_closed(s);
-            s->dropped++;
-            return 0;
-        }
+        if (e == EPIPE && s->is_stdout)
+            return stdout_closed(s, err);
         return eddy_err_setc(err, EDDY_EIO, e, "%s: write failed: %s", s->path, strerror(e));
     }
     eddy_free(text);

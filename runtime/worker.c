@@ -145,11 +145,14 @@ static void work_free(void *p)
     eddy_free(wk);
 }
 
+static void stop(worker *w, const char *why);
+
 static void on_run(eddy_run_result *res, void *ud)
 {
     work *wk = ud;
     worker *w = wk->w;
     eddy_err e;
+    int rc;
     if (res->status == EDDY_ECANCELED) {
         w->abandoned++;
         EDDY_WARN("runtime", "event %s (key %s) abandoned at shutdown", wk->event_id, wk->key);
@@ -157,7 +160,9 @@ static void on_run(eddy_run_result *res, void *ud)
         EDDY_WARN("runtime", "event %s (key %s, agent %s): %s", wk->event_id, wk->key,
                   eddy_agent_rt_def(wk->rt)->name, res->err.msg);
         dead_letter(w, res->output);
-    } else if (eddy_sink_write(w->out, res->output, &e)) {
+    } else if ((rc = eddy_sink_write(w->out, res->output, &e)) == EDDY_ECLOSING) {
+        stop(w, e.msg); /* the output has nowhere to go: no new events */
+    } else if (rc) {
         EDDY_ERROR("runtime", "event %s: %s", wk->event_id, e.msg);
         sink_failed(res->output, e.msg, w);
     }
@@ -348,6 +353,21 @@ static void on_grace(uv_timer_t *t)
     abandon_all(w);
 }
 
+/* Stop reading (WHY says what asked), give running events shutdown_grace. */
+static void stop(worker *w, const char *why)
+{
+    if (w->stopping)
+        return;
+    w->stopping = 1;
+    EDDY_INFO("runtime", "%s: no new events; waiting up to %lld ms for %zu running", why,
+              (long long)w->job->shutdown_grace_ms, eddy_mailboxes_running(w->mb));
+    eddy_source_stop(w->src);
+    /* queued events that have not started are not abandoned mid-run: they
+     * were never begun; they are counted and reported */
+    uv_timer_start(&w->grace, on_grace, (uint64_t)w->job->shutdown_grace_ms, 0);
+    pump(w);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     worker *w = s->data;
@@ -356,16 +376,8 @@ static void on_signal(uv_signal_t *s, int signum)
         abandon_all(w);
         return;
     }
-    w->stopping = 1;
     w->signal_no = signum;
-    EDDY_INFO("runtime", "%s: no new events; waiting up to %lld ms for %zu running",
-              signum == SIGINT ? "SIGINT" : "SIGTERM", (long long)w->job->shutdown_grace_ms,
-              eddy_mailboxes_running(w->mb));
-    eddy_source_stop(w->src);
-    /* queued events that have not started are not abandoned mid-run: they
-     * were never begun; they are counted and reported */
-    uv_timer_start(&w->grace, on_grace, (uint64_t)w->job->shutdown_grace_ms, 0);
-    pump(w);
+    stop(w, signum == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
 static void on_drain(uv_timer_t *t)
