@@ -559,6 +559,36 @@ static void completed(void *cls, struct MHD_Connection *c, void **ctx,
     *ctx = NULL;
 }
 
+/* A misspelt key would make a rule match everything or answer nothing:
+ * refuse the script instead, naming the rule and the key. */
+static const char *const kRuleKeys[] = {"when", "times", "tool_calls", "reply", "fault",
+                                        "latency_ms", NULL};
+static const char *const kWhenKeys[] = {"last_role",          "last_user_contains",
+                                        "last_user_regex",    "system_contains",
+                                        "tool_offered",       "last_tool_contains",
+                                        "min_user_messages",  NULL};
+static const char *const kFaultKeys[] = {"status",   "retry_after", "retry_after_ms", "delay_ms",
+                                         "truncate", "malformed",   "error_code",     "message",
+                                         "type",     NULL};
+
+static int unknown_key(const char *path, size_t i, json_t *obj, const char *const *keys,
+                       const char *prefix)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v)
+    {
+        const char *const *p = keys;
+        while (*p && strcmp(*p, k))
+            p++;
+        if (!*p) {
+            fprintf(stderr, "mockllm: %s: rule %zu: unknown key '%s%s'\n", path, i, prefix, k);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int load_script(const char *path)
 {
     json_error_t je;
@@ -580,6 +610,10 @@ static int load_script(const char *path)
         rule *r = &g_rules[i];
         const char *re;
         r->def = json_incref(json_array_get(rules, i));
+        if (unknown_key(path, i, r->def, kRuleKeys, "") ||
+            unknown_key(path, i, json_object_get(r->def, "when"), kWhenKeys, "when.") ||
+            unknown_key(path, i, json_object_get(r->def, "fault"), kFaultKeys, "fault."))
+            return -1;
         r->times = json_is_integer(json_object_get(r->def, "times"))
                        ? (long)eddy_json_int(r->def, "times", 0)
                        : -1;
