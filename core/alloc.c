@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <uv.h>
 
@@ -35,23 +36,53 @@ static int should_fail(void)
     return 0;
 }
 
+/* The allocation budget of this thread (eddy_alloc_budget_begin), or -1. */
+static _Thread_local long long t_budget = -1;
+static _Thread_local int t_over;
+
+static int over_budget(size_t n)
+{
+    if (t_budget < 0)
+        return 0;
+    if ((unsigned long long)n > (unsigned long long)t_budget) {
+        t_over = 1;
+        return 1;
+    }
+    t_budget -= (long long)n;
+    return 0;
+}
+
+void eddy_alloc_budget_begin(long long bytes)
+{
+    t_budget = bytes < 0 ? 0 : bytes;
+    t_over = 0;
+}
+
+int eddy_alloc_budget_end(void)
+{
+    int over = t_over;
+    t_budget = -1;
+    t_over = 0;
+    return over;
+}
+
 void *eddy_malloc(size_t n)
 {
-    if (should_fail())
+    if (should_fail() || over_budget(n))
         return NULL;
     return malloc(n ? n : 1);
 }
 
 void *eddy_calloc(size_t n, size_t size)
 {
-    if (should_fail())
+    if (should_fail() || (size && n > SIZE_MAX / size) || over_budget(n * size))
         return NULL;
     return calloc(n ? n : 1, size ? size : 1);
 }
 
 void *eddy_realloc(void *p, size_t n)
 {
-    if (should_fail())
+    if (should_fail() || over_budget(n))
         return NULL;
     return realloc(p, n ? n : 1);
 }

@@ -183,6 +183,13 @@ void eddy__tools_charge(lua_State *L, int64_t units)
         hook_soon(c); /* a slice may be over */
 }
 
+int64_t eddy__tools_mem_left(lua_State *L)
+{
+    eddy_tools *h = eddy__tools_host(L);
+    struct tool_call *c = h ? h->current : NULL;
+    return c ? c->limits.memory - c->mem : EDDY_LUA_CONVERT_MAX;
+}
+
 void eddy__tools_reserve(lua_State *L, int64_t bytes)
 {
     eddy_tools *h = eddy__tools_host(L);

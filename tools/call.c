@@ -456,6 +456,7 @@ static int call_setup(lua_State *L)
     struct tool_call *c = s->c;
     const eddy_tool_ctx *ctx = s->ctx;
     c->co = lua_newthread(L);
+    eddy__tools_own_thread(L);
     c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_sethook(c->co, eddy__tools_hook, LUA_MASKCOUNT, EDDY_LUA_HOOK_EVERY);
 

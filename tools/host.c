@@ -74,14 +74,23 @@ static int l_json_encode(lua_State *L)
 {
     eddy_err e;
     eddy_holder *hd = eddy__tools_holder(L); /* owns the text until pushed */
+    int64_t left = eddy__tools_mem_left(L);
     json_t *v;
+    int over;
     luaL_checkany(L, 1);
-    v = eddy__lua_to_json_max(L, 1, EDDY_LUA_CONVERT_MAX, &e);
-    if (!v)
-        return luaL_error(L, "eddy.json.encode: %s", e.msg);
-    hd->p = eddy_json_dumps(v);
+    /* jansson's tree and the text count against the call's memory budget */
+    eddy_alloc_budget_begin(left);
+    v = eddy__lua_to_json_max(L, 1, left < EDDY_LUA_CONVERT_MAX ? left : EDDY_LUA_CONVERT_MAX, &e);
+    hd->p = v ? eddy_json_dumps(v) : NULL;
     hd->free = eddy_free;
     json_decref(v);
+    over = eddy_alloc_budget_end();
+    if (over) {
+        eddy__tools_holder_release(hd);
+        eddy__tools_reserve(L, left + 1); /* raises: memory budget */
+    }
+    if (!v)
+        return luaL_error(L, "eddy.json.encode: %s", e.msg);
     if (!hd->p)
         return luaL_error(L, "eddy.json.encode: out of memory");
     eddy__tools_charge(L, (int64_t)strlen(hd->p) / 16 + 1);
@@ -96,11 +105,19 @@ static int l_json_decode(lua_State *L)
     const char *s = luaL_checklstring(L, 1, &n);
     eddy_holder *hd;
     json_error_t je;
+    int64_t left = eddy__tools_mem_left(L);
+    int over;
     eddy__tools_charge(L, (int64_t)n / 8 + 1);
-    eddy__tools_reserve(L, (int64_t)n * 24); /* jansson's tree: ~48 bytes a value */
-    hd = eddy__tools_holder(L);              /* owns the JSON while Lua values are made */
+    hd = eddy__tools_holder(L); /* owns the JSON while Lua values are made */
     hd->free = free_json;
-    if (!(hd->p = json_loadb(s, n, JSON_DECODE_ANY, &je))) {
+    eddy_alloc_budget_begin(left); /* jansson's tree counts against the budget */
+    hd->p = json_loadb(s, n, JSON_DECODE_ANY, &je);
+    over = eddy_alloc_budget_end();
+    if (over) {
+        eddy__tools_holder_release(hd);
+        eddy__tools_reserve(L, left + 1); /* raises: memory budget */
+    }
+    if (!hd->p) {
         lua_pushnil(L);
         lua_pushfstring(L, "invalid JSON at %d:%d: %s", je.line, je.column, je.text);
         return 2;

@@ -298,6 +298,7 @@ static int load_prepare(lua_State *L)
     lua_pushvalue(L, -1);
     t->chunk_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     ld->lc->co = lua_newthread(L);
+    eddy__tools_own_thread(L);
     ld->lc->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_sethook(ld->lc->co, eddy__tools_hook, LUA_MASKCOUNT, EDDY_LUA_HOOK_EVERY);
     lua_xmove(L, ld->lc->co, 1);

@@ -320,6 +320,8 @@ static int l_rawset(lua_State *L)
     if (is_frozen(L, 1))
         return frozen_newindex(L);
     if (unwrap_memory(L, 1)) { /* a memory proxy: write the document */
+        if (is_frozen(L, 3))
+            return luaL_error(L, "a library cannot be stored in ctx.memory");
         lua_replace(L, 1);
         if (unwrap_memory(L, 3))
             lua_replace(L, 3);
@@ -463,9 +465,34 @@ static int resume_k(lua_State *L, int status, lua_KContext ctx)
 
 /* Move NARG values from L's top onto CO, ready to resume it; 0, or -1 with
  * a message on L. */
+void eddy__tools_own_thread(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, EDDY_LUA_OWN_THREADS);
+    lua_pushvalue(L, -2);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+/* Whether CO is a call's own coroutine or the main thread. */
+static int own_thread(lua_State *L, lua_State *co)
+{
+    int r;
+    lua_getfield(L, LUA_REGISTRYINDEX, EDDY_LUA_OWN_THREADS);
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
+    r = lua_rawget(L, -2) != LUA_TNIL;
+    lua_pop(L, 2);
+    return r;
+}
+
 static int start_resume(lua_State *L, lua_State *co, int narg)
 {
     int st = lua_status(co);
+    if (own_thread(L, co)) {
+        lua_pushliteral(L, "cannot resume the coroutine of a tool call");
+        return -1;
+    }
     if (co == L) {
         lua_pushliteral(L, "cannot resume non-suspended coroutine");
         return -1;
@@ -520,12 +547,20 @@ static int l_co_wrap(lua_State *L)
 static int l_co_close(lua_State *L)
 {
     lua_State *co = lua_tothread(L, 1);
+    eddy_tools *h = eddy__tools_host(L);
     int st;
     luaL_argexpected(L, co, 1, "coroutine");
     st = lua_status(co);
     if (co == L || (st == LUA_OK && lua_getstack(co, 0, &(lua_Debug){0})))
         return luaL_error(L, "cannot close a %s coroutine", co == L ? "running" : "normal");
+    if (own_thread(L, co))
+        return luaL_error(L, "cannot close the coroutine of a tool call");
+    /* lua_resetthread (5.4.4) does not count the C stack it nests on: */
+    if (h->close_depth >= 100)
+        return luaL_error(L, "C stack overflow (coroutine.close nested too deep)");
+    h->close_depth++;
     st = lua_resetthread(co);
+    h->close_depth--;
     eddy__tools_raise_if_killed(L);
     if (st == LUA_OK) {
         lua_pushboolean(L, 1);
@@ -648,14 +683,60 @@ static int64_t c_unpack(lua_State *L)
 }
 static int64_t c_sort(lua_State *L)
 {
-    int64_t n = ilen(L, 1), lg = 1;
+    int64_t n = ilen(L, 1), lg = 1, bytes = 0;
     while ((1LL << lg) < n)
         lg++;
-    return n * lg + 1;
+    /* without a comparator strings compare in C, byte by byte: charge what
+     * the comparisons can read (a comparator's own work is hooked) */
+    if (lua_isnoneornil(L, 2) && lua_type(L, 1) == LUA_TTABLE) {
+        if (lua_getmetatable(L, 1)) {
+            lua_pop(L, 1); /* elements come through metamethods, which are hooked */
+        } else {
+            for (int64_t i = 1; i <= n; i++) {
+                size_t len = 0;
+                if (lua_rawgeti(L, 1, (lua_Integer)i) == LUA_TSTRING)
+                    lua_tolstring(L, -1, &len);
+                lua_pop(L, 1);
+                bytes += (int64_t)len;
+            }
+        }
+    }
+    return n * lg + bytes / 16 * lg + 1;
 }
 static int64_t c_utf8_span(lua_State *L)
 {
     return slen(L, 1) / 4 + 1;
+}
+
+/* utf8.codes' iterator skips continuation bytes in C at each step: charge
+ * the bytes it will skip (upvalue 1: the library's iterator). */
+static int l_codes_step(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    lua_CFunction f = lua_tocfunction(L, lua_upvalueindex(1));
+    size_t i = n > 0 ? (size_t)n : 0, skip = 0;
+    while (i + skip < len && ((unsigned char)s[i + skip] & 0xC0) == 0x80)
+        skip++;
+    eddy__tools_charge(L, (int64_t)skip / 4 + 1);
+    return f(L);
+}
+
+/* utf8.codes(s [, lax]) with the charging iterator. */
+static int l_codes(lua_State *L)
+{
+    int n;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    n = lua_gettop(L);
+    if (n >= 1 && lua_iscfunction(L, 1)) {
+        lua_pushvalue(L, 1);
+        lua_pushcclosure(L, l_codes_step, 1);
+        lua_replace(L, 1);
+    }
+    return n;
 }
 
 /* string.rep without the loops that do nothing for minutes: an empty
@@ -868,6 +949,15 @@ int eddy__tools_open_sandbox(lua_State *L)
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
     lua_setfield(L, LUA_REGISTRYINDEX, EDDY_LUA_PROXIES);
+    lua_newtable(L); /* eddy's own threads, weak keys */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, EDDY_LUA_OWN_THREADS);
+    lua_pushthread(L); /* the main thread: never a tool's to close */
+    eddy__tools_own_thread(L);
+    lua_pop(L, 1);
 
     lua_pushglobaltable(L);
     g = lua_gettop(L);
@@ -907,6 +997,9 @@ int eddy__tools_open_sandbox(lua_State *L)
     freeze_top(L);
     lua_setfield(L, base, "table");
     charged_copy(L, g, "utf8", kUtf8, 1);
+    lua_getfield(L, -1, "codes");
+    lua_pushcclosure(L, l_codes, 1);
+    lua_setfield(L, -2, "codes");
     freeze_top(L);
     lua_setfield(L, base, "utf8");
     charged_copy(L, g, "math", kNone, 1); /* math is O(1) */

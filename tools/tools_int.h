@@ -22,6 +22,9 @@
 #define EDDY_LUA_HOLDER_MT "eddy.holder" /* C resources owned by the GC */
 /* registry fields: proxy -> real table (weak keys), for memory and frozen */
 #define EDDY_LUA_PROXIES "eddy.proxies"
+/* registry field: the threads tools may not resume or close (each call's
+ * own coroutine, the host's main thread), weak keys */
+#define EDDY_LUA_OWN_THREADS "eddy.threads"
 
 /* Instructions between two runs of the count hook, and the time a call runs
  * before it yields back to the loop so other keys are served. */
@@ -112,8 +115,9 @@ struct eddy_tools {
      * has its idle handle started, and its callback runs the queue for at
      * most EDDY_LUA_ROUND_NS per loop iteration */
     struct tool_call *slice_head, *slice_tail, *slice_waker;
-    int64_t heap; /* bytes the Lua state holds */
-    char **deny;  /* files eddy.file.read refuses (eddy's stores) */
+    int64_t heap;    /* bytes the Lua state holds */
+    int close_depth; /* coroutine.close calls nested now */
+    char **deny;     /* files eddy.file.read refuses (eddy's stores) */
     size_t ndeny;
     json_t *settings; /* the job's module settings {"fluss": {...}}, or NULL */
     void **mod_state; /* per registered module: its state once opened */
@@ -138,6 +142,9 @@ eddy_tools *eddy__tools_host(lua_State *L);
  * tree while eddy.json.decode converts): stops the call (raises) when its
  * memory budget could not hold BYTES more. */
 void eddy__tools_reserve(lua_State *L, int64_t bytes);
+/* Bytes the running call's memory budget still allows (outside a call, a
+ * generous bound). */
+int64_t eddy__tools_mem_left(lua_State *L);
 /* Stop call C for budget WHY (once; later calls keep the first reason). */
 void eddy__tools_kill(struct tool_call *c, int why);
 /* After a protected call inside Lua returned STATUS: when the running call
@@ -170,6 +177,9 @@ json_t *eddy__lua_to_json_max(lua_State *L, int idx, int64_t max_bytes, eddy_err
 /* Open the libraries and build the base environment and the eddy module
  * (called protected, on the main thread). */
 int eddy__tools_open_sandbox(lua_State *L);
+/* Mark the thread on top of the stack as eddy's own: tools cannot resume
+ * or close it (it stays on the stack). */
+void eddy__tools_own_thread(lua_State *L);
 /* A read-only proxy of the table at IDX, pushed. */
 void eddy__tools_freeze(lua_State *L, int idx);
 /* The real table behind a memory or frozen proxy at IDX (pushed, returns

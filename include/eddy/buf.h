@@ -29,6 +29,12 @@ void eddy_alloc_install(void);
  * the number of allocations made since start. */
 void eddy_alloc_fail_after(long n);
 long eddy_alloc_count(void);
+/* Give this thread's eddy_malloc family BYTES to allocate (counted, not net
+ * of frees) until eddy_alloc_budget_end; past it they return NULL. For
+ * bounding what a library builds on a caller's behalf (jansson's tree while
+ * a tool decodes JSON). _end returns whether the budget was exceeded. */
+void eddy_alloc_budget_begin(long long bytes);
+int eddy_alloc_budget_end(void);
 
 /* Length of the UTF-8 sequence at S (N bytes available), or 0 when none
  * starts there (no overlong forms, surrogates or code points above

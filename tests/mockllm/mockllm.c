@@ -561,12 +561,11 @@ static void completed(void *cls, struct MHD_Connection *c, void **ctx,
 
 /* A misspelt key would make a rule match everything or answer nothing:
  * refuse the script instead, naming the rule and the key. */
-static const char *const kRuleKeys[] = {"when", "times", "tool_calls", "reply", "fault",
-                                        "latency_ms", NULL};
-static const char *const kWhenKeys[] = {"last_role",          "last_user_contains",
-                                        "last_user_regex",    "system_contains",
-                                        "tool_offered",       "last_tool_contains",
-                                        "min_user_messages",  NULL};
+static const char *const kRuleKeys[] = {"when",  "times",      "tool_calls", "reply",
+                                        "fault", "latency_ms", NULL};
+static const char *const kWhenKeys[] = {
+    "last_role",    "last_user_contains", "last_user_regex",   "system_contains",
+    "tool_offered", "last_tool_contains", "min_user_messages", NULL};
 static const char *const kFaultKeys[] = {"status",   "retry_after", "retry_after_ms", "delay_ms",
                                          "truncate", "malformed",   "error_code",     "message",
                                          "type",     NULL};
