@@ -85,7 +85,9 @@ static int l_json_encode(lua_State *L)
     hd->free = eddy_free;
     json_decref(v);
     over = eddy_alloc_budget_end();
-    if (over) {
+    /* too big for what the call may still hold: that is its memory budget */
+    if (over || (!v && e.code == EDDY_ERANGE && left < EDDY_LUA_CONVERT_MAX &&
+                 strstr(e.msg, "too large"))) {
         eddy__tools_holder_release(hd);
         eddy__tools_reserve(L, left + 1); /* raises: memory budget */
     }
