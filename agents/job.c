@@ -152,8 +152,8 @@ static void parse_backoff(vctx *c, json_t *retry, const char *path, eddy_llm_mod
     s = json_is_string(x) ? json_string_value(x) : "";
     dots = strstr(s, "..");
     n = dots ? (size_t)(dots - s) : 0;
-    if (!dots || n >= sizeof(lo) || (memcpy(lo, s, n), lo[n] = '\0', eddy__job_parse_ms(lo, &a)) ||
-        eddy__job_parse_ms(dots + 2, &b) || a > b) {
+    if (!dots || n >= sizeof(lo) || (memcpy(lo, s, n), lo[n] = '\0', eddy_parse_duration(lo, &a)) ||
+        eddy_parse_duration(dots + 2, &b) || a > b) {
         eddy__job_err(c, p, 0, "'backoff' must look like 500ms..8s (first delay..largest delay)");
         return;
     }

@@ -169,31 +169,6 @@ long long eddy__job_int(vctx *c, json_t *v, const char *path, const char *key, l
     return json_integer_value(x);
 }
 
-/* A duration as written in job files: "250ms", "2s", "1.5m", "2h", "30d"
- * or a bare number of seconds, into milliseconds (unbounded; the caller
- * checks the range before converting). Returns 0 or -1. */
-int eddy__job_parse_ms(const char *s, double *ms)
-{
-    static const struct {
-        const char *unit;
-        double ms;
-    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}, {"", 1000}};
-    char *end;
-    double v;
-    if (!(isdigit((unsigned char)s[0]) || s[0] == '.' || s[0] == '-' || s[0] == '+'))
-        return -1;
-    v = strtod(s, &end);
-    if (end == s || !isfinite(v))
-        return -1;
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (!strcmp(end, units[i].unit)) {
-            *ms = v * units[i].ms; /* may be infinite: out of any range */
-            return 0;
-        }
-    }
-    return -1;
-}
-
 /* MS in the largest unit that writes it exactly ("1d", "90s", "250ms"). */
 static const char *fmt_ms(int64_t ms, char *buf, size_t n)
 {
@@ -223,7 +198,7 @@ int64_t eddy__job_duration(vctx *c, json_t *v, const char *path, const char *key
         return def;
     if (json_is_number(x))
         ms = json_number_value(x) * 1000.0; /* a bare number of seconds */
-    else if (!json_is_string(x) || eddy__job_parse_ms(json_string_value(x), &ms)) {
+    else if (!json_is_string(x) || eddy_parse_duration(json_string_value(x), &ms)) {
         eddy__job_err(c, p, 0, "'%s' must be a duration such as 500ms, 30s, 5m, 2h, 30d", key);
         return def;
     }

@@ -66,8 +66,4 @@ int64_t eddy__job_size(vctx *c, json_t *v, const char *path, const char *key, in
 /* A mapping member, or NULL (reported when present but not a mapping). */
 json_t *eddy__job_map(vctx *c, json_t *v, const char *path, const char *key, int required);
 
-/* A duration as written in job files into milliseconds, unbounded (an
- * overflow is infinite: out of any range the caller checks). 0 or -1. */
-int eddy__job_parse_ms(const char *s, double *ms);
-
 #endif

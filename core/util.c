@@ -8,6 +8,7 @@
 #include "eddy/error.h"
 #include "eddy/json.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -86,7 +87,7 @@ int eddy_parse_i64(const char *s, int64_t *out)
     return 0;
 }
 
-int eddy_parse_duration_ms(const char *s, int64_t *out_ms)
+int eddy_parse_duration(const char *s, double *ms)
 {
     static const struct {
         const char *unit;
@@ -94,19 +95,28 @@ int eddy_parse_duration_ms(const char *s, int64_t *out_ms)
     } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}, {"", 1000}};
     char *end;
     double v;
-    if (!s || !*s)
-        return EDDY_EINVAL;
-    errno = 0;
+    if (!s || !(isdigit((unsigned char)s[0]) || s[0] == '.' || s[0] == '-' || s[0] == '+'))
+        return -1;
     v = strtod(s, &end);
-    if (errno || end == s || v < 0 || !isfinite(v))
-        return EDDY_EINVAL;
+    if (end == s || !isfinite(v))
+        return -1;
     for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (strcmp(end, units[i].unit) == 0) {
-            *out_ms = (int64_t)(v * units[i].ms + 0.5);
+        if (!strcmp(end, units[i].unit)) {
+            *ms = v * units[i].ms; /* may be infinite: out of any range */
             return 0;
         }
     }
-    return EDDY_EINVAL;
+    return -1;
+}
+
+int eddy_parse_duration_ms(const char *s, int64_t *out_ms)
+{
+    double ms;
+    /* the range check comes before the conversion (a cast of 1e300 is UB) */
+    if (eddy_parse_duration(s, &ms) || !(ms >= 0 && ms < 9.2e18))
+        return EDDY_EINVAL;
+    *out_ms = (int64_t)(ms + 0.5);
+    return 0;
 }
 
 int eddy_read_file(const char *path, char **out, size_t *len, eddy_err *err)

@@ -75,8 +75,12 @@ void eddy_random_bytes(void *out, size_t n);
 /* Uniform double in [0, 1). */
 double eddy_random_unit(void);
 
-/* Parse a duration ("250ms", "2s", "1.5m", "30d", or a bare number of
- * seconds) into milliseconds. Returns 0 or EDDY_EINVAL. */
+/* A duration as written in job files ("250ms", "2s", "1.5m", "2h", "30d", or
+ * a bare number of seconds) into milliseconds, unbounded and possibly
+ * negative or infinite (the caller checks the range). Returns 0 or -1. */
+int eddy_parse_duration(const char *s, double *ms);
+/* The same, as a whole number of milliseconds in [0, 2^63): returns 0 or
+ * EDDY_EINVAL (negative, out of range, or not a duration). */
 int eddy_parse_duration_ms(const char *s, int64_t *out_ms);
 
 /* Strict integer parse of the whole string; returns 0 or EDDY_EINVAL. */
