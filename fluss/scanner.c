@@ -46,6 +46,7 @@ struct eddy_fluss_scanner {
 };
 
 static void pump(eddy_fluss_scanner *s);
+static void schedule(eddy_fluss_scanner *s, uint64_t now);
 
 static void maybe_free(eddy_fluss_scanner *s);
 
@@ -82,7 +83,7 @@ static void backoff(eddy_fluss_scanner *s, int bucket)
             s->requests++;
         }
     }
-    uv_timer_start(&s->timer, timer_cb, ms, 0);
+    schedule(s, eddy_now_ms());
 }
 
 /* -- offsets ------------------------------------------------------------------ */
@@ -304,6 +305,23 @@ out:
     eddy_free(bp);
 }
 
+/* Wake when the first bucket in backoff may go again. The timer's clock
+ * (the loop's) and eddy_now_ms() differ by up to a millisecond, so a timer
+ * may fire just before a bucket is due: without this, that bucket would wait
+ * for nothing, and with every bucket in that state the scanner stopped. */
+static void schedule(eddy_fluss_scanner *s, uint64_t now)
+{
+    uint64_t due = UINT64_MAX;
+    for (int i = 0; i < s->t->nbuckets; i++) {
+        const sbucket *b = &s->b[i];
+        if ((b->state == B_READY || b->state == B_RESOLVE) && !b->fetching &&
+            b->retry_at_ms > now && b->retry_at_ms < due)
+            due = b->retry_at_ms;
+    }
+    if (due != UINT64_MAX)
+        uv_timer_start(&s->timer, timer_cb, due - now, 0);
+}
+
 static void pump(eddy_fluss_scanner *s)
 {
     uint64_t now = eddy_now_ms();
@@ -312,7 +330,7 @@ static void pump(eddy_fluss_scanner *s)
     for (int i = 0; i < s->t->nbuckets && !s->resolving; i++)
         if (s->b[i].state == B_RESOLVE && s->b[i].retry_at_ms <= now)
             resolve(s, s->b[i].offset);
-    for (int i = 0; i < s->t->nbuckets; i++) {
+    for (int i = 0; i < s->t->nbuckets && s->c && !s->freeing; i++) {
         sbucket *b = &s->b[i];
         if (b->state != B_READY || b->fetching || b->retry_at_ms > now)
             continue;
@@ -322,6 +340,8 @@ static void pump(eddy_fluss_scanner *s)
         }
         fetch_leader(s, s->t->leaders[i], now);
     }
+    if (s->c && !s->freeing)
+        schedule(s, now);
 }
 
 /* -- public ------------------------------------------------------------------- */

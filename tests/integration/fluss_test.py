@@ -311,7 +311,12 @@ def test_tablet_restart_loses_and_duplicates_nothing(tmp):
     producer.stdin.write("".join(lines[2 * third:]))
     producer.stdin.close()
     assert producer.wait(timeout=180) == 0, producer.stderr.read()
-    scanner.wait(timeout=180)
+    try:
+        scanner.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        scanner.kill()
+        raise AssertionError("the scanner did not get its %d rows; it said:\n%s"
+                             % (n, scanner.stderr.read()[-3000:]))
     out.close()
     got = [r["id"] for r in parse_jsonl(open(os.path.join(tmp, "scan.jsonl")).read())]
     assert len(got) == n and sorted(got) == list(range(n)), \
