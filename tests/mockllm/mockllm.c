@@ -77,7 +77,8 @@
  *                         Anthropic anthropic-ratelimit-requests-remaining,
  *                         -tokens-remaining, -requests-reset, -tokens-reset,
  *                         -requests-limit, -tokens-limit
- *   chunk_delay_ms        streams: wait N ms before every chunk (the headers go at once)
+ *   chunk_delay_ms        streams: wait N ms before every chunk, the first included (the
+ *                         headers go at once): time to first token, idle gaps
  *   first_chunk_delay_ms  streams: wait N ms before the first chunk instead
  *   chunk_chars           streams: bytes of text or of arguments per chunk (default 8)
  *   strict_content        true: the script option, for the requests this rule answers
