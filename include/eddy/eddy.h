@@ -11,6 +11,7 @@
 #include "eddy/error.h"
 #include "eddy/fluss.h"
 #include "eddy/json.h"
+#include "eddy/jschema.h"
 #include "eddy/llm.h"
 #include "eddy/log.h"
 #include "eddy/memory.h"
