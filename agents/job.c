@@ -14,6 +14,7 @@
  * loads them, so a job that `eddy check` accepts loads in `eddy run` too.
  */
 #include "eddy/agent.h"
+#include "eddy/jschema.h"
 #include "job_int.h"
 #include "eddy/buf.h"
 #include "eddy/json.h"
@@ -24,6 +25,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <uv.h>
@@ -165,13 +167,69 @@ static void parse_backoff(vctx *c, json_t *retry, const char *path, eddy_llm_mod
     m->backoff_cap_ms = llround(b);
 }
 
+/* A number member in [MIN, MAX]; DEF when absent. */
+static double get_number(vctx *c, json_t *v, const char *path, const char *key, double def,
+                         double min, double max)
+{
+    char p[512];
+    json_t *x = json_object_get(v, key);
+    if (!x || json_is_null(x))
+        return def;
+    eddy__job_join(p, sizeof(p), path, key);
+    if (!json_is_number(x)) {
+        eddy__job_err(c, p, 0, "'%s' must be a number, not %s", key, eddy__job_type(x));
+        return def;
+    }
+    if (!(json_number_value(x) >= min && json_number_value(x) <= max)) {
+        eddy__job_err(c, p, 0, "'%s' must be between %g and %g", key, min, max);
+        return def;
+    }
+    return json_number_value(x);
+}
+
+/* The key in FILE (relative to the job's folder): its first line, trimmed.
+ * Messages name the file, never its content. */
+static char *read_key_file(vctx *c, const char *path, const char *rel)
+{
+    char p[512], *abs = eddy_job_path(c->job, rel), *key = NULL;
+    eddy__job_join(p, sizeof(p), path, "api_key_file");
+    FILE *f = abs ? fopen(abs, "r") : NULL;
+    if (!f) {
+        eddy__job_err(c, p, 0, "cannot read the key file '%s': %s", rel, strerror(errno));
+        eddy_free(abs);
+        return NULL;
+    }
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *nl = strpbrk(buf, "\r\n");
+    if (nl)
+        *nl = '\0';
+    n = strlen(buf);
+    while (n && (buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        buf[--n] = '\0';
+    if (!n)
+        eddy__job_err(c, p, 0, "the key file '%s' is empty", rel);
+    else
+        key = eddy_strdup(buf);
+    memset(buf, 0, sizeof(buf));
+    eddy_free(abs);
+    return key;
+}
+
 static void load_model(vctx *c, const char *name, json_t *v, const char *path, eddy_llm_model *m)
 {
-    static const char *const keys[] = {"provider",    "base_url", "api_key", "model",
-                                       "timeout",     "retry",    "limits",  "max_tokens",
-                                       "temperature", NULL};
-    static const char *const retry_keys[] = {"attempts", "backoff", NULL};
-    static const char *const limit_keys[] = {"concurrency", NULL};
+    static const char *const keys[] = {
+        "provider", "base_url",     "api_key",  "api_key_file", "model",       "timeout",
+        "retry",    "limits",       "max_tokens", "temperature", "stream",     "first_token_timeout",
+        "idle_timeout", "connect_timeout", "price", "fallback", "prompt_cache", "api_version",
+        NULL};
+    static const char *const retry_keys[] = {"attempts", "backoff", "max_wait", "unavailable",
+                                             NULL};
+    static const char *const limit_keys[] = {"concurrency", "requests_per_minute",
+                                             "tokens_per_minute", NULL};
+    static const char *const price_keys[] = {"input", "output", "cached_input", NULL};
     char p[512];
     json_t *x;
     m->name = eddy_strdup(name);
@@ -183,35 +241,66 @@ static void load_model(vctx *c, const char *name, json_t *v, const char *path, e
     }
     eddy__job_keys(c, v, path, keys);
     m->provider = eddy__job_str(c, v, path, "provider", S_NONEMPTY, "openai");
-    if (m->provider && strcmp(m->provider, "openai")) {
+    if (m->provider && !(m->prov = eddy_llm_provider_find(m->provider))) {
         eddy__job_join(p, sizeof(p), path, "provider");
         eddy__job_err(c, p, 0,
-                      "provider '%s' is not supported (expected 'openai': any "
-                      "OpenAI-compatible chat completions endpoint)",
-                      m->provider);
+                      "provider '%s' is not supported (expected one of %s; 'openai' is any "
+                      "OpenAI-compatible chat completions endpoint: vLLM, llama.cpp, LM Studio, "
+                      "Ollama's /v1)",
+                      m->provider, eddy_llm_provider_names());
     }
     m->base_url = eddy__job_str(c, v, path, "base_url", S_REQ, NULL);
     if (m->base_url && strncmp(m->base_url, "http://", 7) && strncmp(m->base_url, "https://", 8)) {
         eddy__job_join(p, sizeof(p), path, "base_url");
         eddy__job_err(c, p, 0, "'base_url' must start with http:// or https://");
     }
+    if (json_object_get(v, "api_key") && json_object_get(v, "api_key_file")) {
+        eddy__job_join(p, sizeof(p), path, "api_key_file");
+        eddy__job_err(c, p, 1, "give 'api_key' or 'api_key_file', not both");
+    }
     m->api_key = eddy__job_str(c, v, path, "api_key", 0, NULL);
+    char *kf = eddy__job_str(c, v, path, "api_key_file", S_NONEMPTY, NULL);
+    if (kf && !m->api_key)
+        m->api_key = read_key_file(c, path, kf);
+    eddy_free(kf);
+    m->api_version = eddy__job_str(c, v, path, "api_version", S_NONEMPTY, NULL);
     m->model = eddy__job_str(c, v, path, "model", S_REQ, NULL);
     m->timeout_ms = eddy__job_duration(c, v, path, "timeout", 60000, 1, MS_DAY);
+    m->connect_timeout_ms = eddy__job_duration(c, v, path, "connect_timeout", 0, 1, MS_DAY);
+    m->stream = eddy__job_bool(c, v, path, "stream", 0);
+    m->first_token_timeout_ms =
+        eddy__job_duration(c, v, path, "first_token_timeout", 0, 1, MS_DAY);
+    m->idle_timeout_ms = eddy__job_duration(c, v, path, "idle_timeout", 0, 1, MS_DAY);
+    m->prompt_cache = eddy__job_bool(c, v, path, "prompt_cache",
+                                     m->provider && !strcmp(m->provider, "anthropic"));
     m->max_attempts = 5;
     m->backoff_base_ms = 500;
     m->backoff_cap_ms = 8000;
+    m->max_wait_ms = 60000;
+    m->unavailable_ms = 30000;
     if ((x = eddy__job_map(c, v, path, "retry", 0))) {
         eddy__job_join(p, sizeof(p), path, "retry");
         eddy__job_keys(c, x, p, retry_keys);
         m->max_attempts = (int)eddy__job_int(c, x, p, "attempts", 5, 1, 100);
         parse_backoff(c, x, p, m);
+        m->max_wait_ms = eddy__job_duration(c, x, p, "max_wait", 60000, 0, MS_DAY);
+        m->unavailable_ms = eddy__job_duration(c, x, p, "unavailable", 30000, 0, MS_DAY);
     }
     m->concurrency = 64;
     if ((x = eddy__job_map(c, v, path, "limits", 0))) {
         eddy__job_join(p, sizeof(p), path, "limits");
         eddy__job_keys(c, x, p, limit_keys);
         m->concurrency = (int)eddy__job_int(c, x, p, "concurrency", 64, 1, 100000);
+        m->requests_per_minute = get_number(c, x, p, "requests_per_minute", 0, 0.001, 1e9);
+        m->tokens_per_minute = get_number(c, x, p, "tokens_per_minute", 0, 1, 1e12);
+    }
+    if ((x = eddy__job_map(c, v, path, "price", 0))) {
+        eddy__job_join(p, sizeof(p), path, "price");
+        eddy__job_keys(c, x, p, price_keys);
+        m->price_input = get_number(c, x, p, "input", 0, 0, 1e6);
+        m->price_output = get_number(c, x, p, "output", 0, 0, 1e6);
+        m->price_cached_input = get_number(c, x, p, "cached_input", m->price_input, 0, 1e6);
+        m->has_price = 1;
     }
     m->max_tokens = (long)eddy__job_int(c, v, path, "max_tokens", 0, 1, 10000000);
     if ((x = json_object_get(v, "temperature")) && !json_is_null(x)) {
@@ -223,6 +312,47 @@ static void load_model(vctx *c, const char *name, json_t *v, const char *path, e
         else {
             m->temperature = json_number_value(x);
             m->has_temperature = 1;
+        }
+    }
+}
+
+/* `fallback: [other, ...]` of every model, once all are loaded. */
+static void link_fallbacks(vctx *c, json_t *models)
+{
+    for (size_t i = 0; i < c->job->nmodels; i++) {
+        eddy_llm_model *m = &c->job->models[i];
+        json_t *f = json_object_get(json_object_get(models, m->name), "fallback");
+        char p[512];
+        if (!f || json_is_null(f))
+            continue;
+        snprintf(p, sizeof(p), "/models/%s/fallback", m->name);
+        if (json_is_string(f)) {
+            json_t *one = json_pack("[O]", f);
+            json_object_set_new(json_object_get(models, m->name), "fallback", one);
+            f = one;
+        }
+        if (!json_is_array(f)) {
+            eddy__job_err(c, p, 0, "'fallback' must be a list of model names, not %s",
+                          eddy__job_type(f));
+            continue;
+        }
+        m->fallback = eddy_calloc(json_array_size(f) + 1, sizeof(*m->fallback));
+        for (size_t k = 0; m->fallback && k < json_array_size(f); k++) {
+            const char *n = json_string_value(json_array_get(f, k));
+            char ip[600];
+            eddy_llm_model *t = NULL;
+            snprintf(ip, sizeof(ip), "%s/%zu", p, k);
+            for (size_t j = 0; n && j < c->job->nmodels; j++)
+                if (c->job->models[j].name && !strcmp(c->job->models[j].name, n))
+                    t = &c->job->models[j];
+            if (!n)
+                eddy__job_err(c, ip, 0, "a fallback must be a model name");
+            else if (!t)
+                eddy__job_err(c, ip, 0, "fallback '%s' is not a model defined under 'models'", n);
+            else if (t == m)
+                eddy__job_err(c, ip, 0, "model '%s' cannot fall back to itself", n);
+            else
+                m->fallback[m->nfallback++] = t;
         }
     }
 }
@@ -558,14 +688,62 @@ static void load_tools(vctx *c, eddy_agent_def *a, json_t *x, const char *p)
     }
 }
 
+/* `output_schema:` of a react action: a mapping, or a JSON / YAML file
+ * relative to the job's folder. NULL when absent or wrong (reported). */
+static json_t *load_output_schema(vctx *c, json_t *act, const char *path)
+{
+    char p[600], msg[512];
+    json_t *x = json_object_get(act, "output_schema"), *schema = NULL;
+    if (!x || json_is_null(x))
+        return NULL;
+    eddy__job_join(p, sizeof(p), path, "output_schema");
+    if (json_is_object(x)) {
+        schema = json_incref(x);
+    } else if (json_is_string(x)) {
+        const char *rel = json_string_value(x);
+        char *abs = eddy_job_path(c->job, rel);
+        size_t n = strlen(rel);
+        if (n > 5 && (!strcmp(rel + n - 5, ".yaml") || !strcmp(rel + n - 4, ".yml"))) {
+            eddy_yaml_doc d;
+            eddy_diag dd = {0};
+            if (abs && eddy_yaml_load(abs, &d, &dd) == 0) {
+                schema = json_incref(d.root);
+                eddy_yaml_doc_free(&d);
+            } else {
+                eddy__job_err(c, p, 0, "cannot read the schema file '%s': %s", rel,
+                              dd.n ? dd.msgs[0] : "unreadable");
+            }
+            eddy_diag_free(&dd);
+        } else {
+            json_error_t je;
+            schema = abs ? json_load_file(abs, 0, &je) : NULL;
+            if (!schema)
+                eddy__job_err(c, p, 0, "cannot read the schema file '%s': %s (line %d, column %d)",
+                              rel, je.text, je.line, je.column);
+        }
+        eddy_free(abs);
+    } else {
+        eddy__job_err(c, p, 0, "'output_schema' must be a JSON schema (a mapping) or a file, not %s",
+                      eddy__job_type(x));
+        return NULL;
+    }
+    if (schema && eddy_jschema_check(schema, msg, sizeof(msg))) {
+        eddy__job_err(c, p, 0, "output_schema: %s", msg);
+        json_decref(schema);
+        schema = NULL;
+    }
+    return schema;
+}
+
 static void load_agent(vctx *c, const char *name, json_t *v, const char *path, eddy_agent_def *a)
 {
-    static const char *const keys[] = {"model",  "prompt",  "tools", "memory",
-                                       "budget", "actions", NULL};
+    static const char *const keys[] = {"model",  "prompt",  "tools",       "memory",
+                                       "budget", "actions", "tool_choice", NULL};
     static const char *const prompt_keys[] = {"system", "system_file", "user", "user_file", NULL};
     static const char *const mem_keys[] = {"history", NULL};
-    static const char *const budget_keys[] = {"turns", "tokens", "wall", "tool_calls", NULL};
-    static const char *const action_keys[] = {"on", "do", NULL};
+    static const char *const budget_keys[] = {"turns", "tokens", "wall", "tool_calls", "cost",
+                                              NULL};
+    static const char *const action_keys[] = {"on", "do", "output_schema", NULL};
     char p[512], *model;
     json_t *x;
     a->name = eddy_strdup(name);
@@ -634,11 +812,36 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
         a->budget_tokens = eddy__job_int(c, x, p, "tokens", 0, 1, (long long)1 << 40);
         a->budget_wall_ms = eddy__job_duration(c, x, p, "wall", 120000, 1, 30 * MS_DAY);
         a->budget_tool_calls = (int)eddy__job_int(c, x, p, "tool_calls", 32, 0, 100000);
+        a->budget_cost = get_number(c, x, p, "cost", 0, 1e-12, 1e9);
+        if (json_object_get(x, "cost") && a->model && !a->model->has_price) {
+            char cp[600];
+            eddy__job_join(cp, sizeof(cp), p, "cost");
+            eddy__job_err(c, cp, 0,
+                          "a 'cost' budget needs a 'price' on model '%s' (input and output "
+                          "per million tokens)",
+                          a->model->name);
+        }
+    }
+    char *tc = eddy__job_str(c, v, path, "tool_choice", S_NONEMPTY, NULL);
+    if (tc) {
+        if (!strcmp(tc, "auto"))
+            a->tool_choice = EDDY_TOOL_CHOICE_AUTO;
+        else if (!strcmp(tc, "required"))
+            a->tool_choice = EDDY_TOOL_CHOICE_REQUIRED;
+        else if (!strcmp(tc, "none"))
+            a->tool_choice = EDDY_TOOL_CHOICE_NONE;
+        else {
+            a->tool_choice = EDDY_TOOL_CHOICE_TOOL;
+            a->tool_choice_name = eddy_strdup(tc);
+        }
+        eddy_free(tc);
     }
 
     x = eddy__job_member(c, v, path, "actions", 0);
     a->on = eddy_calloc(x && json_is_array(x) ? json_array_size(x) + 1 : 2, sizeof(char *));
-    if (!a->on)
+    a->output_schema =
+        eddy_calloc(x && json_is_array(x) ? json_array_size(x) + 1 : 2, sizeof(json_t *));
+    if (!a->on || !a->output_schema)
         return;
     if (!x) {
         a->on[a->non++] = eddy_strdup("input");
@@ -666,8 +869,10 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
             eddy__job_err(c, dp, 0,
                           "action '%s' is not available in this version (expected 'react')", d);
         }
-        if (on)
+        if (on) {
+            a->output_schema[a->non] = load_output_schema(c, act, ap);
             a->on[a->non++] = on;
+        }
         eddy_free(d);
     }
 }
@@ -827,6 +1032,7 @@ int eddy_job_load_io(const char *file, int flags, const eddy_job_io *io, eddy_jo
         eddy__job_duration(&c, doc.root, "", "shutdown_grace", 10000, 0, MS_DAY);
     job->max_in_flight = (int)eddy__job_int(&c, doc.root, "", "max_in_flight", 10000, 1, 10000000);
     load_section(&c, doc.root, "models");
+    link_fallbacks(&c, json_object_get(doc.root, "models"));
     load_section(&c, doc.root, "agents");
     if (flags & EDDY_JOB_TOOLS)
         check_tools(&c);
@@ -858,8 +1064,12 @@ void eddy_job_free(eddy_job *job)
         eddy_free(m->name);
         eddy_free(m->provider);
         eddy_free(m->base_url);
+        if (m->api_key)
+            memset(m->api_key, 0, strlen(m->api_key));
         eddy_free(m->api_key);
         eddy_free(m->model);
+        eddy_free(m->api_version);
+        eddy_free(m->fallback);
     }
     eddy_free(job->models);
     for (size_t i = 0; i < job->nagents; i++) {
@@ -878,6 +1088,10 @@ void eddy_job_free(eddy_job *job)
             eddy_free(a->tools[j].where);
         }
         eddy_free(a->tools);
+        for (size_t j = 0; a->output_schema && j < a->non; j++)
+            json_decref(a->output_schema[j]);
+        eddy_free(a->output_schema);
+        eddy_free(a->tool_choice_name);
         free_strv(a->on, a->non);
     }
     eddy_free(job->agents);

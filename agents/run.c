@@ -3,10 +3,18 @@
  *
  * A run renders the prompts, then loops: chat; if the model asked for tools,
  * run them all concurrently and chat again; until an answer without tool
- * calls or a budget is spent (turns, tokens, tool calls, wall time). At the
- * end the key's memory document and this run's messages are committed, and
- * only then is the output reported. A failed run reports a dead-letter
- * record instead and commits nothing.
+ * calls or a budget is spent (turns, tokens, tool calls, wall time, cost).
+ * At the end the key's memory document and this run's messages (neutral
+ * history, llm.h) are committed, and only then is the output reported. A
+ * failed run reports a dead-letter record instead and commits nothing.
+ *
+ * An answer cut off by max_tokens (finish reason `length`) is never used:
+ * its tool calls are not run nor echoed back, and the run fails naming the
+ * limit. A model that writes a tool call as text (its own tags, bare JSON
+ * naming a tool) instead of calling it fails the run too: the server does
+ * not parse that model's tool calls. With an output schema the answer must
+ * be JSON matching it; one invalid answer gets a repair turn carrying the
+ * validation error, a second fails the run with that error.
  *
  * Lifetime: a run counts its outstanding operations (LLM request, tool
  * calls, memory commit, wall timer). It reports once (`reported`) and is
@@ -16,6 +24,7 @@
  */
 #include "eddy/agent.h"
 #include "eddy/buf.h"
+#include "eddy/jschema.h"
 #include "eddy/json.h"
 #include "eddy/log.h"
 
@@ -26,14 +35,15 @@ struct eddy_agent_rt {
     eddy_agent_env *env;
     eddy_tool **tools;
     size_t ntools;
-    json_t *tool_defs; /* OpenAI tool definitions, in the job's order */
+    eddy_llm_tool_def *tool_defs; /* in the job's order; strings borrowed from tools */
 };
 
 typedef struct tool_slot {
     eddy_run *run;
     eddy_span *span;
-    char *call_id;
-    json_t *message; /* the tool message for the model, when done */
+    char *call_id, *name;
+    char *result; /* the text for the model, when done */
+    int failed;
 } tool_slot;
 
 struct eddy_run {
@@ -41,8 +51,14 @@ struct eddy_run {
     eddy_run_stats *stats;
     json_t *event;
     char *key, *event_id;
-    json_t *messages;     /* the whole conversation sent to the model */
-    json_t *new_messages; /* this run's part of it, to persist */
+    eddy_llm_conv conv; /* the whole conversation sent to the model */
+    size_t new_from;    /* this run's part of it (to persist) starts here */
+    eddy_llm_request rq;
+    json_t *output_schema; /* borrowed from the agent's action, or NULL */
+    json_t *output_value;  /* the parsed structured answer */
+    int repairs;
+    double cost;
+    const eddy_llm_model *answered_by;
     eddy_tool_memory *mem;
     eddy_span *span, *llm_span;
     eddy_llm_req *llm_req;
@@ -50,7 +66,7 @@ struct eddy_run {
     size_t nslots, slots_pending;
     uv_timer_t wall;
     int turns, tool_calls, refs, reported;
-    long in_tokens, out_tokens;
+    long in_tokens, out_tokens, cached_tokens;
     eddy_run_cb cb;
     void *ud;
 };
@@ -65,7 +81,7 @@ int eddy_agent_rt_new(const eddy_agent_def *def, eddy_agent_env *env, eddy_agent
     eddy_agent_rt *rt = eddy_calloc(1, sizeof(*rt));
     int rc = 0;
     *out = NULL;
-    if (!rt || !(rt->tool_defs = json_array()) ||
+    if (!rt || !(rt->tool_defs = eddy_calloc(def->ntools + 1, sizeof(eddy_llm_tool_def))) ||
         !(rt->tools = eddy_calloc(def->ntools + 1, sizeof(eddy_tool *)))) {
         rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
         goto fail;
@@ -91,8 +107,17 @@ int eddy_agent_rt_new(const eddy_agent_def *def, eddy_agent_env *env, eddy_agent
                     eddy_tool_path(rt->tools[j]), def->tools[j].where ? def->tools[j].where : "?");
                 goto fail;
             }
+        if (!strcmp(eddy_tool_name(rt->tools[i]), EDDY_LLM_OUTPUT_TOOL)) {
+            rc = eddy_err_set(err, EDDY_EEXIST,
+                              "agent '%s': %s: the tool name '%s' is reserved for structured "
+                              "output",
+                              def->name, ref->where ? ref->where : "?", EDDY_LLM_OUTPUT_TOOL);
+            goto fail;
+        }
+        rt->tool_defs[i].name = eddy_tool_name(rt->tools[i]);
+        rt->tool_defs[i].description = eddy_tool_description(rt->tools[i]);
+        rt->tool_defs[i].parameters = eddy_tool_schema(rt->tools[i]);
         rt->ntools++;
-        json_array_append(rt->tool_defs, eddy_tool_definition(rt->tools[i]));
     }
     *out = rt;
     return 0;
@@ -105,7 +130,7 @@ void eddy_agent_rt_free(eddy_agent_rt *rt)
 {
     if (!rt)
         return;
-    json_decref(rt->tool_defs);
+    eddy_free(rt->tool_defs);
     eddy_free(rt->tools);
     eddy_free(rt);
 }
@@ -128,12 +153,13 @@ int eddy_agent_handles(const eddy_agent_rt *rt, const char *type)
 static void run_free(eddy_run *r)
 {
     json_decref(r->event);
-    json_decref(r->messages);
-    json_decref(r->new_messages);
+    json_decref(r->output_value);
+    eddy_llm_conv_clear(&r->conv);
     eddy_tool_memory_free(r->mem);
     for (size_t i = 0; i < r->nslots; i++) {
         eddy_free(r->slots[i].call_id);
-        json_decref(r->slots[i].message);
+        eddy_free(r->slots[i].name);
+        eddy_free(r->slots[i].result);
         eddy_span_end(r->slots[i].span, NULL);
     }
     eddy_free(r->slots);
@@ -155,10 +181,13 @@ static void wall_closed(uv_handle_t *h)
 
 static json_t *summary(eddy_run *r)
 {
-    return json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i}", "agent", r->rt->def->name, "key",
-                     r->key, "event_id", r->event_id, "input_tokens", (int)r->in_tokens,
-                     "output_tokens", (int)r->out_tokens, "llm_calls", r->turns, "tool_calls",
-                     r->tool_calls, "turns", r->turns);
+    json_t *s = json_pack("{s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:i}", "agent", r->rt->def->name,
+                          "key", r->key, "event_id", r->event_id, "input_tokens",
+                          (json_int_t)r->in_tokens, "output_tokens", (json_int_t)r->out_tokens,
+                          "llm_calls", r->turns, "tool_calls", r->tool_calls, "turns", r->turns);
+    if (s && r->rt->def->model->has_price)
+        json_object_set_new(s, "cost", json_real(r->cost));
+    return s;
 }
 
 /* Report OUTPUT (stolen) or the failure, end the root span, close the wall
@@ -190,6 +219,10 @@ static void report(eddy_run *r, int status, const char *msg, json_t *output)
     sum = summary(r);
     eddy_span_set_int(r->span, "gen_ai.usage.input_tokens", r->in_tokens);
     eddy_span_set_int(r->span, "gen_ai.usage.output_tokens", r->out_tokens);
+    if (r->rt->def->model->has_price)
+        eddy_span_set(r->span, "eddy.cost", json_real(r->cost));
+    if (r->stats)
+        eddy_run_stats_add_key(r->stats, r->key, r->cost, r->in_tokens + r->out_tokens, status == 0);
     eddy_span_end(r->span, sum);
     r->span = NULL;
     json_decref(sum);
@@ -232,18 +265,29 @@ void eddy_run_cancel(eddy_run *r)
 static void on_committed(int status, const char *errmsg, void *ud)
 {
     eddy_run *r = ud;
-    json_t *out = NULL;
-    json_t *last = json_array_get(r->new_messages, json_array_size(r->new_messages) - 1);
+    json_t *out = NULL, *content;
     if (status) {
         fail(r, status, "cannot store the memory of key '%s': %s", r->key, errmsg);
     } else {
-        json_t *content = json_object_get(last, "content");
-        out = json_pack("{s:s, s:s, s:s, s:s, s:O, s:{s:i, s:i, s:i}, s:i, s:i, s:s}", "type",
-                        "output", "event_id", r->event_id, "key", r->key, "agent", r->rt->def->name,
-                        "output", content ? content : json_null(), "usage", "input_tokens",
-                        (int)r->in_tokens, "output_tokens", (int)r->out_tokens, "total_tokens",
-                        (int)(r->in_tokens + r->out_tokens), "turns", r->turns, "tool_calls",
+        if (r->output_value) {
+            content = json_incref(r->output_value);
+        } else {
+            char *text = eddy_llm_msg_join_text(&r->conv.msgs[r->conv.n - 1]);
+            content = text ? json_string(text) : json_null();
+            eddy_free(text);
+        }
+        out = json_pack("{s:s, s:s, s:s, s:s, s:o, s:{s:I, s:I, s:I, s:I}, s:i, s:i, s:s}",
+                        "type", "output", "event_id", r->event_id, "key", r->key, "agent",
+                        r->rt->def->name, "output", content ? content : json_null(), "usage",
+                        "input_tokens", (json_int_t)r->in_tokens, "output_tokens",
+                        (json_int_t)r->out_tokens, "total_tokens",
+                        (json_int_t)(r->in_tokens + r->out_tokens), "cached_input_tokens",
+                        (json_int_t)r->cached_tokens, "turns", r->turns, "tool_calls",
                         r->tool_calls, "trace_id", eddy_span_trace_id(r->span));
+        if (out && r->answered_by)
+            json_object_set_new(out, "model", json_string(r->answered_by->name));
+        if (out && r->rt->def->model->has_price)
+            json_object_set_new(out, "cost", json_real(r->cost));
         report(r, 0, NULL, out);
     }
     unref(r);
@@ -252,52 +296,63 @@ static void on_committed(int status, const char *errmsg, void *ud)
 static void finish_ok(eddy_run *r)
 {
     eddy_err e;
-    json_t *doc = eddy_tool_memory_json(r->mem, &e);
+    json_t *doc = eddy_tool_memory_json(r->mem, &e), *msgs = json_array();
     if (!doc) {
+        json_decref(msgs);
         fail(r, EDDY_ETOOL, "ctx.memory of key '%s' cannot be stored: %s", r->key, e.msg);
         return;
     }
+    for (size_t i = r->new_from; msgs && i < r->conv.n; i++)
+        if (json_array_append_new(msgs, eddy_llm_msg_to_json(&r->conv.msgs[i]))) {
+            json_decref(msgs);
+            msgs = NULL;
+        }
+    if (!msgs) {
+        json_decref(doc);
+        fail(r, EDDY_ENOMEM, "out of memory");
+        return;
+    }
     r->refs++;
-    if (eddy_memory_commit(r->rt->env->memory, r->rt->def->name, r->key, doc, r->new_messages,
+    if (eddy_memory_commit(r->rt->env->memory, r->rt->def->name, r->key, doc, msgs,
                            r->rt->def->history, on_committed, r, &e)) {
         r->refs--;
         fail(r, e.code, "%s", e.msg);
     }
+    json_decref(msgs);
     json_decref(doc);
 }
 
 /* -- tools ------------------------------------------------------------------ */
 
-static void append_msg(eddy_run *r, json_t *msg)
-{
-    json_array_append(r->messages, msg);
-    json_array_append_new(r->new_messages, msg);
-}
-
 static void slot_done(tool_slot *s, int failed, json_t *result, const char *errmsg)
 {
     eddy_run *r = s->run;
-    char *content;
     if (failed) {
-        content = eddy_aprintf("error: %s", errmsg);
+        s->result = eddy_aprintf("error: %s", errmsg);
+        s->failed = 1;
         eddy_span_error(s->span, "tool_error", errmsg);
         if (r->stats)
             r->stats->tool_errors++;
     } else {
-        content = json_is_string(result) ? eddy_strdup(json_string_value(result))
-                                         : eddy_json_dumps(result);
+        s->result = json_is_string(result) ? eddy_strdup(json_string_value(result))
+                                           : eddy_json_dumps(result);
         eddy_span_set(s->span, "gen_ai.tool.call.result", json_incref(result));
     }
-    s->message = json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id", s->call_id, "content",
-                           content ? content : "error: out of memory");
-    eddy_free(content);
     eddy_span_end(s->span, NULL);
     s->span = NULL;
     if (--r->slots_pending > 0 || r->reported)
         return;
-    for (size_t i = 0; i < r->nslots; i++) { /* in the order the model asked */
-        append_msg(r, r->slots[i].message);
-        r->slots[i].message = NULL;
+    eddy_llm_msg *m = eddy_llm_conv_add(&r->conv, EDDY_ROLE_TOOL);
+    for (size_t i = 0; m && i < r->nslots; i++) /* in the order the model asked */
+        if (eddy_llm_msg_tool_result(m, r->slots[i].call_id, r->slots[i].name,
+                                     r->slots[i].result ? r->slots[i].result
+                                                        : "error: out of memory",
+                                     r->slots[i].failed)) {
+            m = NULL;
+        }
+    if (!m) {
+        fail(r, EDDY_ENOMEM, "out of memory");
+        return;
     }
     run_turn(r);
 }
@@ -318,17 +373,21 @@ static eddy_tool *find_tool(eddy_agent_rt *rt, const char *name)
     return NULL;
 }
 
-static void start_tools(eddy_run *r, json_t *calls)
+/* Run the tool calls of the assistant message MSG (the last of the
+ * conversation), all at once. */
+static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
 {
-    size_t n = json_array_size(calls), i;
-    json_t *tc;
+    size_t n = eddy_llm_msg_count(msg, EDDY_PART_TOOL_CALL), i, k = 0;
     if (r->tool_calls + (long)n > r->rt->def->budget_tool_calls) {
         fail(r, EDDY_EBUDGET, "budget exceeded: the model asked for %ld tool calls, budget is %d",
              r->tool_calls + (long)n, r->rt->def->budget_tool_calls);
         return;
     }
-    for (i = 0; i < r->nslots; i++)
+    for (i = 0; i < r->nslots; i++) {
         eddy_free(r->slots[i].call_id);
+        eddy_free(r->slots[i].name);
+        eddy_free(r->slots[i].result);
+    }
     eddy_free(r->slots);
     r->slots = eddy_calloc(n, sizeof(tool_slot));
     r->nslots = r->slots ? n : 0;
@@ -337,17 +396,29 @@ static void start_tools(eddy_run *r, json_t *calls)
         fail(r, EDDY_ENOMEM, "out of memory");
         return;
     }
+    /* copy what the calls need: the conversation may grow (and move) while
+     * they run */
+    char **names = eddy_calloc(n, sizeof(char *)), **argv = eddy_calloc(n, sizeof(char *));
+    for (i = 0; names && argv && i < msg->nparts; i++) {
+        const eddy_llm_part *p = &msg->parts[i];
+        if (p->kind != EDDY_PART_TOOL_CALL)
+            continue;
+        r->slots[k].call_id = eddy_strdup(p->id ? p->id : "call");
+        r->slots[k].name = eddy_strdup(p->name ? p->name : "?");
+        names[k] = r->slots[k].name;
+        argv[k++] = eddy_strdup(p->args ? p->args : "{}");
+    }
     r->refs++; /* hold the run while the calls are being started */
-    json_array_foreach(calls, i, tc)
-    {
+    for (i = 0; i < n; i++) {
         tool_slot *s = &r->slots[i];
-        const char *name = eddy_json_str(tc, "name", "?");
+        const char *name = names && names[i] ? names[i] : "?";
+        const char *raw = argv && argv[i] ? argv[i] : "{}";
         eddy_tool *t = find_tool(r->rt, name);
         eddy_tool_ctx ctx = {r->key, r->event, r->mem};
         char sname[160];
         eddy_err e;
+        json_error_t je;
         s->run = r;
-        s->call_id = eddy_strdup(eddy_json_str(tc, "id", "call"));
         snprintf(sname, sizeof(sname), "execute_tool %s", name);
         s->span = eddy_span_start(r->rt->env->traces, r->span, sname, EDDY_SPAN_INTERNAL);
         eddy_span_set_str(s->span, "gen_ai.operation.name", "execute_tool");
@@ -355,43 +426,130 @@ static void start_tools(eddy_run *r, json_t *calls)
         eddy_span_set_str(s->span, "gen_ai.tool.call.id", s->call_id);
         eddy_span_set_str(s->span, "gen_ai.tool.type", "function");
         eddy_span_set_str(s->span, "openinference.span.kind", "TOOL");
-        eddy_span_set_str(s->span, "gen_ai.tool.call.arguments",
-                          eddy_json_str(tc, "arguments_raw", ""));
+        eddy_span_set_str(s->span, "gen_ai.tool.call.arguments", raw);
         r->tool_calls++;
         if (r->stats)
             r->stats->tool_calls++;
-        if (r->reported) {
-            slot_done(s, 1, NULL, "run already ended");
+        json_t *args = json_loads(raw, JSON_DECODE_ANY, &je);
+        if (r->reported || !s->call_id || !s->name) {
+            slot_done(s, 1, NULL, r->reported ? "run already ended" : "out of memory");
         } else if (!t) {
-            char msg[256];
-            snprintf(msg, sizeof(msg), "unknown tool '%s'", name);
-            slot_done(s, 1, NULL, msg);
-        } else if (json_object_get(tc, "error")) {
-            slot_done(s, 1, NULL, eddy_json_str(tc, "error", "invalid arguments"));
+            char why[256];
+            snprintf(why, sizeof(why), "unknown tool '%.200s'", name);
+            slot_done(s, 1, NULL, why);
+        } else if (!args) {
+            char why[300];
+            snprintf(why, sizeof(why), "arguments are not valid JSON (%s at column %d)", je.text,
+                     je.column);
+            slot_done(s, 1, NULL, why);
         } else {
             r->refs++;
-            if (eddy_tool_call(r->rt->env->tools, t, json_object_get(tc, "arguments"), &ctx,
-                               on_tool, s, &e)) {
+            if (eddy_tool_call(r->rt->env->tools, t, args, &ctx, on_tool, s, &e)) {
                 r->refs--;
                 slot_done(s, 1, NULL, e.msg);
             }
         }
+        json_decref(args);
     }
+    for (i = 0; argv && i < n; i++)
+        eddy_free(argv[i]);
+    eddy_free(argv);
+    eddy_free(names);
     unref(r);
 }
 
 /* -- LLM turns -------------------------------------------------------------- */
+
+/* Whether TEXT looks like a tool call the model wrote as text: its own
+ * tags, or bare JSON naming one of the agent's tools. */
+static int text_tool_call(eddy_run *r, const char *text, char *what, size_t cap)
+{
+    static const char *const tags[] = {"<tool_call>", "<|tool_call|>", "<function=",
+                                       "[TOOL_CALLS]", "<|python_tag|>", NULL};
+    for (int i = 0; tags[i]; i++)
+        if (strstr(text, tags[i])) {
+            snprintf(what, cap, "it wrote %s", tags[i]);
+            return 1;
+        }
+    const char *p = text;
+    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r' || *p == '`')
+        p++;
+    if (!strncmp(p, "json", 4))
+        p += 4;
+    json_t *v = json_loads(p, JSON_DISABLE_EOF_CHECK, NULL);
+    const char *name = eddy_json_str(v, "name", NULL);
+    if (!name)
+        name = eddy_json_str(json_object_get(v, "function"), "name", NULL);
+    int hit = name && !r->output_schema &&
+              (json_object_get(v, "arguments") || json_object_get(v, "parameters") ||
+               json_object_get(v, "function")) &&
+              find_tool(r->rt, name);
+    if (hit)
+        snprintf(what, cap, "it wrote a JSON call of '%.100s'", name);
+    json_decref(v);
+    return hit;
+}
+
+/* A structured answer: parse and validate; 0 when good (r->output_value
+ * set), else a repair turn was started or the run failed. */
+static int check_output(eddy_run *r, const char *text)
+{
+    eddy_err e;
+    json_error_t je;
+    char why[EDDY_ERR_MSG_MAX];
+    json_t *v = json_loads(text, JSON_DECODE_ANY, &je);
+    if (!v)
+        snprintf(why, sizeof(why), "the answer is not JSON (%s at column %d)", je.text,
+                 je.column);
+    else if (eddy_jschema_validate(r->output_schema, v, &e))
+        snprintf(why, sizeof(why), "%s", e.msg);
+    else {
+        json_decref(r->output_value);
+        r->output_value = v;
+        return 0;
+    }
+    json_decref(v);
+    if (r->repairs++ > 0) {
+        fail(r, EDDY_ESCHEMA, "structured output invalid after a repair turn: %s", why);
+        return -1;
+    }
+    char *ask = eddy_aprintf("Your answer does not match the required JSON schema: %s. Answer "
+                             "again with only the corrected JSON.",
+                             why);
+    eddy_llm_msg *m = ask ? eddy_llm_conv_add(&r->conv, EDDY_ROLE_USER) : NULL;
+    if (!m || eddy_llm_msg_text(m, ask)) {
+        eddy_free(ask);
+        fail(r, EDDY_ENOMEM, "out of memory");
+        return -1;
+    }
+    eddy_free(ask);
+    EDDY_DEBUG("agents", "run of key '%s': %s; asking for a repair", r->key, why);
+    run_turn(r);
+    return -1;
+}
 
 static void on_llm(eddy_llm_result *res, void *ud)
 {
     eddy_run *r = ud;
     eddy_span *sp = r->llm_span;
     eddy_llm_response *resp = &res->resp;
+    const eddy_llm_model *m = res->model ? res->model : r->rt->def->model;
     r->llm_req = NULL;
     r->llm_span = NULL;
     eddy_span_set_int(sp, "eddy.llm.attempts", res->attempts);
     if (res->http_status)
         eddy_span_set_int(sp, "http.response.status_code", res->http_status);
+    if (res->model)
+        eddy_span_set_str(sp, "eddy.llm.model", res->model->name);
+    if (res->fallbacks) {
+        eddy_span_set_int(sp, "eddy.llm.fallbacks", res->fallbacks);
+        eddy_span_set_str(sp, "eddy.llm.fallback_reason", res->fallback_reason);
+        eddy_span_set_str(sp, "gen_ai.provider.name", m->provider);
+    }
+    if (res->queued_ms)
+        eddy_span_set_int(sp, "eddy.llm.queued_ms", (long)res->queued_ms);
+    if (res->first_token_ms)
+        eddy_span_set_int(sp, "eddy.llm.time_to_first_token_ms", (long)res->first_token_ms);
     if (r->stats && res->attempts > 1)
         r->stats->llm_retries += res->attempts - 1;
     if (res->status) {
@@ -403,37 +561,79 @@ static void on_llm(eddy_llm_result *res, void *ud)
         unref(r);
         return;
     }
-    r->in_tokens += resp->usage.input_tokens;
-    r->out_tokens += resp->usage.output_tokens;
+    const eddy_llm_usage *u = &resp->usage;
+    double cost = eddy_llm_cost(m, u);
+    r->answered_by = m;
+    r->in_tokens += u->input_tokens;
+    r->out_tokens += u->output_tokens;
+    r->cached_tokens += u->cached_input_tokens;
+    r->cost += cost;
     if (r->stats) {
-        r->stats->input_tokens += resp->usage.input_tokens;
-        r->stats->output_tokens += resp->usage.output_tokens;
+        r->stats->input_tokens += u->input_tokens;
+        r->stats->output_tokens += u->output_tokens;
+        eddy_run_stats_add_model(r->stats, m->name, u, cost);
     }
     eddy_span_set_str(sp, "gen_ai.response.model", resp->model);
     eddy_span_set_str(sp, "gen_ai.response.id", resp->id);
-    eddy_span_set(sp, "gen_ai.response.finish_reasons", json_pack("[s]", resp->finish_reason));
-    eddy_span_set_int(sp, "gen_ai.usage.input_tokens", resp->usage.input_tokens);
-    eddy_span_set_int(sp, "gen_ai.usage.output_tokens", resp->usage.output_tokens);
-    eddy_span_set_int(sp, "llm.token_count.prompt", resp->usage.input_tokens);
-    eddy_span_set_int(sp, "llm.token_count.completion", resp->usage.output_tokens);
-    if (resp->usage.cached_tokens)
-        eddy_span_set_int(sp, "gen_ai.usage.cache_read.input_tokens", resp->usage.cached_tokens);
-    eddy_span_set_str(sp, "eddy.llm.content", resp->content);
-    if (json_array_size(resp->tool_calls)) {
-        json_t *names = json_array(), *tc;
-        size_t i;
-        json_array_foreach(resp->tool_calls, i, tc)
-            json_array_append(names, json_object_get(tc, "name"));
+    eddy_span_set(sp, "gen_ai.response.finish_reasons",
+                  json_pack("[s]", eddy_llm_finish_name(resp->finish)));
+    eddy_span_set_int(sp, "gen_ai.usage.input_tokens", u->input_tokens);
+    eddy_span_set_int(sp, "gen_ai.usage.output_tokens", u->output_tokens);
+    eddy_span_set_int(sp, "llm.token_count.prompt", u->input_tokens);
+    eddy_span_set_int(sp, "llm.token_count.completion", u->output_tokens);
+    if (u->cached_input_tokens)
+        eddy_span_set_int(sp, "gen_ai.usage.cache_read.input_tokens", u->cached_input_tokens);
+    if (u->cache_write_tokens)
+        eddy_span_set_int(sp, "gen_ai.usage.cache_creation.input_tokens", u->cache_write_tokens);
+    if (u->reasoning_tokens)
+        eddy_span_set_int(sp, "gen_ai.usage.reasoning_tokens", u->reasoning_tokens);
+    if (u->estimated)
+        eddy_span_set(sp, "eddy.usage.estimated", json_true());
+    if (m->has_price)
+        eddy_span_set(sp, "eddy.cost", json_real(cost));
+    char *text = eddy_llm_msg_join_text(&resp->message);
+    eddy_span_set_str(sp, "eddy.llm.content", text);
+    size_t ncalls = eddy_llm_msg_count(&resp->message, EDDY_PART_TOOL_CALL);
+    if (ncalls) {
+        json_t *names = json_array();
+        for (size_t i = 0; i < resp->message.nparts; i++)
+            if (resp->message.parts[i].kind == EDDY_PART_TOOL_CALL)
+                json_array_append_new(names, json_string(resp->message.parts[i].name));
         eddy_span_set(sp, "eddy.llm.tool_calls", names);
     }
     eddy_span_end(sp, NULL);
-    if (!r->reported) {
-        append_msg(r, json_incref(resp->message));
-        if (json_array_size(resp->tool_calls) > 0)
-            start_tools(r, resp->tool_calls);
-        else
-            finish_ok(r);
+    char what[160];
+    if (r->reported) {
+        /* nothing more to do */
+    } else if (resp->finish == EDDY_FINISH_LENGTH) {
+        long mt = m->max_tokens;
+        fail(r, EDDY_ELLM,
+             "the model's answer was cut off by max_tokens (%ld%s)%s; it is not used: raise "
+             "max_tokens of model '%s'",
+             mt > 0 ? mt : 0, mt > 0 ? "" : ", the server's default",
+             ncalls ? ", in the middle of a tool call" : "", m->name);
+    } else if (resp->finish == EDDY_FINISH_CONTENT_FILTER) {
+        fail(r, EDDY_ELLM, "the model's answer was stopped by its content filter");
+    } else if (!ncalls && text && text_tool_call(r, text, what, sizeof(what))) {
+        fail(r, EDDY_ELLM,
+             "the model tried to call a tool but wrote the call as text (%s): the server did not "
+             "turn it into a tool call; run it with tool-call parsing (llama-server --jinja and a "
+             "chat template for this model; see the README, 'Local models')",
+             what);
+    } else {
+        eddy_llm_msg *am = eddy_llm_conv_add(&r->conv, EDDY_ROLE_ASSISTANT);
+        if (!am) {
+            fail(r, EDDY_ENOMEM, "out of memory");
+        } else {
+            *am = resp->message; /* stolen */
+            memset(&resp->message, 0, sizeof(resp->message));
+            if (ncalls > 0)
+                start_tools(r, am);
+            else if (!r->output_schema || check_output(r, text ? text : "") == 0)
+                finish_ok(r);
+        }
     }
+    eddy_free(text);
     unref(r);
 }
 
@@ -454,6 +654,11 @@ static void run_turn(eddy_run *r)
              r->in_tokens + r->out_tokens, (long long)d->budget_tokens);
         return;
     }
+    if (d->budget_cost > 0 && r->cost >= d->budget_cost) {
+        fail(r, EDDY_EBUDGET, "budget exceeded: cost %.6g, budget is %.6g", r->cost,
+             d->budget_cost);
+        return;
+    }
     r->turns++;
     if (r->stats)
         r->stats->llm_calls++;
@@ -467,9 +672,17 @@ static void run_turn(eddy_run *r)
     eddy_span_set_int(r->llm_span, "eddy.turn", r->turns);
     if (d->model->max_tokens)
         eddy_span_set_int(r->llm_span, "gen_ai.request.max_tokens", d->model->max_tokens);
+    if (d->model->stream)
+        eddy_span_set(r->llm_span, "eddy.llm.stream", json_true());
+    r->rq.conv = &r->conv;
+    r->rq.tools = r->rt->tool_defs;
+    r->rq.ntools = r->rt->ntools;
+    r->rq.tool_choice = d->tool_choice;
+    r->rq.tool_choice_name = d->tool_choice_name;
+    r->rq.output_schema = r->output_schema;
+    r->rq.output_name = "answer";
     r->refs++;
-    if (eddy_llm_chat(r->rt->env->llm, d->model, r->messages, r->rt->tool_defs, on_llm, r,
-                      &r->llm_req, &e)) {
+    if (eddy_llm_chat(r->rt->env->llm, d->model, &r->rq, on_llm, r, &r->llm_req, &e)) {
         r->refs--;
         eddy_span_error(r->llm_span, eddy_err_name(e.code), e.msg);
         eddy_span_end(r->llm_span, NULL);
@@ -482,8 +695,9 @@ static void run_turn(eddy_run *r)
 static int prepare(eddy_run *r, eddy_err *err)
 {
     const eddy_agent_def *d = r->rt->def;
-    json_t *doc = NULL, *history = NULL, *ctx = NULL, *user;
+    json_t *doc = NULL, *history = NULL, *ctx = NULL;
     char *sys = NULL, *usr = NULL;
+    eddy_llm_msg *m;
     int rc;
     if ((rc = eddy_memory_load(r->rt->env->memory, d->name, r->key, d->history, &doc, &history,
                                err)))
@@ -499,14 +713,17 @@ static int prepare(eddy_run *r, eddy_err *err)
         goto out;
     if ((rc = eddy_tool_memory_new(r->rt->env->tools, doc, &r->mem, err)))
         goto out;
-    r->messages = json_array();
-    r->new_messages = json_array();
-    if (sys)
-        json_array_append_new(r->messages,
-                              json_pack("{s:s, s:s}", "role", "system", "content", sys));
-    json_array_extend(r->messages, history);
-    user = json_pack("{s:s, s:s}", "role", "user", "content", usr);
-    append_msg(r, user);
+    if (sys && (!(m = eddy_llm_conv_add(&r->conv, EDDY_ROLE_SYSTEM)) || eddy_llm_msg_text(m, sys))) {
+        rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = eddy_llm_conv_from_json(&r->conv, history, err))) {
+        eddy_err_prefix(err, "history of key '%s': ", r->key);
+        goto out;
+    }
+    r->new_from = r->conv.n;
+    if (!(m = eddy_llm_conv_add(&r->conv, EDDY_ROLE_USER)) || eddy_llm_msg_text(m, usr))
+        rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
 out:
     eddy_free(sys);
     eddy_free(usr);
@@ -545,6 +762,7 @@ int eddy_agent_run_start(eddy_agent_rt *rt, json_t *event, const char *key, cons
     r->cb = cb;
     r->ud = ud;
     r->event = json_deep_copy(event);
+    r->output_schema = eddy_agent_output_schema(rt->def, event);
     r->key = eddy_strdup(key);
     r->event_id = eddy_strdup(event_id);
     snprintf(name, sizeof(name), "invoke_agent %s", rt->def->name);
@@ -568,4 +786,73 @@ int eddy_agent_run_start(eddy_agent_rt *rt, json_t *event, const char *key, cons
     if (out)
         *out = r;
     return 0;
+}
+
+/* -- statistics ------------------------------------------------------------------ */
+
+static json_t *stats_entry(json_t **map, const char *name)
+{
+    if (!*map && !(*map = json_object()))
+        return NULL;
+    json_t *e = json_object_get(*map, name);
+    if (!e && json_object_set_new(*map, name, e = json_object()))
+        return NULL;
+    return e;
+}
+
+static void stats_inc(json_t *e, const char *field, long by)
+{
+    json_object_set_new(e, field, json_integer(eddy_json_int(e, field, 0) + by));
+}
+
+static void stats_add_cost(json_t *e, double cost)
+{
+    json_t *c = json_object_get(e, "cost");
+    json_object_set_new(e, "cost", json_real((c ? json_number_value(c) : 0) + cost));
+}
+
+void eddy_run_stats_add_model(eddy_run_stats *s, const char *model, const eddy_llm_usage *u,
+                              double cost)
+{
+    json_t *e = stats_entry(&s->per_model, model ? model : "?");
+    s->cost += cost;
+    if (!e)
+        return;
+    stats_inc(e, "calls", 1);
+    stats_inc(e, "input_tokens", u->input_tokens);
+    stats_inc(e, "output_tokens", u->output_tokens);
+    stats_inc(e, "cached_input_tokens", u->cached_input_tokens);
+    stats_add_cost(e, cost);
+}
+
+void eddy_run_stats_add_key(eddy_run_stats *s, const char *key, double cost, long tokens, int ok)
+{
+    if (s->per_key && !json_object_get(s->per_key, key) &&
+        json_object_size(s->per_key) >= EDDY_STATS_MAX_KEYS)
+        key = "(other keys)";
+    json_t *e = stats_entry(&s->per_key, key);
+    if (!e)
+        return;
+    stats_inc(e, "runs", 1);
+    if (!ok)
+        stats_inc(e, "failed", 1);
+    stats_inc(e, "tokens", tokens);
+    stats_add_cost(e, cost);
+}
+
+void eddy_run_stats_clear(eddy_run_stats *s)
+{
+    json_decref(s->per_model);
+    json_decref(s->per_key);
+    s->per_model = s->per_key = NULL;
+}
+
+json_t *eddy_agent_output_schema(const eddy_agent_def *def, json_t *event)
+{
+    json_t *tv = json_object_get(event, "type");
+    const char *type = json_is_string(tv) ? json_string_value(tv) : "input";
+    for (size_t i = 0; def->output_schema && i < def->non; i++)
+        if (!strcmp(def->on[i], type))
+            return def->output_schema[i];
+    return NULL;
 }

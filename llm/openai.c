@@ -1,108 +1,192 @@
 /*
- * llm/openai.c - the OpenAI chat-completions wire format, and retry rules.
+ * llm/openai.c - the OpenAI chat-completions format: OpenAI itself and what
+ * vLLM, llama.cpp's server, LM Studio and Ollama's /v1 speak.
  *
- * Pure functions: build a request body, parse a response body, decide on a
- * retry. The client (client.c) wires them to the network. Tool-call
- * arguments arrive as a JSON string; invalid JSON there is not a failure of
- * the request: the call keeps arguments_raw and an error the run hands back
- * to the model as the tool's result.
+ * Requests: a system message first, then user / assistant (text, never a
+ * null content: llama-cpp-python rejects it; tool_calls with arguments as a
+ * JSON string) / one "tool" message per tool result. Streams: SSE `data:`
+ * chunks with deltas, tool calls keyed by index (and id, for servers that
+ * give every call index 0), usage in a last chunk (include_usage), ended by
+ * `data: [DONE]`.
  */
-#include "eddy/llm.h"
 #include "eddy/buf.h"
 #include "eddy/json.h"
+#include "llm_int.h"
 
-#include <math.h>
-#include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <time.h>
 
-json_t *eddy_llm_build_openai(const eddy_llm_model *m, json_t *messages, json_t *tools)
+static char *oa_url(const eddy_llm_model *m)
 {
-    json_t *body = json_pack("{s:s, s:O}", "model", m->model ? m->model : "", "messages", messages);
+    return eddy__llm_join_url(m->base_url, "/chat/completions");
+}
+
+static void oa_headers(const eddy_llm_model *m, void (*add)(void *ud, const char *line), void *ud)
+{
+    if (m->api_key && *m->api_key) {
+        char *h = eddy_aprintf("Authorization: Bearer %s", m->api_key);
+        if (h) {
+            add(ud, h);
+            memset(h, 0, strlen(h));
+            eddy_free(h);
+        }
+    }
+}
+
+static json_t *tool_defs(const eddy_llm_request *rq)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < rq->ntools; i++) {
+        const eddy_llm_tool_def *t = &rq->tools[i];
+        json_array_append_new(a, json_pack("{s:s, s:{s:s, s:s, s:O}}", "type", "function",
+                                           "function", "name", t->name, "description",
+                                           t->description ? t->description : "", "parameters",
+                                           t->parameters));
+    }
+    return a;
+}
+
+static int add_messages(json_t *out, const eddy_llm_conv *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        const eddy_llm_msg *m = &c->msgs[i];
+        if (m->role == EDDY_ROLE_TOOL) {
+            for (size_t k = 0; k < m->nparts; k++) {
+                const eddy_llm_part *p = &m->parts[k];
+                if (p->kind != EDDY_PART_TOOL_RESULT)
+                    continue;
+                if (json_array_append_new(out, json_pack("{s:s, s:s, s:s}", "role", "tool",
+                                                         "tool_call_id", p->id ? p->id : "",
+                                                         "content", p->text ? p->text : "")))
+                    return -1;
+            }
+            continue;
+        }
+        char *text = eddy_llm_msg_join_text(m);
+        json_t *o = text ? json_pack("{s:s, s:s}", "role", eddy_llm_role_name(m->role), "content",
+                                     text)
+                         : NULL;
+        eddy_free(text);
+        if (!o)
+            return -1;
+        if (m->role == EDDY_ROLE_ASSISTANT && eddy_llm_msg_count(m, EDDY_PART_TOOL_CALL)) {
+            json_t *calls = json_array();
+            for (size_t k = 0; calls && k < m->nparts; k++) {
+                const eddy_llm_part *p = &m->parts[k];
+                if (p->kind == EDDY_PART_TOOL_CALL)
+                    json_array_append_new(
+                        calls, json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", p->id ? p->id : "",
+                                         "type", "function", "function", "name",
+                                         p->name ? p->name : "", "arguments",
+                                         p->args ? p->args : "{}"));
+            }
+            json_object_set_new(o, "tool_calls", calls);
+        }
+        if (json_array_append_new(out, o))
+            return -1;
+    }
+    return 0;
+}
+
+static json_t *oa_build(const eddy_llm_model *m, const eddy_llm_request *rq, int stream)
+{
+    json_t *msgs = json_array();
+    if (!msgs || add_messages(msgs, rq->conv)) {
+        json_decref(msgs);
+        return NULL;
+    }
+    json_t *body = json_pack("{s:s, s:o}", "model", m->model ? m->model : "", "messages", msgs);
     if (!body)
         return NULL;
-    if (tools && json_array_size(tools) > 0)
-        json_object_set(body, "tools", tools);
+    if (rq->ntools) {
+        json_object_set_new(body, "tools", tool_defs(rq));
+        switch (rq->tool_choice) {
+        case EDDY_TOOL_CHOICE_AUTO:
+            json_object_set_new(body, "tool_choice", json_string("auto"));
+            break;
+        case EDDY_TOOL_CHOICE_REQUIRED:
+            json_object_set_new(body, "tool_choice", json_string("required"));
+            break;
+        case EDDY_TOOL_CHOICE_NONE:
+            json_object_set_new(body, "tool_choice", json_string("none"));
+            break;
+        case EDDY_TOOL_CHOICE_TOOL:
+            json_object_set_new(body, "tool_choice",
+                                json_pack("{s:s, s:{s:s}}", "type", "function", "function", "name",
+                                          rq->tool_choice_name ? rq->tool_choice_name : ""));
+            break;
+        default:
+            break;
+        }
+    }
+    if (rq->output_schema)
+        json_object_set_new(body, "response_format",
+                            json_pack("{s:s, s:{s:s, s:O}}", "type", "json_schema", "json_schema",
+                                      "name", rq->output_name ? rq->output_name : "answer",
+                                      "schema", rq->output_schema));
     if (m->max_tokens > 0)
         json_object_set_new(body, "max_tokens", json_integer(m->max_tokens));
     if (m->has_temperature)
         json_object_set_new(body, "temperature", json_real(m->temperature));
+    if (stream) {
+        json_object_set_new(body, "stream", json_true());
+        json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1));
+    }
     return body;
 }
 
-void eddy_llm_response_clear(eddy_llm_response *r)
+/* Text of a content: a string, or an array of {type: "text", text}. */
+static void add_content(eddy_llm_msg *m, json_t *content, int *rc)
 {
-    json_decref(r->message);
-    json_decref(r->tool_calls);
-    eddy_free(r->content);
-    eddy_free(r->finish_reason);
-    eddy_free(r->id);
-    eddy_free(r->model);
-    memset(r, 0, sizeof(*r));
-}
-
-static json_t *parse_tool_calls(json_t *calls, eddy_err *err)
-{
-    json_t *out = json_array(), *tc;
     size_t i;
-    json_array_foreach(calls, i, tc)
+    json_t *x;
+    if (json_is_string(content) && json_string_length(content))
+        *rc = *rc ? *rc : eddy_llm_msg_text(m, json_string_value(content));
+    json_array_foreach(content, i, x)
     {
-        json_t *fn = json_object_get(tc, "function"), *args = NULL, *item;
-        const char *name = eddy_json_str(fn, "name", NULL);
-        const char *raw = eddy_json_str(fn, "arguments", NULL);
-        const char *id = eddy_json_str(tc, "id", NULL);
-        char idbuf[32];
-        if (!name) {
-            json_decref(out);
-            eddy_err_set(err, EDDY_ELLM, "tool_calls[%zu] has no function name", i);
-            return NULL;
-        }
-        if (!id) {
-            snprintf(idbuf, sizeof(idbuf), "call_%zu", i);
-            id = idbuf;
-        }
-        item =
-            json_pack("{s:s, s:s, s:s}", "id", id, "name", name, "arguments_raw", raw ? raw : "");
-        if (json_is_object(json_object_get(fn, "arguments"))) {
-            /* some servers send an object rather than a string */
-            json_object_set(item, "arguments", json_object_get(fn, "arguments"));
-        } else if (!raw || !*raw) {
-            json_object_set_new(item, "arguments", json_object());
-        } else {
-            json_error_t je;
-            args = json_loads(raw, JSON_DECODE_ANY, &je);
-            if (!args) {
-                json_object_set_new(item, "arguments", json_null());
-                json_object_set_new(item, "error",
-                                    json_sprintf("arguments are not valid JSON (%s at "
-                                                 "column %d)",
-                                                 je.text, je.column));
-            } else {
-                json_object_set_new(item, "arguments", args);
-            }
-        }
-        json_array_append_new(out, item);
+        const char *t = eddy_json_str(x, "text", NULL);
+        if (t && *t && !*rc)
+            *rc = eddy_llm_msg_text(m, t);
     }
-    return out;
 }
 
-int eddy_llm_parse_openai(const char *body, size_t len, eddy_llm_response *out, eddy_err *err)
+static void usage_from(json_t *u, eddy_llm_usage *out)
+{
+    if (!json_is_object(u))
+        return;
+    out->input_tokens = (long)eddy_json_int(u, "prompt_tokens", 0);
+    out->output_tokens = (long)eddy_json_int(u, "completion_tokens", 0);
+    out->cached_input_tokens =
+        (long)eddy_json_int(json_object_get(u, "prompt_tokens_details"), "cached_tokens", 0);
+    out->reasoning_tokens = (long)eddy_json_int(json_object_get(u, "completion_tokens_details"),
+                                                "reasoning_tokens", 0);
+}
+
+static int body_error(json_t *root, eddy_err *err)
+{
+    json_t *e = json_object_get(root, "error");
+    if (!e || json_is_null(e))
+        return 0;
+    return eddy_err_set(err, EDDY_ELLM, "model error: %.400s",
+                        json_is_string(e) ? json_string_value(e)
+                                          : eddy_json_str(e, "message", "unknown error"));
+}
+
+static int oa_parse(const eddy_llm_request *rq, const char *body, size_t len,
+                    eddy_llm_response *out, eddy_err *err)
 {
     json_error_t je;
-    json_t *root, *choice, *msg, *usage, *calls;
+    json_t *root, *choice, *msg, *calls, *tc;
+    size_t i;
     int rc = 0;
+    (void)rq;
     memset(out, 0, sizeof(*out));
+    out->message.role = EDDY_ROLE_ASSISTANT;
     root = json_loadb(body, len, 0, &je);
     if (!root)
         return eddy_err_set(err, EDDY_EPARSE, "response is not valid JSON (%s at %d:%d)", je.text,
                             je.line, je.column);
-    if (json_is_object(json_object_get(root, "error"))) {
-        json_t *e = json_object_get(root, "error");
-        rc = eddy_err_set(err, EDDY_ELLM, "model error: %s",
-                          eddy_json_str(e, "message", "unknown error"));
+    if ((rc = body_error(root, err)))
         goto out;
-    }
     choice = json_array_get(json_object_get(root, "choices"), 0);
     msg = json_object_get(choice, "message");
     if (!json_is_object(msg)) {
@@ -111,29 +195,36 @@ int eddy_llm_parse_openai(const char *body, size_t len, eddy_llm_response *out, 
     }
     out->id = eddy_strdup(eddy_json_str(root, "id", NULL));
     out->model = eddy_strdup(eddy_json_str(root, "model", NULL));
-    out->finish_reason = eddy_strdup(eddy_json_str(choice, "finish_reason", "stop"));
-    if (json_is_string(json_object_get(msg, "content")))
-        out->content = eddy_strdup(json_string_value(json_object_get(msg, "content")));
+    out->finish_raw = eddy_strdup(eddy_json_str(choice, "finish_reason", NULL));
+    add_content(&out->message, json_object_get(msg, "content"), &rc);
     calls = json_object_get(msg, "tool_calls");
-    out->tool_calls = json_is_array(calls) ? parse_tool_calls(calls, err) : json_array();
-    if (!out->tool_calls) {
-        rc = EDDY_ELLM;
-        goto out;
+    json_array_foreach(calls, i, tc)
+    {
+        json_t *fn = json_object_get(tc, "function"), *a = json_object_get(fn, "arguments");
+        const char *name = eddy_json_str(fn, "name", NULL);
+        char idbuf[32], *args;
+        const char *id = eddy_json_str(tc, "id", NULL);
+        if (!name) {
+            rc = eddy_err_set(err, EDDY_ELLM, "tool_calls[%zu] has no function name", i);
+            goto out;
+        }
+        if (!id || !*id) {
+            snprintf(idbuf, sizeof(idbuf), "call_%zu", i);
+            id = idbuf;
+        }
+        /* a string, or (some servers) the object itself */
+        args = json_is_string(a) ? eddy_strdup(json_string_value(a))
+               : a && !json_is_null(a) ? eddy_json_dumps(a)
+                                       : eddy_strdup("{}");
+        rc = rc ? rc : args ? eddy_llm_msg_tool_call(&out->message, id, name, args) : EDDY_ENOMEM;
+        eddy_free(args);
     }
-    out->message = json_pack("{s:s, s:s?}", "role", "assistant", "content", out->content);
-    if (out->message && !out->content)
-        json_object_set_new(out->message, "content", json_null());
-    if (out->message && json_array_size(calls) > 0)
-        json_object_set(out->message, "tool_calls", calls);
-    usage = json_object_get(root, "usage");
-    out->usage.input_tokens = (long)eddy_json_int(usage, "prompt_tokens", 0);
-    out->usage.output_tokens = (long)eddy_json_int(usage, "completion_tokens", 0);
-    out->usage.total_tokens = (long)eddy_json_int(
-        usage, "total_tokens", out->usage.input_tokens + out->usage.output_tokens);
-    out->usage.cached_tokens =
-        (long)eddy_json_int(json_object_get(usage, "prompt_tokens_details"), "cached_tokens", 0);
-    if (!out->message)
-        rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    out->finish = eddy_llm_finish_from(out->finish_raw);
+    if (out->finish == EDDY_FINISH_STOP && json_array_size(calls))
+        out->finish = EDDY_FINISH_TOOL_CALLS;
+    usage_from(json_object_get(root, "usage"), &out->usage);
+    if (rc)
+        eddy_err_set(err, EDDY_ENOMEM, "out of memory");
 out:
     json_decref(root);
     if (rc)
@@ -141,50 +232,82 @@ out:
     return rc;
 }
 
-/* retry-after: seconds, or an HTTP date. -1 when unparseable. */
-static int64_t parse_retry_after(const char *v)
+static int oa_event(eddy_llm_stream *st, const char *name, const char *data, size_t len,
+                    eddy_err *err)
 {
-    struct tm tm;
-    char *end;
-    double secs = strtod(v, &end);
-    if (end != v && (*end == '\0' || *end == ' ' || *end == '\r'))
-        return secs < 0 ? -1 : (int64_t)(secs * 1000);
-    memset(&tm, 0, sizeof(tm));
-    if (strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm)) {
-        time_t t = timegm(&tm), now = time(NULL);
-        return t > now ? (int64_t)(t - now) * 1000 : 0;
+    eddy_llm_response *r = eddy_llm_stream_resp(st);
+    json_error_t je;
+    json_t *root, *choice, *delta, *calls, *tc;
+    size_t i;
+    int rc = 0;
+    (void)name;
+    if (len == 6 && !memcmp(data, "[DONE]", 6)) {
+        eddy_llm_stream_end(st);
+        return 0;
     }
-    return -1;
+    root = json_loadb(data, len, 0, &je);
+    if (!root)
+        return eddy_err_set(err, EDDY_EPARSE, "stream chunk is not valid JSON (%s at column %d)",
+                            je.text, je.column);
+    if ((rc = body_error(root, err)))
+        goto out;
+    if (!r->id && eddy_json_str(root, "id", NULL))
+        r->id = eddy_strdup(eddy_json_str(root, "id", NULL));
+    if (!r->model && eddy_json_str(root, "model", NULL))
+        r->model = eddy_strdup(eddy_json_str(root, "model", NULL));
+    if (json_is_object(json_object_get(root, "usage")))
+        usage_from(json_object_get(root, "usage"), &r->usage);
+    choice = json_array_get(json_object_get(root, "choices"), 0);
+    delta = json_object_get(choice, "delta");
+    json_t *content = json_object_get(delta, "content");
+    if (json_is_string(content) && json_string_length(content))
+        rc = eddy_llm_stream_text(st, json_string_value(content), json_string_length(content));
+    calls = json_object_get(delta, "tool_calls");
+    json_array_foreach(calls, i, tc)
+    {
+        json_t *fn = json_object_get(tc, "function"), *a = json_object_get(fn, "arguments");
+        json_t *ix = json_object_get(tc, "index");
+        long index = json_is_integer(ix) ? (long)json_integer_value(ix) : -1;
+        const char *id = eddy_json_str(tc, "id", NULL);
+        if (rc)
+            break;
+        if (json_is_object(a)) {
+            char *s = eddy_json_dumps(a);
+            rc = s ? eddy_llm_stream_tool(st, index, id, eddy_json_str(fn, "name", NULL), s,
+                                          strlen(s))
+                   : EDDY_ENOMEM;
+            eddy_free(s);
+        } else {
+            rc = eddy_llm_stream_tool(st, index, id && *id ? id : NULL,
+                                      eddy_json_str(fn, "name", NULL),
+                                      json_is_string(a) ? json_string_value(a) : NULL,
+                                      json_is_string(a) ? json_string_length(a) : 0);
+        }
+    }
+    const char *fr = eddy_json_str(choice, "finish_reason", NULL);
+    if (fr && !rc) {
+        eddy_free(r->finish_raw);
+        r->finish_raw = eddy_strdup(fr);
+    }
+    if (rc == EDDY_ENOMEM)
+        eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+out:
+    json_decref(root);
+    return rc;
 }
 
-int64_t eddy_llm_retry_delay(const eddy_llm_model *m, int attempt, long http, int transport_failed,
-                             const char *retry_after_ms, const char *retry_after,
-                             const char *error_code, double jitter)
+static void oa_error_info(const char *body, size_t len, eddy_llm_error_info *out)
 {
-    int64_t d = -1, base = m->backoff_base_ms > 0 ? m->backoff_base_ms : 500,
-            cap = m->backoff_cap_ms > 0 ? m->backoff_cap_ms : 8000;
-    int retryable;
-    if (attempt >= m->max_attempts)
-        return -1;
-    retryable = transport_failed || http == 408 || http == 409 || http == 429 || http >= 500;
-    if (!retryable)
-        return -1;
-    if (http == 429 && error_code && !strcmp(error_code, "insufficient_quota"))
-        return -1;
-    if (retry_after_ms && *retry_after_ms) {
-        char *end;
-        double v = strtod(retry_after_ms, &end);
-        if (end != retry_after_ms && v >= 0)
-            d = (int64_t)v;
-    }
-    if (d < 0 && retry_after && *retry_after)
-        d = parse_retry_after(retry_after);
-    if (d >= 0 && d <= 60000) /* a server's own hint, when it is sane */
-        return d;
-    d = base;
-    for (int i = 1; i < attempt && d < cap; i++)
-        d *= 2;
-    if (d > cap)
-        d = cap;
-    return d - (int64_t)(d * 0.25 * jitter);
+    eddy__llm_error_info_json(body, len, out);
 }
+
+const eddy_llm_provider eddy__llm_openai = {
+    .name = "openai",
+    .framing = EDDY_FRAMING_SSE,
+    .url = oa_url,
+    .headers = oa_headers,
+    .build = oa_build,
+    .parse = oa_parse,
+    .event = oa_event,
+    .error_info = oa_error_info,
+};

@@ -12,13 +12,17 @@
 #include "eddy/bgq.h"
 #include "eddy/buf.h"
 #include "eddy/json.h"
+#include "eddy/llm.h"
 #include "eddy/log.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdlib.h>
 #include <string.h>
 
-#define SCHEMA_VERSION "1"
+/* 1: history rows are OpenAI chat messages (eddy before the neutral LLM
+ * layer); 2: history rows are neutral messages (llm.h, format 2). */
+#define SCHEMA_VERSION "2"
 
 static const char *const kSchema =
     "PRAGMA journal_mode=WAL;"
@@ -250,6 +254,113 @@ static void on_async(uv_async_t *a)
     }
 }
 
+/* Bring a store written by an older eddy up to SCHEMA_VERSION, in one
+ * transaction: nothing changes unless everything does. */
+static int migrate(sqlite3 *db, const char *path, eddy_err *err)
+{
+    sqlite3_stmt *st = NULL, *up = NULL;
+    int rc = 0, version = 0;
+    long rows = 0;
+    if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key='schema_version'", -1, &st,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        version = atoi((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    st = NULL;
+    if (version == atoi(SCHEMA_VERSION))
+        return 0;
+    if (version > atoi(SCHEMA_VERSION) || version < 1)
+        return eddy_err_set(err, EDDY_ECORRUPT,
+                            "%s: store schema version %d is not one this eddy reads (it reads "
+                            "1 to " SCHEMA_VERSION "); it was written by another eddy version",
+                            path, version);
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return eddy_err_set(err, EDDY_ESQLITE, "%s: cannot start the migration: %s", path,
+                            sqlite3_errmsg(db));
+    if (sqlite3_prepare_v2(db, "SELECT agent, key, seq, messages FROM history", -1, &st, NULL) !=
+            SQLITE_OK ||
+        sqlite3_prepare_v2(db, "UPDATE history SET messages=?4 WHERE agent=?1 AND key=?2 AND seq=?3",
+                           -1, &up, NULL) != SQLITE_OK) {
+        rc = eddy_err_set(err, EDDY_ESQLITE, "%s: migration: %s", path, sqlite3_errmsg(db));
+        goto out;
+    }
+    /* read every row first: updating a table while a SELECT walks it may
+     * visit rows twice */
+    json_t *all = json_array();
+    while (all && sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(all, json_pack("[s, s, I, s]", sqlite3_column_text(st, 0),
+                                             sqlite3_column_text(st, 1),
+                                             (json_int_t)sqlite3_column_int64(st, 2),
+                                             sqlite3_column_text(st, 3)));
+    if (!all) {
+        rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        goto out;
+    }
+    size_t i;
+    json_t *row;
+    json_array_foreach(all, i, row)
+    {
+        const char *agent = json_string_value(json_array_get(row, 0));
+        const char *key = json_string_value(json_array_get(row, 1));
+        json_int_t seq = json_integer_value(json_array_get(row, 2));
+        const char *msgs = json_string_value(json_array_get(row, 3));
+        json_t *v1 = msgs ? json_loads(msgs, 0, NULL) : NULL, *v2;
+        eddy_err e;
+        char *text;
+        v2 = v1 ? eddy_llm_history_upgrade(v1, &e) : NULL;
+        if (!v1)
+            eddy_err_set(&e, EDDY_ECORRUPT, "not JSON");
+        json_decref(v1);
+        text = v2 ? eddy_json_dumps_flags(v2, JSON_COMPACT) : NULL;
+        json_decref(v2);
+        if (!agent || !key || !text) {
+            rc = eddy_err_set(err, EDDY_ECORRUPT,
+                              "%s: cannot migrate the history of agent '%s' key '%s' (run %lld): "
+                              "%s",
+                              path, agent ? agent : "?", key ? key : "?", (long long)seq,
+                              text ? "unreadable row" : e.msg);
+            eddy_free(text);
+            json_decref(all);
+            goto out;
+        }
+        sqlite3_bind_text(up, 1, agent, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(up, 2, key, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(up, 3, seq);
+        sqlite3_bind_text(up, 4, text, -1, eddy_free);
+        if (sqlite3_step(up) != SQLITE_DONE) {
+            rc = eddy_err_set(err, EDDY_ESQLITE, "%s: migration: %s", path, sqlite3_errmsg(db));
+            json_decref(all);
+            goto out;
+        }
+        sqlite3_reset(up);
+        rows++;
+    }
+    json_decref(all);
+    if (sqlite3_exec(db,
+                     "UPDATE meta SET value='" SCHEMA_VERSION "' WHERE key='schema_version'",
+                     NULL, NULL, NULL) != SQLITE_OK) {
+        rc = eddy_err_set(err, EDDY_ESQLITE, "%s: migration: %s", path, sqlite3_errmsg(db));
+        goto out;
+    }
+out:
+    sqlite3_finalize(st);
+    sqlite3_finalize(up);
+    if (rc) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        rc = eddy_err_set(err, EDDY_ESQLITE, "%s: cannot commit the migration: %s", path,
+                          sqlite3_errmsg(db));
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    EDDY_INFO("memory", "%s: migrated from schema version %d to " SCHEMA_VERSION
+                        " (%ld history entries in the neutral format)",
+              path, version, rows);
+    return 0;
+}
+
 int eddy_memory_open(const char *path, uv_loop_t *loop, eddy_memory **out, eddy_err *err)
 {
     eddy_memory *m = eddy_calloc(1, sizeof(*m));
@@ -269,6 +380,8 @@ int eddy_memory_open(const char *path, uv_loop_t *loop, eddy_memory **out, eddy_
         sqlite3_free(e);
         goto fail;
     }
+    if ((rc = migrate(m->wdb, path, err)))
+        goto fail;
     if ((rc = open_db(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, &m->rdb, err)) ||
         (rc = prepare_all(m->wdb, kWriteSql, m->wst, ST_NWRITE, err)) ||
         (rc = prepare_all(m->rdb, kReadSql, m->rst, ST_NREAD, err)))

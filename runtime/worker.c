@@ -547,6 +547,17 @@ static void print_summary(worker *w, uint64_t wall_ms)
         "tool_errors", (json_int_t)w->stats.tool_errors, "outputs",
         (json_int_t)eddy_sink_count(w->out), "abandoned", (json_int_t)w->abandoned, "wall_ms",
         (json_int_t)wall_ms);
+    int priced = 0;
+    for (size_t i = 0; i < w->job->nmodels; i++)
+        priced |= w->job->models[i].has_price;
+    if (s && priced)
+        json_object_set_new(s, "cost", json_real(w->stats.cost));
+    if (s && w->stats.per_model)
+        json_object_set(s, "models", w->stats.per_model);
+    if (s && w->stats.per_key)
+        json_object_set(s, "keys", w->stats.per_key);
+    if (!w->opts->quiet && priced)
+        fprintf(stderr, "eddy: cost %.6g (at the models' prices)\n", w->stats.cost);
     if (!w->opts->quiet)
         fprintf(stderr,
                 "eddy: %ld events, %ld runs ok, %ld failed, %ld dead letters, %ld LLM calls "
@@ -564,6 +575,7 @@ static void print_summary(worker *w, uint64_t wall_ms)
         }
     }
     json_decref(s);
+    eddy_run_stats_clear(&w->stats);
 }
 
 int eddy_runtime_run(eddy_job *job, const eddy_run_opts *opts)

@@ -223,7 +223,6 @@ void eddy__tool_free(eddy_tool *t)
     eddy_free(t->path);
     eddy_free(t->description);
     json_decref(t->schema);
-    json_decref(t->def);
     eddy_free(t->native.name);
     eddy_free(t->native.description);
     json_decref(t->native.params);
@@ -271,9 +270,9 @@ const char *eddy_tool_path(const eddy_tool *t)
 {
     return t->path;
 }
-json_t *eddy_tool_definition(const eddy_tool *t)
+const char *eddy_tool_description(const eddy_tool *t)
 {
-    return t->def;
+    return t->description ? t->description : "";
 }
 json_t *eddy_tool_schema(const eddy_tool *t)
 {

@@ -217,10 +217,6 @@ static int check_spec(lua_State *L)
     lua_pop(L, 1);
     if (ld->problems.len)
         return 0;
-    t->def = json_pack("{s:s, s:{s:s, s:s, s:O}}", "type", "function", "function", "name", t->name,
-                       "description", t->description, "parameters", t->schema);
-    if (!t->def)
-        return luaL_error(L, "out of memory");
     return 0;
 }
 

@@ -233,10 +233,6 @@ int eddy_tools_load_native(eddy_tools *h, const char *kind, const json_t *cfg, e
         rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     if (!rc) {
         t->schema = json_incref(t->native.params);
-        t->def = json_pack("{s:s, s:{s:s, s:s, s:O}}", "type", "function", "function", "name",
-                           t->name, "description", t->description, "parameters", t->schema);
-        if (!t->def)
-            rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     }
     if (!rc)
         rc = eddy__tools_add(h, t, "", err);

@@ -49,7 +49,6 @@ struct eddy_tool {
     eddy_tools *host;
     char *name, *path, *description;
     json_t *schema; /* JSON schema of the parameters */
-    json_t *def;    /* OpenAI tool definition */
     int run_ref;    /* registry ref of the run function (Lua tools) */
     int chunk_ref;  /* the file's main chunk: its _ENV upvalue is switched per call */
     int envmt_ref;  /* metatable of a call's globals: __index = the file's globals */

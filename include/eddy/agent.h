@@ -85,9 +85,17 @@ typedef struct eddy_agent_def {
     int64_t budget_tokens; /* total tokens in one run; 0 = unlimited */
     int64_t budget_wall_ms;
     int budget_tool_calls;
-    char **on; /* event types that start a react run */
+    double budget_cost;    /* in the model's price currency; 0 = unlimited */
+    eddy_llm_tool_choice tool_choice;
+    char *tool_choice_name; /* EDDY_TOOL_CHOICE_TOOL: the tool */
+    char **on;              /* event types that start a react run */
+    json_t **output_schema; /* per entry of ON: the react action's output_schema, or NULL */
     size_t non;
 } eddy_agent_def;
+
+/* The output schema of the action EVENT starts (by its "type", else
+ * "input"), or NULL; borrowed from DEF. */
+json_t *eddy_agent_output_schema(const eddy_agent_def *def, json_t *event);
 
 typedef struct eddy_job {
     char *file; /* as given */
@@ -199,7 +207,21 @@ int eddy_agent_handles(const eddy_agent_rt *rt, const char *type);
 typedef struct eddy_run_stats {
     long runs_ok, runs_failed, llm_calls, llm_retries, tool_calls, tool_errors;
     long input_tokens, output_tokens;
+    double cost;
+    /* {model: {calls, input_tokens, output_tokens, cached_input_tokens, cost}} */
+    json_t *per_model;
+    /* {key: {runs, failed, tokens, cost}}, at most EDDY_STATS_MAX_KEYS keys;
+     * the rest are counted under "(other keys)" */
+    json_t *per_key;
 } eddy_run_stats;
+
+#define EDDY_STATS_MAX_KEYS 10000
+
+/* Count one answer of MODEL (USAGE, COST) / one finished run of KEY. */
+void eddy_run_stats_add_model(eddy_run_stats *s, const char *model, const eddy_llm_usage *usage,
+                              double cost);
+void eddy_run_stats_add_key(eddy_run_stats *s, const char *key, double cost, long tokens, int ok);
+void eddy_run_stats_clear(eddy_run_stats *s);
 
 /* Outcome of a run. On success OUTPUT is the output event; on failure it is
  * the dead-letter record (with the reason). Borrowed for the callback. */

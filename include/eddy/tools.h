@@ -71,9 +71,8 @@ int eddy_tools_load(eddy_tools *h, const char *path, const eddy_tool_limits *lim
 
 const char *eddy_tool_name(const eddy_tool *t);
 const char *eddy_tool_path(const eddy_tool *t);
-/* OpenAI tool definition {type:"function", function:{name, description,
- * parameters}}; borrowed. */
-json_t *eddy_tool_definition(const eddy_tool *t);
+/* What the model is told the tool does; borrowed, never NULL. */
+const char *eddy_tool_description(const eddy_tool *t);
 /* The JSON schema of the parameters; borrowed. */
 json_t *eddy_tool_schema(const eddy_tool *t);
 

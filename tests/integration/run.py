@@ -179,6 +179,49 @@ def test_example_end_to_end(tmp):
     assert len(p.stdout.strip().splitlines()) == 6, p.stdout
 
 
+FIXTURE_V1 = os.path.join(ROOT, "tests", "fixtures", "history-v1", "state.db")
+
+
+def test_history_v1_store_is_migrated(tmp):
+    """A store written by eddy before the neutral LLM layer (OpenAI-shaped history,
+    tests/fixtures/history-v1) is migrated when opened; its conversations go on."""
+    import sqlite3
+    d = copy_example(tmp)
+    script = {"rules": [{"reply": "ok"}]}
+    with Mock(tmp, script) as mock:
+        job = custom_job(d, mock.base_url, agent_extra="    memory: { history: 10 }")
+        state = os.path.join(d, ".eddy", "t", "state.db")
+        os.makedirs(os.path.dirname(state))
+        shutil.copy(FIXTURE_V1, state)
+        write(os.path.join(d, "in.jsonl"), json.dumps({"id": "e1", "customer_id": "C034",
+                                                       "text": "Thanks!"}) + "\n")
+        p = eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+                 os.path.join(tmp, "out.jsonl"), check=0)
+        assert "migrated from schema version 1 to 2 (40 history entries" in p.stderr, p.stderr
+        msgs = mock.requests()[0]["messages"]
+    roles = [m["role"] for m in msgs]
+    # system, three earlier runs (user, assistant + call, tool, assistant), the new user turn
+    assert roles == ["system"] + ["user", "assistant", "tool", "assistant"] * 3 + ["user"], roles
+    call = msgs[2]
+    assert call["content"] == "" and call["tool_calls"][0]["function"]["name"] == "lookup_order"
+    assert msgs[3]["tool_call_id"] == call["tool_calls"][0]["id"]
+    assert msgs[3]["content"].startswith('{"status"')
+    db = sqlite3.connect(state)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    for (text,) in db.execute("SELECT messages FROM history"):
+        for m in json.loads(text):
+            assert set(m) == {"role", "parts"}, m
+    db.close()
+    # opened again: nothing more to migrate, and the run goes on
+    os.unlink(os.path.join(tmp, "mock.port"))
+    with Mock(tmp, script) as mock:
+        job = custom_job(d, mock.base_url, agent_extra="    memory: { history: 10 }")
+        p = eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+                 os.path.join(tmp, "out2.jsonl"), check=0)
+        assert "migrated" not in p.stderr, p.stderr
+        assert "1 runs ok" in p.stderr, p.stderr
+
+
 def test_memory_continues(tmp):
     """A second `eddy run` continues each key's conversation and tool memory."""
     d = copy_example(tmp)
@@ -342,7 +385,7 @@ def test_llm_failures_dead_letter(tmp):
     """5xx every time, a timeout, a malformed body: retried, then dead-lettered."""
     d = copy_example(tmp)
     script = {"rules": [
-        {"when": {"last_user_contains": "FIVE"}, "fault": {"status": 503}},
+        {"when": {"last_user_contains": "FIVE"}, "fault": {"status": 500}},
         {"when": {"last_user_contains": "SLOW"}, "fault": {"status": 200, "delay_ms": 3000}},
         {"when": {"last_user_contains": "GARBLED"}, "fault": {"malformed": True}},
         {"when": {"last_user_contains": "CUT"}, "times": 1, "fault": {"truncate": True}},
@@ -365,7 +408,7 @@ def test_llm_failures_dead_letter(tmp):
     dead = {o["event_id"]: o for o in read_jsonl(os.path.join(tmp, "dead.jsonl"))}
     assert sorted(outs) == ["CUT", "fine"], (outs, dead)
     assert sorted(dead) == ["FIVE", "GARBLED", "LOOP", "QUOTA", "SLOW"], dead
-    assert "HTTP 503" in dead["FIVE"]["reason"] and "3 attempts" in dead["FIVE"]["reason"]
+    assert "HTTP 500" in dead["FIVE"]["reason"] and "3 attempts" in dead["FIVE"]["reason"]
     assert "imed out" in dead["SLOW"]["reason"], dead["SLOW"]
     assert "not valid JSON" in dead["GARBLED"]["reason"], dead["GARBLED"]
     assert "1 attempt:" in dead["QUOTA"]["reason"], dead["QUOTA"]

@@ -442,7 +442,7 @@ static void test_env_typed_by_setting(void **state)
 static void test_env_places(void **state)
 {
     static const char *const want[] = {
-        ":6:49: unknown key 'x' (expected one of: concurrency)",
+        ":6:49: unknown key 'x' (expected one of: concurrency, requests_per_minute, tokens_per_minute)",
         ":6:28: 'concurrency' must be an integer, not a string",
     };
     eddy_yaml_doc doc;

@@ -1,111 +1,516 @@
-/* tests/unit/test_llm.c - request building, response parsing, retry decisions. */
+/*
+ * tests/unit/test_llm.c - the LLM layer's pure parts: golden request bodies
+ * and headers per provider, plain and streamed answers parsed to the same
+ * neutral response whatever the split, history upgrade, retry rules.
+ */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include <string.h>
 
 #include "eddy/buf.h"
+#include "eddy/json.h"
 #include "eddy/llm.h"
 
-static eddy_llm_model model(void)
+static eddy_llm_model model_of(const char *provider)
 {
     eddy_llm_model m;
     memset(&m, 0, sizeof(m));
-    m.model = "gpt-test";
+    m.name = (char *)"default";
+    m.provider = (char *)provider;
+    m.prov = eddy_llm_provider_find(provider);
+    m.base_url = (char *)"http://127.0.0.1:1/v1/";
+    m.api_key = (char *)"sk-secret";
+    m.model = (char *)"m1";
+    m.timeout_ms = 1000;
     m.max_attempts = 5;
-    m.backoff_base_ms = 500;
-    m.backoff_cap_ms = 8000;
+    m.max_tokens = 100;
+    m.temperature = 0.5;
+    m.has_temperature = 1;
+    m.max_wait_ms = 60000;
     return m;
 }
 
-static void test_build(void **state)
+/* system, user, assistant (text + two calls), tool (two results, one an
+ * error), assistant text, user */
+static void conversation(eddy_llm_conv *c)
 {
-    eddy_llm_model m = model();
-    json_t *msgs = json_loads("[{\"role\":\"user\",\"content\":\"hi\"}]", 0, NULL);
-    json_t *tools = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"t\"}}]", 0, NULL);
-    json_t *body;
-    (void)state;
-    m.max_tokens = 100;
-    m.temperature = 0.25;
-    m.has_temperature = 1;
-    body = eddy_llm_build_openai(&m, msgs, tools);
-    assert_string_equal(json_string_value(json_object_get(body, "model")), "gpt-test");
-    assert_true(json_equal(json_object_get(body, "messages"), msgs));
-    assert_true(json_equal(json_object_get(body, "tools"), tools));
-    assert_int_equal(json_integer_value(json_object_get(body, "max_tokens")), 100);
-    assert_true(json_real_value(json_object_get(body, "temperature")) == 0.25);
-    json_decref(body);
-    json_decref(tools);
-    tools = json_array();
-    body = eddy_llm_build_openai(&m, msgs, tools); /* no tools: no "tools" key */
-    assert_null(json_object_get(body, "tools"));
-    json_decref(body);
-    json_decref(msgs);
-    json_decref(tools);
+    eddy_llm_msg *m;
+    memset(c, 0, sizeof(*c));
+    assert_int_equal(eddy_llm_msg_text(eddy_llm_conv_add(c, EDDY_ROLE_SYSTEM), "Be brief."), 0);
+    assert_int_equal(eddy_llm_msg_text(eddy_llm_conv_add(c, EDDY_ROLE_USER), "Where is A1?"), 0);
+    m = eddy_llm_conv_add(c, EDDY_ROLE_ASSISTANT);
+    assert_int_equal(eddy_llm_msg_text(m, "Checking."), 0);
+    assert_int_equal(eddy_llm_msg_tool_call(m, "c1", "lookup", "{\"id\":\"A1\"}"), 0);
+    assert_int_equal(eddy_llm_msg_tool_call(m, "c2", "eta", "{}"), 0);
+    m = eddy_llm_conv_add(c, EDDY_ROLE_TOOL);
+    assert_int_equal(eddy_llm_msg_tool_result(m, "c1", "lookup", "{\"status\":\"shipped\"}", 0),
+                     0);
+    assert_int_equal(eddy_llm_msg_tool_result(m, "c2", "eta", "error: no eta", 1), 0);
+    assert_int_equal(eddy_llm_msg_text(eddy_llm_conv_add(c, EDDY_ROLE_ASSISTANT), "Shipped."), 0);
+    assert_int_equal(eddy_llm_msg_text(eddy_llm_conv_add(c, EDDY_ROLE_USER), "Thanks"), 0);
 }
 
-static void test_parse_tool_calls_and_usage(void **state)
+static json_t *params(void)
 {
-    static const char body[] =
-        "{\"id\":\"c1\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
-        "\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_a\",\"type\":\"function\","
-        "\"function\":{\"name\":\"lookup\",\"arguments\":\"{\\\"id\\\":7}\"}},{\"id\":\"call_b\","
-        "\"type\":\"function\",\"function\":{\"name\":\"lookup\",\"arguments\":\"{bad\"}}]},"
-        "\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":12,"
-        "\"completion_tokens\":5,\"total_tokens\":17,\"prompt_tokens_details\":{\"cached_tokens\":"
-        "4}}}";
+    return json_pack("{s:s, s:{s:{s:s}}, s:[s]}", "type", "object", "properties", "id", "type",
+                     "string", "required", "id");
+}
+
+static void assert_json(json_t *got, const char *want_text)
+{
+    json_error_t je;
+    json_t *want = json_loads(want_text, 0, &je);
+    if (!want)
+        fail_msg("bad expected JSON: %s at %d", je.text, je.column);
+    if (!json_equal(got, want)) {
+        char *g = eddy_json_dumps_flags(got, JSON_COMPACT | JSON_SORT_KEYS);
+        char *w = eddy_json_dumps_flags(want, JSON_COMPACT | JSON_SORT_KEYS);
+        print_error("got:  %s\nwant: %s\n", g, w);
+        eddy_free(g);
+        eddy_free(w);
+        fail();
+    }
+    json_decref(want);
+}
+
+static void golden(const char *provider, int stream, const char *want_body,
+                   const char *want_headers)
+{
+    eddy_llm_conv c;
+    json_t *p = params();
+    eddy_llm_tool_def tools[1] = {{"lookup", "Looks an order up", p}};
+    eddy_llm_model m = model_of(provider);
+    eddy_llm_request rq = {.conv = &c, .tools = tools, .ntools = 1,
+                           .tool_choice = EDDY_TOOL_CHOICE_AUTO};
+    conversation(&c);
+    json_t *body = eddy_llm_build(&m, &rq, stream);
+    assert_json(body, want_body);
+    json_t *h = eddy_llm_headers_json(&m);
+    assert_json(h, want_headers);
+    json_decref(h);
+    json_decref(body);
+    json_decref(p);
+    eddy_llm_conv_clear(&c);
+}
+
+static void test_golden_openai(void **state)
+{
+    (void)state;
+    golden("openai", 0,
+           "{\"model\":\"m1\",\"max_tokens\":100,\"temperature\":0.5,\"tool_choice\":\"auto\","
+           "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"lookup\",\"description\":"
+           "\"Looks an order up\",\"parameters\":{\"type\":\"object\",\"properties\":{\"id\":{"
+           "\"type\":\"string\"}},\"required\":[\"id\"]}}}],\"messages\":["
+           "{\"role\":\"system\",\"content\":\"Be brief.\"},"
+           "{\"role\":\"user\",\"content\":\"Where is A1?\"},"
+           "{\"role\":\"assistant\",\"content\":\"Checking.\",\"tool_calls\":["
+           "{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"lookup\",\"arguments\":"
+           "\"{\\\"id\\\":\\\"A1\\\"}\"}},"
+           "{\"id\":\"c2\",\"type\":\"function\",\"function\":{\"name\":\"eta\",\"arguments\":"
+           "\"{}\"}}]},"
+           "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"{\\\"status\\\":"
+           "\\\"shipped\\\"}\"},"
+           "{\"role\":\"tool\",\"tool_call_id\":\"c2\",\"content\":\"error: no eta\"},"
+           "{\"role\":\"assistant\",\"content\":\"Shipped.\"},"
+           "{\"role\":\"user\",\"content\":\"Thanks\"}]}",
+           "[\"Authorization: Bearer sk-secret\"]");
+}
+
+static void test_golden_openai_stream_and_null_content(void **state)
+{
+    eddy_llm_conv c = {0};
+    eddy_llm_model m = model_of("openai");
+    eddy_llm_request rq = {.conv = &c};
+    (void)state;
+    eddy_llm_msg *a = eddy_llm_conv_add(&c, EDDY_ROLE_ASSISTANT);
+    assert_int_equal(eddy_llm_msg_tool_call(a, "c1", "t", NULL), 0);
+    json_t *body = eddy_llm_build(&m, &rq, 1);
+    /* an assistant with calls and no text has "content": "" (llama-cpp-python rejects null) */
+    assert_json(body, "{\"model\":\"m1\",\"max_tokens\":100,\"temperature\":0.5,\"stream\":true,"
+                      "\"stream_options\":{\"include_usage\":true},\"messages\":[{\"role\":"
+                      "\"assistant\",\"content\":\"\",\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+                      "\"function\",\"function\":{\"name\":\"t\",\"arguments\":\"{}\"}}]}]}");
+    json_decref(body);
+    eddy_llm_conv_clear(&c);
+}
+
+static void test_golden_anthropic(void **state)
+{
+    (void)state;
+    golden("anthropic", 1,
+           "{\"model\":\"m1\",\"max_tokens\":100,\"temperature\":0.5,\"stream\":true,"
+           "\"system\":[{\"type\":\"text\",\"text\":\"Be brief.\"}],"
+           "\"tool_choice\":{\"type\":\"auto\"},"
+           "\"tools\":[{\"name\":\"lookup\",\"description\":\"Looks an order up\",\"input_schema\":"
+           "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"}},\"required\":["
+           "\"id\"]}}],\"messages\":["
+           "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Where is A1?\"}]},"
+           "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"Checking.\"},"
+           "{\"type\":\"tool_use\",\"id\":\"c1\",\"name\":\"lookup\",\"input\":{\"id\":\"A1\"}},"
+           "{\"type\":\"tool_use\",\"id\":\"c2\",\"name\":\"eta\",\"input\":{}}]},"
+           "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"c1\","
+           "\"content\":\"{\\\"status\\\":\\\"shipped\\\"}\"},{\"type\":\"tool_result\","
+           "\"tool_use_id\":\"c2\",\"content\":\"error: no eta\",\"is_error\":true}]},"
+           "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"Shipped.\"}]},"
+           "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Thanks\"}]}]}",
+           "[\"anthropic-version: 2023-06-01\", \"x-api-key: sk-secret\"]");
+}
+
+static void test_golden_anthropic_cache_and_output(void **state)
+{
+    eddy_llm_conv c = {0};
+    eddy_llm_model m = model_of("anthropic");
+    json_t *schema = json_pack("{s:s}", "type", "string");
+    eddy_llm_request rq = {.conv = &c, .output_schema = schema};
+    (void)state;
+    m.prompt_cache = 1;
+    m.max_tokens = 0;
+    m.has_temperature = 0;
+    assert_int_equal(eddy_llm_msg_text(eddy_llm_conv_add(&c, EDDY_ROLE_SYSTEM), "S"), 0);
+    assert_int_equal(eddy_llm_msg_text(eddy_llm_conv_add(&c, EDDY_ROLE_USER), "Q"), 0);
+    json_t *body = eddy_llm_build(&m, &rq, 0);
+    /* max_tokens is required: 4096 by default; the output tool is forced and
+     * wraps a non-object schema; cache_control on the last tool and system */
+    assert_json(body,
+                "{\"model\":\"m1\",\"max_tokens\":4096,\"system\":[{\"type\":\"text\",\"text\":"
+                "\"S\",\"cache_control\":{\"type\":\"ephemeral\"}}],\"messages\":[{\"role\":"
+                "\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Q\"}]}],\"tools\":[{\"name\":"
+                "\"eddy_structured_output\",\"description\":\"Give the final answer: call this "
+                "tool with the answer as its input, in the required structure.\","
+                "\"input_schema\":{\"type\":\"object\",\"properties\":{\"value\":{\"type\":"
+                "\"string\"}},\"required\":[\"value\"]},\"cache_control\":{\"type\":"
+                "\"ephemeral\"}}],\"tool_choice\":{\"type\":\"tool\",\"name\":"
+                "\"eddy_structured_output\"}}");
+    json_decref(body);
+    /* the forced tool's input comes back as the answer's text */
+    const char *ans = "{\"id\":\"m\",\"type\":\"message\",\"model\":\"m1\",\"content\":[{\"type\":"
+                      "\"tool_use\",\"id\":\"t1\",\"name\":\"eddy_structured_output\",\"input\":{"
+                      "\"value\":\"hi\"}}],\"stop_reason\":\"tool_use\",\"usage\":{"
+                      "\"input_tokens\":5,\"output_tokens\":2,\"cache_read_input_tokens\":10}}";
     eddy_llm_response r;
     eddy_err e;
-    json_t *tc;
+    assert_int_equal(eddy_llm_parse(&m, &rq, ans, strlen(ans), &r, &e), 0);
+    assert_int_equal(r.finish, EDDY_FINISH_STOP);
+    char *t = eddy_llm_msg_join_text(&r.message);
+    assert_string_equal(t, "\"hi\"");
+    eddy_free(t);
+    assert_int_equal(r.usage.input_tokens, 15); /* cache reads included */
+    assert_int_equal(r.usage.cached_input_tokens, 10);
+    eddy_llm_response_clear(&r);
+    json_decref(schema);
+    eddy_llm_conv_clear(&c);
+}
+
+static void test_golden_ollama(void **state)
+{
     (void)state;
-    assert_int_equal(eddy_llm_parse_openai(body, strlen(body), &r, &e), 0);
-    assert_string_equal(r.finish_reason, "tool_calls");
-    assert_string_equal(r.model, "gpt-x");
-    assert_null(r.content);
-    assert_int_equal(r.usage.input_tokens, 12);
-    assert_int_equal(r.usage.output_tokens, 5);
-    assert_int_equal(r.usage.total_tokens, 17);
-    assert_int_equal(r.usage.cached_tokens, 4);
-    assert_int_equal(json_array_size(r.tool_calls), 2);
-    tc = json_array_get(r.tool_calls, 0);
-    assert_string_equal(json_string_value(json_object_get(tc, "id")), "call_a");
-    assert_string_equal(json_string_value(json_object_get(tc, "name")), "lookup");
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(tc, "arguments"), "id")),
-                     7);
-    tc = json_array_get(r.tool_calls, 1); /* invalid arguments: kept, flagged, not fatal */
-    assert_true(json_is_null(json_object_get(tc, "arguments")));
-    assert_non_null(strstr(json_string_value(json_object_get(tc, "error")), "not valid JSON"));
-    assert_string_equal(json_string_value(json_object_get(tc, "arguments_raw")), "{bad");
-    /* the assistant message goes back into the conversation as sent */
-    assert_int_equal(json_array_size(json_object_get(r.message, "tool_calls")), 2);
-    assert_true(json_is_null(json_object_get(r.message, "content")));
+    golden("ollama", 0,
+           "{\"model\":\"m1\",\"stream\":false,\"options\":{\"num_predict\":100,\"temperature\":"
+           "0.5},\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"lookup\","
+           "\"description\":\"Looks an order up\",\"parameters\":{\"type\":\"object\","
+           "\"properties\":{\"id\":{\"type\":\"string\"}},\"required\":[\"id\"]}}}],"
+           "\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+           "{\"role\":\"user\",\"content\":\"Where is A1?\"},"
+           "{\"role\":\"assistant\",\"content\":\"Checking.\",\"tool_calls\":["
+           "{\"function\":{\"name\":\"lookup\",\"arguments\":{\"id\":\"A1\"}}},"
+           "{\"function\":{\"name\":\"eta\",\"arguments\":{}}}]},"
+           "{\"role\":\"tool\",\"content\":\"{\\\"status\\\":\\\"shipped\\\"}\",\"tool_name\":"
+           "\"lookup\"},"
+           "{\"role\":\"tool\",\"content\":\"error: no eta\",\"tool_name\":\"eta\"},"
+           "{\"role\":\"assistant\",\"content\":\"Shipped.\"},"
+           "{\"role\":\"user\",\"content\":\"Thanks\"}]}",
+           "[\"Authorization: Bearer sk-secret\"]");
+}
+
+/* -- answers: plain and streamed, every split ------------------------------------ */
+
+static char *canon(const eddy_llm_response *r)
+{
+    json_t *m = eddy_llm_msg_to_json(&r->message);
+    json_t *o = json_pack("{s:o, s:s, s:s?, s:i, s:i, s:i}", "message", m, "finish",
+                          eddy_llm_finish_name(r->finish), "model", r->model, "in",
+                          (int)r->usage.input_tokens, "out", (int)r->usage.output_tokens, "cached",
+                          (int)r->usage.cached_input_tokens);
+    char *s = eddy_json_dumps_flags(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    return s;
+}
+
+/* STREAM fed in two pieces at every byte boundary, and byte by byte, gives WANT. */
+static void every_split(const char *provider, const char *stream, const char *want)
+{
+    eddy_llm_model m = model_of(provider);
+    eddy_llm_request rq = {0};
+    size_t n = strlen(stream);
+    for (size_t cut = 0; cut <= n + 1; cut++) {
+        eddy_llm_stream *st = eddy_llm_stream_new(m.prov, &rq);
+        eddy_llm_response r;
+        eddy_err e;
+        if (cut <= n) {
+            assert_int_equal(eddy_llm_stream_feed(st, stream, cut, &e), 0);
+            assert_int_equal(eddy_llm_stream_feed(st, stream + cut, n - cut, &e), 0);
+        } else { /* one byte at a time */
+            for (size_t i = 0; i < n; i++)
+                assert_int_equal(eddy_llm_stream_feed(st, stream + i, 1, &e), 0);
+        }
+        if (eddy_llm_stream_finish(st, &r, &e))
+            fail_msg("cut %zu: %s", cut, e.msg);
+        char *got = canon(&r);
+        if (strcmp(got, want))
+            fail_msg("cut %zu:\n got  %s\n want %s", cut, got, want);
+        eddy_free(got);
+        eddy_llm_response_clear(&r);
+        eddy_llm_stream_free(st);
+    }
+}
+
+static void plain(const char *provider, const char *body, const char *want)
+{
+    eddy_llm_model m = model_of(provider);
+    eddy_llm_request rq = {0};
+    eddy_llm_response r;
+    eddy_err e;
+    if (eddy_llm_parse(&m, &rq, body, strlen(body), &r, &e))
+        fail_msg("%s", e.msg);
+    char *got = canon(&r);
+    if (strcmp(got, want))
+        fail_msg("\n got  %s\n want %s", got, want);
+    eddy_free(got);
     eddy_llm_response_clear(&r);
 }
 
-static void test_parse_text_and_errors(void **state)
+#define WANT_CALLS                                                                                 \
+    "{\"cached\":3,\"finish\":\"tool_calls\",\"in\":12,\"message\":{\"parts\":[{\"text\":"        \
+    "\"Let me check.\",\"type\":\"text\"},{\"arguments\":\"{\\\"id\\\":\\\"A1\\\"}\",\"id\":"     \
+    "\"c1\",\"name\":\"lookup\",\"type\":\"tool_call\"},{\"arguments\":\"{\\\"x\\\":1}\",\"id\":" \
+    "\"c2\",\"name\":\"eta\",\"type\":\"tool_call\"}],\"role\":\"assistant\"},\"model\":"         \
+    "\"m1\",\"out\":7}"
+
+static void test_answers_openai(void **state)
 {
-    static const char ok[] = "{\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":"
-                             "\"hello\"},\"finish_reason\":\"stop\"}]}";
-    static const char err[] = "{\"error\":{\"message\":\"Invalid model\",\"code\":\"x\"}}";
+    (void)state;
+    plain("openai",
+          "{\"id\":\"x\",\"model\":\"m1\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+          "\"assistant\",\"content\":\"Let me check.\",\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+          "\"function\",\"function\":{\"name\":\"lookup\",\"arguments\":\"{\\\"id\\\":\\\"A1\\\"}"
+          "\"}},{\"id\":\"c2\",\"type\":\"function\",\"function\":{\"name\":\"eta\",\"arguments\":"
+          "\"{\\\"x\\\":1}\"}}]},\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":"
+          "12,\"completion_tokens\":7,\"prompt_tokens_details\":{\"cached_tokens\":3}}}",
+          WANT_CALLS);
+    const char *sse =
+        ": keep-alive\r\n\r\n"
+        "data: {\"id\":\"x\",\"model\":\"m1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+        "\"assistant\",\"content\":\"Let me \"}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"check.\"}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\","
+        "\"type\":\"function\",\"function\":{\"name\":\"lookup\",\"arguments\":\"\"}}]}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{"
+        "\"arguments\":\"{\\\"id\\\":\"}}]}}]}\r\n\r\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{"
+        "\"arguments\":\"\\\"A1\\\"}\"}}]}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"c2\","
+        "\"function\":{\"name\":\"eta\",\"arguments\":\"{\\\"x\\\":1}\"}}]}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n"
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":7,"
+        "\"prompt_tokens_details\":{\"cached_tokens\":3}}}\n\n"
+        "data: [DONE]\n\n";
+    every_split("openai", sse, WANT_CALLS);
+    /* a server that gives every call index 0: ids tell them apart */
+    const char *zero =
+        "data: {\"model\":\"m1\",\"choices\":[{\"delta\":{\"content\":\"Let me check.\"}}]}\n\n"
+        "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"function\":"
+        "{\"name\":\"lookup\",\"arguments\":\"{\\\"id\\\":\"}}]}}]}\n\n"
+        "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{"
+        "\"arguments\":\"\\\"A1\\\"}\"}}]}}]}\n\n"
+        "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c2\",\"function\":"
+        "{\"name\":\"eta\",\"arguments\":\"{\\\"x\\\":\"}}]}}]}\n\n"
+        "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{"
+        "\"arguments\":\"1}\"}}]}}]}\n\n"
+        "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}],\"usage\":{"
+        "\"prompt_tokens\":12,\"completion_tokens\":7,\"prompt_tokens_details\":{"
+        "\"cached_tokens\":3}}}\n\n"
+        "data: [DONE]\n";
+    every_split("openai", zero, WANT_CALLS);
+}
+
+static void test_answers_anthropic(void **state)
+{
+    (void)state;
+    plain("anthropic",
+          "{\"id\":\"x\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"m1\",\"content\":"
+          "[{\"type\":\"text\",\"text\":\"Let me check.\"},{\"type\":\"tool_use\",\"id\":\"c1\","
+          "\"name\":\"lookup\",\"input\":{\"id\":\"A1\"}},{\"type\":\"tool_use\",\"id\":\"c2\","
+          "\"name\":\"eta\",\"input\":{\"x\":1}}],\"stop_reason\":\"tool_use\",\"usage\":{"
+          "\"input_tokens\":9,\"cache_read_input_tokens\":3,\"output_tokens\":7}}",
+          WANT_CALLS);
+    const char *sse =
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"x\","
+        "\"model\":\"m1\",\"usage\":{\"input_tokens\":9,\"cache_read_input_tokens\":3,"
+        "\"output_tokens\":1}}}\n\n"
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+        "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
+        "event: ping\ndata: {\"type\": \"ping\"}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+        "\"delta\":{\"type\":\"text_delta\",\"text\":\"Let me \"}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+        "\"delta\":{\"type\":\"text_delta\",\"text\":\"check.\"}}\n\n"
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,"
+        "\"content_block\":{\"type\":\"tool_use\",\"id\":\"c1\",\"name\":\"lookup\",\"input\":{}}"
+        "}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,"
+        "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"id\\\":\"}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,"
+        "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\"A1\\\"}\"}}\n\n"
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":2,"
+        "\"content_block\":{\"type\":\"tool_use\",\"id\":\"c2\",\"name\":\"eta\",\"input\":{}}}"
+        "\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":2,"
+        "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"x\\\":1}\"}}\n\n"
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+        "\"tool_use\"},\"usage\":{\"output_tokens\":7}}\n\n"
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    every_split("anthropic", sse, WANT_CALLS);
+}
+
+static void test_answers_ollama(void **state)
+{
+    (void)state;
+    const char *want =
+        "{\"cached\":0,\"finish\":\"tool_calls\",\"in\":12,\"message\":{\"parts\":[{\"text\":"
+        "\"Let me check.\",\"type\":\"text\"},{\"arguments\":\"{\\\"id\\\":\\\"A1\\\"}\",\"id\":"
+        "\"call_0\",\"name\":\"lookup\",\"type\":\"tool_call\"},{\"arguments\":\"{\\\"x\\\":1}\","
+        "\"id\":\"call_1\",\"name\":\"eta\",\"type\":\"tool_call\"}],\"role\":\"assistant\"},"
+        "\"model\":\"m1\",\"out\":7}";
+    plain("ollama",
+          "{\"model\":\"m1\",\"message\":{\"role\":\"assistant\",\"content\":\"Let me check.\","
+          "\"tool_calls\":[{\"function\":{\"name\":\"lookup\",\"arguments\":{\"id\":\"A1\"}}},{"
+          "\"function\":{\"name\":\"eta\",\"arguments\":{\"x\":1}}}]},\"done\":true,"
+          "\"done_reason\":\"stop\",\"prompt_eval_count\":12,\"eval_count\":7}",
+          want);
+    const char *nd =
+        "{\"model\":\"m1\",\"message\":{\"role\":\"assistant\",\"content\":\"Let me \"},\"done\":"
+        "false}\n"
+        "{\"model\":\"m1\",\"message\":{\"role\":\"assistant\",\"content\":\"check.\"},\"done\":"
+        "false}\r\n"
+        "{\"model\":\"m1\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{"
+        "\"function\":{\"name\":\"lookup\",\"arguments\":{\"id\":\"A1\"}}},{\"function\":{"
+        "\"name\":\"eta\",\"arguments\":{\"x\":1}}}]},\"done\":false}\n"
+        "{\"model\":\"m1\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,"
+        "\"done_reason\":\"stop\",\"prompt_eval_count\":12,\"eval_count\":7}\n";
+    every_split("ollama", nd, want);
+}
+
+static void test_stream_errors(void **state)
+{
+    eddy_llm_model m = model_of("openai");
+    eddy_llm_request rq = {0};
     eddy_llm_response r;
     eddy_err e;
     (void)state;
-    assert_int_equal(eddy_llm_parse_openai(ok, strlen(ok), &r, &e), 0);
-    assert_string_equal(r.content, "hello");
-    assert_int_equal(json_array_size(r.tool_calls), 0);
-    assert_int_equal(r.usage.total_tokens, 0);
-    eddy_llm_response_clear(&r);
-    assert_int_equal(eddy_llm_parse_openai(err, strlen(err), &r, &e), EDDY_ELLM);
+    /* cut off before [DONE] */
+    eddy_llm_stream *st = eddy_llm_stream_new(m.prov, &rq);
+    const char *part = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n";
+    assert_int_equal(eddy_llm_stream_feed(st, part, strlen(part), &e), 0);
+    assert_int_equal(eddy_llm_stream_finish(st, &r, &e), EDDY_EPARSE);
+    assert_non_null(strstr(e.msg, "cut off"));
+    eddy_llm_stream_free(st);
+    /* an in-stream error event */
+    eddy_llm_model a = model_of("anthropic");
+    st = eddy_llm_stream_new(a.prov, &rq);
+    const char *err = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":"
+                      "\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+    assert_int_equal(eddy_llm_stream_feed(st, err, strlen(err), &e), EDDY_ELLM);
+    assert_non_null(strstr(e.msg, "overloaded_error: Overloaded"));
+    eddy_llm_stream_free(st);
+    /* garbage */
+    st = eddy_llm_stream_new(m.prov, &rq);
+    assert_int_equal(eddy_llm_stream_feed(st, "data: {nope\n\n", 13, &e), EDDY_EPARSE);
+    eddy_llm_stream_free(st);
+}
+
+static void test_parse_errors_and_finish(void **state)
+{
+    eddy_llm_model m = model_of("openai");
+    eddy_llm_request rq = {0};
+    eddy_llm_response r;
+    eddy_err e;
+    (void)state;
+    const char *err = "{\"error\":{\"message\":\"Invalid model\",\"type\":\"invalid_request\"}}";
+    assert_int_equal(eddy_llm_parse(&m, &rq, err, strlen(err), &r, &e), EDDY_ELLM);
     assert_non_null(strstr(e.msg, "Invalid model"));
-    assert_int_equal(eddy_llm_parse_openai("{\"choices\":", 11, &r, &e), EDDY_EPARSE);
-    assert_int_equal(eddy_llm_parse_openai("{\"choices\":[]}", 14, &r, &e), EDDY_EPARSE);
+    assert_int_equal(eddy_llm_parse(&m, &rq, "{\"choices\":", 11, &r, &e), EDDY_EPARSE);
+    assert_int_equal(eddy_llm_parse(&m, &rq, "{\"choices\":[]}", 14, &r, &e), EDDY_EPARSE);
+    const char *cut = "{\"choices\":[{\"message\":{\"content\":null,\"tool_calls\":[{\"id\":\"a\","
+                      "\"function\":{\"name\":\"t\",\"arguments\":\"{\\\"order\"}}]},"
+                      "\"finish_reason\":\"length\"}]}";
+    assert_int_equal(eddy_llm_parse(&m, &rq, cut, strlen(cut), &r, &e), 0);
+    assert_int_equal(r.finish, EDDY_FINISH_LENGTH);
+    assert_int_equal(r.usage.input_tokens, 0); /* the client estimates it, not the parser */
+    eddy_llm_response_clear(&r);
+    assert_int_equal(eddy_llm_finish_from("end_turn"), EDDY_FINISH_STOP);
+    assert_int_equal(eddy_llm_finish_from("max_tokens"), EDDY_FINISH_LENGTH);
+    assert_int_equal(eddy_llm_finish_from("tool_use"), EDDY_FINISH_TOOL_CALLS);
+    assert_int_equal(eddy_llm_finish_from("content_filter"), EDDY_FINISH_CONTENT_FILTER);
+    /* error bodies: the server's message, bounded */
+    eddy_llm_error_info info;
+    const char *pyd = "{\"detail\":[{\"loc\":[\"body\"],\"msg\":\"Input should be a valid "
+                      "string\"}]}";
+    m.prov->error_info(pyd, strlen(pyd), &info);
+    assert_string_equal(info.message, "Input should be a valid string");
+    m.prov->error_info("{\"error\":\"model is loading\"}", 28, &info);
+    assert_string_equal(info.message, "model is loading");
+    const char *ov = "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":"
+                     "\"Overloaded\"}}";
+    m.prov->error_info(ov, strlen(ov), &info);
+    assert_true(info.overloaded);
+    assert_string_equal(info.code, "overloaded_error");
+    m.prov->error_info("<html>Bad\ngateway</html>", 24, &info);
+    assert_string_equal(info.message, "<html>Bad gateway</html>");
+}
+
+static void test_history_upgrade(void **state)
+{
+    eddy_err e;
+    (void)state;
+    const char *v1 =
+        "[{\"role\":\"user\",\"content\":\"Hi\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"k\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"lookup\",\"arguments\":\"{\\\"a\\\":1}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"k\",\"content\":\"error: nope\"},"
+        "{\"role\":\"assistant\",\"content\":\"Done\"}]";
+    json_t *in = json_loads(v1, 0, NULL);
+    json_t *out = eddy_llm_history_upgrade(in, &e);
+    assert_non_null(out);
+    assert_json(out, "[{\"role\":\"user\",\"parts\":[{\"type\":\"text\",\"text\":\"Hi\"}]},"
+                     "{\"role\":\"assistant\",\"parts\":[{\"type\":\"tool_call\",\"id\":\"k\","
+                     "\"name\":\"lookup\",\"arguments\":\"{\\\"a\\\":1}\"}]},"
+                     "{\"role\":\"tool\",\"parts\":[{\"type\":\"tool_result\",\"id\":\"k\","
+                     "\"name\":\"lookup\",\"content\":\"error: nope\",\"is_error\":true}]},"
+                     "{\"role\":\"assistant\",\"parts\":[{\"type\":\"text\",\"text\":\"Done\"}]}]");
+    /* and back into a conversation */
+    eddy_llm_conv c = {0};
+    assert_int_equal(eddy_llm_conv_from_json(&c, out, &e), 0);
+    assert_int_equal(c.n, 4);
+    assert_int_equal(c.msgs[2].parts[0].is_error, 1);
+    eddy_llm_conv_clear(&c);
+    json_decref(out);
+    json_decref(in);
+    in = json_loads("[{\"role\":\"wizard\",\"content\":\"x\"}]", 0, NULL);
+    assert_null(eddy_llm_history_upgrade(in, &e));
+    assert_non_null(strstr(e.msg, "wizard"));
+    json_decref(in);
+    in = json_loads("[{\"role\":\"user\"}]", 0, NULL);
+    assert_int_equal(eddy_llm_conv_from_json(&c, in, &e), EDDY_ECORRUPT);
+    json_decref(in);
 }
 
 static void test_retry_decisions(void **state)
 {
-    eddy_llm_model m = model();
+    eddy_llm_model m = model_of("openai");
     (void)state;
     /* retryable: connection errors, 408, 409, 429, 5xx (529 too) */
     assert_int_equal(eddy_llm_retry_delay(&m, 1, 0, 1, NULL, NULL, NULL, 0), 500);
@@ -123,24 +528,59 @@ static void test_retry_decisions(void **state)
     m.max_attempts = 20;
     assert_int_equal(eddy_llm_retry_delay(&m, 10, 500, 0, NULL, NULL, NULL, 0), 8000);
     assert_int_equal(eddy_llm_retry_delay(&m, 10, 500, 0, NULL, NULL, NULL, 0.999), 6002);
-    /* server hints: retry-after-ms first, then retry-after seconds */
+    /* server hints, followed exactly: retry-after-ms first, then retry-after */
     assert_int_equal(eddy_llm_retry_delay(&m, 1, 429, 0, "1234", "9", NULL, 0.5), 1234);
     assert_int_equal(eddy_llm_retry_delay(&m, 1, 429, 0, NULL, "3", NULL, 0.5), 3000);
+    assert_int_equal(eddy_llm_retry_delay(&m, 1, 429, 0, NULL, "0.25", NULL, 0.5), 250);
     assert_int_equal(
         eddy_llm_retry_delay(&m, 1, 429, 0, NULL, "Wed, 21 Oct 2015 07:28:00 GMT", NULL, 0),
         0); /* a date in the past: at once */
-    /* absurd hints fall back to backoff */
-    assert_int_equal(eddy_llm_retry_delay(&m, 1, 429, 0, NULL, "86400", NULL, 0), 500);
+    /* longer than retry.max_wait: never earlier, the call ends (-2) */
+    assert_int_equal(eddy_llm_retry_delay(&m, 1, 429, 0, NULL, "3600", NULL, 0), -2);
+    m.max_wait_ms = 7200000;
+    assert_int_equal(eddy_llm_retry_delay(&m, 1, 429, 0, NULL, "3600", NULL, 0), 3600000);
+    /* rate-limit resets */
+    assert_int_equal(eddy_llm_parse_reset("6m0s"), 360000);
+    assert_int_equal(eddy_llm_parse_reset("1.5s"), 1500);
+    assert_int_equal(eddy_llm_parse_reset("20ms"), 20);
+    assert_int_equal(eddy_llm_parse_reset("1h2m"), 3720000);
+    assert_int_equal(eddy_llm_parse_reset("2"), 2000);
+    assert_int_equal(eddy_llm_parse_reset("2000-01-01T00:00:00Z"), 0);
+    assert_int_equal(eddy_llm_parse_reset("soon"), -1);
+}
+
+static void test_cost(void **state)
+{
+    eddy_llm_model m = model_of("openai");
+    eddy_llm_usage u = {.input_tokens = 1000000, .output_tokens = 500000,
+                        .cached_input_tokens = 200000};
+    (void)state;
+    assert_true(eddy_llm_cost(&m, &u) == 0);
+    m.has_price = 1;
+    m.price_input = 2;
+    m.price_output = 8;
+    m.price_cached_input = 0.5;
+    /* 0.8 M fresh * 2 + 0.2 M cached * 0.5 + 0.5 M out * 8 */
+    assert_true(eddy_llm_cost(&m, &u) > 5.6999 && eddy_llm_cost(&m, &u) < 5.7001);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_build),
-        cmocka_unit_test(test_parse_tool_calls_and_usage),
-        cmocka_unit_test(test_parse_text_and_errors),
+        cmocka_unit_test(test_golden_openai),
+        cmocka_unit_test(test_golden_openai_stream_and_null_content),
+        cmocka_unit_test(test_golden_anthropic),
+        cmocka_unit_test(test_golden_anthropic_cache_and_output),
+        cmocka_unit_test(test_golden_ollama),
+        cmocka_unit_test(test_answers_openai),
+        cmocka_unit_test(test_answers_anthropic),
+        cmocka_unit_test(test_answers_ollama),
+        cmocka_unit_test(test_stream_errors),
+        cmocka_unit_test(test_parse_errors_and_finish),
+        cmocka_unit_test(test_history_upgrade),
         cmocka_unit_test(test_retry_decisions),
+        cmocka_unit_test(test_cost),
     };
     eddy_alloc_install();
-    return cmocka_run_group_tests_name("llm", tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }
