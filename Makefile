@@ -113,6 +113,7 @@ integration: deps all
 	python3 tests/integration/check_test.py --build $(BUILD)
 	python3 tests/integration/numbers_test.py --build $(BUILD)
 	python3 tests/integration/sandbox_test.py --build $(BUILD)
+	python3 tests/integration/llm_test.py --build $(BUILD)
 	python3 tests/integration/mockllm_test.py --build $(BUILD)
 
 # Against a real Fluss cluster (tests/fluss/cluster.sh: Java 17 + the server

@@ -590,6 +590,22 @@ static void check_tools(vctx *c)
         for (size_t i = 0; i < c->job->nagents; i++)
             for (size_t j = 0; ts.loaded[i] && j < c->job->agents[i].ntools; j++)
                 load_one(c, &ts, i, j);
+        for (size_t i = 0; i < c->job->nagents; i++) { /* tool_choice names one of them */
+            eddy_agent_def *a = &c->job->agents[i];
+            int found = 0;
+            char p[600];
+            if (a->tool_choice != EDDY_TOOL_CHOICE_TOOL || !a->tool_choice_name)
+                continue;
+            for (size_t j = 0; ts.loaded[i] && j < a->ntools; j++)
+                found |= ts.loaded[i][j] &&
+                         !strcmp(eddy_tool_name(ts.loaded[i][j]), a->tool_choice_name);
+            snprintf(p, sizeof(p), "/agents/%s/tool_choice", a->name);
+            if (!found)
+                eddy__job_err(c, p, 0,
+                              "tool_choice '%s' is none of auto, required, none or a tool of "
+                              "agent '%s'",
+                              a->tool_choice_name, a->name);
+        }
         eddy_tools_close(ts.host);
         uv_run(&loop, UV_RUN_DEFAULT);
         eddy_tools_free(ts.host);

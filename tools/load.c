@@ -56,18 +56,20 @@ static int find_col(const char *src, int line, const char *token)
     return (int)(hit - p) + 1;
 }
 
-/* Rewrite Lua's "path:LINE: msg near 'tok'" into "path:LINE:COL: msg ...". */
-static void syntax_error(const char *path, const char *src, const char *luamsg, eddy_err *err)
+/* Rewrite Lua's "SHOWN:LINE: msg near 'tok'" (SHOWN: the chunk's name) into
+ * "PATH:LINE:COL: msg ...". */
+static void syntax_error(const char *path, const char *shown, const char *src,
+                         const char *luamsg, eddy_err *err)
 {
-    const char *p = strstr(luamsg, path), *near;
+    const char *p = strstr(luamsg, shown), *near;
     char tok[128] = "";
     long line;
     char *end;
-    if (!p || p[strlen(path)] != ':') {
+    if (!p || p[strlen(shown)] != ':') {
         eddy_err_set(err, EDDY_ELUA, "%s:1:1: %s", path, luamsg);
         return;
     }
-    p += strlen(path) + 1;
+    p += strlen(shown) + 1;
     line = strtol(p, &end, 10);
     if (end == p || *end != ':') {
         eddy_err_set(err, EDDY_ELUA, "%s:1:1: %s", path, luamsg);
@@ -415,7 +417,13 @@ int eddy_tools_load(eddy_tools *h, const char *path, const eddy_tool_limits *lim
     t = eddy_calloc(1, sizeof(*t));
     if (t)
         t->run_ref = t->chunk_ref = t->envmt_ref = LUA_NOREF; /* before any goto out */
-    chunk = eddy_aprintf("@%s", path);
+    /* errors show the file as the job names it (relative to the job's folder),
+     * not where the job happens to live: they reach the model */
+    size_t bl = strlen(h->base_dir);
+    const char *shown = path;
+    if (bl && !strncmp(path, h->base_dir, bl) && path[bl] == '/' && path[bl + 1])
+        shown = path + bl + 1;
+    chunk = eddy_aprintf("@%s", shown);
     if (!t || !chunk || !(t->path = eddy_strdup(path))) {
         rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
         goto out;
@@ -448,7 +456,7 @@ int eddy_tools_load(eddy_tools *h, const char *path, const eddy_tool_limits *lim
     ld.syntax = 0;
     if ((rc = eddy__tools_protect(h, load_prepare, &ld, 0, &e))) {
         if (ld.syntax)
-            syntax_error(path, src, e.msg, err);
+            syntax_error(path, chunk + 1, src, e.msg, err);
         else
             eddy_err_set(err, rc, "%s:1:1: %s", path, e.msg);
         rc = ld.syntax ? EDDY_ELUA : rc;

@@ -492,7 +492,7 @@ static void test_native_functions_and_tools(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(r, "a"), "name")), "ada");
     assert_string_equal(json_string_value(json_object_get(json_object_get(r, "b"), "name")), "ada");
     assert_non_null(strstr(json_string_value(json_object_get(r, "e1")),
-                           "/use_kv.lua:6: eddy.kv.get: kv: 'bad' is broken"));
+                           "use_kv.lua:6: eddy.kv.get: kv: 'bad' is broken"));
     assert_non_null(
         strstr(json_string_value(json_object_get(r, "e2")), "eddy.kv.refuse: refused on purpose"));
     assert_non_null(
