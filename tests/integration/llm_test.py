@@ -207,8 +207,9 @@ def test_retry_after_longer_than_max_wait_ends_the_call(tmp):
 
 
 def test_rate_limits_are_shared(tmp):
-    """requests_per_minute 600 and tokens_per_minute 60000 over four agents sharing one model:
-    at most 10.5 requests/s over the window; a burst of 429s does not multiply requests."""
+    """requests_per_minute 600 (with tokens_per_minute 60000 set, not binding here) over four
+    agents sharing one model: at most 10.5 requests/s over the window; a burst of 429s does
+    not multiply requests."""
     agents = "".join("""  a%d:
     prompt: { user: "{{event.text}}" }
     memory: { history: 0 }
@@ -232,7 +233,6 @@ def test_rate_limits_are_shared(tmp):
         while j < len(ts) and ts[j] - ts[i] < 1000:
             j += 1
         assert j - i <= 21, (j - i, ts[i])
-    # tokens: what eddy estimated (bytes / 4 + 256) stays under 60000 per minute
     # (a 429 burst) the whole queue waits for retry-after
     d = setup(tmp, "burst")
     script = {"rules": [{"times": 8, "fault": {"status": 429, "retry_after": 2}},
