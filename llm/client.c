@@ -101,6 +101,8 @@ struct eddy_llm_client {
     eddy_llm_req *reqs;
     long in_flight;
     int closing, open_limiter_timers;
+    int dispatching;   /* inside check_done: curl's multi must stay */
+    int close_pending; /* closed from a callback inside check_done */
 };
 
 static void check_done(eddy_llm_client *c);
@@ -361,20 +363,25 @@ static void resync(eddy_llm_req *r, long http)
     limiter *l = r->lim;
     uint64_t now = eddy_now_ms();
     char *end;
+    int64_t mw = r->model->max_wait_ms > 0 ? r->model->max_wait_ms : 60000;
     if (r->rl_req_remaining[0] && l->rpm > 0) {
         double v = strtod(r->rl_req_remaining, &end);
-        if (end != r->rl_req_remaining && v >= 0 && v < l->req_level)
+        int ok = end != r->rl_req_remaining && v >= 0;
+        if (ok && v < l->req_level)
             l->req_level = v;
         int64_t reset = eddy_llm_parse_reset(r->rl_req_reset);
-        if (v < 1 && reset > 0 && now + (uint64_t)reset > l->paused_until_ms)
+        reset = reset < mw ? reset : mw;
+        if (ok && v < 1 && reset > 0 && now + (uint64_t)reset > l->paused_until_ms)
             l->paused_until_ms = now + (uint64_t)reset;
     }
     if (r->rl_tok_remaining[0] && l->tpm > 0) {
         double v = strtod(r->rl_tok_remaining, &end);
-        if (end != r->rl_tok_remaining && v >= 0 && v < l->tok_level)
+        int ok = end != r->rl_tok_remaining && v >= 0;
+        if (ok && v < l->tok_level)
             l->tok_level = v;
         int64_t reset = eddy_llm_parse_reset(r->rl_tok_reset);
-        if (v < 1 && reset > 0 && now + (uint64_t)reset > l->paused_until_ms)
+        reset = reset < mw ? reset : mw;
+        if (ok && v < 1 && reset > 0 && now + (uint64_t)reset > l->paused_until_ms)
             l->paused_until_ms = now + (uint64_t)reset;
     }
     (void)http;
@@ -404,8 +411,10 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
             return len;
         }
         /* an error answer: keep its start for the message */
-        if (r->resp.len < MAX_ERROR_BODY)
-            eddy_buf_append(&r->resp, p, len < MAX_ERROR_BODY ? len : MAX_ERROR_BODY);
+        if (r->resp.len < MAX_ERROR_BODY) {
+            size_t room = MAX_ERROR_BODY - r->resp.len;
+            eddy_buf_append(&r->resp, p, len < room ? len : room);
+        }
         return len;
     }
     if (r->resp.len + len > MAX_RESPONSE || eddy_buf_append(&r->resp, p, len))
@@ -631,17 +640,25 @@ static int fall_back(eddy_llm_req *r, const char *why)
     EDDY_INFO("llm", "model '%s' failed (%s); falling back to '%s'", r->model->name, why,
               next->name);
     r->res.fallbacks++;
+    limiter *old = r->lim, *nl = limiter_for(r->client, next);
     release_slot(r);
+    if (!nl) {
+        r->res.status = eddy_err_set(&r->res.err, EDDY_ENOMEM, "out of memory");
+        return -1; /* finish() admits the old limiter's waiters */
+    }
     r->model = next;
     r->model_attempts = 0;
     r->unavailable_since_ms = 0;
-    r->lim = limiter_for(r->client, next);
-    if (!r->lim || setup(r, &e)) {
-        r->res.status = r->lim ? e.code : eddy_err_set(&e, EDDY_ENOMEM, "out of memory");
+    r->lim = nl;
+    if (setup(r, &e)) {
+        r->res.status = e.code;
         r->res.err = e;
+        admit(old); /* the slot R left there */
         return -1;
     }
     enqueue(r, 0);
+    if (old != nl)
+        admit(old); /* the slot R left there */
     return 0;
 }
 
@@ -696,6 +713,7 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
         /* our own stop (bad event, idle timeout) or the server's error event */
         r->res.err = r->stream_err;
         memset(&r->stream_err, 0, sizeof(r->stream_err));
+        redact(r->res.err.msg, m->api_key);
         timed_out = r->res.err.code == EDDY_ETIMEDOUT;
         transport = 1;
         parsed = r->res.err.code != EDDY_ETIMEDOUT;
@@ -737,6 +755,7 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
         eddy_err_setc(&r->res.err, EDDY_ENET, cc, "%s: %s", r->url, curl_easy_strerror(cc));
     } else {
         p->error_info(r->resp.data ? r->resp.data : "", r->resp.len, &info);
+        redact(info.message, m->api_key);
         eddy_err_setc(&r->res.err, EDDY_EHTTP, http, "%s: HTTP %ld%s%s%s%s", r->url, http,
                       info.code[0] ? " " : "", info.code, info.message[0] ? ": " : "",
                       info.message);
@@ -774,8 +793,9 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
                  r->res.err.msg, (double)asked / 1000,
                  (double)(m->max_wait_ms > 0 ? m->max_wait_ms : 60000) / 1000);
         eddy_err_setc(&r->res.err, r->res.err.code, r->res.err.cause, "%s", why);
-        if (http == 429) { /* everyone else waits too */
-            uint64_t until = eddy_now_ms() + (uint64_t)asked;
+        if (http == 429) { /* everyone else waits too, no longer than max_wait */
+            int64_t mw = m->max_wait_ms > 0 ? m->max_wait_ms : 60000;
+            uint64_t until = eddy_now_ms() + (uint64_t)(asked < mw ? asked : mw);
             if (until > r->lim->paused_until_ms)
                 r->lim->paused_until_ms = until;
         }
@@ -805,11 +825,14 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
     uv_timer_start(&r->timer, on_req_timer, (uint64_t)delay, 0);
 }
 
+static void close_handles(eddy_llm_client *c);
+
 static void check_done(eddy_llm_client *c)
 {
     CURLMsg *m;
     int left;
-    while ((m = curl_multi_info_read(c->multi, &left))) {
+    c->dispatching++;
+    while (!c->close_pending && (m = curl_multi_info_read(c->multi, &left))) {
         eddy_llm_req *r;
         if (m->msg != CURLMSG_DONE)
             continue;
@@ -818,6 +841,8 @@ static void check_done(eddy_llm_client *c)
         curl_multi_remove_handle(c->multi, m->easy_handle);
         attempt_done(r, cc);
     }
+    if (--c->dispatching == 0 && c->close_pending)
+        close_handles(c); /* a callback closed the client: now curl may go */
 }
 
 int eddy_llm_chat(eddy_llm_client *c, const eddy_llm_model *m, const eddy_llm_request *rq,
@@ -947,7 +972,18 @@ void eddy_llm_client_close(eddy_llm_client *c)
         uv_timer_stop(&r->timer);
         finish(r);
     }
+    if (c->dispatching) {
+        c->close_pending = 1;
+        return;
+    }
+    close_handles(c);
+}
+
+static void close_handles(eddy_llm_client *c)
+{
+    c->close_pending = 0;
     curl_multi_cleanup(c->multi);
+    c->multi = NULL;
     c->open_limiter_timers++;
     for (limiter *l = c->limiters; l; l = l->next)
         uv_close((uv_handle_t *)&l->timer, limiter_timer_closed);

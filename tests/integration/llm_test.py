@@ -272,6 +272,23 @@ def test_fallback_when_the_first_model_keeps_failing(tmp):
         assert "fallback" in spans.stdout
 
 
+def test_fallback_frees_the_slot_it_leaves(tmp):
+    """Requests waiting for the first model's one slot start when a request falls back."""
+    d = setup(tmp)
+    script = {"rules": [{"when": {"format": "openai"}, "fault": {"status": 500}},
+                        {"reply": "from the fallback"}]}
+    with fresh_mock(tmp, script) as mock:
+        models = (model_block(mock, "openai", extra="    fallback: [backup]\n"
+                              "    limits: { concurrency: 1 }\n").replace(
+            "attempts: 4", "attempts: 1") + model_block(mock, "ollama", name="backup"))
+        p, outs, deads, _ = run_job(d, job_text(models, """  support:
+    model: default
+    prompt: { user: "{{event.text}}" }
+    budget: { wall: 20s }
+"""), [{"id": "e%d" % i, "customer_id": "K%d" % i, "text": "hi"} for i in range(3)])
+    assert sorted(outs) == ["e0", "e1", "e2"], (outs, deads)
+
+
 def test_structured_output_repair_then_fail(tmp):
     schema = {"type": "object", "required": ["status"], "additionalProperties": False,
               "properties": {"status": {"enum": ["open", "closed"]}}}
