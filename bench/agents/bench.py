@@ -41,8 +41,7 @@ models:
   default:
     base_url: ${BASE_URL}
     model: gpt-4o-mini
-    limits: { concurrency: %d }
-    stream: %s
+    limits: { concurrency: %d }%s
 agents:
   support:
     prompt:
@@ -103,7 +102,7 @@ def workload(tmp, build, n, latency, conc, repeat):
                 if system == "eddy":
                     shutil.rmtree(os.path.join(job_dir, ".eddy"), ignore_errors=True)
                     with open(os.path.join(job_dir, "job.yaml"), "w") as f:
-                        f.write(JOB % (conc, "true" if STREAM else "false"))
+                        f.write(JOB % (conc, "\n    stream: true" if STREAM else ""))
                     env = dict(os.environ, BASE_URL=base, EDDY_LOG="warn")
                     r = timed([os.path.join(build, "eddy"), "run", "job.yaml", "--input",
                                "events.jsonl", "--output", out, "--quiet"], env=env, cwd=job_dir)
