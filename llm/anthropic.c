@@ -319,7 +319,7 @@ static int an_event(eddy_llm_stream *st, const char *name, const char *data, siz
                                       eddy_json_str(b, "name", NULL), NULL, 0);
             if (!rc && json_object_size(in)) { /* a whole input up front */
                 char *s = eddy_json_dumps(in);
-                rc = s ? eddy_llm_stream_tool_args_set(st, index, s) : EDDY_ENOMEM;
+                rc = s ? eddy_llm_stream_tool_args_set(st, index, NULL, s) : EDDY_ENOMEM;
                 eddy_free(s);
             }
         } else if (!strcmp(bt, "text")) {

@@ -143,8 +143,14 @@ static int add_calls(json_t *msg, eddy_llm_stream *st, eddy_llm_msg *m, size_t *
             eddy_free(args);
             return EDDY_ELLM;
         }
-        rc = st ? eddy_llm_stream_tool(st, -1, id, name, args, strlen(args))
-                : eddy_llm_msg_tool_call(m, id, name, args);
+        /* Ollama sends a call's arguments whole: a call seen again replaces them */
+        if (st) {
+            rc = eddy_llm_stream_tool(st, -1, id, name, NULL, 0);
+            if (!rc)
+                rc = eddy_llm_stream_tool_args_set(st, -1, id, args);
+        } else {
+            rc = eddy_llm_msg_tool_call(m, id, name, args);
+        }
         eddy_free(args);
         if (rc)
             return rc;

@@ -21,8 +21,8 @@
 
 typedef struct call_slot {
     long index;
-    size_t part;     /* in resp.message.parts */
-    size_t args_cap; /* of parts[part].args */
+    size_t part;               /* in resp.message.parts */
+    size_t args_len, args_cap; /* of parts[part].args (a NUL inside ends it as a string) */
 } call_slot;
 
 struct eddy_llm_stream {
@@ -31,9 +31,9 @@ struct eddy_llm_stream {
     eddy_buf line;
     char event[64];
     eddy_buf data;
-    int has_data, ended, started, failed;
+    int has_data, ended, started, failed, bom_checked;
     eddy_llm_response resp;
-    size_t text_cap; /* capacity of the last part's text when it is text */
+    size_t text_len, text_cap; /* of the last part's text when it is text */
     call_slot *calls;
     size_t ncalls;
 };
@@ -87,10 +87,10 @@ int eddy_llm_stream_started(const eddy_llm_stream *st)
     return st->started;
 }
 
-/* Append N bytes of S to the string *DST whose capacity is *CAP. */
-static int grow_append(char **dst, size_t *cap, const char *s, size_t n)
+/* Append N bytes of S to the string *DST of *LEN bytes and capacity *CAP. */
+static int grow_append(char **dst, size_t *len_io, size_t *cap, const char *s, size_t n)
 {
-    size_t len = *dst ? strlen(*dst) : 0;
+    size_t len = *len_io;
     if (len + n + 1 > *cap) {
         size_t c = *cap ? *cap : 32;
         while (c < len + n + 1)
@@ -105,6 +105,7 @@ static int grow_append(char **dst, size_t *cap, const char *s, size_t n)
     }
     memcpy(*dst + len, s, n);
     (*dst)[len + n] = '\0';
+    *len_io = len + n;
     return 0;
 }
 
@@ -114,9 +115,10 @@ int eddy_llm_stream_text(eddy_llm_stream *st, const char *text, size_t n)
     if (!n)
         return 0;
     if (m->nparts && m->parts[m->nparts - 1].kind == EDDY_PART_TEXT)
-        return grow_append(&m->parts[m->nparts - 1].text, &st->text_cap, text, n);
+        return grow_append(&m->parts[m->nparts - 1].text, &st->text_len, &st->text_cap, text, n);
     if (eddy_llm_msg_text_n(m, text, n))
         return EDDY_ENOMEM;
+    st->text_len = n;
     st->text_cap = n + 1;
     return 0;
 }
@@ -162,6 +164,7 @@ int eddy_llm_stream_tool(eddy_llm_stream *st, long index, const char *id, const 
         c = &st->calls[st->ncalls++];
         c->index = index;
         c->part = m->nparts - 1;
+        c->args_len = 0;
         c->args_cap = 3;
     }
     eddy_llm_part *p = &m->parts[c->part];
@@ -170,22 +173,24 @@ int eddy_llm_stream_tool(eddy_llm_stream *st, long index, const char *id, const 
     if (name && *name && !p->name && !(p->name = eddy_strdup(name)))
         return EDDY_ENOMEM;
     if (args && args_len)
-        return grow_append(&p->args, &c->args_cap, args, args_len);
+        return grow_append(&p->args, &c->args_len, &c->args_cap, args, args_len);
     return 0;
 }
 
-int eddy_llm_stream_tool_args_set(eddy_llm_stream *st, long index, const char *args)
+int eddy_llm_stream_tool_args_set(eddy_llm_stream *st, long index, const char *id,
+                                  const char *args)
 {
-    call_slot *c = find_call(st, index, NULL);
+    call_slot *c = find_call(st, index, id);
     if (!c)
-        return eddy_llm_stream_tool(st, index, NULL, NULL, args, strlen(args));
+        return eddy_llm_stream_tool(st, index, id, NULL, args, strlen(args));
     eddy_llm_part *p = &st->resp.message.parts[c->part];
     char *a = eddy_strdup(args);
     if (!a)
         return EDDY_ENOMEM;
     eddy_free(p->args);
     p->args = a;
-    c->args_cap = strlen(a) + 1;
+    c->args_len = strlen(a);
+    c->args_cap = c->args_len + 1;
     return 0;
 }
 
@@ -248,24 +253,72 @@ static int one_line(eddy_llm_stream *st, char *s, size_t n, eddy_err *err)
     return n ? dispatch(st, NULL, s, n, err) : 0;
 }
 
+/* The end of the line starting at P: the first LF, or a CR not followed by
+ * LF (a lone CR ends a line too, as SSE says); NULL when the chunk ends
+ * first (a CR last in the chunk waits: an LF may follow). */
+static const char *line_end(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n')
+            return p + i;
+        if (p[i] == '\r' && i + 1 < n && p[i + 1] != '\n')
+            return p + i;
+    }
+    return NULL;
+}
+
 int eddy_llm_stream_feed(eddy_llm_stream *st, const char *p, size_t n, eddy_err *err)
 {
     if (st->failed)
         return eddy_err_set(err, EDDY_EPARSE, "stream already failed");
+    if (!st->bom_checked) { /* a UTF-8 byte order mark before the first field */
+        static const char bom[] = "\xEF\xBB\xBF";
+        size_t have = st->line.len + n < 3 ? st->line.len + n : 3;
+        char head[3];
+        size_t k = st->line.len < have ? st->line.len : have;
+        memcpy(head, st->line.data ? st->line.data : "", k);
+        memcpy(head + k, p, have - k);
+        if (memcmp(head, bom, have)) {
+            st->bom_checked = 1;
+        } else if (have == 3) {
+            st->bom_checked = 1;
+            size_t skip = 3 - k; /* the BOM's bytes in this chunk */
+            eddy_buf_reset(&st->line);
+            p += skip;
+            n -= skip;
+        } else { /* a BOM's start: wait for more */
+            if (eddy_buf_append(&st->line, p, n)) {
+                st->failed = 1;
+                return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+            }
+            return 0;
+        }
+    }
+    if (n && st->line.len && st->line.data[st->line.len - 1] == '\r' && p[0] != '\n') {
+        /* the last chunk ended with a lone CR: that line is complete */
+        int rc = one_line(st, st->line.data, st->line.len, err);
+        eddy_buf_reset(&st->line);
+        if (rc)
+            return rc;
+    }
     while (n) {
-        const char *nl = memchr(p, '\n', n);
+        const char *nl = line_end(p, n);
         size_t k = nl ? (size_t)(nl - p) : n;
         if (st->line.len + k > MAX_LINE) {
             st->failed = 1;
             return eddy_err_set(err, EDDY_EPARSE, "stream line longer than %u bytes", MAX_LINE);
         }
         if (!nl) {
-            if (eddy_buf_append(&st->line, p, k))
+            if (eddy_buf_append(&st->line, p, k)) {
+                st->failed = 1;
                 return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+            }
             return 0;
         }
-        if (eddy_buf_append(&st->line, p, k))
+        if (eddy_buf_append(&st->line, p, k)) {
+            st->failed = 1;
             return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        }
         int rc = one_line(st, st->line.data ? st->line.data : (char *)"", st->line.len, err);
         eddy_buf_reset(&st->line);
         if (rc)

@@ -288,8 +288,10 @@ void eddy_llm_stream_free(eddy_llm_stream *st);
 int eddy_llm_stream_text(eddy_llm_stream *st, const char *text, size_t n);
 int eddy_llm_stream_tool(eddy_llm_stream *st, long index, const char *id, const char *name,
                          const char *args, size_t args_len);
-/* Replace a call's arguments (servers that send them whole). */
-int eddy_llm_stream_tool_args_set(eddy_llm_stream *st, long index, const char *args);
+/* Replace the arguments of the call found by INDEX / ID as above, or add a
+ * call (servers that send arguments whole, possibly more than once). */
+int eddy_llm_stream_tool_args_set(eddy_llm_stream *st, long index, const char *id,
+                                  const char *args);
 eddy_llm_response *eddy_llm_stream_resp(eddy_llm_stream *st); /* id, model, usage, finish */
 void eddy_llm_stream_end(eddy_llm_stream *st);
 const eddy_llm_request *eddy_llm_stream_request(const eddy_llm_stream *st);

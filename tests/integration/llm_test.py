@@ -266,10 +266,15 @@ def test_fallback_when_the_first_model_keeps_failing(tmp):
         reqs = mock.requests()
     assert outs["a"]["output"] == "from the fallback" and outs["a"]["model"] == "backup", outs
     assert [r["format"] for r in reqs] == ["openai"] * 4 + ["anthropic"], [r["format"] for r in reqs]
-    spans = itrun.eddy("trace", "show", outs["a"]["trace_id"], "--job", os.path.join(d, "job.yaml"),
-                       "--json", check=None)
-    if spans.returncode == 0:
-        assert "fallback" in spans.stdout
+    # the trace says which model answered and why the first was left
+    t = json.loads(eddy("trace", "show", outs["a"]["trace_id"], os.path.join(d, "job.yaml"),
+                        "--json", check=0).stdout)
+    llm = [sp for sp in t["spans"] if sp["name"].startswith("chat ")]
+    assert len(llm) == 1, llm
+    a = llm[0]["attributes"]
+    assert a["eddy.llm.model"] == "backup" and a["gen_ai.provider.name"] == "anthropic", a
+    assert a["eddy.llm.fallbacks"] == 1 and "HTTP 503" in a["eddy.llm.fallback_reason"], a
+    assert a["eddy.llm.fallback_reason"].startswith("default: "), a
 
 
 def test_fallback_frees_the_slot_it_leaves(tmp):

@@ -432,6 +432,30 @@ static void test_stream_errors(void **state)
     eddy_llm_stream_free(st);
 }
 
+static void test_stream_framing_edges(void **state)
+{
+    (void)state;
+    /* a byte order mark, lone-CR line ends, a comment, a multi-line data field */
+    const char *sse = "\xEF\xBB\xBF: hi\r"
+                      "data: {\"model\":\"m1\",\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\r\r"
+                      "data: {\"choices\":[{\"delta\":\r"
+                      "data: {\"content\":\"b\"}}]}\r\r"
+                      "data: [DONE]\r\r";
+    every_split("openai", sse,
+                "{\"cached\":0,\"finish\":\"stop\",\"in\":0,\"message\":{\"parts\":[{\"text\":"
+                "\"ab\",\"type\":\"text\"}],\"role\":\"assistant\"},\"model\":\"m1\",\"out\":0}");
+    /* Ollama sending the same call (by id) twice: replaced, not appended */
+    const char *nd = "{\"model\":\"m1\",\"message\":{\"content\":\"\",\"tool_calls\":[{\"id\":"
+                     "\"k\",\"function\":{\"name\":\"t\",\"arguments\":{\"a\":1}}}]},\"done\":false}\n"
+                     "{\"model\":\"m1\",\"message\":{\"content\":\"\",\"tool_calls\":[{\"id\":"
+                     "\"k\",\"function\":{\"name\":\"t\",\"arguments\":{\"a\":2}}}]},\"done\":false}\n"
+                     "{\"model\":\"m1\",\"message\":{\"content\":\"\"},\"done\":true}\n";
+    every_split("ollama", nd,
+                "{\"cached\":0,\"finish\":\"tool_calls\",\"in\":0,\"message\":{\"parts\":[{"
+                "\"arguments\":\"{\\\"a\\\":2}\",\"id\":\"k\",\"name\":\"t\",\"type\":"
+                "\"tool_call\"}],\"role\":\"assistant\"},\"model\":\"m1\",\"out\":0}");
+}
+
 static void test_parse_errors_and_finish(void **state)
 {
     eddy_llm_model m = model_of("openai");
@@ -576,6 +600,7 @@ int main(void)
         cmocka_unit_test(test_answers_anthropic),
         cmocka_unit_test(test_answers_ollama),
         cmocka_unit_test(test_stream_errors),
+        cmocka_unit_test(test_stream_framing_edges),
         cmocka_unit_test(test_parse_errors_and_finish),
         cmocka_unit_test(test_history_upgrade),
         cmocka_unit_test(test_retry_decisions),
