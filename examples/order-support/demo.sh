@@ -1,9 +1,12 @@
 #!/bin/sh
 # make demo: run the order-support example end to end.
 #
-# Without OPENAI_BASE_URL and OPENAI_API_KEY set, the model is the scripted
-# mock server (tests/mockllm), labelled as such. With both set, the same job
-# runs against that endpoint.
+# Without OPENAI_BASE_URL set, the model is the scripted mock server
+# (tests/mockllm), labelled as such. With it set (and OPENAI_API_KEY when the
+# endpoint wants one), the same job runs against that endpoint. For a slow
+# local model run a few events with budgets to match, for example:
+#   OPENAI_BASE_URL=http://127.0.0.1:8080/v1 EDDY_DEMO_EVENTS=3 OPENAI_TIMEOUT=300s \
+#   OPENAI_CONCURRENCY=1 EDDY_BUDGET_WALL=600s make demo
 set -eu
 BUILD=$(cd "${1:-build}" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -17,11 +20,17 @@ start_mock "$BUILD" "$HERE/mock-script.json" "$OUT"
 
 echo "== eddy check"
 "$BUILD/eddy" check "$HERE/job.yaml"
-echo "== eddy run: $(wc -l <"$HERE/events.jsonl") questions from customers"
-"$BUILD/eddy" run "$HERE/job.yaml" --summary-json "$OUT/summary.json"
+if [ -n "${EDDY_DEMO_EVENTS:-}" ]; then
+    echo "== eddy run: the first $EDDY_DEMO_EVENTS questions from customers (EDDY_DEMO_EVENTS)"
+    head -n "$EDDY_DEMO_EVENTS" "$HERE/events.jsonl" |
+        "$BUILD/eddy" run "$HERE/job.yaml" --input - --summary-json "$OUT/summary.json"
+else
+    echo "== eddy run: $(wc -l <"$HERE/events.jsonl") questions from customers"
+    "$BUILD/eddy" run "$HERE/job.yaml" --summary-json "$OUT/summary.json"
+fi
 echo
 echo "== a few answers ($OUT/answers.jsonl), with and without a tool call:"
-{ grep '"tool_calls":1' "$OUT/answers.jsonl" | head -n 4; grep '"tool_calls":0' "$OUT/answers.jsonl" | head -n 3; } | while IFS= read -r line; do
+{ grep '"tool_calls":1' "$OUT/answers.jsonl" | head -n 4 || true; grep '"tool_calls":0' "$OUT/answers.jsonl" | head -n 3 || true; } | while IFS= read -r line; do
     printf '%s\n' "$line" | python3 -c 'import json,sys; o=json.load(sys.stdin); print("  [%s] %s -> %s" % (o["key"], o["event_id"], o["output"]))'
 done
 echo
@@ -37,10 +46,12 @@ PY
 echo
 echo "== the newest traces (eddy trace list $HERE/job.yaml):"
 "$BUILD/eddy" trace list "$HERE/job.yaml" --limit 5
-TID=$(grep '"tool_calls":1' "$OUT/answers.jsonl" | head -n 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["trace_id"])')
-echo
-echo "== one run with a tool call (eddy trace show $TID):"
-"$BUILD/eddy" trace show "$TID" "$HERE/job.yaml"
+TID=$(grep '"tool_calls":1' "$OUT/answers.jsonl" | head -n 1 | python3 -c 'import json,sys; l=sys.stdin.readline(); print(json.loads(l)["trace_id"] if l else "")')
+if [ -n "$TID" ]; then
+    echo
+    echo "== one run with a tool call (eddy trace show $TID):"
+    "$BUILD/eddy" trace show "$TID" "$HERE/job.yaml"
+fi
 echo
 echo "make demo starts from scratch each time (it removes $OUT first); run the job"
 echo "again to see memory carry over:"

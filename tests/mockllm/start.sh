@@ -1,6 +1,7 @@
 # Sourced by the example demos: start_mock BUILD SCRIPT OUTDIR starts the
 # scripted mock model (build/mockllm) on a free loopback port, unless
-# OPENAI_BASE_URL and OPENAI_API_KEY are both set, and exports OPENAI_BASE_URL.
+# OPENAI_BASE_URL is set (a real endpoint; OPENAI_API_KEY when it wants one),
+# and exports OPENAI_BASE_URL.
 # Sets MOCK_PID ("" when a real endpoint is used); the mock stops when the
 # sourcing script exits.
 MOCK_PID=""
@@ -9,7 +10,7 @@ trap stop_mock EXIT INT TERM
 
 start_mock() {
     MOCK_PID=""
-    if [ -n "${OPENAI_BASE_URL:-}" ] && [ -n "${OPENAI_API_KEY:-}" ]; then
+    if [ -n "${OPENAI_BASE_URL:-}" ]; then
         echo "== model: ${OPENAI_MODEL:-gpt-4o-mini} at $OPENAI_BASE_URL (from your environment)"
         return 0
     fi
@@ -23,5 +24,5 @@ start_mock() {
     OPENAI_BASE_URL="http://127.0.0.1:$(cat "$3/mock.port")/v1"
     export OPENAI_BASE_URL
     echo "== model: mockllm, a SCRIPTED STAND-IN for a model (tests/mockllm) at $OPENAI_BASE_URL"
-    echo "   set OPENAI_BASE_URL and OPENAI_API_KEY to run against a real endpoint"
+    echo "   set OPENAI_BASE_URL (and OPENAI_API_KEY) to run against a real endpoint"
 }
