@@ -251,6 +251,28 @@ def test_rate_limits_are_shared(tmp):
     assert len(reqs) == 48, len(reqs)  # 40 answers + the 8 refused: nothing multiplied
 
 
+def test_tokens_per_minute_holds(tmp):
+    """tokens_per_minute 60000 with answers that use 400 tokens each (the estimate is lower:
+    corrected from usage): the server sees at most about 1000 tokens a second."""
+    d = setup(tmp)
+    script = {"rules": [{"usage": {"input": 300, "output": 100}, "reply": "ok"}]}
+    with fresh_mock(tmp, script) as mock:
+        m = model_block(mock, "openai", extra="    limits: { concurrency: 64, tokens_per_minute: "
+                        "60000 }\n")
+        events = [{"id": "e%d" % i, "customer_id": "K%d" % i, "text": "t %d" % i}
+                  for i in range(30)]
+        p, outs, deads, _ = run_job(d, job_text(m, """  support:
+    prompt: { user: "{{event.text}}" }
+    memory: { history: 0 }
+"""), events)
+        ts = sorted(r["t_ms"] for r in mock.requests())
+    assert len(outs) == 30 and len(ts) == 30, (len(outs), len(ts), deads)
+    span = (ts[-1] - ts[0]) / 1000.0
+    # beyond the first second's burst (1000 tokens, with the first answers' debt: 4 requests)
+    rate = (len(ts) - 4) * 400 / span
+    assert rate <= 1050, (rate, span)
+
+
 def test_fallback_when_the_first_model_keeps_failing(tmp):
     d = setup(tmp)
     script = {"rules": [{"when": {"format": "openai"}, "fault": {"status": 503}},
