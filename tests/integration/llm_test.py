@@ -448,6 +448,48 @@ def test_server_errors_keep_their_message_and_unavailable_window(tmp):
         deads["bad"]
 
 
+def test_server_down_for_longer_than_the_attempts(tmp):
+    """Connection refused for ~3 s (a server restarting): retried within retry.unavailable,
+    far past what attempts and backoff alone allow (4 attempts, 20..200 ms)."""
+    import socket
+    import subprocess
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    d = setup(tmp)
+    m = """  default:
+    provider: openai
+    base_url: http://127.0.0.1:%d/v1
+    model: m
+    timeout: 5s
+    retry: { attempts: 4, backoff: 20ms..200ms, unavailable: 20s }
+""" % port
+    job = os.path.join(d, "job.yaml")
+    write(job, job_text(m, """  support:
+    prompt: { user: "{{event.text}}" }
+"""))
+    write(os.path.join(d, "in.jsonl"), json.dumps({"id": "a", "customer_id": "K", "text": "hi"})
+          + "\n")
+    write(os.path.join(d, "script.json"), json.dumps({"rules": [{"reply": "back"}]}))
+    t0 = time.time()
+    p = subprocess.Popen([os.path.join(ARGS.build, "eddy"), "run", job, "--input",
+                          os.path.join(d, "in.jsonl"), "--output", os.path.join(d, "out.jsonl")],
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    mock = subprocess.Popen([os.path.join(ARGS.build, "mockllm"), "--script",
+                             os.path.join(d, "script.json"), "--port", str(port)],
+                            stdout=subprocess.DEVNULL)
+    try:
+        _, err = p.communicate(timeout=60)
+    finally:
+        mock.terminate()
+        mock.wait()
+    outs = read_jsonl(os.path.join(d, "out.jsonl"))
+    assert p.returncode == 0 and [o["output"] for o in outs] == ["back"], (outs, err[-2000:])
+    assert time.time() - t0 >= 3
+
+
 def test_secrets_never_written(tmp):
     """The key appears in nothing a run writes: logs at debug level, traces, dead letters,
     outputs, summary, eddy check; for every provider, from api_key and api_key_file."""
