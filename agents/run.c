@@ -130,6 +130,8 @@ void eddy_agent_rt_free(eddy_agent_rt *rt)
 {
     if (!rt)
         return;
+    for (size_t i = 0; rt->tool_defs && i < rt->ntools; i++)
+        json_decref(rt->tool_defs[i].wire);
     eddy_free(rt->tool_defs);
     eddy_free(rt->tools);
     eddy_free(rt);

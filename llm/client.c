@@ -43,6 +43,7 @@ enum req_state { QUEUED, RUNNING, BACKOFF, DONE };
 
 typedef struct limiter {
     char *key; /* base_url \n model \n hash of the api key */
+    char *url; /* the endpoint (the models sharing a limiter share it) */
     eddy_llm_client *client;
     int concurrency, active;
     double rpm, tpm;
@@ -98,6 +99,11 @@ struct eddy_llm_client {
     CURLM *multi;
     uv_timer_t timer;
     limiter *limiters;
+    struct model_lim {
+        const eddy_llm_model *m;
+        limiter *l;
+    } *by_model; /* a model's limiter, found once */
+    size_t nby_model;
     eddy_llm_req *reqs;
     long in_flight;
     int closing, open_limiter_timers;
@@ -196,7 +202,25 @@ static char *limiter_key(const eddy_llm_model *m)
                         (unsigned long long)h);
 }
 
+static limiter *limiter_lookup(eddy_llm_client *c, const eddy_llm_model *m);
+
 static limiter *limiter_for(eddy_llm_client *c, const eddy_llm_model *m)
+{
+    for (size_t i = 0; i < c->nby_model; i++)
+        if (c->by_model[i].m == m)
+            return c->by_model[i].l;
+    limiter *l = limiter_lookup(c, m);
+    struct model_lim *g =
+        l ? eddy_realloc(c->by_model, (c->nby_model + 1) * sizeof(*g)) : NULL;
+    if (g) {
+        c->by_model = g;
+        g[c->nby_model].m = m;
+        g[c->nby_model++].l = l;
+    }
+    return l;
+}
+
+static limiter *limiter_lookup(eddy_llm_client *c, const eddy_llm_model *m)
 {
     char *key = limiter_key(m);
     limiter *l;
@@ -214,12 +238,16 @@ static limiter *limiter_for(eddy_llm_client *c, const eddy_llm_model *m)
                 l->tpm = m->tokens_per_minute;
             return l;
         }
-    l = eddy_calloc(1, sizeof(*l));
+    const eddy_llm_provider *prov = m->prov ? m->prov : eddy_llm_provider_find(m->provider);
+    char *url = prov ? prov->url(m) : NULL;
+    l = url ? eddy_calloc(1, sizeof(*l)) : NULL;
     if (!l || uv_timer_init(c->loop, &l->timer)) {
         eddy_free(l);
+        eddy_free(url);
         eddy_free(key);
         return NULL;
     }
+    l->url = url;
     l->key = key;
     l->client = c;
     l->timer.data = l;
@@ -447,6 +475,10 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud)
         r->rl_req_reset[0] = r->rl_tok_reset[0] = '\0';
         return len;
     }
+    /* only retry-after*, x-ratelimit-* and anthropic-ratelimit-* matter */
+    char c0 = len ? (char)(p[0] | 0x20) : 0;
+    if (c0 != 'r' && c0 != 'x' && c0 != 'a')
+        return len;
     header_value(p, len, "retry-after", r->retry_after, sizeof(r->retry_after));
     header_value(p, len, "retry-after-ms", r->retry_after_ms, sizeof(r->retry_after_ms));
     header_value(p, len, "x-ratelimit-remaining-requests", r->rl_req_remaining,
@@ -563,7 +595,7 @@ static int setup(eddy_llm_req *r, eddy_err *err)
     body = p->build(m, r->rq, m->stream);
     r->body = body ? eddy_json_dumps_flags(body, JSON_COMPACT) : NULL;
     json_decref(body);
-    r->url = p->url(m);
+    r->url = eddy_strdup(r->lim->url); /* the request's own: messages name it */
     r->easy = curl_easy_init();
     if (!r->body || !r->url || !r->easy)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
@@ -935,10 +967,12 @@ static void maybe_free_client(eddy_llm_client *c)
 {
     if (c->open_limiter_timers > 0)
         return;
+    eddy_free(c->by_model);
     while (c->limiters) {
         limiter *l = c->limiters;
         c->limiters = l->next;
         eddy_free(l->key);
+        eddy_free(l->url);
         eddy_free(l);
     }
     eddy_free(c);

@@ -6,6 +6,7 @@
 #include "eddy/llm.h"
 #include "eddy/buf.h"
 #include "eddy/json.h"
+#include "llm_int.h"
 
 #include <string.h>
 
@@ -25,8 +26,23 @@ static void part_clear(eddy_llm_part *p)
     memset(p, 0, sizeof(*p));
 }
 
+json_t *eddy_llm_msg_wire(const eddy_llm_msg *m, const void *p)
+{
+    return m->wire && m->wire_for == p ? m->wire : NULL;
+}
+
+json_t *eddy_llm_msg_set_wire(const eddy_llm_msg *m, const void *p, json_t *w)
+{
+    eddy_llm_msg *mm = (eddy_llm_msg *)m; /* a cache: what M says does not change */
+    json_decref(mm->wire);
+    mm->wire = w;
+    mm->wire_for = w ? p : NULL;
+    return w;
+}
+
 void eddy_llm_msg_clear(eddy_llm_msg *m)
 {
+    json_decref(m->wire);
     for (size_t i = 0; i < m->nparts; i++)
         part_clear(&m->parts[i]);
     eddy_free(m->parts);
@@ -35,6 +51,7 @@ void eddy_llm_msg_clear(eddy_llm_msg *m)
 
 static eddy_llm_part *add_part(eddy_llm_msg *m)
 {
+    eddy_llm_msg_set_wire(m, NULL, NULL); /* the message changes */
     if (m->nparts == m->cap) {
         size_t cap = m->cap ? m->cap * 2 : 2;
         eddy_llm_part *p = eddy_realloc(m->parts, cap * sizeof(*p));
@@ -180,33 +197,49 @@ void eddy_llm_conv_clear(eddy_llm_conv *c)
 
 /* -- JSON (history format 2) -------------------------------------------------- */
 
+int eddy__llm_set_str(json_t *o, const char *k, const char *s)
+{
+    if (!s)
+        return 0;
+    return json_object_set_new_nocheck(o, k, json_string_nocheck(s));
+}
+
 json_t *eddy_llm_msg_to_json(const eddy_llm_msg *m)
 {
-    json_t *parts = json_array(), *o;
-    if (!parts)
-        return NULL;
-    for (size_t i = 0; i < m->nparts; i++) {
+    json_t *parts = json_array(), *msg = json_object(), *o;
+    int rc = !parts || !msg || eddy__llm_set_str(msg, "role", eddy_llm_role_name(m->role));
+    for (size_t i = 0; !rc && i < m->nparts; i++) {
         const eddy_llm_part *p = &m->parts[i];
+        rc = !(o = json_object()) || json_array_append_new(parts, o);
+        if (rc)
+            break;
         switch (p->kind) {
         case EDDY_PART_TEXT:
-            o = json_pack("{s:s, s:s}", "type", "text", "text", p->text ? p->text : "");
+            rc = eddy__llm_set_str(o, "type", "text") ||
+                 eddy__llm_set_str(o, "text", p->text ? p->text : "");
             break;
         case EDDY_PART_TOOL_CALL:
-            o = json_pack("{s:s, s:s?, s:s?, s:s}", "type", "tool_call", "id", p->id, "name",
-                          p->name, "arguments", p->args ? p->args : "{}");
+            rc = eddy__llm_set_str(o, "type", "tool_call") || eddy__llm_set_str(o, "id", p->id) ||
+                 eddy__llm_set_str(o, "name", p->name) ||
+                 eddy__llm_set_str(o, "arguments", p->args ? p->args : "{}");
             break;
         default:
-            o = json_pack("{s:s, s:s?, s:s?, s:s, s:b}", "type", "tool_result", "id", p->id,
-                          "name", p->name, "content", p->text ? p->text : "", "is_error",
-                          p->is_error);
+            rc = eddy__llm_set_str(o, "type", "tool_result") || eddy__llm_set_str(o, "id", p->id) ||
+                 eddy__llm_set_str(o, "name", p->name) ||
+                 eddy__llm_set_str(o, "content", p->text ? p->text : "") ||
+                 json_object_set_new_nocheck(o, "is_error", json_boolean(p->is_error));
             break;
         }
-        if (!o || json_array_append_new(parts, o)) {
-            json_decref(parts);
-            return NULL;
-        }
     }
-    return json_pack("{s:s, s:o}", "role", eddy_llm_role_name(m->role), "parts", parts);
+    if (!rc)
+        rc = json_object_set_new_nocheck(msg, "parts", parts);
+    else
+        json_decref(parts);
+    if (rc) {
+        json_decref(msg);
+        return NULL;
+    }
+    return msg;
 }
 
 static int role_from(const char *s, eddy_llm_role *out)

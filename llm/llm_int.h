@@ -21,6 +21,15 @@ void eddy__llm_error_info_json(const char *body, size_t len, eddy_llm_error_info
  * when it is not a JSON object. */
 json_t *eddy__llm_args_object(const char *args);
 
+/* RQ's tools as OpenAI function definitions (new array; the elements are
+ * cached in the definitions). NULL on OOM. */
+json_t *eddy__llm_function_tools(const eddy_llm_request *rq);
+
+/* O[K] = the string S (NULL: nothing set), without jansson's UTF-8 check:
+ * every string of a neutral message is valid UTF-8 already (from JSON,
+ * templates checked at load, or the tool host's JSON). 0 or -1 on OOM. */
+int eddy__llm_set_str(json_t *o, const char *k, const char *s);
+
 /* The endpoint BASE_URL + PATH without doubled slashes (new string). */
 char *eddy__llm_join_url(const char *base_url, const char *path);
 

@@ -77,15 +77,7 @@ static json_t *ol_build(const eddy_llm_model *m, const eddy_llm_request *rq, int
     if (!body)
         return NULL;
     if (rq->ntools && rq->tool_choice != EDDY_TOOL_CHOICE_NONE) {
-        json_t *a = json_array();
-        for (size_t i = 0; a && i < rq->ntools; i++) {
-            const eddy_llm_tool_def *t = &rq->tools[i];
-            json_array_append_new(a, json_pack("{s:s, s:{s:s, s:s, s:O}}", "type", "function",
-                                               "function", "name", t->name, "description",
-                                               t->description ? t->description : "",
-                                               "parameters", t->parameters));
-        }
-        json_object_set_new(body, "tools", a);
+        json_object_set_new(body, "tools", eddy__llm_function_tools(rq));
     }
     if (rq->output_schema)
         json_object_set(body, "format", rq->output_schema);

@@ -32,56 +32,96 @@ static void oa_headers(const eddy_llm_model *m, void (*add)(void *ud, const char
     }
 }
 
-static json_t *tool_defs(const eddy_llm_request *rq)
+/* The function-tool definitions (also what Ollama takes), each built once and
+ * kept with its definition. */
+json_t *eddy__llm_function_tools(const eddy_llm_request *rq)
 {
     json_t *a = json_array();
     for (size_t i = 0; a && i < rq->ntools; i++) {
-        const eddy_llm_tool_def *t = &rq->tools[i];
-        json_array_append_new(a, json_pack("{s:s, s:{s:s, s:s, s:O}}", "type", "function",
-                                           "function", "name", t->name, "description",
-                                           t->description ? t->description : "", "parameters",
-                                           t->parameters));
+        eddy_llm_tool_def *t = (eddy_llm_tool_def *)&rq->tools[i]; /* the cache only */
+        if (!t->wire || t->wire_for != &eddy__llm_openai) {
+            json_decref(t->wire);
+            t->wire = json_pack("{s:s, s:{s:s, s:s, s:O}}", "type", "function", "function",
+                                "name", t->name, "description",
+                                t->description ? t->description : "", "parameters",
+                                t->parameters);
+            t->wire_for = t->wire ? &eddy__llm_openai : NULL;
+        }
+        if (!t->wire || json_array_append(a, t->wire)) {
+            json_decref(a);
+            return NULL;
+        }
     }
     return a;
 }
 
+/* The chat messages M becomes (one per tool result for a tool message). */
+static json_t *wire_of(const eddy_llm_msg *m)
+{
+    json_t *out = json_array();
+    if (!out)
+        return NULL;
+    if (m->role == EDDY_ROLE_TOOL) {
+        for (size_t k = 0; k < m->nparts; k++) {
+            const eddy_llm_part *p = &m->parts[k];
+            json_t *o;
+            if (p->kind != EDDY_PART_TOOL_RESULT)
+                continue;
+            if (!(o = json_object()) || json_array_append_new(out, o) ||
+                eddy__llm_set_str(o, "role", "tool") ||
+                eddy__llm_set_str(o, "tool_call_id", p->id ? p->id : "") ||
+                eddy__llm_set_str(o, "content", p->text ? p->text : ""))
+                goto fail;
+        }
+        return out;
+    }
+    char *text = m->nparts == 1 && m->parts[0].kind == EDDY_PART_TEXT
+                     ? NULL /* the common case: no copy */
+                     : eddy_llm_msg_join_text(m);
+    const char *content = text ? text : m->nparts == 1 ? m->parts[0].text : "";
+    json_t *o = json_object();
+    int rc = !o || json_array_append_new(out, o) ||
+             eddy__llm_set_str(o, "role", eddy_llm_role_name(m->role)) ||
+             eddy__llm_set_str(o, "content", content ? content : "");
+    eddy_free(text);
+    if (rc)
+        goto fail;
+    if (m->role == EDDY_ROLE_ASSISTANT && eddy_llm_msg_count(m, EDDY_PART_TOOL_CALL)) {
+        json_t *calls = json_array();
+        if (!calls || json_object_set_new_nocheck(o, "tool_calls", calls))
+            goto fail;
+        for (size_t k = 0; k < m->nparts; k++) {
+            const eddy_llm_part *p = &m->parts[k];
+            json_t *c, *fn;
+            if (p->kind != EDDY_PART_TOOL_CALL)
+                continue;
+            if (!(c = json_object()) || json_array_append_new(calls, c) ||
+                eddy__llm_set_str(c, "id", p->id ? p->id : "") ||
+                eddy__llm_set_str(c, "type", "function") || !(fn = json_object()) ||
+                json_object_set_new_nocheck(c, "function", fn) ||
+                eddy__llm_set_str(fn, "name", p->name ? p->name : "") ||
+                eddy__llm_set_str(fn, "arguments", p->args ? p->args : "{}"))
+                goto fail;
+        }
+    }
+    return out;
+fail:
+    json_decref(out);
+    return NULL;
+}
+
+/* Every message's wire form, built once per message and kept with it (a
+ * conversation is resent whole at every turn). */
 static int add_messages(json_t *out, const eddy_llm_conv *c)
 {
     for (size_t i = 0; i < c->n; i++) {
         const eddy_llm_msg *m = &c->msgs[i];
-        if (m->role == EDDY_ROLE_TOOL) {
-            for (size_t k = 0; k < m->nparts; k++) {
-                const eddy_llm_part *p = &m->parts[k];
-                if (p->kind != EDDY_PART_TOOL_RESULT)
-                    continue;
-                if (json_array_append_new(out, json_pack("{s:s, s:s, s:s}", "role", "tool",
-                                                         "tool_call_id", p->id ? p->id : "",
-                                                         "content", p->text ? p->text : "")))
-                    return -1;
-            }
-            continue;
-        }
-        char *text = eddy_llm_msg_join_text(m);
-        json_t *o = text ? json_pack("{s:s, s:s}", "role", eddy_llm_role_name(m->role), "content",
-                                     text)
-                         : NULL;
-        eddy_free(text);
-        if (!o)
+        json_t *w = eddy_llm_msg_wire(m, &eddy__llm_openai);
+        if (!w && !(w = wire_of(m)))
             return -1;
-        if (m->role == EDDY_ROLE_ASSISTANT && eddy_llm_msg_count(m, EDDY_PART_TOOL_CALL)) {
-            json_t *calls = json_array();
-            for (size_t k = 0; calls && k < m->nparts; k++) {
-                const eddy_llm_part *p = &m->parts[k];
-                if (p->kind == EDDY_PART_TOOL_CALL)
-                    json_array_append_new(
-                        calls, json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", p->id ? p->id : "",
-                                         "type", "function", "function", "name",
-                                         p->name ? p->name : "", "arguments",
-                                         p->args ? p->args : "{}"));
-            }
-            json_object_set_new(o, "tool_calls", calls);
-        }
-        if (json_array_append_new(out, o))
+        if (!eddy_llm_msg_wire(m, &eddy__llm_openai))
+            eddy_llm_msg_set_wire(m, &eddy__llm_openai, w);
+        if (json_array_extend(out, w))
             return -1;
     }
     return 0;
@@ -98,7 +138,7 @@ static json_t *oa_build(const eddy_llm_model *m, const eddy_llm_request *rq, int
     if (!body)
         return NULL;
     if (rq->ntools) {
-        json_object_set_new(body, "tools", tool_defs(rq));
+        json_object_set_new(body, "tools", eddy__llm_function_tools(rq));
         switch (rq->tool_choice) {
         case EDDY_TOOL_CHOICE_AUTO:
             json_object_set_new(body, "tool_choice", json_string("auto"));

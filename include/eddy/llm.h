@@ -55,7 +55,18 @@ typedef struct eddy_llm_msg {
     eddy_llm_role role;
     eddy_llm_part *parts;
     size_t nparts, cap;
+    /* The message's wire form for the provider WIRE_FOR, built once and reused
+     * by every request of a conversation (providers' business: see
+     * eddy_llm_msg_wire); dropped when a part is added or the message cleared. */
+    json_t *wire;
+    const void *wire_for;
 } eddy_llm_msg;
+
+/* The cached wire form of M for provider P, or NULL. */
+json_t *eddy_llm_msg_wire(const eddy_llm_msg *m, const void *p);
+/* Keep W (a new reference, taken) as M's wire form for P; M is logically
+ * const (the cache does not change what M says). Returns W, borrowed. */
+json_t *eddy_llm_msg_set_wire(const eddy_llm_msg *m, const void *p, json_t *w);
 
 /* A conversation; owns its messages. Zero-initialized is empty. */
 typedef struct eddy_llm_conv {
@@ -118,6 +129,10 @@ typedef struct eddy_llm_tool_def {
     const char *name;
     const char *description;
     json_t *parameters; /* JSON schema of the arguments (an object schema) */
+    /* the definition's wire form for WIRE_FOR, built once (providers' cache,
+     * as eddy_llm_msg's; the owner of the array frees WIRE with it) */
+    json_t *wire;
+    const void *wire_for;
 } eddy_llm_tool_def;
 
 /* What the model may do with the tools (agents' `tool_choice:`). */

@@ -92,6 +92,11 @@ static void golden(const char *provider, int stream, const char *want_body,
     assert_json(h, want_headers);
     json_decref(h);
     json_decref(body);
+    /* built again from the cached wire forms: the same body */
+    body = eddy_llm_build(&m, &rq, stream);
+    assert_json(body, want_body);
+    json_decref(body);
+    json_decref(tools[0].wire);
     json_decref(p);
     eddy_llm_conv_clear(&c);
 }
