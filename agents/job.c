@@ -26,6 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <errno.h>
+#include <unistd.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <uv.h>
@@ -189,32 +191,77 @@ static double get_number(vctx *c, json_t *v, const char *path, const char *key, 
 
 /* The key in FILE (relative to the job's folder): its first line, trimmed.
  * Messages name the file, never its content. */
+/* Whether S has a byte that cannot go into an HTTP header (a control
+ * character: CR and LF would start another header). */
+static int has_control(const char *s)
+{
+    for (; s && *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return 1;
+    return 0;
+}
+
+/* Drop the whitespace (line ends included) around a key from the
+ * environment or a file. */
+static void trim_key(char *k)
+{
+    size_t n = strlen(k), b = 0;
+    while (n && (k[n - 1] == '\n' || k[n - 1] == '\r' || k[n - 1] == ' ' || k[n - 1] == '\t'))
+        k[--n] = '\0';
+    while (k[b] == ' ' || k[b] == '\t')
+        b++;
+    memmove(k, k + b, n - b + 1);
+}
+
+/* The key in FILE (relative to the job's folder): its first line, trimmed.
+ * Messages name the file, never its content. A file that is not a regular
+ * file is refused without being opened for reading (a FIFO would block). */
 static char *read_key_file(vctx *c, const char *path, const char *rel)
 {
-    char p[512], *abs = eddy_job_path(c->job, rel), *key = NULL;
+    char p[512], *abs = eddy_job_path(c->job, rel), *key = NULL, buf[4097];
+    struct stat st;
     eddy__job_join(p, sizeof(p), path, "api_key_file");
-    FILE *f = abs ? fopen(abs, "r") : NULL;
-    if (!f) {
+    int fd = abs ? open(abs, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) : -1;
+    if (fd < 0) {
         eddy__job_err(c, p, 0, "cannot read the key file '%s': %s", rel, strerror(errno));
         eddy_free(abs);
         return NULL;
     }
-    char buf[4096];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *nl = strpbrk(buf, "\r\n");
-    if (nl)
-        *nl = '\0';
-    n = strlen(buf);
-    while (n && (buf[n - 1] == ' ' || buf[n - 1] == '\t'))
-        buf[--n] = '\0';
-    if (!n)
-        eddy__job_err(c, p, 0, "the key file '%s' is empty", rel);
-    else
-        key = eddy_strdup(buf);
-    memset(buf, 0, sizeof(buf));
     eddy_free(abs);
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        eddy__job_err(c, p, 0, "the key file '%s' is %s, not a regular file", rel,
+                      S_ISDIR(st.st_mode) ? "a folder" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                                                                           : "a special file");
+        close(fd);
+        return NULL;
+    }
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n < 0) {
+        eddy__job_err(c, p, 0, "cannot read the key file '%s': %s", rel, strerror(errno));
+        return NULL;
+    }
+    buf[n] = '\0';
+    char *nl = memchr(buf, '\n', (size_t)n);
+    size_t line = nl ? (size_t)(nl - buf) : (size_t)n;
+    if (!nl && n == (ssize_t)sizeof(buf) - 1)
+        eddy__job_err(c, p, 0, "the first line of the key file '%s' is longer than 4 KiB", rel);
+    else if (memchr(buf, '\0', line))
+        eddy__job_err(c, p, 0, "the key in the key file '%s' contains a NUL byte", rel);
+    else {
+        buf[line] = '\0';
+        trim_key(buf);
+        if (!*buf)
+            eddy__job_err(c, p, 0, "the key file '%s' is empty (no key on its first line)", rel);
+        else if (has_control(buf))
+            eddy__job_err(c, p, 0,
+                          "the key in the key file '%s' contains a control character: it "
+                          "cannot be sent in a header",
+                          rel);
+        else
+            key = eddy_strdup(buf);
+    }
+    memset(buf, 0, sizeof(buf));
     return key;
 }
 
@@ -259,12 +306,32 @@ static void load_model(vctx *c, const char *name, json_t *v, const char *path, e
         eddy__job_err(c, p, 1, "give 'api_key' or 'api_key_file', not both");
     }
     m->api_key = eddy__job_str(c, v, path, "api_key", 0, NULL);
+    if (m->api_key) { /* ${KEY} from a file or a shell often ends with a newline */
+        trim_key(m->api_key);
+        if (has_control(m->api_key)) {
+            eddy__job_join(p, sizeof(p), path, "api_key");
+            eddy__job_err(c, p, 0,
+                          "'api_key' contains a control character (a line break?): it cannot "
+                          "be sent in a header");
+            memset(m->api_key, 0, strlen(m->api_key));
+            eddy_free(m->api_key);
+            m->api_key = NULL;
+        }
+    }
     char *kf = eddy__job_str(c, v, path, "api_key_file", S_NONEMPTY, NULL);
     if (kf && !m->api_key)
         m->api_key = read_key_file(c, path, kf);
     eddy_free(kf);
     m->api_version = eddy__job_str(c, v, path, "api_version", S_NONEMPTY, NULL);
     m->model = eddy__job_str(c, v, path, "model", S_REQ, NULL);
+    static const char *const header_keys[] = {"api_version", "model", "base_url", NULL};
+    const char *header_vals[] = {m->api_version, m->model, m->base_url};
+    for (int i = 0; header_keys[i]; i++)
+        if (has_control(header_vals[i])) {
+            eddy__job_join(p, sizeof(p), path, header_keys[i]);
+            eddy__job_err(c, p, 0, "'%s' contains a control character (a line break?)",
+                          header_keys[i]);
+        }
     m->timeout_ms = eddy__job_duration(c, v, path, "timeout", 60000, 1, MS_DAY);
     m->connect_timeout_ms = eddy__job_duration(c, v, path, "connect_timeout", 0, 1, MS_DAY);
     m->stream = eddy__job_bool(c, v, path, "stream", 0);
@@ -325,7 +392,9 @@ static void link_fallbacks(vctx *c, json_t *models)
         char p[512];
         if (!f || json_is_null(f))
             continue;
-        snprintf(p, sizeof(p), "/models/%s/fallback", m->name);
+        char mp[512];
+        eddy__job_join(mp, sizeof(mp), "/models", m->name);
+        eddy__job_join(p, sizeof(p), mp, "fallback");
         if (json_is_string(f)) {
             json_t *one = json_pack("[O]", f);
             json_object_set_new(json_object_get(models, m->name), "fallback", one);
@@ -351,8 +420,15 @@ static void link_fallbacks(vctx *c, json_t *models)
                 eddy__job_err(c, ip, 0, "fallback '%s' is not a model defined under 'models'", n);
             else if (t == m)
                 eddy__job_err(c, ip, 0, "model '%s' cannot fall back to itself", n);
-            else
-                m->fallback[m->nfallback++] = t;
+            else {
+                int dup = 0;
+                for (size_t j = 0; j < m->nfallback; j++)
+                    dup |= m->fallback[j] == t;
+                if (dup)
+                    eddy__job_err(c, ip, 0, "fallback '%s' is listed twice", n);
+                else
+                    m->fallback[m->nfallback++] = t;
+            }
         }
     }
 }
@@ -599,7 +675,9 @@ static void check_tools(vctx *c)
             for (size_t j = 0; ts.loaded[i] && j < a->ntools; j++)
                 found |= ts.loaded[i][j] &&
                          !strcmp(eddy_tool_name(ts.loaded[i][j]), a->tool_choice_name);
-            snprintf(p, sizeof(p), "/agents/%s/tool_choice", a->name);
+            char ap[512];
+            eddy__job_join(ap, sizeof(ap), "/agents", a->name);
+            eddy__job_join(p, sizeof(p), ap, "tool_choice");
             if (!found)
                 eddy__job_err(c, p, 0,
                               "tool_choice '%s' is none of auto, required, none or a tool of "
@@ -722,10 +800,12 @@ static json_t *load_output_schema(vctx *c, json_t *act, const char *path)
         if (n > 5 && (!strcmp(rel + n - 5, ".yaml") || !strcmp(rel + n - 4, ".yml"))) {
             eddy_yaml_doc d;
             eddy_diag dd = {0};
+            memset(&d, 0, sizeof(d));
             if (abs && eddy_yaml_load(abs, &d, &dd) == 0) {
                 schema = json_incref(d.root);
                 eddy_yaml_doc_free(&d);
             } else {
+                eddy_yaml_doc_free(&d);
                 eddy__job_err(c, p, 0, "cannot read the schema file '%s': %s", rel,
                               dd.n ? dd.msgs[0] : "unreadable");
             }
@@ -850,6 +930,13 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
             a->tool_choice = EDDY_TOOL_CHOICE_TOOL;
             a->tool_choice_name = eddy_strdup(tc);
         }
+        if (!a->ntools && (a->tool_choice == EDDY_TOOL_CHOICE_REQUIRED ||
+                           a->tool_choice == EDDY_TOOL_CHOICE_TOOL)) {
+            char tp[600];
+            eddy__job_join(tp, sizeof(tp), path, "tool_choice");
+            eddy__job_err(c, tp, 0, "tool_choice '%s' needs tools, and agent '%s' has none", tc,
+                          name);
+        }
         eddy_free(tc);
     }
 
@@ -916,7 +1003,9 @@ static void load_section(vctx *c, json_t *root, const char *key)
     json_object_foreach(m, name, v)
     {
         char p[512];
-        snprintf(p, sizeof(p), "/%s/%s", key, name);
+        char kp[128];
+        snprintf(kp, sizeof(kp), "/%s", key);
+        eddy__job_join(p, sizeof(p), kp, name);
         if (!strcmp(key, "models"))
             load_model(c, name, v, p, &c->job->models[i]), c->job->nmodels = ++i;
         else

@@ -52,7 +52,19 @@ const char *eddy__job_type(json_t *v)
 
 void eddy__job_join(char *out, size_t n, const char *path, const char *key)
 {
-    snprintf(out, n, "%s/%s", path, key);
+    /* KEY is one segment of a JSON pointer: '~' and '/' are escaped as the
+     * YAML loader's positions are (RFC 6901) */
+    size_t k = (size_t)snprintf(out, n, "%s/", path);
+    for (; *key && k + 3 < n; key++) {
+        if (*key == '~' || *key == '/') {
+            out[k++] = '~';
+            out[k++] = *key == '~' ? '0' : '1';
+        } else {
+            out[k++] = *key;
+        }
+    }
+    if (k < n)
+        out[k] = '\0';
 }
 
 void eddy__job_keys(vctx *c, json_t *v, const char *path, const char *const *allowed)

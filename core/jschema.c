@@ -356,6 +356,76 @@ static int foreign_syntax(const char *p, char *why, size_t cap)
     return 0;
 }
 
+/* The size of P with its bounded repetitions written out ("(a{1,100}){1,100}"
+ * is 10^4 atoms): glibc's regcomp expands them, and nested ones took more
+ * than a gigabyte. Brackets and escapes count as one atom; the count stops
+ * growing past LIMIT. */
+static double expanded_size(const char *p, double limit)
+{
+    double stack[64];
+    int depth = 0;
+    double cur = 0, last = 0; /* the size of the current sequence and of its last item */
+    for (size_t i = 0; p[i]; i++) {
+        char ch = p[i];
+        if (ch == '\\' && p[i + 1]) {
+            i++;
+            cur += (last = 1);
+        } else if (ch == '[') {
+            size_t j = i + 1;
+            if (p[j] == '^')
+                j++;
+            if (p[j] == ']')
+                j++;
+            while (p[j] && p[j] != ']') {
+                if (p[j] == '[' && (p[j + 1] == ':' || p[j + 1] == '.' || p[j + 1] == '=')) {
+                    const char *e = strchr(p + j + 2, ']');
+                    j = e ? (size_t)(e - p) + 1 : strlen(p);
+                } else {
+                    j++;
+                }
+            }
+            i = p[j] ? j : j - 1;
+            cur += (last = 1);
+        } else if (ch == '(') {
+            if (depth == 64)
+                return limit + 1;
+            stack[depth++] = cur;
+            cur = 0;
+        } else if (ch == ')' && depth > 0) {
+            last = cur;
+            cur = stack[--depth] + last;
+        } else if (ch == '{') {
+            char *end;
+            long a = strtol(p + i + 1, &end, 10), b = a;
+            if (end == p + i + 1) {
+                cur += (last = 1); /* a literal brace */
+                continue;
+            }
+            if (*end == ',') {
+                const char *q = end + 1;
+                b = strtol(q, &end, 10);
+                if (end == q)
+                    b = a + 1; /* {a,}: a copies and a star */
+            }
+            if (*end != '}') {
+                cur += (last = 1);
+                continue;
+            }
+            i = (size_t)(end - p);
+            double n = (double)(b > 1 ? b : 1);
+            cur += last * (n - 1);
+            last *= n;
+        } else if (ch != '*' && ch != '+' && ch != '?' && ch != '|' && ch != '^' && ch != '$') {
+            cur += (last = 1);
+        }
+        if (cur > limit)
+            return cur;
+    }
+    while (depth > 0)
+        cur += stack[--depth];
+    return cur;
+}
+
 static int ck_pattern(ctx *c, json_t *v, int depth)
 {
     char why[256];
@@ -372,6 +442,10 @@ static int ck_pattern(ctx *c, json_t *v, int depth)
         return fail(c, EDDY_ESCHEMA, "must not contain a NUL character");
     if (foreign_syntax(p, why, sizeof(why)))
         return fail(c, EDDY_ESCHEMA, "%s", why);
+    if (expanded_size(p, 20000) > 20000)
+        return fail(c, EDDY_ESCHEMA,
+                    "too complex: with its repetitions written out it has more than 20000 "
+                    "items (nested {n,m} multiply)");
     if (c->keep) { /* compiled into the call's list, where walk finds it */
         if (!(r = eddy_malloc(sizeof(*r))))
             return eddy_err_set(c->err, EDDY_ENOMEM, "out of memory");

@@ -391,7 +391,7 @@ static void resync(eddy_llm_req *r, long http)
     limiter *l = r->lim;
     uint64_t now = eddy_now_ms();
     char *end;
-    int64_t mw = r->model->max_wait_ms > 0 ? r->model->max_wait_ms : 60000;
+    int64_t mw = r->model->max_wait_ms;
     if (r->rl_req_remaining[0] && l->rpm > 0) {
         double v = strtod(r->rl_req_remaining, &end);
         int ok = end != r->rl_req_remaining && v >= 0;
@@ -560,17 +560,46 @@ static void stream_timer_arm(eddy_llm_req *r)
     uv_timer_start(&r->timer, on_req_timer, (uint64_t)ms, 0);
 }
 
-/* Redact the key from MSG (servers echo parts of it in their errors). */
-static void redact(char *msg, const char *key)
+/* Redact the key from the N bytes at MSG in place (servers echo keys in
+ * their errors): every whole occurrence becomes "***". */
+static size_t redact_n(char *msg, size_t n, const char *key)
 {
     size_t kl = key ? strlen(key) : 0;
-    char *p;
+    if (kl < 4)
+        return n;
+    for (char *p = msg; (p = memmem(p, n - (size_t)(p - msg), key, kl));) {
+        memcpy(p, "***", 3);
+        memmove(p + 3, p + kl, n - (size_t)(p - msg) - kl);
+        n -= kl - 3;
+        p += 3;
+    }
+    return n;
+}
+
+/* MSG (a NUL-terminated message, perhaps cut) without the key: whole
+ * occurrences, any run of its first 8 or more bytes (a cut in the middle of
+ * a formatted message), and a shorter start of it where MSG ends (a cut at
+ * the end). */
+static void redact(char *msg, const char *key)
+{
+    size_t kl = key ? strlen(key) : 0, n = strlen(msg);
     if (kl < 4)
         return;
-    while ((p = strstr(msg, key))) {
-        memset(p, '*', kl > 3 ? 3 : kl);
-        memmove(p + 3, p + kl, strlen(p + kl) + 1);
+    n = redact_n(msg, n, key);
+    msg[n] = '\0';
+    size_t pre = kl < 8 ? kl : 8;
+    for (char *p = msg; (p = memmem(p, n - (size_t)(p - msg), key, pre));) {
+        size_t m = pre;
+        while (m < kl && p[m] && p[m] == key[m])
+            m++;
+        memset(p, '*', m);
+        p += m;
     }
+    for (size_t m = pre < n ? pre : n; m >= 4; m--) /* the end of MSG starts the key */
+        if (!memcmp(msg + n - m, key, m)) {
+            memset(msg + n - m, '*', m);
+            break;
+        }
 }
 
 static void add_header(void *ud, const char *line)
@@ -755,6 +784,12 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
                                          &r->res.resp, &r->res.err);
         if (rc == 0) {
             eddy_llm_usage *u = &r->res.resp.usage;
+            /* a server's numbers, not ours: never negative, never absurd */
+            long *counts[] = {&u->input_tokens, &u->output_tokens, &u->cached_input_tokens,
+                              &u->cache_write_tokens, &u->reasoning_tokens};
+            for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
+                *counts[i] = *counts[i] < 0 ? 0 : *counts[i] > EDDY_LLM_MAX_USAGE ? EDDY_LLM_MAX_USAGE
+                                                                                   : *counts[i];
             if (!u->input_tokens && !u->output_tokens) {
                 char *text = eddy_llm_msg_join_text(&r->res.resp.message);
                 u->input_tokens = eddy_llm_estimate_tokens(r->body_len);
@@ -766,9 +801,11 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
                 u->estimated = 1;
                 eddy_free(text);
             }
-            if (r->lim->tpm > 0) /* correct the estimate */
-                r->lim->tok_level += (double)r->charged_tokens -
-                                     (double)(u->input_tokens + u->output_tokens);
+            if (r->lim->tpm > 0) { /* correct the estimate, by at most a bucket's worth */
+                double d = (double)r->charged_tokens - (double)(u->input_tokens + u->output_tokens);
+                double cap = tok_cap(r->lim);
+                r->lim->tok_level += d < -cap ? -cap : d > cap ? cap : d;
+            }
             r->res.status = 0;
             finish(r);
             return;
@@ -786,8 +823,11 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
     } else if (transport) {
         eddy_err_setc(&r->res.err, EDDY_ENET, cc, "%s: %s", r->url, curl_easy_strerror(cc));
     } else {
+        if (r->resp.data) /* before anything cuts it */
+            r->resp.len = redact_n(r->resp.data, r->resp.len, m->api_key);
         p->error_info(r->resp.data ? r->resp.data : "", r->resp.len, &info);
         redact(info.message, m->api_key);
+        redact(info.code, m->api_key);
         eddy_err_setc(&r->res.err, EDDY_EHTTP, http, "%s: HTTP %ld%s%s%s%s", r->url, http,
                       info.code[0] ? " " : "", info.code, info.message[0] ? ": " : "",
                       info.message);
@@ -818,15 +858,16 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
         r->unavailable_since_ms = 0;
     }
     if (delay == -2) {
-        int64_t asked = r->retry_after_ms[0] ? (int64_t)strtod(r->retry_after_ms, NULL)
-                                             : eddy_llm_parse_retry_after(r->retry_after);
+        int64_t asked = eddy_llm_parse_retry_ms(r->retry_after_ms);
+        if (asked < 0)
+            asked = eddy_llm_parse_retry_after(r->retry_after);
         snprintf(why, sizeof(why), "%s; the server asked to retry after %.1f s, longer than "
                                    "retry.max_wait (%.1f s)",
                  r->res.err.msg, (double)asked / 1000,
-                 (double)(m->max_wait_ms > 0 ? m->max_wait_ms : 60000) / 1000);
+                 (double)m->max_wait_ms / 1000);
         eddy_err_setc(&r->res.err, r->res.err.code, r->res.err.cause, "%s", why);
         if (http == 429) { /* everyone else waits too, no longer than max_wait */
-            int64_t mw = m->max_wait_ms > 0 ? m->max_wait_ms : 60000;
+            int64_t mw = m->max_wait_ms;
             uint64_t until = eddy_now_ms() + (uint64_t)(asked < mw ? asked : mw);
             if (until > r->lim->paused_until_ms)
                 r->lim->paused_until_ms = until;

@@ -196,6 +196,17 @@ int64_t eddy_llm_parse_retry_after(const char *v)
     return -1;
 }
 
+int64_t eddy_llm_parse_retry_ms(const char *v)
+{
+    char *end;
+    if (!v || !*v)
+        return -1;
+    double x = strtod(v, &end);
+    if (end == v || !(x >= 0)) /* NaN and negatives too */
+        return -1;
+    return x > 1e12 ? (int64_t)1e12 : (int64_t)ceil(x);
+}
+
 int64_t eddy_llm_parse_reset(const char *v)
 {
     char *end;
@@ -241,18 +252,13 @@ int64_t eddy_llm_retry_delay(const eddy_llm_model *m, int attempt, long http, in
 {
     int64_t d = -1, base = m->backoff_base_ms > 0 ? m->backoff_base_ms : 500,
             cap = m->backoff_cap_ms > 0 ? m->backoff_cap_ms : 8000,
-            max_wait = m->max_wait_ms > 0 ? m->max_wait_ms : 60000;
+            max_wait = m->max_wait_ms > 0 ? m->max_wait_ms : 0;
     int retryable = transport_failed || http == 408 || http == 409 || http == 429 || http >= 500;
     if (!retryable || attempt >= m->max_attempts)
         return -1;
     if (http == 429 && error_code && !strcmp(error_code, "insufficient_quota"))
         return -1;
-    if (retry_after_ms && *retry_after_ms) {
-        char *end;
-        double v = strtod(retry_after_ms, &end);
-        if (end != retry_after_ms && v >= 0)
-            d = v > 1e12 ? (int64_t)1e12 : (int64_t)ceil(v);
-    }
+    d = eddy_llm_parse_retry_ms(retry_after_ms);
     if (d < 0 && retry_after && *retry_after)
         d = eddy_llm_parse_retry_after(retry_after);
     if (d >= 0) /* the server's own hint: never earlier, and not past max_wait */

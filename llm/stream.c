@@ -18,6 +18,8 @@
 #include <string.h>
 
 #define MAX_LINE (16u << 20)
+#define MAX_STREAM (64ull << 20) /* as a plain answer's body */
+#define MAX_CALLS 1000           /* tool calls in one answer */
 
 typedef struct call_slot {
     long index;
@@ -32,6 +34,7 @@ struct eddy_llm_stream {
     char event[64];
     eddy_buf data;
     int has_data, ended, started, failed, bom_checked;
+    unsigned long long fed; /* bytes so far */
     eddy_llm_response resp;
     size_t text_len, text_cap; /* of the last part's text when it is text */
     call_slot *calls;
@@ -152,6 +155,8 @@ int eddy_llm_stream_tool(eddy_llm_stream *st, long index, const char *id, const 
     eddy_llm_msg *m = &st->resp.message;
     call_slot *c = find_call(st, index, id);
     if (!c) {
+        if (st->ncalls >= MAX_CALLS)
+            return EDDY_ERANGE;
         call_slot *grown = eddy_realloc(st->calls, (st->ncalls + 1) * sizeof(*grown));
         if (!grown)
             return EDDY_ENOMEM;
@@ -203,6 +208,9 @@ static int dispatch(eddy_llm_stream *st, const char *name, const char *data, siz
     if (st->ended) /* anything after the end marker is ignored */
         return 0;
     int rc = st->p->event(st, name, data, n, err);
+    if (rc == EDDY_ERANGE)
+        eddy_err_set(err, EDDY_ERANGE, "the streamed answer has more than %d tool calls",
+                     MAX_CALLS);
     if (rc)
         st->failed = 1;
     return rc;
@@ -271,6 +279,11 @@ int eddy_llm_stream_feed(eddy_llm_stream *st, const char *p, size_t n, eddy_err 
 {
     if (st->failed)
         return eddy_err_set(err, EDDY_EPARSE, "stream already failed");
+    if ((st->fed += n) > MAX_STREAM) {
+        st->failed = 1;
+        return eddy_err_set(err, EDDY_ERANGE, "the streamed answer is larger than %llu MiB",
+                            MAX_STREAM >> 20);
+    }
     if (!st->bom_checked) { /* a UTF-8 byte order mark before the first field */
         static const char bom[] = "\xEF\xBB\xBF";
         size_t have = st->line.len + n < 3 ? st->line.len + n : 3;

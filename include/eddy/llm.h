@@ -330,13 +330,21 @@ long eddy_llm_estimate_tokens(size_t n);
  * headers or NULL; ERROR_CODE is the body's error code or NULL. JITTER in
  * [0,1). Returns the delay in ms before the next attempt, or -1: no retry.
  * A server's hint is followed exactly (never earlier); one longer than
- * M->max_wait_ms returns -2 (the caller ends the call saying so). */
+ * M->max_wait_ms (0: any wait at all) returns -2 (the caller ends the call
+ * saying so). */
 int64_t eddy_llm_retry_delay(const eddy_llm_model *m, int attempt, long http, int transport_failed,
                              const char *retry_after_ms, const char *retry_after,
                              const char *error_code, double jitter);
-/* A retry-after header value (seconds or an HTTP date) in ms; -1 when
- * unreadable. */
+/* A retry-after header value (seconds or an HTTP date) in ms, at most
+ * 10^12; -1 when unreadable. */
 int64_t eddy_llm_parse_retry_after(const char *v);
+/* A retry-after-ms header value in ms, at most 10^12; -1 when unreadable
+ * (NULL, empty, negative, not a number). */
+int64_t eddy_llm_parse_retry_ms(const char *v);
+
+/* Usage counts above this are taken as this (a server's absurd numbers must
+ * not overflow totals or stall a rate limiter). */
+#define EDDY_LLM_MAX_USAGE 1000000000000L
 /* A rate-limit reset ("6m0s", "1.5s", "20ms", "2026-12-01T10:00:00Z") in ms
  * from now; -1 when unreadable. */
 int64_t eddy_llm_parse_reset(const char *v);
