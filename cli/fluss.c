@@ -64,7 +64,13 @@ static void set_done(fcli *f, int status, const eddy_err *err)
 static int wait_done(fcli *f)
 {
     while (!f->done)
-        uv_run(&f->loop, UV_RUN_ONCE);
+        if (!uv_run(&f->loop, UV_RUN_ONCE) && !f->done) {
+            /* nothing left that could ever call back: say so instead of spinning */
+            set_done(f, EDDY_EINVAL, NULL);
+            eddy_err_set(&f->err, EDDY_EINVAL,
+                         "internal error: the operation stopped without an answer");
+            break;
+        }
     f->done = 0;
     return f->status;
 }
@@ -264,7 +270,8 @@ static int cmd_produce(fcli *f, int argc, char **argv)
         json_decref(row);
         eddy_fluss_arena_free(&arena);
         while (eddy_fluss_writer_pending(w) > (64u << 20)) /* backpressure */
-            uv_run(&f->loop, UV_RUN_ONCE);
+            if (!uv_run(&f->loop, UV_RUN_ONCE))
+                break; /* nothing in flight: waiting would spin */
     }
     if (eddy_fluss_writer_flush(w, done_cb, f) == 0 && wait_done(f) == 0) {
         long acked, failed;
