@@ -710,6 +710,23 @@ out:
     return rc ? rc : w->rc;
 }
 
+int eddy_json_put_string(eddy_buf *b, const char *s, size_t n)
+{
+    out w = {b, JSON_COMPACT, 0, 0};
+    size_t start = b->len;
+    put_string(&w, s, n);
+    if (!w.rc && b->oom)
+        w.rc = EDDY_ENOMEM;
+    if (!w.rc)
+        b->data[b->len] = '\0'; /* room() kept a byte for it */
+    if (w.rc && w.rc != EDDY_ENOMEM) {
+        b->len = start;
+        if (b->data)
+            b->data[start] = '\0';
+    }
+    return w.rc;
+}
+
 int eddy_json_dump_buf(eddy_buf *b, const json_t *v, size_t flags)
 {
     out w = {b, flags, (int)(flags & JSON_MAX_INDENT), 0};

@@ -621,9 +621,16 @@ static int setup(eddy_llm_req *r, eddy_err *err)
         return eddy_err_set(err, EDDY_EINVAL, "model '%s': unknown provider '%s'", m->name,
                             m->provider ? m->provider : "");
     r->streaming = m->stream;
-    body = p->build(m, r->rq, m->stream);
-    r->body = body ? eddy_json_dumps_flags(body, JSON_COMPACT) : NULL;
-    json_decref(body);
+    if (p->write) {
+        eddy_buf b;
+        eddy_buf_init(&b);
+        r->body = p->write(m, r->rq, m->stream, &b) ? NULL : eddy_buf_take(&b);
+        eddy_buf_free(&b);
+    } else {
+        body = p->build(m, r->rq, m->stream);
+        r->body = body ? eddy_json_dumps_flags(body, JSON_COMPACT) : NULL;
+        json_decref(body);
+    }
     r->url = eddy_strdup(r->lim->url); /* the request's own: messages name it */
     r->easy = curl_easy_init();
     if (!r->body || !r->url || !r->easy)

@@ -32,8 +32,8 @@ static void oa_headers(const eddy_llm_model *m, void (*add)(void *ud, const char
     }
 }
 
-/* The function-tool definitions (also what Ollama takes), each built once and
- * kept with its definition. */
+/* The function-tool definitions as a JSON tree (what Ollama takes), each built
+ * once and kept with its definition. */
 json_t *eddy__llm_function_tools(const eddy_llm_request *rq)
 {
     json_t *a = json_array();
@@ -55,123 +55,174 @@ json_t *eddy__llm_function_tools(const eddy_llm_request *rq)
     return a;
 }
 
-/* The chat messages M becomes (one per tool result for a tool message). */
-static json_t *wire_of(const eddy_llm_msg *m)
+/* The request body is written as JSON text straight from the neutral types,
+ * without a jansson tree: each message's text (one object, or one per tool
+ * result, comma-separated) is written once and kept with the message as a
+ * JSON string, so a turn only copies the conversation it resends; so is each
+ * tool definition's. */
+static const char kMsgText[] = "openai message text", kToolText[] = "openai tool text";
+
+#define PUTS(b, s) eddy_buf_append((b), (s), sizeof(s) - 1)
+
+static int put_str(eddy_buf *b, const char *s)
 {
-    json_t *out = json_array();
-    if (!out)
-        return NULL;
+    return eddy_json_put_string(b, s ? s : "", s ? strlen(s) : 0);
+}
+
+static int write_msg(eddy_buf *b, const eddy_llm_msg *m)
+{
+    int rc = 0, first = 1;
     if (m->role == EDDY_ROLE_TOOL) {
-        for (size_t k = 0; k < m->nparts; k++) {
+        for (size_t k = 0; !rc && k < m->nparts; k++) {
             const eddy_llm_part *p = &m->parts[k];
-            json_t *o;
             if (p->kind != EDDY_PART_TOOL_RESULT)
                 continue;
-            if (!(o = json_object()) || json_array_append_new(out, o) ||
-                eddy__llm_set_str(o, "role", "tool") ||
-                eddy__llm_set_str(o, "tool_call_id", p->id ? p->id : "") ||
-                eddy__llm_set_str(o, "content", p->text ? p->text : ""))
-                goto fail;
+            if (!first)
+                eddy_buf_putc(b, ',');
+            first = 0;
+            PUTS(b, "{\"role\":\"tool\",\"tool_call_id\":");
+            rc = put_str(b, p->id);
+            PUTS(b, ",\"content\":");
+            rc = rc ? rc : put_str(b, p->text);
+            eddy_buf_putc(b, '}');
         }
-        return out;
+        return rc ? rc : b->oom ? EDDY_ENOMEM : 0;
     }
-    char *text = m->nparts == 1 && m->parts[0].kind == EDDY_PART_TEXT
-                     ? NULL /* the common case: no copy */
-                     : eddy_llm_msg_join_text(m);
-    const char *content = text ? text : m->nparts == 1 ? m->parts[0].text : "";
-    json_t *o = json_object();
-    int rc = !o || json_array_append_new(out, o) ||
-             eddy__llm_set_str(o, "role", eddy_llm_role_name(m->role)) ||
-             eddy__llm_set_str(o, "content", content ? content : "");
-    eddy_free(text);
-    if (rc)
-        goto fail;
+    PUTS(b, "{\"role\":");
+    rc = put_str(b, eddy_llm_role_name(m->role));
+    PUTS(b, ",\"content\":");
+    if (m->nparts == 1 && m->parts[0].kind == EDDY_PART_TEXT) {
+        rc = rc ? rc : put_str(b, m->parts[0].text);
+    } else {
+        char *text = eddy_llm_msg_join_text(m); /* never null: "" (llama-cpp-python) */
+        rc = rc ? rc : text ? put_str(b, text) : EDDY_ENOMEM;
+        eddy_free(text);
+    }
     if (m->role == EDDY_ROLE_ASSISTANT && eddy_llm_msg_count(m, EDDY_PART_TOOL_CALL)) {
-        json_t *calls = json_array();
-        if (!calls || json_object_set_new_nocheck(o, "tool_calls", calls))
-            goto fail;
-        for (size_t k = 0; k < m->nparts; k++) {
+        PUTS(b, ",\"tool_calls\":[");
+        for (size_t k = 0; !rc && k < m->nparts; k++) {
             const eddy_llm_part *p = &m->parts[k];
-            json_t *c, *fn;
             if (p->kind != EDDY_PART_TOOL_CALL)
                 continue;
-            if (!(c = json_object()) || json_array_append_new(calls, c) ||
-                eddy__llm_set_str(c, "id", p->id ? p->id : "") ||
-                eddy__llm_set_str(c, "type", "function") || !(fn = json_object()) ||
-                json_object_set_new_nocheck(c, "function", fn) ||
-                eddy__llm_set_str(fn, "name", p->name ? p->name : "") ||
-                eddy__llm_set_str(fn, "arguments", p->args ? p->args : "{}"))
-                goto fail;
+            if (!first)
+                eddy_buf_putc(b, ',');
+            first = 0;
+            PUTS(b, "{\"id\":");
+            rc = put_str(b, p->id);
+            PUTS(b, ",\"type\":\"function\",\"function\":{\"name\":");
+            rc = rc ? rc : put_str(b, p->name);
+            PUTS(b, ",\"arguments\":");
+            rc = rc ? rc : put_str(b, p->args ? p->args : "{}");
+            PUTS(b, "}}");
         }
+        eddy_buf_putc(b, ']');
     }
-    return out;
-fail:
-    json_decref(out);
-    return NULL;
+    eddy_buf_putc(b, '}');
+    return rc ? rc : b->oom ? EDDY_ENOMEM : 0;
 }
 
-/* Every message's wire form, built once per message and kept with it (a
- * conversation is resent whole at every turn). */
-static int add_messages(json_t *out, const eddy_llm_conv *c)
+/* Append M's JSON text (cached with M) to B, after a comma unless *FIRST. */
+static int put_msg(eddy_buf *b, const eddy_llm_msg *m, int *first)
 {
-    for (size_t i = 0; i < c->n; i++) {
-        const eddy_llm_msg *m = &c->msgs[i];
-        json_t *w = eddy_llm_msg_wire(m, &eddy__llm_openai);
-        if (!w && !(w = wire_of(m)))
-            return -1;
-        if (!eddy_llm_msg_wire(m, &eddy__llm_openai))
-            eddy_llm_msg_set_wire(m, &eddy__llm_openai, w);
-        if (json_array_extend(out, w))
-            return -1;
+    json_t *w = eddy_llm_msg_wire(m, kMsgText);
+    if (!w) {
+        eddy_buf t;
+        eddy_buf_init(&t);
+        int rc = write_msg(&t, m);
+        if (!rc && !(w = eddy_llm_msg_set_wire(m, kMsgText,
+                                               json_stringn_nocheck(t.data ? t.data : "", t.len))))
+            rc = EDDY_ENOMEM;
+        eddy_buf_free(&t);
+        if (rc)
+            return rc;
     }
-    return 0;
+    if (!json_string_length(w)) /* a tool message without results */
+        return 0;
+    if (!*first)
+        eddy_buf_putc(b, ',');
+    *first = 0;
+    return eddy_buf_append(b, json_string_value(w), json_string_length(w));
 }
 
-static json_t *oa_build(const eddy_llm_model *m, const eddy_llm_request *rq, int stream)
+static int put_tool(eddy_buf *b, const eddy_llm_tool_def *td)
 {
-    json_t *msgs = json_array();
-    if (!msgs || add_messages(msgs, rq->conv)) {
-        json_decref(msgs);
-        return NULL;
+    eddy_llm_tool_def *t = (eddy_llm_tool_def *)td; /* the cache only */
+    if (!t->wire || t->wire_for != kToolText) {
+        eddy_buf x;
+        eddy_buf_init(&x);
+        PUTS(&x, "{\"type\":\"function\",\"function\":{\"name\":");
+        int rc = put_str(&x, t->name);
+        PUTS(&x, ",\"description\":");
+        rc = rc ? rc : put_str(&x, t->description);
+        PUTS(&x, ",\"parameters\":");
+        rc = rc ? rc : eddy_json_dump_buf(&x, t->parameters, JSON_COMPACT);
+        PUTS(&x, "}}");
+        json_decref(t->wire);
+        t->wire = rc || x.oom ? NULL : json_stringn_nocheck(x.data, x.len);
+        t->wire_for = t->wire ? kToolText : NULL;
+        eddy_buf_free(&x);
+        if (!t->wire)
+            return rc ? rc : EDDY_ENOMEM;
     }
-    json_t *body = json_pack("{s:s, s:o}", "model", m->model ? m->model : "", "messages", msgs);
-    if (!body)
-        return NULL;
+    return eddy_buf_append(b, json_string_value(t->wire), json_string_length(t->wire));
+}
+
+static int oa_write(const eddy_llm_model *m, const eddy_llm_request *rq, int stream, eddy_buf *b)
+{
+    char num[EDDY_JSON_NUMBER_MAX];
+    int rc, first = 1;
+    PUTS(b, "{\"model\":");
+    rc = put_str(b, m->model);
+    PUTS(b, ",\"messages\":[");
+    for (size_t i = 0; !rc && i < rq->conv->n; i++)
+        rc = put_msg(b, &rq->conv->msgs[i], &first);
+    eddy_buf_putc(b, ']');
     if (rq->ntools) {
-        json_object_set_new(body, "tools", eddy__llm_function_tools(rq));
+        PUTS(b, ",\"tools\":[");
+        for (size_t i = 0; !rc && i < rq->ntools; i++) {
+            if (i)
+                eddy_buf_putc(b, ',');
+            rc = put_tool(b, &rq->tools[i]);
+        }
+        eddy_buf_putc(b, ']');
         switch (rq->tool_choice) {
         case EDDY_TOOL_CHOICE_AUTO:
-            json_object_set_new(body, "tool_choice", json_string("auto"));
+            PUTS(b, ",\"tool_choice\":\"auto\"");
             break;
         case EDDY_TOOL_CHOICE_REQUIRED:
-            json_object_set_new(body, "tool_choice", json_string("required"));
+            PUTS(b, ",\"tool_choice\":\"required\"");
             break;
         case EDDY_TOOL_CHOICE_NONE:
-            json_object_set_new(body, "tool_choice", json_string("none"));
+            PUTS(b, ",\"tool_choice\":\"none\"");
             break;
         case EDDY_TOOL_CHOICE_TOOL:
-            json_object_set_new(body, "tool_choice",
-                                json_pack("{s:s, s:{s:s}}", "type", "function", "function", "name",
-                                          rq->tool_choice_name ? rq->tool_choice_name : ""));
+            PUTS(b, ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":");
+            rc = rc ? rc : put_str(b, rq->tool_choice_name);
+            PUTS(b, "}}");
             break;
         default:
             break;
         }
     }
-    if (rq->output_schema)
-        json_object_set_new(body, "response_format",
-                            json_pack("{s:s, s:{s:s, s:O}}", "type", "json_schema", "json_schema",
-                                      "name", rq->output_name ? rq->output_name : "answer",
-                                      "schema", rq->output_schema));
-    if (m->max_tokens > 0)
-        json_object_set_new(body, "max_tokens", json_integer(m->max_tokens));
-    if (m->has_temperature)
-        json_object_set_new(body, "temperature", json_real(m->temperature));
-    if (stream) {
-        json_object_set_new(body, "stream", json_true());
-        json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1));
+    if (rq->output_schema) {
+        PUTS(b, ",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":");
+        rc = rc ? rc : put_str(b, rq->output_name ? rq->output_name : "answer");
+        PUTS(b, ",\"schema\":");
+        rc = rc ? rc : eddy_json_dump_buf(b, rq->output_schema, JSON_COMPACT);
+        PUTS(b, "}}");
     }
-    return body;
+    if (m->max_tokens > 0) {
+        eddy_json_integer_text(m->max_tokens, num);
+        eddy_buf_printf(b, ",\"max_tokens\":%s", num);
+    }
+    if (m->has_temperature) {
+        eddy_json_number_text(m->temperature, num);
+        eddy_buf_printf(b, ",\"temperature\":%s", num);
+    }
+    if (stream)
+        PUTS(b, ",\"stream\":true,\"stream_options\":{\"include_usage\":true}");
+    eddy_buf_putc(b, '}');
+    return rc ? rc : b->oom ? EDDY_ENOMEM : 0;
 }
 
 /* Text of a content: a string, or an array of {type: "text", text}. */
@@ -346,7 +397,7 @@ const eddy_llm_provider eddy__llm_openai = {
     .framing = EDDY_FRAMING_SSE,
     .url = oa_url,
     .headers = oa_headers,
-    .build = oa_build,
+    .write = oa_write,
     .parse = oa_parse,
     .event = oa_event,
     .error_info = oa_error_info,

@@ -40,7 +40,15 @@ static const eddy_llm_provider *prov_of(const eddy_llm_model *m)
 json_t *eddy_llm_build(const eddy_llm_model *m, const eddy_llm_request *rq, int stream)
 {
     const eddy_llm_provider *p = prov_of(m);
-    return p ? p->build(m, rq, stream) : NULL;
+    if (!p)
+        return NULL;
+    if (p->build)
+        return p->build(m, rq, stream);
+    eddy_buf b;
+    eddy_buf_init(&b);
+    json_t *v = p->write(m, rq, stream, &b) ? NULL : json_loadb(b.data, b.len, 0, NULL);
+    eddy_buf_free(&b);
+    return v;
 }
 
 int eddy_llm_parse(const eddy_llm_model *m, const eddy_llm_request *rq, const char *body,

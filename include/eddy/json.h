@@ -69,6 +69,12 @@ double eddy_json_float_value(float f);
  */
 int eddy_json_dump_buf(struct eddy_buf *b, const json_t *v, size_t flags);
 
+/* Append the N bytes at S to B as one quoted, escaped JSON string (as
+ * eddy_json_dump_buf writes strings, compact). S must be valid UTF-8.
+ * Returns 0, EDDY_ENOMEM, or EDDY_EINVAL for invalid UTF-8 (B as it was).
+ * For writing JSON text without building a jansson tree first. */
+int eddy_json_put_string(struct eddy_buf *b, const char *s, size_t n);
+
 /* The JSON text of V as eddy_json_dump_buf writes it, as a new string (free
  * with eddy_free); NULL on any failure, as json_dumps. */
 char *eddy_json_dumps_flags(const json_t *v, size_t flags);

@@ -26,6 +26,8 @@
 
 #include "eddy/error.h"
 
+struct eddy_buf;
+
 /* -- the neutral conversation ------------------------------------------------ */
 
 typedef enum eddy_llm_role {
@@ -254,8 +256,12 @@ struct eddy_llm_provider {
     /* Headers beside Content-Type, one "Name: value" line per call of ADD
      * (the key among them: ADD's owner wipes it after use). */
     void (*headers)(const eddy_llm_model *m, void (*add)(void *ud, const char *line), void *ud);
-    /* Request body (new reference; NULL on OOM). STREAM asks for a stream. */
+    /* The request body: BUILD gives it as a tree (new reference; NULL on
+     * OOM), or WRITE appends its JSON text to B (0, or EDDY_ENOMEM /
+     * EDDY_EINVAL); a provider has one of them. STREAM asks for a stream. */
     json_t *(*build)(const eddy_llm_model *m, const eddy_llm_request *rq, int stream);
+    int (*write)(const eddy_llm_model *m, const eddy_llm_request *rq, int stream,
+                 struct eddy_buf *b);
     /* Parse a whole 2xx body into OUT (cleared first). 0, or EDDY_EPARSE /
      * EDDY_ELLM with ERR saying what is wrong. */
     int (*parse)(const eddy_llm_request *rq, const char *body, size_t len, eddy_llm_response *out,
@@ -313,7 +319,8 @@ const eddy_llm_request *eddy_llm_stream_request(const eddy_llm_stream *st);
 
 /* -- pure functions, for tests and providers ---------------------------------- */
 
-/* The body PROV builds for M and RQ (new reference). */
+/* The body M's provider sends for RQ, as a tree (new reference; a written
+ * body parsed back). NULL on failure. */
 json_t *eddy_llm_build(const eddy_llm_model *m, const eddy_llm_request *rq, int stream);
 /* Parse a whole 2xx body of M's provider. */
 int eddy_llm_parse(const eddy_llm_model *m, const eddy_llm_request *rq, const char *body,
