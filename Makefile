@@ -79,7 +79,7 @@ $(BUILD)/eddy: $(CLI_OBJ) $(BUILD)/libeddy.a
 $(BUILD)/mockllm: $(MOCK_OBJ) $(BUILD)/libeddy.a
 	$(CC) $(MOCK_OBJ) $(BUILD)/libeddy.a $(LDLIBS_ALL) -o $@
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libeddy.a
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/testutil.h $(wildcard include/eddy/*.h) $(BUILD)/libeddy.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes $< $(BUILD)/libeddy.a $(LDLIBS_ALL) -lcmocka -o $@
 

@@ -81,7 +81,7 @@ static void golden(const char *provider, int stream, const char *want_body,
 {
     eddy_llm_conv c;
     json_t *p = params();
-    eddy_llm_tool_def tools[1] = {{"lookup", "Looks an order up", p}};
+    eddy_llm_tool_def tools[1] = {{.name = "lookup", .description = "Looks an order up", .parameters = p}};
     eddy_llm_model m = model_of(provider);
     eddy_llm_request rq = {.conv = &c, .tools = tools, .ntools = 1,
                            .tool_choice = EDDY_TOOL_CHOICE_AUTO};
