@@ -449,6 +449,23 @@ static void test_stream_framing_edges(void **state)
     every_split("openai", sse,
                 "{\"cached\":0,\"finish\":\"stop\",\"in\":0,\"message\":{\"parts\":[{\"text\":"
                 "\"ab\",\"type\":\"text\"}],\"role\":\"assistant\"},\"model\":\"m1\",\"out\":0}");
+    /* text pieces with escapes, UTF-8, a second choice and spaced tokens (the fast and the
+     * full read of a chunk agree) */
+    const char *txt = "data: {\"id\":\"x\",\"model\":\"m1\",\"choices\":[{\"delta\":{\"role\":"
+                      "\"assistant\",\"content\":\"\"}}]}\n\n"
+                      "data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+                      "\"a\\\"b\\n\\u00e9\"},\"finish_reason\":null}]}\n\n"
+                      "data: {\"choices\":[{\"delta\":{\"content\":\"h\xC3\xA9\"}}]}\n\n"
+                      "data: {\"choices\":[{\"delta\":{\"content\":\"1\"}},{\"delta\":{"
+                      "\"content\":\"NO\"}}]}\n\n"
+                      "data: {\"choices\": [{\"delta\": {\"content\": \"2\"}}]}\n\n"
+                      "data: {\"choices\":[{\"delta\":{\"content\":\"3\"},\"finish_reason\":"
+                      "\"stop\"}]}\n\n"
+                      "data: [DONE]\n\n";
+    every_split("openai", txt,
+                "{\"cached\":0,\"finish\":\"stop\",\"in\":0,\"message\":{\"parts\":[{\"text\":"
+                "\"a\\\"b\\n\xC3\xA9h\xC3\xA9" "123\",\"type\":\"text\"}],\"role\":\"assistant\"},"
+                "\"model\":\"m1\",\"out\":0}");
     /* Ollama sending the same call (by id) twice: replaced, not appended */
     const char *nd = "{\"model\":\"m1\",\"message\":{\"content\":\"\",\"tool_calls\":[{\"id\":"
                      "\"k\",\"function\":{\"name\":\"t\",\"arguments\":{\"a\":1}}}]},\"done\":false}\n"
