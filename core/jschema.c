@@ -27,6 +27,7 @@
 #include "jschema_int.h"
 
 #include "eddy/buf.h"
+#include "eddy/json.h"
 
 #include <assert.h>
 #include <locale.h>
@@ -568,7 +569,7 @@ static int check_schema(ctx *c, json_t *s, int depth)
     if (!json_is_object(s))
         return fail(c, EDDY_ESCHEMA, "a schema must be an object, not %s%s%s",
                     eddy__jschema_type_article(s), json_is_null(s) ? "" : " ",
-                    eddy__jschema_type_name(s));
+                    eddy_json_type_name(s));
     json_object_keylen_foreach(s, k, klen, v)
     {
         const keyword *kw = find_keyword(k, klen);
@@ -605,7 +606,7 @@ static int v_type(ctx *c, json_t *type, json_t *v)
     }
     if (json_is_real(v) && (eddy__jschema_type_mask(type) & JSCHEMA_T_INTEGER))
         return fail(c, EDDY_ESCHEMA, "expected %s, got number %s", want, eddy__jschema_quote(v, q));
-    return fail(c, EDDY_ESCHEMA, "expected %s, got %s", want, eddy__jschema_type_name(v));
+    return fail(c, EDDY_ESCHEMA, "expected %s, got %s", want, eddy_json_type_name(v));
 }
 
 static int v_enum(ctx *c, json_t *e, json_t *v)

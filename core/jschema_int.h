@@ -55,7 +55,6 @@ void eddy__jschema_pointer(const eddy__jschema_seg *path, int n, char buf[JSCHEM
 /* "object", "array", "string", "integer" (a JSON integer), "number" (a
  * real), "boolean", "null"; and the article that goes before it ("an",
  * "a", "" for null). */
-const char *eddy__jschema_type_name(const json_t *v);
 const char *eddy__jschema_type_article(const json_t *v);
 
 /* -- jschema_value.c -- */

@@ -220,27 +220,6 @@ void eddy__jschema_pointer(const eddy__jschema_seg *path, int nseg, char buf[JSC
     buf[o] = '\0';
 }
 
-const char *eddy__jschema_type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "object";
-    case JSON_ARRAY:
-        return "array";
-    case JSON_STRING:
-        return "string";
-    case JSON_INTEGER:
-        return "integer";
-    case JSON_REAL:
-        return "number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "boolean";
-    default:
-        return "null";
-    }
-}
-
 const char *eddy__jschema_type_article(const json_t *v)
 {
     switch (json_typeof(v)) {

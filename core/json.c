@@ -710,6 +710,27 @@ out:
     return rc ? rc : w->rc;
 }
 
+const char *eddy_json_type_name(const json_t *v)
+{
+    switch (v ? json_typeof(v) : JSON_NULL) {
+    case JSON_OBJECT:
+        return "object";
+    case JSON_ARRAY:
+        return "array";
+    case JSON_STRING:
+        return "string";
+    case JSON_INTEGER:
+        return "integer";
+    case JSON_REAL:
+        return "number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "boolean";
+    default:
+        return "null";
+    }
+}
+
 int eddy_json_put_string(eddy_buf *b, const char *s, size_t n)
 {
     out w = {b, JSON_COMPACT, 0, 0};

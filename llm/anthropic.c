@@ -37,14 +37,7 @@ static void an_headers(const eddy_llm_model *m, void (*add)(void *ud, const char
     if (h)
         add(ud, h);
     eddy_free(h);
-    if (m->api_key && *m->api_key) {
-        h = eddy_aprintf("x-api-key: %s", m->api_key);
-        if (h) {
-            add(ud, h);
-            memset(h, 0, strlen(h));
-            eddy_free(h);
-        }
-    }
+    eddy__llm_secret_header(add, ud, "x-api-key: ", m->api_key);
 }
 
 /* Whether the output schema must be wrapped (the tool input is an object). */
@@ -197,8 +190,7 @@ static int fix_output(const eddy_llm_request *rq, eddy_llm_response *r)
         m->role = EDDY_ROLE_ASSISTANT;
         int rc = eddy_llm_msg_text(m, text);
         eddy_free(text);
-        eddy_free(r->finish_raw);
-        r->finish_raw = eddy_strdup("end_turn");
+        eddy__llm_set_finish(r, "end_turn");
         return rc;
     }
     return 0;
@@ -339,10 +331,8 @@ static int an_event(eddy_llm_stream *st, const char *name, const char *data, siz
         }
     } else if (!strcmp(type, "message_delta")) {
         const char *sr = eddy_json_str(json_object_get(root, "delta"), "stop_reason", NULL);
-        if (sr) {
-            eddy_free(r->finish_raw);
-            r->finish_raw = eddy_strdup(sr);
-        }
+        if (sr)
+            eddy__llm_set_finish(r, sr);
         usage_from(json_object_get(root, "usage"), &r->usage);
     } else if (!strcmp(type, "message_stop")) {
         rc = fix_output(eddy_llm_stream_request(st), r);
@@ -354,11 +344,6 @@ static int an_event(eddy_llm_stream *st, const char *name, const char *data, siz
     return rc;
 }
 
-static void an_error_info(const char *body, size_t len, eddy_llm_error_info *out)
-{
-    eddy__llm_error_info_json(body, len, out);
-}
-
 const eddy_llm_provider eddy__llm_anthropic = {
     .name = "anthropic",
     .framing = EDDY_FRAMING_SSE,
@@ -367,5 +352,5 @@ const eddy_llm_provider eddy__llm_anthropic = {
     .build = an_build,
     .parse = an_parse,
     .event = an_event,
-    .error_info = an_error_info,
+    .error_info = eddy__llm_error_info_json,
 };

@@ -385,34 +385,35 @@ static void unqueue(eddy_llm_req *r)
     }
 }
 
+/* A bucket at *LEVEL told by the server REMAINING (and when it refills,
+ * RESET): lowered when the server counts fewer, and at none left the
+ * limiter pauses until the reset, no longer than MAX_WAIT_MS. */
+static void resync_bucket(limiter *l, double *level, const char *remaining, const char *reset_s,
+                          int64_t max_wait_ms, uint64_t now)
+{
+    char *end;
+    double v = strtod(remaining, &end);
+    if (end == remaining || !(v >= 0)) /* unreadable: nothing changes */
+        return;
+    if (v < *level)
+        *level = v;
+    int64_t reset = eddy_llm_parse_reset(reset_s);
+    reset = reset < max_wait_ms ? reset : max_wait_ms;
+    if (v < 1 && reset > 0 && now + (uint64_t)reset > l->paused_until_ms)
+        l->paused_until_ms = now + (uint64_t)reset;
+}
+
 /* What the server said about its limits, after an answer. */
-static void resync(eddy_llm_req *r, long http)
+static void resync(eddy_llm_req *r)
 {
     limiter *l = r->lim;
     uint64_t now = eddy_now_ms();
-    char *end;
-    int64_t mw = r->model->max_wait_ms;
-    if (r->rl_req_remaining[0] && l->rpm > 0) {
-        double v = strtod(r->rl_req_remaining, &end);
-        int ok = end != r->rl_req_remaining && v >= 0;
-        if (ok && v < l->req_level)
-            l->req_level = v;
-        int64_t reset = eddy_llm_parse_reset(r->rl_req_reset);
-        reset = reset < mw ? reset : mw;
-        if (ok && v < 1 && reset > 0 && now + (uint64_t)reset > l->paused_until_ms)
-            l->paused_until_ms = now + (uint64_t)reset;
-    }
-    if (r->rl_tok_remaining[0] && l->tpm > 0) {
-        double v = strtod(r->rl_tok_remaining, &end);
-        int ok = end != r->rl_tok_remaining && v >= 0;
-        if (ok && v < l->tok_level)
-            l->tok_level = v;
-        int64_t reset = eddy_llm_parse_reset(r->rl_tok_reset);
-        reset = reset < mw ? reset : mw;
-        if (ok && v < 1 && reset > 0 && now + (uint64_t)reset > l->paused_until_ms)
-            l->paused_until_ms = now + (uint64_t)reset;
-    }
-    (void)http;
+    if (r->rl_req_remaining[0] && l->rpm > 0)
+        resync_bucket(l, &l->req_level, r->rl_req_remaining, r->rl_req_reset,
+                      r->model->max_wait_ms, now);
+    if (r->rl_tok_remaining[0] && l->tpm > 0)
+        resync_bucket(l, &l->tok_level, r->rl_tok_remaining, r->rl_tok_reset,
+                      r->model->max_wait_ms, now);
 }
 
 /* -- requests ------------------------------------------------------------- */
@@ -776,7 +777,7 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
     r->res.http_status = http;
     eddy_llm_response_clear(&r->res.resp);
     memset(&info, 0, sizeof(info));
-    resync(r, http);
+    resync(r);
     if (r->stream_failed && r->stream_err.code) {
         /* our own stop (bad event, idle timeout) or the server's error event */
         r->res.err = r->stream_err;

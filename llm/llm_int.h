@@ -17,6 +17,15 @@ int eddy__llm_usage_missing(eddy_llm_usage *u);
  * {"error": "text"}, {"detail": ...} or plain text. */
 void eddy__llm_error_info_json(const char *body, size_t len, eddy_llm_error_info *out);
 
+/* ADD the header PREFIX + KEY when KEY is set; the line is wiped after use. */
+void eddy__llm_secret_header(void (*add)(void *ud, const char *line), void *ud, const char *prefix,
+                             const char *key);
+/* Headers of providers that take the key as "Authorization: Bearer KEY". */
+void eddy__llm_bearer_headers(const eddy_llm_model *m, void (*add)(void *ud, const char *line),
+                              void *ud);
+/* R's raw finish reason becomes a copy of S. */
+void eddy__llm_set_finish(eddy_llm_response *r, const char *s);
+
 /* ARGS (a tool call's JSON text) as an object (new), {} when empty, NULL
  * when it is not a JSON object. */
 json_t *eddy__llm_args_object(const char *args);

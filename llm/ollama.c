@@ -21,18 +21,6 @@ static char *ol_url(const eddy_llm_model *m)
     return eddy__llm_join_url(m->base_url, "/api/chat");
 }
 
-static void ol_headers(const eddy_llm_model *m, void (*add)(void *ud, const char *line), void *ud)
-{
-    if (m->api_key && *m->api_key) { /* behind a proxy that wants one */
-        char *h = eddy_aprintf("Authorization: Bearer %s", m->api_key);
-        if (h) {
-            add(ud, h);
-            memset(h, 0, strlen(h));
-            eddy_free(h);
-        }
-    }
-}
-
 static json_t *ol_build(const eddy_llm_model *m, const eddy_llm_request *rq, int stream)
 {
     const eddy_llm_conv *c = rq->conv;
@@ -223,10 +211,8 @@ static int ol_event(eddy_llm_stream *st, const char *name, const char *data, siz
     if (json_is_true(json_object_get(root, "done"))) {
         counts(root, &r->usage);
         const char *dr = eddy_json_str(root, "done_reason", NULL);
-        if (dr) {
-            eddy_free(r->finish_raw);
-            r->finish_raw = eddy_strdup(dr);
-        }
+        if (dr)
+            eddy__llm_set_finish(r, dr);
         eddy_llm_stream_end(st);
     }
     if (rc)
@@ -236,18 +222,13 @@ out:
     return rc;
 }
 
-static void ol_error_info(const char *body, size_t len, eddy_llm_error_info *out)
-{
-    eddy__llm_error_info_json(body, len, out);
-}
-
 const eddy_llm_provider eddy__llm_ollama = {
     .name = "ollama",
     .framing = EDDY_FRAMING_NDJSON,
     .url = ol_url,
-    .headers = ol_headers,
+    .headers = eddy__llm_bearer_headers, /* a proxy in front may want a key */
     .build = ol_build,
     .parse = ol_parse,
     .event = ol_event,
-    .error_info = ol_error_info,
+    .error_info = eddy__llm_error_info_json,
 };

@@ -20,18 +20,6 @@ static char *oa_url(const eddy_llm_model *m)
     return eddy__llm_join_url(m->base_url, "/chat/completions");
 }
 
-static void oa_headers(const eddy_llm_model *m, void (*add)(void *ud, const char *line), void *ud)
-{
-    if (m->api_key && *m->api_key) {
-        char *h = eddy_aprintf("Authorization: Bearer %s", m->api_key);
-        if (h) {
-            add(ud, h);
-            memset(h, 0, strlen(h));
-            eddy_free(h);
-        }
-    }
-}
-
 /* The function-tool definitions as a JSON tree (what Ollama takes), each built
  * once and kept with its definition. */
 json_t *eddy__llm_function_tools(const eddy_llm_request *rq)
@@ -430,10 +418,8 @@ static int oa_event(eddy_llm_stream *st, const char *name, const char *data, siz
         }
     }
     const char *fr = eddy_json_str(choice, "finish_reason", NULL);
-    if (fr && !rc) {
-        eddy_free(r->finish_raw);
-        r->finish_raw = eddy_strdup(fr);
-    }
+    if (fr && !rc)
+        eddy__llm_set_finish(r, fr);
     if (rc == EDDY_ENOMEM)
         eddy_err_set(err, EDDY_ENOMEM, "out of memory");
 out:
@@ -441,18 +427,13 @@ out:
     return rc;
 }
 
-static void oa_error_info(const char *body, size_t len, eddy_llm_error_info *out)
-{
-    eddy__llm_error_info_json(body, len, out);
-}
-
 const eddy_llm_provider eddy__llm_openai = {
     .name = "openai",
     .framing = EDDY_FRAMING_SSE,
     .url = oa_url,
-    .headers = oa_headers,
+    .headers = eddy__llm_bearer_headers,
     .write = oa_write,
     .parse = oa_parse,
     .event = oa_event,
-    .error_info = oa_error_info,
+    .error_info = eddy__llm_error_info_json,
 };

@@ -174,6 +174,31 @@ void eddy__llm_error_info_json(const char *body, size_t len, eddy_llm_error_info
     out->message[eddy_utf8_invalid(out->message, strlen(out->message))] = '\0';
 }
 
+void eddy__llm_secret_header(void (*add)(void *ud, const char *line), void *ud, const char *prefix,
+                             const char *key)
+{
+    if (!key || !*key)
+        return;
+    char *h = eddy_aprintf("%s%s", prefix, key);
+    if (h) {
+        add(ud, h);
+        memset(h, 0, strlen(h)); /* the key does not linger in freed memory */
+        eddy_free(h);
+    }
+}
+
+void eddy__llm_bearer_headers(const eddy_llm_model *m, void (*add)(void *ud, const char *line),
+                              void *ud)
+{
+    eddy__llm_secret_header(add, ud, "Authorization: Bearer ", m->api_key);
+}
+
+void eddy__llm_set_finish(eddy_llm_response *r, const char *s)
+{
+    eddy_free(r->finish_raw);
+    r->finish_raw = eddy_strdup(s);
+}
+
 json_t *eddy__llm_args_object(const char *args)
 {
     json_t *v = args && *args ? json_loads(args, JSON_DECODE_ANY, NULL) : json_object();

@@ -10,6 +10,7 @@
 #include "tools_int.h"
 
 #include "eddy/buf.h"
+#include "eddy/json.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -234,27 +235,6 @@ json_t *eddy__tools_params_schema(lua_State *L, int idx, char *bad_param, size_t
     return object_schema(L, idx, 0, bad_param, n, err);
 }
 
-static const char *json_type_name(json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "object";
-    case JSON_ARRAY:
-        return "array";
-    case JSON_STRING:
-        return "string";
-    case JSON_INTEGER:
-        return "integer";
-    case JSON_REAL:
-        return "number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "boolean";
-    default:
-        return "null";
-    }
-}
-
 static int type_ok(const char *type, json_t *v)
 {
     if (!strcmp(type, "string"))
@@ -280,7 +260,7 @@ static int validate(json_t *schema, json_t *v, const char *path, eddy_err *err)
     char sub[512];
     if (type && !type_ok(type, v))
         return eddy_err_set(err, EDDY_ESCHEMA, "%s: expected %s, got %s", path, type,
-                            json_type_name(v));
+                            eddy_json_type_name(v));
     if (e) {
         size_t i;
         json_t *x;

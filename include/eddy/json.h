@@ -69,6 +69,10 @@ double eddy_json_float_value(float f);
  */
 int eddy_json_dump_buf(struct eddy_buf *b, const json_t *v, size_t flags);
 
+/* The JSON Schema type name of V: "object", "array", "string", "integer",
+ * "number" (a real), "boolean" or "null" (also for NULL). Static string. */
+const char *eddy_json_type_name(const json_t *v);
+
 /* Append the N bytes at S to B as one quoted, escaped JSON string (as
  * eddy_json_dump_buf writes strings, compact). S must be valid UTF-8.
  * Returns 0, EDDY_ENOMEM, or EDDY_EINVAL for invalid UTF-8 (B as it was).
