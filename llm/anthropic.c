@@ -222,19 +222,12 @@ static int error_of(json_t *root, eddy_err *err)
                         eddy_json_str(e, "message", "unknown error"));
 }
 
-static int an_parse(const eddy_llm_request *rq, const char *body, size_t len,
+static int an_parse(const eddy_llm_request *rq, json_t *root,
                     eddy_llm_response *out, eddy_err *err)
 {
-    json_error_t je;
-    json_t *root, *content, *b;
+    json_t *content, *b;
     size_t i;
     int rc = 0;
-    memset(out, 0, sizeof(*out));
-    out->message.role = EDDY_ROLE_ASSISTANT;
-    root = json_loadb(body, len, 0, &je);
-    if (!root)
-        return eddy_err_set(err, EDDY_EPARSE, "response is not valid JSON (%s at %d:%d)", je.text,
-                            je.line, je.column);
     if ((rc = error_of(root, err)))
         goto out;
     content = json_object_get(root, "content");
@@ -275,9 +268,6 @@ static int an_parse(const eddy_llm_request *rq, const char *body, size_t len,
     if (rc)
         eddy_err_set(err, EDDY_ENOMEM, "out of memory");
 out:
-    json_decref(root);
-    if (rc)
-        eddy_llm_response_clear(out);
     return rc;
 }
 

@@ -788,8 +788,8 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
         parsed = r->res.err.code != EDDY_ETIMEDOUT;
     } else if (!transport && http >= 200 && http < 300) {
         int rc = r->streaming ? eddy_llm_stream_finish(r->stream, &r->res.resp, &r->res.err)
-                              : p->parse(r->rq, r->resp.data ? r->resp.data : "", r->resp.len,
-                                         &r->res.resp, &r->res.err);
+                              : eddy_llm_parse(m, r->rq, r->resp.data ? r->resp.data : "",
+                                               r->resp.len, &r->res.resp, &r->res.err);
         if (rc == 0) {
             eddy_llm_usage *u = &r->res.resp.usage;
             /* a server's numbers, not ours: never negative, never absurd */

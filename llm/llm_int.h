@@ -17,6 +17,10 @@ int eddy__llm_usage_missing(eddy_llm_usage *u);
  * {"error": "text"}, {"detail": ...} or plain text. */
 void eddy__llm_error_info_json(const char *body, size_t len, eddy_llm_error_info *out);
 
+/* The error a 2xx body or stream chunk of OpenAI or Ollama carries
+ * ({"error": "..."} or {"error": {"message"}}): EDDY_ELLM; 0 when none. */
+int eddy__llm_body_error(json_t *root, eddy_err *err);
+
 /* ADD the header PREFIX + KEY when KEY is set; the line is wiped after use. */
 void eddy__llm_secret_header(void (*add)(void *ud, const char *line), void *ud, const char *prefix,
                              const char *key);

@@ -80,16 +80,6 @@ static json_t *ol_build(const eddy_llm_model *m, const eddy_llm_request *rq, int
     return body;
 }
 
-static int error_of(json_t *root, eddy_err *err)
-{
-    json_t *e = json_object_get(root, "error");
-    if (!e || json_is_null(e))
-        return 0;
-    return eddy_err_set(err, EDDY_ELLM, "model error: %.400s",
-                        json_is_string(e) ? json_string_value(e)
-                                          : eddy_json_str(e, "message", "unknown error"));
-}
-
 static void counts(json_t *root, eddy_llm_usage *u)
 {
     if (json_object_get(root, "prompt_eval_count"))
@@ -138,21 +128,14 @@ static int add_calls(json_t *msg, eddy_llm_stream *st, eddy_llm_msg *m, size_t *
     return 0;
 }
 
-static int ol_parse(const eddy_llm_request *rq, const char *body, size_t len,
+static int ol_parse(const eddy_llm_request *rq, json_t *root,
                     eddy_llm_response *out, eddy_err *err)
 {
-    json_error_t je;
-    json_t *root, *msg;
+    json_t *msg;
     int rc = 0;
     size_t ncalls = 0;
     (void)rq;
-    memset(out, 0, sizeof(*out));
-    out->message.role = EDDY_ROLE_ASSISTANT;
-    root = json_loadb(body, len, 0, &je);
-    if (!root)
-        return eddy_err_set(err, EDDY_EPARSE, "response is not valid JSON (%s at %d:%d)", je.text,
-                            je.line, je.column);
-    if ((rc = error_of(root, err)))
+    if ((rc = eddy__llm_body_error(root, err)))
         goto out;
     msg = json_object_get(root, "message");
     if (!json_is_object(msg)) {
@@ -175,9 +158,6 @@ static int ol_parse(const eddy_llm_request *rq, const char *body, size_t len,
     if (rc)
         eddy_err_set(err, EDDY_ENOMEM, "out of memory");
 out:
-    json_decref(root);
-    if (rc)
-        eddy_llm_response_clear(out);
     return rc;
 }
 
@@ -192,7 +172,7 @@ static int ol_event(eddy_llm_stream *st, const char *name, const char *data, siz
     if (!root)
         return eddy_err_set(err, EDDY_EPARSE, "stream line is not valid JSON (%s at column %d)",
                             je.text, je.column);
-    if ((rc = error_of(root, err)))
+    if ((rc = eddy__llm_body_error(root, err)))
         goto out;
     if (!r->model && eddy_json_str(root, "model", NULL))
         r->model = eddy_strdup(eddy_json_str(root, "model", NULL));

@@ -240,31 +240,14 @@ static void usage_from(json_t *u, eddy_llm_usage *out)
                                                 "reasoning_tokens", 0);
 }
 
-static int body_error(json_t *root, eddy_err *err)
-{
-    json_t *e = json_object_get(root, "error");
-    if (!e || json_is_null(e))
-        return 0;
-    return eddy_err_set(err, EDDY_ELLM, "model error: %.400s",
-                        json_is_string(e) ? json_string_value(e)
-                                          : eddy_json_str(e, "message", "unknown error"));
-}
-
-static int oa_parse(const eddy_llm_request *rq, const char *body, size_t len,
+static int oa_parse(const eddy_llm_request *rq, json_t *root,
                     eddy_llm_response *out, eddy_err *err)
 {
-    json_error_t je;
-    json_t *root, *choice, *msg, *calls, *tc;
+    json_t *choice, *msg, *calls, *tc;
     size_t i;
     int rc = 0;
     (void)rq;
-    memset(out, 0, sizeof(*out));
-    out->message.role = EDDY_ROLE_ASSISTANT;
-    root = json_loadb(body, len, 0, &je);
-    if (!root)
-        return eddy_err_set(err, EDDY_EPARSE, "response is not valid JSON (%s at %d:%d)", je.text,
-                            je.line, je.column);
-    if ((rc = body_error(root, err)))
+    if ((rc = eddy__llm_body_error(root, err)))
         goto out;
     choice = json_array_get(json_object_get(root, "choices"), 0);
     msg = json_object_get(choice, "message");
@@ -305,9 +288,6 @@ static int oa_parse(const eddy_llm_request *rq, const char *body, size_t len,
     if (rc)
         eddy_err_set(err, EDDY_ENOMEM, "out of memory");
 out:
-    json_decref(root);
-    if (rc)
-        eddy_llm_response_clear(out);
     return rc;
 }
 
@@ -382,7 +362,7 @@ static int oa_event(eddy_llm_stream *st, const char *name, const char *data, siz
     if (!root)
         return eddy_err_set(err, EDDY_EPARSE, "stream chunk is not valid JSON (%s at column %d)",
                             je.text, je.column);
-    if ((rc = body_error(root, err)))
+    if ((rc = eddy__llm_body_error(root, err)))
         goto out;
     if (!r->id && eddy_json_str(root, "id", NULL))
         r->id = eddy_strdup(eddy_json_str(root, "id", NULL));

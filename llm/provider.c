@@ -55,10 +55,20 @@ int eddy_llm_parse(const eddy_llm_model *m, const eddy_llm_request *rq, const ch
                    size_t len, eddy_llm_response *out, eddy_err *err)
 {
     const eddy_llm_provider *p = prov_of(m);
+    json_error_t je;
     memset(out, 0, sizeof(*out));
+    out->message.role = EDDY_ROLE_ASSISTANT;
     if (!p)
         return eddy_err_set(err, EDDY_EINVAL, "unknown provider '%s'", m->provider);
-    return p->parse(rq, body, len, out, err);
+    json_t *root = json_loadb(body, len, 0, &je);
+    if (!root)
+        return eddy_err_set(err, EDDY_EPARSE, "response is not valid JSON (%s at %d:%d)", je.text,
+                            je.line, je.column);
+    int rc = p->parse(rq, root, out, err);
+    json_decref(root);
+    if (rc)
+        eddy_llm_response_clear(out);
+    return rc;
 }
 
 static void add_line(void *ud, const char *line)
@@ -172,6 +182,18 @@ void eddy__llm_error_info_json(const char *body, size_t len, eddy_llm_error_info
     json_decref(root);
     /* bounded and valid UTF-8 (snprintf may have cut a sequence) */
     out->message[eddy_utf8_invalid(out->message, strlen(out->message))] = '\0';
+}
+
+/* The error a 2xx body or a stream chunk carries as {"error": "..."} or
+ * {"error": {"message": ...}}: EDDY_ELLM with the server's words; 0 when none. */
+int eddy__llm_body_error(json_t *root, eddy_err *err)
+{
+    json_t *e = json_object_get(root, "error");
+    if (!e || json_is_null(e))
+        return 0;
+    return eddy_err_set(err, EDDY_ELLM, "model error: %.400s",
+                        json_is_string(e) ? json_string_value(e)
+                                          : eddy_json_str(e, "message", "unknown error"));
 }
 
 void eddy__llm_secret_header(void (*add)(void *ud, const char *line), void *ud, const char *prefix,

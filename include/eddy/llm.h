@@ -262,10 +262,10 @@ struct eddy_llm_provider {
     json_t *(*build)(const eddy_llm_model *m, const eddy_llm_request *rq, int stream);
     int (*write)(const eddy_llm_model *m, const eddy_llm_request *rq, int stream,
                  struct eddy_buf *b);
-    /* Parse a whole 2xx body into OUT (cleared first). 0, or EDDY_EPARSE /
-     * EDDY_ELLM with ERR saying what is wrong. */
-    int (*parse)(const eddy_llm_request *rq, const char *body, size_t len, eddy_llm_response *out,
-                 eddy_err *err);
+    /* Read a whole 2xx body, parsed to ROOT (borrowed), into OUT (zeroed, an
+     * assistant message). 0, or EDDY_EPARSE / EDDY_ELLM with ERR saying what
+     * is wrong (the caller clears OUT then). Called by eddy_llm_parse. */
+    int (*parse)(const eddy_llm_request *rq, json_t *root, eddy_llm_response *out, eddy_err *err);
     /* One streamed event (SSE: its event name or NULL, and its data; NDJSON:
      * the line, NAME NULL) into ST's accumulator. 0, or an error that ends
      * the stream (an in-stream error event: EDDY_ELLM with the message). */
