@@ -230,8 +230,9 @@ static char *read_key_file(vctx *c, const char *path, const char *rel)
     eddy_free(abs);
     if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
         eddy__job_err(c, p, 0, "the key file '%s' is %s, not a regular file", rel,
-                      S_ISDIR(st.st_mode) ? "a folder" : S_ISFIFO(st.st_mode) ? "a FIFO"
-                                                                           : "a special file");
+                      S_ISDIR(st.st_mode)    ? "a folder"
+                      : S_ISFIFO(st.st_mode) ? "a FIFO"
+                                             : "a special file");
         close(fd);
         return NULL;
     }
@@ -268,10 +269,11 @@ static char *read_key_file(vctx *c, const char *path, const char *rel)
 static void load_model(vctx *c, const char *name, json_t *v, const char *path, eddy_llm_model *m)
 {
     static const char *const keys[] = {
-        "provider", "base_url",     "api_key",  "api_key_file", "model",       "timeout",
-        "retry",    "limits",       "max_tokens", "temperature", "stream",     "first_token_timeout",
-        "idle_timeout", "connect_timeout", "price", "fallback", "prompt_cache", "api_version",
-        NULL};
+        "provider",     "base_url",        "api_key", "api_key_file",
+        "model",        "timeout",         "retry",   "limits",
+        "max_tokens",   "temperature",     "stream",  "first_token_timeout",
+        "idle_timeout", "connect_timeout", "price",   "fallback",
+        "prompt_cache", "api_version",     NULL};
     static const char *const retry_keys[] = {"attempts", "backoff", "max_wait", "unavailable",
                                              NULL};
     static const char *const limit_keys[] = {"concurrency", "requests_per_minute",
@@ -335,8 +337,7 @@ static void load_model(vctx *c, const char *name, json_t *v, const char *path, e
     m->timeout_ms = eddy__job_duration(c, v, path, "timeout", 60000, 1, MS_DAY);
     m->connect_timeout_ms = eddy__job_duration(c, v, path, "connect_timeout", 0, 1, MS_DAY);
     m->stream = eddy__job_bool(c, v, path, "stream", 0);
-    m->first_token_timeout_ms =
-        eddy__job_duration(c, v, path, "first_token_timeout", 0, 1, MS_DAY);
+    m->first_token_timeout_ms = eddy__job_duration(c, v, path, "first_token_timeout", 0, 1, MS_DAY);
     m->idle_timeout_ms = eddy__job_duration(c, v, path, "idle_timeout", 0, 1, MS_DAY);
     m->prompt_cache = eddy__job_bool(c, v, path, "prompt_cache",
                                      m->provider && !strcmp(m->provider, "anthropic"));
@@ -819,7 +820,8 @@ static json_t *load_output_schema(vctx *c, json_t *act, const char *path)
         }
         eddy_free(abs);
     } else {
-        eddy__job_err(c, p, 0, "'output_schema' must be a JSON schema (a mapping) or a file, not %s",
+        eddy__job_err(c, p, 0,
+                      "'output_schema' must be a JSON schema (a mapping) or a file, not %s",
                       eddy__job_type(x));
         return NULL;
     }
@@ -837,8 +839,8 @@ static void load_agent(vctx *c, const char *name, json_t *v, const char *path, e
                                        "budget", "actions", "tool_choice", NULL};
     static const char *const prompt_keys[] = {"system", "system_file", "user", "user_file", NULL};
     static const char *const mem_keys[] = {"history", NULL};
-    static const char *const budget_keys[] = {"turns", "tokens", "wall", "tool_calls", "cost",
-                                              NULL};
+    static const char *const budget_keys[] = {"turns",      "tokens", "wall",
+                                              "tool_calls", "cost",   NULL};
     static const char *const action_keys[] = {"on", "do", "output_schema", NULL};
     char p[512], *model;
     json_t *x;
@@ -1044,12 +1046,18 @@ static char *get_store(vctx *c, json_t *root, const char *key, const char *file,
                        unsigned bit)
 {
     static const char *const path_keys[] = {"path", NULL};
+    static const char *const ckpt_keys[] = {"path", "interval", NULL};
+    int ckpt = !strcmp(key, "checkpoint");
     char p[64], pp[80], where[512], *rel = NULL, *abs;
     json_t *x = eddy__job_map(c, root, "", key, 0);
     snprintf(p, sizeof(p), "/%s", key);
+    if (ckpt)
+        c->job->checkpoint_ms = 1000;
     if (x) {
-        eddy__job_keys(c, x, p, path_keys);
+        eddy__job_keys(c, x, p, ckpt ? ckpt_keys : path_keys);
         rel = eddy__job_str(c, x, p, "path", S_NONEMPTY, NULL);
+        if (ckpt)
+            c->job->checkpoint_ms = eddy__job_duration(c, x, p, "interval", 1000, 10, MS_DAY);
     }
     if (rel) {
         abs = eddy_job_path(c->job, rel);
@@ -1081,9 +1089,9 @@ int eddy_job_load_io(const char *file, int flags, const eddy_job_io *io, eddy_jo
                      eddy_diag *diag)
 {
     static const char *const keys[] = {
-        "job",        "key",    "source", "sink",           "dead_letter",
-        "checkpoint", "trace",  "fluss",  "shutdown_grace", "max_in_flight",
-        "models",     "agents", NULL};
+        "job",     "key",           "source",         "sink",          "dead_letter", "checkpoint",
+        "trace",   "fluss",         "shutdown_grace", "max_in_flight", "models",      "agents",
+        "workers", "max_keygroups", "delivery",       "memory",        NULL};
     eddy_yaml_doc doc;
     vctx c = {0};
     eddy_job *job;
@@ -1136,6 +1144,29 @@ int eddy_job_load_io(const char *file, int flags, const eddy_job_io *io, eddy_jo
     job->shutdown_grace_ms =
         eddy__job_duration(&c, doc.root, "", "shutdown_grace", 10000, 0, MS_DAY);
     job->max_in_flight = (int)eddy__job_int(&c, doc.root, "", "max_in_flight", 10000, 1, 10000000);
+    job->workers = (int)eddy__job_int(&c, doc.root, "", "workers", 0, 1, EDDY_JOB_MAX_WORKERS);
+    job->max_keygroups =
+        (int)eddy__job_int(&c, doc.root, "", "max_keygroups", EDDY_STORE_DEFAULT_KEYGROUPS, 1,
+                           EDDY_STORE_MAX_KEYGROUPS);
+    {
+        char *d = eddy__job_str(&c, doc.root, "", "delivery", 0, "at_least_once");
+        if (d && !strcmp(d, "exactly_once"))
+            job->delivery = EDDY_DELIVERY_EXACTLY_ONCE;
+        else if (d && strcmp(d, "at_least_once"))
+            eddy__job_err(&c, "/delivery", 0,
+                          "delivery must be at_least_once or exactly_once, not '%s'", d);
+        eddy_free(d);
+    }
+    {
+        static const char *const mem_keys[] = {"cache", NULL};
+        json_t *m = eddy__job_map(&c, doc.root, "", "memory", 0);
+        job->memory_cache = 64ll << 20;
+        if (m) {
+            eddy__job_keys(&c, m, "/memory", mem_keys);
+            job->memory_cache =
+                eddy__job_size(&c, m, "/memory", "cache", 64ll << 20, 1 << 16, 1ll << 40);
+        }
+    }
     load_section(&c, doc.root, "models");
     link_fallbacks(&c, json_object_get(doc.root, "models"));
     load_section(&c, doc.root, "agents");

@@ -44,6 +44,7 @@ typedef struct tool_slot {
     char *call_id, *name;
     char *result; /* the text for the model, when done */
     int failed;
+    int step; /* its step number in the run */
 } tool_slot;
 
 struct eddy_run {
@@ -67,6 +68,14 @@ struct eddy_run {
     uv_timer_t wall;
     int turns, tool_calls, refs, reported;
     long in_tokens, out_tokens, cached_tokens;
+    eddy_run_ref ref;            /* agent and key point into the run's strings */
+    const eddy_replay *replay;   /* an earlier try's journal, or NULL */
+    int step;                    /* steps asked for so far */
+    int tool_seq;                /* tool calls finished so far */
+    int loaded;                  /* holds the store's cache entry of the key */
+    int committing;              /* the end is being committed */
+    eddy_run_result pending_res; /* what is reported once the end is committed */
+    uv_timer_t later;            /* reports that must not run inside the caller */
     eddy_run_cb cb;
     void *ud;
 };
@@ -192,46 +201,140 @@ static json_t *summary(eddy_run *r)
     return s;
 }
 
-/* Report OUTPUT (stolen) or the failure, end the root span, close the wall
- * timer. Only the first report counts. */
-static void report(eddy_run *r, int status, const char *msg, json_t *output)
+void eddy_output_id(const char *agent, int64_t part, int64_t pos, char buf[33])
 {
-    eddy_run_result res;
-    json_t *sum;
-    if (r->reported) {
-        json_decref(output);
-        return;
-    }
-    r->reported = 1;
-    memset(&res, 0, sizeof(res));
-    res.status = status;
-    if (status) {
-        eddy_err_set(&res.err, status, "%s", msg);
-        json_decref(output);
-        output = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:O}", "type", "dead_letter", "reason",
-                           msg, "event_id", r->event_id, "key", r->key, "agent", r->rt->def->name,
-                           "trace_id", eddy_span_trace_id(r->span), "event", r->event);
-        eddy_span_error(r->span, eddy_err_name(status), msg);
-        if (r->stats)
-            r->stats->runs_failed++;
-    } else if (r->stats) {
-        r->stats->runs_ok++;
-    }
-    res.output = output;
-    sum = summary(r);
+    char k[600];
+    int n = snprintf(k, sizeof(k), "%s\x1f%lld\x1f%lld", agent, (long long)part, (long long)pos);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof(k) ? (size_t)n : sizeof(k) - 1;
+    snprintf(buf, 33, "%016llx%016llx", (unsigned long long)eddy_store_hash(k, len, 0),
+             (unsigned long long)eddy_store_hash(k, len, 0x5bd1e995));
+}
+
+/* The end, once committed (or when nothing is committed): end the root
+ * span, close the timers, tell the caller. */
+static void deliver(eddy_run *r)
+{
+    eddy_run_result *res = &r->pending_res;
+    json_t *sum = summary(r);
+    if (res->status)
+        eddy_span_error(r->span, eddy_err_name(res->status), res->err.msg);
     eddy_span_set_int(r->span, "gen_ai.usage.input_tokens", r->in_tokens);
     eddy_span_set_int(r->span, "gen_ai.usage.output_tokens", r->out_tokens);
     if (r->rt->def->model->has_price)
         eddy_span_set(r->span, "eddy.cost", json_real(r->cost));
-    if (r->stats)
-        eddy_run_stats_add_key(r->stats, r->key, r->cost, r->in_tokens + r->out_tokens, status == 0);
+    if (r->stats) {
+        if (res->status)
+            r->stats->runs_failed++;
+        else
+            r->stats->runs_ok++;
+        eddy_run_stats_add_key(r->stats, r->key, r->cost, r->in_tokens + r->out_tokens,
+                               res->status == 0);
+    }
     eddy_span_end(r->span, sum);
     r->span = NULL;
     json_decref(sum);
     uv_timer_stop(&r->wall);
     uv_close((uv_handle_t *)&r->wall, wall_closed);
-    r->cb(&res, r->ud);
-    json_decref(output);
+    uv_close((uv_handle_t *)&r->later, wall_closed);
+    r->cb(res, r->ud);
+    json_decref(res->output);
+    res->output = NULL;
+}
+
+static void on_end_committed(int status, const char *errmsg, void *ud)
+{
+    eddy_run *r = ud;
+    eddy_run_result *res = &r->pending_res;
+    if (status) { /* not stored: it did not happen; a restart runs it again */
+        json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "type", "dead_letter", "reason",
+                              errmsg ? errmsg : "store error", "event_id", r->event_id, "key",
+                              r->key, "agent", r->rt->def->name, "event", r->event);
+        eddy_err_set(&res->err, status, "cannot store the end of the run of key '%s': %s", r->key,
+                     errmsg ? errmsg : "store error");
+        res->status = status;
+        json_decref(res->output);
+        res->output = d;
+    }
+    deliver(r);
+    unref(r);
+}
+
+static void on_later(uv_timer_t *t)
+{
+    deliver(t->data);
+}
+
+/* The run is over: STATUS 0 with OUTPUT (stolen), or the failure MSG. Only
+ * the first call counts. A finished run (ok or failed) is committed with
+ * its outcome before anyone hears of it; an abandoned one commits nothing. */
+static void report(eddy_run *r, int status, const char *msg, json_t *output)
+{
+    eddy_run_result *res = &r->pending_res;
+    eddy_err e;
+    char why[EDDY_ERR_MSG_MAX];
+    json_t *doc = NULL, *msgs = NULL;
+    if (r->reported) {
+        json_decref(output);
+        return;
+    }
+    r->reported = 1;
+    if (!status) {
+        doc = eddy_tool_memory_json(r->mem, &e);
+        msgs = json_array();
+        for (size_t i = r->new_from; msgs && i < r->conv.n; i++)
+            if (json_array_append_new(msgs, eddy_llm_msg_to_json(&r->conv.msgs[i]))) {
+                json_decref(msgs);
+                msgs = NULL;
+            }
+        if (!doc) {
+            status = EDDY_ETOOL;
+            snprintf(why, sizeof(why), "ctx.memory of key '%s' cannot be stored: %.400s", r->key,
+                     e.msg);
+            msg = why;
+        } else if (!msgs) {
+            status = EDDY_ENOMEM;
+            msg = "out of memory";
+        }
+        if (status) {
+            json_decref(output);
+            output = NULL;
+        }
+    }
+    memset(res, 0, sizeof(*res));
+    res->status = status;
+    if (status) {
+        eddy_err_set(&res->err, status, "%s", msg);
+        json_decref(output);
+        output = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:O}", "type", "dead_letter", "reason",
+                           msg, "event_id", r->event_id, "key", r->key, "agent", r->rt->def->name,
+                           "trace_id", eddy_span_trace_id(r->span), "event", r->event);
+    }
+    res->output = output;
+    if (status == EDDY_ECANCELED || !output) {
+        if (r->loaded)
+            eddy_store_release(r->rt->env->store, r->ref.agent, r->ref.key);
+        r->loaded = 0;
+        uv_timer_start(&r->later, on_later, 0, 0); /* never inside the caller */
+    } else {
+        eddy_run_end end = {r->ref, status == 0, doc, msgs, r->rt->def->history, output};
+        r->refs++;
+        r->committing = 1;
+        if (eddy_store_run_done(r->rt->env->store, &end, on_end_committed, r, &e)) {
+            r->refs--;
+            if (r->loaded)
+                eddy_store_release(r->rt->env->store, r->ref.agent, r->ref.key);
+            res->status = e.code;
+            res->err = e;
+            json_decref(res->output);
+            res->output = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "type", "dead_letter",
+                                    "reason", e.msg, "event_id", r->event_id, "key", r->key,
+                                    "agent", r->rt->def->name, "event", r->event);
+            uv_timer_start(&r->later, on_later, 0, 0);
+        }
+        r->loaded = 0;
+    }
+    json_decref(doc);
+    json_decref(msgs);
 }
 
 static void fail(eddy_run *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -262,84 +365,84 @@ void eddy_run_cancel(eddy_run *r)
     fail(r, EDDY_ECANCELED, "run abandoned at shutdown");
 }
 
-/* -- the end: commit memory, then report ------------------------------------ */
-
-static void on_committed(int status, const char *errmsg, void *ud)
-{
-    eddy_run *r = ud;
-    json_t *out = NULL, *content;
-    if (status) {
-        fail(r, status, "cannot store the memory of key '%s': %s", r->key, errmsg);
-    } else {
-        if (r->output_value) {
-            content = json_incref(r->output_value);
-        } else {
-            char *text = eddy_llm_msg_join_text(&r->conv.msgs[r->conv.n - 1]);
-            content = text ? json_string(text) : json_null();
-            eddy_free(text);
-        }
-        out = json_pack("{s:s, s:s, s:s, s:s, s:o, s:{s:I, s:I, s:I, s:I}, s:i, s:i, s:s}",
-                        "type", "output", "event_id", r->event_id, "key", r->key, "agent",
-                        r->rt->def->name, "output", content ? content : json_null(), "usage",
-                        "input_tokens", (json_int_t)r->in_tokens, "output_tokens",
-                        (json_int_t)r->out_tokens, "total_tokens",
-                        (json_int_t)(r->in_tokens + r->out_tokens), "cached_input_tokens",
-                        (json_int_t)r->cached_tokens, "turns", r->turns, "tool_calls",
-                        r->tool_calls, "trace_id", eddy_span_trace_id(r->span));
-        if (out && r->answered_by)
-            json_object_set_new(out, "model", json_string(r->answered_by->name));
-        if (out && r->rt->def->model->has_price)
-            json_object_set_new(out, "cost", json_real(r->cost));
-        report(r, 0, NULL, out);
-    }
-    unref(r);
-}
+/* -- the end: the output ------------------------------------------------------ */
 
 static void finish_ok(eddy_run *r)
 {
-    eddy_err e;
-    json_t *doc = eddy_tool_memory_json(r->mem, &e), *msgs = json_array();
-    if (!doc) {
-        json_decref(msgs);
-        fail(r, EDDY_ETOOL, "ctx.memory of key '%s' cannot be stored: %s", r->key, e.msg);
-        return;
+    json_t *out, *content;
+    char oid[33];
+    if (r->output_value) {
+        content = json_incref(r->output_value);
+    } else {
+        char *text = eddy_llm_msg_join_text(&r->conv.msgs[r->conv.n - 1]);
+        content = text ? json_string(text) : json_null();
+        eddy_free(text);
     }
-    for (size_t i = r->new_from; msgs && i < r->conv.n; i++)
-        if (json_array_append_new(msgs, eddy_llm_msg_to_json(&r->conv.msgs[i]))) {
-            json_decref(msgs);
-            msgs = NULL;
-        }
-    if (!msgs) {
-        json_decref(doc);
+    eddy_output_id(r->ref.agent, r->ref.part, r->ref.pos, oid);
+    out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:{s:I, s:I, s:I, s:I}, s:i, s:i, s:s}", "type",
+                    "output", "output_id", oid, "event_id", r->event_id, "key", r->key, "agent",
+                    r->rt->def->name, "output", content ? content : json_null(), "usage",
+                    "input_tokens", (json_int_t)r->in_tokens, "output_tokens",
+                    (json_int_t)r->out_tokens, "total_tokens",
+                    (json_int_t)(r->in_tokens + r->out_tokens), "cached_input_tokens",
+                    (json_int_t)r->cached_tokens, "turns", r->turns, "tool_calls", r->tool_calls,
+                    "trace_id", eddy_span_trace_id(r->span));
+    if (out && r->answered_by)
+        json_object_set_new(out, "model", json_string(r->answered_by->name));
+    if (out && r->rt->def->model->has_price)
+        json_object_set_new(out, "cost", json_real(r->cost));
+    if (!out) {
         fail(r, EDDY_ENOMEM, "out of memory");
         return;
     }
-    r->refs++;
-    if (eddy_memory_commit(r->rt->env->memory, r->rt->def->name, r->key, doc, msgs,
-                           r->rt->def->history, on_committed, r, &e)) {
-        r->refs--;
-        fail(r, e.code, "%s", e.msg);
-    }
-    json_decref(msgs);
-    json_decref(doc);
+    report(r, 0, NULL, out);
 }
 
 /* -- tools ------------------------------------------------------------------ */
 
-static void slot_done(tool_slot *s, int failed, json_t *result, const char *errmsg)
+/* -- the journal ------------------------------------------------------------ */
+
+/* Step STEP of an earlier try of this run, when it finished as a step of
+ * KIND; NULL otherwise. A step of another kind means the run went another
+ * way this time (the job changed): the rest of the journal is not used. */
+static const eddy_replay_step *journaled(eddy_run *r, int step, const char *kind)
+{
+    const eddy_replay *rp = r->replay;
+    if (!rp)
+        return NULL;
+    for (size_t i = 0; i < rp->nsteps; i++) {
+        const eddy_replay_step *st = &rp->steps[i];
+        if (st->step != step)
+            continue;
+        if (strcmp(st->kind, kind)) {
+            EDDY_WARN("agents",
+                      "run of event %s (key %s): step %d was a %s call before the restart and is "
+                      "a %s call now; the journal is not used from here",
+                      r->event_id, r->key, step, st->kind, kind);
+            r->replay = NULL;
+            return NULL;
+        }
+        return st->state == EDDY_STEP_DONE ? st : NULL;
+    }
+    return NULL;
+}
+
+static void journal(eddy_run *r, int step, const char *kind, json_t *data)
+{
+    eddy_err e;
+    if (!data || eddy_store_put_step(r->rt->env->store, &r->ref, step, EDDY_STEP_DONE, kind, data,
+                                     NULL, NULL, &e))
+        EDDY_WARN("agents", "run of event %s (key %s): step %d not journaled: %s", r->event_id,
+                  r->key, step, data ? e.msg : "out of memory");
+    json_decref(data);
+}
+
+/* -- tools ------------------------------------------------------------------ */
+
+/* S has its result: when it was the last of its turn, answer the model. */
+static void slot_finish(tool_slot *s)
 {
     eddy_run *r = s->run;
-    if (failed) {
-        s->result = eddy_aprintf("error: %s", errmsg);
-        s->failed = 1;
-        eddy_span_error(s->span, "tool_error", errmsg);
-        if (r->stats)
-            r->stats->tool_errors++;
-    } else {
-        s->result = json_is_string(result) ? eddy_strdup(json_string_value(result))
-                                           : eddy_json_dumps(result);
-        eddy_span_set(s->span, "gen_ai.tool.call.result", json_incref(result));
-    }
     eddy_span_end(s->span, NULL);
     s->span = NULL;
     if (--r->slots_pending > 0 || r->reported)
@@ -359,11 +462,38 @@ static void slot_done(tool_slot *s, int failed, json_t *result, const char *errm
     run_turn(r);
 }
 
+/* S ended (RAN: the tool ran, so its result and the memory after it are
+ * journaled). */
+static void slot_done(tool_slot *s, int failed, json_t *result, const char *errmsg, int ran)
+{
+    eddy_run *r = s->run;
+    if (failed) {
+        s->result = eddy_aprintf("error: %s", errmsg);
+        s->failed = 1;
+        eddy_span_error(s->span, "tool_error", errmsg);
+        if (r->stats)
+            r->stats->tool_errors++;
+    } else {
+        s->result = json_is_string(result) ? eddy_strdup(json_string_value(result))
+                                           : eddy_json_dumps(result);
+        eddy_span_set(s->span, "gen_ai.tool.call.result", json_incref(result));
+    }
+    r->tool_seq++;
+    if (ran && !r->reported && s->result) {
+        eddy_err e;
+        json_t *mem = eddy_tool_memory_json(r->mem, &e);
+        journal(r, s->step, "tool",
+                json_pack("{s:s, s:b, s:i, s:o*}", "result", s->result, "failed", s->failed, "seq",
+                          r->tool_seq, "memory", mem));
+    }
+    slot_finish(s);
+}
+
 static void on_tool(eddy_tool_result *res, void *ud)
 {
     tool_slot *s = ud;
     eddy_run *r = s->run;
-    slot_done(s, res->status != 0, res->result, res->err.msg);
+    slot_done(s, res->status != 0, res->result, res->err.msg, 1);
     unref(r);
 }
 
@@ -410,6 +540,31 @@ static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
         names[k] = r->slots[k].name;
         argv[k++] = eddy_strdup(p->args ? p->args : "{}");
     }
+    /* the calls an earlier try finished are not run again: their results,
+     * and the memory as the last of them to finish left it, are the journal's */
+    const eddy_replay_step **done = eddy_calloc(n + 1, sizeof(*done));
+    json_t *mem_after = NULL;
+    int last_seq = 0;
+    for (i = 0; i < n; i++) {
+        r->slots[i].step = ++r->step;
+        if (done && (done[i] = journaled(r, r->slots[i].step, "tool"))) {
+            int seq = (int)eddy_json_int(done[i]->data, "seq", 0);
+            if (seq > last_seq) {
+                last_seq = seq;
+                mem_after = json_object_get(done[i]->data, "memory");
+            }
+        }
+    }
+    if (last_seq > r->tool_seq)
+        r->tool_seq = last_seq;
+    if (json_is_object(mem_after)) {
+        eddy_tool_memory *m2 = NULL;
+        eddy_err e;
+        if (eddy_tool_memory_new(r->rt->env->tools, mem_after, &m2, &e) == 0) {
+            eddy_tool_memory_free(r->mem);
+            r->mem = m2;
+        }
+    }
     r->refs++; /* hold the run while the calls are being started */
     for (i = 0; i < n; i++) {
         tool_slot *s = &r->slots[i];
@@ -430,25 +585,35 @@ static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
         eddy_span_set_str(s->span, "openinference.span.kind", "TOOL");
         eddy_span_set_str(s->span, "gen_ai.tool.call.arguments", raw);
         r->tool_calls++;
-        if (r->stats)
+        if (r->stats && !(done && done[i]))
             r->stats->tool_calls++;
-        json_t *args = json_loads(raw, JSON_DECODE_ANY, &je);
-        if (r->reported || !s->call_id || !s->name) {
-            slot_done(s, 1, NULL, r->reported ? "run already ended" : "out of memory");
+        json_t *args = done && done[i] ? NULL : json_loads(raw, JSON_DECODE_ANY, &je);
+        if (done && done[i] && !r->reported) {
+            const char *res = eddy_json_str(done[i]->data, "result", NULL);
+            s->failed = json_is_true(json_object_get(done[i]->data, "failed"));
+            s->result = eddy_strdup(res ? res : "");
+            eddy_span_set(s->span, "eddy.replayed", json_true());
+            if (s->failed)
+                eddy_span_error(s->span, "tool_error", s->result);
+            if (r->stats)
+                r->stats->tools_replayed++;
+            slot_finish(s);
+        } else if (r->reported || !s->call_id || !s->name) {
+            slot_done(s, 1, NULL, r->reported ? "run already ended" : "out of memory", 0);
         } else if (!t) {
             char why[256];
             snprintf(why, sizeof(why), "unknown tool '%.200s'", name);
-            slot_done(s, 1, NULL, why);
+            slot_done(s, 1, NULL, why, 0);
         } else if (!args) {
             char why[300];
             snprintf(why, sizeof(why), "arguments are not valid JSON (%s at column %d)", je.text,
                      je.column);
-            slot_done(s, 1, NULL, why);
+            slot_done(s, 1, NULL, why, 0);
         } else {
             r->refs++;
             if (eddy_tool_call(r->rt->env->tools, t, args, &ctx, on_tool, s, &e)) {
                 r->refs--;
-                slot_done(s, 1, NULL, e.msg);
+                slot_done(s, 1, NULL, e.msg, 0);
             }
         }
         json_decref(args);
@@ -457,6 +622,7 @@ static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
         eddy_free(argv[i]);
     eddy_free(argv);
     eddy_free(names);
+    eddy_free(done);
     unref(r);
 }
 
@@ -466,8 +632,8 @@ static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
  * tags, or bare JSON naming one of the agent's tools. */
 static int text_tool_call(eddy_run *r, const char *text, char *what, size_t cap)
 {
-    static const char *const tags[] = {"<tool_call>", "<|tool_call|>", "<function=",
-                                       "[TOOL_CALLS]", "<|python_tag|>", NULL};
+    static const char *const tags[] = {
+        "<tool_call>", "<|tool_call|>", "<function=", "[TOOL_CALLS]", "<|python_tag|>", NULL};
     for (int i = 0; tags[i]; i++)
         if (strstr(text, tags[i])) {
             snprintf(what, cap, "it wrote %s", tags[i]);
@@ -501,8 +667,7 @@ static int check_output(eddy_run *r, const char *text)
     char why[EDDY_ERR_MSG_MAX];
     json_t *v = json_loads(text, JSON_DECODE_ANY, &je);
     if (!v)
-        snprintf(why, sizeof(why), "the answer is not JSON (%s at column %d)", je.text,
-                 je.column);
+        snprintf(why, sizeof(why), "the answer is not JSON (%s at column %d)", je.text, je.column);
     else if (eddy_jschema_validate(r->output_schema, v, &e))
         snprintf(why, sizeof(why), "%s", e.msg);
     else {
@@ -530,14 +695,74 @@ static int check_output(eddy_run *r, const char *text)
     return -1;
 }
 
-static void on_llm(eddy_llm_result *res, void *ud)
+/* What the journal keeps of an answer: the message, why it ended, usage,
+ * and which model answered. */
+static json_t *llm_to_json(const eddy_llm_result *res)
 {
-    eddy_run *r = ud;
+    const eddy_llm_response *resp = &res->resp;
+    const eddy_llm_usage *u = &resp->usage;
+    return json_pack("{s:o, s:s, s:s?, s:s?, s:s?, s:s?, s:{s:I, s:I, s:I, s:I, s:I, s:b}}",
+                     "message", eddy_llm_msg_to_json(&resp->message), "finish",
+                     eddy_llm_finish_name(resp->finish), "finish_raw", resp->finish_raw, "id",
+                     resp->id, "model", resp->model, "by", res->model ? res->model->name : NULL,
+                     "usage", "input", (json_int_t)u->input_tokens, "output",
+                     (json_int_t)u->output_tokens, "cached", (json_int_t)u->cached_input_tokens,
+                     "cache_write", (json_int_t)u->cache_write_tokens, "reasoning",
+                     (json_int_t)u->reasoning_tokens, "estimated", u->estimated);
+}
+
+static int llm_from_json(eddy_run *r, json_t *data, eddy_llm_result *res, eddy_err *err)
+{
+    eddy_llm_conv tmp;
+    json_t *one = json_pack("[O]", json_object_get(data, "message"));
+    const char *by = eddy_json_str(data, "by", NULL);
+    const eddy_llm_model *m = r->rt->def->model;
+    int rc;
+    memset(&tmp, 0, sizeof(tmp));
+    if (!one)
+        return eddy_err_set(err, EDDY_ECORRUPT, "no message");
+    rc = eddy_llm_conv_from_json(&tmp, one, err);
+    json_decref(one);
+    if (rc || tmp.n != 1 || tmp.msgs[0].role != EDDY_ROLE_ASSISTANT) {
+        eddy_llm_conv_clear(&tmp);
+        return rc ? rc : eddy_err_set(err, EDDY_ECORRUPT, "not one assistant message");
+    }
+    res->resp.message = tmp.msgs[0];
+    memset(&tmp.msgs[0], 0, sizeof(tmp.msgs[0]));
+    eddy_llm_conv_clear(&tmp);
+    res->resp.finish = eddy_llm_finish_from(eddy_json_str(data, "finish", "stop"));
+    const char *raw = eddy_json_str(data, "finish_raw", NULL),
+               *id = eddy_json_str(data, "id", NULL), *model = eddy_json_str(data, "model", NULL);
+    res->resp.finish_raw = raw ? eddy_strdup(raw) : NULL;
+    res->resp.id = id ? eddy_strdup(id) : NULL;
+    res->resp.model = model ? eddy_strdup(model) : NULL;
+    json_t *u = json_object_get(data, "usage");
+    res->resp.usage.input_tokens = (long)eddy_json_int(u, "input", 0);
+    res->resp.usage.output_tokens = (long)eddy_json_int(u, "output", 0);
+    res->resp.usage.cached_input_tokens = (long)eddy_json_int(u, "cached", 0);
+    res->resp.usage.cache_write_tokens = (long)eddy_json_int(u, "cache_write", 0);
+    res->resp.usage.reasoning_tokens = (long)eddy_json_int(u, "reasoning", 0);
+    res->resp.usage.estimated = json_is_true(json_object_get(u, "estimated"));
+    for (size_t i = 0; by && strcmp(m->name, by) && i < r->rt->def->model->nfallback; i++)
+        if (!strcmp(r->rt->def->model->fallback[i]->name, by))
+            m = r->rt->def->model->fallback[i];
+    res->model = m;
+    return 0;
+}
+
+/* The answer of the model to step STEP, from the server or (REPLAYED) from
+ * the journal. */
+static void llm_answered(eddy_run *r, eddy_llm_result *res, int step, int replayed)
+{
     eddy_span *sp = r->llm_span;
     eddy_llm_response *resp = &res->resp;
     const eddy_llm_model *m = res->model ? res->model : r->rt->def->model;
     r->llm_req = NULL;
     r->llm_span = NULL;
+    if (replayed)
+        eddy_span_set(sp, "eddy.replayed", json_true());
+    else if (!res->status && !r->reported)
+        journal(r, step, "llm", llm_to_json(res));
     eddy_span_set_int(sp, "eddy.llm.attempts", res->attempts);
     if (res->http_status)
         eddy_span_set_int(sp, "http.response.status_code", res->http_status);
@@ -560,7 +785,6 @@ static void on_llm(eddy_llm_result *res, void *ud)
         if (!r->reported)
             fail(r, res->status, "LLM call %d failed after %d attempt%s: %s", r->turns,
                  res->attempts, res->attempts == 1 ? "" : "s", res->err.msg);
-        unref(r);
         return;
     }
     const eddy_llm_usage *u = &resp->usage;
@@ -570,7 +794,7 @@ static void on_llm(eddy_llm_result *res, void *ud)
     r->out_tokens += u->output_tokens;
     r->cached_tokens += u->cached_input_tokens;
     r->cost += cost;
-    if (r->stats) {
+    if (r->stats && !replayed) {
         r->stats->input_tokens += u->input_tokens;
         r->stats->output_tokens += u->output_tokens;
         eddy_run_stats_add_model(r->stats, m->name, u, cost);
@@ -636,6 +860,35 @@ static void on_llm(eddy_llm_result *res, void *ud)
         }
     }
     eddy_free(text);
+}
+
+static void on_llm(eddy_llm_result *res, void *ud)
+{
+    eddy_run *r = ud;
+    llm_answered(r, res, r->step, 0);
+    unref(r);
+}
+
+/* Serve step STEP from its journal entry DATA: the answer as it came. */
+static void llm_replay(eddy_run *r, int step, json_t *data)
+{
+    eddy_llm_result res;
+    eddy_err e;
+    memset(&res, 0, sizeof(res));
+    if (llm_from_json(r, data, &res, &e)) {
+        EDDY_WARN("agents",
+                  "run of event %s (key %s): journaled step %d unreadable (%s): asking "
+                  "the model again",
+                  r->event_id, r->key, step, e.msg);
+        eddy_llm_response_clear(&res.resp);
+        r->replay = NULL;
+        return;
+    }
+    if (r->stats)
+        r->stats->llm_replayed++;
+    r->refs++;
+    llm_answered(r, &res, step, 1);
+    eddy_llm_response_clear(&res.resp);
     unref(r);
 }
 
@@ -662,8 +915,8 @@ static void run_turn(eddy_run *r)
         return;
     }
     r->turns++;
-    if (r->stats)
-        r->stats->llm_calls++;
+    int step = ++r->step;
+    const eddy_replay_step *jst = journaled(r, step, "llm");
     snprintf(name, sizeof(name), "chat %s", d->model->model);
     r->llm_span = eddy_span_start(r->rt->env->traces, r->span, name, EDDY_SPAN_CLIENT);
     eddy_span_set_str(r->llm_span, "gen_ai.operation.name", "chat");
@@ -683,6 +936,13 @@ static void run_turn(eddy_run *r)
     r->rq.tool_choice_name = d->tool_choice_name;
     r->rq.output_schema = r->output_schema;
     r->rq.output_name = "answer";
+    if (jst) {
+        llm_replay(r, step, jst->data);
+        if (!r->llm_span)
+            return; /* answered from the journal */
+    }
+    if (r->stats)
+        r->stats->llm_calls++;
     r->refs++;
     if (eddy_llm_chat(r->rt->env->llm, d->model, &r->rq, on_llm, r, &r->llm_req, &e)) {
         r->refs--;
@@ -693,17 +953,15 @@ static void run_turn(eddy_run *r)
     }
 }
 
-/* Render the prompts and build the conversation. */
-static int prepare(eddy_run *r, eddy_err *err)
+/* Render the prompts and build the conversation from the key's memory DOC
+ * and HISTORY (borrowed). */
+static int prepare(eddy_run *r, json_t *doc, json_t *history, eddy_err *err)
 {
     const eddy_agent_def *d = r->rt->def;
-    json_t *doc = NULL, *history = NULL, *ctx = NULL;
+    json_t *ctx = NULL;
     char *sys = NULL, *usr = NULL;
     eddy_llm_msg *m;
     int rc;
-    if ((rc = eddy_memory_load(r->rt->env->memory, d->name, r->key, d->history, &doc, &history,
-                               err)))
-        return rc;
     ctx = json_pack("{s:O, s:O, s:s, s:s}", "event", r->event, "memory", doc, "key", r->key,
                     "agent", d->name);
     if (!ctx) {
@@ -715,7 +973,8 @@ static int prepare(eddy_run *r, eddy_err *err)
         goto out;
     if ((rc = eddy_tool_memory_new(r->rt->env->tools, doc, &r->mem, err)))
         goto out;
-    if (sys && (!(m = eddy_llm_conv_add(&r->conv, EDDY_ROLE_SYSTEM)) || eddy_llm_msg_text(m, sys))) {
+    if (sys &&
+        (!(m = eddy_llm_conv_add(&r->conv, EDDY_ROLE_SYSTEM)) || eddy_llm_msg_text(m, sys))) {
         rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
         goto out;
     }
@@ -730,28 +989,44 @@ out:
     eddy_free(sys);
     eddy_free(usr);
     json_decref(ctx);
-    json_decref(doc);
-    json_decref(history);
     return rc;
+}
+
+static void on_loaded(int status, const char *errmsg, json_t *doc, json_t *history, void *ud)
+{
+    eddy_run *r = ud;
+    eddy_err e;
+    if (!status)
+        r->loaded = 1;
+    if (r->reported) {
+        /* canceled while loading */
+    } else if (status) {
+        fail(r, status, "cannot read the memory of key '%s': %s", r->key, errmsg);
+    } else if (prepare(r, doc, history, &e)) {
+        fail(r, e.code, "%s", e.msg);
+    } else {
+        uv_timer_start(&r->wall, on_wall, (uint64_t)r->rt->def->budget_wall_ms, 0);
+        run_turn(r);
+    }
+    unref(r);
 }
 
 static void on_start(uv_timer_t *t)
 {
     eddy_run *r = t->data;
     eddy_err e;
-    if (!r->reported) {
-        if (prepare(r, &e))
-            fail(r, e.code, "%s", e.msg);
-        else {
-            uv_timer_start(&r->wall, on_wall, (uint64_t)r->rt->def->budget_wall_ms, 0);
-            run_turn(r);
-        }
+    if (r->reported)
+        return;
+    r->refs++;
+    if (eddy_store_load(r->rt->env->store, r->rt->def->name, r->key, r->rt->def->history, on_loaded,
+                        r, &e)) {
+        r->refs--;
+        fail(r, e.code, "%s", e.msg);
     }
 }
 
-int eddy_agent_run_start(eddy_agent_rt *rt, json_t *event, const char *key, const char *event_id,
-                         eddy_run_stats *stats, eddy_run_cb cb, void *ud, eddy_run **out,
-                         eddy_err *err)
+int eddy_agent_run_start(eddy_agent_rt *rt, const eddy_run_input *in, eddy_run_stats *stats,
+                         eddy_run_cb cb, void *ud, eddy_run **out, eddy_err *err)
 {
     eddy_run *r = eddy_calloc(1, sizeof(*r));
     char name[256];
@@ -763,14 +1038,18 @@ int eddy_agent_run_start(eddy_agent_rt *rt, json_t *event, const char *key, cons
     r->stats = stats;
     r->cb = cb;
     r->ud = ud;
-    r->event = json_deep_copy(event);
-    r->output_schema = eddy_agent_output_schema(rt->def, event);
-    r->key = eddy_strdup(key);
-    r->event_id = eddy_strdup(event_id);
+    r->event = json_deep_copy(in->event);
+    r->output_schema = eddy_agent_output_schema(rt->def, in->event);
+    r->key = eddy_strdup(in->key);
+    r->event_id = eddy_strdup(in->event_id);
+    r->replay = in->replay && !in->replay->done && in->replay->input_hash == in->input_hash
+                    ? in->replay
+                    : NULL;
+    r->ref = (eddy_run_ref){rt->def->name, r->key, in->part, in->pos, in->input_hash};
     snprintf(name, sizeof(name), "invoke_agent %s", rt->def->name);
     r->span = eddy_span_start(rt->env->traces, NULL, name, EDDY_SPAN_INTERNAL);
     if (!r->event || !r->key || !r->event_id || !r->span ||
-        uv_timer_init(rt->env->loop, &r->wall)) {
+        uv_timer_init(rt->env->loop, &r->wall) || uv_timer_init(rt->env->loop, &r->later)) {
         eddy_span_end(r->span, NULL);
         r->span = NULL;
         run_free(r);
@@ -779,10 +1058,12 @@ int eddy_agent_run_start(eddy_agent_rt *rt, json_t *event, const char *key, cons
     eddy_span_set_str(r->span, "gen_ai.operation.name", "invoke_agent");
     eddy_span_set_str(r->span, "gen_ai.agent.name", rt->def->name);
     eddy_span_set_str(r->span, "openinference.span.kind", "AGENT");
-    eddy_span_set_str(r->span, "eddy.key", key);
-    eddy_span_set_str(r->span, "eddy.event_id", event_id);
-    r->wall.data = r;
-    r->refs = 1; /* dropped by the wall timer's close */
+    eddy_span_set_str(r->span, "eddy.key", in->key);
+    eddy_span_set_str(r->span, "eddy.event_id", in->event_id);
+    if (r->replay)
+        eddy_span_set_int(r->span, "eddy.journal.steps", (long long)r->replay->nsteps);
+    r->wall.data = r->later.data = r;
+    r->refs = 2; /* dropped by the timers' closes */
     /* start on the next loop iteration: the callback never runs inside this call */
     uv_timer_start(&r->wall, on_start, 0, 0);
     if (out)

@@ -32,6 +32,10 @@ static const char kUsage[] =
     "      --state FILE        memory store (SQLite), overrides checkpoint.path\n"
     "      --traces FILE       trace store (SQLite), overrides trace.path\n"
     "      --summary-json FILE write the end-of-run summary as JSON\n"
+    "      --workers N         worker threads (default: the job's workers, else one per core)\n"
+    "      --from-start        read the input from its start, not from the last checkpoint\n"
+    "      --progress          a status line on stderr also when it is not a terminal\n"
+    "      --no-progress       no status line, also on a terminal\n"
     "      --quiet             nothing on stderr but warnings and errors (no summary)\n"
     "  check JOB.yaml    validate a job and everything it references\n"
     "  trace list [JOB.yaml|TRACES.db] [--limit N] [--status ok|error]\n"
@@ -56,7 +60,11 @@ enum {
     OPT_LIMIT,
     OPT_STATUS,
     OPT_JSON,
-    OPT_HELP
+    OPT_HELP,
+    OPT_WORKERS,
+    OPT_PROGRESS,
+    OPT_NO_PROGRESS,
+    OPT_FROM_START
 };
 
 static const struct option kOpts[] = {{"input", required_argument, NULL, OPT_INPUT},
@@ -71,6 +79,10 @@ static const struct option kOpts[] = {{"input", required_argument, NULL, OPT_INP
                                       {"status", required_argument, NULL, OPT_STATUS},
                                       {"json", no_argument, NULL, OPT_JSON},
                                       {"help", no_argument, NULL, OPT_HELP},
+                                      {"workers", required_argument, NULL, OPT_WORKERS},
+                                      {"progress", no_argument, NULL, OPT_PROGRESS},
+                                      {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
+                                      {"from-start", no_argument, NULL, OPT_FROM_START},
                                       {NULL, 0, NULL, 0}};
 
 typedef struct args {
@@ -138,6 +150,23 @@ static int parse(int argc, char **argv, const globals *g, args *a)
             break;
         case OPT_QUIET:
             a->run.quiet = 1;
+            break;
+        case OPT_WORKERS:
+            if (eddy_parse_i64(optarg, &n) || n < 1 || n > EDDY_JOB_MAX_WORKERS) {
+                fprintf(stderr, "eddy: --workers wants a number from 1 to %d, not '%s'\n",
+                        EDDY_JOB_MAX_WORKERS, optarg);
+                return 2;
+            }
+            a->run.workers = (int)n;
+            break;
+        case OPT_PROGRESS:
+            a->run.progress = 1;
+            break;
+        case OPT_NO_PROGRESS:
+            a->run.progress = -1;
+            break;
+        case OPT_FROM_START:
+            a->run.from_start = 1;
             break;
         case OPT_JSON:
             a->json = 1;

@@ -1,15 +1,18 @@
 /*
- * core/bgq.c - background job queue on its own thread.
+ * core/bgq.c - background job queue on its own thread, in bounded batches.
  *
  * A mutex-protected singly linked FIFO and a condition variable. The thread
- * takes one job at a time, tells the handler whether more are waiting, and
- * calls the idle hook when the queue is empty. Freeing drains first: no
- * posted job is ever dropped.
+ * takes one job at a time and hands it to the handler; it flushes the batch
+ * when a bound is reached, or when the queue is empty and the batch has
+ * lingered long enough (a timed wait for more jobs meanwhile). Freeing
+ * drains first: no posted job is ever dropped.
  */
 #include "eddy/bgq.h"
 #include "eddy/buf.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <time.h>
 
 typedef struct node {
     void *job;
@@ -24,49 +27,91 @@ struct eddy_bgq {
     size_t n;
     int stop;
     eddy_bgq_fn fn;
-    void (*idle)(void *ctx);
+    void (*flush)(void *ctx);
     void *ctx;
+    eddy_bgq_limits lim;
 };
+
+static void deadline_in(struct timespec *ts, uint64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t)(ms / 1000);
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
 
 static void *run(void *arg)
 {
     eddy_bgq *q = arg;
+    int batch = 0;      /* jobs in the open batch */
+    uint64_t first = 0; /* when its first job was taken */
     pthread_mutex_lock(&q->mu);
     for (;;) {
-        node *nd;
-        int more;
-        while (!q->head && !q->stop)
-            pthread_cond_wait(&q->cv, &q->mu);
-        if (!q->head && q->stop)
-            break;
-        nd = q->head;
+        if (!q->head) {
+            uint64_t now = eddy_now_ms();
+            if (batch && (q->stop || (uint64_t)q->lim.linger_ms <= now - first)) {
+                pthread_mutex_unlock(&q->mu);
+                if (q->flush)
+                    q->flush(q->ctx);
+                batch = 0;
+                pthread_mutex_lock(&q->mu);
+                continue;
+            }
+            if (q->stop && !batch)
+                break;
+            if (batch) { /* linger: wait for company, at most until the deadline */
+                struct timespec ts;
+                deadline_in(&ts, (uint64_t)q->lim.linger_ms - (now - first));
+                pthread_cond_timedwait(&q->cv, &q->mu, &ts);
+            } else {
+                pthread_cond_wait(&q->cv, &q->mu);
+            }
+            continue;
+        }
+        node *nd = q->head;
         q->head = nd->next;
         if (!q->head)
             q->tail = NULL;
         q->n--;
-        more = q->head != NULL;
         pthread_mutex_unlock(&q->mu);
-        q->fn(nd->job, more, q->ctx);
+        if (!batch)
+            first = eddy_now_ms();
+        q->fn(nd->job, q->ctx);
         eddy_free(nd);
-        if (!more && q->idle)
-            q->idle(q->ctx);
+        batch++;
+        if ((q->lim.max_jobs > 0 && batch >= q->lim.max_jobs) ||
+            (q->lim.max_age_ms > 0 && eddy_now_ms() - first >= (uint64_t)q->lim.max_age_ms)) {
+            if (q->flush)
+                q->flush(q->ctx);
+            batch = 0;
+        }
         pthread_mutex_lock(&q->mu);
     }
     pthread_mutex_unlock(&q->mu);
     return NULL;
 }
 
-int eddy_bgq_new(eddy_bgq_fn fn, void (*idle)(void *ctx), void *ctx, eddy_bgq **out, eddy_err *err)
+int eddy_bgq_new(eddy_bgq_fn fn, void (*flush)(void *ctx), void *ctx, const eddy_bgq_limits *lim,
+                 eddy_bgq **out, eddy_err *err)
 {
     eddy_bgq *q = eddy_calloc(1, sizeof(*q));
+    pthread_condattr_t ca;
     *out = NULL;
     if (!q)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     q->fn = fn;
-    q->idle = idle;
+    q->flush = flush;
     q->ctx = ctx;
+    if (lim)
+        q->lim = *lim;
     pthread_mutex_init(&q->mu, NULL);
-    pthread_cond_init(&q->cv, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (pthread_create(&q->thread, NULL, run, q)) {
         pthread_mutex_destroy(&q->mu);
         pthread_cond_destroy(&q->cv);

@@ -2,19 +2,21 @@
  * fluss/connector.c - Fluss tables as eddy sources and sinks.
  *
  * Source: reads every bucket of a log table, or the changelog of a PK table
- * (change type in event._change), from the position stored for it in the
- * job's SQLite store, else from `start` (earliest, latest or a time). Rows
- * become JSON events in a bounded queue; when it is full the scanner
- * pauses (backpressure, nothing dropped). A bucket's stored position is the
- * lowest offset whose record has not been acknowledged by the runtime, so
- * a restart re-reads exactly what was not finished (at-least-once). With
+ * (change type in event._change), from the position the job's last
+ * checkpoint stored for it, else from `start` (earliest, latest or a time).
+ * Rows become JSON events in a bounded queue; when it is full the scanner
+ * pauses (backpressure, nothing dropped). Each bucket is a part of the
+ * source and each record's position its offset: the runtime's checkpoints
+ * store, per bucket, the offset below which every record was handled and
+ * delivered, so a restart reads again exactly what was not. With
  * `follow: false` the source ends at the end offsets it saw when it started.
  *
  * Sink: maps each output's fields onto the table's columns (fields that are
  * not columns are ignored; a value of the wrong type is an error naming the
  * column, so the output goes to the dead letters), appends to a log table or
- * upserts a PK table through the idempotent writer, and reports rows that
- * fail later (after retries) through the failure callback.
+ * upserts a PK table through the idempotent writer, and reports each row's
+ * acknowledgement by the server (or its failure, after retries) through the
+ * delivery callback.
  */
 #include "eddy/fluss.h"
 
@@ -31,16 +33,13 @@ typedef struct qitem {
     struct qitem *next;
     json_t *ev;
     char *where;
-    uint64_t token;
+    int bucket;
+    int64_t off;
 } qitem;
 
-/* Offsets handed out and not yet acknowledged, ascending, per bucket. */
+/* Per bucket: the offset after the last record read. */
 typedef struct pending {
-    int64_t *off;
-    unsigned char *acked;
-    size_t head, n, cap;
-    int64_t next; /* offset after the last delivered record */
-    int64_t saved;
+    int64_t next;
 } pending;
 
 typedef struct fsrc {
@@ -50,7 +49,7 @@ typedef struct fsrc {
     eddy_fluss_scanner *sc;
     uv_loop_t *loop;
     uv_async_t *notify;
-    eddy_memory *mem;
+    const json_t *positions; /* stored for this source: {"bucket N": {"pos"}} */
     char db[EDDY_FLUSS_NAME_MAX], table[EDDY_FLUSS_NAME_MAX], name[300], source_id[320];
     char *start;
     int follow;
@@ -90,33 +89,6 @@ static void src_notify(fsrc *s)
     uv_async_send(s->notify);
 }
 
-static int pend_push(pending *p, int64_t off)
-{
-    if (p->head + p->n == p->cap) {
-        if (p->head > 0) { /* slide down first */
-            memmove(p->off, p->off + p->head, p->n * sizeof(*p->off));
-            memmove(p->acked, p->acked + p->head, p->n);
-            p->head = 0;
-        }
-        if (p->n == p->cap) {
-            size_t cap = p->cap ? p->cap * 2 : 256;
-            int64_t *o = eddy_realloc(p->off, cap * sizeof(*o));
-            if (!o)
-                return EDDY_ENOMEM;
-            p->off = o;
-            unsigned char *a = eddy_realloc(p->acked, cap);
-            if (!a)
-                return EDDY_ENOMEM;
-            p->acked = a;
-            p->cap = cap;
-        }
-    }
-    p->off[p->head + p->n] = off;
-    p->acked[p->head + p->n] = 0;
-    p->n++;
-    return 0;
-}
-
 static void check_end(fsrc *s)
 {
     if (s->follow || !s->end || s->ended)
@@ -137,7 +109,7 @@ static int on_row(int bucket, int64_t off, int64_t ts, int change, const eddy_fl
         return s->n >= s->cap; /* past the end of a bounded read */
     json_t *ev = eddy_fluss_row_to_json(&s->t->schema, vals, NULL, 0);
     qitem *q = eddy_calloc(1, sizeof(*q));
-    if (!ev || !q || pend_push(&s->pend[bucket], off)) {
+    if (!ev || !q) {
         EDDY_ERROR("fluss",
                    "%s bucket %d offset %lld: out of memory; the record is read again "
                    "on the next start",
@@ -150,7 +122,8 @@ static int on_row(int bucket, int64_t off, int64_t ts, int change, const eddy_fl
         json_object_set_new(ev, "_change", json_string(eddy_fluss_change_name(change)));
     q->ev = ev;
     q->where = eddy_aprintf("%s bucket %d offset %lld", s->name, bucket, (long long)off);
-    q->token = (uint64_t)bucket << 48 | (uint64_t)off;
+    q->bucket = bucket;
+    q->off = off;
     if (s->tail)
         s->tail->next = q;
     else
@@ -191,7 +164,6 @@ static void start_scanner(fsrc *s, const int64_t *from)
     }
     for (int b = 0; b < s->t->nbuckets; b++) {
         s->pend[b].next = from[b] >= 0 ? from[b] : 0;
-        s->pend[b].saved = from[b];
         eddy_fluss_scanner_subscribe(s->sc, b, from[b]);
     }
     s->ready = 1;
@@ -203,12 +175,18 @@ typedef struct start_ctx {
     int64_t *from;
 } start_ctx;
 
-static void stored_position(const char *part, int64_t pos, void *ud)
+static void stored_positions(start_ctx *x)
 {
-    start_ctx *x = ud;
+    const char *part;
+    json_t *v;
     int b;
-    if (sscanf(part, "bucket %d", &b) == 1 && b >= 0 && b < x->s->t->nbuckets)
-        x->from[b] = pos;
+    json_object_foreach((json_t *)x->s->positions, part, v)
+    {
+        json_t *pos = json_object_get(v, "pos");
+        if (sscanf(part, "bucket %d", &b) == 1 && b >= 0 && b < x->s->t->nbuckets &&
+            json_is_integer(pos))
+            x->from[b] = json_integer_value(pos);
+    }
 }
 
 static void on_end_offsets(int status, const eddy_err *err, const int64_t *offs, int n, void *ud)
@@ -254,7 +232,6 @@ static void on_start_offsets(int status, const eddy_err *err, const int64_t *off
 static void on_table(int status, const eddy_err *err, const eddy_fluss_table *t, void *ud)
 {
     fsrc *s = ud;
-    eddy_err e;
     if (status) {
         EDDY_ERROR("fluss", "source %s: %s", s->name, err ? err->msg : eddy_strerror(status));
         s->ended = 1;
@@ -283,9 +260,7 @@ static void on_table(int status, const eddy_err *err, const eddy_fluss_table *t,
     int by_time = strcmp(start, "earliest") && strcmp(start, "latest");
     for (int b = 0; b < t->nbuckets; b++)
         x->from[b] = !strcmp(start, "earliest") ? EDDY_FLUSS_EARLIEST : EDDY_FLUSS_LATEST;
-    if (eddy_memory_positions(s->mem, s->source_id, stored_position, x, &e))
-        EDDY_WARN("fluss", "source %s: stored positions unreadable (%s); using 'start'", s->name,
-                  e.msg);
+    stored_positions(x);
     if (by_time && eddy_fluss_parse_time(start, &ts) == 0) {
         if (eddy_fluss_list_offsets(s->c, t, EDDY_FLUSS_OFFSET_TIMESTAMP, ts, on_start_offsets,
                                     x) == 0)
@@ -322,7 +297,9 @@ static int src_next(void *impl, eddy_record *rec)
     s->n--;
     rec->event = q->ev;
     rec->where = q->where;
-    rec->token = q->token;
+    rec->part = q->bucket;
+    rec->pos = q->off;
+    rec->next = q->off + 1;
     eddy_free(q);
     if (s->sc && s->n < s->cap / 2 && !s->stopped) {
         s->paused = 0;
@@ -331,39 +308,16 @@ static int src_next(void *impl, eddy_record *rec)
     return 1;
 }
 
-static void src_ack(void *impl, uint64_t token)
+static const char *src_id(void *impl)
 {
-    fsrc *s = impl;
-    int b = (int)(token >> 48);
-    int64_t off = (int64_t)(token & ((1ull << 48) - 1));
-    if (!s->pend || b >= s->nbuckets)
-        return;
-    pending *p = &s->pend[b];
-    /* binary search: offsets are ascending */
-    size_t lo = p->head, hi = p->head + p->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (p->off[mid] < off)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (lo < p->head + p->n && p->off[lo] == off)
-        p->acked[lo] = 1;
-    while (p->n && p->acked[p->head]) {
-        p->head++;
-        p->n--;
-    }
-    int64_t commit = p->n ? p->off[p->head] : p->next;
-    if (commit != p->saved) {
-        char part[32];
-        eddy_err e;
-        snprintf(part, sizeof(part), "bucket %d", b);
-        if (eddy_memory_save_position(s->mem, s->source_id, part, commit, NULL, NULL, &e) == 0)
-            p->saved = commit;
-        else
-            EDDY_WARN("fluss", "source %s: %s", s->name, e.msg);
-    }
+    return ((fsrc *)impl)->source_id;
+}
+
+static const char *src_part(void *impl, int part, char *buf, size_t n)
+{
+    (void)impl;
+    snprintf(buf, n, "bucket %d", part);
+    return buf;
 }
 
 static void src_stop(void *impl)
@@ -394,18 +348,14 @@ static void src_free(void *impl)
         eddy_free(q->where);
         eddy_free(q);
     }
-    for (int b = 0; s->pend && b < s->nbuckets; b++) {
-        eddy_free(s->pend[b].off);
-        eddy_free(s->pend[b].acked);
-    }
     eddy_free(s->pend);
     eddy_free(s->end);
     eddy_free(s->start);
     eddy_free(s);
 }
 
-static const eddy_source_ops kSourceOps = {src_name, src_next,  src_ack,
-                                           src_stop, src_close, src_free};
+static const eddy_source_ops kSourceOps = {src_name, src_id,   src_part,  NULL,
+                                           src_next, src_stop, src_close, src_free};
 
 static int open_source(const json_t *cfg, const eddy_connector_env *env, eddy_source **out,
                        eddy_err *err)
@@ -416,7 +366,6 @@ static int open_source(const json_t *cfg, const eddy_connector_env *env, eddy_so
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     s->loop = env->loop;
     s->notify = env->notify;
-    s->mem = env->mem;
     s->cap = env->capacity ? env->capacity : 1024;
     s->follow = !json_is_false(json_object_get(cfg, "follow"));
     const json_t *start = json_object_get(cfg, "start");
@@ -430,6 +379,7 @@ static int open_source(const json_t *cfg, const eddy_connector_env *env, eddy_so
     }
     snprintf(s->name, sizeof(s->name), "%s.%s", s->db, s->table);
     snprintf(s->source_id, sizeof(s->source_id), "fluss:%s.%s", s->db, s->table);
+    s->positions = json_object_get(env->positions, s->source_id);
     if (s->start && strcmp(s->start, "earliest") && strcmp(s->start, "latest")) {
         int64_t ms;
         if (eddy_fluss_parse_time(s->start, &ms)) {
@@ -466,27 +416,28 @@ typedef struct fsink {
     long count;
     int failed_table;
     eddy_err table_err;
-    eddy_sink_fail_cb fail_cb;
-    void *fail_ud;
+    eddy_sink_done_cb done_cb;
+    void *done_ud;
     void (*flush_cb)(void *ud);
     void *flush_ud;
 } fsink;
 
 typedef struct row_ctx {
     fsink *k;
-    json_t *v;
+    uint64_t tag;
 } row_ctx;
 
+/* The server acknowledged the row (or it failed for good, after retries). */
 static void row_done(int status, const eddy_err *err, void *ud)
 {
     row_ctx *r = ud;
-    if (status && r->k->fail_cb)
-        r->k->fail_cb(r->v, err ? err->msg : eddy_strerror(status), r->k->fail_ud);
-    json_decref(r->v);
+    if (r->k->done_cb)
+        r->k->done_cb(r->tag, status, status ? (err ? err->msg : eddy_strerror(status)) : NULL, 0,
+                      r->k->done_ud);
     eddy_free(r);
 }
 
-static int put_row(fsink *k, json_t *v, eddy_err *err)
+static int put_row(fsink *k, json_t *v, uint64_t tag, eddy_err *err)
 {
     const eddy_fluss_schema *s = &k->t->schema;
     eddy_fluss_value *vals = eddy_calloc((size_t)s->ncols, sizeof(*vals));
@@ -502,11 +453,9 @@ static int put_row(fsink *k, json_t *v, eddy_err *err)
         goto out;
     }
     r->k = k;
-    r->v = json_incref(v);
-    if ((rc = eddy_fluss_writer_write(k->w, vals, 0, row_done, r, err))) {
-        json_decref(r->v);
+    r->tag = tag;
+    if ((rc = eddy_fluss_writer_write(k->w, vals, 0, row_done, r, err)))
         goto out;
-    }
     r = NULL;
     k->count++;
 out:
@@ -536,10 +485,10 @@ static void sink_table(int status, const eddy_err *err, const eddy_fluss_table *
     }
     json_array_foreach(k->early, i, v)
     {
-        if (k->failed_table || put_row(k, v, &e)) {
-            if (k->fail_cb)
-                k->fail_cb(v, k->failed_table ? k->table_err.msg : e.msg, k->fail_ud);
-        }
+        json_t *val = json_array_get(v, 0);
+        uint64_t tag = (uint64_t)json_integer_value(json_array_get(v, 1));
+        if ((k->failed_table || put_row(k, val, tag, &e)) && k->done_cb)
+            k->done_cb(tag, EDDY_EFLUSS, k->failed_table ? k->table_err.msg : e.msg, 0, k->done_ud);
     }
     json_array_clear(k->early);
     if (k->flush_cb) { /* a flush was waiting for the table */
@@ -554,17 +503,18 @@ static const char *sink_name(void *impl)
     return ((fsink *)impl)->name;
 }
 
-static int sink_write(void *impl, json_t *v, eddy_err *err)
+static int sink_write(void *impl, json_t *v, uint64_t tag, eddy_err *err)
 {
     fsink *k = impl;
     if (k->failed_table)
         return eddy_err_set(err, EDDY_EFLUSS, "fluss sink %s: %s", k->name, k->table_err.msg);
-    if (!k->t) {
-        json_array_append(k->early, v);
+    if (!k->t) { /* tags are pointers: they fit a JSON integer's 64 bits */
+        if (json_array_append_new(k->early, json_pack("[O, I]", v, (json_int_t)tag)))
+            return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
         k->count++;
         return 0;
     }
-    return put_row(k, v, err);
+    return put_row(k, v, tag, err);
 }
 
 static long sink_count(void *impl)
@@ -619,11 +569,11 @@ static int sink_flush(void *impl, void (*cb)(void *ud), void *ud)
     return 0;
 }
 
-static void sink_failed(void *impl, eddy_sink_fail_cb cb, void *ud)
+static void sink_on_done(void *impl, eddy_sink_done_cb cb, void *ud)
 {
     fsink *k = impl;
-    k->fail_cb = cb;
-    k->fail_ud = ud;
+    k->done_cb = cb;
+    k->done_ud = ud;
 }
 
 static void sink_free(void *impl)
@@ -633,8 +583,8 @@ static void sink_free(void *impl)
     eddy_free(k);
 }
 
-static const eddy_sink_ops kSinkOps = {sink_name,  sink_write,  sink_count,
-                                       sink_flush, sink_failed, sink_free};
+static const eddy_sink_ops kSinkOps = {sink_name,    sink_write, sink_count, sink_flush,
+                                       sink_on_done, NULL,       sink_free};
 
 static int open_sink(const json_t *cfg, const eddy_connector_env *env, eddy_sink **out,
                      eddy_err *err)

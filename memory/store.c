@@ -1,12 +1,22 @@
 /*
- * memory/store.c - per-key memory and history on SQLite (WAL).
+ * memory/store.c - the job's store on SQLite (WAL): one writer thread,
+ * sessions with a memory cache and a reader thread each.
  *
- * Two connections: the writer belongs to the persistence thread (an
- * eddy_bgq), the reader to the loop thread. Commits are group commits: the
- * writer keeps one transaction open while more jobs are queued and commits
- * when the queue runs dry, then acknowledges every job of the batch through
- * a uv_async_t, so callbacks run on the loop that asked. A job that fails
- * rolls back only itself (a savepoint); the others of its batch commit.
+ * Writes: a session posts jobs (a step, the end of a run, a checkpoint) to
+ * the persistence thread (an eddy_bgq with bounded batches). A job only
+ * joins the batch when it arrives; the batch runs at its flush, inside one
+ * transaction, a savepoint per job (a job that fails rolls back alone), and
+ * is committed; then every job goes back to its session's list and the
+ * session's uv_async_t wakes its loop, where the callbacks run. Steps whose
+ * run ends in the same batch are not written at all (the end deletes them).
+ *
+ * Reads: a session's loads hit its cache (answered from a uv_idle_t on the
+ * next loop iteration) or go to its reader thread, which reads with its own
+ * read-only connection and parses there; the entry joins the cache on the
+ * loop. An entry is pinned from its load to its run's end and held while a
+ * write of it is not committed, so the reader never reads a key whose last
+ * write is still in flight; the least recently used unpinned, committed
+ * entries are evicted beyond the byte budget.
  */
 #include "eddy/memory.h"
 #include "eddy/bgq.h"
@@ -15,14 +25,17 @@
 #include "eddy/llm.h"
 #include "eddy/log.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* 1: history rows are OpenAI chat messages (eddy before the neutral LLM
- * layer); 2: history rows are neutral messages (llm.h, format 2). */
-#define SCHEMA_VERSION "2"
+ * layer); 2: neutral messages (llm.h, format 2); 3: the journal, runs,
+ * positions with lines and fingerprints, sink commits. */
+#define SCHEMA_VERSION "3"
 
 static const char *const kSchema =
     "PRAGMA journal_mode=WAL;"
@@ -34,55 +47,178 @@ static const char *const kSchema =
     "CREATE TABLE IF NOT EXISTS history(agent TEXT NOT NULL, key TEXT NOT NULL,"
     "  seq INTEGER NOT NULL, messages TEXT NOT NULL, created_ns INTEGER NOT NULL,"
     "  PRIMARY KEY(agent, key, seq)) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS source_positions(source TEXT NOT NULL, part TEXT NOT NULL,"
-    "  position INTEGER NOT NULL, updated_ns INTEGER NOT NULL,"
-    "  PRIMARY KEY(source, part)) WITHOUT ROWID;";
+    "CREATE TABLE IF NOT EXISTS positions(source TEXT NOT NULL, part TEXT NOT NULL,"
+    "  position INTEGER NOT NULL, line INTEGER NOT NULL, fp INTEGER NOT NULL,"
+    "  updated_ns INTEGER NOT NULL, PRIMARY KEY(source, part)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS runs(part INTEGER NOT NULL, pos INTEGER NOT NULL,"
+    "  agent TEXT NOT NULL, key TEXT NOT NULL, input_hash INTEGER NOT NULL, ok INTEGER NOT NULL,"
+    "  delivered INTEGER NOT NULL, outcome TEXT NOT NULL, created_ns INTEGER NOT NULL,"
+    "  PRIMARY KEY(part, pos, agent)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS journal(part INTEGER NOT NULL, pos INTEGER NOT NULL,"
+    "  agent TEXT NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL,"
+    "  input_hash INTEGER NOT NULL, state INTEGER NOT NULL, kind TEXT NOT NULL,"
+    "  data TEXT NOT NULL, created_ns INTEGER NOT NULL,"
+    "  PRIMARY KEY(part, pos, agent, step)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS sinks(sink TEXT PRIMARY KEY, length INTEGER NOT NULL,"
+    "  count INTEGER NOT NULL, updated_ns INTEGER NOT NULL) WITHOUT ROWID;";
 
-typedef struct job {
-    char *agent, *key, *doc, *messages;
-    int keep;
-    int is_pos; /* a source position: agent = source, key = part */
-    int64_t pos;
-    eddy_memory_cb cb;
+enum { J_STEP, J_DONE, J_CKPT };
+
+typedef struct ckpt {
+    eddy_position *pos;
+    size_t npos;
+    eddy_delivered *del;
+    size_t ndel;
+    eddy_sink_commit *sinks;
+    size_t nsinks;
+} ckpt;
+
+typedef struct centry centry;
+
+typedef struct sjob {
+    int kind;
+    eddy_store_session *ss;
+    char *agent, *key;
+    int64_t part, pos, input_hash;
+    int step, state, ok, keep;
+    char *skind, *data;             /* J_STEP */
+    char *doc, *messages, *outcome; /* J_DONE */
+    ckpt *ck;
+    centry *ce; /* J_DONE: the cache entry it holds */
+    eddy_store_cb cb;
+    void *ud;
+    int status, skipped;
+    char errmsg[256];
+    struct sjob *next;
+} sjob;
+
+enum {
+    W_DOC,
+    W_HIST,
+    W_TRIM,
+    W_RUN,
+    W_JDEL,
+    W_STEP,
+    W_POS,
+    W_DELIV,
+    W_GC_RUNS,
+    W_GC_JOURNAL,
+    W_SINK,
+    W_N
+};
+
+static const char *const kWriteSql[W_N] = {
+    "INSERT INTO key_memory(agent,key,doc,updated_ns) VALUES(?1,?2,?3,?4) "
+    "ON CONFLICT(agent,key) DO UPDATE SET doc=excluded.doc, updated_ns=excluded.updated_ns",
+    "INSERT INTO history(agent,key,seq,messages,created_ns) VALUES(?1,?2,"
+    "(SELECT coalesce(max(seq),0)+1 FROM history WHERE agent=?1 AND key=?2),?3,?4)",
+    "DELETE FROM history WHERE agent=?1 AND key=?2 AND seq <= "
+    "(SELECT max(seq) FROM history WHERE agent=?1 AND key=?2) - ?3",
+    "INSERT OR REPLACE INTO runs(part,pos,agent,key,input_hash,ok,delivered,outcome,created_ns) "
+    "VALUES(?1,?2,?3,?4,?5,?6,0,?7,?8)",
+    "DELETE FROM journal WHERE part=?1 AND pos=?2 AND agent=?3",
+    "INSERT OR REPLACE INTO journal(part,pos,agent,step,key,input_hash,state,kind,data,"
+    "created_ns) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+    "INSERT INTO positions(source,part,position,line,fp,updated_ns) VALUES(?1,?2,?3,?4,?5,?6) "
+    "ON CONFLICT(source,part) DO UPDATE SET position=excluded.position, line=excluded.line, "
+    "fp=excluded.fp, updated_ns=excluded.updated_ns",
+    "UPDATE runs SET delivered=1 WHERE part=?1 AND pos=?2 AND agent=?3",
+    "DELETE FROM runs WHERE part=?1 AND pos<?2",
+    "DELETE FROM journal WHERE part=?1 AND pos<?2",
+    "INSERT INTO sinks(sink,length,count,updated_ns) VALUES(?1,?2,?3,?4) "
+    "ON CONFLICT(sink) DO UPDATE SET length=excluded.length, count=excluded.count, "
+    "updated_ns=excluded.updated_ns"};
+
+enum { R_DOC, R_HIST, R_N };
+static const char *const kReadSql[R_N] = {
+    "SELECT doc FROM key_memory WHERE agent=?1 AND key=?2",
+    "SELECT messages FROM (SELECT seq, messages FROM history WHERE agent=?1 AND key=?2 "
+    "ORDER BY seq DESC LIMIT ?3) ORDER BY seq"};
+
+typedef struct rentry {
+    int64_t part, pos;
+    char *agent;
+    eddy_replay r;
+} rentry;
+
+struct eddy_store {
+    char *path;
+    sqlite3 *wdb;
+    sqlite3_stmt *wst[W_N];
+    eddy_bgq *q;
+    sjob *batch, *batch_tail; /* writer thread only */
+    size_t nbatch;
+    long nwrites, crash_at;
+    int keygroups;
+    int64_t cache_bytes;
+    rentry *replay;
+    size_t nreplay, nfinished;
+    json_t *positions, *sinks;
+};
+
+/* -- the cache ------------------------------------------------------------ */
+
+struct centry {
+    char *id; /* agent \x1f key */
+    uint64_t hash;
+    json_t *doc;  /* object */
+    json_t *runs; /* array of run entries (arrays of messages), oldest first */
+    json_t *flat; /* their messages in one array, built on demand */
+    size_t *run_bytes;
+    int hist_runs; /* runs RUNS may hold */
+    size_t bytes, doc_bytes;
+    int pins, pending;
+    int stale;                   /* a write of it failed: read it again once nothing holds it */
+    centry *chain, *prev, *next; /* bucket; LRU (head = most recent) */
+};
+
+typedef struct load_req {
+    eddy_store_session *ss;
+    char *agent, *key, *id;
+    int history_runs;
+    eddy_store_load_cb cb;
     void *ud;
     int status;
     char errmsg[256];
-    struct job *next;
-} job;
+    json_t *doc, *runs; /* read by the reader thread */
+    size_t doc_bytes, *run_bytes;
+    centry *hit;
+    struct load_req *next;
+} load_req;
 
-enum { ST_DOC, ST_HIST, ST_TRIM, ST_POS, ST_NWRITE };
-enum { ST_LOAD_DOC, ST_LOAD_HIST, ST_LOAD_POS, ST_NREAD };
-
-static const char *const kWriteSql[ST_NWRITE] = {
-    ("INSERT INTO key_memory(agent,key,doc,updated_ns) VALUES(?1,?2,?3,?4) "
-     "ON CONFLICT(agent,key) DO UPDATE SET doc=excluded.doc, updated_ns=excluded.updated_ns"),
-    ("INSERT INTO history(agent,key,seq,messages,created_ns) VALUES(?1,?2,"
-     "(SELECT coalesce(max(seq),0)+1 FROM history WHERE agent=?1 AND key=?2),?3,?4)"),
-    ("DELETE FROM history WHERE agent=?1 AND key=?2 AND seq <= "
-     "(SELECT max(seq) FROM history WHERE agent=?1 AND key=?2) - ?3"),
-    "INSERT INTO source_positions(source,part,position,updated_ns) VALUES(?1,?2,?3,?4) "
-    "ON CONFLICT(source,part) DO UPDATE SET position=excluded.position, "
-    "updated_ns=excluded.updated_ns"};
-static const char *const kReadSql[ST_NREAD] = {
-    "SELECT doc FROM key_memory WHERE agent=?1 AND key=?2",
-    ("SELECT messages FROM (SELECT seq, messages FROM history WHERE agent=?1 AND key=?2 "
-     "ORDER BY seq DESC LIMIT ?3) ORDER BY seq"),
-    "SELECT part, position FROM source_positions WHERE source=?1"};
-
-struct eddy_memory {
-    sqlite3 *wdb, *rdb;
-    /* prepared once, reused: the writer's belong to the persistence thread,
-     * the reader's to the loop thread */
-    sqlite3_stmt *wst[ST_NWRITE], *rst[ST_NREAD];
-    eddy_bgq *q;
+struct eddy_store_session {
+    eddy_store *s;
+    uv_loop_t *loop;
     uv_async_t async;
+    uv_idle_t idle;
     pthread_mutex_t mu;
-    job *batch;            /* written, not yet committed (writer thread only) */
-    job *done, *done_tail; /* committed, waiting for the loop (under mu) */
-    int in_txn;
+    sjob *acked, *acked_tail;       /* from the writer (under mu) */
+    load_req *loaded, *loaded_tail; /* from the reader (under mu) */
+    load_req *hits, *hits_tail;     /* loop only */
+    eddy_bgq *reader;
+    sqlite3 *rdb;
+    sqlite3_stmt *rst[R_N];
+    size_t pending;
+    centry **buckets;
+    size_t nbuckets, nentries, bytes;
+    centry *lru_head, *lru_tail;
+    int closing, handles;
     void (*close_cb)(void *ud);
     void *close_ud;
 };
+
+int64_t eddy_store_hash(const void *p, size_t len, int64_t seed)
+{
+    const unsigned char *b = p;
+    uint64_t h = 14695981039346656037ull ^ (uint64_t)seed;
+    for (size_t i = 0; i < len; i++) {
+        h ^= b[i];
+        h *= 1099511628211ull;
+    }
+    return (int64_t)(h & 0x7fffffffffffffffull);
+}
+
+/* -- small SQLite helpers --------------------------------------------------- */
 
 static int open_db(const char *path, int flags, sqlite3 **db, eddy_err *err)
 {
@@ -98,19 +234,17 @@ static int open_db(const char *path, int flags, sqlite3 **db, eddy_err *err)
     return 0;
 }
 
-static void job_free(job *j)
+static void crash_point(eddy_store *s)
 {
-    eddy_free(j->agent);
-    eddy_free(j->key);
-    eddy_free(j->doc);
-    eddy_free(j->messages);
-    eddy_free(j);
+    if (s->crash_at > 0 && ++s->nwrites >= s->crash_at)
+        _exit(86); /* fault injection: a torn write at this point */
 }
 
-static int exec1(sqlite3 *db, const char *sql, job *j)
+static int exec_w(eddy_store *s, const char *sql, sjob *j)
 {
     char *e = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &e) != SQLITE_OK) {
+    crash_point(s);
+    if (sqlite3_exec(s->wdb, sql, NULL, NULL, &e) != SQLITE_OK) {
         if (j)
             snprintf(j->errmsg, sizeof(j->errmsg), "%s", e ? e : "sqlite error");
         sqlite3_free(e);
@@ -119,11 +253,29 @@ static int exec1(sqlite3 *db, const char *sql, job *j)
     return 0;
 }
 
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    sqlite3_bind_text(st, i, v ? v : "", -1, SQLITE_STATIC);
+}
+
+/* Step the write statement ST (bound by the caller) and reset it. */
+static int wstep(eddy_store *s, sqlite3_stmt *st, sjob *j)
+{
+    int rc;
+    crash_point(s);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW && j)
+        snprintf(j->errmsg, sizeof(j->errmsg), "%s", sqlite3_errmsg(s->wdb));
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : EDDY_ESQLITE;
+}
+
 static int prepare_all(sqlite3 *db, const char *const *sql, sqlite3_stmt **st, int n, eddy_err *err)
 {
     for (int i = 0; i < n; i++)
         if (sqlite3_prepare_v3(db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st[i], NULL))
-            return eddy_err_set(err, EDDY_ESQLITE, "cannot prepare a memory statement: %s",
+            return eddy_err_set(err, EDDY_ESQLITE, "cannot prepare a store statement: %s",
                                 sqlite3_errmsg(db));
     return 0;
 }
@@ -136,162 +288,303 @@ static void finalize_all(sqlite3_stmt **st, int n)
     }
 }
 
-/* Bind agent and key as ?1 ?2, TEXT as ?3 (or NUM when TEXT is NULL) and the
- * time as ?4 when the statement has them, step it, and reset it. */
-static int run_stmt(sqlite3_stmt *st, job *j, const char *text, int64_t num)
-{
-    int rc, np = sqlite3_bind_parameter_count(st);
-    sqlite3_bind_text(st, 1, j->agent, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, j->key, -1, SQLITE_STATIC);
-    if (np >= 3 && text)
-        sqlite3_bind_text(st, 3, text, -1, SQLITE_STATIC);
-    else if (np >= 3)
-        sqlite3_bind_int64(st, 3, num);
-    if (np >= 4)
-        sqlite3_bind_int64(st, 4, (sqlite3_int64)eddy_wall_ns());
-    rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        snprintf(j->errmsg, sizeof(j->errmsg), "%s", sqlite3_errmsg(sqlite3_db_handle(st)));
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : EDDY_ESQLITE;
-}
+/* -- jobs ----------------------------------------------------------------------- */
 
-static void write_job(eddy_memory *m, job *j)
+static void ckpt_free(ckpt *c)
 {
-    sqlite3 *db = m->wdb;
-    if (exec1(db, "SAVEPOINT job", j)) {
-        j->status = EDDY_ESQLITE;
+    if (!c)
         return;
+    for (size_t i = 0; i < c->npos; i++) {
+        eddy_free((char *)c->pos[i].source);
+        eddy_free((char *)c->pos[i].part);
     }
-    if ((j->is_pos && run_stmt(m->wst[ST_POS], j, NULL, j->pos)) ||
-        (j->doc && run_stmt(m->wst[ST_DOC], j, j->doc, 0)) ||
-        (j->messages && run_stmt(m->wst[ST_HIST], j, j->messages, 0)) ||
-        (j->messages && run_stmt(m->wst[ST_TRIM], j, NULL, j->keep))) {
-        j->status = EDDY_ESQLITE;
-        exec1(db, "ROLLBACK TO job; RELEASE job", NULL);
-        return;
+    for (size_t i = 0; i < c->ndel; i++)
+        eddy_free((char *)c->del[i].agent);
+    for (size_t i = 0; i < c->nsinks; i++)
+        eddy_free((char *)c->sinks[i].sink);
+    eddy_free(c->pos);
+    eddy_free(c->del);
+    eddy_free(c->sinks);
+    eddy_free(c);
+}
+
+static void job_free(sjob *j)
+{
+    eddy_free(j->agent);
+    eddy_free(j->key);
+    eddy_free(j->skind);
+    eddy_free(j->data);
+    eddy_free(j->doc);
+    eddy_free(j->messages);
+    eddy_free(j->outcome);
+    ckpt_free(j->ck);
+    eddy_free(j);
+}
+
+static int write_step(eddy_store *s, sjob *j)
+{
+    sqlite3_stmt *st = s->wst[W_STEP];
+    sqlite3_bind_int64(st, 1, j->part);
+    sqlite3_bind_int64(st, 2, j->pos);
+    bind_text(st, 3, j->agent);
+    sqlite3_bind_int(st, 4, j->step);
+    bind_text(st, 5, j->key);
+    sqlite3_bind_int64(st, 6, j->input_hash);
+    sqlite3_bind_int(st, 7, j->state);
+    bind_text(st, 8, j->skind);
+    bind_text(st, 9, j->data);
+    sqlite3_bind_int64(st, 10, (sqlite3_int64)eddy_wall_ns());
+    return wstep(s, st, j);
+}
+
+static int write_done(eddy_store *s, sjob *j)
+{
+    sqlite3_int64 now = (sqlite3_int64)eddy_wall_ns();
+    sqlite3_stmt *st;
+    if (j->doc) {
+        st = s->wst[W_DOC];
+        bind_text(st, 1, j->agent);
+        bind_text(st, 2, j->key);
+        bind_text(st, 3, j->doc);
+        sqlite3_bind_int64(st, 4, now);
+        if (wstep(s, st, j))
+            return EDDY_ESQLITE;
     }
-    exec1(db, "RELEASE job", j);
+    if (j->messages) {
+        st = s->wst[W_HIST];
+        bind_text(st, 1, j->agent);
+        bind_text(st, 2, j->key);
+        bind_text(st, 3, j->messages);
+        sqlite3_bind_int64(st, 4, now);
+        if (wstep(s, st, j))
+            return EDDY_ESQLITE;
+        st = s->wst[W_TRIM];
+        bind_text(st, 1, j->agent);
+        bind_text(st, 2, j->key);
+        sqlite3_bind_int(st, 3, j->keep);
+        if (wstep(s, st, j))
+            return EDDY_ESQLITE;
+    }
+    st = s->wst[W_RUN];
+    sqlite3_bind_int64(st, 1, j->part);
+    sqlite3_bind_int64(st, 2, j->pos);
+    bind_text(st, 3, j->agent);
+    bind_text(st, 4, j->key);
+    sqlite3_bind_int64(st, 5, j->input_hash);
+    sqlite3_bind_int(st, 6, j->ok);
+    bind_text(st, 7, j->outcome);
+    sqlite3_bind_int64(st, 8, now);
+    if (wstep(s, st, j))
+        return EDDY_ESQLITE;
+    st = s->wst[W_JDEL];
+    sqlite3_bind_int64(st, 1, j->part);
+    sqlite3_bind_int64(st, 2, j->pos);
+    bind_text(st, 3, j->agent);
+    return wstep(s, st, j);
 }
 
-static void ack(eddy_memory *m, job *list)
+static int write_ckpt(eddy_store *s, sjob *j)
 {
-    job *tail = list;
-    if (!list)
-        return;
-    while (tail->next)
-        tail = tail->next;
-    pthread_mutex_lock(&m->mu);
-    if (m->done_tail)
-        m->done_tail->next = list;
-    else
-        m->done = list;
-    m->done_tail = tail;
-    pthread_mutex_unlock(&m->mu);
-    uv_async_send(&m->async);
-}
-
-/* Persistence thread: write J inside the open batch transaction. */
-static void on_job(void *p, int more, void *ctx)
-{
-    eddy_memory *m = ctx;
-    job *j = p;
-    if (!m->in_txn && exec1(m->wdb, "BEGIN IMMEDIATE", j) == 0)
-        m->in_txn = 1;
-    if (m->in_txn)
-        write_job(m, j);
-    else
-        j->status = EDDY_ESQLITE;
-    j->next = m->batch;
-    m->batch = j;
-    (void)more;
-}
-
-/* Persistence thread, queue empty: commit the batch and acknowledge it. */
-static void on_idle(void *ctx)
-{
-    eddy_memory *m = ctx;
-    job *list = NULL;
-    if (m->in_txn) {
-        char msg[256] = "";
-        int failed = 0;
-        if (sqlite3_exec(m->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-            snprintf(msg, sizeof(msg), "commit failed: %s", sqlite3_errmsg(m->wdb));
-            sqlite3_exec(m->wdb, "ROLLBACK", NULL, NULL, NULL);
-            failed = 1;
+    const ckpt *c = j->ck;
+    sqlite3_int64 now = (sqlite3_int64)eddy_wall_ns();
+    sqlite3_stmt *st;
+    for (size_t i = 0; i < c->ndel; i++) {
+        st = s->wst[W_DELIV];
+        sqlite3_bind_int64(st, 1, c->del[i].part);
+        sqlite3_bind_int64(st, 2, c->del[i].pos);
+        bind_text(st, 3, c->del[i].agent);
+        if (wstep(s, st, j))
+            return EDDY_ESQLITE;
+    }
+    for (size_t i = 0; i < c->npos; i++) {
+        const eddy_position *p = &c->pos[i];
+        st = s->wst[W_POS];
+        bind_text(st, 1, p->source);
+        bind_text(st, 2, p->part);
+        sqlite3_bind_int64(st, 3, p->pos);
+        sqlite3_bind_int64(st, 4, p->line);
+        sqlite3_bind_int64(st, 5, p->fp);
+        sqlite3_bind_int64(st, 6, now);
+        if (wstep(s, st, j))
+            return EDDY_ESQLITE;
+        for (int k = W_GC_RUNS; k <= W_GC_JOURNAL; k++) {
+            st = s->wst[k];
+            sqlite3_bind_int64(st, 1, p->part_hash);
+            sqlite3_bind_int64(st, 2, p->pos);
+            if (wstep(s, st, j))
+                return EDDY_ESQLITE;
         }
-        m->in_txn = 0;
-        for (job *j = m->batch; j; j = j->next)
-            if (failed && !j->status) {
-                j->status = EDDY_ESQLITE;
-                snprintf(j->errmsg, sizeof(j->errmsg), "%s", msg);
+    }
+    for (size_t i = 0; i < c->nsinks; i++) {
+        st = s->wst[W_SINK];
+        bind_text(st, 1, c->sinks[i].sink);
+        sqlite3_bind_int64(st, 2, c->sinks[i].length);
+        sqlite3_bind_int64(st, 3, c->sinks[i].count);
+        sqlite3_bind_int64(st, 4, now);
+        if (wstep(s, st, j))
+            return EDDY_ESQLITE;
+    }
+    return 0;
+}
+
+static void run_job(eddy_store *s, sjob *j)
+{
+    int rc;
+    if (exec_w(s, "SAVEPOINT job", j)) {
+        j->status = EDDY_ESQLITE;
+        return;
+    }
+    rc = j->kind == J_STEP   ? write_step(s, j)
+         : j->kind == J_DONE ? write_done(s, j)
+                             : write_ckpt(s, j);
+    if (rc) {
+        j->status = rc;
+        exec_w(s, "ROLLBACK TO job; RELEASE job", NULL);
+        return;
+    }
+    exec_w(s, "RELEASE job", j);
+}
+
+/* Persistence thread: the job joins the batch (it runs at the flush). */
+static void on_job(void *p, void *ctx)
+{
+    eddy_store *s = ctx;
+    sjob *j = p;
+    j->next = NULL;
+    if (s->batch_tail)
+        s->batch_tail->next = j;
+    else
+        s->batch = j;
+    s->batch_tail = j;
+    s->nbatch++;
+}
+
+static uint64_t ref_hash(int64_t part, int64_t pos, const char *agent)
+{
+    return eddy_hash64(agent, strlen(agent)) ^ ((uint64_t)part * 0x9E3779B97F4A7C15ull) ^
+           ((uint64_t)pos * 0xC2B2AE3D27D4EB4Full);
+}
+
+/* Mark the steps whose run ends in this batch: the end deletes their rows. */
+static void coalesce(eddy_store *s)
+{
+    size_t cap = 16, nd = 0;
+    while (cap < s->nbatch * 2)
+        cap *= 2;
+    sjob **set = eddy_calloc(cap, sizeof(*set));
+    if (!set)
+        return;
+    for (sjob *j = s->batch; j; j = j->next)
+        if (j->kind == J_DONE) {
+            size_t i = ref_hash(j->part, j->pos, j->agent) & (cap - 1);
+            while (set[i])
+                i = (i + 1) & (cap - 1);
+            set[i] = j;
+            nd++;
+        }
+    for (sjob *j = s->batch; nd && j; j = j->next) {
+        if (j->kind != J_STEP)
+            continue;
+        size_t i = ref_hash(j->part, j->pos, j->agent) & (cap - 1);
+        for (; set[i]; i = (i + 1) & (cap - 1))
+            if (set[i]->part == j->part && set[i]->pos == j->pos &&
+                !strcmp(set[i]->agent, j->agent)) {
+                j->skipped = 1;
+                break;
             }
     }
-    while (m->batch) { /* reverse into posting order */
-        job *j = m->batch;
-        m->batch = j->next;
-        j->next = list;
-        list = j;
-    }
-    ack(m, list);
+    eddy_free(set);
 }
 
-static void on_async(uv_async_t *a)
+static void ack_session(eddy_store_session *ss, sjob *j)
 {
-    eddy_memory *m = a->data;
-    job *list;
-    pthread_mutex_lock(&m->mu);
-    list = m->done;
-    m->done = m->done_tail = NULL;
-    pthread_mutex_unlock(&m->mu);
-    while (list) {
-        job *j = list;
-        list = j->next;
-        if (j->cb)
-            j->cb(j->status, j->status ? j->errmsg : NULL, j->ud);
-        job_free(j);
-    }
+    pthread_mutex_lock(&ss->mu);
+    if (ss->acked_tail)
+        ss->acked_tail->next = j;
+    else
+        ss->acked = j;
+    ss->acked_tail = j;
+    pthread_mutex_unlock(&ss->mu);
 }
 
-/* Bring a store written by an older eddy up to SCHEMA_VERSION, in one
- * transaction: nothing changes unless everything does. */
-static int migrate(sqlite3 *db, const char *path, eddy_err *err)
+/* Persistence thread: run the batch in one transaction, commit, answer. */
+static void on_flush(void *ctx)
+{
+    eddy_store *s = ctx;
+    sjob *list = s->batch;
+    char msg[256] = "";
+    int failed = 0;
+    s->batch = s->batch_tail = NULL;
+    s->nbatch = 0;
+    if (!list)
+        return;
+    coalesce(s);
+    if (exec_w(s, "BEGIN IMMEDIATE", NULL)) {
+        snprintf(msg, sizeof(msg), "cannot begin a transaction: %s", sqlite3_errmsg(s->wdb));
+        failed = 1;
+    }
+    for (sjob *j = list; !failed && j; j = j->next)
+        if (!j->skipped)
+            run_job(s, j);
+    if (!failed && exec_w(s, "COMMIT", NULL)) {
+        snprintf(msg, sizeof(msg), "commit failed: %s", sqlite3_errmsg(s->wdb));
+        sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+        failed = 1;
+    }
+    eddy_store_session *last = NULL;
+    while (list) {
+        sjob *j = list;
+        list = j->next;
+        j->next = NULL;
+        if (failed && !j->status) {
+            j->status = EDDY_ESQLITE;
+            snprintf(j->errmsg, sizeof(j->errmsg), "%s", msg);
+        }
+        ack_session(j->ss, j);
+        if (last && last != j->ss)
+            uv_async_send(&last->async);
+        last = j->ss;
+    }
+    if (last)
+        uv_async_send(&last->async);
+}
+
+/* -- migration ------------------------------------------------------------------ */
+
+static int meta_int(sqlite3 *db, const char *key, int dflt)
+{
+    sqlite3_stmt *st = NULL;
+    int v = dflt;
+    if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key=?1", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            v = atoi((const char *)sqlite3_column_text(st, 0));
+    }
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Schema 1 -> 2: history rows from OpenAI messages to neutral ones. */
+static int migrate_history(sqlite3 *db, const char *path, long *rows, eddy_err *err)
 {
     sqlite3_stmt *st = NULL, *up = NULL;
-    int rc = 0, version = 0;
-    long rows = 0;
-    if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key='schema_version'", -1, &st,
-                           NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        version = atoi((const char *)sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
-    st = NULL;
-    if (version == atoi(SCHEMA_VERSION))
-        return 0;
-    if (version > atoi(SCHEMA_VERSION) || version < 1)
-        return eddy_err_set(err, EDDY_ECORRUPT,
-                            "%s: store schema version %d is not one this eddy reads (it reads "
-                            "1 to " SCHEMA_VERSION "); it was written by another eddy version",
-                            path, version);
-    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-        return eddy_err_set(err, EDDY_ESQLITE, "%s: cannot start the migration: %s", path,
-                            sqlite3_errmsg(db));
+    int rc = 0;
+    json_t *all = NULL;
     if (sqlite3_prepare_v2(db, "SELECT agent, key, seq, messages FROM history", -1, &st, NULL) !=
             SQLITE_OK ||
-        sqlite3_prepare_v2(db, "UPDATE history SET messages=?4 WHERE agent=?1 AND key=?2 AND seq=?3",
+        sqlite3_prepare_v2(db,
+                           "UPDATE history SET messages=?4 WHERE agent=?1 AND key=?2 AND seq=?3",
                            -1, &up, NULL) != SQLITE_OK) {
         rc = eddy_err_set(err, EDDY_ESQLITE, "%s: migration: %s", path, sqlite3_errmsg(db));
         goto out;
     }
     /* read every row first: updating a table while a SELECT walks it may
      * visit rows twice */
-    json_t *all = json_array();
+    all = json_array();
     while (all && sqlite3_step(st) == SQLITE_ROW)
-        json_array_append_new(all, json_pack("[s, s, I, s]", sqlite3_column_text(st, 0),
-                                             sqlite3_column_text(st, 1),
-                                             (json_int_t)sqlite3_column_int64(st, 2),
-                                             sqlite3_column_text(st, 3)));
+        json_array_append_new(
+            all, json_pack("[s, s, I, s]", sqlite3_column_text(st, 0), sqlite3_column_text(st, 1),
+                           (json_int_t)sqlite3_column_int64(st, 2), sqlite3_column_text(st, 3)));
     if (!all) {
         rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
         goto out;
@@ -320,7 +613,6 @@ static int migrate(sqlite3 *db, const char *path, eddy_err *err)
                               path, agent ? agent : "?", key ? key : "?", (long long)seq,
                               text ? "unreadable row" : e.msg);
             eddy_free(text);
-            json_decref(all);
             goto out;
         }
         sqlite3_bind_text(up, 1, agent, -1, SQLITE_TRANSIENT);
@@ -329,22 +621,49 @@ static int migrate(sqlite3 *db, const char *path, eddy_err *err)
         sqlite3_bind_text(up, 4, text, -1, eddy_free);
         if (sqlite3_step(up) != SQLITE_DONE) {
             rc = eddy_err_set(err, EDDY_ESQLITE, "%s: migration: %s", path, sqlite3_errmsg(db));
-            json_decref(all);
             goto out;
         }
         sqlite3_reset(up);
-        rows++;
+        (*rows)++;
     }
+out:
     json_decref(all);
+    sqlite3_finalize(st);
+    sqlite3_finalize(up);
+    return rc;
+}
+
+/* Bring a store written by an older eddy up to SCHEMA_VERSION, in one
+ * transaction: nothing changes unless everything does. */
+static int migrate(sqlite3 *db, const char *path, eddy_err *err)
+{
+    int rc = 0, version = meta_int(db, "schema_version", 0);
+    long rows = 0;
+    if (version == atoi(SCHEMA_VERSION))
+        return 0;
+    if (version > atoi(SCHEMA_VERSION) || version < 1)
+        return eddy_err_set(err, EDDY_ECORRUPT,
+                            "%s: store schema version %d is not one this eddy reads (it reads "
+                            "1 to " SCHEMA_VERSION "); it was written by another eddy version",
+                            path, version);
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return eddy_err_set(err, EDDY_ESQLITE, "%s: cannot start the migration: %s", path,
+                            sqlite3_errmsg(db));
+    if (version < 2 && (rc = migrate_history(db, path, &rows, err)))
+        goto out;
+    /* 2 -> 3: positions gain a line and a fingerprint (0: none) */
     if (sqlite3_exec(db,
+                     "CREATE TABLE IF NOT EXISTS source_positions(source TEXT, part TEXT,"
+                     " position INTEGER, updated_ns INTEGER);"
+                     "INSERT OR REPLACE INTO positions SELECT source, part, position, 0, 0,"
+                     " updated_ns FROM source_positions;"
+                     "DROP TABLE source_positions;"
                      "UPDATE meta SET value='" SCHEMA_VERSION "' WHERE key='schema_version'",
                      NULL, NULL, NULL) != SQLITE_OK) {
         rc = eddy_err_set(err, EDDY_ESQLITE, "%s: migration: %s", path, sqlite3_errmsg(db));
         goto out;
     }
 out:
-    sqlite3_finalize(st);
-    sqlite3_finalize(up);
     if (rc) {
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         return rc;
@@ -355,187 +674,916 @@ out:
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         return rc;
     }
-    EDDY_INFO("memory", "%s: migrated from schema version %d to " SCHEMA_VERSION
-                        " (%ld history entries in the neutral format)",
-              path, version, rows);
+    if (version < 2)
+        EDDY_INFO("memory",
+                  "%s: migrated from schema version %d to " SCHEMA_VERSION
+                  " (%ld history entries in the neutral format)",
+                  path, version, rows);
+    else
+        EDDY_INFO("memory", "%s: migrated from schema version %d to " SCHEMA_VERSION, path,
+                  version);
     return 0;
 }
 
-int eddy_memory_open(const char *path, uv_loop_t *loop, eddy_memory **out, eddy_err *err)
+/* -- open: key groups, replay table, positions ------------------------------------ */
+
+static int has_rows(sqlite3 *db, const char *table)
 {
-    eddy_memory *m = eddy_calloc(1, sizeof(*m));
+    char sql[128];
+    sqlite3_stmt *st = NULL;
+    int any = 0;
+    snprintf(sql, sizeof(sql), "SELECT 1 FROM %s LIMIT 1", table);
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK)
+        any = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return any;
+}
+
+static int check_keygroups(eddy_store *s, int want, eddy_err *err)
+{
+    int have = meta_int(s->wdb, "max_keygroups", 0);
+    char sql[160];
+    if (have == want) {
+        s->keygroups = want;
+        return 0;
+    }
+    if (have && (has_rows(s->wdb, "key_memory") || has_rows(s->wdb, "history") ||
+                 has_rows(s->wdb, "runs") || has_rows(s->wdb, "journal")))
+        return eddy_err_set(err, EDDY_EINVAL,
+                            "%s holds memory for %d key groups and the job asks for %d "
+                            "(max_keygroups): a key's group cannot change under its memory; "
+                            "keep max_keygroups: %d, or start from an empty store (another "
+                            "checkpoint.path, or remove this one)",
+                            s->path, have, want, have);
+    snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO meta VALUES('max_keygroups','%d')", want);
+    if (sqlite3_exec(s->wdb, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return eddy_err_set(err, EDDY_ESQLITE, "%s: %s", s->path, sqlite3_errmsg(s->wdb));
+    s->keygroups = want;
+    return 0;
+}
+
+static int rentry_cmp(const void *a, const void *b)
+{
+    const rentry *x = a, *y = b;
+    if (x->part != y->part)
+        return x->part < y->part ? -1 : 1;
+    if (x->pos != y->pos)
+        return x->pos < y->pos ? -1 : 1;
+    return strcmp(x->agent, y->agent);
+}
+
+static rentry *replay_find(rentry *v, size_t n, int64_t part, int64_t pos, const char *agent)
+{
+    rentry k = {part, pos, (char *)agent, {0}};
+    return bsearch(&k, v, n, sizeof(*v), rentry_cmp);
+}
+
+static void replay_free(eddy_store *s)
+{
+    for (size_t i = 0; i < s->nreplay; i++) {
+        rentry *e = &s->replay[i];
+        eddy_free(e->agent);
+        json_decref(e->r.outcome);
+        for (size_t k = 0; k < e->r.nsteps; k++) {
+            eddy_free((char *)e->r.steps[k].kind);
+            json_decref(e->r.steps[k].data);
+        }
+        eddy_free(e->r.steps);
+    }
+    eddy_free(s->replay);
+    s->replay = NULL;
+    s->nreplay = 0;
+}
+
+static int load_replay(eddy_store *s, eddy_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    size_t cap = 0, nruns;
+    int rc = 0;
+    if (sqlite3_prepare_v2(s->wdb,
+                           "SELECT part, pos, agent, input_hash, ok, delivered, outcome FROM runs",
+                           -1, &st, NULL) != SQLITE_OK)
+        goto sqlerr;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (s->nreplay == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            rentry *v = eddy_realloc(s->replay, nc * sizeof(*v));
+            if (!v)
+                goto oom;
+            s->replay = v;
+            cap = nc;
+        }
+        rentry *e = &s->replay[s->nreplay];
+        memset(e, 0, sizeof(*e));
+        e->part = sqlite3_column_int64(st, 0);
+        e->pos = sqlite3_column_int64(st, 1);
+        e->agent = eddy_strdup((const char *)sqlite3_column_text(st, 2));
+        s->nreplay++;
+        e->r.done = 1;
+        e->r.input_hash = sqlite3_column_int64(st, 3);
+        e->r.ok = sqlite3_column_int(st, 4);
+        e->r.delivered = sqlite3_column_int(st, 5);
+        e->r.outcome = json_loads((const char *)sqlite3_column_text(st, 6), 0, NULL);
+        if (!e->agent || !e->r.outcome) {
+            rc =
+                eddy_err_set(err, EDDY_ECORRUPT, "%s: a finished run's row is unreadable", s->path);
+            goto out;
+        }
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    nruns = s->nreplay; /* sorted: the table is in key order */
+    if (sqlite3_prepare_v2(s->wdb,
+                           "SELECT part, pos, agent, step, input_hash, state, kind, data "
+                           "FROM journal",
+                           -1, &st, NULL) != SQLITE_OK)
+        goto sqlerr;
+    rentry *cur = NULL;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t part = sqlite3_column_int64(st, 0), pos = sqlite3_column_int64(st, 1);
+        const char *agent = (const char *)sqlite3_column_text(st, 2);
+        if (!cur || cur->part != part || cur->pos != pos || strcmp(cur->agent, agent)) {
+            cur = replay_find(s->replay, nruns, part, pos, agent);
+            if (cur && cur->r.done) {
+                cur = NULL; /* the run finished: its steps do not matter */
+                continue;
+            }
+            if (s->nreplay == cap) {
+                size_t nc = cap ? cap * 2 : 64;
+                rentry *v = eddy_realloc(s->replay, nc * sizeof(*v));
+                if (!v)
+                    goto oom;
+                s->replay = v;
+                cap = nc;
+            }
+            cur = &s->replay[s->nreplay++];
+            memset(cur, 0, sizeof(*cur));
+            cur->part = part;
+            cur->pos = pos;
+            if (!(cur->agent = eddy_strdup(agent)))
+                goto oom;
+            cur->r.input_hash = sqlite3_column_int64(st, 4);
+        }
+        eddy_replay_step *v = eddy_realloc(cur->r.steps, (cur->r.nsteps + 1) * sizeof(*v));
+        if (!v)
+            goto oom;
+        cur->r.steps = v;
+        eddy_replay_step *sp = &v[cur->r.nsteps];
+        sp->step = sqlite3_column_int(st, 3);
+        sp->state = sqlite3_column_int(st, 5);
+        sp->kind = eddy_strdup((const char *)sqlite3_column_text(st, 6));
+        sp->data = json_loads((const char *)sqlite3_column_text(st, 7), JSON_DECODE_ANY, NULL);
+        cur->r.nsteps++;
+        if (!sp->kind || !sp->data) {
+            rc = eddy_err_set(err, EDDY_ECORRUPT, "%s: journal step %d of agent '%s' is unreadable",
+                              s->path, sp->step, agent);
+            goto out;
+        }
+    }
+    s->nfinished = nruns;
+    if (s->nreplay)
+        qsort(s->replay, s->nreplay, sizeof(rentry), rentry_cmp);
+    goto out;
+sqlerr:
+    rc = eddy_err_set(err, EDDY_ESQLITE, "%s: cannot read the journal: %s", s->path,
+                      sqlite3_errmsg(s->wdb));
+    goto out;
+oom:
+    rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int load_positions(eddy_store *s, eddy_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    s->positions = json_object();
+    s->sinks = json_object();
+    if (!s->positions || !s->sinks)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    if (sqlite3_prepare_v2(s->wdb, "SELECT source, part, position, line, fp FROM positions", -1,
+                           &st, NULL) != SQLITE_OK)
+        goto sqlerr;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *src = (const char *)sqlite3_column_text(st, 0);
+        json_t *o = json_object_get(s->positions, src);
+        if (!o)
+            json_object_set_new(s->positions, src, o = json_object());
+        json_object_set_new(o, (const char *)sqlite3_column_text(st, 1),
+                            json_pack("{s:I, s:I, s:I}", "pos",
+                                      (json_int_t)sqlite3_column_int64(st, 2), "line",
+                                      (json_int_t)sqlite3_column_int64(st, 3), "fp",
+                                      (json_int_t)sqlite3_column_int64(st, 4)));
+    }
+    sqlite3_finalize(st);
+    if (sqlite3_prepare_v2(s->wdb, "SELECT sink, length, count FROM sinks", -1, &st, NULL) !=
+        SQLITE_OK)
+        goto sqlerr;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_object_set_new(s->sinks, (const char *)sqlite3_column_text(st, 0),
+                            json_pack("{s:I, s:I}", "length",
+                                      (json_int_t)sqlite3_column_int64(st, 1), "count",
+                                      (json_int_t)sqlite3_column_int64(st, 2)));
+    sqlite3_finalize(st);
+    return 0;
+sqlerr:
+    sqlite3_finalize(st);
+    return eddy_err_set(err, EDDY_ESQLITE, "%s: cannot read the positions: %s", s->path,
+                        sqlite3_errmsg(s->wdb));
+}
+
+int eddy_store_open(const char *path, const eddy_store_opts *opts, eddy_store **out, eddy_err *err)
+{
+    eddy_store *s = eddy_calloc(1, sizeof(*s));
+    eddy_store_opts o = opts ? *opts : (eddy_store_opts){0};
     char *e = NULL;
     int rc;
     *out = NULL;
-    if (!m)
+    if (!s || !(s->path = eddy_strdup(path))) {
+        eddy_free(s);
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
-    pthread_mutex_init(&m->mu, NULL);
+    }
+    if (o.max_keygroups <= 0)
+        o.max_keygroups = EDDY_STORE_DEFAULT_KEYGROUPS;
+    s->cache_bytes = o.cache_bytes > 0 ? o.cache_bytes : 64ll << 20;
+    const char *crash = getenv("EDDY_STORE_CRASH_AT");
+    if (crash)
+        s->crash_at = atol(crash);
     if ((rc = eddy_mkdirs_for(path, err)))
         goto fail;
     if ((rc = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                      &m->wdb, err)))
+                      &s->wdb, err)))
         goto fail;
-    if (sqlite3_exec(m->wdb, kSchema, NULL, NULL, &e) != SQLITE_OK) {
+    if (sqlite3_exec(s->wdb, kSchema, NULL, NULL, &e) != SQLITE_OK) {
         rc = eddy_err_set(err, EDDY_ESQLITE, "%s: cannot create the schema: %s", path, e);
         sqlite3_free(e);
         goto fail;
     }
-    if ((rc = migrate(m->wdb, path, err)))
+    if ((rc = migrate(s->wdb, path, err)) || (rc = check_keygroups(s, o.max_keygroups, err)) ||
+        (rc = load_replay(s, err)) || (rc = load_positions(s, err)) ||
+        (rc = prepare_all(s->wdb, kWriteSql, s->wst, W_N, err)))
         goto fail;
-    if ((rc = open_db(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, &m->rdb, err)) ||
-        (rc = prepare_all(m->wdb, kWriteSql, m->wst, ST_NWRITE, err)) ||
-        (rc = prepare_all(m->rdb, kReadSql, m->rst, ST_NREAD, err)))
+    eddy_bgq_limits lim = {o.commit_max > 0 ? o.commit_max : 1024,
+                           o.commit_ms > 0 ? o.commit_ms : 5, 1};
+    if (lim.linger_ms > lim.max_age_ms)
+        lim.linger_ms = lim.max_age_ms;
+    if ((rc = eddy_bgq_new(on_job, on_flush, s, &lim, &s->q, err)))
         goto fail;
-    if (uv_async_init(loop, &m->async, on_async)) {
-        rc = eddy_err_set(err, EDDY_EUV, "cannot create an async handle");
-        goto fail;
-    }
-    m->async.data = m;
-    if ((rc = eddy_bgq_new(on_job, on_idle, m, &m->q, err))) {
-        uv_close((uv_handle_t *)&m->async, NULL);
-        goto fail;
-    }
-    *out = m;
+    *out = s;
     return 0;
 fail:
-    finalize_all(m->wst, ST_NWRITE);
-    finalize_all(m->rst, ST_NREAD);
-    sqlite3_close(m->rdb);
-    sqlite3_close(m->wdb);
-    pthread_mutex_destroy(&m->mu);
-    eddy_free(m);
+    finalize_all(s->wst, W_N);
+    sqlite3_close(s->wdb);
+    replay_free(s);
+    json_decref(s->positions);
+    json_decref(s->sinks);
+    eddy_free(s->path);
+    eddy_free(s);
     return rc;
 }
 
-static void async_closed(uv_handle_t *h)
+void eddy_store_close(eddy_store *s)
 {
-    eddy_memory *m = h->data;
-    void (*cb)(void *) = m->close_cb;
-    void *ud = m->close_ud;
-    pthread_mutex_destroy(&m->mu);
-    eddy_free(m);
-    if (cb)
-        cb(ud);
-}
-
-void eddy_memory_close(eddy_memory *m, void (*cb)(void *ud), void *ud)
-{
-    if (!m) {
-        if (cb)
-            cb(ud);
+    if (!s)
         return;
-    }
-    eddy_bgq_free(m->q); /* runs and commits everything queued */
-    on_async(&m->async); /* deliver the last acknowledgements */
-    finalize_all(m->wst, ST_NWRITE);
-    finalize_all(m->rst, ST_NREAD);
-    sqlite3_close(m->rdb);
-    sqlite3_close(m->wdb);
-    m->close_cb = cb;
-    m->close_ud = ud;
-    uv_close((uv_handle_t *)&m->async, async_closed);
+    eddy_bgq_free(s->q); /* runs and commits everything queued */
+    finalize_all(s->wst, W_N);
+    sqlite3_close(s->wdb);
+    replay_free(s);
+    json_decref(s->positions);
+    json_decref(s->sinks);
+    eddy_free(s->path);
+    eddy_free(s);
 }
 
-int eddy_memory_load(eddy_memory *m, const char *agent, const char *key, int history_runs,
-                     json_t **doc, json_t **history, eddy_err *err)
+const char *eddy_store_path(const eddy_store *s)
 {
-    sqlite3_stmt *st = m->rst[ST_LOAD_DOC];
+    return s->path;
+}
+
+int eddy_store_keygroups(const eddy_store *s)
+{
+    return s->keygroups;
+}
+
+void eddy_store_crash_at(eddy_store *s, long n)
+{
+    s->crash_at = n;
+}
+
+const eddy_replay *eddy_store_replay(const eddy_store *s, const char *agent, int64_t part,
+                                     int64_t pos)
+{
+    if (!s->nreplay)
+        return NULL;
+    rentry *e = replay_find(s->replay, s->nreplay, part, pos, agent);
+    return e ? &e->r : NULL;
+}
+
+size_t eddy_store_replay_count(const eddy_store *s, size_t *finished)
+{
+    if (finished)
+        *finished = s->nfinished;
+    return s->nreplay;
+}
+
+json_t *eddy_store_positions(const eddy_store *s)
+{
+    return s->positions;
+}
+
+json_t *eddy_store_sinks(const eddy_store *s)
+{
+    return s->sinks;
+}
+
+/* -- sessions: the cache ---------------------------------------------------------- */
+
+static centry **cache_slot(eddy_store_session *ss, const char *id, uint64_t h)
+{
+    centry **p = &ss->buckets[h & (ss->nbuckets - 1)];
+    while (*p && ((*p)->hash != h || strcmp((*p)->id, id)))
+        p = &(*p)->chain;
+    return p;
+}
+
+static void lru_unlink(eddy_store_session *ss, centry *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        ss->lru_head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        ss->lru_tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void lru_front(eddy_store_session *ss, centry *e)
+{
+    if (ss->lru_head == e)
+        return;
+    if (e->prev || e->next || ss->lru_tail == e)
+        lru_unlink(ss, e);
+    e->next = ss->lru_head;
+    if (ss->lru_head)
+        ss->lru_head->prev = e;
+    ss->lru_head = e;
+    if (!ss->lru_tail)
+        ss->lru_tail = e;
+}
+
+static void centry_free(centry *e)
+{
+    eddy_free(e->id);
+    json_decref(e->doc);
+    json_decref(e->runs);
+    json_decref(e->flat);
+    eddy_free(e->run_bytes);
+    eddy_free(e);
+}
+
+static void cache_remove(eddy_store_session *ss, centry *e)
+{
+    centry **p = cache_slot(ss, e->id, e->hash);
+    assert(*p == e);
+    *p = e->chain;
+    lru_unlink(ss, e);
+    ss->bytes -= e->bytes;
+    ss->nentries--;
+    centry_free(e);
+}
+
+/* Evict least recently used entries that no run holds and that have no
+ * write in flight, until the cache fits its budget. */
+static void cache_trim(eddy_store_session *ss)
+{
+    centry *e = ss->lru_tail;
+    while (e && ss->bytes > (size_t)ss->s->cache_bytes) {
+        centry *prev = e->prev;
+        if (!e->pins && !e->pending)
+            cache_remove(ss, e);
+        e = prev;
+    }
+}
+
+static void cache_grow(eddy_store_session *ss)
+{
+    size_t nb = ss->nbuckets * 2;
+    centry **b = eddy_calloc(nb, sizeof(*b));
+    if (!b)
+        return;
+    for (size_t i = 0; i < ss->nbuckets; i++)
+        for (centry *e = ss->buckets[i], *nx; e; e = nx) {
+            nx = e->chain;
+            e->chain = b[e->hash & (nb - 1)];
+            b[e->hash & (nb - 1)] = e;
+        }
+    eddy_free(ss->buckets);
+    ss->buckets = b;
+    ss->nbuckets = nb;
+}
+
+static void centry_bytes(eddy_store_session *ss, centry *e)
+{
+    size_t b = sizeof(*e) + strlen(e->id) + e->doc_bytes;
+    for (size_t i = 0; e->runs && i < json_array_size(e->runs); i++)
+        b += e->run_bytes[i];
+    ss->bytes += b;
+    ss->bytes -= e->bytes;
+    e->bytes = b;
+}
+
+/* The messages of ENTRY's last N runs in one array (borrowed). */
+static json_t *centry_history(centry *e)
+{
+    if (!e->flat) {
+        size_t i;
+        json_t *run;
+        e->flat = json_array();
+        json_array_foreach(e->runs, i, run) json_array_extend(e->flat, run);
+    }
+    return e->flat;
+}
+
+/* -- sessions: loading ------------------------------------------------------------ */
+
+static void load_free(load_req *r)
+{
+    eddy_free(r->agent);
+    eddy_free(r->key);
+    eddy_free(r->id);
+    json_decref(r->doc);
+    json_decref(r->runs);
+    eddy_free(r->run_bytes);
+    eddy_free(r);
+}
+
+/* Reader thread: read and parse the memory of one key. */
+static void on_read(void *p, void *ctx)
+{
+    load_req *r = p;
+    eddy_store_session *ss = ctx;
+    sqlite3_stmt *st = ss->rst[R_DOC];
     int rc;
-    *doc = NULL;
-    *history = json_array();
-    sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, r->agent, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, r->key, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *doc = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+    if (rc == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(st, 0);
+        r->doc_bytes = (size_t)sqlite3_column_bytes(st, 0) * 3;
+        r->doc = json_loads(t, 0, NULL);
+        if (!json_is_object(r->doc)) {
+            json_decref(r->doc);
+            r->doc = NULL;
+            EDDY_WARN("memory", "memory of %s/%s is not a JSON object: starting from {}", r->agent,
+                      r->key);
+        }
+    }
     sqlite3_reset(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         goto sqlerr;
-    if (!*doc)
-        *doc = json_object();
-    if (history_runs > 0) {
-        st = m->rst[ST_LOAD_HIST];
-        sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 3, history_runs);
+    if (!r->doc && !(r->doc = json_object()))
+        goto oom;
+    r->runs = json_array();
+    r->run_bytes =
+        eddy_calloc((size_t)(r->history_runs > 0 ? r->history_runs : 0) + 1, sizeof(size_t));
+    if (!r->runs || !r->run_bytes)
+        goto oom;
+    if (r->history_runs > 0) {
+        st = ss->rst[R_HIST];
+        sqlite3_bind_text(st, 1, r->agent, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, r->key, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 3, r->history_runs);
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             json_t *msgs = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
-            if (json_is_array(msgs))
-                json_array_extend(*history, msgs);
+            if (json_is_array(msgs) && json_array_size(r->runs) < (size_t)r->history_runs) {
+                r->run_bytes[json_array_size(r->runs)] = (size_t)sqlite3_column_bytes(st, 0) * 3;
+                json_array_append(r->runs, msgs);
+            }
             json_decref(msgs);
         }
         sqlite3_reset(st);
         if (rc != SQLITE_DONE)
             goto sqlerr;
     }
-    if (!*doc || !*history) {
-        json_decref(*doc);
-        json_decref(*history);
-        *doc = *history = NULL;
-        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
-    }
-    return 0;
+    goto answer;
 sqlerr:
-    json_decref(*doc);
-    json_decref(*history);
-    *doc = *history = NULL;
-    return eddy_err_setc(err, EDDY_ESQLITE, rc, "memory of %s/%s: %s", agent, key,
-                         sqlite3_errmsg(m->rdb));
+    r->status = EDDY_ESQLITE;
+    snprintf(r->errmsg, sizeof(r->errmsg), "memory of %s/%s: %s", r->agent, r->key,
+             sqlite3_errmsg(ss->rdb));
+    goto answer;
+oom:
+    r->status = EDDY_ENOMEM;
+    snprintf(r->errmsg, sizeof(r->errmsg), "out of memory");
+answer:
+    pthread_mutex_lock(&ss->mu);
+    if (ss->loaded_tail)
+        ss->loaded_tail->next = r;
+    else
+        ss->loaded = r;
+    ss->loaded_tail = r;
+    pthread_mutex_unlock(&ss->mu);
+    uv_async_send(&ss->async);
 }
 
-int eddy_memory_commit(eddy_memory *m, const char *agent, const char *key, json_t *doc,
-                       json_t *messages, int keep_runs, eddy_memory_cb cb, void *ud, eddy_err *err)
+static void maybe_finish_close(eddy_store_session *ss);
+
+static void answer_load(eddy_store_session *ss, load_req *r, centry *e)
 {
-    job *j = eddy_calloc(1, sizeof(*j));
-    if (!j)
-        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
-    j->agent = eddy_strdup(agent);
-    j->key = eddy_strdup(key);
-    j->doc = doc ? eddy_json_dumps_flags(doc, JSON_COMPACT) : NULL;
-    j->messages = messages && keep_runs > 0 ? eddy_json_dumps_flags(messages, JSON_COMPACT) : NULL;
-    j->keep = keep_runs;
-    j->cb = cb;
-    j->ud = ud;
-    if (!j->agent || !j->key || (doc && !j->doc) || (messages && keep_runs > 0 && !j->messages) ||
-        eddy_bgq_post(m->q, j)) {
-        job_free(j);
-        return eddy_err_set(err, EDDY_ENOMEM, "cannot queue the memory commit of %s/%s", agent,
-                            key);
+    if (e) {
+        e->pins++;
+        lru_front(ss, e);
+        r->cb(0, NULL, e->doc, centry_history(e), r->ud);
+    } else {
+        r->cb(r->status ? r->status : EDDY_ENOMEM, r->status ? r->errmsg : "out of memory", NULL,
+              NULL, r->ud);
     }
+    ss->pending--;
+    load_free(r);
+}
+
+/* Loop: a read came back: the entry joins the cache (unless a fresher one
+ * got there first), then the caller is answered. */
+static void loaded(eddy_store_session *ss, load_req *r)
+{
+    uint64_t h = eddy_hash64(r->id, strlen(r->id));
+    centry **slot = cache_slot(ss, r->id, h), *e = *slot;
+    if (r->status) {
+        answer_load(ss, r, NULL);
+        return;
+    }
+    if (!e) {
+        e = eddy_calloc(1, sizeof(*e));
+        if (!e) {
+            answer_load(ss, r, NULL);
+            return;
+        }
+        e->id = r->id;
+        r->id = NULL;
+        e->hash = h;
+        e->doc = r->doc;
+        e->runs = r->runs;
+        e->run_bytes = r->run_bytes;
+        e->doc_bytes = r->doc_bytes;
+        e->hist_runs = r->history_runs;
+        r->doc = r->runs = NULL;
+        r->run_bytes = NULL;
+        e->chain = *slot;
+        *slot = e;
+        ss->nentries++;
+        centry_bytes(ss, e);
+        if (ss->nentries > ss->nbuckets)
+            cache_grow(ss);
+    }
+    answer_load(ss, r, e);
+    cache_trim(ss);
+}
+
+static void on_hits(uv_idle_t *h)
+{
+    eddy_store_session *ss = h->data;
+    load_req *list = ss->hits;
+    ss->hits = ss->hits_tail = NULL;
+    uv_idle_stop(h);
+    while (list) {
+        load_req *r = list;
+        list = r->next;
+        uint64_t hh = eddy_hash64(r->id, strlen(r->id));
+        centry *e = *cache_slot(ss, r->id, hh);
+        if (e && e->hist_runs >= r->history_runs) {
+            answer_load(ss, r, e);
+        } else if (eddy_bgq_post(ss->reader, r)) { /* evicted meanwhile: read it */
+            r->status = EDDY_ECLOSING;
+            snprintf(r->errmsg, sizeof(r->errmsg), "the store is closing");
+            answer_load(ss, r, NULL);
+        }
+    }
+    maybe_finish_close(ss);
+}
+
+int eddy_store_load(eddy_store_session *ss, const char *agent, const char *key, int history_runs,
+                    eddy_store_load_cb cb, void *ud, eddy_err *err)
+{
+    load_req *r = eddy_calloc(1, sizeof(*r));
+    if (!r)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    assert(!ss->closing);
+    r->ss = ss;
+    r->agent = eddy_strdup(agent);
+    r->key = eddy_strdup(key);
+    r->id = eddy_aprintf("%s\x1f%s", agent, key);
+    r->history_runs = history_runs > 0 ? history_runs : 0;
+    r->cb = cb;
+    r->ud = ud;
+    if (!r->agent || !r->key || !r->id) {
+        load_free(r);
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
+    uint64_t h = eddy_hash64(r->id, strlen(r->id));
+    centry *e = *cache_slot(ss, r->id, h);
+    if (e && e->hist_runs >= r->history_runs) {
+        if (ss->hits_tail)
+            ss->hits_tail->next = r;
+        else
+            ss->hits = r;
+        ss->hits_tail = r;
+        uv_idle_start(&ss->idle, on_hits);
+    } else if (e) {
+        /* cached with less history than asked: read it again (only when the
+         * key has nothing in flight, else the read could be stale) */
+        if (e->pins || e->pending) {
+            load_free(r);
+            return eddy_err_set(err, EDDY_EINVAL,
+                                "memory of %s/%s is in use with a shorter history", agent, key);
+        }
+        cache_remove(ss, e);
+        if (eddy_bgq_post(ss->reader, r)) {
+            load_free(r);
+            return eddy_err_set(err, EDDY_ECLOSING, "the store is closing");
+        }
+    } else if (eddy_bgq_post(ss->reader, r)) {
+        load_free(r);
+        return eddy_err_set(err, EDDY_ECLOSING, "the store is closing");
+    }
+    ss->pending++;
     return 0;
 }
 
-int eddy_memory_positions(eddy_memory *m, const char *source,
-                          void (*fn)(const char *part, int64_t pos, void *ud), void *ud,
-                          eddy_err *err)
+void eddy_store_release(eddy_store_session *ss, const char *agent, const char *key)
 {
-    sqlite3_stmt *st = m->rst[ST_LOAD_POS];
+    char *id = eddy_aprintf("%s\x1f%s", agent, key);
+    centry *e = id ? *cache_slot(ss, id, eddy_hash64(id, strlen(id))) : NULL;
+    eddy_free(id);
+    if (e && e->pins > 0)
+        e->pins--;
+}
+
+/* -- sessions: writing -------------------------------------------------------------- */
+
+static int post(eddy_store_session *ss, sjob *j, eddy_err *err)
+{
+    assert(!ss->closing);
+    j->ss = ss;
+    if (eddy_bgq_post(ss->s->q, j)) {
+        job_free(j);
+        return eddy_err_set(err, EDDY_ECLOSING, "the store is closing");
+    }
+    ss->pending++;
+    return 0;
+}
+
+int eddy_store_put_step(eddy_store_session *ss, const eddy_run_ref *ref, int step, int state,
+                        const char *kind, json_t *data, eddy_store_cb cb, void *ud, eddy_err *err)
+{
+    sjob *j = eddy_calloc(1, sizeof(*j));
+    if (!j)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    j->kind = J_STEP;
+    j->agent = eddy_strdup(ref->agent);
+    j->key = eddy_strdup(ref->key);
+    j->part = ref->part;
+    j->pos = ref->pos;
+    j->input_hash = ref->input_hash;
+    j->step = step;
+    j->state = state;
+    j->skind = eddy_strdup(kind);
+    j->data = eddy_json_dumps_flags(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    j->cb = cb;
+    j->ud = ud;
+    if (!j->agent || !j->key || !j->skind || !j->data) {
+        job_free(j);
+        return eddy_err_set(err, EDDY_ENOMEM, "cannot journal step %d of %s/%s", step, ref->agent,
+                            ref->key);
+    }
+    return post(ss, j, err);
+}
+
+int eddy_store_run_done(eddy_store_session *ss, const eddy_run_end *end, eddy_store_cb cb, void *ud,
+                        eddy_err *err)
+{
+    const eddy_run_ref *ref = &end->ref;
+    sjob *j = eddy_calloc(1, sizeof(*j));
+    if (!j)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    j->kind = J_DONE;
+    j->agent = eddy_strdup(ref->agent);
+    j->key = eddy_strdup(ref->key);
+    j->part = ref->part;
+    j->pos = ref->pos;
+    j->input_hash = ref->input_hash;
+    j->ok = end->ok;
+    j->keep = end->keep_runs;
+    int with_hist = end->ok && end->messages && end->keep_runs > 0;
+    j->doc = end->ok && end->doc ? eddy_json_dumps_flags(end->doc, JSON_COMPACT) : NULL;
+    j->messages = with_hist ? eddy_json_dumps_flags(end->messages, JSON_COMPACT) : NULL;
+    j->outcome = eddy_json_dumps_flags(end->outcome, JSON_COMPACT);
+    j->cb = cb;
+    j->ud = ud;
+    if (!j->agent || !j->key || !j->outcome || (end->ok && end->doc && !j->doc) ||
+        (with_hist && !j->messages)) {
+        job_free(j);
+        return eddy_err_set(err, EDDY_ENOMEM, "cannot queue the end of the run of %s/%s",
+                            ref->agent, ref->key);
+    }
+    /* the cache sees the run's memory at once */
+    char *id = eddy_aprintf("%s\x1f%s", ref->agent, ref->key);
+    centry *e = id ? *cache_slot(ss, id, eddy_hash64(id, strlen(id))) : NULL;
+    eddy_free(id);
+    if (e && e->pins > 0)
+        e->pins--;
+    if (e && end->ok) {
+        if (end->doc) {
+            json_decref(e->doc);
+            e->doc = json_incref(end->doc);
+            e->doc_bytes = strlen(j->doc) * 3;
+        }
+        if (with_hist && e->hist_runs > 0) {
+            size_t n = json_array_size(e->runs);
+            int keep = end->keep_runs < e->hist_runs ? end->keep_runs : e->hist_runs;
+            json_array_append(e->runs, end->messages);
+            e->run_bytes[n] = strlen(j->messages) * 3;
+            n++;
+            while (n > (size_t)keep) {
+                json_array_remove(e->runs, 0);
+                memmove(e->run_bytes, e->run_bytes + 1, (n - 1) * sizeof(size_t));
+                n--;
+            }
+            json_decref(e->flat);
+            e->flat = NULL;
+        }
+        centry_bytes(ss, e);
+    }
+    if (e) {
+        e->pending++;
+        j->ce = e;
+    }
+    int rc = post(ss, j, err);
+    if (rc && e)
+        e->pending--;
+    return rc;
+}
+
+int eddy_store_checkpoint(eddy_store_session *ss, const eddy_checkpoint *c, eddy_store_cb cb,
+                          void *ud, eddy_err *err)
+{
+    sjob *j = eddy_calloc(1, sizeof(*j));
+    ckpt *k = eddy_calloc(1, sizeof(*k));
+    int oom = !j || !k;
+    if (!oom) {
+        k->pos = eddy_calloc(c->npositions + 1, sizeof(*k->pos));
+        k->del = eddy_calloc(c->ndelivered + 1, sizeof(*k->del));
+        k->sinks = eddy_calloc(c->nsinks + 1, sizeof(*k->sinks));
+        oom = !k->pos || !k->del || !k->sinks;
+    }
+    for (size_t i = 0; !oom && i < c->npositions; i++) {
+        k->pos[i] = c->positions[i];
+        k->pos[i].source = eddy_strdup(c->positions[i].source);
+        k->pos[i].part = eddy_strdup(c->positions[i].part);
+        k->npos++;
+        oom = !k->pos[i].source || !k->pos[i].part;
+    }
+    for (size_t i = 0; !oom && i < c->ndelivered; i++) {
+        k->del[i] = c->delivered[i];
+        k->del[i].agent = eddy_strdup(c->delivered[i].agent);
+        k->ndel++;
+        oom = !k->del[i].agent;
+    }
+    for (size_t i = 0; !oom && i < c->nsinks; i++) {
+        k->sinks[i] = c->sinks[i];
+        k->sinks[i].sink = eddy_strdup(c->sinks[i].sink);
+        k->nsinks++;
+        oom = !k->sinks[i].sink;
+    }
+    if (oom) {
+        ckpt_free(k);
+        eddy_free(j);
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
+    j->kind = J_CKPT;
+    j->ck = k;
+    j->cb = cb;
+    j->ud = ud;
+    return post(ss, j, err);
+}
+
+/* -- sessions: the loop side ------------------------------------------------------ */
+
+static void on_async(uv_async_t *a)
+{
+    eddy_store_session *ss = a->data;
+    sjob *jobs;
+    load_req *loads;
+    pthread_mutex_lock(&ss->mu);
+    jobs = ss->acked;
+    loads = ss->loaded;
+    ss->acked = ss->acked_tail = NULL;
+    ss->loaded = ss->loaded_tail = NULL;
+    pthread_mutex_unlock(&ss->mu);
+    while (jobs) {
+        sjob *j = jobs;
+        jobs = j->next;
+        if (j->ce) {
+            centry *e = j->ce;
+            e->pending--;
+            if (j->status) /* the write is lost: the cached memory is not the store's */
+                e->stale = 1;
+            if (e->stale && !e->pending && !e->pins)
+                cache_remove(ss, e);
+        }
+        ss->pending--;
+        if (j->cb)
+            j->cb(j->status, j->status ? j->errmsg : NULL, j->ud);
+        job_free(j);
+    }
+    while (loads) {
+        load_req *r = loads;
+        loads = r->next;
+        loaded(ss, r);
+    }
+    cache_trim(ss);
+    maybe_finish_close(ss);
+}
+
+int eddy_store_session_new(eddy_store *s, uv_loop_t *loop, eddy_store_session **out, eddy_err *err)
+{
+    eddy_store_session *ss = eddy_calloc(1, sizeof(*ss));
     int rc;
-    sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        fn((const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1), ud);
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
-        return eddy_err_setc(err, EDDY_ESQLITE, rc, "positions of %s: %s", source,
-                             sqlite3_errmsg(m->rdb));
+    *out = NULL;
+    if (!ss || !(ss->buckets = eddy_calloc(1024, sizeof(centry *)))) {
+        eddy_free(ss);
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
+    ss->nbuckets = 1024;
+    ss->s = s;
+    ss->loop = loop;
+    pthread_mutex_init(&ss->mu, NULL);
+    if ((rc = open_db(s->path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, &ss->rdb, err)) ||
+        (rc = prepare_all(ss->rdb, kReadSql, ss->rst, R_N, err)) ||
+        (rc = eddy_bgq_new(on_read, NULL, ss, NULL, &ss->reader, err)))
+        goto fail;
+    uv_async_init(loop, &ss->async, on_async);
+    uv_idle_init(loop, &ss->idle);
+    ss->async.data = ss->idle.data = ss;
+    ss->handles = 2;
+    *out = ss;
     return 0;
+fail:
+    finalize_all(ss->rst, R_N);
+    sqlite3_close(ss->rdb);
+    pthread_mutex_destroy(&ss->mu);
+    eddy_free(ss->buckets);
+    eddy_free(ss);
+    return rc;
 }
 
-int eddy_memory_save_position(eddy_memory *m, const char *source, const char *part, int64_t pos,
-                              eddy_memory_cb cb, void *ud, eddy_err *err)
+size_t eddy_store_session_pending(const eddy_store_session *ss)
 {
-    job *j = eddy_calloc(1, sizeof(*j));
-    if (!j)
-        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
-    j->agent = eddy_strdup(source);
-    j->key = eddy_strdup(part);
-    j->is_pos = 1;
-    j->pos = pos;
-    j->cb = cb;
-    j->ud = ud;
-    if (!j->agent || !j->key || eddy_bgq_post(m->q, j)) {
-        job_free(j);
-        return eddy_err_set(err, EDDY_ENOMEM, "cannot queue the position of %s", source);
+    return ss->pending;
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    eddy_store_session *ss = h->data;
+    if (--ss->handles > 0)
+        return;
+    void (*cb)(void *) = ss->close_cb;
+    void *ud = ss->close_ud;
+    while (ss->lru_head)
+        cache_remove(ss, ss->lru_head);
+    eddy_free(ss->buckets);
+    pthread_mutex_destroy(&ss->mu);
+    eddy_free(ss);
+    if (cb)
+        cb(ud);
+}
+
+static void maybe_finish_close(eddy_store_session *ss)
+{
+    if (!ss->closing || ss->pending || ss->closing > 1)
+        return;
+    ss->closing = 2;
+    eddy_bgq_free(ss->reader);
+    ss->reader = NULL;
+    finalize_all(ss->rst, R_N);
+    sqlite3_close(ss->rdb);
+    ss->rdb = NULL;
+    uv_close((uv_handle_t *)&ss->async, handle_closed);
+    uv_close((uv_handle_t *)&ss->idle, handle_closed);
+}
+
+void eddy_store_session_close(eddy_store_session *ss, void (*cb)(void *ud), void *ud)
+{
+    if (!ss) {
+        if (cb)
+            cb(ud);
+        return;
     }
-    return 0;
+    assert(!ss->closing);
+    ss->closing = 1;
+    ss->close_cb = cb;
+    ss->close_ud = ud;
+    maybe_finish_close(ss);
 }

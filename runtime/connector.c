@@ -43,10 +43,19 @@ int eddy_source_next(eddy_source *s, eddy_record *rec)
     return s->ops->next(s->impl, rec);
 }
 
-void eddy_source_ack(eddy_source *s, uint64_t token)
+const char *eddy_source_id(const eddy_source *s)
 {
-    if (s->ops->ack)
-        s->ops->ack(s->impl, token);
+    return s->ops->id(s->impl);
+}
+
+const char *eddy_source_part_name(const eddy_source *s, int part, char *buf, size_t n)
+{
+    return s->ops->part_name(s->impl, part, buf, n);
+}
+
+int eddy_source_resumable(const eddy_source *s)
+{
+    return !s->ops->resumable || s->ops->resumable(s->impl);
 }
 
 void eddy_source_stop(eddy_source *s)
@@ -78,9 +87,9 @@ eddy_sink *eddy_sink_new(const eddy_sink_ops *ops, void *impl)
     return s;
 }
 
-int eddy_sink_write(eddy_sink *s, json_t *v, eddy_err *err)
+int eddy_sink_write(eddy_sink *s, json_t *v, uint64_t tag, eddy_err *err)
 {
-    return s->ops->write(s->impl, v, err);
+    return s->ops->write(s->impl, v, tag, err);
 }
 
 long eddy_sink_count(const eddy_sink *s)
@@ -100,10 +109,14 @@ int eddy_sink_flush(eddy_sink *s, void (*cb)(void *ud), void *ud)
     return s->ops->flush(s->impl, cb, ud);
 }
 
-void eddy_sink_on_failure(eddy_sink *s, eddy_sink_fail_cb cb, void *ud)
+void eddy_sink_on_done(eddy_sink *s, eddy_sink_done_cb cb, void *ud)
 {
-    if (s && s->ops->failed)
-        s->ops->failed(s->impl, cb, ud);
+    s->ops->on_done(s->impl, cb, ud);
+}
+
+int64_t eddy_sink_length(const eddy_sink *s)
+{
+    return s->ops->length ? s->ops->length(s->impl) : -1;
 }
 
 void eddy_sink_free(eddy_sink *s)

@@ -12,6 +12,7 @@
 #include "eddy/runtime.h"
 #include "eddy/buf.h"
 
+#include <assert.h>
 #include <string.h>
 
 typedef struct item {
@@ -36,9 +37,10 @@ struct eddy_mailboxes {
     void *ud;
 };
 
-unsigned eddy_keygroup(const char *key)
+unsigned eddy_keygroup(const char *key, unsigned ngroups)
 {
-    return (unsigned)(eddy_hash64(key, strlen(key)) % EDDY_MAX_KEYGROUPS);
+    assert(ngroups > 0);
+    return (unsigned)(eddy_hash64(key, strlen(key)) % ngroups);
 }
 
 int eddy_mailboxes_new(eddy_mailbox_start_cb start, void *ud, eddy_mailboxes **out, eddy_err *err)

@@ -121,10 +121,9 @@ static void write_span(eddy_trace_store *s, eddy_span *sp)
     eddy_free(sum);
 }
 
-static void on_span(void *job, int more, void *ctx)
+static void on_span(void *job, void *ctx)
 {
     eddy_trace_store *s = ctx;
-    (void)more;
     if (!s->in_txn && sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK)
         s->in_txn = 1;
     write_span(s, job);
@@ -180,7 +179,9 @@ int eddy_trace_store_open(const char *path, eddy_trace_store **out, eddy_err *er
         rc = eddy_err_set(err, EDDY_ESQLITE, "%s: cannot prepare: %s", path, sqlite3_errmsg(s->db));
         goto fail;
     }
-    if ((rc = eddy_bgq_new(on_span, on_idle, s, &s->q, err)))
+    /* bounded batches: a commit every 50 ms or 4096 spans under load */
+    eddy_bgq_limits lim = {4096, 50, 5};
+    if ((rc = eddy_bgq_new(on_span, on_idle, s, &lim, &s->q, err)))
         goto fail;
     *out = s;
     return 0;

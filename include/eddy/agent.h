@@ -85,7 +85,7 @@ typedef struct eddy_agent_def {
     int64_t budget_tokens; /* total tokens in one run; 0 = unlimited */
     int64_t budget_wall_ms;
     int budget_tool_calls;
-    double budget_cost;    /* in the model's price currency; 0 = unlimited */
+    double budget_cost; /* in the model's price currency; 0 = unlimited */
     eddy_llm_tool_choice tool_choice;
     char *tool_choice_name; /* EDDY_TOOL_CHOICE_TOOL: the tool */
     char **on;              /* event types that start a react run */
@@ -118,12 +118,24 @@ typedef struct eddy_job {
     char *source_where, *sink_where, *dead_letter_where, *state_where, *trace_where;
     unsigned defaults; /* EDDY_JOB_DEFAULT_* */
     int64_t shutdown_grace_ms;
-    int max_in_flight; /* events accepted but not finished, across keys */
+    int max_in_flight;     /* events accepted but not finished, across keys */
+    int workers;           /* worker threads; 0 = one per core */
+    int max_keygroups;     /* key groups (recorded in the store) */
+    int delivery;          /* EDDY_DELIVERY_* */
+    int64_t checkpoint_ms; /* checkpoint.interval */
+    int64_t memory_cache;  /* memory.cache: bytes of key memory cached per worker */
     eddy_llm_model *models;
     size_t nmodels;
     eddy_agent_def *agents;
     size_t nagents;
 } eddy_job;
+
+#define EDDY_JOB_MAX_WORKERS 256
+/* delivery: at_least_once (every output at least once; duplicates carry the
+ * same output_id) or exactly_once (a file sink is cut back to its last
+ * checkpoint after a crash and what followed is written again). */
+#define EDDY_DELIVERY_AT_LEAST_ONCE 0
+#define EDDY_DELIVERY_EXACTLY_ONCE 1
 
 #define EDDY_JOB_DEFAULT_DEAD_LETTER 1u
 #define EDDY_JOB_DEFAULT_STATE 2u
@@ -187,7 +199,7 @@ typedef struct eddy_agent_env {
     uv_loop_t *loop;
     eddy_llm_client *llm;
     eddy_tools *tools;
-    eddy_memory *memory;
+    eddy_store_session *store;
     eddy_trace_store *traces;
 } eddy_agent_env;
 
@@ -206,6 +218,7 @@ int eddy_agent_handles(const eddy_agent_rt *rt, const char *type);
 /* Totals over the runs of one worker, for the end-of-job summary. */
 typedef struct eddy_run_stats {
     long runs_ok, runs_failed, llm_calls, llm_retries, tool_calls, tool_errors;
+    long llm_replayed, tools_replayed; /* steps served from the journal */
     long input_tokens, output_tokens;
     double cost;
     /* {model: {calls, input_tokens, output_tokens, cached_input_tokens, cost}} */
@@ -233,14 +246,32 @@ typedef struct eddy_run_result {
 
 typedef void (*eddy_run_cb)(eddy_run_result *res, void *ud);
 
-/* Start a run of RT for EVENT (borrowed; copied) of KEY. STATS (may be NULL)
- * is updated as the run goes. CB runs exactly once on the loop, after the
- * run's memory is committed, never inside this call. */
-int eddy_agent_run_start(eddy_agent_rt *rt, json_t *event, const char *key, const char *event_id,
-                         eddy_run_stats *stats, eddy_run_cb cb, void *ud, eddy_run **out,
-                         eddy_err *err);
+/* What a run starts from: EVENT (borrowed; copied) of KEY, and the record
+ * it came from: (PART, POS) names the run in the store's journal, INPUT_HASH
+ * tells the record's bytes apart; REPLAY (may be NULL, borrowed from the
+ * store for the life of the run) is what the store kept of an earlier try
+ * of this run: its journaled steps are served from it instead of running. */
+typedef struct eddy_run_input {
+    json_t *event;
+    const char *key, *event_id;
+    int64_t part, pos, input_hash;
+    const eddy_replay *replay;
+} eddy_run_input;
 
-/* Abandon R: its LLM request is canceled, and it ends with EDDY_ECANCELED. */
+/* Start a run of RT for IN. STATS (may be NULL) is updated as the run goes.
+ * Every step's result is journaled as it comes; at the end the run's memory,
+ * history and outcome are committed in one store job, and CB runs exactly
+ * once on the loop after that commit, never inside this call. The output
+ * carries "output_id", the same for every try of the run. */
+int eddy_agent_run_start(eddy_agent_rt *rt, const eddy_run_input *in, eddy_run_stats *stats,
+                         eddy_run_cb cb, void *ud, eddy_run **out, eddy_err *err);
+
+/* The output_id of AGENT's run at (PART, POS): 32 hex digits into BUF[33]. */
+void eddy_output_id(const char *agent, int64_t part, int64_t pos, char buf[33]);
+
+/* Abandon R: its LLM request is canceled, and it ends with EDDY_ECANCELED
+ * (nothing is committed: a restart runs it again, from its journal). CB
+ * runs later, from the loop, never inside this call. */
 void eddy_run_cancel(eddy_run *r);
 
 #endif

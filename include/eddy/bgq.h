@@ -1,27 +1,41 @@
 /*
- * include/eddy/bgq.h - a background thread that runs posted jobs in order.
+ * include/eddy/bgq.h - a background thread that runs posted jobs in order,
+ * in bounded batches.
  *
  * The persistence and trace writers each own one: jobs are posted from any
- * thread and run one after another on the queue's thread, which may batch
- * them (a job sees how many more are waiting). Posting never blocks.
+ * thread and handed one after another to FN on the queue's thread, which
+ * adds them to its current batch (e.g. an open transaction); FLUSH closes
+ * the batch (commits). A batch is flushed when it holds max_jobs jobs, when
+ * its first job is max_age_ms old, or when the queue is empty and the first
+ * job has waited linger_ms for company: group commits every few ms under
+ * load, and soon after the last job when idle. Posting never blocks.
  */
 #ifndef EDDY_BGQ_H
 #define EDDY_BGQ_H
+
+#include <stdint.h>
 
 #include "eddy/error.h"
 
 typedef struct eddy_bgq eddy_bgq;
 
-/* Run for each job on the queue thread. MORE is nonzero when further jobs
- * are already waiting (so a writer may keep a transaction open). */
-typedef void (*eddy_bgq_fn)(void *job, int more, void *ctx);
+/* Add JOB to the current batch (queue thread). */
+typedef void (*eddy_bgq_fn)(void *job, void *ctx);
 
-/* Start a queue whose thread calls FN(job, more, CTX) for each posted job,
- * and IDLE(CTX) (may be NULL) whenever it has drained the queue. */
-int eddy_bgq_new(eddy_bgq_fn fn, void (*idle)(void *ctx), void *ctx, eddy_bgq **out, eddy_err *err);
+typedef struct eddy_bgq_limits {
+    int max_jobs;       /* 0: no bound */
+    int64_t max_age_ms; /* 0: no bound */
+    int64_t linger_ms;  /* 0: flush as soon as the queue is empty */
+} eddy_bgq_limits;
+
+/* Start a queue whose thread calls FN(job, CTX) for each posted job and
+ * FLUSH(CTX) (may be NULL) to end each batch. LIM may be NULL (no bounds, no
+ * linger: a batch is what was queued together). */
+int eddy_bgq_new(eddy_bgq_fn fn, void (*flush)(void *ctx), void *ctx, const eddy_bgq_limits *lim,
+                 eddy_bgq **out, eddy_err *err);
 /* Queue JOB. Any thread. Returns 0 or EDDY_ENOMEM/EDDY_ECLOSING. */
 int eddy_bgq_post(eddy_bgq *q, void *job);
-/* Run every queued job, stop the thread, free the queue. NULL-safe. */
+/* Run every queued job, flush, stop the thread, free the queue. NULL-safe. */
 void eddy_bgq_free(eddy_bgq *q);
 
 #endif

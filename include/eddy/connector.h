@@ -17,27 +17,36 @@
 
 /* One record from a source: its text (line sources) or its event (sources
  * of structured rows, which set EVENT and leave TEXT NULL), where it came
- * from, and the token to acknowledge it with. The consumer owns TEXT,
- * EVENT and WHERE. */
+ * from, and its position. A source has one or more parts (a file: one; a
+ * Fluss table: one per bucket); records of one part come in position order.
+ * POS is the record's position in PART, NEXT the position after it (where
+ * a restart resumes once the record is handled), LINE its 1-based line
+ * number (line sources, else 0), FP a fingerprint of the input just before
+ * NEXT (line sources; 0 when none). The consumer owns TEXT, EVENT, WHERE. */
 typedef struct eddy_record {
     char *text;
     size_t len;
-    long line;      /* 1-based line number (line sources), else 0 */
-    json_t *event;  /* structured sources: the event object (new reference) */
-    char *where;    /* structured sources: "db.table bucket 2 offset 17" */
-    uint64_t token; /* handed back to eddy_source_ack when the record is done */
+    long line;
+    json_t *event; /* structured sources: the event object (new reference) */
+    char *where;   /* structured sources: "db.table bucket 2 offset 17" */
+    int part;
+    int64_t pos, next, fp;
 } eddy_record;
 
 typedef struct eddy_source eddy_source;
 
-/* What a source implements. NEXT as eddy_source_next; ACK (may be NULL)
- * learns that every run of a record has finished, so its position may be
- * committed; CLOSE (may be NULL) releases loop resources on the loop before
- * it stops; FREE after the loop has ended. */
+/* What a source implements. NEXT as eddy_source_next; ID names the source
+ * in the store ("jsonl:/abs/events.jsonl", "fluss:db.table"); PART_NAME the
+ * part ("file", "bucket 3"); RESUMABLE (may be NULL = yes) whether its
+ * positions mean anything to a later process (not for a pipe); CLOSE (may
+ * be NULL) releases loop resources on the loop before it stops; FREE after
+ * the loop has ended. */
 typedef struct eddy_source_ops {
     const char *(*name)(void *impl);
+    const char *(*id)(void *impl);
+    const char *(*part_name)(void *impl, int part, char *buf, size_t n);
+    int (*resumable)(void *impl);
     int (*next)(void *impl, eddy_record *rec);
-    void (*ack)(void *impl, uint64_t token);
     void (*stop)(void *impl);
     void (*close)(void *impl);
     void (*free)(void *impl);
@@ -45,42 +54,53 @@ typedef struct eddy_source_ops {
 
 /* Wrap IMPL (owned from now on: freed with OPS->free) as a source; NULL on OOM. */
 eddy_source *eddy_source_new(const eddy_source_ops *ops, void *impl);
-/* Every run started from the record with TOKEN has finished. Loop thread. */
-void eddy_source_ack(eddy_source *s, uint64_t token);
 /* Release the source's loop resources (on the loop, before it stops). */
 void eddy_source_close(eddy_source *s);
 
-/* Open PATH ("-" = stdin) and start its reader thread. NOTIFY is sent on the
- * consumer's loop whenever records (or the end) arrive. CAPACITY bounds the
- * queue. */
-int eddy_source_open_jsonl(const char *path, size_t capacity, uv_async_t *notify, eddy_source **out,
-                           eddy_err *err);
+/* Open PATH ("-" = stdin). A file is read by a reader thread; a pipe or a
+ * terminal on stdin is read on LOOP (a thread blocked in read(2) could not
+ * be joined). NOTIFY is sent on the consumer's loop whenever records (or the
+ * end) arrive; CAPACITY bounds the queue. RESUME (may be NULL): the stored
+ * position of the file ({"pos", "line", "fp"}); reading resumes there when
+ * the bytes before it are still those it was taken after, else from the top
+ * with a warning. */
+int eddy_source_open_jsonl(const char *path, size_t capacity, uv_loop_t *loop, uv_async_t *notify,
+                           const json_t *resume, eddy_source **out, eddy_err *err);
 /* Name for messages and event ids ("events.jsonl", "stdin"). */
 const char *eddy_source_name(const eddy_source *s);
+const char *eddy_source_id(const eddy_source *s);
+/* The name of PART into BUF ("file", "bucket 3"); BUF returned. */
+const char *eddy_source_part_name(const eddy_source *s, int part, char *buf, size_t n);
+int eddy_source_resumable(const eddy_source *s);
 /* Take the next record into *REC (caller frees rec->text). Returns 1 when a
  * record was taken, 0 when none is queued now, -1 at the end of input. */
 int eddy_source_next(eddy_source *s, eddy_record *rec);
 /* Stop reading; records already queued stay readable. */
 void eddy_source_stop(eddy_source *s);
-/* Free (joins the reader, or detaches it when it is blocked on a pipe). */
+/* Free (joins the reader). After the loop ended. */
 void eddy_source_free(eddy_source *s);
 
 typedef struct eddy_sink eddy_sink;
 
-/* Called on the loop when a value a sink accepted could not be delivered
- * after all (asynchronous sinks): V borrowed, REASON names the problem. */
-typedef void (*eddy_sink_fail_cb)(json_t *v, const char *reason, void *ud);
+/* Called on the loop, exactly once for every value a sink accepted (never
+ * inside the write): STATUS 0 when it is delivered (written and flushed; a
+ * server acknowledged it), else why it is not (REASON). END: for a file,
+ * its length after the value (what a checkpoint records), else 0. */
+typedef void (*eddy_sink_done_cb)(uint64_t tag, int status, const char *reason, int64_t end,
+                                  void *ud);
 
-/* What a sink implements. WRITE takes V (borrowed) or fails with ERR saying
- * why the value does not fit; FLUSH (may be NULL) calls CB once everything
- * accepted is delivered or failed, then releases loop resources; FAILED
- * (may be NULL) installs the asynchronous failure callback. */
+/* What a sink implements. WRITE takes V (borrowed) with TAG, or fails with
+ * ERR saying why the value does not fit (then DONE is not called for it);
+ * FLUSH (may be NULL) calls CB once everything accepted is delivered or
+ * failed, then releases loop resources; ON_DONE installs the callback;
+ * LENGTH (may be NULL) is a file's length now. */
 typedef struct eddy_sink_ops {
     const char *(*name)(void *impl);
-    int (*write)(void *impl, json_t *v, eddy_err *err);
+    int (*write)(void *impl, json_t *v, uint64_t tag, eddy_err *err);
     long (*count)(void *impl);
     int (*flush)(void *impl, void (*cb)(void *ud), void *ud);
-    void (*failed)(void *impl, eddy_sink_fail_cb cb, void *ud);
+    void (*on_done)(void *impl, eddy_sink_done_cb cb, void *ud);
+    int64_t (*length)(void *impl);
     void (*free)(void *impl);
 } eddy_sink_ops;
 
@@ -88,19 +108,22 @@ eddy_sink *eddy_sink_new(const eddy_sink_ops *ops, void *impl);
 /* Deliver what is pending, then CB (on the loop). Returns 0 when CB will be
  * called, EDDY_ENOENT when the sink has nothing asynchronous (no call). */
 int eddy_sink_flush(eddy_sink *s, void (*cb)(void *ud), void *ud);
-void eddy_sink_on_failure(eddy_sink *s, eddy_sink_fail_cb cb, void *ud);
+void eddy_sink_on_done(eddy_sink *s, eddy_sink_done_cb cb, void *ud);
+/* A file sink's length, or -1. */
+int64_t eddy_sink_length(const eddy_sink *s);
 
 /* -- connectors named in job files ------------------------------------------- */
 
-/* What a connector factory gets: the worker's loop, the job's store (for
- * positions), the notification to send when records arrive, the job folder. */
-struct eddy_memory;
+/* What a connector factory gets: the controller's loop, the notification
+ * to send when records arrive, the job folder, the queue capacity, and the
+ * stored positions of every source ({SOURCE_ID: {PART: {"pos", ...}}},
+ * borrowed, never NULL): a source resumes from its own. */
 typedef struct eddy_connector_env {
     uv_loop_t *loop;
-    struct eddy_memory *mem;
     uv_async_t *notify;
     const char *job_dir;
     size_t capacity;
+    const json_t *positions;
 } eddy_connector_env;
 
 typedef int (*eddy_source_factory)(const json_t *cfg, const eddy_connector_env *env,
@@ -113,11 +136,16 @@ int eddy_connector_register(const char *kind, eddy_source_factory src, eddy_sink
 eddy_source_factory eddy_connector_source(const char *kind);
 eddy_sink_factory eddy_connector_sink(const char *kind);
 
-/* A JSONL sink on PATH, or stdout when PATH is NULL or "-". LAZY: create the
- * file only at the first write (dead-letter files). */
-int eddy_sink_open_jsonl(const char *path, int lazy, eddy_sink **out, eddy_err *err);
-/* Append V (borrowed) as one line and flush. */
-int eddy_sink_write(eddy_sink *s, json_t *v, eddy_err *err);
+/* A JSONL sink on PATH, or stdout when PATH is NULL or "-", written by a
+ * writer thread (the loop never waits on the file); deliveries are reported
+ * on LOOP. LAZY: create the file (and its folders) only at the first write
+ * (dead-letter files). TRUNCATE >= 0: cut the file back to that length first
+ * (exactly-once delivery after a crash: what followed the last committed
+ * checkpoint is written again); -1 leaves it. */
+int eddy_sink_open_jsonl(const char *path, int lazy, int64_t truncate, uv_loop_t *loop,
+                         eddy_sink **out, eddy_err *err);
+/* Queue V (borrowed) as one line with TAG: see eddy_sink_done_cb. */
+int eddy_sink_write(eddy_sink *s, json_t *v, uint64_t tag, eddy_err *err);
 long eddy_sink_count(const eddy_sink *s);
 const char *eddy_sink_name(const eddy_sink *s);
 void eddy_sink_free(eddy_sink *s);

@@ -1,8 +1,12 @@
 /*
- * include/eddy/runtime.h - workers, key routing, mailboxes, running a job.
+ * include/eddy/runtime.h - the job controller, key routing, workers,
+ * mailboxes, running a job.
  *
- * Events of one key run one at a time in arrival order (per agent instance:
- * agent + key); different keys run concurrently on the worker loop.
+ * A job runs as one controller loop (sources, sinks, signals, checkpoints,
+ * the summary) and N worker threads, each with its own loop. A record's key
+ * picks its key group (a stable hash modulo max_keygroups), the key group
+ * its worker; events of one key run one at a time in arrival order (per
+ * agent instance: agent + key), different keys concurrently.
  */
 #ifndef EDDY_RUNTIME_H
 #define EDDY_RUNTIME_H
@@ -14,11 +18,9 @@
 #include "eddy/agent.h"
 #include "eddy/error.h"
 
-#define EDDY_MAX_KEYGROUPS 128
-
-/* Key group of KEY: a stable hash modulo EDDY_MAX_KEYGROUPS, the unit of
- * ownership (a key group belongs to exactly one worker). */
-unsigned eddy_keygroup(const char *key);
+/* Key group of KEY: a stable hash modulo NGROUPS, the unit of ownership (a
+ * key group belongs to exactly one worker). */
+unsigned eddy_keygroup(const char *key, unsigned ngroups);
 
 /* -- mailboxes -------------------------------------------------------------- */
 
@@ -53,6 +55,9 @@ typedef struct eddy_run_opts {
     const char *traces;       /* overrides trace.path */
     int quiet;                /* no summary on stderr */
     const char *summary_json; /* write the summary as JSON to this file */
+    int workers;              /* overrides the job's workers (0: the job's) */
+    int progress;             /* 1: a status line on stderr; 0: only on a terminal; -1: none */
+    int from_start;           /* read sources from their start: no stored position, no replay */
 } eddy_run_opts;
 
 /* Put the LEN bytes of TEXT, a line of a JSONL source, into the dead-letter

@@ -185,7 +185,7 @@ def run_job(d, text, events, check=None, extra_args=(), env=None, timeout=120, r
         if os.path.exists(f):
             os.unlink(f)
     args = ["run", job, "--input", inp, "--output", out, "--dead-letter", dead,
-            "--summary-json", summ] + list(extra_args)
+            "--summary-json", summ, "--from-start"] + list(extra_args)
     if rss:
         cmd = ["/usr/bin/time", "-v", os.path.join(ARGS.build, "eddy")] + args
         e = dict(os.environ)

@@ -70,7 +70,7 @@ def run_job(d, text, events, check=0, extra_args=(), env=None):
         if os.path.exists(f):
             os.unlink(f)
     p = eddy("run", job, "--input", inp, "--output", out, "--dead-letter", dead,
-             "--summary-json", summ, *extra_args, check=check, env=env)
+             "--summary-json", summ, "--from-start", *extra_args, check=check, env=env)
     outs = {o["event_id"]: o for o in read_jsonl(out)} if os.path.exists(out) else {}
     deads = {o["event_id"]: o for o in read_jsonl(dead)} if os.path.exists(dead) else {}
     return p, outs, deads, json.load(open(summ)) if os.path.exists(summ) else None

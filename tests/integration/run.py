@@ -197,7 +197,7 @@ def test_history_v1_store_is_migrated(tmp):
                                                        "text": "Thanks!"}) + "\n")
         p = eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
                  os.path.join(tmp, "out.jsonl"), check=0)
-        assert "migrated from schema version 1 to 2 (40 history entries" in p.stderr, p.stderr
+        assert "migrated from schema version 1 to 3 (40 history entries" in p.stderr, p.stderr
         msgs = mock.requests()[0]["messages"]
     roles = [m["role"] for m in msgs]
     # system, three earlier runs (user, assistant + call, tool, assistant), the new user turn
@@ -207,7 +207,7 @@ def test_history_v1_store_is_migrated(tmp):
     assert msgs[3]["tool_call_id"] == call["tool_calls"][0]["id"]
     assert msgs[3]["content"].startswith('{"status"')
     db = sqlite3.connect(state)
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
     for (text,) in db.execute("SELECT messages FROM history"):
         for m in json.loads(text):
             assert set(m) == {"role", "parts"}, m
@@ -217,7 +217,7 @@ def test_history_v1_store_is_migrated(tmp):
     with Mock(tmp, script) as mock:
         job = custom_job(d, mock.base_url, agent_extra="    memory: { history: 10 }")
         p = eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
-                 os.path.join(tmp, "out2.jsonl"), check=0)
+                 os.path.join(tmp, "out2.jsonl"), "--from-start", check=0)
         assert "migrated" not in p.stderr, p.stderr
         assert "1 runs ok" in p.stderr, p.stderr
 

@@ -686,7 +686,9 @@ def start_eddy(d, job, dead, stdin_events=None, watch_paths=()):
     env[SECRET_VAR] = SECRET
     if ASAN:  # a small quarantine, so RSS measures eddy rather than the sanitizer
         env.setdefault("ASAN_OPTIONS", "quarantine_size_mb=16:malloc_context_size=5")
-    cmd = [os.path.join(ARGS.build, "eddy"), "run", job, "--dead-letter", dead]
+    # one worker, so one Lua host: the stash attacks hand what one call kept to a later
+    # call of another key, which on another worker (another lua_State) it could not reach
+    cmd = [os.path.join(ARGS.build, "eddy"), "run", job, "--dead-letter", dead, "--workers", "1"]
     cmd += ["--input", os.path.join(d, "events.jsonl") if stdin_events is None else "-"]
     stderr = open(os.path.join(d, "eddy-stderr.log"), "w")
     t0 = time.monotonic()

@@ -93,8 +93,9 @@ static void test_many_keys_grow(void **state)
 static void test_keygroup_stable(void **state)
 {
     (void)state;
-    assert_int_equal(eddy_keygroup("customer-1"), eddy_keygroup("customer-1"));
-    assert_true(eddy_keygroup("anything") < EDDY_MAX_KEYGROUPS);
+    assert_int_equal(eddy_keygroup("customer-1", 128), eddy_keygroup("customer-1", 128));
+    assert_true(eddy_keygroup("anything", 128) < 128);
+    assert_true(eddy_keygroup("anything", 1) == 0);
 }
 
 int main(void)

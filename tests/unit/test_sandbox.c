@@ -728,19 +728,49 @@ static void on_commit(int status, const char *errmsg, void *ud)
     *(int *)ud = status == 0 ? 1 : -1;
 }
 
-/* Store DOC as KEY's memory in the SQLite store M and load it back. */
-static json_t *through_store(uv_loop_t *loop, eddy_memory *m, const char *key, json_t *doc)
+static void on_loaded(int status, const char *errmsg, json_t *doc, json_t *history, void *ud)
 {
+    (void)errmsg;
+    (void)history;
+    assert_int_equal(status, 0);
+    *(json_t **)ud = json_deep_copy(doc);
+}
+
+static void on_closed(void *ud)
+{
+    *(int *)ud = 1;
+}
+
+/* Store DOC as KEY's memory in the SQLite store ST and load it back, each
+ * through a session of its own (a new session's cache is empty: the load
+ * reads what SQLite has). */
+static json_t *through_store(uv_loop_t *loop, eddy_store *st, const char *key, json_t *doc)
+{
+    static int64_t pos;
     int done = 0;
-    json_t *back = NULL, *hist = NULL, *msgs = json_array();
+    json_t *back = NULL, *msgs = json_array(), *oc = json_object();
+    eddy_store_session *ss;
     eddy_err e;
-    assert_int_equal(eddy_memory_commit(m, "agent", key, doc, msgs, 1, on_commit, &done, &e), 0);
+    eddy_run_end end = {{"agent", key, 1, ++pos, 0}, 1, doc, msgs, 1, oc};
+    assert_int_equal(eddy_store_session_new(st, loop, &ss, &e), 0);
+    assert_int_equal(eddy_store_run_done(ss, &end, on_commit, &done, &e), 0);
     while (!done)
         uv_run(loop, UV_RUN_ONCE);
     assert_int_equal(done, 1);
-    assert_int_equal(eddy_memory_load(m, "agent", key, 1, &back, &hist, &e), 0);
-    json_decref(hist);
+    done = 0;
+    eddy_store_session_close(ss, on_closed, &done);
+    while (!done)
+        uv_run(loop, UV_RUN_ONCE);
+    assert_int_equal(eddy_store_session_new(st, loop, &ss, &e), 0);
+    assert_int_equal(eddy_store_load(ss, "agent", key, 1, on_loaded, &back, &e), 0);
+    while (!back)
+        uv_run(loop, UV_RUN_ONCE);
+    done = 0;
+    eddy_store_session_close(ss, on_closed, &done);
+    while (!done)
+        uv_run(loop, UV_RUN_ONCE);
     json_decref(msgs);
+    json_decref(oc);
     return back;
 }
 
@@ -753,13 +783,13 @@ static void test_roundtrip_property(void **state)
     uv_loop_t loop;
     eddy_tools *h;
     eddy_tool *echo, *append;
-    eddy_memory *store;
+    eddy_store *store;
     eddy_err e;
     char db[600];
     (void)state;
     uv_loop_init(&loop);
     snprintf(db, sizeof(db), "%s/roundtrip.db", g_dir);
-    assert_int_equal(eddy_memory_open(db, &loop, &store, &e), 0);
+    assert_int_equal(eddy_store_open(db, NULL, &store, &e), 0);
     assert_int_equal(eddy_tools_new(&loop, g_dir, &h, &e), 0);
     assert_int_equal(
         eddy_tools_load(
@@ -795,7 +825,7 @@ static void test_roundtrip_property(void **state)
         assert_int_equal(eddy_tool_memory_new(h, NULL, &m, &e), 0);
         ctx.memory = m;
         assert_int_equal(eddy_tool_call(h, echo, args, &ctx, on_done, &o, &e), 0);
-        while (!o.done) /* the store's handle keeps the loop alive */
+        while (!o.done)
             uv_run(&loop, UV_RUN_ONCE);
         assert_int_equal(o.status, 0);
         {
@@ -846,7 +876,7 @@ static void test_roundtrip_property(void **state)
         json_decref(doc);
     }
     eddy_tools_free(h);
-    eddy_memory_close(store, NULL, NULL);
+    eddy_store_close(store);
     uv_run(&loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&loop), 0);
 }

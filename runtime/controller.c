@@ -1,0 +1,1006 @@
+/*
+ * runtime/controller.c - run a job: the controller loop and its workers.
+ *
+ * The controller (the calling thread's loop) opens the store, the sources
+ * and sinks, and starts the workers. It takes records while fewer than
+ * max_in_flight are unfinished, turns each into an event, and routes it by
+ * key (key -> key group -> worker) as one task per agent that handles its
+ * type. A run an earlier process finished (the store's replay table says
+ * so) is not run again: its stored outcome is delivered, unless a
+ * checkpoint saw it delivered. A finished task's output goes to the sink;
+ * only when the sink says it is delivered is the record's part done with
+ * it. Per source part, the records are kept in order; the position below
+ * which all are done is what a checkpoint stores, every
+ * checkpoint.interval, with the runs delivered since the last one and (for
+ * exactly_once) the sink's committed length.
+ *
+ * Ending: at the end of input with nothing in flight, or after SIGINT or
+ * SIGTERM (stop reading; running events get shutdown_grace to finish, then
+ * are abandoned; a second signal abandons at once): deliver what the sinks
+ * hold, take a last checkpoint, close the workers, print the summary. An
+ * abandoned event holds its part's position: a restart reads it again, and
+ * its run replays its journaled steps.
+ */
+#include "runtime_int.h"
+
+#include <assert.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "eddy/buf.h"
+#include "eddy/connector.h"
+#include "eddy/json.h"
+#include "eddy/log.h"
+#include "eddy/trace.h"
+
+typedef struct rec {
+    int part;
+    int64_t pos, next, fp;
+    long line;
+    int outstanding; /* runs and deliveries not finished */
+    int finished;    /* nothing outstanding */
+    int abandoned;   /* a run was abandoned: the part's position stays before it */
+    struct rec *next_in_part;
+} rec;
+
+typedef struct part {
+    char *name;
+    int64_t hash; /* eddy_store_hash of "SOURCE\x1fPART": runs are named by it */
+    rec *head, *tail;
+    int64_t wm_pos, wm_line, wm_fp; /* everything before wm_pos is done */
+    int64_t saved;                  /* wm_pos at the last checkpoint, -1: none */
+    int used;
+} part;
+
+/* One value handed to a sink. */
+typedef struct dlv {
+    rec *r;
+    int agent;  /* -1: not a run's outcome */
+    int output; /* to the output sink (else the dead letters) */
+    json_t *v;  /* kept until delivered: a failure sends it to the dead letters */
+} dlv;
+
+struct eddy__ctl {
+    uv_loop_t loop;
+    eddy_job *job;
+    const eddy_run_opts *opts;
+    const char *state_path, *trace_path;
+    eddy_store *store;
+    eddy_store_session *ss;
+    eddy_trace_store *traces;
+    eddy_source *src;
+    eddy_sink *out, *dead;
+    uv_async_t src_async;
+    uv_signal_t sigint, sigterm;
+    uv_timer_t grace, ckpt, progress;
+    eddy__queue done;
+    eddy__worker **w;
+    int nw;
+    part *parts;
+    int nparts;
+    long in_flight, events, dead_letters, abandoned, replayed, redelivered, outputs_dropped;
+    long llm_calls_seen, tokens_seen, tools_seen, outputs;
+    eddy_delivered *dl;
+    size_t ndl, capdl;
+    int64_t sink_len;
+    long sink_count;
+    int exactly_once;
+    /* checkpoints */
+    long ckpts;
+    double ckpt_total_ms, ckpt_max_ms;
+    uint64_t ckpt_started;
+    int ckpt_busy, ckpt_final;
+    uint64_t start_ms, last_progress_events;
+    int stopping, signal_no, eof, closing, closed_handles, progress_on;
+    json_t *no_positions; /* --from-start: what the sources are told was stored */
+};
+
+typedef eddy__ctl ctl;
+
+static void pump(ctl *c);
+static void begin_close(ctl *c);
+
+/* -- positions ------------------------------------------------------------- */
+
+static part *part_of(ctl *c, int idx)
+{
+    if (idx < 0 || idx > 1 << 20)
+        return NULL;
+    if (idx >= c->nparts) {
+        part *v = eddy_realloc(c->parts, (size_t)(idx + 1) * sizeof(*v));
+        if (!v)
+            return NULL;
+        memset(v + c->nparts, 0, (size_t)(idx + 1 - c->nparts) * sizeof(*v));
+        c->parts = v;
+        c->nparts = idx + 1;
+    }
+    part *p = &c->parts[idx];
+    if (!p->name) {
+        char buf[128], key[600];
+        const char *nm = eddy_source_part_name(c->src, idx, buf, sizeof(buf));
+        p->name = eddy_strdup(nm);
+        if (!p->name)
+            return NULL;
+        int n = snprintf(key, sizeof(key), "%s\x1f%s", eddy_source_id(c->src), nm);
+        p->hash =
+            eddy_store_hash(key, (size_t)(n < (int)sizeof(key) ? n : (int)sizeof(key) - 1), 0);
+        p->saved = -1;
+        p->wm_pos = -1;
+    }
+    return p;
+}
+
+/* R has nothing outstanding: its part may move past it. */
+static void rec_finished(ctl *c, rec *r)
+{
+    assert(!r->finished && r->outstanding == 0);
+    r->finished = 1;
+    c->in_flight--;
+    part *p = &c->parts[r->part];
+    while (p->head && p->head->finished && !p->head->abandoned) {
+        rec *h = p->head;
+        p->wm_pos = h->next;
+        p->wm_line = h->line;
+        p->wm_fp = h->fp;
+        p->head = h->next_in_part;
+        if (!p->head)
+            p->tail = NULL;
+        eddy_free(h);
+    }
+    if (!c->closing)
+        pump(c);
+}
+
+static void rec_release(ctl *c, rec *r)
+{
+    assert(r->outstanding > 0);
+    if (--r->outstanding == 0)
+        rec_finished(c, r);
+}
+
+/* -- delivery ---------------------------------------------------------------- */
+
+static void stop(ctl *c, const char *why);
+
+static void deliver(ctl *c, rec *r, int agent, int output, json_t *v);
+
+static void dead_letter(ctl *c, rec *r, json_t *d)
+{
+    c->dead_letters++;
+    deliver(c, r, -1, 0, d);
+}
+
+static void sink_failed(ctl *c, rec *r, json_t *v, const char *reason)
+{
+    json_t *d = json_pack("{s:s, s:s, s:s, s:O}", "type", "dead_letter", "reason", reason, "sink",
+                          eddy_sink_name(c->out), "output", v);
+    EDDY_ERROR("runtime", "%s", reason);
+    dead_letter(c, r, d ? d : v);
+    json_decref(d);
+}
+
+/* Hand V (borrowed) to the output sink (OUTPUT) or the dead letters; R
+ * waits for it. */
+static void deliver(ctl *c, rec *r, int agent, int output, json_t *v)
+{
+    eddy_sink *s = output ? c->out : c->dead;
+    dlv *d = eddy_calloc(1, sizeof(*d));
+    eddy_err e;
+    int rc;
+    if (!d) {
+        EDDY_ERROR("runtime", "out of memory delivering an output");
+        return;
+    }
+    d->r = r;
+    d->agent = agent;
+    d->output = output;
+    d->v = json_incref(v);
+    if (r)
+        r->outstanding++;
+    if ((rc = eddy_sink_write(s, v, (uint64_t)(uintptr_t)d, &e)) == 0)
+        return;
+    json_decref(d->v);
+    eddy_free(d);
+    if (output && rc != EDDY_ECLOSING) {
+        sink_failed(c, r, v, e.msg); /* the output does not fit the sink */
+    } else if (output) {
+        c->outputs_dropped++;
+        stop(c, e.msg);
+    } else {
+        EDDY_ERROR("runtime", "cannot write a dead-letter record: %s", e.msg);
+    }
+    if (r)
+        rec_release(c, r);
+}
+
+static void on_delivered(uint64_t tag, int status, const char *reason, int64_t end, void *ud)
+{
+    ctl *c = ud;
+    dlv *d = (dlv *)(uintptr_t)tag;
+    if (d->output && !status) {
+        c->sink_len = end;
+        c->sink_count++;
+        if (d->agent >= 0 && d->r) {
+            if (c->ndl == c->capdl) {
+                size_t n = c->capdl ? c->capdl * 2 : 256;
+                eddy_delivered *v = eddy_realloc(c->dl, n * sizeof(*v));
+                if (v) {
+                    c->dl = v;
+                    c->capdl = n;
+                }
+            }
+            if (c->ndl < c->capdl)
+                c->dl[c->ndl++] = (eddy_delivered){c->job->agents[d->agent].name,
+                                                   c->parts[d->r->part].hash, d->r->pos};
+        }
+    } else if (d->output && status == EDDY_ECLOSING) {
+        c->outputs_dropped++;
+        stop(c, reason); /* the output has nowhere to go: no new events */
+    } else if (d->output) {
+        sink_failed(c, d->r, d->v, reason);
+    } else if (status) {
+        EDDY_ERROR("runtime", "cannot write a dead-letter record: %s", reason);
+    }
+    if (d->r)
+        rec_release(c, d->r);
+    json_decref(d->v);
+    eddy_free(d);
+}
+
+/* -- records -------------------------------------------------------------- */
+
+static void dead_record(ctl *c, rec *r, const eddy_record *er, const char *event_id,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void dead_record(ctl *c, rec *r, const eddy_record *er, const char *event_id,
+                        const char *fmt, ...)
+{
+    char reason[EDDY_ERR_MSG_MAX];
+    json_t *d;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    if (er->event)
+        d = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:O}", "type", "dead_letter", "reason", reason,
+                      "source", eddy_source_name(c->src), "where", er->where, "event_id", event_id,
+                      "event", er->event);
+    else if ((d = json_pack("{s:s, s:s, s:s, s:i, s:s?}", "type", "dead_letter", "reason", reason,
+                            "source", eddy_source_name(c->src), "line", (int)er->line, "event_id",
+                            event_id)) &&
+             eddy_jsonl_raw_fields(d, er->text, er->len)) { /* also when it is not UTF-8 */
+        json_decref(d);
+        d = NULL;
+    }
+    if (!d)
+        d = json_pack("{s:s, s:s, s:i}", "type", "dead_letter", "reason", reason, "line",
+                      (int)er->line);
+    EDDY_WARN("runtime", "%s", reason);
+    if (d)
+        dead_letter(c, r, d);
+    json_decref(d);
+}
+
+static char *event_id_of(json_t *ev, const char *pos)
+{
+    json_t *id = json_object_get(ev, "id");
+    char *s;
+    if (!id)
+        id = json_object_get(ev, "event_id");
+    if ((s = eddy_json_key_string(id)))
+        return s;
+    return eddy_strdup(pos);
+}
+
+static int64_t input_hash(const eddy_record *er)
+{
+    if (er->text)
+        return eddy_store_hash(er->text, er->len, 0);
+    char *t = eddy_json_dumps_flags(er->event, JSON_COMPACT | JSON_SORT_KEYS);
+    int64_t h = t ? eddy_store_hash(t, strlen(t), 0) : 0;
+    eddy_free(t);
+    return h;
+}
+
+/* Turn one record into a task for each agent that handles its type (or
+ * the delivery of an earlier process's outcome). */
+static void accept_record(ctl *c, eddy_record *er)
+{
+    json_error_t je;
+    json_t *ev = NULL, *kv, *tv;
+    char *key = NULL, *id = NULL, pos[512];
+    const char *type;
+    int routed = 0;
+    part *p = part_of(c, er->part);
+    rec *r = eddy_calloc(1, sizeof(*r));
+    if (!p || !r) {
+        EDDY_ERROR("runtime", "out of memory taking a record");
+        eddy_free(r);
+        return;
+    }
+    r->part = er->part;
+    r->pos = er->pos;
+    r->next = er->next;
+    r->fp = er->fp;
+    r->line = er->line;
+    r->outstanding = 1; /* held until every agent's task is out */
+    if (p->tail)
+        p->tail->next_in_part = r;
+    else
+        p->head = r;
+    p->tail = r;
+    if (p->wm_pos < 0)
+        p->wm_pos = er->pos;
+    p->used = 1;
+    c->in_flight++;
+    if (er->where)
+        snprintf(pos, sizeof(pos), "%s", er->where);
+    else
+        snprintf(pos, sizeof(pos), "%s:%ld", eddy_source_name(c->src), er->line);
+    if (er->event) {
+        ev = json_incref(er->event);
+    } else {
+        const char *q = er->text;
+        while (*q == ' ' || *q == '\t')
+            q++;
+        if (!*q)
+            goto out; /* blank line: not an event */
+        ev = json_loadb(er->text, er->len, 0, &je);
+        if (!ev) {
+            dead_record(c, r, er, NULL, "%s:%d: not valid JSON: %s", pos, je.column, je.text);
+            goto out;
+        }
+    }
+    id = event_id_of(ev, pos);
+    if (!json_is_object(ev)) {
+        dead_record(c, r, er, id, "%s: an event must be a JSON object", pos);
+        goto out;
+    }
+    kv = eddy_json_path(ev, c->job->key);
+    if (!(key = eddy_json_key_string(kv)) || !*key) {
+        dead_record(c, r, er, id, "%s: event %s has no key '%s'%s", pos, id, c->job->key,
+                    kv && !json_is_null(kv) ? " that is a string or number" : "");
+        goto out;
+    }
+    tv = json_object_get(ev, "type");
+    type = json_is_string(tv) ? json_string_value(tv) : "input";
+    c->events++;
+    int64_t ih = input_hash(er);
+    unsigned kg = eddy_keygroup(key, (unsigned)eddy_store_keygroups(c->store));
+    eddy__worker *w = c->w[kg % (unsigned)c->nw];
+    for (size_t i = 0; i < c->job->nagents; i++) {
+        const eddy_agent_def *def = &c->job->agents[i];
+        int handles = 0;
+        for (size_t k = 0; k < def->non; k++)
+            handles |= !strcmp(def->on[k], type);
+        if (!handles)
+            continue;
+        routed++;
+        const eddy_replay *rp =
+            c->opts->from_start ? NULL : eddy_store_replay(c->store, def->name, p->hash, er->pos);
+        if (rp && rp->done && rp->input_hash == ih) {
+            /* an earlier process finished this run: what it left is the answer */
+            c->replayed++;
+            if (!rp->delivered) {
+                c->redelivered++;
+                if (!rp->ok)
+                    c->dead_letters++;
+                deliver(c, r, rp->ok ? (int)i : -1, rp->ok, rp->outcome);
+            }
+            continue;
+        }
+        eddy__task *t = eddy_calloc(1, sizeof(*t));
+        if (t) {
+            t->rec = r;
+            t->agent = (int)i;
+            t->event = json_incref(ev);
+            t->key = eddy_strdup(key);
+            t->event_id = eddy_strdup(id);
+            t->mbkey = eddy_aprintf("%s\x1f%s", def->name, key);
+            t->part = p->hash;
+            t->pos = er->pos;
+            t->input_hash = ih;
+            t->replay = rp && !rp->done && rp->input_hash == ih ? rp : NULL;
+        }
+        if (!t || !t->key || !t->event_id || !t->mbkey) {
+            eddy__task_free(t);
+            dead_record(c, r, er, id, "event %s: out of memory queueing it", id);
+            continue;
+        }
+        r->outstanding++;
+        eddy__worker_post(w, t);
+    }
+    if (!routed)
+        dead_record(c, r, er, id, "%s: no agent handles events of type '%s'", pos, type);
+out:
+    eddy_free(id);
+    eddy_free(key);
+    json_decref(ev);
+    rec_release(c, r);
+}
+
+/* A task came back from its worker. */
+static void task_back(ctl *c, eddy__task *t)
+{
+    rec *r = t->rec;
+    if (t->status == EDDY_ECANCELED) {
+        c->abandoned++;
+        r->abandoned = 1;
+        EDDY_WARN("runtime", "event %s (key %s) abandoned at shutdown", t->event_id, t->key);
+    } else if (t->status) {
+        EDDY_WARN("runtime", "event %s (key %s, agent %s): %s", t->event_id, t->key,
+                  c->job->agents[t->agent].name, t->reason ? t->reason : "failed");
+        if (t->output)
+            dead_letter(c, r, t->output);
+    } else if (t->output) {
+        json_t *u = json_object_get(t->output, "usage");
+        c->outputs++;
+        c->llm_calls_seen += (long)eddy_json_int(t->output, "turns", 0);
+        c->tools_seen += (long)eddy_json_int(t->output, "tool_calls", 0);
+        c->tokens_seen += (long)eddy_json_int(u, "total_tokens", 0);
+        deliver(c, r, t->agent, 1, t->output);
+    }
+    eddy__task_free(t);
+    rec_release(c, r);
+}
+
+static void on_done(uv_async_t *a)
+{
+    ctl *c = a->data;
+    eddy__task *t = eddy__queue_take(&c->done);
+    while (t) {
+        eddy__task *nx = t->next;
+        task_back(c, t);
+        t = nx;
+    }
+}
+
+static void pump(ctl *c)
+{
+    eddy_record er;
+    if (c->closing)
+        return;
+    while (!c->stopping && !c->eof && c->in_flight < c->job->max_in_flight) {
+        int got = eddy_source_next(c->src, &er);
+        if (got == 0)
+            break;
+        if (got < 0) {
+            c->eof = 1;
+            break;
+        }
+        accept_record(c, &er);
+        eddy_free(er.text);
+        eddy_free(er.where);
+        json_decref(er.event);
+    }
+    if ((c->eof || c->stopping) && c->in_flight == 0)
+        begin_close(c);
+}
+
+static void on_src(uv_async_t *a)
+{
+    pump(a->data);
+}
+
+/* -- checkpoints ---------------------------------------------------------------- */
+
+static void on_ckpt_done(int status, const char *errmsg, void *ud)
+{
+    ctl *c = ud;
+    double ms = (double)(eddy_now_ms() - c->ckpt_started);
+    c->ckpt_busy = 0;
+    if (status) {
+        EDDY_ERROR("runtime", "checkpoint failed: %s", errmsg);
+    } else {
+        c->ckpts++;
+        c->ckpt_total_ms += ms;
+        if (ms > c->ckpt_max_ms)
+            c->ckpt_max_ms = ms;
+    }
+    if (c->ckpt_final) {
+        c->ckpt_final = 0;
+        begin_close(c);
+    }
+}
+
+/* Store the positions, the runs delivered since the last checkpoint and
+ * the sink's length. Returns 0 when a checkpoint was posted (its callback
+ * comes), 1 when there was nothing new, or an error. */
+static int checkpoint(ctl *c)
+{
+    eddy_position *ps = eddy_calloc((size_t)c->nparts + 1, sizeof(*ps));
+    eddy_sink_commit sk;
+    size_t np = 0;
+    eddy_err e;
+    if (!ps)
+        return EDDY_ENOMEM;
+    for (int i = 0; i < c->nparts; i++) {
+        part *p = &c->parts[i];
+        if (!p->used || p->wm_pos < 0 || p->wm_pos == p->saved)
+            continue;
+        ps[np++] = (eddy_position){
+            eddy_source_id(c->src), p->name, p->hash, p->wm_pos, p->wm_line, p->wm_fp};
+    }
+    int sinks = c->exactly_once && eddy_sink_length(c->out) >= 0 && c->ndl > 0;
+    if (sinks)
+        sk = (eddy_sink_commit){eddy_sink_name(c->out), c->sink_len, c->sink_count};
+    if (!np && !c->ndl) {
+        eddy_free(ps);
+        return 1;
+    }
+    eddy_checkpoint ck = {ps, np, c->dl, c->ndl, &sk, (size_t)sinks};
+    c->ckpt_started = eddy_now_ms();
+    int rc = eddy_store_checkpoint(c->ss, &ck, on_ckpt_done, c, &e);
+    if (rc) {
+        EDDY_ERROR("runtime", "cannot checkpoint: %s", e.msg);
+    } else {
+        c->ckpt_busy = 1;
+        for (size_t i = 0; i < np; i++)
+            for (int k = 0; k < c->nparts; k++)
+                if (c->parts[k].hash == ps[i].part_hash)
+                    c->parts[k].saved = ps[i].pos;
+        c->ndl = 0;
+    }
+    eddy_free(ps);
+    return rc;
+}
+
+static void on_ckpt_timer(uv_timer_t *t)
+{
+    ctl *c = t->data;
+    if (!c->ckpt_busy && !c->closing)
+        checkpoint(c);
+}
+
+/* -- progress and summary ---------------------------------------------------------- */
+
+static void on_progress(uv_timer_t *t)
+{
+    ctl *c = t->data;
+    char loads[160] = "";
+    size_t n = 0;
+    for (int i = 0; i < c->nw && n < sizeof(loads) - 16; i++)
+        n += (size_t)snprintf(loads + n, sizeof(loads) - n, "%s%ld", i ? "/" : "",
+                              eddy__worker_load(c->w[i]));
+    double secs = (double)(eddy_now_ms() - c->start_ms) / 1000.0;
+    fprintf(stderr,
+            "\reddy: %ld in, %ld out, %ld in flight (workers %s), %ld LLM calls, %ld tokens, "
+            "%ld tool calls, %ld errors, %.0f/s\033[K",
+            c->events, c->sink_count, c->in_flight, loads, c->llm_calls_seen, c->tokens_seen,
+            c->tools_seen, c->dead_letters, secs > 0 ? (double)c->events / secs : 0.0);
+    fflush(stderr);
+}
+
+static void add_stats(eddy_run_stats *to, eddy_run_stats *from)
+{
+    to->runs_ok += from->runs_ok;
+    to->runs_failed += from->runs_failed;
+    to->llm_calls += from->llm_calls;
+    to->llm_retries += from->llm_retries;
+    to->tool_calls += from->tool_calls;
+    to->tool_errors += from->tool_errors;
+    to->llm_replayed += from->llm_replayed;
+    to->tools_replayed += from->tools_replayed;
+    to->input_tokens += from->input_tokens;
+    to->output_tokens += from->output_tokens;
+    to->cost += from->cost;
+    if (from->per_model) {
+        if (!to->per_model) {
+            to->per_model = json_incref(from->per_model);
+        } else {
+            const char *k;
+            json_t *v;
+            json_object_foreach(from->per_model, k, v)
+            {
+                json_t *e = json_object_get(to->per_model, k);
+                if (!e) {
+                    json_object_set(to->per_model, k, v);
+                    continue;
+                }
+                const char *f;
+                json_t *x;
+                json_object_foreach(v, f, x)
+                {
+                    json_t *y = json_object_get(e, f);
+                    json_object_set_new(
+                        e, f,
+                        json_is_integer(x) && json_is_integer(y)
+                            ? json_integer(json_integer_value(x) + json_integer_value(y))
+                            : json_real(json_number_value(x) + json_number_value(y)));
+                }
+            }
+        }
+    }
+    if (from->per_key) {
+        if (!to->per_key)
+            to->per_key = json_incref(from->per_key);
+        else
+            json_object_update_missing(to->per_key, from->per_key); /* keys are per worker */
+    }
+}
+
+static void print_summary(ctl *c, eddy__worker_stats *ws, uint64_t wall_ms)
+{
+    eddy_run_stats st;
+    memset(&st, 0, sizeof(st));
+    for (int i = 0; i < c->nw; i++)
+        add_stats(&st, &ws[i].run);
+    json_t *workers = json_array();
+    for (int i = 0; i < c->nw; i++)
+        json_array_append_new(
+            workers, json_pack("{s:I, s:I, s:I, s:I}", "runs", (json_int_t)ws[i].runs, "llm_calls",
+                               (json_int_t)ws[i].run.llm_calls, "tool_calls",
+                               (json_int_t)ws[i].run.tool_calls, "tasks", (json_int_t)ws[i].tasks));
+    json_t *s = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+        "s:i, s:o, s:{s:I, s:f, s:f}}",
+        "events", (json_int_t)c->events, "runs_ok", (json_int_t)st.runs_ok, "runs_failed",
+        (json_int_t)st.runs_failed, "dead_letters", (json_int_t)c->dead_letters, "llm_calls",
+        (json_int_t)st.llm_calls, "llm_retries", (json_int_t)st.llm_retries, "input_tokens",
+        (json_int_t)st.input_tokens, "output_tokens", (json_int_t)st.output_tokens, "tool_calls",
+        (json_int_t)st.tool_calls, "tool_errors", (json_int_t)st.tool_errors, "outputs",
+        (json_int_t)c->sink_count, "abandoned", (json_int_t)c->abandoned, "wall_ms",
+        (json_int_t)wall_ms, "replayed_runs", (json_int_t)c->replayed, "llm_replayed",
+        (json_int_t)st.llm_replayed, "tools_replayed", (json_int_t)st.tools_replayed, "redelivered",
+        (json_int_t)c->redelivered, "workers", c->nw, "per_worker", workers, "checkpoints", "count",
+        (json_int_t)c->ckpts, "mean_ms", c->ckpts ? c->ckpt_total_ms / (double)c->ckpts : 0.0,
+        "max_ms", c->ckpt_max_ms);
+    int priced = 0;
+    for (size_t i = 0; i < c->job->nmodels; i++)
+        priced |= c->job->models[i].has_price;
+    if (s && priced)
+        json_object_set_new(s, "cost", json_real(st.cost));
+    if (s && st.per_model)
+        json_object_set(s, "models", st.per_model);
+    if (s && st.per_key)
+        json_object_set(s, "keys", st.per_key);
+    if (!c->opts->quiet && priced)
+        fprintf(stderr, "eddy: cost %.6g (at the models' prices)\n", st.cost);
+    if (!c->opts->quiet) {
+        fprintf(stderr,
+                "eddy: %ld events, %ld runs ok, %ld failed, %ld dead letters, %ld LLM calls "
+                "(%ld retries), %ld+%ld tokens, %ld tool calls (%ld errors), %.2f s\n",
+                c->events, st.runs_ok, st.runs_failed, c->dead_letters, st.llm_calls,
+                st.llm_retries, st.input_tokens, st.output_tokens, st.tool_calls, st.tool_errors,
+                (double)wall_ms / 1000.0);
+        if (c->replayed || st.llm_replayed || st.tools_replayed)
+            fprintf(stderr,
+                    "eddy: after a restart: %ld runs had finished (%ld outputs delivered again), "
+                    "%ld LLM calls and %ld tool calls served from the journal\n",
+                    c->replayed, c->redelivered, st.llm_replayed, st.tools_replayed);
+        if (c->nw > 1) {
+            fprintf(stderr, "eddy: %d workers:", c->nw);
+            for (int i = 0; i < c->nw; i++)
+                fprintf(stderr, " %ld", ws[i].runs);
+            fprintf(stderr, " runs; %ld checkpoints (mean %.1f ms, max %.1f ms)\n", c->ckpts,
+                    c->ckpts ? c->ckpt_total_ms / (double)c->ckpts : 0.0, c->ckpt_max_ms);
+        }
+    }
+    if (c->opts->summary_json && s) {
+        FILE *f = fopen(c->opts->summary_json, "w");
+        if (f) {
+            eddy_json_dumpf(s, f, JSON_INDENT(2));
+            fputc('\n', f);
+            fclose(f);
+        }
+    }
+    json_decref(s);
+    eddy_run_stats_clear(&st);
+    for (int i = 0; i < c->nw; i++)
+        eddy_run_stats_clear(&ws[i].run);
+}
+
+/* -- ending ---------------------------------------------------------------------- */
+
+static void on_grace(uv_timer_t *t)
+{
+    ctl *c = t->data;
+    EDDY_WARN("runtime", "shutdown grace period over: abandoning %ld event(s) in flight",
+              c->in_flight);
+    for (int i = 0; i < c->nw; i++)
+        eddy__worker_cancel(c->w[i]);
+}
+
+/* Stop reading (WHY says what asked), give running events shutdown_grace. */
+static void stop(ctl *c, const char *why)
+{
+    if (c->stopping)
+        return;
+    c->stopping = 1;
+    EDDY_INFO("runtime", "%s: no new events; waiting up to %lld ms for %ld in flight", why,
+              (long long)c->job->shutdown_grace_ms, c->in_flight);
+    eddy_source_stop(c->src);
+    uv_timer_start(&c->grace, on_grace, (uint64_t)c->job->shutdown_grace_ms, 0);
+    pump(c);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    ctl *c = s->data;
+    if (c->stopping) {
+        EDDY_WARN("runtime", "second signal: abandoning running events now");
+        for (int i = 0; i < c->nw; i++)
+            eddy__worker_cancel(c->w[i]);
+        return;
+    }
+    c->signal_no = signum;
+    stop(c, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+static void closed_one(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void finish_close(ctl *c)
+{
+    if (c->progress_on) {
+        on_progress(&c->progress);
+        fputc('\n', stderr);
+    }
+    eddy_store_session_close(c->ss, NULL, NULL);
+    c->ss = NULL;
+    eddy_source_close(c->src);
+    uv_close((uv_handle_t *)&c->src_async, closed_one);
+    uv_close((uv_handle_t *)&c->sigint, closed_one);
+    uv_close((uv_handle_t *)&c->sigterm, closed_one);
+    uv_close((uv_handle_t *)&c->grace, closed_one);
+    uv_close((uv_handle_t *)&c->ckpt, closed_one);
+    uv_close((uv_handle_t *)&c->progress, closed_one);
+    eddy__queue_close(&c->done);
+    for (int i = 0; i < c->nw; i++)
+        eddy__worker_finish(c->w[i]);
+}
+
+static void dead_flushed(void *ud)
+{
+    ctl *c = ud;
+    c->closing = 3; /* the last checkpoint */
+    begin_close(c);
+}
+
+static void out_flushed(void *ud)
+{
+    ctl *c = ud;
+    c->closing = 2;
+    if (eddy_sink_flush(c->dead, dead_flushed, c) != 0)
+        dead_flushed(c);
+}
+
+/* Nothing is in flight and nothing new will come: deliver what the sinks
+ * hold, take the last checkpoint, close. Re-entered as each stage ends. */
+static void begin_close(ctl *c)
+{
+    if (!c->closing) {
+        c->closing = 1;
+        uv_timer_stop(&c->ckpt);
+        uv_timer_stop(&c->progress);
+        if (eddy_sink_flush(c->out, out_flushed, c) != 0)
+            out_flushed(c);
+        return;
+    }
+    if (c->closing == 3) {
+        if (c->ckpt_busy) { /* a checkpoint is being written: the last one follows it */
+            c->ckpt_final = 1;
+            return;
+        }
+        c->closing = 4;
+        if (checkpoint(c) == 0) {
+            c->ckpt_final = 1;
+            return;
+        }
+    }
+    if (c->closing == 4) {
+        c->closing = 5;
+        finish_close(c);
+    }
+}
+
+/* -- setup ---------------------------------------------------------------------- */
+
+/* Open the source (SRC non-NULL) or sink named by CFG ({"kind": {...}}). */
+static int open_connector(const json_t *cfg, const eddy_connector_env *env, eddy_source **src,
+                          eddy_sink **sink, eddy_err *err)
+{
+    const char *kind = NULL;
+    json_t *v;
+    json_object_foreach((json_t *)cfg, kind, v)
+    {
+        break;
+    }
+    if (!kind)
+        return eddy_err_set(err, EDDY_EINVAL, "empty connector configuration");
+    eddy_source_factory sf = eddy_connector_source(kind);
+    eddy_sink_factory kf = eddy_connector_sink(kind);
+    if (src && sf)
+        return sf(v, env, src, err);
+    if (sink && kf)
+        return kf(v, env, sink, err);
+    return eddy_err_set(err, EDDY_EINVAL, "this eddy has no '%s' %s connector", kind,
+                        src ? "source" : "sink");
+}
+
+static int nworkers(const ctl *c)
+{
+    int n = c->opts->workers > 0 ? c->opts->workers : c->job->workers;
+    if (n <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cores > 0 ? (int)cores : 1;
+    }
+    return n > EDDY_JOB_MAX_WORKERS ? EDDY_JOB_MAX_WORKERS : n;
+}
+
+static int setup(ctl *c, eddy_err *err)
+{
+    const eddy_run_opts *o = c->opts;
+    const char *input = o->input ? o->input : c->job->source;
+    const json_t *src_cfg = o->input ? NULL : c->job->source_cfg;
+    const json_t *sink_cfg = o->output ? NULL : c->job->sink_cfg;
+    const char *output = o->output ? o->output : c->job->sink;
+    int rc;
+    if (!input && !src_cfg)
+        return eddy_err_set(err, EDDY_EINVAL,
+                            "%s: no input: give 'source: {jsonl: FILE}' in the job or --input "
+                            "FILE (- for stdin)",
+                            c->job->file);
+    eddy_store_opts so = {c->job->max_keygroups, 0, 0, c->job->memory_cache};
+    if ((rc = eddy_store_open(c->state_path, &so, &c->store, err)) ||
+        (rc = eddy_store_session_new(c->store, &c->loop, &c->ss, err)) ||
+        (rc = eddy_trace_store_open(c->trace_path, &c->traces, err)))
+        return rc;
+    if ((rc = eddy__queue_init(&c->done, &c->loop, on_done, c)))
+        return eddy_err_set(err, rc, "cannot create an async handle");
+    c->nw = nworkers(c);
+    if (!(c->w = eddy_calloc((size_t)c->nw, sizeof(*c->w))))
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    for (int i = 0; i < c->nw; i++)
+        if ((rc = eddy__worker_start(i, c->job, c->store, c->traces, c->state_path, c->trace_path,
+                                     &c->done, &c->w[i], err)))
+            return rc;
+    c->exactly_once = c->job->delivery == EDDY_DELIVERY_EXACTLY_ONCE;
+    uv_async_init(&c->loop, &c->src_async, on_src);
+    c->src_async.data = c;
+    c->no_positions = json_object();
+    eddy_connector_env env = {&c->loop, &c->src_async, c->job->dir, 1024,
+                              o->from_start ? c->no_positions : eddy_store_positions(c->store)};
+    int64_t cut = -1;
+    if (c->exactly_once && !sink_cfg && output && strcmp(output, "-")) {
+        json_t *sk = json_object_get(eddy_store_sinks(c->store), output);
+        if (sk)
+            cut = eddy_json_int(sk, "length", -1);
+    } else if (c->exactly_once && !sink_cfg) {
+        EDDY_WARN("runtime", "delivery: exactly_once needs a file or Fluss sink; stdout gets "
+                             "every output at least once");
+    }
+    if ((rc = sink_cfg ? open_connector(sink_cfg, &env, NULL, &c->out, err)
+                       : eddy_sink_open_jsonl(output, 0, cut, &c->loop, &c->out, err)) ||
+        (rc = eddy_sink_open_jsonl(o->dead_letter ? o->dead_letter : c->job->dead_letter, 1, -1,
+                                   &c->loop, &c->dead, err)))
+        return rc;
+    eddy_sink_on_done(c->out, on_delivered, c);
+    eddy_sink_on_done(c->dead, on_delivered, c);
+    if (src_cfg) {
+        rc = open_connector(src_cfg, &env, &c->src, NULL, err);
+    } else {
+        const json_t *resume = NULL;
+        if (strcmp(input, "-")) {
+            char *abs = realpath(input, NULL);
+            char *id = eddy_aprintf("jsonl:%s", abs ? abs : input);
+            free(abs);
+            resume = json_object_get(json_object_get(env.positions, id ? id : ""), "file");
+            eddy_free(id);
+        }
+        rc = eddy_source_open_jsonl(input, 1024, &c->loop, &c->src_async, resume, &c->src, err);
+    }
+    if (rc)
+        return rc;
+    uv_signal_init(&c->loop, &c->sigint);
+    uv_signal_init(&c->loop, &c->sigterm);
+    c->sigint.data = c->sigterm.data = c;
+    uv_signal_start(&c->sigint, on_signal, SIGINT);
+    uv_signal_start(&c->sigterm, on_signal, SIGTERM);
+    uv_timer_init(&c->loop, &c->grace);
+    uv_timer_init(&c->loop, &c->ckpt);
+    uv_timer_init(&c->loop, &c->progress);
+    c->grace.data = c->ckpt.data = c->progress.data = c;
+    uv_timer_start(&c->ckpt, on_ckpt_timer, (uint64_t)c->job->checkpoint_ms,
+                   (uint64_t)c->job->checkpoint_ms);
+    c->progress_on = !o->quiet && (o->progress > 0 || (o->progress == 0 && isatty(2)));
+    if (c->progress_on)
+        uv_timer_start(&c->progress, on_progress, 1000, 1000);
+    size_t fin, nrep = eddy_store_replay_count(c->store, &fin);
+    if (nrep)
+        EDDY_INFO("runtime",
+                  "%s: %zu run(s) from before the restart: %zu finished, %zu with journaled steps",
+                  c->state_path, nrep, fin, nrep - fin);
+    return 0;
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void teardown(ctl *c, eddy__worker_stats *ws)
+{
+    for (int i = 0; c->w && i < c->nw; i++) {
+        if (c->w[i])
+            eddy__worker_finish(c->w[i]);
+        eddy__worker_join(c->w[i], ws ? &ws[i] : NULL);
+    }
+    eddy_free(c->w);
+    c->w = NULL;
+    for (int i = 0; i < c->nparts; i++) {
+        while (c->parts[i].head) {
+            rec *r = c->parts[i].head;
+            c->parts[i].head = r->next_in_part;
+            eddy_free(r);
+        }
+        eddy_free(c->parts[i].name);
+    }
+    eddy_free(c->parts);
+    eddy_free(c->dl);
+    eddy_source_free(c->src);
+    eddy_sink_free(c->out);
+    eddy_sink_free(c->dead);
+    eddy_trace_store_close(c->traces);
+    eddy_store_close(c->store);
+    json_decref(c->no_positions);
+}
+
+int eddy_runtime_run(eddy_job *job, const eddy_run_opts *opts)
+{
+    ctl c;
+    eddy_err e;
+    int rc;
+    struct rlimit rl;
+    memset(&c, 0, sizeof(c));
+    /* every LLM request in flight is a socket: allow as many as the system does */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    c.job = job;
+    c.opts = opts;
+    c.state_path = opts->state ? opts->state : job->state_path;
+    c.trace_path = opts->traces ? opts->traces : job->trace_path;
+    c.start_ms = eddy_now_ms();
+    if (uv_loop_init(&c.loop)) {
+        EDDY_ERROR("runtime", "cannot create the event loop");
+        return 1;
+    }
+    if ((rc = setup(&c, &e))) {
+        EDDY_ERROR("runtime", "%s", e.msg);
+        eddy_store_session_close(c.ss, NULL, NULL);
+        for (int i = 0; c.w && i < c.nw; i++)
+            if (c.w[i])
+                eddy__worker_finish(c.w[i]);
+        uv_walk(&c.loop, close_walk, NULL);
+        uv_run(&c.loop, UV_RUN_DEFAULT);
+        teardown(&c, NULL);
+        uv_loop_close(&c.loop);
+        return 1;
+    }
+    EDDY_INFO("runtime", "job '%s': reading %s, %zu agent(s), key '%s', %d worker(s)", job->name,
+              eddy_source_name(c.src), job->nagents, job->key, c.nw);
+    pump(&c);
+    uv_run(&c.loop, UV_RUN_DEFAULT);
+    eddy__worker_stats *ws = eddy_calloc((size_t)c.nw + 1, sizeof(*ws));
+    uint64_t wall = eddy_now_ms() - c.start_ms;
+    teardown(&c, ws);
+    if (ws)
+        print_summary(&c, ws, wall);
+    eddy_free(ws);
+    if (uv_loop_close(&c.loop))
+        EDDY_WARN("runtime", "event loop closed with handles still open");
+    if (c.signal_no)
+        return c.abandoned ? 3 : 0;
+    return 0;
+}
