@@ -83,6 +83,14 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/testutil.h $(wildcard include/eddy/*
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes $< $(BUILD)/libeddy.a $(LDLIBS_ALL) -lcmocka -o $@
 
+# An LD_PRELOAD getaddrinfo that sleeps first: test_fluss runs its slow-resolver
+# tests in a child of itself with it loaded.
+$(BUILD)/tests/slowdns.so: tests/shim/slowdns.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -shared -fPIC $< -ldl -o $@
+
+$(BUILD)/tests/test_fluss: $(BUILD)/tests/slowdns.so
+
 unit: deps $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; ./$$t; done
 

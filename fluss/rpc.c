@@ -1,7 +1,8 @@
 /*
  * fluss/rpc.c - connections to Fluss servers and request/response matching.
  *
- * One connection per server node, opened on first use. A frame is an int32
+ * One connection per server node, opened on first use (a host name is looked
+ * up on libuv's thread pool, never on the loop). A frame is an int32
  * big-endian length, then (requests) api key, api version and request id, or
  * (responses) a type byte and the request id; the payload is a protobuf
  * message. On connect the client sends ApiVersions, then SASL PLAIN
@@ -20,6 +21,7 @@
  */
 #include "eddy/fluss.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +36,9 @@
  * go out as they come. RESETTING: the socket is closing (uv_close called);
  * on_close turns the connection IDLE and reconnects when requests wait.
  * CLOSING: the client is closing; on_close frees the connection.
+ * CONNECTING covers the host name lookup too: then c->resolving is set and
+ * there is no socket yet (tcp_open is 0); whatever ends the attempt first
+ * lets go of the lookup (drop_resolve), whose callback then only frees it.
  * A connection is torn down only through conn_reset(), which does nothing
  * unless the connection is live: libuv reports the end of a socket more
  * than once (the connect callback's UV_ECANCELED after uv_close, a write
@@ -67,7 +72,8 @@ typedef struct conn {
     int state;
     uv_tcp_t tcp;
     uv_connect_t connect_req;
-    int tcp_open; /* uv_tcp_init done, close callback not yet run */
+    struct resolve *resolving; /* CONNECTING: the host name lookup under way */
+    int tcp_open;              /* uv_tcp_init done, close callback not yet run */
     req_list queued, inflight;
     eddy_buf in;
     uint64_t connect_deadline_ms; /* CONNECTING/HANDSHAKE past this: give up */
@@ -75,6 +81,14 @@ typedef struct conn {
     int failures;
     char why[96]; /* why the last connection failed */
 } conn;
+
+/* A host name lookup on libuv's thread pool. It outlives its connection
+ * when that gives up on it (a reset, a timeout, the client's close): C is
+ * then NULL and the callback only frees. */
+typedef struct resolve {
+    uv_getaddrinfo_t req;
+    struct conn *c;
+} resolve;
 
 typedef struct deferred {
     struct deferred *next;
@@ -242,6 +256,19 @@ static void on_close(uv_handle_t *h)
         start_connect(c); /* requests arrived while closing, or the server moved */
 }
 
+/* Let go of C's host name lookup, if one is under way: it cannot be
+ * stopped once a thread runs it, so it is canceled when still queued and
+ * otherwise left to finish on its own; on_resolved frees it either way. */
+static void drop_resolve(conn *c)
+{
+    resolve *rs = c->resolving;
+    if (!rs)
+        return;
+    c->resolving = NULL;
+    rs->c = NULL;
+    uv_cancel((uv_req_t *)&rs->req);
+}
+
 /* No reconnect to C for a while after a failure (50 ms doubling to 2 s). */
 static void start_backoff(conn *c, const char *why)
 {
@@ -269,6 +296,7 @@ static void conn_reset(conn *c, const char *why, int failed)
     eddy_fluss_client *cl = c->client;
     if (!conn_live(c))
         return;
+    drop_resolve(c);
     if (c->tcp_open) {
         c->state = C_RESETTING; /* until on_close turns it IDLE */
         uv_read_stop((uv_stream_t *)&c->tcp);
@@ -462,9 +490,10 @@ static void on_connect(uv_connect_t *req, int status)
 
 static void on_idle(uv_idle_t *h);
 
-/* A connection attempt failed before it reached the loop: its queued
- * requests fail on the next tick (start_connect runs inside
- * eddy__rpc_send, which never calls callbacks itself). */
+/* A connection attempt failed before it reached the loop, or its host name
+ * lookup failed: its queued requests fail on the next tick (start_connect
+ * runs inside eddy__rpc_send, which never calls callbacks itself; from
+ * on_resolved the same path keeps one way of failing them). */
 static void connect_failed(conn *c, const char *why)
 {
     eddy_fluss_client *cl = c->client;
@@ -476,40 +505,86 @@ static void connect_failed(conn *c, const char *why)
     uv_idle_start(&cl->idle, on_idle);
 }
 
-/* Resolve and connect. IP literals (what Fluss advertises in tests and most
- * deployments) need no lookup; a host name is resolved with a synchronous
- * getaddrinfo, which reads /etc/hosts or asks the resolver once per connect. */
-static void start_connect(conn *c)
+/* Open the socket and connect to SA (C is CONNECTING). */
+static void connect_to(conn *c, const struct sockaddr *sa)
 {
     eddy_fluss_client *cl = c->client;
-    struct sockaddr_storage ss;
-    struct addrinfo hints = {0}, *res = NULL;
-    char port[16];
-    uv_getaddrinfo_t gai;
-    c->state = C_CONNECTING;
-    c->connect_deadline_ms = eddy_now_ms() + (uint64_t)cl->timeout_ms;
-    if (uv_ip4_addr(c->host, c->port, (struct sockaddr_in *)&ss) &&
-        uv_ip6_addr(c->host, c->port, (struct sockaddr_in6 *)&ss)) {
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        snprintf(port, sizeof(port), "%d", c->port);
-        if (uv_getaddrinfo(cl->loop, &gai, NULL, c->host, port, &hints) || !gai.addrinfo) {
-            connect_failed(c, "cannot resolve the host name");
-            return;
-        }
-        res = gai.addrinfo;
-        memcpy(&ss, res->ai_addr, res->ai_addrlen);
-        uv_freeaddrinfo(res);
-    }
     uv_tcp_init(cl->loop, &c->tcp);
     c->tcp.data = c;
     c->tcp_open = 1;
     cl->open_handles++;
     uv_tcp_nodelay(&c->tcp, 1);
     c->connect_req.data = c;
-    int rc = uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&ss, on_connect);
+    int rc = uv_tcp_connect(&c->connect_req, &c->tcp, sa, on_connect);
     if (rc)
         connect_failed(c, uv_strerror(rc));
+}
+
+/* The lookup of a connection's host name ended. Runs on the loop, never
+ * inside eddy__rpc_send. When the connection let go of it meanwhile, its
+ * requests have been dealt with and the client may be gone: only free. */
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    resolve *rs = req->data;
+    conn *c = rs->c;
+    struct sockaddr_storage ss;
+    char why[96];
+    if (!c) {
+        eddy_free(rs);
+        uv_freeaddrinfo(res);
+        return;
+    }
+    assert(c->resolving == rs && c->state == C_CONNECTING && !c->tcp_open);
+    c->resolving = NULL;
+    eddy_free(rs);
+    if (status || !res) {
+        uv_freeaddrinfo(res);
+        snprintf(why, sizeof(why), "cannot resolve the host name: %s",
+                 status ? uv_strerror(status) : "no address");
+        connect_failed(c, why);
+        return;
+    }
+    memcpy(&ss, res->ai_addr, res->ai_addrlen);
+    uv_freeaddrinfo(res);
+    connect_to(c, (struct sockaddr *)&ss);
+}
+
+/* Resolve and connect. IP literals (what Fluss advertises in tests and most
+ * deployments) need no lookup; a host name is looked up on libuv's thread
+ * pool (getaddrinfo blocks: /etc/hosts, or a resolver that may take
+ * seconds), and the connect goes on from on_resolved. */
+static void start_connect(conn *c)
+{
+    eddy_fluss_client *cl = c->client;
+    struct sockaddr_storage ss;
+    struct addrinfo hints = {0};
+    char port[16];
+    c->state = C_CONNECTING;
+    c->connect_deadline_ms = eddy_now_ms() + (uint64_t)cl->timeout_ms;
+    if (!uv_ip4_addr(c->host, c->port, (struct sockaddr_in *)&ss) ||
+        !uv_ip6_addr(c->host, c->port, (struct sockaddr_in6 *)&ss)) {
+        connect_to(c, (struct sockaddr *)&ss);
+        return;
+    }
+    resolve *rs = eddy_calloc(1, sizeof(*rs));
+    if (!rs) {
+        connect_failed(c, "out of memory");
+        return;
+    }
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof(port), "%d", c->port);
+    rs->c = c;
+    rs->req.data = rs;
+    int rc = uv_getaddrinfo(cl->loop, &rs->req, on_resolved, c->host, port, &hints);
+    if (rc) {
+        char why[96];
+        eddy_free(rs);
+        snprintf(why, sizeof(why), "cannot resolve the host name: %s", uv_strerror(rc));
+        connect_failed(c, why);
+        return;
+    }
+    c->resolving = rs;
 }
 
 /* -- reading ---------------------------------------------------------------- */
@@ -763,6 +838,8 @@ int eddy__rpc_set_node(eddy_fluss_client *cl, int node, const char *host, int po
         conn_reset(c, "server address changed", 0);
         snprintf(c->host, sizeof(c->host), "%s", host);
         c->port = port;
+        if (c->state == C_IDLE && c->queued.n) /* it was looking up the old name */
+            start_connect(c);
         return 0;
     }
     if (cl->nconns >= EDDY__FLUSS_MAX_NODES) /* hostile metadata: no more connections */
@@ -1031,6 +1108,7 @@ void eddy_fluss_client_close(eddy_fluss_client *cl)
     for (int i = 0; i < cl->nconns; i++) {
         conn *c = cl->conns[i];
         int was_resetting = c->state == C_RESETTING;
+        drop_resolve(c);      /* the lookup may end after the client is freed */
         c->state = C_CLOSING; /* on_close frees it, also when a close is under way */
         if (c->tcp_open && !was_resetting) {
             uv_read_stop((uv_stream_t *)&c->tcp);

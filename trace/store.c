@@ -6,7 +6,8 @@
  * one transaction and commits when its queue runs dry. A root span may carry
  * a summary that becomes the trace's row in `traces` (what `eddy trace list`
  * reads without touching spans). Ids are random, lowercase hex, 32 and 16
- * characters as OpenTelemetry wants them.
+ * characters as OpenTelemetry wants them, never all zeros, drawn from a
+ * per-thread generator (no lock, no syscall per span).
  */
 #include "eddy/trace.h"
 #include "eddy/bgq.h"
@@ -47,16 +48,60 @@ struct eddy_trace_store {
     int in_txn;
 };
 
-static void hex(char *out, size_t bytes)
+/*
+ * Ids come from a per-thread xoshiro256** generator, seeded once per thread
+ * with 256 bits from the OS (eddy_random_bytes: one getrandom). Spans are
+ * started on worker loops and on any other thread; a thread-local state
+ * needs no lock, and after the seed no id costs a syscall. Not fork-safe: a
+ * child that starts spans without exec repeats its parent's ids (eddy does
+ * not fork workers).
+ */
+typedef struct id_rng {
+    uint64_t s[4];
+    int seeded;
+} id_rng;
+
+static _Thread_local id_rng tl_rng;
+
+static uint64_t rotl(uint64_t x, int k)
 {
-    unsigned char raw[16];
-    static const char digits[] = "0123456789abcdef";
-    eddy_random_bytes(raw, bytes);
-    for (size_t i = 0; i < bytes; i++) {
-        out[2 * i] = digits[raw[i] >> 4];
-        out[2 * i + 1] = digits[raw[i] & 15];
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t rng_next(void)
+{
+    id_rng *r = &tl_rng;
+    if (!r->seeded) {
+        eddy_random_bytes(r->s, sizeof(r->s));
+        if (!(r->s[0] | r->s[1] | r->s[2] | r->s[3]))
+            r->s[0] = 1; /* all zeros is the one state xoshiro never leaves */
+        r->seeded = 1;
     }
-    out[2 * bytes] = '\0';
+    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return out;
+}
+
+/* WORDS random 64-bit words as 16*WORDS lowercase hex digits into OUT,
+ * NUL-terminated; never all zeros (OpenTelemetry reads them as "no id"). */
+static void random_id(char *out, int words)
+{
+    static const char digits[] = "0123456789abcdef";
+    uint64_t w[2], any;
+    do {
+        any = 0;
+        for (int i = 0; i < words; i++)
+            any |= w[i] = rng_next();
+    } while (!any);
+    for (int i = 0; i < words; i++)
+        for (int d = 0; d < 16; d++)
+            out[16 * i + d] = digits[(w[i] >> (60 - 4 * d)) & 15];
+    out[16 * words] = '\0';
 }
 
 static void span_free(eddy_span *sp)
@@ -218,9 +263,9 @@ eddy_span *eddy_span_start(eddy_trace_store *s, eddy_span *parent, const char *n
         memcpy(sp->trace_id, parent->trace_id, sizeof(sp->trace_id));
         memcpy(sp->parent_id, parent->span_id, sizeof(sp->parent_id));
     } else {
-        hex(sp->trace_id, 16);
+        random_id(sp->trace_id, 2);
     }
-    hex(sp->span_id, 8);
+    random_id(sp->span_id, 1);
     sp->kind = kind;
     sp->start_ns = eddy_wall_ns();
     return sp;

@@ -1653,6 +1653,219 @@ static void test_node_limit(void **state)
     finish(&loop, c, NULL);
 }
 
+/* -- a slow resolver --------------------------------------------------------- */
+
+/* The tests below run in a child of this binary with tests/shim/slowdns.so
+ * preloaded (build-dev/tests/slowdns.so next to it): its getaddrinfo sleeps
+ * *eddy_slowdns_ms, then asks the real one; *eddy_slowdns_calls counts. */
+#include <dlfcn.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+
+extern char **environ;
+
+static atomic_int *slowdns_var(const char *name)
+{
+    atomic_int *v = dlsym(RTLD_DEFAULT, name);
+    if (!v)
+        fail_msg("%s not found: slowdns.so is not preloaded", name);
+    return v;
+}
+
+/* Close C (when given) and S (when given), run LOOP until nothing is left
+ * on it (a lookup the client let go of still ends on the thread pool, up to
+ * its delay later) and close it. */
+static void finish_slow(uv_loop_t *loop, eddy_fluss_client *c, fake_srv *s)
+{
+    uint64_t end = eddy_now_ms() + 3000;
+    eddy_fluss_client_close(c);
+    if (s)
+        fake_stop(s);
+    while (uv_run(loop, UV_RUN_NOWAIT) && eddy_now_ms() < end)
+        usleep(1000);
+    if (s)
+        assert_int_equal(s->open, 0);
+    assert_int_equal(uv_loop_close(loop), 0);
+}
+
+static eddy_fluss_client *client_at(uv_loop_t *loop, const char *boot, int timeout_ms)
+{
+    eddy_fluss_client *c;
+    eddy_err e;
+    eddy_fluss_client_opts o = {boot, NULL, NULL, timeout_ms};
+    assert_int_equal(eddy_fluss_client_new(loop, &o, &c, &e), 0);
+    return c;
+}
+
+typedef struct ticker {
+    uv_timer_t t;
+    uint64_t last_ns, max_gap_ns, call_ns;
+    int ticks;
+    eddy_fluss_client *c;
+    outcome o;
+} ticker;
+
+/* Every 10 ms; on the 5th tick, ask the client something (which must look
+ * up "localhost" first). Notes the longest time between two ticks. */
+static void on_tick(uv_timer_t *t)
+{
+    ticker *k = (ticker *)t;
+    uint64_t now = uv_hrtime();
+    if (k->last_ns && now - k->last_ns > k->max_gap_ns)
+        k->max_gap_ns = now - k->last_ns;
+    k->last_ns = now;
+    if (++k->ticks == 5) {
+        k->call_ns = now;
+        assert_int_equal(eddy_fluss_list_databases(k->c, names_done, &k->o), 0);
+        k->last_ns = uv_hrtime(); /* the call itself counts as a gap */
+        if (k->last_ns - now > k->max_gap_ns)
+            k->max_gap_ns = k->last_ns - now;
+    }
+}
+
+/* A host name that takes 600 ms to resolve: the loop goes on meanwhile
+ * (its 10 ms timer never waits much longer; it used to wait the whole
+ * 600 ms, as uv_getaddrinfo without a callback resolves on the loop), and
+ * the connect (nothing listens on port 1) then fails the request once,
+ * naming the server. */
+static void slowdns_lookup_off_the_loop(void **state)
+{
+    uv_loop_t loop;
+    ticker k = {0};
+    (void)state;
+    atomic_store(slowdns_var("eddy_slowdns_ms"), 600);
+    int calls0 = atomic_load(slowdns_var("eddy_slowdns_calls"));
+    uv_loop_init(&loop);
+    k.c = client_at(&loop, "localhost:1", 5000);
+    uv_timer_init(&loop, &k.t);
+    uv_timer_start(&k.t, on_tick, 10, 10);
+    uint64_t end = eddy_now_ms() + 5000;
+    while (!k.o.calls && eddy_now_ms() < end)
+        uv_run(&loop, UV_RUN_ONCE);
+    uint64_t took_ms = (uv_hrtime() - k.call_ns) / 1000000;
+    uv_close((uv_handle_t *)&k.t, NULL);
+    print_message("lookup and connect took %llu ms; longest gap between 10 ms ticks: %llu ms\n",
+                  (unsigned long long)took_ms, (unsigned long long)(k.max_gap_ns / 1000000));
+    assert_true(k.max_gap_ns < 200000000ull); /* the loop never waited for the lookup... */
+    assert_true(took_ms >= 550);              /* ...which was slow */
+    assert_int_equal(atomic_load(slowdns_var("eddy_slowdns_calls")) - calls0, 1);
+    assert_int_equal(k.o.calls, 1);
+    assert_int_equal(k.o.status, EDDY_ENET);
+    assert_non_null(strstr(k.o.msg, "localhost:1"));
+    finish_slow(&loop, k.c, NULL);
+    assert_int_equal(k.o.calls, 1);
+}
+
+/* The client closed while the lookup is under way: the request ends once
+ * with EDDY_ECANCELED, and the lookup ending later (after the client is
+ * freed) touches nothing of it. */
+static void slowdns_close_while_resolving(void **state)
+{
+    uv_loop_t loop;
+    outcome o = {0};
+    (void)state;
+    atomic_store(slowdns_var("eddy_slowdns_ms"), 150);
+    int calls0 = atomic_load(slowdns_var("eddy_slowdns_calls"));
+    uv_loop_init(&loop);
+    eddy_fluss_client *c = client_at(&loop, "localhost:1", 5000);
+    assert_int_equal(eddy_fluss_list_databases(c, names_done, &o), 0);
+    run_until(&loop, NULL, 30);
+    assert_int_equal(o.calls, 0);
+    eddy_fluss_client_close(c);
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(o.status, EDDY_ECANCELED);
+    finish_slow(&loop, NULL, NULL);
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(atomic_load(slowdns_var("eddy_slowdns_calls")) - calls0, 1);
+}
+
+/* A lookup slower than the request timeout: the attempt is given up at the
+ * timeout like a hanging connect; the lookup's late answer is dropped. */
+static void slowdns_timeout_while_resolving(void **state)
+{
+    uv_loop_t loop;
+    outcome o = {0};
+    (void)state;
+    atomic_store(slowdns_var("eddy_slowdns_ms"), 300);
+    uv_loop_init(&loop);
+    eddy_fluss_client *c = client_at(&loop, "localhost:1", 100);
+    assert_int_equal(eddy_fluss_list_databases(c, names_done, &o), 0);
+    assert_true(run_until(&loop, &o.calls, 3000));
+    assert_int_equal(o.status, EDDY_ENET);
+    assert_non_null(strstr(o.msg, "no connection within 100 ms"));
+    run_until(&loop, NULL, 100); /* the lookup ends meanwhile (at 300 ms) */
+    assert_int_equal(o.calls, 1);
+    finish_slow(&loop, c, NULL);
+    assert_int_equal(o.calls, 1);
+}
+
+/* The server moves while its name is being looked up, first to another
+ * name (a second lookup starts while the first still runs), then to an IP
+ * literal: the queued request goes to the new address at once (it used to
+ * wait for its timeout, nothing reconnecting a connection that had no
+ * socket yet), and the two stale lookups end on their own. */
+static void slowdns_address_change_while_resolving(void **state)
+{
+    uv_loop_t loop;
+    fake_srv srv;
+    outcome o = {0};
+    (void)state;
+    atomic_store(slowdns_var("eddy_slowdns_ms"), 150);
+    int calls0 = atomic_load(slowdns_var("eddy_slowdns_calls"));
+    uv_loop_init(&loop);
+    fake_start(&srv, &loop);
+    eddy_fluss_client *c = client_at(&loop, "localhost:1", 5000);
+    assert_int_equal(eddy_fluss_list_databases(c, names_done, &o), 0);
+    run_until(&loop, NULL, 20);
+    assert_int_equal(eddy__rpc_set_node(c, NODE_BOOTSTRAP, "localhost", 2), 0);
+    run_until(&loop, NULL, 20);
+    assert_int_equal(o.calls, 0);
+    assert_int_equal(eddy__rpc_set_node(c, NODE_BOOTSTRAP, "127.0.0.1", srv.port), 0);
+    assert_true(run_until(&loop, &o.calls, 3000));
+    assert_int_equal(o.status, 0);
+    assert_int_equal(o.n, 1);
+    assert_int_equal(atomic_load(slowdns_var("eddy_slowdns_calls")) - calls0, 2);
+    finish_slow(&loop, c, &srv);
+    assert_int_equal(o.calls, 1);
+}
+
+/* Run the slowdns_* tests in a child of this binary with slowdns.so (next
+ * to it) preloaded; they pass when the child exits 0. */
+static void test_slow_resolver(void **state)
+{
+    char exe[4096], shim[4200], preload[8400], asan[4200];
+    const char *old_preload = getenv("LD_PRELOAD"), *old_asan = getenv("ASAN_OPTIONS");
+    char *argv[] = {exe, NULL}, *envp[512];
+    int n = 0, status;
+    pid_t pid;
+    (void)state;
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    assert_true(len > 0);
+    exe[len] = 0;
+    snprintf(shim, sizeof(shim), "%.*s/slowdns.so", (int)(strrchr(exe, '/') - exe), exe);
+    if (access(shim, R_OK))
+        fail_msg("%s is missing: make BUILD=<dir> <dir>/tests/slowdns.so", shim);
+    snprintf(preload, sizeof(preload), "LD_PRELOAD=%s%s%s", shim, old_preload ? ":" : "",
+             old_preload ? old_preload : "");
+    /* under AddressSanitizer the shim is loaded before its runtime */
+    snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s%sverify_asan_link_order=0",
+             old_asan ? old_asan : "", old_asan ? ":" : "");
+    for (char **e = environ; *e && n < 500; e++)
+        if (strncmp(*e, "LD_PRELOAD=", 11) && strncmp(*e, "ASAN_OPTIONS=", 13) &&
+            strncmp(*e, "EDDY_TEST_FILTER=", 17))
+            envp[n++] = *e;
+    envp[n++] = preload;
+    envp[n++] = asan;
+    envp[n++] = "EDDY_SLOWDNS_CHILD=1";
+    envp[n] = NULL;
+    fflush(stdout);
+    assert_int_equal(posix_spawn(&pid, exe, NULL, NULL, argv, envp), 0);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1687,9 +1900,18 @@ int main(void)
         cmocka_unit_test(test_hostile_arrow_lengths),
         cmocka_unit_test(test_hostile_table_json),
         cmocka_unit_test(test_node_limit),
+        cmocka_unit_test(test_slow_resolver),
+    };
+    const struct CMUnitTest slowdns[] = {
+        cmocka_unit_test(slowdns_lookup_off_the_loop),
+        cmocka_unit_test(slowdns_close_while_resolving),
+        cmocka_unit_test(slowdns_timeout_while_resolving),
+        cmocka_unit_test(slowdns_address_change_while_resolving),
     };
     eddy_alloc_install();
     if (getenv("EDDY_TEST_FILTER")) /* e.g. EDDY_TEST_FILTER='test_close*' */
         cmocka_set_test_filter(getenv("EDDY_TEST_FILTER"));
+    if (getenv("EDDY_SLOWDNS_CHILD")) /* test_slow_resolver's child */
+        return cmocka_run_group_tests_name("fluss, slow resolver", slowdns, NULL, NULL);
     return cmocka_run_group_tests_name("fluss", tests, NULL, NULL);
 }
