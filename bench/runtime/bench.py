@@ -90,6 +90,8 @@ class Bench:
         self.job_dir = os.path.join(tmp, "job")
         self.workers_arg = []
         self.runs = 0
+        self.mock_pid = 0
+        self.other_cpu = self.timed_wall = 0.0  # CPU s of other processes during timed runs
 
     # -- one run of one system ------------------------------------------------------------
     def command(self, system, events, in_flight, out):
@@ -111,6 +113,7 @@ class Bench:
         out = os.path.join(self.tmp, "out-%s-%d.jsonl" % (system, self.runs))
         err = open(os.path.join(self.tmp, "err-%s-%d.txt" % (system, self.runs)), "w+")
         env = dict(os.environ, BASE_URL=self.base, EDDY_LOG="warn")
+        before = (machine_busy(), proc_cpu(self.mock_pid), sum(os.times()[:2]))
         t0 = time.monotonic()
         p = subprocess.Popen(list(wrap) + self.command(system, events, in_flight, out), env=env,
                              cwd=self.job_dir, stdout=subprocess.DEVNULL, stderr=err)
@@ -129,6 +132,11 @@ class Bench:
         else:
             pid, status, ru = os.wait4(p.pid, 0)
         wall = time.monotonic() - t0
+        if not wrap and not sample:
+            self.other_cpu += (machine_busy() - before[0] - (ru.ru_utime + ru.ru_stime) -
+                               (proc_cpu(self.mock_pid) - before[1]) -
+                               (sum(os.times()[:2]) - before[2]))
+            self.timed_wall += wall
         p.returncode = os.waitstatus_to_exitcode(status)
         if p.returncode != 0:
             err.seek(0)
@@ -213,6 +221,24 @@ def check_shape(a, b, tmp, orders):
     if bodies["eddy"] != bodies["floor"] or n != 12:
         raise Failed("the floor's request bodies differ from eddy's (see %s/shape-*.log)" % tmp)
     return n
+
+
+def machine_busy():
+    """CPU seconds all cores spent outside idle and iowait since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    """User+sys CPU seconds of PID so far (0 when it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+    except OSError:
+        return 0.0
+    f = st[st.rindex(")") + 2:].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def vm_rss(pid):
@@ -320,6 +346,7 @@ def main():
 
     mock, base = start_mock(build, tmp, "main", a.latency_ms)
     b = Bench(a, tmp, base)
+    b.mock_pid = mock.pid
     rc = 0
     try:
         check_shape(a, b, tmp, orders)
@@ -380,6 +407,9 @@ def report(a, b, ev_distinct, ev_few, ev_parked, ev_parked1):
         print("%-24s %-11s %8s %9s %20s %6s %14s" % (
             "", "eddy/floor", "%.2fx" % (e[0] / f[0]), "", "%.2fx" % (e[1] / max(f[1], 1e-6)), "",
             "%.2fx" % (sc["eddy"][0] / max(sc["floor"][0], 1)) if sc else "-"))
+    print("other processes during the timed runs: %.2f CPU s in %.1f s (%.0f%% of one core; "
+          "the mock and this script not counted)" % (
+              max(b.other_cpu, 0), b.timed_wall, 100 * max(b.other_cpu, 0) / max(b.timed_wall, 1e-9)))
     if tops:
         print()
         print("syscalls under strace -f -c (one run each; strace inflates time, so no timings "
