@@ -9,10 +9,10 @@
  * lookup_order tool; shape copied from eddy's bodies in the mock's --log), the answer's
  * tool call is parsed, a C "tool" looks the order up in orders.json, request 2 carries
  * the assistant's tool call and the tool result, its answer is parsed, and one JSONL
- * line is written to the output file. Like eddy, at most --in-flight events are
- * accepted and unfinished, events of one key run one at a time in arrival order, and
- * a key's conversation (the last --history runs, kept in memory only) is resent with
- * every request. Nothing is persisted, nothing is retried, nothing is traced.
+ * line is written (and flushed, as eddy's sink does) to the output file. Like eddy, at
+ * most --in-flight events are accepted and unfinished, events of one key run one at a
+ * time in arrival order, and a key's conversation (the last --history runs, kept in
+ * memory only) is resent with every request. Nothing is persisted, retried or traced.
  *
  * curl runs on one epoll loop through CURLMOPT_SOCKETFUNCTION/TIMERFUNCTION, as
  * eddy's client does on libuv. A failed exchange (transport error, status other than
@@ -283,6 +283,7 @@ static void finish_event(conv *c, const char *answer)
                          "tool_calls", 1, "model", "default");
         json_dumpf(line, G.out, JSON_COMPACT);
         fputc('\n', G.out);
+        fflush(G.out); /* as eddy's JSONL sink: each line is written when its event ends */
         json_decref(line);
     } else {
         G.failed++;
