@@ -8,6 +8,7 @@
 #   make valgrind  unit tests and one integration run under valgrind
 #   make fuzz      libFuzzer on each parser (needs clang); make test replays the corpora
 #   make bench     benchmarks against peers on the mock model (prints figures)
+#   make bench-runtime  eddy's CPU, syscalls and memory per event against a plain C floor
 #   make format / format-check / compdb
 
 CC       ?= cc
@@ -39,7 +40,7 @@ FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps test unit fuzz-replay fuzz integration integration-fluss test-real-model demo demo-fluss bench bench-fluss asan valgrind format \
+.PHONY: all deps test unit fuzz-replay fuzz integration integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-runtime asan valgrind format \
         format-check compdb clean
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm
@@ -161,6 +162,14 @@ bench: deps all $(BUILD)/eddy_fluss_bench
 
 bench-fluss: deps all $(BUILD)/eddy_fluss_bench
 	python3 bench/fluss/bench.py --build $(BUILD)
+
+# The floor of bench/runtime: plain libcurl multi + jansson, no eddy code.
+$(BUILD)/bench_floor: bench/runtime/floor.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) $< $(shell pkg-config --cflags --libs libcurl jansson) -o $@
+
+bench-runtime: deps all $(BUILD)/bench_floor
+	python3 bench/runtime/bench.py --build $(BUILD)
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
