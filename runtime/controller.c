@@ -98,6 +98,7 @@ struct eddy__ctl {
     uint64_t start_ms, last_progress_events;
     int stopping, signal_no, eof, closing, closed_handles, progress_on;
     json_t *no_positions; /* --from-start: what the sources are told was stored */
+    int waiting_base;     /* the first records wait for store_sink_base's commit */
 };
 
 typedef eddy__ctl ctl;
@@ -313,7 +314,7 @@ static void accept_record(ctl *c, eddy_record *er)
 {
     json_error_t je;
     json_t *ev = NULL, *kv, *tv;
-    char *key = NULL, *id = NULL, pos[512];
+    char *key = NULL, *id = NULL, *tcopy = NULL, pos[512];
     const char *type;
     int routed = 0;
     part *p = part_of(c, er->part);
@@ -368,11 +369,21 @@ static void accept_record(ctl *c, eddy_record *er)
         goto out;
     }
     tv = json_object_get(ev, "type");
-    type = json_is_string(tv) ? json_string_value(tv) : "input";
+    /* a copy: EV goes to a worker thread with the last task */
+    type = tcopy = eddy_strdup(json_is_string(tv) ? json_string_value(tv) : "input");
+    if (!type) {
+        dead_record(c, r, er, id, "event %s: out of memory", id);
+        goto out;
+    }
     c->events++;
     int64_t ih = input_hash(er);
     unsigned kg = eddy_keygroup(key, (unsigned)eddy_store_keygroups(c->store));
     eddy__worker *w = c->w[kg % (unsigned)c->nw];
+    size_t last = 0; /* the last agent that runs: its task takes EV itself */
+    for (size_t i = 0; i < c->job->nagents; i++)
+        for (size_t k = 0; k < c->job->agents[i].non; k++)
+            if (!strcmp(c->job->agents[i].on[k], type))
+                last = i;
     for (size_t i = 0; i < c->job->nagents; i++) {
         const eddy_agent_def *def = &c->job->agents[i];
         int handles = 0;
@@ -398,7 +409,14 @@ static void accept_record(ctl *c, eddy_record *er)
         if (t) {
             t->rec = r;
             t->agent = (int)i;
-            t->event = json_incref(ev);
+            /* a task's event is its own: the worker's thread must not share
+             * reference counts with this one */
+            if (i == last) {
+                t->event = ev;
+                ev = NULL;
+            } else {
+                t->event = json_deep_copy(ev);
+            }
             t->key = eddy_strdup(key);
             t->event_id = eddy_strdup(id);
             t->mbkey = eddy_aprintf("%s\x1f%s", def->name, key);
@@ -407,7 +425,7 @@ static void accept_record(ctl *c, eddy_record *er)
             t->input_hash = ih;
             t->replay = rp && !rp->done && rp->input_hash == ih ? rp : NULL;
         }
-        if (!t || !t->key || !t->event_id || !t->mbkey) {
+        if (!t || !t->event || !t->key || !t->event_id || !t->mbkey) {
             eddy__task_free(t);
             dead_record(c, r, er, id, "event %s: out of memory queueing it", id);
             continue;
@@ -420,6 +438,7 @@ static void accept_record(ctl *c, eddy_record *er)
 out:
     eddy_free(id);
     eddy_free(key);
+    eddy_free(tcopy);
     json_decref(ev);
     rec_release(c, r);
 }
@@ -463,7 +482,7 @@ static void on_done(uv_async_t *a)
 static void pump(ctl *c)
 {
     eddy_record er;
-    if (c->closing)
+    if (c->closing || c->waiting_base)
         return;
     while (!c->stopping && !c->eof && c->in_flight < c->job->max_in_flight) {
         int got = eddy_source_next(c->src, &er);
@@ -506,6 +525,34 @@ static void on_ckpt_done(int status, const char *errmsg, void *ud)
         c->ckpt_final = 0;
         begin_close(c);
     }
+    if (c->waiting_base) { /* the sink's starting length is stored: reading may begin */
+        c->waiting_base = 0;
+        if (status)
+            stop(c, "cannot store the output file's length");
+        pump(c);
+    }
+}
+
+/* exactly_once, a file sink the store knows nothing of yet: store its
+ * length before anything is written to it, so that a crash before the
+ * first checkpoint cuts it back to that. Returns 1 when the first records
+ * must wait for that commit. */
+static int store_sink_base(ctl *c)
+{
+    eddy_sink_commit sk = {eddy_sink_name(c->out), eddy_sink_length(c->out), 0};
+    eddy_checkpoint ck = {NULL, 0, NULL, 0, &sk, 1};
+    eddy_err e;
+    if (!c->exactly_once || sk.length < 0 ||
+        json_object_get(eddy_store_sinks(c->store), sk.sink))
+        return 0;
+    c->ckpt_started = eddy_now_ms();
+    if (eddy_store_checkpoint(c->ss, &ck, on_ckpt_done, c, &e)) {
+        EDDY_ERROR("runtime", "cannot store the output file's length: %s", e.msg);
+        return 0;
+    }
+    c->ckpt_busy = 1;
+    c->waiting_base = 1;
+    return 1;
 }
 
 /* Store the positions, the runs delivered since the last checkpoint and
@@ -978,6 +1025,8 @@ int eddy_runtime_run(eddy_job *job, const eddy_run_opts *opts)
     }
     if ((rc = setup(&c, &e))) {
         EDDY_ERROR("runtime", "%s", e.msg);
+        if (c.src)
+            eddy_source_close(c.src); /* its reader wakes nobody from now on */
         eddy_store_session_close(c.ss, NULL, NULL);
         for (int i = 0; c.w && i < c.nw; i++)
             if (c.w[i])
@@ -990,7 +1039,8 @@ int eddy_runtime_run(eddy_job *job, const eddy_run_opts *opts)
     }
     EDDY_INFO("runtime", "job '%s': reading %s, %zu agent(s), key '%s', %d worker(s)", job->name,
               eddy_source_name(c.src), job->nagents, job->key, c.nw);
-    pump(&c);
+    if (!store_sink_base(&c))
+        pump(&c);
     uv_run(&c.loop, UV_RUN_DEFAULT);
     eddy__worker_stats *ws = eddy_calloc((size_t)c.nw + 1, sizeof(*ws));
     uint64_t wall = eddy_now_ms() - c.start_ms;

@@ -144,6 +144,7 @@ typedef struct jsonl_src {
     node *head, *tail;
     size_t n, cap;
     int stop, eof, finished;
+    int quiet; /* closed: NOTIFY may be gone */
     uv_async_t *notify;
 } jsonl_src;
 
@@ -175,8 +176,9 @@ static int push(void *ud, eddy_record *rec)
         s->tail = nd;
         s->n++;
     }
+    if (!s->quiet) /* under the mutex: src_close silences it before the handle goes */
+        uv_async_send(s->notify);
     pthread_mutex_unlock(&s->mu);
-    uv_async_send(s->notify);
     return 0;
 }
 
@@ -185,8 +187,9 @@ static void mark_eof(jsonl_src *s)
     pthread_mutex_lock(&s->mu);
     s->eof = 1;
     s->finished = 1;
+    if (!s->quiet)
+        uv_async_send(s->notify);
     pthread_mutex_unlock(&s->mu);
-    uv_async_send(s->notify);
 }
 
 static void *reader(void *arg)
@@ -429,6 +432,9 @@ static void src_stop(void *impl)
 static void src_close(void *impl)
 {
     jsonl_src *s = impl;
+    pthread_mutex_lock(&s->mu);
+    s->quiet = 1;
+    pthread_mutex_unlock(&s->mu);
     if (s->handle_open) {
         if (s->reading)
             uv_read_stop(&s->h.stream);
@@ -631,10 +637,9 @@ static void w_flush(void *ctx)
     while (list->next)
         list = list->next;
     s->done_tail = list;
-    int wake = s->async_open;
-    pthread_mutex_unlock(&s->mu);
-    if (wake)
+    if (s->async_open) /* under the mutex: the loop may close it once it has the list */
         uv_async_send(&s->async);
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* Loop: no more deliveries will be reported (the writer stops waking us). */

@@ -42,8 +42,10 @@ void eddy__queue_push(eddy__queue *q, eddy__task *t)
     else
         q->head = t;
     q->tail = t;
-    pthread_mutex_unlock(&q->mu);
+    /* woken under the mutex: once it is released the loop may take T, finish
+     * and close the handle */
     uv_async_send(&q->async);
+    pthread_mutex_unlock(&q->mu);
 }
 
 eddy__task *eddy__queue_take(eddy__queue *q)
@@ -131,7 +133,9 @@ static void run_done(eddy_run_result *res, void *ud)
     eddy__task *t = s->t;
     eddy_free(s);
     t->status = res->status;
-    t->output = res->status == EDDY_ECANCELED ? NULL : json_incref(res->output);
+    /* taken, not shared: the controller's thread owns it from here on */
+    t->output = res->status == EDDY_ECANCELED ? NULL : res->output;
+    res->output = NULL;
     if (res->status)
         t->reason = eddy_strdup(res->err.msg);
     t->run = NULL;
@@ -353,16 +357,16 @@ void eddy__worker_cancel(eddy__worker *w)
 {
     pthread_mutex_lock(&w->inbox.mu);
     w->cancel_req = 1;
-    pthread_mutex_unlock(&w->inbox.mu);
     uv_async_send(&w->inbox.async);
+    pthread_mutex_unlock(&w->inbox.mu);
 }
 
 void eddy__worker_finish(eddy__worker *w)
 {
     pthread_mutex_lock(&w->inbox.mu);
     w->finish_req = 1;
-    pthread_mutex_unlock(&w->inbox.mu);
     uv_async_send(&w->inbox.async);
+    pthread_mutex_unlock(&w->inbox.mu);
 }
 
 long eddy__worker_load(const eddy__worker *w)

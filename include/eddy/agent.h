@@ -237,7 +237,8 @@ void eddy_run_stats_add_key(eddy_run_stats *s, const char *key, double cost, lon
 void eddy_run_stats_clear(eddy_run_stats *s);
 
 /* Outcome of a run. On success OUTPUT is the output event; on failure it is
- * the dead-letter record (with the reason). Borrowed for the callback. */
+ * the dead-letter record (with the reason). Borrowed for the callback, which
+ * may take it (and set res->output to NULL). */
 typedef struct eddy_run_result {
     int status;
     eddy_err err;

@@ -28,7 +28,8 @@ void eddy_trace_store_close(eddy_trace_store *s);
 /* Start a span. PARENT NULL starts a new trace (a root span). NAME is
  * copied. Any thread may call; a span is used by one thread at a time. */
 eddy_span *eddy_span_start(eddy_trace_store *s, eddy_span *parent, const char *name, int kind);
-/* Set attribute KEY to V (stolen, even on failure). */
+/* Set attribute KEY to V (stolen, even on failure; the trace thread writes
+ * it, so V must not be shared with anything else: pass a new value or a copy). */
 void eddy_span_set(eddy_span *sp, const char *key, json_t *v);
 void eddy_span_set_str(eddy_span *sp, const char *key, const char *v);
 void eddy_span_set_int(eddy_span *sp, const char *key, long long v);
