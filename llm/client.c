@@ -7,14 +7,30 @@
  * transfers are collected in check_done.
  *
  * A request moves QUEUED (waiting in its limiter's FIFO) -> RUNNING ->
- * BACKOFF (waiting to retry) -> QUEUED/RUNNING ... -> DONE. Limiters are
- * shared by the models of the client that name the same endpoint, model and
- * key: `concurrency` slots, a requests-per-minute and a tokens-per-minute
- * bucket (a second's worth of burst; tokens charged up front with an
- * estimate and corrected from usage), resynchronized from rate-limit
- * headers. A 429 pauses the whole limiter until its retry time; the request
- * goes back to the head of the queue. Only the head of a queue waits on the
- * limiter's one timer: nothing spins, nothing has a timer per waiter.
+ * BACKOFF (waiting to retry) -> QUEUED/RUNNING ... -> DONE.
+ *
+ * Limiters are process-global: every client (one per worker loop) whose
+ * models name the same provider, endpoint, model and key shares one
+ * shared_lim: `concurrency` slots, a requests-per-minute and a
+ * tokens-per-minute bucket (a second's worth of burst; tokens charged up
+ * front with an estimate and corrected from usage), resynchronized from
+ * rate-limit headers; the strictest settings of the models naming it hold.
+ * A 429 pauses the shared limiter until its retry time (every client
+ * waits); the request goes back to the head of its queue. The registry and
+ * each shared_lim have their own mutex, held only to read and change
+ * counters, never across curl or a callback.
+ *
+ * Each client has a local limiter per key: its FIFO of waiting requests,
+ * the url, and one timer on which only the head waits (for a bucket or a
+ * pause): nothing spins, nothing has a timer per waiter. A local whose head
+ * wants a slot takes a turn in the shared waiting list; a slot freed with
+ * turns waiting is left to the first of them (clients take turns, a turn
+ * used up by the slot it gets), and another client's local is woken by
+ * the client's one uv_async_t, sent under the shared mutex. A local leaves
+ * the list, under the mutex, when its queue empties and when its client
+ * closes, before that async handle is closed; so nothing is sent to a
+ * client being freed. Apart from that, a client is touched only on its
+ * own loop.
  *
  * Streaming answers are fed to the provider's stream as they arrive; the
  * request's timer watches the first chunk and the gaps between chunks. The
@@ -31,8 +47,10 @@
 #include "eddy/json.h"
 #include "eddy/log.h"
 
+#include <assert.h>
 #include <curl/curl.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 
@@ -41,18 +59,34 @@
 
 enum req_state { QUEUED, RUNNING, BACKOFF, DONE };
 
-typedef struct limiter {
-    char *key; /* base_url \n model \n hash of the api key */
-    char *url; /* the endpoint (the models sharing a limiter share it) */
-    eddy_llm_client *client;
+/* One set of limits, shared by every client of the process that names its
+ * key (see "Limiters" above). REFS and NEXT are the registry's (under
+ * registry_mu); the rest is under MU. */
+typedef struct shared_lim {
+    char *key; /* provider \n base_url \n model \n hash of the api key; immutable */
+    int refs;  /* locals (one per client) using it */
+    pthread_mutex_t mu;
     int concurrency, active;
     double rpm, tpm;
     double req_level, tok_level; /* tokens in the buckets (may go below 0: debt) */
     uint64_t refilled_ms;
     uint64_t paused_until_ms; /* a 429 or an exhausted header: nobody goes before */
+    struct limiter *waiting;  /* locals whose head waits for a slot, in turn order */
+    struct shared_lim *next;
+} shared_lim;
+
+/* A client's side of a shared limiter: its waiting requests and its timer.
+ * Owner loop only, except WOKEN and WNEXT (under sh->mu). */
+typedef struct limiter {
+    shared_lim *sh;
+    char *url; /* the endpoint (the models sharing a limiter share it) */
+    eddy_llm_client *client;
     eddy_llm_req *head, *tail; /* waiting requests, FIFO */
-    uv_timer_t timer;          /* wakes the head */
-    struct limiter *next;
+    uv_timer_t timer;          /* wakes the head for a bucket or a pause */
+    int in_waiting;            /* in sh->waiting (written under sh->mu by the owner) */
+    int woken;                 /* sh->mu: a slot may be ours; admit on the next wake-up */
+    struct limiter *wnext;     /* sh->mu: in sh->waiting */
+    struct limiter *next;      /* in the client's list */
 } limiter;
 
 struct eddy_llm_req {
@@ -98,6 +132,7 @@ struct eddy_llm_client {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t timer;
+    uv_async_t wake; /* another client freed a slot our locals wait for */
     limiter *limiters;
     struct model_lim {
         const eddy_llm_model *m;
@@ -106,7 +141,8 @@ struct eddy_llm_client {
     size_t nby_model;
     eddy_llm_req *reqs;
     long in_flight;
-    int closing, open_limiter_timers;
+    int nwaiting;              /* locals in a shared waiting list: WAKE keeps the loop alive */
+    int closing, open_handles; /* limiter timers, then the timer and WAKE, not yet closed */
     int dispatching;   /* inside check_done: curl's multi must stay */
     int close_pending; /* closed from a callback inside check_done */
 };
@@ -202,6 +238,148 @@ static char *limiter_key(const eddy_llm_model *m)
                         (unsigned long long)h);
 }
 
+/* The process's shared limiters. Lock order: registry_mu, then a shared_lim's
+ * mu; nothing takes registry_mu while holding a shared_lim's. */
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static shared_lim *registry;
+
+/* Models sharing an endpoint: the strictest settings hold. S->mu held. */
+static void tighten(shared_lim *s, const eddy_llm_model *m)
+{
+    if (m->concurrency > 0 && m->concurrency < s->concurrency)
+        s->concurrency = m->concurrency;
+    if (m->requests_per_minute > 0 && (!s->rpm || m->requests_per_minute < s->rpm))
+        s->rpm = m->requests_per_minute;
+    if (m->tokens_per_minute > 0 && (!s->tpm || m->tokens_per_minute < s->tpm))
+        s->tpm = m->tokens_per_minute;
+}
+
+/* The shared limiter for KEY (borrowed), created with M's settings or
+ * tightened by them; one more reference. NULL on out-of-memory. Any thread. */
+static shared_lim *shared_get(const char *key, const eddy_llm_model *m)
+{
+    shared_lim *s;
+    pthread_mutex_lock(&registry_mu);
+    for (s = registry; s && strcmp(s->key, key); s = s->next)
+        ;
+    if (s) {
+        s->refs++;
+        pthread_mutex_lock(&s->mu);
+        tighten(s, m);
+        pthread_mutex_unlock(&s->mu);
+        goto out;
+    }
+    s = eddy_calloc(1, sizeof(*s));
+    if (!s || !(s->key = eddy_strdup(key)) || pthread_mutex_init(&s->mu, NULL)) {
+        if (s)
+            eddy_free(s->key);
+        eddy_free(s);
+        s = NULL;
+        goto out;
+    }
+    s->refs = 1;
+    s->concurrency = m->concurrency > 0 ? m->concurrency : 64;
+    s->rpm = m->requests_per_minute;
+    s->tpm = m->tokens_per_minute;
+    s->refilled_ms = eddy_now_ms();
+    s->req_level = s->rpm > 0 ? fmax(1, s->rpm / 60) : 0;
+    s->tok_level = s->tpm > 0 ? fmax(1, s->tpm / 60) : 0;
+    s->next = registry;
+    registry = s;
+out:
+    pthread_mutex_unlock(&registry_mu);
+    return s;
+}
+
+/* Drop a reference; the last one frees S (no local points at it then, so
+ * nobody waits in it). Any thread. */
+static void shared_put(shared_lim *s)
+{
+    int last;
+    pthread_mutex_lock(&registry_mu);
+    last = --s->refs == 0;
+    if (last) {
+        shared_lim **pp = &registry;
+        while (*pp != s)
+            pp = &(*pp)->next;
+        *pp = s->next;
+    }
+    pthread_mutex_unlock(&registry_mu);
+    if (!last)
+        return;
+    assert(!s->waiting && !s->active);
+    pthread_mutex_destroy(&s->mu);
+    eddy_free(s->key);
+    eddy_free(s);
+}
+
+/* Turns ahead of L in S's waiting list (all of them when L is not in it).
+ * S->mu held. */
+static int wait_pos(const shared_lim *s, const limiter *l)
+{
+    int n = 0;
+    for (const limiter *w = s->waiting; w && w != l; w = w->wnext)
+        n++;
+    return n;
+}
+
+/* Wake the locals of other clients that may now take a slot: the first
+ * free ones of the waiting list (a local ahead keeps its turn, so a slot is
+ * never taken from under it). SELF is the caller's own, which admits
+ * itself. S->mu held: a local stays in the list, and its client's WAKE
+ * open, until its owner removes it under S->mu. */
+static void wake_waiters(shared_lim *s, const limiter *self)
+{
+    int free_slots = s->concurrency - s->active, i = 0;
+    for (limiter *w = s->waiting; w && i < free_slots; w = w->wnext, i++)
+        if (w != self && !w->woken) {
+            w->woken = 1;
+            uv_async_send(&w->client->wake);
+        }
+}
+
+/* Put L at the end of its shared waiting list. S->mu held, owner loop. */
+static void wait_add(limiter *l)
+{
+    limiter **pp = &l->sh->waiting;
+    if (l->in_waiting)
+        return;
+    while (*pp)
+        pp = &(*pp)->wnext;
+    *pp = l;
+    l->wnext = NULL;
+    l->in_waiting = 1;
+    if (l->client->nwaiting++ == 0)
+        uv_ref((uv_handle_t *)&l->client->wake);
+}
+
+/* Take L out of its shared waiting list. S->mu held, owner loop. */
+static void wait_remove(limiter *l)
+{
+    limiter **pp = &l->sh->waiting;
+    if (!l->in_waiting)
+        return;
+    while (*pp != l)
+        pp = &(*pp)->wnext;
+    *pp = l->wnext;
+    l->wnext = NULL;
+    l->in_waiting = 0;
+    if (--l->client->nwaiting == 0)
+        uv_unref((uv_handle_t *)&l->client->wake);
+}
+
+/* L gives up its turn (its queue is empty, or its client closes): the
+ * locals behind it move up, and those that now may go are woken. */
+static void wait_leave(limiter *l)
+{
+    if (!l->in_waiting)
+        return;
+    pthread_mutex_lock(&l->sh->mu);
+    wait_remove(l);
+    wake_waiters(l->sh, l);
+    pthread_mutex_unlock(&l->sh->mu);
+}
+
 static limiter *limiter_lookup(eddy_llm_client *c, const eddy_llm_model *m);
 
 static limiter *limiter_for(eddy_llm_client *c, const eddy_llm_model *m)
@@ -220,82 +398,81 @@ static limiter *limiter_for(eddy_llm_client *c, const eddy_llm_model *m)
     return l;
 }
 
+/* C's local for M's key, created with a reference to the shared limiter. */
 static limiter *limiter_lookup(eddy_llm_client *c, const eddy_llm_model *m)
 {
-    char *key = limiter_key(m);
-    limiter *l;
+    char *key = limiter_key(m), *url = NULL;
+    shared_lim *s = NULL;
+    limiter *l = NULL;
     if (!key)
         return NULL;
     for (l = c->limiters; l; l = l->next)
-        if (!strcmp(l->key, key)) {
-            eddy_free(key);
-            /* models sharing an endpoint: the strictest settings hold */
-            if (m->concurrency > 0 && m->concurrency < l->concurrency)
-                l->concurrency = m->concurrency;
-            if (m->requests_per_minute > 0 && (!l->rpm || m->requests_per_minute < l->rpm))
-                l->rpm = m->requests_per_minute;
-            if (m->tokens_per_minute > 0 && (!l->tpm || m->tokens_per_minute < l->tpm))
-                l->tpm = m->tokens_per_minute;
-            return l;
+        if (!strcmp(l->sh->key, key)) {
+            pthread_mutex_lock(&l->sh->mu);
+            tighten(l->sh, m);
+            pthread_mutex_unlock(&l->sh->mu);
+            goto out;
         }
     const eddy_llm_provider *prov = m->prov ? m->prov : eddy_llm_provider_find(m->provider);
-    char *url = prov ? prov->url(m) : NULL;
-    l = url ? eddy_calloc(1, sizeof(*l)) : NULL;
+    url = prov ? prov->url(m) : NULL;
+    s = url ? shared_get(key, m) : NULL;
+    l = s ? eddy_calloc(1, sizeof(*l)) : NULL;
     if (!l || uv_timer_init(c->loop, &l->timer)) {
+        if (s)
+            shared_put(s);
         eddy_free(l);
         eddy_free(url);
-        eddy_free(key);
-        return NULL;
+        l = NULL;
+        goto out;
     }
+    l->sh = s;
     l->url = url;
-    l->key = key;
     l->client = c;
     l->timer.data = l;
-    l->concurrency = m->concurrency > 0 ? m->concurrency : 64;
-    l->rpm = m->requests_per_minute;
-    l->tpm = m->tokens_per_minute;
-    l->refilled_ms = eddy_now_ms();
-    l->req_level = l->rpm > 0 ? fmax(1, l->rpm / 60) : 0;
-    l->tok_level = l->tpm > 0 ? fmax(1, l->tpm / 60) : 0;
     l->next = c->limiters;
     c->limiters = l;
-    c->open_limiter_timers++;
+    c->open_handles++;
+out:
+    eddy_free(key);
     return l;
 }
 
 /* Burst: a second's worth, at least one request. */
-static double req_cap(const limiter *l)
+static double req_cap(const shared_lim *s)
 {
-    return fmax(1, l->rpm / 60);
+    return fmax(1, s->rpm / 60);
 }
 
-static double tok_cap(const limiter *l)
+static double tok_cap(const shared_lim *s)
 {
-    return fmax(1, l->tpm / 60);
+    return fmax(1, s->tpm / 60);
 }
 
-static void refill(limiter *l, uint64_t now)
+static void refill(shared_lim *s, uint64_t now)
 {
-    double dt = (double)(now - l->refilled_ms);
-    l->refilled_ms = now;
-    if (l->rpm > 0)
-        l->req_level = fmin(req_cap(l), l->req_level + dt * l->rpm / 60000.0);
-    if (l->tpm > 0)
-        l->tok_level = fmin(tok_cap(l), l->tok_level + dt * l->tpm / 60000.0);
+    double dt;
+    if (now <= s->refilled_ms) /* another client refilled after NOW was read */
+        return;
+    dt = (double)(now - s->refilled_ms);
+    s->refilled_ms = now;
+    if (s->rpm > 0)
+        s->req_level = fmin(req_cap(s), s->req_level + dt * s->rpm / 60000.0);
+    if (s->tpm > 0)
+        s->tok_level = fmin(tok_cap(s), s->tok_level + dt * s->tpm / 60000.0);
 }
 
-/* Milliseconds until R may go (0: now). */
-static uint64_t wait_for(limiter *l, const eddy_llm_req *r, uint64_t now)
+/* Milliseconds until R may go (0: now). S->mu held. */
+static uint64_t wait_for(const shared_lim *s, const eddy_llm_req *r, uint64_t now)
 {
     double w = 0;
-    if (l->paused_until_ms > now)
-        return l->paused_until_ms - now;
-    if (l->rpm > 0 && l->req_level < 1)
-        w = fmax(w, (1 - l->req_level) * 60000.0 / l->rpm);
-    if (l->tpm > 0) {
-        double need = fmin((double)r->charged_tokens, tok_cap(l));
-        if (l->tok_level < need)
-            w = fmax(w, (need - l->tok_level) * 60000.0 / l->tpm);
+    if (s->paused_until_ms > now)
+        return s->paused_until_ms - now;
+    if (s->rpm > 0 && s->req_level < 1)
+        w = fmax(w, (1 - s->req_level) * 60000.0 / s->rpm);
+    if (s->tpm > 0) {
+        double need = fmin((double)r->charged_tokens, tok_cap(s));
+        if (s->tok_level < need)
+            w = fmax(w, (need - s->tok_level) * 60000.0 / s->tpm);
     }
     return w > 0 ? (uint64_t)ceil(w) : 0;
 }
@@ -314,30 +491,70 @@ static void unqueue_head(limiter *l)
     r->qnext = NULL;
 }
 
+/* Whether the head of L may go now: it takes a slot and its tokens. When it
+ * must wait for a slot L takes a turn in the waiting list; *WAIT_MS gets
+ * the wait for a bucket or a pause. A turn is used up by the slot it gets
+ * (L queues behind the others for the next), so clients take turns. */
+static int take(limiter *l, uint64_t now, uint64_t *wait_ms)
+{
+    shared_lim *s = l->sh;
+    eddy_llm_req *r = l->head;
+    int ok = 0;
+    *wait_ms = 0;
+    pthread_mutex_lock(&s->mu);
+    refill(s, now);
+    if (s->active + wait_pos(s, l) >= s->concurrency)
+        wait_add(l);
+    else if (!(*wait_ms = wait_for(s, r, now))) {
+        if (s->rpm > 0)
+            s->req_level -= 1;
+        if (s->tpm > 0)
+            s->tok_level -= (double)r->charged_tokens;
+        s->active++;
+        wait_remove(l);
+        ok = 1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return ok;
+}
+
 /* Start the waiting requests that may go, in order; arm the timer for the
- * head when it must wait. */
+ * head when it must wait for a bucket or a pause. Slots and tokens are taken
+ * under the shared mutex, requests started after it is released. */
 static void admit(limiter *l)
 {
-    uint64_t now = eddy_now_ms();
-    refill(l, now);
-    while (l->head && !l->client->closing && l->active < l->concurrency) {
-        eddy_llm_req *r = l->head;
-        uint64_t w = wait_for(l, r, now);
-        if (w) {
-            uv_timer_start(&l->timer, on_limiter_timer, w, 0);
-            return;
+    while (l->head && !l->client->closing) {
+        uint64_t now = eddy_now_ms(), w;
+        if (!take(l, now, &w)) {
+            if (w) {
+                uv_timer_start(&l->timer, on_limiter_timer, w, 0);
+                return;
+            }
+            break; /* a slot: wake_waiters or our own release brings us back */
         }
+        eddy_llm_req *r = l->head;
         unqueue_head(l);
-        if (l->rpm > 0)
-            l->req_level -= 1;
-        if (l->tpm > 0)
-            l->tok_level -= (double)r->charged_tokens;
-        l->active++;
         r->holds_slot = 1;
         r->res.queued_ms += now - r->queued_at_ms;
         start_attempt(r);
     }
     uv_timer_stop(&l->timer);
+    if (!l->head)
+        wait_leave(l);
+}
+
+/* WAKE: admit the locals another client woke. */
+static void on_wake(uv_async_t *a)
+{
+    eddy_llm_client *c = a->data;
+    for (limiter *l = c->limiters; l; l = l->next) {
+        pthread_mutex_lock(&l->sh->mu);
+        int woken = l->woken;
+        l->woken = 0;
+        pthread_mutex_unlock(&l->sh->mu);
+        if (woken)
+            admit(l);
+    }
 }
 
 static void enqueue(eddy_llm_req *r, int at_head)
@@ -361,12 +578,18 @@ static void enqueue(eddy_llm_req *r, int at_head)
     admit(l);
 }
 
+/* Give R's slot back; other clients waiting for one are woken (R's own
+ * client admits its waiters itself). */
 static void release_slot(eddy_llm_req *r)
 {
-    if (r->holds_slot) {
-        r->holds_slot = 0;
-        r->lim->active--;
-    }
+    shared_lim *s = r->lim->sh;
+    if (!r->holds_slot)
+        return;
+    r->holds_slot = 0;
+    pthread_mutex_lock(&s->mu);
+    s->active--;
+    wake_waiters(s, r->lim);
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void unqueue(eddy_llm_req *r)
@@ -383,12 +606,23 @@ static void unqueue(eddy_llm_req *r)
             l->tail = prev;
         r->qnext = NULL;
     }
+    if (!l->head)
+        wait_leave(l); /* nothing left to wait for: the turn passes on */
+}
+
+/* Pause S until UNTIL (never shortens a pause). */
+static void pause_until(shared_lim *s, uint64_t until)
+{
+    pthread_mutex_lock(&s->mu);
+    if (until > s->paused_until_ms)
+        s->paused_until_ms = until;
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* A bucket at *LEVEL told by the server REMAINING (and when it refills,
  * RESET): lowered when the server counts fewer, and at none left the
- * limiter pauses until the reset, no longer than MAX_WAIT_MS. */
-static void resync_bucket(limiter *l, double *level, const char *remaining, const char *reset_s,
+ * limiter pauses until the reset, no longer than MAX_WAIT_MS. S->mu held. */
+static void resync_bucket(shared_lim *s, double *level, const char *remaining, const char *reset_s,
                           int64_t max_wait_ms, uint64_t now)
 {
     char *end;
@@ -399,21 +633,25 @@ static void resync_bucket(limiter *l, double *level, const char *remaining, cons
         *level = v;
     int64_t reset = eddy_llm_parse_reset(reset_s);
     reset = reset < max_wait_ms ? reset : max_wait_ms;
-    if (v < 1 && reset > 0 && now + (uint64_t)reset > l->paused_until_ms)
-        l->paused_until_ms = now + (uint64_t)reset;
+    if (v < 1 && reset > 0 && now + (uint64_t)reset > s->paused_until_ms)
+        s->paused_until_ms = now + (uint64_t)reset;
 }
 
 /* What the server said about its limits, after an answer. */
 static void resync(eddy_llm_req *r)
 {
-    limiter *l = r->lim;
+    shared_lim *s = r->lim->sh;
     uint64_t now = eddy_now_ms();
-    if (r->rl_req_remaining[0] && l->rpm > 0)
-        resync_bucket(l, &l->req_level, r->rl_req_remaining, r->rl_req_reset,
-                      r->model->max_wait_ms, now);
-    if (r->rl_tok_remaining[0] && l->tpm > 0)
-        resync_bucket(l, &l->tok_level, r->rl_tok_remaining, r->rl_tok_reset,
-                      r->model->max_wait_ms, now);
+    if (!r->rl_req_remaining[0] && !r->rl_tok_remaining[0])
+        return;
+    pthread_mutex_lock(&s->mu);
+    if (r->rl_req_remaining[0] && s->rpm > 0)
+        resync_bucket(s, &s->req_level, r->rl_req_remaining, r->rl_req_reset, r->model->max_wait_ms,
+                      now);
+    if (r->rl_tok_remaining[0] && s->tpm > 0)
+        resync_bucket(s, &s->tok_level, r->rl_tok_remaining, r->rl_tok_reset, r->model->max_wait_ms,
+                      now);
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* -- requests ------------------------------------------------------------- */
@@ -809,11 +1047,14 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
                 u->estimated = 1;
                 eddy_free(text);
             }
-            if (r->lim->tpm > 0) { /* correct the estimate, by at most a bucket's worth */
+            shared_lim *s = r->lim->sh;
+            pthread_mutex_lock(&s->mu);
+            if (s->tpm > 0) { /* correct the estimate, by at most a bucket's worth */
                 double d = (double)r->charged_tokens - (double)(u->input_tokens + u->output_tokens);
-                double cap = tok_cap(r->lim);
-                r->lim->tok_level += d < -cap ? -cap : d > cap ? cap : d;
+                double cap = tok_cap(s);
+                s->tok_level += d < -cap ? -cap : d > cap ? cap : d;
             }
+            pthread_mutex_unlock(&s->mu);
             r->res.status = 0;
             finish(r);
             return;
@@ -876,9 +1117,7 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
         eddy_err_setc(&r->res.err, r->res.err.code, r->res.err.cause, "%s", why);
         if (http == 429) { /* everyone else waits too, no longer than max_wait */
             int64_t mw = m->max_wait_ms;
-            uint64_t until = eddy_now_ms() + (uint64_t)(asked < mw ? asked : mw);
-            if (until > r->lim->paused_until_ms)
-                r->lim->paused_until_ms = until;
+            pause_until(r->lim->sh, eddy_now_ms() + (uint64_t)(asked < mw ? asked : mw));
         }
     }
     if (delay < 0) {
@@ -892,14 +1131,13 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
     }
     EDDY_DEBUG("llm", "attempt %d to %s failed (%s); retrying in %lld ms", r->res.attempts,
                m->name, r->res.err.msg, (long long)delay);
-    release_slot(r);
-    if (http == 429 || info.overloaded) { /* the whole limiter waits */
-        uint64_t until = eddy_now_ms() + (uint64_t)delay;
-        if (until > r->lim->paused_until_ms)
-            r->lim->paused_until_ms = until;
+    if (http == 429 || info.overloaded) { /* the whole limiter waits, in every client */
+        pause_until(r->lim->sh, eddy_now_ms() + (uint64_t)delay); /* before others wake */
+        release_slot(r);
         enqueue(r, 1);
         return;
     }
+    release_slot(r);
     admit(r->lim); /* the slot we left */
     r->state = BACKOFF;
     r->timer_kind = T_RETRY;
@@ -1001,6 +1239,13 @@ int eddy_llm_client_new(uv_loop_t *loop, eddy_llm_client **out, eddy_err *err)
         return eddy_err_set(err, EDDY_ENOMEM, "cannot create the LLM client");
     }
     c->loop = loop;
+    if (uv_async_init(loop, &c->wake, on_wake)) {
+        curl_multi_cleanup(c->multi);
+        eddy_free(c);
+        return eddy_err_set(err, EDDY_EUV, "cannot create the LLM client's wake-up");
+    }
+    c->wake.data = c;
+    uv_unref((uv_handle_t *)&c->wake); /* referenced only while a local waits for a slot */
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
@@ -1014,13 +1259,13 @@ int eddy_llm_client_new(uv_loop_t *loop, eddy_llm_client **out, eddy_err *err)
 
 static void maybe_free_client(eddy_llm_client *c)
 {
-    if (c->open_limiter_timers > 0)
+    if (c->open_handles > 0)
         return;
     eddy_free(c->by_model);
     while (c->limiters) {
         limiter *l = c->limiters;
         c->limiters = l->next;
-        eddy_free(l->key);
+        shared_put(l->sh);
         eddy_free(l->url);
         eddy_free(l);
     }
@@ -1031,14 +1276,14 @@ static void limiter_timer_closed(uv_handle_t *h)
 {
     limiter *l = h->data;
     eddy_llm_client *c = l->client;
-    c->open_limiter_timers--;
+    c->open_handles--;
     maybe_free_client(c);
 }
 
-static void client_closed(uv_handle_t *h)
+static void client_handle_closed(uv_handle_t *h) /* the client's timer and WAKE */
 {
     eddy_llm_client *c = h->data;
-    c->open_limiter_timers--; /* this timer counted as one */
+    c->open_handles--;
     maybe_free_client(c);
 }
 
@@ -1067,8 +1312,12 @@ static void close_handles(eddy_llm_client *c)
     c->close_pending = 0;
     curl_multi_cleanup(c->multi);
     c->multi = NULL;
-    c->open_limiter_timers++;
-    for (limiter *l = c->limiters; l; l = l->next)
+    c->open_handles += 2;
+    for (limiter *l = c->limiters; l; l = l->next) {
+        assert(!l->head);
+        wait_leave(l); /* before WAKE closes: nobody sends to it after this */
         uv_close((uv_handle_t *)&l->timer, limiter_timer_closed);
-    uv_close((uv_handle_t *)&c->timer, client_closed);
+    }
+    uv_close((uv_handle_t *)&c->wake, client_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, client_handle_closed);
 }

@@ -12,9 +12,10 @@
  * The client runs requests over libcurl's multi-socket API on one libuv
  * loop: many in flight on one thread, nothing blocks. Per model it enforces
  * concurrency, requests and tokens per minute (token buckets, FIFO waiters,
- * one timer per limiter), retries (wire-notes.md), and falls back to other
- * models. API keys are sent in headers and never appear in logs, traces,
- * errors or results.
+ * one timer per limiter) for the whole process, across the clients of all
+ * worker loops; it retries (wire-notes.md) and falls back to other models.
+ * API keys are sent in headers and never appear in logs, traces, errors or
+ * results.
  */
 #ifndef EDDY_LLM_H
 #define EDDY_LLM_H
@@ -379,9 +380,12 @@ typedef void (*eddy_llm_cb)(eddy_llm_result *res, void *ud);
 typedef struct eddy_llm_client eddy_llm_client;
 typedef struct eddy_llm_req eddy_llm_req;
 
-/* New client on LOOP (the loop's thread is the only one that may use it).
- * Limits are shared by every model of the client that names the same
- * endpoint, model and key. */
+/* New client on LOOP (the loop's thread is the only one that may use it;
+ * any number of clients on other loops may exist). Limits are process-wide:
+ * shared by every model of every client in the process that names the same
+ * provider, endpoint, model and key (the strictest settings among them
+ * hold), so N workers with `concurrency: 3` still run 3 requests at a time.
+ * Clients wake each other through an async handle when a slot frees. */
 int eddy_llm_client_new(uv_loop_t *loop, eddy_llm_client **out, eddy_err *err);
 
 /* Cancel what is in flight (callbacks get EDDY_ECANCELED) and close the

@@ -1,14 +1,23 @@
 /*
  * tests/unit/test_llm.c - the LLM layer's pure parts: golden request bodies
  * and headers per provider, plain and streamed answers parsed to the same
- * neutral response whatever the split, history upgrade, retry rules.
+ * neutral response whatever the split, history upgrade, retry rules; and
+ * the client's process-wide limits, two clients in two threads against a
+ * small HTTP server.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+#include <uv.h>
 
 #include "eddy/buf.h"
 #include "eddy/json.h"
@@ -610,6 +619,447 @@ static void test_cost(void **state)
     assert_true(eddy_llm_cost(&m, &u) > 5.6999 && eddy_llm_cost(&m, &u) < 5.7001);
 }
 
+/* -- process-wide limits: two clients on two loops in two threads -------------
+ *
+ * A small OpenAI-style server (libmicrohttpd, a thread per connection) that
+ * answers after DELAY_MS and records when each request arrived and how many
+ * were in flight at once; each client runs on its own loop in its own
+ * thread. Threads only record; cmocka asserts on the main thread after the
+ * joins. */
+
+#define MAX_HITS 64
+
+typedef struct hit {
+    char who;
+    int idx;
+    uint64_t at_ms;
+} hit;
+
+static struct srv {
+    struct MHD_Daemon *d;
+    int port;
+    pthread_mutex_t mu;
+    int delay_ms;
+    int first_429;         /* answer the first request 429, retry-after-ms: 700 */
+    uint64_t first_429_ms; /* when it was answered */
+    int in_flight, max_in_flight, nhits;
+    hit hits[MAX_HITS];
+} g_srv = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+typedef struct srv_req {
+    char body[8192];
+    size_t n;
+    uint64_t at_ms;
+    int counted; /* in g_srv.in_flight */
+} srv_req;
+
+static void srv_leave(srv_req *q)
+{
+    pthread_mutex_lock(&g_srv.mu);
+    if (q->counted)
+        g_srv.in_flight--;
+    q->counted = 0;
+    pthread_mutex_unlock(&g_srv.mu);
+}
+
+static enum MHD_Result srv_handler(void *cls, struct MHD_Connection *conn, const char *url,
+                                   const char *method, const char *version, const char *data,
+                                   size_t *size, void **con_cls)
+{
+    srv_req *q = *con_cls;
+    struct MHD_Response *resp;
+    const char *text;
+    char who = '?';
+    int idx = -1, status = 200;
+    enum MHD_Result rc;
+    (void)cls, (void)url, (void)method, (void)version;
+    if (!q) { /* the headers arrived */
+        q = calloc(1, sizeof(*q));
+        if (!q)
+            return MHD_NO;
+        q->at_ms = eddy_now_ms();
+        pthread_mutex_lock(&g_srv.mu);
+        q->counted = 1;
+        if (++g_srv.in_flight > g_srv.max_in_flight)
+            g_srv.max_in_flight = g_srv.in_flight;
+        pthread_mutex_unlock(&g_srv.mu);
+        *con_cls = q;
+        return MHD_YES;
+    }
+    if (*size) {
+        size_t take = *size < sizeof(q->body) - 1 - q->n ? *size : sizeof(q->body) - 1 - q->n;
+        memcpy(q->body + q->n, data, take);
+        q->n += take;
+        *size = 0;
+        return MHD_YES;
+    }
+    const char *p = strstr(q->body, "req ");
+    if (p)
+        sscanf(p, "req %c %d", &who, &idx);
+    pthread_mutex_lock(&g_srv.mu);
+    if (g_srv.first_429 && !g_srv.first_429_ms)
+        status = 429;
+    if (g_srv.nhits < MAX_HITS)
+        g_srv.hits[g_srv.nhits++] = (hit){who, idx, q->at_ms};
+    int delay = g_srv.delay_ms;
+    pthread_mutex_unlock(&g_srv.mu);
+    if (status == 200 && delay)
+        usleep((useconds_t)delay * 1000);
+    text = status == 429 ? "{\"error\":{\"message\":\"slow down\",\"type\":\"rate_limit\"}}"
+                         : "{\"id\":\"r1\",\"model\":\"m1\",\"choices\":[{\"index\":0,"
+                           "\"message\":{\"role\":\"assistant\",\"content\":\"ok\"},"
+                           "\"finish_reason\":\"stop\"}],"
+                           "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}";
+    resp = MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    if (status == 429)
+        MHD_add_response_header(resp, "retry-after-ms", "700");
+    srv_leave(q); /* before the client can see the answer and send the next */
+    if (status == 429) {
+        pthread_mutex_lock(&g_srv.mu);
+        g_srv.first_429_ms = eddy_now_ms();
+        pthread_mutex_unlock(&g_srv.mu);
+    }
+    rc = MHD_queue_response(conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+static void srv_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                          enum MHD_RequestTerminationCode code)
+{
+    (void)cls, (void)conn, (void)code;
+    if (*con_cls) {
+        srv_leave(*con_cls);
+        free(*con_cls);
+        *con_cls = NULL;
+    }
+}
+
+static void srv_start(int delay_ms, int first_429)
+{
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    pthread_mutex_lock(&g_srv.mu);
+    g_srv.delay_ms = delay_ms;
+    g_srv.first_429 = first_429;
+    g_srv.first_429_ms = 0;
+    g_srv.in_flight = g_srv.max_in_flight = g_srv.nhits = 0;
+    pthread_mutex_unlock(&g_srv.mu);
+    g_srv.d =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
+                         NULL, srv_handler, NULL, MHD_OPTION_NOTIFY_COMPLETED, srv_completed, NULL,
+                         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_END);
+    assert_non_null(g_srv.d);
+    g_srv.port = MHD_get_daemon_info(g_srv.d, MHD_DAEMON_INFO_BIND_PORT)->port;
+    assert_true(g_srv.port > 0);
+}
+
+static void srv_stop(void)
+{
+    MHD_stop_daemon(g_srv.d);
+    g_srv.d = NULL;
+}
+
+/* When the server first saw WHO's request IDX (0: never). */
+static uint64_t srv_arrival(char who, int idx)
+{
+    uint64_t at = 0;
+    pthread_mutex_lock(&g_srv.mu);
+    for (int i = 0; i < g_srv.nhits; i++)
+        if (g_srv.hits[i].who == who && g_srv.hits[i].idx == idx && !at)
+            at = g_srv.hits[i].at_ms;
+    pthread_mutex_unlock(&g_srv.mu);
+    return at;
+}
+
+#define SIDE_MAX 8
+
+typedef struct side side;
+typedef struct side_call {
+    side *s;
+    int idx, calls, status, attempts;
+    uint64_t admitted_ms, queued_ms; /* admitted: when its first attempt started */
+} side_call;
+
+/* One client on its own loop and thread, sending N requests "req WHO i" to M. */
+struct side {
+    char who;
+    int n;
+    const eddy_llm_model *m;
+    pthread_barrier_t *go;      /* both sides start together */
+    void (*before)(side *s);    /* on the thread, before the requests */
+    int (*close_when)(side *s); /* polled every 5 ms: close the client early */
+    pthread_t th;
+    uv_loop_t loop;
+    uv_timer_t poll;
+    eddy_llm_client *c;
+    eddy_llm_conv conv[SIDE_MAX];
+    eddy_llm_request rq[SIDE_MAX];
+    side_call call[SIDE_MAX];
+    int ndone, chat_rc, loop_close_rc;
+    uint64_t start_ms, end_ms;
+};
+
+static void side_cb(eddy_llm_result *res, void *ud)
+{
+    side_call *k = ud;
+    side *s = k->s;
+    uint64_t now = eddy_now_ms();
+    k->calls++;
+    k->status = res->status;
+    k->attempts = res->attempts;
+    k->queued_ms = res->queued_ms;
+    k->admitted_ms = now - res->latency_ms + res->queued_ms;
+    if (++s->ndone == s->n) {
+        s->end_ms = now;
+        eddy_llm_client_close(s->c); /* from inside a callback, on purpose */
+    }
+}
+
+static void side_poll(uv_timer_t *t)
+{
+    side *s = t->data;
+    if (!s->close_when(s))
+        return;
+    eddy_llm_client_close(s->c);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void *side_run(void *arg)
+{
+    side *s = arg;
+    char text[32];
+    uv_loop_init(&s->loop);
+    s->chat_rc = eddy_llm_client_new(&s->loop, &s->c, NULL);
+    if (s->go)
+        pthread_barrier_wait(s->go);
+    if (s->chat_rc)
+        return NULL;
+    if (s->before)
+        s->before(s);
+    s->start_ms = eddy_now_ms();
+    for (int i = 0; i < s->n && !s->chat_rc; i++) {
+        snprintf(text, sizeof(text), "req %c %d", s->who, i);
+        eddy_llm_msg_text(eddy_llm_conv_add(&s->conv[i], EDDY_ROLE_USER), text);
+        s->rq[i].conv = &s->conv[i];
+        s->call[i] = (side_call){.s = s, .idx = i};
+        s->chat_rc = eddy_llm_chat(s->c, s->m, &s->rq[i], side_cb, &s->call[i], NULL, NULL);
+    }
+    if (s->close_when) {
+        uv_timer_init(&s->loop, &s->poll);
+        s->poll.data = s;
+        uv_timer_start(&s->poll, side_poll, 5, 5);
+    }
+    uv_run(&s->loop, UV_RUN_DEFAULT); /* returns once the client closed itself */
+    s->loop_close_rc = uv_loop_close(&s->loop);
+    for (int i = 0; i < s->n; i++)
+        eddy_llm_conv_clear(&s->conv[i]);
+    return NULL;
+}
+
+/* Run the sides, each in its own thread, started together. */
+static void run_sides(side *sides, int n)
+{
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, (unsigned)n);
+    for (int i = 0; i < n; i++) {
+        sides[i].go = &go;
+        assert_int_equal(pthread_create(&sides[i].th, NULL, side_run, &sides[i]), 0);
+    }
+    for (int i = 0; i < n; i++)
+        pthread_join(sides[i].th, NULL);
+    pthread_barrier_destroy(&go);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(sides[i].chat_rc, 0);
+        assert_int_equal(sides[i].loop_close_rc, 0);
+        for (int j = 0; j < sides[i].n; j++)
+            assert_int_equal(sides[i].call[j].calls, 1); /* every callback exactly once */
+    }
+}
+
+static eddy_llm_model limited_model(char *url, size_t n)
+{
+    eddy_llm_model m = model_of("openai");
+    snprintf(url, n, "http://127.0.0.1:%d/v1", g_srv.port);
+    m.base_url = url;
+    m.timeout_ms = 20000;
+    m.max_tokens = 10;
+    return m;
+}
+
+/* (1) concurrency 3 shared by two clients: never more than 3 at the server,
+ * all complete, each client's requests admitted in its order, and the
+ * clients take turns (neither waits for the other to drain). */
+static void test_limits_shared_concurrency(void **state)
+{
+    char url[64];
+    (void)state;
+    srv_start(100, 0);
+    eddy_llm_model m = limited_model(url, sizeof(url));
+    m.concurrency = 3;
+    side sides[2] = {{.who = 'A', .n = 6, .m = &m}, {.who = 'B', .n = 6, .m = &m}};
+    uint64_t t0 = eddy_now_ms();
+    run_sides(sides, 2);
+    uint64_t elapsed = eddy_now_ms() - t0;
+    print_message("shared concurrency: max in flight %d, %llu ms for 12 requests\n",
+                  g_srv.max_in_flight, (unsigned long long)elapsed);
+    assert_true(g_srv.max_in_flight <= 3);
+    assert_true(g_srv.max_in_flight >= 2);
+    assert_int_equal(g_srv.nhits, 12);
+    assert_true(elapsed >= 390); /* 12 requests, 3 at a time, 100 ms each */
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 6; j++) {
+            assert_int_equal(sides[i].call[j].status, 0);
+            if (j) /* FIFO (ms clocks: a little slack) */
+                assert_true(sides[i].call[j].admitted_ms + 3 >= sides[i].call[j - 1].admitted_ms);
+        }
+    /* turns: each client had a request at the server before the other's last */
+    assert_true(srv_arrival('A', 0) < srv_arrival('B', 5));
+    assert_true(srv_arrival('B', 0) < srv_arrival('A', 5));
+    srv_stop();
+}
+
+/* Elapsed ms for the sides' requests at 120 per minute. */
+static uint64_t rpm_run(side *sides, int n)
+{
+    uint64_t t0 = eddy_now_ms();
+    run_sides(sides, n);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < sides[i].n; j++)
+            assert_int_equal(sides[i].call[j].status, 0);
+    return eddy_now_ms() - t0;
+}
+
+/* (2) requests_per_minute shared: two clients sending 3 each take as long
+ * as one sending 6 (a burst of 2, then one per 500 ms: at least 2 s). Only
+ * the lower bound is asserted; a slow machine only makes it longer. */
+static void test_limits_shared_rpm(void **state)
+{
+    char url[64];
+    (void)state;
+    srv_start(0, 0);
+    eddy_llm_model m = limited_model(url, sizeof(url));
+    m.requests_per_minute = 120;
+    side one[1] = {{.who = 'A', .n = 6, .m = &m}};
+    uint64_t single = rpm_run(one, 1);
+    side two[2] = {{.who = 'A', .n = 3, .m = &m}, {.who = 'B', .n = 3, .m = &m}};
+    uint64_t shared = rpm_run(two, 2);
+    print_message("120 rpm: one client x 6: %llu ms, two clients x 3: %llu ms\n",
+                  (unsigned long long)single, (unsigned long long)shared);
+    assert_true(single >= 1950);
+    assert_true(shared >= 1950); /* per-client buckets would take 500 ms */
+    srv_stop();
+}
+
+static void wait_for_429(side *s)
+{
+    (void)s;
+    for (;;) {
+        pthread_mutex_lock(&g_srv.mu);
+        uint64_t at = g_srv.first_429_ms;
+        pthread_mutex_unlock(&g_srv.mu);
+        if (at)
+            break;
+        usleep(2000);
+    }
+    usleep(150 * 1000); /* A has read the 429 by now */
+}
+
+/* (3) a 429 with retry-after-ms: 700 to client A pauses client B too. */
+static void test_limits_shared_429_pause(void **state)
+{
+    char url[64];
+    (void)state;
+    srv_start(0, 1);
+    eddy_llm_model m = limited_model(url, sizeof(url));
+    side sides[2] = {{.who = 'A', .n = 1, .m = &m},
+                     {.who = 'B', .n = 1, .m = &m, .before = wait_for_429}};
+    run_sides(sides, 2);
+    uint64_t t429 = g_srv.first_429_ms, a1 = 0, b0 = srv_arrival('B', 0);
+    for (int i = 0; i < g_srv.nhits; i++)
+        if (g_srv.hits[i].who == 'A')
+            a1 = g_srv.hits[i].at_ms; /* A's retry: the last of A's */
+    print_message("429 at %llu: A retried after %llu ms, B (sent 150 ms after) arrived after "
+                  "%llu ms, queued %llu ms\n",
+                  (unsigned long long)t429, (unsigned long long)(a1 - t429),
+                  (unsigned long long)(b0 - t429), (unsigned long long)sides[1].call[0].queued_ms);
+    assert_int_equal(sides[0].call[0].status, 0);
+    assert_int_equal(sides[0].call[0].attempts, 2);
+    assert_int_equal(sides[1].call[0].status, 0);
+    assert_int_equal(sides[1].call[0].attempts, 1);
+    assert_true(a1 >= t429 + 690);
+    assert_true(b0 >= t429 + 690); /* not ~150: B waited for A's pause */
+    assert_true(sides[1].call[0].queued_ms >= 300);
+    srv_stop();
+}
+
+static void start_after_a0(side *s)
+{
+    (void)s;
+    while (!srv_arrival('A', 0))
+        usleep(2000);
+    usleep(20 * 1000); /* A's turn in the waiting list comes first */
+}
+
+static int close_soon_after_a0(side *s)
+{
+    uint64_t a0 = srv_arrival('A', 0);
+    (void)s;
+    return a0 && eddy_now_ms() >= a0 + 100;
+}
+
+/* (4) concurrency 1: A holds the slot with three more waiting (its turn in
+ * the waiting list ahead of B's), B's three wait behind; A closes. A's four
+ * are canceled, and B's still run: the slot and the turn A gave up reach B
+ * across the loops (its wake-up keeps B's loop alive meanwhile). */
+static void test_limits_close_while_waiting(void **state)
+{
+    char url[64];
+    (void)state;
+    srv_start(300, 0);
+    eddy_llm_model m = limited_model(url, sizeof(url));
+    m.concurrency = 1;
+    side sides[2] = {{.who = 'A', .n = 4, .m = &m, .close_when = close_soon_after_a0},
+                     {.who = 'B', .n = 3, .m = &m, .before = start_after_a0}};
+    run_sides(sides, 2);
+    for (int j = 0; j < 4; j++)
+        assert_int_equal(sides[0].call[j].status, EDDY_ECANCELED);
+    for (int j = 0; j < 3; j++) {
+        assert_int_equal(sides[1].call[j].status, 0);
+        assert_true(srv_arrival('B', j) != 0);
+    }
+    for (int j = 1; j < 4; j++)
+        assert_int_equal(srv_arrival('A', j), 0); /* never sent */
+    assert_true(srv_arrival('B', 0) >= srv_arrival('A', 0) + 100);
+    srv_stop();
+}
+
+/* Clients take turns: A holds all 3 slots with three more waiting when B
+ * sends; B's first request gets the second slot freed, not the one after
+ * A's queue drained (A's own loop frees them, and would take them all). */
+static void test_limits_clients_take_turns(void **state)
+{
+    char url[64];
+    (void)state;
+    srv_start(100, 0);
+    eddy_llm_model m = limited_model(url, sizeof(url));
+    m.concurrency = 3;
+    side sides[2] = {{.who = 'A', .n = 6, .m = &m},
+                     {.who = 'B', .n = 3, .m = &m, .before = start_after_a0}};
+    run_sides(sides, 2);
+    print_message("turns: A5 at +%llu ms, B0 at +%llu ms (from A0)\n",
+                  (unsigned long long)(srv_arrival('A', 5) - srv_arrival('A', 0)),
+                  (unsigned long long)(srv_arrival('B', 0) - srv_arrival('A', 0)));
+    assert_true(g_srv.max_in_flight <= 3);
+    for (int j = 0; j < 3; j++)
+        assert_int_equal(sides[1].call[j].status, 0);
+    assert_true(srv_arrival('B', 0) < srv_arrival('A', 5));
+    srv_stop();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -627,6 +1077,11 @@ int main(void)
         cmocka_unit_test(test_history_upgrade),
         cmocka_unit_test(test_retry_decisions),
         cmocka_unit_test(test_cost),
+        cmocka_unit_test(test_limits_shared_concurrency),
+        cmocka_unit_test(test_limits_shared_rpm),
+        cmocka_unit_test(test_limits_shared_429_pause),
+        cmocka_unit_test(test_limits_clients_take_turns),
+        cmocka_unit_test(test_limits_close_while_waiting),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests(tests, NULL, NULL);
