@@ -44,7 +44,10 @@ typedef struct tool_slot {
     char *call_id, *name;
     char *result; /* the text for the model, when done */
     int failed;
-    int step; /* its step number in the run */
+    int step;      /* its step number in the run */
+    int state_ops; /* ctx.state operations so far */
+    eddy_tool *tool;
+    json_t *args; /* kept while a side effect's PENDING entry commits */
 } tool_slot;
 
 struct eddy_run {
@@ -171,6 +174,7 @@ static void run_free(eddy_run *r)
         eddy_free(r->slots[i].call_id);
         eddy_free(r->slots[i].name);
         eddy_free(r->slots[i].result);
+        json_decref(r->slots[i].args);
         eddy_span_end(r->slots[i].span, NULL);
     }
     eddy_free(r->slots);
@@ -427,6 +431,15 @@ static const eddy_replay_step *journaled(eddy_run *r, int step, const char *kind
     return NULL;
 }
 
+/* Step STEP of an earlier try in any state (a side effect's PENDING too). */
+static const eddy_replay_step *journal_entry(eddy_run *r, int step)
+{
+    for (size_t i = 0; r->replay && i < r->replay->nsteps; i++)
+        if (r->replay->steps[i].step == step)
+            return &r->replay->steps[i];
+    return NULL;
+}
+
 static void journal(eddy_run *r, int step, const char *kind, json_t *data)
 {
     eddy_err e;
@@ -499,6 +512,127 @@ static void on_tool(eddy_tool_result *res, void *ud)
     unref(r);
 }
 
+/* ctx.state of a tool call: the op's place in the run is (the call's step,
+ * its op number), journaled as the negative step -(step * 1000 + op). */
+static json_t *slot_state(void *ud, const char *op, const char *key, json_t *a, json_t *b,
+                          eddy_err *err)
+{
+    tool_slot *s = ud;
+    eddy_run *r = s->run;
+    if (s->state_ops >= 999) {
+        eddy_err_set(err, EDDY_EBUDGET, "ctx.state: more than 999 operations in one tool call");
+        return NULL;
+    }
+    int step = -(s->step * 1000 + ++s->state_ops);
+    const eddy_replay_step *j = journaled(r, step, "state");
+    if (j) { /* done before the crash: the same answer, and not done twice */
+        json_t *v = json_object_get(j->data, "result");
+        return v ? json_deep_copy(v) : json_null();
+    }
+    return eddy_store_state_op(r->rt->env->store, r->rt->def->name, op, key, a, b, &r->ref, step,
+                               err);
+}
+
+static void slot_ctx(tool_slot *s, eddy_tool_ctx *ctx)
+{
+    eddy_run *r = s->run;
+    *ctx = (eddy_tool_ctx){r->key, r->event, r->mem, slot_state, s};
+}
+
+/* Run S's tool with its arguments. */
+static void slot_run(tool_slot *s)
+{
+    eddy_run *r = s->run;
+    eddy_tool_ctx ctx;
+    eddy_err e;
+    if (r->reported) {
+        slot_done(s, 1, NULL, "run already ended", 0);
+        return;
+    }
+    slot_ctx(s, &ctx);
+    r->refs++;
+    if (eddy_tool_call(r->rt->env->tools, s->tool, s->args, &ctx, on_tool, s, &e)) {
+        r->refs--;
+        slot_done(s, 1, NULL, e.msg, 0);
+    }
+}
+
+static void on_pending_stored(int status, const char *errmsg, void *ud)
+{
+    tool_slot *s = ud;
+    eddy_run *r = s->run;
+    if (status)
+        slot_done(s, 1, NULL, errmsg ? errmsg : "cannot journal the call", 0);
+    else
+        slot_run(s);
+    unref(r);
+}
+
+/* A side effect: its PENDING entry is committed before the tool starts. */
+static void slot_pending(tool_slot *s)
+{
+    eddy_run *r = s->run;
+    eddy_err e;
+    json_t *d = json_pack("{s:O}", "args", s->args);
+    r->refs++;
+    if (!d || eddy_store_put_step(r->rt->env->store, &r->ref, s->step, EDDY_STEP_PENDING, "tool", d,
+                                  on_pending_stored, s, &e)) {
+        r->refs--;
+        slot_done(s, 1, NULL, d ? e.msg : "out of memory", 0);
+    }
+    json_decref(d);
+}
+
+static void on_reconciled(eddy_tool_result *res, void *ud)
+{
+    tool_slot *s = ud;
+    eddy_run *r = s->run;
+    if (r->stats)
+        r->stats->tools_reconciled++;
+    if (res->status) {
+        /* not knowing whether it happened, it is not done again */
+        char why[EDDY_ERR_MSG_MAX];
+        snprintf(why, sizeof(why), "reconcile after a crash failed: %.900s", res->err.msg);
+        eddy_span_set(s->span, "eddy.reconciled", json_string("error"));
+        slot_done(s, 1, NULL, why, 1);
+    } else if (res->result && !json_is_null(res->result)) {
+        eddy_span_set(s->span, "eddy.reconciled", json_string("happened"));
+        slot_done(s, 0, res->result, NULL, 1);
+    } else {
+        eddy_span_set(s->span, "eddy.reconciled", json_string("did not happen"));
+        s->state_ops = 0; /* the call's ops again: those done before the crash answer as then */
+        slot_run(s);      /* its PENDING entry is still there */
+    }
+    unref(r);
+}
+
+/* S was started before a crash and never finished: ask the tool's
+ * reconcile whether it happened, or (without one) run it again. */
+static void slot_after_crash(tool_slot *s)
+{
+    eddy_run *r = s->run;
+    eddy_tool_ctx ctx;
+    eddy_err e;
+    if (!eddy_tool_has_reconcile(s->tool)) {
+        EDDY_WARN("agents",
+                  "event %s (key %s): tool '%s' (side_effects) had started before the restart "
+                  "and has no reconcile: running it again",
+                  r->event_id, r->key, s->name);
+        eddy_span_set(s->span, "eddy.rerun_after_crash", json_true());
+        if (r->stats)
+            r->stats->tools_rerun++;
+        slot_run(s);
+        return;
+    }
+    slot_ctx(s, &ctx);
+    s->state_ops = 500; /* reconcile's own ctx.state ops: not the call's */
+    r->refs++;
+    if (eddy_tool_reconcile(r->rt->env->tools, s->tool, s->args, &ctx, on_reconciled, s, &e)) {
+        r->refs--;
+        slot_done(s, 1, NULL, e.msg, 0);
+    }
+}
+
 static eddy_tool *find_tool(eddy_agent_rt *rt, const char *name)
 {
     for (size_t i = 0; i < rt->ntools; i++)
@@ -521,6 +655,7 @@ static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
         eddy_free(r->slots[i].call_id);
         eddy_free(r->slots[i].name);
         eddy_free(r->slots[i].result);
+        json_decref(r->slots[i].args);
     }
     eddy_free(r->slots);
     r->slots = eddy_calloc(n, sizeof(tool_slot));
@@ -573,9 +708,7 @@ static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
         const char *name = names && names[i] ? names[i] : "?";
         const char *raw = argv && argv[i] ? argv[i] : "{}";
         eddy_tool *t = find_tool(r->rt, name);
-        eddy_tool_ctx ctx = {r->key, r->event, r->mem};
         char sname[160];
-        eddy_err e;
         json_error_t je;
         s->run = r;
         snprintf(sname, sizeof(sname), "execute_tool %s", name);
@@ -612,11 +745,16 @@ static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
                      je.column);
             slot_done(s, 1, NULL, why, 0);
         } else {
-            r->refs++;
-            if (eddy_tool_call(r->rt->env->tools, t, args, &ctx, on_tool, s, &e)) {
-                r->refs--;
-                slot_done(s, 1, NULL, e.msg, 0);
-            }
+            const eddy_replay_step *pend = journal_entry(r, s->step);
+            s->tool = t;
+            s->args = args;
+            args = NULL;
+            if (!eddy_tool_side_effects(t))
+                slot_run(s);
+            else if (pend && pend->state == EDDY_STEP_PENDING)
+                slot_after_crash(s);
+            else
+                slot_pending(s);
         }
         json_decref(args);
     }
@@ -1062,6 +1200,7 @@ int eddy_agent_run_start(eddy_agent_rt *rt, const eddy_run_input *in, eddy_run_s
     eddy_span_set_str(r->span, "openinference.span.kind", "AGENT");
     eddy_span_set_str(r->span, "eddy.key", in->key);
     eddy_span_set_str(r->span, "eddy.event_id", in->event_id);
+    eddy_span_set_int(r->span, "eddy.worker", rt->env->worker);
     if (r->replay)
         eddy_span_set_int(r->span, "eddy.journal.steps", (long long)r->replay->nsteps);
     r->wall.data = r->later.data = r;

@@ -26,6 +26,8 @@
 #include "eddy/log.h"
 
 #include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -60,9 +62,11 @@ static const char *const kSchema =
     "  data TEXT NOT NULL, created_ns INTEGER NOT NULL,"
     "  PRIMARY KEY(part, pos, agent, step)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS sinks(sink TEXT PRIMARY KEY, length INTEGER NOT NULL,"
-    "  count INTEGER NOT NULL, updated_ns INTEGER NOT NULL) WITHOUT ROWID;";
+    "  count INTEGER NOT NULL, updated_ns INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS shared_state(agent TEXT NOT NULL, key TEXT NOT NULL,"
+    "  value TEXT NOT NULL, updated_ns INTEGER NOT NULL, PRIMARY KEY(agent, key)) WITHOUT ROWID;";
 
-enum { J_STEP, J_DONE, J_CKPT };
+enum { J_STEP, J_DONE, J_CKPT, J_STATE };
 
 typedef struct ckpt {
     eddy_position *pos;
@@ -81,7 +85,10 @@ typedef struct sjob {
     char *agent, *key;
     int64_t part, pos, input_hash;
     int step, state, ok, keep;
-    char *skind, *data;             /* J_STEP */
+    char *skind, *data; /* J_STEP; J_STATE: the journal entry (with KEY = the run's key) */
+    char *skey, *value; /* J_STATE: the shared key and its new value (NULL: deleted) */
+    int journaled;      /* J_STATE: write the journal entry too */
+    int changed;        /* J_STATE: the shared key changed */
     char *doc, *messages, *outcome; /* J_DONE */
     ckpt *ck;
     centry *ce; /* J_DONE: the cache entry it holds */
@@ -104,6 +111,8 @@ enum {
     W_GC_RUNS,
     W_GC_JOURNAL,
     W_SINK,
+    W_STATE_SET,
+    W_STATE_DEL,
     W_N
 };
 
@@ -127,7 +136,10 @@ static const char *const kWriteSql[W_N] = {
     "DELETE FROM journal WHERE part=?1 AND pos<?2",
     "INSERT INTO sinks(sink,length,count,updated_ns) VALUES(?1,?2,?3,?4) "
     "ON CONFLICT(sink) DO UPDATE SET length=excluded.length, count=excluded.count, "
-    "updated_ns=excluded.updated_ns"};
+    "updated_ns=excluded.updated_ns",
+    "INSERT INTO shared_state(agent,key,value,updated_ns) VALUES(?1,?2,?3,?4) "
+    "ON CONFLICT(agent,key) DO UPDATE SET value=excluded.value, updated_ns=excluded.updated_ns",
+    "DELETE FROM shared_state WHERE agent=?1 AND key=?2"};
 
 enum { R_DOC, R_HIST, R_N };
 static const char *const kReadSql[R_N] = {
@@ -154,6 +166,11 @@ struct eddy_store {
     rentry *replay;
     size_t nreplay, nfinished;
     json_t *positions, *sinks;
+    /* shared state: {agent: {key: value}}, every thread's, under state_mu;
+     * a change is posted to the writer under it too, so the writer stores
+     * changes in the order they were made */
+    pthread_mutex_t state_mu;
+    json_t *state;
 };
 
 /* -- the cache ------------------------------------------------------------ */
@@ -317,6 +334,8 @@ static void job_free(sjob *j)
     eddy_free(j->doc);
     eddy_free(j->messages);
     eddy_free(j->outcome);
+    eddy_free(j->skey);
+    eddy_free(j->value);
     ckpt_free(j->ck);
     eddy_free(j);
 }
@@ -427,6 +446,22 @@ static int write_ckpt(eddy_store *s, sjob *j)
     return 0;
 }
 
+static int write_state(eddy_store *s, sjob *j)
+{
+    if (j->changed) {
+        sqlite3_stmt *st = s->wst[j->value ? W_STATE_SET : W_STATE_DEL];
+        bind_text(st, 1, j->agent);
+        bind_text(st, 2, j->skey);
+        if (j->value) {
+            bind_text(st, 3, j->value);
+            sqlite3_bind_int64(st, 4, (sqlite3_int64)eddy_wall_ns());
+        }
+        if (wstep(s, st, j))
+            return EDDY_ESQLITE;
+    }
+    return j->journaled ? write_step(s, j) : 0;
+}
+
 static void run_job(eddy_store *s, sjob *j)
 {
     int rc;
@@ -434,9 +469,10 @@ static void run_job(eddy_store *s, sjob *j)
         j->status = EDDY_ESQLITE;
         return;
     }
-    rc = j->kind == J_STEP   ? write_step(s, j)
-         : j->kind == J_DONE ? write_done(s, j)
-                             : write_ckpt(s, j);
+    rc = j->kind == J_STEP    ? write_step(s, j)
+         : j->kind == J_DONE  ? write_done(s, j)
+         : j->kind == J_STATE ? write_state(s, j)
+                              : write_ckpt(s, j);
     if (rc) {
         j->status = rc;
         exec_w(s, "ROLLBACK TO job; RELEASE job", NULL);
@@ -853,6 +889,35 @@ out:
     return rc;
 }
 
+static int load_state(eddy_store *s, eddy_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (!(s->state = json_object()))
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    if (sqlite3_prepare_v2(s->wdb, "SELECT agent, key, value FROM shared_state", -1, &st, NULL) !=
+        SQLITE_OK)
+        return eddy_err_set(err, EDDY_ESQLITE, "%s: cannot read the shared state: %s", s->path,
+                            sqlite3_errmsg(s->wdb));
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *agent = (const char *)sqlite3_column_text(st, 0);
+        json_t *m = json_object_get(s->state, agent);
+        json_t *v = json_loads((const char *)sqlite3_column_text(st, 2), JSON_DECODE_ANY, NULL);
+        if (!m)
+            json_object_set_new(s->state, agent, m = json_object());
+        if (!v) {
+            sqlite3_finalize(st);
+            return eddy_err_set(err, EDDY_ECORRUPT,
+                                "%s: shared state '%s' of agent '%s' is not JSON", s->path,
+                                (const char *)sqlite3_column_text(st, 1), agent);
+        }
+        json_object_set_new(m, (const char *)sqlite3_column_text(st, 1), v);
+    }
+    sqlite3_finalize(st);
+    EDDY_DEBUG("memory", "%s: shared state of %zu agent(s) loaded", s->path,
+               json_object_size(s->state));
+    return 0;
+}
+
 static int load_positions(eddy_store *s, eddy_err *err)
 {
     sqlite3_stmt *st = NULL;
@@ -908,6 +973,7 @@ int eddy_store_open(const char *path, const eddy_store_opts *opts, eddy_store **
     const char *crash = getenv("EDDY_STORE_CRASH_AT");
     if (crash)
         s->crash_at = atol(crash);
+    pthread_mutex_init(&s->state_mu, NULL);
     if ((rc = eddy_mkdirs_for(path, err)))
         goto fail;
     if ((rc = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -919,7 +985,7 @@ int eddy_store_open(const char *path, const eddy_store_opts *opts, eddy_store **
         goto fail;
     }
     if ((rc = migrate(s->wdb, path, err)) || (rc = check_keygroups(s, o.max_keygroups, err)) ||
-        (rc = load_replay(s, err)) || (rc = load_positions(s, err)) ||
+        (rc = load_replay(s, err)) || (rc = load_positions(s, err)) || (rc = load_state(s, err)) ||
         (rc = prepare_all(s->wdb, kWriteSql, s->wst, W_N, err)))
         goto fail;
     eddy_bgq_limits lim = {o.commit_max > 0 ? o.commit_max : 1024,
@@ -936,6 +1002,8 @@ fail:
     replay_free(s);
     json_decref(s->positions);
     json_decref(s->sinks);
+    json_decref(s->state);
+    pthread_mutex_destroy(&s->state_mu);
     eddy_free(s->path);
     eddy_free(s);
     return rc;
@@ -951,6 +1019,8 @@ void eddy_store_close(eddy_store *s)
     replay_free(s);
     json_decref(s->positions);
     json_decref(s->sinks);
+    json_decref(s->state);
+    pthread_mutex_destroy(&s->state_mu);
     eddy_free(s->path);
     eddy_free(s);
 }
@@ -1465,6 +1535,165 @@ int eddy_store_checkpoint(eddy_store_session *ss, const eddy_checkpoint *c, eddy
     j->cb = cb;
     j->ud = ud;
     return post(ss, j, err);
+}
+
+/* -- shared state ------------------------------------------------------------ */
+
+#define STATE_KEY_MAX 1024
+#define STATE_VALUE_MAX (1 << 20)
+
+/* The result of OP on CUR (borrowed, NULL: absent) into *RES (new), and the
+ * new value into *NEWV (new; NULL: absent). Returns 1 when the key
+ * changes, 0 when not, -1 with ERR on a bad argument. */
+static int state_apply(const char *op, json_t *cur, json_t *a, json_t *b, json_t **res,
+                       json_t **newv, eddy_err *err)
+{
+    *res = *newv = NULL;
+    if (!strcmp(op, "get")) {
+        *res = cur ? json_deep_copy(cur) : json_null();
+        return 0;
+    }
+    if (!strcmp(op, "set")) {
+        if (!a || json_is_null(a)) {
+            eddy_err_set(err, EDDY_EINVAL,
+                         "ctx.state.set: a value is required (delete removes "
+                         "a key)");
+            return -1;
+        }
+        *newv = json_deep_copy(a);
+        *res = json_null();
+        return 1;
+    }
+    if (!strcmp(op, "incr")) {
+        json_t *by = a ? a : NULL;
+        if (by && !json_is_number(by)) {
+            eddy_err_set(err, EDDY_EINVAL, "ctx.state.incr: the amount must be a number, not %s",
+                         eddy_json_type_name(by));
+            return -1;
+        }
+        if (cur && !json_is_number(cur)) {
+            eddy_err_set(err, EDDY_EINVAL, "ctx.state.incr: the key holds %s, not a number",
+                         eddy_json_type_name(cur));
+            return -1;
+        }
+        if ((!cur || json_is_integer(cur)) && (!by || json_is_integer(by))) {
+            json_int_t x = cur ? json_integer_value(cur) : 0, d = by ? json_integer_value(by) : 1;
+            if ((d > 0 && x > INT64_MAX - d) || (d < 0 && x < INT64_MIN - d)) {
+                eddy_err_set(err, EDDY_ERANGE, "ctx.state.incr: the counter would overflow");
+                return -1;
+            }
+            *newv = json_integer(x + d);
+        } else {
+            *newv = json_real((cur ? json_number_value(cur) : 0) + json_number_value(by));
+        }
+        *res = json_deep_copy(*newv);
+        return 1;
+    }
+    if (!strcmp(op, "compare_and_set")) {
+        int absent = !a || json_is_null(a);
+        int equal = cur ? !absent && json_equal(cur, a) : absent;
+        *res = json_boolean(equal);
+        if (!equal)
+            return 0;
+        *newv = b && !json_is_null(b) ? json_deep_copy(b) : NULL;
+        return 1;
+    }
+    if (!strcmp(op, "delete")) {
+        *res = json_boolean(cur != NULL);
+        return cur != NULL;
+    }
+    eddy_err_set(err, EDDY_EINVAL, "ctx.state has no operation '%s'", op);
+    return -1;
+}
+
+json_t *eddy_store_state_op(eddy_store_session *ss, const char *agent, const char *op,
+                            const char *key, json_t *a, json_t *b, const eddy_run_ref *ref,
+                            int step, eddy_err *err)
+{
+    eddy_store *s = ss->s;
+    json_t *res = NULL, *newv = NULL, *m, *cur;
+    sjob *j = NULL;
+    int changed;
+    size_t klen = key ? strlen(key) : 0;
+    if (!klen || klen > STATE_KEY_MAX) {
+        eddy_err_set(err, EDDY_EINVAL, "ctx.state.%s: the key must be a string of 1 to %d bytes",
+                     op, STATE_KEY_MAX);
+        return NULL;
+    }
+    pthread_mutex_lock(&s->state_mu);
+    m = json_object_get(s->state, agent);
+    cur = m ? json_object_get(m, key) : NULL;
+    if ((changed = state_apply(op, cur, a, b, &res, &newv, err)) < 0)
+        goto out;
+    if (!res || (changed && newv == NULL && strcmp(op, "delete") && strcmp(op, "compare_and_set")))
+        goto oom;
+    if (changed || ref) {
+        j = eddy_calloc(1, sizeof(*j));
+        if (!j)
+            goto oom;
+        j->kind = J_STATE;
+        j->agent = eddy_strdup(agent);
+        j->skey = eddy_strdup(key);
+        j->changed = changed;
+        j->value = newv ? eddy_json_dumps_flags(newv, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        if (!j->agent || !j->skey || (newv && !j->value))
+            goto oom;
+        if (j->value && strlen(j->value) > STATE_VALUE_MAX) {
+            eddy_err_set(err, EDDY_ERANGE, "ctx.state.%s: the value of '%s' is over %d bytes", op,
+                         key, STATE_VALUE_MAX);
+            goto fail;
+        }
+        if (ref) { /* journaled with the change: a re-run gets the same answer */
+            json_t *d = json_pack("{s:O}", "result", res);
+            j->journaled = 1;
+            eddy_free(j->key);
+            j->key = eddy_strdup(ref->key);
+            j->part = ref->part;
+            j->pos = ref->pos;
+            j->input_hash = ref->input_hash;
+            j->step = step;
+            j->state = EDDY_STEP_DONE;
+            j->skind = eddy_strdup("state");
+            j->data = d ? eddy_json_dumps_flags(d, JSON_COMPACT) : NULL;
+            json_decref(d);
+            if (!j->key || !j->skind || !j->data)
+                goto oom;
+        }
+        if (post(ss, j, err)) { /* under state_mu: the writer stores changes in order */
+            j = NULL;
+            goto fail;
+        }
+        j = NULL;
+    }
+    if (changed && newv) {
+        if (!m && (json_object_set_new(s->state, agent, m = json_object()) || !m))
+            goto oom;
+        json_object_set_new(m, key, newv);
+        newv = NULL;
+    } else if (changed) {
+        json_object_del(m, key);
+    }
+    goto out;
+oom:
+    eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+fail:
+    json_decref(res);
+    res = NULL;
+out:
+    pthread_mutex_unlock(&s->state_mu);
+    if (j)
+        job_free(j);
+    json_decref(newv);
+    return res;
+}
+
+json_t *eddy_store_state_get(eddy_store *s, const char *agent, const char *key)
+{
+    pthread_mutex_lock(&s->state_mu);
+    json_t *v = json_object_get(json_object_get(s->state, agent), key);
+    v = v ? json_deep_copy(v) : NULL;
+    pthread_mutex_unlock(&s->state_mu);
+    return v;
 }
 
 /* -- sessions: the loop side ------------------------------------------------------ */

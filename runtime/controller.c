@@ -542,8 +542,7 @@ static int store_sink_base(ctl *c)
     eddy_sink_commit sk = {eddy_sink_name(c->out), eddy_sink_length(c->out), 0};
     eddy_checkpoint ck = {NULL, 0, NULL, 0, &sk, 1};
     eddy_err e;
-    if (!c->exactly_once || sk.length < 0 ||
-        json_object_get(eddy_store_sinks(c->store), sk.sink))
+    if (!c->exactly_once || sk.length < 0 || json_object_get(eddy_store_sinks(c->store), sk.sink))
         return 0;
     c->ckpt_started = eddy_now_ms();
     if (eddy_store_checkpoint(c->ss, &ck, on_ckpt_done, c, &e)) {
@@ -633,6 +632,8 @@ static void add_stats(eddy_run_stats *to, eddy_run_stats *from)
     to->tool_errors += from->tool_errors;
     to->llm_replayed += from->llm_replayed;
     to->tools_replayed += from->tools_replayed;
+    to->tools_reconciled += from->tools_reconciled;
+    to->tools_rerun += from->tools_rerun;
     to->input_tokens += from->input_tokens;
     to->output_tokens += from->output_tokens;
     to->cost += from->cost;
@@ -700,6 +701,10 @@ static void print_summary(ctl *c, eddy__worker_stats *ws, uint64_t wall_ms)
     int priced = 0;
     for (size_t i = 0; i < c->job->nmodels; i++)
         priced |= c->job->models[i].has_price;
+    if (s) {
+        json_object_set_new(s, "tools_reconciled", json_integer(st.tools_reconciled));
+        json_object_set_new(s, "tools_rerun_after_crash", json_integer(st.tools_rerun));
+    }
     if (s && priced)
         json_object_set_new(s, "cost", json_real(st.cost));
     if (s && st.per_model)
@@ -715,11 +720,14 @@ static void print_summary(ctl *c, eddy__worker_stats *ws, uint64_t wall_ms)
                 c->events, st.runs_ok, st.runs_failed, c->dead_letters, st.llm_calls,
                 st.llm_retries, st.input_tokens, st.output_tokens, st.tool_calls, st.tool_errors,
                 (double)wall_ms / 1000.0);
-        if (c->replayed || st.llm_replayed || st.tools_replayed)
+        if (c->replayed || st.llm_replayed || st.tools_replayed || st.tools_reconciled ||
+            st.tools_rerun)
             fprintf(stderr,
                     "eddy: after a restart: %ld runs had finished (%ld outputs delivered again), "
-                    "%ld LLM calls and %ld tool calls served from the journal\n",
-                    c->replayed, c->redelivered, st.llm_replayed, st.tools_replayed);
+                    "%ld LLM calls and %ld tool calls served from the journal, %ld interrupted "
+                    "side effects reconciled, %ld run again\n",
+                    c->replayed, c->redelivered, st.llm_replayed, st.tools_replayed,
+                    st.tools_reconciled, st.tools_rerun);
         if (c->nw > 1) {
             fprintf(stderr, "eddy: %d workers:", c->nw);
             for (int i = 0; i < c->nw; i++)

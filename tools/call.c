@@ -42,10 +42,82 @@ static void close_call(struct tool_call *c)
     uv_close((uv_handle_t *)&c->slice, call_closed);
 }
 
+/* What ctx.state's functions hold: their call, until it ends. */
+struct eddy__state_handle {
+    struct tool_call *c;
+    eddy_tool_state_fn fn;
+    void *ud;
+};
+
+static int l_state(lua_State *L)
+{
+    struct eddy__state_handle *h = lua_touserdata(L, lua_upvalueindex(1));
+    const char *op = lua_tostring(L, lua_upvalueindex(2));
+    const char *key = luaL_checkstring(L, 1);
+    json_t *a = NULL, *b = NULL, *res;
+    eddy_err e;
+    int nargs = !strcmp(op, "compare_and_set") ? 2 : (!strcmp(op, "set") || !strcmp(op, "incr"));
+    if (!h->c)
+        return luaL_error(L, "ctx.state.%s: the call whose ctx this was has ended", op);
+    eddy__tools_charge(L, 200);
+    for (int i = 0; i < nargs; i++) {
+        json_t **slot = i ? &b : &a;
+        if (lua_isnoneornil(L, 2 + i))
+            continue;
+        if (!(*slot = eddy_lua_to_json(L, 2 + i, &e))) {
+            json_decref(a);
+            return luaL_error(L, "ctx.state.%s: %s", op, e.msg);
+        }
+    }
+    res = h->fn(h->ud, op, key, a, b, &e);
+    json_decref(a);
+    json_decref(b);
+    if (!res)
+        return luaL_error(L, "%s", e.msg);
+    if (json_is_null(res)) { /* no key holds null: it is "absent", nil in Lua */
+        json_decref(res);
+        lua_pushnil(L);
+        return 1;
+    }
+    int rc = eddy_lua_push_json(L, res);
+    json_decref(res);
+    if (rc)
+        return luaL_error(L, "ctx.state.%s: the value is nested too deep", op);
+    return 1;
+}
+
+/* ctx.state for call C: a table of the five operations, each holding the
+ * call's handle, onto the stack. */
+static void push_state(lua_State *L, struct tool_call *c, const eddy_tool_ctx *ctx)
+{
+    static const char *const ops[] = {"get", "set", "incr", "compare_and_set", "delete", NULL};
+    struct eddy__state_handle *h = lua_newuserdatauv(L, sizeof(*h), 0);
+    h->c = c;
+    h->fn = ctx->state;
+    h->ud = ctx->state_ud;
+    lua_pushvalue(L, -1);
+    c->state_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    c->state_h = h;
+    lua_createtable(L, 0, 5);
+    for (int i = 0; ops[i]; i++) {
+        lua_pushvalue(L, -2);
+        lua_pushstring(L, ops[i]);
+        lua_pushcclosure(L, l_state, 2);
+        lua_setfield(L, -2, ops[i]);
+    }
+    lua_remove(L, -2);
+}
+
 /* Drop the call's Lua objects: ctx and ctx.memory die here. */
 static int release_lua(lua_State *L)
 {
     struct tool_call *c = lua_touserdata(L, 1);
+    if (c->state_h) { /* a stashed ctx.state function fails from now on */
+        c->state_h->c = NULL;
+        c->state_h = NULL;
+        luaL_unref(L, LUA_REGISTRYINDEX, c->state_ref);
+        c->state_ref = LUA_NOREF;
+    }
     if (c->ctx_ref != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->ctx_ref);
         eddy__tools_kill_proxy(L, -1);
@@ -446,6 +518,7 @@ typedef struct setup {
     struct tool_call *c;
     json_t *args;
     const eddy_tool_ctx *ctx;
+    int fn_ref; /* run, or reconcile */
 } setup;
 
 /* Make the call's coroutine, globals, ctx and ctx.memory proxy, and push
@@ -490,10 +563,14 @@ static int call_setup(lua_State *L)
     }
     lua_pushstring(L, c->tool->name);
     lua_setfield(L, -2, "tool");
+    if (ctx && ctx->state) {
+        push_state(L, c, ctx);
+        lua_setfield(L, -2, "state");
+    }
     lua_pushvalue(L, -1);
     c->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->tool->run_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->fn_ref);
     if (eddy_lua_push_json(L, s->args))
         return luaL_error(L, "the arguments are nested too deep");
     lua_rotate(L, -3, -1); /* run, args, ctx */
@@ -501,8 +578,35 @@ static int call_setup(lua_State *L)
     return 0;
 }
 
+static int start_call(eddy_tools *h, eddy_tool *t, int fn_ref, json_t *args,
+                      const eddy_tool_ctx *ctx, eddy_tool_cb cb, void *ud, eddy_err *err);
+
 int eddy_tool_call(eddy_tools *h, eddy_tool *t, json_t *args, const eddy_tool_ctx *ctx,
                    eddy_tool_cb cb, void *ud, eddy_err *err)
+{
+    return start_call(h, t, t->run_ref, args, ctx, cb, ud, err);
+}
+
+int eddy_tool_side_effects(const eddy_tool *t)
+{
+    return t->side_effects;
+}
+
+int eddy_tool_has_reconcile(const eddy_tool *t)
+{
+    return t->reconcile_ref != LUA_NOREF && t->module < 0;
+}
+
+int eddy_tool_reconcile(eddy_tools *h, eddy_tool *t, json_t *args, const eddy_tool_ctx *ctx,
+                        eddy_tool_cb cb, void *ud, eddy_err *err)
+{
+    if (!eddy_tool_has_reconcile(t))
+        return eddy_err_set(err, EDDY_EINVAL, "tool '%s' has no reconcile", t->name);
+    return start_call(h, t, t->reconcile_ref, args, ctx, cb, ud, err);
+}
+
+static int start_call(eddy_tools *h, eddy_tool *t, int fn_ref, json_t *args,
+                      const eddy_tool_ctx *ctx, eddy_tool_cb cb, void *ud, eddy_err *err)
 {
     struct tool_call *c = eddy_calloc(1, sizeof(*c));
     eddy_err verr;
@@ -512,7 +616,7 @@ int eddy_tool_call(eddy_tools *h, eddy_tool *t, json_t *args, const eddy_tool_ct
     c->tool = t;
     c->cb = cb;
     c->ud = ud;
-    c->co_ref = c->env_ref = c->ctx_ref = c->mem_ref = LUA_NOREF;
+    c->co_ref = c->env_ref = c->ctx_ref = c->mem_ref = c->state_ref = LUA_NOREF;
     c->limits = t->limits;
     c->start_ms = eddy_now_ms();
     c->deadline_ns = uv_hrtime() + (uint64_t)c->limits.wall_ms * 1000000u;
@@ -537,7 +641,7 @@ int eddy_tool_call(eddy_tools *h, eddy_tool *t, json_t *args, const eddy_tool_ct
     } else if (t->module >= 0) {
         start_native(c, args);
     } else {
-        setup s = {c, args, ctx};
+        setup s = {c, args, ctx, fn_ref};
         if (eddy__tools_protect(h, call_setup, &s, 0, &verr))
             fail(c, verr.code, verr.msg);
         else

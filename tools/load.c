@@ -58,8 +58,8 @@ static int find_col(const char *src, int line, const char *token)
 
 /* Rewrite Lua's "SHOWN:LINE: msg near 'tok'" (SHOWN: the chunk's name) into
  * "PATH:LINE:COL: msg ...". */
-static void syntax_error(const char *path, const char *shown, const char *src,
-                         const char *luamsg, eddy_err *err)
+static void syntax_error(const char *path, const char *shown, const char *src, const char *luamsg,
+                         eddy_err *err)
 {
     const char *p = strstr(luamsg, shown), *near;
     char tok[128] = "";
@@ -189,6 +189,28 @@ static int check_spec(lua_State *L)
         lua_pop(L, 1);
     } else {
         t->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    int se = lua_getfield(L, spec, "side_effects");
+    if (se == LUA_TBOOLEAN)
+        t->side_effects = lua_toboolean(L, -1);
+    else if (se != LUA_TNIL)
+        problem(&ld->problems, "%s:%d:1: tool '%s': side_effects must be true or false", path, line,
+                t->name ? t->name : "?");
+    lua_pop(L, 1);
+    int rt = lua_getfield(L, spec, "reconcile");
+    if (rt == LUA_TFUNCTION && !t->side_effects) {
+        problem(&ld->problems,
+                "%s:%d:1: tool '%s': reconcile is asked only about calls of a tool with "
+                "side_effects = true",
+                path, line, t->name ? t->name : "?");
+        lua_pop(L, 1);
+    } else if (rt == LUA_TFUNCTION) {
+        t->reconcile_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+        if (rt != LUA_TNIL)
+            problem(&ld->problems, "%s:%d:1: tool '%s': reconcile must be a function(args, ctx)",
+                    path, line, t->name ? t->name : "?");
+        lua_pop(L, 1);
     }
     lua_getfield(L, spec, "params");
     params = lua_gettop(L);
@@ -412,11 +434,11 @@ int eddy_tools_load(eddy_tools *h, const char *path, const eddy_tool_limits *lim
     if ((rc = eddy_read_file(path, &src, &ld.n, err)))
         return rc;
     memset(&lc, 0, sizeof(lc));
-    lc.co_ref = lc.env_ref = lc.ctx_ref = lc.mem_ref = LUA_NOREF;
+    lc.co_ref = lc.env_ref = lc.ctx_ref = lc.mem_ref = lc.state_ref = LUA_NOREF;
     eddy_buf_init(&ld.problems);
     t = eddy_calloc(1, sizeof(*t));
     if (t)
-        t->run_ref = t->chunk_ref = t->envmt_ref = LUA_NOREF; /* before any goto out */
+        t->run_ref = t->chunk_ref = t->envmt_ref = t->reconcile_ref = LUA_NOREF; /* first */
     /* errors show the file as the job names it (relative to the job's folder),
      * not where the job happens to live: they reach the model */
     size_t bl = strlen(h->base_dir);
@@ -440,7 +462,7 @@ int eddy_tools_load(eddy_tools *h, const char *path, const eddy_tool_limits *lim
     }
     t->host = h;
     t->limits = lim;
-    t->run_ref = t->chunk_ref = t->envmt_ref = LUA_NOREF;
+    t->run_ref = t->chunk_ref = t->envmt_ref = t->reconcile_ref = LUA_NOREF;
     t->module = -1;
     lc.host = h;
     lc.tool = t;
@@ -476,6 +498,7 @@ out:
     luaL_unref(L, LUA_REGISTRYINDEX, lc.env_ref);
     if (rc && t) {
         luaL_unref(L, LUA_REGISTRYINDEX, t->run_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, t->reconcile_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, t->chunk_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, t->envmt_ref);
         eddy__tool_free(t);

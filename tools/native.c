@@ -218,7 +218,7 @@ int eddy_tools_load_native(eddy_tools *h, const char *kind, const json_t *cfg, e
     if (!(t = eddy_calloc(1, sizeof(*t))))
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     t->host = h;
-    t->run_ref = t->chunk_ref = t->envmt_ref = LUA_NOREF;
+    t->run_ref = t->chunk_ref = t->envmt_ref = t->reconcile_ref = LUA_NOREF;
     t->module = mi;
     t->limits.instructions = EDDY_TOOL_DEFAULT_INSTRUCTIONS;
     t->limits.memory = EDDY_TOOL_DEFAULT_MEMORY;

@@ -50,6 +50,8 @@ struct eddy_tool {
     char *name, *path, *description;
     json_t *schema; /* JSON schema of the parameters */
     int run_ref;    /* registry ref of the run function (Lua tools) */
+    int reconcile_ref; /* ... of reconcile, or LUA_NOREF */
+    int side_effects;
     int chunk_ref;  /* the file's main chunk: its _ENV upvalue is switched per call */
     int envmt_ref;  /* metatable of a call's globals: __index = the file's globals */
     int module;     /* native tools: index of the module, else -1 */
@@ -71,6 +73,8 @@ struct tool_call {
     lua_State *running;                    /* the thread executing now (co or one the tool made) */
     int co_ref, env_ref, ctx_ref, mem_ref; /* registry refs, or LUA_NOREF; mem_ref: the
                                             * call's memory proxies, real -> proxy */
+    int state_ref;                         /* the ctx.state handle (a userdata), or LUA_NOREF */
+    struct eddy__state_handle *state_h;    /* ... itself: its call is cleared at the end */
     uv_timer_t timer;                      /* eddy.sleep, slices, delivery */
     uv_timer_t deadline;                   /* the wall-clock budget while the call waits */
     uv_idle_t slice;                       /* the next slice, in the next loop iteration */

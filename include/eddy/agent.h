@@ -201,6 +201,7 @@ typedef struct eddy_agent_env {
     eddy_tools *tools;
     eddy_store_session *store;
     eddy_trace_store *traces;
+    int worker; /* the worker's index (traces say where a run ran) */
 } eddy_agent_env;
 
 /* An agent ready to run on one worker: its definition and loaded tools. */
@@ -218,7 +219,8 @@ int eddy_agent_handles(const eddy_agent_rt *rt, const char *type);
 /* Totals over the runs of one worker, for the end-of-job summary. */
 typedef struct eddy_run_stats {
     long runs_ok, runs_failed, llm_calls, llm_retries, tool_calls, tool_errors;
-    long llm_replayed, tools_replayed; /* steps served from the journal */
+    long llm_replayed, tools_replayed;  /* steps served from the journal */
+    long tools_reconciled, tools_rerun; /* side effects found started after a crash */
     long input_tokens, output_tokens;
     double cost;
     /* {model: {calls, input_tokens, output_tokens, cached_input_tokens, cost}} */

@@ -47,10 +47,10 @@ typedef enum eddy_llm_part_kind {
 /* One part; every string is owned by the part (freed with its message). */
 typedef struct eddy_llm_part {
     eddy_llm_part_kind kind;
-    char *text; /* TEXT: the text; TOOL_RESULT: the result as text */
-    char *id;   /* TOOL_CALL, TOOL_RESULT: the call id */
-    char *name; /* TOOL_CALL, TOOL_RESULT: the tool */
-    char *args; /* TOOL_CALL: the arguments as JSON text, as the model wrote them */
+    char *text;   /* TEXT: the text; TOOL_RESULT: the result as text */
+    char *id;     /* TOOL_CALL, TOOL_RESULT: the call id */
+    char *name;   /* TOOL_CALL, TOOL_RESULT: the tool */
+    char *args;   /* TOOL_CALL: the arguments as JSON text, as the model wrote them */
     int is_error; /* TOOL_RESULT: the tool failed; TEXT is the error */
 } eddy_llm_part;
 
@@ -204,10 +204,10 @@ typedef struct eddy_llm_model {
     char *name;     /* the job's name for it ("default") */
     char *provider; /* "openai", "anthropic", "ollama" */
     const eddy_llm_provider *prov;
-    char *base_url; /* "https://api.openai.com/v1" */
-    char *api_key;  /* secret (from api_key or api_key_file) */
-    char *model;    /* "gpt-4o-mini" */
-    char *api_version; /* Anthropic's anthropic-version; NULL: 2023-06-01 */
+    char *base_url;                 /* "https://api.openai.com/v1" */
+    char *api_key;                  /* secret (from api_key or api_key_file) */
+    char *model;                    /* "gpt-4o-mini" */
+    char *api_version;              /* Anthropic's anthropic-version; NULL: 2023-06-01 */
     int64_t timeout_ms;             /* whole request */
     int64_t connect_timeout_ms;     /* 0: min(timeout, 10 s) */
     int64_t first_token_timeout_ms; /* streaming: request sent -> first chunk; 0 = off */
@@ -219,7 +219,7 @@ typedef struct eddy_llm_model {
     int64_t unavailable_ms; /* keep retrying connection refused / 503 this long */
     int concurrency;        /* requests in flight to this model */
     double requests_per_minute, tokens_per_minute; /* 0: no limit */
-    long max_tokens;        /* 0: not sent (Anthropic: 4096, it is required) */
+    long max_tokens; /* 0: not sent (Anthropic: 4096, it is required) */
     double temperature;
     int has_temperature;
     int prompt_cache; /* Anthropic: cache_control on the stable prefix */
@@ -363,10 +363,10 @@ typedef struct eddy_llm_result {
     int status; /* 0 or EDDY_E*; err has the detail (the server's message too) */
     eddy_err err;
     long http_status;
-    int attempts; /* over every model tried */
-    uint64_t latency_ms;     /* first send to final answer, retries included */
-    uint64_t first_token_ms; /* streaming: send -> first chunk of the last attempt */
-    uint64_t queued_ms;      /* waiting for a rate-limit or concurrency slot */
+    int attempts;                /* over every model tried */
+    uint64_t latency_ms;         /* first send to final answer, retries included */
+    uint64_t first_token_ms;     /* streaming: send -> first chunk of the last attempt */
+    uint64_t queued_ms;          /* waiting for a rate-limit or concurrency slot */
     const eddy_llm_model *model; /* the model that answered (or failed last) */
     char fallback_reason[256];   /* why the previous model was left, or "" */
     int fallbacks;               /* models left for another */

@@ -23,6 +23,8 @@
  *    messages as one history entry, and a run row with its outcome (the
  *    output or dead-letter record, kept for delivery after a crash); its
  *    step rows go;
+ *  - a shared-state change (eddy_store_state_op) is stored, with the
+ *    journal entry of the op, in the order the changes were made;
  *  - a checkpoint stores per source part the position below which every
  *    record has been handled and delivered, marks the runs delivered since
  *    the last checkpoint, records each sink's committed length, and deletes
@@ -61,8 +63,10 @@ typedef struct eddy_store_opts {
 #define EDDY_STORE_MAX_KEYGROUPS 32768
 
 /* Open or create the store at PATH (parent folders are created), migrate an
- * older schema, check max_keygroups, and load the replay table and the
- * positions. Blocks (the caller is not a worker loop yet). */
+ * older schema, check max_keygroups, and load the replay table, the
+ * positions and the shared state. Blocks (the caller is not a worker loop
+ * yet). One process at a time: the caller holds the store's lock (`eddy
+ * run` flocks PATH.lock). */
 int eddy_store_open(const char *path, const eddy_store_opts *opts, eddy_store **out, eddy_err *err);
 /* Run and commit every queued job, stop the persistence thread, close.
  * Every session must be closed first. NULL-safe. */
@@ -192,6 +196,28 @@ typedef struct eddy_checkpoint {
 
 int eddy_store_checkpoint(eddy_store_session *ss, const eddy_checkpoint *c, eddy_store_cb cb,
                           void *ud, eddy_err *err);
+
+/* -- shared state ------------------------------------------------------------ */
+
+/* Agent-wide keys every run of AGENT sees, on any worker: OP is "get",
+ * "set" (A: the value), "incr" (A: the amount, default 1), "compare_and_set"
+ * (A: the expected value, null = absent; B: the new value, null = delete)
+ * or "delete". The result (new reference): get: the value or null; set:
+ * null; incr: the new value; compare_and_set: true when it set; delete:
+ * whether the key existed. Every op is atomic and they happen in one order
+ * across all threads of the process (linearizable within it). A change is
+ * stored with the next group commit, in that order, and when REF is given
+ * (a run's tool call) the op's result is journaled as step STEP of REF in
+ * the same job: after a crash, the re-run of that tool call gets the same
+ * answer and the change is not made twice. Loop thread of SS; does not
+ * wait for the commit (whatever saw the change commits after it). NULL with
+ * ERR for a bad argument (a key of 0 or more than 1024 bytes, incr of
+ * something that is not a number, a value over 1 MiB). A, B borrowed. */
+json_t *eddy_store_state_op(eddy_store_session *ss, const char *agent, const char *op,
+                            const char *key, json_t *a, json_t *b, const eddy_run_ref *ref,
+                            int step, eddy_err *err);
+/* The value of AGENT's KEY now (a copy), or NULL. Any thread. */
+json_t *eddy_store_state_get(eddy_store *s, const char *agent, const char *key);
 
 /* -- tests ---------------------------------------------------------------- */
 

@@ -99,12 +99,35 @@ typedef struct eddy_tool_result {
 
 typedef void (*eddy_tool_cb)(eddy_tool_result *res, void *ud);
 
-/* Context of a call visible to Lua as ctx: key, event (copied), memory. */
+/* ctx.state of a call: OP ("get", "set", "incr", "compare_and_set",
+ * "delete") on the agent-wide KEY with A and B (borrowed; NULL when the
+ * Lua side gave nil or nothing), answered at once with the result (new
+ * reference; raised in Lua when NULL, with ERR; a JSON null is nil in Lua:
+ * no key holds null). Loop thread. */
+typedef json_t *(*eddy_tool_state_fn)(void *ud, const char *op, const char *key, json_t *a,
+                                      json_t *b, eddy_err *err);
+
+/* Context of a call visible to Lua as ctx: key, event (copied), memory,
+ * and ctx.state when STATE is set (ctx.state.get(k), .set(k, v), .incr(k
+ * [, by]), .compare_and_set(k, expected, new), .delete(k)). */
 typedef struct eddy_tool_ctx {
     const char *key;
     json_t *event; /* borrowed */
     eddy_tool_memory *memory;
+    eddy_tool_state_fn state;
+    void *state_ud;
 } eddy_tool_ctx;
+
+/* A tool file may say `side_effects = true` (what it does outside cannot
+ * simply be done again after a crash) and give `reconcile = function(args,
+ * ctx)`: asked after a crash whether a call that had started happened; it
+ * returns the call's result when it did, nil when it did not. */
+int eddy_tool_side_effects(const eddy_tool *t);
+int eddy_tool_has_reconcile(const eddy_tool *t);
+/* Call T's reconcile with ARGS as eddy_tool_call calls run (same budgets,
+ * same callback rules); the result is null when the action did not happen. */
+int eddy_tool_reconcile(eddy_tools *h, eddy_tool *t, json_t *args, const eddy_tool_ctx *ctx,
+                        eddy_tool_cb cb, void *ud, eddy_err *err);
 
 /* Call T with ARGS (borrowed; validated against the schema first) as a
  * coroutine. Returns 0 and CB runs exactly once later on the loop (never
