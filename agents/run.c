@@ -250,9 +250,10 @@ static void on_end_committed(int status, const char *errmsg, void *ud)
     eddy_run *r = ud;
     eddy_run_result *res = &r->pending_res;
     if (status) { /* not stored: it did not happen; a restart runs it again */
-        json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "type", "dead_letter", "reason",
+        json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "type", "dead_letter", "reason",
                               errmsg ? errmsg : "store error", "event_id", r->event_id, "key",
-                              r->key, "agent", r->rt->def->name, "event", r->event);
+                              r->key, "agent", r->rt->def->name, "event",
+                              json_deep_copy(r->event));
         eddy_err_set(&res->err, status, "cannot store the end of the run of key '%s': %s", r->key,
                      errmsg ? errmsg : "store error");
         res->status = status;
@@ -309,9 +310,11 @@ static void report(eddy_run *r, int status, const char *msg, json_t *output)
     if (status) {
         eddy_err_set(&res->err, status, "%s", msg);
         json_decref(output);
-        output = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:O}", "type", "dead_letter", "reason",
+        /* the outcome goes to another thread: nothing in it is shared with the run */
+        output = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "type", "dead_letter", "reason",
                            msg, "event_id", r->event_id, "key", r->key, "agent", r->rt->def->name,
-                           "trace_id", eddy_span_trace_id(r->span), "event", r->event);
+                           "trace_id", eddy_span_trace_id(r->span), "event",
+                           json_deep_copy(r->event));
     }
     res->output = output;
     if (status == EDDY_ECANCELED || !output) {
@@ -330,9 +333,9 @@ static void report(eddy_run *r, int status, const char *msg, json_t *output)
             res->status = e.code;
             res->err = e;
             json_decref(res->output);
-            res->output = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "type", "dead_letter",
+            res->output = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "type", "dead_letter",
                                     "reason", e.msg, "event_id", r->event_id, "key", r->key,
-                                    "agent", r->rt->def->name, "event", r->event);
+                                    "agent", r->rt->def->name, "event", json_deep_copy(r->event));
             uv_timer_start(&r->later, on_later, 0, 0);
         }
         r->loaded = 0;
@@ -376,7 +379,7 @@ static void finish_ok(eddy_run *r)
     json_t *out, *content;
     char oid[33];
     if (r->output_value) {
-        content = json_incref(r->output_value);
+        content = json_deep_copy(r->output_value); /* the output leaves the thread */
     } else {
         char *text = eddy_llm_msg_join_text(&r->conv.msgs[r->conv.n - 1]);
         content = text ? json_string(text) : json_null();

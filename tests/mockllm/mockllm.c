@@ -165,7 +165,7 @@ static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
 static timer_ent *g_heap;
 static size_t g_nheap, g_capheap;
 static atomic_long g_requests, g_in_flight, g_peak, g_faults, g_streams, g_by_fmt[MOCK_NFMT];
-static volatile sig_atomic_t g_stop;
+static atomic_int g_stop; /* set by a signal handler, read by the timer thread */
 static struct MHD_Daemon *g_daemon;
 
 static uint64_t now_ms(void)
