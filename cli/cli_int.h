@@ -7,4 +7,8 @@
 /* `eddy fluss ...` (ARGV as given to main). Returns the exit code. */
 int eddy_cli_fluss(int argc, char **argv);
 
+/* `eddy state ...` (ARGV as given to main; QUIET: --quiet came before the
+ * command). Returns the exit code. */
+int eddy_cli_state(int argc, char **argv, int quiet);
+
 #endif

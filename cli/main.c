@@ -40,6 +40,8 @@ static const char kUsage[] =
     "  check JOB.yaml    validate a job and everything it references\n"
     "  trace list [JOB.yaml|TRACES.db] [--limit N] [--status ok|error]\n"
     "  trace show ID [JOB.yaml|TRACES.db] [--json]\n"
+    "  state ...         a job's store: keys, get, history, positions, journal, export,\n"
+    "                    import, rm, vacuum (eddy state for details)\n"
     "  fluss ...         Fluss tables: tables, create-table, drop-table, info, produce,\n"
     "                    scan, lookup (eddy fluss for details)\n"
     "  version\n"
@@ -536,6 +538,11 @@ int main(int argc, char **argv)
             return 2;
         }
         rc = eddy_cli_fluss(argc, argv);
+        curl_global_cleanup();
+        return rc;
+    }
+    if (!strcmp(cmd, "state")) {
+        rc = eddy_cli_state(argc, argv, g.quiet);
         curl_global_cleanup();
         return rc;
     }

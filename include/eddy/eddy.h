@@ -17,6 +17,7 @@
 #include "eddy/memory.h"
 #include "eddy/prompt.h"
 #include "eddy/runtime.h"
+#include "eddy/state.h"
 #include "eddy/tools.h"
 #include "eddy/trace.h"
 #include "eddy/version.h"
