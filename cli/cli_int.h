@@ -11,4 +11,12 @@ int eddy_cli_fluss(int argc, char **argv);
  * command). Returns the exit code. */
 int eddy_cli_state(int argc, char **argv, int quiet);
 
+/* With no store named: the one .eddy/<job>/FILE here (or LEGACY, may be
+ * NULL, when it exists). NULL after saying, on stderr, that there is none
+ * or more than one (WHAT: "trace store"; UPPER: "TRACES.db"). */
+char *eddy__cli_default_store(const char *file, const char *legacy, const char *what,
+                              const char *upper);
+/* Whether S ends with SUFFIX. */
+int eddy__cli_ends_with(const char *s, const char *suffix);
+
 #endif

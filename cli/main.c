@@ -271,73 +271,23 @@ static int load_job(const char *file, int flags, const eddy_job_io *io, eddy_job
     return rc;
 }
 
-/* The pid written in the lock file FD by the run that holds it, or 0. It
- * writes it just after it takes the lock: give it a moment. */
-static long lock_holder(int fd)
-{
-    for (int tries = 0; tries < 50; tries++) {
-        char buf[32], *end;
-        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-        long pid;
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        if (n > 0) {
-            buf[n] = '\0';
-            errno = 0;
-            pid = strtol(buf, &end, 10);
-            if (!errno && end != buf && pid > 0 && (*end == '\n' || !*end))
-                return pid;
-        }
-        nanosleep(&ts, NULL);
-    }
-    return 0;
-}
-
-/* Take the state store STATE for this run: an exclusive flock on
- * "STATE.lock" beside it (created, with its folder, when missing), which
- * then holds our pid. Two runs on one store would each overwrite the memory
- * the other writes. Returns the lock's descriptor (the lock lasts until it
- * is closed, or the process ends), or -1 after saying why. The file stays:
- * removing it would let a third run lock a new file while the second still
- * holds the old one. */
+/* Take the state store STATE for this run (eddy_store_lock): two runs on
+ * one store would each overwrite the memory the other writes. Returns the
+ * lock's descriptor, or -1 after saying why. */
 static int lock_state(const char *state)
 {
-    char *lock = eddy_aprintf("%s.lock", state), pid[32];
     eddy_err e;
-    int fd = -1, n;
-    if (!lock) {
-        fprintf(stderr, "eddy: out of memory\n");
-        return -1;
-    }
-    if (eddy_mkdirs_for(lock, &e)) {
+    long holder;
+    int fd = eddy_store_lock(state, &holder, &e);
+    if (fd >= 0)
+        return fd;
+    if (e.code == EDDY_EEXIST && holder)
+        fprintf(stderr, "eddy: another eddy run (pid %ld) is using %s\n", holder, state);
+    else if (e.code == EDDY_EEXIST)
+        fprintf(stderr, "eddy: another eddy run is using %s\n", state);
+    else
         fprintf(stderr, "eddy: %s\n", e.msg);
-        goto out;
-    }
-    if ((fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0) {
-        fprintf(stderr, "eddy: cannot open '%s', the lock of the state store: %s\n", lock,
-                strerror(errno));
-        goto out;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB)) {
-        if (errno == EWOULDBLOCK) {
-            long holder = lock_holder(fd);
-            if (holder)
-                fprintf(stderr, "eddy: another eddy run (pid %ld) is using %s\n", holder, state);
-            else
-                fprintf(stderr, "eddy: another eddy run is using %s\n", state);
-            close(fd);
-            fd = -1;
-        } else { /* a file system without locks: run, as before there was one */
-            EDDY_WARN("cli", "cannot lock '%s' (%s): nothing stops another run on %s", lock,
-                      strerror(errno), state);
-        }
-        goto out;
-    }
-    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) || pwrite(fd, pid, (size_t)n, 0) != n)
-        EDDY_WARN("cli", "cannot write our pid into '%s': %s", lock, strerror(errno));
-out:
-    eddy_free(lock);
-    return fd;
+    return -1;
 }
 
 static int cmd_run(args *a)
@@ -364,25 +314,17 @@ static int cmd_run(args *a)
     return rc;
 }
 
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && !strcmp(s + n - m, suffix);
-}
-
-/* With no job named: the one trace store under .eddy/ (each job keeps its
- * own in .eddy/<job>/traces.db; .eddy/traces.db is where older versions
- * kept it). NULL, said why, when there is none or more than one. */
-static char *default_trace_db(void)
+char *eddy__cli_default_store(const char *file, const char *legacy, const char *what,
+                              const char *upper)
 {
     DIR *d = opendir(".eddy");
     struct dirent *de;
     char *found[8];
     size_t n = 0;
-    if (access(".eddy/traces.db", F_OK) == 0)
-        found[n++] = eddy_strdup(".eddy/traces.db");
+    if (legacy && access(legacy, F_OK) == 0)
+        found[n++] = eddy_strdup(legacy);
     while (d && (de = readdir(d)) && n < sizeof(found) / sizeof(found[0])) {
-        char *p = de->d_name[0] == '.' ? NULL : eddy_aprintf(".eddy/%s/traces.db", de->d_name);
+        char *p = de->d_name[0] == '.' ? NULL : eddy_aprintf(".eddy/%s/%s", de->d_name, file);
         if (p && access(p, F_OK) == 0)
             found[n++] = p;
         else
@@ -393,11 +335,12 @@ static char *default_trace_db(void)
     if (n == 1)
         return found[0];
     if (n == 0)
-        fprintf(stderr, "eddy: no trace store in .eddy/ here: name the job (JOB.yaml) or the "
-                        "store (TRACES.db)\n");
+        fprintf(stderr, "eddy: no %s in .eddy/ here: name the job (JOB.yaml) or the store (%s)\n",
+                what, upper);
     else
-        fprintf(stderr, "eddy: several trace stores in .eddy/ here: name the job (JOB.yaml) or "
-                        "the store (TRACES.db):\n");
+        fprintf(stderr,
+                "eddy: several %ss in .eddy/ here: name the job (JOB.yaml) or the store (%s):\n",
+                what, upper);
     for (size_t i = 0; i < n; i++) {
         fprintf(stderr, "  %s\n", found[i]);
         eddy_free(found[i]);
@@ -405,14 +348,20 @@ static char *default_trace_db(void)
     return NULL;
 }
 
+int eddy__cli_ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
 /* The trace store named by ARG: a job file's trace.path, or a database. */
 static char *trace_db(const char *arg)
 {
     eddy_job *job;
     char *p;
-    if (!arg)
-        return default_trace_db();
-    if (!ends_with(arg, ".yaml") && !ends_with(arg, ".yml"))
+    if (!arg) /* each job keeps its own; .eddy/traces.db is where older versions kept it */
+        return eddy__cli_default_store("traces.db", ".eddy/traces.db", "trace store", "TRACES.db");
+    if (!eddy__cli_ends_with(arg, ".yaml") && !eddy__cli_ends_with(arg, ".yml"))
         return eddy_strdup(arg);
     if (load_job(arg, 0, NULL, &job))
         return NULL;

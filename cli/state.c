@@ -159,44 +159,6 @@ static int parse(int argc, char **argv, int quiet, sargs *a)
     return 0;
 }
 
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && !strcmp(s + n - m, suffix);
-}
-
-/* With no store named: the one .eddy/<job>/state.db here. NULL, said why,
- * when there is none or more than one. */
-static char *default_store(void)
-{
-    DIR *d = opendir(".eddy");
-    struct dirent *de;
-    char *found[8];
-    size_t n = 0;
-    while (d && (de = readdir(d)) && n < sizeof(found) / sizeof(found[0])) {
-        char *p = de->d_name[0] == '.' ? NULL : eddy_aprintf(".eddy/%s/state.db", de->d_name);
-        if (p && access(p, F_OK) == 0)
-            found[n++] = p;
-        else
-            eddy_free(p);
-    }
-    if (d)
-        closedir(d);
-    if (n == 1)
-        return found[0];
-    if (n == 0)
-        fprintf(stderr, "eddy: no store in .eddy/ here: name the job (JOB.yaml) or the store "
-                        "(STATE.db)\n");
-    else
-        fprintf(stderr, "eddy: several stores in .eddy/ here: name the job (JOB.yaml) or the "
-                        "store (STATE.db):\n");
-    for (size_t i = 0; i < n; i++) {
-        fprintf(stderr, "  %s\n", found[i]);
-        eddy_free(found[i]);
-    }
-    return NULL;
-}
-
 /* The store named by ARG: a job file's checkpoint path, or a database.
  * NULL after saying why. */
 static char *store_path(const char *arg)
@@ -205,8 +167,8 @@ static char *store_path(const char *arg)
     eddy_job *job = NULL;
     char *p = NULL;
     if (!arg)
-        return default_store();
-    if (!ends_with(arg, ".yaml") && !ends_with(arg, ".yml"))
+        return eddy__cli_default_store("state.db", NULL, "store", "STATE.db");
+    if (!eddy__cli_ends_with(arg, ".yaml") && !eddy__cli_ends_with(arg, ".yml"))
         return eddy_strdup(arg);
     eddy_diag_init(&d);
     if (eddy_job_load(arg, 0, &job, &d) == 0)

@@ -227,65 +227,21 @@ static int check_store(eddy_state *st, eddy_err *err)
     return 0;
 }
 
-/* The pid a running eddy wrote into the lock file FD, or 0. It writes it
- * just after it takes the lock: give it a moment. */
-static long lock_holder(int fd)
-{
-    for (int tries = 0; tries < 50; tries++) {
-        char buf[32], *end;
-        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        if (n > 0) {
-            long pid;
-            buf[n] = '\0';
-            errno = 0;
-            pid = strtol(buf, &end, 10);
-            if (!errno && end != buf && pid > 0 && (*end == '\n' || !*end))
-                return pid;
-        }
-        nanosleep(&ts, NULL);
-    }
-    return 0;
-}
-
-/* Take the exclusive flock on "PATH.lock" that a running job holds, and
- * write our pid into it (so a job that cannot start names us). */
+/* Take the store's lock, which a running job holds (eddy_store_lock). */
 static int take_lock(eddy_state *st, eddy_err *err)
 {
-    char *lock = eddy_aprintf("%s.lock", st->path), pid[32];
-    int rc = 0, n;
-    if (!lock)
-        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
-    st->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (st->lock_fd < 0) {
-        rc = eddy_err_setc(err, EDDY_EIO, errno, "%s: cannot open its lock '%s': %s", st->path,
-                           lock, strerror(errno));
-        goto out;
-    }
-    if (flock(st->lock_fd, LOCK_EX | LOCK_NB)) {
-        if (errno == EWOULDBLOCK) {
-            long holder = lock_holder(st->lock_fd);
-            if (holder)
-                rc = eddy_err_setc(err, EDDY_EEXIST, holder,
-                                   "%s is in use by a running eddy (pid %ld): stop it first",
-                                   st->path, holder);
-            else
-                rc = eddy_err_set(err, EDDY_EEXIST, "%s is in use by a running eddy: stop it first",
-                                  st->path);
-            close(st->lock_fd);
-            st->lock_fd = -1;
-        } else { /* a file system without locks: a job cannot lock it either */
-            EDDY_WARN("state", "cannot lock '%s' (%s): nothing tells whether a job runs on %s",
-                      lock, strerror(errno), st->path);
-        }
-        goto out;
-    }
-    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-    if (ftruncate(st->lock_fd, 0) || pwrite(st->lock_fd, pid, (size_t)n, 0) != n)
-        EDDY_WARN("state", "cannot write our pid into '%s': %s", lock, strerror(errno));
-out:
-    eddy_free(lock);
-    return rc;
+    long holder;
+    st->lock_fd = eddy_store_lock(st->path, &holder, err);
+    if (st->lock_fd >= 0)
+        return 0;
+    if (err->code != EDDY_EEXIST)
+        return err->code;
+    if (holder)
+        return eddy_err_setc(err, EDDY_EEXIST, holder,
+                             "%s is in use by a running eddy (pid %ld): stop it first", st->path,
+                             holder);
+    return eddy_err_set(err, EDDY_EEXIST, "%s is in use by a running eddy: stop it first",
+                        st->path);
 }
 
 int eddy_state_open(const char *path, int flags, eddy_state **out, eddy_err *err)
@@ -658,8 +614,8 @@ static void parts_free(partname *v, size_t n)
     eddy_free(v);
 }
 
-/* The parts the positions table knows, with their hashes: the hash of
- * "SOURCE\x1fPART" as runtime/controller.c computes it (600 bytes at most). */
+/* The parts the positions table knows, with their hashes
+ * (eddy_store_part_hash, as the runtime names runs). */
 static int load_parts(eddy_state *st, partname **out, size_t *nout, eddy_err *err)
 {
     sqlite3_stmt *q = NULL;
@@ -667,16 +623,13 @@ static int load_parts(eddy_state *st, partname **out, size_t *nout, eddy_err *er
     size_t n = 0;
     int rc = prep(st, "SELECT source, part FROM positions", &q, err);
     while (!rc && (rc = sqlite3_step(q)) == SQLITE_ROW) {
-        char key[600];
-        int len = snprintf(key, sizeof(key), "%s\x1f%s", col(q, 0), col(q, 1));
         partname *nv = eddy_realloc(v, (n + 1) * sizeof(*v));
         if (!nv) {
             rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
             break;
         }
         v = nv;
-        v[n].hash =
-            eddy_store_hash(key, (size_t)(len < (int)sizeof(key) ? len : (int)sizeof(key) - 1), 0);
+        v[n].hash = eddy_store_part_hash(col(q, 0), col(q, 1));
         v[n].source = eddy_strdup(col(q, 0));
         v[n].part = eddy_strdup(col(q, 1));
         n++;

@@ -235,6 +235,13 @@ int64_t eddy_store_hash(const void *p, size_t len, int64_t seed)
     return (int64_t)(h & 0x7fffffffffffffffull);
 }
 
+int64_t eddy_store_part_hash(const char *source, const char *part)
+{
+    char key[600];
+    int n = snprintf(key, sizeof(key), "%s\x1f%s", source, part);
+    return eddy_store_hash(key, (size_t)(n < (int)sizeof(key) ? n : (int)sizeof(key) - 1), 0);
+}
+
 /* -- small SQLite helpers --------------------------------------------------- */
 
 static int open_db(const char *path, int flags, sqlite3 **db, eddy_err *err)

@@ -122,14 +122,12 @@ static part *part_of(ctl *c, int idx)
     }
     part *p = &c->parts[idx];
     if (!p->name) {
-        char buf[128], key[600];
+        char buf[128];
         const char *nm = eddy_source_part_name(c->src, idx, buf, sizeof(buf));
         p->name = eddy_strdup(nm);
         if (!p->name)
             return NULL;
-        int n = snprintf(key, sizeof(key), "%s\x1f%s", eddy_source_id(c->src), nm);
-        p->hash =
-            eddy_store_hash(key, (size_t)(n < (int)sizeof(key) ? n : (int)sizeof(key) - 1), 0);
+        p->hash = eddy_store_part_hash(eddy_source_id(c->src), nm);
         p->saved = -1;
         p->wm_pos = -1;
     }

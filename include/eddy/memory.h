@@ -74,6 +74,19 @@ void eddy_store_close(eddy_store *s);
 const char *eddy_store_path(const eddy_store *s);
 int eddy_store_keygroups(const eddy_store *s);
 
+/* Take the exclusive lock of the store at PATH ("PATH.lock", created with
+ * its folders, then holding our pid): one process per store. Returns the
+ * lock's descriptor (the lock lasts until it is closed or the process
+ * ends), or -1 with ERR: EDDY_EEXIST when another process holds it (*HOLDER
+ * its pid when it wrote one, else 0), EDDY_EIO when the file cannot be
+ * opened. On a file system without locks it warns and returns the
+ * descriptor. Blocks for up to 0.5 s reading the holder's pid. */
+int eddy_store_lock(const char *path, long *holder, eddy_err *err);
+
+/* The part hash a run is named by: eddy_store_hash of "SOURCE\x1fPART"
+ * (its first 599 bytes). */
+int64_t eddy_store_part_hash(const char *source, const char *part);
+
 /* A 63-bit hash of LEN bytes at P (FNV-1a 64, top bit cleared): run parts
  * and input hashes. */
 int64_t eddy_store_hash(const void *p, size_t len, int64_t seed);
