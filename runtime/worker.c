@@ -95,7 +95,7 @@ struct eddy__worker {
     eddy_mailboxes *mb;
     eddy__task *running;
     eddy__worker_stats stats;
-    int canceling, finishing, closing;
+    int canceling, finishing, closing, drain_canceled;
     uv_timer_t drain;
     uint64_t drain_deadline;
     atomic_long load;
@@ -225,19 +225,24 @@ static void on_inbox(uv_async_t *a)
     maybe_close(w);
 }
 
+/* Every 10 ms while closing: tool calls still running (their runs are
+ * over) get until the deadline, then are ended; once none is left the
+ * tool modules (e.g. the Fluss clients of lookups) are closed, and the
+ * loop has nothing more to wait for. */
 static void on_drain(uv_timer_t *t)
 {
     eddy__worker *w = t->data;
-    if (eddy_tools_active(w->tools) > 0 && eddy_now_ms() < w->drain_deadline)
-        return;
     if (eddy_tools_active(w->tools) > 0) {
-        /* their runs are over; end the calls, whose callbacks come next */
+        if (eddy_now_ms() < w->drain_deadline || w->drain_canceled)
+            return;
         EDDY_WARN("runtime", "worker %d: ending %d tool call(s) still running at exit", w->index,
                   eddy_tools_active(w->tools));
-        eddy_tools_cancel_all(w->tools);
+        eddy_tools_cancel_all(w->tools); /* their callbacks come next, from the loop */
+        w->drain_canceled = 1;
+        return;
     }
     uv_timer_stop(t);
-    eddy_tools_close(w->tools); /* e.g. the Fluss clients of lookups, also at the deadline */
+    eddy_tools_close(w->tools);
     uv_close((uv_handle_t *)&w->drain, NULL);
     eddy__queue_close(&w->inbox);
 }

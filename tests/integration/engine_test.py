@@ -313,6 +313,38 @@ def test_state_misuse_fails_the_call(tmp):
     assert outs["e5"] == 'tool said: text', outs["e5"]
 
 
+def test_stdin_pipe_left_open_ends_on_sigterm(tmp):
+    """stdin a pipe that never ends (its writer keeps it open): eddy reads it on its loop,
+    answers what came, and on SIGTERM ends at once, cleanly (no reader thread left blocked in
+    read(2), no wake-up of a loop that is gone)."""
+    d = setup(tmp)
+    with Mock(tmp, SCRIPT) as mock:
+        job = os.path.join(d, "job.yaml")
+        write(job, job_text(mock.base_url))
+        out = os.path.join(tmp, "out.jsonl")
+        p = subprocess.Popen([os.path.join(run.ARGS.build, "eddy"), "run", job, "--input", "-",
+                              "--output", out, "--workers", "2"], stdin=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            p.stdin.write(events(5, 3))
+            p.stdin.flush()  # and the pipe stays open
+            t0 = time.time()
+            while (not os.path.exists(out) or len(read_jsonl(out)) < 5) and time.time() - t0 < 20:
+                time.sleep(0.02)
+            assert len(read_jsonl(out)) == 5, read_jsonl(out) if os.path.exists(out) else None
+            p.send_signal(signal.SIGTERM)
+            t0 = time.time()
+            rc = p.wait(timeout=10)
+            took = time.time() - t0
+        finally:
+            if p.poll() is None:
+                p.kill()
+        err = p.stderr.read()
+    assert rc == 0, (rc, err)
+    assert took < 5, took
+    assert "5 events, 5 runs ok" in err, err
+
+
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
