@@ -113,6 +113,11 @@ enum {
     W_SINK,
     W_STATE_SET,
     W_STATE_DEL,
+    W_BEGIN,
+    W_COMMIT,
+    W_SAVEPOINT,
+    W_RELEASE,
+    W_ROLLBACK_TO,
     W_N
 };
 
@@ -139,7 +144,9 @@ static const char *const kWriteSql[W_N] = {
     "updated_ns=excluded.updated_ns",
     "INSERT INTO shared_state(agent,key,value,updated_ns) VALUES(?1,?2,?3,?4) "
     "ON CONFLICT(agent,key) DO UPDATE SET value=excluded.value, updated_ns=excluded.updated_ns",
-    "DELETE FROM shared_state WHERE agent=?1 AND key=?2"};
+    "DELETE FROM shared_state WHERE agent=?1 AND key=?2",
+    /* prepared once too: sqlite3_exec would parse them for every job */
+    "BEGIN IMMEDIATE", "COMMIT", "SAVEPOINT job", "RELEASE job", "ROLLBACK TO job"};
 
 enum { R_DOC, R_HIST, R_N };
 static const char *const kReadSql[R_N] = {
@@ -262,19 +269,6 @@ static void crash_point(eddy_store *s)
 {
     if (s->crash_at > 0 && ++s->nwrites >= s->crash_at)
         _exit(86); /* fault injection: a torn write at this point */
-}
-
-static int exec_w(eddy_store *s, const char *sql, sjob *j)
-{
-    char *e = NULL;
-    crash_point(s);
-    if (sqlite3_exec(s->wdb, sql, NULL, NULL, &e) != SQLITE_OK) {
-        if (j)
-            snprintf(j->errmsg, sizeof(j->errmsg), "%s", e ? e : "sqlite error");
-        sqlite3_free(e);
-        return EDDY_ESQLITE;
-    }
-    return 0;
 }
 
 static void bind_text(sqlite3_stmt *st, int i, const char *v)
@@ -472,7 +466,7 @@ static int write_state(eddy_store *s, sjob *j)
 static void run_job(eddy_store *s, sjob *j)
 {
     int rc;
-    if (exec_w(s, "SAVEPOINT job", j)) {
+    if (wstep(s, s->wst[W_SAVEPOINT], j)) {
         j->status = EDDY_ESQLITE;
         return;
     }
@@ -482,10 +476,11 @@ static void run_job(eddy_store *s, sjob *j)
                               : write_ckpt(s, j);
     if (rc) {
         j->status = rc;
-        exec_w(s, "ROLLBACK TO job; RELEASE job", NULL);
+        wstep(s, s->wst[W_ROLLBACK_TO], NULL);
+        wstep(s, s->wst[W_RELEASE], NULL);
         return;
     }
-    exec_w(s, "RELEASE job", j);
+    wstep(s, s->wst[W_RELEASE], j);
 }
 
 /* Persistence thread: the job joins the batch (it runs at the flush). */
@@ -566,14 +561,14 @@ static void on_flush(void *ctx)
     if (!list)
         return;
     coalesce(s);
-    if (exec_w(s, "BEGIN IMMEDIATE", NULL)) {
+    if (wstep(s, s->wst[W_BEGIN], NULL)) {
         snprintf(msg, sizeof(msg), "cannot begin a transaction: %s", sqlite3_errmsg(s->wdb));
         failed = 1;
     }
     for (sjob *j = list; !failed && j; j = j->next)
         if (!j->skipped)
             run_job(s, j);
-    if (!failed && exec_w(s, "COMMIT", NULL)) {
+    if (!failed && wstep(s, s->wst[W_COMMIT], NULL)) {
         snprintf(msg, sizeof(msg), "commit failed: %s", sqlite3_errmsg(s->wdb));
         sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
         failed = 1;
