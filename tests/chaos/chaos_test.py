@@ -9,8 +9,8 @@ mock model (build/mockllm) answers after 20 ms and logs every request; the job
 has 2 workers, max_in_flight 200, a checkpoint every 300 ms. It is killed
 (SIGKILL) at moments drawn from a seeded RNG and restarted each time; after the
 last kill the last run finishes. The same input is run once uninterrupted into
-a store of its own (the reference). Before each restart the store is copied
-(snapshots/before-NN: what that process found). Then, exactly:
+a store of its own (the reference). Before each restart a copy of the store is
+read (snapshots/before-NN.json: what that process found). Then, exactly:
 
   - the sink: every line is JSON; each input has its output exactly once
     (exactly_once) or at least once with every copy the same, output_id
@@ -62,7 +62,9 @@ A failure prints the seed; `--seed N --only NAME` runs that scenario again with
 the same input and the same kill plan (where a process is at a moment still
 varies from run to run). Files of a failed scenario are kept (path printed):
 epochs.json (start, plan, kill time, exit of each process), epoch-NN.stderr,
-mock-requests.jsonl, snapshots/, out.jsonl, state/; --keep keeps them always.
+mock-requests.jsonl, snapshots/before-NN.json (what the store held when process
+NN started: finished runs, journaled steps, records below the position),
+out.jsonl, state/; --keep keeps them always.
 """
 import argparse
 import bisect
@@ -238,7 +240,8 @@ class Scenario:
         self.epochs = []
         self.missed = []
         self.problems = []
-        self.snapshots = {}   # epoch n -> a copy of the store as epoch n found it
+        self.snapshots = {}   # epoch n -> what the store held when epoch n started
+        self.event_at = {}    # byte offset of a line of in.jsonl -> its event id
 
     def problem(self, what, items=None):
         """Note what is wrong; verify() goes on, so one bug does not hide another."""
@@ -321,18 +324,32 @@ def wait_for(sc, e, watch, plan):
 
 
 def snapshot(sc):
-    """What the store holds before the next process starts (the last one is dead): a
-    copy of state.db and its WAL in snapshots/before-NN, read at the end."""
+    """What the store holds before the next process starts (the last one is dead),
+    read from a copy of state.db and its WAL, kept as snapshots/before-NN.json."""
     n = len(sc.epochs)
     src = os.path.join(sc.dir, "state", "state.db")
     if not os.path.exists(src):
         return
-    d = os.path.join(sc.dir, "snapshots", "before-%02d" % n)
-    os.makedirs(d)
+    d = os.path.join(sc.dir, "snapshots")
+    os.makedirs(d, exist_ok=True)
+    copy = os.path.join(d, "copy.db")
     for suffix in ("", "-wal"):
         if os.path.exists(src + suffix):
-            shutil.copyfile(src + suffix, os.path.join(d, "state.db" + suffix))
-    sc.snapshots[n] = os.path.join(d, "state.db")
+            shutil.copyfile(src + suffix, copy + suffix)
+    if not sc.event_at:
+        off = 0
+        with open(os.path.join(sc.dir, "in.jsonl"), "rb") as f:
+            for line in f:
+                sc.event_at[off] = json.loads(line)["id"]
+                off += len(line)
+    snap = read_snapshot(sc, copy, sc.event_at)
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(copy + suffix):
+            os.remove(copy + suffix)
+    sc.snapshots[n] = snap
+    with open(os.path.join(d, "before-%02d.json" % n), "w") as f:
+        json.dump({"finished": sorted(snap[0]), "journaled": sorted(snap[1]),
+                   "below_position": sorted(snap[2])}, f)
 
 
 def read_snapshot(sc, path, event_at):
@@ -497,12 +514,7 @@ def check_requests(sc, steps, ref_steps):
     never = sorted(set(ref_steps) - set(steps))
     if never:
         sc.problem("requests (event, messages) of an uninterrupted run never sent", never)
-    event_at, off = {}, 0
-    with open(os.path.join(sc.dir, "in.jsonl"), "rb") as f:
-        for line in f:
-            event_at[off] = json.loads(line)["id"]
-            off += len(line)
-    snaps = {n: read_snapshot(sc, p, event_at) for n, p in sc.snapshots.items()}
+    snaps = sc.snapshots
     starts = [e.start_ms for e in sc.epochs]
     epoch_of = lambda t: max(0, bisect.bisect_right(starts, t) - 1)  # noqa: E731
     # per epoch and event: the requests in time order
@@ -527,7 +539,7 @@ def check_requests(sc, steps, ref_steps):
                        "step %d was journaled" % st if (ev, st) in journaled else None)
                 if why:
                     again.append("%s step %d sent at %d by epoch %d: %s in the store it started "
-                                 "with (snapshots/before-%02d)" % (ev, st, t, n, why, n))
+                                 "with (snapshots/before-%02d.json)" % (ev, st, t, n, why, n))
         e = sc.epochs[n]
         if e.killed and n + 1 in snaps:
             finished, journaled, below = snaps[n + 1]
