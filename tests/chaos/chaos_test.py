@@ -36,7 +36,8 @@ read (snapshots/before-NN.json: what that process found). Then, exactly:
     end of the input, one more run sends nothing and writes nothing, and
     `eddy trace list` reads the trace store.
 
-Scenarios (about 50 s in all on 2 busy cores with -O2, 90 s under ASan):
+Scenarios (measured on this busy 2-core machine: 66-97 s in all with -O2, 122-162 s
+under ASan+UBSan):
   replayed_steps_then_a_new_call  one event, deterministic: killed while its
                     second LLM call waits (5 s) after the first call and the
                     tool call were journaled; the restart must send it once
