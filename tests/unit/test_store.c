@@ -37,8 +37,11 @@
 
 /* -- fixture: a loop, a store, a session ------------------------------------ */
 
+/* The loop is on the heap: after a failed assertion the store's threads of
+ * that test live on (cmocka jumps out), and they must not reach into a
+ * stack frame that the next test reuses. */
 typedef struct fx {
-    uv_loop_t loop;
+    uv_loop_t *loop;
     eddy_store *s;
     eddy_store_session *ss;
     eddy_store_opts opts;
@@ -53,7 +56,7 @@ static void on_flag(void *ud)
 static void fx_session(fx *f)
 {
     eddy_err e;
-    assert_int_equal(eddy_store_session_new(f->s, &f->loop, &f->ss, &e), 0);
+    assert_int_equal(eddy_store_session_new(f->s, f->loop, &f->ss, &e), 0);
 }
 
 static void fx_session_close(fx *f)
@@ -61,7 +64,7 @@ static void fx_session_close(fx *f)
     int closed = 0;
     eddy_store_session_close(f->ss, on_flag, &closed);
     while (!closed)
-        uv_run(&f->loop, UV_RUN_ONCE);
+        uv_run(f->loop, UV_RUN_ONCE);
     f->ss = NULL;
 }
 
@@ -72,20 +75,23 @@ static void fx_open_path(fx *f, const char *path, const eddy_store_opts *o)
     if (o)
         f->opts = *o;
     snprintf(f->path, sizeof(f->path), "%s", path);
-    assert_int_equal(uv_loop_init(&f->loop), 0);
+    f->loop = malloc(sizeof(*f->loop));
+    assert_non_null(f->loop);
+    assert_int_equal(uv_loop_init(f->loop), 0);
     int rc = eddy_store_open(f->path, &f->opts, &f->s, &e);
     if (rc)
         fail_msg("open %s: %s", f->path, e.msg);
     fx_session(f);
 }
 
+static void remove_store(const char *path);
+
 /* A fresh store NAME in the temp folder. */
 static void fx_open(fx *f, const char *name, const eddy_store_opts *o)
 {
-    char path[600], cmd[700];
+    char path[600];
     snprintf(path, sizeof(path), "%s/%s.db", g_dir, name);
-    snprintf(cmd, sizeof(cmd), "rm -f '%s' '%s-wal' '%s-shm'", path, path, path);
-    assert_int_equal(system(cmd), 0);
+    remove_store(path);
     fx_open_path(f, path, o);
 }
 
@@ -95,7 +101,9 @@ static void fx_close(fx *f)
         fx_session_close(f);
     eddy_store_close(f->s);
     f->s = NULL;
-    assert_int_equal(uv_loop_close(&f->loop), 0);
+    assert_int_equal(uv_loop_close(f->loop), 0);
+    free(f->loop);
+    f->loop = NULL;
 }
 
 /* Close everything and open the same file again (with the same options). */
@@ -118,7 +126,7 @@ static void fx_new_session(fx *f)
 static void fx_drain(fx *f)
 {
     while (eddy_store_session_pending(f->ss))
-        uv_run(&f->loop, UV_RUN_ONCE);
+        uv_run(f->loop, UV_RUN_ONCE);
 }
 
 /* -- acknowledgements ---------------------------------------------------------- */
@@ -143,7 +151,7 @@ static void on_ack(int status, const char *errmsg, void *ud)
 static void wait_ack(fx *f, ack *a)
 {
     while (!a->n)
-        uv_run(&f->loop, UV_RUN_ONCE);
+        uv_run(f->loop, UV_RUN_ONCE);
     assert_int_equal(a->n, 1);
 }
 
@@ -237,7 +245,7 @@ static void load(fx *f, const char *agent, const char *key, int hist_runs, json_
         fail_msg("load %s/%s: %s", agent, key, e.msg);
     assert_int_equal(l.n, 0); /* never inside the call */
     while (!l.n)
-        uv_run(&f->loop, UV_RUN_ONCE);
+        uv_run(f->loop, UV_RUN_ONCE);
     assert_int_equal(l.n, 1);
     assert_int_equal(l.status, 0);
     eddy_store_release(f->ss, agent, key);
@@ -373,7 +381,7 @@ static void test_failed_run_changes_nothing(void **state)
     /* in one session: the run loads the key (cached, pinned), then fails */
     assert_int_equal(eddy_store_load(f.ss, "ag", "k", 5, on_load, &l, &e), 0);
     while (!l.n)
-        uv_run(&f.loop, UV_RUN_ONCE);
+        uv_run(f.loop, UV_RUN_ONCE);
     json_decref(l.doc);
     json_decref(l.hist);
     run_done(&f, "ag", "k", P0, 2, 0, "{\"v\":\"never\"}", "[{\"t\":\"never\"}]", 5);
@@ -910,7 +918,7 @@ static void cache_evicts(int64_t budget, const char *want)
     }
     /* another session (its own cache) commits k0 = 2 */
     eddy_store_session *mine = f.ss;
-    assert_int_equal(eddy_store_session_new(f.s, &f.loop, &other, &e), 0);
+    assert_int_equal(eddy_store_session_new(f.s, f.loop, &other, &e), 0);
     f.ss = other;
     run_done(&f, "ag", "k0", P0, 100, 1, "{\"v\": 2}", NULL, 1);
     fx_session_close(&f);
@@ -973,7 +981,7 @@ static void test_cache_keeps_inflight(void **state)
     eddy_err e;
     assert_int_equal(eddy_store_load(f.ss, "ag", "k0", 0, on_load, &l, &e), 0); /* the run's load */
     while (!l.n)
-        uv_run(&f.loop, UV_RUN_ONCE);
+        uv_run(f.loop, UV_RUN_ONCE);
     json_decref(l.doc);
     json_decref(l.hist);
     sqlite3 *lock = hold_writer(f.path);
@@ -1017,7 +1025,7 @@ static void test_load_after_run_done_uncached(void **state)
     eddy_err e;
     assert_int_equal(eddy_store_load(f.ss, "ag", "k", 0, on_load, &l, &e), 0);
     while (!l.n)
-        uv_run(&f.loop, UV_RUN_ONCE);
+        uv_run(f.loop, UV_RUN_ONCE);
     eddy_store_release(f.ss, "ag", "k");
     v = l.doc;
     json_decref(l.hist);
@@ -1133,7 +1141,7 @@ static void test_failed_job_alone(void **state)
     eddy_err e;
     assert_int_equal(eddy_store_load(f.ss, "ag", "bad", 5, on_load, &l, &e), 0); /* the run's */
     while (!l.n)
-        uv_run(&f.loop, UV_RUN_ONCE);
+        uv_run(f.loop, UV_RUN_ONCE);
     json_decref(l.doc);
     json_decref(l.hist);
     /* hold the writer so that all 12 jobs are queued together: batches of 4 */
@@ -1541,12 +1549,31 @@ static json_t *observe(const char *path)
     return o;
 }
 
+static void remove_store(const char *path)
+{
+    char p[700];
+    static const char *const ext[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof(p), "%s%s", path, ext[i]);
+        unlink(p);
+    }
+}
+
+/* Copy the closed store FROM (no -wal left: the last close checkpoints) to TO. */
 static void copy_file(const char *from, const char *to)
 {
-    char cmd[1400];
-    snprintf(cmd, sizeof(cmd), "rm -f '%s' '%s-wal' '%s-shm' && cp '%s' '%s'", to, to, to, from,
-             to);
-    assert_int_equal(system(cmd), 0);
+    char buf[65536], wal[700];
+    size_t n;
+    snprintf(wal, sizeof(wal), "%s-wal", from);
+    assert_int_equal(access(wal, F_OK), -1);
+    remove_store(to);
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
 }
 
 static int fork_script(const char *path, long n, int use_env)
