@@ -1589,6 +1589,79 @@ static int fork_script(const char *path, long n, int use_env)
     return WEXITSTATUS(st);
 }
 
+/* The child of test_group_commit_bound: with the writer held at the BEGIN
+ * of a first batch of one job, 12 more jobs queue up; released, they are
+ * taken in batches of at most COMMIT_MAX. Exits 86 when the persistence
+ * thread reaches write CRASH_AT, 0 when all were committed. */
+static int bound_child(const char *path, int commit_max, long crash_at)
+{
+    uv_loop_t loop;
+    eddy_store *s;
+    eddy_store_session *ss;
+    eddy_store_opts o = {.commit_max = commit_max, .commit_ms = 10000};
+    eddy_err e;
+    sqlite3 *db;
+    int closed = 0, fails = 0;
+    remove_store(path);
+    if (uv_loop_init(&loop) || eddy_store_open(path, &o, &s, &e) ||
+        eddy_store_session_new(s, &loop, &ss, &e))
+        return 10;
+    eddy_store_crash_at(s, crash_at);
+    if (sqlite3_open(path, &db) != SQLITE_OK ||
+        sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return 11;
+    json_t *d = json_object(), *m = json_pack("[{s:s}]", "t", "x");
+    for (int i = 0; i <= 12; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "k%d", i);
+        eddy_run_end end = {{"ag", key, P0, i, 0}, 1, d, m, 5, d};
+        if (eddy_store_run_done(ss, &end, on_child_ack, &fails, &e))
+            return 12;
+        if (i == 0)
+            usleep(50000); /* the writer took job 0 alone and waits at BEGIN */
+    }
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(db);
+    while (eddy_store_session_pending(ss))
+        uv_run(&loop, UV_RUN_ONCE);
+    eddy_store_session_close(ss, on_child_closed, &closed);
+    while (!closed)
+        uv_run(&loop, UV_RUN_ONCE);
+    eddy_store_close(s);
+    json_decref(d);
+    json_decref(m);
+    return g_child_fails ? 13 : uv_loop_close(&loop) ? 14 : 0;
+}
+
+static int fork_bound(const char *path, int commit_max, long crash_at)
+{
+    int st;
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(bound_child(path, commit_max, crash_at));
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+/* The batches' size, seen through the count of write statements (the fault
+ * injection's counter: BEGIN and COMMIT once per batch, SAVEPOINT, 5
+ * statements and RELEASE per run): job 0 alone is 9 writes, each other job
+ * 7, each further batch 2. commit_max 4: 9 + 12 * 7 + 3 * 2 = 99 writes (the
+ * 99th is the last COMMIT); commit_max 1024: one batch, 9 + 84 + 2 = 95. */
+static void test_group_commit_bound(void **state)
+{
+    char path[600];
+    (void)state;
+    snprintf(path, sizeof(path), "%s/bound.db", g_dir);
+    assert_int_equal(fork_bound(path, 4, 99), 86);
+    assert_int_equal(fork_bound(path, 4, 100), 0);
+    assert_int_equal(fork_bound(path, 1024, 95), 86);
+    assert_int_equal(fork_bound(path, 1024, 96), 0);
+}
+
 /* EDDY_STORE_CRASH_AT=1: the child dies at its first write; nothing of it
  * is in the store. */
 static void test_crash_env(void **state)
@@ -1693,6 +1766,7 @@ int main(void)
         cmocka_unit_test(test_load_after_run_done_uncached),
         cmocka_unit_test(test_group_commit_order),
         cmocka_unit_test(test_failed_job_alone),
+        cmocka_unit_test(test_group_commit_bound),
         cmocka_unit_test(test_crash_env),
         cmocka_unit_test(test_torn_writes),
     };
