@@ -552,6 +552,31 @@ static void test_checkpoint_positions_and_gc(void **state)
     fx_close(&f);
 }
 
+/* Arguments the API cannot store are refused as such (EDDY_EINVAL), not
+ * as an out-of-memory: a run's outcome that is missing, a doc that is not
+ * an object, a step without a kind. Nothing is queued. */
+static void test_bad_args_are_einval(void **state)
+{
+    fx f;
+    eddy_err e = {0};
+    json_t *str = json_string("not an object"), *obj = json_object();
+    (void)state;
+    fx_open(&f, "badargs", NULL);
+    eddy_run_end no_outcome = {{"ag", "k", P0, 1, 0}, 1, obj, NULL, 1, NULL};
+    eddy_run_end str_doc = {{"ag", "k", P0, 2, 0}, 1, str, NULL, 1, obj};
+    eddy_run_ref ref = {"ag", "k", P0, 3, 0};
+    int rc1 = eddy_store_run_done(f.ss, &no_outcome, NULL, NULL, &e);
+    int rc2 = eddy_store_run_done(f.ss, &str_doc, NULL, NULL, &e);
+    int rc3 = eddy_store_put_step(f.ss, &ref, 1, EDDY_STEP_DONE, NULL, obj, NULL, NULL, &e);
+    assert_int_equal(eddy_store_session_pending(f.ss), 0);
+    json_decref(str);
+    json_decref(obj);
+    fx_close(&f);
+    if (rc1 != EDDY_EINVAL || rc2 != EDDY_EINVAL || rc3 != EDDY_EINVAL)
+        fail_msg("no outcome: %s, a string doc: %s, no kind: %s (want EDDY_EINVAL each)",
+                 eddy_err_name(rc1), eddy_err_name(rc2), eddy_err_name(rc3));
+}
+
 /* -- shared state ------------------------------------------------------------------ */
 
 static json_t *op(fx *f, const char *agent, const char *o, const char *key, const char *a,
@@ -1755,6 +1780,7 @@ int main(void)
         cmocka_unit_test(test_failed_run_changes_nothing),
         cmocka_unit_test(test_journal_steps),
         cmocka_unit_test(test_checkpoint_positions_and_gc),
+        cmocka_unit_test(test_bad_args_are_einval),
         cmocka_unit_test(test_state_ops),
         cmocka_unit_test(test_state_journaled),
         cmocka_unit_test(test_state_binary_key),
