@@ -137,8 +137,7 @@ static const char *const kWriteSql[W_N] = {
     "ON CONFLICT(source,part) DO UPDATE SET position=excluded.position, line=excluded.line, "
     "fp=excluded.fp, updated_ns=excluded.updated_ns",
     "UPDATE runs SET delivered=1 WHERE part=?1 AND pos=?2 AND agent=?3",
-    "DELETE FROM runs WHERE part=?1 AND pos<?2",
-    "DELETE FROM journal WHERE part=?1 AND pos<?2",
+    "DELETE FROM runs WHERE part=?1 AND pos<?2", "DELETE FROM journal WHERE part=?1 AND pos<?2",
     "INSERT INTO sinks(sink,length,count,updated_ns) VALUES(?1,?2,?3,?4) "
     "ON CONFLICT(sink) DO UPDATE SET length=excluded.length, count=excluded.count, "
     "updated_ns=excluded.updated_ns",
@@ -183,7 +182,7 @@ struct eddy_store {
 /* -- the cache ------------------------------------------------------------ */
 
 struct centry {
-    char *id; /* agent \x1f key */
+    char *id; /* cache_id(agent, key) */
     uint64_t hash;
     json_t *doc;  /* object */
     json_t *runs; /* array of run entries (arrays of messages), oldest first */
@@ -192,7 +191,12 @@ struct centry {
     int hist_runs; /* runs RUNS may hold */
     size_t bytes, doc_bytes;
     int pins, pending;
-    int stale;                   /* a write of it failed: read it again once nothing holds it */
+    int stale; /* a write of it failed: read it again once nothing holds it */
+    /* the end of a run of a key that was not cached: a marker that a write
+     * is in flight, with the new document but no history; loads that want
+     * history wait in WAITERS until it committed, then read the store */
+    int incomplete;
+    struct load_req *waiters;
     centry *chain, *prev, *next; /* bucket; LRU (head = most recent) */
 };
 
@@ -907,14 +911,15 @@ static int load_state(eddy_store *s, eddy_err *err)
         json_t *m = json_object_get(s->state, agent);
         json_t *v = json_loads((const char *)sqlite3_column_text(st, 2), JSON_DECODE_ANY, NULL);
         if (!m)
-            json_object_set_new(s->state, agent, m = json_object());
+            json_object_set_new_nocheck(s->state, agent, m = json_object());
         if (!v) {
             sqlite3_finalize(st);
             return eddy_err_set(err, EDDY_ECORRUPT,
                                 "%s: shared state '%s' of agent '%s' is not JSON", s->path,
                                 (const char *)sqlite3_column_text(st, 1), agent);
         }
-        json_object_set_new(m, (const char *)sqlite3_column_text(st, 1), v);
+        /* keys are bytes (a Lua string), not always UTF-8 */
+        json_object_set_new_nocheck(m, (const char *)sqlite3_column_text(st, 1), v);
     }
     sqlite3_finalize(st);
     EDDY_DEBUG("memory", "%s: shared state of %zu agent(s) loaded", s->path,
@@ -1068,6 +1073,13 @@ json_t *eddy_store_positions(const eddy_store *s)
 json_t *eddy_store_sinks(const eddy_store *s)
 {
     return s->sinks;
+}
+
+/* The cache's name of (AGENT, KEY): the agent's length first, so that no
+ * byte in either can make two pairs one. New string, NULL on OOM. */
+static char *cache_id(const char *agent, const char *key)
+{
+    return eddy_aprintf("%zu:%s%s", strlen(agent), agent, key);
 }
 
 /* -- sessions: the cache ---------------------------------------------------------- */
@@ -1325,7 +1337,10 @@ static void on_hits(uv_idle_t *h)
         list = r->next;
         uint64_t hh = eddy_hash64(r->id, strlen(r->id));
         centry *e = *cache_slot(ss, r->id, hh);
-        if (e && e->hist_runs >= r->history_runs) {
+        if (e && e->incomplete && e->hist_runs < r->history_runs) {
+            r->next = e->waiters;
+            e->waiters = r;
+        } else if (e && e->hist_runs >= r->history_runs) {
             answer_load(ss, r, e);
         } else if (eddy_bgq_post(ss->reader, r)) { /* evicted meanwhile: read it */
             r->status = EDDY_ECLOSING;
@@ -1346,7 +1361,7 @@ int eddy_store_load(eddy_store_session *ss, const char *agent, const char *key, 
     r->ss = ss;
     r->agent = eddy_strdup(agent);
     r->key = eddy_strdup(key);
-    r->id = eddy_aprintf("%s\x1f%s", agent, key);
+    r->id = cache_id(agent, key);
     r->history_runs = history_runs > 0 ? history_runs : 0;
     r->cb = cb;
     r->ud = ud;
@@ -1356,7 +1371,10 @@ int eddy_store_load(eddy_store_session *ss, const char *agent, const char *key, 
     }
     uint64_t h = eddy_hash64(r->id, strlen(r->id));
     centry *e = *cache_slot(ss, r->id, h);
-    if (e && e->hist_runs >= r->history_runs) {
+    if (e && e->incomplete && e->hist_runs < r->history_runs) {
+        r->next = e->waiters; /* read once the write in flight committed */
+        e->waiters = r;
+    } else if (e && e->hist_runs >= r->history_runs) {
         if (ss->hits_tail)
             ss->hits_tail->next = r;
         else
@@ -1384,9 +1402,30 @@ int eddy_store_load(eddy_store_session *ss, const char *agent, const char *key, 
     return 0;
 }
 
+/* A marker whose writes all committed goes; the loads that waited for it
+ * read the store now. */
+static void release_marker(eddy_store_session *ss, centry *e)
+{
+    load_req *w = e->waiters;
+    if (e->pending)
+        return;
+    e->waiters = NULL;
+    cache_remove(ss, e);
+    while (w) {
+        load_req *r = w;
+        w = r->next;
+        r->next = NULL;
+        if (eddy_bgq_post(ss->reader, r)) {
+            r->status = EDDY_ECLOSING;
+            snprintf(r->errmsg, sizeof(r->errmsg), "the store is closing");
+            answer_load(ss, r, NULL);
+        }
+    }
+}
+
 void eddy_store_release(eddy_store_session *ss, const char *agent, const char *key)
 {
-    char *id = eddy_aprintf("%s\x1f%s", agent, key);
+    char *id = cache_id(agent, key);
     centry *e = id ? *cache_slot(ss, id, eddy_hash64(id, strlen(id))) : NULL;
     eddy_free(id);
     if (e && e->pins > 0)
@@ -1410,6 +1449,8 @@ static int post(eddy_store_session *ss, sjob *j, eddy_err *err)
 int eddy_store_put_step(eddy_store_session *ss, const eddy_run_ref *ref, int step, int state,
                         const char *kind, json_t *data, eddy_store_cb cb, void *ud, eddy_err *err)
 {
+    if (!ref->agent || !ref->key || !kind || !*kind || !data)
+        return eddy_err_set(err, EDDY_EINVAL, "a step needs an agent, a key, a kind and data");
     sjob *j = eddy_calloc(1, sizeof(*j));
     if (!j)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
@@ -1437,6 +1478,11 @@ int eddy_store_run_done(eddy_store_session *ss, const eddy_run_end *end, eddy_st
                         eddy_err *err)
 {
     const eddy_run_ref *ref = &end->ref;
+    if (!ref->agent || !ref->key || !end->outcome || (end->doc && !json_is_object(end->doc)) ||
+        (end->messages && !json_is_array(end->messages)))
+        return eddy_err_set(err, EDDY_EINVAL,
+                            "the end of a run needs an agent, a key, an outcome, and a memory "
+                            "document that is an object and messages that are an array");
     sjob *j = eddy_calloc(1, sizeof(*j));
     if (!j)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
@@ -1461,12 +1507,12 @@ int eddy_store_run_done(eddy_store_session *ss, const eddy_run_end *end, eddy_st
                             ref->agent, ref->key);
     }
     /* the cache sees the run's memory at once */
-    char *id = eddy_aprintf("%s\x1f%s", ref->agent, ref->key);
+    char *id = cache_id(ref->agent, ref->key);
     centry *e = id ? *cache_slot(ss, id, eddy_hash64(id, strlen(id))) : NULL;
     eddy_free(id);
     if (e && e->pins > 0)
         e->pins--;
-    if (e && end->ok) {
+    if (e && end->ok && !e->incomplete) {
         if (end->doc) {
             json_decref(e->doc);
             e->doc = json_incref(end->doc);
@@ -1488,13 +1534,36 @@ int eddy_store_run_done(eddy_store_session *ss, const eddy_run_end *end, eddy_st
         }
         centry_bytes(ss, e);
     }
+    if (!e && (e = eddy_calloc(1, sizeof(*e)))) { /* not cached: a marker of the write */
+        if (!(e->id = cache_id(ref->agent, ref->key))) {
+            eddy_free(e);
+            e = NULL;
+        } else {
+            centry **slot;
+            e->hash = eddy_hash64(e->id, strlen(e->id));
+            e->incomplete = 1;
+            /* the new document is known (loads without history are served), the
+             * history is not (those loads wait for the commit) */
+            e->hist_runs = end->ok && end->doc ? 0 : -1;
+            e->doc = end->ok && end->doc ? json_incref(end->doc) : NULL;
+            e->runs = json_array();
+            slot = cache_slot(ss, e->id, e->hash);
+            e->chain = *slot;
+            *slot = e;
+            ss->nentries++;
+            lru_front(ss, e);
+            centry_bytes(ss, e);
+        }
+    }
     if (e) {
         e->pending++;
         j->ce = e;
     }
     int rc = post(ss, j, err);
-    if (rc && e)
+    if (rc && e) {
         e->pending--;
+        release_marker(ss, e);
+    }
     return rc;
 }
 
@@ -1670,9 +1739,12 @@ json_t *eddy_store_state_op(eddy_store_session *ss, const char *agent, const cha
         j = NULL;
     }
     if (changed && newv) {
-        if (!m && (json_object_set_new(s->state, agent, m = json_object()) || !m))
+        if (!m && (json_object_set_new_nocheck(s->state, agent, m = json_object()) || !m))
             goto oom;
-        json_object_set_new(m, key, newv);
+        if (json_object_set_new_nocheck(m, key, newv)) { /* bytes, not always UTF-8 */
+            newv = NULL;
+            goto oom;
+        }
         newv = NULL;
     } else if (changed) {
         json_object_del(m, key);
@@ -1721,7 +1793,9 @@ static void on_async(uv_async_t *a)
             e->pending--;
             if (j->status) /* the write is lost: the cached memory is not the store's */
                 e->stale = 1;
-            if (e->stale && !e->pending && !e->pins)
+            if (e->incomplete)
+                release_marker(ss, e);
+            else if (e->stale && !e->pending && !e->pins)
                 cache_remove(ss, e);
         }
         ss->pending--;
