@@ -44,8 +44,9 @@ typedef struct tool_slot {
     char *call_id, *name;
     char *result; /* the text for the model, when done */
     int failed;
-    int step;      /* its step number in the run */
-    int state_ops; /* ctx.state operations so far */
+    int step;        /* its step number in the run */
+    int state_ops;   /* ctx.state operations so far */
+    int reconciling; /* its reconcile is running */
     eddy_tool *tool;
     json_t *args; /* kept while a side effect's PENDING entry commits */
 } tool_slot;
@@ -249,11 +250,10 @@ static void on_end_committed(int status, const char *errmsg, void *ud)
 {
     eddy_run *r = ud;
     eddy_run_result *res = &r->pending_res;
-    if (status) { /* not stored: it did not happen; a restart runs it again */
+    if (status) { /* not stored: the run fails, and goes to the dead letters */
         json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "type", "dead_letter", "reason",
                               errmsg ? errmsg : "store error", "event_id", r->event_id, "key",
-                              r->key, "agent", r->rt->def->name, "event",
-                              json_deep_copy(r->event));
+                              r->key, "agent", r->rt->def->name, "event", json_deep_copy(r->event));
         eddy_err_set(&res->err, status, "cannot store the end of the run of key '%s': %s", r->key,
                      errmsg ? errmsg : "store error");
         res->status = status;
@@ -311,10 +311,10 @@ static void report(eddy_run *r, int status, const char *msg, json_t *output)
         eddy_err_set(&res->err, status, "%s", msg);
         json_decref(output);
         /* the outcome goes to another thread: nothing in it is shared with the run */
-        output = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "type", "dead_letter", "reason",
-                           msg, "event_id", r->event_id, "key", r->key, "agent", r->rt->def->name,
-                           "trace_id", eddy_span_trace_id(r->span), "event",
-                           json_deep_copy(r->event));
+        output =
+            json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "type", "dead_letter", "reason", msg,
+                      "event_id", r->event_id, "key", r->key, "agent", r->rt->def->name, "trace_id",
+                      eddy_span_trace_id(r->span), "event", json_deep_copy(r->event));
     }
     res->output = output;
     if (status == EDDY_ECANCELED || !output) {
@@ -501,8 +501,8 @@ static void slot_done(tool_slot *s, int failed, json_t *result, const char *errm
         eddy_err e;
         json_t *mem = eddy_tool_memory_json(r->mem, &e);
         journal(r, s->step, "tool",
-                json_pack("{s:s, s:b, s:i, s:o*}", "result", s->result, "failed", s->failed, "seq",
-                          r->tool_seq, "memory", mem));
+                json_pack("{s:s, s:s, s:b, s:i, s:o*}", "tool", s->name ? s->name : "?", "result",
+                          s->result, "failed", s->failed, "seq", r->tool_seq, "memory", mem));
     }
     slot_finish(s);
 }
@@ -522,12 +522,27 @@ static json_t *slot_state(void *ud, const char *op, const char *key, json_t *a, 
 {
     tool_slot *s = ud;
     eddy_run *r = s->run;
+    if (r->reported) { /* a call that outlived its run changes nothing */
+        eddy_err_set(err, EDDY_ECANCELED, "ctx.state.%s: the run of this call has ended", op);
+        return NULL;
+    }
+    if (s->reconciling) /* reconcile asks; its answers are not a step of the run */
+        return eddy_store_state_op(r->rt->env->store, r->rt->def->name, op, key, a, b, NULL, 0,
+                                   err);
     if (s->state_ops >= 999) {
         eddy_err_set(err, EDDY_EBUDGET, "ctx.state: more than 999 operations in one tool call");
         return NULL;
     }
     int step = -(s->step * 1000 + ++s->state_ops);
     const eddy_replay_step *j = journaled(r, step, "state");
+    if (j && eddy_json_int(j->data, "opkey", 0) != eddy_store_state_opkey(op, key)) {
+        EDDY_WARN("agents",
+                  "event %s (key %s): tool '%s' asked ctx.state for another operation than "
+                  "before the restart: the journal is not used from here",
+                  r->event_id, r->key, s->name);
+        r->replay = NULL;
+        j = NULL;
+    }
     if (j) { /* done before the crash: the same answer, and not done twice */
         json_t *v = json_object_get(j->data, "result");
         return v ? json_deep_copy(v) : json_null();
@@ -576,7 +591,7 @@ static void slot_pending(tool_slot *s)
 {
     eddy_run *r = s->run;
     eddy_err e;
-    json_t *d = json_pack("{s:O}", "args", s->args);
+    json_t *d = json_pack("{s:s, s:O}", "tool", s->name ? s->name : "?", "args", s->args);
     r->refs++;
     if (!d || eddy_store_put_step(r->rt->env->store, &r->ref, s->step, EDDY_STEP_PENDING, "tool", d,
                                   on_pending_stored, s, &e)) {
@@ -590,6 +605,7 @@ static void on_reconciled(eddy_tool_result *res, void *ud)
 {
     tool_slot *s = ud;
     eddy_run *r = s->run;
+    s->reconciling = 0;
     if (r->stats)
         r->stats->tools_reconciled++;
     if (res->status) {
@@ -603,8 +619,8 @@ static void on_reconciled(eddy_tool_result *res, void *ud)
         slot_done(s, 0, res->result, NULL, 1);
     } else {
         eddy_span_set(s->span, "eddy.reconciled", json_string("did not happen"));
-        s->state_ops = 0; /* the call's ops again: those done before the crash answer as then */
-        slot_run(s);      /* its PENDING entry is still there */
+        s->reconciling = 0; /* the call's ops again: those done before the crash answer as then */
+        slot_run(s);        /* its PENDING entry is still there */
     }
     unref(r);
 }
@@ -628,7 +644,7 @@ static void slot_after_crash(tool_slot *s)
         return;
     }
     slot_ctx(s, &ctx);
-    s->state_ops = 500; /* reconcile's own ctx.state ops: not the call's */
+    s->reconciling = 1; /* reconcile's ctx.state ops are not the call's */
     r->refs++;
     if (eddy_tool_reconcile(r->rt->env->tools, s->tool, s->args, &ctx, on_reconciled, s, &e)) {
         r->refs--;
@@ -688,6 +704,16 @@ static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
     for (i = 0; i < n; i++) {
         r->slots[i].step = ++r->step;
         if (done && (done[i] = journaled(r, r->slots[i].step, "tool"))) {
+            const char *was = eddy_json_str(done[i]->data, "tool", NULL);
+            if (was && r->slots[i].name && strcmp(was, r->slots[i].name)) {
+                EDDY_WARN("agents",
+                          "event %s (key %s): step %d called '%s' before the restart and calls "
+                          "'%s' now: the journal is not used from here",
+                          r->event_id, r->key, r->slots[i].step, was, r->slots[i].name);
+                r->replay = NULL;
+                done[i] = NULL;
+                continue;
+            }
             int seq = (int)eddy_json_int(done[i]->data, "seq", 0);
             if (seq > last_seq) {
                 last_seq = seq;
@@ -754,7 +780,8 @@ static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
             args = NULL;
             if (!eddy_tool_side_effects(t))
                 slot_run(s);
-            else if (pend && pend->state == EDDY_STEP_PENDING)
+            else if (pend && pend->state == EDDY_STEP_PENDING &&
+                     !strcmp(eddy_json_str(pend->data, "tool", ""), s->name ? s->name : ""))
                 slot_after_crash(s);
             else
                 slot_pending(s);
@@ -1143,8 +1170,10 @@ static void on_loaded(int status, const char *errmsg, json_t *doc, json_t *histo
     eddy_err e;
     if (!status)
         r->loaded = 1;
-    if (r->reported) {
-        /* canceled while loading */
+    if (r->reported) { /* canceled while loading: the entry is not held */
+        if (r->loaded)
+            eddy_store_release(r->rt->env->store, r->ref.agent, r->ref.key);
+        r->loaded = 0;
     } else if (status) {
         fail(r, status, "cannot read the memory of key '%s': %s", r->key, errmsg);
     } else if (prepare(r, doc, history, &e)) {

@@ -1515,6 +1515,11 @@ int eddy_store_run_done(eddy_store_session *ss, const eddy_run_end *end, eddy_st
     eddy_free(id);
     if (e && e->pins > 0)
         e->pins--;
+    if (e && e->incomplete && end->ok && end->doc) {
+        json_decref(e->doc); /* a second end before the first committed */
+        e->doc = json_incref(end->doc);
+        e->hist_runs = 0;
+    }
     if (e && end->ok && !e->incomplete) {
         if (end->doc) {
             json_decref(e->doc);
@@ -1660,7 +1665,8 @@ static int state_apply(const char *op, json_t *cur, json_t *a, json_t *b, json_t
             }
             *newv = json_integer(x + d);
         } else {
-            *newv = json_real((cur ? json_number_value(cur) : 0) + json_number_value(by));
+            *newv =
+                json_real((cur ? json_number_value(cur) : 0) + (by ? json_number_value(by) : 1));
         }
         *res = json_deep_copy(*newv);
         return 1;
@@ -1696,6 +1702,18 @@ json_t *eddy_store_state_op(eddy_store_session *ss, const char *agent, const cha
                      op, STATE_KEY_MAX);
         return NULL;
     }
+    for (int i = 0; i < 2; i++) { /* measured before the lock: nobody waits on a big value */
+        json_t *v = i ? b : a;
+        char *t = v && !json_is_number(v) ? eddy_json_dumps_flags(v, JSON_COMPACT | JSON_ENCODE_ANY)
+                                          : NULL;
+        size_t n = t ? strlen(t) : 0;
+        eddy_free(t);
+        if (n > STATE_VALUE_MAX) {
+            eddy_err_set(err, EDDY_ERANGE, "ctx.state.%s: the value of '%s' is over %d bytes", op,
+                         key, STATE_VALUE_MAX);
+            return NULL;
+        }
+    }
     pthread_mutex_lock(&s->state_mu);
     m = json_object_get(s->state, agent);
     cur = m ? json_object_get(m, key) : NULL;
@@ -1720,7 +1738,8 @@ json_t *eddy_store_state_op(eddy_store_session *ss, const char *agent, const cha
             goto fail;
         }
         if (ref) { /* journaled with the change: a re-run gets the same answer */
-            json_t *d = json_pack("{s:O}", "result", res);
+            json_t *d = json_pack("{s:O, s:I}", "result", res, "opkey",
+                                  (json_int_t)eddy_store_state_opkey(op, key));
             j->journaled = 1;
             eddy_free(j->key);
             j->key = eddy_strdup(ref->key);
@@ -1764,6 +1783,11 @@ out:
         job_free(j);
     json_decref(newv);
     return res;
+}
+
+int64_t eddy_store_state_opkey(const char *op, const char *key)
+{
+    return eddy_store_hash(key, strlen(key), eddy_store_hash(op, strlen(op), 0));
 }
 
 json_t *eddy_store_state_get(eddy_store *s, const char *agent, const char *key)

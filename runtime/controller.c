@@ -85,8 +85,8 @@ struct eddy__ctl {
     int nparts;
     long in_flight, events, dead_letters, abandoned, replayed, redelivered, outputs_dropped;
     long llm_calls_seen, tokens_seen, tools_seen, outputs;
-    eddy_delivered *dl;
-    size_t ndl, capdl;
+    eddy_delivered *dl, *posted; /* marks since the last checkpoint; those it carries */
+    size_t ndl, capdl, nposted, capposted;
     int64_t sink_len;
     long sink_count;
     int exactly_once;
@@ -193,6 +193,8 @@ static void deliver(ctl *c, rec *r, int agent, int output, json_t *v)
     int rc;
     if (!d) {
         EDDY_ERROR("runtime", "out of memory delivering an output");
+        if (r)
+            r->abandoned = 1; /* read again at the next start */
         return;
     }
     d->r = r;
@@ -209,9 +211,13 @@ static void deliver(ctl *c, rec *r, int agent, int output, json_t *v)
         sink_failed(c, r, v, e.msg); /* the output does not fit the sink */
     } else if (output) {
         c->outputs_dropped++;
+        if (r)
+            r->abandoned = 1;
         stop(c, e.msg);
     } else {
         EDDY_ERROR("runtime", "cannot write a dead-letter record: %s", e.msg);
+        if (r)
+            r->abandoned = 1;
     }
     if (r)
         rec_release(c, r);
@@ -239,11 +245,15 @@ static void on_delivered(uint64_t tag, int status, const char *reason, int64_t e
         }
     } else if (d->output && status == EDDY_ECLOSING) {
         c->outputs_dropped++;
+        if (d->r) /* not delivered: the record is read again at the next start */
+            d->r->abandoned = 1;
         stop(c, reason); /* the output has nowhere to go: no new events */
     } else if (d->output) {
         sink_failed(c, d->r, d->v, reason);
     } else if (status) {
         EDDY_ERROR("runtime", "cannot write a dead-letter record: %s", reason);
+        if (d->r)
+            d->r->abandoned = 1;
     }
     if (d->r)
         rec_release(c, d->r);
@@ -253,10 +263,12 @@ static void on_delivered(uint64_t tag, int status, const char *reason, int64_t e
 
 /* -- records -------------------------------------------------------------- */
 
-static void dead_record(ctl *c, rec *r, const eddy_record *er, const char *event_id,
-                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void dead_record(ctl *c, rec *r, const eddy_record *er, json_t *event, const char *event_id,
+                        const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
-static void dead_record(ctl *c, rec *r, const eddy_record *er, const char *event_id,
+/* A dead letter for the record ER: EVENT (borrowed) is its event when the
+ * source gave one (structured), else its text goes in. */
+static void dead_record(ctl *c, rec *r, const eddy_record *er, json_t *event, const char *event_id,
                         const char *fmt, ...)
 {
     char reason[EDDY_ERR_MSG_MAX];
@@ -265,10 +277,10 @@ static void dead_record(ctl *c, rec *r, const eddy_record *er, const char *event
     va_start(ap, fmt);
     vsnprintf(reason, sizeof(reason), fmt, ap);
     va_end(ap);
-    if (er->event)
+    if (event)
         d = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:O}", "type", "dead_letter", "reason", reason,
                       "source", eddy_source_name(c->src), "where", er->where, "event_id", event_id,
-                      "event", er->event);
+                      "event", event);
     else if ((d = json_pack("{s:s, s:s, s:s, s:i, s:s?}", "type", "dead_letter", "reason", reason,
                             "source", eddy_source_name(c->src), "line", (int)er->line, "event_id",
                             event_id)) &&
@@ -314,7 +326,7 @@ static void accept_record(ctl *c, eddy_record *er)
     json_t *ev = NULL, *kv, *tv;
     char *key = NULL, *id = NULL, *tcopy = NULL, pos[512];
     const char *type;
-    int routed = 0;
+    int routed = 0, structured = 0;
     part *p = part_of(c, er->part);
     rec *r = eddy_calloc(1, sizeof(*r));
     if (!p || !r) {
@@ -341,8 +353,10 @@ static void accept_record(ctl *c, eddy_record *er)
         snprintf(pos, sizeof(pos), "%s", er->where);
     else
         snprintf(pos, sizeof(pos), "%s:%ld", eddy_source_name(c->src), er->line);
-    if (er->event) {
-        ev = json_incref(er->event);
+    if (er->event) { /* taken: it may go to a worker thread with a task */
+        ev = er->event;
+        er->event = NULL;
+        structured = 1;
     } else {
         const char *q = er->text;
         while (*q == ' ' || *q == '\t')
@@ -351,26 +365,27 @@ static void accept_record(ctl *c, eddy_record *er)
             goto out; /* blank line: not an event */
         ev = json_loadb(er->text, er->len, 0, &je);
         if (!ev) {
-            dead_record(c, r, er, NULL, "%s:%d: not valid JSON: %s", pos, je.column, je.text);
+            dead_record(c, r, er, NULL, NULL, "%s:%d: not valid JSON: %s", pos, je.column, je.text);
             goto out;
         }
     }
     id = event_id_of(ev, pos);
     if (!json_is_object(ev)) {
-        dead_record(c, r, er, id, "%s: an event must be a JSON object", pos);
+        dead_record(c, r, er, structured ? ev : NULL, id, "%s: an event must be a JSON object",
+                    pos);
         goto out;
     }
     kv = eddy_json_path(ev, c->job->key);
     if (!(key = eddy_json_key_string(kv)) || !*key) {
-        dead_record(c, r, er, id, "%s: event %s has no key '%s'%s", pos, id, c->job->key,
-                    kv && !json_is_null(kv) ? " that is a string or number" : "");
+        dead_record(c, r, er, structured ? ev : NULL, id, "%s: event %s has no key '%s'%s", pos, id,
+                    c->job->key, kv && !json_is_null(kv) ? " that is a string or number" : "");
         goto out;
     }
     tv = json_object_get(ev, "type");
     /* a copy: EV goes to a worker thread with the last task */
     type = tcopy = eddy_strdup(json_is_string(tv) ? json_string_value(tv) : "input");
     if (!type) {
-        dead_record(c, r, er, id, "event %s: out of memory", id);
+        dead_record(c, r, er, structured ? ev : NULL, id, "event %s: out of memory", id);
         goto out;
     }
     c->events++;
@@ -425,14 +440,16 @@ static void accept_record(ctl *c, eddy_record *er)
         }
         if (!t || !t->event || !t->key || !t->event_id || !t->mbkey) {
             eddy__task_free(t);
-            dead_record(c, r, er, id, "event %s: out of memory queueing it", id);
+            dead_record(c, r, er, structured ? ev : NULL, id, "event %s: out of memory queueing it",
+                        id);
             continue;
         }
         r->outstanding++;
         eddy__worker_post(w, t);
     }
     if (!routed)
-        dead_record(c, r, er, id, "%s: no agent handles events of type '%s'", pos, type);
+        dead_record(c, r, er, structured ? ev : NULL, id,
+                    "%s: no agent handles events of type '%s'", pos, type);
 out:
     eddy_free(id);
     eddy_free(key);
@@ -513,7 +530,22 @@ static void on_ckpt_done(int status, const char *errmsg, void *ud)
     c->ckpt_busy = 0;
     if (status) {
         EDDY_ERROR("runtime", "checkpoint failed: %s", errmsg);
+        /* what it carried is not stored: the next one carries it again */
+        for (int i = 0; i < c->nparts; i++)
+            c->parts[i].saved = -1;
+        for (size_t i = 0; i < c->nposted; i++) {
+            if (c->ndl == c->capdl) {
+                size_t n = c->capdl ? c->capdl * 2 : 256;
+                eddy_delivered *v = eddy_realloc(c->dl, n * sizeof(*v));
+                if (!v)
+                    break;
+                c->dl = v;
+                c->capdl = n;
+            }
+            c->dl[c->ndl++] = c->posted[i];
+        }
     } else {
+        c->nposted = 0;
         c->ckpts++;
         c->ckpt_total_ms += ms;
         if (ms > c->ckpt_max_ms)
@@ -588,6 +620,14 @@ static int checkpoint(ctl *c)
             for (int k = 0; k < c->nparts; k++)
                 if (c->parts[k].hash == ps[i].part_hash)
                     c->parts[k].saved = ps[i].pos;
+        /* the marks posted are kept until the commit says how it went */
+        eddy_delivered *t = c->posted;
+        size_t tc = c->capposted;
+        c->posted = c->dl;
+        c->nposted = c->ndl;
+        c->capposted = c->capdl;
+        c->dl = t;
+        c->capdl = tc;
         c->ndl = 0;
     }
     eddy_free(ps);
@@ -1000,6 +1040,7 @@ static void teardown(ctl *c, eddy__worker_stats *ws)
     }
     eddy_free(c->parts);
     eddy_free(c->dl);
+    eddy_free(c->posted);
     eddy_source_free(c->src);
     eddy_sink_free(c->out);
     eddy_sink_free(c->dead);

@@ -620,6 +620,8 @@ static void w_flush(void *ctx)
             }
             off += (size_t)w;
         }
+        if (status && off && !s->is_stdout && ftruncate(s->fd, s->length) == 0)
+            off = 0; /* no torn line: the batch is not there at all (its values failed) */
         s->length += (int64_t)off;
     }
     for (wjob *j = list; j; j = j->next)

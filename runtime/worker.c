@@ -134,8 +134,12 @@ static void run_done(eddy_run_result *res, void *ud)
     eddy_free(s);
     t->status = res->status;
     /* taken, not shared: the controller's thread owns it from here on */
-    t->output = res->status == EDDY_ECANCELED ? NULL : res->output;
-    res->output = NULL;
+    if (res->status == EDDY_ECANCELED) {
+        t->output = NULL; /* abandoned: nothing goes anywhere */
+    } else {
+        t->output = res->output;
+        res->output = NULL;
+    }
     if (res->status)
         t->reason = eddy_strdup(res->err.msg);
     t->run = NULL;
@@ -243,6 +247,9 @@ static void on_drain(uv_timer_t *t)
     }
     uv_timer_stop(t);
     eddy_tools_close(w->tools);
+    /* only now: a tool call that outlived its run could still reach the store */
+    eddy_store_session_close(w->ss, NULL, NULL);
+    w->ss = NULL;
     uv_close((uv_handle_t *)&w->drain, NULL);
     eddy__queue_close(&w->inbox);
 }
@@ -255,8 +262,6 @@ static void maybe_close(eddy__worker *w)
     w->closing = 1;
     eddy_llm_client_close(w->llm);
     w->llm = NULL;
-    eddy_store_session_close(w->ss, NULL, NULL);
-    w->ss = NULL;
     w->drain_deadline = eddy_now_ms() + 500; /* then tool calls are ended */
     uv_timer_start(&w->drain, on_drain, 0, 10);
 }
@@ -369,8 +374,9 @@ void eddy__worker_cancel(eddy__worker *w)
 void eddy__worker_finish(eddy__worker *w)
 {
     pthread_mutex_lock(&w->inbox.mu);
+    if (!w->finish_req) /* once: after it the inbox may be closed */
+        uv_async_send(&w->inbox.async);
     w->finish_req = 1;
-    uv_async_send(&w->inbox.async);
     pthread_mutex_unlock(&w->inbox.mu);
 }
 

@@ -229,6 +229,9 @@ int eddy_store_checkpoint(eddy_store_session *ss, const eddy_checkpoint *c, eddy
 json_t *eddy_store_state_op(eddy_store_session *ss, const char *agent, const char *op,
                             const char *key, json_t *a, json_t *b, const eddy_run_ref *ref,
                             int step, eddy_err *err);
+/* What a journaled op's entry says it was (its "opkey"): a hash of OP and
+ * KEY, so that a re-run asking for another op is not given this answer. */
+int64_t eddy_store_state_opkey(const char *op, const char *key);
 /* The value of AGENT's KEY now (a copy), or NULL. Any thread. */
 json_t *eddy_store_state_get(eddy_store *s, const char *agent, const char *key);
 
