@@ -130,6 +130,31 @@ def test_shared_state_across_workers(tmp):
     assert st["events"] == 410, st["events"]
 
 
+def test_per_key_order_with_random_latencies(tmp):
+    """4 workers, answers that take 0 to 90 ms by event: every key's outputs come in the
+    order of its events, and each event's answer is its own."""
+    d = setup(tmp)
+    rules = [{"when": {"last_role": "tool"}, "reply": "done ${tool.n}"}]
+    for digit in range(10):  # the event id's last digit picks the latency
+        rules.append({"when": {"last_user_regex": "event ([ef][0-9]*%d):" % digit},
+                      "tool_calls": [{"name": "count", "arguments": {"id": "$1"}}],
+                      "latency_ms": (digit * 37) % 91})
+    with Mock(tmp, {"rules": rules}) as mock:
+        job = os.path.join(d, "job.yaml")
+        write(job, job_text(mock.base_url))
+        write(os.path.join(d, "in.jsonl"), events(400, 25))
+        eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+             os.path.join(tmp, "out.jsonl"), "--workers", "4", check=0)
+    outs = read_jsonl(os.path.join(tmp, "out.jsonl"))
+    assert len(outs) == 400, len(outs)
+    seen = collections.defaultdict(list)
+    for o in outs:
+        seen[o["key"]].append(int(o["event_id"][1:]))
+    for k, ids in seen.items():
+        assert ids == sorted(ids), (k, ids)
+        assert len(ids) == 16, (k, len(ids))
+
+
 def test_key_groups_stay_on_one_worker(tmp):
     """All runs of a key, and of its key group, run on the worker of that group."""
     d = setup(tmp)
