@@ -345,8 +345,11 @@ static void accept_record(ctl *c, eddy_record *er)
     else
         p->head = r;
     p->tail = r;
-    if (p->wm_pos < 0)
+    if (p->wm_pos < 0) { /* the part's first record: nothing before it is left to do */
         p->wm_pos = er->pos;
+        p->wm_line = er->line > 0 ? er->line - 1 : 0;
+        p->wm_fp = er->fp_before; /* a checkpoint before it finishes resumes here again */
+    }
     p->used = 1;
     c->in_flight++;
     if (er->where)

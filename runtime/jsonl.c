@@ -78,6 +78,7 @@ static int split_emit(splitter *sp, size_t term, emit_fn emit, void *ud)
     size_t raw = sp->line.len, len = raw - term;
     const char *start = sp->line.data ? sp->line.data : "";
     memset(&rec, 0, sizeof(rec));
+    rec.fp_before = fingerprint(sp->tail, sp->ntail);
     tail_add(sp, (const unsigned char *)start, raw);
     sp->lineno++;
     if (sp->off == 0 && len >= 3 && !memcmp(start, "\xEF\xBB\xBF", 3)) {

@@ -31,6 +31,7 @@ typedef struct eddy_record {
     char *where;   /* structured sources: "db.table bucket 2 offset 17" */
     int part;
     int64_t pos, next, fp;
+    int64_t fp_before; /* line sources: the fingerprint of the input just before POS */
 } eddy_record;
 
 typedef struct eddy_source eddy_source;

@@ -338,6 +338,35 @@ def test_state_misuse_fails_the_call(tmp):
     assert outs["e5"] == 'tool said: text', outs["e5"]
 
 
+def test_checkpoint_before_the_first_record_ends_keeps_the_place(tmp):
+    """A checkpoint taken after a resume, before any record read since has finished, keeps
+    the place it resumed at (with the right fingerprint): after a kill -9 the next start
+    resumes there again, not from the top (which would run finished events again)."""
+    d = setup(tmp)
+    with Mock(tmp, SCRIPT) as mock:
+        job = os.path.join(d, "job.yaml")
+        write(job, job_text(mock.base_url))
+        inp = os.path.join(d, "in.jsonl")
+        write(inp, events(5, 5))
+        args = ["run", job, "--input", inp, "--output", os.path.join(tmp, "out.jsonl")]
+        eddy(*args, check=0)
+        with open(inp, "a") as f:  # five more, each waiting 5 s in its tool
+            f.write(events(10, 5, slow=5000).split("\n", 5)[5])
+        p = subprocess.Popen([os.path.join(run.ARGS.build, "eddy")] + args,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # several checkpoints (every 100 ms), none of these records done
+        p.kill()
+        err1 = p.communicate()[1]
+        p2 = eddy(*args, "--no-progress", check=0, timeout=60)
+    assert "resuming at line 6" in err1, err1
+    assert "resuming at line 6" in p2.stderr, p2.stderr
+    assert "from the top" not in p2.stderr, p2.stderr
+    outs = read_jsonl(os.path.join(tmp, "out.jsonl"))
+    assert sorted(o["event_id"] for o in outs) == ["e%d" % i for i in range(10)], outs
+    st = shared(store_of(d))
+    assert st["events"] == 10, st
+
+
 def test_stdin_pipe_left_open_ends_on_sigterm(tmp):
     """stdin a pipe that never ends (its writer keeps it open): eddy reads it on its loop,
     answers what came, and on SIGTERM ends at once, cleanly (no reader thread left blocked in
