@@ -765,6 +765,18 @@ static int check_keygroups(eddy_store *s, int want, eddy_err *err)
     return 0;
 }
 
+static int forget_runs(eddy_store *s, eddy_err *err)
+{
+    if (sqlite3_exec(s->wdb, "BEGIN IMMEDIATE; DELETE FROM runs; DELETE FROM journal; COMMIT", NULL,
+                     NULL, NULL) != SQLITE_OK) {
+        int rc = eddy_err_set(err, EDDY_ESQLITE, "%s: cannot forget the earlier runs: %s", s->path,
+                              sqlite3_errmsg(s->wdb));
+        sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    return 0;
+}
+
 static int rentry_cmp(const void *a, const void *b)
 {
     const rentry *x = a, *y = b;
@@ -997,7 +1009,8 @@ int eddy_store_open(const char *path, const eddy_store_opts *opts, eddy_store **
         goto fail;
     }
     if ((rc = migrate(s->wdb, path, err)) || (rc = check_keygroups(s, o.max_keygroups, err)) ||
-        (rc = load_replay(s, err)) || (rc = load_positions(s, err)) || (rc = load_state(s, err)) ||
+        (o.forget_runs && (rc = forget_runs(s, err))) || (rc = load_replay(s, err)) ||
+        (rc = load_positions(s, err)) || (rc = load_state(s, err)) ||
         (rc = prepare_all(s->wdb, kWriteSql, s->wst, W_N, err)))
         goto fail;
     eddy_bgq_limits lim = {o.commit_max > 0 ? o.commit_max : 1024,

@@ -408,8 +408,7 @@ static void accept_record(ctl *c, eddy_record *er)
         if (!handles)
             continue;
         routed++;
-        const eddy_replay *rp =
-            c->opts->from_start ? NULL : eddy_store_replay(c->store, def->name, p->hash, er->pos);
+        const eddy_replay *rp = eddy_store_replay(c->store, def->name, p->hash, er->pos);
         if (rp && rp->done && rp->input_hash == ih) {
             /* an earlier process finished this run: what it left is the answer */
             c->replayed++;
@@ -944,7 +943,7 @@ static int setup(ctl *c, eddy_err *err)
                             "%s: no input: give 'source: {jsonl: FILE}' in the job or --input "
                             "FILE (- for stdin)",
                             c->job->file);
-    eddy_store_opts so = {c->job->max_keygroups, 0, 0, c->job->memory_cache};
+    eddy_store_opts so = {c->job->max_keygroups, 0, 0, c->job->memory_cache, o->from_start};
     if ((rc = eddy_store_open(c->state_path, &so, &c->store, err)) ||
         (rc = eddy_store_session_new(c->store, &c->loop, &c->ss, err)) ||
         (rc = eddy_trace_store_open(c->trace_path, &c->traces, err)))

@@ -57,6 +57,8 @@ typedef struct eddy_store_opts {
     int64_t commit_ms;   /* a group commit is at most this old; 0 = 5 */
     int commit_max;      /* and holds at most this many jobs; 0 = 1024 */
     int64_t cache_bytes; /* per-session memory cache budget; 0 = 64 MiB */
+    int forget_runs;     /* delete every run row and journal entry at open (the input is
+                            read again from its start: earlier tries are not this one's) */
 } eddy_store_opts;
 
 #define EDDY_STORE_DEFAULT_KEYGROUPS 128

@@ -57,7 +57,8 @@ typedef struct eddy_run_opts {
     const char *summary_json; /* write the summary as JSON to this file */
     int workers;              /* overrides the job's workers (0: the job's) */
     int progress;             /* 1: a status line on stderr; 0: only on a terminal; -1: none */
-    int from_start;           /* read sources from their start: no stored position, no replay */
+    int from_start;           /* read sources from their start: no stored position, and the
+                                 journal and finished runs of earlier tries are forgotten */
 } eddy_run_opts;
 
 /* Put the LEN bytes of TEXT, a line of a JSONL source, into the dead-letter

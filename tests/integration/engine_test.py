@@ -367,6 +367,42 @@ def test_checkpoint_before_the_first_record_ends_keeps_the_place(tmp):
     assert st["events"] == 10, st
 
 
+def test_from_start_forgets_earlier_tries(tmp):
+    """--from-start after a kill: the runs are new, and the journal of the earlier try is
+    gone from the store at once (a later start, after another kill, must not find it and
+    mix it with the new try's steps)."""
+    d = setup(tmp)
+    with Mock(tmp, SCRIPT) as mock:
+        job = os.path.join(d, "job.yaml")
+        write(job, job_text(mock.base_url))
+        inp = os.path.join(d, "in.jsonl")
+        write(inp, events(8, 4, slow=1500))  # two events per key, each tool waits 1.5 s
+        out = os.path.join(tmp, "out.jsonl")
+        cmd = [os.path.join(run.ARGS.build, "eddy"), "run", job, "--input", inp, "--output",
+               out]
+        p = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+        time.sleep(2.2)  # the first event of each key is done, the second one waits
+        p.kill()
+        p.wait()
+        db = store_of(d)
+        old = db.execute("SELECT count(*) FROM journal").fetchone()[0]
+        db.close()
+        assert old > 0, "nothing journaled at the first kill"
+        t0_ns = time.time_ns()
+        p = subprocess.Popen(cmd + ["--from-start"], stderr=subprocess.DEVNULL)
+        time.sleep(0.8)  # the new try is in the first events' tools
+        p.kill()
+        p.wait()
+        db = store_of(d)
+        left = db.execute("SELECT count(*) FROM journal WHERE created_ns < ?",
+                          (t0_ns,)).fetchone()[0]
+        db.close()
+        assert left == 0, "%d journal rows of the earlier try are still there" % left
+        eddy(*cmd[1:], check=0)
+    outs = read_jsonl(out)
+    assert set(o["event_id"] for o in outs) >= set("e%d" % i for i in range(8)), outs
+
+
 def test_stdin_pipe_left_open_ends_on_sigterm(tmp):
     """stdin a pipe that never ends (its writer keeps it open): eddy reads it on its loop,
     answers what came, and on SIGTERM ends at once, cleanly (no reader thread left blocked in
