@@ -54,5 +54,6 @@ if [ -n "$TID" ]; then
 fi
 echo
 echo "make demo starts from scratch each time (it removes $OUT first); run the job"
-echo "again to see memory carry over:"
-echo "  $BUILD/eddy run $HERE/job.yaml   continues each customer's conversation."
+echo "again to see memory carry over (a plain run resumes where this one ended: nothing new):"
+echo "  $BUILD/eddy run $HERE/job.yaml --from-start   reads the questions again and continues"
+echo "  each customer's conversation."
