@@ -6,7 +6,6 @@ Reuses the runner, the mock LLM and the helpers of tests/integration/run.py.
 
     python3 tests/integration/check_test.py --build build [--only NAME]
 """
-import argparse
 import base64
 import json
 import os
@@ -477,13 +476,7 @@ TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default="build")
-    ap.add_argument("--only")
-    ap.add_argument("-v", action="store_true")
-    itrun.ARGS = ap.parse_args()
-    itrun.ARGS.build = os.path.abspath(itrun.ARGS.build)
-    return 1 if itrun.run_tests(TESTS, itrun.ARGS.only, "eddy-check-", 44, "check") else 0
+    return itrun.suite_main(TESTS, "eddy-check-", 44, "check")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ lock. Runs the real binary against the scripted mock on loopback.
 
     python3 tests/integration/engine_test.py --build build [--only NAME]
 """
-import argparse
 import collections
 import json
 import os
@@ -439,12 +438,7 @@ TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default="build")
-    ap.add_argument("--only")
-    run.ARGS = ap.parse_args()
-    run.ARGS.build = os.path.abspath(run.ARGS.build)
-    return 1 if run.run_tests(TESTS, run.ARGS.only, "eddy-eng-", 42, "engine") else 0
+    return run.suite_main(TESTS, "eddy-eng-", 42, "engine")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ Reuses the runner and the Mock class of tests/integration/run.py.
 
     python3 tests/integration/mockllm_test.py --build build [--only NAME]
 """
-import argparse
 import http.client
 import json
 import os
@@ -881,13 +880,7 @@ TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default="build")
-    ap.add_argument("--only")
-    ap.add_argument("-v", action="store_true")
-    itrun.ARGS = ap.parse_args()
-    itrun.ARGS.build = os.path.abspath(itrun.ARGS.build)
-    return 1 if itrun.run_tests(TESTS, itrun.ARGS.only, "eddy-mock-", 36, "mockllm") else 0
+    return itrun.suite_main(TESTS, "eddy-mock-", 36, "mockllm")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Uses the runner and helpers of run.py.
 
     python3 tests/integration/nonblock_test.py --build build [--only NAME]
 """
-import argparse
 import json
 import os
 import shutil
@@ -74,12 +73,7 @@ TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default="build")
-    ap.add_argument("--only")
-    run.ARGS = ap.parse_args()
-    run.ARGS.build = os.path.abspath(run.ARGS.build)
-    return 1 if run.run_tests(TESTS, run.ARGS.only, "eddy-nb-", 28, "nonblock") else 0
+    return run.suite_main(TESTS, "eddy-nb-", 28, "nonblock")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ at raw text, never at parsed values. Uses the runner and helpers of run.py.
 
     python3 tests/integration/numbers_test.py --build build [--only NAME]
 """
-import argparse
 import os
 import re
 import sqlite3
@@ -152,12 +151,7 @@ TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default="build")
-    ap.add_argument("--only")
-    run.ARGS = ap.parse_args()
-    run.ARGS.build = os.path.abspath(run.ARGS.build)
-    return 1 if run.run_tests(TESTS, run.ARGS.only, "eddy-num-", 24, "numbers") else 0
+    return run.suite_main(TESTS, "eddy-num-", 24, "numbers")
 
 
 if __name__ == "__main__":

@@ -586,7 +586,9 @@ def run_tests(tests, only, prefix, width, what):
     return failed
 
 
-def main():
+def suite_main(tests, prefix, width, what):
+    """The main of a suite that takes only the common options (--build DIR, --only NAME, -v):
+    parse them into ARGS (the build folder made absolute), run TESTS; the exit code."""
     global ARGS
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
@@ -594,7 +596,11 @@ def main():
     ap.add_argument("-v", action="store_true")
     ARGS = ap.parse_args()
     ARGS.build = os.path.abspath(ARGS.build)
-    return 1 if run_tests(TESTS, ARGS.only, "eddy-it-", 32, "integration") else 0
+    return 1 if run_tests(tests, ARGS.only, prefix, width, what) else 0
+
+
+def main():
+    return suite_main(TESTS, "eddy-it-", 32, "integration")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Reuses the runner, the mock LLM and the helpers of tests/integration/run.py.
 
     python3 tests/integration/state_test.py --build build [--only NAME]
 """
-import argparse
 import fcntl
 import json
 import os
@@ -547,13 +546,7 @@ TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default="build")
-    ap.add_argument("--only")
-    ap.add_argument("-v", action="store_true")
-    itrun.ARGS = ap.parse_args()
-    itrun.ARGS.build = os.path.abspath(itrun.ARGS.build)
-    return 1 if itrun.run_tests(TESTS, itrun.ARGS.only, "eddy-state-", 44, "state") else 0
+    return itrun.suite_main(TESTS, "eddy-state-", 44, "state")
 
 
 if __name__ == "__main__":
