@@ -223,6 +223,22 @@ static void deliver(ctl *c, rec *r, int agent, int output, json_t *v)
         rec_release(c, r);
 }
 
+/* Note that the run D names was delivered, for the next checkpoint. 0, or
+ * -1 out of memory (the mark is lost: the output may come again). */
+static int mark_delivered(ctl *c, eddy_delivered d)
+{
+    if (c->ndl == c->capdl) {
+        size_t n = c->capdl ? c->capdl * 2 : 256;
+        eddy_delivered *v = eddy_realloc(c->dl, n * sizeof(*v));
+        if (!v)
+            return -1;
+        c->dl = v;
+        c->capdl = n;
+    }
+    c->dl[c->ndl++] = d;
+    return 0;
+}
+
 static void on_delivered(uint64_t tag, int status, const char *reason, int64_t end, void *ud)
 {
     ctl *c = ud;
@@ -231,17 +247,8 @@ static void on_delivered(uint64_t tag, int status, const char *reason, int64_t e
         c->sink_len = end;
         c->sink_count++;
         if (d->agent >= 0 && d->r) {
-            if (c->ndl == c->capdl) {
-                size_t n = c->capdl ? c->capdl * 2 : 256;
-                eddy_delivered *v = eddy_realloc(c->dl, n * sizeof(*v));
-                if (v) {
-                    c->dl = v;
-                    c->capdl = n;
-                }
-            }
-            if (c->ndl < c->capdl)
-                c->dl[c->ndl++] = (eddy_delivered){c->job->agents[d->agent].name,
-                                                   c->parts[d->r->part].hash, d->r->pos};
+            mark_delivered(c, (eddy_delivered){c->job->agents[d->agent].name,
+                                               c->parts[d->r->part].hash, d->r->pos});
         }
     } else if (d->output && status == EDDY_ECLOSING) {
         c->outputs_dropped++;
@@ -535,17 +542,8 @@ static void on_ckpt_done(int status, const char *errmsg, void *ud)
         /* what it carried is not stored: the next one carries it again */
         for (int i = 0; i < c->nparts; i++)
             c->parts[i].saved = -1;
-        for (size_t i = 0; i < c->nposted; i++) {
-            if (c->ndl == c->capdl) {
-                size_t n = c->capdl ? c->capdl * 2 : 256;
-                eddy_delivered *v = eddy_realloc(c->dl, n * sizeof(*v));
-                if (!v)
-                    break;
-                c->dl = v;
-                c->capdl = n;
-            }
-            c->dl[c->ndl++] = c->posted[i];
-        }
+        for (size_t i = 0; i < c->nposted && mark_delivered(c, c->posted[i]) == 0; i++)
+            ;
     } else {
         c->nposted = 0;
         c->ckpts++;
