@@ -18,6 +18,9 @@
 #include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef EDDY_MIMALLOC
+#include <mimalloc.h>
+#endif
 
 #include "cli_int.h"
 
@@ -479,6 +482,12 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("eddy %s\n", EDDY_VERSION);
+#ifdef EDDY_MIMALLOC
+        printf("allocator: mimalloc %d.%d.%d\n", mi_version() / 100, mi_version() / 10 % 10,
+               mi_version() % 10);
+#else
+        printf("allocator: glibc malloc\n");
+#endif
         return 0;
     }
     if (!strcmp(cmd, "fluss")) {
