@@ -1,11 +1,12 @@
 /*
  * core/bgq.c - background job queue on its own thread, in bounded batches.
  *
- * A mutex-protected singly linked FIFO and a condition variable. The thread
- * takes one job at a time and hands it to the handler; it flushes the batch
- * when a bound is reached, or when the queue is empty and the batch has
- * lingered long enough (a timed wait for more jobs meanwhile). Freeing
- * drains first: no posted job is ever dropped.
+ * A mutex-protected array of posted jobs and a condition variable. The
+ * thread takes all queued jobs at once and hands them to the handler in
+ * order; it flushes the batch when a bound is reached, or when the queue is
+ * empty and the batch has lingered long enough (a timed wait for more jobs
+ * meanwhile). A post signals only a thread that sleeps with nothing to do.
+ * Freeing drains first: no posted job is ever dropped.
  */
 #include "eddy/bgq.h"
 #include "eddy/buf.h"
@@ -14,17 +15,21 @@
 #include <pthread.h>
 #include <time.h>
 
-typedef struct node {
-    void *job;
-    struct node *next;
-} node;
+/* Jobs posted and not yet taken: a growable array, swapped out whole by the
+ * thread (no allocation per post once it has grown). */
+typedef struct jobs {
+    void **v;
+    size_t n, cap;
+} jobs;
+
+enum { RUNNING, IDLE, LINGERING };
 
 struct eddy_bgq {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    node *head, *tail;
-    size_t n;
+    jobs queued; /* under mu */
+    int state;   /* under mu: what the thread is doing (a post wakes it only when IDLE) */
     int stop;
     eddy_bgq_fn fn;
     void (*flush)(void *ctx);
@@ -43,16 +48,25 @@ static void deadline_in(struct timespec *ts, uint64_t ms)
     }
 }
 
+/* The thread. It takes every queued job at once and runs them outside the
+ * lock. While it runs or lingers, posts do not wake it (no futex call per
+ * job): a lingering batch takes what came meanwhile when its linger ends, and
+ * is flushed then unless more came. A post wakes it early only when the queue
+ * alone reaches max_jobs. */
 static void *run(void *arg)
 {
     eddy_bgq *q = arg;
+    jobs mine = {0};
     int batch = 0;      /* jobs in the open batch */
     uint64_t first = 0; /* when its first job was taken */
+    if (q->lim.name)
+        pthread_setname_np(pthread_self(), q->lim.name);
     pthread_mutex_lock(&q->mu);
     for (;;) {
-        if (!q->head) {
+        if (!q->queued.n) {
             uint64_t now = eddy_now_ms();
             if (batch && (q->stop || (uint64_t)q->lim.linger_ms <= now - first)) {
+                q->state = RUNNING;
                 pthread_mutex_unlock(&q->mu);
                 if (q->flush)
                     q->flush(q->ctx);
@@ -64,33 +78,37 @@ static void *run(void *arg)
                 break;
             if (batch) { /* linger: wait for company, at most until the deadline */
                 struct timespec ts;
+                q->state = LINGERING;
                 deadline_in(&ts, (uint64_t)q->lim.linger_ms - (now - first));
                 pthread_cond_timedwait(&q->cv, &q->mu, &ts);
             } else {
+                q->state = IDLE;
                 pthread_cond_wait(&q->cv, &q->mu);
             }
             continue;
         }
-        node *nd = q->head;
-        q->head = nd->next;
-        if (!q->head)
-            q->tail = NULL;
-        q->n--;
+        jobs tmp = q->queued; /* take them all; the array comes back empty */
+        q->queued = mine;
+        mine = tmp;
+        q->state = RUNNING;
         pthread_mutex_unlock(&q->mu);
-        if (!batch)
-            first = eddy_now_ms();
-        q->fn(nd->job, q->ctx);
-        eddy_free(nd);
-        batch++;
-        if ((q->lim.max_jobs > 0 && batch >= q->lim.max_jobs) ||
-            (q->lim.max_age_ms > 0 && eddy_now_ms() - first >= (uint64_t)q->lim.max_age_ms)) {
-            if (q->flush)
-                q->flush(q->ctx);
-            batch = 0;
+        for (size_t i = 0; i < mine.n; i++) {
+            if (!batch)
+                first = eddy_now_ms();
+            q->fn(mine.v[i], q->ctx);
+            batch++;
+            if ((q->lim.max_jobs > 0 && batch >= q->lim.max_jobs) ||
+                (q->lim.max_age_ms > 0 && eddy_now_ms() - first >= (uint64_t)q->lim.max_age_ms)) {
+                if (q->flush)
+                    q->flush(q->ctx);
+                batch = 0;
+            }
         }
+        mine.n = 0;
         pthread_mutex_lock(&q->mu);
     }
     pthread_mutex_unlock(&q->mu);
+    eddy_free(mine.v);
     return NULL;
 }
 
@@ -105,6 +123,7 @@ int eddy_bgq_new(eddy_bgq_fn fn, void (*flush)(void *ctx), void *ctx, const eddy
     q->fn = fn;
     q->flush = flush;
     q->ctx = ctx;
+    q->state = RUNNING;
     if (lim)
         q->lim = *lim;
     pthread_mutex_init(&q->mu, NULL);
@@ -124,24 +143,25 @@ int eddy_bgq_new(eddy_bgq_fn fn, void (*flush)(void *ctx), void *ctx, const eddy
 
 int eddy_bgq_post(eddy_bgq *q, void *job)
 {
-    node *nd = eddy_malloc(sizeof(*nd));
-    if (!nd)
-        return EDDY_ENOMEM;
-    nd->job = job;
-    nd->next = NULL;
     pthread_mutex_lock(&q->mu);
     if (q->stop) {
         pthread_mutex_unlock(&q->mu);
-        eddy_free(nd);
         return EDDY_ECLOSING;
     }
-    if (q->tail)
-        q->tail->next = nd;
-    else
-        q->head = nd;
-    q->tail = nd;
-    q->n++;
-    pthread_cond_signal(&q->cv);
+    if (q->queued.n == q->queued.cap) {
+        size_t cap = q->queued.cap ? q->queued.cap * 2 : 64;
+        void **v = eddy_realloc(q->queued.v, cap * sizeof(*v));
+        if (!v) {
+            pthread_mutex_unlock(&q->mu);
+            return EDDY_ENOMEM;
+        }
+        q->queued.v = v;
+        q->queued.cap = cap;
+    }
+    q->queued.v[q->queued.n++] = job;
+    if (q->state == IDLE ||
+        (q->state == LINGERING && q->lim.max_jobs > 0 && q->queued.n == (size_t)q->lim.max_jobs))
+        pthread_cond_signal(&q->cv);
     pthread_mutex_unlock(&q->mu);
     return 0;
 }
@@ -157,5 +177,6 @@ void eddy_bgq_free(eddy_bgq *q)
     pthread_join(q->thread, NULL);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
+    eddy_free(q->queued.v);
     eddy_free(q);
 }

@@ -470,6 +470,15 @@ static int write_state(eddy_store *s, sjob *j)
     return j->journaled ? write_step(s, j) : 0;
 }
 
+static int write_job(eddy_store *s, sjob *j)
+{
+    return j->kind == J_STEP    ? write_step(s, j)
+           : j->kind == J_DONE  ? write_done(s, j)
+           : j->kind == J_STATE ? write_state(s, j)
+                                : write_ckpt(s, j);
+}
+
+/* J inside its own savepoint: a failure rolls back J alone. */
 static void run_job(eddy_store *s, sjob *j)
 {
     int rc;
@@ -477,10 +486,7 @@ static void run_job(eddy_store *s, sjob *j)
         j->status = EDDY_ESQLITE;
         return;
     }
-    rc = j->kind == J_STEP    ? write_step(s, j)
-         : j->kind == J_DONE  ? write_done(s, j)
-         : j->kind == J_STATE ? write_state(s, j)
-                              : write_ckpt(s, j);
+    rc = write_job(s, j);
     if (rc) {
         j->status = rc;
         wstep(s, s->wst[W_ROLLBACK_TO], NULL);
@@ -572,9 +578,25 @@ static void on_flush(void *ctx)
         snprintf(msg, sizeof(msg), "cannot begin a transaction: %s", sqlite3_errmsg(s->wdb));
         failed = 1;
     }
-    for (sjob *j = list; !failed && j; j = j->next)
-        if (!j->skipped)
-            run_job(s, j);
+    /* Optimistic: the batch without savepoints (a savepoint per job costs a
+     * statement journal). When a job fails, the batch is rolled back and run
+     * again with one savepoint per job, so that the failing job fails alone. */
+    sjob *bad = NULL;
+    for (sjob *j = list; !failed && !bad && j; j = j->next)
+        if (!j->skipped && write_job(s, j))
+            bad = j;
+    if (bad) {
+        sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+        for (sjob *j = list; j; j = j->next)
+            j->errmsg[0] = '\0';
+        if (wstep(s, s->wst[W_BEGIN], NULL)) {
+            snprintf(msg, sizeof(msg), "cannot begin a transaction: %s", sqlite3_errmsg(s->wdb));
+            failed = 1;
+        }
+        for (sjob *j = list; !failed && j; j = j->next)
+            if (!j->skipped)
+                run_job(s, j);
+    }
     if (!failed && wstep(s, s->wst[W_COMMIT], NULL)) {
         snprintf(msg, sizeof(msg), "commit failed: %s", sqlite3_errmsg(s->wdb));
         sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
@@ -1014,7 +1036,7 @@ int eddy_store_open(const char *path, const eddy_store_opts *opts, eddy_store **
         (rc = prepare_all(s->wdb, kWriteSql, s->wst, W_N, err)))
         goto fail;
     eddy_bgq_limits lim = {o.commit_max > 0 ? o.commit_max : 1024,
-                           o.commit_ms > 0 ? o.commit_ms : 5, 1};
+                           o.commit_ms > 0 ? o.commit_ms : 5, 1, "eddy-store"};
     if (lim.linger_ms > lim.max_age_ms)
         lim.linger_ms = lim.max_age_ms;
     if ((rc = eddy_bgq_new(on_job, on_flush, s, &lim, &s->q, err)))
@@ -1209,6 +1231,9 @@ static json_t *centry_history(centry *e)
 }
 
 /* -- sessions: loading ------------------------------------------------------------ */
+
+/* A session's reader: each load is its own batch. */
+static const eddy_bgq_limits kReaderLimits = {0, 0, 0, "eddy-reader"};
 
 static void load_free(load_req *r)
 {
@@ -1867,7 +1892,7 @@ int eddy_store_session_new(eddy_store *s, uv_loop_t *loop, eddy_store_session **
     pthread_mutex_init(&ss->mu, NULL);
     if ((rc = open_db(s->path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, &ss->rdb, err)) ||
         (rc = prepare_all(ss->rdb, kReadSql, ss->rst, R_N, err)) ||
-        (rc = eddy_bgq_new(on_read, NULL, ss, NULL, &ss->reader, err)))
+        (rc = eddy_bgq_new(on_read, NULL, ss, &kReaderLimits, &ss->reader, err)))
         goto fail;
     uv_async_init(loop, &ss->async, on_async);
     uv_idle_init(loop, &ss->idle);

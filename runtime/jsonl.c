@@ -196,6 +196,7 @@ static void mark_eof(jsonl_src *s)
 static void *reader(void *arg)
 {
     jsonl_src *s = arg;
+    pthread_setname_np(pthread_self(), "eddy-input");
     for (;;) {
         ssize_t got = read(s->fd, s->rbuf, sizeof(s->rbuf));
         if (got < 0 && errno == EINTR)
@@ -738,7 +739,7 @@ int eddy_sink_open_jsonl(const char *path, int lazy, int64_t truncate, uv_loop_t
         if (fstat(s->fd, &st) == 0)
             s->length = s->loop_length = st.st_size;
     }
-    eddy_bgq_limits lim = {512, 2, 0};
+    eddy_bgq_limits lim = {512, 2, 0, "eddy-sink"};
     if ((rc = eddy_bgq_new(w_job, w_flush, s, &lim, &s->q, err))) {
         sink_free(s);
         return rc;

@@ -269,6 +269,9 @@ static void maybe_close(eddy__worker *w)
 static void *worker_main(void *arg)
 {
     eddy__worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "eddy-worker-%d", w->index);
+    pthread_setname_np(pthread_self(), name);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     return NULL;
 }

@@ -87,7 +87,7 @@ int eddy_trace_get_json(const char *path, const char *id, json_t **out, eddy_err
 {
     sqlite3 *db;
     sqlite3_stmt *st = NULL;
-    char like[80];
+    char like[80], like_end[80];
     json_t *trace = NULL, *spans = json_array();
     int rc = 0, matches = 0;
     *out = NULL;
@@ -95,10 +95,16 @@ int eddy_trace_get_json(const char *path, const char *id, json_t **out, eddy_err
         json_decref(spans);
         return rc;
     }
+    /* a unique prefix or suffix of the id: trace ids begin with their time,
+     * so the traces of one moment share their first digits */
     snprintf(like, sizeof(like), "%s%%", id);
-    if (sqlite3_prepare_v2(db, "SELECT DISTINCT trace_id FROM spans WHERE trace_id LIKE ? LIMIT 2",
+    snprintf(like_end, sizeof(like_end), "%%%s", id);
+    if (sqlite3_prepare_v2(db,
+                           "SELECT DISTINCT trace_id FROM spans WHERE trace_id LIKE ?1 OR "
+                           "trace_id LIKE ?2 LIMIT 2",
                            -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, like, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, like_end, -1, SQLITE_STATIC);
         while (sqlite3_step(st) == SQLITE_ROW) {
             if (!matches++)
                 trace = json_pack("{s:s}", "trace_id", col(st, 0));
@@ -108,7 +114,10 @@ int eddy_trace_get_json(const char *path, const char *id, json_t **out, eddy_err
     st = NULL;
     if (matches != 1) {
         rc = eddy_err_set(err, EDDY_ENOENT,
-                          matches ? "trace id '%s' is ambiguous" : "no trace with id '%s'", id);
+                          matches ? "trace id '%s' is ambiguous: more than one trace id begins "
+                                    "or ends with it (give more of its last digits)"
+                                  : "no trace with id '%s'",
+                          id);
         goto out;
     }
     if (sqlite3_prepare_v2(db, "SELECT summary, status, error FROM traces WHERE trace_id = ?", -1,

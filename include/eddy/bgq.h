@@ -26,6 +26,8 @@ typedef struct eddy_bgq_limits {
     int max_jobs;       /* 0: no bound */
     int64_t max_age_ms; /* 0: no bound */
     int64_t linger_ms;  /* 0: flush as soon as the queue is empty */
+    const char *name;   /* the thread's name (top -H, perf): a static string of at most
+                           15 bytes; NULL: unnamed */
 } eddy_bgq_limits;
 
 /* Start a queue whose thread calls FN(job, CTX) for each posted job and

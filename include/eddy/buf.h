@@ -25,10 +25,8 @@ char *eddy_aprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * before any of them allocates. */
 void eddy_alloc_install(void);
 
-/* Test hooks: fail the allocation after N more succeed (-1 = never), and
- * the number of allocations made since start. */
+/* Test hook: fail the allocation after N more succeed (-1 = never). */
 void eddy_alloc_fail_after(long n);
-long eddy_alloc_count(void);
 /* Give this thread's eddy_malloc family BYTES to allocate (counted, not net
  * of frees) until eddy_alloc_budget_end; past it they return NULL. For
  * bounding what a library builds on a caller's behalf (jansson's tree while

@@ -173,8 +173,21 @@ def test_example_end_to_end(tmp):
         assert k in attrs, (k, attrs)
     # the CLI shows them
     tid = outputs[0]["trace_id"]
-    p = eddy("trace", "show", tid[:12], os.path.join(d, "job.yaml"), check=0)
+    p = eddy("trace", "show", tid[-10:], os.path.join(d, "job.yaml"), check=0)
     assert "invoke_agent support" in p.stdout and "chat gpt-4o-mini" in p.stdout, p.stdout
+    assert tid in p.stdout, p.stdout
+    # ids begin with their time (milliseconds): the traces of one moment share their
+    # first digits, and a prefix of those is ambiguous, with the way out in the message
+    same = [t for t in rows.values() if t[:10] == tid[:10]]
+    p = eddy("trace", "show", tid[:10], os.path.join(d, "job.yaml"), check=None)
+    if len(same) > 1:
+        assert p.returncode == 1 and "ambiguous" in p.stderr and "last digits" in p.stderr, p
+    else:
+        assert tid in p.stdout, p.stdout
+    p = eddy("trace", "show", tid[:24], os.path.join(d, "job.yaml"), check=0)
+    assert tid in p.stdout, p.stdout
+    now_ms = time.time() * 1000
+    assert all(abs(int(t[:12], 16) - now_ms) < 600000 for t in rows.values()), rows
     p = eddy("trace", "list", os.path.join(d, "job.yaml"), "--limit", "5", check=0)
     assert len(p.stdout.strip().splitlines()) == 6, p.stdout
 

@@ -4,11 +4,14 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "eddy/agent.h"
+#include "eddy/bgq.h"
 #include "eddy/buf.h"
 #include "eddy/error.h"
 #include "eddy/json.h"
@@ -220,14 +223,136 @@ static void test_template_alloc_failures(void **state)
     assert_true(ok);
 }
 
+/* -- eddy_bgq ----------------------------------------------------------------- */
+
+enum { BGQ_POSTERS = 3, BGQ_JOBS = 20000 };
+
+typedef struct bgq_seen {
+    long next[BGQ_POSTERS]; /* per poster: the job number expected next */
+    long ran, batch, max_batch, flushes, disorder;
+    pthread_mutex_t mu; /* guards flushes for the waiting test */
+} bgq_seen;
+
+typedef struct bgq_poster {
+    eddy_bgq *q;
+    int who;
+} bgq_poster;
+
+/* Jobs are pointers into the posters' arrays: poster*BGQ_JOBS + number. */
+static long g_bgq_jobs[BGQ_POSTERS][BGQ_JOBS];
+
+static void bgq_job(void *job, void *ctx)
+{
+    bgq_seen *s = ctx;
+    long v = *(long *)job;
+    int who = (int)(v / BGQ_JOBS);
+    if (v % BGQ_JOBS != s->next[who])
+        s->disorder++;
+    s->next[who] = v % BGQ_JOBS + 1;
+    s->ran++;
+    if (++s->batch > s->max_batch)
+        s->max_batch = s->batch;
+}
+
+static void bgq_flush(void *ctx)
+{
+    bgq_seen *s = ctx;
+    assert_true(s->batch > 0); /* never an empty batch */
+    s->batch = 0;
+    pthread_mutex_lock(&s->mu);
+    s->flushes++;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void *bgq_post_all(void *arg)
+{
+    bgq_poster *p = arg;
+    for (long i = 0; i < BGQ_JOBS; i++) {
+        g_bgq_jobs[p->who][i] = p->who * (long)BGQ_JOBS + i;
+        assert_int_equal(eddy_bgq_post(p->q, &g_bgq_jobs[p->who][i]), 0);
+    }
+    return NULL;
+}
+
+/* Posts from three threads: every job runs once, in each poster's order; no
+ * batch is larger than max_jobs; freeing runs what is queued; a post after
+ * that is refused. */
+static void test_bgq_order_and_bounds(void **state)
+{
+    (void)state;
+    for (int lim_case = 0; lim_case < 3; lim_case++) {
+        bgq_seen s = {0};
+        pthread_mutex_init(&s.mu, NULL);
+        eddy_bgq_limits lims[] = {{8, 0, 0, "test-bgq"}, {512, 2, 1, NULL}, {0, 0, 0, NULL}};
+        eddy_bgq *q;
+        eddy_err err = {0};
+        assert_int_equal(eddy_bgq_new(bgq_job, bgq_flush, &s, &lims[lim_case], &q, &err), 0);
+        static bgq_poster p[BGQ_POSTERS];
+        pthread_t t[BGQ_POSTERS];
+        for (int i = 0; i < BGQ_POSTERS; i++) {
+            p[i].q = q;
+            p[i].who = i;
+            assert_int_equal(pthread_create(&t[i], NULL, bgq_post_all, &p[i]), 0);
+        }
+        for (int i = 0; i < BGQ_POSTERS; i++)
+            pthread_join(t[i], NULL);
+        eddy_bgq_free(q);
+        assert_int_equal(s.ran, (long)BGQ_POSTERS * BGQ_JOBS);
+        assert_int_equal(s.disorder, 0);
+        assert_int_equal(s.batch, 0); /* the last batch was flushed */
+        assert_true(s.flushes >= 1);
+        if (lims[lim_case].max_jobs)
+            assert_true(s.max_batch <= lims[lim_case].max_jobs);
+        pthread_mutex_destroy(&s.mu);
+    }
+}
+
+/* One job and nothing after it: the batch is flushed after its linger,
+ * without waiting for more jobs or for the queue's end. */
+static void test_bgq_lingers_then_flushes(void **state)
+{
+    (void)state;
+    bgq_seen s = {0};
+    pthread_mutex_init(&s.mu, NULL);
+    eddy_bgq_limits lim = {1024, 50, 5, NULL};
+    eddy_bgq *q;
+    eddy_err err = {0};
+    assert_int_equal(eddy_bgq_new(bgq_job, bgq_flush, &s, &lim, &q, &err), 0);
+    for (int round = 1; round <= 3; round++) {
+        g_bgq_jobs[0][round] = round;
+        s.next[0] = round;
+        assert_int_equal(eddy_bgq_post(q, &g_bgq_jobs[0][round]), 0);
+        long f = 0;
+        for (int i = 0; i < 10000 && f < round; i++) { /* up to 10 s */
+            pthread_mutex_lock(&s.mu);
+            f = s.flushes;
+            pthread_mutex_unlock(&s.mu);
+            if (f < round)
+                nanosleep(&(struct timespec){0, 1000000}, NULL);
+        }
+        assert_int_equal(f, round);
+    }
+    eddy_bgq_free(q);
+    assert_int_equal(s.ran, 3);
+    assert_int_equal(s.flushes, 3);
+    pthread_mutex_destroy(&s.mu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_error_table),       cmocka_unit_test(test_buf),
-        cmocka_unit_test(test_buf_oom_is_sticky), cmocka_unit_test(test_durations),
-        cmocka_unit_test(test_interpolate),       cmocka_unit_test(test_json_helpers),
-        cmocka_unit_test(test_levenshtein),       cmocka_unit_test(test_template_alloc_failures),
-        cmocka_unit_test(test_template_numbers),  cmocka_unit_test(test_template_invalid_utf8),
+        cmocka_unit_test(test_error_table),
+        cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_buf_oom_is_sticky),
+        cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_interpolate),
+        cmocka_unit_test(test_json_helpers),
+        cmocka_unit_test(test_levenshtein),
+        cmocka_unit_test(test_template_alloc_failures),
+        cmocka_unit_test(test_template_numbers),
+        cmocka_unit_test(test_template_invalid_utf8),
+        cmocka_unit_test(test_bgq_order_and_bounds),
+        cmocka_unit_test(test_bgq_lingers_then_flushes),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);

@@ -1679,19 +1679,19 @@ static int fork_bound(const char *path, int commit_max, long crash_at)
 }
 
 /* The batches' size, seen through the count of write statements (the fault
- * injection's counter: BEGIN and COMMIT once per batch, SAVEPOINT, 5
- * statements and RELEASE per run): job 0 alone is 9 writes, each other job
- * 7, each further batch 2. commit_max 4: 9 + 12 * 7 + 3 * 2 = 99 writes (the
- * 99th is the last COMMIT); commit_max 1024: one batch, 9 + 84 + 2 = 95. */
+ * injection's counter: BEGIN and COMMIT once per batch, 5 statements per
+ * run, no savepoint while no job fails): job 0 alone is 7 writes, each other
+ * job 5, each further batch 2. commit_max 4: 7 + 12 * 5 + 3 * 2 = 73 writes
+ * (the 73rd is the last COMMIT); commit_max 1024: one batch, 7 + 60 + 2 = 69. */
 static void test_group_commit_bound(void **state)
 {
     char path[600];
     (void)state;
     snprintf(path, sizeof(path), "%s/bound.db", g_dir);
-    assert_int_equal(fork_bound(path, 4, 99), 86);
-    assert_int_equal(fork_bound(path, 4, 100), 0);
-    assert_int_equal(fork_bound(path, 1024, 95), 86);
-    assert_int_equal(fork_bound(path, 1024, 96), 0);
+    assert_int_equal(fork_bound(path, 4, 73), 86);
+    assert_int_equal(fork_bound(path, 4, 74), 0);
+    assert_int_equal(fork_bound(path, 1024, 69), 86);
+    assert_int_equal(fork_bound(path, 1024, 70), 0);
 }
 
 /* EDDY_STORE_CRASH_AT=1: the child dies at its first write; nothing of it
