@@ -32,13 +32,23 @@ static const char *const kSchema =
     "  end_ns INTEGER NOT NULL, status TEXT NOT NULL, error TEXT, attributes TEXT NOT NULL,"
     "  PRIMARY KEY(trace_id, span_id)) WITHOUT ROWID;";
 
+/* One attribute: its `"key":value` text in the span's buffer. A later set of
+ * the same key makes the earlier one dead (len 0). */
+typedef struct attr {
+    size_t off, len, klen; /* klen: the quoted key's length */
+} attr;
+
+/* Attributes are written as JSON text when they are set (no jansson tree to
+ * build on the worker, to dump and free on the writer). */
 struct eddy_span {
     eddy_trace_store *store;
     char trace_id[33], span_id[17], parent_id[17];
     char *name, *error;
     int kind;
     uint64_t start_ns, end_ns;
-    json_t *attrs;
+    eddy_buf text; /* the attributes' pairs, one after the other, no separators */
+    attr *attrs;
+    size_t nattrs, cap;
     json_t *summary; /* root spans: the trace row */
 };
 
@@ -129,7 +139,8 @@ static void span_free(eddy_span *sp)
         return;
     eddy_free(sp->name);
     eddy_free(sp->error);
-    json_decref(sp->attrs);
+    eddy_buf_free(&sp->text);
+    eddy_free(sp->attrs);
     json_decref(sp->summary);
     eddy_free(sp);
 }
@@ -142,10 +153,30 @@ static void step_reset(eddy_trace_store *s, sqlite3_stmt *st, const char *what, 
     sqlite3_clear_bindings(st);
 }
 
+/* The attributes as one JSON object into OUT, in the order they were set (a
+ * key set again: its last value, at the place of its last set); NULL when
+ * out of memory. */
+static const char *attrs_text(eddy_span *sp, eddy_buf *out)
+{
+    eddy_buf_putc(out, '{');
+    for (size_t i = 0, n = 0; i < sp->nattrs; i++) {
+        if (!sp->attrs[i].len)
+            continue;
+        if (n++)
+            eddy_buf_putc(out, ',');
+        eddy_buf_append(out, sp->text.data + sp->attrs[i].off, sp->attrs[i].len);
+    }
+    eddy_buf_putc(out, '}');
+    return out->oom ? NULL : out->data;
+}
+
 static void write_span(eddy_trace_store *s, eddy_span *sp)
 {
     sqlite3_stmt *st = s->ins_span;
-    char *attrs = eddy_json_dumps_flags(sp->attrs, JSON_COMPACT), *sum;
+    eddy_buf ab;
+    eddy_buf_init(&ab);
+    const char *attrs = attrs_text(sp, &ab);
+    char *sum;
     json_t *m = sp->summary;
     sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, sp->span_id, -1, SQLITE_STATIC);
@@ -160,7 +191,7 @@ static void write_span(eddy_trace_store *s, eddy_span *sp)
         sqlite3_bind_text(st, 9, sp->error, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 10, attrs ? attrs : "{}", -1, SQLITE_STATIC);
     step_reset(s, st, "span", sp->span_id);
-    eddy_free(attrs);
+    eddy_buf_free(&ab);
     if (!m)
         return;
     st = s->ins_trace;
@@ -277,7 +308,7 @@ eddy_span *eddy_span_start(eddy_trace_store *s, eddy_span *parent, const char *n
     if (!sp)
         return NULL;
     sp->store = s;
-    if (!(sp->name = eddy_strdup(name)) || !(sp->attrs = json_object())) {
+    if (!(sp->name = eddy_strdup(name))) {
         span_free(sp);
         return NULL;
     }
@@ -293,24 +324,75 @@ eddy_span *eddy_span_start(eddy_trace_store *s, eddy_span *parent, const char *n
     return sp;
 }
 
+/* Start the pair of KEY: its quoted key and ':' at the end of the text.
+ * Returns the pair's offset, or (size_t)-1 (nothing appended). */
+static size_t pair_begin(eddy_span *sp, const char *key)
+{
+    size_t off = sp->text.len;
+    if (sp->nattrs == sp->cap) {
+        size_t cap = sp->cap ? sp->cap * 2 : 16;
+        attr *a = eddy_realloc(sp->attrs, cap * sizeof(*a));
+        if (!a)
+            return (size_t)-1;
+        sp->attrs = a;
+        sp->cap = cap;
+    }
+    if (eddy_json_put_string(&sp->text, key, strlen(key)) || eddy_buf_putc(&sp->text, ':')) {
+        sp->text.len = off;
+        return (size_t)-1;
+    }
+    return off;
+}
+
+/* End the pair begun at OFF (RC: how writing its value went): record it, and
+ * make an earlier pair of the same key dead. */
+static void pair_end(eddy_span *sp, size_t off, size_t klen, int rc)
+{
+    if (rc || sp->text.oom) {
+        sp->text.len = off; /* the attribute is dropped, as a NULL value is */
+        sp->text.oom = 0;
+        if (sp->text.data)
+            sp->text.data[off] = '\0';
+        return;
+    }
+    const char *k = sp->text.data + off;
+    for (size_t i = 0; i < sp->nattrs; i++)
+        if (sp->attrs[i].len && sp->attrs[i].klen == klen &&
+            !memcmp(sp->text.data + sp->attrs[i].off, k, klen)) {
+            sp->attrs[i].len = 0;
+        }
+    sp->attrs[sp->nattrs++] = (attr){off, sp->text.len - off, klen};
+}
+
 void eddy_span_set(eddy_span *sp, const char *key, json_t *v)
 {
-    if (!sp || !v) {
+    size_t off;
+    if (!sp || !v || (off = pair_begin(sp, key)) == (size_t)-1) {
         json_decref(v);
         return;
     }
-    json_object_set_new(sp->attrs, key, v);
+    size_t klen = sp->text.len - off - 1;
+    pair_end(sp, off, klen, eddy_json_dump_buf(&sp->text, v, JSON_COMPACT | JSON_ENCODE_ANY));
+    json_decref(v);
 }
 
 void eddy_span_set_str(eddy_span *sp, const char *key, const char *v)
 {
-    if (v)
-        eddy_span_set(sp, key, json_string(v));
+    size_t off;
+    if (!sp || !v || (off = pair_begin(sp, key)) == (size_t)-1)
+        return;
+    size_t klen = sp->text.len - off - 1;
+    pair_end(sp, off, klen, eddy_json_put_string(&sp->text, v, strlen(v)));
 }
 
 void eddy_span_set_int(eddy_span *sp, const char *key, long long v)
 {
-    eddy_span_set(sp, key, json_integer(v));
+    char num[EDDY_JSON_NUMBER_MAX];
+    size_t off;
+    if (!sp || (off = pair_begin(sp, key)) == (size_t)-1)
+        return;
+    size_t klen = sp->text.len - off - 1;
+    pair_end(sp, off, klen, eddy_buf_append(&sp->text, num, eddy_json_integer_text(v, num)));
 }
 
 void eddy_span_error(eddy_span *sp, const char *type, const char *msg)

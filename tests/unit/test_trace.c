@@ -1,5 +1,6 @@
 /* tests/unit/test_trace.c - span ids: unique, well formed, never zero, from any thread, and
- * without a getrandom per span (this binary interposes getrandom to count the calls). */
+ * without a getrandom per span (this binary interposes getrandom to count the calls); trace
+ * ids in time order; the attributes column. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "eddy/buf.h"
+#include "eddy/json.h"
 #include "eddy/trace.h"
 
 static char g_dir[64];
@@ -208,11 +210,76 @@ static void test_no_getrandom_per_span(void **state)
     assert_int_equal(atomic_load(&g_getrandom) - before, 0);
 }
 
+/* The attributes column: one JSON object with every attribute set, as
+ * text; a key set again keeps its last value, once; a NULL value, a string
+ * of invalid UTF-8 and a json_t that cannot be written are dropped; keys and
+ * strings are escaped. Trace ids begin with the time in milliseconds. */
+static void test_attributes_and_time_ordered_ids(void **state)
+{
+    char path[512];
+    eddy_trace_store *s;
+    eddy_err e;
+    (void)state;
+    snprintf(path, sizeof(path), "%s/attrs.db", g_dir);
+    assert_int_equal(eddy_trace_store_open(path, &s, &e), 0);
+    uint64_t before_ms = eddy_wall_ns() / 1000000u;
+    eddy_span *sp = eddy_span_start(s, NULL, "chat m", EDDY_SPAN_CLIENT);
+    assert_non_null(sp);
+    eddy_span_set_str(sp, "a", "x");
+    eddy_span_set_int(sp, "n", -42);
+    eddy_span_set_str(sp, "a", "y \"quoted\"\n\x01"); /* again: the last value wins */
+    eddy_span_set_str(sp, "bad", "\xff\xfe");         /* invalid UTF-8: dropped */
+    eddy_span_set_str(sp, "null", NULL);              /* dropped */
+    eddy_span_set(sp, "list", json_pack("[i, s, {s: b}]", 1, "two", "t", 1));
+    eddy_span_set(sp, "n", json_real(1.5));             /* again, another type */
+    eddy_span_set(sp, "k\"\\ey/\xc3\xa9", json_true()); /* an escaped key */
+    eddy_span_set(sp, "none", NULL);                    /* dropped */
+    char tid[33];
+    memcpy(tid, eddy_span_trace_id(sp), 33);
+    eddy_span *empty = eddy_span_start(s, sp, "no attributes", EDDY_SPAN_INTERNAL);
+    eddy_span_end(empty, NULL);
+    eddy_span_end(sp, NULL);
+    uint64_t after_ms = eddy_wall_ns() / 1000000u;
+    eddy_trace_store_close(s);
+
+    unsigned long long ms = strtoull((char[13]){tid[0], tid[1], tid[2], tid[3], tid[4], tid[5],
+                                                tid[6], tid[7], tid[8], tid[9], tid[10], tid[11]},
+                                     NULL, 16);
+    assert_in_range(ms, before_ms, after_ms);
+
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT name, attributes FROM spans ORDER BY name", -1, &st, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "chat m");
+    json_error_t je;
+    json_t *got = json_loads((const char *)sqlite3_column_text(st, 1), 0, &je);
+    assert_non_null(got);
+    json_t *want = json_pack("{s:s, s:[i, s, {s: b}], s:f, s:b}", "a", "y \"quoted\"\n\x01", "list",
+                             1, "two", "t", 1, "n", 1.5, "k\"\\ey/\xc3\xa9", 1);
+    assert_true(json_equal(got, want));
+    assert_int_equal(json_object_size(got), 4);
+    /* each key once in the text itself (a parser would hide a repeat) */
+    const char *text = (const char *)sqlite3_column_text(st, 1);
+    assert_null(strstr(strstr(text, "\"a\":") + 1, "\"a\":"));
+    assert_null(strstr(strstr(text, "\"n\":") + 1, "\"n\":"));
+    json_decref(got);
+    json_decref(want);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 1), "{}");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ids_from_threads),
         cmocka_unit_test(test_no_getrandom_per_span),
+        cmocka_unit_test(test_attributes_and_time_ordered_ids),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("trace", tests, tmpdir_setup, tmpdir_teardown);
