@@ -9,7 +9,7 @@
  * as it runs. So nothing here ever writes a store a job has open, and
  * nothing waits on a writer longer than the busy timeout.
  *
- * The tables are memory/store.c's (schema version 3). This file reads them
+ * The tables are memory/store.c's (EDDY_STORE_SCHEMA_VERSION). This file reads them
  * with SQL of its own and writes only what a run's end writes (key_memory,
  * history) and what deleting a key needs (also journal); it never touches
  * positions, runs or sinks, which only a job's checkpoints may change.
@@ -30,9 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
-/* The version memory/store.c writes (its SCHEMA_VERSION): a store of any
- * other version has other tables, or tables that mean other things. */
-#define STATE_SCHEMA_VERSION 3
+/* The version memory/store.c writes: a store of any other version has other
+ * tables, or tables that mean other things. */
+#define STATE_SCHEMA_VERSION EDDY_STORE_SCHEMA_VERSION
 
 struct eddy_state {
     char *path;

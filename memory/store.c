@@ -37,7 +37,30 @@
 /* 1: history rows are OpenAI chat messages (eddy before the neutral LLM
  * layer); 2: neutral messages (llm.h, format 2); 3: the journal, runs,
  * positions with lines and fingerprints, sink commits. */
-#define SCHEMA_VERSION "3"
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define SCHEMA_VERSION STR(EDDY_STORE_SCHEMA_VERSION)
+
+/* The tables whose rows are large (memory documents, history entries, run
+ * outcomes, step results) are rowid tables with their key as an index (schema
+ * 4): in a WITHOUT ROWID table a row over ~1/20 of a page spills to an
+ * overflow page of its own, mostly empty (bench/state: 4.7 KB of file per 1 KB
+ * document; 1.4 KB as a rowid table, and twice the run_done rate). */
+#define KEY_MEMORY_DEF                                                                             \
+    "(agent TEXT NOT NULL, key TEXT NOT NULL, doc TEXT NOT NULL, updated_ns INTEGER NOT NULL,"     \
+    " PRIMARY KEY(agent, key))"
+#define HISTORY_DEF                                                                                \
+    "(agent TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, messages TEXT NOT NULL,"       \
+    " created_ns INTEGER NOT NULL, PRIMARY KEY(agent, key, seq))"
+#define RUNS_DEF                                                                                   \
+    "(part INTEGER NOT NULL, pos INTEGER NOT NULL, agent TEXT NOT NULL, key TEXT NOT NULL,"        \
+    " input_hash INTEGER NOT NULL, ok INTEGER NOT NULL, delivered INTEGER NOT NULL,"               \
+    " outcome TEXT NOT NULL, created_ns INTEGER NOT NULL, PRIMARY KEY(part, pos, agent))"
+#define JOURNAL_DEF                                                                                \
+    "(part INTEGER NOT NULL, pos INTEGER NOT NULL, agent TEXT NOT NULL, step INTEGER NOT NULL,"    \
+    " key TEXT NOT NULL, input_hash INTEGER NOT NULL, state INTEGER NOT NULL,"                     \
+    " kind TEXT NOT NULL, data TEXT NOT NULL, created_ns INTEGER NOT NULL,"                        \
+    " PRIMARY KEY(part, pos, agent, step))"
 
 static const char *const kSchema =
     "PRAGMA journal_mode=WAL;"
@@ -47,23 +70,13 @@ static const char *const kSchema =
     "PRAGMA cache_size=-65536;"
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "INSERT OR IGNORE INTO meta VALUES('schema_version','" SCHEMA_VERSION "');"
-    "CREATE TABLE IF NOT EXISTS key_memory(agent TEXT NOT NULL, key TEXT NOT NULL,"
-    "  doc TEXT NOT NULL, updated_ns INTEGER NOT NULL, PRIMARY KEY(agent, key)) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS history(agent TEXT NOT NULL, key TEXT NOT NULL,"
-    "  seq INTEGER NOT NULL, messages TEXT NOT NULL, created_ns INTEGER NOT NULL,"
-    "  PRIMARY KEY(agent, key, seq)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS key_memory" KEY_MEMORY_DEF ";"
+    "CREATE TABLE IF NOT EXISTS history" HISTORY_DEF ";"
     "CREATE TABLE IF NOT EXISTS positions(source TEXT NOT NULL, part TEXT NOT NULL,"
     "  position INTEGER NOT NULL, line INTEGER NOT NULL, fp INTEGER NOT NULL,"
     "  updated_ns INTEGER NOT NULL, PRIMARY KEY(source, part)) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS runs(part INTEGER NOT NULL, pos INTEGER NOT NULL,"
-    "  agent TEXT NOT NULL, key TEXT NOT NULL, input_hash INTEGER NOT NULL, ok INTEGER NOT NULL,"
-    "  delivered INTEGER NOT NULL, outcome TEXT NOT NULL, created_ns INTEGER NOT NULL,"
-    "  PRIMARY KEY(part, pos, agent)) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS journal(part INTEGER NOT NULL, pos INTEGER NOT NULL,"
-    "  agent TEXT NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL,"
-    "  input_hash INTEGER NOT NULL, state INTEGER NOT NULL, kind TEXT NOT NULL,"
-    "  data TEXT NOT NULL, created_ns INTEGER NOT NULL,"
-    "  PRIMARY KEY(part, pos, agent, step)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS runs" RUNS_DEF ";"
+    "CREATE TABLE IF NOT EXISTS journal" JOURNAL_DEF ";"
     "CREATE TABLE IF NOT EXISTS sinks(sink TEXT PRIMARY KEY, length INTEGER NOT NULL,"
     "  count INTEGER NOT NULL, updated_ns INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS shared_state(agent TEXT NOT NULL, key TEXT NOT NULL,"
@@ -700,6 +713,16 @@ out:
 
 /* Bring a store written by an older eddy up to SCHEMA_VERSION, in one
  * transaction: nothing changes unless everything does. */
+/* Schema 3 -> 4: the tables of large rows become rowid tables, same columns. */
+#define REBUILD(t, def)                                                                            \
+    "CREATE TABLE " t "_v4" def ";"                                                                \
+    "INSERT INTO " t "_v4 SELECT * FROM " t ";"                                                    \
+    "DROP TABLE " t ";"                                                                            \
+    "ALTER TABLE " t "_v4 RENAME TO " t ";"
+static const char *const kRowidTables = REBUILD("key_memory", KEY_MEMORY_DEF)
+    REBUILD("history", HISTORY_DEF) REBUILD("runs", RUNS_DEF) REBUILD("journal", JOURNAL_DEF);
+#undef REBUILD
+
 static int migrate(sqlite3 *db, const char *path, eddy_err *err)
 {
     int rc = 0, version = meta_int(db, "schema_version", 0);
@@ -722,8 +745,22 @@ static int migrate(sqlite3 *db, const char *path, eddy_err *err)
                      " position INTEGER, updated_ns INTEGER);"
                      "INSERT OR REPLACE INTO positions SELECT source, part, position, 0, 0,"
                      " updated_ns FROM source_positions;"
-                     "DROP TABLE source_positions;"
-                     "UPDATE meta SET value='" SCHEMA_VERSION "' WHERE key='schema_version'",
+                     "DROP TABLE source_positions;",
+                     NULL, NULL, NULL) != SQLITE_OK) {
+        rc = eddy_err_set(err, EDDY_ESQLITE, "%s: migration: %s", path, sqlite3_errmsg(db));
+        goto out;
+    }
+    /* 3 -> 4: the tables of large rows become rowid tables (same columns) */
+    if (version < 4)
+        EDDY_INFO("memory",
+                  "%s: migrating to schema 4: memory, history, runs and journal are "
+                  "copied into rowid tables (once; a large store takes a while)",
+                  path);
+    if (version < 4 && sqlite3_exec(db, kRowidTables, NULL, NULL, NULL) != SQLITE_OK) {
+        rc = eddy_err_set(err, EDDY_ESQLITE, "%s: migration: %s", path, sqlite3_errmsg(db));
+        goto out;
+    }
+    if (sqlite3_exec(db, "UPDATE meta SET value='" SCHEMA_VERSION "' WHERE key='schema_version'",
                      NULL, NULL, NULL) != SQLITE_OK) {
         rc = eddy_err_set(err, EDDY_ESQLITE, "%s: migration: %s", path, sqlite3_errmsg(db));
         goto out;

@@ -61,6 +61,9 @@ typedef struct eddy_store_opts {
                             read again from its start: earlier tries are not this one's) */
 } eddy_store_opts;
 
+/* The schema version eddy_store_open writes (older ones are migrated at
+ * open; `eddy state` reads only this one). */
+#define EDDY_STORE_SCHEMA_VERSION 4
 #define EDDY_STORE_DEFAULT_KEYGROUPS 128
 #define EDDY_STORE_MAX_KEYGROUPS 32768
 

@@ -1708,6 +1708,68 @@ static void test_crash_env(void **state)
     json_decref(o);
 }
 
+/* A store of schema 3 (its large-row tables WITHOUT ROWID) is migrated to 4
+ * at open: the same memory, history, runs, steps, positions, sinks and shared
+ * state, in rowid tables; a second open changes nothing. */
+static void test_migrate_3_to_4(void **state)
+{
+    char path[600];
+    (void)state;
+    snprintf(path, sizeof(path), "%s/v3.db", g_dir);
+    remove_store(path);
+    assert_int_equal(run_script(path, 0, 0, 4, 0), 0);
+    json_t *want = observe(path);
+    /* back to schema 3, as eddy 0.1 before schema 4 wrote it */
+    static const char *const v3[][2] = {
+        {"key_memory", "(agent TEXT NOT NULL, key TEXT NOT NULL, doc TEXT NOT NULL,"
+                       " updated_ns INTEGER NOT NULL, PRIMARY KEY(agent, key)) WITHOUT ROWID"},
+        {"history", "(agent TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL,"
+                    " messages TEXT NOT NULL, created_ns INTEGER NOT NULL,"
+                    " PRIMARY KEY(agent, key, seq)) WITHOUT ROWID"},
+        {"runs", "(part INTEGER NOT NULL, pos INTEGER NOT NULL, agent TEXT NOT NULL,"
+                 " key TEXT NOT NULL, input_hash INTEGER NOT NULL, ok INTEGER NOT NULL,"
+                 " delivered INTEGER NOT NULL, outcome TEXT NOT NULL, created_ns INTEGER NOT NULL,"
+                 " PRIMARY KEY(part, pos, agent)) WITHOUT ROWID"},
+        {"journal", "(part INTEGER NOT NULL, pos INTEGER NOT NULL, agent TEXT NOT NULL,"
+                    " step INTEGER NOT NULL, key TEXT NOT NULL, input_hash INTEGER NOT NULL,"
+                    " state INTEGER NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL,"
+                    " created_ns INTEGER NOT NULL, PRIMARY KEY(part, pos, agent, step))"
+                    " WITHOUT ROWID"},
+    };
+    sqlite3 *db = sql_rw(path);
+    sql_exec(db, "BEGIN");
+    for (size_t i = 0; i < 4; i++) {
+        char sql[1024];
+        snprintf(sql, sizeof(sql),
+                 "CREATE TABLE %s_v3%s; INSERT INTO %s_v3 SELECT * FROM %s; DROP TABLE %s;"
+                 " ALTER TABLE %s_v3 RENAME TO %s",
+                 v3[i][0], v3[i][1], v3[i][0], v3[i][0], v3[i][0], v3[i][0], v3[i][0]);
+        sql_exec(db, sql);
+    }
+    sql_exec(db, "UPDATE meta SET value='3' WHERE key='schema_version'");
+    sql_exec(db, "COMMIT");
+    sqlite3_close(db);
+    assert_int_equal(sql_count(path, "SELECT count(*) FROM sqlite_master WHERE type='table' AND"
+                                     " sql LIKE '%WITHOUT ROWID%' AND name IN ('key_memory',"
+                                     " 'history', 'runs', 'journal')"),
+                     4);
+    assert_true(sql_count(path, "SELECT count(*) FROM journal") > 0);
+    assert_true(sql_count(path, "SELECT count(*) FROM history") > 0);
+
+    json_t *got = observe(path); /* opens, migrates */
+    assert_true(json_equal(got, want));
+    assert_int_equal(sql_count(path, "SELECT count(*) FROM sqlite_master WHERE type='table' AND"
+                                     " sql LIKE '%WITHOUT ROWID%' AND name IN ('key_memory',"
+                                     " 'history', 'runs', 'journal')"),
+                     0);
+    assert_int_equal(sql_count(path, "SELECT value FROM meta WHERE key='schema_version'"), 4);
+    json_t *again = observe(path);
+    assert_true(json_equal(again, want));
+    json_decref(want);
+    json_decref(got);
+    json_decref(again);
+}
+
 /* A crash before each write statement in turn, N = 1, 2, ... until the
  * script completes: after each, the reopened store equals the model after
  * some prefix of the script's jobs (a run, a checkpoint, a state change and
@@ -1784,6 +1846,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_run_done_then_load),
+        cmocka_unit_test(test_migrate_3_to_4),
         cmocka_unit_test(test_failed_run_changes_nothing),
         cmocka_unit_test(test_journal_steps),
         cmocka_unit_test(test_checkpoint_positions_and_gc),
