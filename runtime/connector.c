@@ -63,6 +63,11 @@ void eddy_source_stop(eddy_source *s)
     s->ops->stop(s->impl);
 }
 
+int eddy_source_failed(const eddy_source *s)
+{
+    return s && s->ops->failed ? s->ops->failed(s->impl) : 0;
+}
+
 void eddy_source_close(eddy_source *s)
 {
     if (s && s->ops->close)

@@ -1089,6 +1089,12 @@ int eddy_runtime_run(eddy_job *job, const eddy_run_opts *opts)
     if (!store_sink_base(&c))
         pump(&c);
     uv_run(&c.loop, UV_RUN_DEFAULT);
+    /* a source that could not be read to its end: what it gave is done (and
+     * checkpointed), but the run did not do its job */
+    int src_failed = eddy_source_failed(c.src);
+    if (src_failed)
+        EDDY_ERROR("runtime", "%s could not be read to its end (%s, above): exit 1",
+                   eddy_source_name(c.src), eddy_strerror(src_failed));
     eddy__worker_stats *ws = eddy_calloc((size_t)c.nw + 1, sizeof(*ws));
     uint64_t wall = eddy_now_ms() - c.start_ms;
     teardown(&c, ws);
@@ -1097,6 +1103,8 @@ int eddy_runtime_run(eddy_job *job, const eddy_run_opts *opts)
     eddy_free(ws);
     if (uv_loop_close(&c.loop))
         EDDY_WARN("runtime", "event loop closed with handles still open");
+    if (src_failed)
+        return 1;
     if (c.signal_no)
         return c.abandoned ? 3 : 0;
     return 0;

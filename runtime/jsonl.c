@@ -249,8 +249,8 @@ static int src_next(void *impl, eddy_record *rec);
 static void src_stop(void *impl);
 static void src_close(void *impl);
 static void src_free(void *impl);
-static const eddy_source_ops kJsonlSource = {src_name, src_id,   src_part,  src_resumable,
-                                             src_next, src_stop, src_close, src_free};
+static const eddy_source_ops kJsonlSource = {src_name, src_id,    src_part, src_resumable, src_next,
+                                             src_stop, src_close, src_free, NULL};
 
 /* Resume S at the stored position RESUME when the file still has, before
  * it, the bytes it had. */

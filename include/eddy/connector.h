@@ -41,7 +41,7 @@ typedef struct eddy_source eddy_source;
  * part ("file", "bucket 3"); RESUMABLE (may be NULL = yes) whether its
  * positions mean anything to a later process (not for a pipe); CLOSE (may
  * be NULL) releases loop resources on the loop before it stops; FREE after
- * the loop has ended. */
+ * the loop has ended; FAILED (may be NULL = never) as eddy_source_failed. */
 typedef struct eddy_source_ops {
     const char *(*name)(void *impl);
     const char *(*id)(void *impl);
@@ -51,6 +51,7 @@ typedef struct eddy_source_ops {
     void (*stop)(void *impl);
     void (*close)(void *impl);
     void (*free)(void *impl);
+    int (*failed)(void *impl);
 } eddy_source_ops;
 
 /* Wrap IMPL (owned from now on: freed with OPS->free) as a source; NULL on OOM. */
@@ -78,6 +79,9 @@ int eddy_source_resumable(const eddy_source *s);
 int eddy_source_next(eddy_source *s, eddy_record *rec);
 /* Stop reading; records already queued stay readable. */
 void eddy_source_stop(eddy_source *s);
+/* 0, or the error (an EDDY_E* code, already logged) that ended the input
+ * before its end: what was read stays good, the rest was not read. */
+int eddy_source_failed(const eddy_source *s);
 /* Free (joins the reader). After the loop ended. */
 void eddy_source_free(eddy_source *s);
 

@@ -419,6 +419,21 @@ def test_job_dead_letters_rows_that_do_not_fit(tmp):
         assert d["output"]["output"] == "ok", d
 
 
+def test_job_whose_source_table_does_not_exist_exits_1(tmp):
+    """A source table that is not there ends the run at once with exit 1 (it used to exit 0,
+    "0 events", as if the input had been read), naming the table."""
+    eddy("drop-table", "it.no_such_questions", "--if-exists")
+    path = os.path.join(tmp, "job.yaml")
+    with open(path, "w") as f:
+        f.write(fluss_job("nosrc", 1, "table: it.no_such_questions, follow: false",
+                          "{ jsonl: out.jsonl }", "{{event.text}}"))
+    p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", path], capture_output=True,
+                       text=True, timeout=60, cwd=tmp, env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "Table 'it.no_such_questions' does not exist" in p.stderr, p.stderr
+    assert "it.no_such_questions could not be read to its end" in p.stderr, p.stderr
+
+
 def test_example_fluss_support(tmp):
     """examples/fluss-support/demo.sh end to end: tables, feed, check, run, answers."""
     demo = os.path.join(ROOT, "examples", "fluss-support", "demo.sh")
@@ -621,6 +636,7 @@ TESTS = [
     test_tablet_restart_loses_and_duplicates_nothing,
     test_job_reads_questions_and_writes_answers,
     test_job_dead_letters_rows_that_do_not_fit,
+    test_job_whose_source_table_does_not_exist_exits_1,
     test_lookup_tool_and_lua_lookups,
     test_lookup_tool_configuration_errors,
     test_example_fluss_support,
