@@ -16,7 +16,8 @@
  * column, so the output goes to the dead letters), appends to a log table or
  * upserts a PK table through the idempotent writer, and reports each row's
  * acknowledgement by the server (or its failure, after retries) through the
- * delivery callback.
+ * delivery callback. It is ready once the table is known (a run waits for
+ * that before it reads: a table that is not there fails it at the start).
  */
 #include "eddy/fluss.h"
 
@@ -429,6 +430,8 @@ typedef struct fsink {
     void *done_ud;
     void (*flush_cb)(void *ud);
     void *flush_ud;
+    eddy_sink_ready_cb ready_cb;
+    void *ready_ud;
 } fsink;
 
 typedef struct row_ctx {
@@ -500,6 +503,12 @@ static void sink_table(int status, const eddy_err *err, const eddy_fluss_table *
             k->done_cb(tag, EDDY_EFLUSS, k->failed_table ? k->table_err.msg : e.msg, 0, k->done_ud);
     }
     json_array_clear(k->early);
+    if (k->ready_cb) {
+        eddy_sink_ready_cb cb = k->ready_cb;
+        k->ready_cb = NULL;
+        cb(k->failed_table ? (k->table_err.code ? k->table_err.code : EDDY_EFLUSS) : 0,
+           k->failed_table ? k->table_err.msg : NULL, k->ready_ud);
+    }
     if (k->flush_cb) { /* a flush was waiting for the table */
         void (*cb)(void *) = k->flush_cb;
         k->flush_cb = NULL;
@@ -585,6 +594,16 @@ static void sink_on_done(void *impl, eddy_sink_done_cb cb, void *ud)
     k->done_ud = ud;
 }
 
+static int sink_ready(void *impl, eddy_sink_ready_cb cb, void *ud)
+{
+    fsink *k = impl;
+    if (k->t || k->failed_table)
+        return EDDY_ENOENT;
+    k->ready_cb = cb;
+    k->ready_ud = ud;
+    return 0;
+}
+
 static void sink_free(void *impl)
 {
     fsink *k = impl;
@@ -593,7 +612,7 @@ static void sink_free(void *impl)
 }
 
 static const eddy_sink_ops kSinkOps = {sink_name,    sink_write, sink_count, sink_flush,
-                                       sink_on_done, NULL,       sink_free};
+                                       sink_on_done, NULL,       sink_free,  sink_ready};
 
 static int open_sink(const json_t *cfg, const eddy_connector_env *env, eddy_sink **out,
                      eddy_err *err)

@@ -124,6 +124,11 @@ int64_t eddy_sink_length(const eddy_sink *s)
     return s->ops->length ? s->ops->length(s->impl) : -1;
 }
 
+int eddy_sink_ready(eddy_sink *s, eddy_sink_ready_cb cb, void *ud)
+{
+    return s->ops->ready ? s->ops->ready(s->impl, cb, ud) : EDDY_ENOENT;
+}
+
 void eddy_sink_free(eddy_sink *s)
 {
     if (!s)

@@ -94,11 +94,16 @@ typedef struct eddy_sink eddy_sink;
 typedef void (*eddy_sink_done_cb)(uint64_t tag, int status, const char *reason, int64_t end,
                                   void *ud);
 
+/* Called on the loop, once, when a sink that opens asynchronously can take
+ * values (STATUS 0) or never will (STATUS an error, MSG saying why). */
+typedef void (*eddy_sink_ready_cb)(int status, const char *msg, void *ud);
+
 /* What a sink implements. WRITE takes V (borrowed) with TAG, or fails with
  * ERR saying why the value does not fit (then DONE is not called for it);
  * FLUSH (may be NULL) calls CB once everything accepted is delivered or
  * failed, then releases loop resources; ON_DONE installs the callback;
- * LENGTH (may be NULL) is a file's length now. */
+ * LENGTH (may be NULL) is a file's length now; READY (may be NULL: ready
+ * from the start) as eddy_sink_ready. */
 typedef struct eddy_sink_ops {
     const char *(*name)(void *impl);
     int (*write)(void *impl, json_t *v, uint64_t tag, eddy_err *err);
@@ -107,6 +112,7 @@ typedef struct eddy_sink_ops {
     void (*on_done)(void *impl, eddy_sink_done_cb cb, void *ud);
     int64_t (*length)(void *impl);
     void (*free)(void *impl);
+    int (*ready)(void *impl, eddy_sink_ready_cb cb, void *ud);
 } eddy_sink_ops;
 
 eddy_sink *eddy_sink_new(const eddy_sink_ops *ops, void *impl);
@@ -116,6 +122,10 @@ int eddy_sink_flush(eddy_sink *s, void (*cb)(void *ud), void *ud);
 void eddy_sink_on_done(eddy_sink *s, eddy_sink_done_cb cb, void *ud);
 /* A file sink's length, or -1. */
 int64_t eddy_sink_length(const eddy_sink *s);
+/* Returns 0 when the sink is still opening: CB comes once it can take
+ * values or never will (never inside this call); EDDY_ENOENT when it is
+ * ready now or can only fail value by value (no call). */
+int eddy_sink_ready(eddy_sink *s, eddy_sink_ready_cb cb, void *ud);
 
 /* -- connectors named in job files ------------------------------------------- */
 
