@@ -38,8 +38,8 @@ Scenarios:
   fluss_pk_sink       3000 events over 300 keys, at_least_once, the 20 kill
                       moments of chaos_test.kill_plans
   fluss_side_effects  1000 events over 100 keys, exactly_once; the model calls a
-                      `side_effects = true` tool `send` (it marks the send in
-                      ctx.state, logs "SEND <id>", then waits 0-60 ms) before
+                      `side_effects = true` tool `send` (it logs "SEND <id>",
+                      marks the send in ctx.state, then waits 0-60 ms) before
                       `count`; its `reconcile` logs "RECONCILE <id> happened|not"
                       (the mark is there or not). 14 kills, the last
                       with some 200 runs in flight. Checked from each
@@ -81,6 +81,8 @@ it = ch.it
 ARGS = None
 BUCKETS = 4
 
+# The effect (the log line, written at once) comes before its mark: a kill between the two
+# makes reconcile say "not" and the send happen again, never a mark without a send.
 SEND_TOOL = """-- send: a side effect; its mark in ctx.state is what reconcile asks
 return eddy.tool {
   name = "send",
@@ -88,9 +90,9 @@ return eddy.tool {
   params = { id = { type = "string", required = true } },
   side_effects = true,
   run = function(args, ctx)
+    eddy.log("SEND " .. args.id)
     ctx.state.incr("sent")
     ctx.state.set("sent:" .. args.id, true)
-    eddy.log("SEND " .. args.id)
     eddy.sleep((ctx.event.n % 7) * 10)
     return { sent = args.id }
   end,
