@@ -158,8 +158,10 @@ test-real-model: deps all
 
 # Against a real Fluss cluster (tests/fluss/cluster.sh: Java 17 + the server
 # jar from Maven Central) and pyfluss from PyPI; fails loudly without them.
+# Then the chaos suite with a Fluss source and PK sink (CHAOS_SEED=N replays it).
 integration-fluss: deps all
 	python3 tests/integration/fluss_test.py --build $(BUILD)
+	python3 tests/chaos/fluss_chaos_test.py --build $(BUILD) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 test: deps
 	$(MAKE) all

@@ -16,7 +16,8 @@
  * column, so the output goes to the dead letters), appends to a log table or
  * upserts a PK table through the idempotent writer, and reports each row's
  * acknowledgement by the server (or its failure, after retries) through the
- * delivery callback.
+ * delivery callback. It is ready once the table is known (a run waits for
+ * that before it reads: a table that is not there fails it at the start).
  */
 #include "eddy/fluss.h"
 
@@ -59,6 +60,7 @@ typedef struct fsrc {
     pending *pend;
     int64_t *end; /* follow == 0: end offsets seen at start */
     int ready, ended, stopped, paused;
+    int failed; /* the error that ended the input (logged), else 0 */
 } fsrc;
 
 static const char *bootstrap_of(const json_t *cfg)
@@ -87,6 +89,20 @@ static int open_client(const json_t *cfg, uv_loop_t *loop, eddy_fluss_client **c
 static void src_notify(fsrc *s)
 {
     uv_async_send(s->notify);
+}
+
+/* The input cannot be read on (STATUS; WHAT and MSG say why): it ends
+ * here, and the run says it failed. EDDY_ECANCELED is the run closing the
+ * client, not a failure. */
+static void src_fail(fsrc *s, int status, const char *what, const char *msg)
+{
+    s->ended = 1;
+    if (status != EDDY_ECANCELED) {
+        EDDY_ERROR("fluss", "source %s: %s%s", s->name, what, msg ? msg : eddy_strerror(status));
+        if (!s->failed)
+            s->failed = status ? status : EDDY_EFLUSS;
+    }
+    src_notify(s);
 }
 
 static void check_end(fsrc *s)
@@ -141,9 +157,8 @@ static void on_progress(int status, const eddy_err *err, int bucket, int64_t nex
     fsrc *s = ud;
     (void)hw;
     if (status) {
-        EDDY_ERROR("fluss", "source %s: %s", s->name, err ? err->msg : eddy_strerror(status));
-        s->ended = 1; /* a failed bucket ends the run: its position stays where it was */
-        src_notify(s);
+        /* a failed bucket ends the run: its position stays where it was */
+        src_fail(s, status, "", err ? err->msg : NULL);
         return;
     }
     if (next > s->pend[bucket].next)
@@ -157,9 +172,7 @@ static void start_scanner(fsrc *s, const int64_t *from)
 {
     eddy_err e;
     if (eddy_fluss_scanner_new(s->c, s->t, NULL, 0, on_row, on_progress, s, &s->sc, &e)) {
-        EDDY_ERROR("fluss", "source %s: %s", s->name, e.msg);
-        s->ended = 1;
-        src_notify(s);
+        src_fail(s, e.code, "", e.msg);
         return;
     }
     for (int b = 0; b < s->t->nbuckets; b++) {
@@ -194,9 +207,7 @@ static void on_end_offsets(int status, const eddy_err *err, const int64_t *offs,
     start_ctx *x = ud;
     fsrc *s = x->s;
     if (status) {
-        EDDY_ERROR("fluss", "source %s: end offsets: %s", s->name, err ? err->msg : "");
-        s->ended = 1;
-        src_notify(s);
+        src_fail(s, status, "end offsets: ", err ? err->msg : NULL);
     } else {
         for (int b = 0; b < n; b++)
             s->end[b] = offs[b];
@@ -214,9 +225,7 @@ static void on_start_offsets(int status, const eddy_err *err, const int64_t *off
         if (x->from[b] == EDDY_FLUSS_LATEST) /* not stored: from the start time */
             x->from[b] = offs[b];
     if (status) {
-        EDDY_ERROR("fluss", "source %s: offsets for 'start': %s", s->name, err ? err->msg : "");
-        s->ended = 1;
-        src_notify(s);
+        src_fail(s, status, "offsets for 'start': ", err ? err->msg : NULL);
         eddy_free(x->from);
         eddy_free(x);
         return;
@@ -233,9 +242,7 @@ static void on_table(int status, const eddy_err *err, const eddy_fluss_table *t,
 {
     fsrc *s = ud;
     if (status) {
-        EDDY_ERROR("fluss", "source %s: %s", s->name, err ? err->msg : eddy_strerror(status));
-        s->ended = 1;
-        src_notify(s);
+        src_fail(s, status, "", err ? err->msg : NULL);
         return;
     }
     s->t = t;
@@ -246,9 +253,7 @@ static void on_table(int status, const eddy_err *err, const eddy_fluss_table *t,
     if (x)
         x->from = eddy_calloc((size_t)t->nbuckets, sizeof(int64_t));
     if (!s->pend || !s->end || !x || !x->from) {
-        EDDY_ERROR("fluss", "source %s: out of memory", s->name);
-        s->ended = 1;
-        src_notify(s);
+        src_fail(s, EDDY_ENOMEM, "", "out of memory");
         if (x)
             eddy_free(x->from);
         eddy_free(x);
@@ -354,8 +359,13 @@ static void src_free(void *impl)
     eddy_free(s);
 }
 
-static const eddy_source_ops kSourceOps = {src_name, src_id,   src_part,  NULL,
-                                           src_next, src_stop, src_close, src_free};
+static int src_failed(void *impl)
+{
+    return ((fsrc *)impl)->failed;
+}
+
+static const eddy_source_ops kSourceOps = {src_name, src_id,    src_part, NULL,      src_next,
+                                           src_stop, src_close, src_free, src_failed};
 
 static int open_source(const json_t *cfg, const eddy_connector_env *env, eddy_source **out,
                        eddy_err *err)
@@ -420,6 +430,8 @@ typedef struct fsink {
     void *done_ud;
     void (*flush_cb)(void *ud);
     void *flush_ud;
+    eddy_sink_ready_cb ready_cb;
+    void *ready_ud;
 } fsink;
 
 typedef struct row_ctx {
@@ -491,6 +503,12 @@ static void sink_table(int status, const eddy_err *err, const eddy_fluss_table *
             k->done_cb(tag, EDDY_EFLUSS, k->failed_table ? k->table_err.msg : e.msg, 0, k->done_ud);
     }
     json_array_clear(k->early);
+    if (k->ready_cb) {
+        eddy_sink_ready_cb cb = k->ready_cb;
+        k->ready_cb = NULL;
+        cb(k->failed_table ? (k->table_err.code ? k->table_err.code : EDDY_EFLUSS) : 0,
+           k->failed_table ? k->table_err.msg : NULL, k->ready_ud);
+    }
     if (k->flush_cb) { /* a flush was waiting for the table */
         void (*cb)(void *) = k->flush_cb;
         k->flush_cb = NULL;
@@ -576,6 +594,16 @@ static void sink_on_done(void *impl, eddy_sink_done_cb cb, void *ud)
     k->done_ud = ud;
 }
 
+static int sink_ready(void *impl, eddy_sink_ready_cb cb, void *ud)
+{
+    fsink *k = impl;
+    if (k->t || k->failed_table)
+        return EDDY_ENOENT;
+    k->ready_cb = cb;
+    k->ready_ud = ud;
+    return 0;
+}
+
 static void sink_free(void *impl)
 {
     fsink *k = impl;
@@ -584,7 +612,7 @@ static void sink_free(void *impl)
 }
 
 static const eddy_sink_ops kSinkOps = {sink_name,    sink_write, sink_count, sink_flush,
-                                       sink_on_done, NULL,       sink_free};
+                                       sink_on_done, NULL,       sink_free,  sink_ready};
 
 static int open_sink(const json_t *cfg, const eddy_connector_env *env, eddy_sink **out,
                      eddy_err *err)

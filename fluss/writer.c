@@ -6,16 +6,20 @@
  * key, or sticky round-robin for log tables without one). A batch closes
  * when it reaches batch_bytes, when it has waited linger_ms, or on flush.
  * Closed batches of a bucket are sent one at a time, in order, each with
- * the writer id from InitWriter and the bucket's next sequence number, so
- * a retry (same bytes, same sequence) after a lost answer is recognized by
- * the server and never stored twice, and a retry cannot overtake a later
- * batch. Requests carry the batches of every ready bucket of one leader.
- * Retriable errors (not leader, unknown bucket, leader not available,
- * network, timeouts) refresh the metadata and retry with backoff until
- * retry_ms; other errors fail the batch's rows. A writer is a child of its
- * client: when the client closes, every row not yet acknowledged fails
- * with EDDY_ECANCELED and the writer lets go of the client and the table
- * (eddy_fluss_writer_free still releases it).
+ * the writer id from InitWriter and the bucket's next sequence number
+ * (given at its first send under that id), so a retry (same bytes, same
+ * sequence) after a lost answer is recognized by the server and never
+ * stored twice, and a retry cannot overtake a later batch. A server that
+ * answers "unknown writer" or "out of order sequence" has no state for the
+ * writer (lost in a restart, expired, or a batch before was given up on):
+ * the writer asks for a new id, and every batch not yet acknowledged is
+ * sent again under it, sequences from 0. Requests carry the batches of
+ * every ready bucket of one leader. Retriable errors (not leader, unknown
+ * bucket, leader not available, network, timeouts) refresh the metadata
+ * and retry with backoff until retry_ms; other errors fail the batch's
+ * rows. A writer is a child of its client: when the client closes, every
+ * row not yet acknowledged fails with EDDY_ECANCELED and the writer lets go
+ * of the client and the table (eddy_fluss_writer_free still releases it).
  */
 #include "eddy/fluss.h"
 
@@ -40,6 +44,7 @@ typedef struct wbatch {
     eddy_buf bytes;
     size_t rows;
     cb_list cbs;
+    int64_t writer; /* the writer id it was stamped with, -1: not yet */
     int32_t seq;
     int attempts;
     uint64_t first_sent_ms;
@@ -196,9 +201,7 @@ static int close_batch(eddy_fluss_writer *w, int bucket)
     }
     b->cbs = bk->open_cbs;
     memset(&bk->open_cbs, 0, sizeof(bk->open_cbs));
-    b->seq = bk->next_seq++;
-    if (w->writer_id >= 0) /* batches closed before InitWriter are stamped then */
-        stamp(w, b);
+    b->writer = -1; /* stamped when first sent */
     w->pending_bytes += b->bytes.len;
     if (bk->tail)
         bk->tail->next = b;
@@ -288,6 +291,20 @@ static void retry_later(eddy_fluss_writer *w, int bucket, int status, const eddy
     need_refresh(w);
 }
 
+/* The server refused a batch for want of the writer's state: forget the
+ * id; pump asks for a new one, and batches are stamped again as they go. */
+static void new_writer_id(eddy_fluss_writer *w, const eddy_err *e)
+{
+    EDDY_WARN("fluss",
+              "%s; asking for a new writer id (batches not yet acknowledged are sent "
+              "again under it)",
+              e->msg);
+    w->writer_id = -1;
+    w->init_state = 0;
+    for (int i = 0; i < w->nbuckets; i++)
+        w->b[i].next_seq = 0;
+}
+
 static void bucket_result(eddy_fluss_writer *w, int bucket, int code, const char *msg)
 {
     wbucket *bk = &w->b[bucket];
@@ -303,6 +320,12 @@ static void bucket_result(eddy_fluss_writer *w, int bucket, int code, const char
     }
     eddy_err_setc(&e, EDDY_EFLUSS, code, "%s.%s bucket %d: Fluss error %d: %s", w->t->database,
                   w->t->name, bucket, code, eddy__fluss_brief(msg, brief, sizeof(brief)));
+    if (code == FE_OUT_OF_ORDER_SEQUENCE || code == FE_UNKNOWN_WRITER_ID) {
+        if (b->writer == w->writer_id) /* else: a batch sent before the id was renewed */
+            new_writer_id(w, &e);
+        retry_later(w, bucket, EDDY_EFLUSS, &e);
+        return;
+    }
     if (eddy__fluss_retriable(code)) {
         retry_later(w, bucket, EDDY_EFLUSS, &e);
         return;
@@ -378,6 +401,11 @@ static void send_leader(eddy_fluss_writer *w, int leader, uint64_t now)
         bk->inflight = b;
         if (!b->attempts++)
             b->first_sent_ms = now;
+        if (b->writer != w->writer_id) { /* its first send under this writer id */
+            b->writer = w->writer_id;
+            b->seq = bk->next_seq++;
+            stamp(w, b);
+        }
         sc->buckets[nb] = i;
         if (w->is_kv) {
             eddy_fluss__pb_put_kv_req_for_bucket__init(&kb[nb]);
@@ -456,14 +484,6 @@ static void ask_writer_id(eddy_fluss_writer *w)
     }
 }
 
-/* Stamp batches closed before the writer id was known. */
-static void stamp_queued(eddy_fluss_writer *w)
-{
-    for (int i = 0; i < w->nbuckets; i++)
-        for (wbatch *b = w->b[i].head; b; b = b->next)
-            stamp(w, b);
-}
-
 static void init_writer_cb(int status, const uint8_t *p, size_t n, const eddy_err *err, void *ud)
 {
     eddy_fluss_writer *w = ud;
@@ -474,7 +494,6 @@ static void init_writer_cb(int status, const uint8_t *p, size_t n, const eddy_er
         if (r) {
             w->writer_id = r->writer_id;
             w->init_state = 2;
-            stamp_queued(w);
         }
         eddy__rpc_free_unpacked(r);
     }

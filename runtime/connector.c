@@ -63,6 +63,11 @@ void eddy_source_stop(eddy_source *s)
     s->ops->stop(s->impl);
 }
 
+int eddy_source_failed(const eddy_source *s)
+{
+    return s && s->ops->failed ? s->ops->failed(s->impl) : 0;
+}
+
 void eddy_source_close(eddy_source *s)
 {
     if (s && s->ops->close)
@@ -117,6 +122,11 @@ void eddy_sink_on_done(eddy_sink *s, eddy_sink_done_cb cb, void *ud)
 int64_t eddy_sink_length(const eddy_sink *s)
 {
     return s->ops->length ? s->ops->length(s->impl) : -1;
+}
+
+int eddy_sink_ready(eddy_sink *s, eddy_sink_ready_cb cb, void *ud)
+{
+    return s->ops->ready ? s->ops->ready(s->impl, cb, ud) : EDDY_ENOENT;
 }
 
 void eddy_sink_free(eddy_sink *s)

@@ -99,6 +99,8 @@ struct eddy__ctl {
     int stopping, signal_no, eof, closing, closed_handles, progress_on;
     json_t *no_positions; /* --from-start: what the sources are told was stored */
     int waiting_base;     /* the first records wait for store_sink_base's commit */
+    int waiting_sink;     /* ... and for the output sink to be ready */
+    int sink_failed;      /* it never will be: the run ends before it reads */
 };
 
 typedef eddy__ctl ctl;
@@ -506,7 +508,7 @@ static void on_done(uv_async_t *a)
 static void pump(ctl *c)
 {
     eddy_record er;
-    if (c->closing || c->waiting_base)
+    if (c->closing || c->waiting_base || c->waiting_sink)
         return;
     while (!c->stopping && !c->eof && c->in_flight < c->job->max_in_flight) {
         int got = eddy_source_next(c->src, &er);
@@ -528,6 +530,21 @@ static void pump(ctl *c)
 static void on_src(uv_async_t *a)
 {
     pump(a->data);
+}
+
+/* The output sink has opened (a Fluss table is known), or cannot. */
+static void on_sink_ready(int status, const char *msg, void *ud)
+{
+    ctl *c = ud;
+    c->waiting_sink = 0;
+    if (status) {
+        c->sink_failed = status;
+        EDDY_ERROR("runtime", "the output sink %s cannot be written (%s): nothing is read",
+                   eddy_sink_name(c->out), msg ? msg : eddy_strerror(status));
+        stop(c, "the output sink failed");
+        return;
+    }
+    pump(c);
 }
 
 /* -- checkpoints ---------------------------------------------------------------- */
@@ -1086,9 +1103,16 @@ int eddy_runtime_run(eddy_job *job, const eddy_run_opts *opts)
     }
     EDDY_INFO("runtime", "job '%s': reading %s, %zu agent(s), key '%s', %d worker(s)", job->name,
               eddy_source_name(c.src), job->nagents, job->key, c.nw);
+    c.waiting_sink = eddy_sink_ready(c.out, on_sink_ready, &c) == 0;
     if (!store_sink_base(&c))
         pump(&c);
     uv_run(&c.loop, UV_RUN_DEFAULT);
+    /* a source that could not be read to its end: what it gave is done (and
+     * checkpointed), but the run did not do its job */
+    int src_failed = eddy_source_failed(c.src);
+    if (src_failed)
+        EDDY_ERROR("runtime", "%s could not be read to its end (%s, above): exit 1",
+                   eddy_source_name(c.src), eddy_strerror(src_failed));
     eddy__worker_stats *ws = eddy_calloc((size_t)c.nw + 1, sizeof(*ws));
     uint64_t wall = eddy_now_ms() - c.start_ms;
     teardown(&c, ws);
@@ -1097,6 +1121,8 @@ int eddy_runtime_run(eddy_job *job, const eddy_run_opts *opts)
     eddy_free(ws);
     if (uv_loop_close(&c.loop))
         EDDY_WARN("runtime", "event loop closed with handles still open");
+    if (src_failed || c.sink_failed)
+        return 1;
     if (c.signal_no)
         return c.abandoned ? 3 : 0;
     return 0;

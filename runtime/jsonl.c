@@ -250,8 +250,8 @@ static int src_next(void *impl, eddy_record *rec);
 static void src_stop(void *impl);
 static void src_close(void *impl);
 static void src_free(void *impl);
-static const eddy_source_ops kJsonlSource = {src_name, src_id,   src_part,  src_resumable,
-                                             src_next, src_stop, src_close, src_free};
+static const eddy_source_ops kJsonlSource = {src_name, src_id,    src_part, src_resumable, src_next,
+                                             src_stop, src_close, src_free, NULL};
 
 /* Resume S at the stored position RESUME when the file still has, before
  * it, the bytes it had. */
@@ -695,7 +695,7 @@ static void sink_on_done(void *impl, eddy_sink_done_cb cb, void *ud);
 static int64_t sink_length(void *impl);
 static void sink_free(void *impl);
 static const eddy_sink_ops kJsonlSink = {sink_name,    sink_write,  sink_count, sink_flush,
-                                         sink_on_done, sink_length, sink_free};
+                                         sink_on_done, sink_length, sink_free,  NULL};
 
 int eddy_sink_open_jsonl(const char *path, int lazy, int64_t truncate, uv_loop_t *loop,
                          eddy_sink **out, eddy_err *err)

@@ -41,7 +41,7 @@ typedef struct eddy_source eddy_source;
  * part ("file", "bucket 3"); RESUMABLE (may be NULL = yes) whether its
  * positions mean anything to a later process (not for a pipe); CLOSE (may
  * be NULL) releases loop resources on the loop before it stops; FREE after
- * the loop has ended. */
+ * the loop has ended; FAILED (may be NULL = never) as eddy_source_failed. */
 typedef struct eddy_source_ops {
     const char *(*name)(void *impl);
     const char *(*id)(void *impl);
@@ -51,6 +51,7 @@ typedef struct eddy_source_ops {
     void (*stop)(void *impl);
     void (*close)(void *impl);
     void (*free)(void *impl);
+    int (*failed)(void *impl);
 } eddy_source_ops;
 
 /* Wrap IMPL (owned from now on: freed with OPS->free) as a source; NULL on OOM. */
@@ -78,6 +79,9 @@ int eddy_source_resumable(const eddy_source *s);
 int eddy_source_next(eddy_source *s, eddy_record *rec);
 /* Stop reading; records already queued stay readable. */
 void eddy_source_stop(eddy_source *s);
+/* 0, or the error (an EDDY_E* code, already logged) that ended the input
+ * before its end: what was read stays good, the rest was not read. */
+int eddy_source_failed(const eddy_source *s);
 /* Free (joins the reader). After the loop ended. */
 void eddy_source_free(eddy_source *s);
 
@@ -90,11 +94,16 @@ typedef struct eddy_sink eddy_sink;
 typedef void (*eddy_sink_done_cb)(uint64_t tag, int status, const char *reason, int64_t end,
                                   void *ud);
 
+/* Called on the loop, once, when a sink that opens asynchronously can take
+ * values (STATUS 0) or never will (STATUS an error, MSG saying why). */
+typedef void (*eddy_sink_ready_cb)(int status, const char *msg, void *ud);
+
 /* What a sink implements. WRITE takes V (borrowed) with TAG, or fails with
  * ERR saying why the value does not fit (then DONE is not called for it);
  * FLUSH (may be NULL) calls CB once everything accepted is delivered or
  * failed, then releases loop resources; ON_DONE installs the callback;
- * LENGTH (may be NULL) is a file's length now. */
+ * LENGTH (may be NULL) is a file's length now; READY (may be NULL: ready
+ * from the start) as eddy_sink_ready. */
 typedef struct eddy_sink_ops {
     const char *(*name)(void *impl);
     int (*write)(void *impl, json_t *v, uint64_t tag, eddy_err *err);
@@ -103,6 +112,7 @@ typedef struct eddy_sink_ops {
     void (*on_done)(void *impl, eddy_sink_done_cb cb, void *ud);
     int64_t (*length)(void *impl);
     void (*free)(void *impl);
+    int (*ready)(void *impl, eddy_sink_ready_cb cb, void *ud);
 } eddy_sink_ops;
 
 eddy_sink *eddy_sink_new(const eddy_sink_ops *ops, void *impl);
@@ -112,6 +122,10 @@ int eddy_sink_flush(eddy_sink *s, void (*cb)(void *ud), void *ud);
 void eddy_sink_on_done(eddy_sink *s, eddy_sink_done_cb cb, void *ud);
 /* A file sink's length, or -1. */
 int64_t eddy_sink_length(const eddy_sink *s);
+/* Returns 0 when the sink is still opening: CB comes once it can take
+ * values or never will (never inside this call); EDDY_ENOENT when it is
+ * ready now or can only fail value by value (no call). */
+int eddy_sink_ready(eddy_sink *s, eddy_sink_ready_cb cb, void *ud);
 
 /* -- connectors named in job files ------------------------------------------- */
 

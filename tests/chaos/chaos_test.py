@@ -3,10 +3,11 @@
 
 Each scenario runs a job whose every event is one run of three steps: an LLM
 call (the model asks for the Lua tool `count`), the tool call (it increments
-ctx.memory.count and appends the event id to ctx.memory.seen), and a second LLM
-call (the model answers "done <event> tool=<tool's id> #<count> <tag>"). The
-mock model (build/mockllm) answers after 20 ms and logs every request; the job
-has 2 workers, max_in_flight 200, a checkpoint every 300 ms. It is killed
+ctx.memory.count, appends the event id to ctx.memory.seen and counts the event
+in ctx.state, in all and per key), and a second LLM call (the model answers
+"done <event> tool=<tool's id> #<count> <tag>"). The mock model (build/mockllm)
+answers after 20 ms and logs every request; the job has 2 workers,
+max_in_flight 200, a checkpoint every 300 ms. It is killed
 (SIGKILL) at moments drawn from a seeded RNG and restarted each time; after the
 last kill the last run finishes. The same input is run once uninterrupted into
 a store of its own (the reference). Before each restart a copy of the store is
@@ -19,17 +20,19 @@ read (snapshots/before-NN.json: what that process found). Then, exactly:
     order (at_least_once: the first copy of each);
   - the model's request log, each request placed by (event id from the last
     user message, number of messages) and so by step (1: the first LLM call,
-    3: the second): the job asked for exactly the steps the reference asked
-    for; no process asked for a step twice; no process asked for a step that
-    the store it started with had journaled, or of a run it had finished, or
-    of a record below its checkpointed position; and a step whose run had
+    3: the second, after the tool call's step 2): the job asked for exactly
+    the steps the reference asked for; no process asked for a step twice; no
+    process asked for a step that the store it started with had journaled,
+    or of a run it had finished, or of a record below its checkpointed
+    position; and a step whose run had
     already sent its next request more than COMMIT_SLACK_MS before a kill
     was journaled at that kill (the journal keeps up). Repeats after kills
     are counted and printed, and so are runs that had two steps repeated
     after one kill (legitimate: a run goes on without waiting for its step's
     commit, so a kill a few ms after the next request can lose both);
   - memory: each key's memory document equals the reference's, and its
-    history (runs kept, and per run the user text and the answer) too;
+    history (runs kept, and per run the user text and the answer) too, and
+    the shared state (ctx.state counters);
   - no dead letters, no error lines or sanitizer reports on stderr; every
     process is killed or exits 0, the last one within EPOCH_TIMEOUT_S (else a
     hang); afterwards the store holds no runs or steps, its position is the
@@ -69,6 +72,7 @@ out.jsonl, state/; --keep keeps them always.
 """
 import argparse
 import bisect
+import collections
 import json
 import os
 import random
@@ -99,6 +103,8 @@ return eddy.tool {
   description = "Count this event for its key",
   params = { id = { type = "string", required = true } },
   run = function(args, ctx)
+    ctx.state.incr("events")
+    ctx.state.incr("events:" .. ctx.key)
     ctx.memory.count = (ctx.memory.count or 0) + 1
     ctx.memory.seen = ctx.memory.seen or eddy.array{}
     table.insert(ctx.memory.seen, args.id)
@@ -241,8 +247,26 @@ class Scenario:
         self.epochs = []
         self.missed = []
         self.problems = []
-        self.snapshots = {}   # epoch n -> what the store held when epoch n started
+        self.snapshots = {}   # epoch n -> what the store held when epoch n started (Snap)
         self.event_at = {}    # byte offset of a line of in.jsonl -> its event id
+
+    # Where records are: a subclass with another source overrides these two.
+    def place(self, part, pos):
+        """The event id of the record at POS of part hash PART (a run's or a step's)."""
+        if not self.event_at:
+            off = 0
+            with open(os.path.join(self.dir, "in.jsonl"), "rb") as f:
+                for line in f:
+                    self.event_at[off] = json.loads(line)["id"]
+                    off += len(line)
+        return self.event_at.get(pos) or self.fail(
+            "the store names a run at byte %d, where no line of the input starts" % pos)
+
+    def below(self, positions):
+        """The event ids of the records before the stored POSITIONS [(part name, position)]."""
+        end = max([v for _, v in positions] + [0])
+        self.place(0, 0)
+        return {ev for p, ev in self.event_at.items() if p < end}
 
     def problem(self, what, items=None):
         """Note what is wrong; verify() goes on, so one bug does not hide another."""
@@ -337,45 +361,42 @@ def snapshot(sc):
     for suffix in ("", "-wal"):
         if os.path.exists(src + suffix):
             shutil.copyfile(src + suffix, copy + suffix)
-    if not sc.event_at:
-        off = 0
-        with open(os.path.join(sc.dir, "in.jsonl"), "rb") as f:
-            for line in f:
-                sc.event_at[off] = json.loads(line)["id"]
-                off += len(line)
-    snap = read_snapshot(sc, copy, sc.event_at)
+    snap = read_snapshot(sc, copy)
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(copy + suffix):
             os.remove(copy + suffix)
     sc.snapshots[n] = snap
     with open(os.path.join(d, "before-%02d.json" % n), "w") as f:
-        json.dump({"finished": sorted(snap[0]), "journaled": sorted(snap[1]),
-                   "below_position": sorted(snap[2])}, f)
+        json.dump({"finished": sorted(snap.finished), "journaled": sorted(snap.journaled),
+                   "pending": sorted(snap.pending), "below_position": sorted(snap.below)}, f)
 
 
-def read_snapshot(sc, path, event_at):
-    """(finished events, journaled (event, step) DONE, events below the position)."""
+# What a store held: finished runs (event ids), journaled steps ((event, step) DONE and
+# PENDING: a side effect that had started) and the events below the stored position.
+Snap = collections.namedtuple("Snap", "finished journaled pending below")
+
+
+def read_snapshot(sc, path):
     db = sqlite3.connect(path)   # a copy: it may recover its WAL
     try:
         tables = {t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not {"runs", "journal", "positions"} <= tables:
-            return set(), set(), set()   # killed before the store had its schema
-        pos_of = lambda p: event_at.get(p) or sc.fail(  # noqa: E731
-            "%s: a run at byte %d, where no line of the input starts" % (path, p))
-        finished = {pos_of(p) for (p,) in db.execute("SELECT pos FROM runs WHERE agent = 'a'")}
-        journaled = {(pos_of(p), st) for p, st in db.execute(
-            "SELECT pos, step FROM journal WHERE agent = 'a' AND state = 0")}
-        below = 0
-        for (v,) in db.execute("SELECT position FROM positions"):
-            below = max(below, v)
+            return Snap(set(), set(), set(), set())   # killed before the store had its schema
+        finished = {sc.place(part, p) for part, p in db.execute(
+            "SELECT part, pos FROM runs WHERE agent = 'a'")}
+        steps = [(sc.place(part, p), st, state) for part, p, st, state in db.execute(
+            "SELECT part, pos, step, state FROM journal WHERE agent = 'a'")]
+        below = sc.below(list(db.execute("SELECT part, position FROM positions")))
     finally:
         db.close()
-    return finished, journaled, {ev for p, ev in event_at.items() if p < below}
+    return Snap(finished, {(ev, st) for ev, st, state in steps if state == 0},
+                {(ev, st) for ev, st, state in steps if state == 1}, below)
 
 
-def run_plans(sc, job, plans):
-    """Start the job, kill it at each plan's moment, restart; then let the last run end."""
-    watch = SinkWatch(os.path.join(sc.dir, "out.jsonl"))
+def run_plans(sc, job, plans, watch=None):
+    """Start the job, kill it at each plan's moment, restart; then let the last run end.
+    WATCH counts the outputs for the plans (default: a SinkWatch on out.jsonl)."""
+    watch = watch or SinkWatch(os.path.join(sc.dir, "out.jsonl"))
     for plan in plans:
         watch.new_epoch()
         snapshot(sc)
@@ -436,9 +457,11 @@ def store_state(db_path):
             texts = [p.get("text") for x in m if x["role"] in ("user", "assistant")
                      for p in x["parts"] if p.get("type") == "text"]
             hist.setdefault(k, []).append(texts)
+        shared = {k: json.loads(v) for k, v in
+                  db.execute("SELECT key, value FROM shared_state WHERE agent = 'a'")}
     finally:
         db.close()
-    return mem, hist
+    return mem, hist, shared
 
 
 def request_steps(sc, log_path):
@@ -455,9 +478,12 @@ def request_steps(sc, log_path):
             if not m or r.get("status") != 200:
                 sc.fail("a request the test cannot place (status %s): %s"
                         % (r.get("status"), json.dumps(msgs[-1])[:300]))
-            # step 1: the first LLM call (the tool call is step 2), step 3: the second
+            # step 1: the first LLM call, then one step per tool call of its answer
+            # (the tool results since the last user message), then the second call
+            last_user = max(i for i, x in enumerate(msgs) if x["role"] == "user")
+            tools = sum(1 for x in msgs[last_user:] if x["role"] == "tool")
             steps.setdefault((m.group(1), len(msgs)), []).append(
-                (r["t_ms"], 1 if msgs[-1]["role"] == "user" else 3))
+                (r["t_ms"], 1 if msgs[-1]["role"] == "user" else 2 + tools))
     return steps
 
 
@@ -533,7 +559,7 @@ def check_requests(sc, steps, ref_steps):
                             % (ev, st, nmsgs, sent[st], t, n))
             sent.setdefault(st, t)
         if n in snaps:
-            finished, journaled, below = snaps[n]
+            finished, journaled, _, below = snaps[n]
             for t, st, nmsgs in reqs:
                 why = ("its run had finished" if ev in finished else
                        "it is below the checkpointed position" if ev in below else
@@ -543,7 +569,7 @@ def check_requests(sc, steps, ref_steps):
                                  "with (snapshots/before-%02d.json)" % (ev, st, t, n, why, n))
         e = sc.epochs[n]
         if e.killed and n + 1 in snaps:
-            finished, journaled, below = snaps[n + 1]
+            finished, journaled, _, below = snaps[n + 1]
             for (t1, st1, _), (t2, st2, _) in zip(reqs, reqs[1:]):
                 if (st1 < st2 and t2 + COMMIT_SLACK_MS < e.kill_ms and ev not in finished
                         and ev not in below and (ev, st1) not in journaled):
@@ -571,8 +597,8 @@ def check_requests(sc, steps, ref_steps):
 
 
 def check_memory(sc, ref_state, state):
-    ref_mem, ref_hist = ref_state
-    mem, hist = state
+    ref_mem, ref_hist, ref_shared = ref_state
+    mem, hist, shared = state
     if set(mem) != set(ref_mem):
         sc.problem("keys with memory differ from an uninterrupted run's",
                 sorted(set(mem) ^ set(ref_mem)))
@@ -585,9 +611,10 @@ def check_memory(sc, ref_state, state):
            for k in sorted(set(hist) | set(ref_hist)) if hist.get(k) != ref_hist.get(k)]
     if bad:
         sc.problem("histories that differ from an uninterrupted run's", bad)
-    # Shared state (ctx.state.incr, not landed yet): once it does, the tool increments
-    # a shared counter per event too, and its value (read from both stores) is compared
-    # here, after the memory documents: it must equal the uninterrupted run's.
+    bad = ["%s: %s, expected %s" % (k, json.dumps(shared.get(k)), json.dumps(ref_shared.get(k)))
+           for k in sorted(set(shared) | set(ref_shared)) if shared.get(k) != ref_shared.get(k)]
+    if bad:
+        sc.problem("shared state (ctx.state) that differs from an uninterrupted run's", bad)
 
 
 def check_logs(sc):

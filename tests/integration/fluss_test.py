@@ -419,6 +419,46 @@ def test_job_dead_letters_rows_that_do_not_fit(tmp):
         assert d["output"]["output"] == "ok", d
 
 
+def test_job_whose_source_table_does_not_exist_exits_1(tmp):
+    """A source table that is not there ends the run at once with exit 1 (it used to exit 0,
+    "0 events", as if the input had been read), naming the table."""
+    eddy("drop-table", "it.no_such_questions", "--if-exists")
+    path = os.path.join(tmp, "job.yaml")
+    with open(path, "w") as f:
+        f.write(fluss_job("nosrc", 1, "table: it.no_such_questions, follow: false",
+                          "{ jsonl: out.jsonl }", "{{event.text}}"))
+    p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", path], capture_output=True,
+                       text=True, timeout=60, cwd=tmp, env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "Table 'it.no_such_questions' does not exist" in p.stderr, p.stderr
+    assert "it.no_such_questions could not be read to its end" in p.stderr, p.stderr
+
+
+def test_job_whose_sink_table_does_not_exist_reads_nothing(tmp):
+    """A sink table that is not there fails the run before it reads anything: exit 1, no LLM
+    call, no dead letters (it used to run every event, spend the model's calls, and put every
+    output in the dead letters, exiting 0)."""
+    create(tmp, "it.q3", [("id", "STRING NOT NULL"), ("customer_id", "STRING NOT NULL"),
+                          ("text", "STRING")], buckets=1)
+    eddy("produce", "it.q3", stdin=jsonl([{"id": "x%d" % i, "customer_id": "c", "text": "hi"}
+                                          for i in range(5)]))
+    eddy("drop-table", "it.no_such_answers", "--if-exists")
+    path = os.path.join(tmp, "job.yaml")
+    with mock_llm(tmp, {"rules": [{"reply": "ok"}]}) as mock:
+        with open(path, "w") as f:
+            f.write(fluss_job("nosink", mock.port, "table: it.q3, follow: false",
+                              "table: it.no_such_answers", "{{event.text}}"))
+        p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", path], capture_output=True,
+                           text=True, timeout=60, cwd=tmp,
+                           env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+        asked = mock.requests()
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "the output sink it.no_such_answers cannot be written" in p.stderr, p.stderr
+    assert "Table 'it.no_such_answers' does not exist" in p.stderr, p.stderr
+    assert asked == [], asked
+    assert not os.path.exists(os.path.join(tmp, "dead.jsonl"))
+
+
 def test_example_fluss_support(tmp):
     """examples/fluss-support/demo.sh end to end: tables, feed, check, run, answers."""
     demo = os.path.join(ROOT, "examples", "fluss-support", "demo.sh")
@@ -621,6 +661,8 @@ TESTS = [
     test_tablet_restart_loses_and_duplicates_nothing,
     test_job_reads_questions_and_writes_answers,
     test_job_dead_letters_rows_that_do_not_fit,
+    test_job_whose_source_table_does_not_exist_exits_1,
+    test_job_whose_sink_table_does_not_exist_reads_nothing,
     test_lookup_tool_and_lua_lookups,
     test_lookup_tool_configuration_errors,
     test_example_fluss_support,

@@ -754,8 +754,9 @@ static void test_table_json(void **state)
 
 /*
  * A fake Fluss server on loopback, on the test's own loop: it answers
- * ApiVersions, ListDatabases, InitWriter and Metadata (one table, fluss.t,
- * every bucket led by node 0 = itself), holds every other request unanswered (so requests are
+ * ApiVersions, ListDatabases, InitWriter (writer ids 1, 2, ...) and Metadata
+ * (one table, fluss.t, every bucket led by node 0 = itself), PutKv when
+ * kv_answers is set, holds every other request unanswered (so requests are
  * in flight when a test closes the client), and can send raw bytes instead
  * of an answer. A "blackhole" is a listener whose accept queue is full: the
  * kernel drops further SYNs, so a connect to it stays pending.
@@ -788,6 +789,13 @@ struct fake_srv {
     int raw_api;
     const uint8_t *raw;
     size_t raw_len;
+    int64_t writer_ids; /* InitWriter answers: the last id given */
+    /* kv_answers: PutKv is answered, every bucket refused with OUT_OF_ORDER_SEQUENCE
+     * while lost_writer > 0 (one less per request), else acknowledged; the writer
+     * id and sequence of each bucket's last batch are kept */
+    int kv_answers, lost_writer;
+    int64_t kv_writer[8];
+    int32_t kv_seq[8];
 };
 
 typedef struct fake_write {
@@ -859,7 +867,37 @@ static void fake_metadata(fake_conn *fc, uint32_t id)
     fake_reply(fc, id, &r.base);
 }
 
-static void fake_request(fake_conn *fc, int api, uint32_t id)
+static void fake_put_kv(fake_conn *fc, uint32_t id, const uint8_t *body, size_t n)
+{
+    fake_srv *s = fc->srv;
+    EddyFluss__PutKvRequest *rq = eddy_fluss__put_kv_request__unpack(NULL, n, body);
+    EddyFluss__PutKvResponse r = EDDY_FLUSS__PUT_KV_RESPONSE__INIT;
+    EddyFluss__PbPutKvRespForBucket br[8], *brs[8];
+    assert_non_null(rq);
+    assert_true(rq->n_buckets_req <= 8);
+    for (size_t i = 0; i < rq->n_buckets_req; i++) {
+        const EddyFluss__PbPutKvReqForBucket *b = rq->buckets_req[i];
+        assert_true(b->bucket_id >= 0 && b->bucket_id < 8 && b->records.len >= 24);
+        s->kv_writer[b->bucket_id] = (int64_t)rd_u64le(b->records.data + 12);
+        s->kv_seq[b->bucket_id] = (int32_t)rd_u32le(b->records.data + 20);
+        eddy_fluss__pb_put_kv_resp_for_bucket__init(&br[i]);
+        br[i].bucket_id = b->bucket_id;
+        if (s->lost_writer > 0) {
+            br[i].has_error_code = 1;
+            br[i].error_code = FE_OUT_OF_ORDER_SEQUENCE;
+            br[i].error_message = "Out of order batch sequence: -1 (current batch seq.)";
+        }
+        brs[i] = &br[i];
+    }
+    if (s->lost_writer > 0)
+        s->lost_writer--;
+    r.n_buckets_resp = rq->n_buckets_req;
+    r.buckets_resp = brs;
+    fake_reply(fc, id, &r.base);
+    eddy_fluss__put_kv_request__free_unpacked(rq, NULL);
+}
+
+static void fake_request(fake_conn *fc, int api, uint32_t id, const uint8_t *body, size_t n)
 {
     fake_srv *s = fc->srv;
     if (api >= 1000 && api < 1064)
@@ -881,8 +919,10 @@ static void fake_request(fake_conn *fc, int api, uint32_t id)
         fake_metadata(fc, id);
     } else if (api == API_INIT_WRITER) {
         EddyFluss__InitWriterResponse r = EDDY_FLUSS__INIT_WRITER_RESPONSE__INIT;
-        r.writer_id = 1;
+        r.writer_id = ++s->writer_ids;
         fake_reply(fc, id, &r.base);
+    } else if (api == API_PUT_KV && s->kv_answers) {
+        fake_put_kv(fc, id, body, n);
     } else if (s->answer_all) {
         fake_reply(fc, id, NULL);
     } /* else: held, never answered */
@@ -928,7 +968,7 @@ static void fake_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
         uint32_t len = rd_u32be(p);
         if (fc->in.len - at - 4 < len)
             break;
-        fake_request(fc, p[4] << 8 | p[5], rd_u32be(p + 8));
+        fake_request(fc, p[4] << 8 | p[5], rd_u32be(p + 8), p + 12, len - 8);
         at += 4 + len;
     }
     memmove(fc->in.data, fc->in.data + at, fc->in.len - at);
@@ -1367,6 +1407,74 @@ static void test_close_cancels_everything(void **state)
     all_once(tick_lk, 3, EDDY_ECANCELED);
     assert_int_equal(refused.calls, 0);
     assert_int_equal(progress, 0);
+}
+
+/* Write rows FIRST..FIRST+N-1 (both buckets) and flush; wait for the flush. */
+static void write_and_flush(uv_loop_t *loop, eddy_fluss_writer *w, int first, int n, outcome *rows,
+                            outcome *flushed)
+{
+    eddy_fluss_value row[2];
+    eddy_err e;
+    memset(row, 0, sizeof(row));
+    row[1].v.s.p = "x";
+    row[1].v.s.n = 1;
+    for (int i = 0; i < n; i++) {
+        row[0].v.i = first + i;
+        assert_int_equal(eddy_fluss_writer_write(w, row, 0, done, &rows[i], &e), 0);
+    }
+    assert_int_equal(eddy_fluss_writer_flush(w, done, flushed), 0);
+    assert_true(run_until(loop, &flushed->calls, 5000));
+}
+
+/* The server lost the writer's state (a tablet server restarted without it,
+ * or it expired): it refuses the next batch of every bucket with
+ * OUT_OF_ORDER_SEQUENCE. The writer asks for a new writer id and sends the
+ * batches again under it, from sequence 0, and the rows are acknowledged.
+ * It used to fail them, and every later batch of those buckets as well (the
+ * server kept refusing the old id's next sequences): in a job, every output
+ * after a tablet server restart went to the dead letters. */
+static void test_writer_renews_a_lost_writer_id(void **state)
+{
+    uv_loop_t loop;
+    fake_srv srv;
+    outcome before[4] = {{0}}, lost[4] = {{0}}, after[4] = {{0}}, f1 = {0}, f2 = {0}, f3 = {0};
+    eddy_fluss_writer *w;
+    eddy_err e;
+    (void)state;
+    uv_loop_init(&loop);
+    fake_start(&srv, &loop);
+    srv.kv_answers = 1;
+    eddy_fluss_client *c = client_to(&loop, srv.port, 5000);
+    const eddy_fluss_table *t = open_table(&loop, c);
+    assert_int_equal(eddy_fluss_writer_new(c, t, NULL, &w, &e), 0);
+    write_and_flush(&loop, w, 0, 4, before, &f1);
+    all_once(before, 4, 0);
+    assert_int_equal(f1.status, 0);
+    for (int b = 0; b < 2; b++) {
+        assert_int_equal(srv.kv_writer[b], 1);
+        assert_int_equal(srv.kv_seq[b], 0);
+    }
+    srv.lost_writer = 1;
+    write_and_flush(&loop, w, 4, 4, lost, &f2);
+    all_once(lost, 4, 0);
+    assert_int_equal(f2.status, 0);
+    assert_int_equal(srv.seen[API_INIT_WRITER - 1000], 2);
+    for (int b = 0; b < 2; b++) {
+        assert_int_equal(srv.kv_writer[b], 2);
+        assert_int_equal(srv.kv_seq[b], 0);
+    }
+    write_and_flush(&loop, w, 8, 4, after, &f3);
+    all_once(after, 4, 0);
+    for (int b = 0; b < 2; b++) {
+        assert_int_equal(srv.kv_writer[b], 2);
+        assert_int_equal(srv.kv_seq[b], 1);
+    }
+    long acked, failed;
+    eddy_fluss_writer_counts(w, &acked, &failed);
+    assert_int_equal(acked, 12);
+    assert_int_equal(failed, 0);
+    eddy_fluss_writer_free(w);
+    finish(&loop, c, &srv);
 }
 
 typedef struct closer {
@@ -1892,6 +2000,7 @@ int main(void)
         cmocka_unit_test(test_close_while_connecting),
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_close_cancels_everything),
+        cmocka_unit_test(test_writer_renews_a_lost_writer_id),
         cmocka_unit_test(test_close_inside_deferred_callback),
         cmocka_unit_test(test_hostile_frame_length),
         cmocka_unit_test(test_frame_stream_check),
