@@ -33,7 +33,10 @@ LDLIBS_ALL = $(SAN) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
 # event on one arena's lock, malloc_consolidate 15 % of the trace writer).
 MALLOC   ?= mimalloc
 ifneq ($(SAN),)
-MALLOC   := libc
+override MALLOC := libc
+endif
+ifeq ($(filter $(MALLOC),mimalloc libc),)
+$(error MALLOC=$(MALLOC): say MALLOC=mimalloc (the default) or MALLOC=libc)
 endif
 ifeq ($(MALLOC),mimalloc)
 EDDY_MALLOC_CFLAGS := -DEDDY_MIMALLOC
@@ -92,6 +95,19 @@ $(BUILD)/eddy: $(CLI_OBJ) $(BUILD)/libeddy.a
 	$(CC) $(CLI_OBJ) $(BUILD)/libeddy.a $(EDDY_MALLOC_LIBS) $(LDLIBS_ALL) -o $@
 
 $(BUILD)/cli/main.o: CFLAGS_ALL += $(EDDY_MALLOC_CFLAGS)
+
+# A stamp per allocator: changing MALLOC in a build folder rebuilds main.o and relinks eddy;
+# a missing mimalloc.h is said plainly, with both ways out.
+$(BUILD)/.malloc-$(MALLOC):
+	@mkdir -p $(BUILD)
+	@if [ "$(MALLOC)" = mimalloc ] && ! printf '#include <mimalloc.h>\n' | \
+	    $(CC) -E -x c - >/dev/null 2>&1; then \
+	  echo "eddy: mimalloc.h not found: run 'make deps' (installs libmimalloc-dev)," \
+	    "or build with glibc's malloc: make MALLOC=libc" >&2; exit 1; fi
+	@rm -f $(BUILD)/.malloc-*
+	@touch $@
+
+$(BUILD)/cli/main.o $(BUILD)/eddy: $(BUILD)/.malloc-$(MALLOC)
 
 $(BUILD)/mockllm: $(MOCK_OBJ) $(BUILD)/libeddy.a
 	$(CC) $(MOCK_OBJ) $(BUILD)/libeddy.a $(LDLIBS_ALL) -o $@
