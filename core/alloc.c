@@ -15,6 +15,7 @@
 #include <malloc.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -137,6 +138,19 @@ void eddy_alloc_fail_after(long n)
 static char *curl_strdup_cb(const char *s)
 {
     return eddy_strdup(s);
+}
+
+/* mimalloc's, when the binary is linked with it (see the Makefile's
+ * MALLOC); NULL otherwise. */
+extern void mi_collect(bool force) __attribute__((weak));
+
+void eddy_alloc_collect(void)
+{
+    /* mimalloc keeps freed pages committed until its heap is collected, even
+     * while the thread goes on allocating (600 MB of freed 1-3 MiB blocks
+     * stayed resident); glibc gives blocks over 1 MiB back at free (below) */
+    if (mi_collect)
+        mi_collect(false);
 }
 
 void eddy_alloc_install(void)

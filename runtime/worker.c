@@ -97,6 +97,7 @@ struct eddy__worker {
     eddy__worker_stats stats;
     int canceling, finishing, closing, drain_canceled;
     uv_timer_t drain;
+    uv_timer_t collect; /* eddy_alloc_collect every second (unreferenced) */
     uint64_t drain_deadline;
     atomic_long load;
 };
@@ -251,7 +252,16 @@ static void on_drain(uv_timer_t *t)
     eddy_store_session_close(w->ss, NULL, NULL);
     w->ss = NULL;
     uv_close((uv_handle_t *)&w->drain, NULL);
+    uv_close((uv_handle_t *)&w->collect, NULL);
     eddy__queue_close(&w->inbox);
+}
+
+/* Give freed memory back to the system: a tool stopped at its memory budget
+ * must not leave the process that much bigger for good. */
+static void on_collect(uv_timer_t *t)
+{
+    (void)t;
+    eddy_alloc_collect();
 }
 
 /* Everything has gone back and no more will come: close. */
@@ -323,6 +333,9 @@ int eddy__worker_start(int index, eddy_job *job, eddy_store *store, eddy_trace_s
     }
     uv_timer_init(&w->loop, &w->drain);
     w->drain.data = w;
+    uv_timer_init(&w->loop, &w->collect);
+    uv_timer_start(&w->collect, on_collect, 1000, 1000);
+    uv_unref((uv_handle_t *)&w->collect);
     if ((rc = eddy_store_session_new(store, &w->loop, &w->ss, err)) ||
         (rc = eddy_llm_client_new(&w->loop, &w->llm, err)) ||
         (rc = eddy_tools_new(&w->loop, job->dir, &w->tools, err)) ||

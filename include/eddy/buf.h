@@ -25,6 +25,12 @@ char *eddy_aprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * before any of them allocates. */
 void eddy_alloc_install(void);
 
+/* Give this thread's freed memory back to the system where the allocator
+ * keeps it (mimalloc: mi_collect); nothing with glibc. Any thread; costs
+ * about as much as a walk of the thread's heap pages (workers call it once
+ * a second). */
+void eddy_alloc_collect(void);
+
 /* Test hook: fail the allocation after N more succeed (-1 = never). */
 void eddy_alloc_fail_after(long n);
 /* Give this thread's eddy_malloc family BYTES to allocate (counted, not net

@@ -434,6 +434,66 @@ def test_stdin_pipe_left_open_ends_on_sigterm(tmp):
     assert "5 events, 5 runs ok" in err, err
 
 
+BIG_TOOL = """return eddy.tool {
+  name = "count", description = "hold more than its memory budget",
+  params = { id = { type = "string", required = true } },
+  run = function(args, ctx)
+    local t = {}
+    for i = 1, 1000 do t[i] = string.rep("x", (1 + i % 3) << 20) .. i end
+    return { n = #t }
+  end,
+}
+"""
+
+
+def vm(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def test_memory_of_a_big_tool_call_goes_back(tmp):
+    """A tool call stopped at its memory budget (256 MB, in strings of 1-3 MiB): within
+    seconds the process is about that much smaller again, while the job goes on (stdin left
+    open). mimalloc keeps freed pages until its heap is collected; the workers collect every
+    second."""
+    d = setup(tmp, BIG_TOOL)
+    with Mock(tmp, SCRIPT) as mock:
+        job = os.path.join(d, "job.yaml")
+        write(job, job_text(mock.base_url, tool="{ lua: tools/count.lua, limits: "
+                            "{ memory: 256MB, instructions: 10000000000, wall: 60s } }"))
+        out = os.path.join(tmp, "out.jsonl")
+        env = dict(os.environ)
+        env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=16").lstrip(":")
+        p = subprocess.Popen([os.path.join(run.ARGS.build, "eddy"), "run", job, "--input", "-",
+                              "--output", out, "--workers", "1"], stdin=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            p.stdin.write(events(1, 1))
+            p.stdin.flush()  # and the pipe stays open: the process lives on
+            t0 = time.time()
+            while (not os.path.exists(out) or not read_jsonl(out)) and time.time() - t0 < 30:
+                time.sleep(0.02)
+            rows = read_jsonl(out)
+            assert rows and rows[0]["output"] == "done null", rows  # the tool failed: no n
+            peak = vm(p.pid, "VmHWM")
+            assert peak > 200, peak  # it did hold them
+            rss = vm(p.pid, "VmRSS")
+            while rss > peak - 150 and time.time() - t0 < 30:
+                time.sleep(0.1)
+                rss = vm(p.pid, "VmRSS")
+            assert rss <= peak - 150, (peak, rss)
+            p.send_signal(signal.SIGTERM)
+            rc = p.wait(timeout=20)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        err = p.stderr.read()
+    assert rc == 0, (rc, err)
+
+
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
