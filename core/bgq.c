@@ -30,6 +30,7 @@ struct eddy_bgq {
     pthread_cond_t cv;
     jobs queued; /* under mu */
     int state;   /* under mu: what the thread is doing (a post wakes it only when IDLE) */
+    size_t open; /* under mu: while LINGERING, the jobs of the open batch */
     int stop;
     eddy_bgq_fn fn;
     void (*flush)(void *ctx);
@@ -50,22 +51,25 @@ static void deadline_in(struct timespec *ts, uint64_t ms)
 
 /* The thread. It takes every queued job at once and runs them outside the
  * lock. While it runs or lingers, posts do not wake it (no futex call per
- * job): a lingering batch takes what came meanwhile when its linger ends, and
- * is flushed then unless more came. A post wakes it early only when the queue
- * alone reaches max_jobs. */
+ * job): a lingering batch takes what came meanwhile when its linger (or its
+ * max_age, if sooner) ends, and is flushed then. A post wakes it early only
+ * when the open batch and the queue together reach max_jobs. */
 static void *run(void *arg)
 {
     eddy_bgq *q = arg;
     jobs mine = {0};
-    int batch = 0;      /* jobs in the open batch */
-    uint64_t first = 0; /* when its first job was taken */
+    int batch = 0;                              /* jobs in the open batch */
+    uint64_t first = 0;                         /* when its first job was taken */
+    uint64_t wait = (uint64_t)q->lim.linger_ms; /* how long a batch may wait for company */
+    if (q->lim.max_age_ms > 0 && (uint64_t)q->lim.max_age_ms < wait)
+        wait = (uint64_t)q->lim.max_age_ms;
     if (q->lim.name)
         pthread_setname_np(pthread_self(), q->lim.name);
     pthread_mutex_lock(&q->mu);
     for (;;) {
         if (!q->queued.n) {
             uint64_t now = eddy_now_ms();
-            if (batch && (q->stop || (uint64_t)q->lim.linger_ms <= now - first)) {
+            if (batch && (q->stop || wait <= now - first)) {
                 q->state = RUNNING;
                 pthread_mutex_unlock(&q->mu);
                 if (q->flush)
@@ -79,7 +83,8 @@ static void *run(void *arg)
             if (batch) { /* linger: wait for company, at most until the deadline */
                 struct timespec ts;
                 q->state = LINGERING;
-                deadline_in(&ts, (uint64_t)q->lim.linger_ms - (now - first));
+                q->open = (size_t)batch;
+                deadline_in(&ts, wait - (now - first));
                 pthread_cond_timedwait(&q->cv, &q->mu, &ts);
             } else {
                 q->state = IDLE;
@@ -159,8 +164,8 @@ int eddy_bgq_post(eddy_bgq *q, void *job)
         q->queued.cap = cap;
     }
     q->queued.v[q->queued.n++] = job;
-    if (q->state == IDLE ||
-        (q->state == LINGERING && q->lim.max_jobs > 0 && q->queued.n == (size_t)q->lim.max_jobs))
+    if (q->state == IDLE || (q->state == LINGERING && q->lim.max_jobs > 0 &&
+                             q->open + q->queued.n >= (size_t)q->lim.max_jobs))
         pthread_cond_signal(&q->cv);
     pthread_mutex_unlock(&q->mu);
     return 0;

@@ -338,6 +338,57 @@ static void test_bgq_lingers_then_flushes(void **state)
     pthread_mutex_destroy(&s.mu);
 }
 
+/* Wait up to 5 s for the queue to have flushed N times; the flush count. */
+static long bgq_wait_flushes(bgq_seen *s, long n)
+{
+    long f = 0;
+    for (int i = 0; i < 5000; i++) {
+        pthread_mutex_lock(&s->mu);
+        f = s->flushes;
+        pthread_mutex_unlock(&s->mu);
+        if (f >= n)
+            break;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    return f;
+}
+
+/* The bounds hold while the thread lingers over a batch: max_age flushes a
+ * batch whose linger is far longer (10 s), and a post that brings the open
+ * batch and the queue to max_jobs wakes it. Each flush must come well before
+ * the linger would end it. */
+static void test_bgq_bounds_while_lingering(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 2; round++) {
+        bgq_seen s = {0};
+        pthread_mutex_init(&s.mu, NULL);
+        eddy_bgq_limits lim = round == 0 ? (eddy_bgq_limits){0, 20, 10000, NULL}
+                                         : (eddy_bgq_limits){10, 0, 10000, NULL};
+        eddy_bgq *q;
+        eddy_err err = {0};
+        assert_int_equal(eddy_bgq_new(bgq_job, bgq_flush, &s, &lim, &q, &err), 0);
+        g_bgq_jobs[0][0] = 0;
+        assert_int_equal(eddy_bgq_post(q, &g_bgq_jobs[0][0]), 0);
+        if (round == 1) { /* the thread takes it and lingers; then 9 more */
+            nanosleep(&(struct timespec){0, 50000000}, NULL);
+            for (long i = 1; i < 10; i++) {
+                g_bgq_jobs[0][i] = i;
+                assert_int_equal(eddy_bgq_post(q, &g_bgq_jobs[0][i]), 0);
+            }
+        }
+        uint64_t t0 = eddy_now_ms();
+        assert_int_equal(bgq_wait_flushes(&s, 1), 1);
+        assert_true(eddy_now_ms() - t0 < 5000);
+        pthread_mutex_lock(&s.mu);
+        long ran = s.ran;
+        pthread_mutex_unlock(&s.mu);
+        assert_int_equal(ran, round == 0 ? 1 : 10);
+        eddy_bgq_free(q);
+        pthread_mutex_destroy(&s.mu);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -353,6 +404,7 @@ int main(void)
         cmocka_unit_test(test_template_invalid_utf8),
         cmocka_unit_test(test_bgq_order_and_bounds),
         cmocka_unit_test(test_bgq_lingers_then_flushes),
+        cmocka_unit_test(test_bgq_bounds_while_lingering),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);
