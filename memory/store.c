@@ -5,8 +5,9 @@
  * Writes: a session posts jobs (a step, the end of a run, a checkpoint) to
  * the persistence thread (an eddy_bgq with bounded batches). A job only
  * joins the batch when it arrives; the batch runs at its flush, inside one
- * transaction, a savepoint per job (a job that fails rolls back alone), and
- * is committed; then every job goes back to its session's list and the
+ * transaction (no savepoints; if a job fails, the batch is rolled back and
+ * run again with a savepoint per job, so that the failing job fails alone),
+ * and is committed; then every job goes back to its session's list and the
  * session's uv_async_t wakes its loop, where the callbacks run. Steps whose
  * run ends in the same batch are not written at all (the end deletes them).
  *

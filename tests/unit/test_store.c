@@ -1623,9 +1623,11 @@ static int fork_script(const char *path, long n, int use_env)
 
 /* The child of test_group_commit_bound: with the writer held at the BEGIN
  * of a first batch of one job, 12 more jobs queue up; released, they are
- * taken in batches of at most COMMIT_MAX. Exits 86 when the persistence
- * thread reaches write CRASH_AT, 0 when all were committed. */
-static int bound_child(const char *path, int commit_max, long crash_at)
+ * taken in batches of at most COMMIT_MAX. Job BAD (if >= 0) has the key
+ * "bad", whose run row a trigger refuses. Exits 86 when the persistence
+ * thread reaches write CRASH_AT, 0 when all were committed (and only BAD
+ * failed). */
+static int bound_child(const char *path, int commit_max, long crash_at, int bad)
 {
     uv_loop_t loop;
     eddy_store *s;
@@ -1640,12 +1642,16 @@ static int bound_child(const char *path, int commit_max, long crash_at)
         return 10;
     eddy_store_crash_at(s, crash_at);
     if (sqlite3_open(path, &db) != SQLITE_OK ||
+        sqlite3_exec(db,
+                     "CREATE TRIGGER inject BEFORE INSERT ON runs WHEN NEW.key='bad' "
+                     "BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+                     NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
         return 11;
     json_t *d = json_object(), *m = json_pack("[{s:s}]", "t", "x");
     for (int i = 0; i <= 12; i++) {
         char key[16];
-        snprintf(key, sizeof(key), "k%d", i);
+        snprintf(key, sizeof(key), i == bad ? "bad" : "k%d", i);
         eddy_run_end end = {{"ag", key, P0, i, 0}, 1, d, m, 5, d};
         if (eddy_store_run_done(ss, &end, on_child_ack, &fails, &e))
             return 12;
@@ -1662,17 +1668,17 @@ static int bound_child(const char *path, int commit_max, long crash_at)
     eddy_store_close(s);
     json_decref(d);
     json_decref(m);
-    return g_child_fails ? 13 : uv_loop_close(&loop) ? 14 : 0;
+    return g_child_fails != (bad >= 0) ? 13 : uv_loop_close(&loop) ? 14 : 0;
 }
 
-static int fork_bound(const char *path, int commit_max, long crash_at)
+static int fork_bound(const char *path, int commit_max, long crash_at, int bad)
 {
     int st;
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0)
-        _exit(bound_child(path, commit_max, crash_at));
+        _exit(bound_child(path, commit_max, crash_at, bad));
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_true(WIFEXITED(st));
     return WEXITSTATUS(st);
@@ -1688,10 +1694,52 @@ static void test_group_commit_bound(void **state)
     char path[600];
     (void)state;
     snprintf(path, sizeof(path), "%s/bound.db", g_dir);
-    assert_int_equal(fork_bound(path, 4, 73), 86);
-    assert_int_equal(fork_bound(path, 4, 74), 0);
-    assert_int_equal(fork_bound(path, 1024, 69), 86);
-    assert_int_equal(fork_bound(path, 1024, 70), 0);
+    assert_int_equal(fork_bound(path, 4, 73, -1), 86);
+    assert_int_equal(fork_bound(path, 4, 74, -1), 0);
+    assert_int_equal(fork_bound(path, 1024, 69, -1), 86);
+    assert_int_equal(fork_bound(path, 1024, 70, -1), 0);
+}
+
+/* The retry path under crashes: job 6 of 13 (batches of at most 4) fails,
+ * so its batch is rolled back and run again with a savepoint per job. A
+ * crash before each write statement in turn: the store then holds the runs
+ * of a prefix of the jobs in posting order (whole batches: nothing of a
+ * batch that did not commit, nothing after a missing one), never the failing
+ * job, and all of them once the child completes. */
+static void test_failing_batch_torn_writes(void **state)
+{
+    char path[600];
+    int done = 0, crashes = 0, seen[14] = {0};
+    (void)state;
+    snprintf(path, sizeof(path), "%s/failbatch.db", g_dir);
+    for (long n = 1; !done; n++) {
+        assert_true(n < 500);
+        int rc = fork_bound(path, 4, n, 6);
+        if (rc != 86 && rc != 0)
+            fail_msg("crash at %ld: the child exited %d", n, rc);
+        done = rc == 0;
+        crashes += !done;
+        int prefix = 0, holes = 0;
+        for (int i = 0; i <= 12; i++) {
+            char sql[120];
+            if (i == 6)
+                continue;
+            snprintf(sql, sizeof(sql), "SELECT count(*) FROM runs WHERE key='k%d'", i);
+            if (sql_count(path, sql) == 1)
+                holes += prefix++ != i - (i > 6);
+        }
+        if (holes)
+            fail_msg("crash at write %ld: runs in the store are no prefix of the jobs", n);
+        assert_int_equal(sql_count(path, "SELECT count(*) FROM runs WHERE key='bad'"), 0);
+        assert_int_equal(sql_count(path, "SELECT count(*) FROM key_memory WHERE key='bad'"), 0);
+        if (done)
+            assert_int_equal(prefix, 12);
+        seen[prefix]++;
+    }
+    print_message("failing batch: %d crash points; runs found after them: 0:%d 1:%d 5:%d 8:%d "
+                  "12:%d\n",
+                  crashes, seen[0], seen[1], seen[5], seen[8], seen[12]);
+    assert_true(crashes > 40);
 }
 
 /* EDDY_STORE_CRASH_AT=1: the child dies at its first write; nothing of it
@@ -1863,6 +1911,7 @@ int main(void)
         cmocka_unit_test(test_group_commit_order),
         cmocka_unit_test(test_failed_job_alone),
         cmocka_unit_test(test_group_commit_bound),
+        cmocka_unit_test(test_failing_batch_torn_writes),
         cmocka_unit_test(test_crash_env),
         cmocka_unit_test(test_torn_writes),
     };
