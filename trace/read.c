@@ -9,6 +9,7 @@
 #include "eddy/buf.h"
 #include "eddy/json.h"
 
+#include <ctype.h>
 #include <sqlite3.h>
 #include <string.h>
 #include <time.h>
@@ -87,10 +88,27 @@ int eddy_trace_get_json(const char *path, const char *id, json_t **out, eddy_err
 {
     sqlite3 *db;
     sqlite3_stmt *st = NULL;
-    char like[80], like_end[80];
+    char like[80], like_end[80], hex[33];
     json_t *trace = NULL, *spans = json_array();
     int rc = 0, matches = 0;
+    size_t n = id ? strlen(id) : 0;
     *out = NULL;
+    /* 1 to 32 hex digits, in lowercase as stored (and nothing LIKE would
+     * read as a pattern) */
+    for (size_t i = 0; i < n && n <= 32; i++)
+        if (!isxdigit((unsigned char)id[i]))
+            n = 0;
+    if (!n || n > 32) {
+        json_decref(spans);
+        return eddy_err_set(err, EDDY_EINVAL,
+                            "trace id '%s': not a trace id (1 to 32 hex digits: all of it, its "
+                            "first digits or its last ones)",
+                            id ? id : "");
+    }
+    for (size_t i = 0; i <= n; i++)
+        hex[i] = (char)tolower((unsigned char)id[i]);
+    const char *given = id;
+    id = hex;
     if ((rc = open_ro(path, &db, err))) {
         json_decref(spans);
         return rc;
@@ -117,7 +135,7 @@ int eddy_trace_get_json(const char *path, const char *id, json_t **out, eddy_err
                           matches ? "trace id '%s' is ambiguous: more than one trace id begins "
                                     "or ends with it (give more of its last digits)"
                                   : "no trace with id '%s'",
-                          id);
+                          given);
         goto out;
     }
     if (sqlite3_prepare_v2(db, "SELECT summary, status, error FROM traces WHERE trace_id = ?", -1,

@@ -3,12 +3,11 @@
  *
  * A span lives on one thread while open; eddy_span_end hands it to the
  * store's writer thread (an eddy_bgq), which inserts spans in batches inside
- * one transaction and commits when its queue runs dry. A root span may carry
- * a summary that becomes the trace's row in `traces` (what `eddy trace list`
- * reads without touching spans). Ids are lowercase hex, 32 and 16 characters
- * as OpenTelemetry wants them, never all zeros, drawn from a per-thread
- * generator (no lock, no syscall per span); a trace id starts with the time
- * in milliseconds (see trace_id).
+ * one transaction and commits at the batch's bounds (see eddy_trace_store_open). A root span may
+ * carry a summary that becomes the trace's row in `traces` (what `eddy trace list` reads without
+ * touching spans). Ids are lowercase hex, 32 and 16 characters as OpenTelemetry wants them, never
+ * all zeros, drawn from a per-thread generator (no lock, no syscall per span); a trace id starts
+ * with the time in milliseconds (see trace_id).
  */
 #include "eddy/trace.h"
 #include "eddy/bgq.h"
@@ -118,8 +117,8 @@ static void random_id(char *out, int words)
 /* A trace id: the wall clock in milliseconds (48 bits) then 80 random bits,
  * as 32 hex digits. Ids that grow with time are inserted at the right edge of
  * the store's b-trees (traces, spans) instead of at random pages: a batch
- * dirties a few pages, not one per span (bench/runtime: pwrite64 per event
- * 21 -> see RESULTS.md). W3C Trace Context asks only the right-most 7 bytes
+ * dirties a few pages, not one per span (bench/runtime's workload: the
+ * process's pwrite64 per event 21 -> 12). W3C Trace Context asks only the right-most 7 bytes
  * to be random; these are 10. */
 static void trace_id(char *out)
 {

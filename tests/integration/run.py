@@ -184,8 +184,11 @@ def test_example_end_to_end(tmp):
         assert p.returncode == 1 and "ambiguous" in p.stderr and "last digits" in p.stderr, p
     else:
         assert tid in p.stdout, p.stdout
-    p = eddy("trace", "show", tid[:24], os.path.join(d, "job.yaml"), check=0)
+    p = eddy("trace", "show", tid[:24].upper(), os.path.join(d, "job.yaml"), check=0)
     assert tid in p.stdout, p.stdout
+    for bad in ("%", "_", "", "xyz", tid + "0"):  # not read as LIKE patterns, nor matched
+        p = eddy("trace", "show", bad, os.path.join(d, "job.yaml"), check=None)
+        assert p.returncode == 1 and "not a trace id" in p.stderr, (bad, p.stderr)
     now_ms = time.time() * 1000
     assert all(abs(int(t[:12], 16) - now_ms) < 600000 for t in rows.values()), rows
     p = eddy("trace", "list", os.path.join(d, "job.yaml"), "--limit", "5", check=0)
