@@ -56,6 +56,11 @@
 
 #define MAX_RESPONSE (64u << 20)
 #define MAX_ERROR_BODY (64u << 10)
+/* curl's receive buffer, one per easy handle, held from the connect to the
+ * end of the request: the default 16 KB is mostly idle while an answer is
+ * awaited (a parked conversation kept about 4.5 KB of it resident). 1 KB is
+ * curl's minimum; a larger answer is only read in more pieces. */
+#define RECV_BUFFER 1024L
 
 enum req_state { QUEUED, RUNNING, BACKOFF, DONE };
 
@@ -897,6 +902,7 @@ static int setup(eddy_llm_req *r, eddy_err *err)
                             : m->timeout_ms < 10000  ? m->timeout_ms
                                                      : 10000));
     curl_easy_setopt(r->easy, CURLOPT_USERAGENT, "eddy/0.1");
+    curl_easy_setopt(r->easy, CURLOPT_BUFFERSIZE, RECV_BUFFER);
     if (!m->stream)
         curl_easy_setopt(r->easy, CURLOPT_ACCEPT_ENCODING, "");
     return 0;
