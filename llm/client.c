@@ -110,7 +110,7 @@ struct eddy_llm_req {
     eddy_buf resp;       /* a plain answer, or the start of an error body */
     eddy_llm_stream *stream;
     int streaming, stream_failed;
-    eddy_err stream_err;
+    int stream_err; /* res.err holds why this attempt's stream failed */
     char retry_after[64], retry_after_ms[64];
     char rl_req_remaining[32], rl_tok_remaining[32], rl_req_reset[64], rl_tok_reset[64];
     enum req_state state;
@@ -675,8 +675,14 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
                 r->res.first_token_ms = eddy_now_ms() - r->attempt_ms;
             if (r->stream_failed)
                 return 0;
-            if (eddy_llm_stream_feed(r->stream, p, len, &r->stream_err)) {
+            eddy_err e;
+            e.code = 0;
+            if (eddy_llm_stream_feed(r->stream, p, len, &e)) {
                 r->stream_failed = 1;
+                if (e.code) { /* res.err is the last attempt's until this one ends */
+                    r->res.err = e;
+                    r->stream_err = 1;
+                }
                 return 0; /* ends the transfer: CURLE_WRITE_ERROR */
             }
             stream_timer_arm(r);
@@ -917,7 +923,7 @@ static void start_attempt(eddy_llm_req *r)
     r->attempt_ms = eddy_now_ms();
     r->res.first_token_ms = 0;
     eddy_buf_reset(&r->resp);
-    r->stream_failed = 0;
+    r->stream_failed = r->stream_err = 0;
     eddy_llm_stream_free(r->stream);
     r->stream = NULL;
     if (r->streaming) {
@@ -991,8 +997,8 @@ static void on_req_timer(uv_timer_t *t)
     if (kind == T_STREAM && r->state == RUNNING) {
         /* the stream went quiet: end this attempt like a timeout */
         curl_multi_remove_handle(r->client->multi, r->easy);
-        r->stream_failed = 1;
-        eddy_err_set(&r->stream_err, EDDY_ETIMEDOUT, "%s: no %s within %lld ms", r->url,
+        r->stream_failed = r->stream_err = 1;
+        eddy_err_set(&r->res.err, EDDY_ETIMEDOUT, "%s: no %s within %lld ms", r->url,
                      r->res.first_token_ms ? "stream data" : "first token",
                      (long long)(r->res.first_token_ms ? r->model->idle_timeout_ms
                                                        : r->model->first_token_timeout_ms));
@@ -1022,10 +1028,9 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
     eddy_llm_response_clear(&r->res.resp);
     memset(&info, 0, sizeof(info));
     resync(r);
-    if (r->stream_failed && r->stream_err.code) {
+    if (r->stream_failed && r->stream_err) {
         /* our own stop (bad event, idle timeout) or the server's error event */
-        r->res.err = r->stream_err;
-        memset(&r->stream_err, 0, sizeof(r->stream_err));
+        r->stream_err = 0;
         redact(r->res.err.msg, m->api_key);
         timed_out = r->res.err.code == EDDY_ETIMEDOUT;
         transport = 1;
