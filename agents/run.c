@@ -78,7 +78,12 @@ struct eddy_run {
     int tool_seq;                /* tool calls finished so far */
     int loaded;                  /* holds the store's cache entry of the key */
     int committing;              /* the end is being committed */
-    eddy_run_result pending_res; /* what is reported once the end is committed */
+    /* what is reported once the end is committed (deliver() builds the
+     * eddy_run_result: its 1 KB message is not kept for the run's life) */
+    int res_status;
+    long res_cause;
+    char *res_msg; /* the failure's message; NULL when ok (or out of memory) */
+    json_t *res_output;
     uv_timer_t later;            /* reports that must not run inside the caller */
     eddy_run_cb cb;
     void *ud;
@@ -168,6 +173,8 @@ int eddy_agent_handles(const eddy_agent_rt *rt, const char *type)
 static void run_free(eddy_run *r)
 {
     json_decref(r->event);
+    json_decref(r->res_output);
+    eddy_free(r->res_msg);
     json_decref(r->output_value);
     eddy_llm_conv_clear(&r->conv);
     eddy_tool_memory_free(r->mem);
@@ -219,21 +226,28 @@ void eddy_output_id(const char *agent, int64_t part, int64_t pos, char buf[33])
  * span, close the timers, tell the caller. */
 static void deliver(eddy_run *r)
 {
-    eddy_run_result *res = &r->pending_res;
+    eddy_run_result res = {0};
     json_t *sum = summary(r);
-    if (res->status)
-        eddy_span_error(r->span, eddy_err_name(res->status), res->err.msg);
+    res.status = r->res_status;
+    if (res.status) {
+        eddy_err_set(&res.err, res.status, "%s",
+                     r->res_msg ? r->res_msg : eddy_strerror(res.status));
+        res.err.cause = r->res_cause;
+        eddy_span_error(r->span, eddy_err_name(res.status), res.err.msg);
+    }
+    res.output = r->res_output;
+    r->res_output = NULL;
     eddy_span_set_int(r->span, "gen_ai.usage.input_tokens", r->in_tokens);
     eddy_span_set_int(r->span, "gen_ai.usage.output_tokens", r->out_tokens);
     if (r->rt->def->model->has_price)
         eddy_span_set(r->span, "eddy.cost", json_real(r->cost));
     if (r->stats) {
-        if (res->status)
+        if (res.status)
             r->stats->runs_failed++;
         else
             r->stats->runs_ok++;
         eddy_run_stats_add_key(r->stats, r->key, r->cost, r->in_tokens + r->out_tokens,
-                               res->status == 0);
+                               res.status == 0);
     }
     eddy_span_end(r->span, sum);
     r->span = NULL;
@@ -241,24 +255,32 @@ static void deliver(eddy_run *r)
     uv_timer_stop(&r->wall);
     uv_close((uv_handle_t *)&r->wall, wall_closed);
     uv_close((uv_handle_t *)&r->later, wall_closed);
-    r->cb(res, r->ud);
-    json_decref(res->output);
-    res->output = NULL;
+    r->cb(&res, r->ud);
+    json_decref(res.output);
+}
+
+/* Keep what deliver() will report: STATUS (with CAUSE) and, for a failure, MSG. */
+static void keep_result(eddy_run *r, int status, long cause, const char *msg)
+{
+    r->res_status = status;
+    r->res_cause = cause;
+    eddy_free(r->res_msg);
+    r->res_msg = status && msg ? eddy_strdup(msg) : NULL;
 }
 
 static void on_end_committed(int status, const char *errmsg, void *ud)
 {
     eddy_run *r = ud;
-    eddy_run_result *res = &r->pending_res;
     if (status) { /* not stored: the run fails, and goes to the dead letters */
         json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "type", "dead_letter", "reason",
                               errmsg ? errmsg : "store error", "event_id", r->event_id, "key",
                               r->key, "agent", r->rt->def->name, "event", json_deep_copy(r->event));
-        eddy_err_set(&res->err, status, "cannot store the end of the run of key '%s': %s", r->key,
+        eddy_err e;
+        eddy_err_set(&e, status, "cannot store the end of the run of key '%s': %s", r->key,
                      errmsg ? errmsg : "store error");
-        res->status = status;
-        json_decref(res->output);
-        res->output = d;
+        keep_result(r, status, 0, e.msg);
+        json_decref(r->res_output);
+        r->res_output = d;
     }
     deliver(r);
     unref(r);
@@ -274,7 +296,6 @@ static void on_later(uv_timer_t *t)
  * its outcome before anyone hears of it; an abandoned one commits nothing. */
 static void report(eddy_run *r, int status, const char *msg, json_t *output)
 {
-    eddy_run_result *res = &r->pending_res;
     eddy_err e;
     char why[EDDY_ERR_MSG_MAX];
     json_t *doc = NULL, *msgs = NULL;
@@ -305,10 +326,8 @@ static void report(eddy_run *r, int status, const char *msg, json_t *output)
             output = NULL;
         }
     }
-    memset(res, 0, sizeof(*res));
-    res->status = status;
+    keep_result(r, status, 0, msg);
     if (status) {
-        eddy_err_set(&res->err, status, "%s", msg);
         json_decref(output);
         /* the outcome goes to another thread: nothing in it is shared with the run */
         output =
@@ -316,7 +335,7 @@ static void report(eddy_run *r, int status, const char *msg, json_t *output)
                       "event_id", r->event_id, "key", r->key, "agent", r->rt->def->name, "trace_id",
                       eddy_span_trace_id(r->span), "event", json_deep_copy(r->event));
     }
-    res->output = output;
+    r->res_output = output;
     if (status == EDDY_ECANCELED || !output) {
         if (r->loaded)
             eddy_store_release(r->rt->env->store, r->ref.agent, r->ref.key);
@@ -330,12 +349,11 @@ static void report(eddy_run *r, int status, const char *msg, json_t *output)
             r->refs--;
             if (r->loaded)
                 eddy_store_release(r->rt->env->store, r->ref.agent, r->ref.key);
-            res->status = e.code;
-            res->err = e;
-            json_decref(res->output);
-            res->output = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "type", "dead_letter",
-                                    "reason", e.msg, "event_id", r->event_id, "key", r->key,
-                                    "agent", r->rt->def->name, "event", json_deep_copy(r->event));
+            keep_result(r, e.code, e.cause, e.msg);
+            json_decref(r->res_output);
+            r->res_output = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "type", "dead_letter",
+                                      "reason", e.msg, "event_id", r->event_id, "key", r->key,
+                                      "agent", r->rt->def->name, "event", json_deep_copy(r->event));
             uv_timer_start(&r->later, on_later, 0, 0);
         }
         r->loaded = 0;

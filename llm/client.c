@@ -51,13 +51,32 @@
 #include <curl/curl.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #define MAX_RESPONSE (64u << 20)
 #define MAX_ERROR_BODY (64u << 10)
+/* curl's receive buffer, one per easy handle, held from the connect to the
+ * end of the request: the default 16 KB is mostly idle while an answer is
+ * awaited (a parked conversation kept about 4.5 KB of it resident). 1 KB is
+ * curl's minimum; a larger answer is only read in more pieces. */
+#define RECV_BUFFER 1024L
 
 enum req_state { QUEUED, RUNNING, BACKOFF, DONE };
+
+/* A request's eddy_llm_result as it builds up, without the failure's detail
+ * (1 KB) and the fallback reason: those are allocated when an attempt fails
+ * (eddy_llm_req.err, .fallback_reason), so a request awaiting its answer
+ * holds neither. finish() hands the callback the whole eddy_llm_result. */
+typedef struct req_res {
+    int status;
+    long http_status;
+    int attempts, fallbacks;
+    uint64_t first_token_ms, queued_ms;
+    eddy_llm_response resp;
+} req_res;
 
 /* One set of limits, shared by every client of the process that names its
  * key (see "Limiters" above). REFS and NEXT are the registry's (under
@@ -105,7 +124,7 @@ struct eddy_llm_req {
     eddy_buf resp;       /* a plain answer, or the start of an error body */
     eddy_llm_stream *stream;
     int streaming, stream_failed;
-    eddy_err stream_err;
+    int stream_err; /* err holds why this attempt's stream failed */
     char retry_after[64], retry_after_ms[64];
     char rl_req_remaining[32], rl_tok_remaining[32], rl_req_reset[64], rl_tok_reset[64];
     enum req_state state;
@@ -115,7 +134,9 @@ struct eddy_llm_req {
     int timer_kind; /* what the timer is doing: T_RETRY, T_STREAM */
     eddy_llm_cb cb;
     void *ud;
-    eddy_llm_result res;
+    req_res res;
+    eddy_err *err;             /* the last failure, or NULL (none yet, or out of memory) */
+    char *fallback_reason;     /* why the previous model was left, or NULL */
     eddy_llm_req *qnext;       /* in the limiter's queue */
     eddy_llm_req *prev, *next; /* in the client's list */
 };
@@ -658,6 +679,35 @@ static void resync(eddy_llm_req *r)
 
 static void stream_timer_arm(eddy_llm_req *r);
 
+/* Keep E as R's last failure (out of memory, only its code is reported, with
+ * the code's description). */
+static void keep_err(eddy_llm_req *r, const eddy_err *e)
+{
+    if (!r->err && !(r->err = eddy_malloc(sizeof(*r->err))))
+        return;
+    r->err->code = e->code;
+    r->err->cause = e->cause;
+    memcpy(r->err->msg, e->msg, strlen(e->msg) + 1);
+}
+
+/* Set R's last failure to CODE (CAUSE: curl's) and the formatted message;
+ * returns CODE. */
+static int set_err(eddy_llm_req *r, int code, long cause, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int set_err(eddy_llm_req *r, int code, long cause, const char *fmt, ...)
+{
+    eddy_err e;
+    va_list ap;
+    va_start(ap, fmt);
+    e.code = code;
+    e.cause = cause;
+    vsnprintf(e.msg, sizeof(e.msg), fmt, ap);
+    va_end(ap);
+    keep_err(r, &e);
+    return code;
+}
+
 static size_t write_cb(char *p, size_t size, size_t n, void *ud)
 {
     eddy_llm_req *r = ud;
@@ -670,8 +720,14 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
                 r->res.first_token_ms = eddy_now_ms() - r->attempt_ms;
             if (r->stream_failed)
                 return 0;
-            if (eddy_llm_stream_feed(r->stream, p, len, &r->stream_err)) {
+            eddy_err e;
+            e.code = 0;
+            if (eddy_llm_stream_feed(r->stream, p, len, &e)) {
                 r->stream_failed = 1;
+                if (e.code) { /* err is the last attempt's until this one ends */
+                    keep_err(r, &e);
+                    r->stream_err = 1;
+                }
                 return 0; /* ends the transfer: CURLE_WRITE_ERROR */
             }
             stream_timer_arm(r);
@@ -765,8 +821,6 @@ static void finish(eddy_llm_req *r)
     if (r->state == QUEUED)
         unqueue(r);
     r->state = DONE;
-    r->res.latency_ms = eddy_now_ms() - r->start_ms;
-    r->res.model = r->model;
     if (r->prev)
         r->prev->next = r->next;
     else
@@ -775,11 +829,35 @@ static void finish(eddy_llm_req *r)
         r->next->prev = r->prev;
     c->in_flight--;
     release_slot(r);
-    if (r->cb)
-        r->cb(&r->res, r->ud);
+    if (r->cb) {
+        eddy_llm_result res;
+        memset(&res, 0, sizeof(res));
+        res.status = r->res.status;
+        if (r->err)
+            res.err = *r->err;
+        else if (res.status) /* its detail could not be kept */
+            eddy_err_set(&res.err, res.status, "%s", eddy_strerror(res.status));
+        res.http_status = r->res.http_status;
+        res.attempts = r->res.attempts;
+        res.latency_ms = eddy_now_ms() - r->start_ms;
+        res.first_token_ms = r->res.first_token_ms;
+        res.queued_ms = r->res.queued_ms;
+        res.model = r->model;
+        if (r->fallback_reason)
+            snprintf(res.fallback_reason, sizeof(res.fallback_reason), "%s", r->fallback_reason);
+        res.fallbacks = r->res.fallbacks;
+        res.resp = r->res.resp;
+        memset(&r->res.resp, 0, sizeof(r->res.resp));
+        r->cb(&res, r->ud);
+        eddy_llm_response_clear(&res.resp);
+    }
     eddy_llm_response_clear(&r->res.resp);
     free_attempt(r);
     eddy_buf_free(&r->resp);
+    eddy_free(r->err);
+    r->err = NULL;
+    eddy_free(r->fallback_reason);
+    r->fallback_reason = NULL;
     uv_close((uv_handle_t *)&r->timer, req_closed);
     if (!c->closing)
         admit(l); /* a slot is free */
@@ -897,6 +975,7 @@ static int setup(eddy_llm_req *r, eddy_err *err)
                             : m->timeout_ms < 10000  ? m->timeout_ms
                                                      : 10000));
     curl_easy_setopt(r->easy, CURLOPT_USERAGENT, "eddy/0.1");
+    curl_easy_setopt(r->easy, CURLOPT_BUFFERSIZE, RECV_BUFFER);
     if (!m->stream)
         curl_easy_setopt(r->easy, CURLOPT_ACCEPT_ENCODING, "");
     return 0;
@@ -911,7 +990,7 @@ static void start_attempt(eddy_llm_req *r)
     r->attempt_ms = eddy_now_ms();
     r->res.first_token_ms = 0;
     eddy_buf_reset(&r->resp);
-    r->stream_failed = 0;
+    r->stream_failed = r->stream_err = 0;
     eddy_llm_stream_free(r->stream);
     r->stream = NULL;
     if (r->streaming) {
@@ -923,8 +1002,8 @@ static void start_attempt(eddy_llm_req *r)
     mc = r->streaming && !r->stream ? CURLM_OUT_OF_MEMORY
                                     : curl_multi_add_handle(r->client->multi, r->easy);
     if (mc != CURLM_OK) {
-        r->res.status = eddy_err_setc(&r->res.err, EDDY_ELLM, mc, "cannot start request: %s",
-                                      curl_multi_strerror(mc));
+        r->res.status =
+            set_err(r, EDDY_ELLM, mc, "cannot start request: %s", curl_multi_strerror(mc));
         r->canceled = 1;
         r->state = BACKOFF;
         r->timer_kind = T_RETRY;
@@ -942,15 +1021,17 @@ static int fall_back(eddy_llm_req *r, const char *why)
     if (r->chain >= r->first->nfallback)
         return -1;
     next = r->first->fallback[r->chain++];
-    snprintf(r->res.fallback_reason, sizeof(r->res.fallback_reason), "%s: %s", r->model->name,
-             why);
+    char reason[sizeof(((eddy_llm_result *)0)->fallback_reason)];
+    snprintf(reason, sizeof(reason), "%s: %s", r->model->name, why);
+    eddy_free(r->fallback_reason);
+    r->fallback_reason = eddy_strdup(reason); /* out of memory: the reason is left out */
     EDDY_INFO("llm", "model '%s' failed (%s); falling back to '%s'", r->model->name, why,
               next->name);
     r->res.fallbacks++;
     limiter *old = r->lim, *nl = limiter_for(r->client, next);
     release_slot(r);
     if (!nl) {
-        r->res.status = eddy_err_set(&r->res.err, EDDY_ENOMEM, "out of memory");
+        r->res.status = set_err(r, EDDY_ENOMEM, 0, "out of memory");
         return -1; /* finish() admits the old limiter's waiters */
     }
     r->model = next;
@@ -959,7 +1040,7 @@ static int fall_back(eddy_llm_req *r, const char *why)
     r->lim = nl;
     if (setup(r, &e)) {
         r->res.status = e.code;
-        r->res.err = e;
+        keep_err(r, &e);
         admit(old); /* the slot R left there */
         return -1;
     }
@@ -978,18 +1059,18 @@ static void on_req_timer(uv_timer_t *t)
         if (r->state == RUNNING)
             curl_multi_remove_handle(r->client->multi, r->easy);
         if (!r->res.status)
-            r->res.status = eddy_err_set(&r->res.err, EDDY_ECANCELED, "request canceled");
+            r->res.status = set_err(r, EDDY_ECANCELED, 0, "request canceled");
         finish(r);
         return;
     }
     if (kind == T_STREAM && r->state == RUNNING) {
         /* the stream went quiet: end this attempt like a timeout */
         curl_multi_remove_handle(r->client->multi, r->easy);
-        r->stream_failed = 1;
-        eddy_err_set(&r->stream_err, EDDY_ETIMEDOUT, "%s: no %s within %lld ms", r->url,
-                     r->res.first_token_ms ? "stream data" : "first token",
-                     (long long)(r->res.first_token_ms ? r->model->idle_timeout_ms
-                                                       : r->model->first_token_timeout_ms));
+        r->stream_failed = r->stream_err = 1;
+        set_err(r, EDDY_ETIMEDOUT, 0, "%s: no %s within %lld ms", r->url,
+                r->res.first_token_ms ? "stream data" : "first token",
+                (long long)(r->res.first_token_ms ? r->model->idle_timeout_ms
+                                                  : r->model->first_token_timeout_ms));
         attempt_done(r, CURLE_OPERATION_TIMEDOUT);
         return;
     }
@@ -1007,27 +1088,34 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
     eddy_llm_error_info info;
     int64_t delay;
     char why[EDDY_ERR_MSG_MAX];
+    eddy_err e; /* the failure, from the last attempt's; kept in r->err at the end */
     if (r->timer_kind == T_STREAM) {
         uv_timer_stop(&r->timer);
         r->timer_kind = T_NONE;
     }
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &http);
     r->res.http_status = http;
+    if (r->err) {
+        e = *r->err;
+    } else {
+        e.code = 0;
+        e.cause = 0;
+        e.msg[0] = '\0';
+    }
     eddy_llm_response_clear(&r->res.resp);
     memset(&info, 0, sizeof(info));
     resync(r);
-    if (r->stream_failed && r->stream_err.code) {
+    if (r->stream_failed && r->stream_err) {
         /* our own stop (bad event, idle timeout) or the server's error event */
-        r->res.err = r->stream_err;
-        memset(&r->stream_err, 0, sizeof(r->stream_err));
-        redact(r->res.err.msg, m->api_key);
-        timed_out = r->res.err.code == EDDY_ETIMEDOUT;
+        r->stream_err = 0;
+        redact(e.msg, m->api_key);
+        timed_out = e.code == EDDY_ETIMEDOUT;
         transport = 1;
-        parsed = r->res.err.code != EDDY_ETIMEDOUT;
+        parsed = e.code != EDDY_ETIMEDOUT;
     } else if (!transport && http >= 200 && http < 300) {
-        int rc = r->streaming ? eddy_llm_stream_finish(r->stream, &r->res.resp, &r->res.err)
+        int rc = r->streaming ? eddy_llm_stream_finish(r->stream, &r->res.resp, &e)
                               : eddy_llm_parse(m, r->rq, r->resp.data ? r->resp.data : "",
-                                               r->resp.len, &r->res.resp, &r->res.err);
+                                               r->resp.len, &r->res.resp, &e);
         if (rc == 0) {
             eddy_llm_usage *u = &r->res.resp.usage;
             /* a server's numbers, not ours: never negative, never absurd */
@@ -1060,29 +1148,30 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
             return;
         }
         parsed = 1; /* a broken 2xx body or stream: worth another attempt */
-        if (r->res.err.code == EDDY_ELLM) /* the server's error in a 2xx body */
+        if (e.code == EDDY_ELLM) /* the server's error in a 2xx body */
             parsed = 2;
     }
-    if (r->res.err.code && (parsed || r->stream_failed)) {
+    if (e.code && (parsed || r->stream_failed)) {
         /* the message is already in res.err */
     } else if (transport && cc == CURLE_OPERATION_TIMEDOUT) {
         timed_out = 1;
-        eddy_err_setc(&r->res.err, EDDY_ETIMEDOUT, cc, "%s: timed out after %lld ms", r->url,
+        eddy_err_setc(&e, EDDY_ETIMEDOUT, cc, "%s: timed out after %lld ms", r->url,
                       (long long)m->timeout_ms);
     } else if (transport) {
-        eddy_err_setc(&r->res.err, EDDY_ENET, cc, "%s: %s", r->url, curl_easy_strerror(cc));
+        eddy_err_setc(&e, EDDY_ENET, cc, "%s: %s", r->url, curl_easy_strerror(cc));
     } else {
         if (r->resp.data) /* before anything cuts it */
             r->resp.len = redact_n(r->resp.data, r->resp.len, m->api_key);
         p->error_info(r->resp.data ? r->resp.data : "", r->resp.len, &info);
         redact(info.message, m->api_key);
         redact(info.code, m->api_key);
-        eddy_err_setc(&r->res.err, EDDY_EHTTP, http, "%s: HTTP %ld%s%s%s%s", r->url, http,
+        eddy_err_setc(&e, EDDY_EHTTP, http, "%s: HTTP %ld%s%s%s%s", r->url, http,
                       info.code[0] ? " " : "", info.code, info.message[0] ? ": " : "",
                       info.message);
     }
-    redact(r->res.err.msg, m->api_key);
-    r->res.status = r->res.err.code;
+    redact(e.msg, m->api_key);
+    r->res.status = e.code;
+    keep_err(r, &e);
     if (r->canceled) {
         finish(r);
         return;
@@ -1110,11 +1199,12 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
         int64_t asked = eddy_llm_parse_retry_ms(r->retry_after_ms);
         if (asked < 0)
             asked = eddy_llm_parse_retry_after(r->retry_after);
-        snprintf(why, sizeof(why), "%s; the server asked to retry after %.1f s, longer than "
-                                   "retry.max_wait (%.1f s)",
-                 r->res.err.msg, (double)asked / 1000,
-                 (double)m->max_wait_ms / 1000);
-        eddy_err_setc(&r->res.err, r->res.err.code, r->res.err.cause, "%s", why);
+        snprintf(why, sizeof(why),
+                 "%s; the server asked to retry after %.1f s, longer than "
+                 "retry.max_wait (%.1f s)",
+                 e.msg, (double)asked / 1000, (double)m->max_wait_ms / 1000);
+        eddy_err_setc(&e, e.code, e.cause, "%s", why);
+        keep_err(r, &e);
         if (http == 429) { /* everyone else waits too, no longer than max_wait */
             int64_t mw = m->max_wait_ms;
             pause_until(r->lim->sh, eddy_now_ms() + (uint64_t)(asked < mw ? asked : mw));
@@ -1123,14 +1213,14 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
     if (delay < 0) {
         int fallback_ok = timed_out || transport || http >= 500 || info.overloaded ||
                           http == 429 || http == 408 || parsed;
-        snprintf(why, sizeof(why), "%s", r->res.err.msg);
+        snprintf(why, sizeof(why), "%s", e.msg);
         if (fallback_ok && fall_back(r, why) == 0)
             return;
         finish(r);
         return;
     }
-    EDDY_DEBUG("llm", "attempt %d to %s failed (%s); retrying in %lld ms", r->res.attempts,
-               m->name, r->res.err.msg, (long long)delay);
+    EDDY_DEBUG("llm", "attempt %d to %s failed (%s); retrying in %lld ms", r->res.attempts, m->name,
+               e.msg, (long long)delay);
     if (http == 429 || info.overloaded) { /* the whole limiter waits, in every client */
         pause_until(r->lim->sh, eddy_now_ms() + (uint64_t)delay); /* before others wake */
         release_slot(r);
@@ -1215,7 +1305,7 @@ void eddy_llm_cancel(eddy_llm_req *r)
     if (!r || r->state == DONE || r->canceled)
         return;
     r->canceled = 1;
-    r->res.status = eddy_err_set(&r->res.err, EDDY_ECANCELED, "request canceled");
+    r->res.status = set_err(r, EDDY_ECANCELED, 0, "request canceled");
     if (r->state == RUNNING)
         curl_multi_remove_handle(r->client->multi, r->easy);
     else if (r->state == QUEUED)
@@ -1296,7 +1386,7 @@ void eddy_llm_client_close(eddy_llm_client *c)
         eddy_llm_req *r = c->reqs;
         if (r->state == RUNNING)
             curl_multi_remove_handle(c->multi, r->easy);
-        r->res.status = eddy_err_set(&r->res.err, EDDY_ECANCELED, "request canceled");
+        r->res.status = set_err(r, EDDY_ECANCELED, 0, "request canceled");
         uv_timer_stop(&r->timer);
         finish(r);
     }

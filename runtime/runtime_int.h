@@ -24,7 +24,7 @@ typedef struct eddy__worker eddy__worker;
 typedef struct eddy__task {
     void *rec; /* the controller's record (opaque to the worker) */
     int agent; /* index into the job's agents */
-    json_t *event;
+    json_t *event; /* the task's own; NULL once its run started (the run has a copy) */
     char *key, *event_id, *mbkey;
     int64_t part, pos, input_hash;
     const eddy_replay *replay;

@@ -185,6 +185,10 @@ static void start_item(const char *mbkey, void *item, void *ud)
         give_back(w, t);
         return;
     }
+    /* the run has its own copy, and nothing reads the task's from here on
+     * (its dead letters come from the run): not two copies while it runs */
+    json_decref(t->event);
+    t->event = NULL;
     t->prev = NULL;
     t->next = w->running;
     if (w->running)

@@ -81,7 +81,11 @@ struct tool_call {
     int nhandles;                          /* handles not yet closed */
     eddy_tool_cb cb;
     void *ud;
-    eddy_tool_result res;
+    /* the outcome; deliver() hands it over in an eddy_tool_result (so a live call
+     * does not hold that struct's 1 KB message) */
+    int res_status;
+    json_t *res_result;
+    char *res_msg; /* the failure's message; NULL when ok (or out of memory) */
     eddy_tool_limits limits;
     uint64_t start_ms, deadline_ns, slice_ns;
     uint64_t noyield_ns;  /* since when a slice is over where it cannot yield, or 0 */
@@ -100,7 +104,7 @@ struct tool_call {
     /* a native function's answer, pushed when the coroutine resumes */
     int wait_ready, wait_status;
     json_t *wait_result;
-    char wait_msg[EDDY_ERR_MSG_MAX];
+    char *wait_msg; /* its failure's message, or NULL (out of memory) */
 };
 
 struct eddy_tools {
