@@ -144,19 +144,6 @@ static int collect(lua_State *L)
     return 0;
 }
 
-/* One basic step of the collector for a finished call's garbage (its
- * coroutine, ctx, the event and arguments as Lua tables: about 2 KB). Left to
- * the default pacing (a cycle starts once the heap has doubled), the garbage
- * of calls finishing in a burst waited for the cycle to come round, while the
- * rest of the process grew too: bench/runtime's peak with 2,000 conversations
- * in flight was about 1.3 KB per conversation higher. Tools cannot set
- * finalizers (sandbox.c), so no tool code runs here. */
-static int gc_step(lua_State *L)
-{
-    lua_gc(L, LUA_GCSTEP, 0);
-    return 0;
-}
-
 static void unref_all(struct tool_call *c)
 {
     lua_State *L = c->host->L;
@@ -169,8 +156,6 @@ static void unref_all(struct tool_call *c)
     c->co = NULL;
     if (c->killed == KILL_MEMORY) /* give its heap back now, not at the next cycle */
         eddy__tools_protect(c->host, collect, NULL, 0, NULL);
-    else
-        eddy__tools_protect(c->host, gc_step, NULL, 0, NULL);
 }
 
 /* -- the queue of sliced calls ------------------------------------------------ */
