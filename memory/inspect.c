@@ -32,7 +32,7 @@
 
 /* The version memory/store.c writes (its SCHEMA_VERSION): a store of any
  * other version has other tables, or tables that mean other things. */
-#define STATE_SCHEMA_VERSION 3
+#define STATE_SCHEMA_VERSION 4
 
 struct eddy_state {
     char *path;

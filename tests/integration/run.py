@@ -210,7 +210,7 @@ def test_history_v1_store_is_migrated(tmp):
                                                        "text": "Thanks!"}) + "\n")
         p = eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
                  os.path.join(tmp, "out.jsonl"), check=0)
-        assert "migrated from schema version 1 to 3 (40 history entries" in p.stderr, p.stderr
+        assert "migrated from schema version 1 to 4 (40 history entries" in p.stderr, p.stderr
         msgs = mock.requests()[0]["messages"]
     roles = [m["role"] for m in msgs]
     # system, three earlier runs (user, assistant + call, tool, assistant), the new user turn
@@ -220,7 +220,7 @@ def test_history_v1_store_is_migrated(tmp):
     assert msgs[3]["tool_call_id"] == call["tool_calls"][0]["id"]
     assert msgs[3]["content"].startswith('{"status"')
     db = sqlite3.connect(state)
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
     for (text,) in db.execute("SELECT messages FROM history"):
         for m in json.loads(text):
             assert set(m) == {"role", "parts"}, m

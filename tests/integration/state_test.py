@@ -472,7 +472,7 @@ def test_not_a_store(tmp):
     shutil.copy(os.path.join(itrun.ROOT, "tests", "fixtures", "history-v1", "state.db"), old)
     for cmd in (["keys"], ["import", text], ["vacuum"]):
         p = eddy("state", *cmd, old, check=1)
-        assert p.stderr == ("eddy: %s: store schema version 1 is older than this eddy's (3): "
+        assert p.stderr == ("eddy: %s: store schema version 1 is older than this eddy's (4): "
                             "run a job on it once to migrate it\n" % old), p.stderr
     p = eddy("state", "keys", tmp, check=1)
     assert "not an eddy store (not a regular file)" in p.stderr, p.stderr
