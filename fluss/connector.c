@@ -538,6 +538,11 @@ out:
     return rc;
 }
 
+static void retry_closed(uv_handle_t *h)
+{
+    eddy_free(h);
+}
+
 /* The sink takes values from now on (REFUSED: it fails them): those
  * written early go out. */
 static void become_ready(fsink *k, int refused)
@@ -549,7 +554,7 @@ static void become_ready(fsink *k, int refused)
         return;
     k->ready = refused ? -1 : 1;
     if (k->retry) {
-        uv_close((uv_handle_t *)k->retry, (uv_close_cb)eddy_free);
+        uv_close((uv_handle_t *)k->retry, retry_closed);
         k->retry = NULL;
     }
     json_array_foreach(k->early, i, v)
