@@ -612,8 +612,8 @@ static void scan_finished(fsink *k)
     memcpy(k->base, k->end, sizeof(int64_t) * (size_t)k->t->nbuckets);
     k->based = 1;
     EDDY_INFO("fluss",
-              "sink %s: %ld output(s) appended after the last checkpoint are in the table "
-              "already; they are not appended again",
+              "sink %s: %ld output_id(s) in the rows appended after the last checkpoint; "
+              "an output with one of them is not appended again",
               k->name, k->nfound);
     become_ready(k, 0);
 }

@@ -643,7 +643,7 @@ def eo_kill_after(p, table, at_least):
     return n, err
 
 
-def eo_crash_and_restart(tmp, table, delivery, interval="1h"):
+def eo_crash_and_restart(tmp, table, delivery, interval="1h", foreign=0):
     """Run 1 handles events 0..29 and ends (its last checkpoint keeps the sink's offsets);
     run 2, on 30 more events with a checkpoint interval of an hour, is SIGKILLed once 10 of
     its outputs are in the table (acknowledged, after the last checkpoint); run 3 finishes.
@@ -663,6 +663,10 @@ def eo_crash_and_restart(tmp, table, delivery, interval="1h"):
         p = eo_start(job, tmp)
         eo_kill_after(p, table, 40)
     at_kill = len(parse_jsonl(eddy("scan", table).stdout))  # all run 2 appended
+    if foreign:  # another writer's rows, one with an output_id that is not this job's
+        eddy("produce", table, stdin=jsonl(
+            [{"output_id": "f%d" % i if i else None, "event_id": "x%d" % i, "output": "other"}
+             for i in range(foreign)]))
     with eo_mock(tmp) as mock:
         job = eo_job(tmp, mock.port, table, delivery, "1h")
         p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", job, "--no-progress",
@@ -677,7 +681,11 @@ def test_log_sink_exactly_once_after_a_kill(tmp):
     """delivery: exactly_once on a log table: outputs acknowledged after the last checkpoint
     are found again at the restart (by output_id, reading the log from the checkpoint's
     offsets) and not appended again; every input's output is in the table once."""
-    rows, at_kill, err, summary = eo_crash_and_restart(tmp, "feo.eo_answers", "exactly_once")
+    rows, at_kill, err, summary = eo_crash_and_restart(tmp, "feo.eo_answers", "exactly_once",
+                                                       foreign=3)
+    other = [r for r in rows if r["event_id"].startswith("x")]
+    assert len(other) == 3, other  # another writer's rows: read at the start, left alone
+    rows = [r for r in rows if not r["event_id"].startswith("x")]
     ids = [r["output_id"] for r in rows]
     events = sorted(r["event_id"] for r in rows)
     assert len(ids) == 60 and len(set(ids)) == 60, \
@@ -690,8 +698,8 @@ def test_log_sink_exactly_once_after_a_kill(tmp):
     run2 = at_kill - 30
     assert 10 <= run2 < 30, at_kill
     m = re.search(r"reading (\d+) row\(s\) appended after the last checkpoint", err)
-    assert m and int(m.group(1)) == run2, (run2, err[-3000:])
-    m = re.search(r"(\d+) output\(s\) appended after the last checkpoint are in the table", err)
+    assert m and int(m.group(1)) == run2 + 3, (run2, err[-3000:])
+    m = re.search(r"(\d+) output\(s\) of runs before the restart are in feo.eo_answers", err)
     assert m and int(m.group(1)) == run2, (run2, err[-3000:])
     m = re.search(r"(\d+) output\(s\) were in the table already \(not appended again\)", err)
     assert m and int(m.group(1)) == run2, (run2, err[-3000:])
@@ -710,7 +718,7 @@ def test_log_sink_exactly_once_with_checkpoints_between(tmp):
     assert sorted(r["event_id"] for r in rows) == sorted("e%d" % i for i in range(60))
     m = re.search(r"reading (\d+) row\(s\) appended after the last checkpoint", err)
     read = int(m.group(1)) if m else -1
-    m = re.search(r"(\d+) output\(s\) appended after the last checkpoint are in the table", err)
+    m = re.search(r"(\d+) output_id\(s\) in the rows appended after the last checkpoint", err)
     found = int(m.group(1)) if m else -1
     # fewer rows than run 2 appended (the checkpoints covered the others), and each of them
     # an output the restart did not append again
