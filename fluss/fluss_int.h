@@ -259,4 +259,20 @@ void **eddy__fluss_lookup_slot(eddy_fluss_client *c);
 /* Fail queued and retrying lookups with EDDY_ECANCELED (client closing). */
 void eddy__fluss_lookup_cancel(eddy_fluss_client *c);
 
+/* -- a log sink's checkpointed offsets (fluss/sinkpos.c) --------------------- */
+
+/* {"table_id": TABLE_ID, "offsets": [OFFSETS[0], ...]} as new JSON text
+ * (eddy_free), NULL on OOM: what a checkpoint keeps for a log sink. */
+char *eddy__fluss_sink_state(int64_t table_id, const int64_t *offsets, int n);
+/* Where a restart reads each of the N buckets of the sink's table (now
+ * TABLE_ID, with EARLIEST and LATEST offsets) from to find outputs appended
+ * after the last checkpoint, whose STATE (borrowed; NULL: none) the store
+ * kept: FROM[b] (FROM[b] == LATEST[b]: nothing to read). Returns 0; 1 when
+ * STATE does not fit the table (dropped and created again, or an offset
+ * outside its log): FROM is then its start and WHY says so (a warning);
+ * -1 when rows after a committed offset are gone (retention), so what they
+ * held cannot be known: WHY names the bucket and the offsets. */
+int eddy__fluss_sink_plan(const json_t *state, int64_t table_id, int n, const int64_t *earliest,
+                          const int64_t *latest, int64_t *from, char *why, size_t cap);
+
 #endif

@@ -59,6 +59,7 @@ typedef struct wbucket {
     wbatch *inflight;
     int32_t next_seq;
     uint64_t retry_at_ms;
+    int64_t acked_end; /* log tables: the offset after the last acknowledged batch, -1 */
 } wbucket;
 
 typedef struct flush_waiter {
@@ -305,7 +306,8 @@ static void new_writer_id(eddy_fluss_writer *w, const eddy_err *e)
         w->b[i].next_seq = 0;
 }
 
-static void bucket_result(eddy_fluss_writer *w, int bucket, int code, const char *msg)
+static void bucket_result(eddy_fluss_writer *w, int bucket, int code, const char *msg,
+                          int64_t base_offset)
 {
     wbucket *bk = &w->b[bucket];
     wbatch *b = bk->inflight;
@@ -315,6 +317,8 @@ static void bucket_result(eddy_fluss_writer *w, int bucket, int code, const char
         return;
     if (code == 0 || code == FE_DUPLICATE_SEQUENCE) {
         bk->inflight = NULL;
+        if (base_offset >= 0 && !w->is_kv) /* before the rows' callbacks: they may ask */
+            bk->acked_end = base_offset + (int64_t)b->rows;
         batch_done(w, b, 0, NULL);
         return;
     }
@@ -361,7 +365,7 @@ static void on_response(int status, const uint8_t *p, size_t n, const eddy_err *
             const EddyFluss__PbProduceLogRespForBucket *br = r->buckets_resp[i];
             if (br->bucket_id >= 0 && br->bucket_id < w->nbuckets)
                 bucket_result(w, br->bucket_id, br->has_error_code ? br->error_code : 0,
-                              br->error_message);
+                              br->error_message, br->has_base_offset ? br->base_offset : -1);
         }
         eddy__rpc_free_unpacked(r);
     }
@@ -562,6 +566,8 @@ int eddy_fluss_writer_new(eddy_fluss_client *c, const eddy_fluss_table *t,
         eddy_free(w);
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     }
+    for (int i = 0; i < w->nbuckets; i++)
+        w->b[i].acked_end = -1;
     uv_timer_init(eddy__rpc_loop(c), &w->timer);
     w->timer.data = w;
     eddy__rpc_attach(c, &w->child, client_closing);
@@ -646,6 +652,11 @@ int eddy_fluss_writer_write(eddy_fluss_writer *w, const eddy_fluss_value *vals, 
 size_t eddy_fluss_writer_pending(const eddy_fluss_writer *w)
 {
     return w->pending_bytes;
+}
+
+int64_t eddy_fluss_writer_acked_end(const eddy_fluss_writer *w, int bucket)
+{
+    return bucket >= 0 && bucket < w->nbuckets ? w->b[bucket].acked_end : -1;
 }
 
 void eddy_fluss_writer_counts(const eddy_fluss_writer *w, long *acked, long *failed)

@@ -37,7 +37,9 @@
 
 /* 1: history rows are OpenAI chat messages (eddy before the neutral LLM
  * layer); 2: neutral messages (llm.h, format 2); 3: the journal, runs,
- * positions with lines and fingerprints, sink commits. */
+ * positions with lines and fingerprints, sink commits; 4: the tables of large
+ * rows are rowid tables (below), and a sink commit has a state (JSON: a Fluss
+ * log sink's offsets per bucket). */
 #define STR_(x) #x
 #define STR(x) STR_(x)
 #define SCHEMA_VERSION STR(EDDY_STORE_SCHEMA_VERSION)
@@ -79,7 +81,7 @@ static const char *const kSchema =
     "CREATE TABLE IF NOT EXISTS runs" RUNS_DEF ";"
     "CREATE TABLE IF NOT EXISTS journal" JOURNAL_DEF ";"
     "CREATE TABLE IF NOT EXISTS sinks(sink TEXT PRIMARY KEY, length INTEGER NOT NULL,"
-    "  count INTEGER NOT NULL, updated_ns INTEGER NOT NULL) WITHOUT ROWID;"
+    "  count INTEGER NOT NULL, updated_ns INTEGER NOT NULL, state TEXT) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS shared_state(agent TEXT NOT NULL, key TEXT NOT NULL,"
     "  value TEXT NOT NULL, updated_ns INTEGER NOT NULL, PRIMARY KEY(agent, key)) WITHOUT ROWID;";
 
@@ -155,9 +157,9 @@ static const char *const kWriteSql[W_N] = {
     "fp=excluded.fp, updated_ns=excluded.updated_ns",
     "UPDATE runs SET delivered=1 WHERE part=?1 AND pos=?2 AND agent=?3",
     "DELETE FROM runs WHERE part=?1 AND pos<?2", "DELETE FROM journal WHERE part=?1 AND pos<?2",
-    "INSERT INTO sinks(sink,length,count,updated_ns) VALUES(?1,?2,?3,?4) "
+    "INSERT INTO sinks(sink,length,count,updated_ns,state) VALUES(?1,?2,?3,?4,?5) "
     "ON CONFLICT(sink) DO UPDATE SET length=excluded.length, count=excluded.count, "
-    "updated_ns=excluded.updated_ns",
+    "updated_ns=excluded.updated_ns, state=excluded.state",
     "INSERT INTO shared_state(agent,key,value,updated_ns) VALUES(?1,?2,?3,?4) "
     "ON CONFLICT(agent,key) DO UPDATE SET value=excluded.value, updated_ns=excluded.updated_ns",
     "DELETE FROM shared_state WHERE agent=?1 AND key=?2",
@@ -339,8 +341,10 @@ static void ckpt_free(ckpt *c)
     }
     for (size_t i = 0; i < c->ndel; i++)
         eddy_free((char *)c->del[i].agent);
-    for (size_t i = 0; i < c->nsinks; i++)
+    for (size_t i = 0; i < c->nsinks; i++) {
         eddy_free((char *)c->sinks[i].sink);
+        eddy_free((char *)c->sinks[i].state);
+    }
     eddy_free(c->pos);
     eddy_free(c->del);
     eddy_free(c->sinks);
@@ -462,6 +466,10 @@ static int write_ckpt(eddy_store *s, sjob *j)
         sqlite3_bind_int64(st, 2, c->sinks[i].length);
         sqlite3_bind_int64(st, 3, c->sinks[i].count);
         sqlite3_bind_int64(st, 4, now);
+        if (c->sinks[i].state)
+            bind_text(st, 5, c->sinks[i].state);
+        else
+            sqlite3_bind_null(st, 5);
         if (wstep(s, st, j))
             return EDDY_ESQLITE;
     }
@@ -740,6 +748,13 @@ static int migrate(sqlite3 *db, const char *path, eddy_err *err)
                             sqlite3_errmsg(db));
     if (version < 2 && (rc = migrate_history(db, path, &rows, err)))
         goto out;
+    /* 3 -> 4: sink commits gain a state (a store older than 3 got the
+     * sinks table, with it, from kSchema) */
+    if (version == 3 && sqlite3_exec(db, "ALTER TABLE sinks ADD COLUMN state TEXT", NULL, NULL,
+                                     NULL) != SQLITE_OK) {
+        rc = eddy_err_set(err, EDDY_ESQLITE, "%s: migration: %s", path, sqlite3_errmsg(db));
+        goto out;
+    }
     /* 2 -> 3: positions gain a line and a fingerprint (0: none) */
     if (sqlite3_exec(db,
                      "CREATE TABLE IF NOT EXISTS source_positions(source TEXT, part TEXT,"
@@ -1024,14 +1039,26 @@ static int load_positions(eddy_store *s, eddy_err *err)
                                       (json_int_t)sqlite3_column_int64(st, 4)));
     }
     sqlite3_finalize(st);
-    if (sqlite3_prepare_v2(s->wdb, "SELECT sink, length, count FROM sinks", -1, &st, NULL) !=
+    if (sqlite3_prepare_v2(s->wdb, "SELECT sink, length, count, state FROM sinks", -1, &st, NULL) !=
         SQLITE_OK)
         goto sqlerr;
-    while (sqlite3_step(st) == SQLITE_ROW)
-        json_object_set_new(s->sinks, (const char *)sqlite3_column_text(st, 0),
-                            json_pack("{s:I, s:I}", "length",
-                                      (json_int_t)sqlite3_column_int64(st, 1), "count",
-                                      (json_int_t)sqlite3_column_int64(st, 2)));
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *state = (const char *)sqlite3_column_text(st, 3);
+        json_t *o = json_pack("{s:I, s:I}", "length", (json_int_t)sqlite3_column_int64(st, 1),
+                              "count", (json_int_t)sqlite3_column_int64(st, 2));
+        if (o && state) {
+            json_t *v = json_loads(state, 0, NULL);
+            if (!v) {
+                int rc = eddy_err_set(err, EDDY_ECORRUPT, "%s: the state of sink '%s' is not JSON",
+                                      s->path, (const char *)sqlite3_column_text(st, 0));
+                json_decref(o);
+                sqlite3_finalize(st);
+                return rc;
+            }
+            json_object_set_new(o, "state", v);
+        }
+        json_object_set_new(s->sinks, (const char *)sqlite3_column_text(st, 0), o);
+    }
     sqlite3_finalize(st);
     return 0;
 sqlerr:
@@ -1132,6 +1159,17 @@ const eddy_replay *eddy_store_replay(const eddy_store *s, const char *agent, int
         return NULL;
     rentry *e = replay_find(s->replay, s->nreplay, part, pos, agent);
     return e ? &e->r : NULL;
+}
+
+const eddy_replay *eddy_store_replay_at(const eddy_store *s, size_t i, const char **agent,
+                                        int64_t *part, int64_t *pos)
+{
+    if (i >= s->nreplay)
+        return NULL;
+    *agent = s->replay[i].agent;
+    *part = s->replay[i].part;
+    *pos = s->replay[i].pos;
+    return &s->replay[i].r;
 }
 
 size_t eddy_store_replay_count(const eddy_store *s, size_t *finished)
@@ -1679,8 +1717,9 @@ int eddy_store_checkpoint(eddy_store_session *ss, const eddy_checkpoint *c, eddy
     for (size_t i = 0; !oom && i < c->nsinks; i++) {
         k->sinks[i] = c->sinks[i];
         k->sinks[i].sink = eddy_strdup(c->sinks[i].sink);
+        k->sinks[i].state = c->sinks[i].state ? eddy_strdup(c->sinks[i].state) : NULL;
         k->nsinks++;
-        oom = !k->sinks[i].sink;
+        oom = !k->sinks[i].sink || (c->sinks[i].state && !k->sinks[i].state);
     }
     if (oom) {
         ckpt_free(k);

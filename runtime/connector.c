@@ -129,6 +129,16 @@ int eddy_sink_ready(eddy_sink *s, eddy_sink_ready_cb cb, void *ud)
     return s->ops->ready ? s->ops->ready(s->impl, cb, ud) : EDDY_ENOENT;
 }
 
+char *eddy_sink_state(eddy_sink *s)
+{
+    return s->ops->state ? s->ops->state(s->impl) : NULL;
+}
+
+int eddy_sink_holds(eddy_sink *s, const char *output_id)
+{
+    return s->ops->holds ? s->ops->holds(s->impl, output_id) : 0;
+}
+
 void eddy_sink_free(eddy_sink *s)
 {
     if (!s)

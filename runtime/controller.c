@@ -582,18 +582,29 @@ static void on_ckpt_done(int status, const char *errmsg, void *ud)
 
 /* exactly_once, a file sink the store knows nothing of yet: store its
  * length before anything is written to it, so that a crash before the
- * first checkpoint cuts it back to that. Returns 1 when the first records
- * must wait for that commit. */
+ * first checkpoint cuts it back to that (a Fluss log sink: its offsets).
+ * Returns 1 when the first records must wait for that commit. */
 static int store_sink_base(ctl *c)
 {
-    eddy_sink_commit sk = {eddy_sink_name(c->out), eddy_sink_length(c->out), 0};
+    char *state = eddy_sink_state(c->out);
+    eddy_sink_commit sk = {eddy_sink_name(c->out), eddy_sink_length(c->out), 0, state};
     eddy_checkpoint ck = {NULL, 0, NULL, 0, &sk, 1};
     eddy_err e;
-    if (!c->exactly_once || sk.length < 0 || json_object_get(eddy_store_sinks(c->store), sk.sink))
+    int stored = json_object_get(eddy_store_sinks(c->store), sk.sink) != NULL;
+    /* a sink with a state (a Fluss log table): its end now, unless an
+     * exactly_once start read what an earlier process appended (the first
+     * checkpoint keeps offsets past it, with the marks of those runs) */
+    int need = state ? !stored || c->opts->from_start || !c->exactly_once
+                     : c->exactly_once && sk.length >= 0 && !stored;
+    if (!need) {
+        eddy_free(state);
         return 0;
+    }
     c->ckpt_started = eddy_now_ms();
-    if (eddy_store_checkpoint(c->ss, &ck, on_ckpt_done, c, &e)) {
-        EDDY_ERROR("runtime", "cannot store the output file's length: %s", e.msg);
+    int rc = eddy_store_checkpoint(c->ss, &ck, on_ckpt_done, c, &e);
+    eddy_free(state);
+    if (rc) {
+        EDDY_ERROR("runtime", "cannot store the output's starting position: %s", e.msg);
         return 0;
     }
     c->ckpt_busy = 1;
@@ -619,16 +630,23 @@ static int checkpoint(ctl *c)
         ps[np++] = (eddy_position){
             eddy_source_id(c->src), p->name, p->hash, p->wm_pos, p->wm_line, p->wm_fp};
     }
-    int sinks = c->exactly_once && eddy_sink_length(c->out) >= 0 && c->ndl > 0;
+    /* a file's length (exactly_once), or what the sink keeps (a Fluss log
+     * table's offsets: read only by an exactly_once start, kept either way) */
+    int file = c->exactly_once && eddy_sink_length(c->out) >= 0;
+    char *state = c->ndl > 0 ? eddy_sink_state(c->out) : NULL;
+    int sinks = (file || state) && c->ndl > 0;
     if (sinks)
-        sk = (eddy_sink_commit){eddy_sink_name(c->out), c->sink_len, c->sink_count};
+        sk = (eddy_sink_commit){eddy_sink_name(c->out), file ? c->sink_len : -1, c->sink_count,
+                                state};
     if (!np && !c->ndl) {
         eddy_free(ps);
+        eddy_free(state);
         return 1;
     }
     eddy_checkpoint ck = {ps, np, c->dl, c->ndl, &sk, (size_t)sinks};
     c->ckpt_started = eddy_now_ms();
     int rc = eddy_store_checkpoint(c->ss, &ck, on_ckpt_done, c, &e);
+    eddy_free(state);
     if (rc) {
         EDDY_ERROR("runtime", "cannot checkpoint: %s", e.msg);
     } else {
@@ -935,6 +953,68 @@ static int open_connector(const json_t *cfg, const eddy_connector_env *env, eddy
                         src ? "source" : "sink");
 }
 
+typedef struct sink_wait {
+    int done, status;
+    char msg[EDDY_ERR_MSG_MAX];
+} sink_wait;
+
+static void sink_ready(int status, const char *msg, void *ud)
+{
+    sink_wait *w = ud;
+    w->done = 1;
+    w->status = status;
+    snprintf(w->msg, sizeof(w->msg), "%s", msg ? msg : eddy_strerror(status));
+}
+
+/* Runs an earlier process finished and did not see delivered, whose
+ * output the sink holds (it appended it after the last checkpoint): they
+ * are delivered, and the next checkpoint says so before it keeps offsets
+ * past them. */
+static void mark_held(ctl *c)
+{
+    size_t held = 0, n = eddy_store_replay_count(c->store, NULL);
+    const eddy_replay *rp;
+    const char *agent;
+    int64_t rpart, rpos;
+    char oid[33];
+    for (size_t i = 0; i < n && (rp = eddy_store_replay_at(c->store, i, &agent, &rpart, &rpos));
+         i++) {
+        if (!rp->done || !rp->ok || rp->delivered)
+            continue;
+        eddy_output_id(agent, rpart, rpos, oid);
+        if (eddy_sink_holds(c->out, oid) &&
+            mark_delivered(c, (eddy_delivered){agent, rpart, rpos}) == 0)
+            held++;
+    }
+    if (held)
+        EDDY_INFO("runtime", "%zu output(s) of runs before the restart are in %s already", held,
+                  eddy_sink_name(c->out));
+}
+
+/* Before anything is read: a sink that must first learn what an earlier
+ * process delivered (a Fluss log table, exactly_once) does so now, on this
+ * loop (its requests are asynchronous; nothing else runs yet). */
+static int wait_for_sink(ctl *c, eddy_err *err)
+{
+    sink_wait w = {0};
+    int rc = eddy_sink_ready(c->out, sink_ready, &w);
+    if (rc == EDDY_ENOENT)
+        return 0;
+    if (rc)
+        return eddy_err_set(err, rc, "sink %s cannot be used: %s", eddy_sink_name(c->out),
+                            eddy_strerror(rc));
+    while (!w.done && uv_run(&c->loop, UV_RUN_ONCE))
+        ;
+    if (!w.done)
+        return eddy_err_set(err, EDDY_EINVAL, "sink %s did not become ready",
+                            eddy_sink_name(c->out));
+    if (w.status)
+        return eddy_err_set(err, w.status, "%s", w.msg);
+    if (c->exactly_once)
+        mark_held(c);
+    return 0;
+}
+
 static int nworkers(const ctl *c)
 {
     int n = c->opts->workers > 0 ? c->opts->workers : c->job->workers;
@@ -976,8 +1056,13 @@ static int setup(ctl *c, eddy_err *err)
     uv_async_init(&c->loop, &c->src_async, on_src);
     c->src_async.data = c;
     c->no_positions = json_object();
-    eddy_connector_env env = {&c->loop, &c->src_async, c->job->dir, 1024,
-                              o->from_start ? c->no_positions : eddy_store_positions(c->store)};
+    eddy_connector_env env = {&c->loop,
+                              &c->src_async,
+                              c->job->dir,
+                              1024,
+                              o->from_start ? c->no_positions : eddy_store_positions(c->store),
+                              o->from_start ? c->no_positions : eddy_store_sinks(c->store),
+                              c->exactly_once};
     int64_t cut = -1;
     if (c->exactly_once && !sink_cfg && output && strcmp(output, "-")) {
         json_t *sk = json_object_get(eddy_store_sinks(c->store), output);
@@ -994,6 +1079,8 @@ static int setup(ctl *c, eddy_err *err)
         return rc;
     eddy_sink_on_done(c->out, on_delivered, c);
     eddy_sink_on_done(c->dead, on_delivered, c);
+    if ((rc = wait_for_sink(c, err)))
+        return rc;
     if (src_cfg) {
         rc = open_connector(src_cfg, &env, &c->src, NULL, err);
     } else {

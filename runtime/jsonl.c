@@ -695,7 +695,8 @@ static void sink_on_done(void *impl, eddy_sink_done_cb cb, void *ud);
 static int64_t sink_length(void *impl);
 static void sink_free(void *impl);
 static const eddy_sink_ops kJsonlSink = {sink_name,    sink_write,  sink_count, sink_flush,
-                                         sink_on_done, sink_length, sink_free,  NULL};
+                                         sink_on_done, sink_length, sink_free,  NULL,
+                                         NULL,         NULL};
 
 int eddy_sink_open_jsonl(const char *path, int lazy, int64_t truncate, uv_loop_t *loop,
                          eddy_sink **out, eddy_err *err)

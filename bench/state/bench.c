@@ -273,7 +273,7 @@ static void post_checkpoint(run *r)
     for (long i = 0; i < r->njobs; i++)
         del[i] = (eddy_delivered){AGENT, g_part, g_pos + i};
     eddy_position p = {"src", "p0", g_part, g_pos + r->njobs, g_pos + r->njobs, 0};
-    eddy_sink_commit sk = {"out", (g_pos + r->njobs) * 100, g_pos + r->njobs};
+    eddy_sink_commit sk = {"out", (g_pos + r->njobs) * 100, g_pos + r->njobs, NULL};
     eddy_checkpoint c = {&p, 1, del, (size_t)r->njobs, &sk, 1};
     r->ck.posted = uv_hrtime();
     if (eddy_store_checkpoint(r->ss, &c, on_job_ack, &r->ck, &e))

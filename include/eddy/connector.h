@@ -94,16 +94,18 @@ typedef struct eddy_sink eddy_sink;
 typedef void (*eddy_sink_done_cb)(uint64_t tag, int status, const char *reason, int64_t end,
                                   void *ud);
 
-/* Called on the loop, once, when a sink that opens asynchronously can take
- * values (STATUS 0) or never will (STATUS an error, MSG saying why). */
+/* Called on the loop, once, when a sink can take values (STATUS 0) or
+ * never will / cannot be used by this job (STATUS an error, MSG saying why
+ * and what to do). */
 typedef void (*eddy_sink_ready_cb)(int status, const char *msg, void *ud);
 
 /* What a sink implements. WRITE takes V (borrowed) with TAG, or fails with
  * ERR saying why the value does not fit (then DONE is not called for it);
  * FLUSH (may be NULL) calls CB once everything accepted is delivered or
  * failed, then releases loop resources; ON_DONE installs the callback;
- * LENGTH (may be NULL) is a file's length now; READY (may be NULL: ready
- * from the start) as eddy_sink_ready. */
+ * LENGTH (may be NULL) is a file's length now. The rest may be NULL:
+ * READY as eddy_sink_ready, STATE as eddy_sink_state, HOLDS as
+ * eddy_sink_holds. */
 typedef struct eddy_sink_ops {
     const char *(*name)(void *impl);
     int (*write)(void *impl, json_t *v, uint64_t tag, eddy_err *err);
@@ -113,6 +115,8 @@ typedef struct eddy_sink_ops {
     int64_t (*length)(void *impl);
     void (*free)(void *impl);
     int (*ready)(void *impl, eddy_sink_ready_cb cb, void *ud);
+    char *(*state)(void *impl);
+    int (*holds)(void *impl, const char *output_id);
 } eddy_sink_ops;
 
 eddy_sink *eddy_sink_new(const eddy_sink_ops *ops, void *impl);
@@ -122,23 +126,41 @@ int eddy_sink_flush(eddy_sink *s, void (*cb)(void *ud), void *ud);
 void eddy_sink_on_done(eddy_sink *s, eddy_sink_done_cb cb, void *ud);
 /* A file sink's length, or -1. */
 int64_t eddy_sink_length(const eddy_sink *s);
-/* Returns 0 when the sink is still opening: CB comes once it can take
- * values or never will (never inside this call); EDDY_ENOENT when it is
- * ready now or can only fail value by value (no call). */
+/* Ask for CB once the sink may take values: a sink that opens
+ * asynchronously (a Fluss table: its metadata), or that must first learn
+ * what an earlier process delivered (a Fluss log table with exactly_once
+ * reads its own log from the last checkpoint's offsets), calls it when it
+ * can, or with why it never will. Returns 0 when CB will be called (never
+ * inside this call), EDDY_ENOENT when the sink is ready now or can only
+ * fail value by value (no call). Before the first write; the loop's
+ * thread. */
 int eddy_sink_ready(eddy_sink *s, eddy_sink_ready_cb cb, void *ud);
+/* What a checkpoint keeps for the sink besides a file's length, as JSON
+ * text (new string: the caller frees it), or NULL when nothing. It covers
+ * exactly the values whose delivery was reported so far. */
+char *eddy_sink_state(eddy_sink *s);
+/* Whether the sink already holds the output named OUTPUT_ID, delivered by
+ * an earlier process after the last checkpoint (found by
+ * eddy_sink_ready); such a value, when written, is reported delivered and
+ * not written again. */
+int eddy_sink_holds(eddy_sink *s, const char *output_id);
 
 /* -- connectors named in job files ------------------------------------------- */
 
 /* What a connector factory gets: the controller's loop, the notification
- * to send when records arrive, the job folder, the queue capacity, and the
+ * to send when records arrive, the job folder, the queue capacity, the
  * stored positions of every source ({SOURCE_ID: {PART: {"pos", ...}}},
- * borrowed, never NULL): a source resumes from its own. */
+ * borrowed, never NULL): a source resumes from its own; the stored sink
+ * commits ({SINK: {"length", "count", "state"?}}, borrowed, never NULL;
+ * empty after --from-start) and whether the job asks for exactly_once. */
 typedef struct eddy_connector_env {
     uv_loop_t *loop;
     uv_async_t *notify;
     const char *job_dir;
     size_t capacity;
     const json_t *positions;
+    const json_t *sinks;
+    int exactly_once;
 } eddy_connector_env;
 
 typedef int (*eddy_source_factory)(const json_t *cfg, const eddy_connector_env *env,

@@ -347,6 +347,14 @@ size_t eddy_fluss_writer_pending(const eddy_fluss_writer *w);
 /* Send everything now; CB once all rows written so far are acknowledged
  * (status: the first failure, or 0). */
 int eddy_fluss_writer_flush(eddy_fluss_writer *w, eddy_fluss_done_cb cb, void *ud);
+/* Log tables: the log end offset the server reported after the last batch
+ * of BUCKET it acknowledged to W (its base offset plus its rows), or -1
+ * when none was yet (or the answer carried no offset, as after a retry the
+ * server recognized as a duplicate). Batches of a bucket are acknowledged
+ * in order, and this moves before their rows' callbacks run: inside one,
+ * every row of the bucket acknowledged so far lies below it, and every row
+ * not yet acknowledged at or above it. */
+int64_t eddy_fluss_writer_acked_end(const eddy_fluss_writer *w, int bucket);
 /* Rows acknowledged and rows failed so far. */
 void eddy_fluss_writer_counts(const eddy_fluss_writer *w, long *acked, long *failed);
 /* Free; rows not yet acknowledged fail with EDDY_ECANCELED. Also after the

@@ -126,7 +126,13 @@ size_t eddy_store_replay_count(const eddy_store *s, size_t *finished);
 /* The stored positions: {SOURCE: {PART: {"pos", "line", "fp"}}}; borrowed,
  * never NULL. */
 json_t *eddy_store_positions(const eddy_store *s);
-/* The stored sink commits: {SINK: {"length", "count"}}; borrowed, never NULL. */
+/* Entry I (0 <= I < eddy_store_replay_count) of the replay table, in no
+ * particular order, with its AGENT (borrowed, as long as the store), PART
+ * and POS; NULL past the end. */
+const eddy_replay *eddy_store_replay_at(const eddy_store *s, size_t i, const char **agent,
+                                        int64_t *part, int64_t *pos);
+/* The stored sink commits: {SINK: {"length", "count", "state"?}} ("state":
+ * the JSON a sink asked to keep, when it did); borrowed, never NULL. */
 json_t *eddy_store_sinks(const eddy_store *s);
 
 /* -- sessions ------------------------------------------------------------ */
@@ -201,6 +207,7 @@ typedef struct eddy_delivered {
 typedef struct eddy_sink_commit {
     const char *sink;
     int64_t length, count;
+    const char *state; /* JSON text the sink asks to keep (NULL: none) */
 } eddy_sink_commit;
 
 typedef struct eddy_checkpoint {

@@ -14,6 +14,7 @@ import datetime
 import decimal
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -605,6 +606,266 @@ asyncio.run(main())
 '''
 
 
+EO_COLUMNS = [("output_id", "STRING"), ("event_id", "STRING"), ("key", "STRING"),
+              ("output", "STRING")]
+
+
+def eo_job(tmp, port, table, delivery, interval, extra=""):
+    """A job reading in.jsonl (in TMP) and appending its outputs to the log TABLE."""
+    path = os.path.join(tmp, "job.yaml")
+    with open(path, "w") as f:
+        f.write(extra + """job: feo
+key: customer_id
+delivery: %s
+source: { jsonl: in.jsonl }
+sink: { fluss: { table: %s } }
+dead_letter: { jsonl: dead.jsonl }
+checkpoint: { path: state.db, interval: %s }
+models:
+  default: { base_url: "http://127.0.0.1:%d/v1", api_key: k, model: mock }
+agents:
+  support:
+    prompt: { system: "You help.", user: "{{event.text}}" }
+""" % (delivery, table, interval, port))
+    return path
+
+
+def eo_events(tmp, lo, hi):
+    with open(os.path.join(tmp, "in.jsonl"), "a") as f:
+        for i in range(lo, hi):
+            f.write(json.dumps({"id": "e%d" % i, "customer_id": "c%d" % (i % 3),
+                                "text": "question %d" % i}) + "\n")
+
+
+def eo_rows(table):
+    """The table's rows as pyfluss reads them (the cross-check of what eddy appended).
+    pyfluss gives up at once when a bucket's leader is not known yet ("No leader found",
+    seen on a new table on a loaded machine): asked again after a second, a few times."""
+    for attempt in range(5):
+        try:
+            return pyfluss(PY_READ, table, "scan")
+        except AssertionError as e:
+            if "No leader found" not in str(e) or attempt == 4:
+                raise
+            time.sleep(1)
+
+
+def eo_mock(tmp, latency_ms=0, rules=None):
+    """A mock LLM answering "answer to <the question>" (a fresh port file each time)."""
+    port = os.path.join(tmp, "mock.port")
+    if os.path.exists(port):
+        os.unlink(port)
+    return integration_runner().Mock(tmp, {"rules": (rules or []) +
+                                           [{"reply": "answer to ${user}"}]},
+                                     latency_ms=latency_ms)
+
+
+def eo_start(job, tmp):
+    return subprocess.Popen([os.path.join(ARGS.build, "eddy"), "run", job, "--workers", "2",
+                             "--no-progress"], cwd=tmp, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+
+
+def eo_kill_after(p, table, at_least):
+    """SIGKILL P once TABLE holds AT_LEAST rows (read with eddy's scan, which is cheaper
+    than starting pyfluss). Returns the rows counted just before the kill."""
+    deadline = time.time() + 90
+    n = 0
+    while time.time() < deadline and p.poll() is None:
+        n = len(parse_jsonl(eddy("scan", table).stdout))
+        if n >= at_least:
+            break
+        time.sleep(0.2)
+    assert p.poll() is None, "eddy ended before the kill:\n" + p.stderr.read()[-3000:]
+    assert n >= at_least, "only %d rows in %s after 90 s" % (n, table)
+    p.kill()
+    err = p.communicate()[1]
+    return n, err
+
+
+def eo_crash_and_restart(tmp, table, delivery, interval="1h", foreign=0):
+    """Run 1 handles events 0..29 and ends (its last checkpoint keeps the sink's offsets);
+    run 2, on 30 more events with a checkpoint interval of an hour, is SIGKILLed once 10 of
+    its outputs are in the table (acknowledged, after the last checkpoint); run 3 finishes.
+    Returns (rows of the table, rows after the kill, run 3's stderr, run 3's summary)."""
+    create(tmp, table, EO_COLUMNS, buckets=3)
+    eo_events(tmp, 0, 30)
+    with eo_mock(tmp) as mock:
+        job = eo_job(tmp, mock.port, table, delivery, "1h")
+        p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", job, "--no-progress"],
+                           cwd=tmp, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert len(parse_jsonl(eddy("scan", table).stdout)) == 30
+    eo_events(tmp, 30, 60)
+    with eo_mock(tmp, 300) as mock:
+        job = eo_job(tmp, mock.port, table, delivery, interval)
+        p = eo_start(job, tmp)
+        eo_kill_after(p, table, 40)
+    at_kill = len(parse_jsonl(eddy("scan", table).stdout))  # all run 2 appended
+    if foreign:  # another writer's rows, one with an output_id that is not this job's
+        eddy("produce", table, stdin=jsonl(
+            [{"output_id": "f%d" % i if i else None, "event_id": "x%d" % i, "output": "other"}
+             for i in range(foreign)]))
+    with eo_mock(tmp) as mock:
+        job = eo_job(tmp, mock.port, table, delivery, "1h")
+        p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", job, "--no-progress",
+                            "--summary-json", os.path.join(tmp, "summary.json")], cwd=tmp,
+                           capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+        assert p.returncode == 0, p.stderr[-3000:]
+    return eo_rows(table), at_kill, p.stderr, json.load(open(os.path.join(tmp, "summary.json")))
+
+
+def test_log_sink_exactly_once_after_a_kill(tmp):
+    """delivery: exactly_once on a log table: outputs acknowledged after the last checkpoint
+    are found again at the restart (by output_id, reading the log from the checkpoint's
+    offsets) and not appended again; every input's output is in the table once."""
+    rows, at_kill, err, summary = eo_crash_and_restart(tmp, "feo.eo_answers", "exactly_once",
+                                                       foreign=3)
+    other = [r for r in rows if r["event_id"].startswith("x")]
+    assert len(other) == 3, other  # another writer's rows: read at the start, left alone
+    rows = [r for r in rows if not r["event_id"].startswith("x")]
+    ids = [r["output_id"] for r in rows]
+    events = sorted(r["event_id"] for r in rows)
+    assert len(ids) == 60 and len(set(ids)) == 60, \
+        "%d rows, %d distinct output_ids (%d at the kill)" % (len(ids), len(set(ids)), at_kill)
+    assert events == sorted("e%d" % i for i in range(60)), events
+    for r in rows:
+        assert r["output"] == "answer to question " + r["event_id"][1:], r
+    # the restart read exactly what run 2 appended (from the offsets run 1's last checkpoint
+    # kept, to the end), found each of those outputs, and appended none of them again
+    run2 = at_kill - 30
+    assert 10 <= run2 < 30, at_kill
+    m = re.search(r"reading (\d+) row\(s\) appended after the last checkpoint", err)
+    assert m and int(m.group(1)) == run2 + 3, (run2, err[-3000:])
+    m = re.search(r"(\d+) output\(s\) of runs before the restart are in feo.eo_answers", err)
+    assert m and int(m.group(1)) == run2, (run2, err[-3000:])
+    m = re.search(r"(\d+) output\(s\) were in the table already \(not appended again\)", err)
+    assert m and int(m.group(1)) == run2, (run2, err[-3000:])
+    assert summary["redelivered"] >= run2, summary
+    assert summary["events"] == 30, summary
+
+
+def test_log_sink_exactly_once_with_checkpoints_between(tmp):
+    """The same with a checkpoint every 200 ms while run 2 appends: a restart reads only
+    from the offsets the last of them kept (acknowledged while the job ran), and still
+    every input's output is in the table once."""
+    rows, at_kill, err, summary = eo_crash_and_restart(tmp, "feo.eo_ckpt", "exactly_once",
+                                                       "200ms")
+    ids = [r["output_id"] for r in rows]
+    assert len(ids) == 60 and len(set(ids)) == 60, (len(ids), len(set(ids)), at_kill)
+    assert sorted(r["event_id"] for r in rows) == sorted("e%d" % i for i in range(60))
+    m = re.search(r"reading (\d+) row\(s\) appended after the last checkpoint", err)
+    read = int(m.group(1)) if m else -1
+    m = re.search(r"(\d+) output_id\(s\) in the rows appended after the last checkpoint", err)
+    found = int(m.group(1)) if m else -1
+    # fewer rows than run 2 appended (the checkpoints covered the others), and each of them
+    # an output the restart did not append again
+    assert 0 <= read < at_kill - 30 and found == read, (read, found, at_kill, err[-3000:])
+
+
+def test_log_sink_exactly_once_crash_again_before_the_redeliveries(tmp):
+    """A second crash: the restart found outputs of runs whose records it has not reached
+    yet (they wait behind a slow run of their key's group), and its checkpoints keep
+    offsets past those rows. The runs were marked delivered at the start, in the same
+    checkpoints, so the third start neither reads those rows again nor appends them."""
+    table = "feo.eo_twice"
+    create(tmp, table, EO_COLUMNS, buckets=2)
+    with open(os.path.join(tmp, "in.jsonl"), "w") as f:
+        for i in range(30):  # key c0's first event never answers in runs 1 and 2
+            f.write(json.dumps({"id": "e%d" % i, "customer_id": "c%d" % (i % 3),
+                                "text": "question %d%s" % (i, " BLOCK" if i == 0 else "")}) + "\n")
+    block = [{"when": {"last_user_contains": "BLOCK"}, "reply": "late", "latency_ms": 60000}]
+    with eo_mock(tmp, 100, block) as mock:
+        job = eo_job(tmp, mock.port, table, "exactly_once", "1h")
+        eo_kill_after(eo_start(job, tmp), table, 8)
+    first = len(parse_jsonl(eddy("scan", table).stdout))
+    with eo_mock(tmp, 100, block) as mock:
+        # two records in flight: e0 (blocked) and e3 (behind it); the records after them,
+        # whose outputs are in the table, are not read before the kill
+        job = eo_job(tmp, mock.port, table, "exactly_once", "200ms", "max_in_flight: 2\n")
+        p = eo_start(job, tmp)
+        time.sleep(1.5)  # several checkpoints
+        assert p.poll() is None, p.stderr.read()[-3000:]
+        p.kill()
+        err2 = p.communicate()[1]
+    assert "%d output(s) of runs before the restart are in %s already" % (first, table) in err2, \
+        (first, err2[-3000:])
+    assert len(parse_jsonl(eddy("scan", table).stdout)) == first  # nothing new was appended
+    with eo_mock(tmp) as mock:
+        job = eo_job(tmp, mock.port, table, "exactly_once", "1h")
+        p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", job, "--no-progress"],
+                           cwd=tmp, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "reading 0 row(s) appended after the last checkpoint" in p.stderr, p.stderr[-3000:]
+    rows = eo_rows(table)
+    ids = [r["output_id"] for r in rows]
+    assert len(ids) == 30 and len(set(ids)) == 30, (len(ids), len(set(ids)), first)
+    assert sorted(r["event_id"] for r in rows) == sorted("e%d" % i for i in range(30))
+
+
+def test_log_sink_exactly_once_table_created_again(tmp):
+    """The sink's table is dropped and created again after a kill: the checkpoint's offsets
+    are of the old table; the start says so and reads the new table from its start (where
+    nothing of this job is), and the outputs not delivered are appended to it once."""
+    table = "feo.eo_again"
+    create(tmp, table, EO_COLUMNS, buckets=2)
+    eo_events(tmp, 0, 30)
+    with eo_mock(tmp, 300) as mock:
+        job = eo_job(tmp, mock.port, table, "exactly_once", "1h")
+        eo_kill_after(eo_start(job, tmp), table, 5)
+    create(tmp, table, EO_COLUMNS, buckets=2)
+    with eo_mock(tmp) as mock:
+        job = eo_job(tmp, mock.port, table, "exactly_once", "1h")
+        p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", job, "--no-progress"],
+                           cwd=tmp, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "it was dropped and created again; reading all of it" in p.stderr, p.stderr[-3000:]
+    ids = [r["output_id"] for r in eo_rows(table)]
+    assert len(ids) == 30 and len(set(ids)) == 30, (len(ids), len(set(ids)))
+
+
+def test_log_sink_at_least_once_after_a_kill(tmp):
+    """The same with at_least_once: nothing is missing, and the outputs acknowledged after
+    the last checkpoint are appended again (the duplicates exactly_once avoids)."""
+    rows, at_kill, err, summary = eo_crash_and_restart(tmp, "feo.alo_answers", "at_least_once")
+    ids = [r["output_id"] for r in rows]
+    assert sorted(set(r["event_id"] for r in rows)) == sorted("e%d" % i for i in range(60))
+    dups = len(ids) - len(set(ids))
+    # every output run 2 appended belongs to a run that had finished but no checkpoint saw
+    # delivered: each is appended again
+    assert dups == at_kill - 30 >= 10, "%d duplicates, %d rows after the kill" % (dups, at_kill)
+    assert "in the table already" not in err, err[-2000:]
+
+
+def test_log_sink_exactly_once_needs_output_id(tmp):
+    """A log table without an output_id column: exactly_once is refused at the start, naming
+    the sink and the fix, and nothing is written to the table."""
+    create(tmp, "feo.no_oid", [("event_id", "STRING"), ("output", "STRING")], buckets=2)
+    eo_events(tmp, 0, 5)
+    with eo_mock(tmp) as mock:
+        job = eo_job(tmp, mock.port, "feo.no_oid", "exactly_once", "1s")
+        p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", job, "--no-progress"],
+                           cwd=tmp, capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+        assert p.returncode == 1, (p.returncode, p.stderr[-2000:])
+        assert ("fluss sink feo.no_oid: delivery: exactly_once needs an output_id column "
+                "(STRING)") in p.stderr, p.stderr
+        assert "add the column" in p.stderr and "delivery: at_least_once" in p.stderr, p.stderr
+        assert mock.stats().get("requests", 0) == 0, mock.stats()
+        assert parse_jsonl(eddy("scan", "feo.no_oid").stdout) == []
+        # at_least_once takes the same table
+        job = eo_job(tmp, mock.port, "feo.no_oid", "at_least_once", "1s")
+        p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", job, "--no-progress"],
+                           cwd=tmp, capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+        assert p.returncode == 0, p.stderr[-2000:]
+    assert sorted(r["event_id"] for r in eo_rows("feo.no_oid")) == ["e%d" % i for i in range(5)]
+
+
 def test_timestamps_at_the_edges_of_their_types(tmp):
     """Arrow counts TIMESTAMP(6) in microseconds and (7..9) in nanoseconds of
     an int64: years 1 and 9999 fit the first, 1677-09-21 to 2262-04-11 the
@@ -666,6 +927,12 @@ TESTS = [
     test_lookup_tool_and_lua_lookups,
     test_lookup_tool_configuration_errors,
     test_example_fluss_support,
+    test_log_sink_exactly_once_after_a_kill,
+    test_log_sink_exactly_once_with_checkpoints_between,
+    test_log_sink_exactly_once_table_created_again,
+    test_log_sink_exactly_once_crash_again_before_the_redeliveries,
+    test_log_sink_at_least_once_after_a_kill,
+    test_log_sink_exactly_once_needs_output_id,
 ]
 
 

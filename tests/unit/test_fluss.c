@@ -1974,10 +1974,73 @@ static void test_slow_resolver(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* -- a log sink's checkpointed offsets (fluss/sinkpos.c) ------------------- */
+
+/* What a checkpoint keeps reads back as the plan of the next start: read
+ * each bucket from its committed offset; nothing kept: nothing to read; a
+ * table created again or an offset outside the log: from its start, with
+ * a warning; rows gone below the log's start (retention): refused, naming
+ * the bucket and the offsets. */
+static void test_sink_offsets_plan(void **state)
+{
+    (void)state;
+    int64_t offs[] = {5, 0, 12}, from[3];
+    int64_t earliest[] = {0, 0, 0}, latest[] = {9, 0, 12};
+    char why[512];
+    char *txt = eddy__fluss_sink_state(77, offs, 3);
+    assert_non_null(txt);
+    assert_string_equal(txt, "{\"table_id\":77,\"offsets\":[5,0,12]}");
+    json_t *st = json_loads(txt, 0, NULL);
+    eddy_free(txt);
+    assert_non_null(st);
+    assert_int_equal(eddy__fluss_sink_plan(st, 77, 3, earliest, latest, from, why, sizeof(why)), 0);
+    assert_int_equal(from[0], 5);
+    assert_int_equal(from[1], 0);
+    assert_int_equal(from[2], 12);
+    assert_string_equal(why, "");
+    /* nothing kept (a first start): from the end, nothing to read */
+    assert_int_equal(eddy__fluss_sink_plan(NULL, 77, 3, earliest, latest, from, why, sizeof(why)),
+                     0);
+    assert_int_equal(from[0], 9);
+    assert_int_equal(from[2], 12);
+    /* the table was dropped and created again: all of it */
+    latest[0] = 3;
+    assert_int_equal(eddy__fluss_sink_plan(st, 78, 3, earliest, latest, from, why, sizeof(why)), 1);
+    assert_non_null(strstr(why, "of another table (id 77, 3 buckets"));
+    assert_int_equal(from[0], 0);
+    assert_int_equal(from[2], 0);
+    assert_int_equal(eddy__fluss_sink_plan(st, 77, 2, earliest, latest, from, why, sizeof(why)), 1);
+    /* an offset past the end of the log (the same table id): that bucket from its start */
+    assert_int_equal(eddy__fluss_sink_plan(st, 77, 3, earliest, latest, from, why, sizeof(why)), 1);
+    assert_non_null(strstr(why, "bucket 0: the last checkpoint's offset 5 is not in the log"));
+    assert_int_equal(from[0], 0);
+    assert_int_equal(from[1], 0);
+    assert_int_equal(from[2], 12);
+    /* retention removed rows the checkpoint's offset points into */
+    latest[0] = 9;
+    earliest[2] = 10;
+    assert_int_equal(eddy__fluss_sink_plan(st, 77, 3, earliest, latest, from, why, sizeof(why)), 0);
+    earliest[2] = 13;
+    latest[2] = 20;
+    assert_int_equal(eddy__fluss_sink_plan(st, 77, 3, earliest, latest, from, why, sizeof(why)),
+                     -1);
+    assert_non_null(strstr(why, "bucket 2: the rows from offset 12 (the last checkpoint's) to 13"));
+    assert_non_null(strstr(why, "retention"));
+    /* a malformed state is not this table's */
+    json_t *bad = json_pack("{s:I, s:[s]}", "table_id", (json_int_t)77, "offsets", "x");
+    earliest[2] = 0;
+    assert_int_equal(eddy__fluss_sink_plan(bad, 77, 1, earliest, latest, from, why, sizeof(why)),
+                     1);
+    assert_int_equal(from[0], 0);
+    json_decref(bad);
+    json_decref(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32c),
+        cmocka_unit_test(test_sink_offsets_plan),
         cmocka_unit_test(test_murmur_buckets),
         cmocka_unit_test(test_varint),
         cmocka_unit_test(test_compacted_vectors),

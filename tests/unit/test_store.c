@@ -472,6 +472,79 @@ static void test_journal_steps(void **state)
     fx_close(&f);
 }
 
+/* A sink commit's state (a Fluss log sink's offsets) is kept as JSON and
+ * replaced by the next commit; a commit without one clears it. A store of
+ * schema 3 (sinks without a state) is migrated to 4 at open, its commits
+ * kept. eddy_store_replay_at walks the replay table. */
+static void test_sink_state_and_migration(void **state)
+{
+    fx f;
+    ack a = {0};
+    eddy_err e;
+    (void)state;
+    fx_open(&f, "sinkstate", NULL);
+    eddy_sink_commit sk[] = {{"db.t", -1, 3, "{\"table_id\": 7, \"offsets\": [4, 0, 9]}"},
+                             {"out.jsonl", 55, 3, NULL}};
+    eddy_checkpoint c = {NULL, 0, NULL, 0, sk, 2};
+    assert_int_equal(eddy_store_checkpoint(f.ss, &c, on_ack, &a, &e), 0);
+    wait_ack(&f, &a);
+    assert_int_equal(a.status, 0);
+    run_done(&f, "ag", "k", P0, 1, 1, "{}", NULL, 1);
+    run_done(&f, "ag", "k", P0, 2, 1, "{}", NULL, 1);
+    fx_reopen(&f);
+    assert_json_eq(eddy_store_sinks(f.s),
+                   "{\"db.t\": {\"length\": -1, \"count\": 3, \"state\": {\"table_id\": 7,"
+                   " \"offsets\": [4, 0, 9]}}, \"out.jsonl\": {\"length\": 55, \"count\": 3}}");
+    const char *agent = NULL;
+    int64_t part = 0, pos = 0, seen = 0;
+    size_t n = eddy_store_replay_count(f.s, NULL);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        const eddy_replay *r = eddy_store_replay_at(f.s, i, &agent, &part, &pos);
+        assert_non_null(r);
+        assert_string_equal(agent, "ag");
+        assert_int_equal(part, P0);
+        assert_ptr_equal(r, eddy_store_replay(f.s, "ag", P0, pos));
+        seen |= 1 << pos;
+    }
+    assert_int_equal(seen, 6);
+    assert_null(eddy_store_replay_at(f.s, n, &agent, &part, &pos));
+    eddy_sink_commit sk2[] = {{"db.t", -1, 5, NULL}};
+    eddy_checkpoint c2 = {NULL, 0, NULL, 0, sk2, 1};
+    memset(&a, 0, sizeof(a));
+    assert_int_equal(eddy_store_checkpoint(f.ss, &c2, on_ack, &a, &e), 0);
+    wait_ack(&f, &a);
+    fx_close(&f);
+    /* back to schema 3 as an older eddy left it: no state column */
+    sqlite3 *db = sql_rw(f.path);
+    sql_exec(db, "ALTER TABLE sinks DROP COLUMN state;"
+                 "UPDATE meta SET value='3' WHERE key='schema_version'");
+    sqlite3_close(db);
+    char path[600];
+    snprintf(path, sizeof(path), "%s", f.path);
+    fx_open_path(&f, path, NULL);
+    assert_int_equal(sql_count(f.path, "SELECT value FROM meta WHERE key='schema_version'"), 4);
+    assert_json_eq(eddy_store_sinks(f.s), "{\"db.t\": {\"length\": -1, \"count\": 5},"
+                                          " \"out.jsonl\": {\"length\": 55, \"count\": 3}}");
+    eddy_sink_commit sk3[] = {{"db.t", -1, 6, "{\"table_id\": 7, \"offsets\": [5, 1, 9]}"}};
+    eddy_checkpoint c3 = {NULL, 0, NULL, 0, sk3, 1};
+    memset(&a, 0, sizeof(a));
+    assert_int_equal(eddy_store_checkpoint(f.ss, &c3, on_ack, &a, &e), 0);
+    wait_ack(&f, &a);
+    assert_int_equal(a.status, 0);
+    fx_reopen(&f);
+    assert_json_eq(json_object_get(json_object_get(eddy_store_sinks(f.s), "db.t"), "state"),
+                   "{\"table_id\": 7, \"offsets\": [5, 1, 9]}");
+    fx_close(&f);
+    /* a state that is not JSON is a corrupt store, named */
+    db = sql_rw(f.path);
+    sql_exec(db, "UPDATE sinks SET state='{oops' WHERE sink='db.t'");
+    sqlite3_close(db);
+    eddy_store *s = NULL;
+    assert_int_equal(eddy_store_open(f.path, NULL, &s, &e), EDDY_ECORRUPT);
+    assert_non_null(strstr(e.msg, "the state of sink 'db.t' is not JSON"));
+}
+
 /* Checkpoints: positions and sink commits are stored (and replaced by the
  * next one), delivered marks set, and GC deletes the run and step rows
  * below the position of that part only. */
@@ -492,7 +565,7 @@ static void test_checkpoint_positions_and_gc(void **state)
     put_step(&f, "ag", "j", P1, 0, 1, EDDY_STEP_DONE, "llm", "{}", NULL); /* other part */
     eddy_position pos[] = {{"src", "p0", P0, 3, 30, 0x5eed}};
     eddy_delivered del[] = {{"ag", P0, 3}, {"ag", P1, 1}, {"ag", P0, 1}};
-    eddy_sink_commit sk[] = {{"out", 123, 4}, {"dead", 9, 1}};
+    eddy_sink_commit sk[] = {{"out", 123, 4, NULL}, {"dead", 9, 1, NULL}};
     eddy_checkpoint c = {pos, 1, del, 3, sk, 2};
     assert_int_equal(eddy_store_checkpoint(f.ss, &c, on_ack, &a, &e), 0);
     wait_ack(&f, &a);
@@ -526,7 +599,7 @@ static void test_checkpoint_positions_and_gc(void **state)
     assert_int_equal(fin, 3);
     /* the next checkpoint moves p0 on, adds p1, replaces a sink's commit */
     eddy_position pos2[] = {{"src", "p0", P0, 5, 50, 1}, {"src", "p1", P1, 1, 10, 2}};
-    eddy_sink_commit sk2[] = {{"out", 200, 6}};
+    eddy_sink_commit sk2[] = {{"out", 200, 6, NULL}};
     eddy_checkpoint c2 = {pos2, 2, NULL, 0, sk2, 1};
     memset(&a, 0, sizeof(a));
     assert_int_equal(eddy_store_checkpoint(f.ss, &c2, on_ack, &a, &e), 0);
@@ -1117,7 +1190,7 @@ static void test_group_commit_order(void **state)
             eddy_run_end end = {ref, 1, d, NULL, 1, d};
             assert_int_equal(eddy_store_run_done(f.ss, &end, on_order, &tags[i], &e), 0);
         } else {
-            eddy_sink_commit sk = {"out", i, i};
+            eddy_sink_commit sk = {"out", i, i, NULL};
             eddy_checkpoint c = {NULL, 0, NULL, 0, &sk, 1};
             assert_int_equal(eddy_store_checkpoint(f.ss, &c, on_order, &tags[i], &e), 0);
         }
@@ -1243,11 +1316,11 @@ typedef struct sop {
 
 static const eddy_position kCkPos0[] = {{"src", "p0", 1001, 2, 20, 7}};
 static const eddy_delivered kCkDel0[] = {{"ag", 1001, 1}, {"ag", 1002, 1}};
-static const eddy_sink_commit kCkSink0[] = {{"out", 10, 2}, {"err", 3, 1}};
+static const eddy_sink_commit kCkSink0[] = {{"out", 10, 2, NULL}, {"err", 3, 1, NULL}};
 static const eddy_position kCkPos1[] = {{"src", "p0", 1001, 3, 30, 8},
                                         {"src", "p1", 1002, 4, 40, 9}};
 static const eddy_delivered kCkDel1[] = {{"ag", 1001, 2}};
-static const eddy_sink_commit kCkSink1[] = {{"out", 20, 3}};
+static const eddy_sink_commit kCkSink1[] = {{"out", 20, 3, NULL}};
 static const eddy_checkpoint kCk[] = {{kCkPos0, 1, kCkDel0, 2, kCkSink0, 2},
                                       {kCkPos1, 2, kCkDel1, 1, kCkSink1, 1}};
 
@@ -1794,6 +1867,11 @@ static void test_migrate_3_to_4(void **state)
                  v3[i][0], v3[i][1], v3[i][0], v3[i][0], v3[i][0], v3[i][0], v3[i][0]);
         sql_exec(db, sql);
     }
+    /* and sink commits without a state */
+    sql_exec(db, "CREATE TABLE sinks_v3(sink TEXT PRIMARY KEY, length INTEGER NOT NULL,"
+                 " count INTEGER NOT NULL, updated_ns INTEGER NOT NULL) WITHOUT ROWID;"
+                 " INSERT INTO sinks_v3 SELECT sink, length, count, updated_ns FROM sinks;"
+                 " DROP TABLE sinks; ALTER TABLE sinks_v3 RENAME TO sinks");
     sql_exec(db, "UPDATE meta SET value='3' WHERE key='schema_version'");
     sql_exec(db, "COMMIT");
     sqlite3_close(db);
@@ -1898,6 +1976,7 @@ int main(void)
         cmocka_unit_test(test_failed_run_changes_nothing),
         cmocka_unit_test(test_journal_steps),
         cmocka_unit_test(test_checkpoint_positions_and_gc),
+        cmocka_unit_test(test_sink_state_and_migration),
         cmocka_unit_test(test_bad_args_are_einval),
         cmocka_unit_test(test_state_ops),
         cmocka_unit_test(test_state_journaled),
