@@ -99,8 +99,6 @@ struct eddy__ctl {
     int stopping, signal_no, eof, closing, closed_handles, progress_on;
     json_t *no_positions; /* --from-start: what the sources are told was stored */
     int waiting_base;     /* the first records wait for store_sink_base's commit */
-    int waiting_sink;     /* ... and for the output sink to be ready */
-    int sink_failed;      /* it never will be: the run ends before it reads */
 };
 
 typedef eddy__ctl ctl;
@@ -508,7 +506,7 @@ static void on_done(uv_async_t *a)
 static void pump(ctl *c)
 {
     eddy_record er;
-    if (c->closing || c->waiting_base || c->waiting_sink)
+    if (c->closing || c->waiting_base)
         return;
     while (!c->stopping && !c->eof && c->in_flight < c->job->max_in_flight) {
         int got = eddy_source_next(c->src, &er);
@@ -530,21 +528,6 @@ static void pump(ctl *c)
 static void on_src(uv_async_t *a)
 {
     pump(a->data);
-}
-
-/* The output sink has opened (a Fluss table is known), or cannot. */
-static void on_sink_ready(int status, const char *msg, void *ud)
-{
-    ctl *c = ud;
-    c->waiting_sink = 0;
-    if (status) {
-        c->sink_failed = status;
-        EDDY_ERROR("runtime", "the output sink %s cannot be written (%s): nothing is read",
-                   eddy_sink_name(c->out), msg ? msg : eddy_strerror(status));
-        stop(c, "the output sink failed");
-        return;
-    }
-    pump(c);
 }
 
 /* -- checkpoints ---------------------------------------------------------------- */
@@ -991,9 +974,11 @@ static void mark_held(ctl *c)
                   eddy_sink_name(c->out));
 }
 
-/* Before anything is read: a sink that must first learn what an earlier
- * process delivered (a Fluss log table, exactly_once) does so now, on this
- * loop (its requests are asynchronous; nothing else runs yet). */
+/* Before anything is read: a sink that opens asynchronously (a Fluss table)
+ * or must first learn what an earlier process delivered (a Fluss log table,
+ * exactly_once) does so now, on this loop (its requests are asynchronous;
+ * nothing else runs yet). A sink that cannot be written fails the run here:
+ * no record is read, no model called. */
 static int wait_for_sink(ctl *c, eddy_err *err)
 {
     sink_wait w = {0};
@@ -1001,15 +986,17 @@ static int wait_for_sink(ctl *c, eddy_err *err)
     if (rc == EDDY_ENOENT)
         return 0;
     if (rc)
-        return eddy_err_set(err, rc, "sink %s cannot be used: %s", eddy_sink_name(c->out),
-                            eddy_strerror(rc));
+        return eddy_err_set(err, rc, "the output sink %s cannot be written (%s): nothing is read",
+                            eddy_sink_name(c->out), eddy_strerror(rc));
     while (!w.done && uv_run(&c->loop, UV_RUN_ONCE))
         ;
     if (!w.done)
         return eddy_err_set(err, EDDY_EINVAL, "sink %s did not become ready",
                             eddy_sink_name(c->out));
     if (w.status)
-        return eddy_err_set(err, w.status, "%s", w.msg);
+        return eddy_err_set(err, w.status,
+                            "the output sink %s cannot be written (%s): nothing is read",
+                            eddy_sink_name(c->out), w.msg);
     if (c->exactly_once)
         mark_held(c);
     return 0;
@@ -1190,7 +1177,6 @@ int eddy_runtime_run(eddy_job *job, const eddy_run_opts *opts)
     }
     EDDY_INFO("runtime", "job '%s': reading %s, %zu agent(s), key '%s', %d worker(s)", job->name,
               eddy_source_name(c.src), job->nagents, job->key, c.nw);
-    c.waiting_sink = eddy_sink_ready(c.out, on_sink_ready, &c) == 0;
     if (!store_sink_base(&c))
         pump(&c);
     uv_run(&c.loop, UV_RUN_DEFAULT);
@@ -1208,7 +1194,7 @@ int eddy_runtime_run(eddy_job *job, const eddy_run_opts *opts)
     eddy_free(ws);
     if (uv_loop_close(&c.loop))
         EDDY_WARN("runtime", "event loop closed with handles still open");
-    if (src_failed || c.sink_failed)
+    if (src_failed)
         return 1;
     if (c.signal_no)
         return c.abandoned ? 3 : 0;
