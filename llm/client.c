@@ -55,6 +55,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #define MAX_RESPONSE (64u << 20)
 #define MAX_ERROR_BODY (64u << 10)
@@ -143,10 +144,17 @@ struct eddy_llm_req {
 
 enum { T_NONE, T_RETRY, T_STREAM };
 
+/* A socket of curl's and its poll handle. The handle lives as long as the
+ * socket, not as long as a transfer: between two requests on a kept-alive
+ * connection curl removes the socket (CURL_POLL_REMOVE) and hands it back;
+ * closing and opening a uv_poll each time cost an ioctl and two or three
+ * epoll_ctl per request. It is closed when curl closes the socket
+ * (CURLOPT_CLOSESOCKETFUNCTION), before the fd is. */
 typedef struct sock_ctx {
     uv_poll_t poll;
     curl_socket_t fd;
     eddy_llm_client *client;
+    int closing;
 } sock_ctx;
 
 struct eddy_llm_client {
@@ -158,14 +166,16 @@ struct eddy_llm_client {
     struct model_lim {
         const eddy_llm_model *m;
         limiter *l;
-    } *by_model; /* a model's limiter, found once */
+    } * by_model; /* a model's limiter, found once */
     size_t nby_model;
     eddy_llm_req *reqs;
     long in_flight;
     int nwaiting;              /* locals in a shared waiting list: WAKE keeps the loop alive */
     int closing, open_handles; /* limiter timers, then the timer and WAKE, not yet closed */
-    int dispatching;   /* inside check_done: curl's multi must stay */
-    int close_pending; /* closed from a callback inside check_done */
+    int dispatching;           /* inside check_done: curl's multi must stay */
+    int close_pending;         /* closed from a callback inside check_done */
+    sock_ctx **socks;          /* by fd: the poll handles of curl's open sockets */
+    size_t nsocks;
 };
 
 static void check_done(eddy_llm_client *c);
@@ -204,14 +214,29 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socke
     int events = 0;
     (void)e;
     if (what == CURL_POLL_REMOVE) {
-        if (s) {
-            uv_poll_stop(&s->poll);
+        if (s) { /* the socket stays open (a kept-alive connection): so does S */
+            if (!s->closing)
+                uv_poll_stop(&s->poll);
             curl_multi_assign(c->multi, fd, NULL);
-            uv_close((uv_handle_t *)&s->poll, sock_closed);
         }
         return 0;
     }
+    if (!s && fd >= 0 && (size_t)fd < c->nsocks)
+        s = c->socks[fd];
     if (!s) {
+        if (fd < 0)
+            return -1;
+        if ((size_t)fd >= c->nsocks) {
+            size_t n = c->nsocks ? c->nsocks : 64;
+            while (n <= (size_t)fd)
+                n *= 2;
+            sock_ctx **v = eddy_realloc(c->socks, n * sizeof(*v));
+            if (!v)
+                return -1;
+            memset(v + c->nsocks, 0, (n - c->nsocks) * sizeof(*v));
+            c->socks = v;
+            c->nsocks = n;
+        }
         s = eddy_calloc(1, sizeof(*s));
         if (!s || uv_poll_init_socket(c->loop, &s->poll, fd)) {
             eddy_free(s);
@@ -220,14 +245,29 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socke
         s->fd = fd;
         s->client = c;
         s->poll.data = s;
-        curl_multi_assign(c->multi, fd, s);
+        c->socks[fd] = s;
     }
+    curl_multi_assign(c->multi, fd, s);
     if (what & CURL_POLL_IN)
         events |= UV_READABLE;
     if (what & CURL_POLL_OUT)
         events |= UV_WRITABLE;
     uv_poll_start(&s->poll, events, poll_cb);
     return 0;
+}
+
+/* curl closes one of its sockets: its poll handle goes first (libuv takes
+ * the fd out of epoll while it is still this socket), then the fd. */
+static int close_sock_cb(void *clientp, curl_socket_t fd)
+{
+    eddy_llm_client *c = clientp;
+    if (fd >= 0 && (size_t)fd < c->nsocks && c->socks[fd]) {
+        sock_ctx *s = c->socks[fd];
+        c->socks[fd] = NULL;
+        s->closing = 1;
+        uv_close((uv_handle_t *)&s->poll, sock_closed);
+    }
+    return close(fd);
 }
 
 static void on_curl_timer(uv_timer_t *t)
@@ -409,8 +449,7 @@ static limiter *limiter_for(eddy_llm_client *c, const eddy_llm_model *m)
         if (c->by_model[i].m == m)
             return c->by_model[i].l;
     limiter *l = limiter_lookup(c, m);
-    struct model_lim *g =
-        l ? eddy_realloc(c->by_model, (c->nby_model + 1) * sizeof(*g)) : NULL;
+    struct model_lim *g = l ? eddy_realloc(c->by_model, (c->nby_model + 1) * sizeof(*g)) : NULL;
     if (g) {
         c->by_model = g;
         g[c->nby_model].m = m;
@@ -953,7 +992,8 @@ static int setup(eddy_llm_req *r, eddy_err *err)
     if (!r->body || !r->url || !r->easy)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     r->body_len = strlen(r->body);
-    r->charged_tokens = eddy_llm_estimate_tokens(r->body_len) + (m->max_tokens > 0 ? m->max_tokens : 256);
+    r->charged_tokens =
+        eddy_llm_estimate_tokens(r->body_len) + (m->max_tokens > 0 ? m->max_tokens : 256);
     r->headers = curl_slist_append(NULL, "Content-Type: application/json");
     add_header(&r->headers, "Expect:");
     if (m->stream)
@@ -968,12 +1008,14 @@ static int setup(eddy_llm_req *r, eddy_err *err)
     curl_easy_setopt(r->easy, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(r->easy, CURLOPT_CLOSESOCKETFUNCTION, close_sock_cb);
+    curl_easy_setopt(r->easy, CURLOPT_CLOSESOCKETDATA, r->client);
     curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, (long)m->timeout_ms);
     curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)(m->connect_timeout_ms > 0 ? m->connect_timeout_ms
-                            : m->timeout_ms < 10000  ? m->timeout_ms
-                                                     : 10000));
+                            : m->timeout_ms < 10000   ? m->timeout_ms
+                                                      : 10000));
     curl_easy_setopt(r->easy, CURLOPT_USERAGENT, "eddy/0.1");
     curl_easy_setopt(r->easy, CURLOPT_BUFFERSIZE, RECV_BUFFER);
     if (!m->stream)
@@ -1122,8 +1164,9 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
             long *counts[] = {&u->input_tokens, &u->output_tokens, &u->cached_input_tokens,
                               &u->cache_write_tokens, &u->reasoning_tokens};
             for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
-                *counts[i] = *counts[i] < 0 ? 0 : *counts[i] > EDDY_LLM_MAX_USAGE ? EDDY_LLM_MAX_USAGE
-                                                                                   : *counts[i];
+                *counts[i] = *counts[i] < 0                    ? 0
+                             : *counts[i] > EDDY_LLM_MAX_USAGE ? EDDY_LLM_MAX_USAGE
+                                                               : *counts[i];
             if (!u->input_tokens && !u->output_tokens) {
                 char *text = eddy_llm_msg_join_text(&r->res.resp.message);
                 u->input_tokens = eddy_llm_estimate_tokens(r->body_len);
@@ -1147,7 +1190,7 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
             finish(r);
             return;
         }
-        parsed = 1; /* a broken 2xx body or stream: worth another attempt */
+        parsed = 1;              /* a broken 2xx body or stream: worth another attempt */
         if (e.code == EDDY_ELLM) /* the server's error in a 2xx body */
             parsed = 2;
     }
@@ -1177,9 +1220,9 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
         return;
     }
     long as_http = parsed ? 500 : http;
-    delay = eddy_llm_retry_delay(m, r->model_attempts, as_http, transport, r->retry_after_ms,
-                                 r->retry_after, info.code[0] ? info.code : NULL,
-                                 eddy_random_unit());
+    delay =
+        eddy_llm_retry_delay(m, r->model_attempts, as_http, transport, r->retry_after_ms,
+                             r->retry_after, info.code[0] ? info.code : NULL, eddy_random_unit());
     /* connection refused and 503 (a server starting, a model loading): keep
      * trying for unavailable_ms, whatever the attempts say */
     int unavailable = (transport && cc == CURLE_COULDNT_CONNECT) || http == 503;
@@ -1211,8 +1254,8 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
         }
     }
     if (delay < 0) {
-        int fallback_ok = timed_out || transport || http >= 500 || info.overloaded ||
-                          http == 429 || http == 408 || parsed;
+        int fallback_ok = timed_out || transport || http >= 500 || info.overloaded || http == 429 ||
+                          http == 408 || parsed;
         snprintf(why, sizeof(why), "%s", e.msg);
         if (fallback_ok && fall_back(r, why) == 0)
             return;
@@ -1351,6 +1394,7 @@ static void maybe_free_client(eddy_llm_client *c)
 {
     if (c->open_handles > 0)
         return;
+    eddy_free(c->socks);
     eddy_free(c->by_model);
     while (c->limiters) {
         limiter *l = c->limiters;
@@ -1400,8 +1444,14 @@ void eddy_llm_client_close(eddy_llm_client *c)
 static void close_handles(eddy_llm_client *c)
 {
     c->close_pending = 0;
-    curl_multi_cleanup(c->multi);
+    curl_multi_cleanup(c->multi); /* closes its sockets: close_sock_cb */
     c->multi = NULL;
+    for (size_t i = 0; i < c->nsocks; i++) /* none should be left: curl closed them all */
+        if (c->socks[i]) {
+            c->socks[i]->closing = 1;
+            uv_close((uv_handle_t *)&c->socks[i]->poll, sock_closed);
+            c->socks[i] = NULL;
+        }
     c->open_handles += 2;
     for (limiter *l = c->limiters; l; l = l->next) {
         assert(!l->head);
