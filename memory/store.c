@@ -732,10 +732,29 @@ static const char *const kRowidTables = REBUILD("key_memory", KEY_MEMORY_DEF)
     REBUILD("history", HISTORY_DEF) REBUILD("runs", RUNS_DEF) REBUILD("journal", JOURNAL_DEF);
 #undef REBUILD
 
+/* Whether TABLE has COLUMN. */
+static int has_column(sqlite3 *db, const char *table, const char *column)
+{
+    char sql[128];
+    sqlite3_stmt *st = NULL;
+    int found = 0;
+    snprintf(sql, sizeof(sql), "PRAGMA table_info(%s)", table);
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK)
+        while (!found && sqlite3_step(st) == SQLITE_ROW)
+            found = !strcmp((const char *)sqlite3_column_text(st, 1), column);
+    sqlite3_finalize(st);
+    return found;
+}
+
 static int migrate(sqlite3 *db, const char *path, eddy_err *err)
 {
     int rc = 0, version = meta_int(db, "schema_version", 0);
     long rows = 0;
+    /* a schema 4 written by eddy between two of its commits, before sink
+     * commits had a state: add it */
+    if (version == 4 && !has_column(db, "sinks", "state") &&
+        sqlite3_exec(db, "ALTER TABLE sinks ADD COLUMN state TEXT", NULL, NULL, NULL) != SQLITE_OK)
+        return eddy_err_set(err, EDDY_ESQLITE, "%s: migration: %s", path, sqlite3_errmsg(db));
     if (version == atoi(SCHEMA_VERSION))
         return 0;
     if (version > atoi(SCHEMA_VERSION) || version < 1)

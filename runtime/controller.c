@@ -936,9 +936,27 @@ static int open_connector(const json_t *cfg, const eddy_connector_env *env, eddy
                         src ? "source" : "sink");
 }
 
+static void count_down(void *ud)
+{
+    (*(int *)ud)--;
+}
+
+static void wake_tick(uv_timer_t *t) /* wakes a loop run once, for a deadline */
+{
+    (void)t;
+}
+
+/* How long a run waits for its output sink at the start (a Fluss table's
+ * metadata; for a log table with exactly_once, reading back what was
+ * appended since the last checkpoint), and how often it says it waits. */
+#define SINK_WAIT_MS (3 * 60 * 1000)
+#define SINK_WAIT_SAY_MS 10000
+
 typedef struct sink_wait {
     int done, status;
     char msg[EDDY_ERR_MSG_MAX];
+    const char *name;
+    uint64_t since;
 } sink_wait;
 
 static void sink_ready(int status, const char *msg, void *ud)
@@ -947,6 +965,23 @@ static void sink_ready(int status, const char *msg, void *ud)
     w->done = 1;
     w->status = status;
     snprintf(w->msg, sizeof(w->msg), "%s", msg ? msg : eddy_strerror(status));
+}
+
+static void sink_wait_tick(uv_timer_t *t)
+{
+    sink_wait *w = t->data;
+    uint64_t waited = eddy_now_ms() - w->since;
+    if (waited >= SINK_WAIT_MS) {
+        sink_ready(EDDY_ETIMEDOUT,
+                   "it did not become ready within 3 minutes (is the cluster "
+                   "reachable, its buckets led? see the warnings above)",
+                   w);
+        return;
+    }
+    EDDY_WARN("runtime",
+              "still waiting for the output sink %s (%llu s): nothing is read until it "
+              "is ready",
+              w->name, (unsigned long long)(waited / 1000));
 }
 
 /* Runs an earlier process finished and did not see delivered, whose
@@ -982,14 +1017,22 @@ static void mark_held(ctl *c)
 static int wait_for_sink(ctl *c, eddy_err *err)
 {
     sink_wait w = {0};
+    w.name = eddy_sink_name(c->out);
+    w.since = eddy_now_ms();
     int rc = eddy_sink_ready(c->out, sink_ready, &w);
     if (rc == EDDY_ENOENT)
         return 0;
     if (rc)
         return eddy_err_set(err, rc, "the output sink %s cannot be written (%s): nothing is read",
                             eddy_sink_name(c->out), eddy_strerror(rc));
+    uv_timer_t tick;
+    uv_timer_init(&c->loop, &tick);
+    tick.data = &w;
+    uv_timer_start(&tick, sink_wait_tick, SINK_WAIT_SAY_MS, SINK_WAIT_SAY_MS);
     while (!w.done && uv_run(&c->loop, UV_RUN_ONCE))
         ;
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(&c->loop, UV_RUN_NOWAIT); /* its close callback: TICK is on this stack */
     if (!w.done)
         return eddy_err_set(err, EDDY_EINVAL, "sink %s did not become ready",
                             eddy_sink_name(c->out));
@@ -1163,6 +1206,21 @@ int eddy_runtime_run(eddy_job *job, const eddy_run_opts *opts)
     }
     if ((rc = setup(&c, &e))) {
         EDDY_ERROR("runtime", "%s", e.msg);
+        /* the sinks opened already let go of their connections (a Fluss
+         * client): nothing was written, so this is quick; a sink still
+         * waiting for its cluster gets 5 s */
+        int flushing = 0;
+        eddy_sink *open_sinks[] = {c.out, c.dead};
+        for (size_t i = 0; i < 2; i++)
+            if (open_sinks[i] && eddy_sink_flush(open_sinks[i], count_down, &flushing) == 0)
+                flushing++;
+        uint64_t until = eddy_now_ms() + 5000;
+        uv_timer_t tick;
+        uv_timer_init(&c.loop, &tick);
+        uv_timer_start(&tick, wake_tick, 100, 100);
+        while (flushing > 0 && eddy_now_ms() < until && uv_run(&c.loop, UV_RUN_ONCE))
+            ;
+        uv_close((uv_handle_t *)&tick, NULL);
         if (c.src)
             eddy_source_close(c.src); /* its reader wakes nobody from now on */
         eddy_store_session_close(c.ss, NULL, NULL);

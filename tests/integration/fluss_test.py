@@ -435,6 +435,32 @@ def test_job_whose_source_table_does_not_exist_exits_1(tmp):
     assert "it.no_such_questions could not be read to its end" in p.stderr, p.stderr
 
 
+def test_job_whose_sink_cluster_is_unreachable_says_so_and_reads_nothing(tmp):
+    """A Fluss sink whose cluster does not answer (a closed port): the run says every 10 s
+    that it waits for the sink, then exits 1 naming it and why; nothing was read, no model
+    called, no dead letter written (the client is let go: no leak under ASan)."""
+    path = os.path.join(tmp, "job.yaml")
+    events = os.path.join(tmp, "in.jsonl")
+    with open(events, "w") as f:
+        f.write(json.dumps({"id": "a", "customer_id": "c", "text": "hi"}) + "\n")
+    with mock_llm(tmp, {"rules": [{"reply": "ok"}]}) as mock:
+        with open(path, "w") as f:
+            f.write(fluss_job("unreach", mock.port, "table: it.q_unused",
+                              "table: it.answers_unreachable, bootstrap: \"127.0.0.1:1\"",
+                              "{{event.text}}").replace("source: { fluss: { table: it.q_unused } }\n",
+                                                        ""))
+        p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", path, "--input", events],
+                           capture_output=True, text=True, timeout=240, cwd=tmp)
+        asked = mock.requests()
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "still waiting for the output sink it.answers_unreachable" in p.stderr, p.stderr
+    assert "the output sink it.answers_unreachable cannot be written" in p.stderr, p.stderr
+    assert "127.0.0.1:1" in p.stderr, p.stderr
+    assert "LeakSanitizer" not in p.stderr and "AddressSanitizer" not in p.stderr, p.stderr
+    assert asked == [], asked
+    assert not os.path.exists(os.path.join(tmp, "dead.jsonl"))
+
+
 def test_job_whose_sink_table_does_not_exist_reads_nothing(tmp):
     """A sink table that is not there fails the run before it reads anything: exit 1, no LLM
     call, no dead letters (it used to run every event, spend the model's calls, and put every
@@ -924,6 +950,7 @@ TESTS = [
     test_job_dead_letters_rows_that_do_not_fit,
     test_job_whose_source_table_does_not_exist_exits_1,
     test_job_whose_sink_table_does_not_exist_reads_nothing,
+    test_job_whose_sink_cluster_is_unreachable_says_so_and_reads_nothing,
     test_lookup_tool_and_lua_lookups,
     test_lookup_tool_configuration_errors,
     test_example_fluss_support,

@@ -1891,6 +1891,20 @@ static void test_migrate_3_to_4(void **state)
     assert_int_equal(sql_count(path, "SELECT value FROM meta WHERE key='schema_version'"), 4);
     json_t *again = observe(path);
     assert_true(json_equal(again, want));
+    /* a schema 4 without the sinks' state column (written between two commits of eddy's
+     * own): the column is added at open */
+    db = sql_rw(path);
+    sql_exec(db, "CREATE TABLE sinks_old(sink TEXT PRIMARY KEY, length INTEGER NOT NULL,"
+                 " count INTEGER NOT NULL, updated_ns INTEGER NOT NULL) WITHOUT ROWID;"
+                 " INSERT INTO sinks_old SELECT sink, length, count, updated_ns FROM sinks;"
+                 " DROP TABLE sinks; ALTER TABLE sinks_old RENAME TO sinks");
+    sqlite3_close(db);
+    json_t *fixed = observe(path);
+    assert_true(json_equal(fixed, want));
+    assert_int_equal(sql_count(path, "SELECT count(*) FROM pragma_table_info('sinks') WHERE"
+                                     " name='state'"),
+                     1);
+    json_decref(fixed);
     json_decref(want);
     json_decref(got);
     json_decref(again);
