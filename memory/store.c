@@ -1582,6 +1582,22 @@ static int post(eddy_store_session *ss, sjob *j, eddy_err *err)
     return 0;
 }
 
+/* J as step STEP of the run REF (its key, place, state, kind and data: DATA's
+ * JSON text). EDDY_ENOMEM when a copy failed (J is then the caller's to free). */
+static int set_step(sjob *j, const eddy_run_ref *ref, int step, int state, const char *kind,
+                    const json_t *data)
+{
+    j->key = eddy_strdup(ref->key);
+    j->part = ref->part;
+    j->pos = ref->pos;
+    j->input_hash = ref->input_hash;
+    j->step = step;
+    j->state = state;
+    j->skind = eddy_strdup(kind);
+    j->data = data ? eddy_json_dumps_flags(data, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    return j->key && j->skind && j->data ? 0 : EDDY_ENOMEM;
+}
+
 int eddy_store_put_step(eddy_store_session *ss, const eddy_run_ref *ref, int step, int state,
                         const char *kind, json_t *data, eddy_store_cb cb, void *ud, eddy_err *err)
 {
@@ -1592,17 +1608,9 @@ int eddy_store_put_step(eddy_store_session *ss, const eddy_run_ref *ref, int ste
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     j->kind = J_STEP;
     j->agent = eddy_strdup(ref->agent);
-    j->key = eddy_strdup(ref->key);
-    j->part = ref->part;
-    j->pos = ref->pos;
-    j->input_hash = ref->input_hash;
-    j->step = step;
-    j->state = state;
-    j->skind = eddy_strdup(kind);
-    j->data = eddy_json_dumps_flags(data, JSON_COMPACT | JSON_ENCODE_ANY);
     j->cb = cb;
     j->ud = ud;
-    if (!j->agent || !j->key || !j->skind || !j->data) {
+    if (set_step(j, ref, step, state, kind, data) || !j->agent) {
         job_free(j);
         return eddy_err_set(err, EDDY_ENOMEM, "cannot journal step %d of %s/%s", step, ref->agent,
                             ref->key);
@@ -1875,17 +1883,9 @@ json_t *eddy_store_state_op(eddy_store_session *ss, const char *agent, const cha
             json_t *d = json_pack("{s:O, s:I}", "result", res, "opkey",
                                   (json_int_t)eddy_store_state_opkey(op, key));
             j->journaled = 1;
-            eddy_free(j->key);
-            j->key = eddy_strdup(ref->key);
-            j->part = ref->part;
-            j->pos = ref->pos;
-            j->input_hash = ref->input_hash;
-            j->step = step;
-            j->state = EDDY_STEP_DONE;
-            j->skind = eddy_strdup("state");
-            j->data = d ? eddy_json_dumps_flags(d, JSON_COMPACT) : NULL;
+            int bad = set_step(j, ref, step, EDDY_STEP_DONE, "state", d);
             json_decref(d);
-            if (!j->key || !j->skind || !j->data)
+            if (bad)
                 goto oom;
         }
         if (post(ss, j, err)) { /* under state_mu: the writer stores changes in order */
