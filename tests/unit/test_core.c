@@ -307,6 +307,21 @@ static void test_bgq_order_and_bounds(void **state)
     }
 }
 
+/* Wait up to 5 s for the queue to have flushed N times; the flush count. */
+static long bgq_wait_flushes(bgq_seen *s, long n)
+{
+    long f = 0;
+    for (int i = 0; i < 5000; i++) {
+        pthread_mutex_lock(&s->mu);
+        f = s->flushes;
+        pthread_mutex_unlock(&s->mu);
+        if (f >= n)
+            break;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    return f;
+}
+
 /* One job and nothing after it: the batch is flushed after its linger,
  * without waiting for more jobs or for the queue's end. */
 static void test_bgq_lingers_then_flushes(void **state)
@@ -322,35 +337,12 @@ static void test_bgq_lingers_then_flushes(void **state)
         g_bgq_jobs[0][round] = round;
         s.next[0] = round;
         assert_int_equal(eddy_bgq_post(q, &g_bgq_jobs[0][round]), 0);
-        long f = 0;
-        for (int i = 0; i < 10000 && f < round; i++) { /* up to 10 s */
-            pthread_mutex_lock(&s.mu);
-            f = s.flushes;
-            pthread_mutex_unlock(&s.mu);
-            if (f < round)
-                nanosleep(&(struct timespec){0, 1000000}, NULL);
-        }
-        assert_int_equal(f, round);
+        assert_int_equal(bgq_wait_flushes(&s, round), round);
     }
     eddy_bgq_free(q);
     assert_int_equal(s.ran, 3);
     assert_int_equal(s.flushes, 3);
     pthread_mutex_destroy(&s.mu);
-}
-
-/* Wait up to 5 s for the queue to have flushed N times; the flush count. */
-static long bgq_wait_flushes(bgq_seen *s, long n)
-{
-    long f = 0;
-    for (int i = 0; i < 5000; i++) {
-        pthread_mutex_lock(&s->mu);
-        f = s->flushes;
-        pthread_mutex_unlock(&s->mu);
-        if (f >= n)
-            break;
-        nanosleep(&(struct timespec){0, 1000000}, NULL);
-    }
-    return f;
 }
 
 /* The bounds hold while the thread lingers over a batch: max_age flushes a
