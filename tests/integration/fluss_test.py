@@ -692,6 +692,13 @@ def eo_start(job, tmp):
                             env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
 
 
+def eo_run(job, tmp, timeout=120):
+    """Run JOB to its end; the finished process (stderr captured)."""
+    return subprocess.run([os.path.join(ARGS.build, "eddy"), "run", job, "--no-progress"],
+                          cwd=tmp, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+
+
 def eo_kill_after(p, table, at_least):
     """SIGKILL P once TABLE holds AT_LEAST rows (read with eddy's scan, which is cheaper
     than starting pyfluss). Returns the rows counted just before the kill."""
@@ -718,9 +725,7 @@ def eo_crash_and_restart(tmp, table, delivery, interval="1h", foreign=0):
     eo_events(tmp, 0, 30)
     with eo_mock(tmp) as mock:
         job = eo_job(tmp, mock.port, table, delivery, "1h")
-        p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", job, "--no-progress"],
-                           cwd=tmp, capture_output=True, text=True, timeout=120,
-                           env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+        p = eo_run(job, tmp)
         assert p.returncode == 0, p.stderr[-3000:]
         assert len(parse_jsonl(eddy("scan", table).stdout)) == 30
     eo_events(tmp, 30, 60)
@@ -821,9 +826,7 @@ def test_log_sink_exactly_once_crash_again_before_the_redeliveries(tmp):
     assert len(parse_jsonl(eddy("scan", table).stdout)) == first  # nothing new was appended
     with eo_mock(tmp) as mock:
         job = eo_job(tmp, mock.port, table, "exactly_once", "1h")
-        p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", job, "--no-progress"],
-                           cwd=tmp, capture_output=True, text=True, timeout=120,
-                           env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+        p = eo_run(job, tmp)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "reading 0 row(s) appended after the last checkpoint" in p.stderr, p.stderr[-3000:]
     rows = eo_rows(table)
@@ -845,9 +848,7 @@ def test_log_sink_exactly_once_table_created_again(tmp):
     create(tmp, table, EO_COLUMNS, buckets=2)
     with eo_mock(tmp) as mock:
         job = eo_job(tmp, mock.port, table, "exactly_once", "1h")
-        p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", job, "--no-progress"],
-                           cwd=tmp, capture_output=True, text=True, timeout=120,
-                           env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+        p = eo_run(job, tmp)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "it was dropped and created again; reading all of it" in p.stderr, p.stderr[-3000:]
     ids = [r["output_id"] for r in eo_rows(table)]
@@ -874,9 +875,7 @@ def test_log_sink_exactly_once_needs_output_id(tmp):
     eo_events(tmp, 0, 5)
     with eo_mock(tmp) as mock:
         job = eo_job(tmp, mock.port, "feo.no_oid", "exactly_once", "1s")
-        p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", job, "--no-progress"],
-                           cwd=tmp, capture_output=True, text=True, timeout=60,
-                           env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+        p = eo_run(job, tmp, timeout=60)
         assert p.returncode == 1, (p.returncode, p.stderr[-2000:])
         assert ("fluss sink feo.no_oid: delivery: exactly_once needs an output_id column "
                 "(STRING)") in p.stderr, p.stderr
@@ -885,9 +884,7 @@ def test_log_sink_exactly_once_needs_output_id(tmp):
         assert parse_jsonl(eddy("scan", "feo.no_oid").stdout) == []
         # at_least_once takes the same table
         job = eo_job(tmp, mock.port, "feo.no_oid", "at_least_once", "1s")
-        p = subprocess.run([os.path.join(ARGS.build, "eddy"), "run", job, "--no-progress"],
-                           cwd=tmp, capture_output=True, text=True, timeout=60,
-                           env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+        p = eo_run(job, tmp, timeout=60)
         assert p.returncode == 0, p.stderr[-2000:]
     assert sorted(r["event_id"] for r in eo_rows("feo.no_oid")) == ["e%d" % i for i in range(5)]
 
