@@ -113,32 +113,22 @@ SEND_SCRIPT = {"rules": [
                     {"name": "count", "arguments": {"id": "$1"}}]},
 ]}
 
-JOB = """job: fchaos
-key: k
-fluss: { bootstrap: "%(boot)s" }
-source: { fluss: { table: %(source)s, start: earliest, follow: false } }
-sink: { fluss: { table: %(sink)s } }
-dead_letter: { jsonl: dead.jsonl }
-delivery: %(delivery)s
-workers: 2
-max_in_flight: %(max_in_flight)d
-checkpoint: { path: state/state.db, interval: %(interval)s }
-trace: { path: state/traces.db }
-shutdown_grace: 10s
-models:
-  default:
-    base_url: %(base_url)s
-    api_key: sk-test-chaos
-    model: mock-model
-    timeout: 30s
-    retry: { attempts: 5, backoff: 20ms..100ms }
-agents:
-  a:
-    prompt: { system: "You count for {{key}}.", user: "event {{event.id}} n={{event.n}}" }
-    tools: [ %(tools)s ]
-    memory: { history: 4 }
-    budget: { turns: 4, tool_calls: 2 }
-"""
+def fluss_job():
+    """chaos_test's job, reading a Fluss log table and upserting into a Fluss table, with
+    the tools of the scenario."""
+    job = ch.JOB
+    for old, new in (("job: chaos\n", "job: fchaos\n"),
+                     ("source: { jsonl: in.jsonl }\nsink: { jsonl: out.jsonl }\n",
+                      'fluss: { bootstrap: "%(boot)s" }\n'
+                      "source: { fluss: { table: %(source)s, start: earliest, follow: false } }\n"
+                      "sink: { fluss: { table: %(sink)s } }\n"),
+                     ("tools: [ tools/count.lua ]", "tools: [ %(tools)s ]")):
+        assert old in job, "chaos_test.JOB changed: %r is not in it" % old
+        job = job.replace(old, new, 1)
+    return job
+
+
+JOB = fluss_job()
 
 INPUT_COLS = [("id", "STRING NOT NULL"), ("k", "STRING NOT NULL"), ("n", "INT NOT NULL")]
 SINK_COLS = [("event_id", "STRING NOT NULL"), ("output_id", "STRING"), ("key", "STRING"),
