@@ -972,10 +972,12 @@ static void sink_wait_tick(uv_timer_t *t)
     sink_wait *w = t->data;
     uint64_t waited = eddy_now_ms() - w->since;
     if (waited >= SINK_WAIT_MS) {
-        sink_ready(EDDY_ETIMEDOUT,
-                   "it did not become ready within 3 minutes (is the cluster "
-                   "reachable, its buckets led? see the warnings above)",
-                   w);
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "it did not become ready within %d s (is the cluster reachable, its buckets "
+                 "led? see the warnings above)",
+                 SINK_WAIT_MS / 1000);
+        sink_ready(EDDY_ETIMEDOUT, msg, w);
         return;
     }
     EDDY_WARN("runtime",
