@@ -11,7 +11,10 @@
  *      max). Two shapes: "burst" posts everything in one go from the loop;
  *      "spread" posts 100 jobs per 1 ms tick (100,000 runs/s) and then the
  *      checkpoint, whose own latency is then the commit of a checkpoint
- *      behind the group commits that were already under way;
+ *      behind the group commits that were already under way; "steady"
+ *      posts the jobs over 1 s (the default checkpoint interval: DIRTY/1000
+ *      per tick), a rate the store keeps up with, so that the checkpoint's
+ *      own latency is its commit;
  *  (b) the worker stall during it: a uv_timer ticks every 1 ms on the
  *      session's loop throughout, and the largest gap between two ticks is
  *      printed (and, for burst, the time the loop spent posting, which is
@@ -343,7 +346,7 @@ typedef struct result {
 } result;
 
 /* One round: N dirty keys and a checkpoint, burst or spread. */
-static result one_round(uv_loop_t *loop, eddy_store_session *ss, int spread, int round)
+static result one_round(uv_loop_t *loop, eddy_store_session *ss, int per_tick, int round)
 {
     run r;
     result res;
@@ -352,8 +355,8 @@ static result one_round(uv_loop_t *loop, eddy_store_session *ss, int spread, int
     r.loop = loop;
     r.ss = ss;
     r.njobs = g_dirty;
-    r.spread = spread;
-    r.per_tick = 100;
+    r.spread = per_tick > 0;
+    r.per_tick = per_tick;
     r.jobs = calloc((size_t)r.njobs, sizeof(*r.jobs));
     r.docs = calloc((size_t)r.njobs, sizeof(*r.docs));
     for (long i = 0; i < r.njobs; i++)
@@ -368,7 +371,7 @@ static result one_round(uv_loop_t *loop, eddy_store_session *ss, int spread, int
     run_loop_for(loop, 20000000); /* the ticker settles */
     others_start(&o);
     uint64_t t0 = uv_hrtime();
-    if (!spread) {
+    if (!r.spread) {
         r.post_begin = t0;
         post_runs(&r, r.njobs);
         post_checkpoint(&r);
@@ -389,7 +392,7 @@ static result one_round(uv_loop_t *loop, eddy_store_session *ss, int spread, int
     pctl(r.jobs, r.njobs, &res.p50, &res.p99, &res.max);
     res.gap = ms(r.max_gap);
     res.gap_after = ms(r.max_gap_after);
-    res.posting = spread ? ms(r.max_post) : ms(r.post_end - r.post_begin);
+    res.posting = r.spread ? ms(r.max_post) : ms(r.post_end - r.post_begin);
     res.over2 = r.gaps_over_2ms;
     res.gap_run = ms(r.gap_run);
     res.gap_wait = ms(r.gap_wait);
@@ -575,15 +578,20 @@ int main(int argc, char **argv)
     json_t *pos = json_object_get(json_object_get(eddy_store_positions(s), "src"), "p0");
     if (pos)
         g_pos = json_integer_value(json_object_get(pos, "pos")) + 1;
-    result burst[32], spread[32];
+    result burst[32], spread[32], steady[32];
     for (int i = 0; i < g_rounds; i++) {
         burst[i] = one_round(&loop, ss, 0, i + 1);
-        spread[i] = one_round(&loop, ss, 1, i + 1);
+        spread[i] = one_round(&loop, ss, 100, i + 1);
+        steady[i] = one_round(&loop, ss, (int)(g_dirty / 1000 ? g_dirty / 1000 : 1), i + 1);
     }
     printf("(a)+(b) burst: %ld run_done + 1 checkpoint posted at once\n", g_dirty);
     print_results("burst", burst, (int)g_rounds);
     printf("(a)+(b) spread: 100 run_done per 1 ms tick, then the checkpoint\n");
     print_results("spread", spread, (int)g_rounds);
+    printf("(a)+(b) steady: the %ld run_done spread over 1 s (the default checkpoint interval), "
+           "then the checkpoint\n",
+           g_dirty);
+    print_results("steady", steady, (int)g_rounds);
     double v[32];
     for (int i = 0; i < g_rounds; i++)
         v[i] = g_dirty / burst[i].ck_total * 1000;
