@@ -22,14 +22,15 @@ typedef struct jobs {
     size_t n, cap;
 } jobs;
 
-enum { RUNNING, IDLE, LINGERING };
+enum { RUNNING, IDLE, LINGERING, WOKEN };
 
 struct eddy_bgq {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     jobs queued; /* under mu */
-    int state;   /* under mu: what the thread is doing (a post wakes it only when IDLE) */
+    int state;   /* under mu: what the thread is doing (a post wakes it only when IDLE);
+                  * WOKEN: a post is signalling it */
     size_t open; /* under mu: while LINGERING, the jobs of the open batch */
     int stop;
     eddy_bgq_fn fn;
@@ -164,10 +165,15 @@ int eddy_bgq_post(eddy_bgq *q, void *job)
         q->queued.cap = cap;
     }
     q->queued.v[q->queued.n++] = job;
-    if (q->state == IDLE || (q->state == LINGERING && q->lim.max_jobs > 0 &&
-                             q->open + q->queued.n >= (size_t)q->lim.max_jobs))
-        pthread_cond_signal(&q->cv);
+    int wake = q->state == IDLE || (q->state == LINGERING && q->lim.max_jobs > 0 &&
+                                    q->open + q->queued.n >= (size_t)q->lim.max_jobs);
+    if (wake)
+        q->state = WOKEN; /* one signal: later posts find it on its way */
     pthread_mutex_unlock(&q->mu);
+    /* after the unlock: a thread woken under the lock would at once sleep
+     * again on it (a futex wait and wake more per post) */
+    if (wake)
+        pthread_cond_signal(&q->cv);
     return 0;
 }
 

@@ -145,12 +145,16 @@ typedef struct jsonl_src {
     node *head, *tail;
     size_t n, cap;
     int stop, eof, finished;
-    int quiet; /* closed: NOTIFY may be gone */
+    int waiting; /* the thread waits for the FIFO to drain to half */
+    int quiet;   /* closed: NOTIFY may be gone */
     uv_async_t *notify;
 } jsonl_src;
 
-/* Queue REC; the thread waits while the FIFO is full. Returns -1 when the
- * source was stopped. */
+/* Queue REC; the thread waits while the FIFO is full, until it drained to
+ * half (one wake-up per cap/2 records, not one per record). The loop is
+ * told only when the FIFO stops being empty: it takes records until it is
+ * empty again or it has enough in flight (then it comes back by itself).
+ * Returns -1 when the source was stopped. */
 static int push(void *ud, eddy_record *rec)
 {
     jsonl_src *s = ud;
@@ -160,8 +164,10 @@ static int push(void *ud, eddy_record *rec)
     else
         eddy_free(rec->text); /* out of memory loses nothing silently: the line number gap shows */
     pthread_mutex_lock(&s->mu);
-    while (!s->on_loop && s->n >= s->cap && !s->stop)
+    while (!s->on_loop && s->n >= s->cap && !s->stop) {
+        s->waiting = 1;
         pthread_cond_wait(&s->not_full, &s->mu);
+    }
     if (s->stop) {
         pthread_mutex_unlock(&s->mu);
         if (nd)
@@ -177,7 +183,7 @@ static int push(void *ud, eddy_record *rec)
         s->tail = nd;
         s->n++;
     }
-    if (!s->quiet) /* under the mutex: src_close silences it before the handle goes */
+    if (!s->quiet && s->n == 1) /* under the mutex: src_close silences it before the handle goes */
         uv_async_send(s->notify);
     pthread_mutex_unlock(&s->mu);
     return 0;
@@ -404,7 +410,10 @@ static int src_next(void *impl, eddy_record *rec)
         if (!s->head)
             s->tail = NULL;
         s->n--;
-        pthread_cond_signal(&s->not_full);
+        if (s->waiting && s->n <= s->cap / 2) {
+            s->waiting = 0;
+            pthread_cond_signal(&s->not_full);
+        }
         *rec = nd->rec;
         r = 1;
     } else {
@@ -740,7 +749,9 @@ int eddy_sink_open_jsonl(const char *path, int lazy, int64_t truncate, uv_loop_t
         if (fstat(s->fd, &st) == 0)
             s->length = s->loop_length = st.st_size;
     }
-    eddy_bgq_limits lim = {512, 2, 0, "eddy-sink"};
+    /* a 1 ms linger: outputs written together (one wake-up and one write for a
+     * batch, not one a line) */
+    eddy_bgq_limits lim = {512, 2, 1, "eddy-sink"};
     if ((rc = eddy_bgq_new(w_job, w_flush, s, &lim, &s->q, err))) {
         sink_free(s);
         return rc;
