@@ -1041,11 +1041,33 @@ static char *default_path(eddy_job *job, const char *file)
     return p;
 }
 
-/* checkpoint: / trace: { path: FILE }, else the default FILE. */
+/* trace: { retention: { max_age, max_size }, sample } */
+static void get_trace_opts(vctx *c, json_t *x, const char *p)
+{
+    static const char *const keep_keys[] = {"max_age", "max_size", NULL};
+    eddy_trace_opts *o = &c->job->trace;
+    char pp[80];
+    json_t *k;
+    o->max_age_ms = EDDY_TRACE_DEFAULT_MAX_AGE_MS;
+    o->max_bytes = EDDY_TRACE_DEFAULT_MAX_BYTES;
+    o->sample = 1;
+    if (!x)
+        return;
+    if ((k = eddy__job_map(c, x, p, "retention", 0))) {
+        eddy__job_join(pp, sizeof(pp), p, "retention");
+        eddy__job_keys(c, k, pp, keep_keys);
+        o->max_age_ms =
+            eddy__job_duration(c, k, pp, "max_age", o->max_age_ms, 60000, 3650 * MS_DAY);
+        o->max_bytes = eddy__job_size(c, k, pp, "max_size", o->max_bytes, 1 << 20, 1ll << 50);
+    }
+    o->sample = get_number(c, x, p, "sample", 1, 0, 1);
+}
+
+/* checkpoint: / trace: { path: FILE, ... }, else the default FILE. */
 static char *get_store(vctx *c, json_t *root, const char *key, const char *file, char **where_out,
                        unsigned bit)
 {
-    static const char *const path_keys[] = {"path", NULL};
+    static const char *const trace_keys[] = {"path", "retention", "sample", NULL};
     static const char *const ckpt_keys[] = {"path", "interval", NULL};
     int ckpt = !strcmp(key, "checkpoint");
     char p[64], pp[80], where[512], *rel = NULL, *abs;
@@ -1054,11 +1076,13 @@ static char *get_store(vctx *c, json_t *root, const char *key, const char *file,
     if (ckpt)
         c->job->checkpoint_ms = 1000;
     if (x) {
-        eddy__job_keys(c, x, p, ckpt ? ckpt_keys : path_keys);
+        eddy__job_keys(c, x, p, ckpt ? ckpt_keys : trace_keys);
         rel = eddy__job_str(c, x, p, "path", S_NONEMPTY, NULL);
         if (ckpt)
             c->job->checkpoint_ms = eddy__job_duration(c, x, p, "interval", 1000, 10, MS_DAY);
     }
+    if (!ckpt)
+        get_trace_opts(c, x, p);
     if (rel) {
         abs = eddy_job_path(c->job, rel);
         eddy__job_join(pp, sizeof(pp), p, "path");

@@ -72,19 +72,20 @@ struct eddy_run {
     uv_timer_t wall;
     int turns, tool_calls, refs, reported;
     long in_tokens, out_tokens, cached_tokens;
-    eddy_run_ref ref;            /* agent and key point into the run's strings */
-    const eddy_replay *replay;   /* an earlier try's journal, or NULL */
-    int step;                    /* steps asked for so far */
-    int tool_seq;                /* tool calls finished so far */
-    int loaded;                  /* holds the store's cache entry of the key */
-    int committing;              /* the end is being committed */
+    eddy_run_ref ref;          /* agent and key point into the run's strings */
+    const eddy_replay *replay; /* an earlier try's journal, or NULL */
+    int step;                  /* steps asked for so far */
+    int tool_seq;              /* tool calls finished so far */
+    int loaded;                /* holds the store's cache entry of the key */
+    int committing;            /* the end is being committed */
     /* what is reported once the end is committed (deliver() builds the
      * eddy_run_result: its 1 KB message is not kept for the run's life) */
     int res_status;
     long res_cause;
     char *res_msg; /* the failure's message; NULL when ok (or out of memory) */
     json_t *res_output;
-    uv_timer_t later;            /* reports that must not run inside the caller */
+    json_t *models_used, *tools_used; /* names, each once (the trace's row) */
+    uv_timer_t later;                 /* reports that must not run inside the caller */
     eddy_run_cb cb;
     void *ud;
 };
@@ -174,6 +175,8 @@ static void run_free(eddy_run *r)
 {
     json_decref(r->event);
     json_decref(r->res_output);
+    json_decref(r->models_used);
+    json_decref(r->tools_used);
     eddy_free(r->res_msg);
     json_decref(r->output_value);
     eddy_llm_conv_clear(&r->conv);
@@ -202,14 +205,52 @@ static void wall_closed(uv_handle_t *h)
     unref(h->data);
 }
 
+/* NAME into the array *SET unless it is there. */
+static void add_name(json_t **set, const char *name)
+{
+    size_t i;
+    json_t *v;
+    if (!*set && !(*set = json_array()))
+        return;
+    json_array_foreach(*set, i, v) if (!strcmp(json_string_value(v), name)) return;
+    json_array_append_new(*set, json_string(name));
+}
+
+#define TRACE_TEXT_MAX 16384 /* of the event and of the output, for the search */
+
+/* V as text (a string as itself), at most TRACE_TEXT_MAX bytes, never cut
+ * inside a character. */
+static json_t *trace_text(json_t *v)
+{
+    char *t = !v                  ? NULL
+              : json_is_string(v) ? eddy_strdup(json_string_value(v))
+                                  : eddy_json_dumps(v);
+    json_t *s;
+    if (!t)
+        return json_string("");
+    size_t n = strlen(t), k = eddy_utf8_cut(t, n, TRACE_TEXT_MAX);
+    s = json_stringn(t, k);
+    eddy_free(t);
+    return s ? s : json_string("");
+}
+
 static json_t *summary(eddy_run *r)
 {
     json_t *s = json_pack("{s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:i}", "agent", r->rt->def->name,
                           "key", r->key, "event_id", r->event_id, "input_tokens",
                           (json_int_t)r->in_tokens, "output_tokens", (json_int_t)r->out_tokens,
                           "llm_calls", r->turns, "tool_calls", r->tool_calls, "turns", r->turns);
-    if (s && r->rt->def->model->has_price)
+    if (!s)
+        return NULL;
+    if (r->rt->def->model->has_price)
         json_object_set_new(s, "cost", json_real(r->cost));
+    json_object_set_new(s, "input", trace_text(r->event));
+    json_t *out = json_object_get(r->res_output, "output");
+    json_object_set_new(s, "output", trace_text(out ? out : r->res_output));
+    if (r->models_used)
+        json_object_set(s, "models", r->models_used);
+    if (r->tools_used)
+        json_object_set(s, "tools", r->tools_used);
     return s;
 }
 
@@ -766,6 +807,7 @@ static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
         eddy_span_set_str(s->span, "gen_ai.tool.type", "function");
         eddy_span_set_str(s->span, "openinference.span.kind", "TOOL");
         eddy_span_set_str(s->span, "gen_ai.tool.call.arguments", raw);
+        add_name(&r->tools_used, name);
         r->tool_calls++;
         if (r->stats && !(done && done[i]))
             r->stats->tool_calls++;
@@ -947,6 +989,7 @@ static void llm_answered(eddy_run *r, eddy_llm_result *res, int step, int replay
     const eddy_llm_model *m = res->model ? res->model : r->rt->def->model;
     r->llm_req = NULL;
     r->llm_span = NULL;
+    add_name(&r->models_used, m->name);
     if (replayed)
         eddy_span_set(sp, "eddy.replayed", json_true());
     else if (!res->status && !r->reported)

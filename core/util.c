@@ -281,6 +281,17 @@ size_t eddy_utf8_seq_len(const char *str, size_t n)
     return cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF) ? 0 : k + 1;
 }
 
+size_t eddy_utf8_cut(const char *s, size_t n, size_t max)
+{
+    size_t k = max;
+    if (n <= max)
+        return n;
+    /* back over continuation bytes (at most 3) to the start of a sequence */
+    while (k > 0 && max - k < 3 && ((unsigned char)s[k] & 0xC0) == 0x80)
+        k--;
+    return ((unsigned char)s[k] & 0xC0) == 0x80 ? max : k;
+}
+
 size_t eddy_utf8_invalid(const char *s, size_t n)
 {
     size_t i = 0, k;

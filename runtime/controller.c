@@ -1073,7 +1073,7 @@ static int setup(ctl *c, eddy_err *err)
     eddy_store_opts so = {c->job->max_keygroups, 0, 0, c->job->memory_cache, o->from_start};
     if ((rc = eddy_store_open(c->state_path, &so, &c->store, err)) ||
         (rc = eddy_store_session_new(c->store, &c->loop, &c->ss, err)) ||
-        (rc = eddy_trace_store_open(c->trace_path, &c->traces, err)))
+        (rc = eddy_trace_store_open(c->trace_path, &c->job->trace, &c->traces, err)))
         return rc;
     if ((rc = eddy__queue_init(&c->done, &c->loop, on_done, c)))
         return eddy_err_set(err, rc, "cannot create an async handle");

@@ -14,18 +14,39 @@
 #include <string.h>
 #include <time.h>
 
+static int has_table(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *st;
+    int yes = 0;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?1", -1,
+                           &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        yes = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    return yes;
+}
+
 static int open_ro(const char *path, sqlite3 **db, eddy_err *err)
 {
-    int rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY, NULL);
-    if (rc != SQLITE_OK) {
-        eddy_err_setc(err, EDDY_ENOENT, rc, "%s: cannot open the trace store: %s", path,
-                      sqlite3_errstr(rc));
+    for (int tries = 0;; tries++) {
+        int rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY, NULL);
+        if (rc != SQLITE_OK) {
+            eddy_err_setc(err, EDDY_ENOENT, rc, "%s: cannot open the trace store: %s", path,
+                          sqlite3_errstr(rc));
+            sqlite3_close(*db);
+            *db = NULL;
+            return EDDY_ENOENT;
+        }
+        sqlite3_busy_timeout(*db, 5000);
+        if (has_table(*db, "meta") || !has_table(*db, "spans") || tries)
+            return 0;
+        /* written by an older eddy: brought to this version first */
         sqlite3_close(*db);
         *db = NULL;
-        return EDDY_ENOENT;
+        if ((rc = eddy_trace_store_upgrade(path, err)))
+            return rc;
     }
-    sqlite3_busy_timeout(*db, 5000);
-    return 0;
 }
 
 static const char *col(sqlite3_stmt *st, int i)

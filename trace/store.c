@@ -18,18 +18,43 @@
 #include <sqlite3.h>
 #include <string.h>
 
+/* Version 2: rowid tables (spans are large rows: a WITHOUT ROWID b-tree keyed
+ * by two hex texts split a page every few inserts), the trace row with what
+ * the list filters on and a full-text index over its input and output. */
+#define TRACES_DEF                                                                                 \
+    "(id INTEGER PRIMARY KEY, trace_id TEXT NOT NULL UNIQUE, name TEXT, agent TEXT NOT NULL,"      \
+    " key TEXT NOT NULL, event_id TEXT NOT NULL, status TEXT NOT NULL, error TEXT,"                \
+    " start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, input_tokens INTEGER NOT NULL,"          \
+    " output_tokens INTEGER NOT NULL, cost REAL, llm_calls INTEGER NOT NULL,"                      \
+    " tool_calls INTEGER NOT NULL, turns INTEGER NOT NULL, models TEXT NOT NULL,"                  \
+    " tools TEXT NOT NULL, input TEXT NOT NULL, output TEXT NOT NULL, summary TEXT NOT NULL)"
+#define SPANS_DEF                                                                                  \
+    "(id INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_id TEXT,"      \
+    " name TEXT NOT NULL, kind INTEGER NOT NULL, start_ns INTEGER NOT NULL,"                       \
+    " end_ns INTEGER NOT NULL, status TEXT NOT NULL, error TEXT, attributes TEXT NOT NULL)"
+
+static const char *const kPragmas = "PRAGMA journal_mode=WAL;"
+                                    "PRAGMA synchronous=NORMAL;"
+                                    "PRAGMA auto_vacuum=INCREMENTAL;"; /* new files only */
+
 static const char *const kSchema =
-    "PRAGMA journal_mode=WAL;"
-    "PRAGMA synchronous=NORMAL;"
-    "CREATE TABLE IF NOT EXISTS traces(trace_id TEXT PRIMARY KEY, name TEXT, agent TEXT,"
-    "  key TEXT, event_id TEXT, status TEXT, error TEXT, start_ns INTEGER, end_ns INTEGER,"
-    "  input_tokens INTEGER, output_tokens INTEGER, llm_calls INTEGER, tool_calls INTEGER,"
-    "  turns INTEGER, summary TEXT);"
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS traces" TRACES_DEF ";"
     "CREATE INDEX IF NOT EXISTS traces_by_start ON traces(start_ns);"
-    "CREATE TABLE IF NOT EXISTS spans(trace_id TEXT NOT NULL, span_id TEXT NOT NULL,"
-    "  parent_id TEXT, name TEXT NOT NULL, kind INTEGER NOT NULL, start_ns INTEGER NOT NULL,"
-    "  end_ns INTEGER NOT NULL, status TEXT NOT NULL, error TEXT, attributes TEXT NOT NULL,"
-    "  PRIMARY KEY(trace_id, span_id)) WITHOUT ROWID;";
+    "CREATE INDEX IF NOT EXISTS traces_by_agent ON traces(agent, start_ns);"
+    "CREATE INDEX IF NOT EXISTS traces_by_key ON traces(key, start_ns);"
+    "CREATE INDEX IF NOT EXISTS traces_by_event ON traces(event_id);"
+    "CREATE INDEX IF NOT EXISTS traces_by_status ON traces(status, start_ns);"
+    "CREATE TABLE IF NOT EXISTS spans" SPANS_DEF ";"
+    "CREATE INDEX IF NOT EXISTS spans_by_trace ON spans(trace_id);"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS trace_text USING fts5(input, output, content='traces',"
+    "  content_rowid='id', tokenize='unicode61 remove_diacritics 2');"
+    "CREATE TRIGGER IF NOT EXISTS traces_text_ins AFTER INSERT ON traces BEGIN"
+    "  INSERT INTO trace_text(rowid, input, output) VALUES(new.id, new.input, new.output); END;"
+    "CREATE TRIGGER IF NOT EXISTS traces_text_del AFTER DELETE ON traces BEGIN"
+    "  INSERT INTO trace_text(trace_text, rowid, input, output)"
+    "  VALUES('delete', old.id, old.input, old.output); END;"
+    "INSERT OR IGNORE INTO meta VALUES('schema_version', '2');";
 
 /* One attribute: its `"key":value` text in the span's buffer. A later set of
  * the same key makes the earlier one dead (len 0). */
@@ -49,13 +74,34 @@ struct eddy_span {
     attr *attrs;
     size_t nattrs, cap;
     json_t *summary; /* root spans: the trace row */
+    eddy_span *next; /* while held (writer thread) */
 };
 
+/* The spans of a trace that sampling would not keep, held (writer thread)
+ * until its root span ends: kept after all if any of them failed. */
+typedef struct held {
+    char trace_id[33];
+    eddy_span *first, *last;
+    int failed;
+    struct held *next;
+} held;
+
+#define HELD_BUCKETS 1024
+#define HELD_MAX_SPANS 100000 /* beyond, the spans of unsampled traces are dropped */
+#define RETAIN_EVERY_NS (10ull * 1000000000ull)
+#define RETAIN_CHUNK 2000
+
 struct eddy_trace_store {
+    char *path;
     sqlite3 *db;
     sqlite3_stmt *ins_span, *ins_trace; /* prepared once; writer thread only */
     eddy_bgq *q;
     int in_txn;
+    eddy_trace_opts opts;
+    /* writer thread only */
+    uint64_t next_retain_ns;
+    held *held[HELD_BUCKETS];
+    size_t nheld;
 };
 
 /*
@@ -169,14 +215,64 @@ static const char *attrs_text(eddy_span *sp, eddy_buf *out)
     return out->oom ? NULL : out->data;
 }
 
+/* A JSON array of strings in M at KEY as "a,b,c" into OUT (for LIKE filters). */
+static const char *names_text(json_t *m, const char *key, eddy_buf *out)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(m, key), i, v)
+    {
+        if (!json_is_string(v))
+            continue;
+        if (out->len)
+            eddy_buf_putc(out, ',');
+        eddy_buf_puts(out, json_string_value(v));
+    }
+    return out->oom || !out->data ? "" : out->data;
+}
+
+static void write_trace(eddy_trace_store *s, eddy_span *sp)
+{
+    sqlite3_stmt *st = s->ins_trace;
+    json_t *m = sp->summary, *cost = json_object_get(m, "cost");
+    eddy_buf models, tools;
+    char *sum = eddy_json_dumps_flags(m, JSON_COMPACT);
+    eddy_buf_init(&models);
+    eddy_buf_init(&tools);
+    sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, sp->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, eddy_json_str(m, "agent", ""), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, eddy_json_str(m, "key", ""), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, eddy_json_str(m, "event_id", ""), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, sp->error ? "error" : "ok", -1, SQLITE_STATIC);
+    if (sp->error)
+        sqlite3_bind_text(st, 7, sp->error, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)sp->start_ns);
+    sqlite3_bind_int64(st, 9, (sqlite3_int64)sp->end_ns);
+    sqlite3_bind_int64(st, 10, eddy_json_int(m, "input_tokens", 0));
+    sqlite3_bind_int64(st, 11, eddy_json_int(m, "output_tokens", 0));
+    if (json_is_number(cost))
+        sqlite3_bind_double(st, 12, json_number_value(cost));
+    sqlite3_bind_int64(st, 13, eddy_json_int(m, "llm_calls", 0));
+    sqlite3_bind_int64(st, 14, eddy_json_int(m, "tool_calls", 0));
+    sqlite3_bind_int64(st, 15, eddy_json_int(m, "turns", 0));
+    sqlite3_bind_text(st, 16, names_text(m, "models", &models), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 17, names_text(m, "tools", &tools), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 18, eddy_json_str(m, "input", ""), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 19, eddy_json_str(m, "output", ""), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 20, sum ? sum : "{}", -1, SQLITE_STATIC);
+    step_reset(s, st, "trace", sp->trace_id);
+    eddy_free(sum);
+    eddy_buf_free(&models);
+    eddy_buf_free(&tools);
+}
+
 static void write_span(eddy_trace_store *s, eddy_span *sp)
 {
     sqlite3_stmt *st = s->ins_span;
     eddy_buf ab;
     eddy_buf_init(&ab);
     const char *attrs = attrs_text(sp, &ab);
-    char *sum;
-    json_t *m = sp->summary;
     sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, sp->span_id, -1, SQLITE_STATIC);
     if (sp->parent_id[0])
@@ -191,37 +287,207 @@ static void write_span(eddy_trace_store *s, eddy_span *sp)
     sqlite3_bind_text(st, 10, attrs ? attrs : "{}", -1, SQLITE_STATIC);
     step_reset(s, st, "span", sp->span_id);
     eddy_buf_free(&ab);
-    if (!m)
+    if (sp->summary)
+        write_trace(s, sp);
+}
+
+/* -- sampling ------------------------------------------------------------------ */
+
+/* Whether sampling keeps the trace (its successful runs): from the random
+ * last 8 hex digits of its id, so the same trace is kept on every read. */
+static int sampled(const eddy_trace_store *s, const char *trace_id)
+{
+    if (s->opts.sample >= 1)
+        return 1;
+    uint32_t r = (uint32_t)strtoul(trace_id + 24, NULL, 16);
+    return (double)r < s->opts.sample * 4294967296.0;
+}
+
+static held **held_slot(eddy_trace_store *s, const char *trace_id)
+{
+    uint64_t h = eddy_hash64(trace_id, 32) & (HELD_BUCKETS - 1);
+    held **p = &s->held[h];
+    while (*p && memcmp((*p)->trace_id, trace_id, 32))
+        p = &(*p)->next;
+    return p;
+}
+
+/* SP, a child span of a trace sampling does not keep: held until its root. */
+static void hold(eddy_trace_store *s, eddy_span *sp)
+{
+    held **p = held_slot(s, sp->trace_id), *h = *p;
+    if (s->nheld >= HELD_MAX_SPANS || (!h && !(h = eddy_calloc(1, sizeof(*h))))) {
+        span_free(sp);
         return;
-    st = s->ins_trace;
-    sum = eddy_json_dumps_flags(m, JSON_COMPACT);
-    sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, sp->name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, eddy_json_str(m, "agent", ""), -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, eddy_json_str(m, "key", ""), -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, eddy_json_str(m, "event_id", ""), -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 6, sp->error ? "error" : "ok", -1, SQLITE_STATIC);
-    if (sp->error)
-        sqlite3_bind_text(st, 7, sp->error, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 8, (sqlite3_int64)sp->start_ns);
-    sqlite3_bind_int64(st, 9, (sqlite3_int64)sp->end_ns);
-    sqlite3_bind_int64(st, 10, eddy_json_int(m, "input_tokens", 0));
-    sqlite3_bind_int64(st, 11, eddy_json_int(m, "output_tokens", 0));
-    sqlite3_bind_int64(st, 12, eddy_json_int(m, "llm_calls", 0));
-    sqlite3_bind_int64(st, 13, eddy_json_int(m, "tool_calls", 0));
-    sqlite3_bind_int64(st, 14, eddy_json_int(m, "turns", 0));
-    sqlite3_bind_text(st, 15, sum ? sum : "{}", -1, SQLITE_STATIC);
-    step_reset(s, st, "trace", sp->trace_id);
-    eddy_free(sum);
+    }
+    if (!*p) {
+        memcpy(h->trace_id, sp->trace_id, 33);
+        *p = h;
+    }
+    sp->next = NULL;
+    if (h->last)
+        h->last->next = sp;
+    else
+        h->first = sp;
+    h->last = sp;
+    h->failed |= sp->error != NULL;
+    s->nheld++;
+}
+
+/* ROOT of an unsampled trace ended: write it and its held spans if any of
+ * them failed, else drop them all. */
+static void release(eddy_trace_store *s, eddy_span *root)
+{
+    held **p = held_slot(s, root->trace_id), *h = *p;
+    int keep = root->error != NULL || (h && h->failed);
+    if (h)
+        *p = h->next;
+    for (eddy_span *sp = h ? h->first : NULL, *nx; sp; sp = nx) {
+        nx = sp->next;
+        if (keep)
+            write_span(s, sp);
+        span_free(sp);
+        s->nheld--;
+    }
+    eddy_free(h);
+    if (keep)
+        write_span(s, root);
+    span_free(root);
+}
+
+static void free_held(eddy_trace_store *s)
+{
+    for (size_t i = 0; i < HELD_BUCKETS; i++)
+        while (s->held[i]) {
+            held *h = s->held[i];
+            s->held[i] = h->next;
+            for (eddy_span *sp = h->first, *nx; sp; sp = nx) {
+                nx = sp->next;
+                span_free(sp);
+            }
+            eddy_free(h);
+        }
+    s->nheld = 0;
 }
 
 static void on_span(void *job, void *ctx)
 {
     eddy_trace_store *s = ctx;
+    eddy_span *sp = job;
     if (!s->in_txn && sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK)
         s->in_txn = 1;
-    write_span(s, job);
-    span_free(job);
+    if (sampled(s, sp->trace_id)) {
+        write_span(s, sp);
+        span_free(sp);
+    } else if (sp->parent_id[0]) {
+        hold(s, sp);
+    } else {
+        release(s, sp);
+    }
+}
+
+/* -- retention ---------------------------------------------------------------- */
+
+static int64_t exec_changes(eddy_trace_store *s, const char *sql, int64_t arg, int64_t limit)
+{
+    sqlite3_stmt *st;
+    int64_t n = 0;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        EDDY_WARN("trace", "%s: retention: %s", s->path, sqlite3_errmsg(s->db));
+        return 0;
+    }
+    sqlite3_bind_int64(st, 1, arg);
+    sqlite3_bind_int64(st, 2, limit);
+    if (sqlite3_step(st) == SQLITE_DONE)
+        n = sqlite3_changes64(s->db);
+    else
+        EDDY_WARN("trace", "%s: retention: %s", s->path, sqlite3_errmsg(s->db));
+    sqlite3_finalize(st);
+    return n;
+}
+
+static int64_t pragma_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    int64_t v = 0;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Bytes the store's pages hold (free pages not counted). */
+static int64_t used_bytes(sqlite3 *db)
+{
+    return (pragma_int(db, "PRAGMA page_count") - pragma_int(db, "PRAGMA freelist_count")) *
+           pragma_int(db, "PRAGMA page_size");
+}
+
+/* Delete the oldest N traces that began before CUTOFF (ns), with their
+ * spans, and the spans at the head of the table (in time order by rowid)
+ * older than CUTOFF whose trace never got a row (a run cut short). Returns
+ * the traces deleted. */
+static int64_t delete_before(eddy_trace_store *s, int64_t cutoff, int64_t n)
+{
+    exec_changes(s,
+                 "DELETE FROM spans WHERE trace_id IN (SELECT trace_id FROM traces WHERE "
+                 "start_ns < ?1 ORDER BY id LIMIT ?2)",
+                 cutoff, n);
+    int64_t gone = exec_changes(s,
+                                "DELETE FROM traces WHERE id IN (SELECT id FROM traces WHERE "
+                                "start_ns < ?1 ORDER BY id LIMIT ?2)",
+                                cutoff, n);
+    exec_changes(s,
+                 "DELETE FROM spans WHERE id IN (SELECT id FROM spans ORDER BY id LIMIT ?2) AND "
+                 "start_ns < ?1",
+                 cutoff, n);
+    return gone;
+}
+
+/* Writer thread, between batches, every RETAIN_EVERY_NS: traces older than
+ * max_age go, then the oldest ones while the store holds more than
+ * max_size. Each pass deletes a bounded number of rows (one transaction of
+ * a few chunks), so a large backlog goes over several passes. */
+static void retain(eddy_trace_store *s, int force)
+{
+    uint64_t now = eddy_wall_ns();
+    if (!force && now < s->next_retain_ns)
+        return;
+    s->next_retain_ns = now + RETAIN_EVERY_NS;
+    if (!s->opts.max_age_ms && !s->opts.max_bytes)
+        return;
+    if (sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+        return;
+    int64_t deleted = 0, used;
+    if (s->opts.max_age_ms) {
+        int64_t cutoff = (int64_t)now - s->opts.max_age_ms * 1000000, n = 1;
+        for (int i = 0; i < 10 && n; i++)
+            deleted += n = delete_before(s, cutoff, RETAIN_CHUNK);
+    }
+    for (int i = 0; s->opts.max_bytes && i < 10 && (used = used_bytes(s->db)) > s->opts.max_bytes;
+         i++) {
+        /* the oldest traces, as many as the excess holds (at an average
+         * trace's size) down to 90 % of the bound, at most a chunk a step */
+        int64_t traces = pragma_int(s->db, "SELECT count(*) FROM traces");
+        if (!traces)
+            break;
+        double per = (double)used / (double)traces;
+        int64_t n = (int64_t)((double)(used - s->opts.max_bytes * 9 / 10) / per) + 1;
+        n = n > RETAIN_CHUNK ? RETAIN_CHUNK : n;
+        int64_t gone = delete_before(s, INT64_MAX, n);
+        deleted += gone;
+        if (!gone)
+            break;
+    }
+    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        EDDY_WARN("trace", "%s: retention: %s", s->path, sqlite3_errmsg(s->db));
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return;
+    }
+    if (deleted) {
+        sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
+        EDDY_DEBUG("trace", "%s: retention deleted %lld rows", s->path, (long long)deleted);
+    }
 }
 
 static void on_idle(void *ctx)
@@ -230,6 +496,7 @@ static void on_idle(void *ctx)
     if (s->in_txn && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
         EDDY_WARN("trace", "cannot commit spans: %s", sqlite3_errmsg(s->db));
     s->in_txn = 0;
+    retain(s, 0);
 }
 
 static int open_store_db(const char *path, int rw, sqlite3 **db, eddy_err *err)
@@ -248,31 +515,123 @@ static int open_store_db(const char *path, int rw, sqlite3 **db, eddy_err *err)
     return 0;
 }
 
-int eddy_trace_store_open(const char *path, eddy_trace_store **out, eddy_err *err)
+/* Version 1 (no meta table; spans WITHOUT ROWID) into version 2, in one
+ * transaction: the rows are copied in time order, the old tables dropped. */
+static const char *const kMigrate1 = "ALTER TABLE traces RENAME TO traces_v1;"
+                                     "ALTER TABLE spans RENAME TO spans_v1;"
+                                     "DROP INDEX IF EXISTS traces_by_start;";
+static const char *const kMigrate1Copy =
+    "INSERT OR IGNORE INTO traces(trace_id, name, agent, key, event_id, status, error, start_ns,"
+    " end_ns, input_tokens, output_tokens, cost, llm_calls, tool_calls, turns, models, tools,"
+    " input, output, summary)"
+    " SELECT trace_id, name, coalesce(agent, ''), coalesce(key, ''), coalesce(event_id, ''),"
+    " coalesce(status, 'ok'), error, coalesce(start_ns, 0), coalesce(end_ns, 0),"
+    " coalesce(input_tokens, 0), coalesce(output_tokens, 0),"
+    " CASE WHEN json_valid(summary) THEN json_extract(summary, '$.cost') END,"
+    " coalesce(llm_calls, 0), coalesce(tool_calls, 0), coalesce(turns, 0), '', '', '', '',"
+    " coalesce(summary, '{}') FROM traces_v1 ORDER BY start_ns;"
+    "INSERT INTO spans(trace_id, span_id, parent_id, name, kind, start_ns, end_ns, status, error,"
+    " attributes) SELECT trace_id, span_id, parent_id, name, kind, start_ns, end_ns, status,"
+    " error, attributes FROM spans_v1 ORDER BY start_ns;"
+    "DROP TABLE traces_v1;"
+    "DROP TABLE spans_v1;";
+
+static int table_exists(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *st;
+    int yes = 0;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?1", -1,
+                           &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        yes = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    return yes;
+}
+
+static int create_schema(sqlite3 *db, const char *path, eddy_err *err)
+{
+    char *e = NULL;
+    int v1 = table_exists(db, "spans") && !table_exists(db, "meta");
+    if (v1)
+        EDDY_INFO("trace", "%s: migrating the trace store from version 1 to 2", path);
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &e) != SQLITE_OK ||
+        (v1 && sqlite3_exec(db, kMigrate1, NULL, NULL, &e) != SQLITE_OK) ||
+        sqlite3_exec(db, kSchema, NULL, NULL, &e) != SQLITE_OK ||
+        (v1 && sqlite3_exec(db, kMigrate1Copy, NULL, NULL, &e) != SQLITE_OK) ||
+        sqlite3_exec(db, "COMMIT", NULL, NULL, &e) != SQLITE_OK) {
+        int rc = eddy_err_set(err, EDDY_ESQLITE, "%s: cannot %s the trace store: %s", path,
+                              v1 ? "migrate" : "create", e ? e : sqlite3_errmsg(db));
+        sqlite3_free(e);
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    int64_t version = pragma_int(db, "SELECT value FROM meta WHERE key='schema_version'");
+    if (version != EDDY_TRACE_SCHEMA_VERSION)
+        return eddy_err_set(err, EDDY_ECORRUPT,
+                            "%s: trace store version %lld, this eddy reads version %d (a newer "
+                            "eddy wrote it)",
+                            path, (long long)version, EDDY_TRACE_SCHEMA_VERSION);
+    return 0;
+}
+
+int eddy_trace_store_upgrade(const char *path, eddy_err *err)
+{
+    sqlite3 *db;
+    char *e = NULL;
+    int rc = open_store_db(path, 1, &db, err);
+    if (rc)
+        return rc;
+    if (sqlite3_exec(db, kPragmas, NULL, NULL, &e) != SQLITE_OK) {
+        rc = eddy_err_set(err, EDDY_ESQLITE, "%s: cannot open the trace store: %s", path, e);
+        sqlite3_free(e);
+    } else {
+        rc = create_schema(db, path, err);
+    }
+    sqlite3_close(db);
+    return rc;
+}
+
+int eddy_trace_store_open(const char *path, const eddy_trace_opts *opts, eddy_trace_store **out,
+                          eddy_err *err)
 {
     eddy_trace_store *s = eddy_calloc(1, sizeof(*s));
     char *e = NULL;
     int rc;
     *out = NULL;
-    if (!s)
+    if (!s || !(s->path = eddy_strdup(path))) {
+        eddy_free(s);
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
+    if (opts)
+        s->opts = *opts;
+    else
+        s->opts = (eddy_trace_opts){EDDY_TRACE_DEFAULT_MAX_AGE_MS, EDDY_TRACE_DEFAULT_MAX_BYTES, 1};
     if ((rc = eddy_mkdirs_for(path, err)))
         goto fail;
     if ((rc = open_store_db(path, 1, &s->db, err)))
         goto fail;
-    if (sqlite3_exec(s->db, kSchema, NULL, NULL, &e) != SQLITE_OK) {
-        rc = eddy_err_set(err, EDDY_ESQLITE, "%s: cannot create the trace schema: %s", path, e);
+    if (sqlite3_exec(s->db, kPragmas, NULL, NULL, &e) != SQLITE_OK) {
+        rc = eddy_err_set(err, EDDY_ESQLITE, "%s: cannot open the trace store: %s", path, e);
         sqlite3_free(e);
         goto fail;
     }
-    if (sqlite3_prepare_v3(s->db, "INSERT OR REPLACE INTO spans VALUES(?,?,?,?,?,?,?,?,?,?)", -1,
-                           SQLITE_PREPARE_PERSISTENT, &s->ins_span, NULL) ||
+    if ((rc = create_schema(s->db, path, err)))
+        goto fail;
+    if (sqlite3_prepare_v3(s->db,
+                           "INSERT INTO spans(trace_id, span_id, parent_id, name, kind, start_ns,"
+                           " end_ns, status, error, attributes) VALUES(?,?,?,?,?,?,?,?,?,?)",
+                           -1, SQLITE_PREPARE_PERSISTENT, &s->ins_span, NULL) ||
         sqlite3_prepare_v3(s->db,
-                           "INSERT OR REPLACE INTO traces VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           "INSERT OR IGNORE INTO traces(trace_id, name, agent, key, event_id,"
+                           " status, error, start_ns, end_ns, input_tokens, output_tokens, cost,"
+                           " llm_calls, tool_calls, turns, models, tools, input, output, summary)"
+                           " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                            -1, SQLITE_PREPARE_PERSISTENT, &s->ins_trace, NULL)) {
         rc = eddy_err_set(err, EDDY_ESQLITE, "%s: cannot prepare: %s", path, sqlite3_errmsg(s->db));
         goto fail;
     }
+    retain(s, 1); /* what expired while nothing ran */
     /* bounded batches: a commit every 200 ms or 4096 spans under load, 100 ms
      * after the first span of a quiet moment. Nothing waits for a trace's
      * commit, and each commit rewrites the pages at the b-trees' right edge:
@@ -286,6 +645,7 @@ fail:
     sqlite3_finalize(s->ins_span);
     sqlite3_finalize(s->ins_trace);
     sqlite3_close(s->db);
+    eddy_free(s->path);
     eddy_free(s);
     return rc;
 }
@@ -295,9 +655,11 @@ void eddy_trace_store_close(eddy_trace_store *s)
     if (!s)
         return;
     eddy_bgq_free(s->q);
+    free_held(s); /* runs that never ended: their spans are not kept */
     sqlite3_finalize(s->ins_span);
     sqlite3_finalize(s->ins_trace);
     sqlite3_close(s->db);
+    eddy_free(s->path);
     eddy_free(s);
 }
 

@@ -17,6 +17,7 @@
 #include "eddy/llm.h"
 #include "eddy/prompt.h"
 #include "eddy/tools.h"
+#include "eddy/trace.h"
 
 /* A list of diagnostics ("job.yaml:4:3: unknown key 'modle' (did you mean
  * 'model'?)"), in the order found. */
@@ -124,6 +125,7 @@ typedef struct eddy_job {
     int delivery;          /* EDDY_DELIVERY_* */
     int64_t checkpoint_ms; /* checkpoint.interval */
     int64_t memory_cache;  /* memory.cache: bytes of key memory cached per worker */
+    eddy_trace_opts trace; /* trace.retention, trace.sample */
     eddy_llm_model *models;
     size_t nmodels;
     eddy_agent_def *agents;

@@ -46,6 +46,9 @@ int eddy_alloc_budget_end(void);
 size_t eddy_utf8_seq_len(const char *s, size_t n);
 /* Offset of the first byte of S that is not part of valid UTF-8, or N. */
 size_t eddy_utf8_invalid(const char *s, size_t n);
+/* The longest prefix of S (N bytes) of at most MAX bytes that does not end
+ * inside a UTF-8 sequence. */
+size_t eddy_utf8_cut(const char *s, size_t n, size_t max);
 
 /* Growable byte buffer, always NUL-terminated when len > 0 or after any append. */
 typedef struct eddy_buf {

@@ -21,7 +21,24 @@ typedef struct eddy_span eddy_span;
 
 enum { EDDY_SPAN_INTERNAL = 1, EDDY_SPAN_SERVER = 2, EDDY_SPAN_CLIENT = 3 };
 
-int eddy_trace_store_open(const char *path, eddy_trace_store **out, eddy_err *err);
+/* How the store keeps traces (the job's `trace:` settings). */
+typedef struct eddy_trace_opts {
+    int64_t max_age_ms; /* retention.max_age: older traces are deleted; 0 = kept */
+    int64_t max_bytes;  /* retention.max_size: the oldest go beyond it; 0 = no bound */
+    double sample;      /* share of successful runs kept (errors always are), 0..1 */
+} eddy_trace_opts;
+
+#define EDDY_TRACE_DEFAULT_MAX_AGE_MS (7ll * 24 * 3600 * 1000)
+#define EDDY_TRACE_DEFAULT_MAX_BYTES (1024ll << 20)
+#define EDDY_TRACE_SCHEMA_VERSION 2
+
+/* Open (create, or migrate from version 1) the store at PATH. OPTS may be
+ * NULL: the defaults (7 days, 1 GiB, every run). Caller thread only. */
+int eddy_trace_store_open(const char *path, const eddy_trace_opts *opts, eddy_trace_store **out,
+                          eddy_err *err);
+/* Bring the store at PATH (which must exist) to the current version, with
+ * nothing else: no retention, no writer (`eddy trace` reading an older one). */
+int eddy_trace_store_upgrade(const char *path, eddy_err *err);
 /* Flush queued spans, stop the writer, close. */
 void eddy_trace_store_close(eddy_trace_store *s);
 
@@ -40,7 +57,9 @@ const char *eddy_span_trace_id(const eddy_span *sp);
 const char *eddy_span_id(const eddy_span *sp);
 /* End the span and queue it for writing; SP is freed. NULL-safe. For a
  * root span, the trace summary row is written too from SUMMARY (borrowed
- * object: agent, key, event_id, status, ...; may be NULL). */
+ * object, may be NULL: agent, key, event_id, input_tokens, output_tokens,
+ * cost, llm_calls, tool_calls, turns; "input" and "output", texts the
+ * full-text search reads; "models" and "tools", arrays of names). */
 void eddy_span_end(eddy_span *sp, json_t *summary);
 
 /* -- reading (the CLI; any thread, own connection) ------------------------ */

@@ -70,6 +70,42 @@ static void test_good_job(void **state)
     eddy_diag_free(&d);
 }
 
+/* trace: retention and sampling, their defaults, their ranges and keys. */
+static void test_trace_settings(void **state)
+{
+    static const char *const want[] = {
+        ":9:45: unknown key 'max_rows' (expected one of: max_age, max_size)",
+        ":9:25: 'max_age' must be between 1m and 3650d",
+        ":9:39: 'max_size' must be a size such as 16MB",
+        ":10:11: 'sample' must be between 0 and 1",
+    };
+    eddy_diag d;
+    eddy_job *job;
+    char text[2048];
+    (void)state;
+    eddy_diag_init(&d);
+    assert_int_equal(eddy_job_load(write_file("good.yaml", kGood), 1, &job, &d), 0);
+    assert_int_equal(job->trace.max_age_ms, 7ll * 86400 * 1000);
+    assert_int_equal(job->trace.max_bytes, 1ll << 30);
+    assert_true(job->trace.sample == 1.0);
+    eddy_job_free(job);
+    snprintf(text, sizeof(text),
+             "%strace: { retention: { max_age: 2h, max_size: 64MB }, sample: 0.25 }\n", kGood);
+    assert_int_equal(eddy_job_load(write_file("t.yaml", text), 1, &job, &d), 0);
+    assert_int_equal(d.n, 0);
+    assert_int_equal(job->trace.max_age_ms, 2 * 3600 * 1000);
+    assert_int_equal(job->trace.max_bytes, 64000000);
+    assert_true(job->trace.sample == 0.25);
+    eddy_job_free(job);
+    eddy_diag_free(&d);
+    snprintf(text, sizeof(text),
+             "%strace:\n"
+             "  retention: { max_age: 1s, max_size: lots, max_rows: 5 }\n"
+             "  sample: 1.5\n",
+             kGood);
+    expect_diags(text, want, sizeof(want) / sizeof(want[0]));
+}
+
 static void test_unknown_keys_and_types(void **state)
 {
     static const char *const want[] = {
@@ -442,7 +478,8 @@ static void test_env_typed_by_setting(void **state)
 static void test_env_places(void **state)
 {
     static const char *const want[] = {
-        ":6:49: unknown key 'x' (expected one of: concurrency, requests_per_minute, tokens_per_minute)",
+        ":6:49: unknown key 'x' (expected one of: concurrency, requests_per_minute, "
+        "tokens_per_minute)",
         ":6:28: 'concurrency' must be an integer, not a string",
     };
     eddy_yaml_doc doc;
@@ -919,6 +956,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_job),
+        cmocka_unit_test(test_trace_settings),
         cmocka_unit_test(test_unknown_keys_and_types),
         cmocka_unit_test(test_yaml_syntax_error),
         cmocka_unit_test(test_missing_env_and_model),

@@ -148,7 +148,7 @@ static void test_ids_from_threads(void **state)
     (void)state;
     assert_true(span && parent && trace && roots);
     snprintf(path, sizeof(path), "%s/traces.db", g_dir);
-    assert_int_equal(eddy_trace_store_open(path, &s, &e), 0);
+    assert_int_equal(eddy_trace_store_open(path, NULL, &s, &e), 0);
     for (int i = 0; i < THREADS; i++) {
         t[i] = (ids){.store = s,
                      .span = span + i * PER_THREAD,
@@ -221,7 +221,7 @@ static void test_attributes_and_time_ordered_ids(void **state)
     eddy_err e;
     (void)state;
     snprintf(path, sizeof(path), "%s/attrs.db", g_dir);
-    assert_int_equal(eddy_trace_store_open(path, &s, &e), 0);
+    assert_int_equal(eddy_trace_store_open(path, NULL, &s, &e), 0);
     uint64_t before_ms = eddy_wall_ns() / 1000000u;
     eddy_span *sp = eddy_span_start(s, NULL, "chat m", EDDY_SPAN_CLIENT);
     assert_non_null(sp);
@@ -274,12 +274,262 @@ static void test_attributes_and_time_ordered_ids(void **state)
     sqlite3_close(db);
 }
 
+/* -- the store: version 2 ------------------------------------------------------ */
+
+static long long count_at(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    long long n = count(db, sql);
+    sqlite3_close(db);
+    return n;
+}
+
+static void exec_at(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    char *e = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    if (sqlite3_exec(db, sql, NULL, NULL, &e) != SQLITE_OK)
+        fail_msg("%s: %s", sql, e);
+    sqlite3_close(db);
+}
+
+/* One run: a root span with a summary (INPUT, OUTPUT as its texts), a child
+ * with PAD bytes of attributes; the child or the root failed when asked. */
+static void one_run(eddy_trace_store *s, const char *key, const char *input, const char *output,
+                    int child_fails, int root_fails, size_t pad, char tid[33])
+{
+    eddy_span *root = eddy_span_start(s, NULL, "invoke_agent a", EDDY_SPAN_SERVER);
+    eddy_span *c = eddy_span_start(s, root, "chat m", EDDY_SPAN_CLIENT);
+    assert_non_null(root);
+    assert_non_null(c);
+    if (tid)
+        memcpy(tid, eddy_span_trace_id(root), 33);
+    if (pad) {
+        char *big = malloc(pad + 1);
+        memset(big, 'p', pad);
+        big[pad] = 0;
+        eddy_span_set_str(c, "eddy.llm.content", big);
+        free(big);
+    }
+    if (child_fails)
+        eddy_span_error(c, "tool_error", "the tool failed");
+    eddy_span_end(c, NULL);
+    if (root_fails)
+        eddy_span_error(root, "EDDY_ELLM", "the run failed");
+    json_t *sum = json_pack("{s:s, s:s, s:s, s:s, s:s, s:[s], s:[s,s], s:f}", "agent", "a", "key",
+                            key, "event_id", key, "input", input, "output", output, "models", "m",
+                            "tools", "t1", "t2", "cost", 0.25);
+    eddy_span_end(root, sum);
+    json_decref(sum);
+}
+
+/* The trace row carries what the list filters on, and the full-text index
+ * finds a run by a word of its input or its output (any case, accents
+ * folded), not by one it does not hold. */
+static void test_trace_row_and_search(void **state)
+{
+    char path[512], tid[33], sql[256];
+    eddy_trace_store *s;
+    eddy_err e;
+    (void)state;
+    snprintf(path, sizeof(path), "%s/v2.db", g_dir);
+    assert_int_equal(eddy_trace_store_open(path, NULL, &s, &e), 0);
+    one_run(s, "k1", "{\"text\": \"Where is my Parcel?\"}", "It is in Zürich.", 0, 0, 0, tid);
+    one_run(s, "k2", "{\"text\": \"hello\"}", "bonjour", 0, 1, 0, NULL);
+    eddy_trace_store_close(s);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces"), 2);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans"), 4);
+    assert_int_equal(count_at(path, "SELECT value FROM meta WHERE key='schema_version'"), 2);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM traces WHERE trace_id='%s' AND key='k1' AND status='ok' AND "
+             "models='m' AND tools='t1,t2' AND cost=0.25",
+             tid);
+    assert_int_equal(count_at(path, sql), 1);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces WHERE status='error' AND "
+                                    "error='the run failed' AND key='k2'"),
+                     1);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM traces WHERE trace_id='%s' AND id IN (SELECT rowid FROM "
+             "trace_text WHERE trace_text MATCH 'parcel')",
+             tid);
+    assert_int_equal(count_at(path, sql), 1);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM trace_text WHERE trace_text MATCH "
+                                    "'zurich'"),
+                     1);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM trace_text WHERE trace_text MATCH "
+                                    "'output:bonjour'"),
+                     1);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM trace_text WHERE trace_text MATCH "
+                                    "'absent'"),
+                     0);
+}
+
+/* A version-1 store (no meta table, spans WITHOUT ROWID) is migrated at
+ * open: every trace and span is there after, the old tables are gone, and
+ * new runs are found by the search. */
+static void test_migrate_v1(void **state)
+{
+    char path[512];
+    eddy_trace_store *s;
+    eddy_err e;
+    (void)state;
+    snprintf(path, sizeof(path), "%s/v1.db", g_dir);
+    exec_at(path,
+            "PRAGMA journal_mode=WAL;"
+            "CREATE TABLE traces(trace_id TEXT PRIMARY KEY, name TEXT, agent TEXT, key TEXT,"
+            " event_id TEXT, status TEXT, error TEXT, start_ns INTEGER, end_ns INTEGER,"
+            " input_tokens INTEGER, output_tokens INTEGER, llm_calls INTEGER, tool_calls INTEGER,"
+            " turns INTEGER, summary TEXT);"
+            "CREATE INDEX traces_by_start ON traces(start_ns);"
+            "CREATE TABLE spans(trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_id TEXT,"
+            " name TEXT NOT NULL, kind INTEGER NOT NULL, start_ns INTEGER NOT NULL,"
+            " end_ns INTEGER NOT NULL, status TEXT NOT NULL, error TEXT, attributes TEXT NOT NULL,"
+            " PRIMARY KEY(trace_id, span_id)) WITHOUT ROWID;"
+            "INSERT INTO traces VALUES('0123456789abcdef0123456789abcdef', 'invoke_agent a', 'a',"
+            " 'k', 'e1', 'ok', NULL, 1, 2, 10, 5, 1, 0, 1, '{\"cost\": 0.5}');"
+            "INSERT INTO spans VALUES('0123456789abcdef0123456789abcdef', '0123456789abcdef',"
+            " NULL, 'invoke_agent a', 2, 1, 2, 'ok', NULL, '{}');"
+            "INSERT INTO spans VALUES('0123456789abcdef0123456789abcdef', '1123456789abcdef',"
+            " '0123456789abcdef', 'chat m', 3, 1, 2, 'ok', NULL, '{\"x\": 1}');");
+    eddy_trace_opts keep_all = {0, 0, 1}; /* the old rows are years old: no retention */
+    assert_int_equal(eddy_trace_store_open(path, &keep_all, &s, &e), 0);
+    one_run(s, "k9", "new question", "new answer", 0, 0, 0, NULL);
+    eddy_trace_store_close(s);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces"), 2);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans"), 4);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces WHERE event_id='e1' AND "
+                                    "cost=0.5 AND input_tokens=10"),
+                     1);
+    assert_int_equal(count_at(path,
+                              "SELECT count(*) FROM spans WHERE span_id='1123456789abcdef'"
+                              " AND parent_id='0123456789abcdef' AND attributes='{\"x\": 1}'"),
+                     1);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM sqlite_master WHERE name LIKE '%_v1'"),
+                     0);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM trace_text WHERE trace_text MATCH "
+                                    "'question'"),
+                     1);
+    /* a store from a newer eddy is refused, not misread */
+    exec_at(path, "UPDATE meta SET value='3' WHERE key='schema_version'");
+    assert_int_equal(eddy_trace_store_open(path, NULL, &s, &e), EDDY_ECORRUPT);
+    assert_non_null(strstr(e.msg, "version 3"));
+}
+
+/* sample 0: a successful run leaves nothing; a run whose child span failed
+ * and a run that failed are kept whole (root and child). */
+static void test_sampling_keeps_failures(void **state)
+{
+    char path[512];
+    eddy_trace_store *s;
+    eddy_err e;
+    eddy_trace_opts none = {0, 0, 0};
+    (void)state;
+    snprintf(path, sizeof(path), "%s/sample.db", g_dir);
+    assert_int_equal(eddy_trace_store_open(path, &none, &s, &e), 0);
+    for (int i = 0; i < 50; i++)
+        one_run(s, "ok", "in", "out", 0, 0, 0, NULL);
+    one_run(s, "child-failed", "in", "out", 1, 0, 0, NULL);
+    one_run(s, "run-failed", "in", "out", 0, 1, 0, NULL);
+    /* a child whose root never ends (the process stopped): not written */
+    eddy_span *orphan_root = eddy_span_start(s, NULL, "invoke_agent a", EDDY_SPAN_SERVER);
+    eddy_span_end(eddy_span_start(s, orphan_root, "chat m", EDDY_SPAN_CLIENT), NULL);
+    eddy_trace_store_close(s);
+    eddy_span_end(orphan_root, NULL); /* no store to post to any more: freed */
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces"), 2);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans"), 4);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces WHERE key IN "
+                                    "('child-failed', 'run-failed')"),
+                     2);
+    /* a half: about half of the successful runs */
+    eddy_trace_opts half = {0, 0, 0.5};
+    snprintf(path, sizeof(path), "%s/half.db", g_dir);
+    assert_int_equal(eddy_trace_store_open(path, &half, &s, &e), 0);
+    for (int i = 0; i < 400; i++)
+        one_run(s, "ok", "in", "out", 0, 0, 0, NULL);
+    eddy_trace_store_close(s);
+    long long kept = count_at(path, "SELECT count(*) FROM traces");
+    assert_in_range(kept, 120, 280);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans"), 2 * kept);
+}
+
+/* Retention at open (and every 10 s while writing): traces and spans older
+ * than max_age go, newer ones stay; beyond max_size the oldest go until the
+ * store is under it, the newest stay, and the search index follows. */
+static void test_retention(void **state)
+{
+    char path[512], sql[512];
+    eddy_trace_store *s;
+    eddy_err e;
+    eddy_trace_opts keep_all = {0, 0, 1};
+    (void)state;
+    snprintf(path, sizeof(path), "%s/keep.db", g_dir);
+    assert_int_equal(eddy_trace_store_open(path, &keep_all, &s, &e), 0);
+    for (int i = 0; i < 20; i++)
+        one_run(s, "old", "old question", "old answer", 0, 0, 0, NULL);
+    eddy_trace_store_close(s);
+    /* make them two days old */
+    long long two_days = 2ll * 86400 * 1000000000;
+    snprintf(sql, sizeof(sql),
+             "UPDATE traces SET start_ns = start_ns - %lld, end_ns = end_ns - %lld;"
+             "UPDATE spans SET start_ns = start_ns - %lld, end_ns = end_ns - %lld;",
+             two_days, two_days, two_days, two_days);
+    exec_at(path, sql);
+    assert_int_equal(eddy_trace_store_open(path, &keep_all, &s, &e), 0);
+    for (int i = 0; i < 5; i++)
+        one_run(s, "new", "new question", "new answer", 0, 0, 0, NULL);
+    eddy_trace_store_close(s);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces"), 25);
+    eddy_trace_opts day = {86400 * 1000ll, 0, 1};
+    assert_int_equal(eddy_trace_store_open(path, &day, &s, &e), 0);
+    eddy_trace_store_close(s);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces WHERE key='new'"), 5);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces WHERE key='old'"), 0);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans"), 10);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM trace_text WHERE trace_text MATCH "
+                                    "'old'"),
+                     0);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM trace_text WHERE trace_text MATCH "
+                                    "'new'"),
+                     5);
+
+    /* size: 6,000 runs with 2 KB each (about 14 MB), then a bound of 4 MB */
+    snprintf(path, sizeof(path), "%s/size.db", g_dir);
+    assert_int_equal(eddy_trace_store_open(path, &keep_all, &s, &e), 0);
+    char last[33];
+    for (int i = 0; i < 6000; i++)
+        one_run(s, i < 5999 ? "bulk" : "last", "question", "answer", 0, 0, 2000, last);
+    eddy_trace_store_close(s);
+    long long before = count_at(path, "SELECT count(*) FROM traces");
+    assert_int_equal(before, 6000);
+    eddy_trace_opts small = {0, 4 << 20, 1};
+    assert_int_equal(eddy_trace_store_open(path, &small, &s, &e), 0);
+    eddy_trace_store_close(s);
+    long long used = count_at(path, "SELECT (SELECT * FROM pragma_page_count) - "
+                                    "(SELECT * FROM pragma_freelist_count)") *
+                     count_at(path, "SELECT * FROM pragma_page_size");
+    long long after = count_at(path, "SELECT count(*) FROM traces");
+    print_message("size retention: %lld -> %lld traces, %lld bytes used\n", before, after, used);
+    assert_true(used <= 4 << 20);
+    assert_true(after > 0 && after < before);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM traces WHERE trace_id='%s'", last);
+    assert_int_equal(count_at(path, sql), 1);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans WHERE trace_id NOT IN "
+                                    "(SELECT trace_id FROM traces)"),
+                     0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ids_from_threads),
         cmocka_unit_test(test_no_getrandom_per_span),
         cmocka_unit_test(test_attributes_and_time_ordered_ids),
+        cmocka_unit_test(test_trace_row_and_search),
+        cmocka_unit_test(test_migrate_v1),
+        cmocka_unit_test(test_sampling_keeps_failures),
+        cmocka_unit_test(test_retention),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("trace", tests, tmpdir_setup, tmpdir_teardown);
