@@ -160,6 +160,7 @@ integration: deps all
 	python3 tests/integration/nonblock_test.py --build $(BUILD)
 	python3 tests/integration/engine_test.py --build $(BUILD)
 	python3 tests/integration/state_test.py --build $(BUILD)
+	python3 tests/integration/trace_content_test.py --build $(BUILD)
 
 # Chaos: kill -9 at seeded random moments and restarts (tests/chaos/chaos_test.py);
 # CHAOS_SEED=N replays a run.

@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <regex.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <uv.h>
@@ -1041,7 +1042,43 @@ static char *default_path(eddy_job *job, const char *file)
     return p;
 }
 
-/* trace: { retention: { max_age, max_size }, sample } */
+/* trace.redact: a list of POSIX extended regular expressions, each checked here. */
+static void get_redact(vctx *c, json_t *x, const char *p)
+{
+    json_t *r = json_object_get(x, "redact");
+    char pp[80], ip[100];
+    if (!r || json_is_null(r))
+        return;
+    eddy__job_join(pp, sizeof(pp), p, "redact");
+    if (!json_is_array(r)) {
+        eddy__job_err(c, pp, 0, "'redact' must be a list of regular expressions, not %s",
+                      eddy__job_type(r));
+        return;
+    }
+    c->job->trace_redact = eddy_calloc(json_array_size(r) + 1, sizeof(char *));
+    for (size_t i = 0; c->job->trace_redact && i < json_array_size(r); i++) {
+        const char *re = json_string_value(json_array_get(r, i));
+        regex_t t;
+        int rc;
+        snprintf(ip, sizeof(ip), "%s/%zu", pp, i);
+        if (!re || !*re) {
+            eddy__job_err(c, ip, 0, "a redact pattern must be a non-empty string");
+            continue;
+        }
+        if ((rc = regcomp(&t, re, REG_EXTENDED | REG_NOSUB))) {
+            char why[200];
+            regerror(rc, &t, why, sizeof(why));
+            eddy__job_err(c, ip, 0, "redact pattern '%s' is not a regular expression: %s", re, why);
+            continue;
+        }
+        regfree(&t);
+        c->job->trace_redact[c->job->ntrace_redact++] = eddy_strdup(re);
+    }
+    c->job->trace.redact = (const char *const *)c->job->trace_redact;
+    c->job->trace.nredact = c->job->ntrace_redact;
+}
+
+/* trace: { retention: { max_age, max_size }, sample, content, max_payload, redact } */
 static void get_trace_opts(vctx *c, json_t *x, const char *p)
 {
     static const char *const keep_keys[] = {"max_age", "max_size", NULL};
@@ -1061,13 +1098,18 @@ static void get_trace_opts(vctx *c, json_t *x, const char *p)
         o->max_bytes = eddy__job_size(c, k, pp, "max_size", o->max_bytes, 1 << 20, 1ll << 50);
     }
     o->sample = get_number(c, x, p, "sample", 1, 0, 1);
+    o->no_content = !eddy__job_bool(c, x, p, "content", 1);
+    o->max_payload =
+        eddy__job_size(c, x, p, "max_payload", EDDY_TRACE_DEFAULT_MAX_PAYLOAD, 256, 64 << 20);
+    get_redact(c, x, p);
 }
 
 /* checkpoint: / trace: { path: FILE, ... }, else the default FILE. */
 static char *get_store(vctx *c, json_t *root, const char *key, const char *file, char **where_out,
                        unsigned bit)
 {
-    static const char *const trace_keys[] = {"path", "retention", "sample", NULL};
+    static const char *const trace_keys[] = {"path",        "retention", "sample", "content",
+                                             "max_payload", "redact",    NULL};
     static const char *const ckpt_keys[] = {"path", "interval", NULL};
     int ckpt = !strcmp(key, "checkpoint");
     char p[64], pp[80], where[512], *rel = NULL, *abs;
@@ -1267,6 +1309,9 @@ void eddy_job_free(eddy_job *job)
     eddy_free(job->dead_letter);
     eddy_free(job->state_path);
     eddy_free(job->trace_path);
+    for (size_t i = 0; i < job->ntrace_redact; i++)
+        eddy_free(job->trace_redact[i]);
+    eddy_free(job->trace_redact);
     eddy_free(job->source_where);
     eddy_free(job->sink_where);
     eddy_free(job->dead_letter_where);

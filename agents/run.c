@@ -66,6 +66,7 @@ struct eddy_run {
     const eddy_llm_model *answered_by;
     eddy_tool_memory *mem;
     eddy_span *span, *llm_span;
+    uint64_t llm_started_ns; /* when llm_span began */
     eddy_llm_req *llm_req;
     tool_slot *slots;
     size_t nslots, slots_pending;
@@ -244,9 +245,11 @@ static json_t *summary(eddy_run *r)
         return NULL;
     if (r->rt->def->model->has_price)
         json_object_set_new(s, "cost", json_real(r->cost));
-    json_object_set_new(s, "input", trace_text(r->event));
-    json_t *out = json_object_get(r->res_output, "output");
-    json_object_set_new(s, "output", trace_text(out ? out : r->res_output));
+    if (eddy_trace_keeps_content(r->rt->env->traces)) {
+        json_t *out = json_object_get(r->res_output, "output");
+        json_object_set_new(s, "input", trace_text(r->event));
+        json_object_set_new(s, "output", trace_text(out ? out : r->res_output));
+    }
     if (r->models_used)
         json_object_set(s, "models", r->models_used);
     if (r->tools_used)
@@ -553,7 +556,12 @@ static void slot_done(tool_slot *s, int failed, json_t *result, const char *errm
                                            : eddy_json_dumps(result);
         /* a copy: the span is written by the trace thread, and JSON values are
          * never shared between threads */
-        eddy_span_set(s->span, "gen_ai.tool.call.result", json_deep_copy(result));
+        if (eddy_trace_keeps_content(r->rt->env->traces)) {
+            char *t = json_is_string(result) ? NULL : eddy_json_dumps(result);
+            eddy_span_set_str(s->span, "gen_ai.tool.call.result",
+                              t ? t : json_string_value(result));
+            eddy_free(t);
+        }
     }
     r->tool_seq++;
     if (ran && !r->reported && s->result) {
@@ -806,7 +814,8 @@ static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
         eddy_span_set_str(s->span, "gen_ai.tool.call.id", s->call_id);
         eddy_span_set_str(s->span, "gen_ai.tool.type", "function");
         eddy_span_set_str(s->span, "openinference.span.kind", "TOOL");
-        eddy_span_set_str(s->span, "gen_ai.tool.call.arguments", raw);
+        if (eddy_trace_keeps_content(r->rt->env->traces))
+            eddy_span_set_str(s->span, "gen_ai.tool.call.arguments", raw);
         add_name(&r->tools_used, name);
         r->tool_calls++;
         if (r->stats && !(done && done[i]))
@@ -980,6 +989,91 @@ static int llm_from_json(eddy_run *r, json_t *data, eddy_llm_result *res, eddy_e
     return 0;
 }
 
+/* -- content in the traces (OpenTelemetry GenAI message form) ---------------- */
+
+static const char *const kSemconvRole[] = {"system", "user", "assistant", "tool"};
+
+static void put_part(eddy_buf *b, eddy_trace_store *ts, const eddy_llm_part *p)
+{
+    const char *t = p->text ? p->text : "";
+    switch (p->kind) {
+    case EDDY_PART_TEXT:
+        eddy_buf_puts(b, "{\"type\":\"text\",\"content\":");
+        eddy_trace_text(ts, b, t, strlen(t));
+        break;
+    case EDDY_PART_TOOL_CALL:
+        eddy_buf_puts(b, "{\"type\":\"tool_call\",\"id\":");
+        eddy_trace_text(ts, b, p->id ? p->id : "", p->id ? strlen(p->id) : 0);
+        eddy_buf_puts(b, ",\"name\":");
+        eddy_trace_text(ts, b, p->name ? p->name : "", p->name ? strlen(p->name) : 0);
+        eddy_buf_puts(b, ",\"arguments\":");
+        eddy_trace_text(ts, b, p->args ? p->args : "{}", p->args ? strlen(p->args) : 2);
+        break;
+    default:
+        eddy_buf_puts(b, "{\"type\":\"tool_call_response\",\"id\":");
+        eddy_trace_text(ts, b, p->id ? p->id : "", p->id ? strlen(p->id) : 0);
+        eddy_buf_puts(b, ",\"response\":");
+        eddy_trace_text(ts, b, t, strlen(t));
+        break;
+    }
+    eddy_buf_putc(b, '}');
+}
+
+/* KEY := the messages MSGS[0..N) as a JSON array (FINISH: the answer's
+ * finish reason, or NULL). Strings go through the store's redaction and
+ * payload bound. */
+static void set_messages(eddy_span *sp, eddy_trace_store *ts, const char *key,
+                         const eddy_llm_msg *msgs, size_t n, const char *finish)
+{
+    eddy_buf b;
+    eddy_buf_init(&b);
+    eddy_buf_putc(&b, '[');
+    for (size_t i = 0; i < n; i++) {
+        const eddy_llm_msg *m = &msgs[i];
+        eddy_buf_printf(&b, "%s{\"role\":\"%s\",\"parts\":[", i ? "," : "", kSemconvRole[m->role]);
+        for (size_t k = 0; k < m->nparts; k++) {
+            if (k)
+                eddy_buf_putc(&b, ',');
+            put_part(&b, ts, &m->parts[k]);
+        }
+        eddy_buf_putc(&b, ']');
+        if (finish)
+            eddy_buf_printf(&b, ",\"finish_reason\":\"%s\"", finish);
+        eddy_buf_putc(&b, '}');
+    }
+    eddy_buf_putc(&b, ']');
+    if (!b.oom)
+        eddy_span_set_raw(sp, key, b.data, b.len);
+    eddy_buf_free(&b);
+}
+
+/* The prompt of this call: the system instructions, and this run's part of
+ * the conversation (the history before it is counted, not repeated: it is
+ * in the traces of the runs that made it). */
+static void set_prompt(eddy_run *r, eddy_span *sp)
+{
+    eddy_trace_store *ts = r->rt->env->traces;
+    size_t first = 0;
+    if (r->conv.n && r->conv.msgs[0].role == EDDY_ROLE_SYSTEM) {
+        eddy_buf b;
+        char *sys = eddy_llm_msg_join_text(&r->conv.msgs[0]);
+        eddy_buf_init(&b);
+        eddy_buf_puts(&b, "[{\"type\":\"text\",\"content\":");
+        eddy_trace_text(ts, &b, sys ? sys : "", sys ? strlen(sys) : 0);
+        eddy_buf_puts(&b, "}]");
+        if (!b.oom)
+            eddy_span_set_raw(sp, "gen_ai.system_instructions", b.data, b.len);
+        eddy_buf_free(&b);
+        eddy_free(sys);
+        first = 1;
+    }
+    size_t from = r->new_from > first ? r->new_from : first;
+    if (from > first)
+        eddy_span_set_int(sp, "eddy.history.messages", (long long)(from - first));
+    if (from < r->conv.n)
+        set_messages(sp, ts, "gen_ai.input.messages", r->conv.msgs + from, r->conv.n - from, NULL);
+}
+
 /* The answer of the model to step STEP, from the server or (REPLAYED) from
  * the journal. */
 static void llm_answered(eddy_run *r, eddy_llm_result *res, int step, int replayed)
@@ -1004,8 +1098,13 @@ static void llm_answered(eddy_run *r, eddy_llm_result *res, int step, int replay
         eddy_span_set_str(sp, "eddy.llm.fallback_reason", res->fallback_reason);
         eddy_span_set_str(sp, "gen_ai.provider.name", m->provider);
     }
-    if (res->queued_ms)
-        eddy_span_set_int(sp, "eddy.llm.queued_ms", (long)res->queued_ms);
+    if (res->queued_ms) {
+        /* the call itself begins after the wait for a slot (before its first
+         * attempt); the wait is kept apart, retries' waits included */
+        eddy_span_set_int(sp, "eddy.llm.wait_ms", (long)res->queued_ms);
+        if (res->first_wait_ms)
+            eddy_span_set_start(sp, r->llm_started_ns + res->first_wait_ms * 1000000u);
+    }
     if (res->first_token_ms)
         eddy_span_set_int(sp, "eddy.llm.time_to_first_token_ms", (long)res->first_token_ms);
     if (r->stats && res->attempts > 1)
@@ -1049,7 +1148,11 @@ static void llm_answered(eddy_run *r, eddy_llm_result *res, int step, int replay
     if (m->has_price)
         eddy_span_set(sp, "eddy.cost", json_real(cost));
     char *text = eddy_llm_msg_join_text(&resp->message);
-    eddy_span_set_str(sp, "eddy.llm.content", text);
+    if (eddy_trace_keeps_content(r->rt->env->traces)) {
+        eddy_span_set_str(sp, "eddy.llm.content", text);
+        set_messages(sp, r->rt->env->traces, "gen_ai.output.messages", &resp->message, 1,
+                     eddy_llm_finish_name(resp->finish));
+    }
     size_t ncalls = eddy_llm_msg_count(&resp->message, EDDY_PART_TOOL_CALL);
     if (ncalls) {
         json_t *names = json_array();
@@ -1163,6 +1266,9 @@ static void run_turn(eddy_run *r)
         eddy_span_set_int(r->llm_span, "gen_ai.request.max_tokens", d->model->max_tokens);
     if (d->model->stream)
         eddy_span_set(r->llm_span, "eddy.llm.stream", json_true());
+    r->llm_started_ns = eddy_wall_ns();
+    if (eddy_trace_keeps_content(r->rt->env->traces))
+        set_prompt(r, r->llm_span);
     r->rq.conv = &r->conv;
     r->rq.tools = r->rt->tool_defs;
     r->rq.ntools = r->rt->ntools;

@@ -75,7 +75,7 @@ typedef struct req_res {
     int status;
     long http_status;
     int attempts, fallbacks;
-    uint64_t first_token_ms, queued_ms;
+    uint64_t first_token_ms, queued_ms, first_wait_ms;
     eddy_llm_response resp;
 } req_res;
 
@@ -596,6 +596,8 @@ static void admit(limiter *l)
         unqueue_head(l);
         r->holds_slot = 1;
         r->res.queued_ms += now - r->queued_at_ms;
+        if (!r->res.attempts)
+            r->res.first_wait_ms = r->res.queued_ms;
         start_attempt(r);
     }
     uv_timer_stop(&l->timer);
@@ -881,6 +883,7 @@ static void finish(eddy_llm_req *r)
         res.latency_ms = eddy_now_ms() - r->start_ms;
         res.first_token_ms = r->res.first_token_ms;
         res.queued_ms = r->res.queued_ms;
+        res.first_wait_ms = r->res.first_wait_ms;
         res.model = r->model;
         if (r->fallback_reason)
             snprintf(res.fallback_reason, sizeof(res.fallback_reason), "%s", r->fallback_reason);

@@ -1057,6 +1057,23 @@ static int nworkers(const ctl *c)
     return n > EDDY_JOB_MAX_WORKERS ? EDDY_JOB_MAX_WORKERS : n;
 }
 
+/* The trace store, with the models' API keys among the text it redacts. */
+static int open_traces(ctl *c, eddy_err *err)
+{
+    eddy_trace_opts o = c->job->trace;
+    const char **keys = eddy_calloc(c->job->nmodels + 1, sizeof(*keys));
+    int rc;
+    if (!keys)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    for (size_t i = 0; i < c->job->nmodels; i++)
+        if (c->job->models[i].api_key && *c->job->models[i].api_key)
+            keys[o.nsecrets++] = c->job->models[i].api_key;
+    o.secrets = keys;
+    rc = eddy_trace_store_open(c->trace_path, &o, &c->traces, err);
+    eddy_free(keys);
+    return rc;
+}
+
 static int setup(ctl *c, eddy_err *err)
 {
     const eddy_run_opts *o = c->opts;
@@ -1073,7 +1090,7 @@ static int setup(ctl *c, eddy_err *err)
     eddy_store_opts so = {c->job->max_keygroups, 0, 0, c->job->memory_cache, o->from_start};
     if ((rc = eddy_store_open(c->state_path, &so, &c->store, err)) ||
         (rc = eddy_store_session_new(c->store, &c->loop, &c->ss, err)) ||
-        (rc = eddy_trace_store_open(c->trace_path, &c->job->trace, &c->traces, err)))
+        (rc = open_traces(c, err)))
         return rc;
     if ((rc = eddy__queue_init(&c->done, &c->loop, on_done, c)))
         return eddy_err_set(err, rc, "cannot create an async handle");

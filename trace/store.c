@@ -15,7 +15,9 @@
 #include "eddy/json.h"
 #include "eddy/log.h"
 
+#include <regex.h>
 #include <sqlite3.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Version 2: rowid tables (spans are large rows: a WITHOUT ROWID b-tree keyed
@@ -93,6 +95,12 @@ typedef struct held {
 
 struct eddy_trace_store {
     char *path;
+    /* what text attributes go through (eddy_trace_text): set at open, then read-only */
+    char **secrets;
+    size_t nsecrets;
+    regex_t *redact;
+    size_t nredact;
+    size_t max_payload;
     sqlite3 *db;
     sqlite3_stmt *ins_span, *ins_trace; /* prepared once; writer thread only */
     eddy_bgq *q;
@@ -178,6 +186,135 @@ static void trace_id(char *out)
     out[32] = '\0';
 }
 
+/* -- text: redaction and the payload bound ---------------------------------------- */
+
+#define REDACTED "[REDACTED]"
+
+/* The end of the earliest secret or pattern match in T[from..n) and its
+ * start in *AT; 0 when there is none. */
+static size_t next_match(const eddy_trace_store *s, const char *t, size_t n, size_t from,
+                         size_t *at)
+{
+    size_t best = n + 1, end = 0;
+    for (size_t i = 0; i < s->nsecrets; i++) {
+        size_t k = strlen(s->secrets[i]);
+        const char *p = k ? memmem(t + from, n - from, s->secrets[i], k) : NULL;
+        if (p && (size_t)(p - t) < best) {
+            best = (size_t)(p - t);
+            end = best + k;
+        }
+    }
+    for (size_t i = 0; i < s->nredact; i++) {
+        regmatch_t m = {(regoff_t)from, (regoff_t)n};
+        if (regexec(&s->redact[i], t, 1, &m, REG_STARTEND) == 0 && m.rm_eo > m.rm_so &&
+            (size_t)m.rm_so < best) {
+            best = (size_t)m.rm_so;
+            end = (size_t)m.rm_eo;
+        }
+    }
+    *at = best;
+    return best <= n ? end : 0;
+}
+
+int eddy_trace_keeps_content(const eddy_trace_store *s)
+{
+    return s && !s->opts.no_content;
+}
+
+/* TEXT (LEN bytes) as the store keeps it: redacted, cut at max_payload.
+ * *OUT and *OUT_LEN point at TEXT when nothing changed, else into BUF
+ * (the caller frees BUF either way). Returns 0 or -1 (out of memory). */
+static int clean_text(const eddy_trace_store *s, const char *text, size_t len, eddy_buf *buf,
+                      const char **out, size_t *out_len)
+{
+    size_t max = s && s->max_payload ? s->max_payload : EDDY_TRACE_DEFAULT_MAX_PAYLOAD;
+    eddy_buf red;
+    eddy_buf_init(&red);
+    if (s && (s->nsecrets || s->nredact) && memchr(text, 0, len) == NULL) {
+        size_t from = 0, at, end;
+        char *z = eddy_strndup(text, len); /* regexec wants a NUL-terminated string */
+        if (!z)
+            return -1;
+        while (from < len && (end = next_match(s, z, len, from, &at))) {
+            eddy_buf_append(&red, z + from, at - from);
+            eddy_buf_puts(&red, REDACTED);
+            from = end;
+        }
+        if (red.len || from) {
+            eddy_buf_append(&red, z + from, len - from);
+            text = red.data;
+            len = red.len;
+        }
+        eddy_free(z);
+        if (red.oom) {
+            eddy_buf_free(&red);
+            return -1;
+        }
+    }
+    if (len > max) {
+        size_t keep = eddy_utf8_cut(text, len, max);
+        eddy_buf_append(buf, text, keep);
+        eddy_buf_printf(buf, "\xe2\x80\xa6 [%zu more bytes not kept]", len - keep);
+    } else if (red.len) {
+        eddy_buf_append(buf, text, len);
+    }
+    eddy_buf_free(&red);
+    if (buf->oom)
+        return -1;
+    *out = buf->len ? buf->data : text;
+    *out_len = buf->len ? buf->len : len;
+    return 0;
+}
+
+int eddy_trace_text(const eddy_trace_store *s, eddy_buf *b, const char *text, size_t len)
+{
+    eddy_buf tmp;
+    const char *t;
+    size_t n;
+    eddy_buf_init(&tmp);
+    int rc = clean_text(s, text, len, &tmp, &t, &n) ? -1 : eddy_json_put_string(b, t, n);
+    eddy_buf_free(&tmp);
+    return rc;
+}
+
+static void free_text_rules(eddy_trace_store *s)
+{
+    for (size_t i = 0; i < s->nsecrets; i++)
+        eddy_free(s->secrets[i]);
+    eddy_free(s->secrets);
+    for (size_t i = 0; i < s->nredact; i++)
+        regfree(&s->redact[i]);
+    eddy_free(s->redact);
+    s->secrets = NULL;
+    s->redact = NULL;
+    s->nsecrets = s->nredact = 0;
+}
+
+/* Copy the secrets (empty ones are no secret) and compile the patterns of O. */
+static int text_rules(eddy_trace_store *s, const eddy_trace_opts *o, eddy_err *err)
+{
+    s->max_payload = o->max_payload > 0 ? (size_t)o->max_payload : EDDY_TRACE_DEFAULT_MAX_PAYLOAD;
+    if (o->nsecrets && !(s->secrets = eddy_calloc(o->nsecrets, sizeof(char *))))
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    for (size_t i = 0; i < o->nsecrets; i++)
+        if (o->secrets[i] && *o->secrets[i] &&
+            !(s->secrets[s->nsecrets++] = eddy_strdup(o->secrets[i])))
+            return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    if (o->nredact && !(s->redact = eddy_calloc(o->nredact, sizeof(regex_t))))
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    for (size_t i = 0; i < o->nredact; i++) {
+        int rc = regcomp(&s->redact[i], o->redact[i], REG_EXTENDED);
+        if (rc) {
+            char why[200];
+            regerror(rc, &s->redact[i], why, sizeof(why));
+            return eddy_err_set(err, EDDY_EINVAL, "trace.redact pattern '%s': %s", o->redact[i],
+                                why);
+        }
+        s->nredact++;
+    }
+    return 0;
+}
+
 static void span_free(eddy_span *sp)
 {
     if (!sp)
@@ -231,14 +368,33 @@ static const char *names_text(json_t *m, const char *key, eddy_buf *out)
     return out->oom || !out->data ? "" : out->data;
 }
 
+/* Bind TEXT, redacted and cut (BUF holds the copy until the statement ran). */
+static void bind_clean(eddy_trace_store *s, sqlite3_stmt *st, int i, const char *text,
+                       eddy_buf *buf)
+{
+    const char *t;
+    size_t n;
+    if (clean_text(s, text, strlen(text), buf, &t, &n))
+        sqlite3_bind_text(st, i, "", 0, SQLITE_STATIC);
+    else
+        sqlite3_bind_text(st, i, t, (int)n, SQLITE_STATIC);
+}
+
 static void write_trace(eddy_trace_store *s, eddy_span *sp)
 {
     sqlite3_stmt *st = s->ins_trace;
     json_t *m = sp->summary, *cost = json_object_get(m, "cost");
-    eddy_buf models, tools;
-    char *sum = eddy_json_dumps_flags(m, JSON_COMPACT);
+    eddy_buf models, tools, in, out;
+    json_t *rest = json_copy(m); /* the summary column: what has no column of its own */
+    static const char *const own[] = {"input", "output", "models", "tools"};
+    for (size_t i = 0; rest && i < sizeof(own) / sizeof(own[0]); i++)
+        json_object_del(rest, own[i]);
+    char *sum = rest ? eddy_json_dumps_flags(rest, JSON_COMPACT) : NULL;
+    json_decref(rest);
     eddy_buf_init(&models);
     eddy_buf_init(&tools);
+    eddy_buf_init(&in);
+    eddy_buf_init(&out);
     sqlite3_bind_text(st, 1, sp->trace_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, sp->name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, eddy_json_str(m, "agent", ""), -1, SQLITE_STATIC);
@@ -258,13 +414,15 @@ static void write_trace(eddy_trace_store *s, eddy_span *sp)
     sqlite3_bind_int64(st, 15, eddy_json_int(m, "turns", 0));
     sqlite3_bind_text(st, 16, names_text(m, "models", &models), -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 17, names_text(m, "tools", &tools), -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 18, eddy_json_str(m, "input", ""), -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 19, eddy_json_str(m, "output", ""), -1, SQLITE_STATIC);
+    bind_clean(s, st, 18, eddy_json_str(m, "input", ""), &in);
+    bind_clean(s, st, 19, eddy_json_str(m, "output", ""), &out);
     sqlite3_bind_text(st, 20, sum ? sum : "{}", -1, SQLITE_STATIC);
     step_reset(s, st, "trace", sp->trace_id);
     eddy_free(sum);
     eddy_buf_free(&models);
     eddy_buf_free(&tools);
+    eddy_buf_free(&in);
+    eddy_buf_free(&out);
 }
 
 static void write_span(eddy_trace_store *s, eddy_span *sp)
@@ -606,7 +764,13 @@ int eddy_trace_store_open(const char *path, const eddy_trace_opts *opts, eddy_tr
     if (opts)
         s->opts = *opts;
     else
-        s->opts = (eddy_trace_opts){EDDY_TRACE_DEFAULT_MAX_AGE_MS, EDDY_TRACE_DEFAULT_MAX_BYTES, 1};
+        s->opts = (eddy_trace_opts){.max_age_ms = EDDY_TRACE_DEFAULT_MAX_AGE_MS,
+                                    .max_bytes = EDDY_TRACE_DEFAULT_MAX_BYTES,
+                                    .sample = 1};
+    s->opts.secrets = s->opts.redact = NULL; /* borrowed: the copies are the store's */
+    s->opts.nsecrets = s->opts.nredact = 0;
+    if ((rc = text_rules(s, opts ? opts : &s->opts, err)))
+        goto fail;
     if ((rc = eddy_mkdirs_for(path, err)))
         goto fail;
     if ((rc = open_store_db(path, 1, &s->db, err)))
@@ -645,6 +809,7 @@ fail:
     sqlite3_finalize(s->ins_span);
     sqlite3_finalize(s->ins_trace);
     sqlite3_close(s->db);
+    free_text_rules(s);
     eddy_free(s->path);
     eddy_free(s);
     return rc;
@@ -659,6 +824,7 @@ void eddy_trace_store_close(eddy_trace_store *s)
     sqlite3_finalize(s->ins_span);
     sqlite3_finalize(s->ins_trace);
     sqlite3_close(s->db);
+    free_text_rules(s);
     eddy_free(s->path);
     eddy_free(s);
 }
@@ -743,7 +909,22 @@ void eddy_span_set_str(eddy_span *sp, const char *key, const char *v)
     if (!sp || !v || (off = pair_begin(sp, key)) == (size_t)-1)
         return;
     size_t klen = sp->text.len - off - 1;
-    pair_end(sp, off, klen, eddy_json_put_string(&sp->text, v, strlen(v)));
+    pair_end(sp, off, klen, eddy_trace_text(sp->store, &sp->text, v, strlen(v)));
+}
+
+void eddy_span_set_raw(eddy_span *sp, const char *key, const char *text, size_t len)
+{
+    size_t off;
+    if (!sp || !text || (off = pair_begin(sp, key)) == (size_t)-1)
+        return;
+    size_t klen = sp->text.len - off - 1;
+    pair_end(sp, off, klen, eddy_buf_append(&sp->text, text, len));
+}
+
+void eddy_span_set_start(eddy_span *sp, uint64_t start_ns)
+{
+    if (sp)
+        sp->start_ns = start_ns;
 }
 
 void eddy_span_set_int(eddy_span *sp, const char *key, long long v)

@@ -125,7 +125,9 @@ typedef struct eddy_job {
     int delivery;          /* EDDY_DELIVERY_* */
     int64_t checkpoint_ms; /* checkpoint.interval */
     int64_t memory_cache;  /* memory.cache: bytes of key memory cached per worker */
-    eddy_trace_opts trace; /* trace.retention, trace.sample */
+    eddy_trace_opts trace; /* trace.retention, .sample, .content, .max_payload, .redact */
+    char **trace_redact;   /* the patterns trace.redact points into */
+    size_t ntrace_redact;
     eddy_llm_model *models;
     size_t nmodels;
     eddy_agent_def *agents;

@@ -367,6 +367,7 @@ typedef struct eddy_llm_result {
     uint64_t latency_ms;         /* first send to final answer, retries included */
     uint64_t first_token_ms;     /* streaming: send -> first chunk of the last attempt */
     uint64_t queued_ms;          /* waiting for a rate-limit or concurrency slot */
+    uint64_t first_wait_ms;      /* of it, before the first attempt */
     const eddy_llm_model *model; /* the model that answered (or failed last) */
     char fallback_reason[256];   /* why the previous model was left, or "" */
     int fallbacks;               /* models left for another */

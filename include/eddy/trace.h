@@ -16,6 +16,8 @@
 
 #include "eddy/error.h"
 
+struct eddy_buf;
+
 typedef struct eddy_trace_store eddy_trace_store;
 typedef struct eddy_span eddy_span;
 
@@ -23,10 +25,22 @@ enum { EDDY_SPAN_INTERNAL = 1, EDDY_SPAN_SERVER = 2, EDDY_SPAN_CLIENT = 3 };
 
 /* How the store keeps traces (the job's `trace:` settings). */
 typedef struct eddy_trace_opts {
-    int64_t max_age_ms; /* retention.max_age: older traces are deleted; 0 = kept */
-    int64_t max_bytes;  /* retention.max_size: the oldest go beyond it; 0 = no bound */
-    double sample;      /* share of successful runs kept (errors always are), 0..1 */
+    int64_t max_age_ms;  /* retention.max_age: older traces are deleted; 0 = kept */
+    int64_t max_bytes;   /* retention.max_size: the oldest go beyond it; 0 = no bound */
+    double sample;       /* share of successful runs kept (errors always are), 0..1 */
+    int no_content;      /* trace.content: false: no prompts, messages, tool arguments and
+                          * results, event or output text in the traces */
+    int64_t max_payload; /* trace.max_payload: bytes of one text kept; 0: 16 KiB */
+    /* text replaced by [REDACTED] in every text attribute: SECRETS as they are
+     * (the models' API keys), REDACT as POSIX extended regular expressions
+     * (trace.redact); borrowed, the store keeps copies */
+    const char *const *secrets;
+    size_t nsecrets;
+    const char *const *redact;
+    size_t nredact;
 } eddy_trace_opts;
+
+#define EDDY_TRACE_DEFAULT_MAX_PAYLOAD 16384
 
 #define EDDY_TRACE_DEFAULT_MAX_AGE_MS (7ll * 24 * 3600 * 1000)
 #define EDDY_TRACE_DEFAULT_MAX_BYTES (1024ll << 20)
@@ -50,6 +64,22 @@ eddy_span *eddy_span_start(eddy_trace_store *s, eddy_span *parent, const char *n
 void eddy_span_set(eddy_span *sp, const char *key, json_t *v);
 void eddy_span_set_str(eddy_span *sp, const char *key, const char *v);
 void eddy_span_set_int(eddy_span *sp, const char *key, long long v);
+/* Set KEY to the JSON text TEXT (LEN bytes), written as it is: the caller
+ * vouches that it is one valid JSON value (built with eddy_trace_text for
+ * its strings). */
+void eddy_span_set_raw(eddy_span *sp, const char *key, const char *text, size_t len);
+/* Move the span's start to START_NS (a wall-clock time: eddy_wall_ns). */
+void eddy_span_set_start(eddy_span *sp, uint64_t start_ns);
+
+/* Whether S keeps content (prompts, messages, tool arguments and results);
+ * 0 for a NULL store. Any thread. */
+int eddy_trace_keeps_content(const eddy_trace_store *s);
+/* Append TEXT (LEN bytes) to B as a JSON string, as the store keeps text:
+ * secrets and trace.redact matches replaced by [REDACTED], cut at
+ * max_payload bytes (at a character boundary, with a note of what was cut).
+ * S may be NULL (no redaction, the default cut). Returns 0 or -1 (out of
+ * memory, invalid UTF-8: B unchanged). Any thread (the patterns are only read). */
+int eddy_trace_text(const eddy_trace_store *s, struct eddy_buf *b, const char *text, size_t len);
 /* Mark the span failed with MSG. */
 void eddy_span_error(eddy_span *sp, const char *type, const char *msg);
 /* Hex ids (borrowed, valid while the span lives). */

@@ -78,6 +78,9 @@ static void test_trace_settings(void **state)
         ":9:25: 'max_age' must be between 1m and 3650d",
         ":9:39: 'max_size' must be a size such as 16MB",
         ":10:11: 'sample' must be between 0 and 1",
+        ":11:16: 'max_payload' must be between 256 bytes and 64MiB",
+        ":12:13: a redact pattern must be a non-empty string",
+        ":12:16: redact pattern '(' is not a regular expression",
     };
     eddy_diag d;
     eddy_job *job;
@@ -101,7 +104,9 @@ static void test_trace_settings(void **state)
     snprintf(text, sizeof(text),
              "%strace:\n"
              "  retention: { max_age: 1s, max_size: lots, max_rows: 5 }\n"
-             "  sample: 1.5\n",
+             "  sample: 1.5\n"
+             "  max_payload: 10\n"
+             "  redact: [ 7, '(' ]\n",
              kGood);
     expect_diags(text, want, sizeof(want) / sizeof(want[0]));
 }

@@ -393,7 +393,7 @@ static void test_migrate_v1(void **state)
             " NULL, 'invoke_agent a', 2, 1, 2, 'ok', NULL, '{}');"
             "INSERT INTO spans VALUES('0123456789abcdef0123456789abcdef', '1123456789abcdef',"
             " '0123456789abcdef', 'chat m', 3, 1, 2, 'ok', NULL, '{\"x\": 1}');");
-    eddy_trace_opts keep_all = {0, 0, 1}; /* the old rows are years old: no retention */
+    eddy_trace_opts keep_all = {.sample = 1}; /* the old rows are years old: no retention */
     assert_int_equal(eddy_trace_store_open(path, &keep_all, &s, &e), 0);
     one_run(s, "k9", "new question", "new answer", 0, 0, 0, NULL);
     eddy_trace_store_close(s);
@@ -424,7 +424,7 @@ static void test_sampling_keeps_failures(void **state)
     char path[512];
     eddy_trace_store *s;
     eddy_err e;
-    eddy_trace_opts none = {0, 0, 0};
+    eddy_trace_opts none = {.sample = 0};
     (void)state;
     snprintf(path, sizeof(path), "%s/sample.db", g_dir);
     assert_int_equal(eddy_trace_store_open(path, &none, &s, &e), 0);
@@ -443,7 +443,7 @@ static void test_sampling_keeps_failures(void **state)
                                     "('child-failed', 'run-failed')"),
                      2);
     /* a half: about half of the successful runs */
-    eddy_trace_opts half = {0, 0, 0.5};
+    eddy_trace_opts half = {.sample = 0.5};
     snprintf(path, sizeof(path), "%s/half.db", g_dir);
     assert_int_equal(eddy_trace_store_open(path, &half, &s, &e), 0);
     for (int i = 0; i < 400; i++)
@@ -462,7 +462,7 @@ static void test_retention(void **state)
     char path[512], sql[512];
     eddy_trace_store *s;
     eddy_err e;
-    eddy_trace_opts keep_all = {0, 0, 1};
+    eddy_trace_opts keep_all = {.sample = 1};
     (void)state;
     snprintf(path, sizeof(path), "%s/keep.db", g_dir);
     assert_int_equal(eddy_trace_store_open(path, &keep_all, &s, &e), 0);
@@ -481,7 +481,7 @@ static void test_retention(void **state)
         one_run(s, "new", "new question", "new answer", 0, 0, 0, NULL);
     eddy_trace_store_close(s);
     assert_int_equal(count_at(path, "SELECT count(*) FROM traces"), 25);
-    eddy_trace_opts day = {86400 * 1000ll, 0, 1};
+    eddy_trace_opts day = {.max_age_ms = 86400 * 1000ll, .sample = 1};
     assert_int_equal(eddy_trace_store_open(path, &day, &s, &e), 0);
     eddy_trace_store_close(s);
     assert_int_equal(count_at(path, "SELECT count(*) FROM traces WHERE key='new'"), 5);
@@ -503,7 +503,7 @@ static void test_retention(void **state)
     eddy_trace_store_close(s);
     long long before = count_at(path, "SELECT count(*) FROM traces");
     assert_int_equal(before, 6000);
-    eddy_trace_opts small = {0, 4 << 20, 1};
+    eddy_trace_opts small = {.max_bytes = 4 << 20, .sample = 1};
     assert_int_equal(eddy_trace_store_open(path, &small, &s, &e), 0);
     eddy_trace_store_close(s);
     long long used = count_at(path, "SELECT (SELECT * FROM pragma_page_count) - "
@@ -520,6 +520,56 @@ static void test_retention(void **state)
                      0);
 }
 
+/* Text attributes: a secret and every match of a pattern become [REDACTED]
+ * (several in one text, at its ends too); a text over max_payload is cut at
+ * a character boundary with a note; a store without rules leaves text as it
+ * is; an invalid pattern fails the open with its name. */
+static void test_redaction_and_payload_bound(void **state)
+{
+    char path[512];
+    eddy_trace_store *s;
+    eddy_err e;
+    const char *secrets[] = {"sk-live-123", ""};
+    const char *pats[] = {"[0-9]{4}-[0-9]{4}", "pass(word)?=[^ ]+"};
+    eddy_trace_opts o = {.sample = 1,
+                         .max_payload = 300,
+                         .secrets = secrets,
+                         .nsecrets = 2,
+                         .redact = pats,
+                         .nredact = 2};
+    eddy_buf b;
+    (void)state;
+    snprintf(path, sizeof(path), "%s/redact.db", g_dir);
+    assert_int_equal(eddy_trace_store_open(path, &o, &s, &e), 0);
+    eddy_buf_init(&b);
+    const char *in = "sk-live-123 card 1234-5678, password=hunter2 and sk-live-123";
+    assert_int_equal(eddy_trace_text(s, &b, in, strlen(in)), 0);
+    assert_string_equal(b.data, "\"[REDACTED] card [REDACTED], [REDACTED] and [REDACTED]\"");
+    eddy_buf_reset(&b);
+    char big[1001];
+    for (int i = 0; i < 500; i++)
+        memcpy(big + 2 * i, "\xc3\xa9", 2); /* é */
+    big[1000] = 0;
+    assert_int_equal(eddy_trace_text(s, &b, big, 1000), 0);
+    json_t *v = json_loadb(b.data, b.len, JSON_DECODE_ANY, NULL);
+    assert_non_null(v);
+    const char *t = json_string_value(v);
+    assert_non_null(strstr(t, "\xe2\x80\xa6 [700 more bytes not kept]"));
+    assert_int_equal(strstr(t, "\xe2\x80\xa6") - t, 300);
+    json_decref(v);
+    eddy_buf_reset(&b);
+    assert_int_equal(eddy_trace_text(NULL, &b, in, strlen(in)), 0); /* no store: as it is */
+    assert_non_null(strstr(b.data, "hunter2"));
+    eddy_buf_free(&b);
+    assert_true(eddy_trace_keeps_content(s));
+    assert_false(eddy_trace_keeps_content(NULL));
+    eddy_trace_store_close(s);
+    const char *bad[] = {"("};
+    eddy_trace_opts ob = {.sample = 1, .redact = bad, .nredact = 1};
+    assert_int_equal(eddy_trace_store_open(path, &ob, &s, &e), EDDY_EINVAL);
+    assert_non_null(strstr(e.msg, "trace.redact pattern '('"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -530,6 +580,7 @@ int main(void)
         cmocka_unit_test(test_migrate_v1),
         cmocka_unit_test(test_sampling_keeps_failures),
         cmocka_unit_test(test_retention),
+        cmocka_unit_test(test_redaction_and_payload_bound),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("trace", tests, tmpdir_setup, tmpdir_teardown);
