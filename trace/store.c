@@ -51,8 +51,9 @@ static const char *const kSchema =
     "CREATE INDEX IF NOT EXISTS spans_by_trace ON spans(trace_id);"
     "CREATE VIRTUAL TABLE IF NOT EXISTS trace_text USING fts5(input, output, content='traces',"
     "  content_rowid='id', tokenize='unicode61 remove_diacritics 2');"
-    "CREATE TRIGGER IF NOT EXISTS traces_text_ins AFTER INSERT ON traces BEGIN"
-    "  INSERT INTO trace_text(rowid, input, output) VALUES(new.id, new.input, new.output); END;"
+    /* rows are indexed once per commit, by index_texts (not by an insert
+     * trigger: with FTS5 in a transaction, every later statement of it
+     * flushed FTS5's pending terms, which tripled the writer's work) */
     "CREATE TRIGGER IF NOT EXISTS traces_text_del AFTER DELETE ON traces BEGIN"
     "  INSERT INTO trace_text(trace_text, rowid, input, output)"
     "  VALUES('delete', old.id, old.input, old.output); END;"
@@ -102,7 +103,8 @@ struct eddy_trace_store {
     size_t nredact;
     size_t max_payload;
     sqlite3 *db;
-    sqlite3_stmt *ins_span, *ins_trace; /* prepared once; writer thread only */
+    sqlite3_stmt *ins_span, *ins_trace, *ins_text, *set_indexed; /* writer thread only */
+    int64_t indexed; /* the last traces.id in the search index */
     eddy_bgq *q;
     int in_txn;
     eddy_trace_opts opts;
@@ -648,9 +650,32 @@ static void retain(eddy_trace_store *s, int force)
     }
 }
 
+/* The trace rows this transaction added, into the search index with one
+ * statement (one flush of FTS5's terms); the last row indexed is kept in
+ * meta in the same transaction. */
+static void index_texts(eddy_trace_store *s)
+{
+    sqlite3_stmt *st = s->ins_text;
+    sqlite3_bind_int64(st, 1, s->indexed);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        EDDY_WARN("trace", "%s: cannot index traces for search: %s", s->path,
+                  sqlite3_errmsg(s->db));
+    sqlite3_reset(st);
+    int64_t last = pragma_int(s->db, "SELECT max(id) FROM traces");
+    if (last > s->indexed) {
+        st = s->set_indexed;
+        sqlite3_bind_int64(st, 1, last);
+        if (sqlite3_step(st) == SQLITE_DONE)
+            s->indexed = last;
+        sqlite3_reset(st);
+    }
+}
+
 static void on_idle(void *ctx)
 {
     eddy_trace_store *s = ctx;
+    if (s->in_txn)
+        index_texts(s);
     if (s->in_txn && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
         EDDY_WARN("trace", "cannot commit spans: %s", sqlite3_errmsg(s->db));
     s->in_txn = 0;
@@ -724,6 +749,12 @@ static int create_schema(sqlite3 *db, const char *path, eddy_err *err)
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         return rc;
     }
+    /* a store made while rows were indexed by a trigger: they are all indexed */
+    if (pragma_int(db, "SELECT count(*) FROM sqlite_master WHERE name='traces_text_ins'"))
+        sqlite3_exec(db,
+                     "DROP TRIGGER traces_text_ins; INSERT OR REPLACE INTO meta "
+                     "SELECT 'search_indexed', coalesce(max(id), 0) FROM traces",
+                     NULL, NULL, NULL);
     int64_t version = pragma_int(db, "SELECT value FROM meta WHERE key='schema_version'");
     if (version != EDDY_TRACE_SCHEMA_VERSION)
         return eddy_err_set(err, EDDY_ECORRUPT,
@@ -791,10 +822,17 @@ int eddy_trace_store_open(const char *path, const eddy_trace_opts *opts, eddy_tr
                            " status, error, start_ns, end_ns, input_tokens, output_tokens, cost,"
                            " llm_calls, tool_calls, turns, models, tools, input, output, summary)"
                            " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                           -1, SQLITE_PREPARE_PERSISTENT, &s->ins_trace, NULL)) {
+                           -1, SQLITE_PREPARE_PERSISTENT, &s->ins_trace, NULL) ||
+        sqlite3_prepare_v3(s->db,
+                           "INSERT INTO trace_text(rowid, input, output) SELECT id, input, output"
+                           " FROM traces WHERE id > ?1 ORDER BY id",
+                           -1, SQLITE_PREPARE_PERSISTENT, &s->ins_text, NULL) ||
+        sqlite3_prepare_v3(s->db, "INSERT OR REPLACE INTO meta VALUES('search_indexed', ?1)", -1,
+                           SQLITE_PREPARE_PERSISTENT, &s->set_indexed, NULL)) {
         rc = eddy_err_set(err, EDDY_ESQLITE, "%s: cannot prepare: %s", path, sqlite3_errmsg(s->db));
         goto fail;
     }
+    s->indexed = pragma_int(s->db, "SELECT value FROM meta WHERE key='search_indexed'");
     retain(s, 1); /* what expired while nothing ran */
     /* bounded batches: a commit every 200 ms or 4096 spans under load, 100 ms
      * after the first span of a quiet moment. Nothing waits for a trace's
@@ -808,6 +846,8 @@ int eddy_trace_store_open(const char *path, const eddy_trace_opts *opts, eddy_tr
 fail:
     sqlite3_finalize(s->ins_span);
     sqlite3_finalize(s->ins_trace);
+    sqlite3_finalize(s->ins_text);
+    sqlite3_finalize(s->set_indexed);
     sqlite3_close(s->db);
     free_text_rules(s);
     eddy_free(s->path);
@@ -823,6 +863,8 @@ void eddy_trace_store_close(eddy_trace_store *s)
     free_held(s); /* runs that never ended: their spans are not kept */
     sqlite3_finalize(s->ins_span);
     sqlite3_finalize(s->ins_trace);
+    sqlite3_finalize(s->ins_text);
+    sqlite3_finalize(s->set_indexed);
     sqlite3_close(s->db);
     free_text_rules(s);
     eddy_free(s->path);
