@@ -152,6 +152,7 @@ fuzz: deps
 integration: deps all
 	python3 tests/integration/run.py --build $(BUILD)
 	python3 tests/integration/check_test.py --build $(BUILD)
+	python3 tests/integration/trace_test.py --build $(BUILD)
 	python3 tests/integration/numbers_test.py --build $(BUILD)
 	python3 tests/integration/sandbox_test.py --build $(BUILD)
 	python3 tests/integration/llm_test.py --build $(BUILD)

@@ -1146,6 +1146,33 @@ static void check_key_path(vctx *c, const char *key)
                       key);
 }
 
+/* EDDY_JOB_PATHS: the name and the stores' paths, and the ${...} that could
+ * not be interpolated where they are read (the rest of the file may use
+ * variables this shell does not set). */
+static void load_paths(vctx *c, const eddy_yaml_doc *doc)
+{
+    static const char *const read[] = {"/job", "/checkpoint", "/trace", NULL};
+    eddy_job *job = c->job;
+    const char *path;
+    json_t *msg;
+    job->name = eddy__job_str(c, doc->root, "", "job", S_REQ, NULL);
+    job->state_path = get_store(c, doc->root, "checkpoint", "state.db", &job->state_where,
+                                EDDY_JOB_DEFAULT_STATE);
+    job->trace_path =
+        get_store(c, doc->root, "trace", "traces.db", &job->trace_where, EDDY_JOB_DEFAULT_TRACE);
+    json_object_foreach(doc->deferred, path, msg)
+    {
+        for (size_t i = 0; read[i]; i++) {
+            size_t n = strlen(read[i]);
+            if (!strncmp(path, read[i], n) && (path[n] == '\0' || path[n] == '/')) {
+                eddy_diag_add(c->diag, "%s", json_string_value(msg));
+                c->errors++;
+                break;
+            }
+        }
+    }
+}
+
 int eddy_job_load(const char *file, int flags, eddy_job **out, eddy_diag *diag)
 {
     return eddy_job_load_io(file, flags, NULL, out, diag);
@@ -1165,7 +1192,7 @@ int eddy_job_load_io(const char *file, int flags, const eddy_job_io *io, eddy_jo
     int rc;
 
     *out = NULL;
-    rc = eddy_yaml_load(file, &doc, diag);
+    rc = eddy_yaml_load_flags(file, flags & EDDY_JOB_PATHS ? EDDY_YAML_LAX_ENV : 0, &doc, diag);
     if (rc) {
         eddy_yaml_doc_free(&doc);
         return rc;
@@ -1188,6 +1215,10 @@ int eddy_job_load_io(const char *file, int flags, const eddy_job_io *io, eddy_jo
     if (!json_is_object(doc.root)) {
         eddy__job_err(&c, "", 0,
                       "a job file must be a mapping with keys job, key, models, agents, ...");
+        goto out;
+    }
+    if (flags & EDDY_JOB_PATHS) {
+        load_paths(&c, &doc);
         goto out;
     }
     eddy__job_keys(&c, doc.root, "", keys);

@@ -131,6 +131,7 @@ typedef struct loader {
     char **refs; /* the ${...} each placeholder stands for, by index */
     size_t nrefs;
     int failed;
+    int flags; /* EDDY_YAML_* */
 } loader;
 
 /* -- positions in the text ------------------------------------------------- */
@@ -505,6 +506,16 @@ static json_t *parse_sequence(loader *ld, yaml_event_t *start, const char *path)
     return NULL;
 }
 
+/* EDDY_YAML_LAX_ENV: MSG, at EV, is kept for whoever reads PATH. */
+static void defer(loader *ld, const char *path, const yaml_event_t *ev, const char *msg)
+{
+    char *m = eddy_aprintf("%s:%d:%d: %s", ld->doc->file, (int)ev->start_mark.line + 1,
+                           (int)ev->start_mark.column + 1, msg);
+    if (!m || json_object_set_new(ld->doc->deferred, path, json_string(m)))
+        oom(ld);
+    eddy_free(m);
+}
+
 static json_t *parse_scalar(loader *ld, yaml_event_t *ev, const char *path)
 {
     char *raw = unhide(ld, (const char *)ev->data.scalar.value), *text = NULL;
@@ -518,8 +529,11 @@ static json_t *parse_scalar(loader *ld, yaml_event_t *ev, const char *path)
     }
     if (eddy_interpolate(raw, &text, &e)) {
         /* reported, but not a parse failure: validation goes on to find more */
-        eddy_diag_add(ld->diag, "%s:%d:%d: %s", ld->doc->file, (int)ev->start_mark.line + 1,
-                      (int)ev->start_mark.column + 1, e.msg);
+        if (ld->flags & EDDY_YAML_LAX_ENV)
+            defer(ld, path, ev, e.msg);
+        else
+            eddy_diag_add(ld->diag, "%s:%d:%d: %s", ld->doc->file, (int)ev->start_mark.line + 1,
+                          (int)ev->start_mark.column + 1, e.msg);
         v = json_string(raw);
         eddy_free(raw);
         return v;
@@ -612,15 +626,18 @@ static int load(loader *ld, eddy_yaml_doc *doc)
     return ld->failed ? EDDY_EPARSE : 0;
 }
 
-static int load_common(const char *name, eddy_yaml_doc *doc, eddy_diag *diag, loader *ld)
+static int load_common(const char *name, int flags, eddy_yaml_doc *doc, eddy_diag *diag, loader *ld)
 {
     memset(doc, 0, sizeof(*doc));
     memset(ld, 0, sizeof(*ld));
     ld->doc = doc;
     ld->diag = diag;
+    ld->flags = flags;
     doc->file = eddy_strdup(name);
     doc->pos = json_object();
-    if (!doc->file || !doc->pos || !yaml_parser_initialize(&ld->parser)) {
+    doc->deferred = flags & EDDY_YAML_LAX_ENV ? json_object() : NULL;
+    if (!doc->file || !doc->pos || ((flags & EDDY_YAML_LAX_ENV) && !doc->deferred) ||
+        !yaml_parser_initialize(&ld->parser)) {
         eddy_diag_add(diag, "%s: out of memory", name);
         return EDDY_ENOMEM;
     }
@@ -628,14 +645,14 @@ static int load_common(const char *name, eddy_yaml_doc *doc, eddy_diag *diag, lo
 }
 
 /* Parse LEN bytes of TEXT (named NAME in messages) into DOC. */
-static int load_text(const char *text, size_t len, const char *name, eddy_yaml_doc *doc,
+static int load_text(const char *text, size_t len, const char *name, int flags, eddy_yaml_doc *doc,
                      eddy_diag *diag)
 {
     loader ld;
     const char *nul;
     char *hidden = NULL;
     size_t bad;
-    int rc = load_common(name, doc, diag, &ld), line, col;
+    int rc = load_common(name, flags, doc, diag, &ld), line, col;
     if (rc)
         return rc;
     if ((nul = memchr(text, '\0', len))) {
@@ -673,10 +690,15 @@ out:
 
 int eddy_yaml_load_string(const char *text, const char *name, eddy_yaml_doc *doc, eddy_diag *diag)
 {
-    return load_text(text, strlen(text), name, doc, diag);
+    return load_text(text, strlen(text), name, 0, doc, diag);
 }
 
 int eddy_yaml_load(const char *file, eddy_yaml_doc *doc, eddy_diag *diag)
+{
+    return eddy_yaml_load_flags(file, 0, doc, diag);
+}
+
+int eddy_yaml_load_flags(const char *file, int flags, eddy_yaml_doc *doc, eddy_diag *diag)
 {
     char *text = NULL;
     size_t len = 0;
@@ -687,7 +709,7 @@ int eddy_yaml_load(const char *file, eddy_yaml_doc *doc, eddy_diag *diag)
         eddy_diag_add(diag, "%s", e.msg);
         return e.code;
     }
-    rc = load_text(text, len, file, doc, diag);
+    rc = load_text(text, len, file, flags, doc, diag);
     eddy_free(text);
     return rc;
 }
@@ -697,6 +719,7 @@ void eddy_yaml_doc_free(eddy_yaml_doc *doc)
     eddy_free(doc->file);
     json_decref(doc->root);
     json_decref(doc->pos);
+    json_decref(doc->deferred);
     memset(doc, 0, sizeof(*doc));
 }
 

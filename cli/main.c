@@ -1,5 +1,5 @@
 /*
- * cli/main.c - the `eddy` command: run, check, trace.
+ * cli/main.c - the `eddy` command: run, check; the others' dispatch.
  *
  * Wires the modules together; holds no logic of its own beyond argument
  * parsing. Exit codes: 0 success, 1 runtime failure, 2 invalid job or usage.
@@ -41,8 +41,9 @@ static const char kUsage[] =
     "      --no-progress       no status line, also on a terminal\n"
     "      --quiet             nothing on stderr but warnings and errors (no summary)\n"
     "  check JOB.yaml    validate a job and everything it references\n"
-    "  trace list [JOB.yaml|TRACES.db] [--limit N] [--status ok|error]\n"
-    "  trace show ID [JOB.yaml|TRACES.db] [--json]\n"
+    "  trace ...         a job's runs: list (filtered by agent, key, event, status, model,\n"
+    "                    tool, time, words of the input or output), show (eddy trace for\n"
+    "                    details)\n"
     "  state ...         a job's store: keys, get, history, positions, journal, export,\n"
     "                    import, rm, vacuum (eddy state for details)\n"
     "  fluss ...         Fluss tables: tables, create-table, drop-table, info, produce,\n"
@@ -62,9 +63,6 @@ enum {
     OPT_SUMMARY,
     OPT_QUIET,
     OPT_LOG,
-    OPT_LIMIT,
-    OPT_STATUS,
-    OPT_JSON,
     OPT_HELP,
     OPT_WORKERS,
     OPT_PROGRESS,
@@ -80,9 +78,6 @@ static const struct option kOpts[] = {{"input", required_argument, NULL, OPT_INP
                                       {"summary-json", required_argument, NULL, OPT_SUMMARY},
                                       {"quiet", no_argument, NULL, OPT_QUIET},
                                       {"log-level", required_argument, NULL, OPT_LOG},
-                                      {"limit", required_argument, NULL, OPT_LIMIT},
-                                      {"status", required_argument, NULL, OPT_STATUS},
-                                      {"json", no_argument, NULL, OPT_JSON},
                                       {"help", no_argument, NULL, OPT_HELP},
                                       {"workers", required_argument, NULL, OPT_WORKERS},
                                       {"progress", no_argument, NULL, OPT_PROGRESS},
@@ -92,8 +87,7 @@ static const struct option kOpts[] = {{"input", required_argument, NULL, OPT_INP
 
 typedef struct args {
     eddy_run_opts run;
-    int limit, json, log_set;
-    const char *status;
+    int log_set;
     char *pos[4];
     int npos;
 } args;
@@ -128,7 +122,6 @@ static int parse(int argc, char **argv, const globals *g, args *a)
 {
     int c;
     memset(a, 0, sizeof(*a));
-    a->limit = 20;
     a->run.quiet = g->quiet;
     a->log_set = g->log_set;
     optind = 2;
@@ -172,19 +165,6 @@ static int parse(int argc, char **argv, const globals *g, args *a)
             break;
         case OPT_FROM_START:
             a->run.from_start = 1;
-            break;
-        case OPT_JSON:
-            a->json = 1;
-            break;
-        case OPT_STATUS:
-            a->status = optarg;
-            break;
-        case OPT_LIMIT:
-            if (eddy_parse_i64(optarg, &n) || n < 1 || n > 1000000) {
-                fprintf(stderr, "eddy: --limit wants a positive number, not '%s'\n", optarg);
-                return 2;
-            }
-            a->limit = (int)n;
             break;
         case OPT_LOG:
             if (set_log_level(optarg, a))
@@ -357,56 +337,22 @@ int eddy__cli_ends_with(const char *s, const char *suffix)
     return n >= m && !strcmp(s + n - m, suffix);
 }
 
-/* The trace store named by ARG: a job file's trace.path, or a database. */
-static char *trace_db(const char *arg)
+char *eddy__cli_store_path(const char *arg, int traces)
 {
     eddy_job *job;
     char *p;
-    if (!arg) /* each job keeps its own; .eddy/traces.db is where older versions kept it */
+    if (!arg &&
+        traces) /* each job keeps its own; .eddy/traces.db is where older versions kept it */
         return eddy__cli_default_store("traces.db", ".eddy/traces.db", "trace store", "TRACES.db");
+    if (!arg)
+        return eddy__cli_default_store("state.db", NULL, "store", "STATE.db");
     if (!eddy__cli_ends_with(arg, ".yaml") && !eddy__cli_ends_with(arg, ".yml"))
         return eddy_strdup(arg);
-    if (load_job(arg, 0, NULL, &job))
+    if (load_job(arg, EDDY_JOB_PATHS, NULL, &job))
         return NULL;
-    p = eddy_strdup(job->trace_path);
+    p = eddy_strdup(traces ? job->trace_path : job->state_path);
     eddy_job_free(job);
     return p;
-}
-
-static int cmd_trace(args *a)
-{
-    eddy_err e;
-    char *db;
-    int rc;
-    if (a->npos >= 1 && !strcmp(a->pos[0], "list") && a->npos <= 2) {
-        if (!(db = trace_db(a->npos == 2 ? a->pos[1] : NULL)))
-            return 2;
-        rc = eddy_trace_print_list(db, a->limit, a->status, stdout, &e);
-    } else if (a->npos >= 2 && !strcmp(a->pos[0], "show") && a->npos <= 3) {
-        if (!(db = trace_db(a->npos == 3 ? a->pos[2] : NULL)))
-            return 2;
-        if (a->json) {
-            json_t *t;
-            rc = eddy_trace_get_json(db, a->pos[1], &t, &e);
-            if (!rc) {
-                eddy_json_dumpf(t, stdout, JSON_INDENT(2));
-                fputc('\n', stdout);
-                json_decref(t);
-            }
-        } else {
-            rc = eddy_trace_print_show(db, a->pos[1], stdout, &e);
-        }
-    } else {
-        fprintf(stderr, "usage: eddy trace list [JOB.yaml|TRACES.db] [--limit N] [--status S]\n"
-                        "       eddy trace show ID [JOB.yaml|TRACES.db] [--json]\n");
-        return 2;
-    }
-    eddy_free(db);
-    if (rc) {
-        fprintf(stderr, "eddy: %s\n", e.msg);
-        return 1;
-    }
-    return 0;
 }
 
 /* The options before the command: --log-level L (or --log-level=L), which
@@ -499,6 +445,11 @@ int main(int argc, char **argv)
         curl_global_cleanup();
         return rc;
     }
+    if (!strcmp(cmd, "trace")) {
+        rc = eddy_cli_trace(argc, argv, g.quiet);
+        curl_global_cleanup();
+        return rc;
+    }
     if (!strcmp(cmd, "state")) {
         rc = eddy_cli_state(argc, argv, g.quiet);
         curl_global_cleanup();
@@ -512,8 +463,6 @@ int main(int argc, char **argv)
         rc = cmd_run(&a);
     else if (!strcmp(cmd, "check"))
         rc = cmd_check(&a);
-    else if (!strcmp(cmd, "trace"))
-        rc = cmd_trace(&a);
     else {
         fprintf(stderr, "eddy: unknown command '%s'\n\n%s", cmd, kUsage);
         rc = 2;

@@ -159,30 +159,6 @@ static int parse(int argc, char **argv, int quiet, sargs *a)
     return 0;
 }
 
-/* The store named by ARG: a job file's checkpoint path, or a database.
- * NULL after saying why. */
-static char *store_path(const char *arg)
-{
-    eddy_diag d;
-    eddy_job *job = NULL;
-    char *p = NULL;
-    if (!arg)
-        return eddy__cli_default_store("state.db", NULL, "store", "STATE.db");
-    if (!eddy__cli_ends_with(arg, ".yaml") && !eddy__cli_ends_with(arg, ".yml"))
-        return eddy_strdup(arg);
-    eddy_diag_init(&d);
-    if (eddy_job_load(arg, 0, &job, &d) == 0)
-        p = eddy_strdup(job->state_path);
-    for (size_t i = 0; i < d.n; i++)
-        fprintf(stderr, "%s\n", d.msgs[i]);
-    if (!job)
-        fprintf(stderr, "%s: %zu problem%s found; see `eddy check`\n", arg, d.n,
-                d.n == 1 ? "" : "s");
-    eddy_job_free(job);
-    eddy_diag_free(&d);
-    return p;
-}
-
 /* export --output FILE: written beside FILE first and renamed over it, so a
  * failed export never leaves half a backup where a whole one was. */
 static int export_to(eddy_state *st, const sargs *a, eddy_err *e)
@@ -282,7 +258,7 @@ int eddy_cli_state(int argc, char **argv, int quiet)
     if ((rc = parse(argc, argv, quiet, &a)))
         return rc;
     eddy_fluss_register_connectors(); /* a job file may name a Fluss source */
-    if (!(path = store_path(a.store)))
+    if (!(path = eddy__cli_store_path(a.store, 0)))
         return 2;
     eddy_err_clear(&e);
     rc = eddy_state_open(path, a.cmd->write ? EDDY_STATE_WRITE : 0, &st, &e);

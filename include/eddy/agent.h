@@ -39,13 +39,22 @@ typedef struct eddy_yaml_doc {
     char *file;
     json_t *root;
     json_t *pos;
+    json_t *deferred; /* EDDY_YAML_LAX_ENV: path -> "file:line:col: message", else NULL */
 } eddy_yaml_doc;
+
+/* eddy_yaml_load_flags: a ${...} that cannot be interpolated (an unset
+ * variable) is not reported to DIAG but kept in DOC->deferred by path, and
+ * the scalar keeps its text as written, for a reader that needs only part
+ * of the file (`eddy trace`: the paths) and reports what it reads. */
+#define EDDY_YAML_LAX_ENV 1
 
 /* Parse FILE into DOC. ${...} in scalars is interpolated from the
  * environment; an unset variable is reported to DIAG but parsing goes on.
  * Returns 0, or EDDY_EPARSE when the file is not valid YAML (DIAG says
  * where). Callers check DIAG->n as well. */
 int eddy_yaml_load(const char *file, eddy_yaml_doc *doc, eddy_diag *diag);
+/* The same with FLAGS (EDDY_YAML_* bits). */
+int eddy_yaml_load_flags(const char *file, int flags, eddy_yaml_doc *doc, eddy_diag *diag);
 /* Same from a string (tests). */
 int eddy_yaml_load_string(const char *text, const char *name, eddy_yaml_doc *doc, eddy_diag *diag);
 void eddy_yaml_doc_free(eddy_yaml_doc *doc);
@@ -148,6 +157,11 @@ typedef struct eddy_job {
 /* What eddy_job_load checks beyond the file itself. */
 #define EDDY_JOB_TOOLS 1 /* load every agent's tools into one throwaway host, as a run does */
 #define EDDY_JOB_FILES 2 /* eddy_job_check_io with no overrides */
+/* Only the job's name and its stores' paths (state_path, trace_path) are
+ * read and checked: the rest of the file is not validated, and a ${VAR}
+ * left unset is a problem only where it is read (`eddy trace`, `eddy state`
+ * on a job whose API keys are not in this shell). Never for a run. */
+#define EDDY_JOB_PATHS 4
 
 /* Paths given on the command line instead of the job's (NULL: the job's;
  * "-" is stdin / stdout). */

@@ -92,10 +92,56 @@ const char *eddy_span_id(const eddy_span *sp);
  * full-text search reads; "models" and "tools", arrays of names). */
 void eddy_span_end(eddy_span *sp, json_t *summary);
 
-/* -- reading (the CLI; any thread, own connection) ------------------------ */
-/* Print the newest LIMIT traces (filtered by STATUS when non-NULL) to OUT. */
-int eddy_trace_print_list(const char *path, int limit, const char *status, FILE *out,
-                          eddy_err *err);
+/* -- reading (the CLI, the dashboard; any thread, own connection) ---------- */
+
+/* Which runs eddy_trace_query returns. Every field set narrows the result
+ * (they combine with AND); a zeroed filter is the newest
+ * EDDY_TRACE_QUERY_LIMIT runs. Strings are borrowed for the call and only
+ * ever bound as values, never read as SQL or as patterns. */
+typedef struct eddy_trace_filter {
+    const char *agent, *key, *event_id; /* equal to it; NULL: any */
+    const char *status;                 /* "ok" or "error" (else EDDY_EINVAL); NULL: any */
+    const char *model, *tool;           /* one of the models / tools the run used */
+    /* Words that must all be in the run's input or output (its event and its
+     * answer), any case, accents folded. The text is split at white space
+     * and each part searched as a quoted phrase: nothing in it is an FTS5
+     * operator, so no text is a syntax error (see eddy_trace_fts_query). */
+    const char *search;
+    int64_t since_ns, until_ns;               /* started in [since, until); 0: unbounded */
+    int64_t min_duration_ns, max_duration_ns; /* end - start within; 0: unbounded */
+    int64_t min_tokens;                       /* input + output tokens at least; 0: any */
+    int limit;        /* rows at most, 1..EDDY_TRACE_QUERY_MAX; 0: EDDY_TRACE_QUERY_LIMIT */
+    int oldest_first; /* order by start time ascending; else newest first */
+    /* Cursor: rows after the one with this start_ns and id in the order (the
+     * last row of the previous page); after_id 0: from the first row. */
+    int64_t after_start_ns, after_id;
+} eddy_trace_filter;
+
+#define EDDY_TRACE_QUERY_LIMIT 20
+#define EDDY_TRACE_QUERY_MAX 1000000
+
+/* The runs of the store at PATH that F selects (F NULL: the default), in
+ * start-time order (ties by id), as *ROWS, a new array of objects: id,
+ * trace_id, name, agent, key, event_id, status, error (null when none),
+ * start_ns, end_ns, duration_ms, input_tokens, output_tokens, cost (null
+ * when unpriced), llm_calls, tool_calls, turns, models and tools (arrays of
+ * names). Not the input and output texts, nor the spans
+ * (eddy_trace_get_json). Returns 0; EDDY_EINVAL for a bad filter value,
+ * EDDY_ENOENT when PATH cannot be opened, EDDY_ESQLITE, EDDY_ENOMEM; with
+ * ERR set and *ROWS NULL. Any thread: each call opens its own read-only
+ * connection (a running job may be writing). */
+int eddy_trace_query(const char *path, const eddy_trace_filter *f, json_t **rows, eddy_err *err);
+/* The FTS5 query eddy_trace_query runs for TEXT: each white-space separated
+ * part as a quoted phrase (a '"' doubled), joined by spaces (AND). A part
+ * with no letter or digit is dropped (the tokenizer keeps nothing of it);
+ * "" when none is left, which matches no run. New string, NULL when out of
+ * memory. */
+char *eddy_trace_fts_query(const char *text);
+
+/* Print the runs F selects (the newest F->limit, oldest first; F NULL: the
+ * default), one line each, to OUT; columns are cut and padded by
+ * characters, never inside one. Returns as eddy_trace_query. */
+int eddy_trace_print_list(const char *path, const eddy_trace_filter *f, FILE *out, eddy_err *err);
 /* Print the span tree of trace ID (or a unique prefix of it) to OUT. */
 int eddy_trace_print_show(const char *path, const char *id, FILE *out, eddy_err *err);
 /* Whole trace as JSON {trace, spans}; new reference. */

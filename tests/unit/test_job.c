@@ -957,6 +957,43 @@ static void test_default_paths_per_job(void **state)
     eddy_free(s);
 }
 
+/* EDDY_JOB_PATHS (`eddy trace`, `eddy state` on a job): the stores' paths
+ * come out of a job whose API key is in an unset variable and whose agents
+ * are not even valid; a variable unset where a path is read is still named,
+ * with its place; a full load of the same file refuses it. */
+static void test_paths_only_without_environment(void **state)
+{
+    static const char kJob[] =
+        "job: envless\n"
+        "key: id\n"
+        "models:\n"
+        "  default: { base_url: 'http://127.0.0.1:9/v1', model: m,\n"
+        "             api_key: '${EDDY_T_NOKEY}', timeout: ${EDDY_T_NOTO} }\n"
+        "agents: { a: { modle: x } }\n"
+        "trace: { path: t/traces.db }\n";
+    static const char *const want[] = {":2:21: environment variable EDDY_T_NODIR is not set"};
+    eddy_diag d;
+    eddy_job *job;
+    const char *path;
+    (void)state;
+    unsetenv("EDDY_T_NOKEY");
+    unsetenv("EDDY_T_NOTO");
+    unsetenv("EDDY_T_NODIR");
+    path = write_file("envless.yaml", kJob);
+    eddy_diag_init(&d);
+    assert_int_equal(eddy_job_load(path, EDDY_JOB_PATHS, &job, &d), 0);
+    assert_int_equal(d.n, 0);
+    assert_non_null(strstr(job->trace_path, "/t/traces.db"));
+    assert_non_null(strstr(job->state_path, ".eddy/envless/state.db"));
+    eddy_job_free(job);
+    assert_int_not_equal(eddy_job_load(path, 0, &job, &d), 0);
+    assert_null(job);
+    assert_true(d.n >= 2);
+    eddy_diag_free(&d);
+    expect_diags_flags("job: j\ncheckpoint: { path: '${EDDY_T_NODIR}/s.db' }\n", EDDY_JOB_PATHS,
+                       want, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -987,6 +1024,7 @@ int main(void)
         cmocka_unit_test(test_files_defaults_fresh_folder),
         cmocka_unit_test(test_default_paths_per_job),
         cmocka_unit_test(test_sink_is_a_file_the_job_reads),
+        cmocka_unit_test(test_paths_only_without_environment),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("job", tests, tmpdir_setup, tmpdir_teardown);

@@ -570,6 +570,133 @@ static void test_redaction_and_payload_bound(void **state)
     assert_non_null(strstr(e.msg, "trace.redact pattern '('"));
 }
 
+/* The search text as FTS5 reads it: quoted phrases, quotes doubled, parts
+ * with no word dropped; nothing left is the empty phrase. */
+static void test_fts_query(void **state)
+{
+    static const char *const cases[][2] = {
+        {"hello world", "\"hello\" \"world\""},
+        {"\"AND OR NEAR( *", "\"\"\"AND\" \"OR\" \"NEAR(\""},
+        {"a\"b  \t c*", "\"a\"\"b\" \"c*\""},
+        {"Zürich", "\"Zürich\""},
+        {"   ", "\"\""},
+        {"* ( ) :", "\"\""},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *q = eddy_trace_fts_query(cases[i][0]);
+        assert_non_null(q);
+        assert_string_equal(q, cases[i][1]);
+        eddy_free(q);
+    }
+}
+
+/* Keys of the rows F selects, joined by ','; the rows are checked to come
+ * in the order asked. */
+static char *query_keys(const char *path, const eddy_trace_filter *f, char *buf, size_t n)
+{
+    json_t *rows, *r;
+    eddy_err e;
+    size_t i, len = 0;
+    int64_t last = 0;
+    buf[0] = '\0';
+    if (eddy_trace_query(path, f, &rows, &e))
+        fail_msg("query: %s", e.msg);
+    json_array_foreach(rows, i, r)
+    {
+        int64_t start = eddy_json_int(r, "start_ns", 0);
+        if (i)
+            assert_true(f && f->oldest_first ? start >= last : start <= last);
+        last = start;
+        len += (size_t)snprintf(buf + len, n - len, "%s%s", i ? "," : "",
+                                eddy_json_str(r, "key", "?"));
+    }
+    json_decref(rows);
+    return buf;
+}
+
+/* eddy_trace_query: each filter, their combinations (AND), the search,
+ * pages by cursor, and bad values refused with EDDY_EINVAL. */
+static void test_query_filters(void **state)
+{
+    char path[512], k[256];
+    eddy_trace_store *s;
+    eddy_trace_filter f;
+    json_t *rows = NULL;
+    eddy_err e;
+    const int64_t S = 1000000000;
+    (void)state;
+    snprintf(path, sizeof(path), "%s/q.db", g_dir);
+    assert_int_equal(eddy_trace_store_open(path, NULL, &s, &e), 0);
+    one_run(s, "k1", "{\"text\": \"Where is my Parcel?\"}", "It is in Zürich.", 0, 0, 0, NULL);
+    one_run(s, "k2", "{\"text\": \"hello\"}", "bonjour NEAR you", 0, 1, 0, NULL);
+    one_run(s, "k3", "{\"text\": \"parcel lost\"}", "sorry", 0, 0, 0, NULL);
+    one_run(s, "k4", "{\"text\": \"refund\"}", "no", 0, 1, 0, NULL);
+    eddy_trace_store_close(s);
+    /* times 1000 s .. 4000 s, k_i lasting i seconds with 100*i tokens; k3
+     * and k4 by agent b with model m2 and tool t3 */
+    exec_at(path, "UPDATE traces SET start_ns = CAST(substr(key, 2) AS INTEGER) * 1000000000000,"
+                  " end_ns = CAST(substr(key, 2) AS INTEGER) * 1001000000000,"
+                  " input_tokens = CAST(substr(key, 2) AS INTEGER) * 100, output_tokens = 0;"
+                  "UPDATE traces SET agent = 'b', models = 'm2', tools = 't3' WHERE key >= 'k3'");
+    assert_string_equal(query_keys(path, NULL, k, sizeof(k)), "k4,k3,k2,k1");
+#define Q(...) (f = (eddy_trace_filter){__VA_ARGS__}, query_keys(path, &f, k, sizeof(k)))
+    assert_string_equal(Q(.agent = "b"), "k4,k3");
+    assert_string_equal(Q(.agent = "b", .status = "error"), "k4");
+    assert_string_equal(Q(.status = "ok"), "k3,k1");
+    assert_string_equal(Q(.key = "k2"), "k2");
+    assert_string_equal(Q(.event_id = "k3"), "k3");
+    assert_string_equal(Q(.event_id = "k%"), "");
+    assert_string_equal(Q(.model = "m"), "k2,k1");
+    assert_string_equal(Q(.model = "m2", .status = "ok"), "k3");
+    assert_string_equal(Q(.model = "%"), "");
+    assert_string_equal(Q(.tool = "t2"), "k2,k1");
+    assert_string_equal(Q(.tool = "t"), "");
+    assert_string_equal(Q(.since_ns = 2000 * S, .until_ns = 4000 * S), "k3,k2");
+    assert_string_equal(Q(.min_duration_ns = 2 * S, .max_duration_ns = 3 * S), "k3,k2");
+    assert_string_equal(Q(.min_tokens = 300), "k4,k3");
+    assert_string_equal(Q(.search = "parcel"), "k3,k1");
+    assert_string_equal(Q(.search = "PARCEL zurich"), "k1");
+    assert_string_equal(Q(.search = "parcel", .agent = "b"), "k3");
+    assert_string_equal(Q(.search = "zurich absent"), "");
+    assert_string_equal(Q(.search = "\"AND OR NEAR( *"), "");
+    assert_string_equal(Q(.search = "NEAR("), "k2");
+    assert_string_equal(Q(.search = "output:bonjour"), "");
+    assert_string_equal(Q(.search = "* ("), "");
+    assert_string_equal(Q(.limit = 2), "k4,k3");
+    assert_string_equal(Q(.limit = 2, .oldest_first = 1), "k1,k2");
+    /* pages: the cursor is the last row's start_ns and id */
+    {
+        char seen[64] = "";
+        eddy_trace_filter p = {.limit = 1};
+        for (int page = 0; page < 5; page++) {
+            assert_int_equal(eddy_trace_query(path, &p, &rows, &e), 0);
+            if (!json_array_size(rows)) {
+                json_decref(rows);
+                break;
+            }
+            json_t *r = json_array_get(rows, 0);
+            strncat(seen, eddy_json_str(r, "key", "?"), sizeof(seen) - strlen(seen) - 1);
+            p.after_start_ns = eddy_json_int(r, "start_ns", 0);
+            p.after_id = eddy_json_int(r, "id", 0);
+            json_decref(rows);
+        }
+        assert_string_equal(seen, "k4k3k2k1");
+    }
+#undef Q
+    f = (eddy_trace_filter){.status = "bogus"};
+    assert_int_equal(eddy_trace_query(path, &f, &rows, &e), EDDY_EINVAL);
+    assert_null(rows);
+    assert_non_null(strstr(e.msg, "'bogus'"));
+    f = (eddy_trace_filter){.tool = "t1,t2"}; /* the column's separator is not in a name */
+    assert_int_equal(eddy_trace_query(path, &f, &rows, &e), EDDY_EINVAL);
+    f = (eddy_trace_filter){.limit = -3};
+    assert_int_equal(eddy_trace_query(path, &f, &rows, &e), EDDY_EINVAL);
+    snprintf(k, sizeof(k), "%s/absent/none.db", g_dir);
+    assert_int_not_equal(eddy_trace_query(k, NULL, &rows, &e), 0);
+    assert_null(rows);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -581,6 +708,8 @@ int main(void)
         cmocka_unit_test(test_sampling_keeps_failures),
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_redaction_and_payload_bound),
+        cmocka_unit_test(test_fts_query),
+        cmocka_unit_test(test_query_filters),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("trace", tests, tmpdir_setup, tmpdir_teardown);
