@@ -393,7 +393,9 @@ static void test_migrate_v1(void **state)
             " NULL, 'invoke_agent a', 2, 1, 2, 'ok', NULL, '{}');"
             "INSERT INTO spans VALUES('0123456789abcdef0123456789abcdef', '1123456789abcdef',"
             " '0123456789abcdef', 'chat m', 3, 1, 2, 'ok', NULL, '{\"x\": 1}');");
-    eddy_trace_opts keep_all = {0, 0, 1}; /* the old rows are years old: no retention */
+    eddy_trace_opts keep_all = {.max_age_ms = 0,
+                                .max_bytes = 0,
+                                .sample = 1}; /* the old rows are years old: no retention */
     assert_int_equal(eddy_trace_store_open(path, &keep_all, &s, &e), 0);
     one_run(s, "k9", "new question", "new answer", 0, 0, 0, NULL);
     eddy_trace_store_close(s);
@@ -424,7 +426,7 @@ static void test_sampling_keeps_failures(void **state)
     char path[512];
     eddy_trace_store *s;
     eddy_err e;
-    eddy_trace_opts none = {0, 0, 0};
+    eddy_trace_opts none = {.max_age_ms = 0, .max_bytes = 0, .sample = 0};
     (void)state;
     snprintf(path, sizeof(path), "%s/sample.db", g_dir);
     assert_int_equal(eddy_trace_store_open(path, &none, &s, &e), 0);
@@ -443,7 +445,7 @@ static void test_sampling_keeps_failures(void **state)
                                     "('child-failed', 'run-failed')"),
                      2);
     /* a half: about half of the successful runs */
-    eddy_trace_opts half = {0, 0, 0.5};
+    eddy_trace_opts half = {.max_age_ms = 0, .max_bytes = 0, .sample = 0.5};
     snprintf(path, sizeof(path), "%s/half.db", g_dir);
     assert_int_equal(eddy_trace_store_open(path, &half, &s, &e), 0);
     for (int i = 0; i < 400; i++)
@@ -462,7 +464,7 @@ static void test_retention(void **state)
     char path[512], sql[512];
     eddy_trace_store *s;
     eddy_err e;
-    eddy_trace_opts keep_all = {0, 0, 1};
+    eddy_trace_opts keep_all = {.max_age_ms = 0, .max_bytes = 0, .sample = 1};
     (void)state;
     snprintf(path, sizeof(path), "%s/keep.db", g_dir);
     assert_int_equal(eddy_trace_store_open(path, &keep_all, &s, &e), 0);
@@ -481,7 +483,7 @@ static void test_retention(void **state)
         one_run(s, "new", "new question", "new answer", 0, 0, 0, NULL);
     eddy_trace_store_close(s);
     assert_int_equal(count_at(path, "SELECT count(*) FROM traces"), 25);
-    eddy_trace_opts day = {86400 * 1000ll, 0, 1};
+    eddy_trace_opts day = {.max_age_ms = 86400 * 1000ll, .max_bytes = 0, .sample = 1};
     assert_int_equal(eddy_trace_store_open(path, &day, &s, &e), 0);
     eddy_trace_store_close(s);
     assert_int_equal(count_at(path, "SELECT count(*) FROM traces WHERE key='new'"), 5);
@@ -503,7 +505,7 @@ static void test_retention(void **state)
     eddy_trace_store_close(s);
     long long before = count_at(path, "SELECT count(*) FROM traces");
     assert_int_equal(before, 6000);
-    eddy_trace_opts small = {0, 4 << 20, 1};
+    eddy_trace_opts small = {.max_age_ms = 0, .max_bytes = 4 << 20, .sample = 1};
     assert_int_equal(eddy_trace_store_open(path, &small, &s, &e), 0);
     eddy_trace_store_close(s);
     long long used = count_at(path, "SELECT (SELECT * FROM pragma_page_count) - "

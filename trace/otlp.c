@@ -1,0 +1,875 @@
+/*
+ * trace/otlp.c - OTLP/HTTP JSON export of the spans the trace store keeps.
+ *
+ * The store's writer thread copies each kept span into one allocation (a rec)
+ * at the tail of a bounded list under a mutex and returns; the exporter's
+ * thread takes up to max_batch of them once the first has waited delay_ms (or
+ * the batch is full, or the store closes), encodes one ExportTraceServiceRequest
+ * with eddy_buf and the JSON string escaper (no jansson tree but the parsed
+ * attributes of one span at a time), and POSTs it with a blocking curl easy
+ * handle that it alone uses. Retries follow the OTLP/HTTP specification:
+ * connection errors and 429/502/503/504 are retried with exponential backoff
+ * and jitter, at least Retry-After when the receiver sends one; any other
+ * answer but 2xx gives the batch up. Invariants: the writer never waits on
+ * the network (a full queue drops the span and counts it); a failure streak is
+ * logged once, at its start, and its end once; header values are never
+ * logged, whatever the level. At close the queue gets flush_ms to drain (a
+ * POST in flight is cut at the deadline), then what is left is dropped and
+ * counted.
+ */
+#include "otlp_int.h"
+#include "eddy/json.h"
+#include "eddy/log.h"
+#include "eddy/version.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define DEFAULT_TIMEOUT_MS 10000
+#define DEFAULT_MAX_QUEUE 10000
+#define DEFAULT_MAX_BATCH 512
+#define DEFAULT_DELAY_MS 1000
+#define FLUSH_MS 5000
+#define MAX_ATTEMPTS 6       /* POSTs of one batch, the first included */
+#define BACKOFF_FIRST_MS 250 /* then doubled at each retry */
+#define BACKOFF_MAX_MS 8000  /* before jitter */
+#define RETRY_AFTER_MAX_MS 30000
+#define ATTR_MAX_DEPTH 32 /* deeper values are sent as their JSON text */
+#define ERR_BODY_MAX 512  /* of a receiver's error answer, kept for the log */
+
+/* One queued span: the struct, then its strings, NUL-terminated, in DATA. */
+typedef struct rec {
+    struct rec *next;
+    eddy__otlp_span sp; /* pointers into data */
+    char data[];
+} rec;
+
+struct eddy__otlp {
+    eddy__otlp_config cfg;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;    /* CLOCK_MONOTONIC */
+    rec *head, *tail;     /* under mu */
+    size_t n;             /* under mu */
+    int closing;          /* under mu */
+    uint64_t deadline_ms; /* under mu: eddy_now_ms() by which close gives up */
+    atomic_uint_fast64_t exported, dropped, failed, retries, queued;
+    atomic_int full_warned; /* the queue-full warning of the current streak was logged */
+    /* exporter thread only */
+    CURL *easy;
+    struct curl_slist *hdrs;
+    int failing;             /* in a failure streak (its warning logged) */
+    uint64_t streak_batches; /* batches given up in the current streak */
+    long retry_after_ms;     /* from the last answer, -1 none */
+    eddy_buf resp;           /* the last answer's body (bounded) */
+};
+
+/* -- settings ------------------------------------------------------------------ */
+
+static const char *env(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* The N bytes at S, trimmed and percent-decoded, as a new string; NULL when
+ * out of memory. */
+static char *decode_trimmed(const char *s, size_t n)
+{
+    while (n && isspace((unsigned char)*s))
+        s++, n--;
+    while (n && isspace((unsigned char)s[n - 1]))
+        n--;
+    char *out = eddy_malloc(n + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        int h, l;
+        if (s[i] == '%' && i + 2 < n && (h = hexval(s[i + 1])) >= 0 &&
+            (l = hexval(s[i + 2])) >= 0) {
+            *o++ = (char)(h * 16 + l);
+            i += 2;
+        } else {
+            *o++ = s[i];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* A header name: an HTTP token, no CR/LF (so nothing can be smuggled in). */
+static int valid_name(const char *k)
+{
+    if (!*k)
+        return 0;
+    for (; *k; k++)
+        if (!(isalnum((unsigned char)*k) || strchr("!#$%&'*+-.^_`|~", *k)))
+            return 0;
+    return 1;
+}
+
+static int valid_value(const char *v)
+{
+    for (; *v; v++)
+        if (*v == '\r' || *v == '\n' || *v == '\0')
+            return 0;
+    return 1;
+}
+
+/* Set header NAME to VALUE in C->headers, replacing one of the same name
+ * (names compare without case). WHERE names the setting for errors, which
+ * never quote the value. */
+static int put_header(eddy__otlp_config *c, const char *name, const char *value, const char *where,
+                      eddy_err *err)
+{
+    size_t n = 0, nl = strlen(name);
+    if (!valid_name(name))
+        return eddy_err_set(err, EDDY_EINVAL, "%s: '%s' is not a valid header name", where, name);
+    if (!valid_value(value))
+        return eddy_err_set(err, EDDY_EINVAL, "%s: the value of header '%s' has a line break",
+                            where, name);
+    char *line = eddy_aprintf("%s: %s", name, value);
+    if (!line)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    for (; c->headers && c->headers[n]; n++)
+        if (!strncasecmp(c->headers[n], name, nl) && c->headers[n][nl] == ':') {
+            eddy_free(c->headers[n]);
+            c->headers[n] = line;
+            return 0;
+        }
+    char **h = eddy_realloc(c->headers, (n + 2) * sizeof(*h));
+    if (!h) {
+        eddy_free(line);
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
+    h[n] = line;
+    h[n + 1] = NULL;
+    c->headers = h;
+    return 0;
+}
+
+/* OTEL_EXPORTER_OTLP_HEADERS' form: "k=v,k2=v2", values percent-encoded. */
+static int env_headers(eddy__otlp_config *c, const char *var, eddy_err *err)
+{
+    const char *s = env(var);
+    int rc = 0;
+    while (s && *s && !rc) {
+        const char *end = strchr(s, ','), *eq;
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        eq = memchr(s, '=', len);
+        if (!eq) {
+            /* an entry without '=': skipped, as the SDKs do; its text is not shown */
+            int blank = 1;
+            for (size_t i = 0; i < len; i++)
+                blank &= isspace((unsigned char)s[i]) != 0;
+            if (!blank)
+                EDDY_WARN("trace", "%s: an entry has no '=', ignored", var);
+        } else {
+            char *k = decode_trimmed(s, (size_t)(eq - s));
+            char *v = decode_trimmed(eq + 1, len - (size_t)(eq - s) - 1);
+            rc = k && v ? put_header(c, k, v, var, err)
+                        : eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+            eddy_free(k);
+            eddy_free(v);
+        }
+        s = end ? end + 1 : NULL;
+    }
+    return rc;
+}
+
+/* A positive integer from environment variable NAME, or DEF (a bad one is
+ * reported and ignored). */
+static int64_t env_int(const char *name, int64_t def, int64_t max)
+{
+    const char *s = env(name);
+    int64_t v;
+    if (!s)
+        return def;
+    if (eddy_parse_i64(s, &v) || v < 1 || v > max) {
+        EDDY_WARN("trace", "%s=%s: not an integer from 1 to %lld, ignored", name, s,
+                  (long long)max);
+        return def;
+    }
+    return v;
+}
+
+static int valid_url(const char *u)
+{
+    return !strncmp(u, "http://", 7) || !strncmp(u, "https://", 8);
+}
+
+int eddy__otlp_config_load(const eddy_trace_opts *opts, eddy__otlp_config *c, eddy_err *err)
+{
+    const char *traces = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    const char *base = env("OTEL_EXPORTER_OTLP_ENDPOINT"), *svc = env("OTEL_SERVICE_NAME");
+    const char *exporter = env("OTEL_TRACES_EXPORTER");
+    int rc = 0, env_ok = !exporter || strcmp(exporter, "none");
+    memset(c, 0, sizeof(*c));
+    c->timeout_ms =
+        opts && opts->otlp_timeout_ms > 0
+            ? opts->otlp_timeout_ms
+            : env_int("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                      env_int("OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_TIMEOUT_MS, 86400000),
+                      86400000);
+    c->max_queue = (size_t)env_int("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE, 10000000);
+    c->max_batch = (size_t)env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_MAX_BATCH, 100000);
+    c->delay_ms = env_int("OTEL_BSP_SCHEDULE_DELAY", DEFAULT_DELAY_MS, 3600000);
+    c->flush_ms = FLUSH_MS;
+    if (opts && opts->otlp_endpoint) {
+        c->url = eddy_strdup(opts->otlp_endpoint);
+    } else if (env_ok && traces) {
+        c->url = eddy_strdup(traces);
+    } else if (env_ok && base) {
+        size_t n = strlen(base);
+        c->url = eddy_aprintf("%.*s/v1/traces", (int)(n && base[n - 1] == '/' ? n - 1 : n), base);
+    } else {
+        return 0; /* nothing to export */
+    }
+    if (!c->url || !(c->service_name = eddy_strdup(svc ? svc : "eddy")))
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    if (!valid_url(c->url))
+        return eddy_err_set(err, EDDY_EINVAL,
+                            "%s: the OTLP endpoint must be an http:// or "
+                            "https:// URL, not '%s'",
+                            opts && opts->otlp_endpoint ? "trace.otlp.endpoint"
+                            : traces                    ? "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+                                                        : "OTEL_EXPORTER_OTLP_ENDPOINT",
+                            c->url);
+    if (env_ok && ((rc = env_headers(c, "OTEL_EXPORTER_OTLP_HEADERS", err)) ||
+                   (rc = env_headers(c, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", err))))
+        return rc;
+    const char *k;
+    json_t *v;
+    json_object_foreach(opts ? opts->otlp_headers : NULL, k, v)
+    {
+        if (!json_is_string(v))
+            continue; /* the job loader reported it */
+        if ((rc = put_header(c, k, json_string_value(v), "trace.otlp.headers", err)))
+            return rc;
+    }
+    return 0;
+}
+
+void eddy__otlp_config_free(eddy__otlp_config *c)
+{
+    for (size_t i = 0; c->headers && c->headers[i]; i++) {
+        /* the values may be secrets: not left behind in freed memory */
+        memset(c->headers[i], 0, strlen(c->headers[i]));
+        eddy_free(c->headers[i]);
+    }
+    eddy_free(c->headers);
+    eddy_free(c->url);
+    eddy_free(c->service_name);
+    memset(c, 0, sizeof(*c));
+}
+
+/* -- encoding ------------------------------------------------------------------ */
+
+static void put_lit(eddy_buf *b, const char *s)
+{
+    eddy_buf_append(b, s, strlen(s));
+}
+
+static void put_str(eddy_buf *b, const char *s, size_t n)
+{
+    if (eddy_json_put_string(b, s, n) == EDDY_EINVAL)
+        eddy_json_put_string(b, "\xef\xbf\xbd", 3); /* invalid UTF-8: U+FFFD */
+}
+
+static void put_any(eddy_buf *b, const json_t *v, int depth);
+
+/* [{"key":K,"value":ANY},...] of object O (null members left out). */
+static void put_kvs(eddy_buf *b, const json_t *o, int depth)
+{
+    const char *k;
+    json_t *v;
+    int n = 0;
+    eddy_buf_putc(b, '[');
+    json_object_foreach((json_t *)o, k, v)
+    {
+        if (json_is_null(v))
+            continue;
+        if (n++)
+            eddy_buf_putc(b, ',');
+        put_lit(b, "{\"key\":");
+        put_str(b, k, strlen(k));
+        put_lit(b, ",\"value\":");
+        put_any(b, v, depth + 1);
+        eddy_buf_putc(b, '}');
+    }
+    eddy_buf_putc(b, ']');
+}
+
+/* V as an OTLP AnyValue. Recursion is bounded by ATTR_MAX_DEPTH: deeper
+ * values go as their JSON text. */
+static void put_any(eddy_buf *b, const json_t *v, int depth)
+{
+    char num[EDDY_JSON_NUMBER_MAX];
+    size_t i;
+    json_t *x;
+    if (depth > ATTR_MAX_DEPTH && (json_is_array(v) || json_is_object(v))) {
+        char *t = eddy_json_dumps(v);
+        put_lit(b, "{\"stringValue\":");
+        put_str(b, t ? t : "", t ? strlen(t) : 0);
+        eddy_buf_putc(b, '}');
+        eddy_free(t);
+        return;
+    }
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        put_lit(b, "{\"stringValue\":");
+        put_str(b, json_string_value(v), json_string_length(v));
+        eddy_buf_putc(b, '}');
+        break;
+    case JSON_INTEGER:
+        put_lit(b, "{\"intValue\":\"");
+        eddy_buf_append(b, num, eddy_json_integer_text(json_integer_value(v), num));
+        put_lit(b, "\"}");
+        break;
+    case JSON_REAL:
+        put_lit(b, "{\"doubleValue\":");
+        eddy_buf_append(b, num, eddy_json_number_text(json_real_value(v), num));
+        eddy_buf_putc(b, '}');
+        break;
+    case JSON_TRUE:
+        put_lit(b, "{\"boolValue\":true}");
+        break;
+    case JSON_FALSE:
+        put_lit(b, "{\"boolValue\":false}");
+        break;
+    case JSON_ARRAY:
+        put_lit(b, "{\"arrayValue\":{\"values\":[");
+        json_array_foreach(v, i, x)
+        {
+            if (i)
+                eddy_buf_putc(b, ',');
+            put_any(b, x, depth + 1);
+        }
+        put_lit(b, "]}}");
+        break;
+    case JSON_OBJECT:
+        put_lit(b, "{\"kvlistValue\":{\"values\":");
+        put_kvs(b, v, depth);
+        put_lit(b, "}}");
+        break;
+    default:
+        put_lit(b, "{}"); /* null inside an array: an empty AnyValue */
+        break;
+    }
+}
+
+static void put_ns(eddy_buf *b, const char *key, uint64_t ns)
+{
+    char num[EDDY_JSON_NUMBER_MAX];
+    int n = snprintf(num, sizeof(num), "%llu", (unsigned long long)ns);
+    put_lit(b, key);
+    eddy_buf_putc(b, '"');
+    eddy_buf_append(b, num, (size_t)n);
+    eddy_buf_putc(b, '"');
+}
+
+static void put_span(eddy_buf *b, const eddy__otlp_span *sp)
+{
+    json_error_t je;
+    json_t *attrs = json_loadb(sp->attrs, sp->attrs_len, JSON_ALLOW_NUL, &je);
+    int kind = sp->kind >= 1 && sp->kind <= 5 ? sp->kind : 1;
+    put_lit(b, "{\"traceId\":\"");
+    put_lit(b, sp->trace_id);
+    put_lit(b, "\",\"spanId\":\"");
+    put_lit(b, sp->span_id);
+    eddy_buf_putc(b, '"');
+    if (sp->parent_id && sp->parent_id[0]) {
+        put_lit(b, ",\"parentSpanId\":\"");
+        put_lit(b, sp->parent_id);
+        eddy_buf_putc(b, '"');
+    }
+    put_lit(b, ",\"name\":");
+    put_str(b, sp->name, strlen(sp->name));
+    eddy_buf_printf(b, ",\"kind\":%d", kind);
+    put_ns(b, ",\"startTimeUnixNano\":", sp->start_ns);
+    put_ns(b, ",\"endTimeUnixNano\":", sp->end_ns);
+    put_lit(b, ",\"attributes\":");
+    if (json_is_object(attrs)) {
+        put_kvs(b, attrs, 0);
+    } else { /* cannot happen with the store's text, but nothing is lost if it does */
+        put_lit(b, "[{\"key\":\"eddy.attributes\",\"value\":{\"stringValue\":");
+        put_str(b, sp->attrs, sp->attrs_len);
+        put_lit(b, "}}]");
+    }
+    json_decref(attrs);
+    if (sp->error) {
+        put_lit(b, ",\"status\":{\"code\":2,\"message\":");
+        put_str(b, sp->error, strlen(sp->error));
+        put_lit(b, "}}");
+    } else {
+        put_lit(b, ",\"status\":{\"code\":1}}");
+    }
+}
+
+int eddy__otlp_encode(eddy_buf *b, const char *service_name, const eddy__otlp_span *const *spans,
+                      size_t n)
+{
+    put_lit(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
+               "\"value\":{\"stringValue\":");
+    put_str(b, service_name, strlen(service_name));
+    put_lit(b, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"eddy\",\"version\":\"" EDDY_VERSION
+               "\"},\"spans\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            eddy_buf_putc(b, ',');
+        put_span(b, spans[i]);
+    }
+    put_lit(b, "]}]}]}");
+    return b->oom ? EDDY_ENOMEM : 0;
+}
+
+/* -- the queue ----------------------------------------------------------------- */
+
+static void deadline_in(struct timespec *ts, uint64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t)(ms / 1000);
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static char *copy_in(char **at, const char *s, size_t n)
+{
+    char *p = *at;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    *at = p + n + 1;
+    return p;
+}
+
+static rec *rec_new(const eddy__otlp_span *sp)
+{
+    size_t lt = strlen(sp->trace_id), ls = strlen(sp->span_id);
+    size_t lp = sp->parent_id ? strlen(sp->parent_id) : 0, ln = strlen(sp->name);
+    size_t le = sp->error ? strlen(sp->error) : 0;
+    rec *r = eddy_malloc(sizeof(*r) + lt + ls + lp + ln + le + sp->attrs_len + 6);
+    if (!r)
+        return NULL;
+    char *at = r->data;
+    r->next = NULL;
+    r->sp = *sp;
+    r->sp.trace_id = copy_in(&at, sp->trace_id, lt);
+    r->sp.span_id = copy_in(&at, sp->span_id, ls);
+    r->sp.parent_id = copy_in(&at, sp->parent_id ? sp->parent_id : "", lp);
+    r->sp.name = copy_in(&at, sp->name, ln);
+    r->sp.error = sp->error ? copy_in(&at, sp->error, le) : NULL;
+    r->sp.attrs = copy_in(&at, sp->attrs, sp->attrs_len);
+    return r;
+}
+
+void eddy__otlp_add(eddy__otlp *x, const eddy__otlp_span *sp)
+{
+    rec *r = NULL;
+    int wake = 0;
+    pthread_mutex_lock(&x->mu);
+    if (x->n < x->cfg.max_queue && !x->closing && (r = rec_new(sp))) {
+        if (x->tail)
+            x->tail->next = r;
+        else
+            x->head = r;
+        x->tail = r;
+        x->n++;
+        wake = x->n == 1 || x->n == x->cfg.max_batch;
+    }
+    pthread_mutex_unlock(&x->mu);
+    if (r) {
+        atomic_fetch_add_explicit(&x->queued, 1, memory_order_relaxed);
+        if (wake)
+            pthread_cond_signal(&x->cv);
+        return;
+    }
+    atomic_fetch_add_explicit(&x->dropped, 1, memory_order_relaxed);
+    if (!atomic_exchange(&x->full_warned, 1))
+        EDDY_WARN("trace",
+                  "otlp: the export queue is full (%zu spans): spans are dropped "
+                  "(logged once until an export succeeds)",
+                  x->cfg.max_queue);
+}
+
+/* -- sending ------------------------------------------------------------------- */
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    eddy__otlp *x = ud;
+    size_t len = size * n;
+    if (x->resp.len < ERR_BODY_MAX)
+        eddy_buf_append(&x->resp, p,
+                        len < ERR_BODY_MAX - x->resp.len ? len : ERR_BODY_MAX - x->resp.len);
+    return len;
+}
+
+/* Retry-After: delay-seconds, or an HTTP date. */
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    eddy__otlp *x = ud;
+    size_t len = size * n;
+    if (len > 12 && !strncasecmp(p, "Retry-After:", 12)) {
+        char v[64];
+        size_t vl = len - 12 < sizeof(v) - 1 ? len - 12 : sizeof(v) - 1;
+        memcpy(v, p + 12, vl);
+        v[vl] = '\0';
+        char *s = v, *end;
+        while (isspace((unsigned char)*s))
+            s++;
+        for (char *e = s + strlen(s); e > s && isspace((unsigned char)e[-1]);)
+            *--e = '\0';
+        errno = 0;
+        long secs = strtol(s, &end, 10);
+        if (end != s && !*end && !errno && secs >= 0) {
+            x->retry_after_ms = secs > RETRY_AFTER_MAX_MS / 1000 ? RETRY_AFTER_MAX_MS : secs * 1000;
+        } else {
+            time_t t = curl_getdate(s, NULL), now = time(NULL);
+            if (t != -1)
+                x->retry_after_ms = t <= now                              ? 0
+                                    : t - now > RETRY_AFTER_MAX_MS / 1000 ? RETRY_AFTER_MAX_MS
+                                                                          : (long)(t - now) * 1000;
+        }
+    }
+    return len;
+}
+
+/* Cuts a POST at the close deadline. */
+static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+{
+    eddy__otlp *x = ud;
+    (void)a, (void)b, (void)c, (void)d;
+    pthread_mutex_lock(&x->mu);
+    int stop = x->closing && eddy_now_ms() >= x->deadline_ms;
+    pthread_mutex_unlock(&x->mu);
+    return stop;
+}
+
+enum { SENT, RETRY, GIVE_UP };
+
+/* One POST of BODY. Returns SENT, RETRY or GIVE_UP; WHY (for the log) says
+ * what went wrong. */
+static int post(eddy__otlp *x, const eddy_buf *body, char *why, size_t whylen)
+{
+    long status = 0;
+    x->retry_after_ms = -1;
+    eddy_buf_reset(&x->resp);
+    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, body->data);
+    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body->len);
+    CURLcode cc = curl_easy_perform(x->easy);
+    if (cc != CURLE_OK) {
+        snprintf(why, whylen, "%s", curl_easy_strerror(cc));
+        return cc == CURLE_URL_MALFORMAT || cc == CURLE_UNSUPPORTED_PROTOCOL ||
+                       cc == CURLE_ABORTED_BY_CALLBACK
+                   ? GIVE_UP
+                   : RETRY;
+    }
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 200 && status < 300)
+        return SENT;
+    /* the receiver's answer, one line, bounded: it says why (a 400's reason) */
+    char text[160];
+    size_t n = 0;
+    for (size_t i = 0; i < x->resp.len && n < sizeof(text) - 1; i++)
+        text[n++] = x->resp.data[i] == '\n' || x->resp.data[i] == '\r' ? ' ' : x->resp.data[i];
+    text[n] = '\0';
+    snprintf(why, whylen, "HTTP %ld%s%s", status, n ? ": " : "", text);
+    return status == 429 || status == 502 || status == 503 || status == 504 ? RETRY : GIVE_UP;
+}
+
+/* Wait MS, or less when closing and the deadline comes first. Returns
+ * nonzero when the close deadline has passed. */
+static int pause_ms(eddy__otlp *x, uint64_t ms)
+{
+    uint64_t until = eddy_now_ms() + ms;
+    int over;
+    pthread_mutex_lock(&x->mu);
+    for (;;) {
+        uint64_t now = eddy_now_ms(),
+                 end = x->closing && x->deadline_ms < until ? x->deadline_ms : until;
+        if (now >= end)
+            break;
+        struct timespec ts;
+        deadline_in(&ts, end - now);
+        pthread_cond_timedwait(&x->cv, &x->mu, &ts);
+    }
+    over = x->closing && eddy_now_ms() >= x->deadline_ms;
+    pthread_mutex_unlock(&x->mu);
+    return over;
+}
+
+static void streak_failed(eddy__otlp *x, const char *why, size_t n, int will_retry)
+{
+    if (!x->failing) {
+        x->failing = 1;
+        EDDY_WARN("trace",
+                  "otlp: cannot export %zu spans to %s: %s%s (logged once until an "
+                  "export succeeds)",
+                  n, x->cfg.url, why, will_retry ? "; retrying" : "; dropped");
+    } else {
+        EDDY_DEBUG("trace", "otlp: export to %s failed again: %s", x->cfg.url, why);
+    }
+}
+
+/* Send the batch of N spans in BODY, retrying what may be retried. */
+static void send_batch(eddy__otlp *x, const eddy_buf *body, size_t n)
+{
+    char why[256];
+    uint64_t backoff = BACKOFF_FIRST_MS;
+    for (int attempt = 1;; attempt++) {
+        int r = post(x, body, why, sizeof(why));
+        if (r == SENT) {
+            atomic_fetch_add_explicit(&x->exported, n, memory_order_relaxed);
+            if (x->failing)
+                EDDY_INFO("trace",
+                          "otlp: export to %s works again (%llu batches given up "
+                          "meanwhile)",
+                          x->cfg.url, (unsigned long long)x->streak_batches);
+            x->failing = 0;
+            x->streak_batches = 0;
+            atomic_store(&x->full_warned, 0);
+            return;
+        }
+        int retry = r == RETRY && attempt < MAX_ATTEMPTS;
+        streak_failed(x, why, n, retry);
+        if (retry) {
+            /* full jitter over the upper half: [backoff/2, backoff] */
+            uint64_t wait = backoff / 2 + (uint64_t)(eddy_random_unit() * (double)(backoff / 2));
+            if (x->retry_after_ms >= 0 && (uint64_t)x->retry_after_ms > wait)
+                wait = (uint64_t)x->retry_after_ms;
+            backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+            if (!pause_ms(x, wait)) {
+                atomic_fetch_add_explicit(&x->retries, 1, memory_order_relaxed);
+                continue;
+            }
+        }
+        atomic_fetch_add_explicit(&x->failed, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&x->dropped, n, memory_order_relaxed);
+        x->streak_batches++;
+        return;
+    }
+}
+
+/* Take up to max_batch spans once the batch is due; NULL when closed and
+ * empty. Called and returns with mu held. */
+static rec *take_batch(eddy__otlp *x, size_t *n_out)
+{
+    uint64_t first_at = 0;
+    for (;;) {
+        if (!x->n) {
+            if (x->closing)
+                return NULL;
+            pthread_cond_wait(&x->cv, &x->mu);
+            first_at = eddy_now_ms();
+            continue;
+        }
+        if (!first_at)
+            first_at = eddy_now_ms();
+        uint64_t now = eddy_now_ms();
+        if (x->closing || x->n >= x->cfg.max_batch || now >= first_at + (uint64_t)x->cfg.delay_ms)
+            break;
+        struct timespec ts;
+        deadline_in(&ts, first_at + (uint64_t)x->cfg.delay_ms - now);
+        pthread_cond_timedwait(&x->cv, &x->mu, &ts);
+    }
+    rec *head = x->head, *r = head;
+    size_t n = 1;
+    while (n < x->cfg.max_batch && r->next)
+        r = r->next, n++;
+    x->head = r->next;
+    r->next = NULL;
+    if (!x->head)
+        x->tail = NULL;
+    x->n -= n;
+    *n_out = n;
+    return head;
+}
+
+static void free_recs(rec *r)
+{
+    while (r) {
+        rec *nx = r->next;
+        eddy_free(r);
+        r = nx;
+    }
+}
+
+static void *run(void *arg)
+{
+    eddy__otlp *x = arg;
+    const eddy__otlp_span **v = eddy_malloc(x->cfg.max_batch * sizeof(*v));
+    eddy_buf body;
+    eddy_buf_init(&body);
+    pthread_setname_np(pthread_self(), "eddy-otlp");
+    pthread_mutex_lock(&x->mu);
+    for (;;) {
+        size_t n = 0;
+        rec *batch = take_batch(x, &n);
+        if (!batch)
+            break;
+        int over = x->closing && eddy_now_ms() >= x->deadline_ms;
+        pthread_mutex_unlock(&x->mu);
+        atomic_fetch_sub_explicit(&x->queued, n, memory_order_relaxed);
+        size_t i = 0;
+        for (rec *r = batch; r && v; r = r->next)
+            v[i++] = &r->sp;
+        eddy_buf_reset(&body);
+        if (over || !v || eddy__otlp_encode(&body, x->cfg.service_name, v, n)) {
+            if (!over)
+                streak_failed(x, "out of memory", n, 0);
+            if (!over)
+                atomic_fetch_add_explicit(&x->failed, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&x->dropped, n, memory_order_relaxed);
+        } else {
+            send_batch(x, &body, n);
+        }
+        free_recs(batch);
+        pthread_mutex_lock(&x->mu);
+    }
+    pthread_mutex_unlock(&x->mu);
+    eddy_buf_free(&body);
+    eddy_free(v);
+    return NULL;
+}
+
+/* -- lifecycle ----------------------------------------------------------------- */
+
+static int setup_curl(eddy__otlp *x, eddy_err *err)
+{
+    if (!(x->easy = curl_easy_init()))
+        return eddy_err_set(err, EDDY_ENOMEM, "otlp: cannot create a curl handle");
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    h = h ? curl_slist_append(h, "Expect:") : NULL;
+    for (size_t i = 0; h && x->cfg.headers && x->cfg.headers[i]; i++) {
+        struct curl_slist *h2 = curl_slist_append(h, x->cfg.headers[i]);
+        if (!h2) {
+            curl_slist_free_all(h);
+            h = NULL;
+        }
+        h = h2;
+    }
+    if (!h)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    x->hdrs = h;
+    CURL *e = x->easy;
+    curl_easy_setopt(e, CURLOPT_URL, x->cfg.url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)x->cfg.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long)(x->cfg.timeout_ms < 5000 ? x->cfg.timeout_ms : 5000));
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "eddy/" EDDY_VERSION);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(e, CURLOPT_XFERINFODATA, x);
+    curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    return 0;
+}
+
+static void otlp_destroy(eddy__otlp *x)
+{
+    free_recs(x->head);
+    curl_slist_free_all(x->hdrs);
+    curl_easy_cleanup(x->easy);
+    eddy_buf_free(&x->resp);
+    pthread_cond_destroy(&x->cv);
+    pthread_mutex_destroy(&x->mu);
+    eddy__otlp_config_free(&x->cfg);
+    eddy_free(x);
+}
+
+int eddy__otlp_new_take(eddy__otlp_config *c, eddy__otlp **out, eddy_err *err)
+{
+    eddy__otlp *x = eddy_calloc(1, sizeof(*x));
+    pthread_condattr_t ca;
+    int rc;
+    *out = NULL;
+    if (!x) {
+        eddy__otlp_config_free(c);
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
+    x->cfg = *c;
+    memset(c, 0, sizeof(*c));
+    pthread_mutex_init(&x->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&x->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    eddy_buf_init(&x->resp);
+    if ((rc = setup_curl(x, err)))
+        goto fail;
+    if ((rc = pthread_create(&x->thread, NULL, run, x))) {
+        rc = eddy_err_setc(err, EDDY_EIO, rc, "otlp: cannot start the export thread: %s",
+                           strerror(rc));
+        goto fail;
+    }
+    size_t nh = 0;
+    while (x->cfg.headers && x->cfg.headers[nh])
+        nh++;
+    EDDY_DEBUG("trace", "otlp: exporting spans to %s (%zu headers set)", x->cfg.url, nh);
+    *out = x;
+    return 0;
+fail:
+    otlp_destroy(x);
+    return rc;
+}
+
+void eddy__otlp_stats(const eddy__otlp *x, eddy_otlp_stats *out)
+{
+    eddy__otlp *m = (eddy__otlp *)x; /* atomics are read, not changed */
+    memset(out, 0, sizeof(*out));
+    if (!x)
+        return;
+    out->exported = atomic_load_explicit(&m->exported, memory_order_relaxed);
+    out->dropped = atomic_load_explicit(&m->dropped, memory_order_relaxed);
+    out->failed_batches = atomic_load_explicit(&m->failed, memory_order_relaxed);
+    out->retries = atomic_load_explicit(&m->retries, memory_order_relaxed);
+    out->queued = atomic_load_explicit(&m->queued, memory_order_relaxed);
+}
+
+void eddy__otlp_free(eddy__otlp *x)
+{
+    eddy_otlp_stats st;
+    if (!x)
+        return;
+    pthread_mutex_lock(&x->mu);
+    x->closing = 1;
+    x->deadline_ms = eddy_now_ms() + (uint64_t)x->cfg.flush_ms;
+    pthread_mutex_unlock(&x->mu);
+    pthread_cond_broadcast(&x->cv);
+    pthread_join(x->thread, NULL);
+    eddy__otlp_stats(x, &st);
+    if (st.dropped || st.failed_batches)
+        EDDY_WARN("trace",
+                  "otlp: %llu spans exported to %s, %llu dropped, %llu batches failed, "
+                  "%llu retries",
+                  (unsigned long long)st.exported, x->cfg.url, (unsigned long long)st.dropped,
+                  (unsigned long long)st.failed_batches, (unsigned long long)st.retries);
+    else
+        EDDY_INFO("trace",
+                  "otlp: %llu spans exported to %s, 0 dropped, 0 batches failed, "
+                  "%llu retries",
+                  (unsigned long long)st.exported, x->cfg.url, (unsigned long long)st.retries);
+    otlp_destroy(x);
+}
