@@ -492,11 +492,12 @@ void eddy__otlp_add(eddy__otlp *x, const eddy__otlp_span *sp)
             x->head = r;
         x->tail = r;
         x->n++;
+        /* under mu, so the exporter's decrement (also under it) never comes first */
+        atomic_fetch_add_explicit(&x->queued, 1, memory_order_relaxed);
         wake = x->n == 1 || x->n == x->cfg.max_batch;
     }
     pthread_mutex_unlock(&x->mu);
     if (r) {
-        atomic_fetch_add_explicit(&x->queued, 1, memory_order_relaxed);
         if (wake)
             pthread_cond_signal(&x->cv);
         return;
@@ -725,8 +726,8 @@ static void *run(void *arg)
         if (!batch)
             break;
         int over = x->closing && eddy_now_ms() >= x->deadline_ms;
-        pthread_mutex_unlock(&x->mu);
         atomic_fetch_sub_explicit(&x->queued, n, memory_order_relaxed);
+        pthread_mutex_unlock(&x->mu);
         size_t i = 0;
         for (rec *r = batch; r && v; r = r->next)
             v[i++] = &r->sp;

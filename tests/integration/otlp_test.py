@@ -319,11 +319,12 @@ def test_env_endpoint_and_headers(tmp):
 
 
 def test_job_settings_win_over_env(tmp):
-    """trace.otlp in the job beats OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and the env's header."""
+    """trace.otlp in the job (its header from ${OTLP_TOK}) beats
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and the env's header of the same name."""
     with Receiver() as job_rx, Receiver() as env_rx, Mock(tmp, example_script()) as mock:
-        trace = "trace:\n  otlp:\n    endpoint: %s\n    headers: { authorization: job-%s }\n" % (
-            job_rx.url, "tok")
-        env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": env_rx.url,
+        trace = ("trace:\n  otlp:\n    endpoint: %s\n"
+                 "    headers: { authorization: \"job-${OTLP_TOK}\" }\n" % job_rx.url)
+        env = {"OTLP_TOK": "tok", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": env_rx.url,
                "OTEL_EXPORTER_OTLP_HEADERS": "authorization=env-tok,x-env=1"}
         d, p = run_job(tmp, mock, trace, env=env)
         rows = store_spans(d)
@@ -398,6 +399,25 @@ def test_queue_full_drops_without_blocking(tmp):
     rows = store_spans(d)
     assert p.stderr.count("export queue is full") == 1, p.stderr
     assert "%d dropped" % len(rows) in p.stderr, p.stderr[-2000:]
+
+
+def test_check_reports_bad_settings(tmp):
+    """`eddy check` names the place of each bad trace.otlp setting, never a header value."""
+    d = os.path.join(tmp, "job")
+    job = custom_job(d, "http://127.0.0.1:9/v1")
+    with open(job, "a") as f:
+        f.write("trace:\n  otlp:\n    endpoint: grpc://127.0.0.1:4317\n"
+                "    headers: { \"bad name\": topsecret1, x-map: { a: 1 } }\n"
+                "    timout: 3s\n")
+    p = eddy("check", job, check=2)
+    err = p.stderr + p.stdout
+    lines = open(job).read().split("\n")
+    ep = next(i for i, l in enumerate(lines) if "grpc://" in l) + 1
+    assert "job.yaml:%d:" % ep in err and "'endpoint' must be an http:// or https:// URL" in err, err
+    assert "'bad name' is not a valid HTTP header name" in err, err
+    assert "header 'x-map' must be a string" in err, err
+    assert "unknown key 'timout' (did you mean 'timeout'?)" in err, err
+    assert "topsecret1" not in err, err
 
 
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
