@@ -110,32 +110,41 @@ static rec *rec_new(const eddy__otlp_span *sp)
 
 void eddy__otlp_add(eddy__otlp *x, const eddy__otlp_span *sp)
 {
-    rec *r = NULL;
-    int wake = 0;
-    pthread_mutex_lock(&x->mu);
-    if (x->n < x->cfg.max_queue && !x->closing && (r = rec_new(sp))) {
-        if (x->tail)
-            x->tail->next = r;
-        else
-            x->head = r;
-        x->tail = r;
-        x->n++;
-        /* under mu, so the exporter's decrement (also under it) never comes first */
-        atomic_fetch_add_explicit(&x->queued, 1, memory_order_relaxed);
-        wake = x->n == 1 || x->n == x->cfg.max_batch;
-    }
-    pthread_mutex_unlock(&x->mu);
+    rec *r = rec_new(sp); /* copied before the lock: the lock only links it */
+    int wake = 0, queued = 0;
     if (r) {
+        pthread_mutex_lock(&x->mu);
+        if (x->n < x->cfg.max_queue && !x->closing) {
+            if (x->tail)
+                x->tail->next = r;
+            else
+                x->head = r;
+            x->tail = r;
+            x->n++;
+            /* under mu, so the exporter's decrement (also under it) never comes first */
+            atomic_fetch_add_explicit(&x->queued, 1, memory_order_relaxed);
+            wake = x->n == 1 || x->n == x->cfg.max_batch;
+            queued = 1;
+        }
+        pthread_mutex_unlock(&x->mu);
+    }
+    if (queued) {
         if (wake)
             pthread_cond_signal(&x->cv);
         return;
     }
+    eddy_free(r);
     atomic_fetch_add_explicit(&x->dropped, 1, memory_order_relaxed);
-    if (!atomic_exchange(&x->full_warned, 1))
-        EDDY_WARN("trace",
-                  "otlp: the export queue is full (%zu spans): spans are dropped "
-                  "(logged once until an export succeeds)",
-                  x->cfg.max_queue);
+    if (!atomic_exchange(&x->full_warned, 1)) {
+        if (r)
+            EDDY_WARN("trace",
+                      "otlp: the export queue is full (%zu spans): spans are dropped "
+                      "(logged once until an export succeeds)",
+                      x->cfg.max_queue);
+        else
+            EDDY_WARN("trace", "otlp: out of memory: spans are dropped (logged once until an "
+                               "export succeeds)");
+    }
 }
 
 /* -- sending ------------------------------------------------------------------- */

@@ -254,8 +254,65 @@ static void test_config_bad(void **state)
     clear_env(NULL);
 }
 
+/* Out of memory at each allocation in turn: EDDY_ENOMEM (or success once
+ * there are enough), never a crash; valgrind (make valgrind) finds leaks. */
+static void test_out_of_memory(void **state)
+{
+    (void)state;
+    setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", 1);
+    setenv("OTEL_EXPORTER_OTLP_HEADERS", "a=1,b=2%203,c=x", 1);
+    int ok = 0;
+    for (long n = 0; n < 200 && !ok; n++) {
+        eddy__otlp_config c;
+        eddy_err err;
+        eddy_alloc_fail_after(n);
+        int rc = eddy__otlp_config_load(NULL, &c, &err);
+        eddy_alloc_fail_after(-1);
+        if (rc == 0) {
+            ok = 1;
+            assert_string_equal(c.headers[1], "b: 2 3");
+        } else {
+            assert_int_equal(rc, EDDY_ENOMEM);
+        }
+        eddy__otlp_config_free(&c);
+    }
+    assert_true(ok);
+    clear_env(NULL);
+    const char *attrs = "{\"a\":[1,{\"b\":\"c\"}],\"d\":0.25}";
+    eddy__otlp_span sp = {"0123456789abcdef0123456789abcdef",
+                          "00000000000000aa",
+                          "",
+                          "x",
+                          "bad",
+                          3,
+                          1,
+                          2,
+                          attrs,
+                          strlen(attrs)};
+    const eddy__otlp_span *v[] = {&sp};
+    ok = 0;
+    for (long n = 0; n < 200 && !ok; n++) {
+        eddy_buf b;
+        eddy_buf_init(&b);
+        eddy_alloc_fail_after(n);
+        int rc = eddy__otlp_encode(&b, "eddy", v, 1);
+        eddy_alloc_fail_after(-1);
+        if (rc == 0) {
+            json_t *doc = json_loads(b.data, 0, NULL);
+            assert_non_null(doc);
+            ok = strstr(b.data, "\"kvlistValue\"") != NULL; /* the attributes were parsed */
+            json_decref(doc);
+        } else {
+            assert_int_equal(rc, EDDY_ENOMEM);
+        }
+        eddy_buf_free(&b);
+    }
+    assert_true(ok);
+}
+
 int main(void)
 {
+    eddy_alloc_install();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_encode, clear_env),
         cmocka_unit_test_setup(test_encode_bad_attrs_kept_as_text, clear_env),
@@ -263,6 +320,7 @@ int main(void)
         cmocka_unit_test_setup(test_config_env, clear_env),
         cmocka_unit_test_setup(test_config_job_wins, clear_env),
         cmocka_unit_test_setup(test_config_bad, clear_env),
+        cmocka_unit_test_setup(test_out_of_memory, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
