@@ -9,7 +9,8 @@
   id, parent, name, kind and GenAI attributes, typed as the collector read them.
 - The failure paths, against small HTTP servers of this test (no collector):
   503 then 200 (retried, nothing lost), 400 (not retried, counted), a receiver
-  that is down (the run still succeeds, the losses are counted in the log), and
+  that is down and one that never answers (the runs are not held up, the close
+  waits at most 5 s, the losses are counted in the log), a full queue, and
   header values that are sent but never logged, even at debug level.
 
 A missing collector fails the suite with what to run; it never skips.
@@ -386,6 +387,45 @@ def test_receiver_down(tmp):
         port, len(rows)) in p.stderr, p.stderr[-2000:]
     s = json.load(open(os.path.join(tmp, "s.json")))
     assert s["runs_ok"] == 4, s
+
+
+def test_receiver_that_never_answers(tmp):
+    """A receiver that accepts and never answers (timeout 30 s): the runs are not held up,
+    and the close gives the POST in flight 5 s, then cuts it and counts its spans."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        ls.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(ls.accept()[0])  # read nothing, answer nothing
+            except OSError:
+                pass
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        with Mock(tmp, example_script()) as mock:
+            env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:%d/v1/traces"
+                   % ls.getsockname()[1], "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "30000",
+                   "OTEL_BSP_SCHEDULE_DELAY": "50"}
+            d, p = run_job(tmp, mock, "", env=env, log="info")
+    finally:
+        stop.set()
+        t.join()
+        for c in held:
+            c.close()
+        ls.close()
+    rows = store_spans(d)
+    assert held, "eddy never connected"
+    assert 4.5 < p.elapsed < 12, p.elapsed  # the 5 s close deadline, not the 30 s timeout
+    assert "otlp: 0 spans exported" in p.stderr and "%d dropped" % len(rows) in p.stderr, \
+        p.stderr[-2000:]
+    s = json.load(open(os.path.join(tmp, "s.json")))
+    assert s["runs_ok"] == 4 and s["wall_ms"] < 3000, s  # the runs did not wait
 
 
 def test_queue_full_drops_without_blocking(tmp):
