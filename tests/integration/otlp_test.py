@@ -428,6 +428,31 @@ def test_receiver_that_never_answers(tmp):
     assert s["runs_ok"] == 4 and s["wall_ms"] < 3000, s  # the runs did not wait
 
 
+def test_batches_are_bounded(tmp):
+    """400 runs, batches of at most 100 spans: several POSTs, every span once."""
+    with Receiver() as rx, Mock(tmp, example_script()) as mock:
+        d = copy_example(tmp)
+        job = custom_job(d, mock.base_url)
+        write(os.path.join(d, "in.jsonl"), "".join(
+            '{"id":"e%d","customer_id":"C%d","text":"where is order A100%d"}\n' % (i, i % 50,
+                                                                                  i % 5)
+            for i in range(400)))
+        env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": rx.url,
+               "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100", "OTEL_BSP_SCHEDULE_DELAY": "20"}
+        p = eddy("run", job, "--input", os.path.join(d, "in.jsonl"), "--output",
+                 os.path.join(tmp, "out.jsonl"), env=env, check=0, timeout=120)
+        rows = store_spans(d)
+        posts = list(rx.posts)
+    assert len(read_jsonl(os.path.join(tmp, "out.jsonl"))) == 400
+    sizes = [sum(len(ss["spans"]) for rs in json.loads(x["body"])["resourceSpans"]
+                 for ss in rs["scopeSpans"]) for x in posts]
+    assert len(rows) >= 1200 and len(posts) >= len(rows) // 100, (len(rows), sizes)
+    assert max(sizes) <= 100, sizes
+    got = rx.spans()
+    assert sorted(s["spanId"] for s in got) == sorted(r[1] for r in rows)
+    assert "otlp: %d spans exported" % len(rows) in p.stderr, p.stderr[-2000:]
+
+
 def test_queue_full_drops_without_blocking(tmp):
     """A queue of 2 spans and a receiver that is slow to answer: the rest are dropped and
     counted, the run is not held up, and the warning comes once."""
