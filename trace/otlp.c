@@ -64,6 +64,7 @@ struct eddy__otlp {
     uint64_t streak_batches; /* batches given up in the current streak */
     long retry_after_ms;     /* from the last answer, -1 none */
     eddy_buf resp;           /* the last answer's body (bounded) */
+    char *shown_url;         /* for the log: the URL without user:password@ and ?query */
 };
 
 /* -- the queue ----------------------------------------------------------------- */
@@ -200,6 +201,19 @@ static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_
     return stop;
 }
 
+/* Mask in TEXT each header value the receiver may have echoed back (an
+ * error body that quotes the request): header values are never logged. */
+static void scrub(const eddy__otlp *x, char *text)
+{
+    for (size_t i = 0; x->cfg.headers && x->cfg.headers[i]; i++) {
+        const char *v = strchr(x->cfg.headers[i], ':');
+        v = v ? v + 2 : "";
+        size_t vl = strlen(v);
+        for (char *hit; vl >= 3 && (hit = strstr(text, v));)
+            memset(hit, '*', vl);
+    }
+}
+
 enum { SENT, RETRY, GIVE_UP };
 
 /* One POST of BODY. Returns SENT, RETRY or GIVE_UP; WHY (for the log) says
@@ -222,10 +236,13 @@ static int post(eddy__otlp *x, const eddy_buf *body, char *why, size_t whylen)
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
     if (status >= 200 && status < 300)
         return SENT;
-    /* the receiver's answer, one line, bounded: it says why (a 400's reason) */
+    /* the receiver's answer, one line, bounded: it says why (a 400's reason);
+     * scrubbed whole (ERR_BODY_MAX), before it is cut to what is shown */
     char text[160];
     size_t n = 0;
-    for (size_t i = 0; i < x->resp.len && n < sizeof(text) - 1; i++)
+    if (x->resp.data && !x->resp.oom)
+        scrub(x, x->resp.data);
+    for (size_t i = 0; x->resp.data && i < x->resp.len && n < sizeof(text) - 1; i++)
         text[n++] = x->resp.data[i] == '\n' || x->resp.data[i] == '\r' ? ' ' : x->resp.data[i];
     text[n] = '\0';
     snprintf(why, whylen, "HTTP %ld%s%s", status, n ? ": " : "", text);
@@ -260,9 +277,9 @@ static void streak_failed(eddy__otlp *x, const char *why, size_t n, int will_ret
         EDDY_WARN("trace",
                   "otlp: cannot export %zu spans to %s: %s%s (logged once until an "
                   "export succeeds)",
-                  n, x->cfg.url, why, will_retry ? "; retrying" : "; dropped");
+                  n, x->shown_url, why, will_retry ? "; retrying" : "; dropped");
     } else {
-        EDDY_DEBUG("trace", "otlp: export to %s failed again: %s", x->cfg.url, why);
+        EDDY_DEBUG("trace", "otlp: export to %s failed again: %s", x->shown_url, why);
     }
 }
 
@@ -279,7 +296,7 @@ static void send_batch(eddy__otlp *x, const eddy_buf *body, size_t n)
                 EDDY_INFO("trace",
                           "otlp: export to %s works again (%llu batches given up "
                           "meanwhile)",
-                          x->cfg.url, (unsigned long long)x->streak_batches);
+                          x->shown_url, (unsigned long long)x->streak_batches);
             x->failing = 0;
             x->streak_batches = 0;
             atomic_store(&x->full_warned, 0);
@@ -407,7 +424,7 @@ static int setup_curl(eddy__otlp *x, eddy_err *err)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     x->hdrs = h;
     CURL *e = x->easy;
-    curl_easy_setopt(e, CURLOPT_URL, x->cfg.url);
+    curl_easy_setopt(e, CURLOPT_URL, x->cfg.url); /* the one use of the full URL */
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)x->cfg.timeout_ms);
@@ -425,8 +442,22 @@ static int setup_curl(eddy__otlp *x, eddy_err *err)
     return 0;
 }
 
+/* URL as the log shows it: credentials in it (user:password@, a ?token=)
+ * are secrets as much as a header is. NULL when out of memory. */
+static char *redact_url(const char *url)
+{
+    const char *host = strstr(url, "://"), *end, *at;
+    host = host ? host + 3 : url;
+    end = host + strcspn(host, "/?#");
+    at = memchr(host, '@', (size_t)(end - host));
+    const char *path = end, *q = path + strcspn(path, "?#");
+    return eddy_aprintf("%.*s%s%.*s%s", (int)(host - url), url, at ? "***@" : "",
+                        (int)(q - (at ? at + 1 : host)), at ? at + 1 : host, *q ? "?..." : "");
+}
+
 static void otlp_destroy(eddy__otlp *x)
 {
+    eddy_free(x->shown_url);
     free_recs(x->head);
     curl_slist_free_all(x->hdrs);
     curl_easy_cleanup(x->easy);
@@ -455,6 +486,10 @@ int eddy__otlp_new_take(eddy__otlp_config *c, eddy__otlp **out, eddy_err *err)
     pthread_cond_init(&x->cv, &ca);
     pthread_condattr_destroy(&ca);
     eddy_buf_init(&x->resp);
+    if (!(x->shown_url = redact_url(x->cfg.url))) {
+        rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        goto fail;
+    }
     if ((rc = setup_curl(x, err)))
         goto fail;
     if ((rc = pthread_create(&x->thread, NULL, run, x))) {
@@ -465,7 +500,7 @@ int eddy__otlp_new_take(eddy__otlp_config *c, eddy__otlp **out, eddy_err *err)
     size_t nh = 0;
     while (x->cfg.headers && x->cfg.headers[nh])
         nh++;
-    EDDY_DEBUG("trace", "otlp: exporting spans to %s (%zu headers set)", x->cfg.url, nh);
+    EDDY_DEBUG("trace", "otlp: exporting spans to %s (%zu headers set)", x->shown_url, nh);
     *out = x;
     return 0;
 fail:
@@ -502,12 +537,12 @@ void eddy__otlp_free(eddy__otlp *x)
         EDDY_WARN("trace",
                   "otlp: %llu spans exported to %s, %llu dropped, %llu batches failed, "
                   "%llu retries",
-                  (unsigned long long)st.exported, x->cfg.url, (unsigned long long)st.dropped,
+                  (unsigned long long)st.exported, x->shown_url, (unsigned long long)st.dropped,
                   (unsigned long long)st.failed_batches, (unsigned long long)st.retries);
     else
         EDDY_INFO("trace",
                   "otlp: %llu spans exported to %s, 0 dropped, 0 batches failed, "
                   "%llu retries",
-                  (unsigned long long)st.exported, x->cfg.url, (unsigned long long)st.retries);
+                  (unsigned long long)st.exported, x->shown_url, (unsigned long long)st.retries);
     otlp_destroy(x);
 }

@@ -58,7 +58,8 @@ class Receiver:
                                         "t": time.time()})
                     status, extra = outer.answers.pop(0) if outer.answers else (200, {})
                     outer.posts[-1]["status"] = status
-                text = b"{}" if status == 200 else b'{"message":"no"}'
+                extra = dict(extra)
+                text = extra.pop("_body", b"{}" if status == 200 else b'{"message":"no"}')
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(text)))
@@ -358,17 +359,27 @@ def test_503_then_200_is_retried(tmp):
 
 
 def test_400_is_not_retried(tmp):
-    """A 400 gives the batch up at once: one POST, the batch and its spans counted."""
-    with Receiver([(400, {})] * 100) as rx, Mock(tmp, example_script()) as mock:
-        env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": rx.url,
+    """A 400 gives the batch up at once: one POST, the batch and its spans counted. The
+    log shows the receiver's reason, but neither the header value it echoes nor the
+    credentials in the URL (user:password@, ?token=)."""
+    body = ('{"message":"bad span; you sent authorization: %s"}' % SECRET).encode()
+    with Receiver([(400, {"_body": body})] * 100) as rx, Mock(tmp, example_script()) as mock:
+        url = "http://user:pw-hidden@127.0.0.1:%d/v1/traces?token=q-hidden" % rx.port
+        env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": url,
+               "OTEL_EXPORTER_OTLP_HEADERS": "authorization=" + SECRET.replace(" ", "%20"),
                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "10000"}
         d, p = run_job(tmp, mock, "", env=env)
         rows = store_spans(d)
         posts = list(rx.posts)
     assert len(posts) == 1, [x["status"] for x in posts]
-    assert "otlp: 0 spans exported to %s, %d dropped, 1 batches failed" % (rx.url, len(rows)) \
+    assert posts[0]["path"] == "/v1/traces?token=q-hidden", posts[0]["path"]
+    shown = "http://***@127.0.0.1:%d/v1/traces?..." % rx.port
+    assert "otlp: 0 spans exported to %s, %d dropped, 1 batches failed" % (shown, len(rows)) \
         in p.stderr, p.stderr[-2000:]
-    assert p.stderr.count("otlp: cannot export") == 1 and "HTTP 400" in p.stderr
+    assert p.stderr.count("otlp: cannot export") == 1, p.stderr
+    assert "HTTP 400: {\"message\":\"bad span; you sent authorization: ***" in p.stderr, p.stderr
+    for secret in (SECRET, "sekrit", "pw-hidden", "q-hidden"):
+        assert secret not in p.stderr, (secret, p.stderr[-2000:])
 
 
 def test_receiver_down(tmp):
