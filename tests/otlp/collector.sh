@@ -6,7 +6,8 @@
 # the collector's own builder (ocb) from the Go module proxy into
 # .cache/otelcol (ignored by git). Only modules of the collector's core
 # repository: contrib's file exporter needs a module this machine's proxy
-# refuses (otlpencodingextension, 403).
+# refuses (otlpencodingextension, 403). Not Phoenix (arize-phoenix): its
+# /v1/traces reads protobuf only and answers 415 to OTLP/JSON.
 #
 #   tests/otlp/collector.sh install   build it unless it is there; prints the binary's path
 #   tests/otlp/collector.sh path      print the binary's path (exit 1 if it is missing)
