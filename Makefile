@@ -57,7 +57,7 @@ FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps test unit fuzz-replay fuzz integration integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-runtime bench-state asan tsan chaos valgrind format \
+.PHONY: all deps test unit fuzz-replay fuzz integration otlp-deps integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-runtime bench-state asan tsan chaos valgrind format \
         format-check compdb clean
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm
@@ -162,6 +162,14 @@ integration: deps all
 	python3 tests/integration/engine_test.py --build $(BUILD)
 	python3 tests/integration/state_test.py --build $(BUILD)
 	python3 tests/integration/trace_content_test.py --build $(BUILD)
+	-@sh tests/otlp/collector.sh install >/dev/null
+	python3 tests/integration/otlp_test.py --build $(BUILD)
+
+# The OpenTelemetry Collector that otlp_test.py exports to, built once with its
+# builder from the Go module proxy into .cache/otelcol (a few minutes the first
+# time). `integration` runs it too; when it cannot, otlp_test.py fails and says why.
+otlp-deps:
+	sh tests/otlp/collector.sh install
 
 # Chaos: kill -9 at seeded random moments and restarts (tests/chaos/chaos_test.py);
 # CHAOS_SEED=N replays a run.

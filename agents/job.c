@@ -1078,7 +1078,58 @@ static void get_redact(vctx *c, json_t *x, const char *p)
     c->job->trace.nredact = c->job->ntrace_redact;
 }
 
-/* trace: { retention: { max_age, max_size }, sample, content, max_payload, redact } */
+
+/* trace: { otlp: { endpoint: URL, headers: { NAME: VALUE, ... }, timeout } }.
+ * Header values may be secrets: messages name the header, never its value. */
+static void get_otlp(vctx *c, json_t *x, const char *p, eddy_trace_opts *o)
+{
+    static const char *const otlp_keys[] = {"endpoint", "headers", "timeout", NULL};
+    char pp[80], hp[96];
+    const char *name;
+    json_t *k = eddy__job_map(c, x, p, "otlp", 0), *h, *v;
+    if (!k)
+        return;
+    eddy__job_join(pp, sizeof(pp), p, "otlp");
+    eddy__job_keys(c, k, pp, otlp_keys);
+    o->otlp_endpoint = eddy__job_str(c, k, pp, "endpoint", S_NONEMPTY, NULL);
+    if (o->otlp_endpoint && strncmp(o->otlp_endpoint, "http://", 7) &&
+        strncmp(o->otlp_endpoint, "https://", 8)) {
+        eddy__job_join(hp, sizeof(hp), pp, "endpoint");
+        eddy__job_err(c, hp, 0,
+                      "'endpoint' must be an http:// or https:// URL of the OTLP "
+                      "traces endpoint (e.g. http://127.0.0.1:4318/v1/traces)");
+    }
+    o->otlp_timeout_ms = eddy__job_duration(c, k, pp, "timeout", 0, 1, MS_DAY);
+    if (!(h = eddy__job_map(c, k, pp, "headers", 0)))
+        return;
+    eddy__job_join(hp, sizeof(hp), pp, "headers");
+    if (!(o->otlp_headers = json_object()))
+        return;
+    json_object_foreach(h, name, v)
+    {
+        char *val =
+            json_is_object(v) || json_is_array(v) ? NULL : eddy__job_str(c, h, hp, name, 0, NULL);
+        int ok = *name != '\0';
+        for (const char *q = name; *q; q++)
+            ok &= (*q > ' ' && *q < 127 && !strchr("\"(),/:;<=>?@[\\]{}", *q));
+        if (!ok) {
+            eddy__job_err(c, hp, 0, "'%s' is not a valid HTTP header name", name);
+        } else if (!val) {
+            char vp[160];
+            eddy__job_join(vp, sizeof(vp), hp, name);
+            eddy__job_err(c, vp, 0, "header '%s' must be a string", name);
+        } else if (strpbrk(val, "\r\n")) {
+            char vp[160];
+            eddy__job_join(vp, sizeof(vp), hp, name);
+            eddy__job_err(c, vp, 0, "the value of header '%s' has a line break", name);
+        } else {
+            json_object_set_new(o->otlp_headers, name, json_string(val));
+        }
+        eddy_free(val);
+    }
+}
+
+/* trace: { retention: { max_age, max_size }, sample, content, max_payload, redact, otlp } */
 static void get_trace_opts(vctx *c, json_t *x, const char *p)
 {
     static const char *const keep_keys[] = {"max_age", "max_size", NULL};
@@ -1102,6 +1153,7 @@ static void get_trace_opts(vctx *c, json_t *x, const char *p)
     o->max_payload =
         eddy__job_size(c, x, p, "max_payload", EDDY_TRACE_DEFAULT_MAX_PAYLOAD, 256, 64 << 20);
     get_redact(c, x, p);
+    get_otlp(c, x, p, o);
 }
 
 /* checkpoint: / trace: { path: FILE, ... }, else the default FILE. */
@@ -1109,7 +1161,7 @@ static char *get_store(vctx *c, json_t *root, const char *key, const char *file,
                        unsigned bit)
 {
     static const char *const trace_keys[] = {"path",        "retention", "sample", "content",
-                                             "max_payload", "redact",    NULL};
+                                             "max_payload", "redact",    "otlp",   NULL};
     static const char *const ckpt_keys[] = {"path", "interval", NULL};
     int ckpt = !strcmp(key, "checkpoint");
     char p[64], pp[80], where[512], *rel = NULL, *abs;
@@ -1348,5 +1400,7 @@ void eddy_job_free(eddy_job *job)
     eddy_free(job->dead_letter_where);
     eddy_free(job->state_where);
     eddy_free(job->trace_where);
+    eddy_free(job->trace.otlp_endpoint);
+    json_decref(job->trace.otlp_headers);
     eddy_free(job);
 }

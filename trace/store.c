@@ -7,13 +7,16 @@
  * carry a summary that becomes the trace's row in `traces` (what `eddy trace list` reads without
  * touching spans). Ids are lowercase hex, 32 and 16 characters as OpenTelemetry wants them, never
  * all zeros, drawn from a per-thread generator (no lock, no syscall per span); a trace id starts
- * with the time in milliseconds (see trace_id).
+ * with the time in milliseconds (see trace_id). With OTLP export configured,
+ * the writer also hands every span it writes to the exporter (trace/otlp.c),
+ * which copies it and never blocks the writer.
  */
 #include "eddy/trace.h"
 #include "eddy/bgq.h"
 #include "eddy/buf.h"
 #include "eddy/json.h"
 #include "eddy/log.h"
+#include "otlp_int.h"
 
 #include <regex.h>
 #include <sqlite3.h>
@@ -107,7 +110,8 @@ struct eddy_trace_store {
     int64_t indexed; /* the last traces.id in the search index */
     eddy_bgq *q;
     int in_txn;
-    eddy_trace_opts opts;
+    eddy_trace_opts opts; /* its otlp_* pointers are not kept: NULL */
+    eddy__otlp *otlp;     /* NULL: no export */
     /* writer thread only */
     uint64_t next_retain_ns;
     held *held[HELD_BUCKETS];
@@ -446,6 +450,12 @@ static void write_span(eddy_trace_store *s, eddy_span *sp)
         sqlite3_bind_text(st, 9, sp->error, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 10, attrs ? attrs : "{}", -1, SQLITE_STATIC);
     step_reset(s, st, "span", sp->span_id);
+    if (s->otlp) {
+        eddy__otlp_span o = {
+            sp->trace_id, sp->span_id, sp->parent_id,        sp->name,          sp->error, sp->kind,
+            sp->start_ns, sp->end_ns,  attrs ? attrs : "{}", attrs ? ab.len : 2};
+        eddy__otlp_add(s->otlp, &o);
+    }
     eddy_buf_free(&ab);
     if (sp->summary)
         write_trace(s, sp);
@@ -781,6 +791,24 @@ int eddy_trace_store_upgrade(const char *path, eddy_err *err)
     return rc;
 }
 
+/* The exporter, when OPTS or the environment names an endpoint. A bad
+ * setting is logged and leaves the store without export (the job loader
+ * reports the job's own); only running out of memory fails the open. */
+static int open_otlp(eddy_trace_store *s, const eddy_trace_opts *opts, eddy_err *err)
+{
+    eddy__otlp_config c;
+    eddy_err e = {0};
+    int rc = eddy__otlp_config_load(opts, &c, &e);
+    if (!rc && c.url)
+        rc = eddy__otlp_new_take(&c, &s->otlp, &e);
+    eddy__otlp_config_free(&c);
+    if (rc == EDDY_ENOMEM)
+        return eddy_err_set(err, rc, "%s", e.msg);
+    if (rc)
+        EDDY_WARN("trace", "OTLP export is off: %s", e.msg);
+    return 0;
+}
+
 int eddy_trace_store_open(const char *path, const eddy_trace_opts *opts, eddy_trace_store **out,
                           eddy_err *err)
 {
@@ -802,6 +830,10 @@ int eddy_trace_store_open(const char *path, const eddy_trace_opts *opts, eddy_tr
     s->opts.nsecrets = s->opts.nredact = 0;
     if ((rc = text_rules(s, opts ? opts : &s->opts, err)))
         goto fail;
+    if ((rc = open_otlp(s, opts, err)))
+        goto fail;
+    s->opts.otlp_endpoint = NULL;
+    s->opts.otlp_headers = NULL;
     if ((rc = eddy_mkdirs_for(path, err)))
         goto fail;
     if ((rc = open_store_db(path, 1, &s->db, err)))
@@ -844,6 +876,7 @@ int eddy_trace_store_open(const char *path, const eddy_trace_opts *opts, eddy_tr
     *out = s;
     return 0;
 fail:
+    eddy__otlp_free(s->otlp);
     sqlite3_finalize(s->ins_span);
     sqlite3_finalize(s->ins_trace);
     sqlite3_finalize(s->ins_text);
@@ -860,7 +893,8 @@ void eddy_trace_store_close(eddy_trace_store *s)
     if (!s)
         return;
     eddy_bgq_free(s->q);
-    free_held(s); /* runs that never ended: their spans are not kept */
+    eddy__otlp_free(s->otlp); /* after the writer: it has handed over every span */
+    free_held(s);             /* runs that never ended: their spans are not kept */
     sqlite3_finalize(s->ins_span);
     sqlite3_finalize(s->ins_trace);
     sqlite3_finalize(s->ins_text);
@@ -869,6 +903,11 @@ void eddy_trace_store_close(eddy_trace_store *s)
     free_text_rules(s);
     eddy_free(s->path);
     eddy_free(s);
+}
+
+void eddy_trace_otlp_stats(const eddy_trace_store *s, eddy_otlp_stats *out)
+{
+    eddy__otlp_stats(s ? s->otlp : NULL, out);
 }
 
 eddy_span *eddy_span_start(eddy_trace_store *s, eddy_span *parent, const char *name, int kind)

@@ -38,9 +38,26 @@ typedef struct eddy_trace_opts {
     size_t nsecrets;
     const char *const *redact;
     size_t nredact;
+    /* OTLP/HTTP JSON export (`trace: otlp:`), each over its OTEL_EXPORTER_OTLP_*
+     * variable. Owned by whoever fills the struct (eddy_job_free frees the
+     * job's); eddy_trace_store_open copies what it needs. NULL / 0: the
+     * environment's, else no export / 10 s. */
+    char *otlp_endpoint;     /* full URL of the traces endpoint (".../v1/traces") */
+    json_t *otlp_headers;    /* object: header name -> string value (may be secrets) */
+    int64_t otlp_timeout_ms; /* per POST */
 } eddy_trace_opts;
 
 #define EDDY_TRACE_DEFAULT_MAX_PAYLOAD 16384
+
+
+/* Counters of a store's OTLP export, in spans unless named otherwise. */
+typedef struct eddy_otlp_stats {
+    uint64_t exported;       /* accepted by the receiver (2xx) */
+    uint64_t dropped;        /* lost: queue full, batch given up, or still queued at close */
+    uint64_t failed_batches; /* POSTs given up (a 4xx, retries spent, or the close deadline) */
+    uint64_t retries;        /* POSTs sent again after a retryable failure */
+    uint64_t queued;         /* waiting for export now */
+} eddy_otlp_stats;
 
 #define EDDY_TRACE_DEFAULT_MAX_AGE_MS (7ll * 24 * 3600 * 1000)
 #define EDDY_TRACE_DEFAULT_MAX_BYTES (1024ll << 20)
@@ -53,8 +70,13 @@ int eddy_trace_store_open(const char *path, const eddy_trace_opts *opts, eddy_tr
 /* Bring the store at PATH (which must exist) to the current version, with
  * nothing else: no retention, no writer (`eddy trace` reading an older one). */
 int eddy_trace_store_upgrade(const char *path, eddy_err *err);
-/* Flush queued spans, stop the writer, close. */
+/* Flush queued spans, stop the writer, close. With OTLP export, also waits
+ * (at most 5 s) for queued spans to be exported; the rest are dropped and
+ * counted, and the export's totals are logged (info; warn if any were lost). */
 void eddy_trace_store_close(eddy_trace_store *s);
+/* The OTLP export's counters into OUT (all zero when the store exports
+ * nothing). Any thread, while the store is open; relaxed reads, for metrics. */
+void eddy_trace_otlp_stats(const eddy_trace_store *s, eddy_otlp_stats *out);
 
 /* Start a span. PARENT NULL starts a new trace (a root span). NAME is
  * copied. Any thread may call; a span is used by one thread at a time. */

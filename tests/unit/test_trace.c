@@ -697,6 +697,46 @@ static void test_query_filters(void **state)
     assert_null(rows);
 }
 
+/* The store hands kept spans to its OTLP exporter, whose counters a caller
+ * can read while the store is open. No network: the queue holds one span and
+ * the batch waits an hour, so the first span stays queued, the next two are
+ * dropped; at close the one POST fails at once (curl cannot parse the URL). */
+static void test_otlp_counters(void **state)
+{
+    char path[512];
+    eddy_trace_store *s;
+    eddy_err e;
+    eddy_otlp_stats st;
+    (void)state;
+    snprintf(path, sizeof(path), "%s/otlp.db", g_dir);
+    assert_int_equal(eddy_trace_store_open(path, NULL, &s, &e), 0);
+    eddy_trace_otlp_stats(s, &st); /* no endpoint anywhere: no export */
+    assert_true(!st.exported && !st.dropped && !st.failed_batches && !st.queued);
+    eddy_trace_store_close(s);
+
+    setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://[not-a-host/v1/traces", 1);
+    setenv("OTEL_BSP_MAX_QUEUE_SIZE", "1", 1);
+    setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000", 1);
+    assert_int_equal(eddy_trace_store_open(path, NULL, &s, &e), 0);
+    for (int i = 0; i < 3; i++)
+        eddy_span_end(eddy_span_start(s, NULL, "invoke_agent a", EDDY_SPAN_INTERNAL), NULL);
+    for (int i = 0; i < 500; i++) { /* the writer thread gets to them */
+        eddy_trace_otlp_stats(s, &st);
+        if (st.dropped == 2)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(st.dropped, 2);
+    assert_int_equal(st.queued, 1);
+    assert_int_equal(st.exported, 0);
+    assert_int_equal(st.failed_batches, 0);
+    eddy_trace_store_close(s);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans"), 3); /* all stored */
+    unsetenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    unsetenv("OTEL_BSP_MAX_QUEUE_SIZE");
+    unsetenv("OTEL_BSP_SCHEDULE_DELAY");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -710,6 +750,7 @@ int main(void)
         cmocka_unit_test(test_redaction_and_payload_bound),
         cmocka_unit_test(test_fts_query),
         cmocka_unit_test(test_query_filters),
+        cmocka_unit_test(test_otlp_counters),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("trace", tests, tmpdir_setup, tmpdir_teardown);
