@@ -1201,9 +1201,22 @@ static void check_key_path(vctx *c, const char *key)
 /* EDDY_JOB_PATHS: the name and the stores' paths, and the ${...} that could
  * not be interpolated where they are read (the rest of the file may use
  * variables this shell does not set). */
+/* dashboard: { listen: HOST:PORT, token: T } (off when absent). */
+static void get_dashboard(vctx *c, json_t *root)
+{
+    static const char *const keys[] = {"listen", "token", NULL};
+    json_t *x = eddy__job_map(c, root, "", "dashboard", 0);
+    if (!x)
+        return;
+    eddy__job_keys(c, x, "/dashboard", keys);
+    c->job->dashboard_listen =
+        eddy__job_str(c, x, "/dashboard", "listen", S_NONEMPTY, "127.0.0.1:8765");
+    c->job->dashboard_token = eddy__job_str(c, x, "/dashboard", "token", S_NONEMPTY, NULL);
+}
+
 static void load_paths(vctx *c, const eddy_yaml_doc *doc)
 {
-    static const char *const read[] = {"/job", "/checkpoint", "/trace", NULL};
+    static const char *const read[] = {"/job", "/checkpoint", "/trace", "/dashboard", NULL};
     eddy_job *job = c->job;
     const char *path;
     json_t *msg;
@@ -1212,6 +1225,7 @@ static void load_paths(vctx *c, const eddy_yaml_doc *doc)
                                 EDDY_JOB_DEFAULT_STATE);
     job->trace_path =
         get_store(c, doc->root, "trace", "traces.db", &job->trace_where, EDDY_JOB_DEFAULT_TRACE);
+    get_dashboard(c, doc->root);
     json_object_foreach(doc->deferred, path, msg)
     {
         for (size_t i = 0; read[i]; i++) {
@@ -1236,7 +1250,7 @@ int eddy_job_load_io(const char *file, int flags, const eddy_job_io *io, eddy_jo
     static const char *const keys[] = {
         "job",     "key",           "source",         "sink",          "dead_letter", "checkpoint",
         "trace",   "fluss",         "shutdown_grace", "max_in_flight", "models",      "agents",
-        "workers", "max_keygroups", "delivery",       "memory",        NULL};
+        "workers", "max_keygroups", "delivery",       "memory",        "dashboard",   NULL};
     eddy_yaml_doc doc;
     vctx c = {0};
     eddy_job *job;
@@ -1290,6 +1304,7 @@ int eddy_job_load_io(const char *file, int flags, const eddy_job_io *io, eddy_jo
                                 EDDY_JOB_DEFAULT_STATE);
     job->trace_path =
         get_store(&c, doc.root, "trace", "traces.db", &job->trace_where, EDDY_JOB_DEFAULT_TRACE);
+    get_dashboard(&c, doc.root);
     job->shutdown_grace_ms =
         eddy__job_duration(&c, doc.root, "", "shutdown_grace", 10000, 0, MS_DAY);
     job->max_in_flight = (int)eddy__job_int(&c, doc.root, "", "max_in_flight", 10000, 1, 10000000);
@@ -1392,6 +1407,8 @@ void eddy_job_free(eddy_job *job)
     eddy_free(job->dead_letter);
     eddy_free(job->state_path);
     eddy_free(job->trace_path);
+    eddy_free(job->dashboard_listen);
+    eddy_free(job->dashboard_token);
     for (size_t i = 0; i < job->ntrace_redact; i++)
         eddy_free(job->trace_redact[i]);
     eddy_free(job->trace_redact);

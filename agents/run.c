@@ -36,6 +36,7 @@ struct eddy_agent_rt {
     eddy_tool **tools;
     size_t ntools;
     eddy_llm_tool_def *tool_defs; /* in the job's order; strings borrowed from tools */
+    int metrics_agent;            /* its series in env->metrics */
 };
 
 typedef struct tool_slot {
@@ -49,6 +50,7 @@ typedef struct tool_slot {
     int reconciling; /* its reconcile is running */
     eddy_tool *tool;
     json_t *args; /* kept while a side effect's PENDING entry commits */
+    uint64_t started_ns;
 } tool_slot;
 
 struct eddy_run {
@@ -67,6 +69,7 @@ struct eddy_run {
     eddy_tool_memory *mem;
     eddy_span *span, *llm_span;
     uint64_t llm_started_ns; /* when llm_span began */
+    uint64_t started_ns;     /* when the run began */
     eddy_llm_req *llm_req;
     tool_slot *slots;
     size_t nslots, slots_pending;
@@ -108,6 +111,7 @@ int eddy_agent_rt_new(const eddy_agent_def *def, eddy_agent_env *env, eddy_agent
     }
     rt->def = def;
     rt->env = env;
+    rt->metrics_agent = eddy_metrics_agent_id(env->metrics, def->name);
     for (size_t i = 0; i < def->ntools; i++) {
         const eddy_tool_ref *ref = &def->tools[i];
         if ((rc = ref->kind
@@ -296,6 +300,9 @@ static void deliver(eddy_run *r)
     eddy_span_end(r->span, sum);
     r->span = NULL;
     json_decref(sum);
+    eddy_metrics_run(r->rt->env->metrics, r->rt->metrics_agent, res.status == 0,
+                     (double)(eddy_wall_ns() - r->started_ns) / 1e9);
+    eddy_metrics_worker_run(r->rt->env->metrics, r->rt->env->worker);
     uv_timer_stop(&r->wall);
     uv_close((uv_handle_t *)&r->wall, wall_closed);
     uv_close((uv_handle_t *)&r->later, wall_closed);
@@ -545,6 +552,10 @@ static void slot_finish(tool_slot *s)
 static void slot_done(tool_slot *s, int failed, json_t *result, const char *errmsg, int ran)
 {
     eddy_run *r = s->run;
+    eddy_metrics *m = r->rt->env->metrics;
+    if (m)
+        eddy_metrics_tool(m, eddy_metrics_tool_id(m, s->name), !failed, 0,
+                          (double)(eddy_wall_ns() - s->started_ns) / 1e9);
     if (failed) {
         s->result = eddy_aprintf("error: %s", errmsg);
         s->failed = 1;
@@ -809,6 +820,7 @@ static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
         s->run = r;
         snprintf(sname, sizeof(sname), "execute_tool %s", name);
         s->span = eddy_span_start(r->rt->env->traces, r->span, sname, EDDY_SPAN_INTERNAL);
+        s->started_ns = eddy_wall_ns();
         eddy_span_set_str(s->span, "gen_ai.operation.name", "execute_tool");
         eddy_span_set_str(s->span, "gen_ai.tool.name", name);
         eddy_span_set_str(s->span, "gen_ai.tool.call.id", s->call_id);
@@ -828,6 +840,8 @@ static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
             eddy_span_set(s->span, "eddy.replayed", json_true());
             if (s->failed)
                 eddy_span_error(s->span, "tool_error", s->result);
+            eddy_metrics_tool(r->rt->env->metrics, eddy_metrics_tool_id(r->rt->env->metrics, name),
+                              !s->failed, 1, 0);
             if (r->stats)
                 r->stats->tools_replayed++;
             slot_finish(s);
@@ -1074,6 +1088,30 @@ static void set_prompt(eddy_run *r, eddy_span *sp)
         set_messages(sp, ts, "gen_ai.input.messages", r->conv.msgs + from, r->conv.n - from, NULL);
 }
 
+/* Count the call RES of model M in the process's metrics. */
+static void llm_metrics(eddy_run *r, const eddy_llm_result *res, const eddy_llm_model *m,
+                        int replayed)
+{
+    eddy_metrics *mx = r->rt->env->metrics;
+    if (!mx)
+        return;
+    const eddy_llm_usage *u = &res->resp.usage;
+    double wait = (double)res->queued_ms / 1e3;
+    double total = (double)(eddy_wall_ns() - r->llm_started_ns) / 1e9;
+    eddy_metrics_llm_call c = {
+        !res->status,
+        replayed,
+        res->attempts > 1 ? res->attempts - 1 : 0,
+        res->status ? 0 : u->input_tokens,
+        res->status ? 0 : u->output_tokens,
+        res->status ? 0 : u->cached_input_tokens,
+        res->status ? 0 : eddy_llm_cost(m, u),
+        total > wait ? total - wait : 0,
+        wait,
+    };
+    eddy_metrics_llm(mx, eddy_metrics_model_id(mx, m->name), &c);
+}
+
 /* The answer of the model to step STEP, from the server or (REPLAYED) from
  * the journal. */
 static void llm_answered(eddy_run *r, eddy_llm_result *res, int step, int replayed)
@@ -1109,6 +1147,7 @@ static void llm_answered(eddy_run *r, eddy_llm_result *res, int step, int replay
         eddy_span_set_int(sp, "eddy.llm.time_to_first_token_ms", (long)res->first_token_ms);
     if (r->stats && res->attempts > 1)
         r->stats->llm_retries += res->attempts - 1;
+    llm_metrics(r, res, m, replayed);
     if (res->status) {
         eddy_span_error(sp, eddy_err_name(res->status), res->err.msg);
         eddy_span_end(sp, NULL);
@@ -1389,6 +1428,7 @@ int eddy_agent_run_start(eddy_agent_rt *rt, const eddy_run_input *in, eddy_run_s
     r->ref = (eddy_run_ref){rt->def->name, r->key, in->part, in->pos, in->input_hash};
     snprintf(name, sizeof(name), "invoke_agent %s", rt->def->name);
     r->span = eddy_span_start(rt->env->traces, NULL, name, EDDY_SPAN_INTERNAL);
+    r->started_ns = eddy_wall_ns();
     if (!r->event || !r->key || !r->event_id || !r->span ||
         uv_timer_init(rt->env->loop, &r->wall) || uv_timer_init(rt->env->loop, &r->later)) {
         eddy_span_end(r->span, NULL);

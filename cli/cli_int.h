@@ -13,6 +13,8 @@ int eddy_cli_state(int argc, char **argv, int quiet);
 
 /* `eddy trace ...` (ARGV as given to main). Returns the exit code. */
 int eddy_cli_trace(int argc, char **argv, int quiet);
+/* `eddy dashboard ...`: serves until SIGINT/SIGTERM; the exit code. */
+int eddy_cli_dashboard(int argc, char **argv, int quiet);
 
 /* The store ARG names (new string): a job file's trace.path (TRACES) or
  * checkpoint path, read without requiring the environment variables the

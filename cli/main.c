@@ -37,6 +37,8 @@ static const char kUsage[] =
     "      --summary-json FILE write the end-of-run summary as JSON\n"
     "      --workers N         worker threads (default: the job's workers, else one per core)\n"
     "      --from-start        read the input from its start, not from the last checkpoint\n"
+    "      --dashboard[=ADDR]  serve the dashboard and /metrics (ADDR: HOST:PORT; default the\n"
+    "                          job's dashboard.listen, else 127.0.0.1:8765)\n"
     "      --progress          a status line on stderr also when it is not a terminal\n"
     "      --no-progress       no status line, also on a terminal\n"
     "      --quiet             nothing on stderr but warnings and errors (no summary)\n"
@@ -44,6 +46,8 @@ static const char kUsage[] =
     "  trace ...         a job's runs: list (filtered by agent, key, event, status, model,\n"
     "                    tool, time, words of the input or output), show (eddy trace for\n"
     "                    details)\n"
+    "  dashboard [JOB.yaml|TRACES.db] [--listen HOST:PORT]\n"
+    "                    serve a trace store's dashboard and JSON API until Ctrl-C\n"
     "  state ...         a job's store: keys, get, history, positions, journal, export,\n"
     "                    import, rm, vacuum (eddy state for details)\n"
     "  fluss ...         Fluss tables: tables, create-table, drop-table, info, produce,\n"
@@ -67,7 +71,8 @@ enum {
     OPT_WORKERS,
     OPT_PROGRESS,
     OPT_NO_PROGRESS,
-    OPT_FROM_START
+    OPT_FROM_START,
+    OPT_DASHBOARD
 };
 
 static const struct option kOpts[] = {{"input", required_argument, NULL, OPT_INPUT},
@@ -83,6 +88,7 @@ static const struct option kOpts[] = {{"input", required_argument, NULL, OPT_INP
                                       {"progress", no_argument, NULL, OPT_PROGRESS},
                                       {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
                                       {"from-start", no_argument, NULL, OPT_FROM_START},
+                                      {"dashboard", optional_argument, NULL, OPT_DASHBOARD},
                                       {NULL, 0, NULL, 0}};
 
 typedef struct args {
@@ -162,6 +168,9 @@ static int parse(int argc, char **argv, const globals *g, args *a)
             break;
         case OPT_NO_PROGRESS:
             a->run.progress = -1;
+            break;
+        case OPT_DASHBOARD:
+            a->run.dashboard = optarg ? optarg : "";
             break;
         case OPT_FROM_START:
             a->run.from_start = 1;
@@ -447,6 +456,11 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "trace")) {
         rc = eddy_cli_trace(argc, argv, g.quiet);
+        curl_global_cleanup();
+        return rc;
+    }
+    if (!strcmp(cmd, "dashboard")) {
+        rc = eddy_cli_dashboard(argc, argv, g.quiet);
         curl_global_cleanup();
         return rc;
     }

@@ -73,11 +73,13 @@ struct eddy__ctl {
     eddy_store *store;
     eddy_store_session *ss;
     eddy_trace_store *traces;
+    eddy_metrics *metrics;
     eddy_source *src;
     eddy_sink *out, *dead;
     uv_async_t src_async;
     uv_signal_t sigint, sigterm;
     uv_timer_t grace, ckpt, progress;
+    eddy_http *http; /* the dashboard and /metrics, or NULL */
     eddy__queue done;
     eddy__worker **w;
     int nw;
@@ -140,6 +142,7 @@ static void rec_finished(ctl *c, rec *r)
     assert(!r->finished && r->outstanding == 0);
     r->finished = 1;
     c->in_flight--;
+    eddy_metrics_gauge(c->metrics, EDDY_M_IN_FLIGHT, c->in_flight);
     part *p = &c->parts[r->part];
     while (p->head && p->head->finished && !p->head->abandoned) {
         rec *h = p->head;
@@ -171,6 +174,7 @@ static void deliver(ctl *c, rec *r, int agent, int output, json_t *v);
 static void dead_letter(ctl *c, rec *r, json_t *d)
 {
     c->dead_letters++;
+    eddy_metrics_count(c->metrics, EDDY_M_DEAD_LETTERS, 1);
     deliver(c, r, -1, 0, d);
 }
 
@@ -246,6 +250,7 @@ static void on_delivered(uint64_t tag, int status, const char *reason, int64_t e
     if (d->output && !status) {
         c->sink_len = end;
         c->sink_count++;
+        eddy_metrics_count(c->metrics, EDDY_M_EVENTS_OUT, 1);
         if (d->agent >= 0 && d->r) {
             mark_delivered(c, (eddy_delivered){c->job->agents[d->agent].name,
                                                c->parts[d->r->part].hash, d->r->pos});
@@ -359,6 +364,7 @@ static void accept_record(ctl *c, eddy_record *er)
     }
     p->used = 1;
     c->in_flight++;
+    eddy_metrics_gauge(c->metrics, EDDY_M_IN_FLIGHT, c->in_flight);
     if (er->where)
         snprintf(pos, sizeof(pos), "%s", er->where);
     else
@@ -399,6 +405,7 @@ static void accept_record(ctl *c, eddy_record *er)
         goto out;
     }
     c->events++;
+    eddy_metrics_count(c->metrics, EDDY_M_EVENTS_IN, 1);
     int64_t ih = input_hash(er);
     unsigned kg = eddy_keygroup(key, (unsigned)eddy_store_keygroups(c->store));
     eddy__worker *w = c->w[kg % (unsigned)c->nw];
@@ -421,8 +428,10 @@ static void accept_record(ctl *c, eddy_record *er)
             c->replayed++;
             if (!rp->delivered) {
                 c->redelivered++;
-                if (!rp->ok)
+                if (!rp->ok) {
                     c->dead_letters++;
+                    eddy_metrics_count(c->metrics, EDDY_M_DEAD_LETTERS, 1);
+                }
                 deliver(c, r, rp->ok ? (int)i : -1, rp->ok, rp->outcome);
             }
             continue;
@@ -492,6 +501,13 @@ static void task_back(ctl *c, eddy__task *t)
     rec_release(c, r);
 }
 
+/* The workers' queues into their gauges (when something serves them). */
+static void worker_gauges(ctl *c)
+{
+    for (int i = 0; i < c->nw; i++)
+        eddy_metrics_worker(c->metrics, i, eddy__worker_load(c->w[i]));
+}
+
 static void on_done(uv_async_t *a)
 {
     ctl *c = a->data;
@@ -501,6 +517,8 @@ static void on_done(uv_async_t *a)
         task_back(c, t);
         t = nx;
     }
+    if (c->http)
+        worker_gauges(c);
 }
 
 static void pump(ctl *c)
@@ -538,6 +556,7 @@ static void on_ckpt_done(int status, const char *errmsg, void *ud)
     double ms = (double)(eddy_now_ms() - c->ckpt_started);
     c->ckpt_busy = 0;
     if (status) {
+        eddy_metrics_count(c->metrics, EDDY_M_CHECKPOINT_FAILURES, 1);
         EDDY_ERROR("runtime", "checkpoint failed: %s", errmsg);
         /* what it carried is not stored: the next one carries it again */
         for (int i = 0; i < c->nparts; i++)
@@ -548,6 +567,7 @@ static void on_ckpt_done(int status, const char *errmsg, void *ud)
         c->nposted = 0;
         c->ckpts++;
         c->ckpt_total_ms += ms;
+        eddy_metrics_checkpoint(c->metrics, ms / 1000.0);
         if (ms > c->ckpt_max_ms)
             c->ckpt_max_ms = ms;
     }
@@ -1057,6 +1077,43 @@ static int nworkers(const ctl *c)
     return n > EDDY_JOB_MAX_WORKERS ? EDDY_JOB_MAX_WORKERS : n;
 }
 
+/* The process's metrics: a series per agent and model of the job. */
+static int new_metrics(ctl *c, eddy_err *err)
+{
+    const char **agents = eddy_calloc(c->job->nagents + 1, sizeof(char *));
+    const char **models = eddy_calloc(c->job->nmodels + 1, sizeof(char *));
+    for (size_t i = 0; agents && i < c->job->nagents; i++)
+        agents[i] = c->job->agents[i].name;
+    for (size_t i = 0; models && i < c->job->nmodels; i++)
+        models[i] = c->job->models[i].name;
+    eddy_metrics_names n = {agents, models, c->job->nagents, c->job->nmodels};
+    if (agents && models)
+        c->metrics = eddy_metrics_new(&n, nworkers(c));
+    eddy_free(agents);
+    eddy_free(models);
+    return c->metrics ? 0 : eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+}
+
+/* The dashboard and /metrics, when the job or --dashboard asks for them. */
+static int start_http(ctl *c, const eddy_run_opts *o, eddy_err *err)
+{
+    const char *listen = o->dashboard && *o->dashboard ? o->dashboard
+                         : c->job->dashboard_listen    ? c->job->dashboard_listen
+                         : o->dashboard                ? "127.0.0.1:8765"
+                                                       : NULL;
+    const char *token =
+        c->job->dashboard_token ? c->job->dashboard_token : getenv("EDDY_DASHBOARD_TOKEN");
+    if (!listen)
+        return 0;
+    eddy_http_opts ho = {listen, token && *token ? token : NULL, c->trace_path, c->metrics};
+    int rc = eddy_http_start(&ho, &c->http, err);
+    if (rc)
+        return rc;
+    if (!o->quiet)
+        fprintf(stderr, "eddy: dashboard and metrics at %s\n", eddy_http_url(c->http));
+    return 0;
+}
+
 /* The trace store, with the models' API keys among the text it redacts. */
 static int open_traces(ctl *c, eddy_err *err)
 {
@@ -1090,7 +1147,7 @@ static int setup(ctl *c, eddy_err *err)
     eddy_store_opts so = {c->job->max_keygroups, 0, 0, c->job->memory_cache, o->from_start};
     if ((rc = eddy_store_open(c->state_path, &so, &c->store, err)) ||
         (rc = eddy_store_session_new(c->store, &c->loop, &c->ss, err)) ||
-        (rc = open_traces(c, err)))
+        (rc = open_traces(c, err)) || (rc = new_metrics(c, err)))
         return rc;
     if ((rc = eddy__queue_init(&c->done, &c->loop, on_done, c)))
         return eddy_err_set(err, rc, "cannot create an async handle");
@@ -1098,9 +1155,11 @@ static int setup(ctl *c, eddy_err *err)
     if (!(c->w = eddy_calloc((size_t)c->nw, sizeof(*c->w))))
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     for (int i = 0; i < c->nw; i++)
-        if ((rc = eddy__worker_start(i, c->job, c->store, c->traces, c->state_path, c->trace_path,
-                                     &c->done, &c->w[i], err)))
+        if ((rc = eddy__worker_start(i, c->job, c->store, c->traces, c->metrics, c->state_path,
+                                     c->trace_path, &c->done, &c->w[i], err)))
             return rc;
+    if ((rc = start_http(c, o, err)))
+        return rc;
     c->exactly_once = c->job->delivery == EDDY_DELIVERY_EXACTLY_ONCE;
     uv_async_init(&c->loop, &c->src_async, on_src);
     c->src_async.data = c;
@@ -1183,6 +1242,10 @@ static void teardown(ctl *c, eddy__worker_stats *ws)
     }
     eddy_free(c->w);
     c->w = NULL;
+    eddy_http_stop(c->http); /* before what it reads */
+    c->http = NULL;
+    eddy_metrics_free(c->metrics);
+    c->metrics = NULL;
     for (int i = 0; i < c->nparts; i++) {
         while (c->parts[i].head) {
             rec *r = c->parts[i].head;

@@ -64,6 +64,7 @@ typedef struct eddy__worker_stats {
  * Finished tasks go to DONE (the controller's queue). Errors (a tool that
  * does not load) come back before the thread starts. */
 int eddy__worker_start(int index, eddy_job *job, eddy_store *store, eddy_trace_store *traces,
+                       eddy_metrics *metrics,
                        const char *state_path, const char *trace_path, eddy__queue *done,
                        eddy__worker **out, eddy_err *err);
 /* Hand T to the worker. Any thread (the controller). */

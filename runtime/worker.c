@@ -314,6 +314,7 @@ static void worker_free(eddy__worker *w)
 }
 
 int eddy__worker_start(int index, eddy_job *job, eddy_store *store, eddy_trace_store *traces,
+                       eddy_metrics *metrics,
                        const char *state_path, const char *trace_path, eddy__queue *done,
                        eddy__worker **out, eddy_err *err)
 {
@@ -349,7 +350,7 @@ int eddy__worker_start(int index, eddy_job *job, eddy_store *store, eddy_trace_s
     if ((rc = eddy_tools_deny_file(w->tools, state_path, err)) ||
         (rc = eddy_tools_deny_file(w->tools, trace_path, err)))
         goto fail;
-    w->env = (eddy_agent_env){&w->loop, w->llm, w->tools, w->ss, traces, index};
+    w->env = (eddy_agent_env){&w->loop, w->llm, w->tools, w->ss, traces, index, metrics};
     if (!(w->agents = eddy_calloc(job->nagents + 1, sizeof(eddy_agent_rt *)))) {
         rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
         goto fail;

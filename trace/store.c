@@ -1037,6 +1037,11 @@ const char *eddy_span_id(const eddy_span *sp)
     return sp ? sp->span_id : "";
 }
 
+void eddy_span_discard(eddy_span *sp)
+{
+    span_free(sp);
+}
+
 void eddy_span_end(eddy_span *sp, json_t *summary)
 {
     if (!sp)

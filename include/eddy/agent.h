@@ -122,6 +122,8 @@ typedef struct eddy_job {
     char *dead_letter; /* JSONL path */
     char *state_path;  /* SQLite memory store */
     char *trace_path;  /* SQLite trace store */
+    /* dashboard.listen (NULL: no dashboard unless asked) and dashboard.token */
+    char *dashboard_listen, *dashboard_token;
     /* where each path was given ("job.yaml:7:17"), or for a default path
      * (bit set in DEFAULTS) where `job:` names the job it derives from;
      * NULL when the file has neither */
@@ -219,7 +221,8 @@ typedef struct eddy_agent_env {
     eddy_tools *tools;
     eddy_store_session *store;
     eddy_trace_store *traces;
-    int worker; /* the worker's index (traces say where a run ran) */
+    int worker;            /* the worker's index (traces say where a run ran) */
+    eddy_metrics *metrics; /* the process's counters, or NULL */
 } eddy_agent_env;
 
 /* An agent ready to run on one worker: its definition and loaded tools. */

@@ -59,6 +59,8 @@ typedef struct eddy_run_opts {
     int progress;             /* 1: a status line on stderr; 0: only on a terminal; -1: none */
     int from_start;           /* read sources from their start: no stored position, and the
                                  journal and finished runs of earlier tries are forgotten */
+    const char *dashboard;    /* serve the dashboard and /metrics on HOST:PORT (overrides
+                                 dashboard.listen; NULL: as the job says) */
 } eddy_run_opts;
 
 /* Put the LEN bytes of TEXT, a line of a JSONL source, into the dead-letter

@@ -49,7 +49,6 @@ typedef struct eddy_trace_opts {
 
 #define EDDY_TRACE_DEFAULT_MAX_PAYLOAD 16384
 
-
 /* Counters of a store's OTLP export, in spans unless named otherwise. */
 typedef struct eddy_otlp_stats {
     uint64_t exported;       /* accepted by the receiver (2xx) */
@@ -113,6 +112,78 @@ const char *eddy_span_id(const eddy_span *sp);
  * cost, llm_calls, tool_calls, turns; "input" and "output", texts the
  * full-text search reads; "models" and "tools", arrays of names). */
 void eddy_span_end(eddy_span *sp, json_t *summary);
+/* Free SP without writing it (a run given up; any thread; NULL-safe). Unlike
+ * eddy_span_end it does not touch the store, which may be closed already. */
+void eddy_span_discard(eddy_span *sp);
+
+/* -- metrics (Prometheus text format) ------------------------------------------
+ *
+ * One registry per process run. Its series: one per agent and model named
+ * at creation (a name not among them counts as "(other)"), per tool as they
+ * are first seen, and per worker. Updates are lock-free atomic adds: any
+ * thread, no allocation, NULL-safe (no registry: nothing counted). */
+typedef struct eddy_metrics eddy_metrics;
+
+typedef struct eddy_metrics_names {
+    const char *const *agents, *const *models; /* borrowed, copied */
+    size_t nagents, nmodels;
+} eddy_metrics_names;
+
+typedef enum eddy_metrics_counter {
+    EDDY_M_EVENTS_IN,
+    EDDY_M_EVENTS_OUT,
+    EDDY_M_DEAD_LETTERS,
+    EDDY_M_CHECKPOINT_FAILURES,
+    EDDY_M_SPANS_DROPPED,
+    EDDY_M_NCOUNTERS
+} eddy_metrics_counter;
+
+typedef enum eddy_metrics_gauge_id { EDDY_M_IN_FLIGHT, EDDY_M_NGAUGES } eddy_metrics_gauge_id;
+
+typedef struct eddy_metrics_llm_call {
+    int ok, replayed, retries;
+    long input_tokens, output_tokens, cached_tokens;
+    double cost, seconds, wait_seconds;
+} eddy_metrics_llm_call;
+
+/* NULL when out of memory. */
+eddy_metrics *eddy_metrics_new(const eddy_metrics_names *names, int nworkers);
+void eddy_metrics_free(eddy_metrics *m);
+/* The slot of NAME (pass it to the updates). A tool's name is added when it
+ * is first seen (256 at most; then "(other)"). */
+int eddy_metrics_agent_id(const eddy_metrics *m, const char *name);
+int eddy_metrics_model_id(const eddy_metrics *m, const char *name);
+int eddy_metrics_tool_id(eddy_metrics *m, const char *name);
+void eddy_metrics_count(eddy_metrics *m, eddy_metrics_counter c, long n);
+void eddy_metrics_gauge(eddy_metrics *m, eddy_metrics_gauge_id g, long v);
+void eddy_metrics_worker(eddy_metrics *m, int worker, long queued);
+void eddy_metrics_worker_run(eddy_metrics *m, int worker);
+void eddy_metrics_run(eddy_metrics *m, int agent, int ok, double seconds);
+void eddy_metrics_llm(eddy_metrics *m, int model, const eddy_metrics_llm_call *call);
+void eddy_metrics_tool(eddy_metrics *m, int tool, int ok, int replayed, double seconds);
+void eddy_metrics_checkpoint(eddy_metrics *m, double seconds);
+/* Append every series to B in the text format 0.0.4. Any thread. Returns 0
+ * or EDDY_ENOMEM (B's content then incomplete). */
+int eddy_metrics_render(const eddy_metrics *m, struct eddy_buf *b);
+
+/* -- the HTTP server (dashboard, metrics, the traces as JSON) ------------------ */
+typedef struct eddy_http eddy_http;
+
+typedef struct eddy_http_opts {
+    const char *listen;     /* HOST:PORT ("127.0.0.1:8765"; port 0: any free one) */
+    const char *token;      /* bearer token; required when HOST is not loopback */
+    const char *trace_path; /* the trace store it serves; NULL: none */
+    eddy_metrics *metrics;  /* served at /metrics; NULL: none (borrowed: outlives it) */
+} eddy_http_opts;
+
+/* Start serving on a thread of its own (read-only: GET and HEAD). Returns 0,
+ * or EDDY_EINVAL (a bad address; not loopback without a token of at least
+ * 16 characters), EDDY_EIO (cannot listen), EDDY_ENOMEM; with ERR. */
+int eddy_http_start(const eddy_http_opts *o, eddy_http **out, eddy_err *err);
+/* "http://IP:PORT/" as bound (the port chosen when 0 was asked). */
+const char *eddy_http_url(const eddy_http *h);
+/* Stop (waits for requests being answered) and free. NULL-safe. */
+void eddy_http_stop(eddy_http *h);
 
 /* -- reading (the CLI, the dashboard; any thread, own connection) ---------- */
 

@@ -436,7 +436,7 @@ static void test_sampling_keeps_failures(void **state)
     eddy_span *orphan_root = eddy_span_start(s, NULL, "invoke_agent a", EDDY_SPAN_SERVER);
     eddy_span_end(eddy_span_start(s, orphan_root, "chat m", EDDY_SPAN_CLIENT), NULL);
     eddy_trace_store_close(s);
-    eddy_span_end(orphan_root, NULL); /* no store to post to any more: freed */
+    eddy_span_discard(orphan_root); /* its store is closed: not to be ended */
     assert_int_equal(count_at(path, "SELECT count(*) FROM traces"), 2);
     assert_int_equal(count_at(path, "SELECT count(*) FROM spans"), 4);
     assert_int_equal(count_at(path, "SELECT count(*) FROM traces WHERE key IN "
@@ -737,6 +737,57 @@ static void test_otlp_counters(void **state)
     unsetenv("OTEL_BSP_SCHEDULE_DELAY");
 }
 
+/* /metrics text: label values escaped as the format wants; histogram
+ * buckets cumulative with +Inf = _count and _sum in seconds; a tool is
+ * added as first seen, a name not known counts as "(other)". */
+static void test_metrics_render(void **state)
+{
+    const char *agents[] = {"a\"b\\c\nd"};
+    const char *models[] = {"m1"};
+    eddy_metrics_names n = {agents, models, 1, 1};
+    eddy_metrics *m = eddy_metrics_new(&n, 2);
+    eddy_buf b;
+    (void)state;
+    assert_non_null(m);
+    int a = eddy_metrics_agent_id(m, agents[0]);
+    eddy_metrics_run(m, a, 1, 0.003);
+    eddy_metrics_run(m, a, 1, 0.3);
+    eddy_metrics_run(m, a, 0, 200);
+    eddy_metrics_run(m, eddy_metrics_agent_id(m, "nobody"), 1, 1);
+    int t = eddy_metrics_tool_id(m, "lookup");
+    assert_int_equal(eddy_metrics_tool_id(m, "lookup"), t);
+    eddy_metrics_tool(m, t, 0, 0, 0.01);
+    eddy_metrics_llm_call c = {.ok = 1, .input_tokens = 7, .output_tokens = 3, .cost = 0.25,
+                               .seconds = 0.2, .wait_seconds = 1.5};
+    eddy_metrics_llm(m, eddy_metrics_model_id(m, "m1"), &c);
+    eddy_metrics_worker(m, 1, 42);
+    eddy_buf_init(&b);
+    assert_int_equal(eddy_metrics_render(m, &b), 0);
+    const char *want[] = {
+        "eddy_runs_total{agent=\"a\\\"b\\\\c\\nd\",status=\"ok\"} 2\n",
+        "eddy_runs_total{agent=\"a\\\"b\\\\c\\nd\",status=\"error\"} 1\n",
+        "eddy_runs_total{agent=\"(other)\",status=\"ok\"} 1\n",
+        "eddy_run_duration_seconds_bucket{agent=\"a\\\"b\\\\c\\nd\",le=\"0.005\"} 1\n",
+        "eddy_run_duration_seconds_bucket{agent=\"a\\\"b\\\\c\\nd\",le=\"0.5\"} 2\n",
+        "eddy_run_duration_seconds_bucket{agent=\"a\\\"b\\\\c\\nd\",le=\"120\"} 2\n",
+        "eddy_run_duration_seconds_bucket{agent=\"a\\\"b\\\\c\\nd\",le=\"+Inf\"} 3\n",
+        "eddy_run_duration_seconds_sum{agent=\"a\\\"b\\\\c\\nd\"} 200.303000\n",
+        "eddy_run_duration_seconds_count{agent=\"a\\\"b\\\\c\\nd\"} 3\n",
+        "eddy_tool_calls_total{tool=\"lookup\",status=\"error\"} 1\n",
+        "eddy_llm_tokens_total{model=\"m1\",type=\"input\"} 7\n",
+        "eddy_llm_cost_total{model=\"m1\"} 0.250000000\n",
+        "eddy_llm_wait_seconds_count{model=\"m1\"} 1\n",
+        "eddy_worker_queued{worker=\"1\"} 42\n",
+        "# TYPE eddy_llm_duration_seconds histogram\n",
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (!strstr(b.data, want[i]))
+            fail_msg("missing: %s", want[i]);
+    eddy_buf_free(&b);
+    eddy_metrics_free(m);
+    eddy_metrics_run(NULL, 0, 1, 1); /* no registry: nothing, no crash */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -751,6 +802,7 @@ int main(void)
         cmocka_unit_test(test_fts_query),
         cmocka_unit_test(test_query_filters),
         cmocka_unit_test(test_otlp_counters),
+        cmocka_unit_test(test_metrics_render),
     };
     eddy_alloc_install();
     return cmocka_run_group_tests_name("trace", tests, tmpdir_setup, tmpdir_teardown);
