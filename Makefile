@@ -57,7 +57,7 @@ FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps test unit fuzz-replay fuzz integration otlp-deps integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-runtime bench-state asan tsan chaos valgrind format \
+.PHONY: all deps test unit fuzz-replay fuzz integration otlp-deps integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-runtime bench-state bench-traces asan tsan chaos valgrind format \
         format-check compdb clean
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm
@@ -217,6 +217,13 @@ bench: deps all $(BUILD)/eddy_fluss_bench
 
 bench-fluss: deps all $(BUILD)/eddy_fluss_bench
 	python3 bench/fluss/bench.py --build $(BUILD)
+
+# bench/traces: the trace store with 1M spans (queries, span cost); not in `make bench`.
+$(BUILD)/bench_traces: bench/traces/bench.c $(BUILD)/libeddy.a
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libeddy.a $(LDLIBS_ALL) -o $@
+
+bench-traces: deps $(BUILD)/bench_traces
+	./$(BUILD)/bench_traces
 
 # The floor of bench/runtime: plain libcurl multi + jansson, no eddy code.
 $(BUILD)/bench_floor: bench/runtime/floor.c

@@ -370,15 +370,23 @@ int eddy_trace_get_json(const char *path, const char *id, json_t **out, eddy_err
         return rc;
     }
     /* a unique prefix or suffix of the id: trace ids begin with their time,
-     * so the traces of one moment share their first digits */
-    snprintf(like, sizeof(like), "%s%%", id);
-    snprintf(like_end, sizeof(like_end), "%%%s", id);
+     * so the traces of one moment share their first digits. A prefix is a
+     * range of the indexes (of the runs' rows, and of the spans, for a run
+     * cut short before its row); a suffix is a scan of the runs' id index
+     * (not of the spans: a run cut short is found by a prefix); a whole id
+     * is a prefix (bench/traces: 1M spans, a LIKE over them took 444 ms). */
+    snprintf(like, sizeof(like), "%s", id);
+    snprintf(like_end, sizeof(like_end), "%sg", id); /* 'g' sorts after every hex digit */
     if (sqlite3_prepare_v2(db,
-                           "SELECT DISTINCT trace_id FROM spans WHERE trace_id LIKE ?1 OR "
-                           "trace_id LIKE ?2 LIMIT 2",
+                           "SELECT trace_id FROM traces WHERE trace_id >= ?1 AND trace_id < ?2 "
+                           "UNION SELECT trace_id FROM spans WHERE trace_id >= ?1 AND "
+                           "trace_id < ?2 "
+                           "UNION SELECT trace_id FROM traces WHERE ?3 < 32 AND "
+                           "substr(trace_id, -?3) = ?1 LIMIT 2",
                            -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, like, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, like_end, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 3, (int)n);
         while (sqlite3_step(st) == SQLITE_ROW) {
             if (!matches++)
                 trace = json_pack("{s:s}", "trace_id", col(st, 0));
