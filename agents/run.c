@@ -68,6 +68,7 @@ struct eddy_run {
     const eddy_llm_model *answered_by;
     eddy_tool_memory *mem;
     eddy_span *span, *llm_span;
+    eddy_span *commit_span;  /* eddy.memory.write, while the end commits */
     uint64_t llm_started_ns; /* when llm_span began */
     uint64_t started_ns;     /* when the run began */
     eddy_llm_req *llm_req;
@@ -322,6 +323,10 @@ static void keep_result(eddy_run *r, int status, long cause, const char *msg)
 static void on_end_committed(int status, const char *errmsg, void *ud)
 {
     eddy_run *r = ud;
+    if (status)
+        eddy_span_error(r->commit_span, eddy_err_name(status), errmsg ? errmsg : "store error");
+    eddy_span_end(r->commit_span, NULL); /* the memory, history and run end are durable */
+    r->commit_span = NULL;
     if (status) { /* not stored: the run fails, and goes to the dead letters */
         json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "type", "dead_letter", "reason",
                               errmsg ? errmsg : "store error", "event_id", r->event_id, "key",
@@ -396,7 +401,15 @@ static void report(eddy_run *r, int status, const char *msg, json_t *output)
         eddy_run_end end = {r->ref, status == 0, doc, msgs, r->rt->def->history, output};
         r->refs++;
         r->committing = 1;
+        r->commit_span =
+            eddy_span_start(r->rt->env->traces, r->span, "eddy.memory.write", EDDY_SPAN_INTERNAL);
+        eddy_span_set(r->commit_span, "eddy.memory.changed", json_boolean(doc != NULL));
+        eddy_span_set_int(r->commit_span, "eddy.history.messages",
+                          msgs ? (long long)json_array_size(msgs) : 0);
         if (eddy_store_run_done(r->rt->env->store, &end, on_end_committed, r, &e)) {
+            eddy_span_error(r->commit_span, eddy_err_name(e.code), e.msg);
+            eddy_span_end(r->commit_span, NULL);
+            r->commit_span = NULL;
             r->refs--;
             if (r->loaded)
                 eddy_store_release(r->rt->env->store, r->ref.agent, r->ref.key);
@@ -621,12 +634,23 @@ static json_t *slot_state(void *ud, const char *op, const char *key, json_t *a, 
         r->replay = NULL;
         j = NULL;
     }
+    char name[64];
+    snprintf(name, sizeof(name), "eddy.state %s", op);
+    eddy_span *sp = eddy_span_start(r->rt->env->traces, s->span, name, EDDY_SPAN_INTERNAL);
+    eddy_span_set_str(sp, "eddy.state.key", key);
+    json_t *res;
     if (j) { /* done before the crash: the same answer, and not done twice */
         json_t *v = json_object_get(j->data, "result");
-        return v ? json_deep_copy(v) : json_null();
+        eddy_span_set(sp, "eddy.replayed", json_true());
+        res = v ? json_deep_copy(v) : json_null();
+    } else {
+        res = eddy_store_state_op(r->rt->env->store, r->rt->def->name, op, key, a, b, &r->ref, step,
+                                  err);
+        if (!res)
+            eddy_span_error(sp, eddy_err_name(err->code), err->msg);
     }
-    return eddy_store_state_op(r->rt->env->store, r->rt->def->name, op, key, a, b, &r->ref, step,
-                               err);
+    eddy_span_end(sp, NULL);
+    return res;
 }
 
 static void slot_ctx(tool_slot *s, eddy_tool_ctx *ctx)

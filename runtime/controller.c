@@ -79,7 +79,8 @@ struct eddy__ctl {
     uv_async_t src_async;
     uv_signal_t sigint, sigterm;
     uv_timer_t grace, ckpt, progress;
-    eddy_http *http; /* the dashboard and /metrics, or NULL */
+    eddy_http *http;      /* the dashboard and /metrics, or NULL */
+    eddy_span *ckpt_span; /* the checkpoint being committed (a trace of its own) */
     eddy__queue done;
     eddy__worker **w;
     int nw;
@@ -555,6 +556,10 @@ static void on_ckpt_done(int status, const char *errmsg, void *ud)
     ctl *c = ud;
     double ms = (double)(eddy_now_ms() - c->ckpt_started);
     c->ckpt_busy = 0;
+    if (status)
+        eddy_span_error(c->ckpt_span, eddy_err_name(status), errmsg);
+    eddy_span_end(c->ckpt_span, NULL); /* NULL-safe: the sink's first length has none */
+    c->ckpt_span = NULL;
     if (status) {
         eddy_metrics_count(c->metrics, EDDY_M_CHECKPOINT_FAILURES, 1);
         EDDY_ERROR("runtime", "checkpoint failed: %s", errmsg);
@@ -648,7 +653,15 @@ static int checkpoint(ctl *c)
     }
     eddy_checkpoint ck = {ps, np, c->dl, c->ndl, &sk, (size_t)sinks};
     c->ckpt_started = eddy_now_ms();
+    c->ckpt_span = eddy_span_start(c->traces, NULL, "eddy.checkpoint", EDDY_SPAN_INTERNAL);
+    eddy_span_set_int(c->ckpt_span, "eddy.checkpoint.positions", (long long)np);
+    eddy_span_set_int(c->ckpt_span, "eddy.checkpoint.delivered", (long long)c->ndl);
     int rc = eddy_store_checkpoint(c->ss, &ck, on_ckpt_done, c, &e);
+    if (rc) {
+        eddy_span_error(c->ckpt_span, eddy_err_name(rc), e.msg);
+        eddy_span_end(c->ckpt_span, NULL);
+        c->ckpt_span = NULL;
+    }
     eddy_free(state);
     if (rc) {
         EDDY_ERROR("runtime", "cannot checkpoint: %s", e.msg);
@@ -1260,6 +1273,8 @@ static void teardown(ctl *c, eddy__worker_stats *ws)
     eddy_source_free(c->src);
     eddy_sink_free(c->out);
     eddy_sink_free(c->dead);
+    eddy_span_discard(c->ckpt_span); /* a checkpoint that never answered */
+    c->ckpt_span = NULL;
     eddy_trace_store_close(c->traces);
     eddy_store_close(c->store);
     json_decref(c->no_positions);

@@ -186,6 +186,44 @@ def test_wait_for_a_slot_kept_apart(tmp):
     assert waits[-1] >= 300 and sum(1 for w in waits if w >= 100) >= 3, waits
 
 
+def test_memory_state_and_checkpoint_spans(tmp):
+    """A run's end has an eddy.memory.write span under its root (the memory, history and run
+    end made durable); each ctx.state operation of a tool an eddy.state <op> span under the
+    tool's span, naming the key; each checkpoint a trace of its own (eddy.checkpoint), with
+    the positions and deliveries it stored."""
+    d = copy_example(tmp)
+    write(os.path.join(d, "tools", "count.lua"), """return eddy.tool {
+  name = "count", description = "counts",
+  params = { q = { type = "string", required = true } },
+  run = function(args, ctx) return tostring(ctx.state.incr("seen", 1)) end,
+}
+""")
+    script = {"rules": [
+        {"when": {"last_role": "tool"}, "reply": "seen ${tool}"},
+        {"tool_calls": [{"name": "count", "arguments": {"q": "x"}}]}]}
+    with Mock(tmp, script) as mock:
+        job = job_with(d, mock.base_url, "checkpoint: { interval: 50ms }\n",
+                       tools=("tools/count.lua",))
+        outs = run_events(d, job, tmp, [{"id": "e%d" % i, "customer_id": "C%d" % i,
+                                         "text": "hi"} for i in range(3)])
+    assert sorted(o["output"] for o in outs) == ["seen 1", "seen 2", "seen 3"], outs
+    db = sqlite3.connect(os.path.join(d, ".eddy", "t", "traces.db"))
+    rows = db.execute("SELECT s.name, s.attributes, p.name FROM spans s LEFT JOIN spans p ON "
+                      "p.span_id = s.parent_id AND p.trace_id = s.trace_id").fetchall()
+    ckpt_rows = db.execute("SELECT count(*) FROM traces WHERE name = 'eddy.checkpoint'")
+    ckpt_rows = ckpt_rows.fetchone()[0]
+    db.close()
+    mem = [(json.loads(a), p) for n, a, p in rows if n == "eddy.memory.write"]
+    assert len(mem) == 3 and all(p == "invoke_agent support" for _, p in mem), mem
+    assert all(a["eddy.history.messages"] >= 3 for a, _ in mem), mem
+    state = [(json.loads(a), p) for n, a, p in rows if n == "eddy.state incr"]
+    assert len(state) == 3 and all(p == "execute_tool count" for _, p in state), state
+    assert all(a["eddy.state.key"] == "seen" for a, _ in state), state
+    ckpts = [json.loads(a) for n, a, p in rows if n == "eddy.checkpoint"]
+    assert ckpts and any(a.get("eddy.checkpoint.delivered", 0) >= 1 for a in ckpts), ckpts
+    assert ckpt_rows == 0  # no run row: the list shows runs only
+
+
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
