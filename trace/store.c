@@ -649,6 +649,17 @@ static void retain(eddy_trace_store *s, int force)
         if (!gone)
             break;
     }
+    /* rowids are max(id) + 1 (no AUTOINCREMENT): once the highest rows are
+     * gone, new rows take their ids again, so the mark of what the search
+     * index holds comes down to the highest id left (every row up to it is
+     * indexed, the trigger took the rest out). Else those rows would never
+     * be indexed, and their delete would corrupt the index. */
+    if (deleted) /* (exec_changes binds ?1 and ?2: this statement has neither) */
+        exec_changes(s,
+                     "UPDATE meta SET value = (SELECT coalesce(max(id), 0) FROM traces) WHERE "
+                     "key = 'search_indexed' AND CAST(value AS INTEGER) > "
+                     "(SELECT coalesce(max(id), 0) FROM traces)",
+                     0, 0);
     if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         EDDY_WARN("trace", "%s: retention: %s", s->path, sqlite3_errmsg(s->db));
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
@@ -666,6 +677,9 @@ static void retain(eddy_trace_store *s, int force)
 static void index_texts(eddy_trace_store *s)
 {
     sqlite3_stmt *st = s->ins_text;
+    /* the mark as this transaction sees it: retention lowers it, and another
+     * process writing the same store moves it */
+    s->indexed = pragma_int(s->db, "SELECT value FROM meta WHERE key='search_indexed'");
     sqlite3_bind_int64(st, 1, s->indexed);
     if (sqlite3_step(st) != SQLITE_DONE)
         EDDY_WARN("trace", "%s: cannot index traces for search: %s", s->path,

@@ -520,6 +520,66 @@ static void test_retention(void **state)
                      0);
 }
 
+/* Retention that empties the traces table: SQLite numbers the next row 1
+ * again (rowid tables without AUTOINCREMENT), so the mark of what the search
+ * index holds must come down with it. The new runs are found by the search,
+ * and deleting them later leaves the index consistent (an FTS5 'delete' of a
+ * row never indexed corrupts it). The same for an age cut that takes the
+ * newest row only (a long run: an old start, the highest id). */
+static void test_search_after_retention_emptied(void **state)
+{
+    char path[512], sql[512];
+    eddy_trace_store *s;
+    eddy_err e;
+    eddy_trace_opts keep_all = {.sample = 1};
+    eddy_trace_opts day = {.max_age_ms = 86400 * 1000ll, .sample = 1};
+    long long two_days = 2ll * 86400 * 1000000000;
+    (void)state;
+    snprintf(path, sizeof(path), "%s/emptied.db", g_dir);
+    assert_int_equal(eddy_trace_store_open(path, &keep_all, &s, &e), 0);
+    for (int i = 0; i < 3; i++)
+        one_run(s, "old", "old question", "old answer", 0, 0, 0, NULL);
+    eddy_trace_store_close(s);
+    snprintf(sql, sizeof(sql),
+             "UPDATE traces SET start_ns = start_ns - %lld, end_ns = end_ns - %lld;"
+             "UPDATE spans SET start_ns = start_ns - %lld, end_ns = end_ns - %lld;",
+             two_days, two_days, two_days, two_days);
+    exec_at(path, sql);
+    assert_int_equal(eddy_trace_store_open(path, &day, &s, &e), 0); /* deletes all three */
+    one_run(s, "fresh", "fresh question", "fresh answer", 0, 0, 0, NULL);
+    eddy_trace_store_close(s);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces"), 1);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM trace_text WHERE trace_text MATCH "
+                                    "'fresh'"),
+                     1);
+    exec_at(path, "INSERT INTO trace_text(trace_text, rank) VALUES('integrity-check', 1)");
+
+    /* the newest row goes by age, older ids stay: the next id is its again */
+    assert_int_equal(eddy_trace_store_open(path, &keep_all, &s, &e), 0);
+    one_run(s, "long", "long question", "long answer", 0, 0, 0, NULL);
+    eddy_trace_store_close(s);
+    exec_at(path, "UPDATE traces SET start_ns = start_ns - 172800000000000 WHERE key='long';"
+                  "UPDATE spans SET start_ns = start_ns - 172800000000000 WHERE trace_id IN "
+                  "(SELECT trace_id FROM traces WHERE key='long')");
+    assert_int_equal(eddy_trace_store_open(path, &day, &s, &e), 0);
+    one_run(s, "after", "after question", "after answer", 0, 0, 0, NULL);
+    eddy_trace_store_close(s);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM trace_text WHERE trace_text MATCH "
+                                    "'after'"),
+                     1);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM trace_text WHERE trace_text MATCH "
+                                    "'long'"),
+                     0);
+    exec_at(path, "INSERT INTO trace_text(trace_text, rank) VALUES('integrity-check', 1)");
+
+    /* and all of them go: the index is left empty and consistent */
+    exec_at(path, sql);
+    assert_int_equal(eddy_trace_store_open(path, &day, &s, &e), 0);
+    eddy_trace_store_close(s);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces"), 0);
+    exec_at(path, "INSERT INTO trace_text(trace_text, rank) VALUES('integrity-check', 1)");
+}
+
 /* Text attributes: a secret and every match of a pattern become [REDACTED]
  * (several in one text, at its ends too); a text over max_payload is cut at
  * a character boundary with a note; a store without rules leaves text as it
@@ -757,8 +817,12 @@ static void test_metrics_render(void **state)
     int t = eddy_metrics_tool_id(m, "lookup");
     assert_int_equal(eddy_metrics_tool_id(m, "lookup"), t);
     eddy_metrics_tool(m, t, 0, 0, 0.01);
-    eddy_metrics_llm_call c = {.ok = 1, .input_tokens = 7, .output_tokens = 3, .cost = 0.25,
-                               .seconds = 0.2, .wait_seconds = 1.5};
+    eddy_metrics_llm_call c = {.ok = 1,
+                               .input_tokens = 7,
+                               .output_tokens = 3,
+                               .cost = 0.25,
+                               .seconds = 0.2,
+                               .wait_seconds = 1.5};
     eddy_metrics_llm(m, eddy_metrics_model_id(m, "m1"), &c);
     eddy_metrics_worker(m, 1, 42);
     eddy_buf_init(&b);
@@ -798,6 +862,7 @@ int main(void)
         cmocka_unit_test(test_migrate_v1),
         cmocka_unit_test(test_sampling_keeps_failures),
         cmocka_unit_test(test_retention),
+        cmocka_unit_test(test_search_after_retention_emptied),
         cmocka_unit_test(test_redaction_and_payload_bound),
         cmocka_unit_test(test_fts_query),
         cmocka_unit_test(test_query_filters),
