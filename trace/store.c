@@ -84,16 +84,21 @@ struct eddy_span {
 };
 
 /* The spans of a trace that sampling would not keep, held (writer thread)
- * until its root span ends: kept after all if any of them failed. */
+ * until its root span ends: kept after all if any of them failed. Once the
+ * root ended, the entry stays as a tombstone (RELEASED, no spans) with the
+ * decision in FAILED, for children that end after their root (a tool call
+ * still running when its run failed): they follow the decision instead of
+ * being held for ever. The last RELEASED_MAX tombstones are kept. */
 typedef struct held {
     char trace_id[33];
     eddy_span *first, *last;
-    int failed;
+    int failed, released;
     struct held *next;
 } held;
 
 #define HELD_BUCKETS 1024
 #define HELD_MAX_SPANS 100000 /* beyond, the spans of unsampled traces are dropped */
+#define RELEASED_MAX 4096
 #define RETAIN_EVERY_NS (10ull * 1000000000ull)
 #define RETAIN_CHUNK 2000
 
@@ -116,6 +121,8 @@ struct eddy_trace_store {
     uint64_t next_retain_ns;
     held *held[HELD_BUCKETS];
     size_t nheld;
+    held *released[RELEASED_MAX]; /* a ring of the tombstones, the oldest at next_released */
+    size_t next_released;
 };
 
 /*
@@ -486,6 +493,12 @@ static held **held_slot(eddy_trace_store *s, const char *trace_id)
 static void hold(eddy_trace_store *s, eddy_span *sp)
 {
     held **p = held_slot(s, sp->trace_id), *h = *p;
+    if (h && h->released) { /* its root ended before it */
+        if (h->failed)
+            write_span(s, sp);
+        span_free(sp);
+        return;
+    }
     if (s->nheld >= HELD_MAX_SPANS || (!h && !(h = eddy_calloc(1, sizeof(*h))))) {
         span_free(sp);
         return;
@@ -505,13 +518,13 @@ static void hold(eddy_trace_store *s, eddy_span *sp)
 }
 
 /* ROOT of an unsampled trace ended: write it and its held spans if any of
- * them failed, else drop them all. */
+ * them failed, else drop them all; its entry stays as a tombstone. */
 static void release(eddy_trace_store *s, eddy_span *root)
 {
+    char root_id[33];
+    memcpy(root_id, root->trace_id, 33);
     held **p = held_slot(s, root->trace_id), *h = *p;
     int keep = root->error != NULL || (h && h->failed);
-    if (h)
-        *p = h->next;
     for (eddy_span *sp = h ? h->first : NULL, *nx; sp; sp = nx) {
         nx = sp->next;
         if (keep)
@@ -519,10 +532,26 @@ static void release(eddy_trace_store *s, eddy_span *root)
         span_free(sp);
         s->nheld--;
     }
-    eddy_free(h);
     if (keep)
         write_span(s, root);
     span_free(root);
+    if (!h && (h = eddy_calloc(1, sizeof(*h)))) { /* no tombstone without memory: late ones go */
+        memcpy(h->trace_id, root_id, 33);
+        *p = h;
+    }
+    if (!h)
+        return;
+    h->first = h->last = NULL;
+    h->failed = keep;
+    h->released = 1;
+    held *old = s->released[s->next_released];
+    if (old) { /* the oldest tombstone goes */
+        held **q = held_slot(s, old->trace_id);
+        *q = old->next;
+        eddy_free(old);
+    }
+    s->released[s->next_released] = h;
+    s->next_released = (s->next_released + 1) % RELEASED_MAX;
 }
 
 static void free_held(eddy_trace_store *s)
@@ -538,6 +567,7 @@ static void free_held(eddy_trace_store *s)
             eddy_free(h);
         }
     s->nheld = 0;
+    memset(s->released, 0, sizeof(s->released));
 }
 
 static void on_span(void *job, void *ctx)

@@ -454,6 +454,45 @@ static void test_sampling_keeps_failures(void **state)
     assert_int_equal(count_at(path, "SELECT count(*) FROM spans"), 2 * kept);
 }
 
+/* Sampling, children that end after their root (a tool call still running
+ * when its run failed or timed out, ended when the run is freed): the late
+ * child of a failed run is written with it, the late child of a dropped run
+ * is dropped, and neither stays held: after 100,000 of them a failed run
+ * still keeps its children. */
+static void test_sampling_late_children(void **state)
+{
+    char path[512];
+    eddy_trace_store *s;
+    eddy_err e;
+    eddy_trace_opts none = {.sample = 0};
+    (void)state;
+    snprintf(path, sizeof(path), "%s/late.db", g_dir);
+    assert_int_equal(eddy_trace_store_open(path, &none, &s, &e), 0);
+    eddy_span *root = eddy_span_start(s, NULL, "invoke_agent a", EDDY_SPAN_SERVER);
+    eddy_span *late = eddy_span_start(s, root, "execute_tool t", EDDY_SPAN_INTERNAL);
+    eddy_span_error(root, "EDDY_ETIMEDOUT", "the run timed out");
+    json_t *sum = json_pack("{s:s, s:s, s:s}", "agent", "a", "key", "failed", "event_id", "e");
+    eddy_span_end(root, sum);
+    json_decref(sum);
+    eddy_span_end(late, NULL);
+    for (int i = 0; i < 100001; i++) {
+        eddy_span *r = eddy_span_start(s, NULL, "invoke_agent a", EDDY_SPAN_SERVER);
+        eddy_span *c = eddy_span_start(s, r, "execute_tool t", EDDY_SPAN_INTERNAL);
+        eddy_span_end(r, NULL);
+        eddy_span_end(c, NULL);
+    }
+    one_run(s, "child-failed", "in", "out", 1, 0, 0, NULL);
+    eddy_trace_store_close(s);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces"), 2);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans WHERE trace_id IN (SELECT "
+                                    "trace_id FROM traces WHERE key='failed')"),
+                     2);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans WHERE trace_id IN (SELECT "
+                                    "trace_id FROM traces WHERE key='child-failed')"),
+                     2);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans"), 4);
+}
+
 /* Retention at open (and every 10 s while writing): traces and spans older
  * than max_age go, newer ones stay; beyond max_size the oldest go until the
  * store is under it, the newest stay, and the search index follows. */
@@ -861,6 +900,7 @@ int main(void)
         cmocka_unit_test(test_trace_row_and_search),
         cmocka_unit_test(test_migrate_v1),
         cmocka_unit_test(test_sampling_keeps_failures),
+        cmocka_unit_test(test_sampling_late_children),
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_search_after_retention_emptied),
         cmocka_unit_test(test_redaction_and_payload_bound),
