@@ -243,11 +243,16 @@ static int clean_text(const eddy_trace_store *s, const char *text, size_t len, e
     size_t max = s && s->max_payload ? s->max_payload : EDDY_TRACE_DEFAULT_MAX_PAYLOAD;
     eddy_buf red;
     eddy_buf_init(&red);
-    if (s && (s->nsecrets || s->nredact) && memchr(text, 0, len) == NULL) {
+    if (s && (s->nsecrets || s->nredact)) {
         size_t from = 0, at, end;
-        char *z = eddy_strndup(text, len); /* regexec wants a NUL-terminated string */
+        /* a copy that ends in a NUL (regexec wants one), NULs within kept:
+         * REG_STARTEND bounds the match by length, memmem finds secrets past
+         * them (a text with a NUL before a secret was kept unredacted) */
+        char *z = eddy_malloc(len + 1);
         if (!z)
             return -1;
+        memcpy(z, text, len);
+        z[len] = '\0';
         while (from < len && (end = next_match(s, z, len, from, &at))) {
             eddy_buf_append(&red, z + from, at - from);
             eddy_buf_puts(&red, REDACTED);
@@ -1066,8 +1071,17 @@ void eddy_span_error(eddy_span *sp, const char *type, const char *msg)
 {
     if (!sp)
         return;
+    /* redacted and bounded as text attributes are: a failed tool's result,
+     * an API's error body end up here */
+    eddy_buf b;
+    const char *t;
+    size_t n;
+    msg = msg ? msg : "error";
+    eddy_buf_init(&b);
     eddy_free(sp->error);
-    sp->error = eddy_strdup(msg ? msg : "error");
+    sp->error = clean_text(sp->store, msg, strlen(msg), &b, &t, &n) ? eddy_strdup("error")
+                                                                    : eddy_strndup(t, n);
+    eddy_buf_free(&b);
     eddy_span_set_str(sp, "error.type", type ? type : "error");
 }
 

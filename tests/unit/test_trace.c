@@ -669,6 +669,48 @@ static void test_redaction_and_payload_bound(void **state)
     assert_non_null(strstr(e.msg, "trace.redact pattern '('"));
 }
 
+/* What a span's error says goes through the same redaction and payload
+ * bound as its text attributes (a tool's failed result, an API's error
+ * body): in spans.error, traces.error and the trace's summary. And a text
+ * with a NUL before a secret is redacted too (secrets after it were kept). */
+static void test_error_redacted(void **state)
+{
+    char path[512];
+    eddy_trace_store *s;
+    eddy_err e;
+    const char *secrets[] = {"sk-live-123"};
+    eddy_trace_opts o = {.sample = 1, .max_payload = 300, .secrets = secrets, .nsecrets = 1};
+    eddy_buf b;
+    (void)state;
+    snprintf(path, sizeof(path), "%s/error-redact.db", g_dir);
+    assert_int_equal(eddy_trace_store_open(path, &o, &s, &e), 0);
+    eddy_buf_init(&b);
+    static const char nul[] = "a\0b sk-live-123";
+    assert_int_equal(eddy_trace_text(s, &b, nul, sizeof(nul) - 1), 0);
+    assert_null(memmem(b.data, b.len, "sk-live", 7));
+    eddy_buf_free(&b);
+    char big[2001];
+    memset(big, 'x', 2000);
+    big[2000] = 0;
+    memcpy(big, "tool failed: sk-live-123 ", 25);
+    eddy_span *root = eddy_span_start(s, NULL, "invoke_agent a", EDDY_SPAN_SERVER);
+    eddy_span *c = eddy_span_start(s, root, "execute_tool t", EDDY_SPAN_INTERNAL);
+    eddy_span_error(c, "tool_error", big);
+    eddy_span_end(c, NULL);
+    eddy_span_error(root, "EDDY_ETOOL", "the run failed: sk-live-123");
+    json_t *sum = json_pack("{s:s, s:s, s:s}", "agent", "a", "key", "k", "event_id", "e");
+    eddy_span_end(root, sum);
+    json_decref(sum);
+    eddy_trace_store_close(s);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans WHERE error LIKE '%[REDACTED]%'"),
+                     2);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans WHERE error LIKE '%sk-live%'"), 0);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces WHERE error LIKE '%sk-live%' OR "
+                                    "summary LIKE '%sk-live%'"),
+                     0);
+    assert_int_equal(count_at(path, "SELECT max(length(CAST(error AS BLOB))) < 400 FROM spans"), 1);
+}
+
 /* The search text as FTS5 reads it: quoted phrases, quotes doubled, parts
  * with no word dropped; nothing left is the empty phrase. */
 static void test_fts_query(void **state)
@@ -904,6 +946,7 @@ int main(void)
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_search_after_retention_emptied),
         cmocka_unit_test(test_redaction_and_payload_bound),
+        cmocka_unit_test(test_error_redacted),
         cmocka_unit_test(test_fts_query),
         cmocka_unit_test(test_query_filters),
         cmocka_unit_test(test_otlp_counters),
