@@ -644,7 +644,7 @@ static int64_t delete_before(eddy_trace_store *s, int64_t cutoff, int64_t n)
                                 cutoff, n);
     exec_changes(s,
                  "DELETE FROM spans WHERE id IN (SELECT id FROM spans ORDER BY id LIMIT ?2) AND "
-                 "start_ns < ?1",
+                 "start_ns < ?1 AND trace_id NOT IN (SELECT trace_id FROM traces)",
                  cutoff, n);
     return gone;
 }

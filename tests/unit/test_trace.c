@@ -557,6 +557,10 @@ static void test_retention(void **state)
     assert_int_equal(count_at(path, "SELECT count(*) FROM spans WHERE trace_id NOT IN "
                                     "(SELECT trace_id FROM traces)"),
                      0);
+    /* and the traces that stay keep all their spans (two a run) */
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces t WHERE (SELECT count(*) FROM "
+                                    "spans WHERE trace_id = t.trace_id) != 2"),
+                     0);
 }
 
 /* Retention that empties the traces table: SQLite numbers the next row 1
