@@ -18,11 +18,13 @@
 #include "eddy/json.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 struct eddy_http {
@@ -130,6 +132,39 @@ static int authorized(const eddy_http *h, struct MHD_Connection *c)
     return cookie && token_is(h, cookie, strlen(cookie));
 }
 
+/* Without a token (a loopback server), whether the request names this
+ * machine as localhost or by an IP address. A page of another site whose
+ * name it rebinds to 127.0.0.1 (DNS rebinding) is same-origin with this
+ * server in the browser, but its requests carry that name in Host. No Host
+ * (HTTP/1.0): no browser sends that. */
+static int host_ok(struct MHD_Connection *c)
+{
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+    char name[256];
+    size_t n;
+    struct in6_addr a6;
+    struct in_addr a4;
+    if (!host)
+        return 1;
+    if (host[0] == '[') {
+        const char *close = strchr(host, ']');
+        if (!close || (close[1] && close[1] != ':'))
+            return 0;
+        n = (size_t)(close - host - 1);
+        if (n >= sizeof(name))
+            return 0;
+        memcpy(name, host + 1, n);
+        name[n] = '\0';
+        return inet_pton(AF_INET6, name, &a6) == 1;
+    }
+    n = strcspn(host, ":");
+    if (n >= sizeof(name))
+        return 0;
+    memcpy(name, host, n);
+    name[n] = '\0';
+    return !strcasecmp(name, "localhost") || inet_pton(AF_INET, name, &a4) == 1;
+}
+
 /* -- the API --------------------------------------------------------------------------- */
 
 static int parse_int(const char *s, long long *out)
@@ -137,8 +172,9 @@ static int parse_int(const char *s, long long *out)
     char *end;
     if (!s || !*s)
         return -1;
+    errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (*end)
+    if (*end || errno == ERANGE)
         return -1;
     *out = v;
     return 0;
@@ -172,12 +208,14 @@ static enum MHD_Result api_traces(eddy_http *h, struct MHD_Connection *c)
     for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
         if (!(v = ARG(nums[i].name)))
             continue;
-        if (parse_int(v, &n) || n < 0) {
+        int ms = !strcmp(nums[i].name, "min_ms") || !strcmp(nums[i].name, "max_ms");
+        if (parse_int(v, &n) || n < 0 || (ms && n > INT64_MAX / 1000000)) {
             char msg[160];
-            snprintf(msg, sizeof(msg), "%s must be a whole number >= 0", nums[i].name);
+            snprintf(msg, sizeof(msg), "%s must be a whole number >= 0 (and in range)",
+                     nums[i].name);
             return error_json(c, 400, msg);
         }
-        if (!strcmp(nums[i].name, "min_ms") || !strcmp(nums[i].name, "max_ms"))
+        if (ms)
             n *= 1000000;
         *(int64_t *)((char *)&f + nums[i].off) = n;
     }
@@ -242,6 +280,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     if (strcmp(method, "GET") && strcmp(method, "HEAD"))
         return answer(c, 405, "text/plain; charset=utf-8", kNotAllowed, sizeof(kNotAllowed) - 1, 0,
                       "Allow", "GET, HEAD");
+    if (!h->token && !host_ok(c))
+        return text(c, 403,
+                    "forbidden: this dashboard answers requests for localhost or an IP "
+                    "address only (give it a token to serve other names)\n");
     const char *given = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "token");
     if (h->token && given && !strcmp(url, "/") && token_is(h, given, strlen(given))) {
         char cookie[512];

@@ -84,16 +84,21 @@ struct eddy_span {
 };
 
 /* The spans of a trace that sampling would not keep, held (writer thread)
- * until its root span ends: kept after all if any of them failed. */
+ * until its root span ends: kept after all if any of them failed. Once the
+ * root ended, the entry stays as a tombstone (RELEASED, no spans) with the
+ * decision in FAILED, for children that end after their root (a tool call
+ * still running when its run failed): they follow the decision instead of
+ * being held for ever. The last RELEASED_MAX tombstones are kept. */
 typedef struct held {
     char trace_id[33];
     eddy_span *first, *last;
-    int failed;
+    int failed, released;
     struct held *next;
 } held;
 
 #define HELD_BUCKETS 1024
 #define HELD_MAX_SPANS 100000 /* beyond, the spans of unsampled traces are dropped */
+#define RELEASED_MAX 4096
 #define RETAIN_EVERY_NS (10ull * 1000000000ull)
 #define RETAIN_CHUNK 2000
 
@@ -116,6 +121,8 @@ struct eddy_trace_store {
     uint64_t next_retain_ns;
     held *held[HELD_BUCKETS];
     size_t nheld;
+    held *released[RELEASED_MAX]; /* a ring of the tombstones, the oldest at next_released */
+    size_t next_released;
 };
 
 /*
@@ -236,11 +243,16 @@ static int clean_text(const eddy_trace_store *s, const char *text, size_t len, e
     size_t max = s && s->max_payload ? s->max_payload : EDDY_TRACE_DEFAULT_MAX_PAYLOAD;
     eddy_buf red;
     eddy_buf_init(&red);
-    if (s && (s->nsecrets || s->nredact) && memchr(text, 0, len) == NULL) {
+    if (s && (s->nsecrets || s->nredact)) {
         size_t from = 0, at, end;
-        char *z = eddy_strndup(text, len); /* regexec wants a NUL-terminated string */
+        /* a copy that ends in a NUL (regexec wants one), NULs within kept:
+         * REG_STARTEND bounds the match by length, memmem finds secrets past
+         * them (a text with a NUL before a secret was kept unredacted) */
+        char *z = eddy_malloc(len + 1);
         if (!z)
             return -1;
+        memcpy(z, text, len);
+        z[len] = '\0';
         while (from < len && (end = next_match(s, z, len, from, &at))) {
             eddy_buf_append(&red, z + from, at - from);
             eddy_buf_puts(&red, REDACTED);
@@ -486,6 +498,12 @@ static held **held_slot(eddy_trace_store *s, const char *trace_id)
 static void hold(eddy_trace_store *s, eddy_span *sp)
 {
     held **p = held_slot(s, sp->trace_id), *h = *p;
+    if (h && h->released) { /* its root ended before it */
+        if (h->failed)
+            write_span(s, sp);
+        span_free(sp);
+        return;
+    }
     if (s->nheld >= HELD_MAX_SPANS || (!h && !(h = eddy_calloc(1, sizeof(*h))))) {
         span_free(sp);
         return;
@@ -505,13 +523,13 @@ static void hold(eddy_trace_store *s, eddy_span *sp)
 }
 
 /* ROOT of an unsampled trace ended: write it and its held spans if any of
- * them failed, else drop them all. */
+ * them failed, else drop them all; its entry stays as a tombstone. */
 static void release(eddy_trace_store *s, eddy_span *root)
 {
+    char root_id[33];
+    memcpy(root_id, root->trace_id, 33);
     held **p = held_slot(s, root->trace_id), *h = *p;
     int keep = root->error != NULL || (h && h->failed);
-    if (h)
-        *p = h->next;
     for (eddy_span *sp = h ? h->first : NULL, *nx; sp; sp = nx) {
         nx = sp->next;
         if (keep)
@@ -519,10 +537,26 @@ static void release(eddy_trace_store *s, eddy_span *root)
         span_free(sp);
         s->nheld--;
     }
-    eddy_free(h);
     if (keep)
         write_span(s, root);
     span_free(root);
+    if (!h && (h = eddy_calloc(1, sizeof(*h)))) { /* no tombstone without memory: late ones go */
+        memcpy(h->trace_id, root_id, 33);
+        *p = h;
+    }
+    if (!h)
+        return;
+    h->first = h->last = NULL;
+    h->failed = keep;
+    h->released = 1;
+    held *old = s->released[s->next_released];
+    if (old) { /* the oldest tombstone goes */
+        held **q = held_slot(s, old->trace_id);
+        *q = old->next;
+        eddy_free(old);
+    }
+    s->released[s->next_released] = h;
+    s->next_released = (s->next_released + 1) % RELEASED_MAX;
 }
 
 static void free_held(eddy_trace_store *s)
@@ -538,6 +572,7 @@ static void free_held(eddy_trace_store *s)
             eddy_free(h);
         }
     s->nheld = 0;
+    memset(s->released, 0, sizeof(s->released));
 }
 
 static void on_span(void *job, void *ctx)
@@ -609,7 +644,7 @@ static int64_t delete_before(eddy_trace_store *s, int64_t cutoff, int64_t n)
                                 cutoff, n);
     exec_changes(s,
                  "DELETE FROM spans WHERE id IN (SELECT id FROM spans ORDER BY id LIMIT ?2) AND "
-                 "start_ns < ?1",
+                 "start_ns < ?1 AND trace_id NOT IN (SELECT trace_id FROM traces)",
                  cutoff, n);
     return gone;
 }
@@ -649,6 +684,17 @@ static void retain(eddy_trace_store *s, int force)
         if (!gone)
             break;
     }
+    /* rowids are max(id) + 1 (no AUTOINCREMENT): once the highest rows are
+     * gone, new rows take their ids again, so the mark of what the search
+     * index holds comes down to the highest id left (every row up to it is
+     * indexed, the trigger took the rest out). Else those rows would never
+     * be indexed, and their delete would corrupt the index. */
+    if (deleted) /* (exec_changes binds ?1 and ?2: this statement has neither) */
+        exec_changes(s,
+                     "UPDATE meta SET value = (SELECT coalesce(max(id), 0) FROM traces) WHERE "
+                     "key = 'search_indexed' AND CAST(value AS INTEGER) > "
+                     "(SELECT coalesce(max(id), 0) FROM traces)",
+                     0, 0);
     if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         EDDY_WARN("trace", "%s: retention: %s", s->path, sqlite3_errmsg(s->db));
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
@@ -666,6 +712,9 @@ static void retain(eddy_trace_store *s, int force)
 static void index_texts(eddy_trace_store *s)
 {
     sqlite3_stmt *st = s->ins_text;
+    /* the mark as this transaction sees it: retention lowers it, and another
+     * process writing the same store moves it */
+    s->indexed = pragma_int(s->db, "SELECT value FROM meta WHERE key='search_indexed'");
     sqlite3_bind_int64(st, 1, s->indexed);
     if (sqlite3_step(st) != SQLITE_DONE)
         EDDY_WARN("trace", "%s: cannot index traces for search: %s", s->path,
@@ -1022,8 +1071,17 @@ void eddy_span_error(eddy_span *sp, const char *type, const char *msg)
 {
     if (!sp)
         return;
+    /* redacted and bounded as text attributes are: a failed tool's result,
+     * an API's error body end up here */
+    eddy_buf b;
+    const char *t;
+    size_t n;
+    msg = msg ? msg : "error";
+    eddy_buf_init(&b);
     eddy_free(sp->error);
-    sp->error = eddy_strdup(msg ? msg : "error");
+    sp->error = clean_text(sp->store, msg, strlen(msg), &b, &t, &n) ? eddy_strdup("error")
+                                                                    : eddy_strndup(t, n);
+    eddy_buf_free(&b);
     eddy_span_set_str(sp, "error.type", type ? type : "error");
 }
 

@@ -267,6 +267,57 @@ def test_dashboard_command(tmp):
     assert bad.returncode == 2 and "HOST:PORT" in bad.stderr, bad.stderr
 
 
+def raw_get(port, path, host):
+    """(status, body) of GET PATH with the Host header HOST, sent as is."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.putrequest("GET", path, skip_host=True)
+    c.putheader("Host", host)
+    c.endheaders()
+    r = c.getresponse()
+    body = r.read().decode()
+    c.close()
+    return r.status, body
+
+
+def test_hostile_requests(tmp):
+    """A loopback dashboard without a token answers only requests that name it by an address
+    or as localhost: a site that rebinds its own name to 127.0.0.1 (DNS rebinding) gets 403,
+    not the traces. A duration in ms too large for nanoseconds is a 400, not a wrapped-around
+    filter; so is a number beyond 64 bits."""
+    d = copy_example(tmp)
+    with Mock(tmp, SCRIPT) as mock:
+        job = custom_job(d, mock.base_url)
+        write(os.path.join(tmp, "in.jsonl"), "".join(json.dumps(e) + "\n" for e in events(4)))
+        run.eddy("run", job, "--input", os.path.join(tmp, "in.jsonl"), "--output",
+                 os.path.join(tmp, "out.jsonl"), check=0)
+    p = subprocess.Popen([os.path.join(run.ARGS.build, "eddy"), "dashboard", job, "--listen",
+                          "127.0.0.1:0"], stderr=subprocess.PIPE, text=True)
+    try:
+        m = re.search(r"at (http://\S+)", p.stderr.readline())
+        assert m
+        url = m.group(1)
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        for host in ("127.0.0.1:%d" % port, "localhost:%d" % port, "LOCALHOST", "127.0.0.1",
+                     "[::1]:%d" % port):
+            st, body = raw_get(port, "/api/traces", host)
+            assert st == 200 and len(json.loads(body)) == 4, (host, st, body[:200])
+        for host in ("evil.example:%d" % port, "evil.example", "localhost.evil.example",
+                     "127.0.0.1.nip.io:%d" % port, "[::1"):
+            for path in ("/api/traces", "/", "/metrics", "/healthz"):
+                st, body = raw_get(port, path, host)
+                assert st in (400, 403) and "A1042" not in body, (host, path, st, body[:200])
+        for bad in ("min_ms=18446744073710", "max_ms=9223372036855",
+                    "since_ns=99999999999999999999"):
+            st, _, body = get(url + "api/traces?" + bad)
+            assert st == 400 and "error" in json.loads(body), (bad, st, body)
+        st, _, body = get(url + "api/traces?min_ms=0&max_ms=9223372036854")
+        assert st == 200 and len(json.loads(body)) == 4, (st, body[:200])
+    finally:
+        p.send_signal(15)
+        p.wait(timeout=20)
+
+
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *a, **k):
         return None

@@ -454,6 +454,45 @@ static void test_sampling_keeps_failures(void **state)
     assert_int_equal(count_at(path, "SELECT count(*) FROM spans"), 2 * kept);
 }
 
+/* Sampling, children that end after their root (a tool call still running
+ * when its run failed or timed out, ended when the run is freed): the late
+ * child of a failed run is written with it, the late child of a dropped run
+ * is dropped, and neither stays held: after 100,000 of them a failed run
+ * still keeps its children. */
+static void test_sampling_late_children(void **state)
+{
+    char path[512];
+    eddy_trace_store *s;
+    eddy_err e;
+    eddy_trace_opts none = {.sample = 0};
+    (void)state;
+    snprintf(path, sizeof(path), "%s/late.db", g_dir);
+    assert_int_equal(eddy_trace_store_open(path, &none, &s, &e), 0);
+    eddy_span *root = eddy_span_start(s, NULL, "invoke_agent a", EDDY_SPAN_SERVER);
+    eddy_span *late = eddy_span_start(s, root, "execute_tool t", EDDY_SPAN_INTERNAL);
+    eddy_span_error(root, "EDDY_ETIMEDOUT", "the run timed out");
+    json_t *sum = json_pack("{s:s, s:s, s:s}", "agent", "a", "key", "failed", "event_id", "e");
+    eddy_span_end(root, sum);
+    json_decref(sum);
+    eddy_span_end(late, NULL);
+    for (int i = 0; i < 100001; i++) {
+        eddy_span *r = eddy_span_start(s, NULL, "invoke_agent a", EDDY_SPAN_SERVER);
+        eddy_span *c = eddy_span_start(s, r, "execute_tool t", EDDY_SPAN_INTERNAL);
+        eddy_span_end(r, NULL);
+        eddy_span_end(c, NULL);
+    }
+    one_run(s, "child-failed", "in", "out", 1, 0, 0, NULL);
+    eddy_trace_store_close(s);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces"), 2);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans WHERE trace_id IN (SELECT "
+                                    "trace_id FROM traces WHERE key='failed')"),
+                     2);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans WHERE trace_id IN (SELECT "
+                                    "trace_id FROM traces WHERE key='child-failed')"),
+                     2);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans"), 4);
+}
+
 /* Retention at open (and every 10 s while writing): traces and spans older
  * than max_age go, newer ones stay; beyond max_size the oldest go until the
  * store is under it, the newest stay, and the search index follows. */
@@ -518,6 +557,70 @@ static void test_retention(void **state)
     assert_int_equal(count_at(path, "SELECT count(*) FROM spans WHERE trace_id NOT IN "
                                     "(SELECT trace_id FROM traces)"),
                      0);
+    /* and the traces that stay keep all their spans (two a run) */
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces t WHERE (SELECT count(*) FROM "
+                                    "spans WHERE trace_id = t.trace_id) != 2"),
+                     0);
+}
+
+/* Retention that empties the traces table: SQLite numbers the next row 1
+ * again (rowid tables without AUTOINCREMENT), so the mark of what the search
+ * index holds must come down with it. The new runs are found by the search,
+ * and deleting them later leaves the index consistent (an FTS5 'delete' of a
+ * row never indexed corrupts it). The same for an age cut that takes the
+ * newest row only (a long run: an old start, the highest id). */
+static void test_search_after_retention_emptied(void **state)
+{
+    char path[512], sql[512];
+    eddy_trace_store *s;
+    eddy_err e;
+    eddy_trace_opts keep_all = {.sample = 1};
+    eddy_trace_opts day = {.max_age_ms = 86400 * 1000ll, .sample = 1};
+    long long two_days = 2ll * 86400 * 1000000000;
+    (void)state;
+    snprintf(path, sizeof(path), "%s/emptied.db", g_dir);
+    assert_int_equal(eddy_trace_store_open(path, &keep_all, &s, &e), 0);
+    for (int i = 0; i < 3; i++)
+        one_run(s, "old", "old question", "old answer", 0, 0, 0, NULL);
+    eddy_trace_store_close(s);
+    snprintf(sql, sizeof(sql),
+             "UPDATE traces SET start_ns = start_ns - %lld, end_ns = end_ns - %lld;"
+             "UPDATE spans SET start_ns = start_ns - %lld, end_ns = end_ns - %lld;",
+             two_days, two_days, two_days, two_days);
+    exec_at(path, sql);
+    assert_int_equal(eddy_trace_store_open(path, &day, &s, &e), 0); /* deletes all three */
+    one_run(s, "fresh", "fresh question", "fresh answer", 0, 0, 0, NULL);
+    eddy_trace_store_close(s);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces"), 1);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM trace_text WHERE trace_text MATCH "
+                                    "'fresh'"),
+                     1);
+    exec_at(path, "INSERT INTO trace_text(trace_text, rank) VALUES('integrity-check', 1)");
+
+    /* the newest row goes by age, older ids stay: the next id is its again */
+    assert_int_equal(eddy_trace_store_open(path, &keep_all, &s, &e), 0);
+    one_run(s, "long", "long question", "long answer", 0, 0, 0, NULL);
+    eddy_trace_store_close(s);
+    exec_at(path, "UPDATE traces SET start_ns = start_ns - 172800000000000 WHERE key='long';"
+                  "UPDATE spans SET start_ns = start_ns - 172800000000000 WHERE trace_id IN "
+                  "(SELECT trace_id FROM traces WHERE key='long')");
+    assert_int_equal(eddy_trace_store_open(path, &day, &s, &e), 0);
+    one_run(s, "after", "after question", "after answer", 0, 0, 0, NULL);
+    eddy_trace_store_close(s);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM trace_text WHERE trace_text MATCH "
+                                    "'after'"),
+                     1);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM trace_text WHERE trace_text MATCH "
+                                    "'long'"),
+                     0);
+    exec_at(path, "INSERT INTO trace_text(trace_text, rank) VALUES('integrity-check', 1)");
+
+    /* and all of them go: the index is left empty and consistent */
+    exec_at(path, sql);
+    assert_int_equal(eddy_trace_store_open(path, &day, &s, &e), 0);
+    eddy_trace_store_close(s);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces"), 0);
+    exec_at(path, "INSERT INTO trace_text(trace_text, rank) VALUES('integrity-check', 1)");
 }
 
 /* Text attributes: a secret and every match of a pattern become [REDACTED]
@@ -568,6 +671,48 @@ static void test_redaction_and_payload_bound(void **state)
     eddy_trace_opts ob = {.sample = 1, .redact = bad, .nredact = 1};
     assert_int_equal(eddy_trace_store_open(path, &ob, &s, &e), EDDY_EINVAL);
     assert_non_null(strstr(e.msg, "trace.redact pattern '('"));
+}
+
+/* What a span's error says goes through the same redaction and payload
+ * bound as its text attributes (a tool's failed result, an API's error
+ * body): in spans.error, traces.error and the trace's summary. And a text
+ * with a NUL before a secret is redacted too (secrets after it were kept). */
+static void test_error_redacted(void **state)
+{
+    char path[512];
+    eddy_trace_store *s;
+    eddy_err e;
+    const char *secrets[] = {"sk-live-123"};
+    eddy_trace_opts o = {.sample = 1, .max_payload = 300, .secrets = secrets, .nsecrets = 1};
+    eddy_buf b;
+    (void)state;
+    snprintf(path, sizeof(path), "%s/error-redact.db", g_dir);
+    assert_int_equal(eddy_trace_store_open(path, &o, &s, &e), 0);
+    eddy_buf_init(&b);
+    static const char nul[] = "a\0b sk-live-123";
+    assert_int_equal(eddy_trace_text(s, &b, nul, sizeof(nul) - 1), 0);
+    assert_null(memmem(b.data, b.len, "sk-live", 7));
+    eddy_buf_free(&b);
+    char big[2001];
+    memset(big, 'x', 2000);
+    big[2000] = 0;
+    memcpy(big, "tool failed: sk-live-123 ", 25);
+    eddy_span *root = eddy_span_start(s, NULL, "invoke_agent a", EDDY_SPAN_SERVER);
+    eddy_span *c = eddy_span_start(s, root, "execute_tool t", EDDY_SPAN_INTERNAL);
+    eddy_span_error(c, "tool_error", big);
+    eddy_span_end(c, NULL);
+    eddy_span_error(root, "EDDY_ETOOL", "the run failed: sk-live-123");
+    json_t *sum = json_pack("{s:s, s:s, s:s}", "agent", "a", "key", "k", "event_id", "e");
+    eddy_span_end(root, sum);
+    json_decref(sum);
+    eddy_trace_store_close(s);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans WHERE error LIKE '%[REDACTED]%'"),
+                     2);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM spans WHERE error LIKE '%sk-live%'"), 0);
+    assert_int_equal(count_at(path, "SELECT count(*) FROM traces WHERE error LIKE '%sk-live%' OR "
+                                    "summary LIKE '%sk-live%'"),
+                     0);
+    assert_int_equal(count_at(path, "SELECT max(length(CAST(error AS BLOB))) < 400 FROM spans"), 1);
 }
 
 /* The search text as FTS5 reads it: quoted phrases, quotes doubled, parts
@@ -757,8 +902,12 @@ static void test_metrics_render(void **state)
     int t = eddy_metrics_tool_id(m, "lookup");
     assert_int_equal(eddy_metrics_tool_id(m, "lookup"), t);
     eddy_metrics_tool(m, t, 0, 0, 0.01);
-    eddy_metrics_llm_call c = {.ok = 1, .input_tokens = 7, .output_tokens = 3, .cost = 0.25,
-                               .seconds = 0.2, .wait_seconds = 1.5};
+    eddy_metrics_llm_call c = {.ok = 1,
+                               .input_tokens = 7,
+                               .output_tokens = 3,
+                               .cost = 0.25,
+                               .seconds = 0.2,
+                               .wait_seconds = 1.5};
     eddy_metrics_llm(m, eddy_metrics_model_id(m, "m1"), &c);
     eddy_metrics_worker(m, 1, 42);
     eddy_buf_init(&b);
@@ -797,8 +946,11 @@ int main(void)
         cmocka_unit_test(test_trace_row_and_search),
         cmocka_unit_test(test_migrate_v1),
         cmocka_unit_test(test_sampling_keeps_failures),
+        cmocka_unit_test(test_sampling_late_children),
         cmocka_unit_test(test_retention),
+        cmocka_unit_test(test_search_after_retention_emptied),
         cmocka_unit_test(test_redaction_and_payload_bound),
+        cmocka_unit_test(test_error_redacted),
         cmocka_unit_test(test_fts_query),
         cmocka_unit_test(test_query_filters),
         cmocka_unit_test(test_otlp_counters),
