@@ -59,6 +59,8 @@ static const char kJs[] =
     "t.duration_ms,t.input_tokens+t.output_tokens]){const td=document.createElement('td');"
     "td.textContent=String(v);tr.appendChild(td);}tb.appendChild(tr);}});\n";
 
+static const char kTokenChars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                  "0123456789-._~+/=";
 static const char kNotAllowed[] = "read-only: GET and HEAD only\n";
 static const char kUnauthorized[] = "unauthorized: a token is needed\n";
 
@@ -382,9 +384,11 @@ int eddy_http_start(const eddy_http_opts *o, eddy_http **out, eddy_err *err)
                             "dashboard listen '%s' is not a loopback address: it needs a token "
                             "(dashboard.token or EDDY_DASHBOARD_TOKEN)",
                             o->listen);
-    if (o->token && strlen(o->token) < 16)
+    if (o->token && (strlen(o->token) < 16 || strlen(o->token) > 256 ||
+                     strspn(o->token, kTokenChars) != strlen(o->token)))
         return eddy_err_set(err, EDDY_EINVAL,
-                            "the dashboard token must have at least 16 characters");
+                            "the dashboard token must have 16 to 256 characters, each a letter, "
+                            "a digit or one of -._~+/= (it goes in a header and a cookie)");
     eddy_http *h = eddy_calloc(1, sizeof(*h));
     if (!h || (o->token && *o->token && !(h->token = eddy_strdup(o->token))) ||
         (o->trace_path && !(h->trace_path = eddy_strdup(o->trace_path)))) {

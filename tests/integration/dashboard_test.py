@@ -216,6 +216,12 @@ def test_token_beyond_loopback(tmp):
                             "/dev/null", "--dashboard=0.0.0.0:0"], capture_output=True, text=True,
                            timeout=60, env=dict(os.environ, EDDY_DASHBOARD_TOKEN=""))
         assert p.returncode != 0 and "needs a token" in p.stderr, (p.returncode, p.stderr)
+        for bad in ("short", "a token; with spaces, and a comma", "x" * 300):
+            p = subprocess.run([os.path.join(run.ARGS.build, "eddy"), "run", job, "--input",
+                                "/dev/null", "--dashboard=0.0.0.0:0"], capture_output=True,
+                               text=True, timeout=60, env=dict(os.environ, EDDY_DASHBOARD_TOKEN=bad))
+            assert p.returncode != 0 and "16 to 256 characters" in p.stderr, (bad, p.stderr)
+            assert bad not in p.stderr
         r = Running(job, os.path.join(tmp, "out.jsonl"), "0.0.0.0:0",
                     env={"EDDY_DASHBOARD_TOKEN": TOKEN})
         assert r.url, "".join(r.err)
