@@ -39,17 +39,6 @@ struct eddy_bgq {
     eddy_bgq_limits lim;
 };
 
-static void deadline_in(struct timespec *ts, uint64_t ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += (time_t)(ms / 1000);
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 /* The thread. It takes every queued job at once and runs them outside the
  * lock. While it runs or lingers, posts do not wake it (no futex call per
  * job): a lingering batch takes what came meanwhile when its linger (or its
@@ -85,7 +74,7 @@ static void *run(void *arg)
                 struct timespec ts;
                 q->state = LINGERING;
                 q->open = (size_t)batch;
-                deadline_in(&ts, wait - (now - first));
+                eddy_deadline_in(&ts, wait - (now - first));
                 pthread_cond_timedwait(&q->cv, &q->mu, &ts);
             } else {
                 q->state = IDLE;

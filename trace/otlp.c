@@ -69,17 +69,6 @@ struct eddy__otlp {
 
 /* -- the queue ----------------------------------------------------------------- */
 
-static void deadline_in(struct timespec *ts, uint64_t ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += (time_t)(ms / 1000);
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 static char *copy_in(char **at, const char *s, size_t n)
 {
     char *p = *at;
@@ -262,7 +251,7 @@ static int pause_ms(eddy__otlp *x, uint64_t ms)
         if (now >= end)
             break;
         struct timespec ts;
-        deadline_in(&ts, end - now);
+        eddy_deadline_in(&ts, end - now);
         pthread_cond_timedwait(&x->cv, &x->mu, &ts);
     }
     over = x->closing && eddy_now_ms() >= x->deadline_ms;
@@ -341,7 +330,7 @@ static rec *take_batch(eddy__otlp *x, size_t *n_out)
         if (x->closing || x->n >= x->cfg.max_batch || now >= first_at + (uint64_t)x->cfg.delay_ms)
             break;
         struct timespec ts;
-        deadline_in(&ts, first_at + (uint64_t)x->cfg.delay_ms - now);
+        eddy_deadline_in(&ts, first_at + (uint64_t)x->cfg.delay_ms - now);
         pthread_cond_timedwait(&x->cv, &x->mu, &ts);
     }
     rec *head = x->head, *r = head;

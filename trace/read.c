@@ -9,6 +9,7 @@
  * terminal; `eddy_trace_get_json` gives the same data for programs.
  */
 #include "eddy/trace.h"
+#include "trace_int.h"
 #include "eddy/buf.h"
 #include "eddy/json.h"
 
@@ -16,19 +17,6 @@
 #include <sqlite3.h>
 #include <string.h>
 #include <time.h>
-
-static int has_table(sqlite3 *db, const char *name)
-{
-    sqlite3_stmt *st;
-    int yes = 0;
-    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?1", -1,
-                           &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-        yes = sqlite3_step(st) == SQLITE_ROW;
-    }
-    sqlite3_finalize(st);
-    return yes;
-}
 
 static int open_ro(const char *path, sqlite3 **db, eddy_err *err)
 {
@@ -42,7 +30,7 @@ static int open_ro(const char *path, sqlite3 **db, eddy_err *err)
             return EDDY_ENOENT;
         }
         sqlite3_busy_timeout(*db, 5000);
-        if (has_table(*db, "meta") || !has_table(*db, "spans") || tries)
+        if (eddy__trace_has_table(*db, "meta") || !eddy__trace_has_table(*db, "spans") || tries)
             return 0;
         /* written by an older eddy: brought to this version first */
         sqlite3_close(*db);

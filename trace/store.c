@@ -12,6 +12,7 @@
  * which copies it and never blocks the writer.
  */
 #include "eddy/trace.h"
+#include "trace_int.h"
 #include "eddy/bgq.h"
 #include "eddy/buf.h"
 #include "eddy/json.h"
@@ -778,7 +779,7 @@ static const char *const kMigrate1Copy =
     "DROP TABLE traces_v1;"
     "DROP TABLE spans_v1;";
 
-static int table_exists(sqlite3 *db, const char *name)
+int eddy__trace_has_table(sqlite3 *db, const char *name)
 {
     sqlite3_stmt *st;
     int yes = 0;
@@ -794,7 +795,7 @@ static int table_exists(sqlite3 *db, const char *name)
 static int create_schema(sqlite3 *db, const char *path, eddy_err *err)
 {
     char *e = NULL;
-    int v1 = table_exists(db, "spans") && !table_exists(db, "meta");
+    int v1 = eddy__trace_has_table(db, "spans") && !eddy__trace_has_table(db, "meta");
     if (v1)
         EDDY_INFO("trace", "%s: migrating the trace store from version 1 to 2", path);
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &e) != SQLITE_OK ||

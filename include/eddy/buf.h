@@ -73,6 +73,10 @@ char *eddy_buf_take(eddy_buf *b);
 /* Monotonic milliseconds and wall-clock nanoseconds since the epoch. */
 uint64_t eddy_now_ms(void);
 uint64_t eddy_wall_ns(void);
+struct timespec;
+/* *TS := MS milliseconds from now on CLOCK_MONOTONIC (for a condition
+ * variable made with pthread_condattr_setclock(CLOCK_MONOTONIC)). */
+void eddy_deadline_in(struct timespec *ts, uint64_t ms);
 
 /* 64-bit FNV-1a of N bytes; stable across runs and machines. */
 uint64_t eddy_hash64(const void *data, size_t n);

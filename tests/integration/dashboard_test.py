@@ -205,6 +205,13 @@ def test_traces_api_and_headers(tmp):
         assert r.finish() == 0, "".join(r.err)
 
 
+def run_off_loopback(job, token):
+    """`eddy run JOB --dashboard=0.0.0.0:0` on no input with EDDY_DASHBOARD_TOKEN=TOKEN."""
+    return subprocess.run([os.path.join(run.ARGS.build, "eddy"), "run", job, "--input",
+                           "/dev/null", "--dashboard=0.0.0.0:0"], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, EDDY_DASHBOARD_TOKEN=token))
+
+
 def test_token_beyond_loopback(tmp):
     """Listening on every address needs a token: without one the run does not start; with
     EDDY_DASHBOARD_TOKEN every path answers 401 without it or with a wrong one, 200 with
@@ -212,14 +219,10 @@ def test_token_beyond_loopback(tmp):
     d = copy_example(tmp)
     with Mock(tmp, SCRIPT) as mock:
         job = custom_job(d, mock.base_url)
-        p = subprocess.run([os.path.join(run.ARGS.build, "eddy"), "run", job, "--input",
-                            "/dev/null", "--dashboard=0.0.0.0:0"], capture_output=True, text=True,
-                           timeout=60, env=dict(os.environ, EDDY_DASHBOARD_TOKEN=""))
+        p = run_off_loopback(job, "")
         assert p.returncode != 0 and "needs a token" in p.stderr, (p.returncode, p.stderr)
         for bad in ("short", "a token; with spaces, and a comma", "x" * 300):
-            p = subprocess.run([os.path.join(run.ARGS.build, "eddy"), "run", job, "--input",
-                                "/dev/null", "--dashboard=0.0.0.0:0"], capture_output=True,
-                               text=True, timeout=60, env=dict(os.environ, EDDY_DASHBOARD_TOKEN=bad))
+            p = run_off_loopback(job, bad)
             assert p.returncode != 0 and "16 to 256 characters" in p.stderr, (bad, p.stderr)
             assert bad not in p.stderr
         r = Running(job, os.path.join(tmp, "out.jsonl"), "0.0.0.0:0",
