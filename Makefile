@@ -174,6 +174,7 @@ integration: deps all
 	python3 tests/integration/trace_content_test.py --build $(BUILD)
 	sh tests/tools/promclient.sh
 	python3 tests/integration/dashboard_test.py --build $(BUILD)
+	python3 tests/integration/tail_test.py --build $(BUILD)
 	-@sh tests/otlp/collector.sh install >/dev/null
 	python3 tests/integration/otlp_test.py --build $(BUILD)
 
