@@ -2,7 +2,8 @@
 #
 #   make deps      install missing Debian packages (or print the command)
 #   make           the eddy binary and libeddy.a
-#   make test      unit + integration tests (+ the chaos suite: kill -9 and restarts)
+#   make test      unit + integration + browser tests (+ the chaos suite: kill -9 and restarts)
+#   make browser   the dashboard in Chromium (Playwright)
 #   make demo      run the example job end to end against the scripted mock
 #   make asan      all tests under AddressSanitizer + UBSan
 #   make tsan      the unit tests and the runtime's integration tests under ThreadSanitizer
@@ -45,7 +46,8 @@ endif
 
 MODULES  := core prompts tools llm memory trace agents runtime fluss
 LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/fluss_rpc.pb-c.o
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/fluss_rpc.pb-c.o $(BUILD)/gen/dash_assets.o
+DASH_ASSETS := $(sort $(wildcard trace/assets/*.html trace/assets/*.js trace/assets/*.css trace/assets/*.svg))
 CLI_SRC  := $(wildcard cli/*.c)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 MOCK_SRC := $(wildcard tests/mockllm/*.c)
@@ -57,7 +59,7 @@ FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps test unit fuzz-replay fuzz integration otlp-deps integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-runtime bench-state bench-traces asan tsan chaos valgrind format \
+.PHONY: all deps test unit fuzz-replay fuzz integration browser otlp-deps integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-runtime bench-state bench-traces asan tsan chaos valgrind format \
         format-check compdb clean
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm
@@ -86,6 +88,14 @@ $(BUILD)/gen/fluss_rpc.pb-c.o: $(BUILD)/gen/fluss_rpc.pb-c.c
 	@$(CC) -std=c11 $(OPT) $(SAN) -I$(BUILD)/gen $(shell pkg-config --cflags libprotobuf-c) -c $< -o $@
 
 $(filter $(BUILD)/fluss/%,$(LIB_OBJ)): $(BUILD)/gen/fluss_rpc.pb-c.h
+
+# The dashboard's page, embedded: trace/assets/* as byte arrays (sh, od, sed).
+$(BUILD)/gen/dash_assets.c: $(DASH_ASSETS) trace/assets/embed.sh
+	@mkdir -p $(BUILD)/gen
+	sh trace/assets/embed.sh $(DASH_ASSETS) >$@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen/dash_assets.o: $(BUILD)/gen/dash_assets.c trace/dash_int.h
+	@$(CC) $(CFLAGS_ALL) -Itrace -c $< -o $@
 
 $(BUILD)/libeddy.a: $(LIB_OBJ)
 	@rm -f $@
@@ -164,8 +174,15 @@ integration: deps all
 	python3 tests/integration/trace_content_test.py --build $(BUILD)
 	sh tests/tools/promclient.sh
 	python3 tests/integration/dashboard_test.py --build $(BUILD)
+	python3 tests/integration/tail_test.py --build $(BUILD)
 	-@sh tests/otlp/collector.sh install >/dev/null
 	python3 tests/integration/otlp_test.py --build $(BUILD)
+
+# The dashboard in Debian's Chromium, driven by Playwright (tests/browser/playwright.sh
+# installs chromium and playwright-core into .cache/playwright; about 10 s once installed).
+browser: deps all
+	sh tests/browser/playwright.sh
+	node tests/browser/dashboard_test.js --build $(BUILD)
 
 # The OpenTelemetry Collector that otlp_test.py exports to, built once with its
 # builder from the Go module proxy into .cache/otelcol (a few minutes the first
@@ -196,6 +213,7 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) fuzz-replay
 	$(MAKE) integration
+	$(MAKE) browser
 	$(MAKE) chaos
 	$(MAKE) integration-fluss
 

@@ -1,7 +1,8 @@
 /*
  * trace/http.c - the read-only HTTP server of `eddy run --dashboard` and
  * `eddy dashboard`: /metrics (Prometheus), /api/traces and /api/traces/ID
- * (the trace store as JSON), /healthz, and the dashboard's page.
+ * (the trace store as JSON), /healthz, and the dashboard (its page's assets
+ * and /api/tail, in trace/dash.c).
  *
  * libmicrohttpd runs it on a thread of its own; a request reads the trace
  * store through its own SQLite connection (eddy_trace_query) and the
@@ -14,6 +15,7 @@
  * Content-Security-Policy, nosniff, no-referrer, and no caching of data.
  */
 #include "eddy/trace.h"
+#include "dash_int.h"
 #include "eddy/buf.h"
 #include "eddy/json.h"
 
@@ -32,32 +34,13 @@ struct eddy_http {
     char *token;
     char *trace_path;
     eddy_metrics *metrics;
+    eddy__dash_tail *tail; /* /api/tail's streams (with a trace store) */
     char url[96];
 };
 
 static const char kCsp[] = "default-src 'none'; script-src 'self'; style-src 'self'; "
                            "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
                            "form-action 'none'; frame-ancestors 'none'";
-
-/* The page: the dashboard proper comes with its own assets; until then it
- * lists the newest runs (built with textContent only: run contents are
- * attacker-controlled text). */
-static const char kIndex[] =
-    "<!doctype html><html><head><meta charset=\"utf-8\"><title>eddy</title>"
-    "<link rel=\"stylesheet\" href=\"/app.css\"></head><body><h1>eddy</h1>"
-    "<p><a href=\"/metrics\">metrics</a></p><table id=\"runs\"><thead><tr><th>started</th>"
-    "<th>agent</th><th>key</th><th>event</th><th>status</th><th>ms</th><th>tokens</th>"
-    "</tr></thead><tbody></tbody></table><script src=\"/app.js\"></script></body></html>\n";
-static const char kCss[] = "body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;"
-                           "text-align:left}tr.error{color:#b00}\n";
-static const char kJs[] =
-    "fetch('/api/traces?limit=100').then(r=>r.json()).then(rows=>{"
-    "const tb=document.querySelector('#runs tbody');"
-    "for(const t of rows){const tr=document.createElement('tr');"
-    "if(t.status!=='ok')tr.className='error';"
-    "for(const v of [new Date(t.start_ns/1e6).toISOString(),t.agent,t.key,t.event_id,t.status,"
-    "t.duration_ms,t.input_tokens+t.output_tokens]){const td=document.createElement('td');"
-    "td.textContent=String(v);tr.appendChild(td);}tb.appendChild(tr);}});\n";
 
 static const char kTokenChars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                                   "0123456789-._~+/=";
@@ -250,6 +233,26 @@ static enum MHD_Result api_trace(eddy_http *h, struct MHD_Connection *c, const c
     return ok;
 }
 
+/* The live tail: server-sent events (trace/dash.c), headers as answer's. */
+static enum MHD_Result api_tail(eddy_http *h, struct MHD_Connection *c)
+{
+    unsigned status;
+    const char *last = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
+    if (!last)
+        last = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
+    struct MHD_Response *r = eddy__dash_tail_response(h->tail, last, &status);
+    if (!r)
+        return text(c, status, status == 503 ? "too many live tails open\n" : "out of memory\n");
+    MHD_add_response_header(r, "Content-Type", "text/event-stream; charset=utf-8");
+    MHD_add_response_header(r, "Content-Security-Policy", kCsp);
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    enum MHD_Result ok = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
 static enum MHD_Result metrics(eddy_http *h, struct MHD_Connection *c)
 {
     eddy_buf b;
@@ -309,14 +312,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return text(c, 200, "ok\n");
     if (!strcmp(url, "/metrics"))
         return metrics(h, c);
-    if (!strcmp(url, "/"))
-        return answer(c, 200, "text/html; charset=utf-8", kIndex, sizeof(kIndex) - 1, 0, NULL,
-                      NULL);
-    if (!strcmp(url, "/app.js"))
-        return answer(c, 200, "text/javascript; charset=utf-8", kJs, sizeof(kJs) - 1, 0, NULL,
-                      NULL);
-    if (!strcmp(url, "/app.css"))
-        return answer(c, 200, "text/css; charset=utf-8", kCss, sizeof(kCss) - 1, 0, NULL, NULL);
+    const char *type;
+    const eddy__dash_asset *a = eddy__dash_find(url, &type);
+    if (a)
+        return answer(c, 200, type, (const char *)a->data, a->len, 0, NULL, NULL);
+    if (h->tail && !strcmp(url, "/api/tail"))
+        return api_tail(h, c);
     if (h->trace_path && !strcmp(url, "/api/traces"))
         return api_traces(h, c);
     if (h->trace_path && !strncmp(url, "/api/traces/", 12) && url[12])
@@ -391,12 +392,15 @@ int eddy_http_start(const eddy_http_opts *o, eddy_http **out, eddy_err *err)
                             "a digit or one of -._~+/= (it goes in a header and a cookie)");
     eddy_http *h = eddy_calloc(1, sizeof(*h));
     if (!h || (o->token && *o->token && !(h->token = eddy_strdup(o->token))) ||
-        (o->trace_path && !(h->trace_path = eddy_strdup(o->trace_path)))) {
+        (o->trace_path && (!(h->trace_path = eddy_strdup(o->trace_path)) ||
+                           !(h->tail = eddy__dash_tail_new(h->trace_path))))) {
         eddy_http_stop(h);
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     }
     h->metrics = o->metrics;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    /* a thread per connection: /api/tail's streams wait between polls */
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR,
@@ -440,8 +444,10 @@ void eddy_http_stop(eddy_http *h)
 {
     if (!h)
         return;
+    eddy__dash_tail_stop(h->tail); /* open streams end, so the daemon can stop */
     if (h->d)
         MHD_stop_daemon(h->d);
+    eddy__dash_tail_free(h->tail);
     eddy_free(h->token);
     eddy_free(h->trace_path);
     eddy_free(h);

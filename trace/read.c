@@ -102,7 +102,7 @@ static int bad_filter(const eddy_trace_filter *f, eddy_err *err)
         return eddy_err_set(err, EDDY_EINVAL, "a model's or a tool's name has no ',' in it: '%s'",
                             f->model && strchr(f->model, ',') ? f->model : f->tool);
     if (f->min_duration_ns < 0 || f->max_duration_ns < 0 || f->min_tokens < 0 || f->since_ns < 0 ||
-        f->until_ns < 0)
+        f->until_ns < 0 || f->above_id < 0)
         return eddy_err_set(err, EDDY_EINVAL,
                             "times, durations and token counts of a filter are not negative");
     return 0;
@@ -141,6 +141,7 @@ static size_t clauses(const eddy_trace_filter *f, const char *fts, clause *cl)
     NUM(f->after_id && f->oldest_first, " AND (start_ns, id) > (:cstart, :cid)", ":cid",
         f->after_id);
     NUM(f->after_id, "", ":cstart", f->after_start_ns);
+    NUM(f->above_id, " AND id > :aboveid", ":aboveid", f->above_id);
 #undef TEXT
 #undef NUM
     return n;
@@ -160,8 +161,9 @@ static int prepare_query(sqlite3 *db, const eddy_trace_filter *f, const char *ft
                         " models, tools FROM traces WHERE 1");
     for (size_t i = 0; i < n; i++)
         eddy_buf_puts(&sql, cl[i].sql);
-    eddy_buf_puts(&sql, f->oldest_first ? " ORDER BY start_ns, id LIMIT :limit"
-                                        : " ORDER BY start_ns DESC, id DESC LIMIT :limit");
+    eddy_buf_puts(&sql, f->above_id       ? " ORDER BY id LIMIT :limit"
+                        : f->oldest_first ? " ORDER BY start_ns, id LIMIT :limit"
+                                          : " ORDER BY start_ns DESC, id DESC LIMIT :limit");
     *st = NULL;
     if (sql.oom) {
         eddy_buf_free(&sql);

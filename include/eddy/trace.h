@@ -208,6 +208,10 @@ typedef struct eddy_trace_filter {
     /* Cursor: rows after the one with this start_ns and id in the order (the
      * last row of the previous page); after_id 0: from the first row. */
     int64_t after_start_ns, after_id;
+    /* Rows stored after the one with this id (ids grow as runs are stored),
+     * then in id order (oldest_first does not apply); 0: any.
+     * The live tail's cursor. */
+    int64_t above_id;
 } eddy_trace_filter;
 
 #define EDDY_TRACE_QUERY_LIMIT 20
