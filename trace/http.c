@@ -18,6 +18,7 @@
 #include "dash_int.h"
 #include "eddy/buf.h"
 #include "eddy/json.h"
+#include "eddy/state.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,7 +33,7 @@
 struct eddy_http {
     struct MHD_Daemon *d;
     char *token;
-    char *trace_path;
+    char *trace_path, *state_path;
     eddy_metrics *metrics;
     eddy__dash_tail *tail; /* /api/tail's streams (with a trace store) */
     char url[96];
@@ -221,6 +222,98 @@ static enum MHD_Result api_traces(eddy_http *h, struct MHD_Connection *c)
     return ok;
 }
 
+/* What an eddy_state call writes to a FILE, as text (new string; NULL on failure). */
+typedef int (*state_read_fn)(eddy_state *st, const char *agent, const char *key, long limit,
+                             FILE *out, eddy_err *err);
+
+static int read_get(eddy_state *st, const char *agent, const char *key, long limit, FILE *out,
+                    eddy_err *err)
+{
+    (void)limit;
+    return eddy_state_get(st, agent, key, out, err);
+}
+
+static char *state_text(eddy_state *st, state_read_fn fn, const char *agent, const char *key,
+                        long limit, int *rc, eddy_err *err)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) {
+        *rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        return NULL;
+    }
+    *rc = fn(st, agent, key, limit, f, err);
+    fclose(f);
+    if (*rc) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* /api/key?key=K[&agent=A][&history=N]: the key's memory document, its last N
+ * history entries (20) and its newest runs (50). */
+static enum MHD_Result api_key(eddy_http *h, struct MHD_Connection *c)
+{
+    const char *key = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "key");
+    const char *agent = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "agent");
+    const char *hv = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "history");
+    long long hist = 20;
+    eddy_err e;
+    int rc;
+    if (!key || !*key)
+        return error_json(c, 400, "key is required");
+    if (hv && (parse_int(hv, &hist) || hist < 1 || hist > 1000))
+        return error_json(c, 400, "history must be a number from 1 to 1000");
+    json_t *out = json_pack("{s:s, s:o, s:o, s:o}", "key", key, "agent",
+                            agent ? json_string(agent) : json_null(), "memory", json_null(),
+                            "history", json_array());
+    if (!out)
+        return text(c, 500, "out of memory\n");
+    eddy_state *st = NULL;
+    if (!h->state_path) {
+        json_object_set_new(out, "state", json_string("no state store is known to this server"));
+    } else if ((rc = eddy_state_open(h->state_path, 0, &st, &e))) {
+        json_object_set_new(out, "state", json_string(e.msg));
+    } else {
+        char *doc = state_text(st, read_get, agent, key, 0, &rc, &e);
+        char *lines =
+            rc ? NULL : state_text(st, eddy_state_history, agent, key, (long)hist, &rc, &e);
+        eddy_state_close(st);
+        if (rc && rc != EDDY_ENOENT) {
+            free(doc);
+            json_decref(out);
+            return error_json(c, rc == EDDY_EINVAL ? 400 : 500, e.msg);
+        }
+        json_t *d = doc ? json_loads(doc, 0, NULL) : NULL;
+        if (d)
+            json_object_set_new(out, "memory", d);
+        json_t *hs = json_object_get(out, "history");
+        for (char *line = lines, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+            nl = strchr(line, '\n');
+            if (nl)
+                *nl = '\0';
+            json_t *entry = json_loads(line, 0, NULL);
+            if (entry)
+                json_array_append_new(hs, entry);
+            if (!nl)
+                break;
+        }
+        free(doc);
+        free(lines);
+    }
+    if (h->trace_path) {
+        eddy_trace_filter f = {.key = key, .agent = agent, .limit = 50};
+        json_t *runs;
+        if (eddy_trace_query(h->trace_path, &f, &runs, &e) == 0)
+            json_object_set_new(out, "runs", runs);
+    }
+    enum MHD_Result ok = json_answer(c, 200, out);
+    json_decref(out);
+    return ok;
+}
+
 static enum MHD_Result api_trace(eddy_http *h, struct MHD_Connection *c, const char *id)
 {
     json_t *t;
@@ -320,6 +413,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return api_tail(h, c);
     if (h->trace_path && !strcmp(url, "/api/traces"))
         return api_traces(h, c);
+    if (!strcmp(url, "/api/key"))
+        return api_key(h, c);
     if (h->trace_path && !strncmp(url, "/api/traces/", 12) && url[12])
         return api_trace(h, c, url + 12);
     return text(c, 404, "not found\n");
@@ -398,6 +493,10 @@ int eddy_http_start(const eddy_http_opts *o, eddy_http **out, eddy_err *err)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     }
     h->metrics = o->metrics;
+    if (o->state_path && !(h->state_path = eddy_strdup(o->state_path))) {
+        eddy_http_stop(h);
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
     /* a thread per connection: /api/tail's streams wait between polls */
     unsigned flags =
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
@@ -450,5 +549,6 @@ void eddy_http_stop(eddy_http *h)
     eddy__dash_tail_free(h->tail);
     eddy_free(h->token);
     eddy_free(h->trace_path);
+    eddy_free(h->state_path);
     eddy_free(h);
 }

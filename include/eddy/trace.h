@@ -174,6 +174,8 @@ typedef struct eddy_http_opts {
     const char *token;      /* bearer token; required when HOST is not loopback */
     const char *trace_path; /* the trace store it serves; NULL: none */
     eddy_metrics *metrics;  /* served at /metrics; NULL: none (borrowed: outlives it) */
+    const char *state_path; /* the job's store, read for /api/key (a key's memory and
+                             * history); NULL: none */
 } eddy_http_opts;
 
 /* Start serving on a thread of its own (read-only: GET and HEAD). Returns 0,

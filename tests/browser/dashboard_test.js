@@ -277,6 +277,26 @@ async function main() {
       assert.equal((await page.$$('#diff-choices a')).length, runs.length - 1);
     });
 
+    await step('key view: a key\'s memory document, history and runs', async () => {
+      const runs = await api(url, {key: 'C0'});
+      const withTool = runs.find(r => r.tool_calls > 0);
+      await go('#/trace/' + withTool.trace_id);
+      await page.click('#key-link');
+      await ready();
+      assert.equal(await page.textContent('#key-name'), 'C0');
+      const mem = JSON.parse(await page.textContent('#key-memory'));
+      assert.ok(mem.last_order && mem.lookups >= 1, JSON.stringify(mem));
+      const k = await (await fetch(url + 'api/key?key=C0')).json();
+      assert.deepEqual(mem, k.memory);
+      const kept = await page.$$('#key-history .history-run');
+      assert.equal(kept.length, k.history.length);
+      assert.ok(kept.length >= 1);
+      assert.ok((await texts('#key-history .msg .text')).some(t => TEXTS.some(x => t.includes(x))));
+      const rows = await page.$$eval('#key-runs tbody tr', rs => rs.map(r => r.dataset.trace));
+      assert.deepEqual(rows, runs.map(r => r.trace_id));
+      await shot('key');
+    });
+
     await step('live tail: a run started after the page opened shows at the top', async () => {
       await go('#/');
       await page.waitForFunction(() => document.getElementById('tail-state').textContent === 'live tail: on');

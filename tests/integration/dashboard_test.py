@@ -192,6 +192,13 @@ def test_traces_api_and_headers(tmp):
             st, _, body = get(r.url + "api/traces?" + bad)
             assert st == 400 and "error" in json.loads(body), (bad, st, body)
         assert get(r.url + "api/traces/zz-not-hex")[0] == 400
+        st, _, body = get(r.url + "api/key?key=C1")
+        k = json.loads(body)
+        assert st == 200 and k["key"] == "C1" and isinstance(k["history"], list), body
+        assert k["runs"] and all(t["key"] == "C1" for t in k["runs"]), body
+        for bad in ("", "?key=", "?key=C1&history=0", "?key=C1&history=abc"):
+            st, _, body = get(r.url + "api/key" + bad)
+            assert st == 400 and "error" in json.loads(body), (bad, st, body)
         assert get(r.url + "nothing/here")[0] == 404
         st, h, _ = get(r.url + "metrics", method="POST")
         assert st == 405 and h.get("Allow") == "GET, HEAD", (st, h)

@@ -464,7 +464,9 @@ async function showTrace(id, q) {
     el('h2', {}, 'run ', el('span', {id: 'trace-id'}, t.trace_id), ' ', statusBadge(t.status),
       r.replayed ? el('span', {className: 'badge replayed'}, r.replayed + ' replayed') : null),
     el('div', {className: 'summary', id: 'summary'},
-      item('agent', t.agent), item('key', t.key), item('event', t.event_id),
+      item('agent', t.agent),
+      el('div', {}, el('span', {}, 'key'), el('a', {className: 'v-key', id: 'key-link', href: keyHref(t.key, t.agent)}, t.key)),
+      item('event', t.event_id),
       item('started', root ? fmtTime(root.start_ns) : '–'), item('duration', fmtMs(b.total)),
       item('tokens', r.input + ' in / ' + r.output + ' out'), item('cost', fmtCost(r.cost)),
       item('llm calls', String(r.llm)), item('tool calls', String(r.tools)), item('errors', String(r.errors))),
@@ -627,6 +629,40 @@ async function showOverview() {
     chart('cost', buckets, b => b.cost, fmtCost));
 }
 
+// -- a key: its memory, history and runs -----------------------------------------------------
+
+const keyHref = (key, agent) => '#/key?' + new URLSearchParams(agent ? {key, agent} : {key});
+
+/* A stored history entry's parts (eddy's neutral form) as the chat view's. */
+function historyParts(parts) {
+  return (parts || []).map(p => p.type === 'text' ? {type: 'text', content: p.text}
+    : p.type === 'tool_call' ? {type: 'tool_call', id: p.id, name: p.name, arguments: p.arguments}
+    : p.type === 'tool_result' ? {type: 'tool_call_response', id: p.id, response: p.content}
+    : p);
+}
+
+async function showKey(q) {
+  const app = document.getElementById('app');
+  const key = q.get('key') || '', agent = q.get('agent');
+  const u = new URLSearchParams(agent ? {key, agent} : {key});
+  const k = await getJSON('/api/key?' + u);
+  const runs = runTable('key-runs', 'its newest runs');
+  const body = runs.querySelector('tbody');
+  for (const t of k.runs || []) body.appendChild(runRow(t, 'key=' + encodeURIComponent(key), new Set(), false));
+  const history = (k.history || []).map(h => el('div', {className: 'history-run'},
+    el('div', {className: 'muted'}, 'run ' + h.seq),
+    (h.messages || []).map(m => message(m.role, historyParts(m.parts)))));
+  fill(app,
+    el('div', {className: 'toolbar'}, el('a', {href: '#/?key=' + encodeURIComponent(key)}, '← its runs in the list')),
+    el('h2', {}, 'key ', el('span', {id: 'key-name'}, key), agent ? el('span', {className: 'muted'}, ' of ' + agent) : null),
+    el('h2', {}, 'memory'),
+    k.memory === null ? el('p', {className: 'muted', id: 'key-memory'}, k.state || 'no memory document yet')
+                      : el('pre', {id: 'key-memory'}, JSON.stringify(k.memory, null, 2)),
+    el('h2', {}, 'history (' + (k.history || []).length + ' runs kept)'),
+    el('div', {id: 'key-history'}, history),
+    el('h2', {}, 'runs'), runs);
+}
+
 // -- routing ---------------------------------------------------------------------------------
 
 async function render() {
@@ -638,6 +674,7 @@ async function render() {
     if (path[0] === 'trace' && path[1]) await showTrace(path[1], q);
     else if (path[0] === 'diff' && path[1]) await showDiff(path[1], path[2], q);
     else if (path[0] === 'overview') await showOverview();
+    else if (path[0] === 'key') await showKey(q);
     else await showList(q);
   } catch (e) {
     showError(e);
