@@ -1078,7 +1078,6 @@ static void get_redact(vctx *c, json_t *x, const char *p)
     c->job->trace.nredact = c->job->ntrace_redact;
 }
 
-
 /* trace: { otlp: { endpoint: URL, headers: { NAME: VALUE, ... }, timeout } }.
  * Header values may be secrets: messages name the header, never its value. */
 static void get_otlp(vctx *c, json_t *x, const char *p, eddy_trace_opts *o)
@@ -1212,6 +1211,19 @@ static void get_dashboard(vctx *c, json_t *root)
     c->job->dashboard_listen =
         eddy__job_str(c, x, "/dashboard", "listen", S_NONEMPTY, "127.0.0.1:8765");
     c->job->dashboard_token = eddy__job_str(c, x, "/dashboard", "token", S_NONEMPTY, NULL);
+    const char *l = c->job->dashboard_listen, *colon = l ? strrchr(l, ':') : NULL;
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (l && (!colon || !colon[1] || *end || port < 0 || port > 65535))
+        eddy__job_err(c, "/dashboard/listen", 0,
+                      "'listen' must be HOST:PORT (such as 127.0.0.1:8765; port 0: any free one)");
+    const char *t = c->job->dashboard_token;
+    if (t && (strlen(t) < 16 || strlen(t) > 256 ||
+              strspn(t, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=") !=
+                  strlen(t)))
+        eddy__job_err(c, "/dashboard/token", 0,
+                      "'token' must have 16 to 256 characters, each a letter, a digit or one of "
+                      "-._~+/=");
 }
 
 static void load_paths(vctx *c, const eddy_yaml_doc *doc)

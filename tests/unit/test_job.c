@@ -111,6 +111,20 @@ static void test_trace_settings(void **state)
     expect_diags(text, want, sizeof(want) / sizeof(want[0]));
 }
 
+/* dashboard: listen as HOST:PORT, a token of the safe characters; named, never echoed. */
+static void test_dashboard_settings(void **state)
+{
+    static const char *const want[] = {
+        ":8:22: 'listen' must be HOST:PORT",
+        ":8:42: 'token' must have 16 to 256 characters",
+    };
+    char text[2048];
+    (void)state;
+    snprintf(text, sizeof(text), "%sdashboard: { listen: 'localhost', token: 'short secret' }\n",
+             kGood);
+    expect_diags(text, want, sizeof(want) / sizeof(want[0]));
+}
+
 static void test_unknown_keys_and_types(void **state)
 {
     static const char *const want[] = {
@@ -999,6 +1013,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_job),
         cmocka_unit_test(test_trace_settings),
+        cmocka_unit_test(test_dashboard_settings),
         cmocka_unit_test(test_unknown_keys_and_types),
         cmocka_unit_test(test_yaml_syntax_error),
         cmocka_unit_test(test_missing_env_and_model),
