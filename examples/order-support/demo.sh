@@ -57,3 +57,5 @@ echo "make demo starts from scratch each time (it removes $OUT first); run the j
 echo "again to see memory carry over (a plain run resumes where this one ended: nothing new):"
 echo "  $BUILD/eddy run $HERE/job.yaml --from-start   reads the questions again and continues"
 echo "  each customer's conversation."
+echo "Browse these runs (list, search, waterfall, flame graph, diff, each customer's memory):"
+echo "  $BUILD/eddy dashboard $HERE/job.yaml        then open http://127.0.0.1:8765/ (Ctrl-C stops it)"
