@@ -54,8 +54,8 @@ int eddy_cli_dashboard(int argc, char **argv, int quiet)
         job && job->dashboard_token ? job->dashboard_token : getenv("EDDY_DASHBOARD_TOKEN");
     if (!listen)
         listen = job && job->dashboard_listen ? job->dashboard_listen : "127.0.0.1:8765";
-    eddy_http_opts o = {listen, token && *token ? token : NULL, path, NULL,
-                        job ? job->state_path : NULL};
+    eddy_http_opts o = {listen, token && *token ? token : NULL, path,
+                        NULL,   job ? job->state_path : NULL,   NULL};
     eddy_http *h;
     eddy_err e;
     sigset_t set;

@@ -1118,8 +1118,9 @@ static int start_http(ctl *c, const eddy_run_opts *o, eddy_err *err)
         c->job->dashboard_token ? c->job->dashboard_token : getenv("EDDY_DASHBOARD_TOKEN");
     if (!listen)
         return 0;
-    eddy_http_opts ho = {listen, token && *token ? token : NULL, c->trace_path, c->metrics,
-                         c->state_path};
+    eddy_http_opts ho = {listen,        token && *token ? token : NULL,
+                         c->trace_path, c->metrics,
+                         c->state_path, c->traces};
     int rc = eddy_http_start(&ho, &c->http, err);
     if (rc)
         return rc;

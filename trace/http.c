@@ -35,6 +35,7 @@ struct eddy_http {
     char *token;
     char *trace_path, *state_path;
     eddy_metrics *metrics;
+    const eddy_trace_store *traces;
     eddy__dash_tail *tail; /* /api/tail's streams (with a trace store) */
     char url[96];
 };
@@ -352,6 +353,30 @@ static enum MHD_Result metrics(eddy_http *h, struct MHD_Connection *c)
     if (!h->metrics)
         return text(c, 404, "no metrics: this server shows a trace store only\n");
     eddy_buf_init(&b);
+    if (h->traces) {
+        eddy_otlp_stats st;
+        eddy_trace_otlp_stats(h->traces, &st);
+        static const char *const head =
+            "# HELP eddy_otlp_spans_exported_total Spans an OTLP receiver accepted.\n"
+            "# TYPE eddy_otlp_spans_exported_total counter\n"
+            "eddy_otlp_spans_exported_total %llu\n"
+            "# HELP eddy_otlp_spans_dropped_total Spans not exported (queue full, batch given "
+            "up).\n"
+            "# TYPE eddy_otlp_spans_dropped_total counter\n"
+            "eddy_otlp_spans_dropped_total %llu\n"
+            "# HELP eddy_otlp_batches_failed_total OTLP POSTs given up.\n"
+            "# TYPE eddy_otlp_batches_failed_total counter\n"
+            "eddy_otlp_batches_failed_total %llu\n"
+            "# HELP eddy_otlp_retries_total OTLP POSTs sent again.\n"
+            "# TYPE eddy_otlp_retries_total counter\n"
+            "eddy_otlp_retries_total %llu\n"
+            "# HELP eddy_otlp_spans_queued Spans waiting for export.\n"
+            "# TYPE eddy_otlp_spans_queued gauge\n"
+            "eddy_otlp_spans_queued %llu\n";
+        eddy_buf_printf(&b, head, (unsigned long long)st.exported, (unsigned long long)st.dropped,
+                        (unsigned long long)st.failed_batches, (unsigned long long)st.retries,
+                        (unsigned long long)st.queued);
+    }
     if (eddy_metrics_render(h->metrics, &b)) {
         eddy_buf_free(&b);
         return text(c, 500, "out of memory\n");
@@ -493,6 +518,7 @@ int eddy_http_start(const eddy_http_opts *o, eddy_http **out, eddy_err *err)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     }
     h->metrics = o->metrics;
+    h->traces = o->traces;
     if (o->state_path && !(h->state_path = eddy_strdup(o->state_path))) {
         eddy_http_stop(h);
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");

@@ -170,12 +170,14 @@ int eddy_metrics_render(const eddy_metrics *m, struct eddy_buf *b);
 typedef struct eddy_http eddy_http;
 
 typedef struct eddy_http_opts {
-    const char *listen;     /* HOST:PORT ("127.0.0.1:8765"; port 0: any free one) */
-    const char *token;      /* bearer token; required when HOST is not loopback */
-    const char *trace_path; /* the trace store it serves; NULL: none */
-    eddy_metrics *metrics;  /* served at /metrics; NULL: none (borrowed: outlives it) */
-    const char *state_path; /* the job's store, read for /api/key (a key's memory and
-                             * history); NULL: none */
+    const char *listen;             /* HOST:PORT ("127.0.0.1:8765"; port 0: any free one) */
+    const char *token;              /* bearer token; required when HOST is not loopback */
+    const char *trace_path;         /* the trace store it serves; NULL: none */
+    eddy_metrics *metrics;          /* served at /metrics; NULL: none (borrowed: outlives it) */
+    const char *state_path;         /* the job's store, read for /api/key (a key's memory and
+                                     * history); NULL: none */
+    const eddy_trace_store *traces; /* its OTLP export's counters join /metrics; NULL: none
+                                     * (borrowed: open until eddy_http_stop) */
 } eddy_http_opts;
 
 /* Start serving on a thread of its own (read-only: GET and HEAD). Returns 0,

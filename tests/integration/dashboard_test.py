@@ -145,6 +145,8 @@ def test_metrics_match_the_summary(tmp):
         assert r.finish() == 0, "".join(r.err)
     sm = json.load(open(summary))
     assert value(s, "eddy_events_in_total") == sm["events"] == 40, sm
+    assert value(s, "eddy_otlp_spans_exported_total") == 0  # no export configured
+    assert value(s, "eddy_otlp_spans_dropped_total") == 0
     assert value(s, "eddy_runs_total", agent="support", status="ok") == sm["runs_ok"], sm
     assert value(s, "eddy_runs_total", agent="support", status="error") == sm["runs_failed"], sm
     assert value(s, "eddy_dead_letters_total") == sm["dead_letters"] == 10, sm
@@ -163,6 +165,32 @@ def test_metrics_match_the_summary(tmp):
     assert value(s, "eddy_run_duration_seconds_bucket", agent="support", le="+Inf") == 40
     runs_by_worker = sum(v for n, l, v in s if n == "eddy_worker_runs_total")
     assert runs_by_worker == 40, runs_by_worker
+
+
+def test_otlp_counters_in_metrics(tmp):
+    """With OTLP export on (a receiver on loopback), /metrics carries the exporter's
+    counters: every span the receiver got is counted exported, none dropped; without it
+    they are there at 0 (see the test above's run)."""
+    from otlp_test import Receiver
+    d = copy_example(tmp)
+    with Receiver() as rx, Mock(tmp, SCRIPT) as mock:
+        job = custom_job(d, mock.base_url)
+        r = Running(job, os.path.join(tmp, "out.jsonl"), "127.0.0.1:0",
+                    env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": rx.url,
+                         "OTEL_BSP_SCHEDULE_DELAY": "100"})
+        assert r.url, "".join(r.err)
+        r.send(events(6))
+
+        def exported():
+            s = prom_parse(get(r.url + "metrics")[2])
+            return (value(s, "eddy_events_out_total") + value(s, "eddy_dead_letters_total") >= 6
+                    and value(s, "eddy_otlp_spans_exported_total") == len(rx.spans())
+                    and value(s, "eddy_otlp_spans_queued") == 0 and len(rx.spans()) > 0)
+        wait_for(exported, "the spans exported and counted")
+        s = prom_parse(get(r.url + "metrics")[2])
+        assert value(s, "eddy_otlp_spans_dropped_total") == 0
+        assert value(s, "eddy_otlp_batches_failed_total") == 0
+        assert r.finish() == 0, "".join(r.err)
 
 
 def test_traces_api_and_headers(tmp):
