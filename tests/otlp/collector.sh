@@ -26,7 +26,13 @@ install) ;;
 esac
 
 if [ -x "$BIN" ]; then echo "$BIN"; exit 0; fi
-command -v go >/dev/null || { echo "collector.sh: go is not installed (Debian: apt-get install golang, or go.dev)" >&2; exit 1; }
+command -v go >/dev/null || { echo "collector.sh: go is not installed: install Go 1.21 or newer (go.dev/dl; Debian 12's golang is 1.19, too old)" >&2; exit 1; }
+# Go 1.21 and newer fetch the toolchain the collector's modules ask for (GOTOOLCHAIN=auto)
+GOMINOR=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+if [ -z "$GOMINOR" ] || [ "$GOMINOR" -lt 21 ]; then
+    echo "collector.sh: $(go env GOVERSION) is too old: install Go 1.21 or newer (go.dev/dl)" >&2
+    exit 1
+fi
 mkdir -p "$DIR"
 if [ ! -x "$DIR/bin/builder" ]; then
     echo "collector.sh: installing the collector builder v$VERSION" >&2
