@@ -33,8 +33,11 @@ struct eddy__dash_tail {
     atomic_int clients;
 };
 
+enum { F_AGENT, F_KEY, F_EVENT, F_STATUS, F_MODEL, F_TOOL, F_SEARCH, F_N };
+
 typedef struct tail_client {
     eddy__dash_tail *t;
+    char *filter[F_N]; /* the list's filters (copies; NULL: any) */
     int64_t last_id;
     int64_t started_ms, last_write_ms, next_poll_ms;
     eddy_buf out; /* what is still to be sent */
@@ -107,7 +110,13 @@ out:
  * be read now (not created yet, busy) is tried again at the next poll. */
 static void poll_runs(tail_client *c)
 {
-    eddy_trace_filter f = {0};
+    eddy_trace_filter f = {.agent = c->filter[F_AGENT],
+                           .key = c->filter[F_KEY],
+                           .event_id = c->filter[F_EVENT],
+                           .status = c->filter[F_STATUS],
+                           .model = c->filter[F_MODEL],
+                           .tool = c->filter[F_TOOL],
+                           .search = c->filter[F_SEARCH]};
     json_t *rows = NULL, *row;
     size_t i;
     f.above_id = c->last_id; /* in id order */
@@ -160,12 +169,14 @@ static void tail_free(void *cls)
 {
     tail_client *c = cls;
     atomic_fetch_sub(&c->t->clients, 1);
+    for (int i = 0; i < F_N; i++)
+        eddy_free(c->filter[i]);
     eddy_buf_free(&c->out);
     eddy_free(c);
 }
 
 struct MHD_Response *eddy__dash_tail_response(eddy__dash_tail *t, const char *last_id,
-                                              unsigned *status)
+                                              const eddy_trace_filter *f, unsigned *status)
 {
     char *end;
     *status = 503;
@@ -181,6 +192,14 @@ struct MHD_Response *eddy__dash_tail_response(eddy__dash_tail *t, const char *la
     }
     c->t = t;
     eddy_buf_init(&c->out);
+    const char *given[F_N] = {f ? f->agent : NULL,  f ? f->key : NULL,   f ? f->event_id : NULL,
+                              f ? f->status : NULL, f ? f->model : NULL, f ? f->tool : NULL,
+                              f ? f->search : NULL};
+    for (int i = 0; i < F_N; i++)
+        if (given[i] && !(c->filter[i] = eddy_strdup(given[i]))) {
+            tail_free(c);
+            return NULL;
+        }
     long long id = last_id && *last_id ? strtoll(last_id, &end, 10) : -1;
     c->last_id = last_id && *last_id && !*end && id >= 0 ? id : max_id(t->path);
     c->started_ms = c->last_write_ms = now_ms();

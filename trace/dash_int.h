@@ -8,6 +8,8 @@
 #define EDDY_TRACE_DASH_INT_H
 
 #include <microhttpd.h>
+
+#include "eddy/trace.h"
 #include <stddef.h>
 
 typedef struct eddy__dash_asset {
@@ -35,10 +37,12 @@ void eddy__dash_tail_stop(eddy__dash_tail *t);
 /* Free, once no stream is open (after MHD_stop_daemon). NULL-safe. */
 void eddy__dash_tail_free(eddy__dash_tail *t);
 /* A streaming response of the runs stored after LAST_ID (a decimal row id,
- * the client's Last-Event-ID or ?after; NULL or invalid: from now on). Its
- * callback blocks between polls, so the daemon must run a thread per
- * connection. NULL with *STATUS (503: too many clients, 500: no memory). */
+ * the client's Last-Event-ID or ?after; NULL or invalid: from now on) that
+ * F selects (its agent, key, event_id, status, model, tool and search, copied;
+ * NULL: every run). Its callback blocks between polls, so the daemon must run
+ * a thread per connection. NULL with *STATUS (503: too many clients, 500: no
+ * memory). */
 struct MHD_Response *eddy__dash_tail_response(eddy__dash_tail *t, const char *last_id,
-                                              unsigned *status);
+                                              const eddy_trace_filter *f, unsigned *status);
 
 #endif

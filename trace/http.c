@@ -334,7 +334,17 @@ static enum MHD_Result api_tail(eddy_http *h, struct MHD_Connection *c)
     const char *last = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
     if (!last)
         last = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
-    struct MHD_Response *r = eddy__dash_tail_response(h->tail, last, &status);
+    eddy_trace_filter f = {
+        .agent = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "agent"),
+        .key = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "key"),
+        .event_id = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "event"),
+        .status = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "status"),
+        .model = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "model"),
+        .tool = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "tool"),
+        .search = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "search")};
+    if (f.status && strcmp(f.status, "ok") && strcmp(f.status, "error"))
+        return error_json(c, 400, "status must be ok or error");
+    struct MHD_Response *r = eddy__dash_tail_response(h->tail, last, &f, &status);
     if (!r)
         return text(c, status, status == 503 ? "too many live tails open\n" : "out of memory\n");
     MHD_add_response_header(r, "Content-Type", "text/event-stream; charset=utf-8");

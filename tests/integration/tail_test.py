@@ -28,10 +28,11 @@ CLIENTS = 16
 class Tail:
     """One open /api/tail stream; .events() reads the (id, data) of N run events."""
 
-    def __init__(self, url, last_id=None):
+    def __init__(self, url, last_id=None, query=""):
         u = urllib.parse.urlparse(url)
         self.c = http.client.HTTPConnection(u.hostname, u.port, timeout=15)
-        self.c.request("GET", "/api/tail", headers={"Last-Event-ID": last_id} if last_id else {})
+        self.c.request("GET", "/api/tail" + ("?" + query if query else ""),
+                       headers={"Last-Event-ID": last_id} if last_id else {})
         self.r = self.c.getresponse()
         self.status = self.r.status
 
@@ -78,6 +79,30 @@ def test_new_runs_in_order_and_resume(tmp):
         again = Tail(r.url, last_id=str(ids[2]))
         assert [i for i, _ in again.events(3)] == ids[3:]
         again.close()
+        assert r.finish() == 0, "".join(r.err)
+
+
+def test_filtered_like_the_list(tmp):
+    """A stream opened with the list's filters (key, status) gets only the new runs they
+    select, each once; a bad status is a 400."""
+    d = copy_example(tmp)
+    with Mock(tmp, SCRIPT) as mock:
+        r = Running(custom_job(d, mock.base_url), os.path.join(tmp, "out.jsonl"), "127.0.0.1:0")
+        assert r.url, "".join(r.err)
+        t = Tail(r.url, query="key=C1&status=ok")
+        assert t.status == 200
+        bad = Tail(r.url, query="status=bogus")
+        assert bad.status == 400, bad.status
+        bad.close()
+        evs = [dict(e, id="f%d" % i) for i, e in enumerate(events(12))]
+        r.send(evs)
+        want = sorted(e["id"] for e in evs if e["customer_id"] == "C1" and "FAIL" not in e["text"])
+        assert want, evs
+        got = t.events(len(want))
+        assert sorted(row["event_id"] for _, row in got) == want, (got, want)
+        assert all(row["key"] == "C1" and row["status"] == "ok" for _, row in got), got
+        wait_for(lambda: len(json.loads(get(r.url + "api/traces?limit=100")[2])) == 12, "12 runs")
+        t.close()
         assert r.finish() == 0, "".join(r.err)
 
 
@@ -156,7 +181,8 @@ def test_stops_with_streams_open(tmp):
         t.close()
 
 
-TESTS = [test_new_runs_in_order_and_resume, test_bounded_and_freed, test_stops_with_streams_open]
+TESTS = [test_new_runs_in_order_and_resume, test_filtered_like_the_list, test_bounded_and_freed,
+         test_stops_with_streams_open]
 
 if __name__ == "__main__":
     sys.exit(run.suite_main(TESTS, "eddy-tail-", 34, "tail"))

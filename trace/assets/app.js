@@ -233,25 +233,37 @@ async function showList(q) {
     }}, 'older →'));
 
   tailSink = {live, state: tailState, lq, selected};
-  startTail();
+  startTail(tailQuery(q));
+}
+
+/* The list's filters the live tail applies too (the others do not narrow new runs). */
+function tailQuery(q) {
+  const o = new URLSearchParams();
+  for (const k of ['agent', 'key', 'status', 'model', 'tool', 'search'])
+    if (q.get(k)) o.set(k, q.get(k));
+  return o.toString();
 }
 
 /* One EventSource while lists are shown (re-rendering a list keeps it); the
  * server ends a stream now and then and the browser reconnects with
  * Last-Event-ID; a refused one (503: too many tails) is tried again in 3 s. */
-function startTail() {
+let tailQ = null; // the filters of the open stream
+
+function startTail(qs) {
   if (typeof EventSource !== 'function') { tailSink.state.textContent = 'live tail: not supported'; return; }
-  if (tail && tail.readyState !== EventSource.CLOSED) {
+  if (tail && tail.readyState !== EventSource.CLOSED && tailQ === qs) {
     if (tail.readyState === EventSource.OPEN) tailSink.state.textContent = 'live tail: on';
     return;
   }
-  const es = tail = new EventSource('/api/tail');
+  if (tail) tail.close(); // another filter: another stream
+  tailQ = qs;
+  const es = tail = new EventSource('/api/tail' + (qs ? '?' + qs : ''));
   es.onopen = () => { if (tailSink) tailSink.state.textContent = 'live tail: on'; };
   es.onerror = () => {
     if (!tailSink) return;
     tailSink.state.textContent = 'live tail: reconnecting…';
     if (es.readyState === EventSource.CLOSED)
-      setTimeout(() => { if (tail === es && tailSink) { tail = null; startTail(); } }, 3000);
+      setTimeout(() => { if (tail === es && tailSink) { tail = null; startTail(tailQ); } }, 3000);
   };
   es.addEventListener('run', ev => {
     if (!tailSink) return;
