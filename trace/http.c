@@ -51,6 +51,23 @@ static const char kUnauthorized[] = "unauthorized: a token is needed\n";
 
 /* -- answers ------------------------------------------------------------------ */
 
+/* Queue R with the headers every answer carries (TYPE, when not NULL, as
+ * its Content-Type), and let it go. */
+static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r,
+                             const char *type)
+{
+    if (type)
+        MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, "Content-Security-Policy", kCsp);
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    enum MHD_Result ok = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
 static enum MHD_Result answer(struct MHD_Connection *c, unsigned status, const char *type,
                               const char *body, size_t len, int copy, const char *extra_name,
                               const char *extra_value)
@@ -59,17 +76,9 @@ static enum MHD_Result answer(struct MHD_Connection *c, unsigned status, const c
         len, (void *)body, copy ? MHD_RESPMEM_MUST_COPY : MHD_RESPMEM_PERSISTENT);
     if (!r)
         return MHD_NO;
-    MHD_add_response_header(r, "Content-Type", type);
-    MHD_add_response_header(r, "Content-Security-Policy", kCsp);
-    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
-    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
-    MHD_add_response_header(r, "X-Frame-Options", "DENY");
-    MHD_add_response_header(r, "Cache-Control", "no-store");
     if (extra_name)
         MHD_add_response_header(r, extra_name, extra_value);
-    enum MHD_Result ok = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ok;
+    return queue(c, status, r, type);
 }
 
 static enum MHD_Result text(struct MHD_Connection *c, unsigned status, const char *msg)
@@ -347,14 +356,7 @@ static enum MHD_Result api_tail(eddy_http *h, struct MHD_Connection *c)
     struct MHD_Response *r = eddy__dash_tail_response(h->tail, last, &f, &status);
     if (!r)
         return text(c, status, status == 503 ? "too many live tails open\n" : "out of memory\n");
-    MHD_add_response_header(r, "Content-Type", "text/event-stream; charset=utf-8");
-    MHD_add_response_header(r, "Content-Security-Policy", kCsp);
-    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
-    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
-    MHD_add_response_header(r, "Cache-Control", "no-store");
-    enum MHD_Result ok = MHD_queue_response(c, 200, r);
-    MHD_destroy_response(r);
-    return ok;
+    return queue(c, 200, r, "text/event-stream; charset=utf-8");
 }
 
 static enum MHD_Result metrics(eddy_http *h, struct MHD_Connection *c)
@@ -427,11 +429,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
             return MHD_NO;
         MHD_add_response_header(r, "Set-Cookie", cookie);
         MHD_add_response_header(r, "Location", "/");
-        MHD_add_response_header(r, "Cache-Control", "no-store");
-        MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
-        enum MHD_Result ok = MHD_queue_response(c, 303, r);
-        MHD_destroy_response(r);
-        return ok;
+        return queue(c, 303, r, NULL);
     }
     if (!authorized(h, c))
         return answer(c, 401, "text/plain; charset=utf-8", kUnauthorized, sizeof(kUnauthorized) - 1,
