@@ -317,6 +317,25 @@ static void sample(eddy_buf *b, const char *name, const char *k1, const char *v1
     eddy_buf_printf(b, "%lld\n", value);
 }
 
+/* Tool series I of the NT published, NT being "(other)". */
+static const char *tool_name(const eddy_metrics *m, size_t i, size_t nt)
+{
+    return i < nt ? m->tool_names[i] : "(other)";
+}
+
+static const tool_m *tool_at(const eddy_metrics *m, size_t i, size_t nt)
+{
+    return &m->tool[i < nt ? i : MAX_TOOLS];
+}
+
+/* NAME{KEY="V",status="ok"} OK and NAME{KEY="V",status="error"} FAILED. */
+static void ok_error(eddy_buf *b, const char *name, const char *key, const char *v, long ok,
+                     long failed)
+{
+    sample(b, name, key, v, "status", "ok", ok);
+    sample(b, name, key, v, "status", "error", failed);
+}
+
 static void hist_out(eddy_buf *b, const char *name, const char *k, const char *v, const hist *h)
 {
     char bucket[96], le[32];
@@ -379,24 +398,18 @@ int eddy_metrics_render(const eddy_metrics *m, eddy_buf *b)
         sample(b, "eddy_worker_runs_total", "worker", w, NULL, NULL, LOAD(m->worker_runs[i]));
     }
     head(b, "eddy_runs_total", "counter", "Runs finished, by agent and status.");
-    for (size_t i = 0; i <= m->agents.n; i++) {
-        sample(b, "eddy_runs_total", "agent", name_at(&m->agents, i), "status", "ok",
-               LOAD(m->agent[i].ok));
-        sample(b, "eddy_runs_total", "agent", name_at(&m->agents, i), "status", "error",
-               LOAD(m->agent[i].failed));
-    }
+    for (size_t i = 0; i <= m->agents.n; i++)
+        ok_error(b, "eddy_runs_total", "agent", name_at(&m->agents, i), LOAD(m->agent[i].ok),
+                 LOAD(m->agent[i].failed));
     head(b, "eddy_run_duration_seconds", "histogram", "Wall time of a run, by agent.");
     for (size_t i = 0; i <= m->agents.n; i++)
         hist_out(b, "eddy_run_duration_seconds", "agent", name_at(&m->agents, i),
                  &m->agent[i].latency);
     head(b, "eddy_llm_calls_total", "counter",
          "LLM calls answered (ok) or failed after their retries, by model.");
-    for (size_t i = 0; i <= m->models.n; i++) {
-        sample(b, "eddy_llm_calls_total", "model", name_at(&m->models, i), "status", "ok",
-               LOAD(m->model[i].ok));
-        sample(b, "eddy_llm_calls_total", "model", name_at(&m->models, i), "status", "error",
-               LOAD(m->model[i].failed));
-    }
+    for (size_t i = 0; i <= m->models.n; i++)
+        ok_error(b, "eddy_llm_calls_total", "model", name_at(&m->models, i), LOAD(m->model[i].ok),
+                 LOAD(m->model[i].failed));
     head(b, "eddy_llm_retries_total", "counter", "Attempts of LLM calls beyond their first.");
     for (size_t i = 0; i <= m->models.n; i++)
         sample(b, "eddy_llm_retries_total", "model", name_at(&m->models, i), NULL, NULL,
@@ -433,19 +446,18 @@ int eddy_metrics_render(const eddy_metrics *m, eddy_buf *b)
     head(b, "eddy_tool_calls_total", "counter", "Tool calls, by tool and status.");
     size_t nt = atomic_load_explicit(&m->ntools, memory_order_acquire);
     for (size_t i = 0; i <= nt; i++) {
-        const char *n = i < nt ? m->tool_names[i] : "(other)";
-        size_t k = i < nt ? i : MAX_TOOLS;
-        sample(b, "eddy_tool_calls_total", "tool", n, "status", "ok", LOAD(m->tool[k].ok));
-        sample(b, "eddy_tool_calls_total", "tool", n, "status", "error", LOAD(m->tool[k].failed));
+        const tool_m *t = tool_at(m, i, nt);
+        ok_error(b, "eddy_tool_calls_total", "tool", tool_name(m, i, nt), LOAD(t->ok),
+                 LOAD(t->failed));
     }
     head(b, "eddy_tool_replayed_total", "counter", "Tool calls answered from the journal.");
     for (size_t i = 0; i <= nt; i++)
-        sample(b, "eddy_tool_replayed_total", "tool", i < nt ? m->tool_names[i] : "(other)", NULL,
-               NULL, LOAD(m->tool[i < nt ? i : MAX_TOOLS].replayed));
+        sample(b, "eddy_tool_replayed_total", "tool", tool_name(m, i, nt), NULL, NULL,
+               LOAD(tool_at(m, i, nt)->replayed));
     head(b, "eddy_tool_duration_seconds", "histogram", "Time of a tool call, by tool.");
     for (size_t i = 0; i <= nt; i++)
-        hist_out(b, "eddy_tool_duration_seconds", "tool", i < nt ? m->tool_names[i] : "(other)",
-                 &m->tool[i < nt ? i : MAX_TOOLS].latency);
+        hist_out(b, "eddy_tool_duration_seconds", "tool", tool_name(m, i, nt),
+                 &tool_at(m, i, nt)->latency);
     head(b, "eddy_checkpoint_duration_seconds", "histogram",
          "Time from a checkpoint's start to its commit.");
     hist_out(b, "eddy_checkpoint_duration_seconds", NULL, NULL, &m->checkpoint);
