@@ -286,14 +286,13 @@ def test_token_beyond_loopback(tmp):
         assert TOKEN not in "".join(r.err)
 
 
-def test_dashboard_command(tmp):
-    """`eddy dashboard JOB.yaml` serves the job's trace store after the run (its API; no
-    /metrics without a job running), and stops with exit 0 on SIGTERM; a bad --listen is
-    an exit 2 with its reason."""
+def serve_store(tmp, n):
+    """Run the example's job on N events, then `eddy dashboard` on its store:
+    (process, url, job). Its stderr after the first line is drained."""
     d = copy_example(tmp)
     with Mock(tmp, SCRIPT) as mock:
         job = custom_job(d, mock.base_url)
-        write(os.path.join(tmp, "in.jsonl"), "".join(json.dumps(e) + "\n" for e in events(4)))
+        write(os.path.join(tmp, "in.jsonl"), "".join(json.dumps(e) + "\n" for e in events(n)))
         run.eddy("run", job, "--input", os.path.join(tmp, "in.jsonl"), "--output",
                  os.path.join(tmp, "out.jsonl"), check=0)
     p = subprocess.Popen([os.path.join(run.ARGS.build, "eddy"), "dashboard", job, "--listen",
@@ -301,7 +300,15 @@ def test_dashboard_command(tmp):
     line = p.stderr.readline()
     m = re.search(r"at (http://\S+)", line)
     assert m, line
-    url = m.group(1)
+    threading.Thread(target=p.stderr.read, daemon=True).start()
+    return p, m.group(1), job
+
+
+def test_dashboard_command(tmp):
+    """`eddy dashboard JOB.yaml` serves the job's trace store after the run (its API; no
+    /metrics without a job running), and stops with exit 0 on SIGTERM; a bad --listen is
+    an exit 2 with its reason."""
+    p, url, job = serve_store(tmp, 4)
     rows = json.loads(get(url + "api/traces?limit=10")[2])
     assert len(rows) == 4, rows
     assert get(url + "metrics")[0] == 404
@@ -329,18 +336,8 @@ def test_hostile_requests(tmp):
     or as localhost: a site that rebinds its own name to 127.0.0.1 (DNS rebinding) gets 403,
     not the traces. A duration in ms too large for nanoseconds is a 400, not a wrapped-around
     filter; so is a number beyond 64 bits."""
-    d = copy_example(tmp)
-    with Mock(tmp, SCRIPT) as mock:
-        job = custom_job(d, mock.base_url)
-        write(os.path.join(tmp, "in.jsonl"), "".join(json.dumps(e) + "\n" for e in events(4)))
-        run.eddy("run", job, "--input", os.path.join(tmp, "in.jsonl"), "--output",
-                 os.path.join(tmp, "out.jsonl"), check=0)
-    p = subprocess.Popen([os.path.join(run.ARGS.build, "eddy"), "dashboard", job, "--listen",
-                          "127.0.0.1:0"], stderr=subprocess.PIPE, text=True)
+    p, url, _ = serve_store(tmp, 4)
     try:
-        m = re.search(r"at (http://\S+)", p.stderr.readline())
-        assert m
-        url = m.group(1)
         port = int(url.rstrip("/").rsplit(":", 1)[1])
         for host in ("127.0.0.1:%d" % port, "localhost:%d" % port, "LOCALHOST", "127.0.0.1",
                      "[::1]:%d" % port):

@@ -9,18 +9,15 @@ stop at once with streams open. Uses the runner and helpers of run.py and dashbo
 import http.client
 import json
 import os
-import re
 import signal
-import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402
 from run import Mock, custom_job, copy_example  # noqa: E402
-from dashboard_test import Running, SCRIPT, events, get, wait_for  # noqa: E402
+from dashboard_test import Running, SCRIPT, events, get, serve_store, wait_for  # noqa: E402
 
 CLIENTS = 16
 
@@ -106,28 +103,10 @@ def test_filtered_like_the_list(tmp):
         assert r.finish() == 0, "".join(r.err)
 
 
-def serve(tmp):
-    """`eddy dashboard` on a store with 3 runs: (process, url)."""
-    d = copy_example(tmp)
-    with Mock(tmp, SCRIPT) as mock:
-        r = Running(custom_job(d, mock.base_url), os.path.join(tmp, "out.jsonl"), "127.0.0.1:0")
-        r.send(events(3))
-        wait_for(lambda: len(json.loads(get(r.url + "api/traces")[2])) == 3, "3 runs")
-        assert r.finish() == 0, "".join(r.err)
-    p = subprocess.Popen([os.path.join(run.ARGS.build, "eddy"), "dashboard",
-                          os.path.join(d, "job.yaml"), "--listen", "127.0.0.1:0"],
-                         stderr=subprocess.PIPE, text=True)
-    line = p.stderr.readline()
-    m = re.search(r"at (http://\S+)", line)
-    assert m, line
-    threading.Thread(target=p.stderr.read, daemon=True).start()
-    return p, m.group(1)
-
-
 def test_bounded_and_freed(tmp):
     """16 streams at once, the 17th gets 503 while /api/traces still answers; once the
     clients go away their slots are free again within a few seconds."""
-    p, url = serve(tmp)
+    p, url, _ = serve_store(tmp, 3)
     try:
         tails = [Tail(url) for _ in range(CLIENTS)]
         assert all(t.status == 200 for t in tails), [t.status for t in tails]
@@ -163,7 +142,7 @@ def test_bounded_and_freed(tmp):
 def test_stops_with_streams_open(tmp):
     """SIGINT stops `eddy dashboard` within 2 s while 4 streams are open, exit 0; the
     streams end."""
-    p, url = serve(tmp)
+    p, url, _ = serve_store(tmp, 3)
     tails = [Tail(url) for _ in range(4)]
     assert all(t.status == 200 for t in tails)
     time.sleep(0.6)
