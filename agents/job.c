@@ -536,7 +536,9 @@ static char *tool_name_alone(vctx *c, toolset *ts, const eddy_tool_ref *r)
     if (!r->path || eddy_tools_new(ts->loop, c->job->dir, &h, &e))
         return NULL;
     eddy_tools_configure(h, c->job->modules);
-    if (eddy_tools_load(h, r->path, &r->limits, &t, &e) == 0)
+    eddy_tool_opts o;
+    eddy_tool_ref_opts(r, &o);
+    if (eddy_tools_load_opts(h, r->path, &o, &t, &e) == 0)
         name = eddy_strdup(eddy_tool_name(t));
     eddy_tools_close(h);
     uv_run(ts->loop, UV_RUN_DEFAULT);
@@ -561,16 +563,14 @@ static void report_clash(vctx *c, toolset *ts, size_t ai, size_t j, const eddy_e
             const eddy_tool_ref *o = &a->tools[k];
             if (!ts->loaded[i][k] || strcmp(eddy_tool_name(ts->loaded[i][k]), name))
                 continue;
-            if (i == ai && o->path && !strcmp(o->path, r->path) &&
-                !memcmp(&o->limits, &r->limits, sizeof(r->limits)))
+            if (i == ai && eddy_tool_ref_same(o, r))
                 eddy_diag_add(c->diag, "%s: agent '%s' lists tool '%s' (%s) twice: also at %s",
                               r->where, a->name, name, ref_what(r), o->where);
             else if (i == ai)
                 eddy_diag_add(c->diag,
                               "%s: agent '%s' lists two tools named '%s': %s here and %s at %s",
                               r->where, a->name, name, ref_what(r), ref_what(o), o->where);
-            else if (o->path && !strcmp(o->path, r->path) &&
-                     !memcmp(&o->limits, &r->limits, sizeof(r->limits)))
+            else if (eddy_tool_ref_same(o, r))
                 eddy_diag_add(c->diag,
                               "%s: tool '%s' (%s) is also listed at %s (agent '%s'), and the "
                               "job's one tool host does not load a file twice",
@@ -582,7 +582,7 @@ static void report_clash(vctx *c, toolset *ts, size_t ai, size_t j, const eddy_e
                               "names are unique%s",
                               r->where, name, ref_what(r), o->where, ref_what(o), a->name,
                               o->path && !strcmp(o->path, r->path)
-                                  ? " (the same file with other limits is another tool)"
+                                  ? " (the same file with other limits or config is another tool)"
                                   : "");
             c->errors++;
             eddy_free(name);
@@ -630,7 +630,9 @@ static void load_one(vctx *c, toolset *ts, size_t ai, size_t j)
         c->errors++;
         return;
     }
-    rc = r->path ? eddy_tools_load(ts->host, r->path, &r->limits, &t, &e)
+    eddy_tool_opts o;
+    eddy_tool_ref_opts(r, &o);
+    rc = r->path ? eddy_tools_load_opts(ts->host, r->path, &o, &t, &e)
                  : eddy_tools_load_native(ts->host, r->kind, r->cfg, &t, &e);
     if (rc == 0) {
         ts->loaded[ai][j] = t;
@@ -699,6 +701,42 @@ static void check_tools(vctx *c)
     uv_loop_close(&loop);
 }
 
+void eddy__tool_ref_clear(eddy_tool_ref *r)
+{
+    eddy_free(r->path);
+    eddy_free(r->kind);
+    json_decref(r->cfg);
+    eddy_free(r->where);
+    json_decref(r->config);
+    json_decref(r->http);
+    for (size_t i = 0; i < r->nsecrets; i++)
+        eddy_free(r->secrets[i]);
+    eddy_free(r->secrets);
+    memset(r, 0, sizeof(*r));
+}
+
+void eddy_tool_ref_opts(const eddy_tool_ref *r, eddy_tool_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->limits = r->limits;
+    o->config = r->config;
+    o->http = r->http;
+    o->secrets = (const char *const *)r->secrets;
+    o->nsecrets = r->nsecrets;
+}
+
+static int same_json(const json_t *a, const json_t *b)
+{
+    return (!a && !b) || (a && b && json_equal(a, b));
+}
+
+int eddy_tool_ref_same(const eddy_tool_ref *a, const eddy_tool_ref *b)
+{
+    return a->path && b->path && !strcmp(a->path, b->path) &&
+           !memcmp(&a->limits, &b->limits, sizeof(a->limits)) && same_json(a->config, b->config) &&
+           same_json(a->http, b->http);
+}
+
 /* `limits:` of a Lua tool entry: budgets of each call (0 = the default). */
 static void load_limits(vctx *c, json_t *entry, const char *path, eddy_tool_limits *l)
 {
@@ -714,11 +752,157 @@ static void load_limits(vctx *c, json_t *entry, const char *path, eddy_tool_limi
     l->wall_ms = eddy__job_duration(c, x, p, "wall", 0, 1, EDDY_TOOL_MAX_WALL_MS);
 }
 
+/* Add S to the strings of *LIST (unless it is there or too short). */
+static void add_secret(char ***list, size_t *n, const char *s)
+{
+    char **grown;
+    if (strlen(s) < EDDY_JOB_SECRET_MIN)
+        return;
+    for (size_t i = 0; i < *n; i++)
+        if (!strcmp((*list)[i], s))
+            return;
+    if (!(grown = eddy_realloc(*list, (*n + 1) * sizeof(char *))))
+        return;
+    *list = grown;
+    if ((grown[*n] = eddy_strdup(s)))
+        (*n)++;
+}
+
+/* The values the environment gave the scalars of V (at PATH, and below):
+ * into R's secrets when R, and the job's. */
+static void collect_secrets(vctx *c, json_t *v, const char *path, eddy_tool_ref *r)
+{
+    char p[600];
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *x;
+        json_object_foreach(v, k, x)
+        {
+            eddy__job_join(p, sizeof(p), path, k);
+            collect_secrets(c, x, p, r);
+        }
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            snprintf(p, sizeof(p), "%s/%zu", path, i);
+            collect_secrets(c, json_array_get(v, i), p, r);
+        }
+    } else {
+        json_t *used = eddy__job_env_values(c, path);
+        for (size_t i = 0; i < json_array_size(used); i++) {
+            const char *s = json_string_value(json_array_get(used, i));
+            if (!s)
+                continue;
+            if (r)
+                add_secret(&r->secrets, &r->nsecrets, s);
+            add_secret(&c->job->secrets, &c->job->nsecrets, s);
+        }
+    }
+}
+
+/* One `allow:` entry of a tool's http settings: "host", "host:port",
+ * "*.example.com[:port]", "[::1]:8080". Returns {host, port} (port 0: any)
+ * or NULL (reported). */
+static json_t *allow_entry(vctx *c, json_t *v, const char *p)
+{
+    const char *s = json_string_value(v), *colon;
+    char host[256];
+    long port = 0;
+    size_t hl;
+    if (!s || !*s) {
+        eddy__job_err(c, p, 0,
+                      "an http.allow entry must be a host or host:port (such as "
+                      "'orders.internal:443'), not %s",
+                      s ? "an empty string" : eddy__job_type(v));
+        return NULL;
+    }
+    if (*s == '[') { /* [v6]:port */
+        const char *end = strchr(s, ']');
+        if (!end || (end[1] && end[1] != ':')) {
+            eddy__job_err(c, p, 0, "http.allow entry '%s': write an IPv6 address as [::1]:8080", s);
+            return NULL;
+        }
+        hl = (size_t)(end - s - 1);
+        memcpy(host, s + 1, hl < sizeof(host) ? hl : 0);
+        colon = end[1] ? end + 1 : NULL;
+    } else {
+        colon = strrchr(s, ':');
+        hl = colon ? (size_t)(colon - s) : strlen(s);
+        if (colon && memchr(s, ':', hl)) {
+            eddy__job_err(c, p, 0, "http.allow entry '%s': write an IPv6 address as [::1]:8080", s);
+            return NULL;
+        }
+        if (hl >= sizeof(host))
+            hl = 0;
+        memcpy(host, s, hl);
+    }
+    if (!hl || hl >= sizeof(host)) {
+        eddy__job_err(c, p, 0, "http.allow entry '%s' has no host (or one of 256+ characters)", s);
+        return NULL;
+    }
+    host[hl] = '\0';
+    for (size_t i = 0; i < hl; i++) {
+        unsigned char ch = (unsigned char)host[i];
+        if (!(isalnum(ch) || ch == '.' || ch == '-' || ch == '_' || (*s == '[' && ch == ':') ||
+              (ch == '*' && i == 0 && host[1] == '.'))) {
+            eddy__job_err(c, p, 0,
+                          "http.allow entry '%s': '%c' cannot be in a host name ('*' only as "
+                          "'*.example.com')",
+                          s, ch);
+            return NULL;
+        }
+        host[i] = (char)tolower(ch);
+    }
+    if (colon) {
+        char *end;
+        port = strtol(colon + 1, &end, 10);
+        if (!colon[1] || *end || port < 1 || port > 65535) {
+            eddy__job_err(c, p, 0, "http.allow entry '%s': the port must be 1 to 65535", s);
+            return NULL;
+        }
+    }
+    return json_pack("{s:s, s:I}", "host", host, "port", (json_int_t)port);
+}
+
+/* `http:` of a Lua tool entry: what eddy.http may reach. Normalized to
+ * {allow: [{host, port}], max_redirects, max_response, timeout_ms}. */
+static json_t *load_http(vctx *c, json_t *entry, const char *path)
+{
+    static const char *const keys[] = {"allow", "max_redirects", "max_response", "timeout", NULL};
+    char p[600], ip[640];
+    json_t *x = eddy__job_map(c, entry, path, "http", 0), *allow, *out, *list;
+    if (!x)
+        return NULL;
+    eddy__job_join(p, sizeof(p), path, "http");
+    eddy__job_keys(c, x, p, keys);
+    allow = json_object_get(x, "allow");
+    if (allow && !json_is_array(allow)) {
+        eddy__job_join(ip, sizeof(ip), p, "allow");
+        eddy__job_err(c, ip, 0, "'allow' must be a list of hosts (host or host:port), not %s",
+                      eddy__job_type(allow));
+        allow = NULL;
+    }
+    if (!(list = json_array()))
+        return NULL;
+    for (size_t i = 0; i < json_array_size(allow); i++) {
+        json_t *e;
+        snprintf(ip, sizeof(ip), "%s/allow/%zu", p, i);
+        if ((e = allow_entry(c, json_array_get(allow, i), ip)))
+            json_array_append_new(list, e);
+    }
+    out = json_pack("{s:o, s:I, s:I, s:I}", "allow", list, "max_redirects",
+                    (json_int_t)eddy__job_int(c, x, p, "max_redirects", 5, 0, 20), "max_response",
+                    (json_int_t)eddy__job_size(c, x, p, "max_response", 10LL << 20, 1, 1LL << 30),
+                    "timeout_ms",
+                    (json_int_t)eddy__job_duration(c, x, p, "timeout", 30000, 1, MS_DAY));
+    return out;
+}
+
 /* One entry of a tool list: `tools/x.lua`, `{lua: tools/x.lua, limits:
- * {...}}` or a native tool `{KIND: {settings}}`. Returns 0 when R is filled. */
+ * {...}, config: {...}, http: {...}, timeout: 5s}` or a native tool `{KIND:
+ * {settings}}`. Returns 0 when R is filled. */
 static int load_tool_entry(vctx *c, json_t *t, const char *tp, eddy_tool_ref *r)
 {
-    static const char *const long_keys[] = {"lua", "limits", NULL};
+    static const char *const long_keys[] = {"lua", "limits", "config", "http", "timeout", NULL};
     char where[512];
     const char *kind = NULL;
     json_t *cfg = NULL;
@@ -733,13 +917,33 @@ static int load_tool_entry(vctx *c, json_t *t, const char *tp, eddy_tool_ref *r)
         }
         r->kind = eddy_strdup(kind);
         r->cfg = json_incref(cfg);
+        char kp[600];
+        eddy__job_join(kp, sizeof(kp), tp, kind);
+        collect_secrets(c, cfg, kp, NULL);
     } else if (json_is_object(t)) {
+        json_t *cfgv;
+        char p[600];
         eddy__job_keys(c, t, tp, long_keys);
         if (!(rel = eddy__job_str(c, t, tp, "lua", S_REQ, NULL)))
             return -1;
         r->path = eddy_job_path(c->job, rel);
         eddy_free(rel);
         load_limits(c, t, tp, &r->limits);
+        if (json_object_get(t, "timeout")) {
+            eddy__job_join(p, sizeof(p), tp, "timeout");
+            if (r->limits.wall_ms)
+                eddy__job_err(c, p, 0,
+                              "give the tool's wall-clock budget once: 'timeout' or "
+                              "'limits.wall', not both");
+            r->limits.wall_ms =
+                eddy__job_duration(c, t, tp, "timeout", 0, 1, EDDY_TOOL_MAX_WALL_MS);
+        }
+        if ((cfgv = eddy__job_map(c, t, tp, "config", 0))) {
+            eddy__job_join(p, sizeof(p), tp, "config");
+            r->config = json_incref(cfgv);
+            collect_secrets(c, cfgv, p, r);
+        }
+        r->http = load_http(c, t, tp);
     } else if (json_is_string(t) || eddy__job_env_text(c, tp)) {
         const char *s =
             eddy__job_env_text(c, tp) ? eddy__job_env_text(c, tp) : json_string_value(t);
@@ -749,11 +953,11 @@ static int load_tool_entry(vctx *c, json_t *t, const char *tp, eddy_tool_ref *r)
         }
         r->path = eddy_job_path(c->job, s);
     } else {
-        eddy__job_err(
-            c, tp, 0,
-            "a tool must be the path of a Lua file, '{lua: FILE, limits: {...}}' or a native "
-            "tool such as 'fluss_lookup: {table: db.customers}', not %s",
-            eddy__job_type(t));
+        eddy__job_err(c, tp, 0,
+                      "a tool must be the path of a Lua file, '{lua: FILE, config: {...}, limits: "
+                      "{...}}' or a native "
+                      "tool such as 'fluss_lookup: {table: db.customers}', not %s",
+                      eddy__job_type(t));
         return -1;
     }
     r->where = eddy_strdup(WHERE(c, tp, 0));
@@ -776,10 +980,7 @@ static void load_tools(vctx *c, eddy_agent_def *a, json_t *x, const char *p)
         if (load_tool_entry(c, json_array_get(x, i), tp, r) == 0) {
             a->ntools++;
         } else { /* partly filled: clear it for the next entry */
-            eddy_free(r->path);
-            eddy_free(r->kind);
-            json_decref(r->cfg);
-            memset(r, 0, sizeof(*r));
+            eddy__tool_ref_clear(r);
         }
     }
 }
@@ -1394,10 +1595,7 @@ void eddy_job_free(eddy_job *job)
             eddy_free(a->prompt_where[k]);
         }
         for (size_t j = 0; j < a->ntools; j++) {
-            eddy_free(a->tools[j].path);
-            eddy_free(a->tools[j].kind);
-            json_decref(a->tools[j].cfg);
-            eddy_free(a->tools[j].where);
+            eddy__tool_ref_clear(&a->tools[j]);
         }
         eddy_free(a->tools);
         for (size_t j = 0; a->output_schema && j < a->non; j++)
@@ -1421,6 +1619,9 @@ void eddy_job_free(eddy_job *job)
     eddy_free(job->trace_path);
     eddy_free(job->dashboard_listen);
     eddy_free(job->dashboard_token);
+    for (size_t i = 0; i < job->nsecrets; i++)
+        eddy_free(job->secrets[i]);
+    eddy_free(job->secrets);
     for (size_t i = 0; i < job->ntrace_redact; i++)
         eddy_free(job->trace_redact[i]);
     eddy_free(job->trace_redact);

@@ -118,6 +118,12 @@ const char *eddy__job_env_text(vctx *c, const char *path)
     return json_is_string(t) ? json_string_value(t) : NULL;
 }
 
+json_t *eddy__job_env_values(vctx *c, const char *path)
+{
+    json_t *t = json_array_get(json_object_get(c->doc->pos, path), 5);
+    return json_is_array(t) ? t : NULL;
+}
+
 void eddy__job_env_strings(vctx *c, json_t *v, const char *path, const char *const *keys)
 {
     for (size_t i = 0; keys[i]; i++) {

@@ -46,8 +46,14 @@ json_t *eddy__job_member(vctx *c, json_t *v, const char *path, const char *key, 
 /* The text of the scalar at PATH when it was wholly one ${...} (before it
  * was typed), else NULL; borrowed from the document. */
 const char *eddy__job_env_text(vctx *c, const char *path);
+/* What the environment gave the scalar at PATH (an array of the non-empty
+ * values its ${...} took), or NULL; borrowed from the document. */
+json_t *eddy__job_env_values(vctx *c, const char *path);
 /* The members KEYS of V that were wholly one ${...} become their text again. */
 void eddy__job_env_strings(vctx *c, json_t *v, const char *path, const char *const *keys);
+
+/* Free what R holds and zero it. */
+void eddy__tool_ref_clear(eddy_tool_ref *r);
 
 /* Typed members. Absent or null: DEF (eddy__job_str: a copy of DEF, or NULL;
  * FLAGS are S_REQ / S_NONEMPTY). Numbers outside [MIN, MAX] are reported as

@@ -99,6 +99,13 @@ static void run_turn(eddy_run *r);
 
 /* -- agent runtime ---------------------------------------------------------- */
 
+static int load_lua_tool(eddy_tools *h, const eddy_tool_ref *ref, eddy_tool **out, eddy_err *err)
+{
+    eddy_tool_opts o;
+    eddy_tool_ref_opts(ref, &o);
+    return eddy_tools_load_opts(h, ref->path, &o, out, err);
+}
+
 int eddy_agent_rt_new(const eddy_agent_def *def, eddy_agent_env *env, eddy_agent_rt **out,
                       eddy_err *err)
 {
@@ -117,7 +124,7 @@ int eddy_agent_rt_new(const eddy_agent_def *def, eddy_agent_env *env, eddy_agent
         const eddy_tool_ref *ref = &def->tools[i];
         if ((rc = ref->kind
                       ? eddy_tools_load_native(env->tools, ref->kind, ref->cfg, &rt->tools[i], err)
-                      : eddy_tools_load(env->tools, ref->path, &ref->limits, &rt->tools[i], err))) {
+                      : load_lua_tool(env->tools, ref, &rt->tools[i], err))) {
             if (ref->kind)
                 eddy_err_prefix(err, "agent '%s': %s: %s: ", def->name, ref->where, ref->kind);
             else
@@ -656,7 +663,7 @@ static json_t *slot_state(void *ud, const char *op, const char *key, json_t *a, 
 static void slot_ctx(tool_slot *s, eddy_tool_ctx *ctx)
 {
     eddy_run *r = s->run;
-    *ctx = (eddy_tool_ctx){r->key, r->event, r->mem, slot_state, s};
+    *ctx = (eddy_tool_ctx){r->key, r->event, r->mem, slot_state, s, s->span};
 }
 
 /* Run S's tool with its arguments. */

@@ -64,6 +64,11 @@ void eddy_diag_add(eddy_diag *d, const char *fmt, ...)
 
 int eddy_interpolate(const char *s, char **out, eddy_err *err)
 {
+    return eddy_interpolate_env(s, out, NULL, err);
+}
+
+int eddy_interpolate_env(const char *s, char **out, json_t *used, eddy_err *err)
+{
     eddy_buf b;
     eddy_buf_init(&b);
     *out = NULL;
@@ -105,6 +110,10 @@ int eddy_interpolate(const char *s, char **out, eddy_err *err)
             const char *val = getenv(name);
             if (val && (*val || !def)) {
                 eddy_buf_puts(&b, val);
+                if (used && *val && json_array_append_new(used, json_string_nocheck(val))) {
+                    eddy_buf_free(&b);
+                    return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+                }
             } else if (def) {
                 eddy_buf_append(&b, def + 2, (size_t)(end - def - 2));
             } else {
@@ -520,14 +529,17 @@ static json_t *parse_scalar(loader *ld, yaml_event_t *ev, const char *path)
 {
     char *raw = unhide(ld, (const char *)ev->data.scalar.value), *text = NULL;
     eddy_err e;
-    json_t *v, *pos;
+    json_t *v, *pos, *used = json_array();
     int whole;
     put_pos(ld, path, ev->start_mark, NULL);
-    if (!raw) {
+    if (!raw || !used) {
+        eddy_free(raw);
+        json_decref(used);
         oom(ld);
         return NULL;
     }
-    if (eddy_interpolate(raw, &text, &e)) {
+    if (eddy_interpolate_env(raw, &text, used, &e)) {
+        json_decref(used);
         /* reported, but not a parse failure: validation goes on to find more */
         if (ld->flags & EDDY_YAML_LAX_ENV)
             defer(ld, path, ev, e.msg);
@@ -549,6 +561,7 @@ static json_t *parse_scalar(loader *ld, yaml_event_t *ev, const char *path)
         v = json_string(raw);
         eddy_free(text);
         eddy_free(raw);
+        json_decref(used);
         return v;
     }
     /* `"${CONC:-64}"` is as much an integer as `${CONC:-64}`; the setting
@@ -558,8 +571,14 @@ static json_t *parse_scalar(loader *ld, yaml_event_t *ev, const char *path)
         v = plain_scalar(text);
     else
         v = json_string(text);
-    if (whole && (pos = json_object_get(ld->doc->pos, path)))
-        json_array_append_new(pos, json_string(text));
+    /* the position's [4]: the text of a whole ${...}; [5]: what the
+     * environment gave (eddy__job_env_values: secrets, for some settings) */
+    if ((whole || json_array_size(used)) && (pos = json_object_get(ld->doc->pos, path))) {
+        json_array_append_new(pos, whole ? json_string(text) : json_null());
+        if (json_array_size(used))
+            json_array_append(pos, used);
+    }
+    json_decref(used);
     eddy_free(text);
     eddy_free(raw);
     return v;

@@ -1129,17 +1129,20 @@ static int start_http(ctl *c, const eddy_run_opts *o, eddy_err *err)
     return 0;
 }
 
-/* The trace store, with the models' API keys among the text it redacts. */
+/* The trace store, with the models' API keys and what the environment gave
+ * tool settings among the text it redacts. */
 static int open_traces(ctl *c, eddy_err *err)
 {
     eddy_trace_opts o = c->job->trace;
-    const char **keys = eddy_calloc(c->job->nmodels + 1, sizeof(*keys));
+    const char **keys = eddy_calloc(c->job->nmodels + c->job->nsecrets + 1, sizeof(*keys));
     int rc;
     if (!keys)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     for (size_t i = 0; i < c->job->nmodels; i++)
         if (c->job->models[i].api_key && *c->job->models[i].api_key)
             keys[o.nsecrets++] = c->job->models[i].api_key;
+    for (size_t i = 0; i < c->job->nsecrets; i++)
+        keys[o.nsecrets++] = c->job->secrets[i];
     o.secrets = keys;
     rc = eddy_trace_store_open(c->trace_path, &o, &c->traces, err);
     eddy_free(keys);

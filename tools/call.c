@@ -221,13 +221,23 @@ static void deliver(struct tool_call *c)
     res.result = c->res_result;
     c->res_result = NULL;
     res.duration_ms = eddy_now_ms() - c->start_ms;
+    if (res.status && c->tool->nsecrets) {
+        char clean[EDDY_ERR_MSG_MAX];
+        eddy_tool_redact(c->tool, res.err.msg, clean, sizeof(clean));
+        snprintf(res.err.msg, sizeof(res.err.msg), "%s", clean);
+    }
     c->cb(&res, c->ud);
     json_decref(res.result);
     json_decref(c->wait_result);
     c->wait_result = NULL;
     c->host->calls--;
-    if (!c->native_wait) /* else when the answer comes */
+    if (!c->native_wait) { /* else when the answer comes */
         close_call(c);
+    } else if (c->wait_cancel) { /* abandoned: the work may stop now */
+        void (*cancel)(void *) = c->wait_cancel;
+        c->wait_cancel = NULL;
+        cancel(c->wait_cancel_ud);
+    }
 }
 
 static void fail(struct tool_call *c, int code, const char *msg)
@@ -456,11 +466,30 @@ void eddy__tools_call_cancel_wait(eddy_tool_wait *w)
     c->native_wait = 0;
 }
 
+const eddy_tool *eddy_tool_wait_tool(const eddy_tool_wait *w)
+{
+    return ((const struct tool_call *)w)->tool;
+}
+
+struct eddy_span *eddy_tool_wait_span(const eddy_tool_wait *w)
+{
+    return ((const struct tool_call *)w)->span;
+}
+
+void eddy_tool_wait_on_cancel(eddy_tool_wait *w, void (*cancel)(void *ud), void *ud)
+{
+    struct tool_call *c = (struct tool_call *)w;
+    assert(c->native_wait);
+    c->wait_cancel = cancel;
+    c->wait_cancel_ud = ud;
+}
+
 void eddy_tool_wait_done(eddy_tool_wait *w, int status, json_t *result, const char *msg)
 {
     struct tool_call *c = (struct tool_call *)w;
     assert(c->native_wait);
     c->native_wait = 0;
+    c->wait_cancel = NULL;
     if (c->delivered) { /* abandoned (budget or shutdown) while it waited */
         json_decref(result);
         close_call(c);
@@ -583,6 +612,13 @@ static int call_setup(lua_State *L)
     }
     lua_pushstring(L, c->tool->name);
     lua_setfield(L, -2, "tool");
+    if (c->tool->config) { /* a fresh copy each call: no call sees another's changes */
+        if (eddy_lua_push_json(L, c->tool->config))
+            return luaL_error(L, "the tool's config is nested too deep");
+    } else {
+        lua_newtable(L);
+    }
+    lua_setfield(L, -2, "config");
     if (ctx && ctx->state) {
         push_state(L, c, ctx);
         lua_setfield(L, -2, "state");
@@ -636,6 +672,7 @@ static int start_call(eddy_tools *h, eddy_tool *t, int fn_ref, json_t *args,
     c->tool = t;
     c->cb = cb;
     c->ud = ud;
+    c->span = ctx ? ctx->span : NULL;
     c->co_ref = c->env_ref = c->ctx_ref = c->mem_ref = c->state_ref = LUA_NOREF;
     c->limits = t->limits;
     c->start_ms = eddy_now_ms();

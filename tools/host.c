@@ -223,6 +223,11 @@ void eddy__tool_free(eddy_tool *t)
     eddy_free(t->path);
     eddy_free(t->description);
     json_decref(t->schema);
+    json_decref(t->config);
+    json_decref(t->http);
+    for (size_t i = 0; i < t->nsecrets; i++)
+        eddy_free(t->secrets[i]);
+    eddy_free(t->secrets);
     eddy_free(t->native.name);
     eddy_free(t->native.description);
     json_decref(t->native.params);

@@ -12,6 +12,7 @@
 #include "eddy/buf.h"
 #include "eddy/json.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -325,16 +326,81 @@ static int load_prepare(lua_State *L)
     return 0;
 }
 
-static eddy_tool *find_loaded(eddy_tools *h, const char *path, const eddy_tool_limits *lim)
+/* Two optional JSON settings are the same (both absent, or equal). */
+static int same_json(json_t *a, json_t *b)
+{
+    return (!a && !b) || (a && b && json_equal(a, b));
+}
+
+static eddy_tool *find_loaded(eddy_tools *h, const char *path, const eddy_tool_limits *lim,
+                              const eddy_tool_opts *o)
 {
     for (size_t i = 0; i < h->ntools; i++) {
         eddy_tool *t = h->tools[i];
         if (t->module < 0 && !strcmp(t->path, path) &&
             t->limits.instructions == lim->instructions && t->limits.memory == lim->memory &&
-            t->limits.wall_ms == lim->wall_ms)
+            t->limits.wall_ms == lim->wall_ms && same_json(t->config, o ? o->config : NULL) &&
+            same_json(t->http, o ? o->http : NULL))
             return t;
     }
     return NULL;
+}
+
+/* Keep copies of what OPTS gives T (its config, http settings, secrets). */
+static int keep_opts(eddy_tool *t, const eddy_tool_opts *o, eddy_err *err)
+{
+    if (!o)
+        return 0;
+    if (o->config && !json_is_object(o->config))
+        return eddy_err_set(err, EDDY_EINVAL, "a tool's config must be a mapping");
+    if ((o->config && !(t->config = json_deep_copy(o->config))) ||
+        (o->http && !(t->http = json_deep_copy(o->http))) ||
+        (o->nsecrets && !(t->secrets = eddy_calloc(o->nsecrets, sizeof(char *)))))
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    for (size_t i = 0; i < o->nsecrets; i++) {
+        if (!o->secrets[i] || !*o->secrets[i])
+            continue;
+        if (!(t->secrets[t->nsecrets] = eddy_strdup(o->secrets[i])))
+            return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        t->nsecrets++;
+    }
+    return 0;
+}
+
+json_t *eddy_tool_config(const eddy_tool *t)
+{
+    return t->config;
+}
+
+json_t *eddy_tool_http(const eddy_tool *t)
+{
+    return t->http;
+}
+
+const char *eddy_tool_redact(const eddy_tool *t, const char *msg, char *buf, size_t n)
+{
+    eddy_buf b;
+    assert(n > 0);
+    if (!t || !t->nsecrets) {
+        snprintf(buf, n, "%s", msg);
+        return buf;
+    }
+    eddy_buf_init(&b);
+    for (const char *p = msg; *p;) {
+        size_t k = 0;
+        for (size_t i = 0; i < t->nsecrets && !k; i++)
+            if (!strncmp(p, t->secrets[i], strlen(t->secrets[i])))
+                k = strlen(t->secrets[i]);
+        if (k) {
+            eddy_buf_puts(&b, "[REDACTED]");
+            p += k;
+        } else {
+            eddy_buf_putc(&b, *p++);
+        }
+    }
+    snprintf(buf, n, "%s", b.data ? b.data : "");
+    eddy_buf_free(&b);
+    return buf;
 }
 
 /* Where the stopped top-level code was: "path:LINE:1: ". */
@@ -415,6 +481,17 @@ static int run_chunk(loading *ld, eddy_err *err)
 int eddy_tools_load(eddy_tools *h, const char *path, const eddy_tool_limits *limits,
                     eddy_tool **out, eddy_err *err)
 {
+    eddy_tool_opts o;
+    memset(&o, 0, sizeof(o));
+    if (limits)
+        o.limits = *limits;
+    return eddy_tools_load_opts(h, path, &o, out, err);
+}
+
+int eddy_tools_load_opts(eddy_tools *h, const char *path, const eddy_tool_opts *opts,
+                         eddy_tool **out, eddy_err *err)
+{
+    const eddy_tool_limits *limits = opts ? &opts->limits : NULL;
     lua_State *L = h->L;
     int top = lua_gettop(L), rc = 0;
     char *src = NULL, *chunk = NULL;
@@ -429,7 +506,7 @@ int eddy_tools_load(eddy_tools *h, const char *path, const eddy_tool_limits *lim
         limits && limits->instructions ? limits->instructions : EDDY_TOOL_DEFAULT_INSTRUCTIONS;
     lim.memory = limits && limits->memory ? limits->memory : EDDY_TOOL_DEFAULT_MEMORY;
     lim.wall_ms = limits && limits->wall_ms ? limits->wall_ms : EDDY_TOOL_DEFAULT_WALL_MS;
-    if ((*out = find_loaded(h, path, &lim)))
+    if ((*out = find_loaded(h, path, &lim, opts)))
         return 0;
     if ((rc = eddy_read_file(path, &src, &ld.n, err)))
         return rc;
@@ -462,6 +539,8 @@ int eddy_tools_load(eddy_tools *h, const char *path, const eddy_tool_limits *lim
     }
     t->host = h;
     t->limits = lim;
+    if ((rc = keep_opts(t, opts, err)))
+        goto out;
     t->run_ref = t->chunk_ref = t->envmt_ref = t->reconcile_ref = LUA_NOREF;
     t->module = -1;
     lc.host = h;

@@ -48,15 +48,19 @@
 struct eddy_tool {
     eddy_tools *host;
     char *name, *path, *description;
-    json_t *schema; /* JSON schema of the parameters */
-    int run_ref;    /* registry ref of the run function (Lua tools) */
+    json_t *schema;    /* JSON schema of the parameters */
+    int run_ref;       /* registry ref of the run function (Lua tools) */
     int reconcile_ref; /* ... of reconcile, or LUA_NOREF */
     int side_effects;
-    int chunk_ref;  /* the file's main chunk: its _ENV upvalue is switched per call */
-    int envmt_ref;  /* metatable of a call's globals: __index = the file's globals */
-    int module;     /* native tools: index of the module, else -1 */
+    int chunk_ref; /* the file's main chunk: its _ENV upvalue is switched per call */
+    int envmt_ref; /* metatable of a call's globals: __index = the file's globals */
+    int module;    /* native tools: index of the module, else -1 */
     eddy_native_tool native;
     eddy_tool_limits limits; /* resolved: no field is 0 */
+    json_t *config;          /* ctx.config (an object), or NULL */
+    json_t *http;            /* the entry's http settings, or NULL */
+    char **secrets;          /* removed from error messages */
+    size_t nsecrets;
 };
 
 /* Why a call was stopped (tool_call.killed). */
@@ -104,7 +108,10 @@ struct tool_call {
     /* a native function's answer, pushed when the coroutine resumes */
     int wait_ready, wait_status;
     json_t *wait_result;
-    char *wait_msg; /* its failure's message, or NULL (out of memory) */
+    char *wait_msg;                /* its failure's message, or NULL (out of memory) */
+    struct eddy_span *span;        /* eddy_tool_ctx.span */
+    void (*wait_cancel)(void *ud); /* eddy_tool_wait_on_cancel */
+    void *wait_cancel_ud;
 };
 
 struct eddy_tools {

@@ -960,6 +960,11 @@ void eddy_trace_otlp_stats(const eddy_trace_store *s, eddy_otlp_stats *out)
     eddy__otlp_stats(s ? s->otlp : NULL, out);
 }
 
+eddy_trace_store *eddy_span_store(const eddy_span *sp)
+{
+    return sp ? sp->store : NULL;
+}
+
 eddy_span *eddy_span_start(eddy_trace_store *s, eddy_span *parent, const char *name, int kind)
 {
     eddy_span *sp = eddy_calloc(1, sizeof(*sp));

@@ -65,6 +65,9 @@ const char *eddy_yaml_where(const eddy_yaml_doc *doc, const char *path, int key,
 /* Interpolate ${VAR} / ${VAR:-default} / $$ in S. *OUT new. Returns 0 or
  * EDDY_EINVAL with ERR naming the variable. */
 int eddy_interpolate(const char *s, char **out, eddy_err *err);
+/* The same; each non-empty value taken from the environment is appended to
+ * USED (an array; NULL: not kept), for the secrets a job must not show. */
+int eddy_interpolate_env(const char *s, char **out, json_t *used, eddy_err *err);
 
 /* -- the job -------------------------------------------------------------- */
 
@@ -78,8 +81,17 @@ typedef struct eddy_tool_ref {
     char *kind;              /* the native tool kind, or NULL */
     json_t *cfg;             /* the native tool's settings (owned) */
     char *where;             /* "job.yaml:12:7": where the tool is listed */
-    eddy_tool_limits limits; /* Lua tools: `limits:` of the entry (0 = default) */
+    eddy_tool_limits limits; /* Lua tools: `limits:` (and `timeout:`) of the entry (0 = default) */
+    json_t *config;          /* Lua tools: `config:` (ctx.config), owned, or NULL */
+    json_t *http;            /* Lua tools: `http:` (eddy.http's allowlist), owned, or NULL */
+    char **secrets;          /* what the environment gave config (owned), for redaction */
+    size_t nsecrets;
 } eddy_tool_ref;
+
+/* The load options of R's Lua tool, pointing into R (valid while R is). */
+void eddy_tool_ref_opts(const eddy_tool_ref *r, eddy_tool_opts *o);
+/* Whether A and B load the same Lua tool (file, limits, config, http). */
+int eddy_tool_ref_same(const eddy_tool_ref *a, const eddy_tool_ref *b);
 
 typedef struct eddy_agent_def {
     char *name;
@@ -139,6 +151,10 @@ typedef struct eddy_job {
     eddy_trace_opts trace; /* trace.retention, .sample, .content, .max_payload, .redact */
     char **trace_redact;   /* the patterns trace.redact points into */
     size_t ntrace_redact;
+    /* values the environment gave tool settings (config, native tools):
+     * secrets the trace store redacts, at least EDDY_JOB_SECRET_MIN bytes */
+    char **secrets;
+    size_t nsecrets;
     eddy_llm_model *models;
     size_t nmodels;
     eddy_agent_def *agents;
@@ -146,6 +162,9 @@ typedef struct eddy_job {
 } eddy_job;
 
 #define EDDY_JOB_MAX_WORKERS 256
+/* Shorter values from the environment are not taken for secrets ("443",
+ * "true" would blank every trace that mentions them). */
+#define EDDY_JOB_SECRET_MIN 6
 /* delivery: at_least_once (every output at least once; duplicates carry the
  * same output_id) or exactly_once (a file sink is cut back to its last
  * checkpoint after a crash and what followed is written again). */

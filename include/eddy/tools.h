@@ -69,6 +69,31 @@ typedef struct eddy_tool_limits {
 int eddy_tools_load(eddy_tools *h, const char *path, const eddy_tool_limits *limits,
                     eddy_tool **out, eddy_err *err);
 
+/* What a job's tool entry gives one Lua tool besides its file:
+ * `{lua: tools/orders.lua, config: {...}, http: {allow: [...]}, limits: {...},
+ * timeout: 5s}`. All borrowed for the call; the tool keeps copies. */
+typedef struct eddy_tool_opts {
+    eddy_tool_limits limits; /* 0 fields: the defaults */
+    json_t *config;          /* ctx.config of every call (an object), or NULL: {} */
+    json_t *http;            /* the entry's `http:` settings (eddy.http reads them), or NULL */
+    /* values the job took from the environment for this tool (its secrets):
+     * never shown in the tool's error messages (traces redact them too, as
+     * the job hands them to the trace store) */
+    const char *const *secrets;
+    size_t nsecrets;
+} eddy_tool_opts;
+
+/* eddy_tools_load with OPTS (NULL: as eddy_tools_load with defaults). The
+ * same file with other options (limits, config, http) is another tool. */
+int eddy_tools_load_opts(eddy_tools *h, const char *path, const eddy_tool_opts *opts,
+                         eddy_tool **out, eddy_err *err);
+/* The tool's ctx.config (an object) and `http:` settings; borrowed, NULL
+ * when the entry gave none. */
+json_t *eddy_tool_config(const eddy_tool *t);
+json_t *eddy_tool_http(const eddy_tool *t);
+/* Copy MSG into BUF (size N) with T's secrets replaced by [REDACTED]; BUF. */
+const char *eddy_tool_redact(const eddy_tool *t, const char *msg, char *buf, size_t n);
+
 const char *eddy_tool_name(const eddy_tool *t);
 const char *eddy_tool_path(const eddy_tool *t);
 /* What the model is told the tool does; borrowed, never NULL. */
@@ -116,6 +141,10 @@ typedef struct eddy_tool_ctx {
     eddy_tool_memory *memory;
     eddy_tool_state_fn state;
     void *state_ud;
+    /* the call's span (trace.h's eddy_span), parent of the spans native
+     * functions record for it (eddy.http requests); borrowed, may be NULL,
+     * must outlive the call's callback */
+    struct eddy_span *span;
 } eddy_tool_ctx;
 
 /* A tool file may say `side_effects = true` (what it does outside cannot
@@ -153,6 +182,16 @@ typedef struct eddy_tool_wait eddy_tool_wait;
  * called inside the native function that received W; the caller resumes
  * from the loop either way. Loop thread only. */
 void eddy_tool_wait_done(eddy_tool_wait *w, int status, json_t *result, const char *msg);
+/* The tool whose call W belongs to (its eddy_tool_http, eddy_tool_config),
+ * and that call's span (eddy_tool_ctx.span; NULL when none). Valid until W
+ * is answered. Loop thread. */
+const eddy_tool *eddy_tool_wait_tool(const eddy_tool_wait *w);
+struct eddy_span *eddy_tool_wait_span(const eddy_tool_wait *w);
+/* Ask for CANCEL(UD) when W's call is abandoned before W is answered (its
+ * wall-clock budget ran out, eddy_tools_cancel_all): the work should then
+ * stop and answer W soon (the answer is dropped). At most one per wait;
+ * called at most once, from the loop, never after W was answered. */
+void eddy_tool_wait_on_cancel(eddy_tool_wait *w, void (*cancel)(void *ud), void *ud);
 
 /* A native function or tool body. STATE: the module's state on this host;
  * DATA: the native tool's data (NULL for functions); ARGS borrowed: the Lua

@@ -103,6 +103,9 @@ int eddy_trace_keeps_content(const eddy_trace_store *s);
 int eddy_trace_text(const eddy_trace_store *s, struct eddy_buf *b, const char *text, size_t len);
 /* Mark the span failed with MSG. */
 void eddy_span_error(eddy_span *sp, const char *type, const char *msg);
+/* The store SP writes to (for a child span of it: eddy_span_start(
+ * eddy_span_store(sp), sp, ...)); NULL-safe. */
+eddy_trace_store *eddy_span_store(const eddy_span *sp);
 /* Hex ids (borrowed, valid while the span lives). */
 const char *eddy_span_trace_id(const eddy_span *sp);
 const char *eddy_span_id(const eddy_span *sp);

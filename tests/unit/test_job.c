@@ -597,6 +597,85 @@ static void test_tool_long_form(void **state)
     eddy_job_free(job);
 }
 
+/* config:, http: and timeout: of a tool entry; what the environment gave
+ * config is a secret of the tool and of the job. */
+static void test_tool_config_http(void **state)
+{
+    eddy_job *job;
+    const eddy_tool_ref *r;
+    json_t *allow;
+    (void)state;
+    write_tools();
+    setenv("EDDY_T_TOKEN", "tok-0123456789", 1);
+    setenv("EDDY_T_PORT", "8443", 1);
+    job = load_ok("cfg.yaml",
+                  "job: j\nkey: k\n"
+                  "models:\n"
+                  "  m: { base_url: 'http://x', model: m }\n"
+                  "agents:\n"
+                  "  a:\n"
+                  "    prompt: { user: hi }\n"
+                  "    tools:\n"
+                  "      - lua: tools/x.lua\n"
+                  "        config: { base_url: 'https://orders.internal:${EDDY_T_PORT}', token: "
+                  "\"Bearer ${EDDY_T_TOKEN}\", n: [1, { deep: '${EDDY_T_TOKEN}' }] }\n"
+                  "        http: { allow: [orders.internal:443, '*.Example.com', '[::1]:8080', "
+                  "127.0.0.1], max_redirects: 2 }\n"
+                  "        timeout: 5s\n",
+                  0);
+    assert_non_null(job);
+    r = &job->agents[0].tools[0];
+    assert_int_equal(r->limits.wall_ms, 5000);
+    assert_string_equal(json_string_value(json_object_get(r->config, "token")),
+                        "Bearer tok-0123456789");
+    assert_int_equal(r->nsecrets, 1); /* "8443" is too short to be taken for a secret */
+    assert_string_equal(r->secrets[0], "tok-0123456789");
+    assert_int_equal(job->nsecrets, 1);
+    allow = json_object_get(r->http, "allow");
+    assert_int_equal(json_array_size(allow), 4);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(allow, 0), "host")),
+                        "orders.internal");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(allow, 0), "port")), 443);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(allow, 1), "host")),
+                        "*.example.com");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(allow, 2), "host")),
+                        "::1");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(allow, 3), "port")), 0);
+    assert_int_equal(json_integer_value(json_object_get(r->http, "max_redirects")), 2);
+    assert_int_equal(json_integer_value(json_object_get(r->http, "max_response")), 10 << 20);
+    eddy_job_free(job);
+    unsetenv("EDDY_T_TOKEN");
+    unsetenv("EDDY_T_PORT");
+}
+
+static void test_tool_config_http_errors(void **state)
+{
+    static const char *const want[] = {
+        ":9:50: 'config' must be a mapping, not a list",
+        ":12:18: give the tool's wall-clock budget once: 'timeout' or 'limits.wall'",
+        ":11:25: an http.allow entry must be a host or host:port",
+        ":11:28: http.allow entry 'a:b:c': write an IPv6 address as [::1]:8080",
+        ":11:37: http.allow entry 'h:99999': the port must be 1 to 65535",
+        ":11:48: http.allow entry 'x/y': '/' cannot be in a host name",
+        ":11:55: http.allow entry 'a*b': '*' cannot be in a host name",
+    };
+    (void)state;
+    write_tools();
+    expect_diags("job: j\nkey: k\n"
+                 "models:\n"
+                 "  m: { base_url: 'http://x', model: m }\n"
+                 "agents:\n"
+                 "  a:\n"
+                 "    prompt: { user: hi }\n"
+                 "    tools:\n"
+                 "      - { lua: tools/x.lua, timeout: 1s, config: [1] }\n"
+                 "      - lua: tools/x2.lua\n"
+                 "        http: { allow: [1, 'a:b:c', 'h:99999', 'x/y', 'a*b'] }\n"
+                 "        timeout: 2s\n"
+                 "        limits: { wall: 1s }\n",
+                 want, sizeof(want) / sizeof(want[0]));
+}
+
 static void test_tool_long_form_errors(void **state)
 {
     static const char *const want[] = {
@@ -608,7 +687,8 @@ static void test_tool_long_form_errors(void **state)
         ":11:47: 'memory' must be between 1 byte and 4GiB",
         ":11:56: 'wall' must be between 1ms and 1d",
         ":12:47: 'memory' must be between 1 byte and 4GiB",
-        ":13:9: a tool must be the path of a Lua file, '{lua: FILE, limits: {...}}' or a native",
+        ":13:9: a tool must be the path of a Lua file, '{lua: FILE, config: {...}, limits: {...}}' "
+        "or a native",
     };
     (void)state;
     expect_diags("job: j\nkey: k\n"
@@ -1032,6 +1112,8 @@ int main(void)
         cmocka_unit_test(test_env_typed_by_setting),
         cmocka_unit_test(test_env_places),
         cmocka_unit_test(test_tool_long_form),
+        cmocka_unit_test(test_tool_config_http),
+        cmocka_unit_test(test_tool_config_http_errors),
         cmocka_unit_test(test_tool_long_form_errors),
         cmocka_unit_test(test_tools_check_agrees_with_run),
         cmocka_unit_test(test_tool_name_twice_in_agent),

@@ -353,8 +353,8 @@ static void test_isolation(void **state)
     /* a file-level upvalue is the author's choice; a global is not shared */
     assert_int_equal(eddy_tool_memory_new(h, doc_a, &ma, &e), 0);
     assert_int_equal(eddy_tool_memory_new(h, NULL, &mb, &e), 0);
-    ca = (eddy_tool_ctx){"A", NULL, ma, NULL, NULL};
-    cb = (eddy_tool_ctx){"B", NULL, mb, NULL, NULL};
+    ca = (eddy_tool_ctx){"A", NULL, ma, NULL, NULL, NULL};
+    cb = (eddy_tool_ctx){"B", NULL, mb, NULL, NULL, NULL};
     assert_int_equal(eddy_tool_call(h, t, args, &ca, on_done, &o[0], &e), 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     assert_int_equal(eddy_tool_call(h, t, args, &cb, on_done, &o[1], &e), 0);
@@ -650,7 +650,7 @@ static void test_allocation_failures(void **state)
         if (!rc)
             rc = eddy_tool_memory_new(h, doc, &m, &e);
         if (!rc) {
-            eddy_tool_ctx ctx = {"k", NULL, m, NULL, NULL};
+            eddy_tool_ctx ctx = {"k", NULL, m, NULL, NULL, NULL};
             rc = eddy_tool_call(h, t, args, &ctx, on_done, &o, &e);
             if (!rc) {
                 uv_run(&loop, UV_RUN_DEFAULT);
@@ -817,7 +817,7 @@ static void test_roundtrip_property(void **state)
     for (int round = 0; round < 400; round++) {
         json_t *v = json_object(), *args, *doc = NULL, *mem;
         eddy_tool_memory *m;
-        eddy_tool_ctx ctx = {"k", NULL, NULL, NULL, NULL};
+        eddy_tool_ctx ctx = {"k", NULL, NULL, NULL, NULL, NULL};
         outcome o;
         json_object_set_new(v, "x", random_json(0));
         args = json_pack("{s:O}", "v", v);
@@ -851,7 +851,7 @@ static void test_roundtrip_property(void **state)
         json_t *doc = json_object();
         for (int run = 1; run <= 5; run++) {
             eddy_tool_memory *m;
-            eddy_tool_ctx ctx = {"k", NULL, NULL, NULL, NULL};
+            eddy_tool_ctx ctx = {"k", NULL, NULL, NULL, NULL, NULL};
             json_t *args = json_object(), *out;
             outcome o;
             memset(&o, 0, sizeof(o));

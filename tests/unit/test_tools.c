@@ -230,6 +230,7 @@ static void test_concurrent_calls_and_memory(void **state)
                   &t, &e),
         0);
     assert_int_equal(eddy_tool_memory_new(h, doc, &mem, &e), 0);
+    memset(&ctx, 0, sizeof(ctx));
     ctx.key = "K";
     ctx.event = ev;
     ctx.memory = mem;
@@ -260,6 +261,78 @@ static void test_concurrent_calls_and_memory(void **state)
     json_decref(a3);
     json_decref(doc);
     json_decref(ev);
+}
+
+/* ctx.config: each call gets its own copy of the entry's config; the same
+ * file with another config is another tool; the tool's secrets never reach
+ * its error messages. */
+static void test_tool_config_and_secrets(void **state)
+{
+    uv_loop_t loop;
+    eddy_tools *h;
+    eddy_tool *t1, *t2, *t3;
+    eddy_err e;
+    done_t d;
+    json_t *cfg1 = json_loads("{\"token\":\"tok-SECRET-1\",\"n\":1}", 0, NULL);
+    json_t *cfg2 = json_loads("{\"token\":\"tok-SECRET-2\",\"n\":2}", 0, NULL);
+    json_t *ok = json_loads("{\"fail\":false}", 0, NULL),
+           *bad = json_loads("{\"fail\":true}", 0, NULL);
+    const char *secrets[] = {"tok-SECRET-1"};
+    eddy_tool_opts o1, o2;
+    eddy_tool_ctx ctx;
+    const char *path;
+    (void)state;
+    memset(&d, 0, sizeof(d));
+    memset(&ctx, 0, sizeof(ctx));
+    memset(&o1, 0, sizeof(o1));
+    o1.config = cfg1;
+    o1.secrets = secrets;
+    o1.nsecrets = 1;
+    o2 = o1;
+    o2.config = cfg2;
+    o2.nsecrets = 0;
+    uv_loop_init(&loop);
+    assert_int_equal(eddy_tools_new(&loop, g_dir, &h, NULL), 0);
+    path = write_file("cfg.lua",
+                      "return eddy.tool { name = 'cfg', description = 'reads its config',\n"
+                      "  params = { fail = 'boolean' },\n"
+                      "  run = function(args, ctx)\n"
+                      "    if args.fail then error('cannot reach ' .. ctx.config.token) end\n"
+                      "    local seen = ctx.config.mark\n"
+                      "    ctx.config.mark = 'changed'\n"
+                      "    return { n = ctx.config.n, mark = seen or 'none' }\n"
+                      "  end }\n");
+    assert_int_equal(eddy_tools_load_opts(h, path, &o1, &t1, &e), 0);
+    assert_int_equal(eddy_tools_load_opts(h, path, &o1, &t3, &e), 0);
+    assert_ptr_equal(t1, t3); /* the same entry: the tool already loaded */
+    /* another config: another tool (of the same name, for another agent) */
+    assert_int_equal(eddy_tools_load_opts(h, path, &o2, &t2, &e), 0);
+    assert_ptr_not_equal(t1, t2);
+    assert_int_equal(eddy_tool_call(h, t1, ok, &ctx, on_done, &d, &e), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(eddy_tool_call(h, t1, ok, &ctx, on_done, &d, &e), 0);
+    assert_int_equal(eddy_tool_call(h, t1, bad, &ctx, on_done, &d, &e), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(eddy_tool_call(h, t2, ok, &ctx, on_done, &d, &e), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(d.n, 4);
+    assert_string_equal(d.out[3], "{\"mark\":\"none\",\"n\":2}");
+    assert_string_equal(d.out[0], "{\"mark\":\"none\",\"n\":1}");
+    assert_string_equal(d.out[1], "{\"mark\":\"none\",\"n\":1}"); /* the change did not stay */
+    assert_int_equal(d.status[2], EDDY_ETOOL);
+    assert_non_null(strstr(d.out[2], "cannot reach [REDACTED]"));
+    assert_null(strstr(d.out[2], "SECRET"));
+    assert_string_equal(json_string_value(json_object_get(eddy_tool_config(t1), "token")),
+                        "tok-SECRET-1");
+    assert_null(eddy_tool_http(t1));
+    for (int i = 0; i < 4; i++)
+        eddy_free(d.out[i]);
+    eddy_tools_free(h);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    json_decref(cfg1);
+    json_decref(cfg2);
+    json_decref(ok);
+    json_decref(bad);
 }
 
 static void test_runaway_loop_is_stopped(void **state)
@@ -525,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_load_tool_and_schema),
         cmocka_unit_test(test_load_errors_name_place),
         cmocka_unit_test(test_concurrent_calls_and_memory),
+        cmocka_unit_test(test_tool_config_and_secrets),
         cmocka_unit_test(test_runaway_loop_is_stopped),
         cmocka_unit_test(test_native_functions_and_tools),
     };
