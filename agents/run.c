@@ -278,6 +278,25 @@ void eddy_output_id(const char *agent, int64_t part, int64_t pos, char buf[33])
              (unsigned long long)eddy_store_hash(k, len, 0x5bd1e995));
 }
 
+/* The event the run hands on (its output, or its dead letter) as a span
+ * under the run's: what left, when, and under which id. */
+static void emit_span(eddy_run *r, json_t *out)
+{
+    const char *type = json_string_value(json_object_get(out, "type"));
+    eddy_span *sp;
+    if (!type || !r->span ||
+        !(sp = eddy_span_start(r->rt->env->traces, r->span, "eddy.emit", EDDY_SPAN_PRODUCER)))
+        return;
+    eddy_span_set_str(sp, "eddy.emit.type", type);
+    if (json_is_string(json_object_get(out, "output_id")))
+        eddy_span_set_str(sp, "eddy.output_id",
+                          json_string_value(json_object_get(out, "output_id")));
+    if (json_is_string(json_object_get(out, "reason")))
+        eddy_span_set_str(sp, "eddy.dead_letter.reason",
+                          json_string_value(json_object_get(out, "reason")));
+    eddy_span_end(sp, NULL);
+}
+
 /* The end, once committed (or when nothing is committed): end the root
  * span, close the timers, tell the caller. */
 static void deliver(eddy_run *r)
@@ -293,6 +312,7 @@ static void deliver(eddy_run *r)
     }
     res.output = r->res_output;
     r->res_output = NULL;
+    emit_span(r, res.output);
     eddy_span_set_int(r->span, "gen_ai.usage.input_tokens", r->in_tokens);
     eddy_span_set_int(r->span, "gen_ai.usage.output_tokens", r->out_tokens);
     if (r->rt->def->model->has_price)

@@ -44,9 +44,10 @@ typedef struct qitem {
     int64_t off;
 } qitem;
 
-/* Per bucket: the offset after the last record read. */
+/* Per bucket: the offset after the last record read, and the bucket's
+ * high watermark as the last fetch saw it (-1: not yet known). */
 typedef struct pending {
-    int64_t next;
+    int64_t next, hw;
 } pending;
 
 typedef struct fsrc {
@@ -161,7 +162,6 @@ static void on_progress(int status, const eddy_err *err, int bucket, int64_t nex
                         void *ud)
 {
     fsrc *s = ud;
-    (void)hw;
     if (status) {
         /* a failed bucket ends the run: its position stays where it was */
         src_fail(s, status, "", err ? err->msg : NULL);
@@ -169,6 +169,8 @@ static void on_progress(int status, const eddy_err *err, int bucket, int64_t nex
     }
     if (next > s->pend[bucket].next)
         s->pend[bucket].next = next;
+    if (hw >= 0)
+        s->pend[bucket].hw = hw;
     if (s->paused)
         return;
     check_end(s);
@@ -183,6 +185,7 @@ static void start_scanner(fsrc *s, const int64_t *from)
     }
     for (int b = 0; b < s->t->nbuckets; b++) {
         s->pend[b].next = from[b] >= 0 ? from[b] : 0;
+        s->pend[b].hw = -1;
         eddy_fluss_scanner_subscribe(s->sc, b, from[b]);
     }
     s->ready = 1;
@@ -370,8 +373,26 @@ static int src_failed(void *impl)
     return ((fsrc *)impl)->failed;
 }
 
-static const eddy_source_ops kSourceOps = {src_name, src_id,    src_part, NULL,      src_next,
-                                           src_stop, src_close, src_free, src_failed};
+/* Records not yet taken: those queued here, and those past what was read
+ * up to each bucket's high watermark. -1 until every bucket was fetched. */
+static int64_t src_lag(void *impl, int *bytes)
+{
+    fsrc *s = impl;
+    int64_t lag = (int64_t)s->n;
+    (void)bytes;
+    if (!s->pend || !s->t)
+        return -1;
+    for (int b = 0; b < s->nbuckets; b++) {
+        if (s->pend[b].hw < 0)
+            return -1;
+        if (s->pend[b].hw > s->pend[b].next)
+            lag += s->pend[b].hw - s->pend[b].next;
+    }
+    return lag;
+}
+
+static const eddy_source_ops kSourceOps = {src_name, src_id,    src_part, NULL,       src_next,
+                                           src_stop, src_close, src_free, src_failed, src_lag};
 
 static int open_source(const json_t *cfg, const eddy_connector_env *env, eddy_source **out,
                        eddy_err *err)

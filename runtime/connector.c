@@ -63,6 +63,12 @@ void eddy_source_stop(eddy_source *s)
     s->ops->stop(s->impl);
 }
 
+int64_t eddy_source_lag(const eddy_source *s, int *bytes)
+{
+    *bytes = 0;
+    return s && s->ops->lag ? s->ops->lag(s->impl, bytes) : -1;
+}
+
 int eddy_source_failed(const eddy_source *s)
 {
     return s && s->ops->failed ? s->ops->failed(s->impl) : 0;

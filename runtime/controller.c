@@ -685,9 +685,20 @@ static int checkpoint(ctl *c)
     return rc;
 }
 
+/* The source's lag, for /metrics (each checkpoint interval). */
+static void measure_lag(ctl *c)
+{
+    int bytes;
+    int64_t lag = eddy_source_lag(c->src, &bytes);
+    if (lag >= 0)
+        eddy_metrics_gauge(c->metrics, bytes ? EDDY_M_SOURCE_LAG_BYTES : EDDY_M_SOURCE_LAG_RECORDS,
+                           (long)lag);
+}
+
 static void on_ckpt_timer(uv_timer_t *t)
 {
     ctl *c = t->data;
+    measure_lag(c);
     if (!c->ckpt_busy && !c->closing)
         checkpoint(c);
 }

@@ -148,6 +148,7 @@ typedef struct jsonl_src {
     int waiting; /* the thread waits for the FIFO to drain to half */
     int quiet;   /* closed: NOTIFY may be gone */
     uv_async_t *notify;
+    int64_t taken; /* the consumer's: the byte after the last record taken */
 } jsonl_src;
 
 /* Queue REC; the thread waits while the FIFO is full, until it drained to
@@ -253,11 +254,23 @@ static const char *src_id(void *impl);
 static const char *src_part(void *impl, int part, char *buf, size_t n);
 static int src_resumable(void *impl);
 static int src_next(void *impl, eddy_record *rec);
+/* A regular file: its size now minus the bytes taken. A pipe: unknown. */
+static int64_t src_lag(void *impl, int *bytes)
+{
+    jsonl_src *s = impl;
+    struct stat st;
+    if (s->on_loop || fstat(s->fd, &st) || !S_ISREG(st.st_mode))
+        return -1;
+    *bytes = 1;
+    return st.st_size > s->taken ? (int64_t)st.st_size - s->taken : 0;
+}
+
 static void src_stop(void *impl);
 static void src_close(void *impl);
 static void src_free(void *impl);
+static int64_t src_lag(void *impl, int *bytes);
 static const eddy_source_ops kJsonlSource = {src_name, src_id,    src_part, src_resumable, src_next,
-                                             src_stop, src_close, src_free, NULL};
+                                             src_stop, src_close, src_free, NULL,          src_lag};
 
 /* Resume S at the stored position RESUME when the file still has, before
  * it, the bytes it had. */
@@ -291,6 +304,7 @@ static void resume_at(jsonl_src *s, const json_t *cresume)
     memcpy(s->sp.tail, buf, k);
     s->sp.ntail = k;
     s->sp.off = pos;
+    s->taken = pos;
     s->sp.lineno = line;
     EDDY_INFO("jsonl", "%s: resuming at line %ld (byte %lld), as checkpointed", s->name, line + 1,
               (long long)pos);
@@ -415,6 +429,7 @@ static int src_next(void *impl, eddy_record *rec)
             pthread_cond_signal(&s->not_full);
         }
         *rec = nd->rec;
+        s->taken = rec->next;
         r = 1;
     } else {
         r = s->eof || s->stop ? -1 : 0;

@@ -102,6 +102,8 @@ eddy_metrics *eddy_metrics_new(const eddy_metrics_names *nm, int nworkers)
         return NULL;
     m->nworkers = nworkers > 0 ? nworkers : 0;
     m->started_ns = eddy_wall_ns();
+    atomic_init(&m->gauge[EDDY_M_SOURCE_LAG_RECORDS], -1);
+    atomic_init(&m->gauge[EDDY_M_SOURCE_LAG_BYTES], -1);
     pthread_mutex_init(&m->mu, NULL);
     if (names_init(&m->agents, nm->agents, nm->nagents) ||
         names_init(&m->models, nm->models, nm->nmodels) ||
@@ -373,6 +375,11 @@ static const struct {
     const char *name, *help;
 } kGauges[EDDY_M_NGAUGES] = {
     [EDDY_M_IN_FLIGHT] = {"eddy_in_flight", "Records accepted and not finished."},
+    [EDDY_M_SOURCE_LAG_RECORDS] = {"eddy_source_lag_records",
+                                   "Records of the source not yet taken in (its newest offsets "
+                                   "minus what was read)."},
+    [EDDY_M_SOURCE_LAG_BYTES] = {"eddy_source_lag_bytes",
+                                 "Bytes of the source file not yet taken in."},
 };
 
 int eddy_metrics_render(const eddy_metrics *m, eddy_buf *b)
@@ -382,6 +389,8 @@ int eddy_metrics_render(const eddy_metrics *m, eddy_buf *b)
         sample(b, kCounters[c].name, NULL, NULL, NULL, NULL, LOAD(m->counter[c]));
     }
     for (int g = 0; g < EDDY_M_NGAUGES; g++) {
+        if (LOAD(m->gauge[g]) < 0) /* unknown */
+            continue;
         head(b, kGauges[g].name, "gauge", kGauges[g].help);
         sample(b, kGauges[g].name, NULL, NULL, NULL, NULL, LOAD(m->gauge[g]));
     }

@@ -52,6 +52,8 @@ typedef struct eddy_source_ops {
     void (*close)(void *impl);
     void (*free)(void *impl);
     int (*failed)(void *impl);
+    /* (may be NULL = unknown) as eddy_source_lag */
+    int64_t (*lag)(void *impl, int *bytes);
 } eddy_source_ops;
 
 /* Wrap IMPL (owned from now on: freed with OPS->free) as a source; NULL on OOM. */
@@ -82,6 +84,11 @@ void eddy_source_stop(eddy_source *s);
 /* 0, or the error (an EDDY_E* code, already logged) that ended the input
  * before its end: what was read stays good, the rest was not read. */
 int eddy_source_failed(const eddy_source *s);
+/* How far the engine is behind the source: records not yet taken (a table:
+ * its buckets' high watermarks minus what was taken), or with *BYTES set to
+ * 1, bytes of a file not yet taken; -1 when it cannot tell (a pipe). The
+ * consumer's thread. */
+int64_t eddy_source_lag(const eddy_source *s, int *bytes);
 /* Free (joins the reader). After the loop ended. */
 void eddy_source_free(eddy_source *s);
 

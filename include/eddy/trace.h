@@ -21,7 +21,7 @@ struct eddy_buf;
 typedef struct eddy_trace_store eddy_trace_store;
 typedef struct eddy_span eddy_span;
 
-enum { EDDY_SPAN_INTERNAL = 1, EDDY_SPAN_SERVER = 2, EDDY_SPAN_CLIENT = 3 };
+enum { EDDY_SPAN_INTERNAL = 1, EDDY_SPAN_SERVER = 2, EDDY_SPAN_CLIENT = 3, EDDY_SPAN_PRODUCER = 4 };
 
 /* How the store keeps traces (the job's `trace:` settings). */
 typedef struct eddy_trace_opts {
@@ -141,7 +141,14 @@ typedef enum eddy_metrics_counter {
     EDDY_M_NCOUNTERS
 } eddy_metrics_counter;
 
-typedef enum eddy_metrics_gauge_id { EDDY_M_IN_FLIGHT, EDDY_M_NGAUGES } eddy_metrics_gauge_id;
+/* The source's lag gauges start at -1: unknown, not rendered (a source
+ * tells one of them: a table its records, a file its bytes). */
+typedef enum eddy_metrics_gauge_id {
+    EDDY_M_IN_FLIGHT,
+    EDDY_M_SOURCE_LAG_RECORDS,
+    EDDY_M_SOURCE_LAG_BYTES,
+    EDDY_M_NGAUGES
+} eddy_metrics_gauge_id;
 
 typedef struct eddy_metrics_llm_call {
     int ok, replayed, retries;

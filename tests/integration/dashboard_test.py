@@ -167,6 +167,60 @@ def test_metrics_match_the_summary(tmp):
     assert runs_by_worker == 40, runs_by_worker
 
 
+def test_source_lag_and_emit_spans(tmp):
+    """A file source behind the engine shows eddy_source_lag_bytes > 0 on /metrics while
+    the job runs (the stdin source of the other tests has no lag to tell); every run's
+    trace has an eddy.emit span naming what it handed on (an output and its output_id, or
+    a dead letter and its reason)."""
+    d = copy_example(tmp)
+    evs = events(60)
+    inp = os.path.join(tmp, "in.jsonl")
+    write(inp, "".join(json.dumps(e) + "\n" for e in evs))
+    with Mock(tmp, SCRIPT, latency_ms=60) as mock:
+        job = custom_job(d, mock.base_url, agent_extra="max_in_flight: 2\n")
+        # max_in_flight is a job setting: move it to the top level
+        text = open(job).read().replace("max_in_flight: 2\n", "")
+        write(job, "max_in_flight: 2\n" + text)
+        cmd = [os.path.join(run.ARGS.build, "eddy"), "run", job, "--input", inp, "--output",
+               os.path.join(tmp, "out.jsonl"), "--dashboard=127.0.0.1:0"]
+        p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        url, err = None, []
+        for line in p.stderr:
+            err.append(line)
+            m = re.search(r"dashboard and metrics at (http://\S+)", line)
+            if m:
+                url = m.group(1)
+                break
+        assert url, "".join(err)
+        threading.Thread(target=lambda: err.extend(p.stderr), daemon=True).start()
+        lags = []
+        deadline = time.time() + 30
+        while time.time() < deadline and p.poll() is None and not lags:
+            try:
+                s = prom_parse(get(url + "metrics")[2])
+            except Exception:  # the job may end between the two
+                break
+            lags = [v for n, l, v in s if n == "eddy_source_lag_bytes"]
+            time.sleep(0.2)
+        assert p.wait(timeout=60) == 0, "".join(err)
+    assert lags and lags[0] > 0, (lags, "".join(err))
+    # the emit spans
+    db = os.path.join(d, ".eddy", "t", "traces.db")
+    import sqlite3
+    con = sqlite3.connect(db)
+    emits = con.execute("SELECT attributes FROM spans WHERE name = 'eddy.emit'").fetchall()
+    runs = con.execute("SELECT count(*) FROM spans WHERE parent_id IS NULL AND name LIKE "
+                       "'invoke_agent%'").fetchone()[0]
+    con.close()
+    assert len(emits) == runs == 60, (len(emits), runs)
+    kinds = [json.loads(a[0]) for a in emits]
+    outs = [k for k in kinds if k.get("eddy.emit.type") == "output"]
+    dls = [k for k in kinds if k.get("eddy.emit.type") == "dead_letter"]
+    assert len(outs) == 45 and len(dls) == 15, (len(outs), len(dls))
+    assert all(len(k.get("eddy.output_id", "")) == 32 for k in outs), outs[:2]
+    assert all(k.get("eddy.dead_letter.reason") for k in dls), dls[:2]
+
+
 def test_otlp_counters_in_metrics(tmp):
     """With OTLP export on (a receiver on loopback), /metrics carries the exporter's
     counters: every span the receiver got is counted exported, none dropped; without it
