@@ -37,6 +37,7 @@ struct eddy_agent_rt {
     size_t ntools;
     eddy_llm_tool_def *tool_defs; /* in the job's order; strings borrowed from tools */
     int metrics_agent;            /* its series in env->metrics */
+    int live;                     /* runs started and not yet freed */
 };
 
 typedef struct tool_slot {
@@ -93,6 +94,7 @@ struct eddy_run {
     uv_timer_t later;                 /* reports that must not run inside the caller */
     eddy_run_cb cb;
     void *ud;
+    int counted; /* in rt->live */
 };
 
 static void run_turn(eddy_run *r);
@@ -174,6 +176,11 @@ const eddy_agent_def *eddy_agent_rt_def(const eddy_agent_rt *rt)
     return rt->def;
 }
 
+int eddy_agent_rt_live(const eddy_agent_rt *rt)
+{
+    return rt->live;
+}
+
 int eddy_agent_handles(const eddy_agent_rt *rt, const char *type)
 {
     for (size_t i = 0; i < rt->def->non; i++)
@@ -186,6 +193,8 @@ int eddy_agent_handles(const eddy_agent_rt *rt, const char *type)
 
 static void run_free(eddy_run *r)
 {
+    if (r->counted)
+        r->rt->live--;
     json_decref(r->event);
     json_decref(r->res_output);
     json_decref(r->models_used);
@@ -1497,6 +1506,8 @@ int eddy_agent_run_start(eddy_agent_rt *rt, const eddy_run_input *in, eddy_run_s
         eddy_span_set_int(r->span, "eddy.journal.steps", (long long)r->replay->nsteps);
     r->wall.data = r->later.data = r;
     r->refs = 2; /* dropped by the timers' closes */
+    r->counted = 1;
+    rt->live++;
     /* start on the next loop iteration: the callback never runs inside this call */
     uv_timer_start(&r->wall, on_start, 0, 0);
     if (out)

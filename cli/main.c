@@ -39,6 +39,8 @@ static const char kUsage[] =
     "      --from-start        read the input from its start, not from the last checkpoint\n"
     "      --dashboard[=ADDR]  serve the dashboard and /metrics (ADDR: HOST:PORT; default the\n"
     "                          job's dashboard.listen, else 127.0.0.1:8765)\n"
+    "      --watch             reload tools and prompts when their files change (as SIGHUP\n"
+    "                          does); runs in progress finish with the version they began\n"
     "      --progress          a status line on stderr also when it is not a terminal\n"
     "      --no-progress       no status line, also on a terminal\n"
     "      --quiet             nothing on stderr but warnings and errors (no summary)\n"
@@ -72,6 +74,7 @@ enum {
     OPT_PROGRESS,
     OPT_NO_PROGRESS,
     OPT_FROM_START,
+    OPT_WATCH,
     OPT_DASHBOARD
 };
 
@@ -89,6 +92,7 @@ static const struct option kOpts[] = {{"input", required_argument, NULL, OPT_INP
                                       {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
                                       {"from-start", no_argument, NULL, OPT_FROM_START},
                                       {"dashboard", optional_argument, NULL, OPT_DASHBOARD},
+                                      {"watch", no_argument, NULL, OPT_WATCH},
                                       {NULL, 0, NULL, 0}};
 
 typedef struct args {
@@ -174,6 +178,9 @@ static int parse(int argc, char **argv, const globals *g, args *a)
             break;
         case OPT_FROM_START:
             a->run.from_start = 1;
+            break;
+        case OPT_WATCH:
+            a->run.watch = 1;
             break;
         case OPT_LOG:
             if (set_log_level(optarg, a))
@@ -286,6 +293,9 @@ static int cmd_run(args *a)
 {
     eddy_job *job;
     int rc, lock;
+    /* SIGHUP reloads tools and prompts once the job runs; before that (and
+     * after) it must not end the process */
+    signal(SIGHUP, SIG_IGN);
     if (a->npos != 1) {
         fprintf(stderr, "usage: eddy run JOB.yaml [options]\n");
         return 2;

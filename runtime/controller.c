@@ -79,8 +79,9 @@ struct eddy__ctl {
     uv_async_t src_async;
     uv_signal_t sigint, sigterm;
     uv_timer_t grace, ckpt, progress;
-    eddy_http *http;      /* the dashboard and /metrics, or NULL */
-    eddy_span *ckpt_span; /* the checkpoint being committed (a trace of its own) */
+    eddy_http *http;          /* the dashboard and /metrics, or NULL */
+    eddy__reloader *reloader; /* SIGHUP and --watch */
+    eddy_span *ckpt_span;     /* the checkpoint being committed (a trace of its own) */
     eddy__queue done;
     eddy__worker **w;
     int nw;
@@ -933,6 +934,7 @@ static void begin_close(ctl *c)
 {
     if (!c->closing) {
         c->closing = 1;
+        eddy__reloader_close(c->reloader);
         uv_timer_stop(&c->ckpt);
         uv_timer_stop(&c->progress);
         if (eddy_sink_flush(c->out, out_flushed, c) != 0)
@@ -1233,6 +1235,8 @@ static int setup(ctl *c, eddy_err *err)
     }
     if (rc)
         return rc;
+    if ((rc = eddy__reloader_new(&c->loop, c->job, c->w, c->nw, o->watch, &c->reloader, err)))
+        return rc;
     uv_signal_init(&c->loop, &c->sigint);
     uv_signal_init(&c->loop, &c->sigterm);
     c->sigint.data = c->sigterm.data = c;
@@ -1271,6 +1275,9 @@ static void teardown(ctl *c, eddy__worker_stats *ws)
     }
     eddy_free(c->w);
     c->w = NULL;
+    eddy__reloader_close(c->reloader); /* a start that failed did not close it */
+    eddy__reloader_free(c->reloader);
+    c->reloader = NULL;
     eddy_http_stop(c->http); /* before what it reads */
     c->http = NULL;
     eddy_metrics_free(c->metrics);
@@ -1340,6 +1347,7 @@ int eddy_runtime_run(eddy_job *job, const eddy_run_opts *opts)
         for (int i = 0; c.w && i < c.nw; i++)
             if (c.w[i])
                 eddy__worker_finish(c.w[i]);
+        eddy__reloader_close(c.reloader); /* its handles free what they hold */
         uv_walk(&c.loop, close_walk, NULL);
         uv_run(&c.loop, UV_RUN_DEFAULT);
         teardown(&c, NULL);

@@ -22,8 +22,8 @@ typedef struct eddy__worker eddy__worker;
 
 /* One agent run of one record. */
 typedef struct eddy__task {
-    void *rec; /* the controller's record (opaque to the worker) */
-    int agent; /* index into the job's agents */
+    void *rec;     /* the controller's record (opaque to the worker) */
+    int agent;     /* index into the job's agents */
     json_t *event; /* the task's own; NULL once its run started (the run has a copy) */
     char *key, *event_id, *mbkey;
     int64_t part, pos, input_hash;
@@ -64,9 +64,20 @@ typedef struct eddy__worker_stats {
  * Finished tasks go to DONE (the controller's queue). Errors (a tool that
  * does not load) come back before the thread starts. */
 int eddy__worker_start(int index, eddy_job *job, eddy_store *store, eddy_trace_store *traces,
-                       eddy_metrics *metrics,
-                       const char *state_path, const char *trace_path, eddy__queue *done,
-                       eddy__worker **out, eddy_err *err);
+                       eddy_metrics *metrics, const char *state_path, const char *trace_path,
+                       eddy__queue *done, eddy__worker **out, eddy_err *err);
+/* What a worker says of a reload it was asked for: STATUS 0 when version
+ * JOB is current from now on, else why not (MSG; the old one stays).
+ * Called on the WORKER's thread: hand it over to the controller's loop. */
+typedef void (*eddy__reload_cb)(int worker, int status, const char *msg, void *ud);
+/* Set the reload callback. Before the first eddy__worker_reload. */
+void eddy__worker_on_reload(eddy__worker *w, eddy__reload_cb cb, void *ud);
+/* Make JOB (borrowed: it must live as long as the worker) the version of
+ * the tools and prompts that the runs started from now on use, once its
+ * generation is built on the worker's loop (runs already started go on
+ * with theirs). JOB's agents must be those of the worker's job, in order.
+ * A later call before the worker took this one replaces it. Any thread. */
+void eddy__worker_reload(eddy__worker *w, const eddy_job *job);
 /* Hand T to the worker. Any thread (the controller). */
 void eddy__worker_post(eddy__worker *w, eddy__task *t);
 /* Abandon every run and every queued task (each comes back with
@@ -80,5 +91,20 @@ void eddy__worker_finish(eddy__worker *w);
 void eddy__worker_join(eddy__worker *w, eddy__worker_stats *stats);
 /* Tasks queued or running on W now (approximate, any thread). */
 long eddy__worker_load(const eddy__worker *w);
+
+/* -- live reload (runtime/reload.c) ---------------------------------------------- */
+
+typedef struct eddy__reloader eddy__reloader;
+/* Reload JOB's tools and prompts into the NW workers W (borrowed; they
+ * outlive the reloader) on SIGHUP and, when WATCH, when one of its files
+ * changes. Controller loop only. */
+int eddy__reloader_new(uv_loop_t *loop, eddy_job *job, eddy__worker **w, int nw, int watch,
+                       eddy__reloader **out, eddy_err *err);
+/* Load the job file again now (WHY says what asked, for the log). */
+void eddy__reloader_trigger(eddy__reloader *r, const char *why);
+/* Stop listening (closes its handles); NULL-safe. */
+void eddy__reloader_close(eddy__reloader *r);
+/* Free the versions taken. After close and after the workers were joined. */
+void eddy__reloader_free(eddy__reloader *r);
 
 #endif

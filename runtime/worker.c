@@ -10,9 +10,17 @@
  * finish closes the worker once its last task has gone back: the LLM
  * client, the store session, the tool calls still running (given 500 ms,
  * then ended), the tool modules, and the loop returns.
+ *
+ * Tools and prompts come in generations: a Lua host with every agent's
+ * tools loaded, and the agents' runtimes over it, for one version of the
+ * job. A reload (eddy__worker_reload) builds the next generation on the
+ * loop and makes it current; a run keeps the generation it started with
+ * (runs counts them), and a generation that is no longer current is freed
+ * once its last run and its last tool call are over.
  */
 #include "runtime_int.h"
 
+#include <assert.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -77,6 +85,15 @@ void eddy__task_free(eddy__task *t)
 
 /* -- the worker ------------------------------------------------------------- */
 
+typedef struct gen {
+    const eddy_job *job; /* the version its definitions come from (the controller keeps it) */
+    eddy_tools *tools;
+    eddy_agent_env env;
+    eddy_agent_rt **agents;
+    size_t nagents;
+    struct gen *next; /* the worker's older generations */
+} gen;
+
 struct eddy__worker {
     int index;
     eddy_job *job;
@@ -87,11 +104,15 @@ struct eddy__worker {
     eddy__queue *done;
     int cancel_req, finish_req; /* under inbox.mu */
     eddy_llm_client *llm;
-    eddy_tools *tools;
     eddy_store_session *ss;
-    eddy_agent_env env;
-    eddy_agent_rt **agents;
-    size_t nagents;
+    eddy_trace_store *traces;
+    eddy_metrics *metrics;
+    const char *state_path, *trace_path; /* the controller's, for eddy_tools_deny_file */
+    gen *cur;                            /* the generation new runs start with */
+    gen *old;                            /* older ones, still used by runs or tool calls */
+    const eddy_job *reload_req;          /* under inbox.mu: the next version, or NULL */
+    eddy__reload_cb reload_cb;
+    void *reload_ud;
     eddy_mailboxes *mb;
     eddy__task *running;
     eddy__worker_stats stats;
@@ -126,6 +147,94 @@ typedef struct slot {
     eddy__worker *w;
     eddy__task *t;
 } slot;
+
+static void gen_free(gen *g)
+{
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->nagents; i++)
+        eddy_agent_rt_free(g->agents[i]);
+    eddy_free(g->agents);
+    if (g->tools) {
+        eddy_tools_close(g->tools);
+        if (eddy_tools_active(g->tools) == 0)
+            eddy_tools_free(g->tools);
+    }
+    eddy_free(g);
+}
+
+/* Whether a run or a tool call still uses G. */
+static int gen_busy(const gen *g)
+{
+    for (size_t i = 0; i < g->nagents; i++)
+        if (eddy_agent_rt_live(g->agents[i]))
+            return 1;
+    return eddy_tools_active(g->tools) > 0;
+}
+
+/* Free the older generations nothing uses any more (at a reload, and each
+ * second: a run is freed a little after its callback). */
+static void collect_gens(eddy__worker *w)
+{
+    for (gen **p = &w->old; *p;) {
+        gen *g = *p;
+        if (!gen_busy(g)) {
+            *p = g->next;
+            gen_free(g);
+        } else {
+            p = &g->next;
+        }
+    }
+}
+
+/* A generation for JOB's agents: a host with their tools, their runtimes. */
+static int gen_new(eddy__worker *w, const eddy_job *job, gen **out, eddy_err *err)
+{
+    gen *g = eddy_calloc(1, sizeof(*g));
+    int rc;
+    *out = NULL;
+    if (!g)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    g->job = job;
+    if ((rc = eddy_tools_new(&w->loop, job->dir, &g->tools, err)))
+        goto fail;
+    eddy_tools_configure(g->tools, job->modules);
+    if ((rc = eddy_tools_deny_file(g->tools, w->state_path, err)) ||
+        (rc = eddy_tools_deny_file(g->tools, w->trace_path, err)))
+        goto fail;
+    g->env = (eddy_agent_env){&w->loop, w->llm, g->tools, w->ss, w->traces, w->index, w->metrics};
+    if (!(g->agents = eddy_calloc(job->nagents + 1, sizeof(eddy_agent_rt *)))) {
+        rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < job->nagents; i++) {
+        if ((rc = eddy_agent_rt_new(&job->agents[i], &g->env, &g->agents[i], err)))
+            goto fail;
+        g->nagents++;
+    }
+    *out = g;
+    return 0;
+fail:
+    gen_free(g);
+    return rc;
+}
+
+/* Make the version JOB current, if its generation builds; the runs in
+ * progress keep theirs. Tells the controller either way. */
+static void reload(eddy__worker *w, const eddy_job *job)
+{
+    gen *g;
+    eddy_err e;
+    int rc = gen_new(w, job, &g, &e);
+    if (rc == 0) {
+        w->cur->next = w->old;
+        w->old = w->cur;
+        w->cur = g;
+        collect_gens(w);
+    }
+    if (w->reload_cb)
+        w->reload_cb(w->index, rc, rc ? e.msg : NULL, w->reload_ud);
+}
 
 static void run_done(eddy_run_result *res, void *ud)
 {
@@ -171,8 +280,9 @@ static void start_item(const char *mbkey, void *item, void *ud)
         s->w = w;
         s->t = t;
     }
-    if (!s ||
-        eddy_agent_run_start(w->agents[t->agent], &in, &w->stats.run, run_done, s, &t->run, &e)) {
+    assert(t->agent >= 0 && (size_t)t->agent < w->cur->nagents);
+    if (!s || eddy_agent_run_start(w->cur->agents[t->agent], &in, &w->stats.run, run_done, s,
+                                   &t->run, &e)) {
         if (!s)
             eddy_err_set(&e, EDDY_ENOMEM, "out of memory");
         eddy_free(s);
@@ -208,11 +318,18 @@ static void on_inbox(uv_async_t *a)
 {
     eddy__worker *w = a->data;
     eddy__task *list = eddy__queue_take(&w->inbox);
+    const eddy_job *next;
     int cancel, finish;
     pthread_mutex_lock(&w->inbox.mu);
     cancel = w->cancel_req;
     finish = w->finish_req;
+    next = w->reload_req;
+    w->reload_req = NULL;
     pthread_mutex_unlock(&w->inbox.mu);
+    if (next && !w->finishing && !w->canceling) /* before the tasks: they start with it */
+        reload(w, next);
+    else if (next && w->reload_cb)
+        w->reload_cb(w->index, EDDY_ECANCELED, "the worker is stopping", w->reload_ud);
     while (list) {
         eddy__task *t = list;
         eddy_err e;
@@ -238,20 +355,33 @@ static void on_inbox(uv_async_t *a)
  * over) get until the deadline, then are ended; once none is left the
  * tool modules (e.g. the Fluss clients of lookups) are closed, and the
  * loop has nothing more to wait for. */
+/* Tool calls still running in every generation of W. */
+static int tools_active(const eddy__worker *w)
+{
+    int n = w->cur ? eddy_tools_active(w->cur->tools) : 0;
+    for (const gen *g = w->old; g; g = g->next)
+        n += eddy_tools_active(g->tools);
+    return n;
+}
+
 static void on_drain(uv_timer_t *t)
 {
     eddy__worker *w = t->data;
-    if (eddy_tools_active(w->tools) > 0) {
+    if (tools_active(w) > 0) {
         if (eddy_now_ms() < w->drain_deadline || w->drain_canceled)
             return;
         EDDY_WARN("runtime", "worker %d: ending %d tool call(s) still running at exit", w->index,
-                  eddy_tools_active(w->tools));
-        eddy_tools_cancel_all(w->tools); /* their callbacks come next, from the loop */
+                  tools_active(w));
+        /* their callbacks come next, from the loop */
+        eddy_tools_cancel_all(w->cur->tools);
+        for (gen *g = w->old; g; g = g->next)
+            eddy_tools_cancel_all(g->tools);
         w->drain_canceled = 1;
         return;
     }
     uv_timer_stop(t);
-    eddy_tools_close(w->tools);
+    collect_gens(w); /* every older one is unused now */
+    eddy_tools_close(w->cur->tools);
     /* only now: a tool call that outlived its run could still reach the store */
     eddy_store_session_close(w->ss, NULL, NULL);
     w->ss = NULL;
@@ -264,7 +394,8 @@ static void on_drain(uv_timer_t *t)
  * must not leave the process that much bigger for good. */
 static void on_collect(uv_timer_t *t)
 {
-    (void)t;
+    eddy__worker *w = t->data;
+    collect_gens(w);
     eddy_alloc_collect();
 }
 
@@ -301,11 +432,12 @@ static void worker_free(eddy__worker *w)
 {
     if (w->mb)
         eddy_mailboxes_free(w->mb, (void (*)(void *))eddy__task_free);
-    for (size_t i = 0; i < w->nagents; i++)
-        eddy_agent_rt_free(w->agents[i]);
-    eddy_free(w->agents);
-    if (w->tools && eddy_tools_active(w->tools) == 0)
-        eddy_tools_free(w->tools);
+    while (w->old) {
+        gen *g = w->old;
+        w->old = g->next;
+        gen_free(g);
+    }
+    gen_free(w->cur);
     if (uv_loop_close(&w->loop))
         EDDY_WARN("runtime", "worker %d: event loop closed with handles still open", w->index);
     pthread_mutex_destroy(&w->inbox.mu);
@@ -314,9 +446,8 @@ static void worker_free(eddy__worker *w)
 }
 
 int eddy__worker_start(int index, eddy_job *job, eddy_store *store, eddy_trace_store *traces,
-                       eddy_metrics *metrics,
-                       const char *state_path, const char *trace_path, eddy__queue *done,
-                       eddy__worker **out, eddy_err *err)
+                       eddy_metrics *metrics, const char *state_path, const char *trace_path,
+                       eddy__queue *done, eddy__worker **out, eddy_err *err)
 {
     eddy__worker *w = eddy_calloc(1, sizeof(*w));
     int rc;
@@ -326,6 +457,10 @@ int eddy__worker_start(int index, eddy_job *job, eddy_store *store, eddy_trace_s
     w->index = index;
     w->job = job;
     w->done = done;
+    w->traces = traces;
+    w->metrics = metrics;
+    w->state_path = state_path;
+    w->trace_path = trace_path;
     atomic_init(&w->load, 0);
     if (uv_loop_init(&w->loop)) {
         eddy_free(w);
@@ -339,27 +474,14 @@ int eddy__worker_start(int index, eddy_job *job, eddy_store *store, eddy_trace_s
     uv_timer_init(&w->loop, &w->drain);
     w->drain.data = w;
     uv_timer_init(&w->loop, &w->collect);
+    w->collect.data = w;
     uv_timer_start(&w->collect, on_collect, 1000, 1000);
     uv_unref((uv_handle_t *)&w->collect);
     if ((rc = eddy_store_session_new(store, &w->loop, &w->ss, err)) ||
         (rc = eddy_llm_client_new(&w->loop, &w->llm, err)) ||
-        (rc = eddy_tools_new(&w->loop, job->dir, &w->tools, err)) ||
-        (rc = eddy_mailboxes_new(start_item, w, &w->mb, err)))
+        (rc = eddy_mailboxes_new(start_item, w, &w->mb, err)) ||
+        (rc = gen_new(w, job, &w->cur, err)))
         goto fail;
-    eddy_tools_configure(w->tools, job->modules);
-    if ((rc = eddy_tools_deny_file(w->tools, state_path, err)) ||
-        (rc = eddy_tools_deny_file(w->tools, trace_path, err)))
-        goto fail;
-    w->env = (eddy_agent_env){&w->loop, w->llm, w->tools, w->ss, traces, index, metrics};
-    if (!(w->agents = eddy_calloc(job->nagents + 1, sizeof(eddy_agent_rt *)))) {
-        rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
-        goto fail;
-    }
-    for (size_t i = 0; i < job->nagents; i++) {
-        if ((rc = eddy_agent_rt_new(&job->agents[i], &w->env, &w->agents[i], err)))
-            goto fail;
-        w->nagents++;
-    }
     if (pthread_create(&w->thread, NULL, worker_main, w)) {
         rc = eddy_err_set(err, EDDY_EIO, "cannot start worker thread %d", index);
         goto fail;
@@ -370,8 +492,8 @@ int eddy__worker_start(int index, eddy_job *job, eddy_store *store, eddy_trace_s
 fail:
     eddy_llm_client_close(w->llm);
     eddy_store_session_close(w->ss, NULL, NULL);
-    if (w->tools)
-        eddy_tools_close(w->tools);
+    if (w->cur)
+        eddy_tools_close(w->cur->tools);
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     worker_free(w);
@@ -382,6 +504,20 @@ void eddy__worker_post(eddy__worker *w, eddy__task *t)
 {
     atomic_fetch_add(&w->load, 1);
     eddy__queue_push(&w->inbox, t);
+}
+
+void eddy__worker_on_reload(eddy__worker *w, eddy__reload_cb cb, void *ud)
+{
+    w->reload_cb = cb;
+    w->reload_ud = ud;
+}
+
+void eddy__worker_reload(eddy__worker *w, const eddy_job *job)
+{
+    pthread_mutex_lock(&w->inbox.mu);
+    w->reload_req = job;
+    uv_async_send(&w->inbox.async);
+    pthread_mutex_unlock(&w->inbox.mu);
 }
 
 void eddy__worker_cancel(eddy__worker *w)

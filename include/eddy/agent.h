@@ -253,6 +253,10 @@ int eddy_agent_rt_new(const eddy_agent_def *def, eddy_agent_env *env, eddy_agent
                       eddy_err *err);
 void eddy_agent_rt_free(eddy_agent_rt *rt);
 const eddy_agent_def *eddy_agent_rt_def(const eddy_agent_rt *rt);
+/* Runs of RT started and not yet freed (a run is freed after its callback,
+ * once its handles have closed): RT and the tools it holds are in use
+ * while this is not 0. Loop thread. */
+int eddy_agent_rt_live(const eddy_agent_rt *rt);
 /* Whether events of TYPE start a run of this agent. */
 int eddy_agent_handles(const eddy_agent_rt *rt, const char *type);
 

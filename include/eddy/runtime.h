@@ -61,6 +61,8 @@ typedef struct eddy_run_opts {
                                  journal and finished runs of earlier tries are forgotten */
     const char *dashboard;    /* serve the dashboard and /metrics on HOST:PORT (overrides
                                  dashboard.listen; NULL: as the job says) */
+    int watch;                /* reload tools and prompts when their files change (SIGHUP
+                                 reloads them always) */
 } eddy_run_opts;
 
 /* Put the LEN bytes of TEXT, a line of a JSONL source, into the dead-letter

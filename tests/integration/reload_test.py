@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Live reload: SIGHUP and `eddy run --watch` load the job's tools and prompts again while
+the job runs (stdin kept open, the scripted mock model).
+
+  * a tool changed under a running job takes effect for runs started after the reload; a
+    run in progress at the reload (its tool sleeping) finishes with the version it began
+    with;
+  * a prompt changed: new runs send the new system prompt;
+  * a broken edit (a Lua syntax error) keeps the running version, and the log names the
+    place (file:line:col); fixing it takes effect;
+  * --watch reloads without a signal when a file changes;
+  * a version that adds an agent is refused with a message saying a restart is needed;
+  * config: and secrets: a tool's ctx.config value taken from the environment never
+    appears in a trace or an error, although the tool's error message contained it.
+
+    python3 tests/integration/reload_test.py --build build [--only NAME]
+"""
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402
+from run import Mock, write, read_jsonl  # noqa: E402
+
+SCRIPT = {"rules": [
+    {"when": {"last_role": "tool"}, "reply": "got ${tool}"},
+    {"when": {"last_user_contains": "slow"},
+     "tool_calls": [{"name": "ver", "arguments": {"ms": 1500}}]},
+    {"when": {"last_user_contains": "go"},
+     "tool_calls": [{"name": "ver", "arguments": {"ms": 0}}]},
+    {"reply": "plain"}]}
+
+TOOL = """return eddy.tool {
+  name = "ver", description = "says its version",
+  params = { ms = { type = "integer", required = true } },
+  run = function(args, ctx)
+    if args.ms > 0 then eddy.sleep(args.ms) end
+    if ctx.config.fail then error("cannot reach " .. ctx.config.token) end
+    return { version = %d, token_len = #(ctx.config.token or "") }
+  end }
+"""
+
+JOB = """job: r
+key: k
+models:
+  default: { base_url: %s, api_key: sk-x, model: m, timeout: 5s }
+workers: 2
+agents:
+  a:
+    prompt: { system_file: prompts/sys.md, user: "{{event.text}}" }
+    tools:
+      - lua: tools/ver.lua
+        config: { token: "${EDDY_RELOAD_TOKEN}", fail: %s }
+        timeout: 10s
+%s"""
+
+SECRET = "tok-reload-77aa55"
+
+
+class Job:
+    """`eddy run` on stdin kept open; stderr collected."""
+
+    def __init__(self, tmp, mock, extra_args=(), fail="false"):
+        self.d = os.path.join(tmp, "job")
+        write(os.path.join(self.d, "tools", "ver.lua"), TOOL % 1)
+        write(os.path.join(self.d, "prompts", "sys.md"), "You are version one.")
+        self.job = os.path.join(self.d, "job.yaml")
+        self.base = mock.base_url
+        self.fail = fail
+        self.write_job("")
+        self.out = os.path.join(tmp, "out.jsonl")
+        env = dict(os.environ, EDDY_RELOAD_TOKEN=SECRET)
+        cmd = [os.path.join(run.ARGS.build, "eddy"), "run", self.job, "--input", "-",
+               "--output", self.out, "--log-level", "info"] + list(extra_args)
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env)
+        self.err = []
+        self.lock = threading.Lock()
+        self.t = threading.Thread(target=self.drain, daemon=True)
+        self.t.start()
+        self.wait_log(r"job 'r': reading stdin")
+
+    def write_job(self, extra):
+        write(self.job, JOB % (self.base, self.fail, extra))
+
+    def drain(self):
+        for line in self.p.stderr:
+            with self.lock:
+                self.err.append(line)
+
+    def log(self):
+        with self.lock:
+            return "".join(self.err)
+
+    def send(self, *evs):
+        self.p.stdin.write("".join(json.dumps(e) + "\n" for e in evs))
+        self.p.stdin.flush()
+
+    def wait_log(self, pattern, count=1, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if len(re.findall(pattern, self.log())) >= count:
+                return
+            time.sleep(0.05)
+        raise AssertionError("timed out waiting for %r in the log:\n%s" % (pattern, self.log()))
+
+    def wait_outputs(self, n, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            outs = read_jsonl(self.out)
+            if len(outs) >= n:
+                return {o["event_id"]: o for o in outs}
+            time.sleep(0.05)
+        raise AssertionError("timed out waiting for %d outputs:\n%s" % (n, self.log()))
+
+    def finish(self):
+        self.p.stdin.close()
+        rc = self.p.wait(timeout=60)
+        self.t.join(10)
+        return rc
+
+
+def version_of(out):
+    m = re.search(r'"version":\s*(\d+)', out["output"])
+    assert m, out
+    return int(m.group(1))
+
+
+CURRENT = r"is current on every worker"
+
+
+def test_sighup_reloads_tools_and_prompts(tmp):
+    """v1 for a run in progress, v2 for runs after the reload; the prompt too; the mock's
+    log shows the system prompts sent."""
+    with Mock(tmp, SCRIPT) as mock:
+        j = Job(tmp, mock)
+        j.send({"k": "a", "id": "e1", "text": "go"})
+        outs = j.wait_outputs(1)
+        assert version_of(outs["e1"]) == 1, outs
+        j.send({"k": "b", "id": "e2", "text": "slow"})  # its tool sleeps 1.5 s
+        time.sleep(0.5)
+        write(os.path.join(j.d, "tools", "ver.lua"), TOOL % 2)
+        write(os.path.join(j.d, "prompts", "sys.md"), "You are version two.")
+        j.p.send_signal(signal.SIGHUP)
+        j.wait_log(CURRENT)
+        j.send({"k": "c", "id": "e3", "text": "go"})
+        outs = j.wait_outputs(3)
+        assert j.finish() == 0, j.log()
+    assert version_of(outs["e2"]) == 1, outs   # began before the reload
+    assert version_of(outs["e3"]) == 2, outs
+    systems = [m["content"] for r in read_jsonl(mock.log) for m in r["body"]["messages"]
+               if m["role"] == "system"]
+    assert "You are version one." in systems and "You are version two." in systems, systems
+    assert "SIGHUP: loading" in j.log(), j.log()
+
+
+def test_broken_edit_keeps_the_running_version(tmp):
+    with Mock(tmp, SCRIPT) as mock:
+        j = Job(tmp, mock)
+        write(os.path.join(j.d, "tools", "ver.lua"), "return eddy.tool {\n  name = 'ver',\n"
+              "  run = function(args ctx) end }\n")
+        j.p.send_signal(signal.SIGHUP)
+        j.wait_log(r"keeping the running one")
+        log = j.log()
+        assert re.search(r"tools/ver\.lua:3:\d+: ", log), log
+        j.send({"k": "a", "id": "e1", "text": "go"})
+        outs = j.wait_outputs(1)
+        assert version_of(outs["e1"]) == 1, outs
+        write(os.path.join(j.d, "tools", "ver.lua"), TOOL % 3)
+        j.p.send_signal(signal.SIGHUP)
+        j.wait_log(CURRENT)
+        j.send({"k": "a", "id": "e2", "text": "go"})
+        outs = j.wait_outputs(2)
+        assert j.finish() == 0, j.log()
+    assert version_of(outs["e2"]) == 3, outs
+
+
+def test_watch_reloads_on_change(tmp):
+    with Mock(tmp, SCRIPT) as mock:
+        j = Job(tmp, mock, extra_args=["--watch"])
+        j.send({"k": "a", "id": "e1", "text": "go"})
+        assert version_of(j.wait_outputs(1)["e1"]) == 1
+        time.sleep(1.1)  # a new mtime second for file systems that keep seconds
+        write(os.path.join(j.d, "tools", "ver.lua"), TOOL % 4)
+        j.wait_log(CURRENT, timeout=10)
+        assert "a file of the job changed" in j.log(), j.log()
+        j.send({"k": "a", "id": "e2", "text": "go"})
+        outs = j.wait_outputs(2)
+        assert j.finish() == 0, j.log()
+    assert version_of(outs["e2"]) == 4, outs
+
+
+def test_new_agent_is_refused(tmp):
+    with Mock(tmp, SCRIPT) as mock:
+        j = Job(tmp, mock)
+        j.write_job("  b:\n    prompt: { user: hi }\n")
+        j.p.send_signal(signal.SIGHUP)
+        j.wait_log(r"agents are not reloaded; restart eddy")
+        j.send({"k": "a", "id": "e1", "text": "go"})
+        assert version_of(j.wait_outputs(1)["e1"]) == 1
+        assert j.finish() == 0, j.log()
+
+
+def test_config_secret_is_redacted(tmp):
+    """The tool raises an error holding ctx.config.token (from the environment): the
+    model, the trace store and the outputs see [REDACTED], never the token."""
+    with Mock(tmp, SCRIPT) as mock:
+        j = Job(tmp, mock, fail="true")
+        j.send({"k": "a", "id": "e1", "text": "go"})
+        outs = j.wait_outputs(1)
+        assert j.finish() == 0, j.log()
+    assert "[REDACTED]" in outs["e1"]["output"], outs
+    db = os.path.join(j.d, ".eddy", "r", "traces.db")
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT attributes || coalesce(error, '') FROM spans").fetchall()
+    con.close()
+    blob = "".join(r[0] for r in rows)
+    assert "cannot reach [REDACTED]" in blob, blob[:2000]
+    for where, text in (("traces", blob), ("outputs", open(j.out).read()),
+                        ("mock requests", open(mock.log).read()), ("log", j.log())):
+        assert SECRET not in text, where
+
+
+TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
+
+
+def main():
+    return run.suite_main(TESTS, "eddy-reload-", 40, "reload")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
