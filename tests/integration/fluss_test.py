@@ -401,6 +401,54 @@ def test_job_reads_questions_and_writes_answers(tmp):
     assert not os.path.exists(os.path.join(tmp, "dead.jsonl"))
 
 
+def test_source_lag_on_metrics(tmp):
+    """A table read behind: /metrics shows eddy_source_lag_records > 0 while rows wait,
+    then 0 once every row was taken in (the lag is the buckets' high watermarks minus
+    what was read, plus what is queued)."""
+    import re
+    import signal
+    import urllib.request
+    create(tmp, "it.lagq", [("id", "STRING NOT NULL"), ("customer_id", "STRING NOT NULL"),
+                            ("text", "STRING")], buckets=2)
+    qs = [{"id": "l%d" % i, "customer_id": "c%d" % i, "text": "q %d" % i} for i in range(40)]
+    eddy("produce", "it.lagq", stdin=jsonl(qs))
+    with integration_runner().Mock(tmp, {"rules": [{"reply": "ok"}]}, latency_ms=40) as mock:
+        job = fluss_job("lag", mock.port, "table: it.lagq, start: earliest",
+                        "{ jsonl: out.jsonl }", "{{event.text}}",
+                        top="max_in_flight: 2\ncheckpoint: { path: state.db, interval: 100ms }")
+        job = job.replace("checkpoint: { path: state.db }\n", "")
+        path = os.path.join(tmp, "job.yaml")
+        with open(path, "w") as f:
+            f.write(job)
+        p = subprocess.Popen([os.path.join(ARGS.build, "eddy"), "run", path,
+                              "--dashboard=127.0.0.1:0"], stderr=subprocess.PIPE, text=True,
+                             cwd=tmp, env=dict(os.environ, FLUSS_BOOTSTRAP=BOOT))
+        url = None
+        for line in p.stderr:
+            m = re.search(r"dashboard and metrics at (http://\S+)", line)
+            if m:
+                url = m.group(1)
+                break
+        assert url, "no dashboard"
+        seen = []
+        try:
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                text = urllib.request.urlopen(url + "metrics", timeout=10).read().decode()
+                m = re.search(r"^eddy_source_lag_records (\S+)$", text, re.M)
+                if m:
+                    seen.append(float(m.group(1)))
+                if seen and seen[-1] == 0 and len(parse_jsonl(open(os.path.join(
+                        tmp, "out.jsonl")).read() if os.path.exists(os.path.join(
+                        tmp, "out.jsonl")) else "")) == 40:
+                    break
+                time.sleep(0.05)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=60)
+    assert seen and max(seen) > 0 and seen[-1] == 0, seen
+
+
 def test_job_dead_letters_rows_that_do_not_fit(tmp):
     create(tmp, "it.q2", [("id", "STRING NOT NULL"), ("customer_id", "STRING NOT NULL"),
                           ("text", "STRING")], primary_key=["id"], buckets=1)
@@ -944,6 +992,7 @@ TESTS = [
     test_eddy_reads_what_pyfluss_wrote,
     test_tablet_restart_loses_and_duplicates_nothing,
     test_job_reads_questions_and_writes_answers,
+    test_source_lag_on_metrics,
     test_job_dead_letters_rows_that_do_not_fit,
     test_job_whose_source_table_does_not_exist_exits_1,
     test_job_whose_sink_table_does_not_exist_reads_nothing,
