@@ -18,8 +18,13 @@
  * removes an agent or a model is refused; one that changes what a reload
  * does not change is taken with a warning naming what needs a restart.
  *
+ * The workers take a version one after the other (each builds its
+ * generation, then hands the version to the next): the version's JSON is
+ * read by one thread at a time. A reload asked for while one goes on runs
+ * when it is over.
+ *
  * Every version stays until the job ends (a run may hold it; they are
- * small). Controller loop only, except on_worker (any worker's thread).
+ * small). Controller loop only, except on_worker (a worker's thread).
  */
 #include "runtime_int.h"
 
@@ -51,8 +56,10 @@ struct eddy__reloader {
     size_t nfiles;
     eddy_job **versions; /* every version taken, freed at the end */
     size_t nversions;
-    atomic_int pending; /* workers that have not answered the last reload */
+    uv_async_t done; /* the last worker took the version (or could not) */
     atomic_int failed;
+    int busy;  /* a version is on its way through the workers */
+    int again; /* ... and another reload was asked for meanwhile */
     int closed;
 };
 
@@ -113,18 +120,35 @@ static int compatible(eddy__reloader *r, eddy_job *nj)
     return 0;
 }
 
+/* Worker WORKER built its generation (or not): the next worker's turn. */
 static void on_worker(int worker, int status, const char *msg, void *ud)
 {
     eddy__reloader *r = ud;
-    if (status)
+    if (status) {
         EDDY_ERROR("reload", "worker %d keeps the running version: %s", worker, msg);
-    if (status)
         atomic_fetch_add(&r->failed, 1);
-    if (atomic_fetch_sub(&r->pending, 1) == 1 && !atomic_load(&r->failed))
+    }
+    if (worker + 1 < r->nw) /* nversions is not written while a version is on its way */
+        eddy__worker_reload(r->w[worker + 1], r->versions[r->nversions - 1]);
+    else
+        uv_async_send(&r->done);
+}
+
+static void on_done(uv_async_t *a)
+{
+    eddy__reloader *r = a->data;
+    if (!r->busy)
+        return;
+    r->busy = 0;
+    if (!atomic_load(&r->failed))
         EDDY_INFO("reload",
-                  "version %zu of %s is current on every worker; runs in progress "
-                  "finish with the version they started with",
+                  "version %zu of %s is current on every worker; runs in progress finish with "
+                  "the version they started with",
                   r->nversions + 1, r->job->file);
+    if (r->again) {
+        r->again = 0;
+        eddy__reloader_trigger(r, "a reload asked for during the last one");
+    }
 }
 
 static void watch_files(eddy__reloader *r, const eddy_job *job);
@@ -136,6 +160,10 @@ void eddy__reloader_trigger(eddy__reloader *r, const char *why)
     eddy_job **grown;
     if (!r || r->closed)
         return;
+    if (r->busy) {
+        r->again = 1;
+        return;
+    }
     EDDY_INFO("reload", "%s: loading %s again", why, r->job->file);
     eddy_diag_init(&d);
     if (eddy_job_load(r->job->file, EDDY_JOB_TOOLS, &nj, &d)) {
@@ -160,9 +188,11 @@ void eddy__reloader_trigger(eddy__reloader *r, const char *why)
     r->versions = grown;
     r->versions[r->nversions++] = nj;
     atomic_store(&r->failed, 0);
-    atomic_store(&r->pending, r->nw);
-    for (int i = 0; i < r->nw; i++)
-        eddy__worker_reload(r->w[i], nj);
+    r->busy = 1;
+    if (r->nw > 0)
+        eddy__worker_reload(r->w[0], nj);
+    else
+        uv_async_send(&r->done);
     if (r->watch)
         watch_files(r, nj); /* the new version may list other files */
 }
@@ -263,10 +293,15 @@ int eddy__reloader_new(uv_loop_t *loop, eddy_job *job, eddy__worker **w, int nw,
     uv_timer_init(loop, &r->settle);
     r->settle.data = r;
     uv_unref((uv_handle_t *)&r->settle);
+    uv_async_init(loop, &r->done, on_done); /* cannot fail on Linux (the loop's own fd) */
+    r->done.data = r;
+    uv_unref((uv_handle_t *)&r->done);
     if (uv_signal_start(&r->sighup, on_sighup, SIGHUP)) {
+        r->closed = 1;
         uv_close((uv_handle_t *)&r->sighup, NULL);
         uv_close((uv_handle_t *)&r->settle, NULL);
-        eddy_free(r);
+        uv_close((uv_handle_t *)&r->done, NULL);
+        eddy_free(r); /* the closes have no callback: nothing reads R */
         return eddy_err_set(err, EDDY_EUV, "cannot catch SIGHUP");
     }
     uv_unref((uv_handle_t *)&r->sighup);
@@ -286,6 +321,7 @@ void eddy__reloader_close(eddy__reloader *r)
     unwatch(r);
     uv_close((uv_handle_t *)&r->sighup, NULL); /* libuv puts the default action back */
     uv_close((uv_handle_t *)&r->settle, NULL);
+    uv_close((uv_handle_t *)&r->done, NULL);
     signal(SIGHUP, SIG_IGN); /* a SIGHUP while the job ends is not a crash */
 }
 

@@ -157,7 +157,7 @@ static void gen_free(gen *g)
     eddy_free(g->agents);
     if (g->tools) {
         eddy_tools_close(g->tools);
-        if (eddy_tools_active(g->tools) == 0)
+        if (eddy_tools_pending(g->tools) == 0)
             eddy_tools_free(g->tools);
     }
     eddy_free(g);
@@ -169,7 +169,7 @@ static int gen_busy(const gen *g)
     for (size_t i = 0; i < g->nagents; i++)
         if (eddy_agent_rt_live(g->agents[i]))
             return 1;
-    return eddy_tools_active(g->tools) > 0;
+    return eddy_tools_pending(g->tools) > 0; /* also calls abandoned but not yet answered */
 }
 
 /* Free the older generations nothing uses any more (at a reload, and each

@@ -495,7 +495,7 @@ void eddy_tool_wait_done(eddy_tool_wait *w, int status, json_t *result, const ch
         close_call(c);
         return;
     }
-    if (c->tool->module >= 0) { /* a native tool: this is the call's outcome */
+    if (TOOL_IS_NATIVE(c->tool)) { /* a native tool: this is the call's outcome */
         if (status) {
             json_decref(result);
             fail(c, status < 0 ? status : EDDY_ETOOL, msg ? msg : "failed");
@@ -553,7 +553,10 @@ static void start_native(struct tool_call *c, json_t *args)
 {
     void *state;
     eddy_err e;
-    int rc = eddy__tools_module_state(c->host, (size_t)c->tool->module, &state, &e);
+    int rc = 0;
+    state = NULL;
+    if (c->tool->module != TOOL_BARE)
+        rc = eddy__tools_module_state(c->host, (size_t)c->tool->module, &state, &e);
     c->native_wait = 1;
     if (!rc)
         rc = c->tool->native.call(state, c->tool->native.data, args, (eddy_tool_wait *)c, &e);
@@ -650,7 +653,7 @@ int eddy_tool_side_effects(const eddy_tool *t)
 
 int eddy_tool_has_reconcile(const eddy_tool *t)
 {
-    return t->reconcile_ref != LUA_NOREF && t->module < 0;
+    return t->reconcile_ref != LUA_NOREF && !TOOL_IS_NATIVE(t);
 }
 
 int eddy_tool_reconcile(eddy_tools *h, eddy_tool *t, json_t *args, const eddy_tool_ctx *ctx,
@@ -695,7 +698,7 @@ static int start_call(eddy_tools *h, eddy_tool *t, int fn_ref, json_t *args,
         fail(c, EDDY_ESCHEMA, "arguments must be a JSON object");
     } else if (eddy_tool_validate_args(t->schema, args, &verr)) {
         fail(c, EDDY_ESCHEMA, verr.msg);
-    } else if (t->module >= 0) {
+    } else if (TOOL_IS_NATIVE(t)) {
         start_native(c, args);
     } else {
         setup s = {c, args, ctx, fn_ref};

@@ -262,6 +262,14 @@ int eddy_tools_active(const eddy_tools *h)
     return h->calls;
 }
 
+int eddy_tools_pending(const eddy_tools *h)
+{
+    int n = 0;
+    for (const struct tool_call *c = h->live; c; c = c->next)
+        n++;
+    return n;
+}
+
 lua_State *eddy_tools_lua(eddy_tools *h)
 {
     return h->L;

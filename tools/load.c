@@ -337,7 +337,7 @@ static eddy_tool *find_loaded(eddy_tools *h, const char *path, const eddy_tool_l
 {
     for (size_t i = 0; i < h->ntools; i++) {
         eddy_tool *t = h->tools[i];
-        if (t->module < 0 && !strcmp(t->path, path) &&
+        if (!TOOL_IS_NATIVE(t) && !strcmp(t->path, path) &&
             t->limits.instructions == lim->instructions && t->limits.memory == lim->memory &&
             t->limits.wall_ms == lim->wall_ms && same_json(t->config, o ? o->config : NULL) &&
             same_json(t->http, o ? o->http : NULL))
@@ -542,7 +542,7 @@ int eddy_tools_load_opts(eddy_tools *h, const char *path, const eddy_tool_opts *
     if ((rc = keep_opts(t, opts, err)))
         goto out;
     t->run_ref = t->chunk_ref = t->envmt_ref = t->reconcile_ref = LUA_NOREF;
-    t->module = -1;
+    t->module = TOOL_LUA;
     lc.host = h;
     lc.tool = t;
     lc.is_load = 1;
@@ -587,4 +587,45 @@ out:
     eddy_free(src);
     eddy_free(chunk);
     return rc;
+}
+
+int eddy_tools_add_native(eddy_tools *h, eddy_native_tool *def, const char *what, eddy_tool **out,
+                          eddy_err *err)
+{
+    eddy_tool *t = eddy_calloc(1, sizeof(*t));
+    int rc = 0;
+    *out = NULL;
+    if (!t) {
+        eddy_free(def->name);
+        eddy_free(def->description);
+        json_decref(def->params);
+        if (def->free_data)
+            def->free_data(def->data);
+        memset(def, 0, sizeof(*def));
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
+    t->host = h;
+    t->run_ref = t->chunk_ref = t->envmt_ref = t->reconcile_ref = LUA_NOREF;
+    t->module = TOOL_BARE;
+    t->native = *def; /* taken */
+    memset(def, 0, sizeof(*def));
+    t->limits.instructions = EDDY_TOOL_DEFAULT_INSTRUCTIONS;
+    t->limits.memory = EDDY_TOOL_DEFAULT_MEMORY;
+    t->limits.wall_ms = EDDY_TOOL_MAX_WALL_MS; /* the native side keeps its own time */
+    if (!t->native.name || !t->native.params || !t->native.call)
+        rc = eddy_err_set(err, EDDY_EINVAL, "a native tool needs a name, a schema and a body");
+    else if (!(t->name = eddy_strdup(t->native.name)) ||
+             !(t->description = eddy_strdup(t->native.description ? t->native.description : "")) ||
+             !(t->path = eddy_strdup(what ? what : "a native tool")))
+        rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    if (!rc) {
+        t->schema = json_incref(t->native.params);
+        rc = eddy__tools_add(h, t, "", err);
+    }
+    if (rc) {
+        eddy__tool_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
 }

@@ -54,7 +54,7 @@ struct eddy_tool {
     int side_effects;
     int chunk_ref; /* the file's main chunk: its _ENV upvalue is switched per call */
     int envmt_ref; /* metatable of a call's globals: __index = the file's globals */
-    int module;    /* native tools: index of the module, else -1 */
+    int module;    /* native tools: the module index, TOOL_BARE (none); TOOL_LUA: a Lua tool */
     eddy_native_tool native;
     eddy_tool_limits limits; /* resolved: no field is 0 */
     json_t *config;          /* ctx.config (an object), or NULL */
@@ -62,6 +62,10 @@ struct eddy_tool {
     char **secrets;          /* removed from error messages */
     size_t nsecrets;
 };
+
+#define TOOL_LUA (-1)  /* eddy_tool.module of a Lua tool */
+#define TOOL_BARE (-2) /* ... of a native tool added with eddy_tools_add_native */
+#define TOOL_IS_NATIVE(t) ((t)->module != TOOL_LUA)
 
 /* Why a call was stopped (tool_call.killed). */
 enum { KILL_NONE, KILL_INSTRUCTIONS, KILL_MEMORY, KILL_WALL, KILL_NOYIELD, KILL_CANCEL };

@@ -39,6 +39,10 @@ int eddy_tools_deny_file(eddy_tools *h, const char *path, eddy_err *err);
 void eddy_tools_cancel_all(eddy_tools *h);
 /* Calls started and not yet delivered. */
 int eddy_tools_active(const eddy_tools *h);
+/* Calls not yet freed: those delivered, and those abandoned (their wall
+ * budget, eddy_tools_cancel_all) whose native work has not answered yet.
+ * H may be freed only when this is 0. */
+int eddy_tools_pending(const eddy_tools *h);
 /* Free the host. All calls must have completed. */
 void eddy_tools_free(eddy_tools *h);
 
@@ -230,6 +234,15 @@ typedef struct eddy_tools_module {
      * the loop runs; it may block briefly (e.g. to read a table's schema). */
     int (*tool_new)(const json_t *modcfg, const json_t *cfg, eddy_native_tool *t, eddy_err *err);
 } eddy_tools_module;
+
+/* Add a native tool to H that belongs to no module: DEF (its fields are
+ * taken, also on failure: DEF is zeroed) says its name, description,
+ * schema and body; its body gets STATE NULL. WHAT names it in messages
+ * ("mcp server 'fs'"). The tool's wall-clock budget is the longest a job
+ * may set: the native side (an MCP call's timeout) keeps its own time.
+ * Loop thread. Returns 0 or EDDY_EINVAL (a field missing) / EDDY_ENOMEM. */
+int eddy_tools_add_native(eddy_tools *h, eddy_native_tool *def, const char *what, eddy_tool **out,
+                          eddy_err *err);
 
 /* Register M (borrowed for the life of the process) before any host is
  * created. Returns 0, EDDY_EEXIST for a name or kind already registered,

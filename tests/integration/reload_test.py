@@ -10,6 +10,7 @@ the job runs (stdin kept open, the scripted mock model).
     place (file:line:col); fixing it takes effect;
   * --watch reloads without a signal when a file changes;
   * a version that adds an agent is refused with a message saying a restart is needed;
+  * ten reloads under load lose and fail no event;
   * config: and secrets: a tool's ctx.config value taken from the environment never
     appears in a trace or an error, although the tool's error message contained it.
 
@@ -226,6 +227,28 @@ def test_config_secret_is_redacted(tmp):
     for where, text in (("traces", blob), ("outputs", open(j.out).read()),
                         ("mock requests", open(mock.log).read()), ("log", j.log())):
         assert SECRET not in text, where
+
+
+def test_reloads_under_load(tmp):
+    """Ten reloads, each with a new tool version, while 200 runs come and go: every event
+    is answered (none lost, none failed), each by one version that existed, and eddy
+    exits 0."""
+    with Mock(tmp, SCRIPT) as mock:
+        j = Job(tmp, mock)
+        evs = [{"k": "k%d" % (i % 37), "id": "e%d" % i, "text": "slow" if i % 5 == 0 else "go"}
+               for i in range(200)]
+        for v in range(10):
+            j.send(*evs[v * 20:(v + 1) * 20])
+            write(os.path.join(j.d, "tools", "ver.lua"), TOOL % (10 + v))
+            j.p.send_signal(signal.SIGHUP)
+            time.sleep(0.15)
+        outs = j.wait_outputs(200, timeout=60)
+        assert j.finish() == 0, j.log()
+    versions = {version_of(o) for o in outs.values()}
+    assert versions <= {1} | set(range(10, 20)), versions
+    assert len(versions) >= 3, versions
+    assert not os.path.exists(os.path.join(j.d, ".eddy", "r", "dead-letter.jsonl")) or \
+        not open(os.path.join(j.d, ".eddy", "r", "dead-letter.jsonl")).read().strip()
 
 
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
