@@ -44,7 +44,7 @@ EDDY_MALLOC_CFLAGS := -DEDDY_MIMALLOC
 EDDY_MALLOC_LIBS   := -lmimalloc
 endif
 
-MODULES  := core prompts tools llm memory trace agents runtime fluss
+MODULES  := core prompts tools llm memory trace agents runtime fluss mcp
 LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/fluss_rpc.pb-c.o $(BUILD)/gen/dash_assets.o
 DASH_ASSETS := $(sort $(wildcard trace/assets/*.html trace/assets/*.js trace/assets/*.css trace/assets/*.svg))
@@ -62,7 +62,7 @@ FUZZ_SECONDS ?= 60
 .PHONY: all deps test unit fuzz-replay fuzz integration browser otlp-deps integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-runtime bench-state bench-traces asan tsan chaos valgrind format \
         format-check compdb clean
 
-all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm
+all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm $(BUILD)/mcp_driver
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
@@ -133,6 +133,10 @@ $(BUILD)/tests/slowdns.so: tests/shim/slowdns.c
 	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -shared -fPIC $< -ldl -o $@
 
 $(BUILD)/tests/test_fluss: $(BUILD)/tests/slowdns.so
+
+# The MCP manager driven line by line (tests/integration/mcp_test.py, bench/tools).
+$(BUILD)/mcp_driver: tests/mcp/driver.c $(wildcard include/eddy/*.h) $(BUILD)/libeddy.a
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libeddy.a $(LDLIBS_ALL) -o $@
 
 unit: deps $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; ./$$t; done
