@@ -41,6 +41,7 @@ struct hreq {
     eddy__mcp_sse sse;
     int is_sse, answered;
     int dead;          /* aborted: removed from the multi outside curl's callbacks */
+    int pending;       /* made inside a curl callback: not yet added to the multi */
     hreq *prev, *next; /* m->hreqs */
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -284,9 +285,13 @@ static hreq *hreq_new(srv *s, int kind, int64_t id)
     return r;
 }
 
+/* Hand R to the multi; inside one of curl's callbacks (a message that made
+ * us send another) curl refuses, so R waits for reap() to add it. */
 static int hreq_go(hreq *r)
 {
-    if (curl_multi_add_handle(r->m->multi, r->easy) != CURLM_OK) {
+    if (r->m->in_curl)
+        r->pending = 1;
+    else if (curl_multi_add_handle(r->m->multi, r->easy) != CURLM_OK) {
         curl_easy_cleanup(r->easy);
         hreq_free(r);
         return EDDY_ENET;
@@ -413,7 +418,8 @@ static void drop(hreq *r)
     unlink_req(r);
     if (r->s && r->s->get == r)
         r->s->get = NULL;
-    curl_multi_remove_handle(m->multi, r->easy);
+    if (!r->pending)
+        curl_multi_remove_handle(m->multi, r->easy);
     curl_easy_cleanup(r->easy);
     hreq_free(r);
     m->live_hreqs--;
@@ -447,13 +453,28 @@ static void check_done(eddy_mcp *m)
 static void reap(eddy_mcp *m)
 {
     hreq *r, *next;
-    if (m->in_curl)
+    if (m->in_curl || m->reaping)
         return;
+    m->reaping = 1;
+    for (r = m->hreqs; r; r = next) {
+        next = r->next;
+        if (r->dead)
+            drop(r);
+        else if (r->pending) {
+            r->pending = 0;
+            if (curl_multi_add_handle(m->multi, r->easy) != CURLM_OK) {
+                if (r->id && live(r))
+                    eddy__mcp_rpc_failed(r->s, r->id, EDDY_ENET, "curl refused the request");
+                r->dead = 1;
+            }
+        }
+    }
     for (r = m->hreqs; r; r = next) {
         next = r->next;
         if (r->dead)
             drop(r);
     }
+    m->reaping = 0;
 }
 
 void eddy__mcp_http_abort(srv *s, int64_t id)

@@ -161,7 +161,7 @@ struct eddy_mcp {
     /* curl */
     void *multi;
     hreq *hreqs;
-    int in_curl;
+    int in_curl, reaping;
     uv_timer_t curl_timer;
     /* shared with other threads, under MU */
     pthread_mutex_t mu;
