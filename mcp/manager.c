@@ -315,8 +315,9 @@ void eddy__mcp_srv_down(srv *s, int exited, const char *fmt, ...)
         s->backoff_ms = BACKOFF_FIRST_MS, s->fails = 0;
     s->fails++;
     s->state = S_BACKOFF;
-    EDDY_WARN("mcp", "server '%s' %s: %s; retrying in %gs", s->cfg->name,
-              was_up ? "went down" : "could not start", why, (double)s->backoff_ms / 1000.0);
+    EDDY_LOG(m->quiet ? EDDY_LOG_DEBUG : EDDY_LOG_WARN, "mcp",
+             "server '%s' %s: %s; retrying in %gs", s->cfg->name,
+             was_up ? "went down" : "could not start", why, (double)s->backoff_ms / 1000.0);
     if (s->fails >= PARK_MAX_FAILS)
         while ((c = s->parked)) {
             s->parked = c->next;

@@ -156,6 +156,7 @@ struct eddy_mcp {
     uv_timer_t deadline; /* the earliest call deadline / startup deadline */
     uv_timer_t grace;    /* shutdown: SIGKILL what is left */
     int started, stopping, stopped, loop_ready;
+    int quiet;   /* a probe: failures are told in its report, logged at debug */
     int closing; /* shutdown: handles being closed */
     int live_procs, live_hreqs;
     /* curl */

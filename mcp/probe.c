@@ -15,7 +15,10 @@ int eddy_mcp_probe(const eddy_mcp_config *cfg, int64_t timeout_ms, json_t **repo
     int rc;
 
     *report = NULL;
-    if ((rc = eddy_mcp_new(cfg, &m, err)) || (rc = eddy_mcp_start(m, err)))
+    if ((rc = eddy_mcp_new(cfg, &m, err)))
+        goto out;
+    m->quiet = 1;
+    if ((rc = eddy_mcp_start(m, err)))
         goto out;
     eddy_mcp_wait_ready(m, timeout_ms);
     cat = eddy_mcp_catalog_get(m);
