@@ -179,6 +179,7 @@ integration: deps all
 	sh tests/tools/promclient.sh
 	python3 tests/integration/dashboard_test.py --build $(BUILD)
 	python3 tests/integration/tail_test.py --build $(BUILD)
+	python3 tests/integration/mcp_test.py --build $(BUILD)
 	-@sh tests/otlp/collector.sh install >/dev/null
 	python3 tests/integration/otlp_test.py --build $(BUILD)
 

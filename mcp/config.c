@@ -338,8 +338,10 @@ static char **strv_copy(char **v, int *oom)
         return NULL;
     }
     for (size_t i = 0; i < n; i++)
-        if (!(out[i] = eddy_strdup(v[i])))
-            *oom = 1;
+        if (!(out[i] = eddy_strdup(v[i]))) {
+            *oom = 1; /* no hole: free_strv stops at the first NULL */
+            break;
+        }
     return out;
 }
 
