@@ -59,7 +59,7 @@ FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps test unit fuzz-replay fuzz integration browser otlp-deps integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-runtime bench-state bench-traces asan tsan chaos valgrind format \
+.PHONY: all deps test unit fuzz-replay fuzz integration browser otlp-deps integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-tools bench-runtime bench-state bench-traces asan tsan chaos valgrind format \
         format-check compdb clean
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm $(BUILD)/mcp_driver
@@ -237,6 +237,11 @@ $(BUILD)/eddy_fluss_bench: bench/fluss/eddy_fluss_bench.c $(BUILD)/libeddy.a
 bench: deps all $(BUILD)/eddy_fluss_bench
 	python3 bench/agents/bench.py --build $(BUILD)
 	python3 bench/fluss/bench.py --build $(BUILD)
+
+# bench/tools: the round trip of an MCP tool call (stdio and streamable HTTP) on real
+# servers from npm and PyPI (tests/tools/mcp.sh installs them).
+bench-tools: deps all
+	python3 bench/tools/bench.py --build $(BUILD)
 
 bench-fluss: deps all $(BUILD)/eddy_fluss_bench
 	python3 bench/fluss/bench.py --build $(BUILD)

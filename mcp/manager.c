@@ -327,8 +327,8 @@ void eddy__mcp_srv_down(srv *s, int exited, const char *fmt, ...)
     s->retry_kind = RETRY_START;
     uv_timer_start(&s->retry, retry_cb, (uint64_t)s->backoff_ms, 0);
     s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+    publish(m, 0); /* before settle: a waiter reads the catalog next */
     settle(s);
-    publish(m, 0);
     rearm(m);
 }
 

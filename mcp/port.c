@@ -101,10 +101,13 @@ static void deliver_done(eddy_mcp_port *p)
     list = p->done;
     p->done = p->done_tail = NULL;
     pthread_mutex_unlock(&p->mu);
+    /* out of the outstanding list before any callback: one may close P,
+     * which must not count these as abandoned */
+    for (c = list; c; c = c->next)
+        unlink_outstanding(p, c);
     while ((c = list)) {
         eddy_mcp_result r;
         list = c->next;
-        unlink_outstanding(p, c);
         memset(&r, 0, sizeof(r));
         r.status = c->status;
         r.result = c->result;

@@ -180,11 +180,12 @@ typedef void (*eddy_mcp_cb)(eddy_mcp_result *res, void *ud);
  * uv_async_t on LOOP. Returns 0 or EDDY_ENOMEM / EDDY_EUV. LOOP's thread. */
 int eddy_mcp_port_new(eddy_mcp *m, uv_loop_t *loop, eddy_mcp_port **out, eddy_err *err);
 
-/* Close P: every call still in flight through it gets its callback now-ish
- * (from LOOP, before CB) with EDDY_ECANCELED, and is cancelled at the
- * server; then P's handle closes and CB (may be NULL) runs once from LOOP,
- * after which P is gone. LOOP's thread; not from inside a call's callback of
- * P... it may be: P is freed only after that callback returns. */
+/* Close P, asynchronously: answers already back are delivered, every
+ * other call still in flight through P gets its callback with
+ * EDDY_ECANCELED (its answer, when it comes, is dropped by the manager),
+ * then CB (may be NULL) runs, all from LOOP, after this returns; P is freed
+ * after CB. No eddy_mcp_call on P after this. May be called from a call's
+ * callback. LOOP's thread. */
 void eddy_mcp_port_close(eddy_mcp_port *p, void (*cb)(void *ud), void *ud);
 
 /* Calls started through P and not yet delivered. LOOP's thread. */

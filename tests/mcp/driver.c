@@ -77,28 +77,8 @@ static int cmp_d(const void *a, const void *b)
 
 static void bench_next(void);
 
-static void bench_cb(eddy_mcp_result *r, void *ud)
+static void bench_end(void)
 {
-    (void)ud;
-    uint64_t now = uv_hrtime();
-    if (r->status) {
-        emit(json_pack("{s:s, s:s}", "op", "bench", "error", r->err.msg));
-        return;
-    }
-    g_b.us[g_b.done++] = (double)(now - g_b.t0) / 1000.0;
-    if (g_b.done < g_b.n) {
-        bench_next();
-        return;
-    }
-    {
-        double sum = 0;
-        for (int i = 0; i < g_b.n; i++)
-            sum += g_b.us[i];
-        qsort(g_b.us, (size_t)g_b.n, sizeof(double), cmp_d);
-        emit(json_pack("{s:s, s:i, s:f, s:f, s:f}", "op", "bench", "n", g_b.n, "median_us",
-                       g_b.us[g_b.n / 2], "p90_us", g_b.us[g_b.n * 9 / 10], "mean_us",
-                       sum / g_b.n));
-    }
     eddy_free(g_b.us);
     eddy_free(g_b.server);
     eddy_free(g_b.tool);
@@ -106,12 +86,42 @@ static void bench_cb(eddy_mcp_result *r, void *ud)
     memset(&g_b, 0, sizeof(g_b));
 }
 
+static void bench_report(void)
+{
+    double sum = 0;
+    for (int i = 0; i < g_b.n; i++)
+        sum += g_b.us[i];
+    qsort(g_b.us, (size_t)g_b.n, sizeof(double), cmp_d);
+    emit(json_pack("{s:s, s:i, s:f, s:f, s:f}", "op", "bench", "n", g_b.n, "median_us",
+                   g_b.us[g_b.n / 2], "p90_us", g_b.us[g_b.n * 9 / 10], "mean_us", sum / g_b.n));
+}
+
+static void bench_cb(eddy_mcp_result *r, void *ud)
+{
+    uint64_t now = uv_hrtime();
+    (void)ud;
+    if (r->status) {
+        emit(json_pack("{s:s, s:s}", "op", "bench", "error", r->err.msg));
+        bench_end();
+        return;
+    }
+    g_b.us[g_b.done++] = (double)(now - g_b.t0) / 1000.0;
+    if (g_b.done < g_b.n) {
+        bench_next();
+        return;
+    }
+    bench_report();
+    bench_end();
+}
+
 static void bench_next(void)
 {
     eddy_err err = {0};
     g_b.t0 = uv_hrtime();
-    if (eddy_mcp_call(g_port, g_b.server, g_b.tool, g_b.args, 0, bench_cb, NULL, &err))
+    if (eddy_mcp_call(g_port, g_b.server, g_b.tool, g_b.args, 0, bench_cb, NULL, &err)) {
         emit(json_pack("{s:s, s:s}", "op", "bench", "error", err.msg));
+        bench_end();
+    }
 }
 
 static void catalog(void)
@@ -173,11 +183,15 @@ static void command(const char *line, size_t len)
                           (void *)(intptr_t)id, &err))
             emit(json_pack("{s:s, s:I, s:i, s:s, s:b}", "op", "result", "id", id, "status",
                            err.code, "error", err.msg, "sync", 1));
+    } else if (!strcmp(op, "bench") && g_b.n) {
+        emit(json_pack("{s:s, s:s}", "op", "bench", "error", "a bench is running already"));
     } else if (!strcmp(op, "bench")) {
         g_b.server = eddy_strdup(eddy_json_str(c, "server", ""));
         g_b.tool = eddy_strdup(eddy_json_str(c, "tool", ""));
         g_b.args = json_incref(json_object_get(c, "args"));
         g_b.n = (int)eddy_json_int(c, "n", 100);
+        if (g_b.n < 1)
+            g_b.n = 1;
         g_b.us = eddy_calloc((size_t)g_b.n, sizeof(double));
         bench_next();
     } else if (!strcmp(op, "probe")) {
