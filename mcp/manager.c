@@ -340,6 +340,8 @@ static void srv_start(srv *s)
     s->gen++;
     s->state = S_STARTING;
     s->next_id = 0;
+    eddy_free(s->proto); /* the new session's, once initialize answers */
+    s->proto = NULL;
     s->startup_deadline = eddy_now_ms() + (uint64_t)s->cfg->startup_timeout_ms;
     if (s->cfg->kind == MCP_STDIO && eddy__mcp_stdio_start(s, &err)) {
         eddy__mcp_srv_down(s, 0, "%s", err.msg);
@@ -783,6 +785,12 @@ static void wake_cb(uv_async_t *a)
 static void thread_main(void *arg)
 {
     eddy_mcp *m = arg;
+    sigset_t set;
+    /* a write to a server that just died is an EPIPE to notice, not a signal
+     * that ends eddy (whatever the process does with SIGPIPE elsewhere) */
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     for (size_t i = 0; i < m->nsrv; i++)
         srv_start(&m->srv[i]);
     uv_run(&m->loop, UV_RUN_DEFAULT);
@@ -844,10 +852,14 @@ int eddy_mcp_start(eddy_mcp *m, eddy_err *err)
         uv_timer_init(&m->loop, &m->srv[i].retry);
     if ((rc = eddy__mcp_http_init(m)))
         return eddy_err_set(err, EDDY_EUV, "mcp: could not set up curl");
-    if ((rc = uv_thread_create(&m->thread, thread_main, m)))
+    pthread_mutex_lock(&m->mu); /* eddy__mcp_submit reads STARTED under MU */
+    rc = uv_thread_create(&m->thread, thread_main, m);
+    if (rc == 0)
+        m->started = 1;
+    pthread_mutex_unlock(&m->mu);
+    if (rc)
         return eddy_err_setc(err, EDDY_EUV, rc, "mcp: could not start its thread: %s",
                              uv_strerror(rc));
-    m->started = 1;
     return 0;
 }
 

@@ -309,6 +309,50 @@ def test_http_server_started_later(tmp):
             srv.wait(10)
 
 
+def test_hostile_server(tmp):
+    """A server that writes garbage, a 17 MiB line, answers to unknown ids, requests of its
+    own: skipped or answered (ping -> {}, others -> method not found); calls still work."""
+    d = Driver(tmp, {"bad": {"command": [sys.executable, os.path.join(
+        ROOT, "tests", "fixtures", "mcp", "hostile.py")]}})
+    try:
+        assert d.wait_ready(), d.log()
+        cat = d.catalog()
+        assert list(tools_of(cat, "bad")) == ["answers"], cat
+        for _ in range(2):
+            seen = json.loads(ok(d.call("bad", "answers")))
+            assert seen["srv-1"]["result"] == {}, seen
+            assert seen["srv-2"]["error"]["code"] == -32601, seen
+        log = d.log()
+        assert "not JSON" in log and "dropped" in log, log
+    finally:
+        assert d.stop() == 0
+
+
+def test_many_calls_in_flight(tmp):
+    """200 calls at once through one port, over stdio and HTTP: each answered once, right."""
+    port = free_port()
+    srv = subprocess.Popen(["node", EVERYTHING, "streamableHttp"], env=dict(os.environ,
+                           PORT=str(port)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        d = Driver(tmp, {"s": {"command": ["node", EVERYTHING, "stdio"]},
+                         "h": {"url": "http://127.0.0.1:%d/mcp" % port}})
+        try:
+            assert d.wait_ready(), d.log()
+            ids = {}
+            for i in range(200):
+                server = "s" if i % 2 else "h"
+                ids[d.start_call(server, "echo", {"message": "m%d" % i})] = i
+            for cid, i in ids.items():
+                assert ok(d.result(cid, 60)) == "Echo: m%d" % i
+            assert not d.results, d.results
+        finally:
+            assert d.stop() == 0
+    finally:
+        srv.terminate()
+        srv.wait(10)
+
+
 def test_stop_kills_children(tmp):
     """Stopping the manager ends its stdio servers (SIGTERM, then SIGKILL): no orphans."""
     d = Driver(tmp, {"a": py_stdio(), "b": {"command": ["node", EVERYTHING, "stdio"]}})

@@ -24,6 +24,7 @@
 #include "eddy/log.h"
 #include "eddy/mcp.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,6 +242,7 @@ int main(int argc, char **argv)
         return 2;
     }
     eddy_alloc_install();
+    signal(SIGPIPE, SIG_IGN); /* as the eddy binary */
     eddy_log_set_level(-1);
     root = json_load_file(argv[1], 0, &je);
     if (!root) {
