@@ -176,8 +176,13 @@ static void deliver_text(hreq *r, const char *data, size_t len)
         return;
     }
     if (r->id && json_is_object(msg) && json_integer_value(json_object_get(msg, "id")) == r->id &&
-        !json_object_get(msg, "method"))
+        !json_object_get(msg, "method")) {
         r->answered = 1;
+        /* a stream that stays open after its response is closed by us
+         * (reaped once curl's callback returns) */
+        if (r->is_sse && r->kind == H_POST)
+            r->dead = 1;
+    }
     eddy__mcp_on_message(r->s, msg);
     json_decref(msg);
 }

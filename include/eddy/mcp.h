@@ -34,6 +34,16 @@
  *   EDDY_ENET      "mcp server 'srv' is not reachable: <why>"
  *   EDDY_ECANCELED the manager stopped, or the port closed, first.
  *
+ * Typical use (a job): eddy_mcp_config_new(job->mcp, ...) -> eddy_mcp_new ->
+ * eddy_mcp_start at job start (optionally eddy_mcp_wait_ready with a short
+ * timeout so the first runs see the tools); each worker opens a port on its
+ * loop (eddy_mcp_port_new), reads eddy_mcp_catalog_get when
+ * eddy_mcp_version differs from the catalog it built its tools from, and
+ * calls through its port; at the end each worker closes its port, then the
+ * controller calls eddy_mcp_stop and eddy_mcp_free. Tool names the model
+ * sees are the caller's choice (OpenAI-style names allow [A-Za-z0-9_-]
+ * only: a server name may hold '.', a tool name anything the server says).
+ *
  * Hostile servers: a message is at most EDDY_MCP_MAX_MESSAGE bytes (longer
  * lines are dropped and logged); invalid JSON is logged and skipped; answers
  * to unknown ids are ignored; server stderr goes to eddy's log line by line
