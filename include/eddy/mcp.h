@@ -29,9 +29,12 @@
  * Errors a call's callback sees (status, message):
  *   EDDY_ETOOL     "mcp tool 'srv/echo': <the server's text>" (isError, or a
  *                  JSON-RPC error answer)
- *   EDDY_ETIMEDOUT "mcp tool 'srv/slow' timed out after 5s"
- *   EDDY_EIO       "mcp server 'srv' exited during the call"
- *   EDDY_ENET      "mcp server 'srv' is not reachable: <why>"
+ *                  or an HTTP 4xx ("mcp tool 'srv/x': URL answered HTTP 400: ...")
+ *   EDDY_ETIMEDOUT "mcp tool 'srv/slow' timed out after 5s" (also "... waiting
+ *                  for the server to start (<why>)")
+ *   EDDY_EIO       "mcp server 'srv' exited during the call (killed by signal 9)"
+ *   EDDY_ENET      "mcp server 'srv' is not reachable: <why>", "mcp server
+ *                  'srv' went away during the call (<why>)" (HTTP), or HTTP 5xx
  *   EDDY_ECANCELED the manager stopped, or the port closed, first.
  *
  * Typical use (a job): eddy_mcp_config_new(job->mcp, ...) -> eddy_mcp_new ->
