@@ -26,8 +26,7 @@
 
 #define BACKOFF_FIRST_MS 250
 #define BACKOFF_MAX_MS 30000
-#define STABLE_MS 10000  /* up this long: the next failure starts the backoff over */
-#define PARK_MAX_FAILS 3 /* failed this many starts in a row: calls fail at once */
+#define STABLE_MS 10000 /* up this long: the next failure starts the backoff over */
 #define MAX_PAGES 100
 #define MAX_TOOLS 4096
 #define GRACE_MS 2000
@@ -135,6 +134,14 @@ static void fail_unreachable(srv *s, mcall *c)
                 s->error ? s->error : "it has not started yet");
 }
 
+/* Whether S is within its restart window: startup_timeout from when it went
+ * down (or from its first start). Calls wait for it meanwhile; after it, they
+ * fail at once until the server is back. */
+static int restarting(const srv *s)
+{
+    return s->down_since && eddy_now_ms() - s->down_since < (uint64_t)s->cfg->startup_timeout_ms;
+}
+
 /* A call arrived from the inbox. */
 static void take_call(eddy_mcp *m, mcall *c)
 {
@@ -145,7 +152,7 @@ static void take_call(eddy_mcp *m, mcall *c)
     }
     if (s->state == S_UP)
         dispatch_call(s, c);
-    else if (s->state == S_STARTING || (s->state == S_BACKOFF && s->fails < PARK_MAX_FAILS)) {
+    else if (s->state == S_STARTING || (s->state == S_BACKOFF && restarting(s))) {
         c->next = s->parked;
         s->parked = c;
     } else
@@ -318,7 +325,9 @@ void eddy__mcp_srv_down(srv *s, int exited, const char *fmt, ...)
     EDDY_LOG(m->quiet ? EDDY_LOG_DEBUG : EDDY_LOG_WARN, "mcp",
              "server '%s' %s: %s; retrying in %gs", s->cfg->name,
              was_up ? "went down" : "could not start", why, (double)s->backoff_ms / 1000.0);
-    if (s->fails >= PARK_MAX_FAILS)
+    if (was_up || !s->down_since)
+        s->down_since = eddy_now_ms();
+    if (!restarting(s))
         while ((c = s->parked)) {
             s->parked = c->next;
             c->next = NULL;
@@ -340,7 +349,9 @@ static void srv_start(srv *s)
     s->gen++;
     s->state = S_STARTING;
     s->next_id = 0;
-    eddy_free(s->proto); /* the new session's, once initialize answers */
+    if (!s->ever_up && !s->down_since)
+        s->down_since = eddy_now_ms(); /* the restart window opens at the first start */
+    eddy_free(s->proto);               /* the new session's, once initialize answers */
     s->proto = NULL;
     s->startup_deadline = eddy_now_ms() + (uint64_t)s->cfg->startup_timeout_ms;
     if (s->cfg->kind == MCP_STDIO && eddy__mcp_stdio_start(s, &err)) {
@@ -439,6 +450,8 @@ static void got_list(srv *s, json_t *msg)
         s->up_since = eddy_now_ms();
         s->startup_deadline = 0;
         s->ever_up = 1;
+        s->down_since = 0;
+        s->fails = 0;
         eddy_free(s->error);
         s->error = NULL;
         EDDY_INFO("mcp", "server '%s' is up (%zu tools, protocol %s)", s->cfg->name,

@@ -133,6 +133,7 @@ typedef struct srv {
     int fails;   /* attempts failed in a row */
     int64_t backoff_ms;
     uint64_t up_since, startup_deadline;
+    uint64_t down_since; /* went down (or first started) and not up since, or 0 */
     int ever_up, settled;
     uv_timer_t retry;
     int retry_kind;

@@ -208,8 +208,9 @@ int eddy_mcp_port_active(const eddy_mcp_port *p);
  * Call TOOL of SERVER with ARGS (borrowed, copied; NULL: {}) on the manager's
  * thread. TIMEOUT_MS: 0 for the server's `timeout`; past it the call fails
  * with EDDY_ETIMEDOUT and the server is sent notifications/cancelled. A call
- * to a server that is (re)starting waits for it, within the timeout; a server
- * that failed several attempts in a row fails the call at once (EDDY_ENET).
+ * to a server that is starting or restarting waits for it, within the
+ * timeout: until `startup_timeout` has passed since the server went down (or
+ * first started); after that, calls fail at once (EDDY_ENET) until it is up.
  * Returns 0 and CB runs exactly once later from P's loop (never inside this
  * call), or EDDY_ENOENT (no such server), EDDY_ECLOSING (P closing, manager
  * stopped), EDDY_ENOMEM with ERR set and CB never runs. P's loop thread.

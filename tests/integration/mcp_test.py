@@ -7,6 +7,8 @@ tests/tools/mcp.sh installs them into .cache/mcp; when it cannot, this suite fai
 The manager is driven through $(BUILD)/mcp_driver (tests/mcp/driver.c): one JSON command
 a line on its stdin, JSON lines back, calls made from a uv loop through a port as a worker
 makes them. `eddy check` on a job with an `mcp:` section is checked too.
+MCP_DRIVER_WRAP="valgrind -q --error-exitcode=99 --leak-check=full" runs the driver under
+that command (a non-zero exit of the driver fails the test).
 
     python3 tests/integration/mcp_test.py --build build [--only NAME] [-v]
 """
@@ -74,7 +76,8 @@ class Driver:
             json.dump({"mcp": servers}, f)
         env = dict(os.environ, EDDY_LOG=os.environ.get("EDDY_LOG", "info"))
         self.err = open(os.path.join(tmp, "driver-%d.log" % time.monotonic_ns()), "w+")
-        self.p = subprocess.Popen([os.path.join(ARGS.build, "mcp_driver"), cfg],
+        wrap = os.environ.get("MCP_DRIVER_WRAP", "").split()  # e.g. valgrind -q ...
+        self.p = subprocess.Popen(wrap + [os.path.join(ARGS.build, "mcp_driver"), cfg],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
                                   text=True, bufsize=1, env=env)
         self.q = queue.Queue()
@@ -292,8 +295,10 @@ def test_http_server_started_later(tmp):
         cat = d.catalog()
         s = server_of(cat, "late")
         assert not s["up"] and s["error"] and cat["tools"] == [], cat
-        r = d.call("late", "add", {"a": 1, "b": 2})
-        assert r["status"] in (ENET, ETIMEDOUT) and "late" in r["error"], r
+        # a call meanwhile waits for the server (within its timeout), then says why
+        r = d.call("late", "add", {"a": 1, "b": 2}, timeout=1000)
+        assert r["status"] == ETIMEDOUT and "waiting for the server to start" in r["error"] \
+            and "127.0.0.1:%d" % port in r["error"], r
         srv = subprocess.Popen([PY, FIXTURE, "--http", str(port)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         cat = d.until(lambda c: "add" in tools_of(c, "late"), 45, "tools of the late server")
@@ -349,6 +354,34 @@ def test_many_calls_in_flight(tmp):
         finally:
             assert d.stop() == 0
     finally:
+        srv.terminate()
+        srv.wait(10)
+
+
+def test_http_server_killed_mid_call(tmp):
+    """kill -9 an HTTP server during a slow call: the call fails at once (the connection
+    went away); a server started again on the port serves the next call."""
+    port = free_port()
+    srv = subprocess.Popen([PY, FIXTURE, "--http", str(port)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    d = Driver(tmp, {"web": {"url": "http://127.0.0.1:%d/mcp" % port}})
+    try:
+        wait_port(port)
+        d.until(lambda c: server_of(c, "web")["up"], 30, "the HTTP server up")
+        cid = d.start_call("web", "slow", {"seconds": 20})
+        time.sleep(0.7)
+        t0 = time.time()
+        srv.kill()
+        srv.wait(10)
+        r = d.result(cid, 10)
+        assert r["status"] == ENET and "mcp server 'web' went away during the call" in \
+            r["error"], r
+        assert time.time() - t0 < 2, "the call failed %.1fs after the kill" % (time.time() - t0)
+        srv = subprocess.Popen([PY, FIXTURE, "--http", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        assert ok(d.call("web", "add", {"a": 2, "b": 2}, wait=40)) == {"result": 4}
+    finally:
+        assert d.stop() == 0
         srv.terminate()
         srv.wait(10)
 
