@@ -118,8 +118,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!v)
             break;
         rc = eddy__mcp_result_json(v, "s/t", &out, &e);
-        if ((rc == 0) != (out != NULL) || (rc && rc != EDDY_ETOOL && rc != EDDY_EPARSE &&
-                                           rc != EDDY_ENOMEM) ||
+        if ((rc == 0) != (out != NULL) ||
+            (rc && rc != EDDY_ETOOL && rc != EDDY_EPARSE && rc != EDDY_ENOMEM) ||
             (rc && strncmp(e.msg, "mcp tool 's/t': ", 16)))
             abort();
         json_decref(out);
