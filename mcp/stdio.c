@@ -165,7 +165,25 @@ static void exit_cb(uv_process_t *h, int64_t status, int sig)
     }
 }
 
-/* The environment of the child: eddy's, with the server's `env` on top. */
+/* What a stdio server inherits of eddy's environment: enough to find and
+ * run a program, nothing else. eddy's environment holds the job's secrets
+ * (API keys of the models); a server gets one only when its `env` says so
+ * (env: {TOKEN: "${TOKEN}"}). */
+static const char *const kInherit[] = {"HOME", "LOGNAME", "PATH",   "SHELL", "TERM", "USER",
+                                       "LANG", "LC_ALL",  "TMPDIR", "TZ",    NULL};
+
+static int inherited(const char *kv)
+{
+    for (size_t i = 0; kInherit[i]; i++) {
+        size_t n = strlen(kInherit[i]);
+        if (!strncmp(kv, kInherit[i], n) && kv[n] == '=')
+            return 1;
+    }
+    return 0;
+}
+
+/* The environment of the child: the inherited names, then the server's `env`
+ * (which wins). Borrows the strings. */
 static char **child_env(const eddy__mcp_scfg *c)
 {
     size_t n = 0, k = 0, extra = 0;
@@ -179,6 +197,8 @@ static char **child_env(const eddy__mcp_scfg *c)
         return NULL;
     for (size_t i = 0; i < n; i++) {
         int replaced = 0;
+        if (!inherited(environ[i]))
+            continue;
         for (size_t j = 0; j < extra; j++) {
             size_t kl = (size_t)(strchr(c->env[j], '=') - c->env[j]);
             if (!strncmp(environ[i], c->env[j], kl + 1))

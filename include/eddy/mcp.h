@@ -83,13 +83,13 @@ typedef void (*eddy_mcp_problem_fn)(void *ud, const char *path, int key, const c
 /*
  * Check and copy the `mcp:` mapping MCP (borrowed; NULL or an empty mapping
  * gives a configuration without servers). Per server: exactly one of
- * `command` (a non-empty list of strings; `env` a mapping of strings, `cwd` a
- * string) or `url` (http:// or https://; `headers` a mapping of strings);
- * `timeout` and `startup_timeout` are durations ("5s", "250ms", or a number
- * of seconds). Server names are 1-64 of [A-Za-z0-9_.-]. Every problem goes to
- * PROBLEM (may be NULL); the first also to ERR. Returns 0 and *OUT (free with
- * eddy_mcp_config_free), EDDY_ESCHEMA (*OUT NULL) or EDDY_ENOMEM. Pure; any
- * thread.
+ * `command` (a non-empty list of strings; `env` a mapping of strings: the
+ * child gets these and only HOME, LOGNAME, PATH, SHELL, TERM, USER, LANG,
+ * LC_ALL, TMPDIR, TZ of eddy's environment; `cwd` a string) or `url` (http:// or https://;
+ * `headers` a mapping of strings); `timeout` and `startup_timeout` are durations ("5s", "250ms", or
+ * a number of seconds). Server names are 1-64 of [A-Za-z0-9_.-]. Every problem goes to PROBLEM (may
+ * be NULL); the first also to ERR. Returns 0 and *OUT (free with eddy_mcp_config_free),
+ * EDDY_ESCHEMA (*OUT NULL) or EDDY_ENOMEM. Pure; any thread.
  */
 int eddy_mcp_config_new(const json_t *mcp, eddy_mcp_problem_fn problem, void *ud,
                         eddy_mcp_config **out, eddy_err *err);

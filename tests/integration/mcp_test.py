@@ -200,6 +200,25 @@ def test_everything_stdio(tmp):
         assert d.stop() == 0
 
 
+def test_stdio_environment(tmp):
+    """A stdio server gets PATH, HOME and the like, and its own `env`, but not the rest of
+    eddy's environment (the models' API keys live there)."""
+    os.environ["EDDY_MCP_TEST_SECRET"] = "s3cr3t-key"
+    try:
+        d = Driver(tmp, {"e": {"command": ["node", EVERYTHING, "stdio"],
+                               "env": {"GIVEN": "yes", "HOME": "/tmp"}}})
+    finally:
+        del os.environ["EDDY_MCP_TEST_SECRET"]
+    try:
+        assert d.wait_ready(), d.log()
+        env = json.loads(ok(d.call("e", "get-env")))
+        assert env.get("GIVEN") == "yes" and env.get("HOME") == "/tmp", env
+        assert "PATH" in env and "EDDY_MCP_TEST_SECRET" not in env, env
+        assert "s3cr3t-key" not in json.dumps(env)
+    finally:
+        assert d.stop() == 0
+
+
 def test_everything_http(tmp):
     """server-everything's streamableHttp mode: tools, calls, a session (ended by DELETE)."""
     port = free_port()
