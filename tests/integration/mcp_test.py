@@ -423,6 +423,23 @@ def test_stop_kills_children(tmp):
     assert not left, "server processes left after stop: %s" % left
 
 
+def test_servers_end_when_eddy_is_killed(tmp):
+    """kill -9 of the process that owns the manager: nothing can signal the servers, but
+    their stdin closes, and MCP servers end on that (both SDKs' do)."""
+    d = Driver(tmp, {"a": py_stdio(), "b": {"command": ["node", EVERYTHING, "stdio"]}})
+    assert d.wait_ready(), d.log()
+    kids = []
+    for t in os.listdir("/proc/%d/task" % d.p.pid):
+        kids += [int(x) for x in open("/proc/%d/task/%s/children" % (d.p.pid, t)).read().split()]
+    assert len(kids) == 2, kids
+    d.p.kill()
+    d.p.wait(10)
+    end = time.time() + 10
+    while time.time() < end and any(alive(k) for k in kids):
+        time.sleep(0.1)
+    assert not any(alive(k) for k in kids), [k for k in kids if alive(k)]
+
+
 def test_probe_reports_reachable_and_not(tmp):
     """eddy_mcp_probe: the tools of a reachable server, the reason of one that is not."""
     dead = free_port()
