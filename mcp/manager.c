@@ -31,7 +31,8 @@
 #define MAX_TOOLS 4096
 #define GRACE_MS 2000
 
-enum { RETRY_START = 1, RETRY_GET };
+enum { RETRY_START = 1, RETRY_GET, RETRY_EOF };
+#define EOF_GRACE_MS 500 /* stdout closed: this long for the exit to be seen first */
 
 void eddy__mcp_port_deliver(mcall *c); /* port.c */
 
@@ -278,6 +279,18 @@ static void retry_cb(uv_timer_t *t)
         srv_start(s);
     else if (s->retry_kind == RETRY_GET && s->state == S_UP)
         eddy__mcp_http_open_get(s);
+    else if (s->retry_kind == RETRY_EOF && (s->state == S_UP || s->state == S_STARTING) &&
+             s->eof_gen == s->gen)
+        eddy__mcp_srv_down(s, 0, "it closed its stdout and kept running");
+}
+
+void eddy__mcp_stdout_closed(srv *s)
+{
+    if (s->m->stopping || (s->state != S_UP && s->state != S_STARTING))
+        return;
+    s->eof_gen = s->gen;
+    s->retry_kind = RETRY_EOF;
+    uv_timer_start(&s->retry, retry_cb, EOF_GRACE_MS, 0);
 }
 
 void eddy__mcp_retry_get(srv *s, uint64_t ms)

@@ -137,8 +137,9 @@ typedef struct srv {
     int ever_up, settled;
     uv_timer_t retry;
     int retry_kind;
-    mcall *calls;  /* sent, awaiting answers */
-    mcall *parked; /* waiting for the server to come up */
+    unsigned eof_gen; /* RETRY_EOF: the start whose stdout closed */
+    mcall *calls;     /* sent, awaiting answers */
+    mcall *parked;    /* waiting for the server to come up */
     /* stdio */
     mproc *proc;
     /* http */
@@ -186,6 +187,9 @@ void eddy__mcp_rpc_failed(srv *s, int64_t id, int code, const char *msg);
 void eddy__mcp_check_shutdown(struct eddy_mcp *m);
 /* Open the GET stream of S again in MS (it ended while S is up). */
 void eddy__mcp_retry_get(srv *s, uint64_t ms);
+/* A stdio server closed its stdout: unless its exit follows soon, it is
+ * taken down (and killed) as a server that cannot answer any more. */
+void eddy__mcp_stdout_closed(srv *s);
 
 /* stdio.c */
 int eddy__mcp_stdio_start(srv *s, eddy_err *err);

@@ -121,8 +121,8 @@ static void read_out(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     eddy_free(buf->base);
     if (n < 0) {
         uv_read_stop(st);
-        if (p->s && !p->exited)
-            EDDY_DEBUG("mcp", "server '%s' closed its stdout", p->s->cfg->name);
+        if (p->s && !p->exited && p->s->proc == p)
+            eddy__mcp_stdout_closed(p->s);
     }
 }
 

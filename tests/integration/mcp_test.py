@@ -335,19 +335,27 @@ def test_http_server_started_later(tmp):
 
 def test_hostile_server(tmp):
     """A server that writes garbage, a 17 MiB line, answers to unknown ids, requests of its
-    own: skipped or answered (ping -> {}, others -> method not found); calls still work."""
+    own: skipped or answered (ping -> {}, others -> method not found); calls still work.
+    One that closes its stdout and hangs on is killed and restarted."""
     d = Driver(tmp, {"bad": {"command": [sys.executable, os.path.join(
         ROOT, "tests", "fixtures", "mcp", "hostile.py")]}})
     try:
         assert d.wait_ready(), d.log()
         cat = d.catalog()
-        assert list(tools_of(cat, "bad")) == ["answers"], cat
+        assert list(tools_of(cat, "bad")) == ["answers", "close_stdout"], cat
         for _ in range(2):
             seen = json.loads(ok(d.call("bad", "answers")))
             assert seen["srv-1"]["result"] == {}, seen
             assert seen["srv-2"]["error"]["code"] == -32601, seen
         log = d.log()
         assert "not JSON" in log and "dropped" in log, log
+        # a server that closes its stdout and hangs on: the call fails soon, the server is
+        # killed and started again
+        t0 = time.time()
+        r = d.call("bad", "close_stdout", timeout=20000)
+        assert r["status"] == ENET and "closed its stdout" in r["error"], r
+        assert time.time() - t0 < 3, time.time() - t0
+        assert "srv-1" in json.loads(ok(d.call("bad", "answers", wait=30)))
     finally:
         assert d.stop() == 0
 
