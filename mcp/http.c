@@ -515,8 +515,8 @@ void eddy__mcp_http_abort_all(eddy_mcp *m)
 void eddy__mcp_http_close(eddy_mcp *m)
 {
     eddy__mcp_http_abort_all(m);
-    uv_close((uv_handle_t *)&m->curl_timer, NULL);
     if (m->multi)
-        curl_multi_cleanup(m->multi);
+        curl_multi_cleanup(m->multi); /* may still call timer_fn: the timer closes after */
     m->multi = NULL;
+    uv_close((uv_handle_t *)&m->curl_timer, NULL);
 }
