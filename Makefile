@@ -288,6 +288,7 @@ tsan: deps
 	$(TSAN_ENV) python3 tests/integration/trace_content_test.py --build build-tsan
 	$(TSAN_ENV) python3 tests/integration/dashboard_test.py --build build-tsan
 	$(TSAN_ENV) python3 tests/integration/tail_test.py --build build-tsan
+	$(TSAN_ENV) python3 tests/integration/mcp_test.py --build build-tsan
 
 valgrind: deps
 	$(MAKE) BUILD=build-vg OPT="-O0 -g" MALLOC=libc all $(UNIT_BIN:$(BUILD)/%=build-vg/%)
