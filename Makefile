@@ -44,7 +44,7 @@ EDDY_MALLOC_CFLAGS := -DEDDY_MIMALLOC
 EDDY_MALLOC_LIBS   := -lmimalloc
 endif
 
-MODULES  := core prompts tools llm memory trace agents runtime fluss
+MODULES  := core prompts tools llm memory trace agents runtime fluss mcp
 LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/fluss_rpc.pb-c.o $(BUILD)/gen/dash_assets.o
 DASH_ASSETS := $(sort $(wildcard trace/assets/*.html trace/assets/*.js trace/assets/*.css trace/assets/*.svg))
@@ -59,10 +59,10 @@ FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps test unit fuzz-replay fuzz integration browser otlp-deps integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-runtime bench-state bench-traces asan tsan chaos valgrind format \
+.PHONY: all deps test unit fuzz-replay fuzz integration browser otlp-deps integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-tools bench-runtime bench-state bench-traces asan tsan chaos valgrind format \
         format-check compdb clean
 
-all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm
+all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm $(BUILD)/mcp_driver
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
@@ -134,6 +134,10 @@ $(BUILD)/tests/slowdns.so: tests/shim/slowdns.c
 
 $(BUILD)/tests/test_fluss: $(BUILD)/tests/slowdns.so
 
+# The MCP manager driven line by line (tests/integration/mcp_test.py, bench/tools).
+$(BUILD)/mcp_driver: tests/mcp/driver.c $(wildcard include/eddy/*.h) $(BUILD)/libeddy.a
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libeddy.a $(LDLIBS_ALL) -o $@
+
 unit: deps $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; ./$$t; done
 
@@ -176,6 +180,7 @@ integration: deps all
 	sh tests/tools/promclient.sh
 	python3 tests/integration/dashboard_test.py --build $(BUILD)
 	python3 tests/integration/tail_test.py --build $(BUILD)
+	python3 tests/integration/mcp_test.py --build $(BUILD)
 	-@sh tests/otlp/collector.sh install >/dev/null
 	python3 tests/integration/otlp_test.py --build $(BUILD)
 
@@ -234,6 +239,11 @@ bench: deps all $(BUILD)/eddy_fluss_bench
 	python3 bench/agents/bench.py --build $(BUILD)
 	python3 bench/fluss/bench.py --build $(BUILD)
 
+# bench/tools: the round trip of an MCP tool call (stdio and streamable HTTP) on real
+# servers from npm and PyPI (tests/tools/mcp.sh installs them).
+bench-tools: deps all
+	python3 bench/tools/bench.py --build $(BUILD)
+
 bench-fluss: deps all $(BUILD)/eddy_fluss_bench
 	python3 bench/fluss/bench.py --build $(BUILD)
 
@@ -280,6 +290,7 @@ tsan: deps
 	$(TSAN_ENV) python3 tests/integration/dashboard_test.py --build build-tsan
 	$(TSAN_ENV) python3 tests/integration/tail_test.py --build build-tsan
 	$(TSAN_ENV) python3 tests/integration/reload_test.py --build build-tsan
+	$(TSAN_ENV) python3 tests/integration/mcp_test.py --build build-tsan
 
 valgrind: deps
 	$(MAKE) BUILD=build-vg OPT="-O0 -g" MALLOC=libc all $(UNIT_BIN:$(BUILD)/%=build-vg/%)

@@ -18,6 +18,7 @@
 #include "job_int.h"
 #include "eddy/buf.h"
 #include "eddy/json.h"
+#include "eddy/mcp.h"
 #include "eddy/tools.h"
 
 #include <ctype.h>
@@ -1427,6 +1428,28 @@ static void get_dashboard(vctx *c, json_t *root)
                       "-._~+/=");
 }
 
+/* mcp: { NAME: { command: [...], env, cwd } | { url, headers }, timeout, ... }:
+ * checked by the MCP module, each problem placed at its file:line:col. */
+static void mcp_problem(void *ud, const char *path, int key, const char *msg)
+{
+    char full[600];
+    snprintf(full, sizeof(full), "/mcp%s", path);
+    eddy__job_err(ud, full, key, "%s", msg);
+}
+
+static void get_mcp(vctx *c, json_t *root)
+{
+    json_t *x = json_object_get(root, "mcp");
+    eddy_mcp_config *cfg = NULL;
+    eddy_err err = {0};
+    if (!x || json_is_null(x))
+        return;
+    if (eddy_mcp_config_new(x, mcp_problem, c, &cfg, &err) == EDDY_ENOMEM)
+        eddy__job_err(c, "/mcp", 1, "out of memory");
+    eddy_mcp_config_free(cfg);
+    c->job->mcp = json_deep_copy(x);
+}
+
 static void load_paths(vctx *c, const eddy_yaml_doc *doc)
 {
     static const char *const read[] = {"/job", "/checkpoint", "/trace", "/dashboard", NULL};
@@ -1463,7 +1486,8 @@ int eddy_job_load_io(const char *file, int flags, const eddy_job_io *io, eddy_jo
     static const char *const keys[] = {
         "job",     "key",           "source",         "sink",          "dead_letter", "checkpoint",
         "trace",   "fluss",         "shutdown_grace", "max_in_flight", "models",      "agents",
-        "workers", "max_keygroups", "delivery",       "memory",        "dashboard",   NULL};
+        "workers", "max_keygroups", "delivery",       "memory",        "dashboard",   "mcp",
+        NULL};
     eddy_yaml_doc doc;
     vctx c = {0};
     eddy_job *job;
@@ -1544,6 +1568,7 @@ int eddy_job_load_io(const char *file, int flags, const eddy_job_io *io, eddy_jo
                 eddy__job_size(&c, m, "/memory", "cache", 64ll << 20, 1 << 16, 1ll << 40);
         }
     }
+    get_mcp(&c, doc.root);
     load_section(&c, doc.root, "models");
     link_fallbacks(&c, json_object_get(doc.root, "models"));
     load_section(&c, doc.root, "agents");
@@ -1632,5 +1657,6 @@ void eddy_job_free(eddy_job *job)
     eddy_free(job->trace_where);
     eddy_free(job->trace.otlp_endpoint);
     json_decref(job->trace.otlp_headers);
+    json_decref(job->mcp);
     eddy_free(job);
 }

@@ -24,6 +24,9 @@
 
 #include "cli_int.h"
 
+/* How long `eddy check` gives each MCP server to list its tools. */
+#define EDDY_MCP_PROBE_MS 15000
+
 static const char kUsage[] =
     "usage: eddy <command> [options]\n"
     "\n"
@@ -207,6 +210,41 @@ static int parse(int argc, char **argv, const globals *g, args *a)
     return 0;
 }
 
+/* `eddy check`: start the job's MCP servers, list what each offers, stop
+ * them. An unreachable server is reported, not a problem: a job whose
+ * server comes up later gets its tools then. */
+static void check_mcp(const eddy_job *job)
+{
+    eddy_mcp_config *cfg = NULL;
+    json_t *rep = NULL, *o;
+    eddy_err err = {0};
+    const char *name;
+    if (!job->mcp || !json_object_size(job->mcp))
+        return;
+    if (eddy_mcp_config_new(job->mcp, NULL, NULL, &cfg, &err) ||
+        eddy_mcp_probe(cfg, EDDY_MCP_PROBE_MS, &rep, &err)) {
+        printf("mcp: could not probe the servers: %s\n", err.msg);
+        eddy_mcp_config_free(cfg);
+        return;
+    }
+    json_object_foreach(rep, name, o)
+    {
+        const char *tr = eddy_json_str(o, "transport", "?");
+        json_t *tools = json_object_get(o, "tools"), *t;
+        size_t i;
+        if (!json_is_true(json_object_get(o, "reachable"))) {
+            printf("mcp %s (%s): not reachable: %s\n", name, tr, eddy_json_str(o, "error", "?"));
+            continue;
+        }
+        printf("mcp %s (%s): %zu tool%s:", name, tr, json_array_size(tools),
+               json_array_size(tools) == 1 ? "" : "s");
+        json_array_foreach(tools, i, t) printf("%s %s", i ? "," : "", json_string_value(t));
+        printf("\n");
+    }
+    json_decref(rep);
+    eddy_mcp_config_free(cfg);
+}
+
 static int cmd_check(args *a)
 {
     eddy_diag d;
@@ -233,6 +271,7 @@ static int cmd_check(args *a)
                job->nagents, job->nagents == 1 ? "" : "s", job->nmodels,
                job->nmodels == 1 ? "" : "s", tools, tools == 1 ? "" : "s");
     }
+    check_mcp(job);
     eddy_job_free(job);
     eddy_diag_free(&d);
     return 0;

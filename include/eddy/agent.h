@@ -159,6 +159,9 @@ typedef struct eddy_job {
     size_t nmodels;
     eddy_agent_def *agents;
     size_t nagents;
+    /* the top-level `mcp:` mapping as written (checked with
+     * eddy_mcp_config_new; include/eddy/mcp.h), or NULL when absent */
+    json_t *mcp;
 } eddy_job;
 
 #define EDDY_JOB_MAX_WORKERS 256

@@ -14,6 +14,7 @@
 #include "eddy/jschema.h"
 #include "eddy/llm.h"
 #include "eddy/log.h"
+#include "eddy/mcp.h"
 #include "eddy/memory.h"
 #include "eddy/prompt.h"
 #include "eddy/runtime.h"
