@@ -181,6 +181,7 @@ integration: deps all
 	python3 tests/integration/dashboard_test.py --build $(BUILD)
 	python3 tests/integration/tail_test.py --build $(BUILD)
 	python3 tests/integration/mcp_test.py --build $(BUILD)
+	python3 tests/integration/mcp_agent_test.py --build $(BUILD)
 	-@sh tests/otlp/collector.sh install >/dev/null
 	python3 tests/integration/otlp_test.py --build $(BUILD)
 
@@ -291,6 +292,7 @@ tsan: deps
 	$(TSAN_ENV) python3 tests/integration/tail_test.py --build build-tsan
 	$(TSAN_ENV) python3 tests/integration/reload_test.py --build build-tsan
 	$(TSAN_ENV) python3 tests/integration/mcp_test.py --build build-tsan
+	$(TSAN_ENV) python3 tests/integration/mcp_agent_test.py --build build-tsan
 
 valgrind: deps
 	$(MAKE) BUILD=build-vg OPT="-O0 -g" MALLOC=libc all $(UNIT_BIN:$(BUILD)/%=build-vg/%)

@@ -632,6 +632,8 @@ static void load_one(vctx *c, toolset *ts, size_t ai, size_t j)
         return;
     }
     eddy_tool_opts o;
+    if (r->mcp_server) /* its tools are the server's, listed as the job runs */
+        return;
     eddy_tool_ref_opts(r, &o);
     rc = r->path ? eddy_tools_load_opts(ts->host, r->path, &o, &t, &e)
                  : eddy_tools_load_native(ts->host, r->kind, r->cfg, &t, &e);
@@ -678,8 +680,9 @@ static void check_tools(vctx *c)
             if (a->tool_choice != EDDY_TOOL_CHOICE_TOOL || !a->tool_choice_name)
                 continue;
             for (size_t j = 0; ts.loaded[i] && j < a->ntools; j++)
-                found |= ts.loaded[i][j] &&
-                         !strcmp(eddy_tool_name(ts.loaded[i][j]), a->tool_choice_name);
+                found |= (ts.loaded[i][j] &&
+                          !strcmp(eddy_tool_name(ts.loaded[i][j]), a->tool_choice_name)) ||
+                         a->tools[j].mcp_server; /* an MCP server's tools are known later */
             char ap[512];
             eddy__job_join(ap, sizeof(ap), "/agents", a->name);
             eddy__job_join(p, sizeof(p), ap, "tool_choice");
@@ -710,6 +713,8 @@ void eddy__tool_ref_clear(eddy_tool_ref *r)
     eddy_free(r->where);
     json_decref(r->config);
     json_decref(r->http);
+    eddy_free(r->mcp_server);
+    eddy_free(r->mcp_tool);
     for (size_t i = 0; i < r->nsecrets; i++)
         eddy_free(r->secrets[i]);
     eddy_free(r->secrets);
@@ -910,7 +915,30 @@ static int load_tool_entry(vctx *c, json_t *t, const char *tp, eddy_tool_ref *r)
     char *rel;
     if (json_is_object(t) && json_object_size(t) == 1 && !json_object_get(t, "lua"))
         json_object_foreach(t, kind, cfg) break;
-    if (kind && json_is_object(cfg)) {
+    if (kind && !strcmp(kind, "mcp")) {
+        char kp[600];
+        const char *v = json_string_value(cfg), *slash;
+        eddy__job_join(kp, sizeof(kp), tp, "mcp");
+        if (!v || !*v) {
+            eddy__job_err(c, kp, 0,
+                          "'mcp' names a server of the job's mcp: section ('mcp: files') or one "
+                          "of its tools ('mcp: files/read_file'), not %s",
+                          v ? "an empty string" : eddy__job_type(cfg));
+            return -1;
+        }
+        slash = strchr(v, '/');
+        r->mcp_server = slash ? eddy_strndup(v, (size_t)(slash - v)) : eddy_strdup(v);
+        r->mcp_tool = slash && slash[1] ? eddy_strdup(slash + 1) : NULL;
+        if (slash && !slash[1]) {
+            eddy__job_err(c, kp, 0, "'%s': a tool name must follow the '/'", v);
+            return -1;
+        }
+        if (!json_object_get(c->job->mcp, r->mcp_server)) {
+            eddy__job_err(c, kp, 0, "no MCP server '%s' in the job's mcp: section%s", r->mcp_server,
+                          json_object_size(c->job->mcp) ? "" : " (the job has none)");
+            return -1;
+        }
+    } else if (kind && json_is_object(cfg)) {
         if (!eddy_tools_has_kind(kind)) {
             eddy__job_err(c, tp, 0, "unknown tool kind '%s' (this eddy has %s)", kind,
                           eddy_tools_has_kind("fluss_lookup") ? "fluss_lookup" : "no native tools");
@@ -1448,6 +1476,7 @@ static void get_mcp(vctx *c, json_t *root)
         eddy__job_err(c, "/mcp", 1, "out of memory");
     eddy_mcp_config_free(cfg);
     c->job->mcp = json_deep_copy(x);
+    collect_secrets(c, x, "/mcp", NULL); /* headers and env from the environment */
 }
 
 static void load_paths(vctx *c, const eddy_yaml_doc *doc)

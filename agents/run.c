@@ -27,6 +27,7 @@
 #include "eddy/jschema.h"
 #include "eddy/json.h"
 #include "eddy/log.h"
+#include "run_int.h"
 
 #include <string.h>
 
@@ -112,10 +113,16 @@ int eddy_agent_rt_new(const eddy_agent_def *def, eddy_agent_env *env, eddy_agent
                       eddy_err *err)
 {
     eddy_agent_rt *rt = eddy_calloc(1, sizeof(*rt));
+    const eddy_tool_ref **from = NULL; /* the entry each tool came from, for messages */
+    size_t cap = 0;
     int rc = 0;
     *out = NULL;
-    if (!rt || !(rt->tool_defs = eddy_calloc(def->ntools + 1, sizeof(eddy_llm_tool_def))) ||
-        !(rt->tools = eddy_calloc(def->ntools + 1, sizeof(eddy_tool *)))) {
+    for (size_t i = 0; i < def->ntools; i++)
+        cap +=
+            def->tools[i].mcp_server ? eddy__mcp_tools_count(env->mcp_catalog, &def->tools[i]) : 1;
+    if (!rt || !(rt->tool_defs = eddy_calloc(cap + 1, sizeof(eddy_llm_tool_def))) ||
+        !(rt->tools = eddy_calloc(cap + 1, sizeof(eddy_tool *))) ||
+        !(from = eddy_calloc(cap + 1, sizeof(*from)))) {
         rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
         goto fail;
     }
@@ -124,38 +131,53 @@ int eddy_agent_rt_new(const eddy_agent_def *def, eddy_agent_env *env, eddy_agent
     rt->metrics_agent = eddy_metrics_agent_id(env->metrics, def->name);
     for (size_t i = 0; i < def->ntools; i++) {
         const eddy_tool_ref *ref = &def->tools[i];
+        size_t k = rt->ntools;
+        if (ref->mcp_server) { /* the server's tools now; names that clash are left out */
+            if ((rc = eddy__mcp_tools_add(def, env, ref, rt->tools, &rt->ntools, cap, err)))
+                goto fail;
+            for (; k < rt->ntools; k++) {
+                from[k] = ref;
+                rt->tool_defs[k].name = eddy_tool_name(rt->tools[k]);
+                rt->tool_defs[k].description = eddy_tool_description(rt->tools[k]);
+                rt->tool_defs[k].parameters = eddy_tool_schema(rt->tools[k]);
+            }
+            continue;
+        }
         if ((rc = ref->kind
-                      ? eddy_tools_load_native(env->tools, ref->kind, ref->cfg, &rt->tools[i], err)
-                      : load_lua_tool(env->tools, ref, &rt->tools[i], err))) {
+                      ? eddy_tools_load_native(env->tools, ref->kind, ref->cfg, &rt->tools[k], err)
+                      : load_lua_tool(env->tools, ref, &rt->tools[k], err))) {
             if (ref->kind)
                 eddy_err_prefix(err, "agent '%s': %s: %s: ", def->name, ref->where, ref->kind);
             else
                 eddy_err_prefix(err, "agent '%s': ", def->name);
             goto fail;
         }
-        for (size_t j = 0; j < i; j++)
-            if (!strcmp(eddy_tool_name(rt->tools[j]), eddy_tool_name(rt->tools[i]))) {
+        for (size_t j = 0; j < k; j++)
+            if (!strcmp(eddy_tool_name(rt->tools[j]), eddy_tool_name(rt->tools[k]))) {
                 rc = eddy_err_set(
                     err, EDDY_EEXIST, "agent '%s': %s: tool name '%s' is also the name of %s (%s)",
-                    def->name, ref->where ? ref->where : "?", eddy_tool_name(rt->tools[i]),
-                    eddy_tool_path(rt->tools[j]), def->tools[j].where ? def->tools[j].where : "?");
+                    def->name, ref->where ? ref->where : "?", eddy_tool_name(rt->tools[k]),
+                    eddy_tool_path(rt->tools[j]), from[j]->where ? from[j]->where : "?");
                 goto fail;
             }
-        if (!strcmp(eddy_tool_name(rt->tools[i]), EDDY_LLM_OUTPUT_TOOL)) {
+        if (!strcmp(eddy_tool_name(rt->tools[k]), EDDY_LLM_OUTPUT_TOOL)) {
             rc = eddy_err_set(err, EDDY_EEXIST,
                               "agent '%s': %s: the tool name '%s' is reserved for structured "
                               "output",
                               def->name, ref->where ? ref->where : "?", EDDY_LLM_OUTPUT_TOOL);
             goto fail;
         }
-        rt->tool_defs[i].name = eddy_tool_name(rt->tools[i]);
-        rt->tool_defs[i].description = eddy_tool_description(rt->tools[i]);
-        rt->tool_defs[i].parameters = eddy_tool_schema(rt->tools[i]);
+        from[k] = ref;
+        rt->tool_defs[k].name = eddy_tool_name(rt->tools[k]);
+        rt->tool_defs[k].description = eddy_tool_description(rt->tools[k]);
+        rt->tool_defs[k].parameters = eddy_tool_schema(rt->tools[k]);
         rt->ntools++;
     }
+    eddy_free(from);
     *out = rt;
     return 0;
 fail:
+    eddy_free(from);
     eddy_agent_rt_free(rt);
     return rc;
 }
@@ -886,6 +908,13 @@ static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
         eddy_span_set_str(s->span, "gen_ai.tool.call.id", s->call_id);
         eddy_span_set_str(s->span, "gen_ai.tool.type", "function");
         eddy_span_set_str(s->span, "openinference.span.kind", "TOOL");
+        {
+            const char *mcp_tool, *mcp_server = t ? eddy__mcp_tool_server(t, &mcp_tool) : NULL;
+            if (mcp_server) {
+                eddy_span_set_str(s->span, "eddy.mcp.server", mcp_server);
+                eddy_span_set_str(s->span, "eddy.mcp.tool", mcp_tool);
+            }
+        }
         if (eddy_trace_keeps_content(r->rt->env->traces))
             eddy_span_set_str(s->span, "gen_ai.tool.call.arguments", raw);
         add_name(&r->tools_used, name);

@@ -80,6 +80,7 @@ struct eddy__ctl {
     uv_signal_t sigint, sigterm;
     uv_timer_t grace, ckpt, progress;
     eddy_http *http;          /* the dashboard and /metrics, or NULL */
+    eddy_mcp *mcp;            /* the job's MCP servers, or NULL */
     eddy__reloader *reloader; /* SIGHUP and --watch */
     eddy_span *ckpt_span;     /* the checkpoint being committed (a trace of its own) */
     eddy__queue done;
@@ -1162,6 +1163,44 @@ static int open_traces(ctl *c, eddy_err *err)
     return rc;
 }
 
+/* The job's MCP servers, started before the workers; the first runs see
+ * the tools of the servers that came up within MCP_READY_MS (the others'
+ * tools appear when they do). */
+#define MCP_READY_MS 10000
+static int start_mcp(ctl *c, eddy_err *err)
+{
+    eddy_mcp_config *cfg = NULL;
+    int rc;
+    if (!json_object_size(c->job->mcp))
+        return 0;
+    if ((rc = eddy_mcp_config_new(c->job->mcp, NULL, NULL, &cfg, err)) ||
+        (rc = eddy_mcp_new(cfg, &c->mcp, err)) || (rc = eddy_mcp_start(c->mcp, err))) {
+        eddy_mcp_config_free(cfg);
+        return rc;
+    }
+    eddy_mcp_config_free(cfg);
+    if (eddy_mcp_wait_ready(c->mcp, MCP_READY_MS))
+        EDDY_WARN("mcp",
+                  "not every MCP server is up after %d s: their tools appear when they "
+                  "are",
+                  MCP_READY_MS / 1000);
+    {
+        eddy_mcp_catalog *cat = eddy_mcp_catalog_get(c->mcp);
+        for (size_t i = 0; i < eddy_mcp_catalog_servers(cat); i++) {
+            eddy_mcp_server_info in;
+            if (eddy_mcp_catalog_server(cat, i, &in))
+                continue;
+            if (in.up)
+                EDDY_INFO("mcp", "server '%s' (%s): %zu tool(s)", in.name, in.transport, in.ntools);
+            else
+                EDDY_WARN("mcp", "server '%s' (%s) is not up yet: %s", in.name, in.transport,
+                          in.error ? in.error : "starting");
+        }
+        eddy_mcp_catalog_release(cat);
+    }
+    return 0;
+}
+
 static int setup(ctl *c, eddy_err *err)
 {
     const eddy_run_opts *o = c->opts;
@@ -1185,9 +1224,11 @@ static int setup(ctl *c, eddy_err *err)
     c->nw = nworkers(c);
     if (!(c->w = eddy_calloc((size_t)c->nw, sizeof(*c->w))))
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    if ((rc = start_mcp(c, err)))
+        return rc;
     for (int i = 0; i < c->nw; i++)
-        if ((rc = eddy__worker_start(i, c->job, c->store, c->traces, c->metrics, c->state_path,
-                                     c->trace_path, &c->done, &c->w[i], err)))
+        if ((rc = eddy__worker_start(i, c->job, c->store, c->traces, c->metrics, c->mcp,
+                                     c->state_path, c->trace_path, &c->done, &c->w[i], err)))
             return rc;
     if ((rc = start_http(c, o, err)))
         return rc;
@@ -1275,6 +1316,9 @@ static void teardown(ctl *c, eddy__worker_stats *ws)
     }
     eddy_free(c->w);
     c->w = NULL;
+    eddy_mcp_stop(c->mcp); /* after the workers closed their ports: kills the servers */
+    eddy_mcp_free(c->mcp);
+    c->mcp = NULL;
     eddy__reloader_close(c->reloader); /* a start that failed did not close it */
     eddy__reloader_free(c->reloader);
     c->reloader = NULL;

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "eddy/agent.h"
+#include "eddy/mcp.h"
 #include "eddy/memory.h"
 #include "eddy/runtime.h"
 
@@ -60,12 +61,14 @@ typedef struct eddy__worker_stats {
 } eddy__worker_stats;
 
 /* Start worker INDEX as a thread with its own loop: its LLM client, Lua
- * host (tools loaded for every agent), store session and mailboxes.
+ * host (tools loaded for every agent), store session and mailboxes; with
+ * MCP (may be NULL; it outlives the worker) a port to its servers.
  * Finished tasks go to DONE (the controller's queue). Errors (a tool that
  * does not load) come back before the thread starts. */
 int eddy__worker_start(int index, eddy_job *job, eddy_store *store, eddy_trace_store *traces,
-                       eddy_metrics *metrics, const char *state_path, const char *trace_path,
-                       eddy__queue *done, eddy__worker **out, eddy_err *err);
+                       eddy_metrics *metrics, eddy_mcp *mcp, const char *state_path,
+                       const char *trace_path, eddy__queue *done, eddy__worker **out,
+                       eddy_err *err);
 /* What a worker says of a reload it was asked for: STATUS 0 when version
  * JOB is current from now on, else why not (MSG; the old one stays).
  * Called on the WORKER's thread: hand it over to the controller's loop. */

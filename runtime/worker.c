@@ -86,7 +86,8 @@ void eddy__task_free(eddy__task *t)
 /* -- the worker ------------------------------------------------------------- */
 
 typedef struct gen {
-    const eddy_job *job; /* the version its definitions come from (the controller keeps it) */
+    const eddy_job *job;       /* the version its definitions come from (the controller keeps it) */
+    eddy_mcp_catalog *catalog; /* the MCP tools it was built with, or NULL */
     eddy_tools *tools;
     eddy_agent_env env;
     eddy_agent_rt **agents;
@@ -108,6 +109,8 @@ struct eddy__worker {
     eddy_trace_store *traces;
     eddy_metrics *metrics;
     const char *state_path, *trace_path; /* the controller's, for eddy_tools_deny_file */
+    eddy_mcp *mcp;                       /* the process's MCP servers, or NULL */
+    eddy_mcp_port *mcp_port;             /* ... and this loop's port to them */
     gen *cur;                            /* the generation new runs start with */
     gen *old;                            /* older ones, still used by runs or tool calls */
     const eddy_job *reload_req;          /* under inbox.mu: the next version, or NULL */
@@ -160,6 +163,7 @@ static void gen_free(gen *g)
         if (eddy_tools_pending(g->tools) == 0)
             eddy_tools_free(g->tools);
     }
+    eddy_mcp_catalog_release(g->catalog);
     eddy_free(g);
 }
 
@@ -202,7 +206,9 @@ static int gen_new(eddy__worker *w, const eddy_job *job, gen **out, eddy_err *er
     if ((rc = eddy_tools_deny_file(g->tools, w->state_path, err)) ||
         (rc = eddy_tools_deny_file(g->tools, w->trace_path, err)))
         goto fail;
-    g->env = (eddy_agent_env){&w->loop, w->llm, g->tools, w->ss, w->traces, w->index, w->metrics};
+    g->catalog = w->mcp ? eddy_mcp_catalog_get(w->mcp) : NULL;
+    g->env = (eddy_agent_env){&w->loop, w->llm,     g->tools,   w->ss,      w->traces,
+                              w->index, w->metrics, g->catalog, w->mcp_port};
     if (!(g->agents = eddy_calloc(job->nagents + 1, sizeof(eddy_agent_rt *)))) {
         rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
         goto fail;
@@ -219,21 +225,43 @@ fail:
     return rc;
 }
 
-/* Make the version JOB current, if its generation builds; the runs in
- * progress keep theirs. Tells the controller either way. */
-static void reload(eddy__worker *w, const eddy_job *job)
+/* Make a generation of JOB current, if it builds; the runs in progress
+ * keep theirs. */
+static int swap_gen(eddy__worker *w, const eddy_job *job, eddy_err *err)
 {
     gen *g;
-    eddy_err e;
-    int rc = gen_new(w, job, &g, &e);
+    int rc = gen_new(w, job, &g, err);
     if (rc == 0) {
         w->cur->next = w->old;
         w->old = w->cur;
         w->cur = g;
         collect_gens(w);
     }
+    return rc;
+}
+
+/* The version JOB was asked for: tell the reloader how it went. */
+static void reload(eddy__worker *w, const eddy_job *job)
+{
+    eddy_err e;
+    int rc = swap_gen(w, job, &e);
     if (w->reload_cb)
         w->reload_cb(w->index, rc, rc ? e.msg : NULL, w->reload_ud);
+}
+
+/* An MCP server's tool list changed since the current generation was
+ * built: the runs that start from now on see the new list. */
+static void follow_mcp(eddy__worker *w)
+{
+    eddy_err e;
+    if (!w->mcp || eddy_mcp_version(w->mcp) == eddy_mcp_catalog_version(w->cur->catalog))
+        return;
+    if (swap_gen(w, w->cur->job, &e))
+        EDDY_WARN("mcp", "worker %d: the new MCP tool lists are not taken (%s); will try again",
+                  w->index, e.msg);
+    else
+        EDDY_DEBUG("mcp", "worker %d: MCP tool lists changed (catalog version %llu)", w->index,
+                   (unsigned long long)eddy_mcp_catalog_version(w->cur->catalog));
 }
 
 static void run_done(eddy_run_result *res, void *ud)
@@ -275,6 +303,7 @@ static void start_item(const char *mbkey, void *item, void *ud)
         return;
     }
     eddy_run_input in = {t->event, t->key, t->event_id, t->part, t->pos, t->input_hash, t->replay};
+    follow_mcp(w);
     s = eddy_calloc(1, sizeof(*s));
     if (s) {
         s->w = w;
@@ -382,6 +411,10 @@ static void on_drain(uv_timer_t *t)
     uv_timer_stop(t);
     collect_gens(w); /* every older one is unused now */
     eddy_tools_close(w->cur->tools);
+    if (w->mcp_port) { /* calls still out get EDDY_ECANCELED first */
+        eddy_mcp_port_close(w->mcp_port, NULL, NULL);
+        w->mcp_port = NULL;
+    }
     /* only now: a tool call that outlived its run could still reach the store */
     eddy_store_session_close(w->ss, NULL, NULL);
     w->ss = NULL;
@@ -446,8 +479,8 @@ static void worker_free(eddy__worker *w)
 }
 
 int eddy__worker_start(int index, eddy_job *job, eddy_store *store, eddy_trace_store *traces,
-                       eddy_metrics *metrics, const char *state_path, const char *trace_path,
-                       eddy__queue *done, eddy__worker **out, eddy_err *err)
+                       eddy_metrics *metrics, eddy_mcp *mcp, const char *state_path,
+                       const char *trace_path, eddy__queue *done, eddy__worker **out, eddy_err *err)
 {
     eddy__worker *w = eddy_calloc(1, sizeof(*w));
     int rc;
@@ -461,6 +494,7 @@ int eddy__worker_start(int index, eddy_job *job, eddy_store *store, eddy_trace_s
     w->metrics = metrics;
     w->state_path = state_path;
     w->trace_path = trace_path;
+    w->mcp = mcp;
     atomic_init(&w->load, 0);
     if (uv_loop_init(&w->loop)) {
         eddy_free(w);
@@ -480,6 +514,7 @@ int eddy__worker_start(int index, eddy_job *job, eddy_store *store, eddy_trace_s
     if ((rc = eddy_store_session_new(store, &w->loop, &w->ss, err)) ||
         (rc = eddy_llm_client_new(&w->loop, &w->llm, err)) ||
         (rc = eddy_mailboxes_new(start_item, w, &w->mb, err)) ||
+        (mcp && (rc = eddy_mcp_port_new(mcp, &w->loop, &w->mcp_port, err))) ||
         (rc = gen_new(w, job, &w->cur, err)))
         goto fail;
     if (pthread_create(&w->thread, NULL, worker_main, w)) {
@@ -494,6 +529,8 @@ fail:
     eddy_store_session_close(w->ss, NULL, NULL);
     if (w->cur)
         eddy_tools_close(w->cur->tools);
+    if (w->mcp_port)
+        eddy_mcp_port_close(w->mcp_port, NULL, NULL);
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     worker_free(w);

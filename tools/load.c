@@ -629,3 +629,8 @@ int eddy_tools_add_native(eddy_tools *h, eddy_native_tool *def, const char *what
     *out = t;
     return 0;
 }
+
+void *eddy_tool_native_data(const eddy_tool *t, eddy_native_fn call)
+{
+    return TOOL_IS_NATIVE(t) && t->native.call == call ? t->native.data : NULL;
+}

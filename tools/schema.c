@@ -281,8 +281,16 @@ static int validate(json_t *schema, json_t *v, const char *path, eddy_err *err)
         }
         json_object_foreach(v, k, x)
         {
-            json_t *ps = json_object_get(props, k);
+            json_t *ps = json_object_get(props, k), *more;
             snprintf(sub, sizeof(sub), "%s.%s", path, k);
+            /* an argument the schema does not name is refused, unless the
+             * schema says others are welcome (an MCP server's may) */
+            if (!ps && (more = json_object_get(schema, "additionalProperties")) &&
+                (json_is_true(more) || json_is_object(more))) {
+                if (json_is_object(more) && validate(more, x, sub, err))
+                    return EDDY_ESCHEMA;
+                continue;
+            }
             if (!ps)
                 return eddy_err_set(err, EDDY_ESCHEMA, "%s: unknown argument '%s'", path, k);
             if (validate(ps, x, sub, err))

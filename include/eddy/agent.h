@@ -86,6 +86,9 @@ typedef struct eddy_tool_ref {
     json_t *http;            /* Lua tools: `http:` (eddy.http's allowlist), owned, or NULL */
     char **secrets;          /* what the environment gave config (owned), for redaction */
     size_t nsecrets;
+    /* `mcp: SERVER` (every tool of the server) or `mcp: SERVER/TOOL` (one):
+     * the tools come from the server's list as the job runs; owned, or NULL */
+    char *mcp_server, *mcp_tool;
 } eddy_tool_ref;
 
 /* The load options of R's Lua tool, pointing into R (valid while R is). */
@@ -245,6 +248,10 @@ typedef struct eddy_agent_env {
     eddy_trace_store *traces;
     int worker;            /* the worker's index (traces say where a run ran) */
     eddy_metrics *metrics; /* the process's counters, or NULL */
+    /* the MCP tools `mcp:` entries take: the catalog the runtimes are built
+     * from and the worker's port to call through; NULL: none */
+    struct eddy_mcp_catalog *mcp_catalog;
+    struct eddy_mcp_port *mcp_port;
 } eddy_agent_env;
 
 /* An agent ready to run on one worker: its definition and loaded tools. */

@@ -244,6 +244,10 @@ typedef struct eddy_tools_module {
 int eddy_tools_add_native(eddy_tools *h, eddy_native_tool *def, const char *what, eddy_tool **out,
                           eddy_err *err);
 
+/* The data of native tool T when its body is CALL, else NULL (which module
+ * a tool came from, for that module). */
+void *eddy_tool_native_data(const eddy_tool *t, eddy_native_fn call);
+
 /* Register M (borrowed for the life of the process) before any host is
  * created. Returns 0, EDDY_EEXIST for a name or kind already registered,
  * EDDY_ENOMEM. Not thread-safe: call from main. */

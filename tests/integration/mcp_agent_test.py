@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Agents that use MCP servers' tools (`mcp: SERVER`, `mcp: SERVER/TOOL`), with the real
+`eddy run`, the scripted mock model, and real servers from package registries: the `mcp`
+package's server (tests/fixtures/mcp/server.py) and @modelcontextprotocol/server-everything,
+both over stdio, and the former over streamable HTTP (tests/tools/mcp.sh installs them).
+
+  * the model is offered the servers' tools (schemas from the servers), calls them, and the
+    answers come back; an isError result is a tool error the model sees; each call is an
+    `execute_tool NAME` span with eddy.mcp.server;
+  * killing the stdio server during a call gives that call a tool error, and the next run
+    is served by the restarted server (another pid);
+  * an HTTP server that is down when the job starts: the job runs; once the server is up,
+    the next runs see and call its tools;
+  * `eddy check` names an `mcp:` entry that points at no server, with its file:line:col.
+
+    python3 tests/integration/mcp_agent_test.py --build build [--only NAME]
+"""
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402
+from run import Mock, write, read_jsonl  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CACHE = os.path.join(ROOT, ".cache", "mcp")
+EVERYTHING = os.path.join(CACHE, "node_modules", "@modelcontextprotocol", "server-everything",
+                          "dist", "index.js")
+PY = os.path.join(CACHE, "venv", "bin", "python")
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "mcp", "server.py")
+
+SCRIPT = {"rules": [
+    {"when": {"last_role": "tool"}, "reply": "got ${tool}"},
+    {"when": {"last_user_contains": "add"},
+     "tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 40}}]},
+    {"when": {"last_user_contains": "echo"},
+     "tool_calls": [{"name": "echo", "arguments": {"text": "hi there"}}]},
+    {"when": {"last_user_contains": "sum"},
+     "tool_calls": [{"name": "get-sum", "arguments": {"a": 2, "b": 3}}]},
+    {"when": {"last_user_contains": "fail"},
+     "tool_calls": [{"name": "fail", "arguments": {"why": "nope"}}]},
+    {"when": {"last_user_contains": "pid"}, "tool_calls": [{"name": "pid", "arguments": {}}]},
+    {"when": {"last_user_contains": "slow"},
+     "tool_calls": [{"name": "slow", "arguments": {"seconds": 30}}]},
+    {"reply": "no tool"}]}
+
+JOB = """job: m
+key: k
+models:
+  default: { base_url: %s, api_key: sk-x, model: m, timeout: 5s }
+mcp:
+%s
+agents:
+  a:
+    prompt: { system: "You use tools.", user: "{{event.text}}" }
+    tools: [ %s ]
+    budget: { wall: 60s }
+"""
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Job:
+    def __init__(self, tmp, mock, servers, tools):
+        self.d = os.path.join(tmp, "job")
+        self.job = os.path.join(self.d, "job.yaml")
+        write(self.job, JOB % (mock.base_url, servers, tools))
+        self.out = os.path.join(tmp, "out.jsonl")
+        cmd = [os.path.join(run.ARGS.build, "eddy"), "run", self.job, "--input", "-",
+               "--output", self.out, "--log-level", "info"]
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.err, self.lock = [], threading.Lock()
+        threading.Thread(target=self.drain, daemon=True).start()
+        self.wait_log(r"job 'm': reading stdin", timeout=60)
+
+    def drain(self):
+        for line in self.p.stderr:
+            with self.lock:
+                self.err.append(line)
+
+    def log(self):
+        with self.lock:
+            return "".join(self.err)
+
+    def wait_log(self, pattern, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if re.search(pattern, self.log()):
+                return
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError("no %r in the log:\n%s" % (pattern, self.log()))
+
+    def send(self, *evs):
+        self.p.stdin.write("".join(json.dumps(e) + "\n" for e in evs))
+        self.p.stdin.flush()
+
+    def outputs(self, n, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            outs = read_jsonl(self.out)
+            if len(outs) >= n:
+                return {o["event_id"]: o for o in outs}
+            time.sleep(0.05)
+        raise AssertionError("%d outputs did not come:\n%s" % (n, self.log()))
+
+    def finish(self):
+        self.p.stdin.close()
+        rc = self.p.wait(timeout=60)
+        return rc
+
+
+def test_agent_calls_mcp_tools(tmp):
+    servers = ('  py: { command: [%s, %s], env: { PYTHONUNBUFFERED: "1" } }\n'
+               '  every: { command: [node, %s, stdio] }' % (PY, FIXTURE, EVERYTHING))
+    with Mock(tmp, SCRIPT) as mock:
+        # every/echo has the name of py's echo: it is left out (with a warning)
+        j = Job(tmp, mock, servers, "{ mcp: py }, { mcp: every/get-sum }, { mcp: every/echo }")
+        j.send({"k": "a", "id": "e1", "text": "add please"},
+               {"k": "b", "id": "e2", "text": "echo please"},
+               {"k": "c", "id": "e3", "text": "fail please"},
+               {"k": "d", "id": "e4", "text": "sum please"})
+        outs = j.outputs(4)
+        assert j.finish() == 0, j.log()
+    assert outs["e1"]["output"] == 'got {"result":42}', outs["e1"]
+    assert outs["e2"]["output"] == 'got {"result":"hi there"}', outs["e2"]
+    assert "5" in outs["e4"]["output"] and "error" not in outs["e4"]["output"], outs["e4"]
+    assert re.search(r"tool 'echo' of MCP server 'every' is left out: the agent has a tool "
+                     r"named 'echo' already", j.log()), j.log()
+    assert outs["e3"]["output"].startswith("got error: tool 'fail' failed: mcp tool 'py/fail':"), \
+        outs["e3"]
+    # what the model was offered: the py server's tools and every's echo only
+    offered = set()
+    for r in read_jsonl(mock.log):
+        for t in r["body"].get("tools", []):
+            offered.add(t["function"]["name"])
+            if t["function"]["name"] == "add":
+                props = t["function"]["parameters"]["properties"]
+                assert set(props) == {"a", "b"}, t
+    assert {"add", "echo", "fail", "slow", "pid", "grow", "get-sum"} <= offered, offered
+    assert "get-env" not in offered, offered
+    con = sqlite3.connect(os.path.join(j.d, ".eddy", "m", "traces.db"))
+    spans = [json.loads(a) for (a,) in con.execute(
+        "SELECT attributes FROM spans WHERE name LIKE 'execute_tool %'")]
+    con.close()
+    servers_seen = {(s.get("eddy.mcp.server"), s.get("eddy.mcp.tool")) for s in spans}
+    assert {("py", "add"), ("py", "echo"), ("every", "get-sum"), ("py", "fail")} <= \
+        servers_seen, servers_seen
+
+
+def test_stdio_server_killed_during_a_call(tmp):
+    servers = '  py: { command: [%s, %s], env: { PYTHONUNBUFFERED: "1" } }' % (PY, FIXTURE)
+    with Mock(tmp, SCRIPT) as mock:
+        j = Job(tmp, mock, servers, "{ mcp: py }")
+        j.send({"k": "a", "id": "p1", "text": "pid"})
+        pid1 = json.loads(j.outputs(1)["p1"]["output"][len("got "):])["result"]
+        j.send({"k": "b", "id": "s1", "text": "slow"})
+        time.sleep(1.0)
+        t0 = time.time()
+        os.kill(pid1, signal.SIGKILL)
+        outs = j.outputs(2)
+        took = time.time() - t0
+        assert "exited during the call" in outs["s1"]["output"], outs["s1"]
+        assert took < 5, took
+        j.send({"k": "c", "id": "p2", "text": "pid"})
+        outs = j.outputs(3, timeout=40)
+        assert j.finish() == 0, j.log()
+    pid2 = json.loads(outs["p2"]["output"][len("got "):])["result"]
+    assert pid2 != pid1, (pid1, pid2)
+
+
+def test_http_server_up_after_the_job_started(tmp):
+    port = free_port()
+    servers = '  late: { url: "http://127.0.0.1:%d/mcp", startup_timeout: 1s }' % port
+    srv = None
+    with Mock(tmp, SCRIPT) as mock:
+        j = Job(tmp, mock, servers, "{ mcp: late }")
+        try:
+            j.send({"k": "a", "id": "e1", "text": "add"})
+            outs = j.outputs(1)
+            # no tool yet: the (scripted) model asks for one the agent does not have
+            assert outs["e1"]["output"] == "got error: unknown tool 'add'", outs["e1"]
+            srv = subprocess.Popen([PY, FIXTURE, "--http", str(port)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+            deadline, got = time.time() + 60, None
+            i = 2
+            while time.time() < deadline:
+                j.send({"k": "a", "id": "e%d" % i, "text": "add"})
+                outs = j.outputs(i)
+                got = outs["e%d" % i]["output"]
+                if "unknown tool" not in got:
+                    break
+                i += 1
+                time.sleep(0.5)
+            assert got == 'got {"result":42}', (got, j.log())
+            assert j.finish() == 0, j.log()
+        finally:
+            if srv:
+                srv.terminate()
+                srv.wait(10)
+
+
+def test_check_names_a_missing_server(tmp):
+    d = os.path.join(tmp, "job")
+    write(os.path.join(d, "job.yaml"), JOB % ("http://127.0.0.1:9/v1",
+                                              "  py: { command: [%s, %s] }" % (PY, FIXTURE),
+                                              "{ mcp: nosuch }, { mcp: 'py/' }"))
+    p = subprocess.run([os.path.join(run.ARGS.build, "eddy"), "check",
+                        os.path.join(d, "job.yaml")], capture_output=True, text=True)
+    assert p.returncode == 2, p
+    assert re.search(r"job\.yaml:10:\d+: no MCP server 'nosuch' in the job's mcp: section",
+                     p.stderr), p.stderr
+    assert re.search(r"job\.yaml:10:\d+: 'py/': a tool name must follow the '/'", p.stderr), \
+        p.stderr
+
+
+TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
+
+
+def main():
+    if subprocess.run(["sh", os.path.join(ROOT, "tests", "tools", "mcp.sh")]).returncode:
+        print("mcp_agent_test: FAILED: tests/tools/mcp.sh could not install the MCP servers",
+              file=sys.stderr)
+        return 1
+    return run.suite_main(TESTS, "eddy-mcpa-", 44, "MCP agent")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
