@@ -1276,7 +1276,8 @@ static int setup(ctl *c, eddy_err *err)
     }
     if (rc)
         return rc;
-    if ((rc = eddy__reloader_new(&c->loop, c->job, c->w, c->nw, o->watch, &c->reloader, err)))
+    if ((rc = eddy__reloader_new(&c->loop, c->job, c->mcp, c->w, c->nw, o->watch, &c->reloader,
+                                 err)))
         return rc;
     uv_signal_init(&c->loop, &c->sigint);
     uv_signal_init(&c->loop, &c->sigterm);

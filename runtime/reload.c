@@ -11,7 +11,10 @@
  * progress finish with the version they started with.
  *
  * What a reload changes: the agents' prompts, tools (files, entries,
- * config, limits), budgets, tool_choice, output schemas, history. What it
+ * config, limits), budgets, tool_choice, output schemas, history, and the
+ * MCP servers (a changed `mcp:` section starts a new manager for the new
+ * version; the old one's servers serve the runs that began with it and
+ * stop when the job ends). What it
  * does not: the agents themselves (names and order: events are routed to
  * them), models (the LLM clients hold their settings), sources, sinks,
  * stores, workers, checkpoints, the dashboard. A version that adds or
@@ -56,6 +59,10 @@ struct eddy__reloader {
     size_t nfiles;
     eddy_job **versions; /* every version taken, freed at the end */
     size_t nversions;
+    eddy_mcp *mcp;         /* the MCP manager of the newest version taken (or the first's) */
+    const json_t *mcp_cfg; /* ... and the mcp: section it runs */
+    eddy_mcp **mcps;       /* the managers reloads started, stopped at the end */
+    size_t nmcps;
     uv_async_t done; /* the last worker took the version (or could not) */
     atomic_int failed;
     int busy;  /* a version is on its way through the workers */
@@ -129,7 +136,7 @@ static void on_worker(int worker, int status, const char *msg, void *ud)
         atomic_fetch_add(&r->failed, 1);
     }
     if (worker + 1 < r->nw) /* nversions is not written while a version is on its way */
-        eddy__worker_reload(r->w[worker + 1], r->versions[r->nversions - 1]);
+        eddy__worker_reload(r->w[worker + 1], r->versions[r->nversions - 1], r->mcp);
     else
         uv_async_send(&r->done);
 }
@@ -152,6 +159,50 @@ static void on_done(uv_async_t *a)
 }
 
 static void watch_files(eddy__reloader *r, const eddy_job *job);
+
+/* Whether two mcp: sections are the same (absent and empty are). */
+static int same_mcp(const json_t *a, const json_t *b)
+{
+    if (!json_object_size(a) || !json_object_size(b))
+        return !json_object_size(a) && !json_object_size(b);
+    return json_equal((json_t *)a, (json_t *)b);
+}
+
+/* NJ's mcp: section differs from the running one: a manager for it (none
+ * when it has no servers). Its servers come up in the background: their
+ * tools appear as they do. Returns 0, or -1 (logged) to refuse NJ. */
+static int start_mcp(eddy__reloader *r, const eddy_job *nj)
+{
+    eddy_mcp_config *cfg = NULL;
+    eddy_mcp *m = NULL, **grown;
+    eddy_err e;
+    if (json_object_size(nj->mcp)) {
+        if (!(grown = eddy_realloc(r->mcps, (r->nmcps + 1) * sizeof(*grown)))) {
+            EDDY_ERROR("reload", "out of memory; keeping the running version");
+            return -1;
+        }
+        r->mcps = grown;
+        if (eddy_mcp_config_new(nj->mcp, NULL, NULL, &cfg, &e) || eddy_mcp_new(cfg, &m, &e) ||
+            eddy_mcp_start(m, &e)) {
+            EDDY_ERROR("reload",
+                       "%s: cannot start the MCP servers of the new version (%s); "
+                       "keeping the running version",
+                       nj->file, e.msg);
+            eddy_mcp_free(m);
+            eddy_mcp_config_free(cfg);
+            return -1;
+        }
+        eddy_mcp_config_free(cfg);
+        r->mcps[r->nmcps++] = m;
+        EDDY_INFO("reload",
+                  "%s: the mcp: section changed: its servers start for the new "
+                  "version (the old ones stay for runs in progress until the job ends)",
+                  nj->file);
+    }
+    r->mcp = m;
+    r->mcp_cfg = nj->mcp;
+    return 0;
+}
 
 void eddy__reloader_trigger(eddy__reloader *r, const char *why)
 {
@@ -186,11 +237,15 @@ void eddy__reloader_trigger(eddy__reloader *r, const char *why)
         return;
     }
     r->versions = grown;
+    if (!same_mcp(r->mcp_cfg, nj->mcp) && start_mcp(r, nj)) {
+        eddy_job_free(nj);
+        return;
+    }
     r->versions[r->nversions++] = nj;
     atomic_store(&r->failed, 0);
     r->busy = 1;
     if (r->nw > 0)
-        eddy__worker_reload(r->w[0], nj);
+        eddy__worker_reload(r->w[0], nj, r->mcp);
     else
         uv_async_send(&r->done);
     if (r->watch)
@@ -276,8 +331,8 @@ static void watch_files(eddy__reloader *r, const eddy_job *job)
     }
 }
 
-int eddy__reloader_new(uv_loop_t *loop, eddy_job *job, eddy__worker **w, int nw, int watch,
-                       eddy__reloader **out, eddy_err *err)
+int eddy__reloader_new(uv_loop_t *loop, eddy_job *job, eddy_mcp *mcp, eddy__worker **w, int nw,
+                       int watch, eddy__reloader **out, eddy_err *err)
 {
     eddy__reloader *r = eddy_calloc(1, sizeof(*r));
     *out = NULL;
@@ -285,6 +340,8 @@ int eddy__reloader_new(uv_loop_t *loop, eddy_job *job, eddy__worker **w, int nw,
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     r->loop = loop;
     r->job = job;
+    r->mcp = mcp;
+    r->mcp_cfg = job->mcp;
     r->w = w;
     r->nw = nw;
     r->watch = watch;
@@ -330,6 +387,11 @@ void eddy__reloader_free(eddy__reloader *r)
     if (!r)
         return;
     assert(r->closed);
+    for (size_t i = 0; i < r->nmcps; i++) { /* the workers have closed their ports */
+        eddy_mcp_stop(r->mcps[i]);
+        eddy_mcp_free(r->mcps[i]);
+    }
+    eddy_free(r->mcps);
     for (size_t i = 0; i < r->nversions; i++)
         eddy_job_free(r->versions[i]);
     eddy_free(r->versions);

@@ -78,9 +78,10 @@ void eddy__worker_on_reload(eddy__worker *w, eddy__reload_cb cb, void *ud);
 /* Make JOB (borrowed: it must live as long as the worker) the version of
  * the tools and prompts that the runs started from now on use, once its
  * generation is built on the worker's loop (runs already started go on
- * with theirs). JOB's agents must be those of the worker's job, in order.
+ * with theirs), with the tools of MCP (NULL: none; it too must outlive the
+ * worker). JOB's agents must be those of the worker's job, in order.
  * A later call before the worker took this one replaces it. Any thread. */
-void eddy__worker_reload(eddy__worker *w, const eddy_job *job);
+void eddy__worker_reload(eddy__worker *w, const eddy_job *job, eddy_mcp *mcp);
 /* Hand T to the worker. Any thread (the controller). */
 void eddy__worker_post(eddy__worker *w, eddy__task *t);
 /* Abandon every run and every queued task (each comes back with
@@ -98,11 +99,12 @@ long eddy__worker_load(const eddy__worker *w);
 /* -- live reload (runtime/reload.c) ---------------------------------------------- */
 
 typedef struct eddy__reloader eddy__reloader;
-/* Reload JOB's tools and prompts into the NW workers W (borrowed; they
- * outlive the reloader) on SIGHUP and, when WATCH, when one of its files
- * changes. Controller loop only. */
-int eddy__reloader_new(uv_loop_t *loop, eddy_job *job, eddy__worker **w, int nw, int watch,
-                       eddy__reloader **out, eddy_err *err);
+/* Reload JOB's tools, prompts and MCP servers into the NW workers W
+ * (borrowed; they outlive the reloader) on SIGHUP and, when WATCH, when one
+ * of its files changes. MCP: the manager JOB started with (borrowed, may be
+ * NULL). Controller loop only. */
+int eddy__reloader_new(uv_loop_t *loop, eddy_job *job, eddy_mcp *mcp, eddy__worker **w, int nw,
+                       int watch, eddy__reloader **out, eddy_err *err);
 /* Load the job file again now (WHY says what asked, for the log). */
 void eddy__reloader_trigger(eddy__reloader *r, const char *why);
 /* Stop listening (closes its handles); NULL-safe. */

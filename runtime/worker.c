@@ -87,6 +87,8 @@ void eddy__task_free(eddy__task *t)
 
 typedef struct gen {
     const eddy_job *job;       /* the version its definitions come from (the controller keeps it) */
+    eddy_mcp *mcp;             /* the MCP servers of its version, or NULL */
+    eddy_mcp_port *port;       /* ... this loop's port to them (the worker's) */
     eddy_mcp_catalog *catalog; /* the MCP tools it was built with, or NULL */
     eddy_tools *tools;
     eddy_agent_env env;
@@ -109,11 +111,17 @@ struct eddy__worker {
     eddy_trace_store *traces;
     eddy_metrics *metrics;
     const char *state_path, *trace_path; /* the controller's, for eddy_tools_deny_file */
-    eddy_mcp *mcp;                       /* the process's MCP servers, or NULL */
-    eddy_mcp_port *mcp_port;             /* ... and this loop's port to them */
-    gen *cur;                            /* the generation new runs start with */
-    gen *old;                            /* older ones, still used by runs or tool calls */
-    const eddy_job *reload_req;          /* under inbox.mu: the next version, or NULL */
+    /* a port on this loop to each MCP manager a generation used (a reload
+     * that changes the mcp: section brings a new manager) */
+    struct mport {
+        eddy_mcp *mcp;
+        eddy_mcp_port *port;
+    } * ports;
+    size_t nports;
+    gen *cur;                   /* the generation new runs start with */
+    gen *old;                   /* older ones, still used by runs or tool calls */
+    const eddy_job *reload_req; /* under inbox.mu: the next version, or NULL */
+    eddy_mcp *reload_mcp;       /* ... and its MCP servers */
     eddy__reload_cb reload_cb;
     void *reload_ud;
     eddy_mailboxes *mb;
@@ -191,8 +199,29 @@ static void collect_gens(eddy__worker *w)
     }
 }
 
-/* A generation for JOB's agents: a host with their tools, their runtimes. */
-static int gen_new(eddy__worker *w, const eddy_job *job, gen **out, eddy_err *err)
+/* This loop's port to MCP, opened on first use. */
+static int port_for(eddy__worker *w, eddy_mcp *mcp, eddy_mcp_port **out, eddy_err *err)
+{
+    struct mport *grown;
+    int rc;
+    for (size_t i = 0; i < w->nports; i++)
+        if (w->ports[i].mcp == mcp) {
+            *out = w->ports[i].port;
+            return 0;
+        }
+    if (!(grown = eddy_realloc(w->ports, (w->nports + 1) * sizeof(*grown))))
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    w->ports = grown;
+    if ((rc = eddy_mcp_port_new(mcp, &w->loop, out, err)))
+        return rc;
+    w->ports[w->nports].mcp = mcp;
+    w->ports[w->nports++].port = *out;
+    return 0;
+}
+
+/* A generation for JOB's agents: a host with their tools, their runtimes;
+ * MCP (may be NULL): the servers of JOB's version. */
+static int gen_new(eddy__worker *w, const eddy_job *job, eddy_mcp *mcp, gen **out, eddy_err *err)
 {
     gen *g = eddy_calloc(1, sizeof(*g));
     int rc;
@@ -206,9 +235,12 @@ static int gen_new(eddy__worker *w, const eddy_job *job, gen **out, eddy_err *er
     if ((rc = eddy_tools_deny_file(g->tools, w->state_path, err)) ||
         (rc = eddy_tools_deny_file(g->tools, w->trace_path, err)))
         goto fail;
-    g->catalog = w->mcp ? eddy_mcp_catalog_get(w->mcp) : NULL;
-    g->env = (eddy_agent_env){&w->loop, w->llm,     g->tools,   w->ss,      w->traces,
-                              w->index, w->metrics, g->catalog, w->mcp_port};
+    g->mcp = mcp;
+    if (mcp && (rc = port_for(w, mcp, &g->port, err)))
+        goto fail;
+    g->catalog = mcp ? eddy_mcp_catalog_get(mcp) : NULL;
+    g->env = (eddy_agent_env){&w->loop, w->llm,     g->tools,   w->ss,  w->traces,
+                              w->index, w->metrics, g->catalog, g->port};
     if (!(g->agents = eddy_calloc(job->nagents + 1, sizeof(eddy_agent_rt *)))) {
         rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
         goto fail;
@@ -227,10 +259,10 @@ fail:
 
 /* Make a generation of JOB current, if it builds; the runs in progress
  * keep theirs. */
-static int swap_gen(eddy__worker *w, const eddy_job *job, eddy_err *err)
+static int swap_gen(eddy__worker *w, const eddy_job *job, eddy_mcp *mcp, eddy_err *err)
 {
     gen *g;
-    int rc = gen_new(w, job, &g, err);
+    int rc = gen_new(w, job, mcp, &g, err);
     if (rc == 0) {
         w->cur->next = w->old;
         w->old = w->cur;
@@ -241,10 +273,10 @@ static int swap_gen(eddy__worker *w, const eddy_job *job, eddy_err *err)
 }
 
 /* The version JOB was asked for: tell the reloader how it went. */
-static void reload(eddy__worker *w, const eddy_job *job)
+static void reload(eddy__worker *w, const eddy_job *job, eddy_mcp *mcp)
 {
     eddy_err e;
-    int rc = swap_gen(w, job, &e);
+    int rc = swap_gen(w, job, mcp, &e);
     if (w->reload_cb)
         w->reload_cb(w->index, rc, rc ? e.msg : NULL, w->reload_ud);
 }
@@ -254,9 +286,9 @@ static void reload(eddy__worker *w, const eddy_job *job)
 static void follow_mcp(eddy__worker *w)
 {
     eddy_err e;
-    if (!w->mcp || eddy_mcp_version(w->mcp) == eddy_mcp_catalog_version(w->cur->catalog))
+    if (!w->cur->mcp || eddy_mcp_version(w->cur->mcp) == eddy_mcp_catalog_version(w->cur->catalog))
         return;
-    if (swap_gen(w, w->cur->job, &e))
+    if (swap_gen(w, w->cur->job, w->cur->mcp, &e))
         EDDY_WARN("mcp", "worker %d: the new MCP tool lists are not taken (%s); will try again",
                   w->index, e.msg);
     else
@@ -348,15 +380,17 @@ static void on_inbox(uv_async_t *a)
     eddy__worker *w = a->data;
     eddy__task *list = eddy__queue_take(&w->inbox);
     const eddy_job *next;
+    eddy_mcp *next_mcp;
     int cancel, finish;
     pthread_mutex_lock(&w->inbox.mu);
     cancel = w->cancel_req;
     finish = w->finish_req;
     next = w->reload_req;
+    next_mcp = w->reload_mcp;
     w->reload_req = NULL;
     pthread_mutex_unlock(&w->inbox.mu);
     if (next && !w->finishing && !w->canceling) /* before the tasks: they start with it */
-        reload(w, next);
+        reload(w, next, next_mcp);
     else if (next && w->reload_cb)
         w->reload_cb(w->index, EDDY_ECANCELED, "the worker is stopping", w->reload_ud);
     while (list) {
@@ -411,10 +445,9 @@ static void on_drain(uv_timer_t *t)
     uv_timer_stop(t);
     collect_gens(w); /* every older one is unused now */
     eddy_tools_close(w->cur->tools);
-    if (w->mcp_port) { /* calls still out get EDDY_ECANCELED first */
-        eddy_mcp_port_close(w->mcp_port, NULL, NULL);
-        w->mcp_port = NULL;
-    }
+    for (size_t i = 0; i < w->nports; i++) /* calls still out get EDDY_ECANCELED first */
+        eddy_mcp_port_close(w->ports[i].port, NULL, NULL);
+    w->nports = 0;
     /* only now: a tool call that outlived its run could still reach the store */
     eddy_store_session_close(w->ss, NULL, NULL);
     w->ss = NULL;
@@ -471,6 +504,7 @@ static void worker_free(eddy__worker *w)
         gen_free(g);
     }
     gen_free(w->cur);
+    eddy_free(w->ports);
     if (uv_loop_close(&w->loop))
         EDDY_WARN("runtime", "worker %d: event loop closed with handles still open", w->index);
     pthread_mutex_destroy(&w->inbox.mu);
@@ -494,7 +528,6 @@ int eddy__worker_start(int index, eddy_job *job, eddy_store *store, eddy_trace_s
     w->metrics = metrics;
     w->state_path = state_path;
     w->trace_path = trace_path;
-    w->mcp = mcp;
     atomic_init(&w->load, 0);
     if (uv_loop_init(&w->loop)) {
         eddy_free(w);
@@ -514,8 +547,7 @@ int eddy__worker_start(int index, eddy_job *job, eddy_store *store, eddy_trace_s
     if ((rc = eddy_store_session_new(store, &w->loop, &w->ss, err)) ||
         (rc = eddy_llm_client_new(&w->loop, &w->llm, err)) ||
         (rc = eddy_mailboxes_new(start_item, w, &w->mb, err)) ||
-        (mcp && (rc = eddy_mcp_port_new(mcp, &w->loop, &w->mcp_port, err))) ||
-        (rc = gen_new(w, job, &w->cur, err)))
+        (rc = gen_new(w, job, mcp, &w->cur, err)))
         goto fail;
     if (pthread_create(&w->thread, NULL, worker_main, w)) {
         rc = eddy_err_set(err, EDDY_EIO, "cannot start worker thread %d", index);
@@ -529,8 +561,9 @@ fail:
     eddy_store_session_close(w->ss, NULL, NULL);
     if (w->cur)
         eddy_tools_close(w->cur->tools);
-    if (w->mcp_port)
-        eddy_mcp_port_close(w->mcp_port, NULL, NULL);
+    for (size_t i = 0; i < w->nports; i++)
+        eddy_mcp_port_close(w->ports[i].port, NULL, NULL);
+    w->nports = 0;
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     worker_free(w);
@@ -549,10 +582,11 @@ void eddy__worker_on_reload(eddy__worker *w, eddy__reload_cb cb, void *ud)
     w->reload_ud = ud;
 }
 
-void eddy__worker_reload(eddy__worker *w, const eddy_job *job)
+void eddy__worker_reload(eddy__worker *w, const eddy_job *job, eddy_mcp *mcp)
 {
     pthread_mutex_lock(&w->inbox.mu);
     w->reload_req = job;
+    w->reload_mcp = mcp;
     uv_async_send(&w->inbox.async);
     pthread_mutex_unlock(&w->inbox.mu);
 }

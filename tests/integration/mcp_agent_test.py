@@ -11,6 +11,7 @@ both over stdio, and the former over streamable HTTP (tests/tools/mcp.sh install
     is served by the restarted server (another pid);
   * an HTTP server that is down when the job starts: the job runs; once the server is up,
     the next runs see and call its tools;
+  * a reload with a changed mcp: section starts the new version's servers;
   * `eddy check` names an `mcp:` entry that points at no server, with its file:line:col.
 
     python3 tests/integration/mcp_agent_test.py --build build [--only NAME]
@@ -213,6 +214,37 @@ def test_http_server_up_after_the_job_started(tmp):
             if srv:
                 srv.terminate()
                 srv.wait(10)
+
+
+def test_reload_takes_a_changed_mcp_section(tmp):
+    """SIGHUP after the mcp: section changed (the server gets another env): the runs after
+    the reload are served by the new version's server (another process); the agent's tool
+    entries are reloaded too (here: only pid is listed after the reload)."""
+    servers = '  py: { command: [%s, %s], env: { PYTHONUNBUFFERED: "1" } }' % (PY, FIXTURE)
+    with Mock(tmp, SCRIPT) as mock:
+        j = Job(tmp, mock, servers, "{ mcp: py }")
+        j.send({"k": "a", "id": "p1", "text": "pid"})
+        pid1 = json.loads(j.outputs(1)["p1"]["output"][len("got "):])["result"]
+        write(j.job, JOB % (mock.base_url, servers.replace('"1" }', '"1", V: "2" }'),
+                            "{ mcp: py/pid }"))
+        j.p.send_signal(signal.SIGHUP)
+        j.wait_log(r"is current on every worker")
+        assert "the mcp: section changed" in j.log(), j.log()
+        deadline, got = time.time() + 40, None
+        i = 2
+        while time.time() < deadline:
+            j.send({"k": "a", "id": "p%d" % i, "text": "pid"})
+            got = j.outputs(i)["p%d" % i]["output"]
+            if "unknown tool" not in got:
+                break
+            i += 1
+            time.sleep(0.3)
+        j.send({"k": "b", "id": "x1", "text": "add"})
+        outs = j.outputs(i + 1)
+        assert j.finish() == 0, j.log()
+    pid2 = json.loads(got[len("got "):])["result"]
+    assert pid2 != pid1, (pid1, pid2)
+    assert outs["x1"]["output"] == "got error: unknown tool 'add'", outs["x1"]
 
 
 def test_check_names_a_missing_server(tmp):
