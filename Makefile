@@ -165,6 +165,7 @@ integration: deps all
 	python3 tests/integration/trace_test.py --build $(BUILD)
 	python3 tests/integration/numbers_test.py --build $(BUILD)
 	python3 tests/integration/sandbox_test.py --build $(BUILD)
+	python3 tests/integration/http_tools_test.py --build $(BUILD)
 	python3 tests/integration/llm_test.py --build $(BUILD)
 	python3 tests/integration/llm_attack_test.py --build $(BUILD)
 	python3 tests/integration/mockllm_test.py --build $(BUILD)
