@@ -11,6 +11,7 @@
 #   make fuzz      libFuzzer on each parser (needs clang); make test replays the corpora
 #   make bench     benchmarks against peers on the mock model (prints figures)
 #   make bench-runtime  eddy's CPU, syscalls and memory per event against a plain C floor
+#   make bench-tools    worker CPU of a Lua tool call and of eddy.http against bare curl multi
 #   make format / format-check / compdb
 
 CC       ?= cc
@@ -59,7 +60,7 @@ FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps test unit fuzz-replay fuzz integration browser otlp-deps integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-runtime bench-state bench-traces asan tsan chaos valgrind format \
+.PHONY: all deps test unit fuzz-replay fuzz integration browser otlp-deps integration-fluss test-real-model demo demo-fluss bench bench-fluss bench-runtime bench-state bench-traces bench-tools asan tsan chaos valgrind format \
         format-check compdb clean
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/mockllm
@@ -257,6 +258,19 @@ $(BUILD)/bench_state: bench/state/bench.c $(BUILD)/libeddy.a
 
 bench-state: deps $(BUILD)/bench_state
 	./$(BUILD)/bench_state
+
+# bench/tools: worker CPU of a trivial Lua tool call and of a loopback HTTP request from
+# Lua, against a bare curl-multi program (bench/tools/floor_http.c). Not part of `make bench`.
+$(BUILD)/bench_tools: bench/tools/bench.c $(BUILD)/libeddy.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libeddy.a $(LDLIBS_ALL) -o $@
+
+$(BUILD)/bench_tools_floor: bench/tools/floor_http.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) $< $(shell pkg-config --cflags --libs libcurl) -o $@
+
+bench-tools: deps $(BUILD)/bench_tools $(BUILD)/bench_tools_floor
+	./$(BUILD)/bench_tools
 
 bench-runtime: deps all $(BUILD)/bench_floor
 	python3 bench/runtime/bench.py --build $(BUILD)
