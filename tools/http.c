@@ -37,6 +37,10 @@
 #include <strings.h>
 #include <unistd.h>
 
+/* Easy handles kept for reuse: curl_easy_init and cleanup cost more than
+ * curl_easy_reset (bench/tools). */
+#define EASY_POOL 64
+
 typedef struct sock_ctx {
     uv_poll_t poll;
     curl_socket_t fd;
@@ -82,6 +86,8 @@ struct eddy_http_state {
     sock_ctx **socks; /* by fd */
     size_t nsocks;
     http_op *ops;
+    CURL *pool[EASY_POOL]; /* easy handles of finished ops, for the next ones */
+    int npool;
     int open_handles; /* the timer and poll handles not yet closed */
     int closing;
 };
@@ -303,7 +309,10 @@ static void op_free(http_op *o)
     if (o->easy) {
         if (o->in_multi)
             curl_multi_remove_handle(s->multi, o->easy);
-        curl_easy_cleanup(o->easy);
+        if (!s->closing && s->npool < EASY_POOL)
+            s->pool[s->npool++] = o->easy; /* reset when it is used again */
+        else
+            curl_easy_cleanup(o->easy);
     }
     curl_slist_free_all(o->hdrs);
     json_decref(o->allow);
@@ -730,7 +739,8 @@ int eddy__http_start(eddy_http_state *s, const eddy_http_policy *p, const eddy_h
     o->tool_result = sp->tool_result;
     o->json_body = sp->json_body;
     o->has_body = sp->body != NULL;
-    if (!(o->rhdrs = json_object()) || !(o->easy = curl_easy_init()) ||
+    o->easy = s->npool ? s->pool[--s->npool] : curl_easy_init();
+    if (!(o->rhdrs = json_object()) || !o->easy ||
         (sp->body && !(o->body = eddy_malloc(sp->body_len + 1)))) {
         op_free(o);
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
@@ -973,6 +983,8 @@ static void mod_close(void *state)
     s->closing = 1;
     while (s->ops) /* each answered: the call ends with EDDY_ECANCELED */
         op_fail(s->ops, EDDY_ECANCELED, "canceled", "eddy is shutting down");
+    while (s->npool)
+        curl_easy_cleanup(s->pool[--s->npool]);
     curl_multi_cleanup(s->multi); /* closes its sockets: close_sock_cb */
     s->multi = NULL;
     for (size_t i = 0; i < s->nsocks; i++)
