@@ -288,7 +288,7 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud)
     } else {
         nv = json_stringn_nocheck(v, vl);
     }
-    if (!nv || json_object_set_new(o->rhdrs, name, nv)) {
+    if (!nv || json_object_set_new_nocheck(o->rhdrs, name, nv)) { /* (bytes as sent) */
         o->too_big = 3;
         return 0;
     }

@@ -263,6 +263,8 @@ return eddy.tool {
       return try(eddy.http.get, A .. "/redirect?to=" .. B .. "/x")
     elseif m == "scheme" then
       return try(eddy.http.get, "file:///etc/passwd")
+    elseif m == "tls" then
+      return try(eddy.http.get, "https://127.0.0.1:" .. A:match(":(%d+)$") .. "/json")
     elseif m == "crlf" then
       return try(eddy.http.get, A .. "/json", { headers = { ["X-A"] = "a\r\nX-Injected: 1" } })
     end
@@ -361,6 +363,7 @@ MODES = {
     "redir_port": r"^RESULT ERR .*redirected \(302\) to http://127\.0\.0\.1:\d+/x: port \d+ of host "
                   r"'127\.0\.0\.1' is not in tool 'web''s http\.allow",
     "scheme": r"^RESULT ERR .*eddy\.http\.get: 'file:///etc/passwd': only http:// and https:// URLs",
+    "tls": r"^RESULT ERR .*eddy\.http\.get: GET https://127\.0\.0\.1:\d+/json: SSL",
     "crlf": r"^RESULT ERR .*the value of header 'X-A' holds a line break",
 }
 
@@ -511,6 +514,42 @@ def test_check_reports_bad_http_request(tmp):
     assert "fixed host" in out, out
     assert re.search(r"unknown tool kind 'nope_kind' \(this eddy has [^)]*http_request[^)]*"
                      r"current_time", out), out
+
+
+def test_sigterm_with_requests_in_flight(tmp):
+    """SIGTERM while 20 requests wait on a 10 s endpoint: eddy aborts them and exits in time."""
+    import signal
+    import subprocess
+    d = os.path.join(tmp, "job")
+    itrun.write(os.path.join(d, "tools", "slow.lua"), SLOW_TOOL.replace("ms=1000", "ms=10000"))
+    rules = [{"when": {"last_role": "user", "last_user_regex": "^slow (\\S+)"},
+              "tool_calls": [{"name": "slow", "arguments": {"key": "$1"}}]}]
+    with Server() as srv, itrun.Mock(tmp, script(rules)) as mock:
+        tools = ("      - { lua: tools/slow.lua, config: { a: \"http://127.0.0.1:%d\" },\n"
+                 "          http: { allow: [\"127.0.0.1:%d\"] } }\n" % (srv.port, srv.port))
+        job = os.path.join(d, "job.yaml")
+        itrun.write(job, job_yaml(mock.base_url, tools, "shutdown_grace: 1s\n"))
+        evs = [{"id": "e%d" % i, "k": "key%d" % i, "text": "slow k%d" % i} for i in range(20)]
+        itrun.write(os.path.join(d, "events.jsonl"), "".join(json.dumps(e) + "\n" for e in evs))
+        proc = subprocess.Popen([os.path.join(itrun.ARGS.build, "eddy"), "run", job, "--input",
+                                 os.path.join(d, "events.jsonl"), "--output",
+                                 os.path.join(d, "out.jsonl"), "--dead-letter",
+                                 os.path.join(d, "dead.jsonl")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 20
+        while srv.in_flight < 20 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert srv.in_flight == 20, "only %d requests in flight" % srv.in_flight
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("eddy did not exit within 10 s of SIGTERM")
+        took = time.time() - t0
+    assert proc.returncode in (0, 3), "exit %d: %s" % (proc.returncode, err[-2000:])
+    assert took < 3.0, "eddy took %.1f s to exit after SIGTERM (grace 1 s)" % took
 
 
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
