@@ -261,13 +261,14 @@ bench-state: deps $(BUILD)/bench_state
 
 # bench/tools: worker CPU of a trivial Lua tool call and of a loopback HTTP request from
 # Lua, against a bare curl-multi program (bench/tools/floor_http.c). Not part of `make bench`.
-$(BUILD)/bench_tools: bench/tools/bench.c $(BUILD)/libeddy.a
+# Both with the eddy binary's allocator (MALLOC=mimalloc by default), as a worker runs.
+$(BUILD)/bench_tools: bench/tools/bench.c $(BUILD)/libeddy.a $(BUILD)/.malloc-$(MALLOC)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libeddy.a $(LDLIBS_ALL) -o $@
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libeddy.a $(EDDY_MALLOC_LIBS) $(LDLIBS_ALL) -o $@
 
-$(BUILD)/bench_tools_floor: bench/tools/floor_http.c
+$(BUILD)/bench_tools_floor: bench/tools/floor_http.c $(BUILD)/.malloc-$(MALLOC)
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) $< $(shell pkg-config --cflags --libs libcurl) -o $@
+	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) $< $(EDDY_MALLOC_LIBS) $(shell pkg-config --cflags --libs libcurl) -o $@
 
 bench-tools: deps $(BUILD)/bench_tools $(BUILD)/bench_tools_floor
 	./$(BUILD)/bench_tools
