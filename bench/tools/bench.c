@@ -193,6 +193,58 @@ static double measure(uv_loop_t *loop, run *b, long in_flight, int thread, doubl
     return ((thread ? thread_cpu_us() : proc_cpu_us()) - c0) / (double)b->total;
 }
 
+#define ROUNDS 3
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v)
+{
+    double s[ROUNDS];
+    memcpy(s, v, sizeof(s));
+    qsort(s, ROUNDS, sizeof(double), cmp_double);
+    return s[ROUNDS / 2];
+}
+
+static double lo(const double *v)
+{
+    double m = v[0];
+    for (int i = 1; i < ROUNDS; i++)
+        m = v[i] < m ? v[i] : m;
+    return m;
+}
+
+static double hi(const double *v)
+{
+    double m = v[0];
+    for (int i = 1; i < ROUNDS; i++)
+        m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+/* Run the floor program once; its CPU per request (from its output line), or -1. */
+static double run_floor(const char *path, const char *url, long n, long c, double *rate)
+{
+    char cmd[1400], line[512];
+    double us = -1;
+    FILE *p;
+    *rate = 0;
+    snprintf(cmd, sizeof(cmd), "'%s' '%s' %ld %ld", path, url, n, c);
+    if (!(p = popen(cmd, "r")))
+        return -1;
+    while (fgets(line, sizeof(line), p)) {
+        const char *x = strstr(line, " in flight, ");
+        if (x && sscanf(x, " in flight, %lf us CPU per request (user+sys), %lf", &us, rate) != 2)
+            us = -1;
+    }
+    if (pclose(p) != 0)
+        us = -1;
+    return us;
+}
+
 static const char *write_tool(const char *dir, const char *name, const char *src)
 {
     static char path[2][512];
@@ -218,7 +270,9 @@ int main(int argc, char **argv)
     eddy_err e;
     pid_t server;
     int port;
-    double rate, trivial_us, http_us;
+    double rate, t_us[ROUNDS], t_rate[ROUNDS], h_us[ROUNDS], h_rate[ROUNDS], f_us[ROUNDS],
+        f_rate[ROUNDS];
+    long failed = 0;
     snprintf(floor_path, sizeof(floor_path), "%s/bench_tools_floor", dirname(strdup(argv[0])));
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--calls"))
@@ -267,40 +321,37 @@ int main(int argc, char **argv)
     }
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", port);
 
-    printf("bench/tools: one worker loop, %ld calls in flight\n", in_flight);
+    printf("bench/tools: one worker loop, %ld calls in flight, medians of %d rounds [min-max]\n",
+           in_flight, ROUNDS);
     run warm = {h, trivial, json_pack("{s:i}", "x", 1), 2000, 0, 0, 0, ""};
     measure(&loop, &warm, in_flight, 1, &rate);
-    run tb = {h, trivial, json_pack("{s:i}", "x", 1), calls, 0, 0, 0, ""};
-    trivial_us = measure(&loop, &tb, in_flight, 1, &rate);
-    printf("  trivial Lua tool call:     %6.2f us worker CPU per call (goal <= 5 us), %.0f "
-           "calls/s%s%s\n",
-           trivial_us, rate, tb.failed ? "; FAILED: " : "", tb.failed ? tb.first_error : "");
-
+    for (int r = 0; r < ROUNDS; r++) {
+        run tb = {h, trivial, warm.args, calls, 0, 0, 0, ""};
+        t_us[r] = measure(&loop, &tb, in_flight, 1, &t_rate[r]);
+        failed += tb.failed;
+        if (tb.failed)
+            fprintf(stderr, "bench: trivial call failed: %s\n", tb.first_error);
+    }
     run hw = {h, web, json_pack("{s:s}", "url", url), 500, 0, 0, 0, ""};
     measure(&loop, &hw, in_flight, 0, &rate);
-    run hb = {h, web, json_pack("{s:s}", "url", url), requests, 0, 0, 0, ""};
-    http_us = measure(&loop, &hb, in_flight, 0, &rate);
-    printf("  HTTP GET from Lua:         %6.1f us CPU per request (a tool call with one "
-           "eddy.http.get; %.1f us without the call), %.0f requests/s%s%s\n",
-           http_us, http_us - trivial_us, rate, hb.failed ? "; FAILED: " : "",
-           hb.failed ? hb.first_error : "");
-    fflush(stdout);
-
-    pid_t fl = fork();
-    if (fl == 0) {
-        char n[32], c[32];
-        snprintf(n, sizeof(n), "%ld", requests);
-        snprintf(c, sizeof(c), "%ld", in_flight);
-        printf("  the same from a bare curl-multi program (%s):\n    ", floor_path);
-        fflush(stdout);
-        execl(floor_path, floor_path, url, n, c, (char *)NULL);
-        printf("cannot run %s\n", floor_path);
-        _exit(1);
+    for (int r = 0; r < ROUNDS; r++) {
+        run hb = {h, web, hw.args, requests, 0, 0, 0, ""};
+        h_us[r] = measure(&loop, &hb, in_flight, 0, &h_rate[r]);
+        failed += hb.failed;
+        if (hb.failed)
+            fprintf(stderr, "bench: HTTP call failed: %s\n", hb.first_error);
+        f_us[r] = run_floor(floor_path, url, requests, in_flight, &f_rate[r]);
     }
-    int st;
-    struct rusage ru;
-    wait4(fl, &st, 0, &ru);
-    printf("  MCP tool over stdio:       measured by the MCP bench (not here)\n");
+    printf("  trivial Lua tool call:   %6.2f us [%.2f-%.2f] worker CPU per call (goal <= 5 us), "
+           "%.0f calls/s\n",
+           median(t_us), lo(t_us), hi(t_us), median(t_rate));
+    printf("  HTTP GET from Lua:       %6.1f us [%.1f-%.1f] CPU per request (one tool call with "
+           "one eddy.http.get), %.0f requests/s\n",
+           median(h_us), lo(h_us), hi(h_us), median(h_rate));
+    printf("  bare curl multi (floor): %6.1f us [%.1f-%.1f] CPU per request (%s), %.0f "
+           "requests/s\n",
+           median(f_us), lo(f_us), hi(f_us), floor_path, median(f_rate));
+    printf("  MCP tool over stdio:     measured by the MCP bench (not here)\n");
 
     eddy_tools_close(h);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -310,11 +361,9 @@ int main(int argc, char **argv)
     waitpid(server, NULL, 0);
     json_decref(o.http);
     json_decref(warm.args);
-    json_decref(tb.args);
     json_decref(hw.args);
-    json_decref(hb.args);
     unlink(write_tool(dir, "trivial.lua", ""));
     unlink(write_tool(dir, "web.lua", ""));
     rmdir(dir);
-    return tb.failed || hb.failed;
+    return failed != 0;
 }
