@@ -373,10 +373,10 @@ static json_t *response_json(http_op *o, long status)
 {
     json_t *r = json_object(), *parsed = NULL;
     const char *ct = json_string_value(json_object_get(o->rhdrs, "content-type"));
-    if (is_json_type(ct) && o->resp.len)
-        parsed = json_loadb(o->resp.data, o->resp.len, JSON_DECODE_ANY, NULL);
     if (!r)
         return NULL;
+    if (is_json_type(ct) && o->resp.len)
+        parsed = json_loadb(o->resp.data, o->resp.len, JSON_DECODE_ANY, NULL);
     json_object_set_new(r, "status", json_integer(status));
     if (o->tool_result) {
         if (parsed)
