@@ -104,7 +104,10 @@ static json_t *allow_entry(const char *s, eddy_err *err)
             return NULL;
         }
     }
-    return json_pack("{s:s, s:I}", "host", host, "port", (json_int_t)port);
+    json_t *e = json_pack("{s:s, s:I}", "host", host, "port", (json_int_t)port);
+    if (!e)
+        eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    return e;
 }
 
 /* A byte size: a number, or "512KiB", "1MiB", "2MB", "1000B". */
@@ -154,8 +157,12 @@ static json_t *params_schema(json_t *params, eddy_err *err)
 {
     static const char *const kTypes[] = {"string", "integer", "number", "boolean",
                                          "array",  "object",  NULL};
-    json_t *props = json_object(), *req = json_array(), *v;
+    json_t *props = json_object(), *req = json_array(), *v, *out;
     const char *k;
+    if (!props || !req) {
+        eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        goto fail;
+    }
     if (params && !json_is_object(params)) {
         eddy_err_set(err, EDDY_EINVAL,
                      "'params' must be a map of name: {type, description, "
@@ -192,12 +199,18 @@ static json_t *params_schema(json_t *params, eddy_err *err)
             json_object_set(p, "description", x);
         if ((x = json_object_get(v, "enum")) && json_is_array(x))
             json_object_set(p, "enum", x);
-        json_object_set_new(props, k, p);
-        if (json_is_true(json_object_get(v, "required")))
-            json_array_append_new(req, json_string(k));
+        if (!p || json_object_set_new(props, k, p) ||
+            (json_is_true(json_object_get(v, "required")) &&
+             json_array_append_new(req, json_string(k)))) {
+            eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+            goto fail;
+        }
     }
-    return json_pack("{s:s, s:o, s:o, s:b}", "type", "object", "properties", props, "required", req,
-                     "additionalProperties", 0);
+    out = json_pack("{s:s, s:o, s:o, s:b}", "type", "object", "properties", props, "required", req,
+                    "additionalProperties", 0);
+    if (!out)
+        eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    return out;
 fail:
     json_decref(props);
     json_decref(req);
@@ -216,7 +229,8 @@ static int use_param(json_t *schema, json_t *used, const char *name, int scalar,
     if (scalar && (!strcmp(type, "array") || !strcmp(type, "object")))
         return eddy_err_set(err, EDDY_EINVAL, "%s uses '%s', which must then be a scalar (not %s)",
                             what, name, type);
-    json_object_set_new(used, name, json_true());
+    if (json_object_set_new(used, name, json_true()))
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     return 0;
 }
 
@@ -232,9 +246,9 @@ static int use_body(json_t *schema, json_t *used, json_t *v, eddy_err *err)
         return use_param(schema, used, name, 0, "body", err);
     }
     json_object_foreach(json_is_object(v) ? v : NULL, k,
-                        x) if (use_body(schema, used, x, err)) return EDDY_EINVAL;
+                        x) if (use_body(schema, used, x, err)) return err->code;
     json_array_foreach(json_is_array(v) ? v : NULL, i,
-                       x) if (use_body(schema, used, x, err)) return EDDY_EINVAL;
+                       x) if (use_body(schema, used, x, err)) return err->code;
     return 0;
 }
 
@@ -246,6 +260,7 @@ static int check_url(req_tool *d, json_t *schema, json_t *used, eddy_err *err)
     eddy_buf b;
     CURLU *u = NULL;
     char *host = NULL, *port = NULL, *scheme = NULL, entry[300];
+    CURLUcode uc = CURLUE_OK;
     json_t *e;
     int rc = 0;
     if (!hs || strcspn(hs + 3, "/?#") > strcspn(hs + 3, "{"))
@@ -271,19 +286,27 @@ static int check_url(req_tool *d, json_t *schema, json_t *used, eddy_err *err)
         eddy_buf_putc(&b, 'x');
         p = c + 1;
     }
-    if (b.oom || !(u = curl_url()) || curl_url_set(u, CURLUPART_URL, b.data, 0) ||
-        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) ||
-        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) ||
+    if (b.oom || !(u = curl_url())) {
+        rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((uc = curl_url_set(u, CURLUPART_URL, b.data, 0)) ||
+        (uc = curl_url_get(u, CURLUPART_SCHEME, &scheme, 0)) ||
+        (uc = curl_url_get(u, CURLUPART_HOST, &host, 0)) ||
+        (uc = curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT)) ||
         (strcmp(scheme, "http") && strcmp(scheme, "https"))) {
-        rc = eddy_err_set(err, EDDY_EINVAL, "'url' is not an http:// or https:// URL: %s", t);
+        rc = uc == CURLUE_OUT_OF_MEMORY
+                 ? eddy_err_set(err, EDDY_ENOMEM, "out of memory")
+                 : eddy_err_set(err, EDDY_EINVAL, "'url' is not an http:// or https:// URL: %s", t);
         goto out;
     }
     snprintf(entry, sizeof(entry), "%s:%s", host, port);
-    if (!(e = allow_entry(entry, err)) || json_array_append_new(d->allow, e)) {
-        rc = err->code ? err->code : EDDY_ENOMEM;
+    if (!(e = allow_entry(entry, err))) {
+        rc = err->code;
         goto out;
     }
+    if (json_array_append_new(d->allow, e))
+        rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
 out:
     curl_free(host);
     curl_free(port);
@@ -300,13 +323,14 @@ static int load_lists(req_tool *d, const json_t *cfg, json_t *schema, json_t *us
     const char *k;
     if ((v = json_object_get(cfg, "query")) && !json_is_array(v))
         return eddy_err_set(err, EDDY_EINVAL, "'query' must be a list of parameter names");
-    d->query = v ? json_incref(v) : json_array();
+    if (!(d->query = v ? json_incref(v) : json_array()))
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     json_array_foreach(d->query, i, x)
     {
         if (!json_is_string(x))
             return eddy_err_set(err, EDDY_EINVAL, "'query' must be a list of parameter names");
         if (use_param(schema, used, json_string_value(x), 1, "query", err))
-            return EDDY_EINVAL;
+            return err->code;
     }
     if ((v = json_object_get(cfg, "headers"))) {
         if (!json_is_object(v))
@@ -316,7 +340,7 @@ static int load_lists(req_tool *d, const json_t *cfg, json_t *schema, json_t *us
             if (!json_is_string(x))
                 return eddy_err_set(err, EDDY_EINVAL, "header '%s' must be a string", k);
             if (eddy__http_check_header(k, json_string_value(x), json_string_length(x), err))
-                return EDDY_EINVAL;
+                return err->code;
         }
         d->headers = json_incref(v);
     }
@@ -328,7 +352,7 @@ static int load_lists(req_tool *d, const json_t *cfg, json_t *schema, json_t *us
                                x) if (!json_is_string(x) ||
                                       use_param(schema, used, json_string_value(x), 0, "body", err))
             {
-                return json_is_string(x) ? EDDY_EINVAL
+                return json_is_string(x) ? err->code
                                          : eddy_err_set(err, EDDY_EINVAL,
                                                         "'body' must be a list of parameter "
                                                         "names or a JSON template object");
@@ -338,7 +362,7 @@ static int load_lists(req_tool *d, const json_t *cfg, json_t *schema, json_t *us
                                 "'body' must be a list of parameter names or a JSON template "
                                 "object");
         } else if (use_body(schema, used, v, err)) {
-            return EDDY_EINVAL;
+            return err->code;
         }
         d->body = json_incref(v);
     }
@@ -349,11 +373,12 @@ static int load_lists(req_tool *d, const json_t *cfg, json_t *schema, json_t *us
         {
             json_t *e = json_is_string(x) ? allow_entry(json_string_value(x), err) : NULL;
             if (!e)
-                return json_is_string(x) ? EDDY_EINVAL
+                return json_is_string(x) ? err->code
                                          : eddy_err_set(err, EDDY_EINVAL,
                                                         "'allow' must be a list of host or "
                                                         "host:port");
-            json_array_append_new(d->allow, e);
+            if (json_array_append_new(d->allow, e))
+                return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
         }
     }
     return 0;
@@ -430,7 +455,7 @@ int eddy__http_tool_new(const json_t *modcfg, const json_t *cfg, eddy_native_too
         goto out;
     }
     if (!(schema = params_schema(json_object_get(cfg, "params"), err))) {
-        rc = err->code ? err->code : EDDY_ENOMEM;
+        rc = err->code;
         goto out;
     }
     if ((rc = check_url(d, schema, used, err)) || (rc = load_lists(d, cfg, schema, used, err)))

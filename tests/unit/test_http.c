@@ -455,6 +455,59 @@ static void test_http_request_tool_settings(void **state)
     eddy_tools_free(h);
 }
 
+/* Fail allocation n = 0, 1, 2, ... while an http_request tool loads and a URL
+ * expands: each ends with EDDY_ENOMEM (or succeeds), nothing crashes (and under
+ * valgrind nothing leaks). */
+static void test_out_of_memory(void **state)
+{
+    eddy_tools *h;
+    eddy_tool *t;
+    eddy_err e;
+    json_t *cfg = json_loads("{\"name\":\"t\",\"url\":\"https://a.example/o/{id}\","
+                             "\"method\":\"POST\",\"params\":{\"id\":{\"type\":\"string\","
+                             "\"required\":true},\"v\":\"boolean\",\"b\":\"string\"},"
+                             "\"query\":[\"v\"],\"body\":{\"x\":\"{b}\"},\"allow\":[\"c."
+                             "example\"],\"headers\":{\"X-K\":\"v\"}}",
+                             0, NULL);
+    json_t *args = json_loads("{\"id\":\"a b\",\"n\":1}", 0, NULL);
+    int ok = 0;
+    (void)state;
+    assert_int_equal(eddy_tools_new(NULL, g_dir, &h, NULL), 0);
+    for (long n = 0; n < 400 && !ok; n++) {
+        char name[16];
+        int rc;
+        snprintf(name, sizeof(name), "t%ld", n);
+        json_object_set_new(cfg, "name", json_string(name));
+        memset(&e, 0, sizeof(e));
+        eddy_alloc_fail_after(n);
+        rc = eddy_tools_load_native(h, "http_request", cfg, &t, &e);
+        eddy_alloc_fail_after(-1);
+        if (rc == 0)
+            ok = 1;
+        else if (rc != EDDY_ENOMEM || !strstr(e.msg, "out of memory")) {
+            print_error("allocation %ld: %d %s\n", n, rc, e.msg);
+            fail();
+        }
+    }
+    assert_true(ok);
+    ok = 0;
+    for (long n = 0; n < 100 && !ok; n++) {
+        char *s;
+        eddy_alloc_fail_after(n);
+        s = eddy__http_expand("https://a.example/o/{id}/{n}", args, &e);
+        eddy_alloc_fail_after(-1);
+        if (s)
+            ok = 1;
+        else
+            assert_int_equal(e.code, EDDY_ENOMEM);
+        eddy_free(s);
+    }
+    assert_true(ok);
+    eddy_tools_free(h);
+    json_decref(cfg);
+    json_decref(args);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -464,6 +517,7 @@ int main(void)
         cmocka_unit_test(test_headers_methods_urls),
         cmocka_unit_test(test_requests_and_refusals_on_a_loop),
         cmocka_unit_test(test_http_request_tool_settings),
+        cmocka_unit_test(test_out_of_memory),
     };
     eddy_alloc_install();
     assert_int_equal(eddy_tools_register_builtins(), 0);
