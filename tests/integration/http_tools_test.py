@@ -13,7 +13,9 @@ connection at all) and that 1,000 tool calls really waited on it together.
     *.localhost to loopback without DNS, so this is deterministic offline), an entry
     without http: -- each a clear error, and the "victim" server accepted nothing;
   * features: JSON decoding, response headers, POST json, a response past max_response,
-    a timeout, a redirect that is followed;
+    a timeout, a redirect that is followed, 303 to another origin (GET, no body, no
+    Authorization) and 307 on the same origin (method, body and credentials kept), https to a
+    plain server failing clearly;
   * http_request with a URL template (percent-encoding), a query parameter and a secret
     header from the environment, which reaches the server but no output and no trace;
     current_time;
@@ -133,9 +135,11 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/echo":
             self.reply(200, json.dumps({"method": method, "body": body.decode(),
                                         "ctype": self.headers.get("Content-Type"),
-                                        "x": self.headers.get("X-Custom")}), "application/json")
+                                        "x": self.headers.get("X-Custom"),
+                                        "auth": self.headers.get("Authorization")}),
+                       "application/json")
         elif path == "/redirect":
-            self.reply(302, "", headers=[("Location", q["to"])])
+            self.reply(int(q.get("code", "302")), "", headers=[("Location", q["to"])])
         elif path.startswith("/orders/"):
             auth = self.headers.get("Authorization") == "Bearer " + SECRET
             self.reply(200 if auth else 401, json.dumps(
@@ -263,6 +267,17 @@ return eddy.tool {
       return try(eddy.http.get, A .. "/redirect?to=" .. B .. "/x")
     elseif m == "scheme" then
       return try(eddy.http.get, "file:///etc/passwd")
+    elseif m == "r303" then -- to another allowed origin: GET, no body, no credentials
+      local r = eddy.http.request { method = "POST", body = "b1",
+        url = A .. "/redirect?code=303&to=" .. ctx.config.c .. "/echo",
+        headers = { Authorization = "Bearer t0k", ["X-Custom"] = "c1" } }
+      return string.format("method=%s body=[%s] auth=%s x=%s", r.json.method, r.json.body,
+                           r.json.auth == eddy.null and "none" or r.json.auth, r.json.x)
+    elseif m == "r307" then -- same origin: method, body and credentials kept
+      local r = eddy.http.request { method = "POST", body = "b2",
+        url = A .. "/redirect?code=307&to=" .. A .. "/echo",
+        headers = { Authorization = "Bearer t0k" } }
+      return string.format("method=%s body=[%s] auth=%s", r.json.method, r.json.body, r.json.auth)
     elseif m == "tls" then
       return try(eddy.http.get, "https://127.0.0.1:" .. A:match(":(%d+)$") .. "/json")
     elseif m == "crlf" then
@@ -329,16 +344,17 @@ def test_wave_1000_on_one_worker(tmp):
     assert wave < 2.5, "the 1 s requests took %.2f s from first to last: not one wave" % wave
 
 
-def feature_job(tmp, srv, victim, mock_rules_extra=()):
+def feature_job(tmp, srv, victim, other):
     d = os.path.join(tmp, "job")
     itrun.write(os.path.join(d, "tools", "web.lua"), WEB_TOOL)
     itrun.write(os.path.join(d, "tools", "nohttp.lua"), NOHTTP_TOOL)
     tools = ("      - { lua: tools/web.lua,\n"
-             "          config: { a: \"http://127.0.0.1:%d\", b: \"http://127.0.0.1:%d\", bport: \"%d\" },\n"
-             "          http: { allow: [\"127.0.0.1:%d\", \"foo.localhost:%d\"], max_response: 1000,\n"
-             "                  timeout: 10s, max_redirects: 3 } }\n"
-             "      - tools/nohttp.lua\n" % (srv.port, victim.port, victim.port, srv.port,
-                                             victim.port))
+             "          config: { a: \"http://127.0.0.1:%d\", b: \"http://127.0.0.1:%d\", bport: \"%d\",\n"
+             "                    c: \"http://127.0.0.1:%d\" },\n"
+             "          http: { allow: [\"127.0.0.1:%d\", \"foo.localhost:%d\", \"127.0.0.1:%d\"],\n"
+             "                  max_response: 1000, timeout: 10s, max_redirects: 3 } }\n"
+             "      - tools/nohttp.lua\n" % (srv.port, victim.port, victim.port, other.port,
+                                             srv.port, victim.port, other.port))
     return d, tools
 
 
@@ -363,6 +379,8 @@ MODES = {
     "redir_port": r"^RESULT ERR .*redirected \(302\) to http://127\.0\.0\.1:\d+/x: port \d+ of host "
                   r"'127\.0\.0\.1' is not in tool 'web''s http\.allow",
     "scheme": r"^RESULT ERR .*eddy\.http\.get: 'file:///etc/passwd': only http:// and https:// URLs",
+    "r303": r"^RESULT method=GET body=\[\] auth=none x=c1$",
+    "r307": r"^RESULT method=POST body=\[b2\] auth=Bearer t0k$",
     "tls": r"^RESULT ERR .*eddy\.http\.get: GET https://127\.0\.0\.1:\d+/json: SSL",
     "crlf": r"^RESULT ERR .*the value of header 'X-A' holds a line break",
 }
@@ -370,13 +388,13 @@ MODES = {
 
 def test_features_and_refusals(tmp):
     """Responses, caps and timeouts; every refusal is clear and reaches no server."""
-    with Server() as srv, Server() as victim:
+    with Server() as srv, Server() as victim, Server() as other:
         rules = [{"when": {"last_role": "user", "last_user_regex": "^web (\\S+)"},
                   "tool_calls": [{"name": "web", "arguments": {"mode": "$1"}}]},
                  {"when": {"last_role": "user", "last_user_regex": "^nohttp (\\S+)"},
                   "tool_calls": [{"name": "nohttp", "arguments": {"url": "$1"}}]}]
         with itrun.Mock(tmp, script(rules)) as mock:
-            d, tools = feature_job(tmp, srv, victim)
+            d, tools = feature_job(tmp, srv, victim, other)
             job = os.path.join(d, "job.yaml")
             itrun.write(job, job_yaml(mock.base_url, tools))
             evs = [{"id": m, "k": m, "text": "web " + m} for m in MODES]
@@ -401,11 +419,11 @@ def test_features_and_refusals(tmp):
 
 def test_spans_under_the_tool_span(tmp):
     """Each request is a CLIENT span, child of execute_tool, with the HTTP attributes."""
-    with Server() as srv, Server() as victim:
+    with Server() as srv, Server() as victim, Server() as other:
         rules = [{"when": {"last_role": "user", "last_user_regex": "^web (\\S+)"},
                   "tool_calls": [{"name": "web", "arguments": {"mode": "$1"}}]}]
         with itrun.Mock(tmp, script(rules)) as mock:
-            d, tools = feature_job(tmp, srv, victim)
+            d, tools = feature_job(tmp, srv, victim, other)
             job = os.path.join(d, "job.yaml")
             itrun.write(job, job_yaml(mock.base_url, tools))
             evs = [{"id": m, "k": m, "text": "web " + m} for m in ("json", "notfound", "follow",
