@@ -378,6 +378,50 @@ static void test_requests_and_refusals_on_a_loop(void **state)
         eddy_free(d.out[i]);
     }
 
+    /* A kept-alive connection is checked again before another tool reuses it:
+     * LISTS lists foo.localhost and 127.0.0.1 (so it may connect), NAME_ONLY
+     * only the name; curl reuses LISTS' connection to foo.localhost for
+     * NAME_ONLY, and CURLOPT_PREREQFUNCTION refuses it before anything is sent. */
+    {
+        char a2[512];
+        eddy_tool *lists, *name_only;
+        json_t *h1, *h2;
+        int before;
+        snprintf(a2, sizeof(a2),
+                 "{\"allow\":[{\"host\":\"foo.localhost\",\"port\":%d},{\"host\":"
+                 "\"127.0.0.1\",\"port\":%d}],\"max_redirects\":5,\"max_response\":1000,"
+                 "\"timeout_ms\":5000}",
+                 ok.port, ok.port);
+        h1 = allow_list(a2);
+        snprintf(a2, sizeof(a2),
+                 "{\"allow\":[{\"host\":\"foo.localhost\",\"port\":%d}],\"max_redirects\":5,"
+                 "\"max_response\":1000,\"timeout_ms\":5000}",
+                 ok.port);
+        h2 = allow_list(a2);
+        o.http = h1;
+        assert_int_equal(eddy_tools_load_opts(h, write_file("lists.lua", kTool), &o, &lists, &e),
+                         0);
+        o.http = h2;
+        assert_int_equal(
+            eddy_tools_load_opts(h, write_file("name_only.lua", kTool), &o, &name_only, &e), 0);
+        memset(&d, 0, sizeof(d));
+        call_url(h, lists, "http://foo.localhost:%d/x", ok.port, &d);
+        while (d.n < 1)
+            uv_run(&loop, UV_RUN_ONCE);
+        assert_string_equal(d.out[0], "\"OK 200 42 1\"");
+        before = ok.requests;
+        call_url(h, name_only, "http://foo.localhost:%d/x", ok.port, &d);
+        while (d.n < 2)
+            uv_run(&loop, UV_RUN_ONCE);
+        assert_non_null(strstr(d.out[1], "host 'foo.localhost' resolves to 127.0.0.1, a loopback "
+                                         "address, which tool 'web''s http.allow does not list"));
+        assert_int_equal(ok.requests, before); /* nothing was sent on it */
+        eddy_free(d.out[0]);
+        eddy_free(d.out[1]);
+        json_decref(h1);
+        json_decref(h2);
+    }
+
     /* a request in flight when the call is abandoned: the callback runs once */
     memset(&d, 0, sizeof(d));
     ok.answer = 0;
