@@ -11,6 +11,7 @@
 #   make fuzz      libFuzzer on each parser (needs clang); make test replays the corpora
 #   make bench     benchmarks against peers on the mock model (prints figures)
 #   make bench-runtime  eddy's CPU, syscalls and memory per event against a plain C floor
+#   make bench-tools    worker CPU of a Lua tool call and of eddy.http against bare curl multi; MCP call round trips
 #   make format / format-check / compdb
 
 CC       ?= cc
@@ -170,6 +171,7 @@ integration: deps all
 	python3 tests/integration/numbers_test.py --build $(BUILD)
 	python3 tests/integration/sandbox_test.py --build $(BUILD)
 	python3 tests/integration/reload_test.py --build $(BUILD)
+	python3 tests/integration/http_tools_test.py --build $(BUILD)
 	python3 tests/integration/llm_test.py --build $(BUILD)
 	python3 tests/integration/llm_attack_test.py --build $(BUILD)
 	python3 tests/integration/mockllm_test.py --build $(BUILD)
@@ -240,11 +242,6 @@ bench: deps all $(BUILD)/eddy_fluss_bench
 	python3 bench/agents/bench.py --build $(BUILD)
 	python3 bench/fluss/bench.py --build $(BUILD)
 
-# bench/tools: the round trip of an MCP tool call (stdio and streamable HTTP) on real
-# servers from npm and PyPI (tests/tools/mcp.sh installs them).
-bench-tools: deps all
-	python3 bench/tools/bench.py --build $(BUILD)
-
 bench-fluss: deps all $(BUILD)/eddy_fluss_bench
 	python3 bench/fluss/bench.py --build $(BUILD)
 
@@ -268,6 +265,23 @@ $(BUILD)/bench_state: bench/state/bench.c $(BUILD)/libeddy.a
 
 bench-state: deps $(BUILD)/bench_state
 	./$(BUILD)/bench_state
+
+# bench/tools: worker CPU of a trivial Lua tool call and of a loopback HTTP request from
+# Lua, against a bare curl-multi program (bench/tools/floor_http.c). Not part of `make bench`.
+# Both with the eddy binary's allocator (MALLOC=mimalloc by default), as a worker runs.
+$(BUILD)/bench_tools: bench/tools/bench.c $(BUILD)/libeddy.a $(BUILD)/.malloc-$(MALLOC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libeddy.a $(EDDY_MALLOC_LIBS) $(LDLIBS_ALL) -o $@
+
+$(BUILD)/bench_tools_floor: bench/tools/floor_http.c $(BUILD)/.malloc-$(MALLOC)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) $< $(EDDY_MALLOC_LIBS) $(shell pkg-config --cflags --libs libcurl) -o $@
+
+# bench/tools: a Lua tool call and an HTTP request from Lua against a bare curl
+# multi floor (bench.c), then the MCP call round trips (bench.py).
+bench-tools: deps all $(BUILD)/bench_tools $(BUILD)/bench_tools_floor
+	./$(BUILD)/bench_tools
+	python3 bench/tools/bench.py --build $(BUILD)
 
 bench-runtime: deps all $(BUILD)/bench_floor
 	python3 bench/runtime/bench.py --build $(BUILD)

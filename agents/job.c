@@ -940,8 +940,14 @@ static int load_tool_entry(vctx *c, json_t *t, const char *tp, eddy_tool_ref *r)
         }
     } else if (kind && json_is_object(cfg)) {
         if (!eddy_tools_has_kind(kind)) {
+            static const char *const kinds[] = {"fluss_lookup", "http_request", "current_time"};
+            char have[128] = "";
+            for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+                if (eddy_tools_has_kind(kinds[i]))
+                    snprintf(have + strlen(have), sizeof(have) - strlen(have), "%s%s",
+                             have[0] ? ", " : "", kinds[i]);
             eddy__job_err(c, tp, 0, "unknown tool kind '%s' (this eddy has %s)", kind,
-                          eddy_tools_has_kind("fluss_lookup") ? "fluss_lookup" : "no native tools");
+                          have[0] ? have : "no native tools");
             return -1;
         }
         r->kind = eddy_strdup(kind);

@@ -522,6 +522,7 @@ int main(int argc, char **argv)
         return rc;
     eddy_fluss_register_connectors();
     eddy_fluss_register_tools();
+    eddy_tools_register_builtins();
     if (!strcmp(cmd, "run"))
         rc = cmd_run(&a);
     else if (!strcmp(cmd, "check"))

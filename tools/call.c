@@ -354,7 +354,7 @@ static void resume(struct tool_call *c, int nargs)
 static void set_wait_msg(struct tool_call *c, const char *msg)
 {
     eddy_free(c->wait_msg);
-    c->wait_msg = eddy_strndup(msg, EDDY_ERR_MSG_MAX - 1);
+    c->wait_msg = eddy_strndup(msg, strnlen(msg, EDDY_ERR_MSG_MAX - 1));
 }
 
 /* Push the native answer onto the main thread (may raise: protected). */

@@ -274,4 +274,22 @@ json_t *eddy_lua_to_json(struct lua_State *L, int idx, eddy_err *err);
 /* The host's lua_State (tests only). */
 struct lua_State *eddy_tools_lua(eddy_tools *h);
 
+/* -- built-in tools and eddy.http ------------------------------------------------
+ *
+ * eddy.http.request{method, url, headers, body | json, timeout}, eddy.http.get
+ * (url [, opts]) and eddy.http.post(url, body or table [, opts]) for Lua tools
+ * (answering {status, headers, body, json}); the tool kinds http_request
+ * (`{http_request: {url: "https://api.example.com/orders/{id}", params:
+ * {...}}}`) and current_time. Requests reach only the hosts a tool's entry
+ * allows (`http: {allow: [...]}` for Lua tools; the URL's own host plus
+ * `allow:` for http_request), checked before any connection and again on
+ * every redirect and for every address a name resolves to. See docs/tools.md.
+ */
+
+/* Register the http module (eddy.http, http_request) and current_time.
+ * Call once from main before any host is created, like
+ * eddy_tools_register_module. Returns 0, or EDDY_EEXIST / EDDY_ENOMEM. Not
+ * thread-safe. */
+int eddy_tools_register_builtins(void);
+
 #endif

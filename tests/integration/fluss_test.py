@@ -653,7 +653,7 @@ def test_lookup_tool_configuration_errors(tmp):
         ("      - fluss_lookup: { tabel: it.lk_log }", "unknown key 'tabel'"),
         ("      - fluss_lookup: { table: nodot }", "a table is named DATABASE.TABLE, got 'nodot'"),
         ("      - fluss_lokup: { table: it.lk_log }",
-         "job.yaml:14:9: unknown tool kind 'fluss_lokup' (this eddy has fluss_lookup)"),
+         "job.yaml:14:9: unknown tool kind 'fluss_lokup' (this eddy has fluss_lookup, http_request, current_time)"),
     ]
     for tool, msg in cases:
         with open(path, "w") as f:
