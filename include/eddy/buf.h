@@ -17,6 +17,8 @@ void *eddy_realloc(void *p, size_t n);
 void eddy_free(void *p);
 /* Copy of S (NULL when S is NULL or on failure); caller frees. */
 char *eddy_strdup(const char *s);
+/* A copy of exactly the first N bytes of S (which must hold them: not
+ * strndup, it does not stop at a NUL), NUL-terminated. */
 char *eddy_strndup(const char *s, size_t n);
 /* Formatted new string; NULL on failure. Caller frees. */
 char *eddy_aprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
