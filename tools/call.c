@@ -144,11 +144,27 @@ static int collect(lua_State *L)
     return 0;
 }
 
+/* Keep C's coroutine for the next call when C returned normally (nothing
+ * left on its stack, no frame pending): no new thread, no new stack. */
+static void pool_coroutine(struct tool_call *c)
+{
+    eddy_tools *h = c->host;
+    if (c->co_ref == LUA_NOREF || !c->co || c->killed || c->res_status || !c->finished ||
+        h->npool >= EDDY_LUA_POOL || lua_status(c->co) != LUA_OK)
+        return;
+    lua_settop(c->co, 0);
+    if (lua_getstack(c->co, 0, &(lua_Debug){0})) /* a frame still there: not reusable */
+        return;
+    h->pool[h->npool++] = c->co_ref;
+    c->co_ref = LUA_NOREF;
+}
+
 static void unref_all(struct tool_call *c)
 {
     lua_State *L = c->host->L;
     int *refs[] = {&c->co_ref, &c->env_ref, &c->ctx_ref, &c->mem_ref};
     eddy__tools_protect(c->host, release_lua, c, 0, NULL);
+    pool_coroutine(c);
     for (size_t i = 0; i < sizeof(refs) / sizeof(refs[0]); i++) {
         luaL_unref(L, LUA_REGISTRYINDEX, *refs[i]);
         *refs[i] = LUA_NOREF;
@@ -573,6 +589,9 @@ typedef struct setup {
     int fn_ref; /* run, or reconcile */
 } setup;
 
+/* The registry key of ctx.config for tools without config. */
+static const char kNoConfig = 0;
+
 /* Make the call's coroutine, globals, ctx and ctx.memory proxy, and push
  * run, args and ctx onto the coroutine (protected: it allocates). */
 static int call_setup(lua_State *L)
@@ -580,10 +599,19 @@ static int call_setup(lua_State *L)
     setup *s = lua_touserdata(L, 1);
     struct tool_call *c = s->c;
     const eddy_tool_ctx *ctx = s->ctx;
-    c->co = lua_newthread(L);
-    eddy__tools_own_thread(L);
-    c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_sethook(c->co, eddy__tools_hook, LUA_MASKCOUNT, EDDY_LUA_HOOK_EVERY);
+    eddy_tools *h = c->host;
+    if (h->npool > 0) { /* a coroutine a call returned from: already eddy's, hooked */
+        c->co_ref = h->pool[--h->npool];
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->co_ref);
+        c->co = lua_tothread(L, -1);
+        lua_pop(L, 1);
+        assert(c->co && lua_status(c->co) == LUA_OK && lua_gettop(c->co) == 0);
+    } else {
+        c->co = lua_newthread(L);
+        eddy__tools_own_thread(L);
+        c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_sethook(c->co, eddy__tools_hook, LUA_MASKCOUNT, EDDY_LUA_HOOK_EVERY);
+    }
 
     lua_createtable(L, 0, 2); /* the call's globals */
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->tool->envmt_ref);
@@ -618,8 +646,15 @@ static int call_setup(lua_State *L)
     if (c->tool->config) { /* a fresh copy each call: no call sees another's changes */
         if (eddy_lua_push_json(L, c->tool->config))
             return luaL_error(L, "the tool's config is nested too deep");
-    } else {
-        lua_newtable(L);
+    } else { /* none: the host's one empty read-only table, made once */
+        if (lua_rawgetp(L, LUA_REGISTRYINDEX, &kNoConfig) != LUA_TTABLE) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+            eddy__tools_freeze(L, -1);
+            lua_remove(L, -2);
+            lua_pushvalue(L, -1);
+            lua_rawsetp(L, LUA_REGISTRYINDEX, &kNoConfig);
+        }
     }
     lua_setfield(L, -2, "config");
     if (ctx && ctx->state) {

@@ -115,14 +115,9 @@ static lua_Integer scan_keys(lua_State *L, int idx, int *all_int, lua_Integer *m
  * for a dead ctx. Never raises. */
 static int real_table(lua_State *L, int idx)
 {
-    lua_getfield(L, LUA_REGISTRYINDEX, EDDY_LUA_PROXIES);
-    lua_pushvalue(L, idx);
-    if (lua_rawget(L, -2) != LUA_TTABLE) {
-        lua_pop(L, 2);
-        return eddy__tools_is_mt(L, idx, EDDY_LUA_DEAD_MT) ? -1 : 0;
-    }
-    lua_remove(L, -2);
-    return 1;
+    if (eddy__tools_proxy_real(L, idx))
+        return 1;
+    return eddy__tools_is_mt(L, idx, EDDY_LUA_DEAD_MT) ? -1 : 0;
 }
 
 static json_t *to_json_rec(lua_State *L, int idx, int depth, eddy_buf *path, int64_t *left,

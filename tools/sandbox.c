@@ -36,6 +36,32 @@ static void push_proxies(lua_State *L)
     lua_getfield(L, LUA_REGISTRYINDEX, EDDY_LUA_PROXIES);
 }
 
+/* The key (its address) under which a ctx.memory proxy holds the real
+ * table it stands for, raw: no Lua code can make a light userdata to read
+ * it, and next/pairs see through proxies. (Library proxies, made once, are
+ * in the registry's proxies map instead; a map that every call's proxy went
+ * into and out of cost a rehash of the whole map at most inserts.) */
+static const char kRealKey = 0;
+
+int eddy__tools_proxy_real(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    if (eddy__tools_is_mt(L, idx, EDDY_LUA_MEMORY_MT)) {
+        if (lua_rawgetp(L, idx, &kRealKey) == LUA_TTABLE)
+            return 1;
+        lua_pop(L, 1);
+        return 0;
+    }
+    push_proxies(L);
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, -2) == LUA_TTABLE) {
+        lua_remove(L, -2);
+        return 1;
+    }
+    lua_pop(L, 2);
+    return 0;
+}
+
 static int dead_error(lua_State *L)
 {
     const char *what = "ctx";
@@ -55,14 +81,7 @@ int eddy__tools_unproxy(lua_State *L, int idx)
             what = lua_tostring(L, -1);
         luaL_error(L, "%s used after its tool call returned", what);
     }
-    push_proxies(L);
-    lua_pushvalue(L, idx);
-    if (lua_rawget(L, -2) == LUA_TTABLE) {
-        lua_remove(L, -2);
-        return 1;
-    }
-    lua_pop(L, 2);
-    return 0;
+    return eddy__tools_proxy_real(L, idx);
 }
 
 static int is_frozen(lua_State *L, int idx)
@@ -134,13 +153,10 @@ void eddy__tools_memory_proxy(lua_State *L, int idx, int cache)
     if (lua_rawget(L, cache) == LUA_TTABLE)
         return;
     lua_pop(L, 1);
-    lua_newtable(L);
+    lua_createtable(L, 0, 1);
     luaL_setmetatable(L, EDDY_LUA_MEMORY_MT);
-    push_proxies(L);
-    lua_pushvalue(L, -2);
     lua_pushvalue(L, idx);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
+    lua_rawsetp(L, -2, &kRealKey);
     lua_pushvalue(L, idx);
     lua_pushvalue(L, -2);
     lua_rawset(L, cache);
@@ -245,12 +261,11 @@ void eddy__tools_kill_proxy(lua_State *L, int idx)
     int is_memory;
     idx = lua_absindex(L, idx);
     is_memory = eddy__tools_is_mt(L, idx, EDDY_LUA_MEMORY_MT);
-    /* first what cannot fail (no allocation): out of the map, dead */
-    push_proxies(L);
-    lua_pushvalue(L, idx);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
+    /* first what cannot fail (no allocation): its real table forgotten, dead */
+    if (is_memory) {
+        lua_pushnil(L);
+        lua_rawsetp(L, idx, &kRealKey); /* an existing key: no allocation */
+    }
     luaL_getmetatable(L, EDDY_LUA_DEAD_MT);
     lua_setmetatable(L, idx);
     if (!is_memory) { /* ctx: empty it */

@@ -12,6 +12,8 @@
 #include "eddy/buf.h"
 #include "eddy/json.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -253,21 +255,54 @@ static int type_ok(const char *type, json_t *v)
     return 1;
 }
 
-static int validate(json_t *schema, json_t *v, const char *path, eddy_err *err)
+/* Where a value is, written out only for a message ("arguments.items[2]"):
+ * a property's key, an array's index, or the root's name. */
+typedef struct vpath {
+    const struct vpath *up;
+    const char *key; /* NULL: IDX is an array index */
+    size_t idx;
+} vpath;
+
+static void render(const vpath *p, eddy_buf *b)
+{
+    if (p->up)
+        render(p->up, b);
+    if (!p->key)
+        eddy_buf_printf(b, "[%zu]", p->idx);
+    else
+        eddy_buf_printf(b, "%s%s", p->up ? "." : "", p->key);
+}
+
+/* Set ERR to "PATH: MSG..." (EDDY_ESCHEMA). */
+static int verr(eddy_err *err, const vpath *p, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int verr(eddy_err *err, const vpath *p, const char *fmt, ...)
+{
+    eddy_buf b;
+    char msg[EDDY_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    eddy_buf_init(&b);
+    render(p, &b);
+    eddy_err_set(err, EDDY_ESCHEMA, "%s: %s", b.data ? b.data : "arguments", msg);
+    eddy_buf_free(&b);
+    return EDDY_ESCHEMA;
+}
+
+static int validate(json_t *schema, json_t *v, const vpath *path, eddy_err *err)
 {
     const char *type = json_string_value(json_object_get(schema, "type"));
     json_t *e = json_object_get(schema, "enum");
-    char sub[512];
     if (type && !type_ok(type, v))
-        return eddy_err_set(err, EDDY_ESCHEMA, "%s: expected %s, got %s", path, type,
-                            eddy_json_type_name(v));
+        return verr(err, path, "expected %s, got %s", type, eddy_json_type_name(v));
     if (e) {
         size_t i;
         json_t *x;
         json_array_foreach(e, i, x) if (json_equal(x, v)) break;
         if (i == json_array_size(e))
-            return eddy_err_set(err, EDDY_ESCHEMA, "%s: value is not one of the allowed values",
-                                path);
+            return verr(err, path, "value is not one of the allowed values");
     }
     if (json_is_object(v) && json_is_object(json_object_get(schema, "properties"))) {
         json_t *props = json_object_get(schema, "properties"), *x;
@@ -276,24 +311,23 @@ static int validate(json_t *schema, json_t *v, const char *path, eddy_err *err)
         json_array_foreach(json_object_get(schema, "required"), i, x)
         {
             if (!json_object_get(v, json_string_value(x)))
-                return eddy_err_set(err, EDDY_ESCHEMA, "%s: missing required argument '%s'", path,
-                                    json_string_value(x));
+                return verr(err, path, "missing required argument '%s'", json_string_value(x));
         }
         json_object_foreach(v, k, x)
         {
             json_t *ps = json_object_get(props, k), *more;
-            snprintf(sub, sizeof(sub), "%s.%s", path, k);
+            vpath sub = {path, k, 0};
             /* an argument the schema does not name is refused, unless the
              * schema says others are welcome (an MCP server's may) */
             if (!ps && (more = json_object_get(schema, "additionalProperties")) &&
                 (json_is_true(more) || json_is_object(more))) {
-                if (json_is_object(more) && validate(more, x, sub, err))
+                if (json_is_object(more) && validate(more, x, &sub, err))
                     return EDDY_ESCHEMA;
                 continue;
             }
             if (!ps)
-                return eddy_err_set(err, EDDY_ESCHEMA, "%s: unknown argument '%s'", path, k);
-            if (validate(ps, x, sub, err))
+                return verr(err, path, "unknown argument '%s'", k);
+            if (validate(ps, x, &sub, err))
                 return EDDY_ESCHEMA;
         }
     }
@@ -302,8 +336,8 @@ static int validate(json_t *schema, json_t *v, const char *path, eddy_err *err)
         json_t *x;
         json_array_foreach(v, i, x)
         {
-            snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
-            if (validate(json_object_get(schema, "items"), x, sub, err))
+            vpath sub = {path, NULL, i};
+            if (validate(json_object_get(schema, "items"), x, &sub, err))
                 return EDDY_ESCHEMA;
         }
     }
@@ -312,5 +346,6 @@ static int validate(json_t *schema, json_t *v, const char *path, eddy_err *err)
 
 int eddy_tool_validate_args(json_t *schema, json_t *args, eddy_err *err)
 {
-    return validate(schema, args, "arguments", err);
+    vpath root = {NULL, "arguments", 0};
+    return validate(schema, args, &root, err);
 }

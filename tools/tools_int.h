@@ -42,6 +42,9 @@
 /* Lua -> JSON stops past about this many bytes of JSON (a table reached by
  * several paths counts once per path, so a DAG cannot blow up). */
 #define EDDY_LUA_CONVERT_MAX (64LL << 20)
+/* Coroutines kept for reuse per host (a call's coroutine is reused only
+ * when the call returned normally: its stack is empty, nothing is pending). */
+#define EDDY_LUA_POOL 64
 /* eddy.file.read refuses bigger files. */
 #define EDDY_LUA_FILE_MAX (16LL << 20)
 
@@ -138,6 +141,10 @@ struct eddy_tools {
     char **deny;     /* files eddy.file.read refuses (eddy's stores) */
     size_t ndeny;
     json_t *settings; /* the job's module settings {"fluss": {...}}, or NULL */
+    /* coroutines of calls that returned normally, ready for the next call
+     * (registry refs; each is eddy's own, with the count hook set) */
+    int pool[EDDY_LUA_POOL];
+    int npool;
     void **mod_state; /* per registered module: its state once opened */
     size_t nmod_state;
 };
@@ -198,6 +205,9 @@ int eddy__tools_open_sandbox(lua_State *L);
 /* Mark the thread on top of the stack as eddy's own: tools cannot resume
  * or close it (it stays on the stack). */
 void eddy__tools_own_thread(lua_State *L);
+/* The real table behind the live memory or library proxy at IDX, pushed
+ * (returns 1), or 0 with nothing pushed. Never raises, never allocates. */
+int eddy__tools_proxy_real(lua_State *L, int idx);
 /* A read-only proxy of the table at IDX, pushed. */
 void eddy__tools_freeze(lua_State *L, int idx);
 /* The real table behind a memory or frozen proxy at IDX (pushed, returns
