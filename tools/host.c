@@ -51,7 +51,14 @@ static int l_log(lua_State *L)
 {
     size_t n;
     const char *msg = luaL_tolstring(L, 1, &n);
+    const struct tool_call *c = eddy__tools_host(L)->current;
+    char clean[4200];
     eddy__tools_charge(L, (int64_t)n / 16 + 1);
+    if (c && c->tool->nsecrets) { /* what the environment gave its config stays out of logs */
+        char cut[4097];
+        snprintf(cut, sizeof(cut), "%.*s", (int)(n > 4096 ? 4096 : n), msg);
+        msg = eddy_tool_redact(c->tool, cut, clean, sizeof(clean));
+    }
     if (n > 4096)
         EDDY_INFO("lua", "%s: %.4096s... (%zu bytes)", current_tool(L), msg, n);
     else

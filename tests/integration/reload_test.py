@@ -43,7 +43,10 @@ TOOL = """return eddy.tool {
   params = { ms = { type = "integer", required = true } },
   run = function(args, ctx)
     if args.ms > 0 then eddy.sleep(args.ms) end
-    if ctx.config.fail then error("cannot reach " .. ctx.config.token) end
+    if ctx.config.fail then
+      eddy.log("token is " .. ctx.config.token)
+      error("cannot reach " .. ctx.config.token)
+    end
     return { version = %d, token_len = #(ctx.config.token or "") }
   end }
 """
@@ -224,6 +227,7 @@ def test_config_secret_is_redacted(tmp):
     con.close()
     blob = "".join(r[0] for r in rows)
     assert "cannot reach [REDACTED]" in blob, blob[:2000]
+    assert "token is [REDACTED]" in j.log(), j.log()
     for where, text in (("traces", blob), ("outputs", open(j.out).read()),
                         ("mock requests", open(mock.log).read()), ("log", j.log())):
         assert SECRET not in text, where
