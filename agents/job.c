@@ -655,12 +655,12 @@ static void load_one(vctx *c, toolset *ts, size_t ai, size_t j)
  * the limits of their entries: what the worker does at start (one host per
  * worker loop), so a tool list that loads here loads there. Each problem is
  * reported with the place the tool is listed. */
-static void check_tools(vctx *c)
+static void check_tools(vctx *c, uv_loop_t *given)
 {
-    uv_loop_t loop;
-    toolset ts = {&loop, NULL, NULL};
+    uv_loop_t own, *lp = given ? given : &own;
+    toolset ts = {lp, NULL, NULL};
     eddy_err e;
-    if (uv_loop_init(&loop))
+    if (!given && uv_loop_init(&own))
         return;
     ts.loaded = eddy_calloc(c->job->nagents + 1, sizeof(*ts.loaded));
     for (size_t i = 0; ts.loaded && i < c->job->nagents; i++)
@@ -668,7 +668,7 @@ static void check_tools(vctx *c)
     if (!ts.loaded) {
         eddy_diag_add(c->diag, "%s: out of memory", c->job->file);
         c->errors++;
-    } else if (eddy_tools_new(&loop, c->job->dir, &ts.host, &e) == 0) {
+    } else if (eddy_tools_new(lp, c->job->dir, &ts.host, &e) == 0) {
         eddy_tools_configure(ts.host, c->job->modules);
         for (size_t i = 0; i < c->job->nagents; i++)
             for (size_t j = 0; ts.loaded[i] && j < c->job->agents[i].ntools; j++)
@@ -693,7 +693,7 @@ static void check_tools(vctx *c)
                               a->tool_choice_name, a->name);
         }
         eddy_tools_close(ts.host);
-        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_run(lp, UV_RUN_DEFAULT);
         eddy_tools_free(ts.host);
     } else {
         eddy_diag_add(c->diag, "%s", e.msg);
@@ -702,7 +702,8 @@ static void check_tools(vctx *c)
     for (size_t i = 0; ts.loaded && i < c->job->nagents; i++)
         eddy_free(ts.loaded[i]);
     eddy_free(ts.loaded);
-    uv_loop_close(&loop);
+    if (!given)
+        uv_loop_close(&own);
 }
 
 void eddy__tool_ref_clear(eddy_tool_ref *r)
@@ -1608,7 +1609,7 @@ int eddy_job_load_io(const char *file, int flags, const eddy_job_io *io, eddy_jo
     link_fallbacks(&c, json_object_get(doc.root, "models"));
     load_section(&c, doc.root, "agents");
     if (flags & EDDY_JOB_TOOLS)
-        check_tools(&c);
+        check_tools(&c, io ? io->loop : NULL);
     if ((flags & EDDY_JOB_FILES) && eddy_job_check_io(job, io, diag))
         c.errors++;
 out:

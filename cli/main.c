@@ -341,7 +341,7 @@ static int cmd_run(args *a)
     }
     {
         const eddy_run_opts *o = &a->run;
-        eddy_job_io io = {o->input, o->output, o->dead_letter, o->state, o->traces};
+        eddy_job_io io = {o->input, o->output, o->dead_letter, o->state, o->traces, NULL};
         if (load_job(a->pos[0], EDDY_JOB_TOOLS, &io, &job))
             return 2;
     }

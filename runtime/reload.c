@@ -55,6 +55,10 @@ struct eddy__reloader {
     int watch;
     uv_signal_t sighup;
     uv_timer_t settle;
+    uv_loop_t scratch; /* where a new version's tools are tried (never closed while
+                        * workers run: libuv closes descriptors with a raw syscall,
+                        * which ThreadSanitizer cannot pair with their reuse) */
+    int scratch_ok;
     watched **files;
     size_t nfiles;
     eddy_job **versions; /* every version taken, freed at the end */
@@ -217,7 +221,9 @@ void eddy__reloader_trigger(eddy__reloader *r, const char *why)
     }
     EDDY_INFO("reload", "%s: loading %s again", why, r->job->file);
     eddy_diag_init(&d);
-    if (eddy_job_load(r->job->file, EDDY_JOB_TOOLS, &nj, &d)) {
+    eddy_job_io io = {0};
+    io.loop = r->scratch_ok ? &r->scratch : NULL;
+    if (eddy_job_load_io(r->job->file, EDDY_JOB_TOOLS, &io, &nj, &d)) {
         EDDY_ERROR("reload",
                    "%s: %zu problem(s) in the new version; keeping the running one:", r->job->file,
                    d.n);
@@ -340,6 +346,7 @@ int eddy__reloader_new(uv_loop_t *loop, eddy_job *job, eddy_mcp *mcp, eddy__work
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     r->loop = loop;
     r->job = job;
+    r->scratch_ok = uv_loop_init(&r->scratch) == 0;
     r->mcp = mcp;
     r->mcp_cfg = job->mcp;
     r->w = w;
@@ -353,12 +360,9 @@ int eddy__reloader_new(uv_loop_t *loop, eddy_job *job, eddy_mcp *mcp, eddy__work
     uv_async_init(loop, &r->done, on_done); /* cannot fail on Linux (the loop's own fd) */
     r->done.data = r;
     uv_unref((uv_handle_t *)&r->done);
+    *out = r; /* also on failure: its handles are the loop's until it closes them */
     if (uv_signal_start(&r->sighup, on_sighup, SIGHUP)) {
-        r->closed = 1;
-        uv_close((uv_handle_t *)&r->sighup, NULL);
-        uv_close((uv_handle_t *)&r->settle, NULL);
-        uv_close((uv_handle_t *)&r->done, NULL);
-        eddy_free(r); /* the closes have no callback: nothing reads R */
+        eddy__reloader_close(r);
         return eddy_err_set(err, EDDY_EUV, "cannot catch SIGHUP");
     }
     uv_unref((uv_handle_t *)&r->sighup);
@@ -366,7 +370,6 @@ int eddy__reloader_new(uv_loop_t *loop, eddy_job *job, eddy_mcp *mcp, eddy__work
         eddy__worker_on_reload(w[i], on_worker, r);
     if (watch)
         watch_files(r, job);
-    *out = r;
     return 0;
 }
 
@@ -392,6 +395,8 @@ void eddy__reloader_free(eddy__reloader *r)
         eddy_mcp_free(r->mcps[i]);
     }
     eddy_free(r->mcps);
+    if (r->scratch_ok)
+        uv_loop_close(&r->scratch);
     for (size_t i = 0; i < r->nversions; i++)
         eddy_job_free(r->versions[i]);
     eddy_free(r->versions);

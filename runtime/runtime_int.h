@@ -102,7 +102,8 @@ typedef struct eddy__reloader eddy__reloader;
 /* Reload JOB's tools, prompts and MCP servers into the NW workers W
  * (borrowed; they outlive the reloader) on SIGHUP and, when WATCH, when one
  * of its files changes. MCP: the manager JOB started with (borrowed, may be
- * NULL). Controller loop only. */
+ * NULL). Controller loop only. On failure *OUT is set all the same (closed):
+ * free it, after the loop ran, as when it succeeded. */
 int eddy__reloader_new(uv_loop_t *loop, eddy_job *job, eddy_mcp *mcp, eddy__worker **w, int nw,
                        int watch, eddy__reloader **out, eddy_err *err);
 /* Load the job file again now (WHY says what asked, for the log). */

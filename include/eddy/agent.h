@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "eddy/error.h"
 #include "eddy/llm.h"
@@ -194,6 +195,10 @@ typedef struct eddy_job {
  * "-" is stdin / stdout). */
 typedef struct eddy_job_io {
     const char *input, *output, *dead_letter, *state, *traces;
+    /* EDDY_JOB_TOOLS: an idle loop of the caller's thread to load the tools
+     * on (it is run until they are released), or NULL for a loop of the
+     * call's own (a reload: no loop made and closed while workers run) */
+    uv_loop_t *loop;
 } eddy_job_io;
 
 /* Load and validate FILE. Every problem goes to DIAG; returns 0 when there

@@ -104,6 +104,8 @@ class Job:
             return "".join(self.err)
 
     def send(self, *evs):
+        if self.p.poll() is not None:
+            raise AssertionError("eddy exited %s:\n%s" % (self.p.returncode, self.log()[-6000:]))
         self.p.stdin.write("".join(json.dumps(e) + "\n" for e in evs))
         self.p.stdin.flush()
 

@@ -846,7 +846,7 @@ static void test_files_run_opens(void **state)
                                  "source: { jsonl: missing.jsonl }\n" MODEL_AND_AGENT,
                   0);
     {
-        eddy_job_io io = {"-", "-", NULL, NULL, NULL};
+        eddy_job_io io = {"-", "-", NULL, NULL, NULL, NULL};
         eddy_diag_init(&d);
         assert_int_equal(eddy_job_check_io(job, &io, &d), 0);
         assert_int_equal(d.n, 0);
@@ -948,7 +948,7 @@ static void test_sink_is_a_file_the_job_reads(void **state)
                   EDDY_JOB_FILES);
     {
         char tool[600], events[600], dl[600], cwd[600];
-        eddy_job_io io = {NULL, tool, events, NULL, NULL};
+        eddy_job_io io = {NULL, tool, events, NULL, NULL, NULL};
         snprintf(tool, sizeof(tool), "%s/sio/../tools/x.lua", g_dir);
         snprintf(events, sizeof(events), "%s/sio/events.jsonl", g_dir);
         eddy_diag_init(&d);
@@ -961,7 +961,7 @@ static void test_sink_is_a_file_the_job_reads(void **state)
         eddy_diag_free(&d);
         /* neither exists yet: the same path resolved is the same file */
         snprintf(dl, sizeof(dl), "%s/sio/../sio/new.jsonl", g_dir);
-        io = (eddy_job_io){"new.jsonl", NULL, dl, NULL, NULL};
+        io = (eddy_job_io){"new.jsonl", NULL, dl, NULL, NULL, NULL};
         assert_non_null(getcwd(cwd, sizeof(cwd)));
         assert_int_equal(chdir(g_dir), 0);
         assert_int_equal(chdir("sio"), 0);
