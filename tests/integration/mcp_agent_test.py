@@ -164,6 +164,24 @@ def test_agent_calls_mcp_tools(tmp):
         servers_seen, servers_seen
 
 
+def test_server_tool_named_like_a_later_lua_tool(tmp):
+    """A server that lists a tool named like a Lua tool listed after its mcp: entry does not
+    stop the job: the job's own tool keeps the name, the server's is left out (warned)."""
+    servers = '  py: { command: [%s, %s], env: { PYTHONUNBUFFERED: "1" } }' % (PY, FIXTURE)
+    with Mock(tmp, SCRIPT) as mock:
+        write(os.path.join(tmp, "job", "tools", "echo.lua"), """return eddy.tool {
+  name = "echo", description = "the job's echo",
+  params = { text = { type = "string", required = true } },
+  run = function(args) return { mine = args.text } end }
+""")
+        j = Job(tmp, mock, servers, "{ mcp: py }, tools/echo.lua")
+        j.send({"k": "b", "id": "e2", "text": "echo please"})
+        outs = j.outputs(1)
+        assert j.finish() == 0, j.log()
+    assert outs["e2"]["output"] == 'got {"mine":"hi there"}', outs["e2"]
+    assert re.search(r"tool 'echo' of MCP server 'py' is left out", j.log()), j.log()
+
+
 def test_stdio_server_killed_during_a_call(tmp):
     servers = '  py: { command: [%s, %s], env: { PYTHONUNBUFFERED: "1" } }' % (PY, FIXTURE)
     with Mock(tmp, SCRIPT) as mock:
