@@ -267,6 +267,36 @@ def test_config_secret_not_cut(tmp):
         assert SECRET[:8] not in text, where
 
 
+def test_reload_with_a_new_secret(tmp):
+    """A version whose tool config takes a value from another variable of the environment is
+    refused (the trace store redacts only the values it was opened with): it never keeps
+    that value."""
+    other = "tok-other-99bb11"
+    with Mock(tmp, SCRIPT) as mock:
+        os.environ["EDDY_RELOAD_OTHER"] = other
+        try:
+            j = Job(tmp, mock)
+        finally:
+            del os.environ["EDDY_RELOAD_OTHER"]
+        write(os.path.join(j.d, "tools", "ver.lua"),
+              (TOOL % 2).replace("token_len = #(ctx.config.token or \"\")",
+                                 "echo = ctx.config.other"))
+        text = open(j.job).read().replace('config: { token: "${EDDY_RELOAD_TOKEN}"',
+                                          'config: { other: "${EDDY_RELOAD_OTHER}"')
+        write(j.job, text)
+        j.p.send_signal(signal.SIGHUP)
+        j.wait_log(CURRENT + "|takes a value from the environment")
+        j.send({"k": "a", "id": "e1", "text": "go"})
+        outs = j.wait_outputs(1)
+        assert j.finish() == 0, j.log()
+    assert "restart eddy to use it" in j.log() and version_of(outs["e1"]) == 1, j.log()
+    con = sqlite3.connect(os.path.join(j.d, ".eddy", "r", "traces.db"))
+    rows = con.execute("SELECT attributes || coalesce(error, '') FROM spans").fetchall()
+    con.close()
+    blob = "".join(r[0] for r in rows)
+    assert other not in blob, blob[:3000]
+
+
 def test_reloads_under_load(tmp):
     """Ten reloads, each with a new tool version, while 200 runs come and go: every event
     is answered (none lost, none failed), each by one version that existed, and eddy
