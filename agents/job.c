@@ -779,20 +779,30 @@ static void add_secret(char ***list, size_t *n, const char *s)
  * into R's secrets when R, and the job's. */
 static void collect_secrets(vctx *c, json_t *v, const char *path, eddy_tool_ref *r)
 {
-    char p[600];
     if (json_is_object(v)) {
         const char *k;
         json_t *x;
         json_object_foreach(v, k, x)
         {
-            eddy__job_join(p, sizeof(p), path, k);
+            /* the whole path, however long: a cut one finds no position */
+            size_t n = strlen(path) + 2 * strlen(k) + 5;
+            char *p = eddy_malloc(n);
+            if (!p)
+                return;
+            eddy__job_join(p, n, path, k);
             collect_secrets(c, x, p, r);
+            eddy_free(p);
         }
     } else if (json_is_array(v)) {
+        size_t n = strlen(path) + 24;
+        char *p = eddy_malloc(n);
+        if (!p)
+            return;
         for (size_t i = 0; i < json_array_size(v); i++) {
-            snprintf(p, sizeof(p), "%s/%zu", path, i);
+            snprintf(p, n, "%s/%zu", path, i);
             collect_secrets(c, json_array_get(v, i), p, r);
         }
+        eddy_free(p);
     } else {
         json_t *used = eddy__job_env_values(c, path);
         for (size_t i = 0; i < json_array_size(used); i++) {

@@ -154,6 +154,24 @@ int eddy_agent_rt_new(const eddy_agent_def *def, eddy_agent_env *env, eddy_agent
         }
         for (size_t j = 0; j < k; j++)
             if (!strcmp(eddy_tool_name(rt->tools[j]), eddy_tool_name(rt->tools[k]))) {
+                if (from[j]->mcp_server) { /* a server's list must not stop a worker: the
+                                            * job's own tool keeps the name */
+                    const char *mt, *ms = eddy__mcp_tool_server(rt->tools[j], &mt);
+                    EDDY_WARN("mcp",
+                              "agent '%s': %s: tool '%s' of MCP server '%s' is left out: the "
+                              "agent has a tool named '%s' already (%s)",
+                              def->name, from[j]->where ? from[j]->where : "?", mt ? mt : "?",
+                              ms ? ms : "?", eddy_tool_name(rt->tools[k]),
+                              ref->where ? ref->where : "?");
+                    memmove(&rt->tools[j], &rt->tools[j + 1], (k - j) * sizeof(*rt->tools));
+                    memmove(&rt->tool_defs[j], &rt->tool_defs[j + 1],
+                            (k - j - 1) * sizeof(*rt->tool_defs));
+                    memmove(&from[j], &from[j + 1], (k - j - 1) * sizeof(*from));
+                    k--;
+                    rt->ntools--;
+                    j--; /* (wraps at 0, back to 0 by the loop) */
+                    continue;
+                }
                 rc = eddy_err_set(
                     err, EDDY_EEXIST, "agent '%s': %s: tool name '%s' is also the name of %s (%s)",
                     def->name, ref->where ? ref->where : "?", eddy_tool_name(rt->tools[k]),

@@ -18,7 +18,9 @@
  * does not: the agents themselves (names and order: events are routed to
  * them), models (the LLM clients hold their settings), sources, sinks,
  * stores, workers, checkpoints, the dashboard. A version that adds or
- * removes an agent or a model is refused; one that changes what a reload
+ * removes an agent or a model, or takes a value from the environment the
+ * running one does not (the trace store redacts only those), is refused;
+ * one that changes what a reload
  * does not change is taken with a warning naming what needs a restart.
  *
  * The workers take a version one after the other (each builds its
@@ -120,6 +122,20 @@ static int compatible(eddy__reloader *r, eddy_job *nj)
                       "the new settings",
                       nj->file, m->name);
         a->model = (eddy_llm_model *)m; /* the running version's, which the clients know */
+    }
+    for (size_t i = 0; i < nj->nsecrets; i++) { /* the trace store redacts the first's only */
+        size_t k = 0;
+        while (k < oj->nsecrets && strcmp(oj->secrets[k], nj->secrets[i]))
+            k++;
+        if (k == oj->nsecrets) {
+            EDDY_ERROR("reload",
+                       "%s: the new version takes a value from the environment that the "
+                       "running one does not (a tool's config, an MCP server's settings): the "
+                       "trace store redacts only those it started with; restart eddy to use "
+                       "it. Keeping the running version",
+                       nj->file);
+            return -1;
+        }
     }
     if (!same_str(nj->key, oj->key) || !same_str(nj->source, oj->source) ||
         !same_str(nj->sink, oj->sink) || nj->workers != oj->workers ||

@@ -128,6 +128,7 @@ struct eddy__worker {
     eddy__task *running;
     eddy__worker_stats stats;
     int canceling, finishing, closing, drain_canceled;
+    uint64_t follow_failed; /* the MCP catalog version a rebuild failed for, or 0 */
     uv_timer_t drain;
     uv_timer_t collect; /* eddy_alloc_collect every second (unreferenced) */
     uint64_t drain_deadline;
@@ -267,6 +268,7 @@ static int swap_gen(eddy__worker *w, const eddy_job *job, eddy_mcp *mcp, eddy_er
         w->cur->next = w->old;
         w->old = w->cur;
         w->cur = g;
+        w->follow_failed = 0; /* (versions are per manager: G may have another) */
         collect_gens(w);
     }
     return rc;
@@ -286,14 +288,21 @@ static void reload(eddy__worker *w, const eddy_job *job, eddy_mcp *mcp)
 static void follow_mcp(eddy__worker *w)
 {
     eddy_err e;
-    if (!w->cur->mcp || eddy_mcp_version(w->cur->mcp) == eddy_mcp_catalog_version(w->cur->catalog))
+    uint64_t v = w->cur->mcp ? eddy_mcp_version(w->cur->mcp) : 0;
+    /* once per version: a rebuild that failed (a tool file broken on disk,
+     * say) is not tried again for every run */
+    if (!w->cur->mcp || v == eddy_mcp_catalog_version(w->cur->catalog) || v == w->follow_failed)
         return;
-    if (swap_gen(w, w->cur->job, w->cur->mcp, &e))
-        EDDY_WARN("mcp", "worker %d: the new MCP tool lists are not taken (%s); will try again",
+    if (swap_gen(w, w->cur->job, w->cur->mcp, &e)) {
+        w->follow_failed = v;
+        EDDY_WARN("mcp",
+                  "worker %d: the new MCP tool lists are not taken (%s); tried again when a "
+                  "list changes again or at a reload",
                   w->index, e.msg);
-    else
+    } else {
         EDDY_DEBUG("mcp", "worker %d: MCP tool lists changed (catalog version %llu)", w->index,
                    (unsigned long long)eddy_mcp_catalog_version(w->cur->catalog));
+    }
 }
 
 static void run_done(eddy_run_result *res, void *ud)

@@ -265,7 +265,14 @@ static void fail(struct tool_call *c, int code, const char *msg)
     c->res_result = NULL;
     c->res_status = code;
     eddy_err e;
-    eddy_err_set(&e, code, "tool '%s' failed: %s", c->tool->name, msg);
+    char *full = NULL;
+    /* redacted before the message is cut to its bound: a secret across the
+     * cut would leave its start behind */
+    if (c->tool->nsecrets && (full = eddy_aprintf("tool '%s' failed: %s", c->tool->name, msg)))
+        eddy_tool_redact(c->tool, full, e.msg, sizeof(e.msg));
+    else
+        eddy_err_set(&e, code, "tool '%s' failed: %s", c->tool->name, msg);
+    eddy_free(full);
     eddy_free(c->res_msg);
     c->res_msg = eddy_strdup(e.msg);
 }

@@ -47,18 +47,26 @@ static int l_sleep(lua_State *L)
     return eddy__tools_call_wait(L, ms < 0 ? 0 : (uint64_t)ms);
 }
 
+const char *eddy__tools_log_clean(lua_State *L, const char *msg, size_t n, char *buf, size_t size)
+{
+    const struct tool_call *c = eddy__tools_host(L)->current;
+    char cut[8193];
+    if (!c || !c->tool->nsecrets)
+        return msg;
+    /* redacted before the line is cut at 4096: a secret across the cut
+     * would leave its start behind */
+    snprintf(cut, sizeof(cut), "%.*s", (int)(n > 8192 ? 8192 : n), msg);
+    return eddy_tool_redact(c->tool, cut, buf, size);
+}
+
 static int l_log(lua_State *L)
 {
     size_t n;
     const char *msg = luaL_tolstring(L, 1, &n);
-    const struct tool_call *c = eddy__tools_host(L)->current;
     char clean[4200];
     eddy__tools_charge(L, (int64_t)n / 16 + 1);
-    if (c && c->tool->nsecrets) { /* what the environment gave its config stays out of logs */
-        char cut[4097];
-        snprintf(cut, sizeof(cut), "%.*s", (int)(n > 4096 ? 4096 : n), msg);
-        msg = eddy_tool_redact(c->tool, cut, clean, sizeof(clean));
-    }
+    /* what the environment gave its config stays out of logs */
+    msg = eddy__tools_log_clean(L, msg, n, clean, sizeof(clean));
     if (n > 4096)
         EDDY_INFO("lua", "%s: %.4096s... (%zu bytes)", current_tool(L), msg, n);
     else

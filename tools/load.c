@@ -387,9 +387,9 @@ const char *eddy_tool_redact(const eddy_tool *t, const char *msg, char *buf, siz
     }
     eddy_buf_init(&b);
     for (const char *p = msg; *p;) {
-        size_t k = 0;
-        for (size_t i = 0; i < t->nsecrets && !k; i++)
-            if (!strncmp(p, t->secrets[i], strlen(t->secrets[i])))
+        size_t k = 0; /* the longest here: a secret may start another */
+        for (size_t i = 0; i < t->nsecrets; i++)
+            if (strlen(t->secrets[i]) > k && !strncmp(p, t->secrets[i], strlen(t->secrets[i])))
                 k = strlen(t->secrets[i]);
         if (k) {
             eddy_buf_puts(&b, "[REDACTED]");

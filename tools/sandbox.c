@@ -870,8 +870,12 @@ static int l_print(lua_State *L)
 {
     eddy_tools *h = eddy__tools_host(L);
     luaL_Buffer b;
+    int n = lua_gettop(L); /* before luaL_buffinit, which may push a placeholder */
+    char clean[4200];
+    size_t len;
+    const char *msg;
     luaL_buffinit(L, &b);
-    for (int i = 1, n = lua_gettop(L); i <= n; i++) {
+    for (int i = 1; i <= n; i++) {
         luaL_tolstring(L, i, NULL);
         if (i > 1)
             luaL_addchar(&b, '\t');
@@ -879,8 +883,9 @@ static int l_print(lua_State *L)
     }
     luaL_pushresult(&b);
     eddy__tools_charge(L, (int64_t)lua_rawlen(L, -1) / 16 + 1);
-    EDDY_INFO("lua", "%s: %.4096s", h->current ? eddy__tool_call_name(h->current) : "tool",
-              lua_tostring(L, -1));
+    msg = lua_tolstring(L, -1, &len);
+    msg = eddy__tools_log_clean(L, msg, len, clean, sizeof(clean)); /* no secret in the log */
+    EDDY_INFO("lua", "%s: %.4096s", h->current ? eddy__tool_call_name(h->current) : "tool", msg);
     return 0;
 }
 

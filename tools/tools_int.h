@@ -261,6 +261,10 @@ void eddy__tools_open_patterns(lua_State *L, int idx);
 
 /* Name of the tool a call runs. */
 const char *eddy__tool_call_name(const struct tool_call *c);
+/* MSG (N bytes), a line a tool logs, without the current call's tool's
+ * secrets: MSG itself when it has none, else BUF (SIZE bytes) holding the
+ * redacted text (its first 8 KiB). Never raises. */
+const char *eddy__tools_log_clean(lua_State *L, const char *msg, size_t n, char *buf, size_t size);
 
 /* eddy.file.read (file.c): below the job's folder only, never through a
  * symbolic link, never eddy's own stores. */

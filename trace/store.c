@@ -213,7 +213,8 @@ static size_t next_match(const eddy_trace_store *s, const char *t, size_t n, siz
     for (size_t i = 0; i < s->nsecrets; i++) {
         size_t k = strlen(s->secrets[i]);
         const char *p = k ? memmem(t + from, n - from, s->secrets[i], k) : NULL;
-        if (p && (size_t)(p - t) < best) {
+        /* at the same place the longest: a secret may start another */
+        if (p && ((size_t)(p - t) < best || ((size_t)(p - t) == best && best + k > end))) {
             best = (size_t)(p - t);
             end = best + k;
         }

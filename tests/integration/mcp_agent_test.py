@@ -164,6 +164,51 @@ def test_agent_calls_mcp_tools(tmp):
         servers_seen, servers_seen
 
 
+def test_server_tool_named_like_a_later_lua_tool(tmp):
+    """A server that lists a tool named like a Lua tool listed after its mcp: entry does not
+    stop the job: the job's own tool keeps the name, the server's is left out (warned)."""
+    servers = '  py: { command: [%s, %s], env: { PYTHONUNBUFFERED: "1" } }' % (PY, FIXTURE)
+    with Mock(tmp, SCRIPT) as mock:
+        write(os.path.join(tmp, "job", "tools", "echo.lua"), """return eddy.tool {
+  name = "echo", description = "the job's echo",
+  params = { text = { type = "string", required = true } },
+  run = function(args) return { mine = args.text } end }
+""")
+        j = Job(tmp, mock, servers, "{ mcp: py }, tools/echo.lua")
+        j.send({"k": "b", "id": "e2", "text": "echo please"})
+        outs = j.outputs(1)
+        assert j.finish() == 0, j.log()
+    assert outs["e2"]["output"] == 'got {"mine":"hi there"}', outs["e2"]
+    assert re.search(r"tool 'echo' of MCP server 'py' is left out", j.log()), j.log()
+
+
+def test_list_change_with_a_broken_tool_file(tmp):
+    """The server's list changes while a tool file is broken on disk (an edit not reloaded):
+    the worker tries to rebuild its tools once for that list, not once for every run, and
+    the runs go on with the running version."""
+    servers = '  py: { command: [%s, %s], env: { PYTHONUNBUFFERED: "1" } }' % (PY, FIXTURE)
+    script = {"rules": [
+        {"when": {"last_role": "tool"}, "reply": "got ${tool}"},
+        {"when": {"last_user_contains": "grow"},
+         "tool_calls": [{"name": "grow", "arguments": {}}]},
+        {"when": {"last_user_contains": "ver"}, "tool_calls": [{"name": "ver", "arguments": {}}]},
+        {"reply": "no tool"}]}
+    tool = ('return eddy.tool { name = "ver", description = "v", params = {},\n'
+            '  run = function() return { v = 1 } end }\n')
+    with Mock(tmp, script) as mock:
+        write(os.path.join(tmp, "job", "tools", "ver.lua"), tool)
+        j = Job(tmp, mock, servers, "{ mcp: py }, tools/ver.lua")
+        write(os.path.join(tmp, "job", "tools", "ver.lua"), "return eddy.tool { broken")
+        j.send({"k": "a", "id": "e1", "text": "grow"})
+        j.outputs(1)
+        time.sleep(1)
+        j.send(*[{"k": "a", "id": "e%d" % i, "text": "ver"} for i in range(2, 8)])
+        outs = j.outputs(7)
+        assert j.finish() == 0, j.log()
+    assert all(outs["e%d" % i]["output"] == 'got {"v":1}' for i in range(2, 8)), outs
+    assert j.log().count("the new MCP tool lists are not taken") == 1, j.log()
+
+
 def test_stdio_server_killed_during_a_call(tmp):
     servers = '  py: { command: [%s, %s], env: { PYTHONUNBUFFERED: "1" } }' % (PY, FIXTURE)
     with Mock(tmp, SCRIPT) as mock:

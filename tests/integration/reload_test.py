@@ -43,7 +43,12 @@ TOOL = """return eddy.tool {
   params = { ms = { type = "integer", required = true } },
   run = function(args, ctx)
     if args.ms > 0 then eddy.sleep(args.ms) end
-    if ctx.config.fail then
+    if ctx.config.fail == "print" then
+      print("printed", ctx.config.token)
+      return { version = 0, token_len = 0 }
+    elseif ctx.config.fail == "long" then
+      error(string.rep("x", 995) .. ctx.config.token, 0)
+    elseif ctx.config.fail then
       eddy.log("token is " .. ctx.config.token)
       error("cannot reach " .. ctx.config.token)
     end
@@ -233,6 +238,65 @@ def test_config_secret_is_redacted(tmp):
     for where, text in (("traces", blob), ("outputs", open(j.out).read()),
                         ("mock requests", open(mock.log).read()), ("log", j.log())):
         assert SECRET not in text, where
+
+
+def test_config_secret_not_printed(tmp):
+    """print() from a tool goes to eddy.log as eddy.log() does: without the secret."""
+    with Mock(tmp, SCRIPT) as mock:
+        j = Job(tmp, mock, fail='"print"')
+        j.send({"k": "a", "id": "e1", "text": "go"})
+        j.wait_outputs(1)
+        assert j.finish() == 0, j.log()
+    assert "printed" in j.log(), j.log()
+    assert "userdata: 0x" not in j.log(), j.log()  # print shows its arguments only
+    assert SECRET not in j.log(), j.log()
+
+
+def test_config_secret_not_cut(tmp):
+    """An error message cut at its bound in the middle of the secret keeps no prefix of it."""
+    with Mock(tmp, SCRIPT) as mock:
+        j = Job(tmp, mock, fail='"long"')
+        j.send({"k": "a", "id": "e1", "text": "go"})
+        outs = j.wait_outputs(1)
+        assert j.finish() == 0, j.log()
+    db = os.path.join(j.d, ".eddy", "r", "traces.db")
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT attributes || coalesce(error, '') FROM spans").fetchall()
+    con.close()
+    blob = "".join(r[0] for r in rows)
+    for where, text in (("traces", blob), ("outputs", open(j.out).read()),
+                        ("mock requests", open(mock.log).read()), ("log", j.log())):
+        assert SECRET[:8] not in text, where
+
+
+def test_reload_with_a_new_secret(tmp):
+    """A version whose tool config takes a value from another variable of the environment is
+    refused (the trace store redacts only the values it was opened with): it never keeps
+    that value."""
+    other = "tok-other-99bb11"
+    with Mock(tmp, SCRIPT) as mock:
+        os.environ["EDDY_RELOAD_OTHER"] = other
+        try:
+            j = Job(tmp, mock)
+        finally:
+            del os.environ["EDDY_RELOAD_OTHER"]
+        write(os.path.join(j.d, "tools", "ver.lua"),
+              (TOOL % 2).replace("token_len = #(ctx.config.token or \"\")",
+                                 "echo = ctx.config.other"))
+        text = open(j.job).read().replace('config: { token: "${EDDY_RELOAD_TOKEN}"',
+                                          'config: { other: "${EDDY_RELOAD_OTHER}"')
+        write(j.job, text)
+        j.p.send_signal(signal.SIGHUP)
+        j.wait_log(CURRENT + "|takes a value from the environment")
+        j.send({"k": "a", "id": "e1", "text": "go"})
+        outs = j.wait_outputs(1)
+        assert j.finish() == 0, j.log()
+    assert "restart eddy to use it" in j.log() and version_of(outs["e1"]) == 1, j.log()
+    con = sqlite3.connect(os.path.join(j.d, ".eddy", "r", "traces.db"))
+    rows = con.execute("SELECT attributes || coalesce(error, '') FROM spans").fetchall()
+    con.close()
+    blob = "".join(r[0] for r in rows)
+    assert other not in blob, blob[:3000]
 
 
 def test_reloads_under_load(tmp):

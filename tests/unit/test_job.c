@@ -644,6 +644,28 @@ static void test_tool_config_http(void **state)
     assert_int_equal(json_integer_value(json_object_get(r->http, "max_redirects")), 2);
     assert_int_equal(json_integer_value(json_object_get(r->http, "max_response")), 10 << 20);
     eddy_job_free(job);
+    { /* a value deep under long keys is found too (its path is longer than a line) */
+        char text[2048], key[301];
+        memset(key, 'k', 300);
+        key[300] = '\0';
+        snprintf(text, sizeof(text),
+                 "job: j\nkey: k\n"
+                 "models:\n"
+                 "  m: { base_url: 'http://x', model: m }\n"
+                 "agents:\n"
+                 "  a:\n"
+                 "    prompt: { user: hi }\n"
+                 "    tools:\n"
+                 "      - lua: tools/x.lua\n"
+                 "        config: { %s: { %s: { token: '${EDDY_T_TOKEN}' } } }\n",
+                 key, key);
+        job = load_ok("cfg2.yaml", text, 0);
+        assert_non_null(job);
+        r = &job->agents[0].tools[0];
+        assert_int_equal(r->nsecrets, 1);
+        assert_int_equal(job->nsecrets, 1);
+        eddy_job_free(job);
+    }
     unsetenv("EDDY_T_TOKEN");
     unsetenv("EDDY_T_PORT");
 }

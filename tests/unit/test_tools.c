@@ -325,6 +325,19 @@ static void test_tool_config_and_secrets(void **state)
     assert_string_equal(json_string_value(json_object_get(eddy_tool_config(t1), "token")),
                         "tok-SECRET-1");
     assert_null(eddy_tool_http(t1));
+    {
+        /* a secret that starts another is no way to keep the longer one's end */
+        const char *two[] = {"abc123", "abc123-admin-xyz"};
+        eddy_tool_opts o3 = o1;
+        eddy_tool *t4;
+        char buf[128];
+        o3.config = ok;
+        o3.secrets = two;
+        o3.nsecrets = 2;
+        assert_int_equal(eddy_tools_load_opts(h, path, &o3, &t4, &e), 0);
+        assert_string_equal(eddy_tool_redact(t4, "k=abc123-admin-xyz, abc123.", buf, sizeof(buf)),
+                            "k=[REDACTED], [REDACTED].");
+    }
     for (int i = 0; i < 4; i++)
         eddy_free(d.out[i]);
     eddy_tools_free(h);
