@@ -634,6 +634,12 @@ static void load_one(vctx *c, toolset *ts, size_t ai, size_t j)
     eddy_tool_opts o;
     if (r->mcp_server) /* its tools are the server's, listed as the job runs */
         return;
+    /* the text checked here is the text every worker runs (read once) */
+    if (r->path && !r->source && eddy_read_file(r->path, &r->source, &r->source_len, &e)) {
+        eddy_diag_add(c->diag, "%s (tool listed at %s)", e.msg, r->where);
+        c->errors++;
+        return;
+    }
     eddy_tool_ref_opts(r, &o);
     rc = r->path ? eddy_tools_load_opts(ts->host, r->path, &o, &t, &e)
                  : eddy_tools_load_native(ts->host, r->kind, r->cfg, &t, &e);
@@ -716,6 +722,7 @@ void eddy__tool_ref_clear(eddy_tool_ref *r)
     json_decref(r->http);
     eddy_free(r->mcp_server);
     eddy_free(r->mcp_tool);
+    eddy_free(r->source);
     for (size_t i = 0; i < r->nsecrets; i++)
         eddy_free(r->secrets[i]);
     eddy_free(r->secrets);
@@ -730,6 +737,8 @@ void eddy_tool_ref_opts(const eddy_tool_ref *r, eddy_tool_opts *o)
     o->http = r->http;
     o->secrets = (const char *const *)r->secrets;
     o->nsecrets = r->nsecrets;
+    o->source = r->source;
+    o->source_len = r->source_len;
 }
 
 static int same_json(const json_t *a, const json_t *b)

@@ -508,8 +508,13 @@ int eddy_tools_load_opts(eddy_tools *h, const char *path, const eddy_tool_opts *
     lim.wall_ms = limits && limits->wall_ms ? limits->wall_ms : EDDY_TOOL_DEFAULT_WALL_MS;
     if ((*out = find_loaded(h, path, &lim, opts)))
         return 0;
-    if ((rc = eddy_read_file(path, &src, &ld.n, err)))
+    if (opts && opts->source) {
+        if (!(src = eddy_strndup(opts->source, opts->source_len)))
+            return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+        ld.n = opts->source_len;
+    } else if ((rc = eddy_read_file(path, &src, &ld.n, err))) {
         return rc;
+    }
     memset(&lc, 0, sizeof(lc));
     lc.co_ref = lc.env_ref = lc.ctx_ref = lc.mem_ref = lc.state_ref = LUA_NOREF;
     eddy_buf_init(&ld.problems);

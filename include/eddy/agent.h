@@ -90,6 +90,10 @@ typedef struct eddy_tool_ref {
     /* `mcp: SERVER` (every tool of the server) or `mcp: SERVER/TOOL` (one):
      * the tools come from the server's list as the job runs; owned, or NULL */
     char *mcp_server, *mcp_tool;
+    /* Lua tools, loaded with EDDY_JOB_TOOLS: the file's text as this version
+     * checked it (owned; every worker builds the tool from it), else NULL */
+    char *source;
+    size_t source_len;
 } eddy_tool_ref;
 
 /* The load options of R's Lua tool, pointing into R (valid while R is). */

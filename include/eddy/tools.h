@@ -85,6 +85,11 @@ typedef struct eddy_tool_opts {
      * the job hands them to the trace store) */
     const char *const *secrets;
     size_t nsecrets;
+    /* the file's text as the job's version read it (LEN bytes; borrowed), or
+     * NULL to read PATH now: a version's tools are what it checked, not what
+     * the file holds when a worker builds them later */
+    const char *source;
+    size_t source_len;
 } eddy_tool_opts;
 
 /* eddy_tools_load with OPTS (NULL: as eddy_tools_load with defaults). The

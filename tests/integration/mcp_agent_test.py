@@ -182,31 +182,45 @@ def test_server_tool_named_like_a_later_lua_tool(tmp):
     assert re.search(r"tool 'echo' of MCP server 'py' is left out", j.log()), j.log()
 
 
-def test_list_change_with_a_broken_tool_file(tmp):
-    """The server's list changes while a tool file is broken on disk (an edit not reloaded):
-    the worker tries to rebuild its tools once for that list, not once for every run, and
-    the runs go on with the running version."""
+def test_list_change_keeps_the_checked_tool_sources(tmp):
+    """The server's list changes while a tool file was edited on disk and not reloaded:
+    the workers' new tool lists take the server's new tool, and the Lua tool stays the
+    text the running version checked (an edit goes live only with a reload), broken or
+    not."""
     servers = '  py: { command: [%s, %s], env: { PYTHONUNBUFFERED: "1" } }' % (PY, FIXTURE)
     script = {"rules": [
         {"when": {"last_role": "tool"}, "reply": "got ${tool}"},
         {"when": {"last_user_contains": "grow"},
          "tool_calls": [{"name": "grow", "arguments": {}}]},
+        {"when": {"last_user_contains": "late"},
+         "tool_calls": [{"name": "late", "arguments": {"x": 21}}]},
         {"when": {"last_user_contains": "ver"}, "tool_calls": [{"name": "ver", "arguments": {}}]},
         {"reply": "no tool"}]}
     tool = ('return eddy.tool { name = "ver", description = "v", params = {},\n'
-            '  run = function() return { v = 1 } end }\n')
-    with Mock(tmp, script) as mock:
-        write(os.path.join(tmp, "job", "tools", "ver.lua"), tool)
-        j = Job(tmp, mock, servers, "{ mcp: py }, tools/ver.lua")
-        write(os.path.join(tmp, "job", "tools", "ver.lua"), "return eddy.tool { broken")
-        j.send({"k": "a", "id": "e1", "text": "grow"})
-        j.outputs(1)
-        time.sleep(1)
-        j.send(*[{"k": "a", "id": "e%d" % i, "text": "ver"} for i in range(2, 8)])
-        outs = j.outputs(7)
-        assert j.finish() == 0, j.log()
-    assert all(outs["e%d" % i]["output"] == 'got {"v":1}' for i in range(2, 8)), outs
-    assert j.log().count("the new MCP tool lists are not taken") == 1, j.log()
+            '  run = function() return { v = %d } end }\n')
+    for edit in (tool % 2, "return eddy.tool { broken"):
+        sub = os.path.join(tmp, "run%d" % len(edit))
+        os.makedirs(sub)
+        with Mock(sub, script) as mock:
+            write(os.path.join(sub, "job", "tools", "ver.lua"), tool % 1)
+            j = Job(sub, mock, servers, "{ mcp: py }, tools/ver.lua")
+            write(os.path.join(sub, "job", "tools", "ver.lua"), edit)
+            j.send({"k": "a", "id": "e1", "text": "grow"})
+            j.outputs(1)
+            deadline, i = time.time() + 20, 2
+            while True:  # until the new list reached the workers
+                j.send({"k": "a", "id": "e%d" % i, "text": "late"})
+                got = j.outputs(i)["e%d" % i]["output"]
+                if "unknown tool" not in got or time.time() > deadline:
+                    break
+                i += 1
+                time.sleep(0.2)
+            assert got == 'got {"result":42}', (got, j.log())
+            j.send(*[{"k": "a", "id": "v%d" % k, "text": "ver"} for k in range(4)])
+            outs = j.outputs(i + 4)
+            assert j.finish() == 0, j.log()
+        assert all(outs["v%d" % k]["output"] == 'got {"v":1}' for k in range(4)), outs
+        assert "not taken" not in j.log(), j.log()
 
 
 def test_stdio_server_killed_during_a_call(tmp):
