@@ -240,6 +240,7 @@ void eddy__tool_free(eddy_tool *t)
     json_decref(t->schema);
     json_decref(t->config);
     json_decref(t->http);
+    json_decref(t->native_cfg);
     for (size_t i = 0; i < t->nsecrets; i++)
         eddy_free(t->secrets[i]);
     eddy_free(t->secrets);

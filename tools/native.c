@@ -67,9 +67,11 @@ int eddy_tools_has_kind(const char *kind)
 
 void eddy_tools_configure(eddy_tools *h, json_t *settings)
 {
-    json_incref(settings);
+    /* a copy of its own: hosts of other threads are configured from the same
+     * job, and a shared value's reference count would be theirs too */
+    json_t *mine = settings ? json_deep_copy(settings) : NULL;
     json_decref(h->settings);
-    h->settings = settings;
+    h->settings = mine;
 }
 
 static const json_t *module_cfg(const eddy_tools *h, size_t i)
@@ -223,7 +225,13 @@ int eddy_tools_load_native(eddy_tools *h, const char *kind, const json_t *cfg, e
     t->limits.instructions = EDDY_TOOL_DEFAULT_INSTRUCTIONS;
     t->limits.memory = EDDY_TOOL_DEFAULT_MEMORY;
     t->limits.wall_ms = EDDY_TOOL_DEFAULT_WALL_MS; /* a net under the module's own timeouts */
-    rc = g_modules[mi]->tool_new(module_cfg(h, (size_t)mi), cfg, &t->native, err);
+    /* the tool's own copy: a kind may keep parts of it, and the job's value is
+     * shared with the hosts of other workers */
+    if (!(t->native_cfg = cfg ? json_deep_copy((json_t *)cfg) : json_object())) {
+        eddy__tool_free(t);
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
+    rc = g_modules[mi]->tool_new(module_cfg(h, (size_t)mi), t->native_cfg, &t->native, err);
     if (!rc && (!t->native.name || !t->native.params || !t->native.call))
         rc = eddy_err_set(err, EDDY_EINVAL, "%s: the tool kind gave no name, schema or body", kind);
     if (!rc &&

@@ -61,6 +61,7 @@ struct eddy_tool {
     eddy_native_tool native;
     eddy_tool_limits limits; /* resolved: no field is 0 */
     json_t *config;          /* ctx.config (an object), or NULL */
+    json_t *native_cfg;      /* native tools of a kind: their settings (a copy), or NULL */
     json_t *http;            /* the entry's http settings, or NULL */
     char **secrets;          /* removed from error messages */
     size_t nsecrets;

@@ -259,8 +259,8 @@ void *eddy_tool_native_data(const eddy_tool *t, eddy_native_fn call);
 int eddy_tools_register_module(const eddy_tools_module *m);
 /* Whether a registered module provides tool kind KIND. */
 int eddy_tools_has_kind(const char *kind);
-/* The job's module settings, an object keyed by module name (borrowed,
- * kept). Call before the first tool loads. */
+/* The job's module settings, an object keyed by module name (borrowed:
+ * the host keeps a copy of its own). Call before the first tool loads. */
 void eddy_tools_configure(eddy_tools *h, json_t *settings);
 /* Register the tool of kind KIND configured by CFG (borrowed). Errors say
  * what is wrong with CFG; the caller adds where the tool is listed. */
