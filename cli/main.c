@@ -333,8 +333,15 @@ static int cmd_run(args *a)
     eddy_job *job;
     int rc, lock;
     /* SIGHUP reloads tools and prompts once the job runs; before that (and
-     * after) it must not end the process */
+     * after) it must not end the process. Blocked in every thread made from
+     * here on; the reloader unblocks it in this one (runtime/reload.c). */
     signal(SIGHUP, SIG_IGN);
+    {
+        sigset_t hup;
+        sigemptyset(&hup);
+        sigaddset(&hup, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &hup, NULL);
+    }
     if (a->npos != 1) {
         fprintf(stderr, "usage: eddy run JOB.yaml [options]\n");
         return 2;

@@ -202,8 +202,15 @@ static int start_mcp(eddy__reloader *r, const eddy_job *nj)
             return -1;
         }
         r->mcps = grown;
-        if (eddy_mcp_config_new(nj->mcp, NULL, NULL, &cfg, &e) || eddy_mcp_new(cfg, &m, &e) ||
-            eddy_mcp_start(m, &e)) {
+        sigset_t hup, old;
+        int bad;
+        sigemptyset(&hup);
+        sigaddset(&hup, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &hup, &old); /* its thread is born with SIGHUP blocked */
+        bad = eddy_mcp_config_new(nj->mcp, NULL, NULL, &cfg, &e) || eddy_mcp_new(cfg, &m, &e) ||
+              eddy_mcp_start(m, &e);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (bad) {
             EDDY_ERROR("reload",
                        "%s: cannot start the MCP servers of the new version (%s); "
                        "keeping the running version",
@@ -382,6 +389,14 @@ int eddy__reloader_new(uv_loop_t *loop, eddy_job *job, eddy_mcp *mcp, eddy__work
         return eddy_err_set(err, EDDY_EUV, "cannot catch SIGHUP");
     }
     uv_unref((uv_handle_t *)&r->sighup);
+    {
+        /* every other thread was born with SIGHUP blocked (eddy run blocks it
+         * first): it comes here, to the loop that handles it */
+        sigset_t hup;
+        sigemptyset(&hup);
+        sigaddset(&hup, SIGHUP);
+        pthread_sigmask(SIG_UNBLOCK, &hup, NULL);
+    }
     for (int i = 0; i < nw; i++)
         eddy__worker_on_reload(w[i], on_worker, r);
     if (watch)
@@ -395,10 +410,20 @@ void eddy__reloader_close(eddy__reloader *r)
         return;
     r->closed = 1;
     unwatch(r);
-    uv_close((uv_handle_t *)&r->sighup, NULL); /* libuv puts the default action back */
+    /* libuv puts the default action (the end of the process) back when the
+     * handle closes; SIGHUP stays blocked in this thread, the only one that
+     * does not block it, until it is ignored again: a SIGHUP while the job
+     * ends is not a crash */
+    {
+        sigset_t hup;
+        sigemptyset(&hup);
+        sigaddset(&hup, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &hup, NULL);
+    }
+    uv_close((uv_handle_t *)&r->sighup, NULL);
     uv_close((uv_handle_t *)&r->settle, NULL);
     uv_close((uv_handle_t *)&r->done, NULL);
-    signal(SIGHUP, SIG_IGN); /* a SIGHUP while the job ends is not a crash */
+    signal(SIGHUP, SIG_IGN);
 }
 
 void eddy__reloader_free(eddy__reloader *r)

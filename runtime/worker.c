@@ -452,8 +452,10 @@ static void on_drain(uv_timer_t *t)
         return;
     }
     uv_timer_stop(t);
-    collect_gens(w); /* every older one is unused now */
+    collect_gens(w); /* the older ones nothing uses */
     eddy_tools_close(w->cur->tools);
+    for (gen *g = w->old; g; g = g->next)  /* left: abandoned native calls; closing their */
+        eddy_tools_close(g->tools);        /* modules answers them while the loop still runs */
     for (size_t i = 0; i < w->nports; i++) /* calls still out get EDDY_ECANCELED first */
         eddy_mcp_port_close(w->ports[i].port, NULL, NULL);
     w->nports = 0;

@@ -321,6 +321,32 @@ def test_reloads_under_load(tmp):
         not open(os.path.join(j.d, ".eddy", "r", "dead-letter.jsonl")).read().strip()
 
 
+def test_sighup_storm_while_the_job_ends(tmp):
+    """SIGHUP sent every millisecond while eddy ends (its input closed): it still exits 0,
+    never killed by the signal (libuv puts the default action back when its handle closes;
+    eddy keeps SIGHUP blocked over that moment)."""
+    with Mock(tmp, SCRIPT) as mock:
+        j = Job(tmp, mock)
+        j.send(*[{"k": "k%d" % i, "id": "e%d" % i, "text": "go"} for i in range(30)])
+        j.wait_outputs(30)
+        stop = threading.Event()
+
+        def storm():
+            while not stop.is_set() and j.p.poll() is None:
+                try:
+                    j.p.send_signal(signal.SIGHUP)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.001)
+        t = threading.Thread(target=storm, daemon=True)
+        t.start()
+        time.sleep(0.2)
+        rc = j.finish()
+        stop.set()
+        t.join(5)
+    assert rc == 0, (rc, j.log()[-3000:])
+
+
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
