@@ -347,6 +347,28 @@ def test_sighup_storm_while_the_job_ends(tmp):
     assert rc == 0, (rc, j.log()[-3000:])
 
 
+def test_broken_prompt_keeps_the_running_version(tmp):
+    """A prompt file that no longer parses (an unclosed {{ ... }}): refused with the place
+    of the problem, the running prompt stays; fixed, it is taken."""
+    with Mock(tmp, SCRIPT) as mock:
+        j = Job(tmp, mock)
+        write(os.path.join(j.d, "prompts", "sys.md"), "line one\nYou are {{ event.text")
+        j.p.send_signal(signal.SIGHUP)
+        j.wait_log(r"keeping the running one")
+        assert re.search(r"sys\.md:2:\d+", j.log()), j.log()
+        j.send({"k": "a", "id": "e1", "text": "plain"})
+        j.wait_outputs(1)
+        write(os.path.join(j.d, "prompts", "sys.md"), "You are version three.")
+        j.p.send_signal(signal.SIGHUP)
+        j.wait_log(CURRENT)
+        j.send({"k": "a", "id": "e2", "text": "plain"})
+        j.wait_outputs(2)
+        assert j.finish() == 0, j.log()
+    systems = [m["content"] for r in read_jsonl(mock.log) for m in r["body"]["messages"]
+               if m["role"] == "system"]
+    assert systems == ["You are version one.", "You are version three."], systems
+
+
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
