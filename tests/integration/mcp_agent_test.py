@@ -24,7 +24,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -75,55 +74,15 @@ def free_port():
     return port
 
 
-class Job:
+class Job(run.StdinRun):
+    """A job with MCP SERVERS and an agent with TOOLS under `eddy run` on stdin."""
+
     def __init__(self, tmp, mock, servers, tools):
         self.d = os.path.join(tmp, "job")
         self.job = os.path.join(self.d, "job.yaml")
         write(self.job, JOB % (mock.base_url, servers, tools))
-        self.out = os.path.join(tmp, "out.jsonl")
-        cmd = [os.path.join(run.ARGS.build, "eddy"), "run", self.job, "--input", "-",
-               "--output", self.out, "--log-level", "info"]
-        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.err, self.lock = [], threading.Lock()
-        threading.Thread(target=self.drain, daemon=True).start()
-        self.wait_log(r"job 'm': reading stdin", timeout=60)
-
-    def drain(self):
-        for line in self.p.stderr:
-            with self.lock:
-                self.err.append(line)
-
-    def log(self):
-        with self.lock:
-            return "".join(self.err)
-
-    def wait_log(self, pattern, timeout=20):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if re.search(pattern, self.log()):
-                return
-            if self.p.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError("no %r in the log:\n%s" % (pattern, self.log()))
-
-    def send(self, *evs):
-        self.p.stdin.write("".join(json.dumps(e) + "\n" for e in evs))
-        self.p.stdin.flush()
-
-    def outputs(self, n, timeout=30):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            outs = read_jsonl(self.out)
-            if len(outs) >= n:
-                return {o["event_id"]: o for o in outs}
-            time.sleep(0.05)
-        raise AssertionError("%d outputs did not come:\n%s" % (n, self.log()))
-
-    def finish(self):
-        self.p.stdin.close()
-        rc = self.p.wait(timeout=60)
-        return rc
+        super().__init__(self.job, os.path.join(tmp, "out.jsonl"),
+                         ready=r"job 'm': reading stdin", ready_timeout=60)
 
 
 def test_agent_calls_mcp_tools(tmp):

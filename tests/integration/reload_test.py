@@ -16,12 +16,10 @@ the job runs (stdin kept open, the scripted mock model).
 
     python3 tests/integration/reload_test.py --build build [--only NAME]
 """
-import json
 import os
 import re
 import signal
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -73,8 +71,8 @@ agents:
 SECRET = "tok-reload-77aa55"
 
 
-class Job:
-    """`eddy run` on stdin kept open; stderr collected."""
+class Job(run.StdinRun):
+    """The suite's job (tools/ver.lua v1, prompts/sys.md) under `eddy run` on stdin."""
 
     def __init__(self, tmp, mock, extra_args=(), fail="false"):
         self.d = os.path.join(tmp, "job")
@@ -84,58 +82,15 @@ class Job:
         self.base = mock.base_url
         self.fail = fail
         self.write_job("")
-        self.out = os.path.join(tmp, "out.jsonl")
-        env = dict(os.environ, EDDY_RELOAD_TOKEN=SECRET)
-        cmd = [os.path.join(run.ARGS.build, "eddy"), "run", self.job, "--input", "-",
-               "--output", self.out, "--log-level", "info"] + list(extra_args)
-        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env=env)
-        self.err = []
-        self.lock = threading.Lock()
-        self.t = threading.Thread(target=self.drain, daemon=True)
-        self.t.start()
-        self.wait_log(r"job 'r': reading stdin")
+        super().__init__(self.job, os.path.join(tmp, "out.jsonl"), extra_args,
+                         env=dict(os.environ, EDDY_RELOAD_TOKEN=SECRET),
+                         ready=r"job 'r': reading stdin")
 
     def write_job(self, extra):
         write(self.job, JOB % (self.base, self.fail, extra))
 
-    def drain(self):
-        for line in self.p.stderr:
-            with self.lock:
-                self.err.append(line)
-
-    def log(self):
-        with self.lock:
-            return "".join(self.err)
-
-    def send(self, *evs):
-        if self.p.poll() is not None:
-            raise AssertionError("eddy exited %s:\n%s" % (self.p.returncode, self.log()[-6000:]))
-        self.p.stdin.write("".join(json.dumps(e) + "\n" for e in evs))
-        self.p.stdin.flush()
-
-    def wait_log(self, pattern, count=1, timeout=20):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if len(re.findall(pattern, self.log())) >= count:
-                return
-            time.sleep(0.05)
-        raise AssertionError("timed out waiting for %r in the log:\n%s" % (pattern, self.log()))
-
     def wait_outputs(self, n, timeout=20):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            outs = read_jsonl(self.out)
-            if len(outs) >= n:
-                return {o["event_id"]: o for o in outs}
-            time.sleep(0.05)
-        raise AssertionError("timed out waiting for %d outputs:\n%s" % (n, self.log()))
-
-    def finish(self):
-        self.p.stdin.close()
-        rc = self.p.wait(timeout=60)
-        self.t.join(10)
-        return rc
+        return self.outputs(n, timeout)
 
 
 def version_of(out):

@@ -9,12 +9,14 @@ with a script, writes a job there and runs `eddy`. Standard library only.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.request
@@ -83,6 +85,64 @@ def eddy(*args, env=None, timeout=120, stdin=None, check=None):
         raise AssertionError("eddy %s exited %d, expected %d\nstdout:\n%s\nstderr:\n%s" % (
             " ".join(args), p.returncode, check, p.stdout[-3000:], p.stderr[-3000:]))
     return p
+
+
+class StdinRun:
+    """`eddy run JOB --input - --output OUT` with stdin kept open and stderr collected
+    (the live-reload and MCP suites): send() events, wait_log() for a line, outputs() once
+    N have come (by event id), finish() closes stdin and returns the exit code."""
+
+    def __init__(self, job, out, extra_args=(), env=None, ready=r"reading stdin",
+                 ready_timeout=20):
+        self.out = out
+        cmd = [os.path.join(ARGS.build, "eddy"), "run", job, "--input", "-", "--output", out,
+               "--log-level", "info"] + list(extra_args)
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env)
+        self.err, self.lock = [], threading.Lock()
+        self.t = threading.Thread(target=self._drain, daemon=True)
+        self.t.start()
+        self.wait_log(ready, timeout=ready_timeout)
+
+    def _drain(self):
+        for line in self.p.stderr:
+            with self.lock:
+                self.err.append(line)
+
+    def log(self):
+        with self.lock:
+            return "".join(self.err)
+
+    def send(self, *evs):
+        if self.p.poll() is not None:
+            raise AssertionError("eddy exited %s:\n%s" % (self.p.returncode, self.log()[-6000:]))
+        self.p.stdin.write("".join(json.dumps(e) + "\n" for e in evs))
+        self.p.stdin.flush()
+
+    def wait_log(self, pattern, count=1, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if len(re.findall(pattern, self.log())) >= count:
+                return
+            if self.p.poll() is not None and len(re.findall(pattern, self.log())) < count:
+                break
+            time.sleep(0.05)
+        raise AssertionError("timed out waiting for %r in the log:\n%s" % (pattern, self.log()))
+
+    def outputs(self, n, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            outs = read_jsonl(self.out)
+            if len(outs) >= n:
+                return {o["event_id"]: o for o in outs}
+            time.sleep(0.05)
+        raise AssertionError("timed out waiting for %d outputs:\n%s" % (n, self.log()))
+
+    def finish(self, timeout=60):
+        self.p.stdin.close()
+        rc = self.p.wait(timeout=timeout)
+        self.t.join(10)
+        return rc
 
 
 def read_jsonl(path):
