@@ -313,3 +313,19 @@ size_t eddy_utf8_invalid(const char *s, size_t n)
     }
     return n;
 }
+
+size_t eddy_secret_find(const char *const *secrets, size_t n, const char *t, size_t len,
+                        size_t from, size_t *at)
+{
+    size_t best = len + 1, end = 0;
+    for (size_t i = 0; i < n && from < len; i++) {
+        size_t k = strlen(secrets[i]);
+        const char *p = k ? memmem(t + from, len - from, secrets[i], k) : NULL;
+        if (p && ((size_t)(p - t) < best || ((size_t)(p - t) == best && best + k > end))) {
+            best = (size_t)(p - t);
+            end = best + k;
+        }
+    }
+    *at = best;
+    return best <= len ? end : 0;
+}

@@ -386,18 +386,14 @@ const char *eddy_tool_redact(const eddy_tool *t, const char *msg, char *buf, siz
         return buf;
     }
     eddy_buf_init(&b);
-    for (const char *p = msg; *p;) {
-        size_t k = 0; /* the longest here: a secret may start another */
-        for (size_t i = 0; i < t->nsecrets; i++)
-            if (strlen(t->secrets[i]) > k && !strncmp(p, t->secrets[i], strlen(t->secrets[i])))
-                k = strlen(t->secrets[i]);
-        if (k) {
-            eddy_buf_puts(&b, "[REDACTED]");
-            p += k;
-        } else {
-            eddy_buf_putc(&b, *p++);
-        }
+    size_t len = strlen(msg), from = 0, at, end;
+    while ((end = eddy_secret_find((const char *const *)t->secrets, t->nsecrets, msg, len, from,
+                                   &at))) {
+        eddy_buf_append(&b, msg + from, at - from);
+        eddy_buf_puts(&b, "[REDACTED]");
+        from = end;
     }
+    eddy_buf_append(&b, msg + from, len - from);
     snprintf(buf, n, "%s", b.data ? b.data : "");
     eddy_buf_free(&b);
     return buf;

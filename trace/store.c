@@ -209,16 +209,8 @@ static void trace_id(char *out)
 static size_t next_match(const eddy_trace_store *s, const char *t, size_t n, size_t from,
                          size_t *at)
 {
-    size_t best = n + 1, end = 0;
-    for (size_t i = 0; i < s->nsecrets; i++) {
-        size_t k = strlen(s->secrets[i]);
-        const char *p = k ? memmem(t + from, n - from, s->secrets[i], k) : NULL;
-        /* at the same place the longest: a secret may start another */
-        if (p && ((size_t)(p - t) < best || ((size_t)(p - t) == best && best + k > end))) {
-            best = (size_t)(p - t);
-            end = best + k;
-        }
-    }
+    size_t best,
+        end = eddy_secret_find((const char *const *)s->secrets, s->nsecrets, t, n, from, &best);
     for (size_t i = 0; i < s->nredact; i++) {
         regmatch_t m = {(regoff_t)from, (regoff_t)n};
         if (regexec(&s->redact[i], t, 1, &m, REG_STARTEND) == 0 && m.rm_eo > m.rm_so &&

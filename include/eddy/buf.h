@@ -52,6 +52,13 @@ size_t eddy_utf8_invalid(const char *s, size_t n);
  * inside a UTF-8 sequence. */
 size_t eddy_utf8_cut(const char *s, size_t n, size_t max);
 
+/* The earliest of the N strings SECRETS (empty ones count for nothing) in
+ * T[FROM..LEN), and at that place the longest (a secret may start another):
+ * its start in *AT and its end returned; 0 when none is there. For the
+ * redaction of secrets (tool messages, the trace store). Any thread. */
+size_t eddy_secret_find(const char *const *secrets, size_t n, const char *t, size_t len,
+                        size_t from, size_t *at);
+
 /* Growable byte buffer, always NUL-terminated when len > 0 or after any append. */
 typedef struct eddy_buf {
     char *data;
