@@ -20,7 +20,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,12 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402
 from run import Mock, write, read_jsonl  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CACHE = os.path.join(ROOT, ".cache", "mcp")
-EVERYTHING = os.path.join(CACHE, "node_modules", "@modelcontextprotocol", "server-everything",
-                          "dist", "index.js")
-PY = os.path.join(CACHE, "venv", "bin", "python")
-FIXTURE = os.path.join(ROOT, "tests", "fixtures", "mcp", "server.py")
+# the servers' paths and a free port, as the MCP client's own suite has them
+from mcp_test import EVERYTHING, FIXTURE, PY, ROOT, free_port  # noqa: E402
 
 SCRIPT = {"rules": [
     {"when": {"last_role": "tool"}, "reply": "got ${tool}"},
@@ -64,14 +59,6 @@ agents:
     tools: [ %s ]
     budget: { wall: 60s }
 """
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Job(run.StdinRun):
