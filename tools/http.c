@@ -348,11 +348,8 @@ static void op_fail(http_op *o, int status, const char *etype, const char *msg)
     if (o->easy)
         curl_easy_getinfo(o->easy, CURLINFO_RESPONSE_CODE, &http);
     span_finish(o, http, etype, msg);
-    /* (a full-size buffer: tools/call.c copies EDDY_ERR_MSG_MAX - 1 bytes of it) */
-    char m[EDDY_ERR_MSG_MAX];
-    snprintf(m, sizeof(m), "%s", msg);
-    if (o->w)
-        eddy_tool_wait_done(o->w, status, NULL, m);
+    if (o->w) /* it copies MSG at once: MSG may live in O */
+        eddy_tool_wait_done(o->w, status, NULL, msg);
     o->w = NULL;
     op_free(o);
 }
