@@ -825,15 +825,13 @@ static void collect_secrets(vctx *c, json_t *v, const char *path, eddy_tool_ref 
     }
 }
 
-/* One `allow:` entry of a tool's http settings: "host", "host:port",
- * "*.example.com[:port]", "[::1]:8080". Returns {host, port} (port 0: any)
- * or NULL (reported). */
+/* One `allow:` entry of a tool's http settings, parsed as eddy.http does:
+ * {host, port} (port 0: any), or NULL (reported at P). */
 static json_t *allow_entry(vctx *c, json_t *v, const char *p)
 {
-    const char *s = json_string_value(v), *colon;
-    char host[256];
-    long port = 0;
-    size_t hl;
+    const char *s = json_string_value(v);
+    eddy_err e;
+    json_t *out;
     if (!s || !*s) {
         eddy__job_err(c, p, 0,
                       "an http.allow entry must be a host or host:port (such as "
@@ -841,52 +839,9 @@ static json_t *allow_entry(vctx *c, json_t *v, const char *p)
                       s ? "an empty string" : eddy__job_type(v));
         return NULL;
     }
-    if (*s == '[') { /* [v6]:port */
-        const char *end = strchr(s, ']');
-        if (!end || (end[1] && end[1] != ':')) {
-            eddy__job_err(c, p, 0, "http.allow entry '%s': write an IPv6 address as [::1]:8080", s);
-            return NULL;
-        }
-        hl = (size_t)(end - s - 1);
-        memcpy(host, s + 1, hl < sizeof(host) ? hl : 0);
-        colon = end[1] ? end + 1 : NULL;
-    } else {
-        colon = strrchr(s, ':');
-        hl = colon ? (size_t)(colon - s) : strlen(s);
-        if (colon && memchr(s, ':', hl)) {
-            eddy__job_err(c, p, 0, "http.allow entry '%s': write an IPv6 address as [::1]:8080", s);
-            return NULL;
-        }
-        if (hl >= sizeof(host))
-            hl = 0;
-        memcpy(host, s, hl);
-    }
-    if (!hl || hl >= sizeof(host)) {
-        eddy__job_err(c, p, 0, "http.allow entry '%s' has no host (or one of 256+ characters)", s);
-        return NULL;
-    }
-    host[hl] = '\0';
-    for (size_t i = 0; i < hl; i++) {
-        unsigned char ch = (unsigned char)host[i];
-        if (!(isalnum(ch) || ch == '.' || ch == '-' || ch == '_' || (*s == '[' && ch == ':') ||
-              (ch == '*' && i == 0 && host[1] == '.'))) {
-            eddy__job_err(c, p, 0,
-                          "http.allow entry '%s': '%c' cannot be in a host name ('*' only as "
-                          "'*.example.com')",
-                          s, ch);
-            return NULL;
-        }
-        host[i] = (char)tolower(ch);
-    }
-    if (colon) {
-        char *end;
-        port = strtol(colon + 1, &end, 10);
-        if (!colon[1] || *end || port < 1 || port > 65535) {
-            eddy__job_err(c, p, 0, "http.allow entry '%s': the port must be 1 to 65535", s);
-            return NULL;
-        }
-    }
-    return json_pack("{s:s, s:I}", "host", host, "port", (json_int_t)port);
+    if (!(out = eddy_http_allow_entry(s, &e)))
+        eddy__job_err(c, p, 0, "http.%s", e.msg);
+    return out;
 }
 
 /* `http:` of a Lua tool entry: what eddy.http may reach. Normalized to

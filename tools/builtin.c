@@ -55,61 +55,6 @@ static void req_tool_free(void *p)
 
 /* -- settings ---------------------------------------------------------------------- */
 
-/* "host", "host:port", "*.example.com:443", "[::1]:8080" -> {host, port}. */
-static json_t *allow_entry(const char *s, eddy_err *err)
-{
-    char host[256];
-    const char *colon = NULL;
-    size_t hl;
-    long port = 0;
-    if (*s == '[') {
-        const char *end = strchr(s, ']');
-        if (!end || (end[1] && end[1] != ':')) {
-            eddy_err_set(err, EDDY_EINVAL, "allow entry '%s': write IPv6 as [::1]:8080", s);
-            return NULL;
-        }
-        hl = (size_t)(end - s - 1);
-        if (hl && hl < sizeof(host))
-            memcpy(host, s + 1, hl);
-        colon = end[1] ? end + 1 : NULL;
-    } else {
-        colon = strrchr(s, ':');
-        hl = colon ? (size_t)(colon - s) : strlen(s);
-        if (colon && memchr(s, ':', hl)) {
-            eddy_err_set(err, EDDY_EINVAL, "allow entry '%s': write IPv6 as [::1]:8080", s);
-            return NULL;
-        }
-        if (hl && hl < sizeof(host))
-            memcpy(host, s, hl);
-    }
-    if (!hl || hl >= sizeof(host)) {
-        eddy_err_set(err, EDDY_EINVAL, "allow entry '%s' has no host", s);
-        return NULL;
-    }
-    host[hl] = '\0';
-    for (size_t i = 0; i < hl; i++) {
-        unsigned char c = (unsigned char)host[i];
-        if (!(isalnum(c) || c == '.' || c == '-' || c == '_' || (*s == '[' && c == ':') ||
-              (c == '*' && i == 0 && host[1] == '.'))) {
-            eddy_err_set(err, EDDY_EINVAL, "allow entry '%s': '%c' cannot be in a host name", s, c);
-            return NULL;
-        }
-        host[i] = (char)tolower(c);
-    }
-    if (colon) {
-        char *end;
-        port = strtol(colon + 1, &end, 10);
-        if (!colon[1] || *end || port < 1 || port > 65535) {
-            eddy_err_set(err, EDDY_EINVAL, "allow entry '%s': the port must be 1 to 65535", s);
-            return NULL;
-        }
-    }
-    json_t *e = json_pack("{s:s, s:I}", "host", host, "port", (json_int_t)port);
-    if (!e)
-        eddy_err_set(err, EDDY_ENOMEM, "out of memory");
-    return e;
-}
-
 /* A byte size: a number, or "512KiB", "1MiB", "2MB", "1000B". */
 static int parse_size(json_t *v, int64_t *out)
 {
@@ -301,7 +246,7 @@ static int check_url(req_tool *d, json_t *schema, json_t *used, eddy_err *err)
         goto out;
     }
     snprintf(entry, sizeof(entry), "%s:%s", host, port);
-    if (!(e = allow_entry(entry, err))) {
+    if (!(e = eddy_http_allow_entry(entry, err))) {
         rc = err->code;
         goto out;
     }
@@ -371,7 +316,7 @@ static int load_lists(req_tool *d, const json_t *cfg, json_t *schema, json_t *us
             return eddy_err_set(err, EDDY_EINVAL, "'allow' must be a list of host or host:port");
         json_array_foreach(v, i, x)
         {
-            json_t *e = json_is_string(x) ? allow_entry(json_string_value(x), err) : NULL;
+            json_t *e = json_is_string(x) ? eddy_http_allow_entry(json_string_value(x), err) : NULL;
             if (!e)
                 return json_is_string(x) ? err->code
                                          : eddy_err_set(err, EDDY_EINVAL,

@@ -336,3 +336,63 @@ const char *eddy__http_safe_url(const char *url, char *out, size_t n)
              at ? at + 1 : host, (int)(q - end), end, *q == '?' ? "?[query]" : "");
     return out;
 }
+
+json_t *eddy_http_allow_entry(const char *s, eddy_err *err)
+{
+    char host[256];
+    const char *colon = NULL;
+    size_t hl;
+    long port = 0;
+    json_t *e;
+    if (*s == '[') { /* [v6]:port */
+        const char *end = strchr(s, ']');
+        if (!end || (end[1] && end[1] != ':')) {
+            eddy_err_set(err, EDDY_EINVAL, "allow entry '%s': write an IPv6 address as [::1]:8080",
+                         s);
+            return NULL;
+        }
+        hl = (size_t)(end - s - 1);
+        if (hl && hl < sizeof(host))
+            memcpy(host, s + 1, hl);
+        colon = end[1] ? end + 1 : NULL;
+    } else {
+        colon = strrchr(s, ':');
+        hl = colon ? (size_t)(colon - s) : strlen(s);
+        if (colon && memchr(s, ':', hl)) {
+            eddy_err_set(err, EDDY_EINVAL, "allow entry '%s': write an IPv6 address as [::1]:8080",
+                         s);
+            return NULL;
+        }
+        if (hl && hl < sizeof(host))
+            memcpy(host, s, hl);
+    }
+    if (!hl || hl >= sizeof(host)) {
+        eddy_err_set(err, EDDY_EINVAL, "allow entry '%s' has no host (or one of 256+ characters)",
+                     s);
+        return NULL;
+    }
+    host[hl] = '\0';
+    for (size_t i = 0; i < hl; i++) {
+        unsigned char ch = (unsigned char)host[i];
+        if (!(isalnum(ch) || ch == '.' || ch == '-' || ch == '_' || (*s == '[' && ch == ':') ||
+              (ch == '*' && i == 0 && host[1] == '.'))) {
+            eddy_err_set(err, EDDY_EINVAL,
+                         "allow entry '%s': '%c' cannot be in a host name ('*' only as "
+                         "'*.example.com')",
+                         s, ch);
+            return NULL;
+        }
+        host[i] = (char)tolower(ch);
+    }
+    if (colon) {
+        char *end;
+        port = strtol(colon + 1, &end, 10);
+        if (!colon[1] || *end || port < 1 || port > 65535) {
+            eddy_err_set(err, EDDY_EINVAL, "allow entry '%s': the port must be 1 to 65535", s);
+            return NULL;
+        }
+    }
+    if (!(e = json_pack("{s:s, s:I}", "host", host, "port", (json_int_t)port)))
+        eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    return e;
+}

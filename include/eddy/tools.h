@@ -297,4 +297,10 @@ struct lua_State *eddy_tools_lua(eddy_tools *h);
  * thread-safe. */
 int eddy_tools_register_builtins(void);
 
+/* One allow-list entry of eddy.http or http_request: "host", "host:port",
+ * "*.example.com[:port]", "[::1]:8080" -> {host (lower case), port (0: any)}
+ * (new), or NULL with ERR saying what is wrong ("allow entry 'h:99999': the
+ * port must be 1 to 65535"; EDDY_EINVAL, or EDDY_ENOMEM). S non-empty. */
+json_t *eddy_http_allow_entry(const char *s, eddy_err *err);
+
 #endif
