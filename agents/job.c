@@ -741,16 +741,11 @@ void eddy_tool_ref_opts(const eddy_tool_ref *r, eddy_tool_opts *o)
     o->source_len = r->source_len;
 }
 
-static int same_json(const json_t *a, const json_t *b)
-{
-    return (!a && !b) || (a && b && json_equal(a, b));
-}
-
 int eddy_tool_ref_same(const eddy_tool_ref *a, const eddy_tool_ref *b)
 {
     return a->path && b->path && !strcmp(a->path, b->path) &&
-           !memcmp(&a->limits, &b->limits, sizeof(a->limits)) && same_json(a->config, b->config) &&
-           same_json(a->http, b->http);
+           !memcmp(&a->limits, &b->limits, sizeof(a->limits)) &&
+           eddy_json_same(a->config, b->config) && eddy_json_same(a->http, b->http);
 }
 
 /* `limits:` of a Lua tool entry: budgets of each call (0 = the default). */

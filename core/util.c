@@ -260,6 +260,11 @@ const char *eddy_json_str(json_t *o, const char *name, const char *def)
     return json_is_string(v) ? json_string_value(v) : def;
 }
 
+int eddy_json_same(const json_t *a, const json_t *b)
+{
+    return (!a && !b) || (a && b && json_equal((json_t *)a, (json_t *)b));
+}
+
 long long eddy_json_int(json_t *o, const char *name, long long def)
 {
     json_t *v = json_object_get(o, name);

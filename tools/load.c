@@ -326,12 +326,6 @@ static int load_prepare(lua_State *L)
     return 0;
 }
 
-/* Two optional JSON settings are the same (both absent, or equal). */
-static int same_json(json_t *a, json_t *b)
-{
-    return (!a && !b) || (a && b && json_equal(a, b));
-}
-
 static eddy_tool *find_loaded(eddy_tools *h, const char *path, const eddy_tool_limits *lim,
                               const eddy_tool_opts *o)
 {
@@ -339,8 +333,8 @@ static eddy_tool *find_loaded(eddy_tools *h, const char *path, const eddy_tool_l
         eddy_tool *t = h->tools[i];
         if (!TOOL_IS_NATIVE(t) && !strcmp(t->path, path) &&
             t->limits.instructions == lim->instructions && t->limits.memory == lim->memory &&
-            t->limits.wall_ms == lim->wall_ms && same_json(t->config, o ? o->config : NULL) &&
-            same_json(t->http, o ? o->http : NULL))
+            t->limits.wall_ms == lim->wall_ms && eddy_json_same(t->config, o ? o->config : NULL) &&
+            eddy_json_same(t->http, o ? o->http : NULL))
             return t;
     }
     return NULL;

@@ -103,5 +103,7 @@ char *eddy_json_key_string(json_t *v);
 const char *eddy_json_str(json_t *o, const char *name, const char *def);
 /* Integer member NAME of object O (integers only), or DEF. */
 long long eddy_json_int(json_t *o, const char *name, long long def);
+/* Whether two optional values are the same: both NULL, or equal. */
+int eddy_json_same(const json_t *a, const json_t *b);
 
 #endif
