@@ -76,6 +76,16 @@ struct eddy__reloader {
     int closed;
 };
 
+/* Block or unblock (HOW) SIGHUP in the calling thread; OLD (may be NULL)
+ * gets the mask before. */
+static void hup_mask(int how, sigset_t *old)
+{
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    pthread_sigmask(how, &hup, old);
+}
+
 /* Whether two optional strings are equal. */
 static int same_str(const char *a, const char *b)
 {
@@ -202,11 +212,9 @@ static int start_mcp(eddy__reloader *r, const eddy_job *nj)
             return -1;
         }
         r->mcps = grown;
-        sigset_t hup, old;
+        sigset_t old;
         int bad;
-        sigemptyset(&hup);
-        sigaddset(&hup, SIGHUP);
-        pthread_sigmask(SIG_BLOCK, &hup, &old); /* its thread is born with SIGHUP blocked */
+        hup_mask(SIG_BLOCK, &old); /* its thread is born with SIGHUP blocked */
         bad = eddy_mcp_config_new(nj->mcp, NULL, NULL, &cfg, &e) || eddy_mcp_new(cfg, &m, &e) ||
               eddy_mcp_start(m, &e);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -389,14 +397,9 @@ int eddy__reloader_new(uv_loop_t *loop, eddy_job *job, eddy_mcp *mcp, eddy__work
         return eddy_err_set(err, EDDY_EUV, "cannot catch SIGHUP");
     }
     uv_unref((uv_handle_t *)&r->sighup);
-    {
-        /* every other thread was born with SIGHUP blocked (eddy run blocks it
-         * first): it comes here, to the loop that handles it */
-        sigset_t hup;
-        sigemptyset(&hup);
-        sigaddset(&hup, SIGHUP);
-        pthread_sigmask(SIG_UNBLOCK, &hup, NULL);
-    }
+    /* every other thread was born with SIGHUP blocked (eddy run blocks it
+     * first): it comes here, to the loop that handles it */
+    hup_mask(SIG_UNBLOCK, NULL);
     for (int i = 0; i < nw; i++)
         eddy__worker_on_reload(w[i], on_worker, r);
     if (watch)
@@ -414,12 +417,7 @@ void eddy__reloader_close(eddy__reloader *r)
      * handle closes; SIGHUP stays blocked in this thread, the only one that
      * does not block it, until it is ignored again: a SIGHUP while the job
      * ends is not a crash */
-    {
-        sigset_t hup;
-        sigemptyset(&hup);
-        sigaddset(&hup, SIGHUP);
-        pthread_sigmask(SIG_BLOCK, &hup, NULL);
-    }
+    hup_mask(SIG_BLOCK, NULL);
     uv_close((uv_handle_t *)&r->sighup, NULL);
     uv_close((uv_handle_t *)&r->settle, NULL);
     uv_close((uv_handle_t *)&r->done, NULL);
