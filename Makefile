@@ -45,7 +45,7 @@ EDDY_MALLOC_CFLAGS := -DEDDY_MIMALLOC
 EDDY_MALLOC_LIBS   := -lmimalloc
 endif
 
-MODULES  := core prompts tools llm memory trace agents runtime fluss mcp
+MODULES  := core net prompts tools llm memory trace agents runtime fluss mcp
 LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/fluss_rpc.pb-c.o $(BUILD)/gen/dash_assets.o
 DASH_ASSETS := $(sort $(wildcard trace/assets/*.html trace/assets/*.js trace/assets/*.css trace/assets/*.svg))
@@ -141,6 +141,8 @@ $(BUILD)/mcp_driver: tests/mcp/driver.c $(wildcard include/eddy/*.h) $(BUILD)/li
 
 unit: deps $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; ./$$t; done
+	@echo "== $(BUILD)/tests/test_llm over curl (EDDY_HTTP1=0: what https:// endpoints use)"
+	@EDDY_HTTP1=0 ./$(BUILD)/tests/test_llm
 
 # Replay the committed corpora of every fuzz target (no clang needed).
 $(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(BUILD)/libeddy.a

@@ -1151,15 +1151,20 @@ static void set_messages(eddy_span *sp, eddy_trace_store *ts, const char *key,
     eddy_buf_putc(&b, '[');
     for (size_t i = 0; i < n; i++) {
         const eddy_llm_msg *m = &msgs[i];
-        eddy_buf_printf(&b, "%s{\"role\":\"%s\",\"parts\":[", i ? "," : "", kSemconvRole[m->role]);
+        eddy_buf_puts(&b, i ? ",{\"role\":\"" : "{\"role\":\""); /* no printf: per message */
+        eddy_buf_puts(&b, kSemconvRole[m->role]);
+        eddy_buf_puts(&b, "\",\"parts\":[");
         for (size_t k = 0; k < m->nparts; k++) {
             if (k)
                 eddy_buf_putc(&b, ',');
             put_part(&b, ts, &m->parts[k]);
         }
         eddy_buf_putc(&b, ']');
-        if (finish)
-            eddy_buf_printf(&b, ",\"finish_reason\":\"%s\"", finish);
+        if (finish) {
+            eddy_buf_puts(&b, ",\"finish_reason\":\"");
+            eddy_buf_puts(&b, finish);
+            eddy_buf_putc(&b, '"');
+        }
         eddy_buf_putc(&b, '}');
     }
     eddy_buf_putc(&b, ']');

@@ -44,6 +44,7 @@
  */
 #include "eddy/llm.h"
 #include "eddy/buf.h"
+#include "eddy/http1.h"
 #include "eddy/json.h"
 #include "eddy/log.h"
 
@@ -99,7 +100,8 @@ typedef struct shared_lim {
  * Owner loop only, except WOKEN and WNEXT (under sh->mu). */
 typedef struct limiter {
     shared_lim *sh;
-    char *url; /* the endpoint (the models sharing a limiter share it) */
+    char *url;  /* the endpoint (the models sharing a limiter share it) */
+    int native; /* URL goes through eddy's own HTTP/1.1 client (eddy_http1_takes) */
     eddy_llm_client *client;
     eddy_llm_req *head, *tail; /* waiting requests, FIFO */
     uv_timer_t timer;          /* wakes the head for a bucket or a pause */
@@ -117,8 +119,12 @@ struct eddy_llm_req {
     size_t chain; /* index in first's fallback chain: 0 = first itself */
     int model_attempts;
     limiter *lim;
-    CURL *easy;
-    struct curl_slist *headers;
+    CURL *easy;                 /* curl's transfer, or */
+    eddy_http1_req *h1;         /* eddy's own (lim->native): one per attempt */
+    long h1_status;             /* the status of the last native attempt's answer */
+    struct curl_slist *headers; /* curl's header list, or */
+    char *h1_headers;           /* the native attempt's header lines */
+    size_t h1_headers_len;
     char *url, *body;
     size_t body_len;
     long charged_tokens; /* estimate taken from the token bucket */
@@ -160,6 +166,7 @@ typedef struct sock_ctx {
 struct eddy_llm_client {
     uv_loop_t *loop;
     CURLM *multi;
+    eddy_http1 *h1; /* plain http:// endpoints */
     uv_timer_t timer;
     uv_async_t wake; /* another client freed a slot our locals wait for */
     limiter *limiters;
@@ -182,7 +189,7 @@ static void check_done(eddy_llm_client *c);
 static void start_attempt(eddy_llm_req *r);
 static void admit(limiter *l);
 static void finish(eddy_llm_req *r);
-static void attempt_done(eddy_llm_req *r, CURLcode cc);
+static void attempt_done(eddy_llm_req *r, CURLcode cc, const char *detail);
 
 /* -- curl <-> libuv --------------------------------------------------------- */
 
@@ -487,6 +494,7 @@ static limiter *limiter_lookup(eddy_llm_client *c, const eddy_llm_model *m)
     }
     l->sh = s;
     l->url = url;
+    l->native = eddy_http1_takes(url);
     l->client = c;
     l->timer.data = l;
     l->next = c->limiters;
@@ -749,13 +757,37 @@ static int set_err(eddy_llm_req *r, int code, long cause, const char *fmt, ...)
     return code;
 }
 
+/* The status code of the attempt's answer so far (0: none yet). */
+static long transfer_status(eddy_llm_req *r)
+{
+    long http = 0;
+    if (r->h1)
+        return eddy_http1_status(r->h1);
+    if (r->lim->native)
+        return r->h1_status;
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &http);
+    return http;
+}
+
+/* End the running attempt's transfer without its completion being reported. */
+static void stop_transfer(eddy_llm_req *r)
+{
+    if (r->h1) {
+        r->h1_status = eddy_http1_status(r->h1);
+        eddy_http1_free(r->h1);
+        r->h1 = NULL;
+    } else if (r->easy && r->client->multi) {
+        curl_multi_remove_handle(r->client->multi, r->easy);
+    }
+}
+
 static size_t write_cb(char *p, size_t size, size_t n, void *ud)
 {
     eddy_llm_req *r = ud;
     size_t len = size * n;
     long http = 0;
     if (r->streaming) {
-        curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &http);
+        http = transfer_status(r);
         if (http >= 200 && http < 300) {
             if (!r->res.first_token_ms && len)
                 r->res.first_token_ms = eddy_now_ms() - r->attempt_ms;
@@ -842,6 +874,13 @@ static void req_closed(uv_handle_t *h)
 
 static void free_attempt(eddy_llm_req *r)
 {
+    eddy_http1_free(r->h1);
+    r->h1 = NULL;
+    if (r->h1_headers) /* it holds the key */
+        memset(r->h1_headers, 0, r->h1_headers_len);
+    eddy_free(r->h1_headers);
+    r->h1_headers = NULL;
+    r->h1_headers_len = 0;
     if (r->easy)
         curl_easy_cleanup(r->easy);
     r->easy = NULL;
@@ -969,6 +1008,50 @@ static void add_header(void *ud, const char *line)
         *h = n;
 }
 
+typedef struct lines {
+    eddy_buf b;
+    int bad; /* a line held a line break */
+} lines;
+
+static void add_line(void *ud, const char *line)
+{
+    lines *h = ud;
+    size_t n = strlen(line);
+    if (memchr(line, '\r', n) || memchr(line, '\n', n))
+        h->bad = 1;
+    else if (n && !eddy_buf_append(&h->b, line, n))
+        eddy_buf_append(&h->b, "\r\n", 2);
+}
+
+/* The native attempt's header lines (what setup gives curl, less what
+ * eddy_http1 adds itself and curl's "Expect:" suppression). */
+static int setup_native(eddy_llm_req *r, const eddy_llm_provider *p, eddy_err *err)
+{
+    const eddy_llm_model *m = r->model;
+    lines h = {.bad = 0};
+    int rc = 0;
+    eddy_buf_init(&h.b);
+    add_line(&h, "Content-Type: application/json");
+    add_line(&h, "User-Agent: eddy/0.1");
+    if (m->stream)
+        add_line(&h, "Accept: text/event-stream, application/x-ndjson");
+    p->headers(m, add_line, &h);
+    if (h.bad)
+        rc = eddy_err_set(err, EDDY_EINVAL, "model '%s': a header value holds a line break",
+                          m->name);
+    else if (h.b.oom)
+        rc = eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    if (rc) {
+        if (h.b.data) /* the key does not linger in freed memory */
+            memset(h.b.data, 0, h.b.len);
+        eddy_buf_free(&h.b);
+        return rc;
+    }
+    r->h1_headers_len = h.b.len;
+    r->h1_headers = eddy_buf_take(&h.b);
+    return 0;
+}
+
 /* Build the attempt's body and curl handle for r->model. */
 static int setup(eddy_llm_req *r, eddy_err *err)
 {
@@ -991,12 +1074,15 @@ static int setup(eddy_llm_req *r, eddy_err *err)
         json_decref(body);
     }
     r->url = eddy_strdup(r->lim->url); /* the request's own: messages name it */
-    r->easy = curl_easy_init();
-    if (!r->body || !r->url || !r->easy)
+    if (!r->body || !r->url)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     r->body_len = strlen(r->body);
     r->charged_tokens =
         eddy_llm_estimate_tokens(r->body_len) + (m->max_tokens > 0 ? m->max_tokens : 256);
+    if (r->lim->native)
+        return setup_native(r, p, err);
+    if (!(r->easy = curl_easy_init()))
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     r->headers = curl_slist_append(NULL, "Content-Type: application/json");
     add_header(&r->headers, "Expect:");
     if (m->stream)
@@ -1026,6 +1112,87 @@ static int setup(eddy_llm_req *r, eddy_err *err)
     return 0;
 }
 
+/* -- the native transport (eddy_http1) ----------------------------------------------- */
+
+static int h1_header(void *ud, const char *line, size_t n)
+{
+    header_cb((char *)line, 1, n, ud);
+    return 0;
+}
+
+static int h1_data(void *ud, long status, const char *p, size_t n)
+{
+    (void)status;
+    return write_cb((char *)p, 1, n, ud) != n;
+}
+
+/* The attempt's end, in the words attempt_done knows (curl's codes). */
+static void h1_done(void *ud, const eddy_http1_result *res)
+{
+    eddy_llm_req *r = ud;
+    CURLcode cc = CURLE_OK;
+    r->h1_status = res->status;
+    switch (res->code) {
+    case 0:
+        break;
+    case EDDY_ETIMEDOUT:
+        cc = CURLE_OPERATION_TIMEDOUT;
+        break;
+    case EDDY_EPARSE:
+        cc = CURLE_WEIRD_SERVER_REPLY;
+        break;
+    case EDDY_ECANCELED:
+        cc = CURLE_WRITE_ERROR;
+        break;
+    case EDDY_ENOMEM:
+        cc = CURLE_OUT_OF_MEMORY;
+        break;
+    default:
+        cc = res->stage == EDDY_HTTP1_RESOLVE   ? CURLE_COULDNT_RESOLVE_HOST
+             : res->stage == EDDY_HTTP1_CONNECT ? CURLE_COULDNT_CONNECT
+             : res->stage == EDDY_HTTP1_SEND    ? CURLE_SEND_ERROR
+                                                : CURLE_RECV_ERROR;
+    }
+    char detail[EDDY_ERR_MSG_MAX];
+    snprintf(detail, sizeof(detail), "%s", res->msg ? res->msg : "");
+    eddy_http1_free(r->h1); /* allowed in its own callback */
+    r->h1 = NULL;
+    attempt_done(r, cc, cc == CURLE_OK ? NULL : detail);
+}
+
+static void start_native(eddy_llm_req *r)
+{
+    static const eddy_http1_cbs cbs = {h1_header, h1_data, h1_done};
+    const eddy_llm_model *m = r->model;
+    eddy_http1_spec spec = {
+        .method = "POST",
+        .url = r->url,
+        .headers = r->h1_headers,
+        .headers_len = r->h1_headers_len,
+        .body = r->body,
+        .body_len = r->body_len,
+        .timeout_ms = m->timeout_ms,
+        .connect_timeout_ms = m->connect_timeout_ms > 0 ? m->connect_timeout_ms
+                              : m->timeout_ms < 10000   ? m->timeout_ms
+                                                        : 10000,
+    };
+    eddy_err e;
+    eddy_http1_free(r->h1); /* a retry's previous attempt */
+    r->h1 = NULL;
+    r->h1_status = 0;
+    if (r->streaming && !r->stream)
+        eddy_err_set(&e, EDDY_ENOMEM, "out of memory");
+    else if (!eddy_http1_start(r->client->h1, &spec, &cbs, r, &r->h1, &e)) {
+        stream_timer_arm(r);
+        return;
+    }
+    r->res.status = set_err(r, EDDY_ELLM, e.code, "cannot start request: %s", e.msg);
+    r->canceled = 1;
+    r->state = BACKOFF;
+    r->timer_kind = T_RETRY;
+    uv_timer_start(&r->timer, on_req_timer, 0, 0);
+}
+
 static void start_attempt(eddy_llm_req *r)
 {
     CURLMcode mc;
@@ -1044,6 +1211,10 @@ static void start_attempt(eddy_llm_req *r)
         r->stream = eddy_llm_stream_new(p, r->rq);
     }
     r->retry_after[0] = r->retry_after_ms[0] = '\0';
+    if (r->lim->native) {
+        start_native(r);
+        return;
+    }
     mc = r->streaming && !r->stream ? CURLM_OUT_OF_MEMORY
                                     : curl_multi_add_handle(r->client->multi, r->easy);
     if (mc != CURLM_OK) {
@@ -1102,7 +1273,7 @@ static void on_req_timer(uv_timer_t *t)
     r->timer_kind = T_NONE;
     if (r->canceled || r->client->closing) {
         if (r->state == RUNNING)
-            curl_multi_remove_handle(r->client->multi, r->easy);
+            stop_transfer(r);
         if (!r->res.status)
             r->res.status = set_err(r, EDDY_ECANCELED, 0, "request canceled");
         finish(r);
@@ -1110,13 +1281,13 @@ static void on_req_timer(uv_timer_t *t)
     }
     if (kind == T_STREAM && r->state == RUNNING) {
         /* the stream went quiet: end this attempt like a timeout */
-        curl_multi_remove_handle(r->client->multi, r->easy);
+        stop_transfer(r);
         r->stream_failed = r->stream_err = 1;
         set_err(r, EDDY_ETIMEDOUT, 0, "%s: no %s within %lld ms", r->url,
                 r->res.first_token_ms ? "stream data" : "first token",
                 (long long)(r->res.first_token_ms ? r->model->idle_timeout_ms
                                                   : r->model->first_token_timeout_ms));
-        attempt_done(r, CURLE_OPERATION_TIMEDOUT);
+        attempt_done(r, CURLE_OPERATION_TIMEDOUT, NULL);
         return;
     }
     if (r->state == BACKOFF)
@@ -1124,7 +1295,7 @@ static void on_req_timer(uv_timer_t *t)
 }
 
 /* The end of one attempt: parse, or decide on a retry, a fallback or the end. */
-static void attempt_done(eddy_llm_req *r, CURLcode cc)
+static void attempt_done(eddy_llm_req *r, CURLcode cc, const char *detail)
 {
     const eddy_llm_model *m = r->model;
     const eddy_llm_provider *p = m->prov ? m->prov : eddy_llm_provider_find(m->provider);
@@ -1138,7 +1309,7 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
         uv_timer_stop(&r->timer);
         r->timer_kind = T_NONE;
     }
-    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &http);
+    http = transfer_status(r);
     r->res.http_status = http;
     if (r->err) {
         e = *r->err;
@@ -1204,7 +1375,8 @@ static void attempt_done(eddy_llm_req *r, CURLcode cc)
         eddy_err_setc(&e, EDDY_ETIMEDOUT, cc, "%s: timed out after %lld ms", r->url,
                       (long long)m->timeout_ms);
     } else if (transport) {
-        eddy_err_setc(&e, EDDY_ENET, cc, "%s: %s", r->url, curl_easy_strerror(cc));
+        eddy_err_setc(&e, EDDY_ENET, cc, "%s: %s", r->url,
+                      detail ? detail : curl_easy_strerror(cc));
     } else {
         if (r->resp.data) /* before anything cuts it */
             r->resp.len = redact_n(r->resp.data, r->resp.len, m->api_key);
@@ -1294,7 +1466,7 @@ static void check_done(eddy_llm_client *c)
         CURLcode cc = m->data.result;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
         curl_multi_remove_handle(c->multi, m->easy_handle);
-        attempt_done(r, cc);
+        attempt_done(r, cc, NULL);
     }
     if (--c->dispatching == 0 && c->close_pending)
         close_handles(c); /* a callback closed the client: now curl may go */
@@ -1353,7 +1525,7 @@ void eddy_llm_cancel(eddy_llm_req *r)
     r->canceled = 1;
     r->res.status = set_err(r, EDDY_ECANCELED, 0, "request canceled");
     if (r->state == RUNNING)
-        curl_multi_remove_handle(r->client->multi, r->easy);
+        stop_transfer(r);
     else if (r->state == QUEUED)
         unqueue(r);
     r->state = BACKOFF;
@@ -1370,13 +1542,16 @@ int eddy_llm_client_new(uv_loop_t *loop, eddy_llm_client **out, eddy_err *err)
 {
     eddy_llm_client *c = eddy_calloc(1, sizeof(*c));
     *out = NULL;
-    if (!c || !(c->multi = curl_multi_init())) {
+    if (!c || !(c->multi = curl_multi_init()) || eddy_http1_new(loop, &c->h1, NULL)) {
+        if (c && c->multi)
+            curl_multi_cleanup(c->multi);
         eddy_free(c);
         return eddy_err_set(err, EDDY_ENOMEM, "cannot create the LLM client");
     }
     c->loop = loop;
     if (uv_async_init(loop, &c->wake, on_wake)) {
         curl_multi_cleanup(c->multi);
+        eddy_http1_close(c->h1);
         eddy_free(c);
         return eddy_err_set(err, EDDY_EUV, "cannot create the LLM client's wake-up");
     }
@@ -1432,7 +1607,7 @@ void eddy_llm_client_close(eddy_llm_client *c)
     while (c->reqs) {
         eddy_llm_req *r = c->reqs;
         if (r->state == RUNNING)
-            curl_multi_remove_handle(c->multi, r->easy);
+            stop_transfer(r);
         r->res.status = set_err(r, EDDY_ECANCELED, 0, "request canceled");
         uv_timer_stop(&r->timer);
         finish(r);
@@ -1449,6 +1624,8 @@ static void close_handles(eddy_llm_client *c)
     c->close_pending = 0;
     curl_multi_cleanup(c->multi); /* closes its sockets: close_sock_cb */
     c->multi = NULL;
+    eddy_http1_close(c->h1); /* frees itself once its handles have closed */
+    c->h1 = NULL;
     for (size_t i = 0; i < c->nsocks; i++) /* none should be left: curl closed them all */
         if (c->socks[i]) {
             c->socks[i]->closing = 1;

@@ -14,6 +14,7 @@
 #include "tools_int.h"
 
 #include "eddy/buf.h"
+#include "eddy/json.h"
 
 #include <math.h>
 #include <string.h>
@@ -159,7 +160,10 @@ static json_t *table_to_json(lua_State *L, int idx, int depth, eddy_buf *path, i
         for (lua_Integer i = 1; out && i <= max; i++) {
             json_t *x;
             lua_rawgeti(L, idx, i);
-            eddy_buf_printf(path, "[%lld]", (long long)i);
+            char num[EDDY_JSON_NUMBER_MAX]; /* no printf: once per element */
+            eddy_buf_putc(path, '[');
+            eddy_buf_append(path, num, eddy_json_integer_text((json_int_t)i, num));
+            eddy_buf_putc(path, ']');
             x = to_json_rec(L, lua_gettop(L), depth + 1, path, left, err);
             lua_pop(L, 1);
             path_trunc(path, mark);
@@ -190,7 +194,8 @@ static json_t *table_to_json(lua_State *L, int idx, int depth, eddy_buf *path, i
             json_decref(out);
             return NULL;
         }
-        eddy_buf_printf(path, ".%s", k);
+        eddy_buf_putc(path, '.');
+        eddy_buf_append(path, k, strnlen(k, klen));
         x = to_json_rec(L, lua_gettop(L), depth + 1, path, left, err);
         path_trunc(path, mark);
         lua_pop(L, 1);

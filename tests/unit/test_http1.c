@@ -1,0 +1,776 @@
+/* tests/unit/test_http1.c - eddy's own HTTP/1.1 client (net/http1.c) against
+ * a scripted server on loopback: a thread with blocking sockets that answers
+ * each request the way the test says (lengths, chunks one byte at a time,
+ * interim answers, closes at bad moments, malformed heads, silence), counts
+ * the connections it accepted and keeps what it was sent. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "eddy/buf.h"
+#include "eddy/http1.h"
+
+/* -- the scripted server ----------------------------------------------------------- */
+
+/* How the server answers request number N (0-based, over all connections)
+ * on connection request number ON_CONN; returns 1 to keep the connection. */
+typedef int (*answer_fn)(int fd, int n, int on_conn);
+
+typedef struct server {
+    int lfd, port;
+    pthread_t th;
+    volatile int stop;
+    answer_fn answer;
+    int accepted, requests;
+    char last[8192]; /* the last request's head and body */
+    pthread_mutex_t mu;
+} server;
+
+static server S;
+
+static void put(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    while (n) {
+        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return;
+        s += w, n -= (size_t)w;
+    }
+}
+
+/* Send S a byte at a time (each its own segment). */
+static void trickle(int fd, const char *s)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    for (; *s; s++) {
+        if (send(fd, s, 1, MSG_NOSIGNAL) != 1)
+            return;
+        usleep(200);
+    }
+}
+
+/* Read one request (head and Content-Length body); 0 at the end of FD. */
+static int read_request(int fd)
+{
+    char buf[8192];
+    size_t n = 0;
+    char *end = NULL;
+    long len = 0;
+    while (!end) {
+        if (n + 1 >= sizeof(buf))
+            return 0;
+        ssize_t r = recv(fd, buf + n, sizeof(buf) - 1 - n, 0);
+        if (r <= 0)
+            return 0;
+        n += (size_t)r;
+        buf[n] = '\0';
+        end = strstr(buf, "\r\n\r\n");
+    }
+    const char *cl = strcasestr(buf, "\r\nContent-Length:");
+    if (cl && cl < end)
+        len = atol(cl + 17);
+    size_t want = (size_t)(end + 4 - buf) + (size_t)len;
+    while (n < want && n + 1 < sizeof(buf)) {
+        ssize_t r = recv(fd, buf + n, sizeof(buf) - 1 - n, 0);
+        if (r <= 0)
+            return 0;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    pthread_mutex_lock(&S.mu);
+    memcpy(S.last, buf, n + 1);
+    pthread_mutex_unlock(&S.mu);
+    return 1;
+}
+
+static void *serve(void *arg)
+{
+    (void)arg;
+    while (!S.stop) {
+        struct pollfd p = {S.lfd, POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        int fd = accept(S.lfd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        __atomic_add_fetch(&S.accepted, 1, __ATOMIC_SEQ_CST);
+        for (int on_conn = 0; !S.stop; on_conn++) {
+            struct pollfd q = {fd, POLLIN, 0};
+            while (!S.stop && poll(&q, 1, 50) == 0)
+                ;
+            if (S.stop || !read_request(fd))
+                break;
+            int n = __atomic_fetch_add(&S.requests, 1, __ATOMIC_SEQ_CST);
+            if (!S.answer(fd, n, on_conn))
+                break;
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+static void server_start(answer_fn answer)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    int one = 1;
+    memset(&S, 0, sizeof(S));
+    pthread_mutex_init(&S.mu, NULL);
+    S.answer = answer;
+    S.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    setsockopt(S.lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    assert_int_equal(bind(S.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(S.lfd, 512), 0);
+    getsockname(S.lfd, (struct sockaddr *)&a, &al);
+    S.port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&S.th, NULL, serve, NULL), 0);
+}
+
+static void server_stop(void)
+{
+    S.stop = 1;
+    pthread_join(S.th, NULL);
+    close(S.lfd);
+    pthread_mutex_destroy(&S.mu);
+}
+
+/* -- the client side ------------------------------------------------------------------- */
+
+typedef struct got {
+    int done, code, stage;
+    long status;
+    char msg[256];
+    eddy_buf body;
+    int lines, stop_after; /* data callbacks; stop (nonzero) at this many (0: never) */
+    int free_in_data;
+    eddy_http1_req *req;
+} got;
+
+static int on_header(void *ud, const char *line, size_t n)
+{
+    got *g = ud;
+    (void)line, (void)n;
+    g->lines++;
+    return 0;
+}
+
+static int on_data(void *ud, long status, const char *p, size_t n)
+{
+    got *g = ud;
+    (void)status;
+    eddy_buf_append(&g->body, p, n);
+    if (g->free_in_data) {
+        eddy_http1_free(g->req);
+        g->req = NULL;
+        g->done = -1; /* no done callback may follow */
+        return 0;
+    }
+    return g->stop_after && (int)g->body.len >= g->stop_after;
+}
+
+static void on_done(void *ud, const eddy_http1_result *res)
+{
+    got *g = ud;
+    assert_int_equal(g->done, 0); /* exactly once */
+    g->done = 1;
+    g->code = res->code;
+    g->stage = res->stage;
+    g->status = res->status;
+    snprintf(g->msg, sizeof(g->msg), "%s", res->msg ? res->msg : "");
+    eddy_http1_free(g->req);
+    g->req = NULL;
+}
+
+static const eddy_http1_cbs CBS = {on_header, on_data, on_done};
+
+static void start(eddy_http1 *c, got *g, const char *path, const char *body, int64_t timeout_ms)
+{
+    char url[128];
+    eddy_err e;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", S.port, path);
+    eddy_http1_spec spec = {.method = body ? "POST" : "GET",
+                            .url = url,
+                            .headers = "X-Test: yes\r\n",
+                            .headers_len = 13,
+                            .body = body,
+                            .body_len = body ? strlen(body) : 0,
+                            .timeout_ms = timeout_ms};
+    memset(g, 0, sizeof(*g));
+    eddy_buf_init(&g->body);
+    assert_int_equal(eddy_http1_start(c, &spec, &CBS, g, &g->req, &e), 0);
+    assert_non_null(g->req);
+    assert_int_equal(g->done, 0); /* never inside the start */
+}
+
+static void run_until(uv_loop_t *loop, got *g, int n)
+{
+    for (int spins = 0; spins < 100000; spins++) {
+        int all = 1;
+        for (int i = 0; i < n; i++)
+            all &= g[i].done != 0;
+        if (all)
+            return;
+        uv_run(loop, UV_RUN_ONCE);
+    }
+    fail_msg("requests did not end");
+}
+
+/* One request, all the way: the whole result in *G. */
+static void one(uv_loop_t *loop, eddy_http1 *c, got *g, const char *path, const char *body)
+{
+    start(c, g, path, body, 5000);
+    run_until(loop, g, 1);
+}
+
+static void close_client(uv_loop_t *loop, eddy_http1 *c)
+{
+    eddy_http1_close(c);
+    uv_run(loop, UV_RUN_DEFAULT); /* every handle closes */
+}
+
+/* -- answers ------------------------------------------------------------------------- */
+
+static int a_length(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello");
+    return 1;
+}
+
+static int a_chunked_trickle(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    trickle(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n");
+    return 1;
+}
+
+static int a_until_close(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.0 200 OK\r\n\r\nall of it until the end");
+    return 0;
+}
+
+static int a_interim(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+            "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok");
+    return 1;
+}
+
+/* Answers, then closes without saying so: the client's next request finds
+ * it closed (or sends on it and gets nothing). */
+static int a_close_silently(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    return 0;
+}
+
+/* The first request on each connection is answered; a second one on the
+ * same connection is read and dropped (the race a reused connection loses). */
+static int a_drop_second(int fd, int n, int on_conn)
+{
+    (void)n;
+    if (on_conn > 0)
+        return 0;
+    put(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    return 1;
+}
+
+static int a_nothing_close(int fd, int n, int on_conn)
+{
+    (void)fd, (void)n, (void)on_conn;
+    return 0;
+}
+
+static int a_silent(int fd, int n, int on_conn)
+{
+    (void)fd, (void)n, (void)on_conn;
+    while (!S.stop)
+        usleep(10000);
+    return 0;
+}
+
+static int a_cut_body(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this");
+    return 0;
+}
+
+static int a_extra_bytes(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokGARBAGE");
+    return 1;
+}
+
+static int a_no_content(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.1 204 No Content\r\n\r\n");
+    return 1;
+}
+
+static const char *g_bad; /* the malformed answer a_bad sends */
+
+static int a_bad(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, g_bad);
+    return 0;
+}
+
+static int a_huge_head(int fd, int n, int on_conn)
+{
+    char line[1100];
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.1 200 OK\r\n");
+    memset(line, 'a', sizeof(line));
+    memcpy(line, "X-Pad: ", 7);
+    memcpy(line + sizeof(line) - 3, "\r\n", 3);
+    for (int i = 0; i < 100 && !S.stop; i++) /* 110 KB of headers */
+        put(fd, line);
+    put(fd, "Content-Length: 0\r\n\r\n");
+    return 0;
+}
+
+static int a_close_each(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye");
+    return 0;
+}
+
+/* -- tests ----------------------------------------------------------------------------- */
+
+static void setup_loop(uv_loop_t *loop, eddy_http1 **c)
+{
+    assert_int_equal(uv_loop_init(loop), 0);
+    assert_int_equal(eddy_http1_new(loop, c, NULL), 0);
+}
+
+static void end_loop(uv_loop_t *loop, eddy_http1 *c)
+{
+    close_client(loop, c);
+    server_stop();
+    assert_int_equal(uv_loop_close(loop), 0); /* nothing left open */
+}
+
+static void test_request_and_reuse(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    (void)state;
+    server_start(a_length);
+    setup_loop(&loop, &c);
+    one(&loop, c, &g, "/v1/chat?x=1#frag", "{\"a\":1}");
+    assert_int_equal(g.code, 0);
+    assert_int_equal(g.status, 200);
+    assert_int_equal(g.body.len, 5);
+    assert_memory_equal(g.body.data, "hello", 5);
+    assert_int_equal(g.lines, 3); /* the status line and two headers */
+    pthread_mutex_lock(&S.mu);
+    assert_non_null(strstr(S.last, "POST /v1/chat?x=1 HTTP/1.1\r\n"));
+    char host[64];
+    snprintf(host, sizeof(host), "\r\nHost: 127.0.0.1:%d\r\n", S.port);
+    assert_non_null(strstr(S.last, host));
+    assert_non_null(strstr(S.last, "\r\nX-Test: yes\r\n"));
+    assert_non_null(strstr(S.last, "\r\nContent-Length: 7\r\n\r\n{\"a\":1}"));
+    assert_null(strstr(S.last, "#frag"));
+    pthread_mutex_unlock(&S.mu);
+    eddy_buf_free(&g.body);
+    for (int i = 0; i < 5; i++) { /* kept alive: one connection for all */
+        one(&loop, c, &g, "/", NULL);
+        assert_int_equal(g.code, 0);
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 1);
+    end_loop(&loop, c);
+}
+
+static void test_chunked_one_byte_at_a_time(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    (void)state;
+    server_start(a_chunked_trickle);
+    setup_loop(&loop, &c);
+    for (int i = 0; i < 2; i++) {
+        one(&loop, c, &g, "/", "x");
+        assert_int_equal(g.code, 0);
+        assert_int_equal(g.body.len, 16);
+        assert_memory_equal(g.body.data, "hello 0123456789", 16);
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 1); /* reused after the trailer */
+    end_loop(&loop, c);
+}
+
+static void test_until_close_interim_and_bodyless(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    (void)state;
+    server_start(a_until_close);
+    setup_loop(&loop, &c);
+    one(&loop, c, &g, "/", NULL);
+    assert_int_equal(g.code, 0);
+    assert_int_equal(g.status, 200);
+    assert_int_equal(g.body.len, 23);
+    assert_memory_equal(g.body.data, "all of it until the end", 23);
+    eddy_buf_free(&g.body);
+    end_loop(&loop, c);
+
+    server_start(a_interim);
+    setup_loop(&loop, &c);
+    one(&loop, c, &g, "/", "b");
+    assert_int_equal(g.code, 0);
+    assert_int_equal(g.status, 201);
+    assert_int_equal(g.body.len, 2);
+    eddy_buf_free(&g.body);
+    end_loop(&loop, c);
+
+    server_start(a_no_content);
+    setup_loop(&loop, &c);
+    for (int i = 0; i < 3; i++) {
+        one(&loop, c, &g, "/", "b");
+        assert_int_equal(g.code, 0);
+        assert_int_equal(g.status, 204);
+        assert_int_equal(g.body.len, 0);
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 1);
+    end_loop(&loop, c);
+}
+
+static void test_server_closes_kept_connection(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    (void)state;
+    /* closed after each answer without a word: every request still succeeds */
+    server_start(a_close_silently);
+    setup_loop(&loop, &c);
+    for (int i = 0; i < 5; i++) {
+        one(&loop, c, &g, "/", "x");
+        assert_int_equal(g.code, 0);
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 5);
+    end_loop(&loop, c);
+
+    /* the request sent on the reused connection is dropped: sent once more */
+    server_start(a_drop_second);
+    setup_loop(&loop, &c);
+    for (int i = 0; i < 4; i++) {
+        one(&loop, c, &g, "/", "x");
+        assert_int_equal(g.code, 0);
+        assert_int_equal(g.status, 200);
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 4);
+    assert_int_equal(S.requests, 7); /* 4 answered, 3 dropped and sent again */
+    end_loop(&loop, c);
+
+    /* a fresh connection closed without an answer: a failure, not a loop */
+    server_start(a_nothing_close);
+    setup_loop(&loop, &c);
+    one(&loop, c, &g, "/", "x");
+    assert_int_equal(g.code, EDDY_ENET);
+    assert_int_equal(g.stage, EDDY_HTTP1_RECV);
+    assert_non_null(strstr(g.msg, "without an answer"));
+    assert_int_equal(S.requests, 1);
+    eddy_buf_free(&g.body);
+    end_loop(&loop, c);
+}
+
+static void test_cut_and_extra_bytes(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    (void)state;
+    server_start(a_cut_body);
+    setup_loop(&loop, &c);
+    one(&loop, c, &g, "/", "x");
+    assert_int_equal(g.code, EDDY_ENET);
+    assert_non_null(strstr(g.msg, "before the answer ended"));
+    assert_int_equal(g.status, 200);
+    eddy_buf_free(&g.body);
+    end_loop(&loop, c);
+
+    server_start(a_extra_bytes);
+    setup_loop(&loop, &c);
+    for (int i = 0; i < 3; i++) {
+        one(&loop, c, &g, "/", "x");
+        assert_int_equal(g.code, 0);
+        assert_int_equal(g.body.len, 2); /* not the garbage */
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 3); /* a connection with bytes nobody asked for is not reused */
+    end_loop(&loop, c);
+}
+
+static void test_malformed_answers(void **state)
+{
+    static const char *const bad[] = {
+        "HTTP/2 200 OK\r\n\r\n",
+        "ICY 200 OK\r\n\r\n",
+        "HTTP/1.1 2000 OK\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+        "HTTP/1.1 200 OK\r\n folded: header\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        uv_loop_t loop;
+        eddy_http1 *c;
+        got g;
+        g_bad = bad[i];
+        server_start(a_bad);
+        setup_loop(&loop, &c);
+        one(&loop, c, &g, "/", "x");
+        if (g.code != EDDY_EPARSE)
+            fail_msg("answer %zu: code %d (%s), not EDDY_EPARSE", i, g.code, g.msg);
+        assert_int_equal(g.stage, EDDY_HTTP1_RECV);
+        assert_true(g.msg[0]);
+        eddy_buf_free(&g.body);
+        end_loop(&loop, c);
+    }
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    server_start(a_huge_head);
+    setup_loop(&loop, &c);
+    one(&loop, c, &g, "/", "x");
+    assert_int_equal(g.code, EDDY_EPARSE);
+    assert_non_null(strstr(g.msg, "64 KB"));
+    eddy_buf_free(&g.body);
+    end_loop(&loop, c);
+}
+
+static void test_refused_timeout_and_stop(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    (void)state;
+    server_start(a_silent);
+    setup_loop(&loop, &c);
+    uint64_t t0 = uv_now(&loop);
+    start(c, &g, "/", "x", 300);
+    run_until(&loop, &g, 1);
+    assert_int_equal(g.code, EDDY_ETIMEDOUT);
+    assert_int_equal(g.stage, EDDY_HTTP1_RECV);
+    assert_true(uv_now(&loop) - t0 >= 290);
+    eddy_buf_free(&g.body);
+    int port = S.port;
+    end_loop(&loop, c);
+
+    /* the server is gone: refused */
+    setup_loop(&loop, &c);
+    S.port = port;
+    one(&loop, c, &g, "/", "x");
+    assert_int_equal(g.code, EDDY_ENET);
+    assert_int_equal(g.stage, EDDY_HTTP1_CONNECT);
+    assert_non_null(strstr(g.msg, "cannot connect to 127.0.0.1:"));
+    eddy_buf_free(&g.body);
+    close_client(&loop, c);
+    assert_int_equal(uv_loop_close(&loop), 0);
+
+    /* a data callback that says stop; one that frees its request */
+    server_start(a_length);
+    setup_loop(&loop, &c);
+    start(c, &g, "/", "x", 5000);
+    g.stop_after = 1;
+    run_until(&loop, &g, 1);
+    assert_int_equal(g.code, EDDY_ECANCELED);
+    eddy_buf_free(&g.body);
+    start(c, &g, "/", "x", 5000);
+    g.free_in_data = 1;
+    run_until(&loop, &g, 1);
+    assert_int_equal(g.done, -1);
+    eddy_buf_free(&g.body);
+    /* freed before its connection is made, and while waiting for an answer */
+    start(c, &g, "/", "x", 5000);
+    eddy_http1_free(g.req);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(g.done, 0);
+    one(&loop, c, &g, "/", "x"); /* the client goes on */
+    assert_int_equal(g.code, 0);
+    eddy_buf_free(&g.body);
+    end_loop(&loop, c);
+
+    /* closing the client with requests in flight: no callback */
+    server_start(a_silent);
+    setup_loop(&loop, &c);
+    got many[8];
+    for (int i = 0; i < 8; i++)
+        start(c, &many[i], "/", "x", 5000);
+    for (int i = 0; i < 20; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    close_client(&loop, c);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(many[i].done, 0);
+        eddy_buf_free(&many[i].body);
+    }
+    server_stop();
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_many_at_once(void **state)
+{
+    enum { N = 300 };
+    uv_loop_t loop;
+    eddy_http1 *c;
+    static got g[N];
+    (void)state;
+    server_start(a_close_each);
+    setup_loop(&loop, &c);
+    for (int i = 0; i < N; i++)
+        start(c, &g[i], "/", "x", 20000);
+    run_until(&loop, g, N);
+    for (int i = 0; i < N; i++) {
+        if (g[i].code)
+            fail_msg("request %d: %s", i, g[i].msg);
+        assert_int_equal(g[i].body.len, 3);
+        eddy_buf_free(&g[i].body);
+    }
+    assert_int_equal(S.requests, N);
+    end_loop(&loop, c);
+}
+
+static void test_refused_input(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    eddy_http1_req *r = (eddy_http1_req *)1;
+    eddy_err e;
+    got g;
+    (void)state;
+    setup_loop(&loop, &c);
+    const char *urls[] = {"https://127.0.0.1/",   "http://user:pw@127.0.0.1/",  "http:///x",
+                          "http://127.0.0.1:0/",  "http://127.0.0.1:99999/",    "http://a b/",
+                          "http://127.0.0.1/a b", "http://127.0.0.1/a\r\nX: y", "ftp://x/",
+                          "http://[::1/"};
+    for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+        eddy_http1_spec spec = {.method = "GET", .url = urls[i]};
+        assert_int_equal(eddy_http1_takes(urls[i]), 0);
+        assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &r, &e), EDDY_EINVAL);
+        assert_null(r);
+    }
+    const char *headers[] = {"X: a\nY: b\r\n",   "X: a\r\n\r\nGET / HTTP/1.1\r\n",
+                             "no colon\r\n",     "X: a",
+                             ": empty name\r\n", "Bad Name: v\r\n"};
+    for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
+        eddy_http1_spec spec = {.method = "GET",
+                                .url = "http://127.0.0.1:1/",
+                                .headers = headers[i],
+                                .headers_len = strlen(headers[i])};
+        assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &r, &e), EDDY_EINVAL);
+    }
+    close_client(&loop, c);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_takes(void **state)
+{
+    (void)state;
+    unsetenv("http_proxy");
+    unsetenv("HTTP_PROXY");
+    unsetenv("all_proxy");
+    unsetenv("ALL_PROXY");
+    unsetenv("no_proxy");
+    unsetenv("NO_PROXY");
+    unsetenv("EDDY_HTTP1");
+    assert_int_equal(eddy_http1_takes("http://127.0.0.1:8080/v1"), 1);
+    assert_int_equal(eddy_http1_takes("HTTP://localhost/v1"), 1);
+    assert_int_equal(eddy_http1_takes("http://[::1]:8080/v1"), 1);
+    assert_int_equal(eddy_http1_takes("https://api.openai.com/v1"), 0);
+    setenv("http_proxy", "http://proxy:3128", 1);
+    assert_int_equal(eddy_http1_takes("http://llm.corp.example/v1"), 0);
+    setenv("no_proxy", "localhost,.corp.example", 1);
+    assert_int_equal(eddy_http1_takes("http://llm.corp.example/v1"), 1);
+    assert_int_equal(eddy_http1_takes("http://localhost:11434/"), 1);
+    assert_int_equal(eddy_http1_takes("http://evilcorp.example/"), 0);
+    setenv("no_proxy", "*", 1);
+    assert_int_equal(eddy_http1_takes("http://anything/"), 1);
+    unsetenv("no_proxy");
+    unsetenv("http_proxy");
+    setenv("EDDY_HTTP1", "0", 1);
+    assert_int_equal(eddy_http1_takes("http://127.0.0.1/"), 0);
+    unsetenv("EDDY_HTTP1");
+}
+
+static void test_localhost_by_name(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    char url[64];
+    eddy_err e;
+    (void)state;
+    server_start(a_length);
+    setup_loop(&loop, &c);
+    snprintf(url, sizeof(url), "http://localhost:%d/", S.port);
+    for (int i = 0; i < 2; i++) {
+        eddy_http1_spec spec = {.method = "GET", .url = url, .timeout_ms = 5000};
+        memset(&g, 0, sizeof(g));
+        eddy_buf_init(&g.body);
+        assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &g.req, &e), 0);
+        run_until(&loop, &g, 1);
+        /* localhost may resolve to ::1 first, where nobody listens: the next address */
+        if (g.code)
+            fail_msg("%s", g.msg);
+        assert_int_equal(g.status, 200);
+        eddy_buf_free(&g.body);
+    }
+    end_loop(&loop, c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_request_and_reuse),
+        cmocka_unit_test(test_chunked_one_byte_at_a_time),
+        cmocka_unit_test(test_until_close_interim_and_bodyless),
+        cmocka_unit_test(test_server_closes_kept_connection),
+        cmocka_unit_test(test_cut_and_extra_bytes),
+        cmocka_unit_test(test_malformed_answers),
+        cmocka_unit_test(test_refused_timeout_and_stop),
+        cmocka_unit_test(test_many_at_once),
+        cmocka_unit_test(test_refused_input),
+        cmocka_unit_test(test_takes),
+        cmocka_unit_test(test_localhost_by_name),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
