@@ -939,7 +939,7 @@ static void start_tools(eddy_run *r, const eddy_llm_msg *msg)
         r->tool_calls++;
         if (r->stats && !(done && done[i]))
             r->stats->tool_calls++;
-        json_t *args = done && done[i] ? NULL : json_loads(raw, JSON_DECODE_ANY, &je);
+        json_t *args = done && done[i] ? NULL : eddy_json_loads(raw, JSON_DECODE_ANY, &je);
         if (done && done[i] && !r->reported) {
             const char *res = eddy_json_str(done[i]->data, "result", NULL);
             s->failed = json_is_true(json_object_get(done[i]->data, "failed"));
@@ -1025,7 +1025,7 @@ static int check_output(eddy_run *r, const char *text)
     eddy_err e;
     json_error_t je;
     char why[EDDY_ERR_MSG_MAX];
-    json_t *v = json_loads(text, JSON_DECODE_ANY, &je);
+    json_t *v = eddy_json_loads(text, JSON_DECODE_ANY, &je);
     if (!v)
         snprintf(why, sizeof(why), "the answer is not JSON (%s at column %d)", je.text, je.column);
     else if (eddy_jschema_validate(r->output_schema, v, &e))

@@ -276,7 +276,7 @@ static int an_event(eddy_llm_stream *st, const char *name, const char *data, siz
 {
     eddy_llm_response *r = eddy_llm_stream_resp(st);
     json_error_t je;
-    json_t *root = json_loadb(data, len, 0, &je);
+    json_t *root = eddy_json_loadb(data, len, 0, &je);
     int rc = 0;
     if (!root)
         return eddy_err_set(err, EDDY_EPARSE, "stream event is not valid JSON (%s at column %d)",

@@ -166,7 +166,7 @@ static int ol_event(eddy_llm_stream *st, const char *name, const char *data, siz
 {
     eddy_llm_response *r = eddy_llm_stream_resp(st);
     json_error_t je;
-    json_t *root = json_loadb(data, len, 0, &je), *msg;
+    json_t *root = eddy_json_loadb(data, len, 0, &je), *msg;
     int rc = 0;
     (void)name;
     if (!root)

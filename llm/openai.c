@@ -329,7 +329,7 @@ static int fast_text(eddy_llm_stream *st, const char *data, size_t len, int *tak
         *taken = 1;
         return eddy_llm_stream_text(st, s + 1, n);
     }
-    json_t *v = json_loadb(s, n + 2, JSON_DECODE_ANY, NULL);
+    json_t *v = eddy_json_loadb(s, n + 2, JSON_DECODE_ANY, NULL);
     int rc = 0;
     if (json_is_string(v)) {
         *taken = 1;
@@ -358,7 +358,7 @@ static int oa_event(eddy_llm_stream *st, const char *name, const char *data, siz
             eddy_err_set(err, rc, "%s", rc == EDDY_ERANGE ? "answer too large" : "out of memory");
         return rc;
     }
-    root = json_loadb(data, len, 0, &je);
+    root = eddy_json_loadb(data, len, 0, &je);
     if (!root)
         return eddy_err_set(err, EDDY_EPARSE, "stream chunk is not valid JSON (%s at column %d)",
                             je.text, je.column);

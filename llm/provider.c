@@ -60,7 +60,7 @@ int eddy_llm_parse(const eddy_llm_model *m, const eddy_llm_request *rq, const ch
     out->message.role = EDDY_ROLE_ASSISTANT;
     if (!p)
         return eddy_err_set(err, EDDY_EINVAL, "unknown provider '%s'", m->provider);
-    json_t *root = json_loadb(body, len, 0, &je);
+    json_t *root = eddy_json_loadb(body, len, 0, &je);
     if (!root)
         return eddy_err_set(err, EDDY_EPARSE, "response is not valid JSON (%s at %d:%d)", je.text,
                             je.line, je.column);
@@ -223,7 +223,7 @@ void eddy__llm_set_finish(eddy_llm_response *r, const char *s)
 
 json_t *eddy__llm_args_object(const char *args)
 {
-    json_t *v = args && *args ? json_loads(args, JSON_DECODE_ANY, NULL) : json_object();
+    json_t *v = args && *args ? eddy_json_loads(args, JSON_DECODE_ANY, NULL) : json_object();
     if (v && !json_is_object(v)) {
         json_decref(v);
         v = NULL;

@@ -851,7 +851,7 @@ static int migrate_history(sqlite3 *db, const char *path, long *rows, eddy_err *
         const char *key = json_string_value(json_array_get(row, 1));
         json_int_t seq = json_integer_value(json_array_get(row, 2));
         const char *msgs = json_string_value(json_array_get(row, 3));
-        json_t *v1 = msgs ? json_loads(msgs, 0, NULL) : NULL, *v2;
+        json_t *v1 = msgs ? eddy_json_loads(msgs, 0, NULL) : NULL, *v2;
         eddy_err e;
         char *text;
         v2 = v1 ? eddy_llm_history_upgrade(v1, &e) : NULL;
@@ -1100,7 +1100,7 @@ static int load_replay(eddy_store *s, eddy_err *err)
         e->r.input_hash = sqlite3_column_int64(st, 3);
         e->r.ok = sqlite3_column_int(st, 4);
         e->r.delivered = sqlite3_column_int(st, 5);
-        e->r.outcome = json_loads((const char *)sqlite3_column_text(st, 6), 0, NULL);
+        e->r.outcome = eddy_json_loads((const char *)sqlite3_column_text(st, 6), 0, NULL);
         if (!e->agent || !e->r.outcome) {
             rc =
                 eddy_err_set(err, EDDY_ECORRUPT, "%s: a finished run's row is unreadable", s->path);
@@ -1150,7 +1150,7 @@ static int load_replay(eddy_store *s, eddy_err *err)
         sp->step = sqlite3_column_int(st, 3);
         sp->state = sqlite3_column_int(st, 5);
         sp->kind = eddy_strdup((const char *)sqlite3_column_text(st, 6));
-        sp->data = json_loads((const char *)sqlite3_column_text(st, 7), JSON_DECODE_ANY, NULL);
+        sp->data = eddy_json_loads((const char *)sqlite3_column_text(st, 7), JSON_DECODE_ANY, NULL);
         cur->r.nsteps++;
         if (!sp->kind || !sp->data) {
             rc = eddy_err_set(err, EDDY_ECORRUPT, "%s: journal step %d of agent '%s' is unreadable",
@@ -1185,7 +1185,7 @@ static int load_state(eddy_store *s, eddy_err *err)
     while (sqlite3_step(st) == SQLITE_ROW) {
         const char *agent = (const char *)sqlite3_column_text(st, 0);
         json_t *m = json_object_get(s->state, agent);
-        json_t *v = json_loads((const char *)sqlite3_column_text(st, 2), JSON_DECODE_ANY, NULL);
+        json_t *v = eddy_json_loads((const char *)sqlite3_column_text(st, 2), JSON_DECODE_ANY, NULL);
         if (!m)
             json_object_set_new_nocheck(s->state, agent, m = json_object());
         if (!v) {
@@ -1233,7 +1233,7 @@ static int load_positions(eddy_store *s, eddy_err *err)
         json_t *o = json_pack("{s:I, s:I}", "length", (json_int_t)sqlite3_column_int64(st, 1),
                               "count", (json_int_t)sqlite3_column_int64(st, 2));
         if (o && state) {
-            json_t *v = json_loads(state, 0, NULL);
+            json_t *v = eddy_json_loads(state, 0, NULL);
             if (!v) {
                 int rc = eddy_err_set(err, EDDY_ECORRUPT, "%s: the state of sink '%s' is not JSON",
                                       s->path, (const char *)sqlite3_column_text(st, 0));
@@ -1524,7 +1524,7 @@ static void on_read(void *p, void *ctx)
     if (rc == SQLITE_ROW) {
         const char *t = (const char *)sqlite3_column_text(st, 0);
         r->doc_bytes = (size_t)sqlite3_column_bytes(st, 0) * 3;
-        r->doc = json_loads(t, 0, NULL);
+        r->doc = eddy_json_loads(t, 0, NULL);
         if (!json_is_object(r->doc)) {
             json_decref(r->doc);
             r->doc = NULL;
@@ -1548,7 +1548,7 @@ static void on_read(void *p, void *ctx)
         sqlite3_bind_text(st, 2, r->key, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 3, r->history_runs);
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            json_t *msgs = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+            json_t *msgs = eddy_json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
             if (json_is_array(msgs) && json_array_size(r->runs) < (size_t)r->history_runs) {
                 r->run_bytes[json_array_size(r->runs)] = (size_t)sqlite3_column_bytes(st, 0) * 3;
                 json_array_append(r->runs, msgs);

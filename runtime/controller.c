@@ -382,7 +382,7 @@ static void accept_record(ctl *c, eddy_record *er)
             q++;
         if (!*q)
             goto out; /* blank line: not an event */
-        ev = json_loadb(er->text, er->len, 0, &je);
+        ev = eddy_json_loadb(er->text, er->len, 0, &je);
         if (!ev) {
             dead_record(c, r, er, NULL, NULL, "%s:%d: not valid JSON: %s", pos, je.column, je.text);
             goto out;

@@ -128,7 +128,7 @@ static int l_json_decode(lua_State *L)
     hd = eddy__tools_holder(L); /* owns the JSON while Lua values are made */
     hd->free = free_json;
     eddy_alloc_budget_begin(left); /* jansson's tree counts against the budget */
-    hd->p = json_loadb(s, n, JSON_DECODE_ANY, &je);
+    hd->p = eddy_json_loadb(s, n, JSON_DECODE_ANY, &je);
     over = eddy_alloc_budget_end();
     if (over) {
         eddy__tools_holder_release(hd);

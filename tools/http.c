@@ -373,7 +373,7 @@ static json_t *response_json(http_op *o, long status)
     if (!r)
         return NULL;
     if (is_json_type(ct) && o->resp.len)
-        parsed = json_loadb(o->resp.data, o->resp.len, JSON_DECODE_ANY, NULL);
+        parsed = eddy_json_loadb(o->resp.data, o->resp.len, JSON_DECODE_ANY, NULL);
     json_object_set_new(r, "status", json_integer(status));
     if (o->tool_result) {
         if (parsed)

@@ -69,6 +69,16 @@ double eddy_json_float_value(float f);
  */
 int eddy_json_dump_buf(struct eddy_buf *b, const json_t *v, size_t flags);
 
+/*
+ * json_loadb and json_loads, faster: the same value for every text jansson
+ * accepts with FLAGS, and for everything else (an error, a flag other than
+ * JSON_DECODE_ANY, JSON_REJECT_DUPLICATES, JSON_ALLOW_NUL) what jansson
+ * returns, with its error in *ERROR. A new value (the caller's) or NULL.
+ * Any thread. See core/json_parse.c.
+ */
+json_t *eddy_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *error);
+json_t *eddy_json_loads(const char *text, size_t flags, json_error_t *error);
+
 /* The JSON Schema type name of V: "object", "array", "string", "integer",
  * "number" (a real), "boolean" or "null" (also for NULL). Static string. */
 const char *eddy_json_type_name(const json_t *v);

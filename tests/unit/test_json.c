@@ -24,6 +24,7 @@
 #include "eddy/error.h"
 #include "eddy/fluss.h"
 #include "eddy/json.h"
+#include "../../core/json_parse_int.h"
 
 /* -- a seeded PRNG, so failures repeat ---------------------------------------- */
 
@@ -448,6 +449,160 @@ static void test_like_jansson(void **state)
     }
 }
 
+/* The fast parser against jansson's: whatever it takes, jansson takes too,
+ * with an equal value in the same key order; and it takes what eddy writes. */
+static int g_fast_taken;
+
+static void parse_like_jansson(const char *t, size_t n, size_t flags)
+{
+    json_t *fast = eddy__json_parse_fast(t, n, flags), *ref = json_loadb(t, n, flags, NULL);
+    if (fast) {
+        g_fast_taken++;
+        if (!ref || !json_equal(fast, ref))
+            fail_msg("fast parse took what jansson %s: %.*s", ref ? "reads otherwise" : "refuses",
+                     (int)n, t);
+        char *a = eddy_json_dumps_flags(fast, JSON_ENCODE_ANY | JSON_COMPACT);
+        char *b = eddy_json_dumps_flags(ref, JSON_ENCODE_ANY | JSON_COMPACT);
+        if (!a || !b || strcmp(a, b))
+            fail_msg("key order differs: %s / %s", a ? a : "?", b ? b : "?");
+        free(a);
+        free(b);
+    }
+    json_t *via = eddy_json_loadb(t, n, flags, NULL); /* with the fallback: jansson's answer */
+    assert_true((via == NULL) == (ref == NULL));
+    if (via)
+        assert_true(json_equal(via, ref));
+    json_decref(via);
+    json_decref(fast);
+    json_decref(ref);
+}
+
+static void test_parse_like_jansson(void **state)
+{
+    static const char *const texts[] = {
+        "{}",
+        "[]",
+        " [1, -0, 0.5, -1.5e3, 1E+2, 2e-400, 9223372036854775807]",
+        "[-9223372036854775808]",
+        "[9223372036854775808]",
+        "[-9223372036854775809]",
+        "[1e400]",
+        "[01]",
+        "[1.]",
+        "[.5]",
+        "[-]",
+        "[1e]",
+        "[+1]",
+        "[0x10]",
+        "[NaN]",
+        "[Infinity]",
+        "{\"a\":1,\"a\":2}",
+        "{\"a\":1,\"b\":2,\"a\":3}",
+        "{\"a\"}",
+        "{\"a\":}",
+        "{,}",
+        "{\"a\":1,}",
+        "[1,]",
+        "[,1]",
+        "[1 2]",
+        "{\"a\" 1}",
+        "{1:2}",
+        "[\"\\u0000\"]",
+        "{\"\\u0000\":1}",
+        "[\"\\ud83d\\ude00\"]",
+        "[\"\\ud83d\"]",
+        "[\"\\ude00\"]",
+        "[\"\\ud83dx\"]",
+        "[\"\\ud83d\\u0041\"]",
+        "[\"\\u00e9\\u20AC\"]",
+        "[\"\\x\"]",
+        "[\"a\tb\"]",
+        "[\"\xc3\xa9\"]",
+        "[\"\xc3\"]",
+        "[\"\xc0\xaf\"]",
+        "[\"\xed\xa0\x80\"]",
+        "[\"\xf4\x90\x80\x80\"]",
+        "[\"\xf0\x9f\x98\x80\"]",
+        "[\"\xe0\x80\xaf\"]",
+        "[\"\xff\"]",
+        "[true, false, null]",
+        "[tru]",
+        "[nul]",
+        "[True]",
+        "\xef\xbb\xbf[]",
+        "[] x",
+        "[]  \n\t\r ",
+        "",
+        " ",
+        "\"top\"",
+        "1",
+        "null",
+        "[\"unterminated",
+        "{\"k\":\"v\"",
+        "[[[[[[[[[[]]]]]]]]]]",
+        "[\"\\/\\b\\f\\n\\r\\t\\\"\\\\\"]",
+        "{\"\\u00e9\":{\"\\n\":[]}}",
+    };
+    static const size_t flags[] = {0, JSON_DECODE_ANY, JSON_ALLOW_NUL | JSON_DECODE_ANY,
+                                   JSON_REJECT_DUPLICATES};
+    (void)state;
+    srand(7);
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+        for (size_t f = 0; f < sizeof(flags) / sizeof(flags[0]); f++)
+            parse_like_jansson(texts[i], strlen(texts[i]), flags[f]);
+    /* a NUL byte inside the text, and deep nesting at jansson's limit and past it */
+    parse_like_jansson("[\"a\0b\"]", 7, 0);
+    parse_like_jansson("[1]\0", 4, 0);
+    for (int depth = JSON_PARSER_MAX_DEPTH - 1; depth <= JSON_PARSER_MAX_DEPTH + 1; depth++) {
+        char *d = malloc((size_t)depth * 2);
+        memset(d, '[', (size_t)depth);
+        memset(d + depth, ']', (size_t)depth);
+        parse_like_jansson(d, (size_t)depth * 2, 0);
+        free(d);
+    }
+    /* what eddy writes: taken by the fast path, then mutated a byte at a time */
+    static const char mut[] = "\"\\{}[],:0123456789.eE+-tfnu \x80\xc3\xed\xf4\x00";
+    int taken_before = g_fast_taken, written = 0;
+    for (int i = 0; i < 2000; i++) {
+        json_t *v = random_value(0);
+        size_t dump_flags = (i % 3 == 0) ? JSON_INDENT(2) : (i % 3 == 1) ? JSON_ENSURE_ASCII : 0;
+        char *t = eddy_json_dumps_flags(v, dump_flags | JSON_ENCODE_ANY);
+        json_decref(v);
+        if (!t)
+            continue;
+        size_t n = strlen(t);
+        int before = g_fast_taken;
+        parse_like_jansson(t, n, JSON_DECODE_ANY | JSON_ALLOW_NUL);
+        json_t *ref = json_loadb(t, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        if (ref && g_fast_taken != before + 1)
+            fail_msg("the fast path refused what jansson reads: %s", t);
+        written += ref != NULL;
+        json_decref(ref);
+        for (int m = 0; m < 8 && n; m++) {
+            char *u = malloc(n + 1);
+            memcpy(u, t, n + 1);
+            size_t at = (size_t)rand() % n, un = n;
+            switch (rand() % 3) {
+            case 0:
+                u[at] = mut[(size_t)rand() % (sizeof(mut) - 1)];
+                break;
+            case 1:
+                memmove(u + at, u + at + 1, n - at);
+                un--;
+                break;
+            default:
+                un = at;
+            }
+            parse_like_jansson(u, un, JSON_DECODE_ANY);
+            parse_like_jansson(u, un, JSON_REJECT_DUPLICATES);
+            free(u);
+        }
+        free(t);
+    }
+    assert_true(written > 1500);
+    assert_true(g_fast_taken - taken_before >= written);
+}
+
 /* Reals inside values: the structure as jansson writes it, the numbers
  * shortest, and parse -> dump -> parse gives an equal value. */
 static void test_reals_in_values(void **state)
@@ -765,6 +920,7 @@ int main(void)
         cmocka_unit_test(test_float_value),
         cmocka_unit_test(test_integers),
         cmocka_unit_test(test_like_jansson),
+        cmocka_unit_test(test_parse_like_jansson),
         cmocka_unit_test(test_reals_in_values),
         cmocka_unit_test(test_string_escapes),
         cmocka_unit_test(test_invalid_utf8),
