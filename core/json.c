@@ -473,6 +473,24 @@ static const unsigned char kPlain[256] = {
 };
 /* clang-format on */
 
+/* 1 when none of the 8 bytes at P needs anything: no byte below 0x20 or
+ * above 0x7F, no '"', no '\\' (nor '/' with SLASH). Word-at-a-time tests
+ * (a byte's borrow reaches its top bit only where the test holds, or past a
+ * byte where it holds): an eighth of the byte loop's work on long text. */
+static int plain8(const unsigned char *p, int slash)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t x, q, b, sl = 0;
+    memcpy(&x, p, 8);
+    q = x ^ (ones * '"');
+    b = x ^ (ones * '\\');
+    if (slash) {
+        sl = x ^ (ones * '/');
+        sl = (sl - ones) & ~sl;
+    }
+    return !((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | sl | x) & high);
+}
+
 /* Quoted, escaped string S of N bytes. Runs of bytes that need nothing are
  * copied in one piece. */
 static void put_string(out *w, const char *str, size_t n)
@@ -485,6 +503,8 @@ static void put_string(out *w, const char *str, size_t n)
         return;
     putch(w, '"');
     while (i < n) {
+        while (i + 8 <= n && plain8(s + i, plain == 2))
+            i += 8;
         while (i < n && kPlain[s[i]] >= plain)
             i++;
         if (i == n)

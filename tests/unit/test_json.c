@@ -465,8 +465,8 @@ static void parse_like_jansson(const char *t, size_t n, size_t flags)
         char *b = eddy_json_dumps_flags(ref, JSON_ENCODE_ANY | JSON_COMPACT);
         if (!a || !b || strcmp(a, b))
             fail_msg("key order differs: %s / %s", a ? a : "?", b ? b : "?");
-        free(a);
-        free(b);
+        eddy_free(a);
+        eddy_free(b);
     }
     json_t *via = eddy_json_loadb(t, n, flags, NULL); /* with the fallback: jansson's answer */
     assert_true((via == NULL) == (ref == NULL));
@@ -601,6 +601,36 @@ static void test_parse_like_jansson(void **state)
     }
     assert_true(written > 1500);
     assert_true(g_fast_taken - taken_before >= written);
+}
+
+/* Every byte that needs escaping (and a UTF-8 sequence), at every offset of
+ * a string longer than the writer's 8-byte scan: the same text as jansson's. */
+static void test_string_scan_offsets(void **state)
+{
+    static const char *const specials[] = {
+        "\x01", "\x1f", "\"", "\\", "/", "\x7f", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+        "\n"};
+    static const size_t flags[] = {JSON_COMPACT, JSON_COMPACT | JSON_ESCAPE_SLASH,
+                                   JSON_COMPACT | JSON_ENSURE_ASCII};
+    (void)state;
+    for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]); k++)
+        for (size_t at = 0; at < 26; at++) {
+            char text[64];
+            size_t sl = strlen(specials[k]);
+            memset(text, 'a', sizeof(text));
+            memcpy(text + at, specials[k], sl);
+            json_t *v = json_pack("[s#]", text, (int)(at + sl + (at % 9)));
+            assert_non_null(v);
+            for (size_t f = 0; f < sizeof(flags) / sizeof(flags[0]); f++) {
+                char *a = eddy_json_dumps_flags(v, flags[f]), *b = json_dumps(v, flags[f]);
+                assert_non_null(a);
+                assert_non_null(b);
+                assert_string_equal(a, b);
+                eddy_free(a);
+                free(b);
+            }
+            json_decref(v);
+        }
 }
 
 /* Reals inside values: the structure as jansson writes it, the numbers
@@ -923,6 +953,7 @@ int main(void)
         cmocka_unit_test(test_parse_like_jansson),
         cmocka_unit_test(test_reals_in_values),
         cmocka_unit_test(test_string_escapes),
+        cmocka_unit_test(test_string_scan_offsets),
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_nesting),
         cmocka_unit_test(test_cycle_and_arguments),
