@@ -191,6 +191,14 @@ static int parse_url(const char *url, url_parts *u)
             return -1;
         u->host = a + 1;
         u->host_len = (size_t)(e - a - 1);
+        /* it goes into the Host header as it is: an IPv6 address, nothing
+         * else (no line break, no zone: those go to curl) */
+        for (size_t i = 0; i < u->host_len; i++) {
+            char ch = u->host[i];
+            if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+                  (ch >= 'A' && ch <= 'F') || ch == ':' || ch == '.'))
+                return -1;
+        }
         a = e + 1;
     } else {
         u->host = a;
@@ -1063,6 +1071,19 @@ static void dispatch(eddy_http1_req *r)
 
 /* -- the request ----------------------------------------------------------------------- */
 
+/* 1 when M is an HTTP method (a token, RFC 9110 5.6.2): it goes into the
+ * request line as it is. */
+static int method_ok(const char *m)
+{
+    if (!*m)
+        return 0;
+    for (; *m; m++)
+        if (!((*m >= 'a' && *m <= 'z') || (*m >= 'A' && *m <= 'Z') || (*m >= '0' && *m <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", *m)))
+            return 0;
+    return 1;
+}
+
 /* 0 when H (N bytes) is a block of "Name: value\r\n" lines. */
 static int headers_ok(const char *h, size_t n)
 {
@@ -1099,6 +1120,8 @@ int eddy_http1_start(eddy_http1 *c, const eddy_http1_spec *spec, const eddy_http
     if (parse_url(spec->url, &u))
         return eddy_err_set(err, EDDY_EINVAL, "not a URL this HTTP/1.1 client takes: %s",
                             spec->url ? spec->url : "(none)");
+    if (!method_ok(method))
+        return eddy_err_set(err, EDDY_EINVAL, "not an HTTP method");
     if (spec->headers_len && headers_ok(spec->headers, spec->headers_len))
         return eddy_err_set(err, EDDY_EINVAL, "a malformed request header line");
     if (!(r = eddy_calloc(1, sizeof(*r))))

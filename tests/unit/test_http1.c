@@ -681,7 +681,8 @@ static void test_refused_input(void **state)
     const char *urls[] = {"https://127.0.0.1/",   "http://user:pw@127.0.0.1/",  "http:///x",
                           "http://127.0.0.1:0/",  "http://127.0.0.1:99999/",    "http://a b/",
                           "http://127.0.0.1/a b", "http://127.0.0.1/a\r\nX: y", "ftp://x/",
-                          "http://[::1/"};
+                          "http://[::1/",         "http://[::1\r\nX: y]/",      "http://[a b]:80/",
+                          "http://[::1]x/"};
     for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
         eddy_http1_spec spec = {.method = "GET", .url = urls[i]};
         assert_int_equal(eddy_http1_takes(urls[i]), 0);
@@ -697,6 +698,14 @@ static void test_refused_input(void **state)
                                 .headers = headers[i],
                                 .headers_len = strlen(headers[i])};
         assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &r, &e), EDDY_EINVAL);
+    }
+    /* the method goes into the request line as it is: nothing but a token */
+    const char *methods[] = {"GET / HTTP/1.1\r\nX: y\r\n\r\nPOST", "", "GE T", "POST\n"};
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        eddy_http1_spec spec = {.method = methods[i], .url = "http://127.0.0.1:1/"};
+        r = (eddy_http1_req *)1;
+        assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &r, &e), EDDY_EINVAL);
+        assert_null(r);
     }
     close_client(&loop, c);
     assert_int_equal(uv_loop_close(&loop), 0);
