@@ -1133,7 +1133,10 @@ int eddy_http1_start(eddy_http1 *c, const eddy_http1_spec *spec, const eddy_http
     eddy_buf_reserve(&h, 64 + u.target_len + u.host_len + spec->headers_len);
     eddy_buf_puts(&h, method);
     eddy_buf_putc(&h, ' ');
-    eddy_buf_append(&h, u.target ? u.target : "/", u.target ? u.target_len : 1);
+    if (!u.target || *u.target == '?') /* the origin form starts with "/" (RFC 9112 3.2.1) */
+        eddy_buf_putc(&h, '/');
+    if (u.target)
+        eddy_buf_append(&h, u.target, u.target_len);
     eddy_buf_puts(&h, v6 ? " HTTP/1.1\r\nHost: [" : " HTTP/1.1\r\nHost: ");
     eddy_buf_append(&h, u.host, u.host_len);
     if (v6)

@@ -398,6 +398,14 @@ static void test_request_and_reuse(void **state)
     assert_null(strstr(S.last, "#frag"));
     pthread_mutex_unlock(&S.mu);
     eddy_buf_free(&g.body);
+    /* a query without a path: the request target still starts with "/" */
+    one(&loop, c, &g, "?q=1", NULL);
+    assert_int_equal(g.code, 0);
+    pthread_mutex_lock(&S.mu);
+    if (strncmp(S.last, "GET /?q=1 HTTP/1.1\r\n", 20))
+        fail_msg("request line: %.30s", S.last);
+    pthread_mutex_unlock(&S.mu);
+    eddy_buf_free(&g.body);
     for (int i = 0; i < 5; i++) { /* kept alive: one connection for all */
         one(&loop, c, &g, "/", NULL);
         assert_int_equal(g.code, 0);
