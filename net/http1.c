@@ -52,6 +52,7 @@ struct origin {
     struct sockaddr_storage addrs[MAX_ADDRS];
     int naddrs;
     uint64_t resolved_ms; /* 0: resolve before the next connection */
+    int numeric;          /* the host is an address: never resolved */
     uv_getaddrinfo_t gai;
     int resolving;
     eddy_http1_req *wait_head, *wait_tail; /* requests waiting for the name */
@@ -895,7 +896,8 @@ static void on_connect(uv_connect_t *cr, int status)
             connect_next(r, next);
             return;
         }
-        r->o->resolved_ms = 0; /* look the name up again next time */
+        if (!r->o->numeric)
+            r->o->resolved_ms = 0; /* look the name up again next time */
         done(r, EDDY_ENET, EDDY_HTTP1_CONNECT, "cannot connect to %s: %s", where(r, w, sizeof(w)),
              uv_strerror(status));
         return;
@@ -946,7 +948,8 @@ static void connect_next(eddy_http1_req *r, int from)
         conn_close(k);
     }
     char msg[MSG_MAX];
-    o->resolved_ms = 0;
+    if (!o->numeric)
+        o->resolved_ms = 0;
     snprintf(msg, sizeof(msg), "cannot connect to %s: %s", where(r, w, sizeof(w)),
              rc ? uv_strerror(rc) : "no address");
     fail_later(r, EDDY_ENET, EDDY_HTTP1_CONNECT, msg);
@@ -1005,7 +1008,7 @@ static int numeric(origin *o)
         return 0;
     }
     o->naddrs = 1;
-    o->resolved_ms = UINT64_MAX; /* never stale */
+    o->numeric = 1;
     return 1;
 }
 
@@ -1040,7 +1043,10 @@ static void dispatch(eddy_http1_req *r)
         return;
     }
     arm(r, 0);
-    if (o->naddrs && o->resolved_ms && uv_now(r->c->loop) - o->resolved_ms < DNS_TTL_MS) {
+    /* a numeric host has its one address for good (it must not go through
+     * the thread pool, where file work may keep it waiting) */
+    if (o->numeric ||
+        (o->naddrs && o->resolved_ms && uv_now(r->c->loop) - o->resolved_ms < DNS_TTL_MS)) {
         connect_next(r, 0);
         return;
     }

@@ -774,8 +774,42 @@ static void test_localhost_by_name(void **state)
     end_loop(&loop, c);
 }
 
+static void slow_work(uv_work_t *w)
+{
+    (void)w;
+    usleep(1500 * 1000);
+}
+
+static void slow_work_done(uv_work_t *w, int status)
+{
+    (void)w, (void)status;
+}
+
+/* A numeric address needs no lookup: a request to one does not wait for a
+ * thread of the pool that some file work keeps busy (there is one: main). */
+static void test_numeric_host_without_lookup(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    uv_work_t w;
+    got g;
+    (void)state;
+    server_start(a_length);
+    setup_loop(&loop, &c);
+    assert_int_equal(uv_queue_work(&loop, &w, slow_work, slow_work_done), 0);
+    for (int i = 0; i < 2; i++) {
+        start(c, &g, "/", NULL, 1000);
+        run_until(&loop, &g, 1);
+        if (g.code)
+            fail_msg("%s", g.msg);
+        eddy_buf_free(&g.body);
+    }
+    end_loop(&loop, c);
+}
+
 int main(void)
 {
+    setenv("UV_THREADPOOL_SIZE", "1", 1); /* before the pool starts */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_and_reuse),
         cmocka_unit_test(test_chunked_one_byte_at_a_time),
@@ -788,6 +822,7 @@ int main(void)
         cmocka_unit_test(test_refused_input),
         cmocka_unit_test(test_takes),
         cmocka_unit_test(test_localhost_by_name),
+        cmocka_unit_test(test_numeric_host_without_lookup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
