@@ -98,7 +98,7 @@ struct eddy_http1_req {
     uv_timer_t timer;
     int tk; /* what the timer waits for */
     int64_t timeout_ms, connect_timeout_ms;
-    uint64_t start_ms;
+    uint64_t start_ms, connect_ms; /* the request's start, its connection's */
     long status;
     int bodyless, retried, ended, freed, in_cb, waiting;
     eddy_http1_result fail; /* T_FAIL: reported by the timer */
@@ -414,25 +414,32 @@ static void on_req_timer(uv_timer_t *t)
 }
 
 /* Arm R's deadline: the connect timeout while not connected (when it comes
- * first), then the rest of the whole timeout. */
+ * first), then the rest of the whole timeout. The connect timeout counts
+ * from the start of the connection being made (a retry's own), the whole
+ * one from the request's start. */
 static void arm(eddy_http1_req *r, int connected)
 {
-    uint64_t now = uv_now(r->c->loop), spent = now - r->start_ms;
+    uint64_t now = uv_now(r->c->loop), left = 0;
+    int tk = T_NONE;
     if (r->tk == T_FAIL)
         return;
-    if (!connected && r->connect_timeout_ms > 0 &&
-        (r->timeout_ms <= 0 || r->connect_timeout_ms < r->timeout_ms)) {
-        uint64_t ct = (uint64_t)r->connect_timeout_ms;
-        r->tk = T_CONNECT;
-        uv_timer_start(&r->timer, on_req_timer, ct > spent ? ct - spent : 0, 0);
-    } else if (r->timeout_ms > 0) {
-        uint64_t to = (uint64_t)r->timeout_ms;
-        r->tk = T_DEADLINE;
-        uv_timer_start(&r->timer, on_req_timer, to > spent ? to - spent : 0, 0);
-    } else {
-        uv_timer_stop(&r->timer);
-        r->tk = T_NONE;
+    if (r->timeout_ms > 0) {
+        uint64_t to = (uint64_t)r->timeout_ms, spent = now - r->start_ms;
+        tk = T_DEADLINE;
+        left = to > spent ? to - spent : 0;
     }
+    if (!connected && r->connect_timeout_ms > 0) {
+        uint64_t ct = (uint64_t)r->connect_timeout_ms, spent = now - r->connect_ms;
+        if (tk == T_NONE || (ct > spent ? ct - spent : 0) < left) {
+            tk = T_CONNECT;
+            left = ct > spent ? ct - spent : 0;
+        }
+    }
+    r->tk = tk;
+    if (tk == T_NONE)
+        uv_timer_stop(&r->timer);
+    else
+        uv_timer_start(&r->timer, on_req_timer, left, 0);
 }
 
 /* -- connections ------------------------------------------------------------------- */
@@ -962,6 +969,7 @@ static void retry(eddy_http1_req *r)
         conn_close(r->conn);
     r->retried = 1;
     r->status = 0;
+    r->connect_ms = uv_now(r->c->loop);
     arm(r, 0);
     connect_next(r, 0);
 }
@@ -1178,7 +1186,7 @@ int eddy_http1_start(eddy_http1 *c, const eddy_http1_spec *spec, const eddy_http
     uv_timer_init(c->loop, &r->timer);
     r->timer.data = r;
     c->handles++;
-    r->start_ms = uv_now(c->loop);
+    r->start_ms = r->connect_ms = uv_now(c->loop);
     r->next = c->reqs;
     if (c->reqs)
         c->reqs->prev = r;

@@ -197,6 +197,8 @@ static void on_done(void *ud, const eddy_http1_result *res)
 
 static const eddy_http1_cbs CBS = {on_header, on_data, on_done};
 
+static int64_t g_connect_ms; /* the connect timeout start() asks for (0: none) */
+
 static void start(eddy_http1 *c, got *g, const char *path, const char *body, int64_t timeout_ms)
 {
     char url[128];
@@ -208,7 +210,8 @@ static void start(eddy_http1 *c, got *g, const char *path, const char *body, int
                             .headers_len = 13,
                             .body = body,
                             .body_len = body ? strlen(body) : 0,
-                            .timeout_ms = timeout_ms};
+                            .timeout_ms = timeout_ms,
+                            .connect_timeout_ms = g_connect_ms};
     memset(g, 0, sizeof(*g));
     eddy_buf_init(&g->body);
     assert_int_equal(eddy_http1_start(c, &spec, &CBS, g, &g->req, &e), 0);
@@ -290,6 +293,19 @@ static int a_drop_second(int fd, int n, int on_conn)
     (void)n;
     if (on_conn > 0)
         return 0;
+    put(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    return 1;
+}
+
+/* Like a_drop_second, but the second request is dropped only after a while
+ * (a server that worked on it, then went away). */
+static int a_drop_second_late(int fd, int n, int on_conn)
+{
+    (void)n;
+    if (on_conn > 0) {
+        usleep(400 * 1000);
+        return 0;
+    }
     put(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     return 1;
 }
@@ -500,6 +516,21 @@ static void test_server_closes_kept_connection(void **state)
     }
     assert_int_equal(S.accepted, 4);
     assert_int_equal(S.requests, 7); /* 4 answered, 3 dropped and sent again */
+    end_loop(&loop, c);
+
+    /* dropped after longer than the connect timeout: the new connection
+     * still has the whole connect timeout */
+    server_start(a_drop_second_late);
+    setup_loop(&loop, &c);
+    g_connect_ms = 200;
+    for (int i = 0; i < 2; i++) {
+        one(&loop, c, &g, "/", "x");
+        if (g.code)
+            fail_msg("request %d: %s", i, g.msg);
+        eddy_buf_free(&g.body);
+    }
+    g_connect_ms = 0;
+    assert_int_equal(S.accepted, 2);
     end_loop(&loop, c);
 
     /* a fresh connection closed without an answer: a failure, not a loop */
