@@ -56,6 +56,7 @@ struct origin {
     uv_getaddrinfo_t gai;
     int resolving;
     eddy_http1_req *wait_head, *wait_tail; /* requests waiting for the name */
+    eddy_http1_req *serving;               /* those the lookup ending now answers */
     conn *idle, *idle_tail;                /* most recently used first */
     int nidle;
     origin *next;
@@ -300,19 +301,28 @@ static void reap(eddy_http1_req *r)
     uv_close((uv_handle_t *)&r->timer, on_timer_closed);
 }
 
+/* Take R out of the list at *PP (its last: *TAIL, when TAIL); 1 when it was
+ * there. */
+static int unlink_waiter(eddy_http1_req **pp, eddy_http1_req **tail, eddy_http1_req *r)
+{
+    for (eddy_http1_req *prev = NULL; *pp; prev = *pp, pp = &(*pp)->wnext)
+        if (*pp == r) {
+            *pp = r->wnext;
+            if (tail && *tail == r)
+                *tail = prev;
+            return 1;
+        }
+    return 0;
+}
+
 static void unwait(eddy_http1_req *r)
 {
     origin *o = r->o;
     if (!r->waiting)
         return;
     r->waiting = 0;
-    for (eddy_http1_req **pp = &o->wait_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->wnext)
-        if (*pp == r) {
-            *pp = r->wnext;
-            if (o->wait_tail == r)
-                o->wait_tail = prev;
-            break;
-        }
+    if (!unlink_waiter(&o->wait_head, &o->wait_tail, r))
+        unlink_waiter(&o->serving, NULL, r);
     r->wnext = NULL;
 }
 
@@ -988,8 +998,12 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *ai)
             memcpy(&o->addrs[o->naddrs++], a->ai_addr, a->ai_addrlen);
     uv_freeaddrinfo(ai);
     o->resolved_ms = o->naddrs ? uv_now(c->loop) : 0; /* 0: the next request asks again */
-    while (o->wait_head) {
-        eddy_http1_req *r = o->wait_head;
+    /* only the requests that waited for this lookup: one started from a
+     * done callback below waits for a lookup of its own */
+    o->serving = o->wait_head;
+    o->wait_head = o->wait_tail = NULL;
+    while (o->serving) {
+        eddy_http1_req *r = o->serving;
         unwait(r);
         if (!o->naddrs)
             done(r, EDDY_ENET, EDDY_HTTP1_RESOLVE, "cannot resolve %s: %s", where(r, w, sizeof(w)),

@@ -805,6 +805,63 @@ static void test_localhost_by_name(void **state)
     end_loop(&loop, c);
 }
 
+static int g_turns; /* turns of the loop (a check handle counts them) */
+static int g_restarts, g_turn_of[8];
+static eddy_http1 *g_client;
+static got g_chain;
+
+static void count_turn(uv_check_t *h)
+{
+    (void)h;
+    g_turns++;
+}
+
+/* The done callback of a request that starts the next one from inside. */
+static void on_done_restart(void *ud, const eddy_http1_result *res)
+{
+    static const eddy_http1_cbs cbs = {NULL, NULL, on_done_restart};
+    eddy_http1_spec spec = {.method = "GET", .url = "http://nonexistent.invalid:1/"};
+    eddy_err e;
+    (void)ud;
+    assert_int_equal(res->code, EDDY_ENET);
+    assert_int_equal(res->stage, EDDY_HTTP1_RESOLVE);
+    eddy_http1_free(g_chain.req);
+    g_chain.req = NULL;
+    g_turn_of[g_restarts] = g_turns;
+    if (++g_restarts == 4) {
+        g_chain.done = 1;
+        return;
+    }
+    assert_int_equal(eddy_http1_start(g_client, &spec, &cbs, NULL, &g_chain.req, &e), 0);
+}
+
+/* A request started inside the done callback of one whose name did not
+ * resolve asks again: it does not take the old answer (and a callback that
+ * starts one each time does not spin inside the lookup's callback). */
+static void test_restart_after_failed_lookup(void **state)
+{
+    static const eddy_http1_cbs cbs = {NULL, NULL, on_done_restart};
+    eddy_http1_spec spec = {.method = "GET", .url = "http://nonexistent.invalid:1/"};
+    uv_loop_t loop;
+    uv_check_t check;
+    eddy_err e;
+    (void)state;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(eddy_http1_new(&loop, &g_client, NULL), 0);
+    uv_check_init(&loop, &check);
+    uv_check_start(&check, count_turn);
+    memset(&g_chain, 0, sizeof(g_chain));
+    g_restarts = g_turns = 0;
+    assert_int_equal(eddy_http1_start(g_client, &spec, &cbs, NULL, &g_chain.req, &e), 0);
+    run_until(&loop, &g_chain, 1);
+    for (int i = 1; i < 4; i++)
+        if (g_turn_of[i] == g_turn_of[i - 1])
+            fail_msg("request %d ended on the turn of the loop of request %d", i, i - 1);
+    uv_close((uv_handle_t *)&check, NULL);
+    close_client(&loop, g_client);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void slow_work(uv_work_t *w)
 {
     (void)w;
@@ -854,6 +911,7 @@ int main(void)
         cmocka_unit_test(test_takes),
         cmocka_unit_test(test_localhost_by_name),
         cmocka_unit_test(test_numeric_host_without_lookup),
+        cmocka_unit_test(test_restart_after_failed_lookup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
