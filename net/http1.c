@@ -77,7 +77,7 @@ struct conn {
     conn *inext, *iprev; /* in o's idle list */
     conn *next, *prev;   /* in the client's list */
     /* the answer being read */
-    int ps, chunked, has_len, keep, got, bodyless;
+    int ps, chunked, has_len, keep, said_close, got, bodyless;
     size_t head_bytes; /* of the head (and trailers) so far */
     long status;
     uint64_t remaining;
@@ -532,7 +532,7 @@ static void reset_answer(conn *k)
 {
     k->ps = P_HEAD;
     k->status = 0;
-    k->chunked = k->has_len = k->got = 0;
+    k->chunked = k->has_len = k->got = k->said_close = 0;
     k->keep = 1;
     k->remaining = 0;
     k->head_bytes = 0;
@@ -685,9 +685,10 @@ static int header_line(conn *k, const char *l, size_t n)
             return proto(r, "a transfer coding other than chunked in the answer");
         k->chunked = 1;
     } else if (nl == 10 && !strncasecmp(l, "connection", 10)) {
+        /* "close" anywhere wins over a keep-alive in another header line */
         if (has_token(v, vn, "close"))
-            k->keep = 0;
-        else if (has_token(v, vn, "keep-alive"))
+            k->keep = 0, k->said_close = 1;
+        else if (has_token(v, vn, "keep-alive") && !k->said_close)
             k->keep = 1;
     }
     return call_header(r, l, n);

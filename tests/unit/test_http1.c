@@ -375,6 +375,24 @@ static int a_close_each(int fd, int n, int on_conn)
     return 0;
 }
 
+/* "close" in any Connection header ends the connection, whatever else is
+ * said (RFC 9112 9.6); the server does not close it itself. */
+static int a_close_then_keep(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\n"
+            "Content-Length: 2\r\n\r\nok");
+    return 1;
+}
+
+/* An HTTP/1.0 server that keeps the connection when asked to. */
+static int a_http10_keep_alive(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 2\r\n\r\nok");
+    return 1;
+}
+
 /* -- tests ----------------------------------------------------------------------------- */
 
 static void setup_loop(uv_loop_t *loop, eddy_http1 **c)
@@ -542,6 +560,34 @@ static void test_server_closes_kept_connection(void **state)
     assert_non_null(strstr(g.msg, "without an answer"));
     assert_int_equal(S.requests, 1);
     eddy_buf_free(&g.body);
+    end_loop(&loop, c);
+}
+
+static void test_connection_header(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    (void)state;
+    server_start(a_close_then_keep);
+    setup_loop(&loop, &c);
+    for (int i = 0; i < 2; i++) {
+        one(&loop, c, &g, "/", "x");
+        assert_int_equal(g.code, 0);
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 2); /* not reused */
+    end_loop(&loop, c);
+
+    server_start(a_http10_keep_alive);
+    setup_loop(&loop, &c);
+    for (int i = 0; i < 3; i++) {
+        one(&loop, c, &g, "/", "x");
+        assert_int_equal(g.code, 0);
+        assert_int_equal(g.body.len, 2);
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 1); /* kept */
     end_loop(&loop, c);
 }
 
@@ -903,6 +949,7 @@ int main(void)
         cmocka_unit_test(test_chunked_one_byte_at_a_time),
         cmocka_unit_test(test_until_close_interim_and_bodyless),
         cmocka_unit_test(test_server_closes_kept_connection),
+        cmocka_unit_test(test_connection_header),
         cmocka_unit_test(test_cut_and_extra_bytes),
         cmocka_unit_test(test_malformed_answers),
         cmocka_unit_test(test_refused_timeout_and_stop),
