@@ -1130,6 +1130,14 @@ static int headers_ok(const char *h, size_t n)
         for (size_t j = s; j < colon; j++)
             if (h[j] == ' ' || h[j] == '\t')
                 return -1;
+        /* the client frames the body and names the host itself: a second
+         * Content-Length, a Transfer-Encoding or a Host would make the
+         * request mean something else to the server than to the client */
+        size_t nl = colon - s;
+        if ((nl == 4 && !strncasecmp(h + s, "host", 4)) ||
+            (nl == 14 && !strncasecmp(h + s, "content-length", 14)) ||
+            (nl == 17 && !strncasecmp(h + s, "transfer-encoding", 17)))
+            return -1;
         i += 2;
     }
     return 0;

@@ -70,7 +70,8 @@ typedef struct eddy_http1_spec {
     const char *method; /* "POST", "GET" */
     const char *url;    /* http://host[:port]/path?query (eddy_http1_takes) */
     /* Header lines "Name: value\r\n", each ending in CRLF (Host and
-     * Content-Length are added); borrowed for the call. NULL: none. */
+     * Content-Length are added: lines of their own for them, or for
+     * Transfer-Encoding, are refused); borrowed for the call. NULL: none. */
     const char *headers;
     size_t headers_len;
     /* The body, borrowed until the done callback or eddy_http1_free; sent

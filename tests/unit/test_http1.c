@@ -774,9 +774,11 @@ static void test_refused_input(void **state)
         assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &r, &e), EDDY_EINVAL);
         assert_null(r);
     }
-    const char *headers[] = {"X: a\nY: b\r\n",   "X: a\r\n\r\nGET / HTTP/1.1\r\n",
-                             "no colon\r\n",     "X: a",
-                             ": empty name\r\n", "Bad Name: v\r\n"};
+    const char *headers[] = {"X: a\nY: b\r\n", "X: a\r\n\r\nGET / HTTP/1.1\r\n", "no colon\r\n",
+                             "X: a", ": empty name\r\n", "Bad Name: v\r\n",
+                             /* the framing and the host are the client's own */
+                             "X: a\r\nContent-Length: 0\r\n", "transfer-encoding: chunked\r\n",
+                             "HOST: elsewhere\r\n"};
     for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
         eddy_http1_spec spec = {.method = "GET",
                                 .url = "http://127.0.0.1:1/",
