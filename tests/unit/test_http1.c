@@ -393,6 +393,19 @@ static int a_http10_keep_alive(int fd, int n, int on_conn)
     return 1;
 }
 
+/* Answers without reading the body (too large), then closes at once (so the
+ * unread body makes it a reset) or after a while (the client's write waits). */
+static int g_early_wait_ms;
+
+static int a_early_answer(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\n"
+            "big!");
+    usleep((useconds_t)g_early_wait_ms * 1000);
+    return 0;
+}
+
 /* -- tests ----------------------------------------------------------------------------- */
 
 static void setup_loop(uv_loop_t *loop, eddy_http1 **c)
@@ -589,6 +602,33 @@ static void test_connection_header(void **state)
     }
     assert_int_equal(S.accepted, 1); /* kept */
     end_loop(&loop, c);
+}
+
+static void test_answer_before_the_body_is_sent(void **state)
+{
+    enum { BIG = 8 << 20 };
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    char *big = malloc(BIG + 1);
+    (void)state;
+    memset(big, 'x', BIG);
+    big[BIG] = '\0';
+    for (int wait = 0; wait < 2; wait++) {
+        g_early_wait_ms = wait ? 300 : 0;
+        server_start(a_early_answer);
+        setup_loop(&loop, &c);
+        for (int i = 0; i < 3; i++) {
+            one(&loop, c, &g, "/", big);
+            if (g.code)
+                fail_msg("wait %d, request %d: %s", wait, i, g.msg);
+            assert_int_equal(g.status, 413);
+            assert_int_equal(g.body.len, 4);
+            eddy_buf_free(&g.body);
+        }
+        end_loop(&loop, c);
+    }
+    free(big);
 }
 
 static void test_cut_and_extra_bytes(void **state)
@@ -952,6 +992,7 @@ int main(void)
         cmocka_unit_test(test_until_close_interim_and_bodyless),
         cmocka_unit_test(test_server_closes_kept_connection),
         cmocka_unit_test(test_connection_header),
+        cmocka_unit_test(test_answer_before_the_body_is_sent),
         cmocka_unit_test(test_cut_and_extra_bytes),
         cmocka_unit_test(test_malformed_answers),
         cmocka_unit_test(test_refused_timeout_and_stop),
