@@ -1113,6 +1113,17 @@ static int method_ok(const char *m)
     return 1;
 }
 
+/* 1 when METHOD gives no meaning to a request body: without one, no
+ * Content-Length is sent (RFC 9110 8.6); the others get "0". */
+static int bodyless_method(const char *method)
+{
+    static const char *const m[] = {"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"};
+    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+        if (!strcmp(method, m[i]))
+            return 1;
+    return 0;
+}
+
 /* 0 when H (N bytes) is a block of "Name: value\r\n" lines. */
 static int headers_ok(const char *h, size_t n)
 {
@@ -1185,7 +1196,7 @@ int eddy_http1_start(eddy_http1 *c, const eddy_http1_spec *spec, const eddy_http
     eddy_buf_append(&h, "\r\n", 2);
     if (spec->headers_len)
         eddy_buf_append(&h, spec->headers, spec->headers_len);
-    if (spec->body_len || strcmp(method, "GET")) {
+    if (spec->body_len || !bodyless_method(method)) {
         eddy_buf_puts(&h, "Content-Length: ");
         eddy_buf_append(&h, num, eddy_json_integer_text((json_int_t)spec->body_len, num));
         eddy_buf_append(&h, "\r\n", 2);

@@ -75,7 +75,8 @@ typedef struct eddy_http1_spec {
     const char *headers;
     size_t headers_len;
     /* The body, borrowed until the done callback or eddy_http1_free; sent
-     * with a Content-Length (none for a GET without a body). */
+     * with a Content-Length (none for a GET, HEAD, DELETE, OPTIONS or
+     * TRACE without a body). */
     const char *body;
     size_t body_len;
     int64_t timeout_ms;         /* the whole request; <= 0: none */

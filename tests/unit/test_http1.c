@@ -406,6 +406,15 @@ static int a_early_answer(int fd, int n, int on_conn)
     return 0;
 }
 
+/* What a HEAD is answered with: the GET's head, no body. */
+static int a_head(int fd, int n, int on_conn)
+{
+    (void)on_conn;
+    put(fd, n % 2 ? "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  : "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+    return 1;
+}
+
 /* -- tests ----------------------------------------------------------------------------- */
 
 static void setup_loop(uv_loop_t *loop, eddy_http1 **c)
@@ -629,6 +638,36 @@ static void test_answer_before_the_body_is_sent(void **state)
         end_loop(&loop, c);
     }
     free(big);
+}
+
+static void test_head(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    char url[64];
+    eddy_err e;
+    (void)state;
+    server_start(a_head);
+    setup_loop(&loop, &c);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", S.port);
+    for (int i = 0; i < 4; i++) {
+        eddy_http1_spec spec = {.method = "HEAD", .url = url, .timeout_ms = 5000};
+        memset(&g, 0, sizeof(g));
+        eddy_buf_init(&g.body);
+        assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &g.req, &e), 0);
+        run_until(&loop, &g, 1);
+        if (g.code)
+            fail_msg("%s", g.msg);
+        assert_int_equal(g.body.len, 0);
+        pthread_mutex_lock(&S.mu);
+        /* no content, none expected: no Content-Length (RFC 9110 8.6) */
+        assert_null(strcasestr(S.last, "content-length"));
+        pthread_mutex_unlock(&S.mu);
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 1);
+    end_loop(&loop, c);
 }
 
 static void test_cut_and_extra_bytes(void **state)
@@ -993,6 +1032,7 @@ int main(void)
         cmocka_unit_test(test_server_closes_kept_connection),
         cmocka_unit_test(test_connection_header),
         cmocka_unit_test(test_answer_before_the_body_is_sent),
+        cmocka_unit_test(test_head),
         cmocka_unit_test(test_cut_and_extra_bytes),
         cmocka_unit_test(test_malformed_answers),
         cmocka_unit_test(test_refused_timeout_and_stop),
