@@ -415,6 +415,36 @@ static int a_head(int fd, int n, int on_conn)
     return 1;
 }
 
+/* Bare LF line ends, header names in any case; then a 1 MB body by
+ * length, then by chunks of 300 KB (more than the client's 64 KB buffer). */
+static int a_lf_and_large(int fd, int n, int on_conn)
+{
+    static char big[1 << 20];
+    char size[32];
+    (void)on_conn;
+    memset(big, 'y', sizeof(big) - 1);
+    if (n % 3 == 0) {
+        put(fd, "HTTP/1.1 200 OK\nCONTENT-LENGTH: 2\ncontent-type: text/plain\n\nok");
+    } else if (n % 3 == 1) {
+        snprintf(size, sizeof(size), "%zu", sizeof(big) - 1);
+        put(fd, "HTTP/1.1 200 OK\r\nContent-Length: ");
+        put(fd, size);
+        put(fd, "\r\n\r\n");
+        put(fd, big);
+    } else {
+        put(fd, "HTTP/1.1 200 OK\r\ntransfer-encoding: CHUNKED\r\n\r\n");
+        for (int i = 0; i < 3; i++) {
+            put(fd, "493e0\r\n"); /* 300,000 */
+            big[300000] = '\0';
+            put(fd, big);
+            big[300000] = 'y';
+            put(fd, "\r\n");
+        }
+        put(fd, "0\r\n\r\n");
+    }
+    return 1;
+}
+
 /* -- tests ----------------------------------------------------------------------------- */
 
 static void setup_loop(uv_loop_t *loop, eddy_http1 **c)
@@ -664,6 +694,26 @@ static void test_head(void **state)
         /* no content, none expected: no Content-Length (RFC 9110 8.6) */
         assert_null(strcasestr(S.last, "content-length"));
         pthread_mutex_unlock(&S.mu);
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 1);
+    end_loop(&loop, c);
+}
+
+static void test_lf_and_large_answers(void **state)
+{
+    static const size_t want[] = {2, (1 << 20) - 1, 900000};
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    (void)state;
+    server_start(a_lf_and_large);
+    setup_loop(&loop, &c);
+    for (int i = 0; i < 6; i++) {
+        one(&loop, c, &g, "/", "x");
+        if (g.code)
+            fail_msg("answer %d: %s", i, g.msg);
+        assert_int_equal(g.body.len, want[i % 3]);
         eddy_buf_free(&g.body);
     }
     assert_int_equal(S.accepted, 1);
@@ -1033,6 +1083,7 @@ int main(void)
         cmocka_unit_test(test_connection_header),
         cmocka_unit_test(test_answer_before_the_body_is_sent),
         cmocka_unit_test(test_head),
+        cmocka_unit_test(test_lf_and_large_answers),
         cmocka_unit_test(test_cut_and_extra_bytes),
         cmocka_unit_test(test_malformed_answers),
         cmocka_unit_test(test_refused_timeout_and_stop),
