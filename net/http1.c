@@ -532,7 +532,7 @@ static void reset_answer(conn *k)
 {
     k->ps = P_HEAD;
     k->status = 0;
-    k->chunked = k->has_len = k->got = k->said_close = 0;
+    k->chunked = k->has_len = k->said_close = 0;
     k->keep = 1;
     k->remaining = 0;
     k->head_bytes = 0;
@@ -545,6 +545,7 @@ static void attach(eddy_http1_req *r, conn *k)
     r->conn = k;
     k->req = r;
     k->bodyless = r->bodyless;
+    k->got = 0; /* not in reset_answer: an interim answer shows the request arrived */
     r->status = 0;
     reset_answer(k);
 }

@@ -310,6 +310,16 @@ static int a_drop_second_late(int fd, int n, int on_conn)
     return 1;
 }
 
+/* The second request on a connection gets only an interim answer, then
+ * the connection ends: the server had it, so it is not sent again. */
+static int a_interim_then_close(int fd, int n, int on_conn)
+{
+    (void)n;
+    put(fd, on_conn ? "HTTP/1.1 100 Continue\r\n\r\n"
+                    : "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    return !on_conn;
+}
+
 static int a_nothing_close(int fd, int n, int on_conn)
 {
     (void)fd, (void)n, (void)on_conn;
@@ -601,6 +611,17 @@ static void test_server_closes_kept_connection(void **state)
     }
     g_connect_ms = 0;
     assert_int_equal(S.accepted, 2);
+    end_loop(&loop, c);
+
+    server_start(a_interim_then_close);
+    setup_loop(&loop, &c);
+    one(&loop, c, &g, "/", "x");
+    assert_int_equal(g.code, 0);
+    eddy_buf_free(&g.body);
+    one(&loop, c, &g, "/", "x");
+    assert_int_equal(g.code, EDDY_ENET);
+    assert_int_equal(S.requests, 2);
+    eddy_buf_free(&g.body);
     end_loop(&loop, c);
 
     /* a fresh connection closed without an answer: a failure, not a loop */
