@@ -1060,6 +1060,108 @@ static void test_restart_after_failed_lookup(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* Callbacks that close the whole client (at the Nth call of the kind KIND:
+ * 0 header, 1 data, 2 done) or start one more request from the done
+ * callback: nothing may run after the close, nothing be left open. */
+static struct {
+    int kind, at, calls, after_close;
+    eddy_http1 *c;
+    int closed, more;
+    got extra;
+} g_cl;
+
+static void cl_maybe_close(int kind)
+{
+    if (g_cl.closed) {
+        g_cl.after_close++;
+        return;
+    }
+    if (kind == g_cl.kind && ++g_cl.calls == g_cl.at) {
+        g_cl.closed = 1;
+        eddy_http1_close(g_cl.c);
+    }
+}
+
+static int cl_header(void *ud, const char *line, size_t n)
+{
+    (void)ud, (void)line, (void)n;
+    cl_maybe_close(0);
+    return 0;
+}
+
+static int cl_data(void *ud, long status, const char *p, size_t n)
+{
+    (void)ud, (void)status, (void)p, (void)n;
+    cl_maybe_close(1);
+    return 0;
+}
+
+static void cl_done(void *ud, const eddy_http1_result *res)
+{
+    static const eddy_http1_cbs cbs = {cl_header, cl_data, cl_done};
+    got *g = ud;
+    char url[64];
+    eddy_err e;
+    (void)res;
+    g->done = 1;
+    eddy_http1_free(g->req);
+    g->req = NULL;
+    cl_maybe_close(2);
+    if (g_cl.closed || g_cl.more <= 0)
+        return;
+    g_cl.more--;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", S.port);
+    eddy_http1_spec spec = {.method = "POST", .url = url, .body = "x", .body_len = 1};
+    memset(&g_cl.extra, 0, sizeof(g_cl.extra));
+    int rc = eddy_http1_start(g_cl.c, &spec, &cbs, &g_cl.extra, &g_cl.extra.req, &e);
+    assert_int_equal(rc, 0);
+}
+
+static void test_close_inside_callbacks(void **state)
+{
+    static const eddy_http1_cbs cbs = {cl_header, cl_data, cl_done};
+    static const answer_fn answers[] = {a_length, a_chunked_trickle, a_interim, a_until_close};
+    (void)state;
+    for (size_t a = 0; a < sizeof(answers) / sizeof(answers[0]); a++) {
+        for (int kind = 0; kind < 3; kind++) {
+            for (int at = 1; at <= 4; at++) {
+                uv_loop_t loop;
+                got g[4];
+                char url[64];
+                eddy_err e;
+                server_start(answers[a]);
+                memset(&g_cl, 0, sizeof(g_cl));
+                setup_loop(&loop, &g_cl.c);
+                g_cl.kind = kind;
+                g_cl.at = at;
+                g_cl.more = 3;
+                snprintf(url, sizeof(url), "http://127.0.0.1:%d/", S.port);
+                for (int i = 0; i < 4; i++) {
+                    eddy_http1_spec spec = {
+                        .method = "POST", .url = url, .body = "x", .body_len = 1};
+                    memset(&g[i], 0, sizeof(g[i]));
+                    assert_int_equal(eddy_http1_start(g_cl.c, &spec, &cbs, &g[i], &g[i].req, &e),
+                                     0);
+                }
+                for (int spins = 0; spins < 100000 && !g_cl.closed; spins++) {
+                    int all = 1;
+                    for (int i = 0; i < 4; i++)
+                        all &= g[i].done;
+                    if (all && !g_cl.extra.req)
+                        break;
+                    uv_run(&loop, UV_RUN_ONCE);
+                }
+                if (!g_cl.closed)
+                    eddy_http1_close(g_cl.c);
+                uv_run(&loop, UV_RUN_DEFAULT);
+                assert_int_equal(g_cl.after_close, 0);
+                server_stop();
+                assert_int_equal(uv_loop_close(&loop), 0);
+            }
+        }
+    }
+}
+
 static void slow_work(uv_work_t *w)
 {
     (void)w;
@@ -1114,6 +1216,7 @@ int main(void)
         cmocka_unit_test(test_localhost_by_name),
         cmocka_unit_test(test_numeric_host_without_lookup),
         cmocka_unit_test(test_restart_after_failed_lookup),
+        cmocka_unit_test(test_close_inside_callbacks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
