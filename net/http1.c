@@ -412,7 +412,9 @@ static void on_req_timer(uv_timer_t *t)
     int tk = r->tk;
     r->tk = T_NONE;
     if (tk == T_FAIL) {
-        done(r, r->fail.code, r->fail.stage, "%s", r->msg);
+        char msg[MSG_MAX]; /* done formats into r->msg: not from r->msg itself */
+        memcpy(msg, r->msg, sizeof(msg));
+        done(r, r->fail.code, r->fail.stage, "%s", msg);
     } else if (tk == T_CONNECT) {
         done(r, EDDY_ETIMEDOUT, EDDY_HTTP1_CONNECT, "connection to %s timed out after %lld ms",
              where(r, w, sizeof(w)), (long long)r->connect_timeout_ms);

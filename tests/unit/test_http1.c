@@ -842,6 +842,26 @@ static void test_refused_timeout_and_stop(void **state)
     close_client(&loop, c);
     assert_int_equal(uv_loop_close(&loop), 0);
 
+    /* an address no connection can be made to at all: the failure is found
+     * inside the start and reported on a later turn */
+    setup_loop(&loop, &c);
+    {
+        eddy_http1_spec spec = {.method = "GET", .url = "http://255.255.255.255:80/"};
+        eddy_err e;
+        memset(&g, 0, sizeof(g));
+        eddy_buf_init(&g.body);
+        assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &g.req, &e), 0);
+        assert_int_equal(g.done, 0);
+        run_until(&loop, &g, 1);
+        assert_int_equal(g.code, EDDY_ENET);
+        assert_int_equal(g.stage, EDDY_HTTP1_CONNECT);
+        if (!strstr(g.msg, "cannot connect to 255.255.255.255:80: "))
+            fail_msg("%s", g.msg);
+        eddy_buf_free(&g.body);
+    }
+    close_client(&loop, c);
+    assert_int_equal(uv_loop_close(&loop), 0);
+
     /* a data callback that says stop; one that frees its request */
     server_start(a_length);
     setup_loop(&loop, &c);
