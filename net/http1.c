@@ -115,6 +115,9 @@ struct eddy_http1 {
     eddy_http1_req *reqs;
     long handles; /* connections, request timers and lookups not yet closed or called back */
     int closing;
+    uint64_t idle_ms; /* how long an idle connection is kept */
+    uv_timer_t sweep; /* closes idle connections whose time is up (once there is one) */
+    int sweep_init;
     char rbuf[READ_BUF];
 };
 
@@ -132,8 +135,15 @@ int eddy_http1_new(uv_loop_t *loop, eddy_http1 **out, eddy_err *err)
     if (!c)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     c->loop = loop;
+    c->idle_ms = IDLE_MS;
     *out = c;
     return 0;
+}
+
+void eddy_http1_set_idle_ms(eddy_http1 *c, int64_t ms)
+{
+    if (ms > 0)
+        c->idle_ms = (uint64_t)ms;
 }
 
 static void maybe_free_client(eddy_http1 *c)
@@ -150,11 +160,20 @@ static void maybe_free_client(eddy_http1 *c)
     eddy_free(c);
 }
 
+static void on_sweep_closed(uv_handle_t *h)
+{
+    eddy_http1 *c = h->data;
+    c->handles--;
+    maybe_free_client(c);
+}
+
 void eddy_http1_close(eddy_http1 *c)
 {
     if (!c || c->closing)
         return;
     c->closing = 1;
+    if (c->sweep_init)
+        uv_close((uv_handle_t *)&c->sweep, on_sweep_closed);
     while (c->reqs)
         eddy_http1_free(c->reqs);
     for (conn *k = c->conns; k; k = k->next) /* they leave the list from their callbacks */
@@ -502,11 +521,29 @@ static void conn_close(conn *k)
     uv_close((uv_handle_t *)&k->tcp, on_conn_closed);
 }
 
+/* Close the idle connections of every origin whose time is up; then wait
+ * for the next one's, while there is one. The timer holds no reference on
+ * the loop: idle connections are no work. */
+static void on_sweep(uv_timer_t *t)
+{
+    eddy_http1 *c = t->data;
+    uint64_t now = uv_now(c->loop), next = UINT64_MAX;
+    for (origin *o = c->origins; o; o = o->next) {
+        while (o->idle_tail && now - o->idle_tail->idle_since >= c->idle_ms)
+            conn_close(o->idle_tail);
+        if (o->idle_tail && o->idle_tail->idle_since + c->idle_ms < next)
+            next = o->idle_tail->idle_since + c->idle_ms;
+    }
+    if (next != UINT64_MAX)
+        uv_timer_start(&c->sweep, on_sweep, next > now ? next - now : 1, 0);
+}
+
 static void idle_put(conn *k)
 {
     origin *o = k->o;
+    eddy_http1 *c = k->c;
     assert(!k->req && !k->closing);
-    k->idle_since = uv_now(k->c->loop);
+    k->idle_since = uv_now(c->loop);
     k->iprev = NULL;
     k->inext = o->idle;
     if (o->idle)
@@ -516,13 +553,22 @@ static void idle_put(conn *k)
     o->idle = k;
     if (++o->nidle > MAX_IDLE)
         conn_close(o->idle_tail);
+    if (!c->sweep_init) {
+        uv_timer_init(c->loop, &c->sweep);
+        uv_unref((uv_handle_t *)&c->sweep);
+        c->sweep.data = c;
+        c->sweep_init = 1;
+        c->handles++;
+    }
+    if (!uv_is_active((uv_handle_t *)&c->sweep))
+        uv_timer_start(&c->sweep, on_sweep, c->idle_ms, 0);
 }
 
 /* The most recently used idle connection of O that is not too old. */
 static conn *idle_take(origin *o)
 {
     uint64_t now = uv_now(o->c->loop);
-    while (o->idle_tail && now - o->idle_tail->idle_since > IDLE_MS)
+    while (o->idle_tail && now - o->idle_tail->idle_since >= o->c->idle_ms)
         conn_close(o->idle_tail);
     conn *k = o->idle;
     if (k)

@@ -90,6 +90,10 @@ int eddy_http1_new(uv_loop_t *loop, eddy_http1 **out, eddy_err *err);
  * callback. NULL-safe. */
 void eddy_http1_close(eddy_http1 *c);
 
+/* How long C keeps an idle connection (default 60 s); MS > 0. For a server
+ * known to end them sooner, and for tests. */
+void eddy_http1_set_idle_ms(eddy_http1 *c, int64_t ms);
+
 /* 1 when this client would take URL: http:// (any case), a host, no user
  * information, no proxy variable in the environment that would apply
  * (http_proxy, all_proxy and their upper-case forms, unless no_proxy names

@@ -33,8 +33,8 @@ typedef struct server {
     pthread_t th;
     volatile int stop;
     answer_fn answer;
-    int accepted, requests;
-    char last[8192]; /* the last request's head and body */
+    int accepted, requests, closed; /* connections accepted, requests, connections ended */
+    char last[8192];                /* the last request's head and body */
     pthread_mutex_t mu;
 } server;
 
@@ -119,6 +119,7 @@ static void *serve(void *arg)
                 break;
         }
         close(fd);
+        __atomic_add_fetch(&S.closed, 1, __ATOMIC_SEQ_CST);
     }
     return NULL;
 }
@@ -741,6 +742,42 @@ static void test_lf_and_large_answers(void **state)
     end_loop(&loop, c);
 }
 
+static void on_wait(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* An idle connection is closed when its time is up, even when no other
+ * request comes to take its place (a server such as Go's keeps it open for
+ * good otherwise). */
+static void test_idle_connection_closed_in_time(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    uv_timer_t t;
+    got g;
+    (void)state;
+    server_start(a_length);
+    setup_loop(&loop, &c);
+    eddy_http1_set_idle_ms(c, 100);
+    one(&loop, c, &g, "/", "x");
+    assert_int_equal(g.code, 0);
+    eddy_buf_free(&g.body);
+    uv_timer_init(&loop, &t);
+    uv_timer_start(&t, on_wait, 400, 0);
+    while (uv_is_active((uv_handle_t *)&t))
+        uv_run(&loop, UV_RUN_ONCE);
+    for (int i = 0; i < 100 && !__atomic_load_n(&S.closed, __ATOMIC_SEQ_CST); i++)
+        usleep(10000); /* the server sees the end */
+    assert_int_equal(S.closed, 1);
+    one(&loop, c, &g, "/", "x"); /* on a new connection */
+    assert_int_equal(g.code, 0);
+    eddy_buf_free(&g.body);
+    assert_int_equal(S.accepted, 2);
+    uv_close((uv_handle_t *)&t, NULL);
+    end_loop(&loop, c);
+}
+
 static void test_cut_and_extra_bytes(void **state)
 {
     uv_loop_t loop;
@@ -1227,6 +1264,7 @@ int main(void)
         cmocka_unit_test(test_answer_before_the_body_is_sent),
         cmocka_unit_test(test_head),
         cmocka_unit_test(test_lf_and_large_answers),
+        cmocka_unit_test(test_idle_connection_closed_in_time),
         cmocka_unit_test(test_cut_and_extra_bytes),
         cmocka_unit_test(test_malformed_answers),
         cmocka_unit_test(test_refused_timeout_and_stop),
