@@ -13,6 +13,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ typedef struct server {
     int lfd, port;
     pthread_t th;
     volatile int stop;
+    int threaded, live; /* a thread per connection; how many run */
     answer_fn answer;
     int accepted, requests, closed; /* connections accepted, requests, connections ended */
     char last[8192];                /* the last request's head and body */
@@ -97,6 +99,29 @@ static int read_request(int fd)
     return 1;
 }
 
+static void serve_conn(int fd)
+{
+    for (int on_conn = 0; !S.stop; on_conn++) {
+        struct pollfd q = {fd, POLLIN, 0};
+        while (!S.stop && poll(&q, 1, 50) == 0)
+            ;
+        if (S.stop || !read_request(fd))
+            break;
+        int n = __atomic_fetch_add(&S.requests, 1, __ATOMIC_SEQ_CST);
+        if (!S.answer(fd, n, on_conn))
+            break;
+    }
+    close(fd);
+    __atomic_add_fetch(&S.closed, 1, __ATOMIC_SEQ_CST);
+}
+
+static void *serve_thread(void *arg)
+{
+    serve_conn((int)(intptr_t)arg);
+    __atomic_sub_fetch(&S.live, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
 static void *serve(void *arg)
 {
     (void)arg;
@@ -108,18 +133,16 @@ static void *serve(void *arg)
         if (fd < 0)
             continue;
         __atomic_add_fetch(&S.accepted, 1, __ATOMIC_SEQ_CST);
-        for (int on_conn = 0; !S.stop; on_conn++) {
-            struct pollfd q = {fd, POLLIN, 0};
-            while (!S.stop && poll(&q, 1, 50) == 0)
-                ;
-            if (S.stop || !read_request(fd))
-                break;
-            int n = __atomic_fetch_add(&S.requests, 1, __ATOMIC_SEQ_CST);
-            if (!S.answer(fd, n, on_conn))
-                break;
+        if (S.threaded) {
+            pthread_t th;
+            __atomic_add_fetch(&S.live, 1, __ATOMIC_SEQ_CST);
+            if (!pthread_create(&th, NULL, serve_thread, (void *)(intptr_t)fd)) {
+                pthread_detach(th);
+                continue;
+            }
+            __atomic_sub_fetch(&S.live, 1, __ATOMIC_SEQ_CST);
         }
-        close(fd);
-        __atomic_add_fetch(&S.closed, 1, __ATOMIC_SEQ_CST);
+        serve_conn(fd);
     }
     return NULL;
 }
@@ -145,6 +168,8 @@ static void server_stop(void)
 {
     S.stop = 1;
     pthread_join(S.th, NULL);
+    while (__atomic_load_n(&S.live, __ATOMIC_SEQ_CST) > 0)
+        usleep(1000);
     close(S.lfd);
     pthread_mutex_destroy(&S.mu);
 }
@@ -1219,6 +1244,137 @@ static void test_close_inside_callbacks(void **state)
     }
 }
 
+/* -- many requests, each doing something else to its client ----------------- */
+
+static int a_mixed(int fd, int n, int on_conn)
+{
+    static const answer_fn answers[] = {a_length,         a_chunked_trickle, a_interim,
+                                        a_close_silently, a_until_close,     a_extra_bytes,
+                                        a_cut_body,       a_no_content,      a_head};
+    (void)on_conn;
+    if (n % 11 == 10) { /* silence for a while, then the end */
+        usleep(100 * 1000);
+        return 0;
+    }
+    return answers[(unsigned)n * 7 % (sizeof(answers) / sizeof(answers[0]))](fd, n, on_conn);
+}
+
+enum { TN = 120 };
+
+typedef struct tslot {
+    eddy_http1_req *req;
+    int action, at, calls, freed, done, started;
+    int64_t timeout;
+} tslot;
+
+static struct {
+    eddy_http1 *c;
+    tslot s[TN * 3];
+    int n, after_free;
+} T;
+
+static void t_start(int i);
+
+static void t_free(tslot *t)
+{
+    eddy_http1_free(t->req);
+    t->req = NULL;
+    t->freed = 1;
+}
+
+static int t_header(void *ud, const char *line, size_t n)
+{
+    tslot *t = ud;
+    (void)line, (void)n;
+    T.after_free += t->freed || t->done;
+    if (t->action == 1 && ++t->calls == t->at)
+        t_free(t);
+    return t->action == 2 && t->calls++ == t->at;
+}
+
+static int t_data(void *ud, long status, const char *p, size_t n)
+{
+    tslot *t = ud;
+    (void)status, (void)p, (void)n;
+    T.after_free += t->freed || t->done;
+    if (t->action == 3) {
+        t_free(t);
+        if (T.n < TN * 3)
+            t_start(T.n++);
+        return 0;
+    }
+    return t->action == 4;
+}
+
+static void t_done(void *ud, const eddy_http1_result *res)
+{
+    tslot *t = ud;
+    (void)res;
+    T.after_free += t->freed || t->done;
+    t->done = 1;
+    t_free(t);
+    if (t->action == 5 && T.n < TN * 3)
+        t_start(T.n++);
+}
+
+static void t_start(int i)
+{
+    static const eddy_http1_cbs cbs = {t_header, t_data, t_done};
+    static const char *const methods[] = {"POST", "GET", "HEAD"};
+    tslot *t = &T.s[i];
+    char url[64];
+    eddy_err e;
+    memset(t, 0, sizeof(*t));
+    t->action = rand() % 7;
+    t->at = 1 + rand() % 3;
+    t->timeout = rand() % 4 ? 50 + rand() % 400 : 0;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/%d", S.port, i);
+    eddy_http1_spec spec = {.method = methods[rand() % 3],
+                            .url = url,
+                            .body = "x",
+                            .body_len = rand() % 2,
+                            .timeout_ms = t->timeout ? t->timeout : 2000,
+                            .connect_timeout_ms = rand() % 2 ? 100 : 0};
+    assert_int_equal(eddy_http1_start(T.c, &spec, &cbs, t, &t->req, &e), 0);
+    t->started = 1;
+}
+
+static void test_torture(void **state)
+{
+    (void)state;
+    for (unsigned seed = 1; seed <= 3; seed++) {
+        uv_loop_t loop;
+        srand(seed);
+        server_start(a_mixed);
+        S.threaded = 1;
+        memset(&T, 0, sizeof(T));
+        setup_loop(&loop, &T.c);
+        for (T.n = 0; T.n < TN; T.n++)
+            t_start(T.n);
+        for (int turn = 0; turn < 4000; turn++) {
+            int left = 0;
+            uv_run(&loop, UV_RUN_NOWAIT);
+            for (int i = 0; i < T.n; i++) {
+                tslot *t = &T.s[i];
+                if (t->started && !t->freed) {
+                    left++;
+                    if (t->action == 6 && rand() % 50 == 0) /* from outside, at any time */
+                        t_free(t);
+                }
+            }
+            if (!left)
+                break;
+            if (seed == 3 && turn == 200)
+                break; /* the close below ends what is left */
+            usleep(1000);
+        }
+        close_client(&loop, T.c); /* frees what is left, without a callback */
+        assert_int_equal(T.after_free, 0);
+        server_stop();
+        assert_int_equal(uv_loop_close(&loop), 0);
+    }
+}
+
 static void slow_work(uv_work_t *w)
 {
     (void)w;
@@ -1275,6 +1431,7 @@ int main(void)
         cmocka_unit_test(test_numeric_host_without_lookup),
         cmocka_unit_test(test_restart_after_failed_lookup),
         cmocka_unit_test(test_close_inside_callbacks),
+        cmocka_unit_test(test_torture),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
