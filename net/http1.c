@@ -27,6 +27,7 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1219,6 +1220,8 @@ int eddy_http1_start(eddy_http1 *c, const eddy_http1_spec *spec, const eddy_http
                             spec->url ? spec->url : "(none)");
     if (!method_ok(method))
         return eddy_err_set(err, EDDY_EINVAL, "not an HTTP method");
+    if (spec->body_len > UINT_MAX) /* uv_buf_t's length: the body would go out cut */
+        return eddy_err_set(err, EDDY_EINVAL, "a request body over 4 GB");
     if (spec->headers_len && headers_ok(spec->headers, spec->headers_len))
         return eddy_err_set(err, EDDY_EINVAL, "a malformed request header line");
     if (!(r = eddy_calloc(1, sizeof(*r))))

@@ -102,9 +102,9 @@ int eddy_http1_takes(const char *url);
 
 /* Start a request. On 0 *OUT is the caller's until eddy_http1_free and the
  * done callback will run (on a later turn of the loop, never inside this
- * call). On failure (EDDY_EINVAL: a URL or header this client does not take;
- * EDDY_ENOMEM) no callback runs and *OUT is NULL. CBS is copied; UD is
- * passed to each callback. */
+ * call). On failure (EDDY_EINVAL: a URL, method or header this client does
+ * not take, a body over 4 GB; EDDY_ENOMEM) no callback runs and *OUT is
+ * NULL. CBS is copied; UD is passed to each callback. */
 int eddy_http1_start(eddy_http1 *c, const eddy_http1_spec *spec, const eddy_http1_cbs *cbs,
                      void *ud, eddy_http1_req **out, eddy_err *err);
 /* The status code of R's answer so far (0 before its status line). */
