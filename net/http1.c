@@ -756,6 +756,11 @@ static int head_end(conn *k)
     }
     if (k->chunked && k->has_len) /* RFC 9112 6.3: the coding wins; the connection ends */
         k->has_len = 0, k->keep = 0;
+    /* a 204 may not say it has a body (RFC 9110 8.6): one that does may send
+     * it, later than this read, where the next request would take it for
+     * its answer; the connection is not reused */
+    if (k->status == 204 && (k->chunked || (k->has_len && k->remaining)))
+        k->keep = 0;
     if (k->bodyless || k->status == 204 || k->status == 304)
         k->ps = P_DONE;
     else if (k->chunked)

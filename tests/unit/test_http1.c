@@ -481,6 +481,17 @@ static int a_lf_and_large(int fd, int n, int on_conn)
     return 1;
 }
 
+/* A 204 that says it has a body (no server may, RFC 9110 8.6) and sends
+ * it a moment later, as its own segment. */
+static int a_204_with_body(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n");
+    usleep(30 * 1000);
+    put(fd, "hello");
+    return 1;
+}
+
 /* -- tests ----------------------------------------------------------------------------- */
 
 static void setup_loop(uv_loop_t *loop, eddy_http1 **c)
@@ -816,6 +827,20 @@ static void test_cut_and_extra_bytes(void **state)
     assert_non_null(strstr(g.msg, "before the answer ended"));
     assert_int_equal(g.status, 200);
     eddy_buf_free(&g.body);
+    end_loop(&loop, c);
+
+    /* the body comes after the answer was taken: the connection is not
+     * reused, or the next request would read it as its answer */
+    server_start(a_204_with_body);
+    setup_loop(&loop, &c);
+    for (int i = 0; i < 2; i++) {
+        one(&loop, c, &g, "/", "x");
+        if (g.code)
+            fail_msg("request %d: %s", i, g.msg);
+        assert_int_equal(g.status, 204);
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 2);
     end_loop(&loop, c);
 
     server_start(a_extra_bytes);
