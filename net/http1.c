@@ -27,6 +27,7 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -52,9 +53,11 @@ struct origin {
     struct sockaddr_storage addrs[MAX_ADDRS];
     int naddrs;
     uint64_t resolved_ms; /* 0: resolve before the next connection */
+    int numeric;          /* the host is an address: never resolved */
     uv_getaddrinfo_t gai;
     int resolving;
     eddy_http1_req *wait_head, *wait_tail; /* requests waiting for the name */
+    eddy_http1_req *serving;               /* those the lookup ending now answers */
     conn *idle, *idle_tail;                /* most recently used first */
     int nidle;
     origin *next;
@@ -75,7 +78,7 @@ struct conn {
     conn *inext, *iprev; /* in o's idle list */
     conn *next, *prev;   /* in the client's list */
     /* the answer being read */
-    int ps, chunked, has_len, keep, got, bodyless;
+    int ps, chunked, has_len, keep, said_close, got, bodyless;
     size_t head_bytes; /* of the head (and trailers) so far */
     long status;
     uint64_t remaining;
@@ -97,7 +100,7 @@ struct eddy_http1_req {
     uv_timer_t timer;
     int tk; /* what the timer waits for */
     int64_t timeout_ms, connect_timeout_ms;
-    uint64_t start_ms;
+    uint64_t start_ms, connect_ms; /* the request's start, its connection's */
     long status;
     int bodyless, retried, ended, freed, in_cb, waiting;
     eddy_http1_result fail; /* T_FAIL: reported by the timer */
@@ -113,6 +116,9 @@ struct eddy_http1 {
     eddy_http1_req *reqs;
     long handles; /* connections, request timers and lookups not yet closed or called back */
     int closing;
+    uint64_t idle_ms; /* how long an idle connection is kept */
+    uv_timer_t sweep; /* closes idle connections whose time is up (once there is one) */
+    int sweep_init;
     char rbuf[READ_BUF];
 };
 
@@ -130,8 +136,15 @@ int eddy_http1_new(uv_loop_t *loop, eddy_http1 **out, eddy_err *err)
     if (!c)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     c->loop = loop;
+    c->idle_ms = IDLE_MS;
     *out = c;
     return 0;
+}
+
+void eddy_http1_set_idle_ms(eddy_http1 *c, int64_t ms)
+{
+    if (ms > 0)
+        c->idle_ms = (uint64_t)ms;
 }
 
 static void maybe_free_client(eddy_http1 *c)
@@ -148,11 +161,20 @@ static void maybe_free_client(eddy_http1 *c)
     eddy_free(c);
 }
 
+static void on_sweep_closed(uv_handle_t *h)
+{
+    eddy_http1 *c = h->data;
+    c->handles--;
+    maybe_free_client(c);
+}
+
 void eddy_http1_close(eddy_http1 *c)
 {
     if (!c || c->closing)
         return;
     c->closing = 1;
+    if (c->sweep_init)
+        uv_close((uv_handle_t *)&c->sweep, on_sweep_closed);
     while (c->reqs)
         eddy_http1_free(c->reqs);
     for (conn *k = c->conns; k; k = k->next) /* they leave the list from their callbacks */
@@ -191,6 +213,14 @@ static int parse_url(const char *url, url_parts *u)
             return -1;
         u->host = a + 1;
         u->host_len = (size_t)(e - a - 1);
+        /* it goes into the Host header as it is: an IPv6 address, nothing
+         * else (no line break, no zone: those go to curl) */
+        for (size_t i = 0; i < u->host_len; i++) {
+            char ch = u->host[i];
+            if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+                  (ch >= 'A' && ch <= 'F') || ch == ':' || ch == '.'))
+                return -1;
+        }
         a = e + 1;
     } else {
         u->host = a;
@@ -291,19 +321,28 @@ static void reap(eddy_http1_req *r)
     uv_close((uv_handle_t *)&r->timer, on_timer_closed);
 }
 
+/* Take R out of the list at *PP (its last: *TAIL, when TAIL); 1 when it was
+ * there. */
+static int unlink_waiter(eddy_http1_req **pp, eddy_http1_req **tail, eddy_http1_req *r)
+{
+    for (eddy_http1_req *prev = NULL; *pp; prev = *pp, pp = &(*pp)->wnext)
+        if (*pp == r) {
+            *pp = r->wnext;
+            if (tail && *tail == r)
+                *tail = prev;
+            return 1;
+        }
+    return 0;
+}
+
 static void unwait(eddy_http1_req *r)
 {
     origin *o = r->o;
     if (!r->waiting)
         return;
     r->waiting = 0;
-    for (eddy_http1_req **pp = &o->wait_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->wnext)
-        if (*pp == r) {
-            *pp = r->wnext;
-            if (o->wait_tail == r)
-                o->wait_tail = prev;
-            break;
-        }
+    if (!unlink_waiter(&o->wait_head, &o->wait_tail, r))
+        unlink_waiter(&o->serving, NULL, r);
     r->wnext = NULL;
 }
 
@@ -393,7 +432,9 @@ static void on_req_timer(uv_timer_t *t)
     int tk = r->tk;
     r->tk = T_NONE;
     if (tk == T_FAIL) {
-        done(r, r->fail.code, r->fail.stage, "%s", r->msg);
+        char msg[MSG_MAX]; /* done formats into r->msg: not from r->msg itself */
+        memcpy(msg, r->msg, sizeof(msg));
+        done(r, r->fail.code, r->fail.stage, "%s", msg);
     } else if (tk == T_CONNECT) {
         done(r, EDDY_ETIMEDOUT, EDDY_HTTP1_CONNECT, "connection to %s timed out after %lld ms",
              where(r, w, sizeof(w)), (long long)r->connect_timeout_ms);
@@ -405,25 +446,32 @@ static void on_req_timer(uv_timer_t *t)
 }
 
 /* Arm R's deadline: the connect timeout while not connected (when it comes
- * first), then the rest of the whole timeout. */
+ * first), then the rest of the whole timeout. The connect timeout counts
+ * from the start of the connection being made (a retry's own), the whole
+ * one from the request's start. */
 static void arm(eddy_http1_req *r, int connected)
 {
-    uint64_t now = uv_now(r->c->loop), spent = now - r->start_ms;
+    uint64_t now = uv_now(r->c->loop), left = 0;
+    int tk = T_NONE;
     if (r->tk == T_FAIL)
         return;
-    if (!connected && r->connect_timeout_ms > 0 &&
-        (r->timeout_ms <= 0 || r->connect_timeout_ms < r->timeout_ms)) {
-        uint64_t ct = (uint64_t)r->connect_timeout_ms;
-        r->tk = T_CONNECT;
-        uv_timer_start(&r->timer, on_req_timer, ct > spent ? ct - spent : 0, 0);
-    } else if (r->timeout_ms > 0) {
-        uint64_t to = (uint64_t)r->timeout_ms;
-        r->tk = T_DEADLINE;
-        uv_timer_start(&r->timer, on_req_timer, to > spent ? to - spent : 0, 0);
-    } else {
-        uv_timer_stop(&r->timer);
-        r->tk = T_NONE;
+    if (r->timeout_ms > 0) {
+        uint64_t to = (uint64_t)r->timeout_ms, spent = now - r->start_ms;
+        tk = T_DEADLINE;
+        left = to > spent ? to - spent : 0;
     }
+    if (!connected && r->connect_timeout_ms > 0) {
+        uint64_t ct = (uint64_t)r->connect_timeout_ms, spent = now - r->connect_ms;
+        if (tk == T_NONE || (ct > spent ? ct - spent : 0) < left) {
+            tk = T_CONNECT;
+            left = ct > spent ? ct - spent : 0;
+        }
+    }
+    r->tk = tk;
+    if (tk == T_NONE)
+        uv_timer_stop(&r->timer);
+    else
+        uv_timer_start(&r->timer, on_req_timer, left, 0);
 }
 
 /* -- connections ------------------------------------------------------------------- */
@@ -474,11 +522,29 @@ static void conn_close(conn *k)
     uv_close((uv_handle_t *)&k->tcp, on_conn_closed);
 }
 
+/* Close the idle connections of every origin whose time is up; then wait
+ * for the next one's, while there is one. The timer holds no reference on
+ * the loop: idle connections are no work. */
+static void on_sweep(uv_timer_t *t)
+{
+    eddy_http1 *c = t->data;
+    uint64_t now = uv_now(c->loop), next = UINT64_MAX;
+    for (origin *o = c->origins; o; o = o->next) {
+        while (o->idle_tail && now - o->idle_tail->idle_since >= c->idle_ms)
+            conn_close(o->idle_tail);
+        if (o->idle_tail && o->idle_tail->idle_since + c->idle_ms < next)
+            next = o->idle_tail->idle_since + c->idle_ms;
+    }
+    if (next != UINT64_MAX)
+        uv_timer_start(&c->sweep, on_sweep, next > now ? next - now : 1, 0);
+}
+
 static void idle_put(conn *k)
 {
     origin *o = k->o;
+    eddy_http1 *c = k->c;
     assert(!k->req && !k->closing);
-    k->idle_since = uv_now(k->c->loop);
+    k->idle_since = uv_now(c->loop);
     k->iprev = NULL;
     k->inext = o->idle;
     if (o->idle)
@@ -488,13 +554,22 @@ static void idle_put(conn *k)
     o->idle = k;
     if (++o->nidle > MAX_IDLE)
         conn_close(o->idle_tail);
+    if (!c->sweep_init) {
+        uv_timer_init(c->loop, &c->sweep);
+        uv_unref((uv_handle_t *)&c->sweep);
+        c->sweep.data = c;
+        c->sweep_init = 1;
+        c->handles++;
+    }
+    if (!uv_is_active((uv_handle_t *)&c->sweep))
+        uv_timer_start(&c->sweep, on_sweep, c->idle_ms, 0);
 }
 
 /* The most recently used idle connection of O that is not too old. */
 static conn *idle_take(origin *o)
 {
     uint64_t now = uv_now(o->c->loop);
-    while (o->idle_tail && now - o->idle_tail->idle_since > IDLE_MS)
+    while (o->idle_tail && now - o->idle_tail->idle_since >= o->c->idle_ms)
         conn_close(o->idle_tail);
     conn *k = o->idle;
     if (k)
@@ -506,7 +581,7 @@ static void reset_answer(conn *k)
 {
     k->ps = P_HEAD;
     k->status = 0;
-    k->chunked = k->has_len = k->got = 0;
+    k->chunked = k->has_len = k->said_close = 0;
     k->keep = 1;
     k->remaining = 0;
     k->head_bytes = 0;
@@ -519,6 +594,7 @@ static void attach(eddy_http1_req *r, conn *k)
     r->conn = k;
     k->req = r;
     k->bodyless = r->bodyless;
+    k->got = 0; /* not in reset_answer: an interim answer shows the request arrived */
     r->status = 0;
     reset_answer(k);
 }
@@ -659,9 +735,10 @@ static int header_line(conn *k, const char *l, size_t n)
             return proto(r, "a transfer coding other than chunked in the answer");
         k->chunked = 1;
     } else if (nl == 10 && !strncasecmp(l, "connection", 10)) {
+        /* "close" anywhere wins over a keep-alive in another header line */
         if (has_token(v, vn, "close"))
-            k->keep = 0;
-        else if (has_token(v, vn, "keep-alive"))
+            k->keep = 0, k->said_close = 1;
+        else if (has_token(v, vn, "keep-alive") && !k->said_close)
             k->keep = 1;
     }
     return call_header(r, l, n);
@@ -679,6 +756,11 @@ static int head_end(conn *k)
     }
     if (k->chunked && k->has_len) /* RFC 9112 6.3: the coding wins; the connection ends */
         k->has_len = 0, k->keep = 0;
+    /* a 204 may not say it has a body (RFC 9110 8.6): one that does may send
+     * it, later than this read, where the next request would take it for
+     * its answer; the connection is not reused */
+    if (k->status == 204 && (k->chunked || (k->has_len && k->remaining)))
+        k->keep = 0;
     if (k->bodyless || k->status == 204 || k->status == 304)
         k->ps = P_DONE;
     else if (k->chunked)
@@ -887,7 +969,8 @@ static void on_connect(uv_connect_t *cr, int status)
             connect_next(r, next);
             return;
         }
-        r->o->resolved_ms = 0; /* look the name up again next time */
+        if (!r->o->numeric)
+            r->o->resolved_ms = 0; /* look the name up again next time */
         done(r, EDDY_ENET, EDDY_HTTP1_CONNECT, "cannot connect to %s: %s", where(r, w, sizeof(w)),
              uv_strerror(status));
         return;
@@ -938,7 +1021,8 @@ static void connect_next(eddy_http1_req *r, int from)
         conn_close(k);
     }
     char msg[MSG_MAX];
-    o->resolved_ms = 0;
+    if (!o->numeric)
+        o->resolved_ms = 0;
     snprintf(msg, sizeof(msg), "cannot connect to %s: %s", where(r, w, sizeof(w)),
              rc ? uv_strerror(rc) : "no address");
     fail_later(r, EDDY_ENET, EDDY_HTTP1_CONNECT, msg);
@@ -951,6 +1035,7 @@ static void retry(eddy_http1_req *r)
         conn_close(r->conn);
     r->retried = 1;
     r->status = 0;
+    r->connect_ms = uv_now(r->c->loop);
     arm(r, 0);
     connect_next(r, 0);
 }
@@ -969,8 +1054,12 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *ai)
             memcpy(&o->addrs[o->naddrs++], a->ai_addr, a->ai_addrlen);
     uv_freeaddrinfo(ai);
     o->resolved_ms = o->naddrs ? uv_now(c->loop) : 0; /* 0: the next request asks again */
-    while (o->wait_head) {
-        eddy_http1_req *r = o->wait_head;
+    /* only the requests that waited for this lookup: one started from a
+     * done callback below waits for a lookup of its own */
+    o->serving = o->wait_head;
+    o->wait_head = o->wait_tail = NULL;
+    while (o->serving) {
+        eddy_http1_req *r = o->serving;
         unwait(r);
         if (!o->naddrs)
             done(r, EDDY_ENET, EDDY_HTTP1_RESOLVE, "cannot resolve %s: %s", where(r, w, sizeof(w)),
@@ -997,7 +1086,7 @@ static int numeric(origin *o)
         return 0;
     }
     o->naddrs = 1;
-    o->resolved_ms = UINT64_MAX; /* never stale */
+    o->numeric = 1;
     return 1;
 }
 
@@ -1032,7 +1121,10 @@ static void dispatch(eddy_http1_req *r)
         return;
     }
     arm(r, 0);
-    if (o->naddrs && o->resolved_ms && uv_now(r->c->loop) - o->resolved_ms < DNS_TTL_MS) {
+    /* a numeric host has its one address for good (it must not go through
+     * the thread pool, where file work may keep it waiting) */
+    if (o->numeric ||
+        (o->naddrs && o->resolved_ms && uv_now(r->c->loop) - o->resolved_ms < DNS_TTL_MS)) {
         connect_next(r, 0);
         return;
     }
@@ -1063,6 +1155,30 @@ static void dispatch(eddy_http1_req *r)
 
 /* -- the request ----------------------------------------------------------------------- */
 
+/* 1 when M is an HTTP method (a token, RFC 9110 5.6.2): it goes into the
+ * request line as it is. */
+static int method_ok(const char *m)
+{
+    if (!*m)
+        return 0;
+    for (; *m; m++)
+        if (!((*m >= 'a' && *m <= 'z') || (*m >= 'A' && *m <= 'Z') || (*m >= '0' && *m <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", *m)))
+            return 0;
+    return 1;
+}
+
+/* 1 when METHOD gives no meaning to a request body: without one, no
+ * Content-Length is sent (RFC 9110 8.6); the others get "0". */
+static int bodyless_method(const char *method)
+{
+    static const char *const m[] = {"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"};
+    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+        if (!strcmp(method, m[i]))
+            return 1;
+    return 0;
+}
+
 /* 0 when H (N bytes) is a block of "Name: value\r\n" lines. */
 static int headers_ok(const char *h, size_t n)
 {
@@ -1080,6 +1196,14 @@ static int headers_ok(const char *h, size_t n)
         for (size_t j = s; j < colon; j++)
             if (h[j] == ' ' || h[j] == '\t')
                 return -1;
+        /* the client frames the body and names the host itself: a second
+         * Content-Length, a Transfer-Encoding or a Host would make the
+         * request mean something else to the server than to the client */
+        size_t nl = colon - s;
+        if ((nl == 4 && !strncasecmp(h + s, "host", 4)) ||
+            (nl == 14 && !strncasecmp(h + s, "content-length", 14)) ||
+            (nl == 17 && !strncasecmp(h + s, "transfer-encoding", 17)))
+            return -1;
         i += 2;
     }
     return 0;
@@ -1099,6 +1223,10 @@ int eddy_http1_start(eddy_http1 *c, const eddy_http1_spec *spec, const eddy_http
     if (parse_url(spec->url, &u))
         return eddy_err_set(err, EDDY_EINVAL, "not a URL this HTTP/1.1 client takes: %s",
                             spec->url ? spec->url : "(none)");
+    if (!method_ok(method))
+        return eddy_err_set(err, EDDY_EINVAL, "not an HTTP method");
+    if (spec->body_len > UINT_MAX) /* uv_buf_t's length: the body would go out cut */
+        return eddy_err_set(err, EDDY_EINVAL, "a request body over 4 GB");
     if (spec->headers_len && headers_ok(spec->headers, spec->headers_len))
         return eddy_err_set(err, EDDY_EINVAL, "a malformed request header line");
     if (!(r = eddy_calloc(1, sizeof(*r))))
@@ -1110,7 +1238,10 @@ int eddy_http1_start(eddy_http1 *c, const eddy_http1_spec *spec, const eddy_http
     eddy_buf_reserve(&h, 64 + u.target_len + u.host_len + spec->headers_len);
     eddy_buf_puts(&h, method);
     eddy_buf_putc(&h, ' ');
-    eddy_buf_append(&h, u.target ? u.target : "/", u.target ? u.target_len : 1);
+    if (!u.target || *u.target == '?') /* the origin form starts with "/" (RFC 9112 3.2.1) */
+        eddy_buf_putc(&h, '/');
+    if (u.target)
+        eddy_buf_append(&h, u.target, u.target_len);
     eddy_buf_puts(&h, v6 ? " HTTP/1.1\r\nHost: [" : " HTTP/1.1\r\nHost: ");
     eddy_buf_append(&h, u.host, u.host_len);
     if (v6)
@@ -1122,7 +1253,7 @@ int eddy_http1_start(eddy_http1 *c, const eddy_http1_spec *spec, const eddy_http
     eddy_buf_append(&h, "\r\n", 2);
     if (spec->headers_len)
         eddy_buf_append(&h, spec->headers, spec->headers_len);
-    if (spec->body_len || strcmp(method, "GET")) {
+    if (spec->body_len || !bodyless_method(method)) {
         eddy_buf_puts(&h, "Content-Length: ");
         eddy_buf_append(&h, num, eddy_json_integer_text((json_int_t)spec->body_len, num));
         eddy_buf_append(&h, "\r\n", 2);
@@ -1146,7 +1277,7 @@ int eddy_http1_start(eddy_http1 *c, const eddy_http1_spec *spec, const eddy_http
     uv_timer_init(c->loop, &r->timer);
     r->timer.data = r;
     c->handles++;
-    r->start_ms = uv_now(c->loop);
+    r->start_ms = r->connect_ms = uv_now(c->loop);
     r->next = c->reqs;
     if (c->reqs)
         c->reqs->prev = r;

@@ -70,11 +70,13 @@ typedef struct eddy_http1_spec {
     const char *method; /* "POST", "GET" */
     const char *url;    /* http://host[:port]/path?query (eddy_http1_takes) */
     /* Header lines "Name: value\r\n", each ending in CRLF (Host and
-     * Content-Length are added); borrowed for the call. NULL: none. */
+     * Content-Length are added: lines of their own for them, or for
+     * Transfer-Encoding, are refused); borrowed for the call. NULL: none. */
     const char *headers;
     size_t headers_len;
     /* The body, borrowed until the done callback or eddy_http1_free; sent
-     * with a Content-Length (none for a GET without a body). */
+     * with a Content-Length (none for a GET, HEAD, DELETE, OPTIONS or
+     * TRACE without a body). */
     const char *body;
     size_t body_len;
     int64_t timeout_ms;         /* the whole request; <= 0: none */
@@ -88,6 +90,10 @@ int eddy_http1_new(uv_loop_t *loop, eddy_http1 **out, eddy_err *err);
  * callback. NULL-safe. */
 void eddy_http1_close(eddy_http1 *c);
 
+/* How long C keeps an idle connection (default 60 s); MS > 0. For a server
+ * known to end them sooner, and for tests. */
+void eddy_http1_set_idle_ms(eddy_http1 *c, int64_t ms);
+
 /* 1 when this client would take URL: http:// (any case), a host, no user
  * information, no proxy variable in the environment that would apply
  * (http_proxy, all_proxy and their upper-case forms, unless no_proxy names
@@ -96,9 +102,9 @@ int eddy_http1_takes(const char *url);
 
 /* Start a request. On 0 *OUT is the caller's until eddy_http1_free and the
  * done callback will run (on a later turn of the loop, never inside this
- * call). On failure (EDDY_EINVAL: a URL or header this client does not take;
- * EDDY_ENOMEM) no callback runs and *OUT is NULL. CBS is copied; UD is
- * passed to each callback. */
+ * call). On failure (EDDY_EINVAL: a URL, method or header this client does
+ * not take, a body over 4 GB; EDDY_ENOMEM) no callback runs and *OUT is
+ * NULL. CBS is copied; UD is passed to each callback. */
 int eddy_http1_start(eddy_http1 *c, const eddy_http1_spec *spec, const eddy_http1_cbs *cbs,
                      void *ud, eddy_http1_req **out, eddy_err *err);
 /* The status code of R's answer so far (0 before its status line). */

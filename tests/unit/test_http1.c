@@ -13,6 +13,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +33,10 @@ typedef struct server {
     int lfd, port;
     pthread_t th;
     volatile int stop;
+    int threaded, live; /* a thread per connection; how many run */
     answer_fn answer;
-    int accepted, requests;
-    char last[8192]; /* the last request's head and body */
+    int accepted, requests, closed; /* connections accepted, requests, connections ended */
+    char last[8192];                /* the last request's head and body */
     pthread_mutex_t mu;
 } server;
 
@@ -97,6 +99,29 @@ static int read_request(int fd)
     return 1;
 }
 
+static void serve_conn(int fd)
+{
+    for (int on_conn = 0; !S.stop; on_conn++) {
+        struct pollfd q = {fd, POLLIN, 0};
+        while (!S.stop && poll(&q, 1, 50) == 0)
+            ;
+        if (S.stop || !read_request(fd))
+            break;
+        int n = __atomic_fetch_add(&S.requests, 1, __ATOMIC_SEQ_CST);
+        if (!S.answer(fd, n, on_conn))
+            break;
+    }
+    close(fd);
+    __atomic_add_fetch(&S.closed, 1, __ATOMIC_SEQ_CST);
+}
+
+static void *serve_thread(void *arg)
+{
+    serve_conn((int)(intptr_t)arg);
+    __atomic_sub_fetch(&S.live, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
 static void *serve(void *arg)
 {
     (void)arg;
@@ -108,17 +133,16 @@ static void *serve(void *arg)
         if (fd < 0)
             continue;
         __atomic_add_fetch(&S.accepted, 1, __ATOMIC_SEQ_CST);
-        for (int on_conn = 0; !S.stop; on_conn++) {
-            struct pollfd q = {fd, POLLIN, 0};
-            while (!S.stop && poll(&q, 1, 50) == 0)
-                ;
-            if (S.stop || !read_request(fd))
-                break;
-            int n = __atomic_fetch_add(&S.requests, 1, __ATOMIC_SEQ_CST);
-            if (!S.answer(fd, n, on_conn))
-                break;
+        if (S.threaded) {
+            pthread_t th;
+            __atomic_add_fetch(&S.live, 1, __ATOMIC_SEQ_CST);
+            if (!pthread_create(&th, NULL, serve_thread, (void *)(intptr_t)fd)) {
+                pthread_detach(th);
+                continue;
+            }
+            __atomic_sub_fetch(&S.live, 1, __ATOMIC_SEQ_CST);
         }
-        close(fd);
+        serve_conn(fd);
     }
     return NULL;
 }
@@ -144,6 +168,8 @@ static void server_stop(void)
 {
     S.stop = 1;
     pthread_join(S.th, NULL);
+    while (__atomic_load_n(&S.live, __ATOMIC_SEQ_CST) > 0)
+        usleep(1000);
     close(S.lfd);
     pthread_mutex_destroy(&S.mu);
 }
@@ -197,6 +223,8 @@ static void on_done(void *ud, const eddy_http1_result *res)
 
 static const eddy_http1_cbs CBS = {on_header, on_data, on_done};
 
+static int64_t g_connect_ms; /* the connect timeout start() asks for (0: none) */
+
 static void start(eddy_http1 *c, got *g, const char *path, const char *body, int64_t timeout_ms)
 {
     char url[128];
@@ -208,7 +236,8 @@ static void start(eddy_http1 *c, got *g, const char *path, const char *body, int
                             .headers_len = 13,
                             .body = body,
                             .body_len = body ? strlen(body) : 0,
-                            .timeout_ms = timeout_ms};
+                            .timeout_ms = timeout_ms,
+                            .connect_timeout_ms = g_connect_ms};
     memset(g, 0, sizeof(*g));
     eddy_buf_init(&g->body);
     assert_int_equal(eddy_http1_start(c, &spec, &CBS, g, &g->req, &e), 0);
@@ -294,6 +323,29 @@ static int a_drop_second(int fd, int n, int on_conn)
     return 1;
 }
 
+/* Like a_drop_second, but the second request is dropped only after a while
+ * (a server that worked on it, then went away). */
+static int a_drop_second_late(int fd, int n, int on_conn)
+{
+    (void)n;
+    if (on_conn > 0) {
+        usleep(400 * 1000);
+        return 0;
+    }
+    put(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    return 1;
+}
+
+/* The second request on a connection gets only an interim answer, then
+ * the connection ends: the server had it, so it is not sent again. */
+static int a_interim_then_close(int fd, int n, int on_conn)
+{
+    (void)n;
+    put(fd, on_conn ? "HTTP/1.1 100 Continue\r\n\r\n"
+                    : "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    return !on_conn;
+}
+
 static int a_nothing_close(int fd, int n, int on_conn)
 {
     (void)fd, (void)n, (void)on_conn;
@@ -359,6 +411,87 @@ static int a_close_each(int fd, int n, int on_conn)
     return 0;
 }
 
+/* "close" in any Connection header ends the connection, whatever else is
+ * said (RFC 9112 9.6); the server does not close it itself. */
+static int a_close_then_keep(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\n"
+            "Content-Length: 2\r\n\r\nok");
+    return 1;
+}
+
+/* An HTTP/1.0 server that keeps the connection when asked to. */
+static int a_http10_keep_alive(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 2\r\n\r\nok");
+    return 1;
+}
+
+/* Answers without reading the body (too large), then closes at once (so the
+ * unread body makes it a reset) or after a while (the client's write waits). */
+static int g_early_wait_ms;
+
+static int a_early_answer(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\n"
+            "big!");
+    usleep((useconds_t)g_early_wait_ms * 1000);
+    return 0;
+}
+
+/* What a HEAD is answered with: the GET's head, no body. */
+static int a_head(int fd, int n, int on_conn)
+{
+    (void)on_conn;
+    put(fd, n % 2 ? "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  : "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+    return 1;
+}
+
+/* Bare LF line ends, header names in any case; then a 1 MB body by
+ * length, then by chunks of 300 KB (more than the client's 64 KB buffer). */
+static int a_lf_and_large(int fd, int n, int on_conn)
+{
+    static char big[1 << 20];
+    char size[32];
+    (void)on_conn;
+    memset(big, 'y', sizeof(big) - 1);
+    if (n % 3 == 0) {
+        put(fd, "HTTP/1.1 200 OK\nCONTENT-LENGTH: 2\ncontent-type: text/plain\n\nok");
+    } else if (n % 3 == 1) {
+        snprintf(size, sizeof(size), "%zu", sizeof(big) - 1);
+        put(fd, "HTTP/1.1 200 OK\r\nContent-Length: ");
+        put(fd, size);
+        put(fd, "\r\n\r\n");
+        put(fd, big);
+    } else {
+        put(fd, "HTTP/1.1 200 OK\r\ntransfer-encoding: CHUNKED\r\n\r\n");
+        for (int i = 0; i < 3; i++) {
+            put(fd, "493e0\r\n"); /* 300,000 */
+            big[300000] = '\0';
+            put(fd, big);
+            big[300000] = 'y';
+            put(fd, "\r\n");
+        }
+        put(fd, "0\r\n\r\n");
+    }
+    return 1;
+}
+
+/* A 204 that says it has a body (no server may, RFC 9110 8.6) and sends
+ * it a moment later, as its own segment. */
+static int a_204_with_body(int fd, int n, int on_conn)
+{
+    (void)n, (void)on_conn;
+    put(fd, "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n");
+    usleep(30 * 1000);
+    put(fd, "hello");
+    return 1;
+}
+
 /* -- tests ----------------------------------------------------------------------------- */
 
 static void setup_loop(uv_loop_t *loop, eddy_http1 **c)
@@ -396,6 +529,14 @@ static void test_request_and_reuse(void **state)
     assert_non_null(strstr(S.last, "\r\nX-Test: yes\r\n"));
     assert_non_null(strstr(S.last, "\r\nContent-Length: 7\r\n\r\n{\"a\":1}"));
     assert_null(strstr(S.last, "#frag"));
+    pthread_mutex_unlock(&S.mu);
+    eddy_buf_free(&g.body);
+    /* a query without a path: the request target still starts with "/" */
+    one(&loop, c, &g, "?q=1", NULL);
+    assert_int_equal(g.code, 0);
+    pthread_mutex_lock(&S.mu);
+    if (strncmp(S.last, "GET /?q=1 HTTP/1.1\r\n", 20))
+        fail_msg("request line: %.30s", S.last);
     pthread_mutex_unlock(&S.mu);
     eddy_buf_free(&g.body);
     for (int i = 0; i < 5; i++) { /* kept alive: one connection for all */
@@ -494,6 +635,32 @@ static void test_server_closes_kept_connection(void **state)
     assert_int_equal(S.requests, 7); /* 4 answered, 3 dropped and sent again */
     end_loop(&loop, c);
 
+    /* dropped after longer than the connect timeout: the new connection
+     * still has the whole connect timeout */
+    server_start(a_drop_second_late);
+    setup_loop(&loop, &c);
+    g_connect_ms = 200;
+    for (int i = 0; i < 2; i++) {
+        one(&loop, c, &g, "/", "x");
+        if (g.code)
+            fail_msg("request %d: %s", i, g.msg);
+        eddy_buf_free(&g.body);
+    }
+    g_connect_ms = 0;
+    assert_int_equal(S.accepted, 2);
+    end_loop(&loop, c);
+
+    server_start(a_interim_then_close);
+    setup_loop(&loop, &c);
+    one(&loop, c, &g, "/", "x");
+    assert_int_equal(g.code, 0);
+    eddy_buf_free(&g.body);
+    one(&loop, c, &g, "/", "x");
+    assert_int_equal(g.code, EDDY_ENET);
+    assert_int_equal(S.requests, 2);
+    eddy_buf_free(&g.body);
+    end_loop(&loop, c);
+
     /* a fresh connection closed without an answer: a failure, not a loop */
     server_start(a_nothing_close);
     setup_loop(&loop, &c);
@@ -503,6 +670,147 @@ static void test_server_closes_kept_connection(void **state)
     assert_non_null(strstr(g.msg, "without an answer"));
     assert_int_equal(S.requests, 1);
     eddy_buf_free(&g.body);
+    end_loop(&loop, c);
+}
+
+static void test_connection_header(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    (void)state;
+    server_start(a_close_then_keep);
+    setup_loop(&loop, &c);
+    for (int i = 0; i < 2; i++) {
+        one(&loop, c, &g, "/", "x");
+        assert_int_equal(g.code, 0);
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 2); /* not reused */
+    end_loop(&loop, c);
+
+    server_start(a_http10_keep_alive);
+    setup_loop(&loop, &c);
+    for (int i = 0; i < 3; i++) {
+        one(&loop, c, &g, "/", "x");
+        assert_int_equal(g.code, 0);
+        assert_int_equal(g.body.len, 2);
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 1); /* kept */
+    end_loop(&loop, c);
+}
+
+static void test_answer_before_the_body_is_sent(void **state)
+{
+    enum { BIG = 8 << 20 };
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    char *big = malloc(BIG + 1);
+    (void)state;
+    memset(big, 'x', BIG);
+    big[BIG] = '\0';
+    for (int wait = 0; wait < 2; wait++) {
+        g_early_wait_ms = wait ? 300 : 0;
+        server_start(a_early_answer);
+        setup_loop(&loop, &c);
+        for (int i = 0; i < 3; i++) {
+            one(&loop, c, &g, "/", big);
+            if (g.code)
+                fail_msg("wait %d, request %d: %s", wait, i, g.msg);
+            assert_int_equal(g.status, 413);
+            assert_int_equal(g.body.len, 4);
+            eddy_buf_free(&g.body);
+        }
+        end_loop(&loop, c);
+    }
+    free(big);
+}
+
+static void test_head(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    char url[64];
+    eddy_err e;
+    (void)state;
+    server_start(a_head);
+    setup_loop(&loop, &c);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", S.port);
+    for (int i = 0; i < 4; i++) {
+        eddy_http1_spec spec = {.method = "HEAD", .url = url, .timeout_ms = 5000};
+        memset(&g, 0, sizeof(g));
+        eddy_buf_init(&g.body);
+        assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &g.req, &e), 0);
+        run_until(&loop, &g, 1);
+        if (g.code)
+            fail_msg("%s", g.msg);
+        assert_int_equal(g.body.len, 0);
+        pthread_mutex_lock(&S.mu);
+        /* no content, none expected: no Content-Length (RFC 9110 8.6) */
+        assert_null(strcasestr(S.last, "content-length"));
+        pthread_mutex_unlock(&S.mu);
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 1);
+    end_loop(&loop, c);
+}
+
+static void test_lf_and_large_answers(void **state)
+{
+    static const size_t want[] = {2, (1 << 20) - 1, 900000};
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    (void)state;
+    server_start(a_lf_and_large);
+    setup_loop(&loop, &c);
+    for (int i = 0; i < 6; i++) {
+        one(&loop, c, &g, "/", "x");
+        if (g.code)
+            fail_msg("answer %d: %s", i, g.msg);
+        assert_int_equal(g.body.len, want[i % 3]);
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 1);
+    end_loop(&loop, c);
+}
+
+static void on_wait(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* An idle connection is closed when its time is up, even when no other
+ * request comes to take its place (a server such as Go's keeps it open for
+ * good otherwise). */
+static void test_idle_connection_closed_in_time(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    uv_timer_t t;
+    got g;
+    (void)state;
+    server_start(a_length);
+    setup_loop(&loop, &c);
+    eddy_http1_set_idle_ms(c, 100);
+    one(&loop, c, &g, "/", "x");
+    assert_int_equal(g.code, 0);
+    eddy_buf_free(&g.body);
+    uv_timer_init(&loop, &t);
+    uv_timer_start(&t, on_wait, 400, 0);
+    while (uv_is_active((uv_handle_t *)&t))
+        uv_run(&loop, UV_RUN_ONCE);
+    for (int i = 0; i < 100 && !__atomic_load_n(&S.closed, __ATOMIC_SEQ_CST); i++)
+        usleep(10000); /* the server sees the end */
+    assert_int_equal(S.closed, 1);
+    one(&loop, c, &g, "/", "x"); /* on a new connection */
+    assert_int_equal(g.code, 0);
+    eddy_buf_free(&g.body);
+    assert_int_equal(S.accepted, 2);
+    uv_close((uv_handle_t *)&t, NULL);
     end_loop(&loop, c);
 }
 
@@ -519,6 +827,20 @@ static void test_cut_and_extra_bytes(void **state)
     assert_non_null(strstr(g.msg, "before the answer ended"));
     assert_int_equal(g.status, 200);
     eddy_buf_free(&g.body);
+    end_loop(&loop, c);
+
+    /* the body comes after the answer was taken: the connection is not
+     * reused, or the next request would read it as its answer */
+    server_start(a_204_with_body);
+    setup_loop(&loop, &c);
+    for (int i = 0; i < 2; i++) {
+        one(&loop, c, &g, "/", "x");
+        if (g.code)
+            fail_msg("request %d: %s", i, g.msg);
+        assert_int_equal(g.status, 204);
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(S.accepted, 2);
     end_loop(&loop, c);
 
     server_start(a_extra_bytes);
@@ -607,6 +929,26 @@ static void test_refused_timeout_and_stop(void **state)
     close_client(&loop, c);
     assert_int_equal(uv_loop_close(&loop), 0);
 
+    /* an address no connection can be made to at all: the failure is found
+     * inside the start and reported on a later turn */
+    setup_loop(&loop, &c);
+    {
+        eddy_http1_spec spec = {.method = "GET", .url = "http://255.255.255.255:80/"};
+        eddy_err e;
+        memset(&g, 0, sizeof(g));
+        eddy_buf_init(&g.body);
+        assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &g.req, &e), 0);
+        assert_int_equal(g.done, 0);
+        run_until(&loop, &g, 1);
+        assert_int_equal(g.code, EDDY_ENET);
+        assert_int_equal(g.stage, EDDY_HTTP1_CONNECT);
+        if (!strstr(g.msg, "cannot connect to 255.255.255.255:80: "))
+            fail_msg("%s", g.msg);
+        eddy_buf_free(&g.body);
+    }
+    close_client(&loop, c);
+    assert_int_equal(uv_loop_close(&loop), 0);
+
     /* a data callback that says stop; one that frees its request */
     server_start(a_length);
     setup_loop(&loop, &c);
@@ -681,22 +1023,44 @@ static void test_refused_input(void **state)
     const char *urls[] = {"https://127.0.0.1/",   "http://user:pw@127.0.0.1/",  "http:///x",
                           "http://127.0.0.1:0/",  "http://127.0.0.1:99999/",    "http://a b/",
                           "http://127.0.0.1/a b", "http://127.0.0.1/a\r\nX: y", "ftp://x/",
-                          "http://[::1/"};
+                          "http://[::1/",         "http://[::1\r\nX: y]/",      "http://[a b]:80/",
+                          "http://[::1]x/"};
     for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
         eddy_http1_spec spec = {.method = "GET", .url = urls[i]};
         assert_int_equal(eddy_http1_takes(urls[i]), 0);
         assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &r, &e), EDDY_EINVAL);
         assert_null(r);
     }
-    const char *headers[] = {"X: a\nY: b\r\n",   "X: a\r\n\r\nGET / HTTP/1.1\r\n",
-                             "no colon\r\n",     "X: a",
-                             ": empty name\r\n", "Bad Name: v\r\n"};
+    const char *headers[] = {"X: a\nY: b\r\n", "X: a\r\n\r\nGET / HTTP/1.1\r\n", "no colon\r\n",
+                             "X: a", ": empty name\r\n", "Bad Name: v\r\n",
+                             /* the framing and the host are the client's own */
+                             "X: a\r\nContent-Length: 0\r\n", "transfer-encoding: chunked\r\n",
+                             "HOST: elsewhere\r\n"};
     for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
         eddy_http1_spec spec = {.method = "GET",
                                 .url = "http://127.0.0.1:1/",
                                 .headers = headers[i],
                                 .headers_len = strlen(headers[i])};
         assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &r, &e), EDDY_EINVAL);
+    }
+    /* a body longer than one write can say (libuv's lengths are 32-bit): it
+     * would go out cut, under a Content-Length of the whole */
+    if (sizeof(size_t) > 4) {
+        eddy_http1_spec spec = {.method = "POST",
+                                .url = "http://127.0.0.1:1/",
+                                .body = "x",
+                                .body_len = (size_t)UINT32_MAX + 2};
+        r = (eddy_http1_req *)1;
+        assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &r, &e), EDDY_EINVAL);
+        assert_null(r);
+    }
+    /* the method goes into the request line as it is: nothing but a token */
+    const char *methods[] = {"GET / HTTP/1.1\r\nX: y\r\n\r\nPOST", "", "GE T", "POST\n"};
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        eddy_http1_spec spec = {.method = methods[i], .url = "http://127.0.0.1:1/"};
+        r = (eddy_http1_req *)1;
+        assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &r, &e), EDDY_EINVAL);
+        assert_null(r);
     }
     close_client(&loop, c);
     assert_int_equal(uv_loop_close(&loop), 0);
@@ -757,13 +1121,342 @@ static void test_localhost_by_name(void **state)
     end_loop(&loop, c);
 }
 
+static int g_turns; /* turns of the loop (a check handle counts them) */
+static int g_restarts, g_turn_of[8];
+static eddy_http1 *g_client;
+static got g_chain;
+
+static void count_turn(uv_check_t *h)
+{
+    (void)h;
+    g_turns++;
+}
+
+/* The done callback of a request that starts the next one from inside. */
+static void on_done_restart(void *ud, const eddy_http1_result *res)
+{
+    static const eddy_http1_cbs cbs = {NULL, NULL, on_done_restart};
+    eddy_http1_spec spec = {.method = "GET", .url = "http://nonexistent.invalid:1/"};
+    eddy_err e;
+    (void)ud;
+    assert_int_equal(res->code, EDDY_ENET);
+    assert_int_equal(res->stage, EDDY_HTTP1_RESOLVE);
+    eddy_http1_free(g_chain.req);
+    g_chain.req = NULL;
+    g_turn_of[g_restarts] = g_turns;
+    if (++g_restarts == 4) {
+        g_chain.done = 1;
+        return;
+    }
+    assert_int_equal(eddy_http1_start(g_client, &spec, &cbs, NULL, &g_chain.req, &e), 0);
+}
+
+/* A request started inside the done callback of one whose name did not
+ * resolve asks again: it does not take the old answer (and a callback that
+ * starts one each time does not spin inside the lookup's callback). */
+static void test_restart_after_failed_lookup(void **state)
+{
+    static const eddy_http1_cbs cbs = {NULL, NULL, on_done_restart};
+    eddy_http1_spec spec = {.method = "GET", .url = "http://nonexistent.invalid:1/"};
+    uv_loop_t loop;
+    uv_check_t check;
+    eddy_err e;
+    (void)state;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(eddy_http1_new(&loop, &g_client, NULL), 0);
+    uv_check_init(&loop, &check);
+    uv_check_start(&check, count_turn);
+    memset(&g_chain, 0, sizeof(g_chain));
+    g_restarts = g_turns = 0;
+    assert_int_equal(eddy_http1_start(g_client, &spec, &cbs, NULL, &g_chain.req, &e), 0);
+    run_until(&loop, &g_chain, 1);
+    for (int i = 1; i < 4; i++)
+        if (g_turn_of[i] == g_turn_of[i - 1])
+            fail_msg("request %d ended on the turn of the loop of request %d", i, i - 1);
+    uv_close((uv_handle_t *)&check, NULL);
+    close_client(&loop, g_client);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* Callbacks that close the whole client (at the Nth call of the kind KIND:
+ * 0 header, 1 data, 2 done) or start one more request from the done
+ * callback: nothing may run after the close, nothing be left open. */
+static struct {
+    int kind, at, calls, after_close;
+    eddy_http1 *c;
+    int closed, more;
+    got extra;
+} g_cl;
+
+static void cl_maybe_close(int kind)
+{
+    if (g_cl.closed) {
+        g_cl.after_close++;
+        return;
+    }
+    if (kind == g_cl.kind && ++g_cl.calls == g_cl.at) {
+        g_cl.closed = 1;
+        eddy_http1_close(g_cl.c);
+    }
+}
+
+static int cl_header(void *ud, const char *line, size_t n)
+{
+    (void)ud, (void)line, (void)n;
+    cl_maybe_close(0);
+    return 0;
+}
+
+static int cl_data(void *ud, long status, const char *p, size_t n)
+{
+    (void)ud, (void)status, (void)p, (void)n;
+    cl_maybe_close(1);
+    return 0;
+}
+
+static void cl_done(void *ud, const eddy_http1_result *res)
+{
+    static const eddy_http1_cbs cbs = {cl_header, cl_data, cl_done};
+    got *g = ud;
+    char url[64];
+    eddy_err e;
+    (void)res;
+    g->done = 1;
+    eddy_http1_free(g->req);
+    g->req = NULL;
+    cl_maybe_close(2);
+    if (g_cl.closed || g_cl.more <= 0)
+        return;
+    g_cl.more--;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", S.port);
+    eddy_http1_spec spec = {.method = "POST", .url = url, .body = "x", .body_len = 1};
+    memset(&g_cl.extra, 0, sizeof(g_cl.extra));
+    int rc = eddy_http1_start(g_cl.c, &spec, &cbs, &g_cl.extra, &g_cl.extra.req, &e);
+    assert_int_equal(rc, 0);
+}
+
+static void test_close_inside_callbacks(void **state)
+{
+    static const eddy_http1_cbs cbs = {cl_header, cl_data, cl_done};
+    static const answer_fn answers[] = {a_length, a_chunked_trickle, a_interim, a_until_close};
+    (void)state;
+    for (size_t a = 0; a < sizeof(answers) / sizeof(answers[0]); a++) {
+        for (int kind = 0; kind < 3; kind++) {
+            for (int at = 1; at <= 4; at++) {
+                uv_loop_t loop;
+                got g[4];
+                char url[64];
+                eddy_err e;
+                server_start(answers[a]);
+                memset(&g_cl, 0, sizeof(g_cl));
+                setup_loop(&loop, &g_cl.c);
+                g_cl.kind = kind;
+                g_cl.at = at;
+                g_cl.more = 3;
+                snprintf(url, sizeof(url), "http://127.0.0.1:%d/", S.port);
+                for (int i = 0; i < 4; i++) {
+                    eddy_http1_spec spec = {
+                        .method = "POST", .url = url, .body = "x", .body_len = 1};
+                    memset(&g[i], 0, sizeof(g[i]));
+                    assert_int_equal(eddy_http1_start(g_cl.c, &spec, &cbs, &g[i], &g[i].req, &e),
+                                     0);
+                }
+                for (int spins = 0; spins < 100000 && !g_cl.closed; spins++) {
+                    int all = 1;
+                    for (int i = 0; i < 4; i++)
+                        all &= g[i].done;
+                    if (all && !g_cl.extra.req)
+                        break;
+                    uv_run(&loop, UV_RUN_ONCE);
+                }
+                if (!g_cl.closed)
+                    eddy_http1_close(g_cl.c);
+                uv_run(&loop, UV_RUN_DEFAULT);
+                assert_int_equal(g_cl.after_close, 0);
+                server_stop();
+                assert_int_equal(uv_loop_close(&loop), 0);
+            }
+        }
+    }
+}
+
+/* -- many requests, each doing something else to its client ----------------- */
+
+static int a_mixed(int fd, int n, int on_conn)
+{
+    static const answer_fn answers[] = {a_length,         a_chunked_trickle, a_interim,
+                                        a_close_silently, a_until_close,     a_extra_bytes,
+                                        a_cut_body,       a_no_content,      a_head};
+    (void)on_conn;
+    if (n % 11 == 10) { /* silence for a while, then the end */
+        usleep(100 * 1000);
+        return 0;
+    }
+    return answers[(unsigned)n * 7 % (sizeof(answers) / sizeof(answers[0]))](fd, n, on_conn);
+}
+
+enum { TN = 120 };
+
+typedef struct tslot {
+    eddy_http1_req *req;
+    int action, at, calls, freed, done, started;
+    int64_t timeout;
+} tslot;
+
+static struct {
+    eddy_http1 *c;
+    tslot s[TN * 3];
+    int n, after_free;
+} T;
+
+static void t_start(int i);
+
+static void t_free(tslot *t)
+{
+    eddy_http1_free(t->req);
+    t->req = NULL;
+    t->freed = 1;
+}
+
+static int t_header(void *ud, const char *line, size_t n)
+{
+    tslot *t = ud;
+    (void)line, (void)n;
+    T.after_free += t->freed || t->done;
+    if (t->action == 1 && ++t->calls == t->at)
+        t_free(t);
+    return t->action == 2 && t->calls++ == t->at;
+}
+
+static int t_data(void *ud, long status, const char *p, size_t n)
+{
+    tslot *t = ud;
+    (void)status, (void)p, (void)n;
+    T.after_free += t->freed || t->done;
+    if (t->action == 3) {
+        t_free(t);
+        if (T.n < TN * 3)
+            t_start(T.n++);
+        return 0;
+    }
+    return t->action == 4;
+}
+
+static void t_done(void *ud, const eddy_http1_result *res)
+{
+    tslot *t = ud;
+    (void)res;
+    T.after_free += t->freed || t->done;
+    t->done = 1;
+    t_free(t);
+    if (t->action == 5 && T.n < TN * 3)
+        t_start(T.n++);
+}
+
+static void t_start(int i)
+{
+    static const eddy_http1_cbs cbs = {t_header, t_data, t_done};
+    static const char *const methods[] = {"POST", "GET", "HEAD"};
+    tslot *t = &T.s[i];
+    char url[64];
+    eddy_err e;
+    memset(t, 0, sizeof(*t));
+    t->action = rand() % 7;
+    t->at = 1 + rand() % 3;
+    t->timeout = rand() % 4 ? 50 + rand() % 400 : 0;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/%d", S.port, i);
+    eddy_http1_spec spec = {.method = methods[rand() % 3],
+                            .url = url,
+                            .body = "x",
+                            .body_len = rand() % 2,
+                            .timeout_ms = t->timeout ? t->timeout : 2000,
+                            .connect_timeout_ms = rand() % 2 ? 100 : 0};
+    assert_int_equal(eddy_http1_start(T.c, &spec, &cbs, t, &t->req, &e), 0);
+    t->started = 1;
+}
+
+static void test_torture(void **state)
+{
+    (void)state;
+    for (unsigned seed = 1; seed <= 3; seed++) {
+        uv_loop_t loop;
+        srand(seed);
+        server_start(a_mixed);
+        S.threaded = 1;
+        memset(&T, 0, sizeof(T));
+        setup_loop(&loop, &T.c);
+        for (T.n = 0; T.n < TN; T.n++)
+            t_start(T.n);
+        for (int turn = 0; turn < 4000; turn++) {
+            int left = 0;
+            uv_run(&loop, UV_RUN_NOWAIT);
+            for (int i = 0; i < T.n; i++) {
+                tslot *t = &T.s[i];
+                if (t->started && !t->freed) {
+                    left++;
+                    if (t->action == 6 && rand() % 50 == 0) /* from outside, at any time */
+                        t_free(t);
+                }
+            }
+            if (!left)
+                break;
+            if (seed == 3 && turn == 200)
+                break; /* the close below ends what is left */
+            usleep(1000);
+        }
+        close_client(&loop, T.c); /* frees what is left, without a callback */
+        assert_int_equal(T.after_free, 0);
+        server_stop();
+        assert_int_equal(uv_loop_close(&loop), 0);
+    }
+}
+
+static void slow_work(uv_work_t *w)
+{
+    (void)w;
+    usleep(1500 * 1000);
+}
+
+static void slow_work_done(uv_work_t *w, int status)
+{
+    (void)w, (void)status;
+}
+
+/* A numeric address needs no lookup: a request to one does not wait for a
+ * thread of the pool that some file work keeps busy (there is one: main). */
+static void test_numeric_host_without_lookup(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    uv_work_t w;
+    got g;
+    (void)state;
+    server_start(a_length);
+    setup_loop(&loop, &c);
+    assert_int_equal(uv_queue_work(&loop, &w, slow_work, slow_work_done), 0);
+    for (int i = 0; i < 2; i++) {
+        start(c, &g, "/", NULL, 1000);
+        run_until(&loop, &g, 1);
+        if (g.code)
+            fail_msg("%s", g.msg);
+        eddy_buf_free(&g.body);
+    }
+    end_loop(&loop, c);
+}
+
 int main(void)
 {
+    setenv("UV_THREADPOOL_SIZE", "1", 1); /* before the pool starts */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_and_reuse),
         cmocka_unit_test(test_chunked_one_byte_at_a_time),
         cmocka_unit_test(test_until_close_interim_and_bodyless),
         cmocka_unit_test(test_server_closes_kept_connection),
+        cmocka_unit_test(test_connection_header),
+        cmocka_unit_test(test_answer_before_the_body_is_sent),
+        cmocka_unit_test(test_head),
+        cmocka_unit_test(test_lf_and_large_answers),
+        cmocka_unit_test(test_idle_connection_closed_in_time),
         cmocka_unit_test(test_cut_and_extra_bytes),
         cmocka_unit_test(test_malformed_answers),
         cmocka_unit_test(test_refused_timeout_and_stop),
@@ -771,6 +1464,10 @@ int main(void)
         cmocka_unit_test(test_refused_input),
         cmocka_unit_test(test_takes),
         cmocka_unit_test(test_localhost_by_name),
+        cmocka_unit_test(test_numeric_host_without_lookup),
+        cmocka_unit_test(test_restart_after_failed_lookup),
+        cmocka_unit_test(test_close_inside_callbacks),
+        cmocka_unit_test(test_torture),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
