@@ -32,7 +32,7 @@ typedef int (*answer_fn)(int fd, int n, int on_conn);
 typedef struct server {
     int lfd, port;
     pthread_t th;
-    volatile int stop;
+    int stop;           /* atomics: the server thread reads what the test writes */
     int threaded, live; /* a thread per connection; how many run */
     answer_fn answer;
     int accepted, requests, closed; /* connections accepted, requests, connections ended */
@@ -101,11 +101,11 @@ static int read_request(int fd)
 
 static void serve_conn(int fd)
 {
-    for (int on_conn = 0; !S.stop; on_conn++) {
+    for (int on_conn = 0; !__atomic_load_n(&S.stop, __ATOMIC_SEQ_CST); on_conn++) {
         struct pollfd q = {fd, POLLIN, 0};
-        while (!S.stop && poll(&q, 1, 50) == 0)
+        while (!__atomic_load_n(&S.stop, __ATOMIC_SEQ_CST) && poll(&q, 1, 50) == 0)
             ;
-        if (S.stop || !read_request(fd))
+        if (__atomic_load_n(&S.stop, __ATOMIC_SEQ_CST) || !read_request(fd))
             break;
         int n = __atomic_fetch_add(&S.requests, 1, __ATOMIC_SEQ_CST);
         if (!S.answer(fd, n, on_conn))
@@ -125,7 +125,7 @@ static void *serve_thread(void *arg)
 static void *serve(void *arg)
 {
     (void)arg;
-    while (!S.stop) {
+    while (!__atomic_load_n(&S.stop, __ATOMIC_SEQ_CST)) {
         struct pollfd p = {S.lfd, POLLIN, 0};
         if (poll(&p, 1, 50) <= 0)
             continue;
@@ -166,7 +166,7 @@ static void server_start(answer_fn answer)
 
 static void server_stop(void)
 {
-    S.stop = 1;
+    __atomic_store_n(&S.stop, 1, __ATOMIC_SEQ_CST);
     pthread_join(S.th, NULL);
     while (__atomic_load_n(&S.live, __ATOMIC_SEQ_CST) > 0)
         usleep(1000);
@@ -355,7 +355,7 @@ static int a_nothing_close(int fd, int n, int on_conn)
 static int a_silent(int fd, int n, int on_conn)
 {
     (void)fd, (void)n, (void)on_conn;
-    while (!S.stop)
+    while (!__atomic_load_n(&S.stop, __ATOMIC_SEQ_CST))
         usleep(10000);
     return 0;
 }
@@ -398,7 +398,8 @@ static int a_huge_head(int fd, int n, int on_conn)
     memset(line, 'a', sizeof(line));
     memcpy(line, "X-Pad: ", 7);
     memcpy(line + sizeof(line) - 3, "\r\n", 3);
-    for (int i = 0; i < 100 && !S.stop; i++) /* 110 KB of headers */
+    for (int i = 0; i < 100 && !__atomic_load_n(&S.stop, __ATOMIC_SEQ_CST);
+         i++) /* 110 KB of headers */
         put(fd, line);
     put(fd, "Content-Length: 0\r\n\r\n");
     return 0;
@@ -544,7 +545,7 @@ static void test_request_and_reuse(void **state)
         assert_int_equal(g.code, 0);
         eddy_buf_free(&g.body);
     }
-    assert_int_equal(S.accepted, 1);
+    assert_int_equal(__atomic_load_n(&S.accepted, __ATOMIC_SEQ_CST), 1);
     end_loop(&loop, c);
 }
 
@@ -563,7 +564,8 @@ static void test_chunked_one_byte_at_a_time(void **state)
         assert_memory_equal(g.body.data, "hello 0123456789", 16);
         eddy_buf_free(&g.body);
     }
-    assert_int_equal(S.accepted, 1); /* reused after the trailer */
+    assert_int_equal(__atomic_load_n(&S.accepted, __ATOMIC_SEQ_CST),
+                     1); /* reused after the trailer */
     end_loop(&loop, c);
 }
 
@@ -601,7 +603,7 @@ static void test_until_close_interim_and_bodyless(void **state)
         assert_int_equal(g.body.len, 0);
         eddy_buf_free(&g.body);
     }
-    assert_int_equal(S.accepted, 1);
+    assert_int_equal(__atomic_load_n(&S.accepted, __ATOMIC_SEQ_CST), 1);
     end_loop(&loop, c);
 }
 
@@ -619,7 +621,7 @@ static void test_server_closes_kept_connection(void **state)
         assert_int_equal(g.code, 0);
         eddy_buf_free(&g.body);
     }
-    assert_int_equal(S.accepted, 5);
+    assert_int_equal(__atomic_load_n(&S.accepted, __ATOMIC_SEQ_CST), 5);
     end_loop(&loop, c);
 
     /* the request sent on the reused connection is dropped: sent once more */
@@ -631,8 +633,9 @@ static void test_server_closes_kept_connection(void **state)
         assert_int_equal(g.status, 200);
         eddy_buf_free(&g.body);
     }
-    assert_int_equal(S.accepted, 4);
-    assert_int_equal(S.requests, 7); /* 4 answered, 3 dropped and sent again */
+    assert_int_equal(__atomic_load_n(&S.accepted, __ATOMIC_SEQ_CST), 4);
+    assert_int_equal(__atomic_load_n(&S.requests, __ATOMIC_SEQ_CST),
+                     7); /* 4 answered, 3 dropped and sent again */
     end_loop(&loop, c);
 
     /* dropped after longer than the connect timeout: the new connection
@@ -647,7 +650,7 @@ static void test_server_closes_kept_connection(void **state)
         eddy_buf_free(&g.body);
     }
     g_connect_ms = 0;
-    assert_int_equal(S.accepted, 2);
+    assert_int_equal(__atomic_load_n(&S.accepted, __ATOMIC_SEQ_CST), 2);
     end_loop(&loop, c);
 
     server_start(a_interim_then_close);
@@ -657,7 +660,7 @@ static void test_server_closes_kept_connection(void **state)
     eddy_buf_free(&g.body);
     one(&loop, c, &g, "/", "x");
     assert_int_equal(g.code, EDDY_ENET);
-    assert_int_equal(S.requests, 2);
+    assert_int_equal(__atomic_load_n(&S.requests, __ATOMIC_SEQ_CST), 2);
     eddy_buf_free(&g.body);
     end_loop(&loop, c);
 
@@ -668,7 +671,7 @@ static void test_server_closes_kept_connection(void **state)
     assert_int_equal(g.code, EDDY_ENET);
     assert_int_equal(g.stage, EDDY_HTTP1_RECV);
     assert_non_null(strstr(g.msg, "without an answer"));
-    assert_int_equal(S.requests, 1);
+    assert_int_equal(__atomic_load_n(&S.requests, __ATOMIC_SEQ_CST), 1);
     eddy_buf_free(&g.body);
     end_loop(&loop, c);
 }
@@ -686,7 +689,7 @@ static void test_connection_header(void **state)
         assert_int_equal(g.code, 0);
         eddy_buf_free(&g.body);
     }
-    assert_int_equal(S.accepted, 2); /* not reused */
+    assert_int_equal(__atomic_load_n(&S.accepted, __ATOMIC_SEQ_CST), 2); /* not reused */
     end_loop(&loop, c);
 
     server_start(a_http10_keep_alive);
@@ -697,7 +700,7 @@ static void test_connection_header(void **state)
         assert_int_equal(g.body.len, 2);
         eddy_buf_free(&g.body);
     }
-    assert_int_equal(S.accepted, 1); /* kept */
+    assert_int_equal(__atomic_load_n(&S.accepted, __ATOMIC_SEQ_CST), 1); /* kept */
     end_loop(&loop, c);
 }
 
@@ -754,7 +757,7 @@ static void test_head(void **state)
         pthread_mutex_unlock(&S.mu);
         eddy_buf_free(&g.body);
     }
-    assert_int_equal(S.accepted, 1);
+    assert_int_equal(__atomic_load_n(&S.accepted, __ATOMIC_SEQ_CST), 1);
     end_loop(&loop, c);
 }
 
@@ -774,7 +777,7 @@ static void test_lf_and_large_answers(void **state)
         assert_int_equal(g.body.len, want[i % 3]);
         eddy_buf_free(&g.body);
     }
-    assert_int_equal(S.accepted, 1);
+    assert_int_equal(__atomic_load_n(&S.accepted, __ATOMIC_SEQ_CST), 1);
     end_loop(&loop, c);
 }
 
@@ -809,7 +812,7 @@ static void test_idle_connection_closed_in_time(void **state)
     one(&loop, c, &g, "/", "x"); /* on a new connection */
     assert_int_equal(g.code, 0);
     eddy_buf_free(&g.body);
-    assert_int_equal(S.accepted, 2);
+    assert_int_equal(__atomic_load_n(&S.accepted, __ATOMIC_SEQ_CST), 2);
     uv_close((uv_handle_t *)&t, NULL);
     end_loop(&loop, c);
 }
@@ -840,7 +843,7 @@ static void test_cut_and_extra_bytes(void **state)
         assert_int_equal(g.status, 204);
         eddy_buf_free(&g.body);
     }
-    assert_int_equal(S.accepted, 2);
+    assert_int_equal(__atomic_load_n(&S.accepted, __ATOMIC_SEQ_CST), 2);
     end_loop(&loop, c);
 
     server_start(a_extra_bytes);
@@ -851,7 +854,8 @@ static void test_cut_and_extra_bytes(void **state)
         assert_int_equal(g.body.len, 2); /* not the garbage */
         eddy_buf_free(&g.body);
     }
-    assert_int_equal(S.accepted, 3); /* a connection with bytes nobody asked for is not reused */
+    assert_int_equal(__atomic_load_n(&S.accepted, __ATOMIC_SEQ_CST),
+                     3); /* a connection with bytes nobody asked for is not reused */
     end_loop(&loop, c);
 }
 
@@ -1007,7 +1011,7 @@ static void test_many_at_once(void **state)
         assert_int_equal(g[i].body.len, 3);
         eddy_buf_free(&g[i].body);
     }
-    assert_int_equal(S.requests, N);
+    assert_int_equal(__atomic_load_n(&S.requests, __ATOMIC_SEQ_CST), N);
     end_loop(&loop, c);
 }
 
@@ -1444,6 +1448,59 @@ static void test_numeric_host_without_lookup(void **state)
     end_loop(&loop, c);
 }
 
+/* Every allocation of a request failing in turn (the n-th from its start):
+ * the start says EDDY_ENOMEM, or the request ends once with a code (0 when
+ * the failure hit nothing it needed); nothing hangs, every handle closes. */
+static void test_out_of_memory(void **state)
+{
+    uv_loop_t loop;
+    eddy_http1 *c;
+    int ok = 0, refused = 0, failed = 0;
+    (void)state;
+    server_start(a_length);
+    for (long n = 0; n < 60; n++) {
+        got g;
+        char url[64];
+        eddy_err e;
+        setup_loop(&loop, &c);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", S.port);
+        eddy_http1_spec spec = {.method = "POST",
+                                .url = url,
+                                .headers = "X-A: b\r\n",
+                                .headers_len = 8,
+                                .body = "{}",
+                                .body_len = 2,
+                                .timeout_ms = 5000};
+        memset(&g, 0, sizeof(g));
+        eddy_buf_init(&g.body);
+        eddy_alloc_fail_after(n);
+        int rc = eddy_http1_start(c, &spec, &CBS, &g, &g.req, &e);
+        if (rc) {
+            eddy_alloc_fail_after(-1);
+            assert_int_equal(rc, EDDY_ENOMEM);
+            assert_null(g.req);
+            refused++;
+        } else {
+            for (int spins = 0; !g.done && spins < 100000; spins++)
+                uv_run(&loop, UV_RUN_ONCE);
+            eddy_alloc_fail_after(-1);
+            assert_int_equal(g.done, 1);
+            if (g.code)
+                failed++;
+            else
+                ok++;
+        }
+        eddy_buf_free(&g.body);
+        close_client(&loop, c);
+        assert_int_equal(uv_loop_close(&loop), 0);
+    }
+    server_stop();
+    assert_true(refused > 0); /* the first allocations are the start's */
+    assert_true(ok > 0);      /* and past the last one, it works */
+    printf("out of memory: %d starts refused, %d requests failed, %d went through\n", refused,
+           failed, ok);
+}
+
 int main(void)
 {
     setenv("UV_THREADPOOL_SIZE", "1", 1); /* before the pool starts */
@@ -1464,6 +1521,7 @@ int main(void)
         cmocka_unit_test(test_refused_input),
         cmocka_unit_test(test_takes),
         cmocka_unit_test(test_localhost_by_name),
+        cmocka_unit_test(test_out_of_memory),
         cmocka_unit_test(test_numeric_host_without_lookup),
         cmocka_unit_test(test_restart_after_failed_lookup),
         cmocka_unit_test(test_close_inside_callbacks),
