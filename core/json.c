@@ -501,6 +501,19 @@ static void put_string(out *w, const char *str, size_t n)
     size_t i = 0, run = 0;
     if (room(w, n + 2))
         return;
+    while (i + 8 <= n && plain8(s + i, plain == 2))
+        i += 8;
+    while (i < n && kPlain[s[i]] >= plain)
+        i++;
+    if (i == n) { /* nothing to escape (keys, names, most values): one copy */
+        char *d = w->b->data + w->b->len;
+        d[0] = '"';
+        if (n)
+            memcpy(d + 1, str, n);
+        d[n + 1] = '"';
+        w->b->len += n + 2;
+        return;
+    }
     putch(w, '"');
     while (i < n) {
         while (i + 8 <= n && plain8(s + i, plain == 2))

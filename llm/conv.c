@@ -242,6 +242,55 @@ json_t *eddy_llm_msg_to_json(const eddy_llm_msg *m)
     return msg;
 }
 
+/* ,"KEY":V for V a string (nothing for NULL: as eddy__llm_set_str leaves it out). */
+static int put_field(eddy_buf *b, const char *key, const char *v)
+{
+    if (!v)
+        return 0;
+    eddy_buf_puts(b, key);
+    return eddy_json_put_string(b, v, strlen(v));
+}
+
+int eddy_llm_msg_write(eddy_buf *b, const eddy_llm_msg *m)
+{
+    size_t start = b->len;
+    const char *role = eddy_llm_role_name(m->role);
+    int rc;
+    eddy_buf_puts(b, "{\"role\":");
+    rc = eddy_json_put_string(b, role, strlen(role));
+    eddy_buf_puts(b, ",\"parts\":[");
+    for (size_t i = 0; !rc && i < m->nparts; i++) {
+        const eddy_llm_part *p = &m->parts[i];
+        if (i)
+            eddy_buf_putc(b, ',');
+        switch (p->kind) {
+        case EDDY_PART_TEXT:
+            rc = put_field(b, "{\"type\":\"text\",\"text\":", p->text ? p->text : "");
+            break;
+        case EDDY_PART_TOOL_CALL:
+            eddy_buf_puts(b, "{\"type\":\"tool_call\"");
+            rc = put_field(b, ",\"id\":", p->id) || put_field(b, ",\"name\":", p->name) ||
+                 put_field(b, ",\"arguments\":", p->args ? p->args : "{}");
+            break;
+        default:
+            eddy_buf_puts(b, "{\"type\":\"tool_result\"");
+            rc = put_field(b, ",\"id\":", p->id) || put_field(b, ",\"name\":", p->name) ||
+                 put_field(b, ",\"content\":", p->text ? p->text : "");
+            eddy_buf_puts(b, p->is_error ? ",\"is_error\":true" : ",\"is_error\":false");
+        }
+        eddy_buf_putc(b, '}');
+    }
+    eddy_buf_puts(b, "]}");
+    if (!rc && b->oom)
+        rc = EDDY_ENOMEM;
+    if (rc && !b->oom) {
+        b->len = start;
+        if (b->data)
+            b->data[start] = '\0';
+    }
+    return rc;
+}
+
 static int role_from(const char *s, eddy_llm_role *out)
 {
     for (int i = 0; i < 4; i++)
@@ -281,9 +330,10 @@ int eddy_llm_conv_from_json(eddy_llm_conv *c, json_t *arr, eddy_err *err)
                                             eddy_json_str(pj, "name", NULL),
                                             eddy_json_str(pj, "arguments", NULL));
             else if (!strcmp(type, "tool_result"))
-                rc = eddy_llm_msg_tool_result(
-                    m, eddy_json_str(pj, "id", NULL), eddy_json_str(pj, "name", NULL),
-                    eddy_json_str(pj, "content", ""), json_is_true(json_object_get(pj, "is_error")));
+                rc = eddy_llm_msg_tool_result(m, eddy_json_str(pj, "id", NULL),
+                                              eddy_json_str(pj, "name", NULL),
+                                              eddy_json_str(pj, "content", ""),
+                                              json_is_true(json_object_get(pj, "is_error")));
             else {
                 eddy_llm_conv_truncate(c, n0);
                 return eddy_err_set(err, EDDY_ECORRUPT,
@@ -321,8 +371,10 @@ static const char *v1_call_name(json_t *arr, size_t i, const char *id)
     while (id && i-- > 0) {
         json_t *calls = json_object_get(json_array_get(arr, i), "tool_calls"), *tc;
         size_t k;
-        json_array_foreach(calls, k, tc) if (!strcmp(eddy_json_str(tc, "id", ""), id)) return eddy_json_str(
-            json_object_get(tc, "function"), "name", NULL);
+        json_array_foreach(
+            calls, k, tc) if (!strcmp(eddy_json_str(tc, "id", ""),
+                                      id)) return eddy_json_str(json_object_get(tc, "function"),
+                                                                "name", NULL);
     }
     return NULL;
 }
@@ -380,8 +432,8 @@ json_t *eddy_llm_history_upgrade(json_t *arr, eddy_err *err)
         {
             json_t *fn = json_object_get(tc, "function"), *a = json_object_get(fn, "arguments");
             char *args = json_is_string(a) ? eddy_strdup(json_string_value(a))
-                         : a                ? eddy_json_dumps(a)
-                                            : eddy_strdup("{}");
+                         : a               ? eddy_json_dumps(a)
+                                           : eddy_strdup("{}");
             rc = args ? eddy_llm_msg_tool_call(m, eddy_json_str(tc, "id", NULL),
                                                eddy_json_str(fn, "name", NULL), args)
                       : EDDY_ENOMEM;

@@ -1185,7 +1185,8 @@ static int load_state(eddy_store *s, eddy_err *err)
     while (sqlite3_step(st) == SQLITE_ROW) {
         const char *agent = (const char *)sqlite3_column_text(st, 0);
         json_t *m = json_object_get(s->state, agent);
-        json_t *v = eddy_json_loads((const char *)sqlite3_column_text(st, 2), JSON_DECODE_ANY, NULL);
+        json_t *v =
+            eddy_json_loads((const char *)sqlite3_column_text(st, 2), JSON_DECODE_ANY, NULL);
         if (!m)
             json_object_set_new_nocheck(s->state, agent, m = json_object());
         if (!v) {
@@ -1754,8 +1755,10 @@ static int post(eddy_store_session *ss, sjob *j, eddy_err *err)
 
 /* J as step STEP of the run REF (its key, place, state, kind and data: DATA's
  * JSON text). EDDY_ENOMEM when a copy failed (J is then the caller's to free). */
-static int set_step(sjob *j, const eddy_run_ref *ref, int step, int state, const char *kind,
-                    const json_t *data)
+/* J's step fields; TEXT (the data's JSON text, or NULL: out of memory) is
+ * taken. */
+static int set_step_take(sjob *j, const eddy_run_ref *ref, int step, int state, const char *kind,
+                         char *text)
 {
     j->key = eddy_strdup(ref->key);
     j->part = ref->part;
@@ -1764,8 +1767,41 @@ static int set_step(sjob *j, const eddy_run_ref *ref, int step, int state, const
     j->step = step;
     j->state = state;
     j->skind = eddy_strdup(kind);
-    j->data = data ? eddy_json_dumps_flags(data, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    j->data = text;
     return j->key && j->skind && j->data ? 0 : EDDY_ENOMEM;
+}
+
+static int set_step(sjob *j, const eddy_run_ref *ref, int step, int state, const char *kind,
+                    const json_t *data)
+{
+    return set_step_take(j, ref, step, state, kind,
+                         data ? eddy_json_dumps_flags(data, JSON_COMPACT | JSON_ENCODE_ANY) : NULL);
+}
+
+int eddy_store_put_step_take(eddy_store_session *ss, const eddy_run_ref *ref, int step, int state,
+                             const char *kind, char *text, eddy_store_cb cb, void *ud,
+                             eddy_err *err)
+{
+    if (!ref->agent || !ref->key || !kind || !*kind || !text) {
+        eddy_free(text);
+        return eddy_err_set(err, text ? EDDY_EINVAL : EDDY_ENOMEM,
+                            "a step needs an agent, a key, a kind and data");
+    }
+    sjob *j = eddy_calloc(1, sizeof(*j));
+    if (!j) {
+        eddy_free(text);
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    }
+    j->kind = J_STEP;
+    j->agent = eddy_strdup(ref->agent);
+    j->cb = cb;
+    j->ud = ud;
+    if (set_step_take(j, ref, step, state, kind, text) || !j->agent) {
+        job_free(j);
+        return eddy_err_set(err, EDDY_ENOMEM, "cannot journal step %d of %s/%s", step, ref->agent,
+                            ref->key);
+    }
+    return post(ss, j, err);
 }
 
 int eddy_store_put_step(eddy_store_session *ss, const eddy_run_ref *ref, int step, int state,
@@ -1773,19 +1809,9 @@ int eddy_store_put_step(eddy_store_session *ss, const eddy_run_ref *ref, int ste
 {
     if (!ref->agent || !ref->key || !kind || !*kind || !data)
         return eddy_err_set(err, EDDY_EINVAL, "a step needs an agent, a key, a kind and data");
-    sjob *j = eddy_calloc(1, sizeof(*j));
-    if (!j)
-        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
-    j->kind = J_STEP;
-    j->agent = eddy_strdup(ref->agent);
-    j->cb = cb;
-    j->ud = ud;
-    if (set_step(j, ref, step, state, kind, data) || !j->agent) {
-        job_free(j);
-        return eddy_err_set(err, EDDY_ENOMEM, "cannot journal step %d of %s/%s", step, ref->agent,
-                            ref->key);
-    }
-    return post(ss, j, err);
+    return eddy_store_put_step_take(ss, ref, step, state, kind,
+                                    eddy_json_dumps_flags(data, JSON_COMPACT | JSON_ENCODE_ANY), cb,
+                                    ud, err);
 }
 
 int eddy_store_run_done(eddy_store_session *ss, const eddy_run_end *end, eddy_store_cb cb, void *ud,

@@ -116,6 +116,11 @@ const char *eddy_llm_role_name(eddy_llm_role r);
 
 /* M as JSON (new reference; NULL on OOM). */
 json_t *eddy_llm_msg_to_json(const eddy_llm_msg *m);
+/* Append M's JSON text to B: the text eddy_llm_msg_to_json's value dumps to
+ * (compact, the same keys in the same order), without building it. Returns
+ * 0; EDDY_EINVAL (a string is not UTF-8; B as it was) or EDDY_ENOMEM (B's
+ * oom set). */
+int eddy_llm_msg_write(struct eddy_buf *b, const eddy_llm_msg *m);
 /* Append the messages of the JSON array ARR (version 2) to C. Returns 0 or
  * EDDY_ECORRUPT/EDDY_ENOMEM with ERR naming the bad message; C keeps what
  * came before. */

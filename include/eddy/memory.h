@@ -174,6 +174,11 @@ void eddy_store_release(eddy_store_session *ss, const char *agent, const char *k
  * may be NULL. */
 int eddy_store_put_step(eddy_store_session *ss, const eddy_run_ref *ref, int step, int state,
                         const char *kind, json_t *data, eddy_store_cb cb, void *ud, eddy_err *err);
+/* The same with DATA as JSON text (malloc'd: taken, also on failure; NULL
+ * is reported as EDDY_ENOMEM), for callers that write it without a tree. */
+int eddy_store_put_step_take(eddy_store_session *ss, const eddy_run_ref *ref, int step, int state,
+                             const char *kind, char *text, eddy_store_cb cb, void *ud,
+                             eddy_err *err);
 
 /* The end of a run. OK: DOC replaces the key's memory document, MESSAGES
  * (may be NULL) are appended as one history entry and only the last

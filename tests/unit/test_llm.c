@@ -55,8 +55,7 @@ static void conversation(eddy_llm_conv *c)
     assert_int_equal(eddy_llm_msg_tool_call(m, "c1", "lookup", "{\"id\":\"A1\"}"), 0);
     assert_int_equal(eddy_llm_msg_tool_call(m, "c2", "eta", "{}"), 0);
     m = eddy_llm_conv_add(c, EDDY_ROLE_TOOL);
-    assert_int_equal(eddy_llm_msg_tool_result(m, "c1", "lookup", "{\"status\":\"shipped\"}", 0),
-                     0);
+    assert_int_equal(eddy_llm_msg_tool_result(m, "c1", "lookup", "{\"status\":\"shipped\"}", 0), 0);
     assert_int_equal(eddy_llm_msg_tool_result(m, "c2", "eta", "error: no eta", 1), 0);
     assert_int_equal(eddy_llm_msg_text(eddy_llm_conv_add(c, EDDY_ROLE_ASSISTANT), "Shipped."), 0);
     assert_int_equal(eddy_llm_msg_text(eddy_llm_conv_add(c, EDDY_ROLE_USER), "Thanks"), 0);
@@ -90,10 +89,11 @@ static void golden(const char *provider, int stream, const char *want_body,
 {
     eddy_llm_conv c;
     json_t *p = params();
-    eddy_llm_tool_def tools[1] = {{.name = "lookup", .description = "Looks an order up", .parameters = p}};
+    eddy_llm_tool_def tools[1] = {
+        {.name = "lookup", .description = "Looks an order up", .parameters = p}};
     eddy_llm_model m = model_of(provider);
-    eddy_llm_request rq = {.conv = &c, .tools = tools, .ntools = 1,
-                           .tool_choice = EDDY_TOOL_CHOICE_AUTO};
+    eddy_llm_request rq = {
+        .conv = &c, .tools = tools, .ntools = 1, .tool_choice = EDDY_TOOL_CHOICE_AUTO};
     conversation(&c);
     json_t *body = eddy_llm_build(&m, &rq, stream);
     assert_json(body, want_body);
@@ -297,10 +297,10 @@ static void plain(const char *provider, const char *body, const char *want)
 }
 
 #define WANT_CALLS                                                                                 \
-    "{\"cached\":3,\"finish\":\"tool_calls\",\"in\":12,\"message\":{\"parts\":[{\"text\":"        \
-    "\"Let me check.\",\"type\":\"text\"},{\"arguments\":\"{\\\"id\\\":\\\"A1\\\"}\",\"id\":"     \
-    "\"c1\",\"name\":\"lookup\",\"type\":\"tool_call\"},{\"arguments\":\"{\\\"x\\\":1}\",\"id\":" \
-    "\"c2\",\"name\":\"eta\",\"type\":\"tool_call\"}],\"role\":\"assistant\"},\"model\":"         \
+    "{\"cached\":3,\"finish\":\"tool_calls\",\"in\":12,\"message\":{\"parts\":[{\"text\":"         \
+    "\"Let me check.\",\"type\":\"text\"},{\"arguments\":\"{\\\"id\\\":\\\"A1\\\"}\",\"id\":"      \
+    "\"c1\",\"name\":\"lookup\",\"type\":\"tool_call\"},{\"arguments\":\"{\\\"x\\\":1}\",\"id\":"  \
+    "\"c2\",\"name\":\"eta\",\"type\":\"tool_call\"}],\"role\":\"assistant\"},\"model\":"          \
     "\"m1\",\"out\":7}"
 
 static void test_answers_openai(void **state)
@@ -473,14 +473,16 @@ static void test_stream_framing_edges(void **state)
                       "data: [DONE]\n\n";
     every_split("openai", txt,
                 "{\"cached\":0,\"finish\":\"stop\",\"in\":0,\"message\":{\"parts\":[{\"text\":"
-                "\"a\\\"b\\n\xC3\xA9h\xC3\xA9" "123\",\"type\":\"text\"}],\"role\":\"assistant\"},"
+                "\"a\\\"b\\n\xC3\xA9h\xC3\xA9"
+                "123\",\"type\":\"text\"}],\"role\":\"assistant\"},"
                 "\"model\":\"m1\",\"out\":0}");
     /* Ollama sending the same call (by id) twice: replaced, not appended */
-    const char *nd = "{\"model\":\"m1\",\"message\":{\"content\":\"\",\"tool_calls\":[{\"id\":"
-                     "\"k\",\"function\":{\"name\":\"t\",\"arguments\":{\"a\":1}}}]},\"done\":false}\n"
-                     "{\"model\":\"m1\",\"message\":{\"content\":\"\",\"tool_calls\":[{\"id\":"
-                     "\"k\",\"function\":{\"name\":\"t\",\"arguments\":{\"a\":2}}}]},\"done\":false}\n"
-                     "{\"model\":\"m1\",\"message\":{\"content\":\"\"},\"done\":true}\n";
+    const char *nd =
+        "{\"model\":\"m1\",\"message\":{\"content\":\"\",\"tool_calls\":[{\"id\":"
+        "\"k\",\"function\":{\"name\":\"t\",\"arguments\":{\"a\":1}}}]},\"done\":false}\n"
+        "{\"model\":\"m1\",\"message\":{\"content\":\"\",\"tool_calls\":[{\"id\":"
+        "\"k\",\"function\":{\"name\":\"t\",\"arguments\":{\"a\":2}}}]},\"done\":false}\n"
+        "{\"model\":\"m1\",\"message\":{\"content\":\"\"},\"done\":true}\n";
     every_split("ollama", nd,
                 "{\"cached\":0,\"finish\":\"tool_calls\",\"in\":0,\"message\":{\"parts\":[{"
                 "\"arguments\":\"{\\\"a\\\":2}\",\"id\":\"k\",\"name\":\"t\",\"type\":"
@@ -607,8 +609,8 @@ static void test_retry_decisions(void **state)
 static void test_cost(void **state)
 {
     eddy_llm_model m = model_of("openai");
-    eddy_llm_usage u = {.input_tokens = 1000000, .output_tokens = 500000,
-                        .cached_input_tokens = 200000};
+    eddy_llm_usage u = {
+        .input_tokens = 1000000, .output_tokens = 500000, .cached_input_tokens = 200000};
     (void)state;
     assert_true(eddy_llm_cost(&m, &u) == 0);
     m.has_price = 1;
@@ -1060,6 +1062,51 @@ static void test_limits_clients_take_turns(void **state)
     srv_stop();
 }
 
+/* eddy_llm_msg_write writes exactly the text of eddy_llm_msg_to_json's value
+ * (the journal of model answers is written with it and read as that value). */
+static void test_msg_write_like_tree(void **state)
+{
+    eddy_llm_conv c;
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    eddy_llm_msg *m = eddy_llm_conv_add(&c, EDDY_ROLE_SYSTEM);
+    eddy_llm_msg_text(
+        m, "You are \"helpful\"\n\ttabs, \\ slashes /, \xc3\xa9t\xc3\xa9 \xf0\x9f\x98\x80 \x01");
+    m = eddy_llm_conv_add(&c, EDDY_ROLE_USER);
+    eddy_llm_msg_text(m, "");
+    m = eddy_llm_conv_add(&c, EDDY_ROLE_ASSISTANT);
+    eddy_llm_msg_text(m, "calling two tools");
+    eddy_llm_msg_tool_call(m, "c1", "lookup", "{\"id\":\"A1\"}");
+    eddy_llm_msg_tool_call(m, NULL, NULL, NULL);
+    m = eddy_llm_conv_add(&c, EDDY_ROLE_TOOL);
+    eddy_llm_msg_tool_result(m, "c1", "lookup", "{\"status\":\"shipped\"}", 0);
+    eddy_llm_msg_tool_result(m, NULL, "x", NULL, 1);
+    m = eddy_llm_conv_add(&c, EDDY_ROLE_ASSISTANT); /* no parts */
+    for (size_t i = 0; i < c.n; i++) {
+        json_t *tree = eddy_llm_msg_to_json(&c.msgs[i]);
+        char *want = eddy_json_dumps_flags(tree, JSON_COMPACT);
+        eddy_buf b;
+        eddy_buf_init(&b);
+        eddy_buf_puts(&b, "x"); /* appended after what B holds */
+        assert_int_equal(eddy_llm_msg_write(&b, &c.msgs[i]), 0);
+        assert_non_null(want);
+        assert_string_equal(b.data + 1, want);
+        eddy_buf_free(&b);
+        eddy_free(want);
+        json_decref(tree);
+    }
+    /* not UTF-8: refused, the buffer as it was */
+    m = eddy_llm_conv_add(&c, EDDY_ROLE_USER);
+    eddy_llm_msg_text(m, "bad \xff byte");
+    eddy_buf b;
+    eddy_buf_init(&b);
+    eddy_buf_puts(&b, "kept");
+    assert_int_equal(eddy_llm_msg_write(&b, m), EDDY_EINVAL);
+    assert_string_equal(b.data, "kept");
+    eddy_buf_free(&b);
+    eddy_llm_conv_clear(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1074,6 +1121,7 @@ int main(void)
         cmocka_unit_test(test_stream_errors),
         cmocka_unit_test(test_stream_framing_edges),
         cmocka_unit_test(test_parse_errors_and_finish),
+        cmocka_unit_test(test_msg_write_like_tree),
         cmocka_unit_test(test_history_upgrade),
         cmocka_unit_test(test_retry_decisions),
         cmocka_unit_test(test_cost),
