@@ -74,6 +74,7 @@ struct conn {
     origin *o;
     eddy_http1_req *req;
     int connected, closing, writing, uses, addr_i;
+    int send_err; /* the request's write failed (a uv error): the read side reports it */
     uint64_t idle_since;
     conn *inext, *iprev; /* in o's idle list */
     conn *next, *prev;   /* in the client's list */
@@ -595,6 +596,7 @@ static void attach(eddy_http1_req *r, conn *k)
     k->req = r;
     k->bodyless = r->bodyless;
     k->got = 0; /* not in reset_answer: an interim answer shows the request arrived */
+    k->send_err = 0;
     r->status = 0;
     reset_answer(k);
 }
@@ -614,7 +616,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void complete(conn *k, size_t leftover)
 {
     eddy_http1_req *r = k->req;
-    int keep = k->keep && k->ps == P_DONE && !k->writing && !leftover && !k->c->closing;
+    int keep =
+        k->keep && k->ps == P_DONE && !k->writing && !k->send_err && !leftover && !k->c->closing;
     k->req = NULL;
     r->conn = NULL;
     k->uses++;
@@ -894,7 +897,10 @@ static void conn_ended(conn *k, ssize_t err)
         retry(r);
         return;
     }
-    if (err == UV_EOF)
+    if (k->send_err)
+        done(r, EDDY_ENET, EDDY_HTTP1_SEND, "cannot send the request: %s",
+             uv_strerror(k->send_err));
+    else if (err == UV_EOF)
         done(r, EDDY_ENET, EDDY_HTTP1_RECV,
              k->got ? "the server closed the connection before the answer ended"
                     : "the server closed the connection without an answer");
@@ -933,7 +939,10 @@ static void on_write(uv_write_t *w, int status)
             retry(r);
             return;
         }
-        done(r, EDDY_ENET, EDDY_HTTP1_SEND, "cannot send the request: %s", uv_strerror(status));
+        /* A server that answers early (413 to a body it will not read) and
+         * closes makes the write fail while its answer waits to be read: the
+         * read side decides, and names this failure if no answer comes. */
+        k->send_err = status;
     }
 }
 
@@ -942,11 +951,29 @@ static void send_req(eddy_http1_req *r)
     conn *k = r->conn;
     uv_buf_t bufs[2] = {uv_buf_init(r->head, (unsigned)r->head_len),
                         uv_buf_init((char *)r->body, (unsigned)r->body_len)};
-    int rc;
+    unsigned nb = r->body_len ? 2 : 1;
+    int rc, n;
     arm(r, 1);
+    /* Written at once when the socket takes it all (a request fits its buffer):
+     * no write request, and none of the epoll_ctl that libuv makes when one
+     * completes (one per request). Else the rest goes through uv_write; an
+     * error is left to it, so a dead reused connection is found in on_write. */
+    n = uv_try_write((uv_stream_t *)&k->tcp, bufs, nb);
+    if (n > 0 && (size_t)n == r->head_len + r->body_len) {
+        k->writing = 0;
+        return;
+    }
+    if (n > 0 && (size_t)n < r->head_len) {
+        bufs[0].base += n;
+        bufs[0].len -= (unsigned)n;
+    } else if (n > 0) {
+        bufs[0] = uv_buf_init((char *)r->body + (n - (int)r->head_len),
+                              (unsigned)(r->body_len - ((size_t)n - r->head_len)));
+        nb = 1;
+    }
     k->writing = 1;
     k->wr.data = k;
-    rc = uv_write(&k->wr, (uv_stream_t *)&k->tcp, bufs, r->body_len ? 2 : 1, on_write);
+    rc = uv_write(&k->wr, (uv_stream_t *)&k->tcp, bufs, nb, on_write);
     if (rc) { /* perhaps inside eddy_http1_start: reported on the next turn */
         char msg[MSG_MAX];
         k->writing = 0;
