@@ -977,10 +977,6 @@ eddy_span *eddy_span_start(eddy_trace_store *s, eddy_span *parent, const char *n
     random_id(sp->span_id, 1);
     sp->kind = kind;
     sp->start_ns = eddy_wall_ns();
-    /* room for a span's usual attributes at once (growing from 64 bytes was
-     * four reallocations a span); failing here only means growing later */
-    eddy_buf_reserve(&sp->text, 447);
-    sp->text.oom = 0;
     return sp;
 }
 
