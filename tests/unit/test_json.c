@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <float.h>
+#include <locale.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -633,6 +634,60 @@ static void test_string_scan_offsets(void **state)
         }
 }
 
+/* A real under a locale whose decimal point is not '.': jansson swaps the
+ * point before strtod and reads 1.5; strtod alone stops at the '.'. Skipped
+ * where no such locale is installed. */
+static void test_parse_reals_any_locale(void **state)
+{
+    static const char *const locales[] = {"de_DE.UTF-8", "de_DE.utf8",  "fr_FR.UTF-8",
+                                          "fr_FR.utf8",  "ru_RU.UTF-8", "nl_NL.UTF-8"};
+    const char *t = "[1.5, -0.25, 2.5e3, 7]";
+    const char *found = NULL;
+    (void)state;
+    for (size_t i = 0; i < sizeof(locales) / sizeof(locales[0]) && !found; i++)
+        if (setlocale(LC_NUMERIC, locales[i]) && strcmp(localeconv()->decimal_point, "."))
+            found = locales[i];
+    if (!found) {
+        setlocale(LC_NUMERIC, "C");
+        skip();
+    }
+    json_t *v = eddy_json_loadb(t, strlen(t), 0, NULL), *ref = json_loadb(t, strlen(t), 0, NULL);
+    setlocale(LC_NUMERIC, "C");
+    assert_non_null(v);
+    assert_non_null(ref);
+    assert_true(json_real_value(json_array_get(ref, 0)) == 1.5);
+    char *a = eddy_json_dumps_flags(v, JSON_COMPACT), *b = eddy_json_dumps_flags(ref, JSON_COMPACT);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    json_decref(v);
+    json_decref(ref);
+}
+
+/* What *ERROR says after a text is read: what json_loadb leaves there (no
+ * line or column, the source "<buffer>", the bytes read). */
+static void test_parse_error_on_success(void **state)
+{
+    static const char *const texts[] = {"[1, 2]  ", "{}", " {\"a\":[true]}\n"};
+    (void)state;
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        json_error_t e, r;
+        memset(&e, 0x55, sizeof(e));
+        memset(&r, 0x55, sizeof(r));
+        json_t *v = eddy_json_loadb(texts[i], strlen(texts[i]), 0, &e);
+        json_t *ref = json_loadb(texts[i], strlen(texts[i]), 0, &r);
+        assert_non_null(v);
+        assert_non_null(ref);
+        assert_int_equal(e.line, r.line);
+        assert_int_equal(e.column, r.column);
+        assert_int_equal(e.position, r.position);
+        assert_string_equal(e.source, r.source);
+        assert_string_equal(e.text, r.text);
+        json_decref(v);
+        json_decref(ref);
+    }
+}
+
 /* Reals inside values: the structure as jansson writes it, the numbers
  * shortest, and parse -> dump -> parse gives an equal value. */
 static void test_reals_in_values(void **state)
@@ -951,6 +1006,8 @@ int main(void)
         cmocka_unit_test(test_integers),
         cmocka_unit_test(test_like_jansson),
         cmocka_unit_test(test_parse_like_jansson),
+        cmocka_unit_test(test_parse_reals_any_locale),
+        cmocka_unit_test(test_parse_error_on_success),
         cmocka_unit_test(test_reals_in_values),
         cmocka_unit_test(test_string_escapes),
         cmocka_unit_test(test_string_scan_offsets),
