@@ -612,14 +612,19 @@ static void journal(eddy_run *r, int step, const char *kind, json_t *data)
 }
 
 /* The same for a step whose data is JSON text already (TEXT taken; NULL: out
- * of memory). */
+ * of memory, or a string that was not UTF-8). TEXT is not looked at after
+ * the call that took it (it may be freed). */
 static void journal_text(eddy_run *r, int step, const char *kind, char *text)
 {
     eddy_err e;
-    if (!text || eddy_store_put_step_take(r->rt->env->store, &r->ref, step, EDDY_STEP_DONE, kind,
-                                          text, NULL, NULL, &e))
+    if (!text)
+        EDDY_WARN("agents",
+                  "run of event %s (key %s): step %d not journaled: out of memory or not UTF-8",
+                  r->event_id, r->key, step);
+    else if (eddy_store_put_step_take(r->rt->env->store, &r->ref, step, EDDY_STEP_DONE, kind, text,
+                                      NULL, NULL, &e))
         EDDY_WARN("agents", "run of event %s (key %s): step %d not journaled: %s", r->event_id,
-                  r->key, step, text ? e.msg : "out of memory");
+                  r->key, step, e.msg);
 }
 
 /* -- tools ------------------------------------------------------------------ */

@@ -1171,7 +1171,23 @@ static void test_result_text_like_tree(void **state)
         if (got)
             fail_msg("field %d not UTF-8, written as %s", field, got);
     }
+    /* out of memory at each allocation: NULL, or the whole text */
+    model.name = name;
     res.resp.finish_raw = res.resp.id = res.resp.model = NULL;
+    char *want = result_by_tree(&res);
+    assert_non_null(want);
+    for (long n = 0;; n++) {
+        eddy_alloc_fail_after(n);
+        char *got = eddy_llm_result_text(&res);
+        eddy_alloc_fail_after(-1);
+        if (got) {
+            assert_string_equal(got, want);
+            eddy_free(got);
+            break;
+        }
+        assert_true(n < 100);
+    }
+    eddy_free(want);
     eddy_llm_msg_clear(&res.resp.message);
 }
 
