@@ -612,14 +612,19 @@ static void journal(eddy_run *r, int step, const char *kind, json_t *data)
 }
 
 /* The same for a step whose data is JSON text already (TEXT taken; NULL: out
- * of memory). */
+ * of memory, or a string that was not UTF-8). TEXT is not looked at after
+ * the call that took it (it may be freed). */
 static void journal_text(eddy_run *r, int step, const char *kind, char *text)
 {
     eddy_err e;
-    if (!text || eddy_store_put_step_take(r->rt->env->store, &r->ref, step, EDDY_STEP_DONE, kind,
-                                          text, NULL, NULL, &e))
+    if (!text)
+        EDDY_WARN("agents",
+                  "run of event %s (key %s): step %d not journaled: out of memory or not UTF-8",
+                  r->event_id, r->key, step);
+    else if (eddy_store_put_step_take(r->rt->env->store, &r->ref, step, EDDY_STEP_DONE, kind, text,
+                                      NULL, NULL, &e))
         EDDY_WARN("agents", "run of event %s (key %s): step %d not journaled: %s", r->event_id,
-                  r->key, step, text ? e.msg : "out of memory");
+                  r->key, step, e.msg);
 }
 
 /* -- tools ------------------------------------------------------------------ */
@@ -1066,56 +1071,6 @@ static int check_output(eddy_run *r, const char *text)
     return -1;
 }
 
-/* ,"KEY":V for a string V, null for NULL (json_pack's "s?"). */
-static void put_opt(eddy_buf *b, const char *key, const char *v)
-{
-    eddy_buf_puts(b, key);
-    if (v)
-        eddy_json_put_string(b, v, strlen(v));
-    else
-        eddy_buf_puts(b, "null");
-}
-
-static void put_count(eddy_buf *b, const char *key, long v)
-{
-    char num[EDDY_JSON_NUMBER_MAX];
-    eddy_buf_puts(b, key);
-    eddy_buf_append(b, num, eddy_json_integer_text((json_int_t)v, num));
-}
-
-/* What the journal keeps of an answer, as JSON text (malloc'd; NULL when out
- * of memory or a string is not UTF-8): the message, why it ended, usage, and
- * which model answered. Written without a tree (it was two json_packs, a
- * tree of the message and a dump of it for each model call); llm_from_json
- * reads it. */
-static char *llm_to_text(const eddy_llm_result *res)
-{
-    const eddy_llm_response *resp = &res->resp;
-    const eddy_llm_usage *u = &resp->usage;
-    const char *finish = eddy_llm_finish_name(resp->finish);
-    eddy_buf b;
-    eddy_buf_init(&b);
-    eddy_buf_puts(&b, "{\"message\":");
-    int rc = eddy_llm_msg_write(&b, &resp->message);
-    eddy_buf_puts(&b, ",\"finish\":");
-    rc = rc || eddy_json_put_string(&b, finish, strlen(finish));
-    put_opt(&b, ",\"finish_raw\":", resp->finish_raw);
-    put_opt(&b, ",\"id\":", resp->id);
-    put_opt(&b, ",\"model\":", resp->model);
-    put_opt(&b, ",\"by\":", res->model ? res->model->name : NULL);
-    put_count(&b, ",\"usage\":{\"input\":", u->input_tokens);
-    put_count(&b, ",\"output\":", u->output_tokens);
-    put_count(&b, ",\"cached\":", u->cached_input_tokens);
-    put_count(&b, ",\"cache_write\":", u->cache_write_tokens);
-    put_count(&b, ",\"reasoning\":", u->reasoning_tokens);
-    eddy_buf_puts(&b, u->estimated ? ",\"estimated\":true}}" : ",\"estimated\":false}}");
-    if (rc || b.oom) {
-        eddy_buf_free(&b);
-        return NULL;
-    }
-    return eddy_buf_take(&b);
-}
-
 static int llm_from_json(eddy_run *r, json_t *data, eddy_llm_result *res, eddy_err *err)
 {
     eddy_llm_conv tmp;
@@ -1282,7 +1237,7 @@ static void llm_answered(eddy_run *r, eddy_llm_result *res, int step, int replay
     if (replayed)
         eddy_span_set(sp, "eddy.replayed", json_true());
     else if (!res->status && !r->reported)
-        journal_text(r, step, "llm", llm_to_text(res));
+        journal_text(r, step, "llm", eddy_llm_result_text(res));
     eddy_span_set_int(sp, "eddy.llm.attempts", res->attempts);
     if (res->http_status)
         eddy_span_set_int(sp, "http.response.status_code", res->http_status);

@@ -269,8 +269,12 @@ static json_t *number(parser *s)
     text[n] = '\0';
     errno = 0;
     if (real) {
-        double d = strtod(text, NULL);
-        if (!isinf(d))
+        char *e;
+        double d = strtod(text, &e);
+        /* strtod reads the locale's decimal point: where it is not '.' (a
+         * program that called setlocale), it stops at the '.' and jansson,
+         * which swaps the point first, has the value. */
+        if (e == text + n && !isinf(d))
             v = json_real(d);
     } else {
         long long i = strtoll(text, NULL, 10);
@@ -432,9 +436,12 @@ json_t *eddy_json_loadb(const char *buf, size_t len, size_t flags, json_error_t 
     json_t *v = eddy__json_parse_fast(buf, len, flags);
     if (!v)
         return json_loadb(buf, len, flags, error); /* jansson's word, and its message */
-    if (error) {
+    if (error) {                                   /* what json_loadb leaves after a text it read */
         memset(error, 0, sizeof(*error));
+        error->line = -1;
+        error->column = -1;
         error->position = (int)len;
+        memcpy(error->source, "<buffer>", sizeof("<buffer>"));
     }
     return v;
 }

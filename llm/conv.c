@@ -291,6 +291,54 @@ int eddy_llm_msg_write(eddy_buf *b, const eddy_llm_msg *m)
     return rc;
 }
 
+/* ,"KEY":V for a string V, null for NULL (json_pack's "s?"). 0 or what
+ * eddy_json_put_string says: a string that is not UTF-8 must fail the whole
+ * text (json_pack refused it), not leave ,"KEY": with no value. */
+static int put_opt(eddy_buf *b, const char *key, const char *v)
+{
+    eddy_buf_puts(b, key);
+    if (v)
+        return eddy_json_put_string(b, v, strlen(v));
+    eddy_buf_puts(b, "null");
+    return 0;
+}
+
+static void put_count(eddy_buf *b, const char *key, long v)
+{
+    char num[EDDY_JSON_NUMBER_MAX];
+    eddy_buf_puts(b, key);
+    eddy_buf_append(b, num, eddy_json_integer_text((json_int_t)v, num));
+}
+
+char *eddy_llm_result_text(const eddy_llm_result *res)
+{
+    const eddy_llm_response *resp = &res->resp;
+    const eddy_llm_usage *u = &resp->usage;
+    const char *finish = eddy_llm_finish_name(resp->finish);
+    eddy_buf b;
+    int rc;
+    eddy_buf_init(&b);
+    eddy_buf_puts(&b, "{\"message\":");
+    rc = eddy_llm_msg_write(&b, &resp->message);
+    eddy_buf_puts(&b, ",\"finish\":");
+    rc = rc || eddy_json_put_string(&b, finish, strlen(finish));
+    rc = rc || put_opt(&b, ",\"finish_raw\":", resp->finish_raw);
+    rc = rc || put_opt(&b, ",\"id\":", resp->id);
+    rc = rc || put_opt(&b, ",\"model\":", resp->model);
+    rc = rc || put_opt(&b, ",\"by\":", res->model ? res->model->name : NULL);
+    put_count(&b, ",\"usage\":{\"input\":", u->input_tokens);
+    put_count(&b, ",\"output\":", u->output_tokens);
+    put_count(&b, ",\"cached\":", u->cached_input_tokens);
+    put_count(&b, ",\"cache_write\":", u->cache_write_tokens);
+    put_count(&b, ",\"reasoning\":", u->reasoning_tokens);
+    eddy_buf_puts(&b, u->estimated ? ",\"estimated\":true}}" : ",\"estimated\":false}}");
+    if (rc || b.oom) {
+        eddy_buf_free(&b);
+        return NULL;
+    }
+    return eddy_buf_take(&b);
+}
+
 static int role_from(const char *s, eddy_llm_role *out)
 {
     for (int i = 0; i < 4; i++)

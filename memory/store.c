@@ -1782,10 +1782,11 @@ int eddy_store_put_step_take(eddy_store_session *ss, const eddy_run_ref *ref, in
                              const char *kind, char *text, eddy_store_cb cb, void *ud,
                              eddy_err *err)
 {
-    if (!ref->agent || !ref->key || !kind || !*kind || !text) {
+    if (!text) /* the caller's writer ran out of memory */
+        return eddy_err_set(err, EDDY_ENOMEM, "cannot journal step %d: out of memory", step);
+    if (!ref->agent || !ref->key || !kind || !*kind) {
         eddy_free(text);
-        return eddy_err_set(err, text ? EDDY_EINVAL : EDDY_ENOMEM,
-                            "a step needs an agent, a key, a kind and data");
+        return eddy_err_set(err, EDDY_EINVAL, "a step needs an agent, a key, a kind and data");
     }
     sjob *j = eddy_calloc(1, sizeof(*j));
     if (!j) {

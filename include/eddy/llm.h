@@ -379,6 +379,13 @@ typedef struct eddy_llm_result {
     eddy_llm_response resp;
 } eddy_llm_result;
 
+/* What the journal keeps of an answer, as JSON text: the message, why it
+ * ended, usage, and which model answered, written without a tree; exactly
+ * the compact dump of the json_pack it replaced (agents/run.c's
+ * llm_from_json reads it). A new string (eddy_free), or NULL when out of
+ * memory or a string is not UTF-8. */
+char *eddy_llm_result_text(const eddy_llm_result *res);
+
 /* Called exactly once per started request, on the client's loop. RES is
  * borrowed for the call; steal members (setting them NULL/zero) to keep. */
 typedef void (*eddy_llm_cb)(eddy_llm_result *res, void *ud);

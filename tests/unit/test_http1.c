@@ -443,6 +443,16 @@ static int a_early_answer(int fd, int n, int on_conn)
     return 0;
 }
 
+/* Reads the head, then resets the connection without an answer while the
+ * client is still writing the body. */
+static int a_reset_unanswered(int fd, int n, int on_conn)
+{
+    struct linger l = {1, 0};
+    (void)n, (void)on_conn;
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    return 0;
+}
+
 /* What a HEAD is answered with: the GET's head, no body. */
 static int a_head(int fd, int n, int on_conn)
 {
@@ -728,6 +738,35 @@ static void test_answer_before_the_body_is_sent(void **state)
         }
         end_loop(&loop, c);
     }
+    free(big);
+}
+
+/* A write that fails with no answer to come (the server reset the
+ * connection mid-body): the read side ends the request with a network
+ * failure, in its time, once, and a new request opens a new connection. */
+static void test_reset_while_the_body_is_sent(void **state)
+{
+    enum { BIG = 8 << 20 };
+    uv_loop_t loop;
+    eddy_http1 *c;
+    got g;
+    char *big = malloc(BIG + 1);
+    (void)state;
+    memset(big, 'x', BIG);
+    big[BIG] = '\0';
+    server_start(a_reset_unanswered);
+    setup_loop(&loop, &c);
+    for (int i = 0; i < 3; i++) {
+        uint64_t t0 = uv_hrtime();
+        one(&loop, c, &g, "/", big);
+        assert_true(g.done);
+        if (g.code != EDDY_ENET)
+            fail_msg("request %d: code %d, %s", i, g.code, g.msg);
+        assert_true(uv_hrtime() - t0 < 4000000000ull); /* not the 5 s deadline */
+        eddy_buf_free(&g.body);
+    }
+    assert_int_equal(__atomic_load_n(&S.accepted, __ATOMIC_SEQ_CST), 3);
+    end_loop(&loop, c);
     free(big);
 }
 
@@ -1511,6 +1550,7 @@ int main(void)
         cmocka_unit_test(test_server_closes_kept_connection),
         cmocka_unit_test(test_connection_header),
         cmocka_unit_test(test_answer_before_the_body_is_sent),
+        cmocka_unit_test(test_reset_while_the_body_is_sent),
         cmocka_unit_test(test_head),
         cmocka_unit_test(test_lf_and_large_answers),
         cmocka_unit_test(test_idle_connection_closed_in_time),

@@ -1107,6 +1107,90 @@ static void test_msg_write_like_tree(void **state)
     eddy_llm_conv_clear(&c);
 }
 
+/* The journal text of an answer as the tree path wrote it: eddy_llm_msg_to_json
+ * in a json_pack, dumped compactly. NULL where json_pack refused (a string
+ * that is not UTF-8). */
+static char *result_by_tree(const eddy_llm_result *res)
+{
+    const eddy_llm_response *resp = &res->resp;
+    const eddy_llm_usage *u = &resp->usage;
+    json_t *v = json_pack(
+        "{s:o, s:s, s:s?, s:s?, s:s?, s:s?, s:{s:I, s:I, s:I, s:I, s:I, s:b}}", "message",
+        eddy_llm_msg_to_json(&resp->message), "finish", eddy_llm_finish_name(resp->finish),
+        "finish_raw", resp->finish_raw, "id", resp->id, "model", resp->model, "by",
+        res->model ? res->model->name : NULL, "usage", "input", (json_int_t)u->input_tokens,
+        "output", (json_int_t)u->output_tokens, "cached", (json_int_t)u->cached_input_tokens,
+        "cache_write", (json_int_t)u->cache_write_tokens, "reasoning",
+        (json_int_t)u->reasoning_tokens, "estimated", u->estimated);
+    char *t = v ? eddy_json_dumps_flags(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+    return t;
+}
+
+static void test_result_text_like_tree(void **state)
+{
+    eddy_llm_model model;
+    eddy_llm_result res;
+    (void)state;
+    memset(&model, 0, sizeof(model));
+    memset(&res, 0, sizeof(res));
+    eddy_llm_msg_text(&res.resp.message, "caf\xc3\xa9 \"quoted\"\n");
+    eddy_llm_msg_tool_call(&res.resp.message, "c1", "lookup", "{\"id\":\"A1\"}");
+    res.resp.finish = EDDY_FINISH_TOOL_CALLS;
+    res.resp.usage = (eddy_llm_usage){12, 34, 5, 6, 7, 1};
+    /* each optional string absent, plain, and needing escapes */
+    const char *const opts[] = {NULL, "end_turn", "a\\b\t/\x01"};
+    char name[] = "default";
+    for (int i = 0; i < 3 * 3 * 3 * 3; i++) {
+        res.resp.finish_raw = (char *)opts[i % 3];
+        res.resp.id = (char *)opts[i / 3 % 3];
+        res.resp.model = (char *)opts[i / 9 % 3];
+        model.name = name;
+        res.model = (i / 27 % 3) == 0 ? NULL : &model;
+        char *want = result_by_tree(&res), *got = eddy_llm_result_text(&res);
+        assert_non_null(want);
+        assert_non_null(got);
+        assert_string_equal(got, want);
+        json_t *back = json_loads(got, 0, NULL); /* what llm_from_json reads */
+        assert_non_null(back);
+        json_decref(back);
+        eddy_free(want);
+        eddy_free(got);
+    }
+    /* a string json_pack refused: no text (it was not journaled), never a
+     * broken one */
+    char bad[] = "stop\xff";
+    res.model = &model;
+    for (int field = 0; field < 4; field++) {
+        res.resp.finish_raw = field == 0 ? bad : NULL;
+        res.resp.id = field == 1 ? bad : NULL;
+        res.resp.model = field == 2 ? bad : NULL;
+        model.name = field == 3 ? bad : name;
+        assert_null(result_by_tree(&res));
+        char *got = eddy_llm_result_text(&res);
+        if (got)
+            fail_msg("field %d not UTF-8, written as %s", field, got);
+    }
+    /* out of memory at each allocation: NULL, or the whole text */
+    model.name = name;
+    res.resp.finish_raw = res.resp.id = res.resp.model = NULL;
+    char *want = result_by_tree(&res);
+    assert_non_null(want);
+    for (long n = 0;; n++) {
+        eddy_alloc_fail_after(n);
+        char *got = eddy_llm_result_text(&res);
+        eddy_alloc_fail_after(-1);
+        if (got) {
+            assert_string_equal(got, want);
+            eddy_free(got);
+            break;
+        }
+        assert_true(n < 100);
+    }
+    eddy_free(want);
+    eddy_llm_msg_clear(&res.resp.message);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1122,6 +1206,7 @@ int main(void)
         cmocka_unit_test(test_stream_framing_edges),
         cmocka_unit_test(test_parse_errors_and_finish),
         cmocka_unit_test(test_msg_write_like_tree),
+        cmocka_unit_test(test_result_text_like_tree),
         cmocka_unit_test(test_history_upgrade),
         cmocka_unit_test(test_retry_decisions),
         cmocka_unit_test(test_cost),
