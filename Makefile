@@ -20,7 +20,7 @@ PKGS     := libuv libcurl jansson yaml-0.1 sqlite3 lua5.4 libmicrohttpd libzstd 
 DEB_PKGS := build-essential pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev \
             libyaml-dev libsqlite3-dev liblua5.4-dev libmicrohttpd-dev libcmocka-dev \
             libprotobuf-c-dev protobuf-c-compiler libzstd-dev liblz4-dev libmimalloc-dev \
-            clang-format bear python3 curl jq sqlite3 valgrind strace
+            clang-format bear python3 curl jq sqlite3 valgrind strace locales
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wformat=2 -Wvla -Wno-format-nonliteral -Wno-unknown-warning-option -Wno-format-truncation
 OPT      ?= -O2 -g
