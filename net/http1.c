@@ -635,13 +635,10 @@ static int proto(eddy_http1_req *r, const char *what)
     return 1;
 }
 
-static int call_header(eddy_http1_req *r, const char *line, size_t n)
+/* After a header or data callback of R's that returned RC: 1 when R ended
+ * (freed in it, or stopped by it: EDDY_ECANCELED). */
+static int after_cb(eddy_http1_req *r, int rc)
 {
-    int rc;
-    if (!r->cb.header)
-        return 0;
-    r->in_cb++;
-    rc = r->cb.header(r->ud, line, n);
     r->in_cb--;
     if (gone(r))
         return 1;
@@ -650,20 +647,21 @@ static int call_header(eddy_http1_req *r, const char *line, size_t n)
     return rc != 0;
 }
 
+static int call_header(eddy_http1_req *r, const char *line, size_t n)
+{
+    if (!r->cb.header)
+        return 0;
+    r->in_cb++;
+    return after_cb(r, r->cb.header(r->ud, line, n));
+}
+
 static int body(conn *k, const char *p, size_t n)
 {
     eddy_http1_req *r = k->req;
-    int rc;
     if (!n || !r->cb.data)
         return 0;
     r->in_cb++;
-    rc = r->cb.data(r->ud, r->status, p, n);
-    r->in_cb--;
-    if (gone(r))
-        return 1;
-    if (rc)
-        done(r, EDDY_ECANCELED, EDDY_HTTP1_RECV, "stopped by its caller");
-    return rc != 0;
+    return after_cb(r, r->cb.data(r->ud, r->status, p, n));
 }
 
 /* 1 when the comma-separated list V (N bytes) holds TOKEN. */
