@@ -1031,6 +1031,7 @@ static int setup_native(eddy_llm_req *r, const eddy_llm_provider *p, eddy_err *e
     lines h = {.bad = 0};
     int rc = 0;
     eddy_buf_init(&h.b);
+    eddy_buf_reserve(&h.b, 512); /* no regrowth that would leave a copy of the key behind */
     add_line(&h, "Content-Type: application/json");
     add_line(&h, "User-Agent: eddy/0.1");
     if (m->stream)
