@@ -225,10 +225,21 @@ static const eddy_http1_cbs CBS = {on_header, on_data, on_done};
 
 static int64_t g_connect_ms; /* the connect timeout start() asks for (0: none) */
 
+/* Start SPEC into *G (cleared first); the start never calls back. */
+static void start_spec(eddy_http1 *c, got *g, const eddy_http1_spec *spec)
+{
+    eddy_err e;
+    memset(g, 0, sizeof(*g));
+    eddy_buf_init(&g->body);
+    if (eddy_http1_start(c, spec, &CBS, g, &g->req, &e))
+        fail_msg("start: %s", e.msg);
+    assert_non_null(g->req);
+    assert_int_equal(g->done, 0); /* never inside the start */
+}
+
 static void start(eddy_http1 *c, got *g, const char *path, const char *body, int64_t timeout_ms)
 {
     char url[128];
-    eddy_err e;
     snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", S.port, path);
     eddy_http1_spec spec = {.method = body ? "POST" : "GET",
                             .url = url,
@@ -238,11 +249,7 @@ static void start(eddy_http1 *c, got *g, const char *path, const char *body, int
                             .body_len = body ? strlen(body) : 0,
                             .timeout_ms = timeout_ms,
                             .connect_timeout_ms = g_connect_ms};
-    memset(g, 0, sizeof(*g));
-    eddy_buf_init(&g->body);
-    assert_int_equal(eddy_http1_start(c, &spec, &CBS, g, &g->req, &e), 0);
-    assert_non_null(g->req);
-    assert_int_equal(g->done, 0); /* never inside the start */
+    start_spec(c, g, &spec);
 }
 
 static void run_until(uv_loop_t *loop, got *g, int n)
@@ -273,12 +280,16 @@ static void close_client(uv_loop_t *loop, eddy_http1 *c)
 
 /* -- answers ------------------------------------------------------------------------- */
 
-static int a_length(int fd, int n, int on_conn)
-{
-    (void)n, (void)on_conn;
-    put(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello");
-    return 1;
-}
+/* An answer that writes TEXT, then keeps the connection (KEEP 1) or closes it. */
+#define CANNED(name, keep, text)                                                                   \
+    static int name(int fd, int n, int on_conn)                                                    \
+    {                                                                                              \
+        (void)n, (void)on_conn;                                                                    \
+        put(fd, text);                                                                             \
+        return keep;                                                                               \
+    }
+
+CANNED(a_length, 1, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello")
 
 static int a_chunked_trickle(int fd, int n, int on_conn)
 {
@@ -288,29 +299,15 @@ static int a_chunked_trickle(int fd, int n, int on_conn)
     return 1;
 }
 
-static int a_until_close(int fd, int n, int on_conn)
-{
-    (void)n, (void)on_conn;
-    put(fd, "HTTP/1.0 200 OK\r\n\r\nall of it until the end");
-    return 0;
-}
+CANNED(a_until_close, 0, "HTTP/1.0 200 OK\r\n\r\nall of it until the end")
 
-static int a_interim(int fd, int n, int on_conn)
-{
-    (void)n, (void)on_conn;
-    put(fd, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
-            "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok");
-    return 1;
-}
+CANNED(a_interim, 1,
+       "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+       "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
 
 /* Answers, then closes without saying so: the client's next request finds
  * it closed (or sends on it and gets nothing). */
-static int a_close_silently(int fd, int n, int on_conn)
-{
-    (void)n, (void)on_conn;
-    put(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-    return 0;
-}
+CANNED(a_close_silently, 0, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 /* The first request on each connection is answered; a second one on the
  * same connection is read and dropped (the race a reused connection loses). */
@@ -360,26 +357,11 @@ static int a_silent(int fd, int n, int on_conn)
     return 0;
 }
 
-static int a_cut_body(int fd, int n, int on_conn)
-{
-    (void)n, (void)on_conn;
-    put(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this");
-    return 0;
-}
+CANNED(a_cut_body, 0, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
 
-static int a_extra_bytes(int fd, int n, int on_conn)
-{
-    (void)n, (void)on_conn;
-    put(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokGARBAGE");
-    return 1;
-}
+CANNED(a_extra_bytes, 1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokGARBAGE")
 
-static int a_no_content(int fd, int n, int on_conn)
-{
-    (void)n, (void)on_conn;
-    put(fd, "HTTP/1.1 204 No Content\r\n\r\n");
-    return 1;
-}
+CANNED(a_no_content, 1, "HTTP/1.1 204 No Content\r\n\r\n")
 
 static const char *g_bad; /* the malformed answer a_bad sends */
 
@@ -405,30 +387,17 @@ static int a_huge_head(int fd, int n, int on_conn)
     return 0;
 }
 
-static int a_close_each(int fd, int n, int on_conn)
-{
-    (void)n, (void)on_conn;
-    put(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye");
-    return 0;
-}
+CANNED(a_close_each, 0, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye")
 
 /* "close" in any Connection header ends the connection, whatever else is
  * said (RFC 9112 9.6); the server does not close it itself. */
-static int a_close_then_keep(int fd, int n, int on_conn)
-{
-    (void)n, (void)on_conn;
-    put(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\n"
-            "Content-Length: 2\r\n\r\nok");
-    return 1;
-}
+CANNED(a_close_then_keep, 1,
+       "HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\n"
+       "Content-Length: 2\r\n\r\nok")
 
 /* An HTTP/1.0 server that keeps the connection when asked to. */
-static int a_http10_keep_alive(int fd, int n, int on_conn)
-{
-    (void)n, (void)on_conn;
-    put(fd, "HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 2\r\n\r\nok");
-    return 1;
-}
+CANNED(a_http10_keep_alive, 1,
+       "HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 2\r\n\r\nok")
 
 /* Answers without reading the body (too large), then closes at once (so the
  * unread body makes it a reset) or after a while (the client's write waits). */
@@ -776,16 +745,13 @@ static void test_head(void **state)
     eddy_http1 *c;
     got g;
     char url[64];
-    eddy_err e;
     (void)state;
     server_start(a_head);
     setup_loop(&loop, &c);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/", S.port);
     for (int i = 0; i < 4; i++) {
         eddy_http1_spec spec = {.method = "HEAD", .url = url, .timeout_ms = 5000};
-        memset(&g, 0, sizeof(g));
-        eddy_buf_init(&g.body);
-        assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &g.req, &e), 0);
+        start_spec(c, &g, &spec);
         run_until(&loop, &g, 1);
         if (g.code)
             fail_msg("%s", g.msg);
@@ -977,10 +943,7 @@ static void test_refused_timeout_and_stop(void **state)
     setup_loop(&loop, &c);
     {
         eddy_http1_spec spec = {.method = "GET", .url = "http://255.255.255.255:80/"};
-        eddy_err e;
-        memset(&g, 0, sizeof(g));
-        eddy_buf_init(&g.body);
-        assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &g.req, &e), 0);
+        start_spec(c, &g, &spec);
         assert_int_equal(g.done, 0);
         run_until(&loop, &g, 1);
         assert_int_equal(g.code, EDDY_ENET);
@@ -1144,16 +1107,13 @@ static void test_localhost_by_name(void **state)
     eddy_http1 *c;
     got g;
     char url[64];
-    eddy_err e;
     (void)state;
     server_start(a_length);
     setup_loop(&loop, &c);
     snprintf(url, sizeof(url), "http://localhost:%d/", S.port);
     for (int i = 0; i < 2; i++) {
         eddy_http1_spec spec = {.method = "GET", .url = url, .timeout_ms = 5000};
-        memset(&g, 0, sizeof(g));
-        eddy_buf_init(&g.body);
-        assert_int_equal(eddy_http1_start(c, &spec, &CBS, &g, &g.req, &e), 0);
+        start_spec(c, &g, &spec);
         run_until(&loop, &g, 1);
         /* localhost may resolve to ::1 first, where nobody listens: the next address */
         if (g.code)
