@@ -48,37 +48,6 @@ static void ws(parser *s)
         s->p++;
 }
 
-/* The length of the valid UTF-8 sequence at P (up to END) that starts with
- * a byte >= 0x80, or 0. */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end)
-{
-    unsigned c = p[0];
-    size_t n;
-    unsigned lo = 0x80, hi = 0xBF; /* the second byte's range */
-    if (c >= 0xC2 && c <= 0xDF)
-        n = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0; /* overlong */
-        else if (c == 0xED)
-            hi = 0x9F; /* surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F; /* past U+10FFFF */
-    } else
-        return 0;
-    if ((size_t)(end - p) < n || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-    return n;
-}
-
 static int hex4(const unsigned char *p, const unsigned char *end, unsigned *out)
 {
     unsigned v = 0;
@@ -148,7 +117,7 @@ static int string(parser *s, const char **out, size_t *n, int *nul)
         if (c < 0x80) {
             p++;
         } else {
-            size_t l = utf8_len(p, end);
+            size_t l = eddy_utf8_seq_len((const char *)p, (size_t)(end - p));
             if (!l)
                 return -1;
             p += l;
@@ -214,7 +183,7 @@ static int string(parser *s, const char **out, size_t *n, int *nul)
             eddy_buf_append(&s->tmp, p, (size_t)(q - p));
             p = q;
         } else {
-            size_t l = utf8_len(p, end);
+            size_t l = eddy_utf8_seq_len((const char *)p, (size_t)(end - p));
             if (!l)
                 return -1;
             eddy_buf_append(&s->tmp, p, l);
