@@ -1053,6 +1053,14 @@ static int setup_native(eddy_llm_req *r, const eddy_llm_provider *p, eddy_err *e
     return 0;
 }
 
+/* M's connect timeout: its own, else its whole timeout up to 10 s (both transports). */
+static int64_t connect_timeout_ms(const eddy_llm_model *m)
+{
+    return m->connect_timeout_ms > 0 ? m->connect_timeout_ms
+           : m->timeout_ms < 10000   ? m->timeout_ms
+                                     : 10000;
+}
+
 /* Build the attempt's body and curl handle for r->model. */
 static int setup(eddy_llm_req *r, eddy_err *err)
 {
@@ -1102,15 +1110,23 @@ static int setup(eddy_llm_req *r, eddy_err *err)
     curl_easy_setopt(r->easy, CURLOPT_CLOSESOCKETDATA, r->client);
     curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, (long)m->timeout_ms);
-    curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)(m->connect_timeout_ms > 0 ? m->connect_timeout_ms
-                            : m->timeout_ms < 10000   ? m->timeout_ms
-                                                      : 10000));
+    curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms(m));
     curl_easy_setopt(r->easy, CURLOPT_USERAGENT, "eddy/0.1");
     curl_easy_setopt(r->easy, CURLOPT_BUFFERSIZE, RECV_BUFFER);
     if (!m->stream)
         curl_easy_setopt(r->easy, CURLOPT_ACCEPT_ENCODING, "");
     return 0;
+}
+
+/* The attempt could not start (CAUSE, WHY): the request ends on the next
+ * turn of the loop, through its timer (never inside the caller). */
+static void start_failed(eddy_llm_req *r, long cause, const char *why)
+{
+    r->res.status = set_err(r, EDDY_ELLM, cause, "cannot start request: %s", why);
+    r->canceled = 1;
+    r->state = BACKOFF;
+    r->timer_kind = T_RETRY;
+    uv_timer_start(&r->timer, on_req_timer, 0, 0);
 }
 
 /* -- the native transport (eddy_http1) ----------------------------------------------- */
@@ -1173,9 +1189,7 @@ static void start_native(eddy_llm_req *r)
         .body = r->body,
         .body_len = r->body_len,
         .timeout_ms = m->timeout_ms,
-        .connect_timeout_ms = m->connect_timeout_ms > 0 ? m->connect_timeout_ms
-                              : m->timeout_ms < 10000   ? m->timeout_ms
-                                                        : 10000,
+        .connect_timeout_ms = connect_timeout_ms(m),
     };
     eddy_err e;
     eddy_http1_free(r->h1); /* a retry's previous attempt */
@@ -1187,11 +1201,7 @@ static void start_native(eddy_llm_req *r)
         stream_timer_arm(r);
         return;
     }
-    r->res.status = set_err(r, EDDY_ELLM, e.code, "cannot start request: %s", e.msg);
-    r->canceled = 1;
-    r->state = BACKOFF;
-    r->timer_kind = T_RETRY;
-    uv_timer_start(&r->timer, on_req_timer, 0, 0);
+    start_failed(r, e.code, e.msg);
 }
 
 static void start_attempt(eddy_llm_req *r)
@@ -1219,12 +1229,7 @@ static void start_attempt(eddy_llm_req *r)
     mc = r->streaming && !r->stream ? CURLM_OUT_OF_MEMORY
                                     : curl_multi_add_handle(r->client->multi, r->easy);
     if (mc != CURLM_OK) {
-        r->res.status =
-            set_err(r, EDDY_ELLM, mc, "cannot start request: %s", curl_multi_strerror(mc));
-        r->canceled = 1;
-        r->state = BACKOFF;
-        r->timer_kind = T_RETRY;
-        uv_timer_start(&r->timer, on_req_timer, 0, 0);
+        start_failed(r, mc, curl_multi_strerror(mc));
         return;
     }
     stream_timer_arm(r);

@@ -296,9 +296,9 @@ int eddy_llm_msg_write(eddy_buf *b, const eddy_llm_msg *m)
  * text (json_pack refused it), not leave ,"KEY": with no value. */
 static int put_opt(eddy_buf *b, const char *key, const char *v)
 {
-    eddy_buf_puts(b, key);
     if (v)
-        return eddy_json_put_string(b, v, strlen(v));
+        return put_field(b, key, v);
+    eddy_buf_puts(b, key);
     eddy_buf_puts(b, "null");
     return 0;
 }
@@ -419,10 +419,11 @@ static const char *v1_call_name(json_t *arr, size_t i, const char *id)
     while (id && i-- > 0) {
         json_t *calls = json_object_get(json_array_get(arr, i), "tool_calls"), *tc;
         size_t k;
-        json_array_foreach(
-            calls, k, tc) if (!strcmp(eddy_json_str(tc, "id", ""),
-                                      id)) return eddy_json_str(json_object_get(tc, "function"),
-                                                                "name", NULL);
+        json_array_foreach(calls, k, tc)
+        {
+            if (!strcmp(eddy_json_str(tc, "id", ""), id))
+                return eddy_json_str(json_object_get(tc, "function"), "name", NULL);
+        }
     }
     return NULL;
 }
